@@ -1,0 +1,377 @@
+//! Server-side apply and the `metadata.managedFields` bookkeeping of ordinary writes.
+//!
+//! `apply` merges an apply configuration into the live object, prunes what the manager
+//! stopped applying, detects conflicts with other managers and records the manager's Apply
+//! entry. `record_update` records who changed what on a create, update or patch.
+//! This is a simplified structured-merge-diff: one API version per kind (no conversion),
+//! no cap on the number of Update entries, status treated like any field.
+//!
+//! Invariant: after either call, every entry of `managedFields` owns a non-empty set, no
+//! path the object lacks was newly granted, the server-owned metadata (name, namespace,
+//! uid, resourceVersion, generation, creationTimestamp, managedFields...) is owned by no
+//! one, and the Apply entry of a manager is exactly the set of its last configuration.
+
+use serde_json::{Map, Value};
+
+use super::fields::{self, FieldSet};
+use super::merge_keys::{self, Ty};
+use super::{ssa_merge, PatchError};
+
+const APPLY: &str = "Apply";
+const UPDATE: &str = "Update";
+/// The Update manager that owns everything of an object written before any managedFields
+/// existed, so a first apply conflicts with values it did not set (as upstream).
+const BEFORE_FIRST_APPLY: &str = "before-first-apply";
+
+/// Server-side apply of configuration `applied` by `manager` onto `live` (`None` when the
+/// object does not exist yet: apply creates it). `(group, kind)` selects the list keys
+/// (custom resources: none, every list atomic); `api_version` is the request's
+/// group/version, e.g. `apps/v1`; `now` the RFC 3339 time for the Apply entry.
+///
+/// Returns the new object with `metadata.managedFields` updated. The caller still sets
+/// server fields (uid, resourceVersion...), defaults and validates it.
+#[allow(clippy::too_many_arguments)] // the signature the API server was promised
+pub fn apply(
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    group: &str,
+    kind: &str,
+    api_version: &str,
+    now: &str,
+) -> Result<Value, PatchError> {
+    check_configuration(applied, kind, api_version)?;
+    let ty = merge_keys::root(group, kind).unwrap_or(Ty::Any);
+    let recorded = decode(live.and_then(|l| l.pointer("/metadata/managedFields")));
+    let live = live.map(without_managed_fields);
+    let mut entries = match live.as_ref() {
+        Some(object) if recorded.is_empty() => vec![before_first_apply(object, ty, api_version)],
+        _ => recorded,
+    };
+    let ignored = ignored_fields();
+    let config_set = fields::to_field_set(applied, ty).difference(&ignored);
+    let mut merged = ssa_merge::merge(
+        live.as_ref().unwrap_or(&Value::Object(Map::new())),
+        applied,
+        ty,
+    )?;
+
+    let previous = take_entry(&mut entries, manager, APPLY, api_version);
+    if let Some(previous) = &previous {
+        let keep = entries
+            .iter()
+            .fold(config_set.clone(), |all, e| all.union(&e.set));
+        ssa_merge::prune(&mut merged, &previous.set, &keep, ty);
+    }
+
+    let cmp = fields::compare(live.as_ref(), Some(&merged), ty);
+    let changed = cmp.changed().difference(&ignored);
+    let removed = cmp.removed.difference(&ignored);
+    let mut conflicts = Vec::new();
+    for entry in &entries {
+        for path in entry.set.intersection(&changed).paths() {
+            conflicts.push((entry.printed(), fields::display_path(&path)));
+        }
+    }
+    if !force && !conflicts.is_empty() {
+        conflicts.sort_by(|a, b| a.0.cmp(&b.0));
+        return Err(PatchError::Conflict { conflicts });
+    }
+    for entry in &mut entries {
+        entry.set = entry.set.difference(&changed).difference(&removed);
+    }
+    // An apply that changes nothing keeps its time, so re-applying an unchanged manifest
+    // leaves the object byte-for-byte the same (no new resourceVersion, no watch event).
+    let unchanged = changed.is_empty() && removed.is_empty();
+    let time = match previous {
+        Some(previous) if unchanged && previous.time.is_some() => previous.time,
+        _ => Some(now.to_owned()),
+    };
+    entries.push(Entry {
+        manager: manager.to_owned(),
+        operation: APPLY.to_owned(),
+        api_version: api_version.to_owned(),
+        time,
+        subresource: None,
+        set: config_set,
+    });
+    set_managed_fields(&mut merged, entries);
+    Ok(merged)
+}
+
+/// Records a non-apply write (create, update, patch) by `manager` in `new`'s
+/// `metadata.managedFields`: the manager's Update entry gains every field whose value was
+/// added or changed since `old` (`None` on create) and loses removed ones; other managers
+/// lose the fields that changed. The kind comes from `new.kind`, its group from
+/// `api_version`. Managed fields sent in `new` replace the stored ones (an empty list
+/// resets ownership), as upstream lets clients do.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    now: &str,
+) {
+    if !new.is_object() {
+        return;
+    }
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let kind = new
+        .get("kind")
+        .or_else(|| old.and_then(|o| o.get("kind")))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ty = merge_keys::root(group, kind).unwrap_or(Ty::Any);
+    let mut entries = match new.pointer("/metadata/managedFields") {
+        Some(sent) if !sent.is_null() => decode(Some(sent)),
+        _ => decode(old.and_then(|o| o.pointer("/metadata/managedFields"))),
+    };
+    let old = old.map(without_managed_fields);
+    let stripped = without_managed_fields(new);
+    let cmp = fields::compare(old.as_ref(), Some(&stripped), ty);
+    let ignored = ignored_fields();
+    let changed = cmp.changed().difference(&ignored);
+    let removed = cmp.removed.difference(&ignored);
+
+    let mut own = take_entry(&mut entries, manager, UPDATE, api_version).unwrap_or(Entry {
+        manager: manager.to_owned(),
+        operation: UPDATE.to_owned(),
+        api_version: api_version.to_owned(),
+        time: None,
+        subresource: None,
+        set: FieldSet::default(),
+    });
+    for entry in &mut entries {
+        entry.set = entry.set.difference(&changed).difference(&removed);
+    }
+    let set = own.set.difference(&removed).union(&changed);
+    // As upstream, the time moves only when this write took fields.
+    if !changed.is_empty() {
+        own.time = Some(now.to_owned());
+    }
+    own.set = set;
+    entries.push(own);
+    *new = stripped;
+    set_managed_fields(new, entries);
+}
+
+/// One `managedFields` entry.
+#[derive(Clone, Debug)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: Option<String>,
+    subresource: Option<String>,
+    set: FieldSet,
+}
+
+impl Entry {
+    /// The manager as upstream names it in conflict messages.
+    fn printed(&self) -> String {
+        let mut out = Value::from(self.manager.as_str()).to_string();
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(" with subresource {}", Value::from(sub.as_str())));
+        }
+        if self.operation == UPDATE {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
+
+    fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("manager".into(), self.manager.clone().into());
+        map.insert("operation".into(), self.operation.clone().into());
+        map.insert("apiVersion".into(), self.api_version.clone().into());
+        if let Some(time) = &self.time {
+            map.insert("time".into(), time.clone().into());
+        }
+        map.insert("fieldsType".into(), "FieldsV1".into());
+        map.insert("fieldsV1".into(), self.set.to_fields_v1());
+        if let Some(sub) = &self.subresource {
+            map.insert("subresource".into(), sub.clone().into());
+        }
+        Value::Object(map)
+    }
+
+    /// Seconds since the epoch of `time`, for upstream's entry order.
+    fn seconds(&self) -> i64 {
+        self.time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or(0, |t| t.timestamp())
+    }
+}
+
+/// Removes and returns the entry a write by `manager` with `operation` belongs to. Apply
+/// entries are one per manager; Update entries one per manager and API version.
+fn take_entry(
+    entries: &mut Vec<Entry>,
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+) -> Option<Entry> {
+    let index = entries.iter().position(|e| {
+        e.manager == manager
+            && e.operation == operation
+            && e.subresource.is_none()
+            && (operation == APPLY || e.api_version == api_version)
+    })?;
+    Some(entries.remove(index))
+}
+
+/// Reads `managedFields`, skipping entries that are not well-formed FieldsV1.
+fn decode(managed: Option<&Value>) -> Vec<Entry> {
+    let Some(Value::Array(items)) = managed else {
+        return Vec::new();
+    };
+    let text = |item: &Value, key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+    items
+        .iter()
+        .filter_map(|item| {
+            if text(item, "fieldsType").is_some_and(|t| t != "FieldsV1") {
+                return None;
+            }
+            let set = FieldSet::from_fields_v1(item.get("fieldsV1")?)?;
+            Some(Entry {
+                manager: text(item, "manager").unwrap_or_default(),
+                operation: text(item, "operation").filter(|o| o == APPLY || o == UPDATE)?,
+                api_version: text(item, "apiVersion").unwrap_or_default(),
+                time: text(item, "time"),
+                subresource: text(item, "subresource").filter(|s| !s.is_empty()),
+                set,
+            })
+        })
+        .collect()
+}
+
+/// Writes the entries, sorted as upstream sorts them; no entries means no field.
+fn set_managed_fields(object: &mut Value, mut entries: Vec<Entry>) {
+    entries.retain(|e| !e.set.is_empty());
+    entries.sort_by(|a, b| {
+        (
+            &a.operation,
+            a.seconds(),
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                b.seconds(),
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
+    });
+    let Value::Object(root) = object else {
+        return;
+    };
+    let metadata = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(metadata) = metadata else {
+        return;
+    };
+    if entries.is_empty() {
+        metadata.remove("managedFields");
+    } else {
+        let list = entries.iter().map(Entry::to_json).collect();
+        metadata.insert("managedFields".into(), Value::Array(list));
+    }
+}
+
+fn without_managed_fields(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(Value::Object(metadata)) = copy.get_mut("metadata") {
+        metadata.remove("managedFields");
+    }
+    copy
+}
+
+fn before_first_apply(live: &Value, ty: Ty, api_version: &str) -> Entry {
+    let version = live
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(api_version);
+    Entry {
+        manager: BEFORE_FIRST_APPLY.to_owned(),
+        operation: UPDATE.to_owned(),
+        api_version: version.to_owned(),
+        time: None,
+        subresource: None,
+        set: fields::to_field_set(live, ty).difference(&ignored_fields()),
+    }
+}
+
+/// Fields the server owns, which no manager is recorded as owning (upstream's list).
+fn ignored_fields() -> FieldSet {
+    let mut set = FieldSet::default();
+    let f = fields::field_element;
+    set.insert(&[f("apiVersion")]);
+    set.insert(&[f("kind")]);
+    set.insert(&[f("metadata")]);
+    for name in [
+        "name",
+        "namespace",
+        "creationTimestamp",
+        "selfLink",
+        "uid",
+        "clusterName",
+        "generation",
+        "managedFields",
+        "resourceVersion",
+    ] {
+        set.insert(&[f("metadata"), f(name)]);
+    }
+    set
+}
+
+/// Refuses configurations upstream refuses: not an object, kind or apiVersion missing or
+/// different from the request's, or managedFields set.
+fn check_configuration(applied: &Value, kind: &str, api_version: &str) -> Result<(), PatchError> {
+    let Value::Object(config) = applied else {
+        return Err(PatchError::InvalidApply(
+            "the apply configuration must be an object".into(),
+        ));
+    };
+    match config.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            return Err(PatchError::InvalidApply(
+                "Object 'Kind' is missing in the apply configuration".into(),
+            ))
+        }
+        Some(k) if k != kind => {
+            return Err(PatchError::InvalidApply(format!(
+                "the apply configuration has kind {k:?}, but the request is for {kind:?}"
+            )))
+        }
+        Some(_) => {}
+    }
+    match config.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            return Err(PatchError::InvalidApply(
+                "Object 'apiVersion' is missing in the apply configuration".into(),
+            ))
+        }
+        Some(v) if v != api_version => {
+            return Err(PatchError::InvalidApply(format!(
+            "the apply configuration has apiVersion {v:?}, but the request is for {api_version:?}"
+        )))
+        }
+        Some(_) => {}
+    }
+    let managed = applied.pointer("/metadata/managedFields");
+    if managed.is_some_and(|m| !m.is_null() && m.as_array().is_none_or(|a| !a.is_empty())) {
+        return Err(PatchError::InvalidApply(
+            "metadata.managedFields must be nil in an apply configuration".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -1,0 +1,152 @@
+//! Tests of field sets, their FieldsV1 encoding and object comparison.
+
+use serde_json::json;
+
+use super::super::merge_keys;
+use super::*;
+
+fn set_of(paths: &[&[&str]]) -> FieldSet {
+    let mut set = FieldSet::default();
+    for path in paths {
+        let owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        set.insert(&owned);
+    }
+    set
+}
+
+fn pod() -> Ty {
+    merge_keys::root("", "Pod").expect("Pod is built in")
+}
+
+#[test]
+fn fields_v1_round_trips_with_dot_for_members_that_have_children() {
+    let encoded =
+        json!({"f:spec": {"f:containers": {"k:{\"name\":\"a\"}": {".": {}, "f:image": {}}}}});
+    let set = FieldSet::from_fields_v1(&encoded).expect("valid FieldsV1");
+    assert_eq!(set.to_fields_v1(), encoded);
+    assert_eq!(
+        set.paths(),
+        vec![
+            vec![
+                "f:spec".to_string(),
+                "f:containers".into(),
+                "k:{\"name\":\"a\"}".into()
+            ],
+            vec![
+                "f:spec".to_string(),
+                "f:containers".into(),
+                "k:{\"name\":\"a\"}".into(),
+                "f:image".into()
+            ],
+        ]
+    );
+}
+
+#[test]
+fn decoding_canonicalises_key_order_and_spacing() {
+    let encoded = json!({"f:ports": {"k:{\"protocol\": \"TCP\", \"port\": 80}": {}}, "f:x": {"v:[1, 2]": {}}});
+    let set = FieldSet::from_fields_v1(&encoded).expect("valid FieldsV1");
+    assert_eq!(
+        set.to_fields_v1(),
+        json!({"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {}}, "f:x": {"v:[1,2]": {}}})
+    );
+}
+
+#[test]
+fn decoding_rejects_what_is_not_fields_v1() {
+    assert!(FieldSet::from_fields_v1(&json!([1])).is_none());
+    assert!(FieldSet::from_fields_v1(&json!({"spec": {}})).is_none());
+    assert!(FieldSet::from_fields_v1(&json!({"k:notjson": {}})).is_none());
+}
+
+#[test]
+fn set_operations_work_on_exact_paths() {
+    let a = set_of(&[&["f:a"], &["f:b", "f:c"], &["f:b", "f:d"]]);
+    let b = set_of(&[&["f:b", "f:c"], &["f:e"]]);
+    assert_eq!(a.difference(&b), set_of(&[&["f:a"], &["f:b", "f:d"]]));
+    assert_eq!(a.intersection(&b), set_of(&[&["f:b", "f:c"]]));
+    assert_eq!(
+        a.union(&b),
+        set_of(&[&["f:a"], &["f:b", "f:c"], &["f:b", "f:d"], &["f:e"]])
+    );
+    let parent = set_of(&[&["f:b"]]);
+    assert_eq!(
+        a.difference(&parent),
+        a,
+        "removing a member leaves what is below it"
+    );
+    assert!(a.difference(&a).is_empty());
+}
+
+#[test]
+fn field_set_of_a_pod_marks_leaves_items_and_empty_maps() {
+    let pod_value = json!({"metadata": {"labels": {"a": "1"}},
+        "spec": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k"}], "securityContext": {},
+            "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]}});
+    assert_eq!(
+        to_field_set(&pod_value, pod()).to_fields_v1(),
+        json!({"f:metadata": {"f:labels": {"f:a": {}}},
+            "f:spec": {"f:nodeSelector": {}, "f:tolerations": {}, "f:securityContext": {},
+                "f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:name": {},
+                    "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}})
+    );
+}
+
+#[test]
+fn lists_with_duplicate_keys_are_owned_whole() {
+    let value = json!({"spec": {"containers": [{"name": "c"}, {"name": "c"}]}});
+    assert_eq!(
+        to_field_set(&value, pod()).to_fields_v1(),
+        json!({"f:spec": {"f:containers": {}}})
+    );
+}
+
+#[test]
+fn compare_reports_added_modified_and_removed_paths() {
+    let old = json!({"metadata": {"labels": {"a": "1", "gone": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "1"}, {"name": "old"}]}});
+    let new = json!({"metadata": {"labels": {"a": "2"}, "annotations": {"n": "v"}},
+        "spec": {"containers": [{"name": "c", "image": "1"}, {"name": "new", "image": "x"}], "hostname": "h"}});
+    let cmp = compare(Some(&old), Some(&new), pod());
+    assert_eq!(cmp.modified, set_of(&[&["f:metadata", "f:labels", "f:a"]]));
+    assert_eq!(
+        cmp.added.to_fields_v1(),
+        json!({"f:metadata": {"f:annotations": {".": {}, "f:n": {}}},
+            "f:spec": {"f:hostname": {}, "f:containers": {"k:{\"name\":\"new\"}": {".": {}, "f:name": {}, "f:image": {}}}}})
+    );
+    assert_eq!(
+        cmp.removed.to_fields_v1(),
+        json!({"f:metadata": {"f:labels": {"f:gone": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"old\"}": {".": {}, "f:name": {}}}}})
+    );
+    let same = compare(Some(&old), Some(&old), pod());
+    assert!(same.added.is_empty() && same.modified.is_empty() && same.removed.is_empty());
+}
+
+#[test]
+fn compare_treats_atomic_values_as_one_field() {
+    let old = json!({"spec": {"nodeSelector": {"a": "1"}, "args": [1]}});
+    let new = json!({"spec": {"nodeSelector": {"a": "2"}, "args": [1.0]}});
+    let cmp = compare(Some(&old), Some(&new), pod());
+    assert_eq!(cmp.modified, set_of(&[&["f:spec", "f:nodeSelector"]]));
+    assert!(cmp.added.is_empty() && cmp.removed.is_empty());
+}
+
+#[test]
+fn paths_display_like_upstream() {
+    let path: Vec<String> = vec![
+        "f:spec".into(),
+        "f:containers".into(),
+        "k:{\"name\":\"web\"}".into(),
+        "f:ports".into(),
+        "k:{\"containerPort\":80,\"protocol\":\"TCP\"}".into(),
+        "f:name".into(),
+    ];
+    assert_eq!(
+        display_path(&path),
+        ".spec.containers[name=\"web\"].ports[containerPort=80,protocol=\"TCP\"].name"
+    );
+    let set_item: Vec<String> = vec!["f:metadata".into(), "f:finalizers".into(), "v:\"a\"".into()];
+    assert_eq!(display_path(&set_item), ".metadata.finalizers[=\"a\"]");
+    assert_eq!(display_path(&["i:3".to_string()]), "[3]");
+}

@@ -1,0 +1,551 @@
+//! The resource registry: every API resource skiff serves, with its upstream group,
+//! versions, kind, scope, short names, categories, verbs and subresources.
+//!
+//! Invariant: a resource type's storage prefix depends only on (group, plural), so the
+//! versions of one resource (autoscaling v1 and v2) share their objects, and custom resources
+//! appear and disappear at runtime without touching built-in entries.
+
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Standard verbs of a full REST resource, in upstream's (sorted) order.
+pub const STANDARD_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// A subresource served under `<resource>/<name>/<subresource>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    Status,
+    Scale,
+    Binding,
+    Log,
+}
+
+impl Subresource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Log => "log",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subresource> {
+        Some(match s {
+            "status" => Subresource::Status,
+            "scale" => Subresource::Scale,
+            "binding" => Subresource::Binding,
+            "log" => Subresource::Log,
+            _ => return None,
+        })
+    }
+
+    fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Binding => &["create"],
+            Subresource::Log => &["get"],
+        }
+    }
+
+    /// (group, version, kind) of the object the subresource speaks, when not the parent's.
+    fn response_kind(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
+            Subresource::Binding => Some(("", "v1", "Binding")),
+            Subresource::Log => Some(("", "v1", "Pod")),
+            Subresource::Status => None,
+        }
+    }
+}
+
+/// Where the scale subresource of a custom resource reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
+}
+
+/// One served resource at one version.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub verbs: Vec<String>,
+    pub subresources: Vec<Subresource>,
+    /// Custom resources: the CRD's printer columns and scale paths.
+    pub custom: Option<CustomInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomInfo {
+    pub crd_name: String,
+    pub additional_printer_columns: Value,
+    pub scale: Option<ScalePaths>,
+}
+
+impl ResourceType {
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `deployments.apps`, or `pods` for the core group: the name upstream uses in messages.
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `Deployment.apps`, or `Pod` for the core group: used in "is invalid" messages.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    pub fn has_subresource(&self, s: Subresource) -> bool {
+        self.subresources.contains(&s)
+    }
+
+    pub fn has_verb(&self, verb: &str) -> bool {
+        self.verbs.iter().any(|v| v == verb)
+    }
+
+    /// Storage key prefix shared by all versions: `apps/deployments/`.
+    pub fn storage_prefix(&self) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        format!("{group}/{}/", self.plural)
+    }
+
+    /// Key prefix of one namespace's objects (or all objects of a cluster-scoped type).
+    pub fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/", self.storage_prefix()),
+            _ => self.storage_prefix(),
+        }
+    }
+
+    /// Storage key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.namespace_prefix(namespace))
+    }
+
+    /// Aggregated discovery (apidiscovery.k8s.io/v2) entry.
+    pub fn discovery_v2(&self) -> Value {
+        let subresources: Vec<Value> = self
+            .subresources
+            .iter()
+            .map(|s| {
+                let (g, v, k) =
+                    s.response_kind()
+                        .unwrap_or((&self.group, &self.version, &self.kind));
+                json!({
+                    "subresource": s.name(),
+                    "responseKind": {"group": g, "version": v, "kind": k},
+                    "verbs": s.verbs(),
+                })
+            })
+            .collect();
+        let mut entry = json!({
+            "resource": self.plural,
+            "responseKind": {"group": self.group, "version": self.version, "kind": self.kind},
+            "scope": if self.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": self.singular,
+            "verbs": self.verbs,
+        });
+        if !self.short_names.is_empty() {
+            entry["shortNames"] = json!(self.short_names);
+        }
+        if !self.categories.is_empty() {
+            entry["categories"] = json!(self.categories);
+        }
+        if !subresources.is_empty() {
+            entry["subresources"] = Value::Array(subresources);
+        }
+        entry
+    }
+
+    /// Legacy discovery (APIResourceList) entries: the resource and its subresources.
+    pub fn discovery_v1(&self) -> Vec<Value> {
+        let mut main = json!({
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": self.verbs,
+        });
+        if !self.short_names.is_empty() {
+            main["shortNames"] = json!(self.short_names);
+        }
+        if !self.categories.is_empty() {
+            main["categories"] = json!(self.categories);
+        }
+        let mut out = vec![main];
+        for s in &self.subresources {
+            let mut e = json!({
+                "name": format!("{}/{}", self.plural, s.name()),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": s.response_kind().map(|(_, _, k)| k).unwrap_or(&self.kind),
+                "verbs": s.verbs(),
+            });
+            if let Some((g, v, _)) = s.response_kind() {
+                if g != self.group || v != self.version {
+                    e["group"] = json!(g);
+                    e["version"] = json!(v);
+                }
+            }
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// One API group with its versions, preferred first.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    pub name: String,
+    pub versions: Vec<String>,
+}
+
+/// All served resource types; custom resources are added and removed at runtime.
+#[derive(Default)]
+pub struct Registry {
+    builtin: Vec<Arc<ResourceType>>,
+    custom: RwLock<Vec<Arc<ResourceType>>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            builtin: builtin_types().into_iter().map(Arc::new).collect(),
+            custom: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Every served type, built-in first.
+    pub fn all(&self) -> Vec<Arc<ResourceType>> {
+        let mut v = self.builtin.clone();
+        v.extend(self.custom.read().iter().cloned());
+        v
+    }
+
+    /// Looks up by group, version and plural.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        let find = |list: &[Arc<ResourceType>]| {
+            list.iter()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+                .cloned()
+        };
+        find(&self.builtin).or_else(|| find(&self.custom.read()))
+    }
+
+    /// Looks up by group, version and kind (apiVersion + kind of a body).
+    pub fn lookup_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        self.all()
+            .into_iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+    }
+
+    /// Whether some version of this group is served.
+    pub fn group_version_exists(&self, group: &str, version: &str) -> bool {
+        self.groups()
+            .iter()
+            .any(|g| g.name == group && g.versions.iter().any(|v| v == version))
+    }
+
+    /// Groups in discovery order (core first, then built-in groups, then custom), each with
+    /// its versions in preference order.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        let mut groups: Vec<GroupInfo> = Vec::new();
+        for r in self.all() {
+            match groups.iter_mut().find(|g| g.name == r.group) {
+                Some(g) => {
+                    if !g.versions.contains(&r.version) {
+                        g.versions.push(r.version.clone());
+                    }
+                }
+                None => groups.push(GroupInfo {
+                    name: r.group.clone(),
+                    versions: vec![r.version.clone()],
+                }),
+            }
+        }
+        for g in &mut groups {
+            g.versions
+                .sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        }
+        groups
+    }
+
+    /// Resource types of one group-version.
+    pub fn resources_of(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
+        self.all()
+            .into_iter()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
+    }
+
+    /// Replaces the custom types defined by one CRD (empty `types` removes them).
+    pub fn set_custom(&self, crd_name: &str, types: Vec<ResourceType>) {
+        let mut custom = self.custom.write();
+        custom.retain(|r| r.custom.as_ref().map(|c| c.crd_name.as_str()) != Some(crd_name));
+        custom.extend(types.into_iter().map(Arc::new));
+    }
+}
+
+/// Kubernetes version priority: GA > beta > alpha, higher numbers first (v2 > v1 > v1beta1).
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let major: u32 = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    let (level, minor_str) = if tail.is_empty() {
+        (3, "")
+    } else if let Some(m) = tail.strip_prefix("beta") {
+        (2, m)
+    } else if let Some(m) = tail.strip_prefix("alpha") {
+        (1, m)
+    } else {
+        return (0, 0, 0);
+    };
+    (level, major, minor_str.parse().unwrap_or(0))
+}
+
+/// Builds the custom resource types a CRD defines (one per served version).
+pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
+    let spec = &crd["spec"];
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+    let group = spec["group"].as_str().unwrap_or_default();
+    let names = &spec["names"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let plural = names["plural"].as_str().unwrap_or_default().to_owned();
+    let kind = names["kind"].as_str().unwrap_or_default().to_owned();
+    let singular = names["singular"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| kind.to_lowercase());
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    let mut out = Vec::new();
+    for v in spec["versions"].as_array().into_iter().flatten() {
+        if v["served"].as_bool() == Some(false) {
+            continue;
+        }
+        let mut subresources = Vec::new();
+        if v["subresources"]["status"].is_object() {
+            subresources.push(Subresource::Status);
+        }
+        let scale = v["subresources"]["scale"].as_object().map(|s| ScalePaths {
+            spec_replicas: s
+                .get("specReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".spec.replicas")
+                .to_owned(),
+            status_replicas: s
+                .get("statusReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".status.replicas")
+                .to_owned(),
+            label_selector: s
+                .get("labelSelectorPath")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
+        if scale.is_some() {
+            subresources.push(Subresource::Scale);
+        }
+        out.push(ResourceType {
+            group: group.to_owned(),
+            version: v["name"].as_str().unwrap_or_default().to_owned(),
+            plural: plural.clone(),
+            singular: singular.clone(),
+            kind: kind.clone(),
+            namespaced,
+            short_names: strings(&names["shortNames"]),
+            categories: strings(&names["categories"]),
+            verbs: STANDARD_VERBS.iter().map(|s| s.to_string()).collect(),
+            subresources,
+            custom: Some(CustomInfo {
+                crd_name: name.to_owned(),
+                additional_printer_columns: v["additionalPrinterColumns"].clone(),
+                scale,
+            }),
+        });
+    }
+    out
+}
+
+struct Def {
+    group: &'static str,
+    versions: &'static [&'static str],
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: &'static [Subresource],
+    verbs: &'static [&'static str],
+}
+
+const NS: bool = true;
+const CLUSTER: bool = false;
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+use Subresource::{Binding, Log, Scale, Status};
+
+#[rustfmt::skip]
+const BUILTIN: &[Def] = &[
+    // core/v1
+    Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["create"] },
+    Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "limitranges", kind: "LimitRange", namespaced: NS, short: &["limits"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"] },
+    Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"] },
+    // apps/v1
+    Def { group: "apps", versions: &["v1"], plural: "controllerrevisions", kind: "ControllerRevision", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "apps", versions: &["v1"], plural: "daemonsets", kind: "DaemonSet", namespaced: NS, short: &["ds"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "apps", versions: &["v1"], plural: "deployments", kind: "Deployment", namespaced: NS, short: &["deploy"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
+    Def { group: "apps", versions: &["v1"], plural: "replicasets", kind: "ReplicaSet", namespaced: NS, short: &["rs"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
+    Def { group: "apps", versions: &["v1"], plural: "statefulsets", kind: "StatefulSet", namespaced: NS, short: &["sts"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
+    // autoscaling: v2 preferred; both versions share storage.
+    Def { group: "autoscaling", versions: &["v2", "v1"], plural: "horizontalpodautoscalers", kind: "HorizontalPodAutoscaler", namespaced: NS, short: &["hpa"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    // batch/v1
+    Def { group: "batch", versions: &["v1"], plural: "cronjobs", kind: "CronJob", namespaced: NS, short: &["cj"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "batch", versions: &["v1"], plural: "jobs", kind: "Job", namespaced: NS, short: NONE, categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    // networking.k8s.io/v1
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingressclasses", kind: "IngressClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingresses", kind: "Ingress", namespaced: NS, short: &["ing"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "networkpolicies", kind: "NetworkPolicy", namespaced: NS, short: &["netpol"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    // coordination, discovery
+    Def { group: "coordination.k8s.io", versions: &["v1"], plural: "leases", kind: "Lease", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "discovery.k8s.io", versions: &["v1"], plural: "endpointslices", kind: "EndpointSlice", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    // rbac.authorization.k8s.io/v1
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterroles", kind: "ClusterRole", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    // storage, policy, events, apiextensions
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS },
+];
+
+fn builtin_types() -> Vec<ResourceType> {
+    let mut out = Vec::new();
+    for d in BUILTIN {
+        for v in d.versions {
+            out.push(ResourceType {
+                group: d.group.into(),
+                version: (*v).into(),
+                plural: d.plural.into(),
+                singular: d.kind.to_lowercase(),
+                kind: d.kind.into(),
+                namespaced: d.namespaced,
+                short_names: d.short.iter().map(|s| s.to_string()).collect(),
+                categories: d.categories.iter().map(|s| s.to_string()).collect(),
+                verbs: d.verbs.iter().map(|s| s.to_string()).collect(),
+                subresources: d.subresources.to_vec(),
+                custom: None,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_a_group_are_ordered_by_preference() {
+        let reg = Registry::new();
+        let autoscaling = reg
+            .groups()
+            .into_iter()
+            .find(|g| g.name == "autoscaling")
+            .unwrap();
+        assert_eq!(autoscaling.versions, vec!["v2", "v1"]);
+        assert!(version_priority("v1") > version_priority("v1beta1"));
+        assert!(version_priority("v2beta1") > version_priority("v1alpha1"));
+    }
+
+    #[test]
+    fn versions_of_a_resource_share_storage() {
+        let reg = Registry::new();
+        let v1 = reg
+            .lookup("autoscaling", "v1", "horizontalpodautoscalers")
+            .unwrap();
+        let v2 = reg
+            .lookup("autoscaling", "v2", "horizontalpodautoscalers")
+            .unwrap();
+        assert_eq!(v1.key(Some("a"), "b"), v2.key(Some("a"), "b"));
+        assert_eq!(
+            v1.key(Some("a"), "b"),
+            "autoscaling/horizontalpodautoscalers/a/b"
+        );
+    }
+
+    #[test]
+    fn crd_types_are_added_and_removed() {
+        let reg = Registry::new();
+        let crd = json!({"metadata":{"name":"widgets.example.com"},"spec":{"group":"example.com","scope":"Namespaced",
+            "names":{"plural":"widgets","kind":"Widget","shortNames":["wd"]},
+            "versions":[{"name":"v1","served":true,"storage":true,"subresources":{"status":{}}}]}});
+        reg.set_custom("widgets.example.com", types_from_crd(&crd));
+        let w = reg.lookup("example.com", "v1", "widgets").unwrap();
+        assert!(w.has_subresource(Subresource::Status));
+        assert_eq!(w.short_names, vec!["wd"]);
+        reg.set_custom("widgets.example.com", Vec::new());
+        assert!(reg.lookup("example.com", "v1", "widgets").is_none());
+    }
+}

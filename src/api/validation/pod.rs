@@ -1,0 +1,281 @@
+//! Pod spec checks, used for Pods and for every pod template (workloads, Jobs, CronJobs).
+//!
+//! Invariant: covers what users commonly get wrong (containers, names, images, ports,
+//! volume mounts, env names, policies) with upstream's paths and wording; anything not
+//! checked here is accepted.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::field::{FieldError, FieldPath};
+use super::json::{arr_of, field, int_of, obj_of, str_of};
+use super::meta::{validate_annotations, validate_labels};
+use super::strings::{is_dns1123_label, is_valid_port_name, is_valid_port_num};
+
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+fn validate_dns1123_label(value: &str, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    for msg in is_dns1123_label(value) {
+        errs.push(FieldError::invalid(path.as_str(), value, &msg));
+    }
+}
+
+/// Upstream's `ValidatePortNumOrName` for an int-or-string port (`targetPort`, probe ports).
+pub(super) fn validate_port_num_or_name(
+    port: Option<&Value>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    match port {
+        Some(Value::String(name)) => {
+            for msg in is_valid_port_name(name) {
+                errs.push(FieldError::invalid(path.as_str(), name.as_str(), &msg));
+            }
+        }
+        Some(v) => {
+            let n = v.as_i64().unwrap_or_default();
+            for msg in is_valid_port_num(n) {
+                errs.push(FieldError::invalid(path.as_str(), n, &msg));
+            }
+        }
+        None => {}
+    }
+}
+
+/// A port `protocol`: required, one of SCTP/TCP/UDP.
+pub(super) fn validate_protocol(proto: &str, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    if proto.is_empty() {
+        errs.push(FieldError::required(path.as_str(), ""));
+    } else if !PROTOCOLS.contains(&proto) {
+        errs.push(FieldError::not_supported(path.as_str(), proto, PROTOCOLS));
+    }
+}
+
+fn validate_container_ports(ports: &[Value], path: &FieldPath, errs: &mut Vec<FieldError>) {
+    let mut names = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let p = Some(p);
+        let idx = path.index(i);
+        let name = str_of(p, "name");
+        if !name.is_empty() {
+            let msgs = is_valid_port_name(name);
+            if !msgs.is_empty() {
+                for msg in msgs {
+                    errs.push(FieldError::invalid(idx.child("name").as_str(), name, &msg));
+                }
+            } else if !names.insert(name) {
+                errs.push(FieldError::duplicate(idx.child("name").as_str(), name));
+            }
+        }
+        match int_of(p, "containerPort").unwrap_or(0) {
+            0 => errs.push(FieldError::required(
+                idx.child("containerPort").as_str(),
+                "",
+            )),
+            n => {
+                for msg in is_valid_port_num(n) {
+                    errs.push(FieldError::invalid(
+                        idx.child("containerPort").as_str(),
+                        n,
+                        &msg,
+                    ));
+                }
+            }
+        }
+        if let Some(h) = int_of(p, "hostPort").filter(|h| *h != 0) {
+            for msg in is_valid_port_num(h) {
+                errs.push(FieldError::invalid(idx.child("hostPort").as_str(), h, &msg));
+            }
+        }
+        validate_protocol(str_of(p, "protocol"), &idx.child("protocol"), errs);
+    }
+}
+
+fn validate_env(env: &[Value], path: &FieldPath, errs: &mut Vec<FieldError>) {
+    for (i, e) in env.iter().enumerate() {
+        let name = str_of(Some(e), "name");
+        let p = path.index(i).child("name");
+        if name.is_empty() {
+            errs.push(FieldError::required(p.as_str(), ""));
+        } else if name
+            .chars()
+            .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '=')
+        {
+            errs.push(FieldError::invalid(
+                p.as_str(),
+                name,
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            ));
+        }
+    }
+}
+
+fn validate_volume_mounts(
+    mounts: &[Value],
+    volumes: &BTreeSet<&str>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    for (i, m) in mounts.iter().enumerate() {
+        let m = Some(m);
+        let idx = path.index(i);
+        let name = str_of(m, "name");
+        if name.is_empty() {
+            errs.push(FieldError::required(idx.child("name").as_str(), ""));
+        }
+        if !volumes.contains(name) {
+            errs.push(FieldError::not_found(idx.child("name").as_str(), name));
+        }
+        if str_of(m, "mountPath").is_empty() {
+            errs.push(FieldError::required(idx.child("mountPath").as_str(), ""));
+        }
+    }
+}
+
+fn validate_pull_policy(policy: &str, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+    if policy.is_empty() {
+        errs.push(FieldError::required(path.as_str(), ""));
+    } else if !POLICIES.contains(&policy) {
+        errs.push(FieldError::not_supported(path.as_str(), policy, POLICIES));
+    }
+}
+
+fn validate_containers<'a>(
+    containers: &'a [Value],
+    all_names: &mut BTreeSet<&'a str>,
+    volumes: &BTreeSet<&str>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    for (i, c) in containers.iter().enumerate() {
+        let c = Some(c);
+        let idx = path.index(i);
+        let name = str_of(c, "name");
+        if name.is_empty() {
+            errs.push(FieldError::required(idx.child("name").as_str(), ""));
+        } else {
+            validate_dns1123_label(name, &idx.child("name"), errs);
+        }
+        if str_of(c, "image").is_empty() {
+            errs.push(FieldError::required(idx.child("image").as_str(), ""));
+        }
+        validate_container_ports(arr_of(c, "ports"), &idx.child("ports"), errs);
+        validate_env(arr_of(c, "env"), &idx.child("env"), errs);
+        validate_volume_mounts(
+            arr_of(c, "volumeMounts"),
+            volumes,
+            &idx.child("volumeMounts"),
+            errs,
+        );
+        validate_pull_policy(
+            str_of(c, "imagePullPolicy"),
+            &idx.child("imagePullPolicy"),
+            errs,
+        );
+        if !name.is_empty() && !all_names.insert(name) {
+            errs.push(FieldError::duplicate(idx.child("name").as_str(), name));
+        }
+    }
+}
+
+/// Upstream's `ValidatePodSpec` (the commonly hit parts). `spec` is at `path`.
+pub(super) fn validate_pod_spec(
+    spec: Option<&Value>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    let mut volumes = BTreeSet::new();
+    for (i, v) in arr_of(spec, "volumes").iter().enumerate() {
+        let name_path = path.child("volumes").index(i).child("name");
+        let name = str_of(Some(v), "name");
+        if name.is_empty() {
+            errs.push(FieldError::required(name_path.as_str(), ""));
+        } else {
+            validate_dns1123_label(name, &name_path, errs);
+        }
+        if !volumes.insert(name) {
+            errs.push(FieldError::duplicate(name_path.as_str(), name));
+        }
+    }
+    let containers = arr_of(spec, "containers");
+    let mut names = BTreeSet::new();
+    if containers.is_empty() {
+        errs.push(FieldError::required(path.child("containers").as_str(), ""));
+    } else {
+        validate_containers(
+            containers,
+            &mut names,
+            &volumes,
+            &path.child("containers"),
+            errs,
+        );
+    }
+    validate_containers(
+        arr_of(spec, "initContainers"),
+        &mut names,
+        &volumes,
+        &path.child("initContainers"),
+        errs,
+    );
+    const RESTART: &[&str] = &["Always", "OnFailure", "Never"];
+    let restart = str_of(spec, "restartPolicy");
+    if restart.is_empty() {
+        errs.push(FieldError::required(
+            path.child("restartPolicy").as_str(),
+            "",
+        ));
+    } else if !RESTART.contains(&restart) {
+        errs.push(FieldError::not_supported(
+            path.child("restartPolicy").as_str(),
+            restart,
+            RESTART,
+        ));
+    }
+    const DNS: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    let dns = str_of(spec, "dnsPolicy");
+    if dns.is_empty() {
+        errs.push(FieldError::required(path.child("dnsPolicy").as_str(), ""));
+    } else if !DNS.contains(&dns) {
+        errs.push(FieldError::not_supported(
+            path.child("dnsPolicy").as_str(),
+            dns,
+            DNS,
+        ));
+    }
+}
+
+/// Checks only a real Pod gets (not templates).
+pub(super) fn validate_pod(obj: &Value, errs: &mut Vec<FieldError>) {
+    let spec = field(Some(obj), "spec");
+    let path = FieldPath::new("spec");
+    validate_pod_spec(spec, &path, errs);
+    for (i, c) in arr_of(spec, "containers").iter().enumerate() {
+        let image = str_of(Some(c), "image");
+        if image.trim() != image {
+            errs.push(FieldError::invalid(
+                path.child("containers").index(i).child("image").as_str(),
+                image,
+                "must not have leading or trailing whitespace",
+            ));
+        }
+    }
+}
+
+/// Upstream's `ValidatePodTemplateSpec`; `path` is the template (e.g. `spec.template`).
+/// Upstream reports template label/annotation errors at `<path>.labels`, without `metadata`.
+pub(super) fn validate_pod_template(
+    template: Option<&Value>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    let meta = field(template, "metadata");
+    validate_labels(obj_of(meta, "labels"), &path.child("labels"), errs);
+    validate_annotations(
+        obj_of(meta, "annotations"),
+        &path.child("annotations"),
+        errs,
+    );
+    validate_pod_spec(field(template, "spec"), &path.child("spec"), errs);
+}

@@ -1,0 +1,269 @@
+//! delete and deletecollection: preconditions, finalizers, graceful pod deletion,
+//! namespace termination and owner-reference propagation.
+
+use super::super::body::decode_delete_options;
+use super::super::lifecycle;
+use super::super::objects::{meta_mut, now_rfc3339, write, Decision, Written};
+use super::super::request::{Query, ResourceRequest};
+use super::super::response::{self, Body};
+use super::super::status::ApiError;
+use super::super::{crd, ApiState};
+use super::read::Filter;
+use super::write::read_body;
+use crate::api::registry::ResourceType;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// How dependents of a deleted object are treated (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteOptions {
+    pub propagation: Propagation,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Default for DeleteOptions {
+    fn default() -> Self {
+        DeleteOptions {
+            propagation: Propagation::Background,
+            grace_period_seconds: None,
+            precondition_uid: None,
+            precondition_rv: None,
+            dry_run: false,
+        }
+    }
+}
+
+impl DeleteOptions {
+    /// Merges the body's DeleteOptions with the query parameters (the body wins, as upstream).
+    fn from_request(body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
+        let policy = body["propagationPolicy"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| q.propagation_policy.clone());
+        let orphan = body["orphanDependents"].as_bool();
+        let propagation = match (policy.as_deref(), orphan) {
+            (Some("Background"), _) | (None, None | Some(false)) => Propagation::Background,
+            (Some("Foreground"), _) => Propagation::Foreground,
+            (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
+            (Some(other), _) => {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                ))
+            }
+        };
+        let dry_run = q.dry_run
+            || body["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
+        Ok(DeleteOptions {
+            propagation,
+            grace_period_seconds: body["gracePeriodSeconds"]
+                .as_i64()
+                .or(q.grace_period_seconds),
+            precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_owned),
+            precondition_rv: body["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned),
+            dry_run,
+        })
+    }
+}
+
+/// Deletes one object with all of upstream's deletion semantics. Returns what happened:
+/// `Written::Deleted` when it is gone, `Written::Updated`/`Unchanged` when it now waits for
+/// finalizers, a kubelet, or namespace cleanup.
+pub async fn delete_object(
+    state: &Arc<ApiState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Written, ApiError> {
+    let written = write(state, rt, ns, name, opts.dry_run, {
+        let rt = rt.clone();
+        let name = name.to_owned();
+        let opts = opts.clone();
+        move |cur| decide(&rt, &name, cur, &opts)
+    })
+    .await?;
+    if opts.dry_run {
+        return Ok(written);
+    }
+    match &written {
+        Written::Deleted(obj) => lifecycle::on_deleted(state, rt, obj, opts.propagation),
+        Written::Updated(obj) => lifecycle::on_deleting(state, rt, obj),
+        _ => {}
+    }
+    if let Written::Deleted(obj) = &written {
+        if rt.kind == "CustomResourceDefinition" {
+            crd::unregister(state, obj);
+        }
+    }
+    Ok(written)
+}
+
+fn decide(
+    rt: &ResourceType,
+    name: &str,
+    cur: Option<Value>,
+    opts: &DeleteOptions,
+) -> Result<Decision, ApiError> {
+    let Some(mut obj) = cur else {
+        return Err(ApiError::not_found(rt, name));
+    };
+    let m = &obj["metadata"];
+    if let Some(uid) = &opts.precondition_uid {
+        let have = m["uid"].as_str().unwrap_or_default();
+        if uid != have {
+            return Err(ApiError::conflict_because(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.precondition_rv {
+        let have = m["resourceVersion"].as_str().unwrap_or_default();
+        if rv != have {
+            return Err(ApiError::conflict_because(
+                rt,
+                name,
+                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"),
+            ));
+        }
+    }
+    let is_pod = rt.group.is_empty() && rt.kind == "Pod";
+    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
+    let has_finalizers = m["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+    let already_deleting = !m["deletionTimestamp"].is_null();
+    let bound = is_pod
+        && obj["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+    // Pods on a node end gracefully: the kubelet stops them and confirms with grace 0.
+    let grace = if is_pod {
+        let default = obj["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30);
+        let g = opts.grace_period_seconds.unwrap_or(default).max(0);
+        if bound {
+            g
+        } else {
+            0
+        }
+    } else {
+        0
+    };
+    if already_deleting {
+        if is_pod && grace == 0 && !has_finalizers {
+            return Ok(Decision::Delete(obj));
+        }
+        return Ok(Decision::Keep(obj));
+    }
+    let ns_finalizers = is_namespace
+        && obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+    let foreground = opts.propagation == Propagation::Foreground;
+    if has_finalizers || ns_finalizers || grace > 0 || foreground {
+        let now = chrono::Utc::now();
+        let ts = if grace > 0 {
+            (now + chrono::Duration::seconds(grace))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        } else {
+            now_rfc3339()
+        };
+        let mm = meta_mut(&mut obj);
+        mm.insert("deletionTimestamp".into(), json!(ts));
+        mm.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if foreground {
+            let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(a) = fins.as_array_mut() {
+                if !a.iter().any(|f| f == "foregroundDeletion") {
+                    a.push(json!("foregroundDeletion"));
+                }
+            }
+        }
+        if is_namespace {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        return Ok(Decision::Put {
+            obj,
+            created: false,
+        });
+    }
+    Ok(Decision::Delete(obj))
+}
+
+pub async fn delete(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let raw = read_body(req).await?;
+    let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
+    let opts = DeleteOptions::from_request(&body, q)?;
+    let name = rr.name.as_deref().unwrap_or_default();
+    let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
+    Ok(match written {
+        Written::Deleted(obj) => response::json(200, &obj),
+        other => response::json(202, other.object()),
+    })
+}
+
+pub async fn delete_collection(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let rt = &rr.rt;
+    let raw = read_body(req).await?;
+    let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
+    let opts = DeleteOptions::from_request(&body, q)?;
+    let filter = Filter::new(rt, q, None)?;
+    let (records, rev) = state
+        .store
+        .list(&rt.namespace_prefix(rr.namespace.as_deref()))
+        .await?;
+    let mut items = Vec::new();
+    for r in records {
+        let obj = super::super::objects::parse_record(&r)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match delete_object(state, rt, ns.as_deref(), &name, &opts).await {
+            Ok(w) => items.push(w.object().clone()),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(response::json(
+        200,
+        &json!({"apiVersion": rt.api_version(), "kind": format!("{}List", rt.kind),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
+    ))
+}

@@ -1,0 +1,68 @@
+//! REST handlers for resources: one file per family of verbs.
+
+mod delete;
+pub mod read;
+mod subresources;
+mod write;
+
+pub use delete::{delete_object, DeleteOptions, Propagation};
+
+use super::auth::UserInfo;
+use super::request::{Output, Query, ResourceRequest, Verb};
+use super::response::Body;
+use super::status::ApiError;
+use super::ApiState;
+use crate::api::registry::Subresource;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// Field manager name when the client sets none: upstream derives it from the User-Agent
+/// (`kubectl/v1.35.2 (linux/amd64) …` → `kubectl`).
+fn default_manager(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+pub async fn resource(
+    state: &Arc<ApiState>,
+    rr: ResourceRequest,
+    query: Query,
+    output: Output,
+    req: Request<Incoming>,
+    user: &UserInfo,
+    client: String,
+) -> Result<Response<Body>, ApiError> {
+    let _ = user;
+    let manager = query
+        .field_manager
+        .clone()
+        .unwrap_or_else(|| default_manager(&req));
+    match (rr.verb, rr.subresource) {
+        (Verb::Watch, None) => super::watch::watch(state, &rr, &query, output, client).await,
+        (Verb::List, None) => read::list(state, &rr, &query, output).await,
+        (Verb::Get, None) => read::get(state, &rr, output).await,
+        (Verb::Get, Some(Subresource::Status)) => read::get(state, &rr, output).await,
+        (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
+        (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
+            subresources::write_scale(state, &rr, &query, req).await
+        }
+        (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
+        (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
+        (Verb::Create, None) => write::create(state, &rr, &query, req, manager).await,
+        (Verb::Update, None | Some(Subresource::Status)) => {
+            write::update(state, &rr, &query, req, manager).await
+        }
+        (Verb::Patch, None | Some(Subresource::Status)) => {
+            write::patch(state, &rr, &query, req, manager).await
+        }
+        (Verb::Delete, None) => delete::delete(state, &rr, &query, req).await,
+        (Verb::DeleteCollection, None) => delete::delete_collection(state, &rr, &query, req).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}

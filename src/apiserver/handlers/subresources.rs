@@ -1,0 +1,238 @@
+//! Subresources with their own object shapes: `scale` (autoscaling/v1 Scale), `pods/binding`
+//! and `pods/log`.
+
+use super::super::body::{decode_json, decode_object};
+use super::super::objects::{
+    now_rfc3339, parse_record, prepare_update, write, Decision, WriteOptions,
+};
+use super::super::request::{Query, ResourceRequest};
+use super::super::response::{self, Body};
+use super::super::status::ApiError;
+use super::super::ApiState;
+use super::write::read_body;
+use crate::api::patch::{self, PatchType};
+use crate::api::registry::ResourceType;
+use crate::api::selector::LabelSelector;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Where replicas and selector live for a scalable type.
+struct ScaleSpec {
+    spec_replicas: Vec<String>,
+    status_replicas: Vec<String>,
+    selector: Option<Vec<String>>,
+}
+
+fn path(p: &str) -> Vec<String> {
+    p.trim_start_matches('.')
+        .split('.')
+        .map(str::to_owned)
+        .collect()
+}
+
+fn scale_spec(rt: &ResourceType) -> ScaleSpec {
+    match rt.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(s) => ScaleSpec {
+            spec_replicas: path(&s.spec_replicas),
+            status_replicas: path(&s.status_replicas),
+            selector: s.label_selector.as_deref().map(path),
+        },
+        None => ScaleSpec {
+            spec_replicas: path("spec.replicas"),
+            status_replicas: path("status.replicas"),
+            selector: Some(path("spec.selector")),
+        },
+    }
+}
+
+fn get_path<'a>(v: &'a Value, p: &[String]) -> &'a Value {
+    p.iter().fold(v, |acc, k| &acc[k.as_str()])
+}
+
+fn set_path(v: &mut Value, p: &[String], new: Value) {
+    let mut cur = v;
+    for k in p {
+        if !cur[k.as_str()].is_object() && k != p.last().expect("non-empty path") {
+            cur[k.as_str()] = json!({});
+        }
+        cur = &mut cur[k.as_str()];
+    }
+    *cur = new;
+}
+
+fn to_scale(rt: &ResourceType, obj: &Value) -> Value {
+    let s = scale_spec(rt);
+    let m = &obj["metadata"];
+    let selector = s
+        .selector
+        .as_ref()
+        .map(|p| get_path(obj, p))
+        .map(|sel| match sel {
+            Value::String(s) => s.clone(),
+            Value::Object(_) => LabelSelector::from_json(sel)
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        });
+    let mut status = json!({"replicas": get_path(obj, &s.status_replicas).as_i64().unwrap_or(0)});
+    if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+        status["selector"] = json!(sel);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": get_path(obj, &s.spec_replicas).as_i64().unwrap_or(0)},
+        "status": status,
+    })
+}
+
+pub async fn get_scale(state: &ApiState, rr: &ResourceRequest) -> Result<Response<Body>, ApiError> {
+    let rt = &rr.rt;
+    let name = rr.name.as_deref().unwrap_or_default();
+    let rec = state
+        .store
+        .get(&rt.key(rr.namespace.as_deref(), name))
+        .await?
+        .ok_or_else(|| ApiError::not_found(rt, name))?;
+    Ok(response::json(200, &to_scale(rt, &parse_record(&rec)?)))
+}
+
+pub async fn write_scale(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let rt = rr.rt.clone();
+    let name = rr.name.clone().unwrap_or_default();
+    let is_patch = req.method() == http::Method::PATCH;
+    let raw = read_body(req).await?;
+    let ct = raw.content_type.clone().unwrap_or_default();
+    let body = if is_patch {
+        let t = patch::patch_type_from_content_type(&ct)
+            .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+        (Some(t), decode_json(&raw.bytes)?)
+    } else {
+        (
+            None,
+            decode_object(raw.content_type.as_deref(), &raw.bytes)?,
+        )
+    };
+    let opts = WriteOptions {
+        subresource: None,
+        field_manager: q.field_manager.clone().unwrap_or_else(|| "unknown".into()),
+    };
+    let written = write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
+        let rt = rt.clone();
+        let name = name.clone();
+        move |cur| {
+            let old = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
+            let scale = to_scale(&rt, &old);
+            let new_scale = match body {
+                (None, s) => s,
+                (Some(PatchType::Json), p) => {
+                    patch::json_patch(&scale, &p).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
+                }
+                (Some(_), p) => patch::merge_patch(&scale, &p),
+            };
+            if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
+                if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+                    return Err(ApiError::conflict(&rt, &name));
+                }
+            }
+            let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
+                ));
+            }
+            let mut new = old.clone();
+            set_path(&mut new, &scale_spec(&rt).spec_replicas, json!(replicas));
+            Ok(Decision::Put { obj: prepare_update(&rt, &old, new, &opts)?, created: false })
+        }
+    })
+    .await?;
+    Ok(response::json(200, &to_scale(&rt, written.object())))
+}
+
+/// `POST pods/<name>/binding`: the scheduler's way to set spec.nodeName, once.
+pub async fn bind(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let rt = rr.rt.clone();
+    let name = rr.name.clone().unwrap_or_default();
+    let raw = read_body(req).await?;
+    let binding = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    let node = binding["target"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if node.is_empty() {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("Binding \"{name}\" is invalid: target.name: Required value"),
+        ));
+    }
+    write(state, &rt, rr.namespace.as_deref(), &name, false, {
+        let rt = rt.clone();
+        let name = name.clone();
+        move |cur| {
+            let mut pod = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
+                return Err(ApiError::conflict_because(&rt, &name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
+                return Err(ApiError::conflict_because(
+                    &rt,
+                    &name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+            match pod["status"]["conditions"].as_array_mut() {
+                Some(c) => {
+                    c.retain(|x| x["type"] != "PodScheduled");
+                    c.push(cond);
+                }
+                None => pod["status"]["conditions"] = json!([cond]),
+            }
+            Ok(Decision::Put { obj: pod, created: false })
+        }
+    })
+    .await?;
+    Ok(response::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// `pods/<name>/log`: served by the node's kubelet, which does not exist yet; answer as
+/// upstream does for a pod that is not running anywhere.
+pub async fn log(state: &ApiState, rr: &ResourceRequest) -> Result<Response<Body>, ApiError> {
+    let rt = &rr.rt;
+    let name = rr.name.as_deref().unwrap_or_default();
+    let rec = state
+        .store
+        .get(&rt.key(rr.namespace.as_deref(), name))
+        .await?
+        .ok_or_else(|| ApiError::not_found(rt, name))?;
+    let pod = parse_record(&rec)?;
+    let container = pod["spec"]["containers"][0]["name"]
+        .as_str()
+        .unwrap_or_default();
+    Err(ApiError::bad_request(format!(
+        "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+    )))
+}

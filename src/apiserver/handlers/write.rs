@@ -1,0 +1,282 @@
+//! create, update (PUT) and patch (JSON patch, merge patch, strategic merge patch and
+//! server-side apply), for objects and their status subresource.
+
+use super::super::body::{self, decode_object, read_limited};
+use super::super::objects::{
+    self, name_of, prepare_create, prepare_update, write, Decision, WriteOptions, Written,
+};
+use super::super::request::{Query, ResourceRequest};
+use super::super::response::{self, Body};
+use super::super::status::ApiError;
+use super::super::{crd, ApiState};
+use crate::api::patch::{self, PatchError, PatchType};
+use crate::api::registry::{ResourceType, Subresource};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub(super) struct RawBody {
+    pub content_type: Option<String>,
+    pub bytes: bytes::Bytes,
+}
+
+pub(super) async fn read_body(req: Request<Incoming>) -> Result<RawBody, ApiError> {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let length = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = read_limited(req.into_body(), length).await?;
+    Ok(RawBody {
+        content_type,
+        bytes,
+    })
+}
+
+/// Bookkeeping after a successful write that other parts of the server react to.
+pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written) {
+    if rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition" {
+        match written {
+            Written::Created(o) | Written::Updated(o) => crd::register(state, o),
+            _ => {}
+        }
+    }
+}
+
+pub async fn create(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+    manager: String,
+) -> Result<Response<Body>, ApiError> {
+    let rt = &rr.rt;
+    let raw = read_body(req).await?;
+    let mut obj = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    if let Some(ns) = &rr.namespace {
+        objects::check_namespace_open(state, ns).await?;
+    }
+    let opts = WriteOptions {
+        subresource: None,
+        field_manager: manager,
+    };
+    prepare_create(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
+    let name = name_of(&obj).to_owned();
+    let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+    let cluster_ip = obj["spec"]["clusterIP"].as_str().map(str::to_owned);
+    let result = write(state, rt, ns.as_deref(), &name, q.dry_run, {
+        let rt = rt.clone();
+        let name = name.clone();
+        move |cur| match cur {
+            Some(_) => Err(ApiError::already_exists(&rt, &name)),
+            None => Ok(Decision::Put { obj, created: true }),
+        }
+    })
+    .await;
+    let written = match result {
+        Ok(w) => w,
+        Err(e) => {
+            // Give back a service IP allocated for a Service that was not stored.
+            if rt.kind == "Service" && rt.group.is_empty() {
+                if let Some(ip) = &cluster_ip {
+                    state.services.release(ip);
+                }
+            }
+            return Err(e);
+        }
+    };
+    if q.dry_run && rt.kind == "Service" && rt.group.is_empty() {
+        if let Some(ip) = &cluster_ip {
+            state.services.release(ip);
+        }
+    }
+    after_write(state, rt, &written);
+    Ok(response::json(201, written.object()))
+}
+
+pub async fn update(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+    manager: String,
+) -> Result<Response<Body>, ApiError> {
+    let rt = &rr.rt;
+    let name = rr.name.clone().unwrap_or_default();
+    let raw = read_body(req).await?;
+    let mut obj = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    objects::check_namespace(rt, rr.namespace.as_deref(), &mut obj)?;
+    let opts = WriteOptions {
+        subresource: rr.subresource,
+        field_manager: manager,
+    };
+    let written = write(state, rt, rr.namespace.as_deref(), &name, q.dry_run, {
+        let rt = rt.clone();
+        let name = name.clone();
+        move |cur| match cur {
+            None => Err(ApiError::not_found(&rt, &name)),
+            Some(old) => Ok(Decision::Put {
+                obj: prepare_update(&rt, &old, obj, &opts)?,
+                created: false,
+            }),
+        }
+    })
+    .await?;
+    after_write(state, rt, &written);
+    Ok(response::json(200, written.object()))
+}
+
+/// Turns a patch failure into upstream's Status.
+fn patch_error(rt: &ResourceType, name: &str, e: PatchError) -> ApiError {
+    match e {
+        PatchError::Conflict { ref conflicts } => {
+            // Each manager is already in upstream's printed form (`"m" using apps/v1`).
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|(m, f)| serde_json::json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": f}))
+                .collect();
+            let mut err = ApiError::new(409, "Conflict", e.to_string());
+            err.details = Some(
+                serde_json::json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}),
+            );
+            err
+        }
+        PatchError::UnsupportedKind { .. } => {
+            ApiError::new(415, "UnsupportedMediaType", e.to_string())
+        }
+        PatchError::Malformed(_) | PatchError::InvalidApply(_) => {
+            ApiError::bad_request(e.to_string())
+        }
+        PatchError::JsonPatchFailed { .. } | PatchError::Unprocessable(_) => {
+            ApiError::new(422, "Invalid", e.to_string())
+        }
+    }
+}
+
+pub async fn patch(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    req: Request<Incoming>,
+    manager: String,
+) -> Result<Response<Body>, ApiError> {
+    let rt = rr.rt.clone();
+    let name = rr.name.clone().unwrap_or_default();
+    let raw = read_body(req).await?;
+    let ct = raw.content_type.clone().unwrap_or_default();
+    let ptype = patch::patch_type_from_content_type(&ct)
+        .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+    let patch_doc: Value = match ptype {
+        PatchType::Apply => body::decode_yaml(&raw.bytes)?,
+        _ => body::decode_json(&raw.bytes)?,
+    };
+    if ptype == PatchType::Apply && q.field_manager.is_none() {
+        return Err(ApiError::bad_request(
+            "PATCH /apply requires fieldManager to be set",
+        ));
+    }
+    if ptype == PatchType::Apply {
+        let mut check = patch_doc.clone();
+        objects::check_type(&rt, &mut check)?;
+        let body_name = name_of(&check);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    if rr.namespace.is_some() && ptype == PatchType::Apply {
+        objects::check_namespace_open(state, rr.namespace.as_deref().unwrap_or_default()).await?;
+    }
+    let opts = WriteOptions {
+        subresource: rr.subresource,
+        field_manager: manager.clone(),
+    };
+    let force = q.force;
+    let ns = rr.namespace.clone();
+    let state2 = state.clone();
+    let written = write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
+        let rt = rt.clone();
+        let name = name.clone();
+        move |cur| {
+            let now = objects::now_rfc3339();
+            let av = rt.api_version();
+            match cur {
+                None if ptype == PatchType::Apply && rr_is_main(opts.subresource) => {
+                    // Server-side apply is an upsert.
+                    let mut obj = patch::apply(
+                        None, &patch_doc, &manager, force, &rt.group, &rt.kind, &av, &now,
+                    )
+                    .map_err(|e| patch_error(&rt, &name, e))?;
+                    if obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .is_empty()
+                    {
+                        obj["metadata"]["name"] = Value::String(name.clone());
+                    }
+                    let managed = obj["metadata"]["managedFields"].clone();
+                    prepare_create(&state2, &rt, ns.as_deref(), &mut obj, &opts)?;
+                    // The apply entry, not an update entry, owns the fields of a created object.
+                    obj["metadata"]["managedFields"] = managed;
+                    Ok(Decision::Put { obj, created: true })
+                }
+                None => Err(ApiError::not_found(&rt, &name)),
+                Some(old) => {
+                    let patched = match ptype {
+                        PatchType::Json => patch::json_patch(&old, &patch_doc),
+                        PatchType::Merge => Ok(patch::merge_patch(&old, &patch_doc)),
+                        PatchType::Strategic => {
+                            if rt.custom.is_some() {
+                                Err(PatchError::UnsupportedKind {
+                                    group: rt.group.clone(),
+                                    kind: rt.kind.clone(),
+                                })
+                            } else {
+                                patch::strategic_merge_patch(&old, &patch_doc, &rt.group, &rt.kind)
+                            }
+                        }
+                        PatchType::Apply => patch::apply(
+                            Some(&old),
+                            &patch_doc,
+                            &manager,
+                            force,
+                            &rt.group,
+                            &rt.kind,
+                            &av,
+                            &now,
+                        ),
+                    }
+                    .map_err(|e| patch_error(&rt, &name, e))?;
+                    let managed = patched["metadata"]["managedFields"].clone();
+                    let mut new = prepare_update(&rt, &old, patched, &opts)?;
+                    if ptype == PatchType::Apply {
+                        new["metadata"]["managedFields"] = managed;
+                    }
+                    Ok(Decision::Put {
+                        obj: new,
+                        created: false,
+                    })
+                }
+            }
+        }
+    })
+    .await?;
+    after_write(state, &rt, &written);
+    let code = if matches!(written, Written::Created(_)) {
+        201
+    } else {
+        200
+    };
+    Ok(response::json(code, written.object()))
+}
+
+fn rr_is_main(sub: Option<Subresource>) -> bool {
+    sub.is_none()
+}

@@ -1,0 +1,287 @@
+//! The Kubernetes API server: HTTPS (h2 + http/1.1) on hyper and rustls, authentication,
+//! routing, and the REST, watch, discovery and OpenAPI handlers.
+//!
+//! Invariant: this is the only module that touches the store; every component reads and
+//! writes cluster state through these handlers.
+
+mod auth;
+mod body;
+mod crd;
+mod discovery;
+mod handlers;
+mod lifecycle;
+mod objects;
+mod openapi;
+mod request;
+mod response;
+mod services;
+mod status;
+mod tls;
+mod watch;
+
+pub use auth::{Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo};
+pub use services::ServiceIpAllocator;
+pub use status::ApiError;
+
+use crate::api::registry::Registry;
+use crate::store::Store;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use request::{Output, Query, Route};
+use response::Body;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch as tokio_watch;
+
+/// Version reported by `/version`.
+pub const KUBE_GIT_VERSION: &str = concat!("v1.35.0-skiff.", env!("CARGO_PKG_VERSION"));
+
+/// Longest a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent watches one identity may hold open from one address.
+const MAX_WATCHES_PER_CLIENT: usize = 256;
+
+/// Shared state of the API server.
+pub struct ApiState {
+    pub store: Store,
+    pub registry: Registry,
+    pub tokens: TokenAuthenticator,
+    pub authorizer: Box<dyn Authorizer>,
+    pub ca_pem: String,
+    pub services: ServiceIpAllocator,
+    pub started: Instant,
+    watches: Mutex<HashMap<String, usize>>,
+    background: lifecycle::Background,
+}
+
+/// Settings the API server is built from.
+pub struct ApiConfig {
+    pub store: Store,
+    pub ca_pem: String,
+    pub tokens: TokenAuthenticator,
+    pub service_cidr: String,
+}
+
+impl ApiState {
+    /// Builds the state, loads CRDs and allocated service IPs, and makes sure the
+    /// built-in namespaces and the `kubernetes` Service exist.
+    pub async fn new(cfg: ApiConfig) -> Result<Arc<ApiState>, ApiError> {
+        let services = ServiceIpAllocator::new(&cfg.service_cidr).map_err(ApiError::internal)?;
+        let state = Arc::new(ApiState {
+            store: cfg.store,
+            registry: Registry::new(),
+            tokens: cfg.tokens,
+            authorizer: Box::new(MastersAuthorizer),
+            ca_pem: cfg.ca_pem,
+            services,
+            started: Instant::now(),
+            watches: Mutex::new(HashMap::new()),
+            background: lifecycle::Background::default(),
+        });
+        crd::load_all(&state).await?;
+        lifecycle::bootstrap(&state).await?;
+        Ok(state)
+    }
+
+    fn watch_slot(self: &Arc<Self>, client: String) -> Result<WatchSlot, ApiError> {
+        let mut w = self.watches.lock();
+        let n = w.entry(client.clone()).or_default();
+        if *n >= MAX_WATCHES_PER_CLIENT {
+            return Err(ApiError::too_many_requests(format!(
+                "too many open watches ({MAX_WATCHES_PER_CLIENT}) for this client"
+            )));
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            state: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One open watch counted against its client; released on drop.
+pub struct WatchSlot {
+    state: Arc<ApiState>,
+    client: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut w = self.state.watches.lock();
+        if let Some(n) = w.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone)]
+struct ConnInfo {
+    peer: SocketAddr,
+    cert_user: Option<UserInfo>,
+}
+
+/// Serves HTTPS on `listener` until `shutdown` turns true.
+pub async fn serve(
+    state: Arc<ApiState>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: tokio_watch::Receiver<bool>,
+) {
+    lifecycle::start(&state, shutdown.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let cert_user = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::pki::client_identity(c))
+                .map(|(name, groups)| UserInfo { name, groups });
+            let conn = Arc::new(ConnInfo { peer, cert_user });
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .max_concurrent_streams(250);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<ApiState>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = match dispatch(&state, &conn, req).await {
+        Ok(r) => r,
+        Err(e) => response::error(&e),
+    };
+    tracing::debug!(
+        %method, %path, status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+    );
+    resp
+}
+
+fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<Incoming>) -> Option<UserInfo> {
+    if let Some(u) = &conn.cert_user {
+        return Some(u.clone());
+    }
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    state.tokens.authenticate(auth)
+}
+
+async fn dispatch(
+    state: &Arc<ApiState>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query())?;
+    let route = request::route(&state.registry, req.method(), req.uri().path(), &query);
+    // Health and the CA bundle are public; everything else needs an identity (401 first,
+    // so unauthenticated clients learn nothing about which paths exist).
+    if let Ok(Route::Health | Route::CaCerts) = &route {
+        return Ok(match route? {
+            Route::Health => response::text(200, "ok"),
+            _ => response::bytes(200, "text/plain", Bytes::from(state.ca_pem.clone())),
+        });
+    }
+    let user = authenticate(state, conn, &req).ok_or_else(ApiError::unauthorized)?;
+    let route = route?;
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match route {
+        Route::Version => Ok(response::json(200, &discovery::version())),
+        Route::Health | Route::CaCerts => Err(ApiError::no_route()),
+        Route::CoreDiscovery => Ok(discovery::core(state, accept.as_deref(), conn.peer)),
+        Route::GroupsDiscovery => Ok(discovery::groups(state, accept.as_deref())),
+        Route::GroupDiscovery(g) => discovery::group(state, &g),
+        Route::ResourceList { group, version } => discovery::resource_list(state, &group, &version),
+        Route::OpenApiV3Index => Ok(openapi::index(state)),
+        Route::OpenApiV3Doc { group, version } => openapi::document(state, &group, &version),
+        Route::OpenApiV2 => Err(ApiError::no_route()),
+        Route::Resource(rr) => {
+            let attrs = auth::Attributes {
+                verb: rr.verb,
+                group: &rr.rt.group,
+                resource: &rr.rt.plural,
+                subresource: rr.subresource.map(|s| s.name()),
+                namespace: rr.namespace.as_deref(),
+                name: rr.name.as_deref(),
+            };
+            if let auth::Decision::Deny(msg) = state.authorizer.authorize(&user, &attrs) {
+                return Err(ApiError::forbidden(msg));
+            }
+            let output = Output::negotiate(accept.as_deref())?;
+            let client = format!("{}@{}", user.name, conn.peer.ip());
+            handlers::resource(state, rr, query, output, req, &user, client).await
+        }
+    }
+}
+
+pub use tls::server_tls_config;

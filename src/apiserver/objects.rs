@@ -1,0 +1,589 @@
+//! Object persistence rules shared by every write verb: server-set metadata, defaulting,
+//! validation, spec/status separation, generation, resourceVersion preconditions and
+//! finalizer-driven deletion.
+//!
+//! Invariant: every write runs as one atomic read-modify-write inside the store's
+//! `mutate`, so the resourceVersion embedded in the stored JSON is exactly the revision the
+//! store gave that write, and concurrent writers can never lose each other's updates.
+
+use super::status::ApiError;
+use super::ApiState;
+use crate::api::registry::{ResourceType, Subresource};
+use crate::api::{defaults, validation};
+use crate::store::{Op, Record};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// RFC 3339 timestamp with second precision, as Kubernetes renders `metav1.Time`.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses a stored record; a record that is not valid JSON means the store is corrupt.
+pub fn parse_record(r: &Record) -> Result<Value, ApiError> {
+    serde_json::from_slice(&r.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", r.key)))
+}
+
+pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn finalizers_empty(obj: &Value) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+}
+
+/// Serializes with the write's revision as resourceVersion.
+pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
+    meta_mut(obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    serde_json::to_vec(obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+}
+
+/// Options that shape a write.
+#[derive(Clone, Default)]
+pub struct WriteOptions {
+    pub subresource: Option<Subresource>,
+    pub field_manager: String,
+}
+
+/// Checks kind/apiVersion of a body against the endpoint and fills them in when absent.
+pub fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = rt.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj["apiVersion"] = json!(want_av);
+        }
+        Some(av) => {
+            // Another served version of the same resource is accepted (stored as sent,
+            // served under the requested version).
+            let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+            if group != rt.group {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({want_av})"
+                )));
+            }
+            obj["apiVersion"] = json!(want_av);
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(rt.kind),
+        Some(k) if k == rt.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Checks the namespace of a body against the URL and fills it in.
+pub fn check_namespace(
+    rt: &ResourceType,
+    ns: Option<&str>,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    let m = meta_mut(obj);
+    if rt.namespaced {
+        let want = ns.unwrap_or("default");
+        match m.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                m.insert("namespace".into(), json!(want));
+            }
+            Some(have) if have == want => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+        }
+    } else {
+        m.remove("namespace");
+    }
+    Ok(())
+}
+
+const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_suffix() -> String {
+    (0..5)
+        .map(|_| GENERATE_NAME_CHARS[rand::random_range(0..GENERATE_NAME_CHARS.len())] as char)
+        .collect()
+}
+
+/// Kinds whose objects carry metadata.generation (anything with a spec).
+fn tracks_generation(rt: &ResourceType, obj: &Value) -> bool {
+    rt.custom.is_some() || obj.get("spec").is_some()
+}
+
+/// Status a freshly created object starts with, when the type has a status subresource.
+fn initial_status(rt: &ResourceType, obj: &mut Value) {
+    if !rt.has_subresource(Subresource::Status) {
+        return;
+    }
+    let status = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Node") => return,
+        ("", "Pod") => json!({"phase": "Pending", "qosClass": qos_class(obj)}),
+        ("", "Namespace") => json!({"phase": "Active"}),
+        ("", "Service") => json!({"loadBalancer": {}}),
+        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => json!({"phase": "Pending"}),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => return,
+        _ => {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+            return;
+        }
+    };
+    obj["status"] = status;
+}
+
+/// Pod QoS class from requests/limits, as the kubelet and API server compute it.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let req = &c["resources"]["requests"];
+        let lim = &c["resources"]["limits"];
+        for r in ["cpu", "memory"] {
+            let (rq, lm) = (req.get(r), lim.get(r));
+            if rq.is_some() || lm.is_some() {
+                any = true;
+            }
+            match (rq, lm) {
+                (_, None) => guaranteed = false,
+                (Some(a), Some(b)) if a != b => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if guaranteed && any {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// Everything that happens to a new object before it is stored (except the revision).
+pub fn prepare_create(
+    state: &ApiState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    obj: &mut Value,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    check_type(rt, obj)?;
+    check_namespace(rt, ns, obj)?;
+    {
+        let m = meta_mut(obj);
+        let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            if let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
+                if !prefix.is_empty() {
+                    let generated = format!("{prefix}{}", generated_suffix());
+                    m.insert("name".into(), json!(generated));
+                }
+            }
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "generation",
+        ] {
+            m.remove(k);
+        }
+    }
+    if tracks_generation(rt, obj) {
+        meta_mut(obj).insert("generation".into(), json!(1));
+    }
+    kind_specific_create(state, rt, obj)?;
+    defaults::apply_defaults(&rt.group, &rt.kind, obj);
+    initial_status(rt, obj);
+    validate(rt, obj)?;
+    crate::api::patch::record_update(
+        None,
+        obj,
+        &opts.field_manager,
+        &rt.api_version(),
+        &now_rfc3339(),
+    );
+    Ok(())
+}
+
+/// Runs validation and turns field errors into upstream's 422.
+pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let errs = validation::validate(&rt.group, &rt.kind, obj, rt.namespaced);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = name_of(obj);
+    let message = validation::format_invalid_message(&rt.qualified_kind(), name, &errs);
+    let causes = validation::causes_json(&errs);
+    Err(ApiError::invalid(rt, name, message, causes))
+}
+
+/// Create-time behaviour of particular kinds.
+fn kind_specific_create(
+    state: &ApiState,
+    rt: &ResourceType,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Secret") => merge_string_data(obj),
+        ("", "Service") => state.services.assign(obj)?,
+        ("batch", "Job") => {
+            let uid = obj["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            defaults::job_selector_defaults(obj, &uid);
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => super::crd::set_status(obj),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Secrets: `stringData` is write-only and merged into `data` (base64).
+pub fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if let Value::Object(sd) = sd {
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+        }
+    }
+}
+
+/// Whether two objects differ outside metadata and status (what bumps generation).
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+/// Applies the update rules to `new` given the stored `old`: immutable metadata, spec/status
+/// separation by subresource, resourceVersion precondition, generation, defaulting and
+/// validation. Returns the object to store.
+pub fn prepare_update(
+    rt: &ResourceType,
+    old: &Value,
+    mut new: Value,
+    opts: &WriteOptions,
+) -> Result<Value, ApiError> {
+    let name = name_of(old).to_owned();
+    check_type(rt, &mut new)?;
+    let new_name = name_of(&new);
+    if !new_name.is_empty() && new_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({new_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    // Precondition: a resourceVersion in the body must match the stored one.
+    if let Some(rv) = new["metadata"]["resourceVersion"].as_str() {
+        if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+            return Err(ApiError::conflict(rt, &name));
+        }
+    }
+    let has_status = rt.has_subresource(Subresource::Status);
+    let mut new = match opts.subresource {
+        Some(Subresource::Status) => {
+            // Status writes change only status.
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if merged["status"].is_null() {
+                if let Some(o) = merged.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+            merged
+        }
+        _ => {
+            if has_status {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+    };
+    // Server-owned metadata is carried over from the stored object.
+    {
+        let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
+        let m = meta_mut(&mut new);
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match old_meta.get(k) {
+                Some(v) => {
+                    m.insert(k.into(), v.clone());
+                }
+                None => {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    if rt.kind == "Secret" && rt.group.is_empty() {
+        merge_string_data(&mut new);
+    }
+    defaults::apply_defaults(&rt.group, &rt.kind, &mut new);
+    check_immutable(rt, old, &mut new)?;
+    if rt.kind == "CustomResourceDefinition" {
+        super::crd::set_status(&mut new);
+    }
+    if tracks_generation(rt, &new) && spec_changed(old, &new) {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        meta_mut(&mut new).insert("generation".into(), json!(g));
+    }
+    validate(rt, &new)?;
+    crate::api::patch::record_update(
+        Some(old),
+        &mut new,
+        &opts.field_manager,
+        &rt.api_version(),
+        &now_rfc3339(),
+    );
+    Ok(new)
+}
+
+/// Fields upstream refuses to change after creation.
+fn check_immutable(rt: &ResourceType, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let invalid = |field: &str, value: &Value, detail: &str| {
+        let name = name_of(old);
+        let value_str = match value {
+            Value::String(s) => format!("{s:?}"),
+            Value::Null => "null".into(),
+            other => other.to_string(),
+        };
+        let msg = format!(
+            "{} \"{name}\" is invalid: {field}: Invalid value: {value_str}: {detail}",
+            rt.qualified_kind()
+        );
+        ApiError::invalid(
+            rt,
+            name,
+            msg,
+            json!([{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value_str}: {detail}"), "field": field}]),
+        )
+    };
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "ConfigMap") | ("", "Secret") => {
+            if old["immutable"] == json!(true) {
+                for f in ["data", "binaryData", "immutable"] {
+                    if old.get(f) != new.get(f) {
+                        return Err(invalid(
+                            f,
+                            new.get(f).unwrap_or(&Value::Null),
+                            "field is immutable when `immutable` is set",
+                        ));
+                    }
+                }
+            }
+        }
+        ("", "Service") => {
+            // An update without clusterIP keeps the allocated one.
+            let old_ip = &old["spec"]["clusterIP"];
+            match new["spec"]["clusterIP"].as_str() {
+                None | Some("") => {
+                    new["spec"]["clusterIP"] = old_ip.clone();
+                    if let Some(ips) = old["spec"].get("clusterIPs") {
+                        new["spec"]["clusterIPs"] = ips.clone();
+                    }
+                }
+                Some(ip) if Some(ip) != old_ip.as_str() => {
+                    return Err(invalid(
+                        "spec.clusterIPs[0]",
+                        &new["spec"]["clusterIP"],
+                        "may not change once set",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
+            if old["spec"]["selector"] != new["spec"]["selector"] {
+                return Err(invalid(
+                    "spec.selector",
+                    &new["spec"]["selector"],
+                    "field is immutable",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Result of a write through [`write`].
+pub enum Written {
+    Created(Value),
+    Updated(Value),
+    /// Deleted for good: the last state (tombstone) is returned.
+    Deleted(Value),
+    /// Nothing changed (an update identical to the stored object).
+    Unchanged(Value),
+}
+
+impl Written {
+    pub fn object(&self) -> &Value {
+        match self {
+            Written::Created(v)
+            | Written::Updated(v)
+            | Written::Deleted(v)
+            | Written::Unchanged(v) => v,
+        }
+    }
+}
+
+/// What a write closure decides, given the current object (None when absent).
+pub enum Decision {
+    /// Store this object (new or changed). `created` tells which.
+    Put { obj: Value, created: bool },
+    /// Remove the object; the value is its last state.
+    Delete(Value),
+    /// Leave it as it is and answer with this object.
+    Keep(Value),
+}
+
+/// Runs one atomic read-modify-write of an object.
+pub async fn write<F>(
+    state: &ApiState,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    dry_run: bool,
+    decide: F,
+) -> Result<Written, ApiError>
+where
+    F: FnOnce(Option<Value>) -> Result<Decision, ApiError> + Send,
+{
+    let key = rt.key(ns, name);
+    let (written, _rev) = state
+        .store
+        .mutate(
+            &key,
+            move |cur: Option<&Record>, rev: u64| -> Result<(Op, Written), ApiError> {
+                let current = cur.map(parse_record).transpose()?;
+                let decision = decide(current.clone())?;
+                Ok(match decision {
+                    Decision::Keep(obj) => (Op::None, Written::Unchanged(obj)),
+                    Decision::Put { mut obj, created } => {
+                        // Finalizers gone on an object being deleted: it goes away now.
+                        if !created
+                            && !obj["metadata"]["deletionTimestamp"].is_null()
+                            && finalizers_empty(&obj)
+                            && namespace_finalizers_empty(rt, &obj)
+                        {
+                            let bytes = encode(&mut obj, rev)?;
+                            if dry_run {
+                                return Ok((Op::None, Written::Deleted(obj)));
+                            }
+                            return Ok((Op::Delete { tombstone: bytes }, Written::Deleted(obj)));
+                        }
+                        if let (false, Some(cur)) = (created, current.as_ref()) {
+                            // A body without resourceVersion still means "same object" here.
+                            let rv = cur["metadata"]["resourceVersion"].clone();
+                            meta_mut(&mut obj).insert("resourceVersion".into(), rv);
+                        }
+                        if !created && current.as_ref() == Some(&obj) {
+                            return Ok((Op::None, Written::Unchanged(obj)));
+                        }
+                        let bytes = encode(&mut obj, rev)?;
+                        let op = if dry_run { Op::None } else { Op::Put(bytes) };
+                        if created {
+                            (op, Written::Created(obj))
+                        } else {
+                            (op, Written::Updated(obj))
+                        }
+                    }
+                    Decision::Delete(mut obj) => {
+                        let bytes = encode(&mut obj, rev)?;
+                        let op = if dry_run {
+                            Op::None
+                        } else {
+                            Op::Delete { tombstone: bytes }
+                        };
+                        (op, Written::Deleted(obj))
+                    }
+                })
+            },
+        )
+        .await?;
+    Ok(written)
+}
+
+fn namespace_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
+    if rt.group.is_empty() && rt.kind == "Namespace" {
+        obj["spec"]["finalizers"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    } else {
+        true
+    }
+}
+
+/// Whether the namespace exists and accepts new objects.
+pub async fn check_namespace_open(state: &ApiState, ns: &str) -> Result<(), ApiError> {
+    let key = format!("core/namespaces/{ns}");
+    match state.store.get(&key).await? {
+        None => Err(ApiError::namespace_not_found(ns)),
+        Some(r) => {
+            let obj = parse_record(&r)?;
+            if !obj["metadata"]["deletionTimestamp"].is_null() {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )));
+            }
+            Ok(())
+        }
+    }
+}

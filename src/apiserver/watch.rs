@@ -1,0 +1,258 @@
+//! Watch streams: newline-delimited JSON events over a chunked response, from a
+//! resourceVersion or with initial ADDED events, WatchList (`sendInitialEvents`) with the
+//! `k8s.io/initial-events-end` bookmark, periodic bookmarks, Table events and timeouts.
+//!
+//! Invariant: a watcher sees every change after its starting revision exactly once and in
+//! order (the store guarantees it); selector transitions are reported the way upstream does
+//! (an object leaving the selector is DELETED, one entering it is ADDED).
+
+use super::handlers::read::{printer, served_value, Filter};
+use super::request::{Output, Query, ResourceRequest};
+use super::response::{self, Body};
+use super::status::ApiError;
+use super::ApiState;
+use crate::api::registry::ResourceType;
+use crate::api::table;
+use crate::store::{Event, EventKind};
+use bytes::Bytes;
+use http::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often a bookmark is sent when the client allows them.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+/// Upstream's default watch length is a random time between 30 and 60 minutes.
+const DEFAULT_TIMEOUT_MIN_SECS: u64 = 1800;
+
+pub async fn watch(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    output: Output,
+    client: String,
+) -> Result<Response<Body>, ApiError> {
+    let rt = rr.rt.clone();
+    let filter = Filter::new(&rt, q, rr.name.as_deref())?;
+    let send_initial_events = q.send_initial_events == Some(true);
+    if send_initial_events {
+        if !q.allow_watch_bookmarks {
+            return Err(invalid_watch(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+        if q.resource_version_match.as_deref() != Some("NotOlderThan") {
+            return Err(invalid_watch(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+    }
+    let requested_rv = match q.resource_version.as_deref() {
+        None | Some("0") | Some("") => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resource version {s:?}: must be an unsigned integer"
+            ))
+        })?),
+    };
+    let slot = state.watch_slot(client)?;
+    let prefix = rt.namespace_prefix(rr.namespace.as_deref());
+
+    // Initial state: synthetic ADDED events when no revision was given (or WatchList).
+    let mut initial = Vec::new();
+    let start_rev = match (requested_rv, send_initial_events) {
+        (Some(rv), false) => rv,
+        _ => {
+            let (records, rev) = state.store.list(&prefix).await?;
+            for r in &records {
+                let obj = served_value(&rt, r)?;
+                if filter.matches(&obj) {
+                    initial.push(obj);
+                }
+            }
+            rev
+        }
+    };
+    let watcher = state.store.watch(&prefix, start_rev)?;
+    let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or_else(|| {
+        DEFAULT_TIMEOUT_MIN_SECS + rand::random_range(0..DEFAULT_TIMEOUT_MIN_SECS)
+    }));
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let stream = WatchStream {
+        rt: rt.clone(),
+        filter,
+        output,
+        bookmarks: q.allow_watch_bookmarks,
+        columns_sent: false,
+        tx,
+    };
+    tokio::spawn(stream.run(
+        watcher,
+        initial,
+        send_initial_events,
+        start_rev,
+        timeout,
+        slot,
+    ));
+    let ct = if output == Output::Table {
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    } else {
+        "application/json"
+    };
+    Ok(response::stream(ct, rx))
+}
+
+fn invalid_watch(field: &str, msg: &str) -> ApiError {
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {msg}"),
+    );
+    e.details = Some(
+        json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": [{"reason": "FieldValueForbidden", "message": format!("Forbidden: {msg}"), "field": field}]}),
+    );
+    e
+}
+
+struct WatchStream {
+    rt: Arc<ResourceType>,
+    filter: Filter,
+    output: Output,
+    bookmarks: bool,
+    columns_sent: bool,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl WatchStream {
+    async fn run(
+        mut self,
+        mut watcher: crate::store::Watcher,
+        initial: Vec<Value>,
+        initial_events_end: bool,
+        start_rev: u64,
+        timeout: Duration,
+        _slot: super::WatchSlot,
+    ) {
+        for obj in initial {
+            if self.send("ADDED", obj).await.is_err() {
+                return;
+            }
+        }
+        if initial_events_end {
+            let b = self.bookmark(start_rev, true);
+            if self.tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        );
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = self.tx.closed() => return,
+                _ = ticker.tick(), if self.bookmarks => {
+                    let b = self.bookmark(watcher.position(), false);
+                    if self.tx.send(b).await.is_err() { return; }
+                }
+                ev = watcher.next() => match ev {
+                    None => return,
+                    Some(Err(e)) => {
+                        let err: ApiError = e.into();
+                        let line = event_line("ERROR", &err.to_status());
+                        let _ = self.tx.send(line).await;
+                        return;
+                    }
+                    Some(Ok(ev)) => {
+                        if self.on_event(ev).await.is_err() { return; }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<(), ()> {
+        let parse = |b: &Bytes| -> Option<Value> {
+            let mut v: Value = serde_json::from_slice(b).ok()?;
+            v["apiVersion"] = json!(self.rt.api_version());
+            Some(v)
+        };
+        let Some(obj) = parse(&ev.value) else {
+            return Ok(());
+        };
+        let now_matches = self.filter.matches(&obj);
+        match ev.kind {
+            EventKind::Delete => {
+                if now_matches {
+                    self.send("DELETED", obj).await?;
+                }
+            }
+            EventKind::Put => {
+                let prev_matches = match &ev.prev_value {
+                    None => None,
+                    Some(p) => Some(parse(p).is_some_and(|p| self.filter.matches(&p))),
+                };
+                match (prev_matches, now_matches) {
+                    (None, true) | (Some(false), true) => self.send("ADDED", obj).await?,
+                    (Some(true), true) => self.send("MODIFIED", obj).await?,
+                    (Some(true), false) => self.send("DELETED", obj).await?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, kind: &str, obj: Value) -> Result<(), ()> {
+        let payload = match self.output {
+            Output::Json => obj,
+            Output::PartialMetadata => table::partial_object_metadata(&obj),
+            Output::Table => {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut t = table::table(
+                    &printer(&self.rt),
+                    [&obj],
+                    &rv,
+                    None,
+                    None,
+                    chrono::Utc::now(),
+                );
+                if self.columns_sent {
+                    t["columnDefinitions"] = json!([]);
+                }
+                self.columns_sent = true;
+                t
+            }
+        };
+        self.tx
+            .send(event_line(kind, &payload))
+            .await
+            .map_err(|_| ())
+    }
+
+    fn bookmark(&self, rev: u64, initial_events_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if initial_events_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        event_line(
+            "BOOKMARK",
+            &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}),
+        )
+    }
+}
+
+fn event_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}

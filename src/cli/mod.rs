@@ -1,0 +1,77 @@
+//! Command-line interface: clap definitions for every user-facing command.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version = crate::VERSION_STRING, about = "A tiny Kubernetes-compatible cluster in one binary")]
+pub struct Cli {
+    /// Config file whose keys are flag names (default /etc/skiff/config.yaml when present).
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `debug`, `skiff::apiserver=trace`.
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control plane (API server, scheduler, controllers) and a node agent.
+    Server(ServerArgs),
+    /// Print the join token of a local server.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Directory holding the store, certificates and agent state.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// HTTPS port of the Kubernetes API.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Where to write the admin kubeconfig.
+    #[arg(long, default_value = "/etc/skiff/skiff.yaml")]
+    pub write_kubeconfig: PathBuf,
+    /// File mode of the admin kubeconfig (octal).
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    pub write_kubeconfig_mode: u32,
+    /// Extra subject alternative names for the serving certificate (repeatable).
+    #[arg(long)]
+    pub tls_san: Vec<String>,
+    /// Shared secret nodes use to join (generated when absent).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// Do not run a node agent on this host.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Service IP range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Pod IP range.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Seconds between compactions of the store's event history.
+    #[arg(long, default_value_t = 300, hide = true)]
+    pub store_compaction_interval: u64,
+    /// Revisions of event history kept by compaction (watch resume window).
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    pub store_compaction_keep: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal file mode like 0600"))
+}

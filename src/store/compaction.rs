@@ -1,0 +1,108 @@
+//! Trims the event log: periodically, when the log grows past about twice the configured
+//! history, and on request.
+//!
+//! Invariant: the compacted revision is recorded (and flushed) before any entry at or below it
+//! is deleted, so the log always holds every revision above the recorded mark; a watcher that
+//! finds a hole re-reads the mark and reports `Compacted` instead of skipping events.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::codec::{self, META_COMPACTED};
+use super::shared::Shared;
+use super::StoreError;
+
+/// Entries deleted per sled batch: small enough that a batch never stalls writers for long.
+const DELETE_CHUNK: usize = 256;
+
+/// Extra entries tolerated above `keep` before a write triggers compaction early.
+const MIN_SLACK: u64 = 1000;
+
+#[derive(Debug, Default)]
+pub(super) struct CompactCtl {
+    pub kicked: bool,
+    pub stop: bool,
+}
+
+pub(super) fn spawn(shared: Arc<Shared>, interval: Duration) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("store-compact".into())
+        .spawn(move || run(&shared, interval))
+}
+
+pub(super) fn stop(shared: &Shared) {
+    shared.compact_ctl.lock().stop = true;
+    shared.compact_cv.notify_one();
+}
+
+/// Called after each write: wakes the compactor when the log exceeds its bound.
+pub(super) fn kick_if_log_too_long(shared: &Shared, revision: u64) {
+    let keep = shared.keep_revisions;
+    let bound = keep.saturating_add(keep.max(MIN_SLACK));
+    if revision.saturating_sub(shared.compacted_revision()) <= bound {
+        return;
+    }
+    let mut ctl = shared.compact_ctl.lock();
+    if !ctl.kicked {
+        ctl.kicked = true;
+        shared.compact_cv.notify_one();
+    }
+}
+
+fn run(shared: &Shared, interval: Duration) {
+    loop {
+        {
+            let mut ctl = shared.compact_ctl.lock();
+            if !ctl.kicked && !ctl.stop {
+                shared.compact_cv.wait_for(&mut ctl, interval);
+            }
+            if ctl.stop {
+                return;
+            }
+            ctl.kicked = false;
+        }
+        match compact(shared, shared.keep_revisions) {
+            Ok(_) => {}
+            Err(StoreError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, "store compaction failed"),
+        }
+    }
+}
+
+/// Deletes log entries at or below `durable - keep_revisions`; returns the compacted revision.
+pub(super) fn compact(shared: &Shared, keep_revisions: u64) -> Result<u64, StoreError> {
+    let _one_at_a_time = shared.compaction_lock.lock();
+    shared.check_health()?;
+    let target = shared.durable_revision().saturating_sub(keep_revisions);
+    let old = shared.compacted_revision();
+    if target <= old {
+        return Ok(old);
+    }
+    shared
+        .db
+        .insert(META_COMPACTED, &codec::encode_u64(target))?;
+    shared.flush_db()?;
+    shared.compacted.store(target, Ordering::SeqCst);
+    let mut deleted = 0usize;
+    loop {
+        let keys = shared
+            .db
+            .range(codec::event_key(0)..=codec::event_key(target))
+            .keys()
+            .take(DELETE_CHUNK)
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            break;
+        }
+        deleted += keys.len();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        shared.db.apply_batch(batch)?;
+    }
+    tracing::debug!(compacted = target, deleted, "store event log compacted");
+    Ok(target)
+}

@@ -1,0 +1,292 @@
+//! The API server's storage: a sled-backed, revisioned key-value store with a persisted event
+//! log, a watch hub and compaction. It stores bytes and knows nothing about Kubernetes.
+//!
+//! Invariants it keeps:
+//! - one global revision counter; every write (put or delete) takes the next revision, which is
+//!   written in the same sled batch as the record and its event-log entry, so after a crash the
+//!   store holds exactly a prefix of the acknowledged history and the revision never goes back;
+//! - nothing is acknowledged, returned by a read, or shown to a watcher before it is flushed to
+//!   disk (group commit: one fsync serves every write pending at that moment);
+//! - a watcher sees every event after its start revision, in revision order, exactly once, or a
+//!   `Compacted` error; writers never wait for watchers.
+//!
+//! Map: [`codec`] the on-disk layout, [`shared`] the state shared by handles and background
+//! threads (open, recovery, reads), [`flusher`] group commit and event publication,
+//! [`disk`] what it takes to make sled's writes really durable, [`compaction`] log
+//! trimming, [`watch`] the watchers.
+
+mod codec;
+mod compaction;
+mod disk;
+mod flusher;
+mod shared;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use shared::Shared;
+pub use watch::Watcher;
+
+/// What [`Store::open`] needs. Build it with [`StoreConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the sled database (created if missing).
+    pub path: PathBuf,
+    /// sled page cache size. Small by default to keep idle RSS small; the store itself keeps
+    /// no copy of the data.
+    pub cache_capacity_bytes: u64,
+    /// How often the background task trims the event log.
+    pub compaction_interval: Duration,
+    /// How many revisions of history the event log keeps after a compaction. Upstream
+    /// Kubernetes compacts etcd every 5 minutes, keeping ~5 minutes of history; a revision
+    /// count bounds our log even under a write burst. The log is also trimmed as soon as it
+    /// holds about twice this many entries, so it never grows without limit between runs.
+    pub compaction_keep_revisions: u64,
+    /// Live events buffered per watcher before it counts as lagging and catches up from the
+    /// persisted log instead.
+    pub watch_buffer: usize,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            cache_capacity_bytes: 8 << 20,
+            compaction_interval: Duration::from_secs(5 * 60),
+            compaction_keep_revisions: 10_000,
+            watch_buffer: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The requested history is gone (the API answers 410 Expired).
+    #[error("required revision {requested} has been compacted (compacted revision {compacted})")]
+    Compacted { requested: u64, compacted: u64 },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store is closed")]
+    Closed,
+    /// A flush or batch failed; from then on the store refuses work, because it can no longer
+    /// tell which writes are durable.
+    #[error("store failed and refuses work: {0}")]
+    Failed(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Bytes,
+    /// Revision of the last write of this key.
+    pub mod_revision: u64,
+    /// Revision of the write that created this key (since its last delete).
+    pub create_revision: u64,
+}
+
+/// What a [`Store::mutate`] closure decides to do with the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Bytes),
+    /// Remove the key; watchers receive `tombstone` as the deleted object. Deleting a missing
+    /// key writes nothing.
+    Delete {
+        tombstone: Bytes,
+    },
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One write, as the event log and the watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub revision: u64,
+    pub kind: EventKind,
+    pub key: String,
+    /// The new value for `Put`, the tombstone for `Delete`.
+    pub value: Bytes,
+    /// The value before this write; `None` for a `Put` that created the key.
+    pub prev_value: Option<Bytes>,
+}
+
+/// One page of [`Store::list_from`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// The revision this page is consistent at.
+    pub revision: u64,
+    /// Whether more keys with the prefix follow the last record.
+    pub more: bool,
+}
+
+/// Handle on an open store; cheap to clone. Background threads stop when the last handle is
+/// dropped (without waiting) or on [`Store::shutdown`] / [`Store::close`].
+#[derive(Clone)]
+pub struct Store {
+    handle: Arc<Handle>,
+}
+
+/// Exists once per opened store; its drop is "the last `Store` handle went away". Watchers
+/// and background threads hold `Shared` directly so they do not keep the store open.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.request_stop();
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("revision", &self.revision())
+            .field("compacted", &self.compacted_revision())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `cfg.path`, recovering revision, compacted revision
+    /// and records, and starts the flusher and compaction threads. Needs no tokio runtime.
+    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        let shared = Shared::open(&cfg)?;
+        Ok(Store {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Atomic read-modify-write of one key: the only way to write.
+    ///
+    /// `f` runs under the writer lock (keep it fast) with the current record and the revision
+    /// this write will get. `Op::None`, deleting a missing key, or `Err` from `f` write nothing
+    /// and consume no revision (`None` is returned as the written revision). Otherwise the
+    /// call returns after the write is durable, with its revision. If the returned future is
+    /// dropped after `f` ran, the write still happens.
+    pub async fn mutate<F, T, E>(&self, key: &str, f: F) -> Result<(T, Option<u64>), E>
+    where
+        F: FnOnce(Option<&Record>, u64) -> Result<(Op, T), E>,
+        E: From<StoreError>,
+    {
+        let shared = self.shared();
+        let (out, revision) = shared.apply(key, f).await?;
+        if let Some(rev) = revision {
+            shared.wait_durable(rev).await?;
+        }
+        Ok((out, revision))
+    }
+
+    /// Unconditional put; returns the revision written.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        let ((), rev) = self
+            .mutate(key, |_, _| Ok::<_, StoreError>((Op::Put(value), ())))
+            .await?;
+        rev.ok_or_else(|| StoreError::Corrupt("put wrote no revision".into()))
+    }
+
+    /// Unconditional delete; returns the revision written, or `None` if the key was missing.
+    pub async fn delete(&self, key: &str, tombstone: Bytes) -> Result<Option<u64>, StoreError> {
+        let ((), rev) = self
+            .mutate(key, |_, _| {
+                Ok::<_, StoreError>((Op::Delete { tombstone }, ()))
+            })
+            .await?;
+        Ok(rev)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.shared().get(key).await
+    }
+
+    /// Every record whose key starts with `prefix`, in key order, and the revision the list is
+    /// consistent at (no write interleaves).
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<Record>, u64), StoreError> {
+        let page = self.shared().list_from(prefix, None, 0).await?;
+        Ok((page.records, page.revision))
+    }
+
+    /// At most `limit` records (0 = no limit) with `prefix`, starting after key `start_after`.
+    /// Each page is consistent at its own revision.
+    pub async fn list_from(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        self.shared().list_from(prefix, start_after, limit).await
+    }
+
+    /// Latest durable revision (1 for an empty store).
+    pub fn revision(&self) -> u64 {
+        self.shared().durable_revision()
+    }
+
+    /// Events at or below this revision are gone from the log (0 if never compacted).
+    pub fn compacted_revision(&self) -> u64 {
+        self.shared().compacted_revision()
+    }
+
+    /// Watches keys starting with `prefix`: events with revision > `after_revision`, in order.
+    /// `Compacted` if those are no longer all in the log.
+    pub fn watch(&self, prefix: &str, after_revision: u64) -> Result<Watcher, StoreError> {
+        Watcher::new(self.shared().clone(), prefix, after_revision)
+    }
+
+    /// Trims the event log to the last `keep_revisions` revisions; returns the compacted
+    /// revision.
+    pub async fn compact(&self, keep_revisions: u64) -> Result<u64, StoreError> {
+        let shared = self.shared().clone();
+        tokio::task::spawn_blocking(move || compaction::compact(&shared, keep_revisions))
+            .await
+            .map_err(|e| StoreError::Failed(format!("compaction task: {e}")))?
+    }
+
+    /// Makes everything written so far durable, including compaction's deletions.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let shared = self.shared().clone();
+        shared.wait_durable(shared.applied_revision()).await?;
+        tokio::task::spawn_blocking(move || shared.flush_db())
+            .await
+            .map_err(|e| StoreError::Failed(format!("flush task: {e}")))?
+    }
+
+    /// Asks the background threads to stop after a last flush; does not wait. Later writes and
+    /// reads fail with `Closed`; watchers end with `Closed`.
+    pub fn shutdown(&self) {
+        self.shared().request_stop();
+    }
+
+    /// Clean shutdown: stops accepting work, flushes, and waits for the background threads.
+    /// The database files are released once every handle and watcher is dropped.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let shared = self.shared().clone();
+        shared.request_stop();
+        tokio::task::spawn_blocking(move || shared.join_threads())
+            .await
+            .map_err(|e| StoreError::Failed(format!("close task: {e}")))?
+    }
+}

@@ -1,0 +1,227 @@
+//! Watchers: ordering, filtering, positions, lag, compaction.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+#[tokio::test]
+async fn watch_from_a_revision_delivers_exactly_the_later_events_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for i in 0..5 {
+        store.put(&format!("k{i}"), b("v")).await.expect("put");
+    }
+    let mut w = store.watch("", 4).expect("watch");
+    for i in 5..8 {
+        store.put(&format!("k{i}"), b("v")).await.expect("put");
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next_event(&mut w).await.revision);
+    }
+    assert_eq!(got, [5, 6, 7, 8, 9]);
+    assert_eq!(w.position(), 9);
+    let nothing = tokio::time::timeout(Duration::from_millis(50), w.next()).await;
+    assert!(nothing.is_err(), "no duplicate or extra event");
+}
+
+#[tokio::test]
+async fn watch_from_current_revision_gets_only_future_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.put("old", b("v")).await.expect("put");
+    let mut w = store.watch("", store.revision()).expect("watch");
+    let rev = store.put("new", b("v")).await.expect("put");
+    let ev = next_event(&mut w).await;
+    assert_eq!(
+        (ev.key.as_str(), ev.revision, ev.kind),
+        ("new", rev, EventKind::Put)
+    );
+    assert_eq!(ev.prev_value, None);
+}
+
+#[tokio::test]
+async fn watch_filters_by_prefix_and_position_advances_over_filtered_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut w = store.watch("apps/", 1).expect("watch");
+    store.put("core/a", b("1")).await.expect("put");
+    store.put("apps/a", b("2")).await.expect("put");
+    store.put("core/b", b("3")).await.expect("put");
+    store.put("core/c", b("4")).await.expect("put");
+    let ev = next_event(&mut w).await;
+    assert_eq!((ev.key.as_str(), ev.revision), ("apps/a", 3));
+    assert_eq!(w.position(), 3);
+    // The filtered writes 4 and 5 are consumed by a next() that finds nothing to return.
+    let nothing = tokio::time::timeout(Duration::from_millis(100), w.next()).await;
+    assert!(nothing.is_err());
+    assert_eq!(w.position(), 5);
+    // Cancelling next() lost nothing.
+    store.put("apps/b", b("5")).await.expect("put");
+    assert_eq!(next_event(&mut w).await.key, "apps/b");
+}
+
+#[tokio::test]
+async fn delete_delivers_tombstone_and_previous_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.put("k", b("live")).await.expect("put");
+    let mut w = store.watch("k", store.revision()).expect("watch");
+    store.put("k", b("live2")).await.expect("put");
+    store.delete("k", b("tomb")).await.expect("delete");
+    let put = next_event(&mut w).await;
+    assert_eq!(
+        (put.kind, put.prev_value),
+        (EventKind::Put, Some(b("live")))
+    );
+    let del = next_event(&mut w).await;
+    assert_eq!(del.kind, EventKind::Delete);
+    assert_eq!((del.value, del.prev_value), (b("tomb"), Some(b("live2"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_watcher_gets_every_event_in_order_and_never_blocks_writers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut slow = store.watch("w/", 1).expect("watch");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..2500 {
+                    store.put(&format!("w/{t}/{i}"), b("v")).await.expect("put");
+                }
+            })
+        })
+        .collect();
+    // The watcher is never polled while the 10k writes run; a writer that waited on it
+    // would hang here.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for t in tasks {
+            t.await.expect("writer task");
+        }
+    })
+    .await
+    .expect("writers finish without the watcher being polled");
+    let writing = started.elapsed();
+    assert_eq!(store.revision(), 10_001);
+    for want in 2..=10_001 {
+        let ev = next_event(&mut slow).await;
+        assert_eq!(ev.revision, want);
+    }
+    assert_eq!(slow.position(), 10_001);
+    // And it is live again afterwards.
+    store.put("w/last", b("v")).await.expect("put");
+    assert_eq!(next_event(&mut slow).await.revision, 10_002);
+    eprintln!("10k writes with a stalled watcher took {writing:?}");
+}
+
+#[tokio::test]
+async fn watch_older_than_compaction_is_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for i in 0..20 {
+        store.put(&format!("k{i}"), b("v")).await.expect("put");
+    }
+    assert_eq!(store.compact(5).await.expect("compact"), 16);
+    assert_eq!(store.compacted_revision(), 16);
+    let err = store.watch("", 15).expect_err("too old");
+    assert!(
+        matches!(
+            err,
+            StoreError::Compacted {
+                requested: 15,
+                compacted: 16
+            }
+        ),
+        "{err}"
+    );
+    let err = store.watch("", 0).expect_err("0 is a revision too");
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
+    let mut w = store.watch("", 16).expect("watch at the mark");
+    assert_eq!(next_event(&mut w).await.revision, 17);
+    assert_eq!(log_len(&store), 5);
+}
+
+#[tokio::test]
+async fn lagging_watcher_gets_compacted_from_next_then_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.watch_buffer = 4;
+    let store = Store::open(cfg).expect("open");
+    let mut w = store.watch("", 1).expect("watch");
+    for i in 0..50 {
+        store.put(&format!("k{i}"), b("v")).await.expect("put");
+    }
+    store.compact(10).await.expect("compact");
+    let err = w.next().await.expect("an item").expect_err("compacted");
+    assert!(
+        matches!(
+            err,
+            StoreError::Compacted {
+                requested: 1,
+                compacted: 41
+            }
+        ),
+        "{err}"
+    );
+    assert!(w.next().await.is_none());
+}
+
+#[tokio::test]
+async fn watch_resumes_from_the_persisted_log_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for i in 0..10 {
+        store
+            .put(&format!("k{i}"), b(&i.to_string()))
+            .await
+            .expect("put");
+    }
+    store.delete("k3", b("tomb")).await.expect("delete");
+    store.close().await.expect("close");
+    drop(store);
+
+    let store = open(&dir);
+    let mut w = store.watch("k", 5).expect("watch");
+    let mut revs = Vec::new();
+    for _ in 6..=12 {
+        let ev = next_event(&mut w).await;
+        revs.push(ev.revision);
+        if ev.revision == 12 {
+            assert_eq!((ev.kind, ev.prev_value), (EventKind::Delete, Some(b("3"))));
+        }
+    }
+    assert_eq!(revs, (6..=12).collect::<Vec<_>>());
+    store.put("k99", b("v")).await.expect("put");
+    assert_eq!(next_event(&mut w).await.revision, 13);
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_ends_watchers_and_releases_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut w = store.watch("", 1).expect("watch");
+    store.put("k", b("v")).await.expect("put");
+    drop(store);
+    assert_eq!(next_event(&mut w).await.revision, 2);
+    let end = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("the watcher ends in time");
+    assert!(matches!(end, Some(Err(StoreError::Closed))), "{end:?}");
+    drop(w);
+    // The background threads let go of the database on their own; reopening succeeds once
+    // they have.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match Store::open(config(&dir)) {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "database never released: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(store.revision(), 2);
+}

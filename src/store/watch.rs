@@ -1,0 +1,195 @@
+//! Watchers: each delivers every event after its start revision whose key has its prefix, in
+//! revision order, exactly once, or ends with an error.
+//!
+//! A watcher is either catching up (reading the persisted log) or live (reading the broadcast
+//! fed by the flusher), like etcd's unsynced/synced watchers. It subscribes to the broadcast
+//! before reading how far the log is durable, so every event past the log it read arrives
+//! live; live events at or below its position are skipped, and a gap or a `Lagged` sends it
+//! back to the log. Its position only moves forward, one revision at a time.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::shared::Shared;
+use super::{Event, StoreError};
+
+/// Log entries read per catch-up step.
+const CATCH_UP_CHUNK: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    CatchingUp,
+    Live,
+    Ended,
+}
+
+/// A stream of events; see [`super::Store::watch`]. Dropping it frees its buffers and its
+/// place in the broadcast.
+pub struct Watcher {
+    shared: Arc<Shared>,
+    prefix: String,
+    position: u64,
+    mode: Mode,
+    live: broadcast::Receiver<Arc<Event>>,
+    /// Log entries read but not yet handed out; `None` = filtered out by the prefix.
+    backlog: VecDeque<(u64, Option<Event>)>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("prefix", &self.prefix)
+            .field("position", &self.position)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Watcher {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        prefix: &str,
+        after_revision: u64,
+    ) -> Result<Watcher, StoreError> {
+        shared.check_health()?;
+        let live = shared.subscribe()?;
+        let compacted = shared.compacted_revision();
+        if after_revision < compacted {
+            return Err(StoreError::Compacted {
+                requested: after_revision,
+                compacted,
+            });
+        }
+        Ok(Watcher {
+            shared,
+            prefix: prefix.to_owned(),
+            position: after_revision,
+            mode: Mode::CatchingUp,
+            live,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// The highest revision this watcher has fully processed, including events its prefix
+    /// filtered out: a bookmark at this revision loses nothing.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The next matching event. `Some(Err(_))` ends the watch (`Compacted` if it fell behind
+    /// compaction, `Closed` when the store shuts down); then `None`.
+    ///
+    /// Cancel-safe: dropping the future loses nothing, so it can sit in a `select!` with a
+    /// bookmark timer.
+    pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+        loop {
+            if let Some((revision, event)) = self.backlog.pop_front() {
+                self.position = revision;
+                match event {
+                    Some(ev) => return Some(Ok(ev)),
+                    None => continue,
+                }
+            }
+            match self.mode {
+                Mode::Ended => return None,
+                Mode::CatchingUp => {
+                    if let Err(e) = self.catch_up_step() {
+                        return Some(Err(self.end(e)));
+                    }
+                }
+                Mode::Live => match self.live.recv().await {
+                    Ok(ev) => {
+                        if ev.revision <= self.position {
+                            continue;
+                        }
+                        if ev.revision != self.position + 1 {
+                            // Never expected (every revision is published), but a skipped
+                            // revision must come from the log rather than be lost.
+                            tracing::warn!(
+                                rv = ev.revision,
+                                position = self.position,
+                                "watcher saw a gap; catching up from the log"
+                            );
+                            if let Err(e) = self.resync() {
+                                return Some(Err(self.end(e)));
+                            }
+                            continue;
+                        }
+                        self.position = ev.revision;
+                        if ev.key.starts_with(&self.prefix) {
+                            return Some(Ok(Event::clone(&ev)));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(
+                            missed,
+                            position = self.position,
+                            "watcher lagged; catching up from the log"
+                        );
+                        if let Err(e) = self.resync() {
+                            return Some(Err(self.end(e)));
+                        }
+                    }
+                    Err(RecvError::Closed) => return Some(Err(self.end(StoreError::Closed))),
+                },
+            }
+        }
+    }
+
+    fn end(&mut self, e: StoreError) -> StoreError {
+        self.mode = Mode::Ended;
+        self.backlog.clear();
+        e
+    }
+
+    /// Drops the live buffer and goes back to the log; the new subscription comes before the
+    /// next read of the durable revision, which is what makes the hand-over gapless.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        self.live = self.shared.subscribe()?;
+        self.mode = Mode::CatchingUp;
+        Ok(())
+    }
+
+    /// Reads the next chunk of the log into the backlog, or switches to live when the log
+    /// holds nothing newer than the position.
+    fn catch_up_step(&mut self) -> Result<(), StoreError> {
+        let durable = self.shared.durable_revision();
+        if self.position >= durable {
+            self.mode = Mode::Live;
+            return Ok(());
+        }
+        let entries =
+            self.shared
+                .read_log(self.position + 1, durable, CATCH_UP_CHUNK, &self.prefix)?;
+        // Read after the entries: compaction raises the mark before deleting, so a hole
+        // caused by compaction is always reported as such.
+        let compacted = self.shared.compacted_revision();
+        if compacted > self.position {
+            return Err(StoreError::Compacted {
+                requested: self.position,
+                compacted,
+            });
+        }
+        if entries.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "event log ends at {} below durable revision {durable}",
+                self.position
+            )));
+        }
+        for (expected, (revision, _)) in (self.position + 1..).zip(&entries) {
+            if *revision != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "event log lacks revision {expected}"
+                )));
+            }
+        }
+        self.backlog.extend(entries);
+        Ok(())
+    }
+}

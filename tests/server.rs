@@ -1,0 +1,161 @@
+//! The server process itself: version, clean shutdown, restart with the same state and
+//! credentials, certificate names, file permissions and anonymous access.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
+
+use common::TestServer;
+
+#[test]
+fn skiff_version_prints_the_crate_version() {
+    let out = Command::new(common::skiff_binary())
+        .arg("--version")
+        .output()
+        .expect("running skiff --version");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_a_restart_keeps_objects_and_credentials() {
+    let mut server = TestServer::start();
+    server.kubectl_ok(&["create", "configmap", "kept", "--from-literal=k=v"]);
+    let before = server.kubectl_json(&["get", "configmap", "kept"]);
+    let token_path = server.data_dir().join("server/token");
+    let token = std::fs::read(&token_path).expect("the join token file");
+    let admin_token = server.admin_token();
+    let ca = std::fs::read(server.ca_path()).expect("the CA");
+
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        common::tail(&server.log(), 30)
+    );
+
+    server.restart();
+    let after = server.kubectl_json(&["get", "configmap", "kept"]);
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "{after}"
+    );
+    assert_eq!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "{after}"
+    );
+    assert_eq!(after["data"]["k"], "v", "{after}");
+    assert_eq!(
+        std::fs::read(&token_path).expect("the join token file"),
+        token
+    );
+    assert_eq!(server.admin_token(), admin_token);
+    assert_eq!(
+        std::fs::read(server.ca_path()).expect("the CA"),
+        ca,
+        "the CA is reused"
+    );
+}
+
+#[test]
+fn join_token_names_the_ca_hash() {
+    let server = TestServer::start();
+    let token = std::fs::read_to_string(server.data_dir().join("server/token"))
+        .expect("the join token file");
+    let token = token.trim();
+    // K10<sha256 of the CA certificate PEM>::server:<secret>
+    let (hash, secret) = token
+        .strip_prefix("K10")
+        .and_then(|t| t.split_once("::server:"))
+        .unwrap_or_else(|| panic!("join token format: {token}"));
+    assert_eq!(hash.len(), 64, "{token}");
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    assert!(secret.len() >= 16, "a guessable secret: {token}");
+}
+
+#[test]
+fn secrets_on_disk_are_readable_by_root_only() {
+    let server = TestServer::start();
+    for path in [
+        server.kubeconfig_path(),
+        server.data_dir().join("server/token"),
+        server.data_dir().join("server/admin-token"),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} has mode {:o}",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    // Private keys anywhere under the TLS directory.
+    let tls = server.data_dir().join("server/tls");
+    let mut keys = 0;
+    for entry in std::fs::read_dir(&tls).unwrap_or_else(|e| panic!("{}: {e}", tls.display())) {
+        let path = entry.expect("a directory entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("PRIVATE KEY") {
+            keys += 1;
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} has mode {:o}",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    assert!(keys > 0, "no private keys found under {}", tls.display());
+}
+
+#[test]
+fn serving_certificate_is_valid_for_the_service_names_and_tls_san() {
+    let server = TestServer::start_with(&["--tls-san", "skiff.example.test"]);
+    let hostname = nix::unistd::gethostname()
+        .expect("the host name")
+        .to_string_lossy()
+        .into_owned();
+    for name in [
+        "skiff.example.test",
+        "kubernetes",
+        "kubernetes.default.svc.cluster.local",
+        hostname.as_str(),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "10", "--cacert"])
+            .arg(server.ca_path())
+            .arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", server.port()))
+            .arg(format!("https://{name}:{}/readyz", server.port()))
+            .output()
+            .expect("running curl");
+        assert!(
+            out.status.success(),
+            "TLS to {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{name}");
+    }
+}
+
+#[test]
+fn readyz_answers_anonymous_clients() {
+    let server = TestServer::start();
+    let reply = server
+        .request("GET", "/readyz")
+        .auth(common::http::Auth::Anonymous)
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "ok");
+}
