@@ -29,7 +29,7 @@ fi
 export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
 cargo build --release --target "$TARGET" --bin skiff
 
-bin="target/$TARGET/release/skiff"
+bin="${CARGO_TARGET_DIR:-target}/$TARGET/release/skiff"
 [ -x "$bin" ] || die "$bin was not produced"
 
 desc="$(file -b "$bin")"

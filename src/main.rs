@@ -6,6 +6,10 @@ use skiff::cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The shim must start before anything else (single-threaded, no tokio, no clap).
+    if let Some(code) = skiff::runtime::containers::shim::maybe_run_shim() {
+        return code;
+    }
     let args = match skiff::config::args_with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
@@ -20,13 +24,27 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Server(args) => tokio::runtime::Builder::new_multi_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(skiff::server::run(args))),
+    };
+    let result = match cli.command {
+        Command::Server(args) => runtime().and_then(|rt| rt.block_on(skiff::server::run(args))),
         Command::Token(args) => skiff::server::print_token(&args.data_dir),
+        Command::Images(args) => {
+            runtime().and_then(|rt| rt.block_on(skiff::cli::images::run(args.command, &args.data_dir)))
+        }
+        Command::Ctr(args) => {
+            return match runtime().and_then(|rt| rt.block_on(skiff::cli::ctr::run(args.command, &args.data_dir))) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

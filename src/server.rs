@@ -166,7 +166,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    store.flush().await.context("flushing the store")?;
+    store.close().await.context("closing the store")?;
     Ok(())
 }
 

@@ -274,13 +274,27 @@ fn body_over_3_mib_gets_413_request_entity_too_large() {
             "kind": "ConfigMap",
             "metadata": {"name": "huge"},
             "data": {"blob": "x".repeat(4 * 1024 * 1024)}
-        });
-        server
+        })
+        .to_string();
+        // The raw request is HTTP/1.1 (see common::http); kubectl below uses HTTP/2.
+        let status = server
             .request("POST", CONFIGMAPS)
             .content_type("application/json")
-            .body(big.to_string())
+            .body(big.clone())
             .send()
             .expect_status(413, "RequestEntityTooLarge");
+        assert_eq!(
+            status["message"], "Request entity too large: limit is 3145728",
+            "{status}"
+        );
+
+        server.write_file("huge.json", &big);
+        let run = server.kubectl(&["create", "-f", "huge.json"]).fails();
+        assert_eq!(
+            run.stderr.trim(),
+            r#"Error from server (RequestEntityTooLarge): error when creating "huge.json": Request entity too large: limit is 3145728"#,
+            "{run}"
+        );
     });
 }
 

@@ -273,3 +273,30 @@ fn server_side_apply_reports_a_conflict_with_another_manager_unless_forced() {
     let cm = server.kubectl_json(&["get", "configmap", "ssa-config"]);
     assert_eq!(cm["data"]["color"], "green", "{cm}");
 }
+
+#[test]
+fn apply_server_side_after_client_side_apply_takes_over_without_conflicts() {
+    let server = TestServer::start();
+    server.write_file("v1.yaml", &manifests::app("hello", "nginx:1.27", 2, false));
+    server.kubectl(&["apply", "-f", "v1.yaml"]).ok();
+
+    server.write_file("v2.yaml", &manifests::app("salut", "nginx:1.28", 3, false));
+    let out = server.kubectl_ok(&["apply", "--server-side", "-f", "v2.yaml"]);
+    for line in [
+        "namespace/demo serverside-applied",
+        "configmap/app-config serverside-applied",
+        "secret/app-secret serverside-applied",
+        "service/web serverside-applied",
+        "deployment.apps/web serverside-applied",
+    ] {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+    let cm = server.kubectl_json(&["get", "configmap", "app-config", "-n", "demo"]);
+    assert_eq!(cm["data"]["greeting"], "salut", "{cm}");
+    let deploy = server.kubectl_json(&["get", "deployment", "web", "-n", "demo"]);
+    assert_eq!(deploy["spec"]["replicas"], 3, "{deploy}");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.28",
+        "{deploy}"
+    );
+}

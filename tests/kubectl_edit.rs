@@ -178,7 +178,7 @@ fn patch_json_applies_operations_in_order() {
     assert_eq!(cs.len(), 1, "{deploy}");
     assert_eq!(cs[0]["name"], "web", "{deploy}");
 
-    // A failing `test` operation rejects the whole patch.
+    // A failing `test` operation rejects the whole patch (422 Invalid, as upstream).
     let run = server
         .kubectl(&[
             "patch",
@@ -190,7 +190,7 @@ fn patch_json_applies_operations_in_order() {
                 {"op":"test","path":"/spec/replicas","value":1}]"#,
         ])
         .fails();
-    assert!(run.stderr.contains("Error from server"), "{run}");
+    assert!(run.stderr.starts_with("The request is invalid"), "{run}");
     let deploy = server.kubectl_json(&["get", "deploy", "web"]);
     assert_eq!(deploy["spec"]["replicas"], 5, "{deploy}");
 }

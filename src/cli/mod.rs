@@ -1,5 +1,8 @@
 //! Command-line interface: clap definitions for every user-facing command.
 
+pub mod ctr;
+pub mod images;
+
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,6 +26,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Print the join token of a local server.
     Token(TokenArgs),
+    /// Manage the node's images.
+    Images(images::ImagesArgs),
+    /// Run and inspect containers directly (debugging front end, like ctr/nerdctl).
+    Ctr(ctr::CtrArgs),
 }
 
 #[derive(Args, Debug, Clone)]

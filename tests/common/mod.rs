@@ -14,6 +14,7 @@
 pub mod http;
 pub mod manifests;
 pub mod process;
+pub mod registry;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -346,15 +347,12 @@ impl TestServer {
             .arg("--disable-agent")
             .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             // Its own process group, so Drop can kill everything it starts.
             .process_group(0);
+        process::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| StartError::Spawn(e.to_string()))?;
         self.child = Some(child);
 

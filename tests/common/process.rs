@@ -9,7 +9,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::{getppid, Pid};
+
 use super::kill_group;
+
+/// Makes the child get SIGKILL when the thread that spawned it dies. Drop handlers cover a
+/// failing test; this covers a test process killed outright (nextest timeout, Ctrl-C), whose
+/// children would otherwise outlive it in their own process groups.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = Pid::this();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid); it allocates nothing (an Errno converts to io::Error
+    // without allocating).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent may have died before prctl took effect.
+            if getppid() != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
 
 /// What a finished client command did.
 #[derive(Debug, Clone)]
@@ -75,6 +98,7 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Run {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
+    die_with_parent(cmd);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
@@ -141,6 +165,7 @@ impl Background {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));

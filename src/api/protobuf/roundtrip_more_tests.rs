@@ -1,6 +1,6 @@
-//! More k8s-pb → JSON → k8s-openapi roundtrips: workloads, Service, RBAC, Ingress, Pod
-//! status. Value-typed Go structs a sender left unset (`status`,
-//! `strategy`) print as `{}`, so k8s-openapi sees them as present and default.
+//! More k8s-pb → JSON → k8s-openapi roundtrips: workloads, Service, RBAC, Ingress and a
+//! Pod with status. Value-typed Go structs a sender left unset (`status`, `strategy`)
+//! print as `{}`, so k8s-openapi sees them as present and default.
 
 use k8s_openapi::api::apps::v1 as oapps;
 use k8s_openapi::api::batch::v1 as obatch;

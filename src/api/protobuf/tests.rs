@@ -16,7 +16,8 @@ macro_rules! fixture {
 }
 
 /// Bodies kubectl 1.32 POSTed for `kubectl create <generator>` (captured from a stub server),
-/// next to what `kubectl create … --dry-run=client -o json` printed for the same object.
+/// next to what `kubectl create … --dry-run=client -o json` printed for the same object
+/// (`token` has no dry-run; its JSON is written from the Go types, see testdata/README.md).
 const KUBECTL: &[(&str, &[u8], &str)] = &[
     fixture!("clusterrole"),
     fixture!("clusterrole-aggregated"),
@@ -39,6 +40,7 @@ const KUBECTL: &[(&str, &[u8], &str)] = &[
     fixture!("service-externalname"),
     fixture!("service-nodeport"),
     fixture!("serviceaccount"),
+    fixture!("token"),
 ];
 
 /// kubectl 1.32's Go types predate `omitzero` on `creationTimestamp`, so it printed `null`
@@ -457,6 +459,25 @@ fn hostile_nesting_is_refused_before_the_stack_runs_out() {
         raw,
     ));
     assert!(matches!(err, Err(ProtobufError::TooDeep { .. })), "{err:?}");
+}
+
+#[test]
+fn nesting_just_under_the_limit_decodes_within_half_a_worker_stack() {
+    // The decoder runs on tokio workers (2 MiB stacks); half of that must do even in an
+    // unoptimised build.
+    let mut schema = Vec::new();
+    for _ in 0..(decode::MAX_DEPTH - 10) {
+        schema = len_field(28, &schema);
+    }
+    let raw = len_field(2, &len_field(7, &len_field(4, &len_field(1, &schema))));
+    let body = envelope("apiextensions.k8s.io/v1", "CustomResourceDefinition", raw);
+    let decoded = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || decode_to_json(&body).map(|_| ()))
+        .expect("spawn")
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(decoded, Ok(()));
 }
 
 /// xorshift64*: deterministic bytes for the hostile-input test, no extra dependency.

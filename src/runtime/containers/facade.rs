@@ -1,0 +1,378 @@
+//! `Runtime`: images + snapshots + shims behind one async API (what the kubelet and
+//! `skiff ctr` use).
+//!
+//! Invariant: the runtime keeps no container state in memory; everything is read from
+//! `<agent>/containers/<id>/` and the live shims, so a new `Runtime` after the previous
+//! process was SIGKILLed sees exactly what the old one would have (re-adoption is free).
+
+use super::cgroups::{CgroupSet, Hierarchies};
+use super::shim::protocol::{self as proto, ProtocolError, Request, Response};
+use super::shim::{self, ShimConfig, ShimError};
+use super::spec::{self, Accounts, SpecError};
+use super::state::{ContainerState, Status};
+use super::{validate_id, ContainerConfig, ContainerId, ExecConfig, ExitStatus, RuntimeKind};
+use crate::runtime::images::{ImageError, ImageStore, RegistriesConfig};
+use crate::runtime::snapshots::{SnapshotError, Snapshotter};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid container id {0:?}")]
+    InvalidId(String),
+    #[error("container {0} already exists")]
+    AlreadyExists(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("container {0} is running (stop it first or force)")]
+    Running(String),
+    #[error("image {0} not found")]
+    ImageNotFound(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroups::CgroupError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RuntimeOptions {
+    pub registries: RegistriesConfig,
+    /// Binary re-executed as the shim; default: the running executable.
+    pub shim_exe: Option<PathBuf>,
+    /// Pull images that are not in the store on `create`.
+    pub pull_missing: bool,
+}
+
+/// Standard streams for an exec: pipes/files, or one pty slave (tty mode).
+pub enum ExecIo {
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Tty(OwnedFd),
+}
+
+pub struct Runtime {
+    agent_dir: PathBuf,
+    containers: PathBuf,
+    images: Arc<ImageStore>,
+    snapshots: Arc<Snapshotter>,
+    shim_exe: PathBuf,
+    pull_missing: bool,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Join(e.to_string()))?
+}
+
+impl Runtime {
+    pub fn open(agent_dir: &Path, opts: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        let containers = agent_dir.join("containers");
+        std::fs::create_dir_all(&containers)?;
+        let shim_exe = match opts.shim_exe {
+            Some(p) => p,
+            None => std::env::current_exe()?,
+        };
+        Ok(Runtime {
+            agent_dir: agent_dir.to_path_buf(),
+            images: Arc::new(ImageStore::open(agent_dir, opts.registries)?),
+            snapshots: Arc::new(Snapshotter::new(agent_dir)),
+            containers,
+            shim_exe,
+            pull_missing: opts.pull_missing,
+        })
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers.join(id)
+    }
+
+    fn existing_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        if !validate_id(id) {
+            return Err(RuntimeError::InvalidId(id.into()));
+        }
+        let d = self.container_dir(id);
+        if d.join(super::state::STATE_FILE).exists() {
+            Ok(d)
+        } else {
+            Err(RuntimeError::NotFound(id.into()))
+        }
+    }
+
+    /// Prepares rootfs + bundle and starts the shim; the container waits for `start`.
+    pub async fn create(&self, cfg: ContainerConfig) -> Result<ContainerId, RuntimeError> {
+        if !validate_id(&cfg.id) {
+            return Err(RuntimeError::InvalidId(cfg.id));
+        }
+        let image = match self.images.get(&cfg.image)? {
+            Some(i) => i,
+            None if self.pull_missing => self.images.pull(&cfg.image, None, None).await?,
+            None => return Err(RuntimeError::ImageNotFound(cfg.image)),
+        };
+        let dir = self.container_dir(&cfg.id);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                RuntimeError::AlreadyExists(cfg.id)
+            } else {
+                e.into()
+            });
+        }
+        let (images, snaps, exe, agent) = (
+            self.images.clone(),
+            self.snapshots.clone(),
+            self.shim_exe.clone(),
+            self.agent_dir.clone(),
+        );
+        let id = cfg.id.clone();
+        let d = dir.clone();
+        let res = blocking(move || {
+            let layers = snaps.ensure_unpacked(&images, &image)?;
+            let rootfs = snaps.mount_rootfs(&cfg.id, &layers)?;
+            let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok();
+            let group = std::fs::read_to_string(rootfs.join("etc/group")).ok();
+            let accounts = Accounts {
+                passwd: passwd.as_deref(),
+                group: group.as_deref(),
+            };
+            let spec =
+                spec::generate(&image.config, &cfg, accounts, &format!("/{}/{}", super::cgroups::cgroup_parent(), cfg.id))?;
+            std::fs::write(
+                d.join("config.json"),
+                serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?,
+            )?;
+            let sc = ShimConfig {
+                id: cfg.id.clone(),
+                log_path: cfg
+                    .log_path
+                    .clone()
+                    .unwrap_or_else(|| d.join("container.log")),
+                external_runtime: match &cfg.runtime {
+                    RuntimeKind::Embedded => None,
+                    RuntimeKind::External(b) => Some(b.clone()),
+                },
+                runtime_root: agent.join("oci-runtime"),
+                stdin: cfg.stdin,
+                tty: cfg.tty,
+                image: image.reference.clone(),
+                labels: cfg.labels.clone(),
+            };
+            std::fs::write(
+                d.join(shim::SHIM_CONFIG),
+                serde_json::to_vec(&sc).map_err(std::io::Error::other)?,
+            )?;
+            shim::spawn(&exe, &d)?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = res {
+            let _ = self.cleanup(&id, &dir).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    async fn call(&self, id: &str, req: Request) -> Result<Response, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        blocking(move || Ok(proto::call(&dir, &req)?)).await
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call(id, Request::Start).await.map(|_| ())
+    }
+
+    pub async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        Ok(shim::read_state(&dir)?)
+    }
+
+    /// Every container on disk, live or exited (this is also re-adoption after a restart).
+    pub async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.containers)? {
+            let e = e?;
+            if let Ok(st) = shim::read_state(&e.path()) {
+                out.push(st);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(out)
+    }
+
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.call(id, Request::Signal { signal }).await.map(|_| ())
+    }
+
+    /// Stop signal, then SIGKILL after `grace`; returns once the container has exited.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<ExitStatus, RuntimeError> {
+        let st = self.state(id).await?;
+        if st.status == Status::Stopped || st.status == Status::Unknown {
+            return Ok(ExitStatus {
+                code: st.exit_code.unwrap_or(255),
+                oom_killed: st.oom_killed,
+            });
+        }
+        self.call(
+            id,
+            Request::Stop {
+                grace_ms: grace.as_millis() as u64,
+            },
+        )
+        .await?;
+        self.wait(id).await
+    }
+
+    pub async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        blocking(move || {
+            let st = shim::read_state(&dir)?;
+            if matches!(st.status, Status::Stopped | Status::Unknown) {
+                return Ok(ExitStatus {
+                    code: st.exit_code.unwrap_or(255),
+                    oom_killed: st.oom_killed,
+                });
+            }
+            match proto::call(&dir, &Request::Wait)? {
+                Response::Exited { status } => Ok(status),
+                r => Err(ProtocolError::Bad(format!("unexpected answer {r:?}")).into()),
+            }
+        })
+        .await
+    }
+
+    /// Attached stream (output frames in, stdin/resize frames out); see `shim::protocol`.
+    pub async fn attach(&self, id: &str) -> Result<UnixStream, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        blocking(move || {
+            let mut s = proto::connect(&dir)?;
+            proto::write_json(&mut s, &Request::Attach)?;
+            proto::read_response(&mut s)?;
+            Ok(s)
+        })
+        .await
+    }
+
+    pub async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        self.call(id, Request::Resize { rows, cols })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn exec(
+        &self,
+        id: &str,
+        config: ExecConfig,
+        io: ExecIo,
+    ) -> Result<ExitStatus, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        blocking(move || {
+            let s = proto::connect(&dir)?;
+            let req = Request::Exec { config };
+            match &io {
+                ExecIo::Tty(t) => proto::send_with_fds(&s, &req, &[t.as_raw_fd()])?,
+                ExecIo::Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                } => {
+                    let null;
+                    let stdin_fd = match stdin {
+                        Some(f) => f.as_raw_fd(),
+                        None => {
+                            null = std::fs::File::open("/dev/null")?;
+                            null.as_raw_fd()
+                        }
+                    };
+                    proto::send_with_fds(
+                        &s,
+                        &req,
+                        &[stdin_fd, stdout.as_raw_fd(), stderr.as_raw_fd()],
+                    )?
+                }
+            }
+            // Our copies must close so the caller sees EOF when the process exits.
+            drop(io);
+            let mut s = s;
+            match proto::read_response(&mut s)? {
+                Response::ExecStarted { .. } => {}
+                r => return Err(ProtocolError::Bad(format!("unexpected answer {r:?}")).into()),
+            }
+            match proto::read_response(&mut s)? {
+                Response::Exited { status } => Ok(status),
+                r => Err(ProtocolError::Bad(format!("unexpected answer {r:?}")).into()),
+            }
+        })
+        .await
+    }
+
+    /// Stops (if `force`), shuts the shim down, removes cgroups, rootfs and the directory.
+    pub async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        let st = self.state(id).await?;
+        if matches!(st.status, Status::Created | Status::Running) {
+            if !force {
+                return Err(RuntimeError::Running(id.into()));
+            }
+            self.stop(id, Duration::ZERO).await?;
+        }
+        if shim::pid_alive(st.shim_pid) {
+            self.call(id, Request::Shutdown).await?;
+            for _ in 0..200 {
+                if !shim::pid_alive(st.shim_pid) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.cleanup(id, &dir).await
+    }
+
+    /// Idempotent teardown of whatever exists for `id` (also after a dead shim).
+    async fn cleanup(&self, id: &str, dir: &Path) -> Result<(), RuntimeError> {
+        let (snaps, id, dir) = (self.snapshots.clone(), id.to_string(), dir.to_path_buf());
+        blocking(move || {
+            let cg = CgroupSet::plan(&Hierarchies::detect(), &format!("/{}/{id}", super::cgroups::cgroup_parent()));
+            for pid in cg.pids() {
+                // SAFETY: kill(2) of processes left in this container's cgroup.
+                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+            }
+            if let Ok(sc) = std::fs::read(dir.join(shim::SHIM_CONFIG)) {
+                if let Ok(sc) = serde_json::from_slice::<ShimConfig>(&sc) {
+                    if let Some(bin) = &sc.external_runtime {
+                        super::external::delete(bin, &sc);
+                    }
+                }
+            }
+            cg.remove()?;
+            snaps.remove_rootfs(&id)?;
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+}

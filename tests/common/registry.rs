@@ -1,0 +1,413 @@
+//! Local OCI registries and test images for the image-store tests.
+//!
+//! Owns every `docker-registry` process it starts. Invariant: when a [`Registry`] is dropped
+//! (also while a test panics) its process group is killed and reaped and its storage dir is
+//! removed. Images are built by hand from `/bin/busybox` (Debian's busybox-static) as OCI
+//! layouts and pushed with `skopeo`; nothing is fetched from outside the machine.
+
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A `docker-registry` on 127.0.0.1, optionally with htpasswd basic auth.
+pub struct Registry {
+    child: Option<Child>,
+    pub port: u16,
+    pub auth: Option<(String, String)>,
+    // Dropped after the process is gone.
+    dir: tempfile::TempDir,
+}
+
+fn require(tool: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{tool} not found; run scripts/install-runtime-test-deps.sh");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(auth: Option<(String, String)>) -> Registry {
+        let bin = require("docker-registry");
+        let mut dir = tempfile::Builder::new()
+            .prefix("skiff-registry-")
+            .tempdir()
+            .expect("a temp dir for the registry");
+        let mut auth_yaml = String::new();
+        if let Some((user, password)) = &auth {
+            let out = Command::new(require("htpasswd"))
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("running htpasswd");
+            assert!(out.status.success(), "htpasswd failed");
+            let htpasswd = dir.path().join("htpasswd");
+            fs::write(&htpasswd, &out.stdout).expect("writing htpasswd");
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+                    dir.path().join("storage").display()
+                ),
+            )
+            .expect("writing the registry config");
+            let log = fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            let child = Command::new(&bin)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().expect("log handle")))
+                .stderr(Stdio::from(log))
+                .process_group(0)
+                .spawn()
+                .expect("starting docker-registry");
+            let mut reg = Registry {
+                child: Some(child),
+                port,
+                auth: auth.clone(),
+                dir,
+            };
+            if reg.wait_ready() {
+                return reg;
+            }
+            last = fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
+            reg.kill();
+            dir = std::mem::replace(
+                &mut reg.dir,
+                tempfile::tempdir().expect("placeholder temp dir"),
+            );
+        }
+        panic!("docker-registry did not start: {last}");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false;
+                }
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes an OCI layout (`dir:tag`) to `repo:tag` here with skopeo (`--all` keeps
+    /// every platform of an index).
+    pub fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
+        let mut cmd = Command::new(require("skopeo"));
+        cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((u, p)) = &self.auth {
+            cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
+        }
+        cmd.arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.host()));
+        let out = cmd.output().expect("running skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The registry's storage dir (tests corrupt blobs in it).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// What [`build_busybox_layout`] made.
+pub struct TestImage {
+    /// Digest of the platform (amd64 or host) manifest.
+    pub manifest_digest: String,
+    /// Digest of the two-platform index.
+    pub index_digest: String,
+    pub config_digest: String,
+}
+
+/// One tar layer entry.
+enum Entry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+}
+
+fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        match e {
+            Entry::File(name, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, *data).expect("tar entry");
+            }
+            Entry::Dir(name) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, name, &[][..]).expect("tar entry");
+            }
+            Entry::Symlink(name, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, name, target).expect("tar entry");
+            }
+        }
+    }
+    b.into_inner().expect("tar bytes")
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Builds an OCI layout at `dir` tagged `tag`: an index with two platforms (the host's and
+/// a fake other one) over a two-layer busybox image. Layer 1 (gzip) has busybox, `/etc/motd`
+/// and `/etc/keep`; layer 2 (zstd) whites out `/etc/motd` and adds `/etc/added`.
+pub fn build_busybox_layout(dir: &Path, tag: &str) -> TestImage {
+    busybox_layout(dir, tag, true)
+}
+
+/// Like [`build_busybox_layout`] with both layers gzip (docker archives cannot hold zstd).
+pub fn build_busybox_layout_gzip(dir: &Path, tag: &str) -> TestImage {
+    busybox_layout(dir, tag, false)
+}
+
+fn busybox_layout(dir: &Path, tag: &str, zstd_top: bool) -> TestImage {
+    let busybox = fs::read(require("busybox")).expect("reading busybox-static");
+    let l1 = layer(&[
+        Entry::Dir("bin/"),
+        Entry::File("bin/busybox", &busybox, 0o755),
+        Entry::Symlink("bin/sh", "busybox"),
+        Entry::Symlink("bin/cat", "busybox"),
+        Entry::Symlink("bin/ls", "busybox"),
+        Entry::Symlink("bin/echo", "busybox"),
+        Entry::Dir("etc/"),
+        Entry::File("etc/motd", b"you should not see me\n", 0o644),
+        Entry::File("etc/keep", b"kept\n", 0o644),
+    ]);
+    let l2 = layer(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/.wh.motd", b"", 0o644),
+        Entry::File("etc/added", b"added\n", 0o644),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&l1).expect("gzip");
+    let l1_blob = gz.finish().expect("gzip");
+    let (l2_blob, l2_kind) = if zstd_top {
+        (zstd::encode_all(&l2[..], 3).expect("zstd"), "zstd")
+    } else {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&l2).expect("gzip");
+        (gz.finish().expect("gzip"), "gzip")
+    };
+    write_layout(dir, tag, &[(l1, l1_blob, "gzip"), (l2, l2_blob, l2_kind)])
+}
+
+/// Builds a single-platform OCI layout of about `mb` megabytes of incompressible data in
+/// 5 gzip layers (for pull speed measurements).
+pub fn build_big_layout(dir: &Path, tag: &str, mb: usize) -> TestImage {
+    let mut layers = Vec::new();
+    let per = mb * 1024 * 1024 / 5;
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for i in 0..5 {
+        let mut data = vec![0u8; per];
+        for chunk in data.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let bytes = seed.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        let name = format!("data/{i}.bin");
+        let tar = layer(&[Entry::Dir("data/"), Entry::File(&name, &data, 0o644)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar).expect("gzip");
+        let blob = gz.finish().expect("gzip");
+        layers.push((tar, blob, "gzip"));
+    }
+    write_layout(dir, tag, &layers)
+}
+
+fn write_layout(dir: &Path, tag: &str, layers: &[(Vec<u8>, Vec<u8>, &str)]) -> TestImage {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("layout dir");
+    let put = |data: &[u8]| -> String {
+        let d = digest(data);
+        fs::write(blobs.join(&d[7..]), data).expect("writing a blob");
+        d
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|(tar, _, _)| digest(tar)).collect();
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(_, blob, comp)| {
+            serde_json::json!({
+                "mediaType": format!("application/vnd.oci.image.layer.v1.tar+{comp}"),
+                "digest": put(blob),
+                "size": blob.len(),
+            })
+        })
+        .collect();
+    let mut manifests = Vec::new();
+    let mut first = None;
+    for arch in [
+        host_arch(),
+        if host_arch() == "arm64" {
+            "amd64"
+        } else {
+            "arm64"
+        },
+    ] {
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        })
+        .to_string();
+        let config_digest = put(config.as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": layer_descs,
+        })
+        .to_string();
+        let md = put(manifest.as_bytes());
+        manifests.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": md, "size": manifest.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+        first.get_or_insert((md, config_digest));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests,
+    })
+    .to_string();
+    let index_digest = put(index.as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": OCI_INDEX, "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(dir.join("index.json"), top.to_string()).expect("index.json");
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    let (manifest_digest, config_digest) = first.expect("two platforms were written");
+    TestImage {
+        manifest_digest,
+        index_digest,
+        config_digest,
+    }
+}
+
+/// Writes the layout directory `dir` as a tarball (gzip-compressed when `gzip`).
+pub fn tar_layout(dir: &Path, out: &Path, gzip: bool) {
+    let file = fs::File::create(out).expect("creating the tarball");
+    let writer: Box<dyn std::io::Write> = if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let mut b = tar::Builder::new(writer);
+    b.append_dir_all(".", dir).expect("archiving the layout");
+    b.into_inner()
+        .expect("finishing the tarball")
+        .flush()
+        .expect("flushing the tarball");
+}
+
+/// `skopeo copy oci:DIR:TAG docker-archive:OUT:NAME` (a `docker save` archive; skopeo picks
+/// the host platform from the index).
+pub fn docker_archive(layout: &Path, tag: &str, out: &Path, name: &str) {
+    let out_arg = format!("docker-archive:{}:{name}", out.display());
+    let out = Command::new(require("skopeo"))
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(out_arg)
+        .output()
+        .expect("running skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo docker-archive export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
