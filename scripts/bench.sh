@@ -3,6 +3,7 @@
 # in the same run so every figure can be read as a ratio.
 #
 #   scripts/bench.sh api        API server: creates, list, watch latency, RSS, binary size
+#   scripts/bench.sh runtime    containers: start-to-exit vs runc, pull vs skopeo, shim RSS
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +47,88 @@ bench_api() {
     echo "binary_mb $(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }') MB"
 }
 
+# percentiles FILE: p50 and p99 of one number per line (milliseconds).
+percentiles() {
+    python3 - "$1" <<'PY'
+import sys
+v = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
+pick = lambda p: v[min(len(v) - 1, round((len(v) - 1) * p))]
+print(f"{pick(0.50):.2f} {pick(0.99):.2f}")
+PY
+}
+
+bench_runtime() {
+    scripts/install-runtime-test-deps.sh >/dev/null
+    local dir data runs=100
+    dir=$(mktemp -d /tmp/skiff-rbench.XXXXXX)
+    data="$dir/data"
+    export SKIFF_CGROUP_PARENT="skiff-bench-$$"
+    local S=("$bin" ctr --data-dir "$data")
+    cleanup_runtime() {
+        for id in $("${S[@]}" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
+            "${S[@]}" rm -f "$id" >/dev/null 2>&1
+        done
+        for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
+        rm -rf "$dir" /tmp/skiff-runc-bench
+    }
+    trap cleanup_runtime RETURN
+
+    # A one-layer busybox image, imported from a docker-save archive.
+    local img="$dir/img"
+    mkdir -p "$img/rootfs"/{bin,etc,tmp,proc,sys,dev}
+    cp /bin/busybox "$img/rootfs/bin/busybox"
+    for a in sh true sleep; do ln -s busybox "$img/rootfs/bin/$a"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$img/rootfs/etc/passwd"
+    (
+        cd "$img"
+        tar -C rootfs -cf layer.tar .
+        diff=$(sha256sum layer.tar | cut -d' ' -f1)
+        printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >config.json
+        cfg=$(sha256sum config.json | cut -d' ' -f1)
+        mv config.json "$cfg.json"
+        printf '[{"Config":"%s.json","RepoTags":["bench/busybox:1"],"Layers":["layer.tar"]}]' "$cfg" >manifest.json
+        tar -cf image.tar manifest.json "$cfg.json" layer.tar
+    )
+    "$bin" images import --data-dir "$data" "$img/image.tar" >/dev/null
+
+    # (a) start-to-exit of /bin/true: the whole `skiff ctr run --rm` command vs `runc run`
+    # on the same bundle (rootfs already unpacked for both).
+    "${S[@]}" run -d --name bundle bench/busybox:1 true >/dev/null
+    sleep 0.3
+    for i in $(seq 5); do "${S[@]}" run --rm --name warm$i bench/busybox:1 true >/dev/null; done
+    for i in $(seq $runs); do
+        s=$(date +%s%N); "${S[@]}" run --rm --name t$i bench/busybox:1 true >/dev/null; e=$(date +%s%N)
+        awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f\n", (e - s) / 1e6 }' 
+    done >"$dir/skiff.ms"
+    (
+        cd "$data/agent/containers/bundle"
+        for i in $(seq $runs); do
+            s=$(date +%s%N); runc --root /tmp/skiff-runc-bench run -b . r$i >/dev/null 2>&1; e=$(date +%s%N)
+            awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f\n", (e - s) / 1e6 }' 
+        done
+    ) >"$dir/runc.ms"
+    read -r sp50 sp99 < <(percentiles "$dir/skiff.ms")
+    read -r rp50 rp99 < <(percentiles "$dir/runc.ms")
+    echo "runtime_start_p50_ms $sp50 ms"
+    echo "runtime_start_p99_ms $sp99 ms"
+    echo "runc_start_p50_ms $rp50 ms"
+    echo "runc_start_p99_ms $rp99 ms"
+    echo "runtime_vs_runc_ratio $(awk -v a="$sp50" -v b="$rp50" 'BEGIN { printf "%.2f", a / b }') ratio"
+
+    # (c) shim RSS for a running container.
+    "${S[@]}" run -d --name rss bench/busybox:1 sleep 60 >/dev/null
+    sleep 0.5
+    echo "shim_rss_mb $(rss_mb "$(cat "$data/agent/containers/rss/shim.pid")") MB"
+    "${S[@]}" rm -f rss >/dev/null
+
+    # (b) pull of a ~50 MB image from a local registry vs skopeo copy (in the same test run).
+    SKIFF_BIN="$PWD/$bin" cargo test --quiet --test runtime_images pull_speed -- --ignored --nocapture 2>/dev/null \
+        | grep -E '^(pull_50mb_s|skopeo_50mb_s|pull_vs_skopeo_ratio) '
+}
+
 case "$what" in
     api) bench_api ;;
-    all) bench_api ;;
-    *) echo "usage: $0 api|all" >&2; exit 2 ;;
+    runtime) bench_runtime ;;
+    all) bench_api; bench_runtime ;;
+    *) echo "usage: $0 api|runtime|all" >&2; exit 2 ;;
 esac

@@ -264,7 +264,7 @@ async fn dispatch(
         Route::ResourceList { group, version } => discovery::resource_list(state, &group, &version),
         Route::OpenApiV3Index => Ok(openapi::index(state)),
         Route::OpenApiV3Doc { group, version } => openapi::document(state, &group, &version),
-        Route::OpenApiV2 => Err(ApiError::no_route()),
+        Route::OpenApiV2 => Ok(openapi::v2_document()),
         Route::Resource(rr) => {
             let attrs = auth::Attributes {
                 verb: rr.verb,

@@ -101,3 +101,26 @@ pub fn document(state: &ApiState, group: &str, version: &str) -> Result<Response
     let doc = document_for(state, group, version).ok_or_else(ApiError::no_route)?;
     Ok(response::json(200, &doc))
 }
+
+/// `/openapi/v2` as kubectl requests it (gnostic `openapi_v2.Document` in protobuf): a valid
+/// document without definitions. kubectl falls back to it for kinds the v3 index does not
+/// list yet (a custom resource whose CRD is in the same file); with no schema for a kind it
+/// skips client-side validation, as against kube-apiserver for schemaless kinds.
+pub fn v2_document() -> Response<Body> {
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        // Length-delimited field (wire type 2); every length here is < 128.
+        let mut out = vec![(tag << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let mut info = field(1, b"Kubernetes");
+    info.extend(field(2, super::KUBE_GIT_VERSION.as_bytes()));
+    let mut doc = field(1, b"2.0"); // swagger
+    doc.extend(field(2, &info)); // info
+    doc.extend(field(8, &[])); // paths
+    response::bytes(
+        200,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        bytes::Bytes::from(doc),
+    )
+}

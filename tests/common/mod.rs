@@ -58,7 +58,10 @@ fn client_binary(name: &str) -> PathBuf {
 
 /// The `skiff` binary cargo built for this test run.
 pub fn skiff_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+    // scripts/bench.sh points this at the release binary.
+    std::env::var_os("SKIFF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
 }
 
 /// A running `skiff server` with its own port, data dir and client HOME.

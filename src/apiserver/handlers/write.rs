@@ -242,16 +242,22 @@ pub async fn patch(
                                 patch::strategic_merge_patch(&old, &patch_doc, &rt.group, &rt.kind)
                             }
                         }
-                        PatchType::Apply => patch::apply(
-                            Some(&old),
-                            &patch_doc,
-                            &manager,
-                            force,
-                            &rt.group,
-                            &rt.kind,
-                            &av,
-                            &now,
-                        ),
+                        PatchType::Apply => {
+                            let apply = |force| {
+                                patch::apply(
+                                    Some(&old), &patch_doc, &manager, force, &rt.group, &rt.kind,
+                                    &av, &now,
+                                )
+                            };
+                            match apply(force) {
+                                Err(PatchError::Conflict { conflicts })
+                                    if upgrades_client_side_apply(&old, &manager, &conflicts) =>
+                                {
+                                    apply(true)
+                                }
+                                other => other,
+                            }
+                        }
                     }
                     .map_err(|e| patch_error(&rt, &name, e))?;
                     let managed = patched["metadata"]["managedFields"].clone();
@@ -275,6 +281,17 @@ pub async fn patch(
         200
     };
     Ok(response::json(code, written.object()))
+}
+
+/// kubectl's move from client-side to server-side apply: like upstream's last-applied
+/// manager, `kubectl apply --server-side` (manager `kubectl`) may take over fields that only
+/// `kubectl-client-side-apply` holds on an object carrying the last-applied annotation.
+fn upgrades_client_side_apply(live: &Value, manager: &str, conflicts: &[(String, String)]) -> bool {
+    manager == "kubectl"
+        && live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string()
+        && conflicts
+            .iter()
+            .all(|(m, _)| m.starts_with("\"kubectl-client-side-apply\""))
 }
 
 fn rr_is_main(sub: Option<Subresource>) -> bool {
