@@ -62,7 +62,10 @@ async fn ensure_namespace(c: &Client, name: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
-    let kubeconfig = args.get(1).cloned().unwrap_or_else(|| "/etc/skiff/skiff.yaml".into());
+    let kubeconfig = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "/etc/skiff/skiff.yaml".into());
     let objects: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let clients: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
 
@@ -118,13 +121,24 @@ async fn main() -> anyhow::Result<()> {
         best = best.min(t.elapsed().as_secs_f64() * 1000.0);
         count = list.items.len();
     }
-    anyhow::ensure!(count == objects, "list returned {count} of {objects} objects");
+    anyhow::ensure!(
+        count == objects,
+        "list returned {count} of {objects} objects"
+    );
     println!("api_list_10k_ms {best:.1} ms");
 
     // Watch latency: time from sending a create to receiving its ADDED event.
     let wapi: Api<ConfigMap> = Api::namespaced(admin.clone(), "bench-watch");
-    let rv = wapi.list(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
-    let mut stream = wapi.watch(&WatchParams::default().timeout(290), &rv).await?.boxed();
+    let rv = wapi
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = wapi
+        .watch(&WatchParams::default().timeout(290), &rv)
+        .await?
+        .boxed();
     let capi: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await?, "bench-watch");
     let mut wlat = Vec::new();
     for i in 0..1000 {
@@ -143,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
             }
             anyhow::bail!("watch ended")
         };
-        let (created, seen) = tokio::join!(create, tokio::time::timeout(Duration::from_secs(10), wait));
+        let (created, seen) =
+            tokio::join!(create, tokio::time::timeout(Duration::from_secs(10), wait));
         created?;
         wlat.push(seen??.as_secs_f64() * 1000.0);
     }

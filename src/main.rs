@@ -33,11 +33,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(skiff::server::run(args))),
         Command::Token(args) => skiff::server::print_token(&args.data_dir),
-        Command::Images(args) => {
-            runtime().and_then(|rt| rt.block_on(skiff::cli::images::run(args.command, &args.data_dir)))
-        }
+        Command::Images(args) => runtime()
+            .and_then(|rt| rt.block_on(skiff::cli::images::run(args.command, &args.data_dir))),
         Command::Ctr(args) => {
-            return match runtime().and_then(|rt| rt.block_on(skiff::cli::ctr::run(args.command, &args.data_dir))) {
+            return match runtime()
+                .and_then(|rt| rt.block_on(skiff::cli::ctr::run(args.command, &args.data_dir)))
+            {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -26,7 +26,11 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let cgroup_parent = format!(
             "skiff-test-{}",
-            dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches('.')
+            dir.path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("x")
+                .trim_start_matches('.')
         );
         let env = Env {
             dir,
@@ -136,7 +140,12 @@ impl Env {
 fn cgroup_dirs(parent: &str, id: &str) -> Vec<PathBuf> {
     ["cpu", "memory", "pids", "unified", "cpuacct", "devices"]
         .iter()
-        .map(|h| PathBuf::from("/sys/fs/cgroup").join(h).join(parent).join(id))
+        .map(|h| {
+            PathBuf::from("/sys/fs/cgroup")
+                .join(h)
+                .join(parent)
+                .join(id)
+        })
         .collect()
 }
 
@@ -181,7 +190,11 @@ impl Drop for Env {
         }
         // The private parent cgroups must be empty now: removing them proves it.
         let mut left = Vec::new();
-        for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let p = h.path().join(&self.cgroup_parent);
             if p.is_dir() && std::fs::remove_dir(&p).is_err() {
                 left.push(p);
@@ -276,7 +289,8 @@ fn memory_limit_kills_with_oom_and_limits_show_in_cgroup_files() {
         ],
     );
     assert!(out.status.success());
-    let cg = |h: &str, f: &str| PathBuf::from(format!("/sys/fs/cgroup/{h}/{}/m1/{f}", e.cgroup_parent));
+    let cg =
+        |h: &str, f: &str| PathBuf::from(format!("/sys/fs/cgroup/{h}/{}/m1/{f}", e.cgroup_parent));
     let v1 = cg("cpu", "cpu.cfs_quota_us");
     if v1.exists() {
         assert_eq!(std::fs::read_to_string(&v1).unwrap().trim(), "50000");

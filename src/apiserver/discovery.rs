@@ -33,7 +33,7 @@ fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
     let accept = accept?;
     for part in accept.split(',') {
         let p: Vec<&str> = part.split(';').map(str::trim).collect();
-        let has = |kv: &str| p.iter().any(|x| *x == kv);
+        let has = |kv: &str| p.contains(&kv);
         if has("as=APIGroupDiscoveryList") && has("g=apidiscovery.k8s.io") {
             if has("v=v2") {
                 return Some("v2");

@@ -416,16 +416,14 @@ fn check_immutable(rt: &ResourceType, old: &Value, new: &mut Value) -> Result<()
         )
     };
     match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "ConfigMap") | ("", "Secret") => {
-            if old["immutable"] == json!(true) {
-                for f in ["data", "binaryData", "immutable"] {
-                    if old.get(f) != new.get(f) {
-                        return Err(invalid(
-                            f,
-                            new.get(f).unwrap_or(&Value::Null),
-                            "field is immutable when `immutable` is set",
-                        ));
-                    }
+        ("", "ConfigMap") | ("", "Secret") if old["immutable"] == json!(true) => {
+            for f in ["data", "binaryData", "immutable"] {
+                if old.get(f) != new.get(f) {
+                    return Err(invalid(
+                        f,
+                        new.get(f).unwrap_or(&Value::Null),
+                        "field is immutable when `immutable` is set",
+                    ));
                 }
             }
         }
@@ -449,14 +447,14 @@ fn check_immutable(rt: &ResourceType, old: &Value, new: &mut Value) -> Result<()
                 _ => {}
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
-            if old["spec"]["selector"] != new["spec"]["selector"] {
-                return Err(invalid(
-                    "spec.selector",
-                    &new["spec"]["selector"],
-                    "field is immutable",
-                ));
-            }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            if old["spec"]["selector"] != new["spec"]["selector"] =>
+        {
+            return Err(invalid(
+                "spec.selector",
+                &new["spec"]["selector"],
+                "field is immutable",
+            ));
         }
         _ => {}
     }

@@ -194,10 +194,10 @@ impl WatchStream {
                 }
             }
             EventKind::Put => {
-                let prev_matches = match &ev.prev_value {
-                    None => None,
-                    Some(p) => Some(parse(p).is_some_and(|p| self.filter.matches(&p))),
-                };
+                let prev_matches = ev
+                    .prev_value
+                    .as_ref()
+                    .map(|p| parse(p).is_some_and(|p| self.filter.matches(&p)));
                 match (prev_matches, now_matches) {
                     (None, true) | (Some(false), true) => self.send("ADDED", obj).await?,
                     (Some(true), true) => self.send("MODIFIED", obj).await?,

@@ -245,8 +245,14 @@ pub async fn patch(
                         PatchType::Apply => {
                             let apply = |force| {
                                 patch::apply(
-                                    Some(&old), &patch_doc, &manager, force, &rt.group, &rt.kind,
-                                    &av, &now,
+                                    Some(&old),
+                                    &patch_doc,
+                                    &manager,
+                                    force,
+                                    &rt.group,
+                                    &rt.kind,
+                                    &av,
+                                    &now,
                                 )
                             };
                             match apply(force) {
@@ -288,7 +294,8 @@ pub async fn patch(
 /// `kubectl-client-side-apply` holds on an object carrying the last-applied annotation.
 fn upgrades_client_side_apply(live: &Value, manager: &str, conflicts: &[(String, String)]) -> bool {
     manager == "kubectl"
-        && live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string()
+        && live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
         && conflicts
             .iter()
             .all(|(m, _)| m.starts_with("\"kubectl-client-side-apply\""))

@@ -158,8 +158,12 @@ impl Runtime {
                 passwd: passwd.as_deref(),
                 group: group.as_deref(),
             };
-            let spec =
-                spec::generate(&image.config, &cfg, accounts, &format!("/{}/{}", super::cgroups::cgroup_parent(), cfg.id))?;
+            let spec = spec::generate(
+                &image.config,
+                &cfg,
+                accounts,
+                &format!("/{}/{}", super::cgroups::cgroup_parent(), cfg.id),
+            )?;
             std::fs::write(
                 d.join("config.json"),
                 serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?,
@@ -354,7 +358,10 @@ impl Runtime {
     async fn cleanup(&self, id: &str, dir: &Path) -> Result<(), RuntimeError> {
         let (snaps, id, dir) = (self.snapshots.clone(), id.to_string(), dir.to_path_buf());
         blocking(move || {
-            let cg = CgroupSet::plan(&Hierarchies::detect(), &format!("/{}/{id}", super::cgroups::cgroup_parent()));
+            let cg = CgroupSet::plan(
+                &Hierarchies::detect(),
+                &format!("/{}/{id}", super::cgroups::cgroup_parent()),
+            );
             for pid in cg.pids() {
                 // SAFETY: kill(2) of processes left in this container's cgroup.
                 unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
