@@ -58,7 +58,7 @@ PY
 }
 
 bench_runtime() {
-    scripts/install-runtime-test-deps.sh >/dev/null
+    scripts/install-test-deps.sh >/dev/null 2>&1
     local dir data runs=100
     dir=$(mktemp -d /tmp/skiff-rbench.XXXXXX)
     data="$dir/data"

