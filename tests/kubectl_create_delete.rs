@@ -359,3 +359,41 @@ fn replace_with_a_stale_resource_version_prints_the_upstream_conflict_error() {
     let cm = server.kubectl_json(&["get", "configmap", "stale"]);
     assert_eq!(cm["data"]["k"], "2", "{cm}");
 }
+
+#[test]
+fn bound_pods_are_deleted_gracefully_and_unbound_ones_at_once() {
+    let server = TestServer::start();
+    let pod = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  {node}containers:\n  - name: c\n    image: busybox:1.36\n"
+        )
+    };
+    server.apply(
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n",
+    );
+    server.apply("free.yaml", &pod("free", ""));
+    server.apply("orphan.yaml", &pod("orphan", "nodeName: node-gone\n  "));
+    server.apply("bound.yaml", &pod("bound", "nodeName: node-a\n  "));
+
+    // Not bound to a node: nothing has to stop it, so it goes at once.
+    server.kubectl_ok(&["delete", "pod", "free", "--wait=false"]);
+    let gone = server.kubectl(&["get", "pod", "free"]);
+    assert!(gone.stderr.contains("pods \"free\" not found"), "{gone}");
+
+    // Bound to a node that does not exist: nothing would ever confirm, so it goes at once.
+    server.kubectl_ok(&["delete", "pod", "orphan", "--wait=false"]);
+    let gone = server.kubectl(&["get", "pod", "orphan"]);
+    assert!(gone.stderr.contains("pods \"orphan\" not found"), "{gone}");
+
+    // Bound: it gets a deletionTimestamp and waits for the node (grace period 30 s).
+    server.kubectl_ok(&["delete", "pod", "bound", "--wait=false"]);
+    let p = server.kubectl_json(&["get", "pod", "bound"]);
+    assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p}");
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30, "{p}");
+
+    // The node's confirmation (grace period 0) removes it.
+    server.kubectl_ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
+    let gone = server.kubectl(&["get", "pod", "bound"]);
+    assert!(gone.stderr.contains("pods \"bound\" not found"), "{gone}");
+}

@@ -515,9 +515,14 @@ where
                 Ok(match decision {
                     Decision::Keep(obj) => (Op::None, Written::Unchanged(obj)),
                     Decision::Put { mut obj, created } => {
-                        // Finalizers gone on an object being deleted: it goes away now.
+                        // Finalizers gone on an object being deleted: it goes away now,
+                        // unless it is within a grace period (a pod its kubelet is stopping).
                         if !created
                             && !obj["metadata"]["deletionTimestamp"].is_null()
+                            && obj["metadata"]["deletionGracePeriodSeconds"]
+                                .as_i64()
+                                .unwrap_or(0)
+                                == 0
                             && finalizers_empty(&obj)
                             && namespace_finalizers_empty(rt, &obj)
                         {

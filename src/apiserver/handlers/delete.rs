@@ -93,11 +93,12 @@ pub async fn delete_object(
     name: &str,
     opts: &DeleteOptions,
 ) -> Result<Written, ApiError> {
+    let node_gone = pod_node_is_gone(state, rt, ns, name).await?;
     let written = write(state, rt, ns, name, opts.dry_run, {
         let rt = rt.clone();
         let name = name.to_owned();
         let opts = opts.clone();
-        move |cur| decide(&rt, &name, cur, &opts)
+        move |cur| decide(&rt, &name, cur, &opts, node_gone)
     })
     .await?;
     if opts.dry_run {
@@ -116,11 +117,37 @@ pub async fn delete_object(
     Ok(written)
 }
 
+/// Whether `name` is a pod bound to a node that does not exist: nothing will ever confirm
+/// its termination, so it is removed at once (upstream's pod GC does the same for orphans).
+async fn pod_node_is_gone(
+    state: &ApiState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<bool, ApiError> {
+    if !(rt.group.is_empty() && rt.kind == "Pod") {
+        return Ok(false);
+    }
+    let Some(rec) = state.store.get(&rt.key(ns, name)).await? else {
+        return Ok(false);
+    };
+    let pod = super::super::objects::parse_record(&rec)?;
+    match pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+        None => Ok(false),
+        Some(node) => Ok(state
+            .store
+            .get(&format!("core/nodes/{node}"))
+            .await?
+            .is_none()),
+    }
+}
+
 fn decide(
     rt: &ResourceType,
     name: &str,
     cur: Option<Value>,
     opts: &DeleteOptions,
+    node_gone: bool,
 ) -> Result<Decision, ApiError> {
     let Some(mut obj) = cur else {
         return Err(ApiError::not_found(rt, name));
@@ -153,6 +180,7 @@ fn decide(
     let has_finalizers = m["finalizers"].as_array().is_some_and(|a| !a.is_empty());
     let already_deleting = !m["deletionTimestamp"].is_null();
     let bound = is_pod
+        && !node_gone
         && obj["spec"]["nodeName"]
             .as_str()
             .is_some_and(|n| !n.is_empty());
