@@ -35,16 +35,19 @@ pub struct Sync {
     pub from_parent: RawFd,
 }
 
-/// Namespace clone flags the spec asks for (net only when no path is given).
-pub fn clone_flags(spec: &Spec) -> libc::c_int {
-    let mut flags = 0;
-    for ns in spec
-        .linux()
+/// The namespaces the spec lists (new ones and ones to join by path).
+fn namespaces(spec: &Spec) -> impl Iterator<Item = &oci_spec::runtime::LinuxNamespace> {
+    spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .into_iter()
         .flatten()
-    {
+}
+
+/// Namespace clone flags the spec asks for (net only when no path is given).
+pub fn clone_flags(spec: &Spec) -> libc::c_int {
+    let mut flags = 0;
+    for ns in namespaces(spec) {
         if ns.path().is_some() {
             continue;
         }
@@ -141,13 +144,7 @@ pub(crate) fn setup_stdio(stdio: InitStdio) -> Result<(), String> {
 }
 
 fn join_namespaces(spec: &Spec) -> Result<(), String> {
-    for ns in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
-    {
+    for ns in namespaces(spec) {
         if let Some(p) = ns.path() {
             let f = ctx(std::fs::File::open(p), || {
                 format!("open namespace {}", p.display())
