@@ -83,9 +83,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     )
     .context("preparing certificates")?;
 
-    // Join token: the flag wins; otherwise the stored one, or a new one.
     let token_path = server_dir.join("token");
-    let join = match &args.token {
+    // Join token: the flag wins (completed with the CA hash); otherwise the stored one, or a
+    // new one. Agents will read it from the file.
+    match &args.token {
         Some(t) => {
             let parsed = pki::parse_join_token(t).context("--token")?;
             let full = JoinToken {
@@ -97,13 +98,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 format!("{}\n", full.render()).as_bytes(),
                 0o600,
             )?;
-            full.render()
         }
-        None => read_or_create(&token_path, || {
-            JoinToken::generate(&pki.ca.cert_pem).render()
-        })?,
-    };
-    let _ = join;
+        None => {
+            read_or_create(&token_path, || {
+                JoinToken::generate(&pki.ca.cert_pem).render()
+            })?;
+        }
+    }
     let admin_token = read_or_create(&server_dir.join("admin-token"), pki::random_secret)?;
 
     let mut store_cfg = StoreConfig::new(server_dir.join("db"));

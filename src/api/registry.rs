@@ -277,6 +277,13 @@ impl Registry {
             .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
+    /// How many versions of one resource are served (more than one means stored objects may
+    /// carry another version's apiVersion).
+    pub fn version_count(&self, group: &str, plural: &str) -> usize {
+        let same = |r: &&Arc<ResourceType>| r.group == group && r.plural == plural;
+        self.builtin.iter().filter(same).count() + self.custom.read().iter().filter(same).count()
+    }
+
     /// Whether some version of this group is served.
     pub fn group_version_exists(&self, group: &str, version: &str) -> bool {
         self.groups()

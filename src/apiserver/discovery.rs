@@ -6,7 +6,6 @@ use super::status::ApiError;
 use super::{ApiState, KUBE_GIT_VERSION};
 use http::Response;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 const AGGREGATED_V2BETA1: &str =
@@ -84,11 +83,10 @@ fn aggregated(state: &ApiState, core: bool, version: &str) -> Response<Body> {
     response::json_typed(200, ct, &body)
 }
 
-pub fn core(state: &ApiState, accept: Option<&str>, peer: SocketAddr) -> Response<Body> {
+pub fn core(state: &ApiState, accept: Option<&str>) -> Response<Body> {
     if let Some(v) = aggregated_version(accept) {
         return aggregated(state, true, v);
     }
-    let _ = peer;
     response::json(
         200,
         &json!({

@@ -315,6 +315,15 @@ async fn collect_dependents(
     ns: Option<&str>,
     orphan: bool,
 ) -> Result<usize, ApiError> {
+    // Everything in a Terminating namespace is being deleted already: scanning it for the
+    // dependents of each object the cleanup removes would make the cleanup quadratic.
+    if let Some(ns) = ns {
+        if let Some(r) = state.store.get(&format!("core/namespaces/{ns}")).await? {
+            if !parse_record(&r)?["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(0);
+            }
+        }
+    }
     let mut remaining = 0;
     for rt in storage_types(state) {
         // Namespaced owners only own objects of their namespace; cluster-scoped owners may

@@ -258,7 +258,7 @@ async fn dispatch(
     match route {
         Route::Version => Ok(response::json(200, &discovery::version())),
         Route::Health | Route::CaCerts => Err(ApiError::no_route()),
-        Route::CoreDiscovery => Ok(discovery::core(state, accept.as_deref(), conn.peer)),
+        Route::CoreDiscovery => Ok(discovery::core(state, accept.as_deref())),
         Route::GroupsDiscovery => Ok(discovery::groups(state, accept.as_deref())),
         Route::GroupDiscovery(g) => discovery::group(state, &g),
         Route::ResourceList { group, version } => discovery::resource_list(state, &group, &version),
@@ -279,7 +279,7 @@ async fn dispatch(
             }
             let output = Output::negotiate(accept.as_deref())?;
             let client = format!("{}@{}", user.name, conn.peer.ip());
-            handlers::resource(state, rr, query, output, req, &user, client).await
+            handlers::resource(state, rr, query, output, req, client).await
         }
     }
 }

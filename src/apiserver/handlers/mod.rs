@@ -7,7 +7,6 @@ mod write;
 
 pub use delete::{delete_object, DeleteOptions, Propagation};
 
-use super::auth::UserInfo;
 use super::request::{Output, Query, ResourceRequest, Verb};
 use super::response::Body;
 use super::status::ApiError;
@@ -35,10 +34,8 @@ pub async fn resource(
     query: Query,
     output: Output,
     req: Request<Incoming>,
-    user: &UserInfo,
     client: String,
 ) -> Result<Response<Body>, ApiError> {
-    let _ = user;
     let manager = query
         .field_manager
         .clone()

@@ -29,13 +29,7 @@ pub fn printer(rt: &ResourceType) -> Printer {
 
 /// Whether stored objects may carry another version's apiVersion (multi-version types).
 fn needs_version_rewrite(state: &ApiState, rt: &ResourceType) -> bool {
-    state
-        .registry
-        .all()
-        .iter()
-        .filter(|r| r.group == rt.group && r.plural == rt.plural)
-        .count()
-        > 1
+    state.registry.version_count(&rt.group, &rt.plural) > 1
 }
 
 /// The stored bytes of an object as served at the requested version.

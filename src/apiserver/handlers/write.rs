@@ -79,23 +79,13 @@ pub async fn create(
         }
     })
     .await;
-    let written = match result {
-        Ok(w) => w,
-        Err(e) => {
-            // Give back a service IP allocated for a Service that was not stored.
-            if rt.kind == "Service" && rt.group.is_empty() {
-                if let Some(ip) = &cluster_ip {
-                    state.services.release(ip);
-                }
-            }
-            return Err(e);
-        }
-    };
-    if q.dry_run && rt.kind == "Service" && rt.group.is_empty() {
+    // Give back a service IP allocated for a Service that was not stored.
+    if (result.is_err() || q.dry_run) && rt.kind == "Service" && rt.group.is_empty() {
         if let Some(ip) = &cluster_ip {
             state.services.release(ip);
         }
     }
+    let written = result?;
     after_write(state, rt, &written);
     Ok(response::json(201, written.object()))
 }
