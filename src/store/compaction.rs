@@ -71,11 +71,15 @@ fn run(shared: &Shared, interval: Duration) {
     }
 }
 
-/// Deletes log entries at or below `durable - keep_revisions`; returns the compacted revision.
+/// Deletes log entries at or below `durable - keep_revisions`; returns the compacted
+/// revision. It first lets sled catch up with every durable write: the flush below then
+/// covers the mark, so a restart never finds the compacted revision above sled's revision.
 pub(super) fn compact(shared: &Shared, keep_revisions: u64) -> Result<u64, StoreError> {
     let _one_at_a_time = shared.compaction_lock.lock();
     shared.check_health()?;
-    let target = shared.durable_revision().saturating_sub(keep_revisions);
+    let durable = shared.durable_revision();
+    shared.wait_in_sled(durable)?;
+    let target = durable.saturating_sub(keep_revisions);
     let old = shared.compacted_revision();
     if target <= old {
         return Ok(old);

@@ -1,8 +1,9 @@
-//! Group commit: one thread flushes sled (see [`super::disk`]) for every write applied so far, then marks
-//! them durable, wakes their writers and publishes their events to watchers.
+//! Group commit: one thread appends every write queued so far to the WAL and syncs it once,
+//! then marks them durable, wakes their writers, publishes their events to watchers and hands
+//! them to the applier.
 //!
-//! Invariants: `durable` is raised only after a successful flush that covered it, and before
-//! the events up to it are published (a watcher that reads `durable` after subscribing gets
+//! Invariants: `durable` is raised only after a successful WAL sync that covered it, and
+//! before the events up to it are published (a watcher that reads `durable` after subscribing gets
 //! every later event live). Events are published once each, in revision order, by this one
 //! thread, with non-blocking sends, so writers never wait on watchers.
 
@@ -10,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+use super::applier;
 use super::shared::{Health, Shared};
-use super::{Event, StoreError};
+use super::wal::Entry;
+use super::StoreError;
 
 #[derive(Debug, Default)]
 pub(super) struct FlushCtl {
@@ -65,24 +68,31 @@ fn run(shared: &Shared) {
 }
 
 fn flush_to(shared: &Shared, target: u64) -> Result<(), StoreError> {
-    shared.flush_db()?;
+    let from = shared.durable_revision() + 1;
+    let ready = shared
+        .overlay
+        .lock()
+        .entries_between(from, target, usize::MAX);
+    if ready.first().map(Entry::revision) != Some(from) || ready.len() as u64 != target + 1 - from {
+        return Err(StoreError::Corrupt(format!(
+            "writes {from}..={target} are not all queued for the WAL"
+        )));
+    }
+    shared.wal.lock().append(&ready)?;
     shared.durable.store(target, Ordering::Release);
-    let ready: Vec<Arc<Event>> = {
-        let mut pending = shared.pending.lock();
-        let n = pending.iter().take_while(|e| e.revision <= target).count();
-        pending.drain(..n).collect()
-    };
     shared.durability.send_modify(|d| d.revision = target);
     if let Some(tx) = shared.events.read().as_ref() {
-        for ev in ready {
+        for entry in &ready {
             // An error only means nobody is watching right now.
-            let _ = tx.send(ev);
+            let _ = tx.send(entry.event.clone());
         }
     }
+    applier::kick(shared);
     Ok(())
 }
 
-/// Closes the writer gate, makes every applied write durable, then ends the watchers.
+/// Closes the writer gate, makes every applied write durable, ends the watchers, and lets
+/// the applier finish.
 fn finish(shared: &Shared) {
     let target = {
         let mut writer = shared.writer.blocking_lock();
@@ -94,7 +104,7 @@ fn finish(shared: &Shared) {
     let flushed = if target > shared.durable_revision() {
         flush_to(shared, target)
     } else {
-        shared.flush_db()
+        Ok(())
     };
     match flushed {
         Ok(()) => shared.durability.send_modify(|d| {
@@ -105,15 +115,14 @@ fn finish(shared: &Shared) {
         Err(e) => fail(shared, &e),
     }
     shared.events.write().take();
+    applier::stop(shared);
     tracing::debug!(rv = target, "store flusher stopped");
 }
 
 fn fail(shared: &Shared, e: &StoreError) {
     tracing::error!(error = %e, "store flush failed; refusing further work");
-    let msg: Arc<str> = format!("flush: {e}").into();
-    shared.writer.blocking_lock().health = Health::Failed(msg.clone());
-    shared
-        .durability
-        .send_modify(|d| d.health = Health::Failed(msg));
+    shared.mark_failed(format!("flush: {e}").into());
     shared.events.write().take();
+    // What is durable still goes to sled.
+    applier::stop(shared);
 }

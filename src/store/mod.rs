@@ -15,11 +15,14 @@
 //! [`disk`] what it takes to make sled's writes really durable, [`compaction`] log
 //! trimming, [`watch`] the watchers.
 
+mod applier;
 mod codec;
 mod compaction;
 mod disk;
 mod flusher;
+mod overlay;
 mod shared;
+mod wal;
 mod watch;
 
 #[cfg(test)]

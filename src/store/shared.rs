@@ -1,24 +1,32 @@
-//! State shared by `Store` handles, watchers and the background threads: the sled database,
-//! the writer lock, the applied/durable/compacted revisions and the live event channel.
+//! State shared by `Store` handles, watchers and the background threads: sled, the WAL, the
+//! overlay of writes sled does not hold yet, the writer lock, the applied/durable/compacted
+//! revisions and the live event channel.
 //!
-//! Invariant: `applied` (last revision written to sled) only moves under the writer lock, and
-//! `durable <= applied`. Records and events up to `durable` are on disk; reads never return
-//! anything above `durable` (they wait for the flusher instead).
+//! Invariant: `applied` (last revision handed out) only moves under the writer lock, and
+//! `sled_applied <= durable <= applied`. Writes up to `durable` are in the WAL on disk; reads
+//! never return anything above `durable` (they wait for the flusher instead); the overlay
+//! holds every write above `sled_applied`, and reads look there before sled.
 
-use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
+use super::applier::{self, ApplyCtl};
 use super::codec::{self, META_COMPACTED, META_REVISION};
 use super::compaction::{self, CompactCtl};
 use super::disk::DiskSync;
 use super::flusher::{self, FlushCtl};
+use super::overlay::{Overlay, Pending};
+use super::wal::{Entry, Wal};
 use super::{Event, EventKind, Op, Page, Record, StoreConfig, StoreError};
+
+/// Writes allowed to wait for sled before new writes wait for the applier: bounds the
+/// overlay's memory when sled stalls for long.
+const MAX_UNAPPLIED: usize = 50_000;
 
 /// Whether the store still takes work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +62,23 @@ pub(super) struct WriterState {
 pub(super) struct Shared {
     pub db: sled::Db,
     pub disk: DiskSync,
+    pub wal: Mutex<Wal>,
     pub writer: tokio::sync::Mutex<WriterState>,
     pub applied: AtomicU64,
     pub durable: AtomicU64,
+    pub sled_applied: AtomicU64,
     pub compacted: AtomicU64,
-    /// Written but not yet durable events, in revision order; the flusher publishes them.
-    pub pending: Mutex<VecDeque<Arc<Event>>>,
+    /// Every write above `sled_applied`, durable or not, in revision order.
+    pub overlay: Mutex<Overlay>,
     /// Live fan-out to watchers; `None` once the store is closed.
     pub events: RwLock<Option<broadcast::Sender<Arc<Event>>>>,
     pub durability: watch::Sender<Durability>,
     pub flush_ctl: Mutex<FlushCtl>,
     pub flush_cv: Condvar,
+    pub apply_ctl: Mutex<ApplyCtl>,
+    pub apply_cv: Condvar,
+    /// Woken whenever the applier retires writes (or fails).
+    pub applier_progress: Notify,
     pub compact_ctl: Mutex<CompactCtl>,
     pub compact_cv: Condvar,
     /// Serialises compactions (background and explicit).
@@ -78,12 +92,27 @@ impl Shared {
         let db = sled::Config::new()
             .path(&cfg.path)
             .cache_capacity(cfg.cache_capacity_bytes)
-            // Our flusher flushes every acknowledged write; sled's own timer would only add
-            // idle wake-ups.
+            // The applier flushes at checkpoints; sled's own timer would only add idle
+            // wake-ups.
             .flush_every_ms(None)
             .open()?;
         let disk = DiskSync::open(&cfg.path)?;
-        let (revision, compacted) = recover(&db)?;
+        let (mut revision, compacted) = recover(&db)?;
+        let wal_dir = cfg.path.join("wal");
+        let replay = Wal::read(&wal_dir, revision)?;
+        if let Some(last) = replay.last().map(Entry::revision) {
+            applier::write_to_sled(&db, &replay)?;
+            disk.flush(&db)?;
+            tracing::info!(
+                from = revision + 1,
+                to = last,
+                "replayed acknowledged writes from the WAL into sled"
+            );
+            revision = last;
+        }
+        drop_stray_events(&db, &disk, revision)?;
+        // Everything is in sled and flushed: the old segments can go.
+        let wal = Wal::create(&wal_dir, revision)?;
         let (events, _) = broadcast::channel(cfg.watch_buffer.max(1));
         let (durability, _) = watch::channel(Durability {
             revision,
@@ -92,27 +121,37 @@ impl Shared {
         let shared = Arc::new(Shared {
             db,
             disk,
+            wal: Mutex::new(wal),
             writer: tokio::sync::Mutex::new(WriterState {
                 health: Health::Open,
             }),
             applied: AtomicU64::new(revision),
             durable: AtomicU64::new(revision),
+            sled_applied: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
-            pending: Mutex::new(VecDeque::new()),
+            overlay: Mutex::new(Overlay::default()),
             events: RwLock::new(Some(events)),
             durability,
             flush_ctl: Mutex::new(FlushCtl::default()),
             flush_cv: Condvar::new(),
+            apply_ctl: Mutex::new(ApplyCtl::default()),
+            apply_cv: Condvar::new(),
+            applier_progress: Notify::new(),
             compact_ctl: Mutex::new(CompactCtl::default()),
             compact_cv: Condvar::new(),
             compaction_lock: Mutex::new(()),
             keep_revisions: cfg.compaction_keep_revisions,
             threads: Mutex::new(Vec::new()),
         });
-        let spawned = flusher::spawn(shared.clone()).and_then(|flush| {
-            shared.threads.lock().push(flush);
-            compaction::spawn(shared.clone(), cfg.compaction_interval)
-        });
+        let spawned = flusher::spawn(shared.clone())
+            .and_then(|flush| {
+                shared.threads.lock().push(flush);
+                applier::spawn(shared.clone())
+            })
+            .and_then(|apply| {
+                shared.threads.lock().push(apply);
+                compaction::spawn(shared.clone(), cfg.compaction_interval)
+            });
         match spawned {
             Ok(compactor) => shared.threads.lock().push(compactor),
             Err(e) => {
@@ -128,6 +167,10 @@ impl Shared {
         self.durable.load(Ordering::Acquire)
     }
 
+    pub(super) fn sled_applied_revision(&self) -> u64 {
+        self.sled_applied.load(Ordering::Acquire)
+    }
+
     pub(super) fn applied_revision(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
     }
@@ -140,66 +183,104 @@ impl Shared {
         self.durability.borrow().health.check()
     }
 
-    /// Runs the closure and writes its decision to sled (not yet durable).
+    /// Refuses all further work. The durability channel goes first: a writer waiting for the
+    /// applier (holding the writer lock) sees it and lets go of the lock.
+    pub(super) fn mark_failed(&self, msg: Arc<str>) {
+        self.durability
+            .send_modify(|d| d.health = Health::Failed(msg.clone()));
+        self.applier_progress.notify_waiters();
+        self.writer.blocking_lock().health = Health::Failed(msg);
+    }
+
+    /// Runs the closure and queues its decision for the WAL (not yet durable).
     pub(super) async fn apply<F, T, E>(&self, key: &str, f: F) -> Result<(T, Option<u64>), E>
     where
         F: FnOnce(Option<&Record>, u64) -> Result<(Op, T), E>,
         E: From<StoreError>,
     {
-        let mut writer = self.writer.lock().await;
+        let writer = self.writer.lock().await;
         writer.health.check()?;
+        self.wait_for_applier().await?;
         let revision = self.applied.load(Ordering::Acquire) + 1;
-        let rkey = codec::record_key(key);
-        let current = match self.db.get(&rkey).map_err(StoreError::from)? {
-            Some(raw) => Some(codec::decode_record(&rkey, &raw)?),
-            None => None,
-        };
+        let current = self.current(&codec::record_key(key))?;
         let (op, out) = f(current.as_ref(), revision)?;
-        let mut batch = sled::Batch::default();
-        let event = match (op, current) {
+        let (event, create_revision) = match (op, current) {
             (Op::None, _) | (Op::Delete { .. }, None) => return Ok((out, None)),
             (Op::Put(value), current) => {
                 let create = current.as_ref().map_or(revision, |c| c.create_revision);
-                batch.insert(rkey, codec::encode_record(revision, create, &value));
-                Event {
+                let event = Event {
                     revision,
                     kind: EventKind::Put,
                     key: key.to_owned(),
                     value,
                     prev_value: current.map(|c| c.value),
-                }
+                };
+                (event, create)
             }
             (Op::Delete { tombstone }, Some(current)) => {
-                batch.remove(rkey);
-                Event {
+                let event = Event {
                     revision,
                     kind: EventKind::Delete,
                     key: key.to_owned(),
                     value: tombstone,
                     prev_value: Some(current.value),
-                }
+                };
+                (event, current.create_revision)
             }
         };
-        batch.insert(&codec::event_key(revision), codec::encode_event(&event)?);
-        batch.insert(META_REVISION, &codec::encode_u64(revision));
-        if let Err(e) = self.db.apply_batch(batch) {
-            // sled may hold part of the batch in memory now; refusing all further work is the
-            // only way to never acknowledge or show a write that may not be durable.
-            let msg: Arc<str> = format!("applying revision {revision}: {e}").into();
-            tracing::error!(rv = revision, error = %e, "store write failed");
-            writer.health = Health::Failed(msg.clone());
-            self.durability
-                .send_modify(|d| d.health = Health::Failed(msg.clone()));
-            return Err(StoreError::Sled(e).into());
-        }
-        // Queue before publishing `applied`: the flusher reads `applied` and then expects
-        // every event up to it in the queue.
-        self.pending.lock().push_back(Arc::new(event));
+        // Into the overlay before publishing `applied`: the flusher reads `applied` and then
+        // expects every entry up to it there.
+        self.overlay.lock().push(Entry {
+            event: Arc::new(event),
+            create_revision,
+        });
         self.applied.store(revision, Ordering::Release);
         drop(writer);
         flusher::kick(self);
         compaction::kick_if_log_too_long(self, revision);
         Ok((out, Some(revision)))
+    }
+
+    /// Backpressure: with the writer lock held, waits while sled lags too far behind.
+    async fn wait_for_applier(&self) -> Result<(), StoreError> {
+        loop {
+            let progressed = self.applier_progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            self.check_health()?;
+            if self.overlay.lock().len() < MAX_UNAPPLIED {
+                return Ok(());
+            }
+            progressed.await;
+        }
+    }
+
+    /// Blocking: waits until sled holds every write up to `revision` (which must be durable).
+    pub(super) fn wait_in_sled(&self, revision: u64) -> Result<(), StoreError> {
+        // The applier gets there within its batching delay; polling keeps it free of a
+        // second wake-up channel.
+        while self.sled_applied_revision() < revision {
+            self.check_health()?;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// The newest record of `rkey`, durable or not: the overlay's if a write is pending.
+    fn current(&self, rkey: &[u8]) -> Result<Option<Record>, StoreError> {
+        if let Some(pending) = self.overlay.lock().lookup(rkey) {
+            return Ok(pending.record.clone());
+        }
+        // Nothing pending for this key (and the writer lock keeps it so), hence the applier
+        // cannot change it in sled under our feet.
+        self.sled_record(rkey)
+    }
+
+    fn sled_record(&self, rkey: &[u8]) -> Result<Option<Record>, StoreError> {
+        match self.db.get(rkey)? {
+            Some(raw) => Ok(Some(codec::decode_record(rkey, &raw)?)),
+            None => Ok(None),
+        }
     }
 
     /// Waits until `revision` is on disk.
@@ -226,17 +307,17 @@ impl Shared {
     pub(super) async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.check_health()?;
         let rkey = codec::record_key(key);
-        let record = match self.db.get(&rkey)? {
-            Some(raw) => Some(codec::decode_record(&rkey, &raw)?),
-            None => None,
-        };
-        // An absent key may be absent because of a delete that is not durable yet; `applied`
-        // read after the lookup covers it.
-        let needed = record
-            .as_ref()
-            .map_or_else(|| self.applied_revision(), |r| r.mod_revision);
-        self.wait_durable(needed).await?;
-        Ok(record)
+        let pending = self.overlay.lock().lookup(&rkey).cloned();
+        match pending {
+            Some(Pending { revision, record }) => {
+                self.wait_durable(revision).await?;
+                Ok(record)
+            }
+            // sled only holds durable writes. A write of this key that entered the overlay
+            // after we looked is either still pending (not acknowledged: absent or older is
+            // a valid answer) or already in sled (durable).
+            None => self.sled_record(&rkey),
+        }
     }
 
     pub(super) async fn list_from(
@@ -261,6 +342,8 @@ impl Shared {
         Ok(page)
     }
 
+    /// Merges sled's records with the overlay's pending writes (which win). Called with the
+    /// writer lock held: keys without a pending write then cannot change in sled meanwhile.
     fn scan(
         &self,
         prefix: &str,
@@ -272,21 +355,57 @@ impl Shared {
             Some(after) if after >= prefix => Bound::Excluded(codec::record_key(after)),
             _ => Bound::Included(rprefix.clone()),
         };
-        let mut records = Vec::new();
-        for item in self.db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
-            let (k, v) = item?;
-            if !k.starts_with(&rprefix) {
-                break;
+        let mut pending = self
+            .overlay
+            .lock()
+            .range(start.clone(), &rprefix)
+            .into_iter()
+            .peekable();
+        let mut from_sled = self.db.range::<Vec<u8>, _>((start, Bound::Unbounded));
+        let mut next_from_sled = || -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+            match from_sled.next().transpose()? {
+                Some((k, v)) if k.starts_with(&rprefix) => Ok(Some((k, v))),
+                _ => Ok(None),
             }
+        };
+        let mut sled_head = next_from_sled()?;
+        let mut records = Vec::new();
+        loop {
+            let pending_first = match (&sled_head, pending.peek()) {
+                (None, None) => return Ok((records, false)),
+                (Some((sk, _)), Some((pk, _))) => pk.as_slice() <= sk.as_ref(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let next = match (pending_first, pending.next_if(|_| pending_first)) {
+                (true, Some((pk, p))) => {
+                    // The pending write supersedes sled's copy of the same key.
+                    if sled_head.as_ref().is_some_and(|(sk, _)| sk.as_ref() == pk) {
+                        sled_head = next_from_sled()?;
+                    }
+                    p.record
+                }
+                _ => match sled_head.take() {
+                    Some((k, v)) => {
+                        sled_head = next_from_sled()?;
+                        Some(codec::decode_record(&k, &v)?)
+                    }
+                    None => None,
+                },
+            };
+            let Some(record) = next else {
+                // A pending delete.
+                continue;
+            };
             if limit != 0 && records.len() == limit {
                 return Ok((records, true));
             }
-            records.push(codec::decode_record(&k, &v)?);
+            records.push(record);
         }
-        Ok((records, false))
     }
 
-    /// Log entries `from..=to` (at most `limit`), each with its event if its key has `prefix`.
+    /// Log entries `from..=to` (at most `limit`), each with its event if its key has `prefix`:
+    /// sled's log, then the overlay's writes sled does not hold yet.
     pub(super) fn read_log(
         &self,
         from: u64,
@@ -294,15 +413,38 @@ impl Shared {
         limit: usize,
         prefix: &str,
     ) -> Result<Vec<(u64, Option<Event>)>, StoreError> {
+        let (tail, first_pending) = {
+            let overlay = self.overlay.lock();
+            (
+                overlay.entries_between(from, to, limit),
+                overlay.first_revision(),
+            )
+        };
+        // Everything below the overlay's first entry was in sled when we looked, and stays
+        // there until compaction (which the caller checks for).
+        let sled_to = first_pending.map_or(to, |first| to.min(first.saturating_sub(1)));
         let mut out = Vec::new();
-        for item in self
-            .db
-            .range(codec::event_key(from)..=codec::event_key(to))
-            .take(limit)
-        {
-            let (k, v) = item?;
-            let revision = codec::event_key_revision(&k)?;
-            out.push((revision, codec::decode_event_if(revision, &v, prefix)?));
+        if from <= sled_to {
+            for item in self
+                .db
+                .range(codec::event_key(from)..=codec::event_key(sled_to))
+                .take(limit)
+            {
+                let (k, v) = item?;
+                let revision = codec::event_key_revision(&k)?;
+                out.push((revision, codec::decode_event_if(revision, &v, prefix)?));
+            }
+        }
+        for entry in tail {
+            if out.len() >= limit {
+                break;
+            }
+            let event = entry
+                .event
+                .key
+                .starts_with(prefix)
+                .then(|| Event::clone(&entry.event));
+            out.push((entry.revision(), event));
         }
         Ok(out)
     }
@@ -319,7 +461,8 @@ impl Shared {
         self.disk.flush(&self.db)
     }
 
-    /// Tells both background threads to stop; the flusher flushes once more first.
+    /// Tells the flusher and the compactor to stop; the flusher makes every applied write
+    /// durable first and then stops the applier, which checkpoints last.
     pub(super) fn request_stop(&self) {
         flusher::stop(self);
         compaction::stop(self);
@@ -355,22 +498,34 @@ fn recover(db: &sled::Db) -> Result<(u64, u64), StoreError> {
             "compacted revision {compacted} is above revision {revision}"
         )));
     }
-    // Revision and its log entry are written in one batch, so the newest entry must be there
-    // (unless compaction removed it) and nothing may follow it.
+    // The counter is written after its log entry, so the newest entry must be there (unless
+    // compaction removed it). Entries may follow it: see `drop_stray_events`.
     if revision > 1 && revision > compacted && db.get(codec::event_key(revision))?.is_none() {
         return Err(StoreError::Corrupt(format!(
             "event log lacks the current revision {revision}"
         )));
     }
-    if let Some(item) = db
-        .range(codec::event_key(revision.saturating_add(1))..=codec::event_key(u64::MAX))
-        .next()
-    {
-        let (k, _) = item?;
-        return Err(StoreError::Corrupt(format!(
-            "event log has revision {} beyond revision {revision}",
-            codec::event_key_revision(&k)?
-        )));
-    }
     Ok((revision, compacted))
+}
+
+/// Log entries above the recovered revision come from writes applied to sled right before a
+/// crash, after the counter; the WAL replay rewrites them. Any left beyond the replay were
+/// never acknowledged as far as the WAL knows, so they go rather than surface as history.
+fn drop_stray_events(db: &sled::Db, disk: &DiskSync, revision: u64) -> Result<(), StoreError> {
+    let stray = db
+        .range(codec::event_key(revision.saturating_add(1))..=codec::event_key(u64::MAX))
+        .keys()
+        .collect::<Result<Vec<_>, _>>()?;
+    if stray.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        count = stray.len(),
+        rv = revision,
+        "removing event-log entries beyond the recovered revision"
+    );
+    for k in stray {
+        db.remove(k)?;
+    }
+    disk.flush(db)
 }
