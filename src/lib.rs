@@ -12,6 +12,7 @@
 //!   shim process each). Knows no Kubernetes types.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 
+pub mod agent;
 pub mod api;
 pub mod apiserver;
 pub mod cli;

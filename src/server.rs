@@ -152,8 +152,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 
     if !args.disable_agent {
         tracing::warn!(
-            "the node agent is not part of this build yet; running the control plane only"
+            "the kubelet is not part of this build yet; the agent only imports airgap images"
         );
+        let agent_dir = args.data_dir.join("agent");
+        // In the background: a large airgap bundle must not delay the API server.
+        tokio::spawn(async move {
+            if let Err(e) = crate::agent::import_airgap_images(&agent_dir).await {
+                tracing::warn!(error = %e, "importing airgap images failed");
+            }
+        });
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(apiserver::serve(state, listener, tls, shutdown_rx));

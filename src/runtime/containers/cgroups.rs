@@ -210,9 +210,11 @@ impl CgroupSet {
                 match std::fs::remove_dir(&d.path) {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && tries < 50 => {
+                    // Usually free within a millisecond of the last task's exit: retry
+                    // often, for up to about half a second.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && tries < 500 => {
                         tries += 1;
-                        std::thread::sleep(Duration::from_millis(10));
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
                         return Err(CgroupError::Busy(d.path.clone()))

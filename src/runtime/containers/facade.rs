@@ -344,12 +344,12 @@ impl Runtime {
         }
         if shim::pid_alive(st.shim_pid) {
             self.call(id, Request::Shutdown).await?;
-            for _ in 0..200 {
-                if !shim::pid_alive(st.shim_pid) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let pid = st.shim_pid;
+            blocking(move || {
+                shim::wait_gone(pid, Duration::from_secs(1));
+                Ok(())
+            })
+            .await?;
         }
         self.cleanup(id, &dir).await
     }

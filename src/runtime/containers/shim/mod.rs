@@ -9,11 +9,13 @@
 pub mod logs;
 pub mod protocol;
 mod server;
+mod trim;
 
 use super::state::{self, ContainerState, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -113,6 +115,35 @@ pub fn pid_alive(pid: i32) -> bool {
     pid > 0
         && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
         && !is_zombie(pid)
+}
+
+/// Blocking: waits up to `timeout` for process `pid` (not necessarily our child) to exit.
+/// A pidfd wakes us the moment it does; kernels without pidfds (before 5.3) get polling.
+pub fn wait_gone(pid: i32, timeout: std::time::Duration) {
+    use nix::libc;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd we own (or -1).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while pid_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        return;
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the duration of the call. EINTR just ends the wait
+    // early; callers treat "still alive" afterwards like a timeout.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -48,6 +48,7 @@ pub(super) fn run(dir: &Path) -> Result<(), ShimError> {
         Ok(mut shim) => {
             write_line(&mut ready, &format!("ok {}\n", std::process::id()));
             drop(ready);
+            super::trim::drop_clean_file_pages();
             shim.serve()
         }
         Err(e) => {
