@@ -412,12 +412,18 @@ fn shim_survives_sigkill_of_the_caller_and_the_exit_is_not_lost() {
             IMAGE,
             "sh",
             "-c",
-            "sleep 1; echo late; exit 5",
+            "sleep 2; echo late; exit 5",
         ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // Kill the caller once the container runs (not after a fixed delay: a loaded machine
+    // may take longer to get there).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !e.ok(&["ps"]).contains("running") {
+        assert!(std::time::Instant::now() < deadline, "r1 never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.kill().unwrap();
     let _ = child.wait();
     assert!(e.ok(&["ps"]).contains("running"));
