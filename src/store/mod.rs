@@ -1,19 +1,22 @@
-//! The API server's storage: a sled-backed, revisioned key-value store with a persisted event
-//! log, a watch hub and compaction. It stores bytes and knows nothing about Kubernetes.
+//! The API server's storage: a revisioned key-value store with a persisted event log, a
+//! watch hub and compaction, on sled behind a write-ahead log. It stores bytes and knows
+//! nothing about Kubernetes.
 //!
 //! Invariants it keeps:
-//! - one global revision counter; every write (put or delete) takes the next revision, which is
-//!   written in the same sled batch as the record and its event-log entry, so after a crash the
-//!   store holds exactly a prefix of the acknowledged history and the revision never goes back;
-//! - nothing is acknowledged, returned by a read, or shown to a watcher before it is flushed to
-//!   disk (group commit: one fsync serves every write pending at that moment);
+//! - one global revision counter; every write (put or delete) takes the next revision;
+//! - nothing is acknowledged, returned by a read, or shown to a watcher before its WAL entry
+//!   is synced to disk (group commit: one sync serves every write pending at that moment);
+//! - sled holds a prefix of the history (record, event-log entry, then the counter), and
+//!   the WAL holds everything after it, so a restart replays exactly the acknowledged
+//!   writes sled missed and the revision never goes back;
 //! - a watcher sees every event after its start revision, in revision order, exactly once, or a
 //!   `Compacted` error; writers never wait for watchers.
 //!
-//! Map: [`codec`] the on-disk layout, [`shared`] the state shared by handles and background
-//! threads (open, recovery, reads), [`flusher`] group commit and event publication,
-//! [`disk`] what it takes to make sled's writes really durable, [`compaction`] log
-//! trimming, [`watch`] the watchers.
+//! Map: [`codec`] the sled layout, [`wal`] the write-ahead log, [`overlay`] writes sled
+//! does not hold yet, [`shared`] the state shared by handles and background threads (open,
+//! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
+//! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
+//! durable, [`compaction`] log trimming, [`watch`] the watchers.
 
 mod applier;
 mod codec;
