@@ -297,6 +297,220 @@ fn import_docker_save_and_oci_layout_tarballs() {
     assert_eq!(imported[0].id, image.config_digest);
 }
 
+/// The busybox image pushed to `reg`, and the reference to pull it by.
+fn pushed_busybox(reg: &Registry, repo_tag: &str) -> (tempfile::TempDir, TestImage, String) {
+    let (layout, image) = registry_with_busybox(reg, repo_tag);
+    (layout, image, format!("{}/{repo_tag}", reg.host()))
+}
+
+/// Asserts a failed pull left no blob, no partial download and no image name behind.
+#[track_caller]
+fn assert_nothing_stored(env: &Env) {
+    assert_eq!(env.blob_count(), 0, "nothing stored");
+    assert_eq!(env.ingest_count(), 0, "nothing half-written");
+    assert_eq!(env.images_ok(&["ls", "-q"]).trim(), "");
+}
+
+#[test]
+fn pull_from_a_tls_registry_trusts_the_ca_file_given_in_registries_yaml() {
+    let reg = Registry::start_tls();
+    let (_layout, image, r) = pushed_busybox(&reg, "tls/busybox:1");
+    let env = Env::new();
+    // No scheme anywhere: the tls section alone must make skiff speak HTTPS to loopback.
+    env.write_registries(&format!(
+        "configs:\n  \"{}\":\n    tls:\n      ca_file: {}\n",
+        reg.host(),
+        reg.ca_file().display()
+    ));
+    let out = env.images_ok(&["pull", &r]);
+    assert!(out.contains(&image.manifest_digest), "{out}");
+    assert_eq!(env.blob_count(), 4, "manifest, config, 2 layers");
+}
+
+#[test]
+fn pull_from_a_tls_registry_without_its_ca_fails_with_a_certificate_message() {
+    let reg = Registry::start_tls();
+    let (_layout, _image, r) = pushed_busybox(&reg, "tls/busybox:1");
+    let env = Env::new();
+    env.write_registries(&format!(
+        "mirrors:\n  \"{host}\":\n    endpoint:\n      - \"https://{host}\"\n",
+        host = reg.host()
+    ));
+    let out = env.images(&["pull", &r]);
+    assert!(!out.status.success(), "an unknown CA must not be trusted");
+    let err = stderr(&out);
+    assert!(err.contains(&reg.host()), "error names the registry: {err}");
+    assert!(
+        err.contains("certificate is not trusted") && err.contains("unknown certificate authority"),
+        "error says what is wrong with the certificate: {err}"
+    );
+    assert!(
+        err.contains("tls.ca_file"),
+        "error says how to fix it: {err}"
+    );
+    assert!(
+        !err.contains("error sending request"),
+        "no raw HTTP client chain: {err}"
+    );
+    assert_nothing_stored(&env);
+}
+
+#[test]
+fn pull_from_a_tls_registry_with_insecure_skip_verify_needs_no_ca() {
+    let reg = Registry::start_tls();
+    let (_layout, image, r) = pushed_busybox(&reg, "tls/busybox:1");
+    let env = Env::new();
+    env.write_registries(&format!(
+        "configs:\n  \"{}\":\n    tls:\n      insecure_skip_verify: true\n",
+        reg.host()
+    ));
+    let out = env.images_ok(&["pull", &r]);
+    assert!(out.contains(&image.manifest_digest), "{out}");
+}
+
+#[test]
+fn pull_refuses_client_certificates_before_contacting_the_registry() {
+    // A listener that only counts connections stands in for the registry.
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).expect("binding a loopback listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let host = format!(
+        "127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    let env = Env::new();
+    env.write_registries(&format!(
+        "configs:\n  \"{host}\":\n    tls:\n      cert_file: /etc/skiff/client.crt\n      key_file: /etc/skiff/client.key\n"
+    ));
+    let out = env.images(&["pull", &format!("{host}/app:1")]);
+    assert!(
+        !out.status.success(),
+        "a client certificate must not be ignored"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("client certificates for registries are not supported"),
+        "{err}"
+    );
+    assert!(err.contains(&host), "error names the registry: {err}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the registry was contacted"
+    );
+    assert_nothing_stored(&env);
+}
+
+#[test]
+fn pull_from_a_token_auth_registry_uses_a_bearer_token_for_the_configured_password() {
+    let reg = Registry::start_with_token_auth("alice", "s3cret");
+    let (_layout, image, r) = pushed_busybox(&reg, "private/busybox:1");
+    let pushed = reg.token_server().issued();
+    assert!(pushed > 0, "skopeo pushed with a token");
+
+    let env = Env::new();
+    let out = env.images(&["pull", &r]);
+    assert!(!out.status.success(), "anonymous pull must fail");
+    let err = stderr(&out);
+    assert!(err.contains("authentication required"), "{err}");
+    assert!(
+        err.contains(&format!("configs.\"{}\".auth", reg.host())),
+        "{err}"
+    );
+
+    env.write_registries(&format!(
+        "configs:\n  \"{}\":\n    auth:\n      username: alice\n      password: s3cret\n",
+        reg.host()
+    ));
+    let out = env.images_ok(&["pull", &r]);
+    assert!(out.contains(&image.manifest_digest), "{out}");
+    assert!(
+        reg.token_server().issued() > pushed,
+        "the pull fetched a token from the realm"
+    );
+}
+
+#[test]
+fn pull_from_a_token_auth_registry_with_a_wrong_password_fails_cleanly() {
+    let reg = Registry::start_with_token_auth("alice", "s3cret");
+    let (_layout, _image, r) = pushed_busybox(&reg, "private/busybox:1");
+    let env = Env::new();
+    env.write_registries(&format!(
+        "configs:\n  \"{}\":\n    auth:\n      username: alice\n      password: wrong\n",
+        reg.host()
+    ));
+    let refused = reg.token_server().refused();
+    let out = env.images(&["pull", &r]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&reg.host()), "error names the registry: {err}");
+    assert!(err.contains("rejected the credentials"), "{err}");
+    assert!(
+        err.contains("invalid username or password"),
+        "error carries the token server's reason: {err}"
+    );
+    assert!(
+        reg.token_server().refused() > refused,
+        "the realm was asked"
+    );
+    assert_nothing_stored(&env);
+}
+
+/// Compresses `src` into `dst` with gzip or zstd.
+fn compress(src: &Path, dst: &Path, zstd: bool) {
+    let data = fs::read(src).expect("reading the archive");
+    let out = if zstd {
+        zstd::encode_all(&data[..], 3).expect("zstd")
+    } else {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).expect("gzip");
+        gz.finish().expect("gzip")
+    };
+    fs::write(dst, out).expect("writing the compressed archive");
+}
+
+#[test]
+fn import_gzip_and_zstd_compressed_docker_save_and_oci_layout_tarballs() {
+    let layout = tempfile::tempdir().expect("layout dir");
+    let image =
+        registry::build_busybox_layout_gzip(layout.path(), "docker.io/library/busybox:1.36");
+    let files = tempfile::tempdir().expect("files dir");
+    let docker_tar = files.path().join("docker.tar");
+    registry::docker_archive(
+        layout.path(),
+        "docker.io/library/busybox:1.36",
+        &docker_tar,
+        "example.com/saved:v1",
+    );
+    let oci_tar = files.path().join("oci.tar");
+    registry::tar_layout(layout.path(), &oci_tar, false);
+
+    for (src, name) in [
+        (&docker_tar, "example.com/saved:v1"),
+        (&oci_tar, "docker.io/library/busybox:1.36"),
+    ] {
+        for (ext, zstd) in [("tar.gz", false), ("tar.zst", true)] {
+            let packed = files.path().join(format!(
+                "{}.{ext}",
+                src.file_stem().expect("a file name").to_string_lossy()
+            ));
+            compress(src, &packed, zstd);
+            // A fresh store each time: every blob must come out of this archive.
+            let env = Env::new();
+            let out = env.images_ok(&["import", packed.to_str().expect("UTF-8 path")]);
+            assert!(out.contains(name), "{}: {out}", packed.display());
+            assert!(
+                out.contains(&image.config_digest),
+                "{}: same image id: {out}",
+                packed.display()
+            );
+            let ls = env.images_ok(&["ls", "-q"]);
+            assert!(ls.lines().any(|l| l == name), "{}: {ls}", packed.display());
+            assert_eq!(env.ingest_count(), 0, "nothing half-written");
+        }
+    }
+}
+
 /// Unmounts and removes a container rootfs when dropped.
 struct RootfsGuard<'a> {
     snapshotter: &'a skiff::runtime::snapshots::Snapshotter,

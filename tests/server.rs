@@ -159,3 +159,46 @@ fn readyz_answers_anonymous_clients() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "ok");
 }
+
+#[test]
+fn agent_start_imports_the_airgap_tarballs_of_the_images_dir() {
+    let mut server = TestServer::start_with_agent();
+    let images_dir = server.data_dir().join("agent/images");
+    std::fs::create_dir_all(&images_dir).expect("creating the airgap dir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    common::registry::build_busybox_layout_gzip(&layout, "airgap");
+    common::registry::tar_layout(&layout, &images_dir.join("busybox.tar"), false);
+    // Not a tarball: ignored. A broken tarball: logged and skipped.
+    std::fs::write(images_dir.join("README"), "not an image").expect("write");
+    std::fs::write(images_dir.join("broken.tar"), "not a tar").expect("write");
+    server.restart();
+
+    let ls = || {
+        let out = Command::new(common::skiff_binary())
+            .args(["images", "ls", "-q", "--data-dir"])
+            .arg(server.data_dir())
+            .output()
+            .expect("running skiff images ls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ls().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "airgap image not imported; server log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ls().lines().count(), 1, "exactly the one valid image");
+    assert!(
+        server.log().contains("broken.tar"),
+        "the broken tarball is named in the log"
+    );
+}

@@ -15,6 +15,7 @@ pub mod http;
 pub mod manifests;
 pub mod process;
 pub mod registry;
+pub mod token_server;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -75,6 +76,8 @@ pub struct TestServer {
     starts: u32,
     /// Files written by [`TestServer::write_file`] and per-command outputs get unique names.
     counter: AtomicU64,
+    /// Run the node agent too (servers are started with `--disable-agent` otherwise).
+    agent: bool,
 }
 
 impl TestServer {
@@ -85,6 +88,15 @@ impl TestServer {
 
     /// Starts a server with extra `skiff server` flags and waits until it is ready.
     pub fn start_with(extra_args: &[&str]) -> TestServer {
+        TestServer::start_inner(extra_args, false)
+    }
+
+    /// Starts a server with its node agent.
+    pub fn start_with_agent() -> TestServer {
+        TestServer::start_inner(&[], true)
+    }
+
+    fn start_inner(extra_args: &[&str], agent: bool) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -101,6 +113,7 @@ impl TestServer {
             child: None,
             starts: 0,
             counter: AtomicU64::new(0),
+            agent,
         };
         // The port is picked by binding port 0 and releasing it; another process may grab it
         // before the server binds, so a start that fails on its port is retried on a new one.
@@ -347,7 +360,7 @@ impl TestServer {
             .arg(self.kubeconfig_path())
             .arg("--write-kubeconfig-mode")
             .arg("0600")
-            .arg("--disable-agent")
+            .args((!self.agent).then_some("--disable-agent"))
             .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

@@ -1,9 +1,11 @@
 //! Local OCI registries and test images for the image-store tests.
 //!
-//! Owns every `docker-registry` process it starts. Invariant: when a [`Registry`] is dropped
-//! (also while a test panics) its process group is killed and reaped and its storage dir is
-//! removed. Images are built by hand from `/bin/busybox` (Debian's busybox-static) as OCI
-//! layouts and pushed with `skopeo`; nothing is fetched from outside the machine.
+//! Owns every `docker-registry` process it starts (and the token server of a token-auth
+//! registry). Invariant: when a [`Registry`] is dropped (also while a test panics) its
+//! process group is killed and reaped, its token server stopped, and its storage dir (with
+//! its certificates and keys) removed. Images are built by hand from `/bin/busybox`
+//! (Debian's busybox-static) as OCI layouts and pushed with `skopeo`; nothing is fetched
+//! from outside the machine.
 
 use std::fs;
 use std::io::Write as _;
@@ -15,16 +17,34 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
 use sha2::{Digest as _, Sha256};
+
+use super::token_server::{self, TokenServer};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// A `docker-registry` on 127.0.0.1, optionally with htpasswd basic auth.
+/// How clients must authenticate to a [`Registry`].
+enum Auth {
+    Anonymous,
+    /// htpasswd basic auth.
+    Basic,
+    /// Docker token flow against a [`TokenServer`] that takes the same credentials.
+    Token,
+}
+
+/// A `docker-registry` on 127.0.0.1: plain HTTP or TLS, anonymous, basic or token auth.
 pub struct Registry {
     child: Option<Child>,
     pub port: u16,
+    /// The credentials a client needs (basic and token auth).
     pub auth: Option<(String, String)>,
+    tls: bool,
+    token_server: Option<TokenServer>,
     // Dropped after the process is gone.
     dir: tempfile::TempDir,
 }
@@ -46,33 +66,109 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// File names of the TLS material inside the registry's directory.
+const CA_FILE: &str = "ca.crt";
+const SERVER_CERT_FILE: &str = "server.crt";
+const SERVER_KEY_FILE: &str = "server.key";
+
+/// Writes a fresh test CA and a server certificate for 127.0.0.1 signed by it into `dir`.
+fn write_tls_material(dir: &Path) {
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "skiff test registry CA");
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().expect("a server key");
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server parameters");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "127.0.0.1");
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .expect("signing the server certificate");
+    fs::write(dir.join(CA_FILE), ca_cert.pem()).expect("writing the CA");
+    fs::write(dir.join(SERVER_CERT_FILE), cert.pem()).expect("writing the server cert");
+    fs::write(dir.join(SERVER_KEY_FILE), key.serialize_pem()).expect("writing the server key");
+}
+
 impl Registry {
+    /// Plain HTTP, anonymous.
     pub fn start() -> Registry {
-        Registry::start_inner(None)
+        Registry::start_inner(Auth::Anonymous, None, false)
     }
 
+    /// Plain HTTP, htpasswd basic auth.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner(Some((user.to_string(), password.to_string())))
+        Registry::start_inner(Auth::Basic, Some((user, password)), false)
     }
 
-    fn start_inner(auth: Option<(String, String)>) -> Registry {
+    /// HTTPS with a server certificate for 127.0.0.1 from a fresh test CA
+    /// ([`Registry::ca_file`]), anonymous.
+    pub fn start_tls() -> Registry {
+        Registry::start_inner(Auth::Anonymous, None, true)
+    }
+
+    /// Plain HTTP with Docker token auth: the registry sends clients to a [`TokenServer`]
+    /// that hands out tokens for `user`/`password`.
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Auth::Token, Some((user, password)), false)
+    }
+
+    fn start_inner(kind: Auth, creds: Option<(&str, &str)>, tls: bool) -> Registry {
         let bin = require("docker-registry");
         let mut dir = tempfile::Builder::new()
             .prefix("skiff-registry-")
             .tempdir()
             .expect("a temp dir for the registry");
+        let auth = creds.map(|(u, p)| (u.to_string(), p.to_string()));
+        let mut token_server = None;
         let mut auth_yaml = String::new();
-        if let Some((user, password)) = &auth {
-            let out = Command::new(require("htpasswd"))
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("running htpasswd");
-            assert!(out.status.success(), "htpasswd failed");
-            let htpasswd = dir.path().join("htpasswd");
-            fs::write(&htpasswd, &out.stdout).expect("writing htpasswd");
-            auth_yaml = format!(
-                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
-                htpasswd.display()
+        match (&kind, &auth) {
+            (Auth::Anonymous, _) => {}
+            (Auth::Basic, Some((user, password))) => {
+                let out = Command::new(require("htpasswd"))
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("running htpasswd");
+                assert!(out.status.success(), "htpasswd failed");
+                let htpasswd = dir.path().join("htpasswd");
+                fs::write(&htpasswd, &out.stdout).expect("writing htpasswd");
+                auth_yaml = format!(
+                    "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                    htpasswd.display()
+                );
+            }
+            (Auth::Token, Some((user, password))) => {
+                let server = TokenServer::start(user, password);
+                let bundle = dir.path().join("token-signer.crt");
+                fs::write(&bundle, server.cert_pem()).expect("writing the token signer cert");
+                auth_yaml = format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    token_server::SERVICE,
+                    token_server::ISSUER,
+                    bundle.display()
+                );
+                token_server = Some(server);
+            }
+            (_, None) => unreachable!("basic and token auth are started with credentials"),
+        }
+        let mut tls_yaml = String::new();
+        if tls {
+            write_tls_material(dir.path());
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join(SERVER_CERT_FILE).display(),
+                dir.path().join(SERVER_KEY_FILE).display()
             );
         }
         let mut last = String::new();
@@ -82,28 +178,31 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
                     dir.path().join("storage").display()
                 ),
             )
             .expect("writing the registry config");
             let log = fs::File::create(dir.path().join("registry.log")).expect("registry log");
-            let child = Command::new(&bin)
-                .arg("serve")
+            let mut cmd = Command::new(&bin);
+            cmd.arg("serve")
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone().expect("log handle")))
                 .stderr(Stdio::from(log))
-                .process_group(0)
-                .spawn()
-                .expect("starting docker-registry");
+                .process_group(0);
+            super::process::die_with_parent(&mut cmd);
+            let child = cmd.spawn().expect("starting docker-registry");
             let mut reg = Registry {
                 child: Some(child),
                 port,
                 auth: auth.clone(),
+                tls,
+                token_server: None,
                 dir,
             };
             if reg.wait_ready() {
+                reg.token_server = token_server;
                 return reg;
             }
             last = fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
@@ -114,6 +213,21 @@ impl Registry {
             );
         }
         panic!("docker-registry did not start: {last}");
+    }
+
+    /// The PEM of the CA that signed a TLS registry's certificate.
+    #[track_caller]
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "only a TLS registry has a CA");
+        self.dir.path().join(CA_FILE)
+    }
+
+    /// The token server of a token-auth registry.
+    #[track_caller]
+    pub fn token_server(&self) -> &TokenServer {
+        self.token_server
+            .as_ref()
+            .expect("only a token-auth registry has a token server")
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -149,6 +263,8 @@ impl Registry {
     /// every platform of an index).
     pub fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
         let mut cmd = Command::new(require("skopeo"));
+        // Without verification skopeo speaks HTTPS (trusting any certificate) and falls
+        // back to plain HTTP, so one flag serves every registry kind here.
         cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
         if let Some((u, p)) = &self.auth {
             cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
@@ -172,6 +288,14 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+            eprintln!(
+                "----- docker-registry log (port {}) -----\n{}\n----- end of registry log -----",
+                self.port,
+                super::tail(&log, 40)
+            );
+        }
     }
 }
 

@@ -16,6 +16,8 @@ use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
+use oci_client::RegistryOperation;
+use rustls_pki_types::pem::PemObject as _;
 use sha2::{Digest as _, Sha256};
 
 use super::manifest::{self, Document};
@@ -68,10 +70,37 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The HTTP client for one endpoint, with its TLS settings. Settings it cannot honour are
+/// an error here, before any request: a registry that wants a client certificate would
+/// otherwise fail later with an obscure handshake error, or a mirror be skipped silently.
 fn client_for(ep: &Endpoint) -> Result<Client, ImageError> {
+    let tls = &ep.config.tls;
+    let fail = |reason: String| ImageError::Registry {
+        registry: ep.host.clone(),
+        reason,
+    };
+    if tls.cert_file.is_some() || tls.key_file.is_some() {
+        // oci-client builds its own reqwest client and has no way to give it an identity.
+        return Err(fail(format!(
+            "client certificates for registries are not supported: remove \
+             tls.cert_file/tls.key_file from configs.\"{}\" in registries.yaml",
+            ep.host
+        )));
+    }
     let mut extra_root_certificates = Vec::new();
-    if let Some(ca) = &ep.config.tls.ca_file {
-        let data = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
+    if let Some(ca) = &tls.ca_file {
+        let data = std::fs::read(ca)
+            .map_err(|e| fail(format!("reading tls.ca_file {}: {e}", ca.display())))?;
+        // Checked here: a CA file reqwest cannot use would only show up as "unknown issuer".
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&data)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(format!("tls.ca_file {}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(fail(format!(
+                "tls.ca_file {} holds no PEM certificate",
+                ca.display()
+            )));
+        }
         extra_root_certificates.push(Certificate {
             encoding: CertificateEncoding::Pem,
             data,
@@ -89,7 +118,9 @@ fn client_for(ep: &Endpoint) -> Result<Client, ImageError> {
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         ..Default::default()
     };
-    Ok(Client::new(config))
+    // Not `Client::new`: it falls back to a default client (no CA, verification on) when
+    // the configuration is unusable, which would hide the real problem.
+    Client::try_from(config).map_err(|e| fail(format!("TLS client setup: {e}")))
 }
 
 fn auth_for(ep: &Endpoint) -> RegistryAuth {
@@ -123,17 +154,17 @@ fn registry_error(ep: &Endpoint, reference: &Reference, e: OciDistributionError)
     let registry = ep.host.clone();
     let text = e.to_string();
     match e {
-        OciDistributionError::AuthenticationFailure(reason) => {
-            ImageError::Unauthorized { registry, reason }
+        OciDistributionError::AuthenticationFailure(body) => unauthorized(
+            ep,
+            format!(
+                "the token server refused them: {}",
+                auth_failure_text(&body)
+            ),
+        ),
+        OciDistributionError::UnauthorizedError { url } => {
+            unauthorized(ep, format!("401 Unauthorized from {url}"))
         }
-        OciDistributionError::UnauthorizedError { url } => ImageError::Unauthorized {
-            registry,
-            reason: format!("401 Unauthorized from {url}"),
-        },
-        OciDistributionError::ServerError { code: 401, .. } => ImageError::Unauthorized {
-            registry,
-            reason: text,
-        },
+        OciDistributionError::ServerError { code: 401, .. } => unauthorized(ep, text),
         OciDistributionError::ImageManifestNotFoundError(_)
         | OciDistributionError::ServerError { code: 404, .. } => ImageError::NotFound {
             reference: reference.to_string(),
@@ -155,10 +186,7 @@ fn registry_error(ep: &Endpoint, reference: &Reference, e: OciDistributionError)
                 )
             });
             if unauthorized {
-                ImageError::Unauthorized {
-                    registry,
-                    reason: text,
-                }
+                self::unauthorized(ep, text)
             } else if unknown {
                 ImageError::NotFound {
                     reference: reference.to_string(),
@@ -173,13 +201,144 @@ fn registry_error(ep: &Endpoint, reference: &Reference, e: OciDistributionError)
         }
         OciDistributionError::RequestError(re) => ImageError::Registry {
             registry,
-            reason: request_error_text(&re),
+            reason: tls_problem(ep, &re).unwrap_or_else(|| request_error_text(&re)),
         },
         _ => ImageError::Registry {
             registry,
             reason: text,
         },
     }
+}
+
+/// Whether the registry's answer is about access or existence, which a retry will not
+/// change (the same answers [`registry_error`] reports as auth or not-found problems).
+fn is_final(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode as C;
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::ImageManifestNotFoundError(_)
+        | OciDistributionError::ServerError {
+            code: 401 | 404, ..
+        } => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|er| {
+            matches!(
+                er.code,
+                C::Unauthorized | C::Denied | C::ManifestUnknown | C::NameUnknown
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// A 401: rejected credentials when some were configured, otherwise a hint to add them.
+fn unauthorized(ep: &Endpoint, reason: String) -> ImageError {
+    if ep.config.auth.is_some() {
+        ImageError::Unauthorized {
+            registry: ep.host.clone(),
+            reason,
+        }
+    } else {
+        ImageError::Registry {
+            registry: ep.host.clone(),
+            reason: format!(
+                "authentication required ({reason}); give credentials as \
+                 configs.\"{}\".auth in registries.yaml",
+                ep.host
+            ),
+        }
+    }
+}
+
+/// The gist of a token server's refusal: JSON error bodies (distribution's `errors`,
+/// Docker Hub's `details`, OAuth's `error_description`) are reduced to their message.
+fn auth_failure_text(body: &str) -> String {
+    let body = body.trim();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        let messages: Vec<&str> = v["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str())
+            .chain(
+                ["details", "error_description", "error", "message"]
+                    .iter()
+                    .filter_map(|k| v[*k].as_str()),
+            )
+            .collect();
+        if let Some(first) = messages.first() {
+            return (*first).to_string();
+        }
+    }
+    if body.is_empty() {
+        return "no reason given".to_string();
+    }
+    body.chars().take(200).collect()
+}
+
+/// A readable message for a failed TLS handshake (reqwest buries rustls' reason deep in a
+/// chain of "error sending request" wrappers), with what to change in registries.yaml.
+fn tls_problem(ep: &Endpoint, e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(e);
+    let mut found = None;
+    'chain: while let Some(err) = current {
+        // rustls errors travel inside io::Errors (hyper-rustls wraps tokio-rustls' one in
+        // another), and `io::Error::source()` skips the wrapped error: unwrap by hand.
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        loop {
+            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                found = Some(r);
+                break 'chain;
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        current = err.source();
+    }
+    let host = &ep.host;
+    let skip = format!(
+        "set configs.\"{host}\".tls.insecure_skip_verify: true in registries.yaml to skip \
+         verification"
+    );
+    use rustls::CertificateError as C;
+    let (why, fix) = match found? {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => (
+            "it is signed by an unknown certificate authority".to_string(),
+            format!(
+                "give that authority's certificate as configs.\"{host}\".tls.ca_file in \
+                 registries.yaml (or {skip})"
+            ),
+        ),
+        rustls::Error::InvalidCertificate(c) => {
+            let why = match c {
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    format!("it is not valid for the name {host}")
+                }
+                C::Expired | C::ExpiredContext { .. } => "it has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".into(),
+                other => format!("it is invalid ({other:?})"),
+            };
+            (
+                why,
+                format!("the registry needs a valid certificate (or {skip})"),
+            )
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            return Some(format!(
+                "TLS handshake with {host} failed: it does not seem to speak TLS; \
+                 if it serves plain HTTP, name it as an http://{host} endpoint"
+            ))
+        }
+        other => return Some(format!("TLS handshake with {host} failed: {other}")),
+    };
+    Some(format!(
+        "the registry's TLS certificate is not trusted: {why}; {fix}"
+    ))
 }
 
 /// reqwest's top-level message hides the cause ("error sending request"); include it.
@@ -204,6 +363,19 @@ async fn pull_from(
     let client = client_for(ep)?;
     let auth = auth_for(ep);
     let err = |e| registry_error(ep, reference, e);
+    if matches!(auth, RegistryAuth::Basic(..)) {
+        // With a token-auth registry, oci-client swallows a refused token request and goes
+        // on anonymously, ending in a bare 401. Asking for the token first reports the
+        // refusal itself; the token is cached for the requests below.
+        client
+            .auth(
+                &oci_ref(ep, reference.manifest_ref()),
+                &auth,
+                RegistryOperation::Pull,
+            )
+            .await
+            .map_err(err)?;
+    }
 
     let (mut bytes, _) = client
         .pull_manifest_raw(
@@ -384,11 +556,9 @@ async fn fetch_blob(
         let mut stream = match stream {
             Ok(s) => s.stream,
             Err(e) => {
+                let retry = !is_final(&e);
                 let e = registry_error(ep, reference, e);
-                if matches!(
-                    e,
-                    ImageError::Unauthorized { .. } | ImageError::NotFound { .. }
-                ) {
+                if !retry {
                     return Err(e);
                 }
                 last_error = Some(e);
@@ -439,4 +609,137 @@ async fn fetch_blob(
         registry: ep.host.clone(),
         reason: format!("blob {digest}: download failed"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::registries::{HostConfig, TlsConfig};
+    use super::*;
+
+    fn endpoint(tls: TlsConfig) -> Endpoint {
+        Endpoint {
+            host: "registry.example.com:5000".into(),
+            plain_http: false,
+            repository: "app".into(),
+            config: HostConfig { auth: None, tls },
+            upstream: true,
+        }
+    }
+
+    #[test]
+    fn client_certificates_are_refused_up_front_naming_the_registry() {
+        for tls in [
+            TlsConfig {
+                cert_file: Some("/etc/skiff/client.crt".into()),
+                key_file: Some("/etc/skiff/client.key".into()),
+                ..Default::default()
+            },
+            TlsConfig {
+                key_file: Some("/etc/skiff/client.key".into()),
+                ..Default::default()
+            },
+        ] {
+            match client_for(&endpoint(tls)) {
+                Err(ImageError::Registry { registry, reason }) => {
+                    assert_eq!(registry, "registry.example.com:5000");
+                    assert!(
+                        reason.contains("client certificates for registries are not supported"),
+                        "{reason}"
+                    );
+                    assert!(reason.contains("registry.example.com:5000"), "{reason}");
+                }
+                Err(other) => panic!("wrong error: {other}"),
+                Ok(_) => panic!("a client certificate must not be ignored"),
+            }
+        }
+    }
+
+    #[test]
+    fn ca_file_without_a_pem_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let ep = endpoint(TlsConfig {
+            ca_file: Some(ca.clone()),
+            ..Default::default()
+        });
+        let err = client_for(&ep).err().expect("an unusable CA is an error");
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+
+        let missing = endpoint(TlsConfig {
+            ca_file: Some(dir.path().join("absent.pem")),
+            ..Default::default()
+        });
+        let err = client_for(&missing)
+            .err()
+            .expect("a missing CA is an error");
+        assert!(err.to_string().contains("tls.ca_file"), "{err}");
+    }
+
+    #[test]
+    fn insecure_skip_verify_alone_builds_a_client() {
+        let ep = endpoint(TlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        });
+        install_crypto_provider();
+        assert!(client_for(&ep).is_ok());
+    }
+
+    /// A wrapper like reqwest's and hyper's, to check the chain is walked.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn untrusted_certificate_gets_a_message_that_says_what_to_configure() {
+        let ep = endpoint(TlsConfig::default());
+        // As hyper-rustls reports it: tokio-rustls' io::Error inside another one.
+        let e = Wrapped(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )));
+        let text = tls_problem(&ep, &e).expect("a TLS problem is recognized");
+        assert!(text.contains("not trusted"), "{text}");
+        assert!(text.contains("unknown certificate authority"), "{text}");
+        assert!(
+            text.contains("configs.\"registry.example.com:5000\".tls.ca_file"),
+            "{text}"
+        );
+
+        let plain = Wrapped(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        ));
+        let text = tls_problem(&ep, &plain).expect("a non-TLS server is recognized");
+        assert!(text.contains("http://registry.example.com:5000"), "{text}");
+
+        let refused = Wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_problem(&ep, &refused), None);
+    }
+
+    #[test]
+    fn token_server_refusals_are_reduced_to_their_message() {
+        assert_eq!(
+            auth_failure_text(r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad password"}]}"#),
+            "bad password"
+        );
+        assert_eq!(
+            auth_failure_text(r#"{"details":"incorrect username or password"}"#),
+            "incorrect username or password"
+        );
+        assert_eq!(auth_failure_text("  nope \n"), "nope");
+        assert_eq!(auth_failure_text(""), "no reason given");
+    }
 }

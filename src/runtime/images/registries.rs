@@ -3,8 +3,13 @@
 //!
 //! Invariant: [`RegistriesConfig::endpoints`] always ends with the upstream registry itself,
 //! so configured mirrors are tried first, in file order, and the origin is the last resort.
+//!
+//! Scheme: an endpoint written with `http://` or `https://` uses that scheme. Without one,
+//! HTTPS is used, except for loopback hosts, which (like Docker's and containerd's default
+//! for localhost) are spoken to in plain HTTP unless `configs.<host>.tls` exists: a TLS
+//! section means the registry serves TLS (containerd tries HTTPS first in that case).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -18,6 +23,8 @@ use super::ImageError;
 pub struct RegistriesConfig {
     mirrors: BTreeMap<String, Mirror>,
     configs: BTreeMap<String, HostConfig>,
+    /// Hosts whose `configs` entry has a `tls` section (even an empty one).
+    tls_hosts: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,11 +165,13 @@ impl RegistriesConfig {
             );
         }
         let mut configs = BTreeMap::new();
+        let mut tls_hosts = BTreeSet::new();
         for (host, c) in file.configs {
             let auth = match c.auth {
                 None => None,
                 Some(a) => Some(credentials(&host, a).map_err(err)?),
             };
+            let has_tls = c.tls.is_some();
             let tls = c
                 .tls
                 .map(|t| TlsConfig {
@@ -176,9 +185,17 @@ impl RegistriesConfig {
             let key = split_endpoint(&host)
                 .map(|(_, h)| h)
                 .unwrap_or_else(|_| host.clone());
-            configs.insert(normalize_host(&key), HostConfig { auth, tls });
+            let key = normalize_host(&key);
+            if has_tls {
+                tls_hosts.insert(key.clone());
+            }
+            configs.insert(key, HostConfig { auth, tls });
         }
-        Ok(RegistriesConfig { mirrors, configs })
+        Ok(RegistriesConfig {
+            mirrors,
+            configs,
+            tls_hosts,
+        })
     }
 
     /// Settings for a host (`configs.<host>`), default when absent.
@@ -204,15 +221,10 @@ impl RegistriesConfig {
                     continue;
                 };
                 let host = normalize_host(&host);
-                let plain_http = match scheme.as_deref() {
-                    Some("http") => true,
-                    Some(_) => false,
-                    None => is_loopback(&host),
-                };
                 out.push(Endpoint {
+                    plain_http: self.plain_http(scheme.as_deref(), &host),
                     config: self.host_config(&host),
                     host,
-                    plain_http,
                     repository: repository.clone(),
                     upstream: false,
                 });
@@ -225,7 +237,8 @@ impl RegistriesConfig {
         };
         if !out.iter().any(|e| e.host == upstream_host) {
             out.push(Endpoint {
-                plain_http: is_loopback(&upstream_host),
+                // Keyed like its config: by the registry's name, not docker.io's API host.
+                plain_http: self.plain_http(None, &normalize_host(&reference.registry)),
                 config: self.host_config(&reference.registry),
                 host: upstream_host,
                 repository: reference.repository.clone(),
@@ -233,6 +246,18 @@ impl RegistriesConfig {
             });
         }
         out
+    }
+}
+
+impl RegistriesConfig {
+    /// Whether `host` is spoken to in plain HTTP; `scheme` is the one written in the
+    /// endpoint, if any (see the module doc).
+    fn plain_http(&self, scheme: Option<&str>, host: &str) -> bool {
+        match scheme {
+            Some("http") => true,
+            Some(_) => false,
+            None => is_loopback(host) && !self.tls_hosts.contains(host),
+        }
     }
 }
 
@@ -422,6 +447,49 @@ configs:
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn loopback_registry_with_a_tls_section_is_reached_over_https() {
+        let cfg = RegistriesConfig::parse(
+            r#"
+mirrors:
+  docker.io:
+    endpoint:
+      - "localhost:5001"
+      - "http://localhost:5001"
+      - "127.0.0.1:5002"
+configs:
+  "127.0.0.1:5000":
+    tls:
+      ca_file: /tmp/ca.pem
+  "https://localhost:5001":
+    tls: {}
+"#,
+        )
+        .unwrap();
+        let eps = cfg.endpoints(&normalize_reference("127.0.0.1:5000/x:1").unwrap());
+        assert_eq!(eps.len(), 1);
+        assert!(
+            !eps[0].plain_http,
+            "a tls section means the registry serves TLS"
+        );
+
+        let eps = cfg.endpoints(&normalize_reference("busybox:1").unwrap());
+        let schemes: Vec<_> = eps
+            .iter()
+            .map(|e| (e.host.as_str(), e.plain_http))
+            .collect();
+        assert_eq!(
+            schemes,
+            [
+                ("localhost:5001", false),
+                ("localhost:5001", true),
+                ("127.0.0.1:5002", true),
+                ("registry-1.docker.io", false),
+            ],
+            "an explicit scheme wins; loopback without a tls section stays plain HTTP"
+        );
     }
 
     #[test]
