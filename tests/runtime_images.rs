@@ -248,8 +248,17 @@ fn corrupted_layer_in_the_registry_is_rejected_without_poisoning_the_store() {
     drop(layout);
 }
 
-#[test]
-fn import_docker_save_and_oci_layout_tarballs() {
+/// The busybox test image as a `docker save` archive (named `example.com/saved:v1`) and as
+/// an OCI-layout tarball (`docker.io/library/busybox:1.36`), both uncompressed.
+struct Tarballs {
+    layout: tempfile::TempDir,
+    files: tempfile::TempDir,
+    image: registry::TestImage,
+    docker_tar: std::path::PathBuf,
+    oci_tar: std::path::PathBuf,
+}
+
+fn tarballs() -> Tarballs {
     let layout = tempfile::tempdir().expect("layout dir");
     let image =
         registry::build_busybox_layout_gzip(layout.path(), "docker.io/library/busybox:1.36");
@@ -262,8 +271,26 @@ fn import_docker_save_and_oci_layout_tarballs() {
         "example.com/saved:v1",
     );
     let oci_tar = files.path().join("oci.tar");
-    let oci_tgz = files.path().join("oci.tar.gz");
     registry::tar_layout(layout.path(), &oci_tar, false);
+    Tarballs {
+        layout,
+        files,
+        image,
+        docker_tar,
+        oci_tar,
+    }
+}
+
+#[test]
+fn import_docker_save_and_oci_layout_tarballs() {
+    let Tarballs {
+        layout,
+        files,
+        image,
+        docker_tar,
+        oci_tar,
+    } = tarballs();
+    let oci_tgz = files.path().join("oci.tar.gz");
     registry::tar_layout(layout.path(), &oci_tgz, true);
 
     let env = Env::new();
@@ -471,19 +498,13 @@ fn compress(src: &Path, dst: &Path, zstd: bool) {
 
 #[test]
 fn import_gzip_and_zstd_compressed_docker_save_and_oci_layout_tarballs() {
-    let layout = tempfile::tempdir().expect("layout dir");
-    let image =
-        registry::build_busybox_layout_gzip(layout.path(), "docker.io/library/busybox:1.36");
-    let files = tempfile::tempdir().expect("files dir");
-    let docker_tar = files.path().join("docker.tar");
-    registry::docker_archive(
-        layout.path(),
-        "docker.io/library/busybox:1.36",
-        &docker_tar,
-        "example.com/saved:v1",
-    );
-    let oci_tar = files.path().join("oci.tar");
-    registry::tar_layout(layout.path(), &oci_tar, false);
+    let Tarballs {
+        layout: _,
+        files,
+        image,
+        docker_tar,
+        oci_tar,
+    } = tarballs();
 
     for (src, name) in [
         (&docker_tar, "example.com/saved:v1"),
