@@ -18,7 +18,14 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    // rustls-platform-verifier logs every rejected certificate at ERROR; the pull error
+    // already says what is wrong and what to change, so it stays quiet unless asked for.
+    let log = if cli.log.contains("rustls_platform_verifier") {
+        cli.log.clone()
+    } else {
+        format!("{},rustls_platform_verifier=off", cli.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
