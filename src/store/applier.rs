@@ -2,9 +2,9 @@
 //! sled is flushed past a WAL segment, the segment is deleted.
 //!
 //! Invariants: only durable writes are applied (so whatever sled holds was acknowledged, or
-//! is about to be); writes are applied in revision order, each chunk in one sled batch with
-//! the revision counter, so sled always holds a prefix of the history; a write leaves the
-//! overlay only after its batch is applied.
+//! is about to be); writes are applied in revision order, the revision counter after each
+//! chunk, so sled always holds a prefix of the history up to its counter; a write leaves the
+//! overlay only after sled has it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,14 +30,6 @@ const APPLY_DELAY: Duration = Duration::from_millis(10);
 /// A quiet store is checkpointed after this long, so an idle WAL does not linger.
 const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Default)]
-pub(super) struct ApplyCtl {
-    /// New durable writes since the applier last looked.
-    pub wanted: bool,
-    /// Set by the flusher once no more writes will become durable.
-    pub stop: bool,
-}
-
 pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("store-apply".into())
@@ -46,14 +38,12 @@ pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
 
 /// Called by the flusher after raising `durable`.
 pub(super) fn kick(shared: &Shared) {
-    shared.apply_ctl.lock().wanted = true;
-    shared.apply_cv.notify_one();
+    shared.apply_wake.kick();
 }
 
 /// Called by the flusher when it ends: apply what is durable, checkpoint, stop.
 pub(super) fn stop(shared: &Shared) {
-    shared.apply_ctl.lock().stop = true;
-    shared.apply_cv.notify_one();
+    shared.apply_wake.stop();
 }
 
 /// Writes `entries` (consecutive revisions) to sled, the revision counter last.
@@ -109,29 +99,20 @@ fn ensure_spare(shared: &Shared) -> Result<(), StoreError> {
 fn run(shared: &Shared) {
     let mut checkpointed = shared.sled_applied_revision();
     loop {
-        let (stopping, timed_out) = {
-            let mut ctl = shared.apply_ctl.lock();
-            let mut timed_out = false;
-            while !ctl.wanted && !ctl.stop && !timed_out {
-                if checkpointed < shared.sled_applied_revision() {
-                    timed_out = shared
-                        .apply_cv
-                        .wait_for(&mut ctl, IDLE_CHECKPOINT)
-                        .timed_out();
-                } else {
-                    shared.apply_cv.wait(&mut ctl);
-                }
+        // Unapplied checkpoint work gives the sleep a deadline (the idle checkpoint).
+        let idle_deadline = (checkpointed < shared.sled_applied_revision())
+            .then(|| Instant::now() + IDLE_CHECKPOINT);
+        let woken = shared.apply_wake.wait(idle_deadline);
+        let (mut stopping, timed_out) = (woken.stop, woken.timed_out);
+        // Let a few writes accumulate (see APPLY_CHUNK) rather than chase every group.
+        let deadline = Instant::now() + APPLY_DELAY;
+        while !stopping && !timed_out && backlog(shared) < APPLY_CHUNK as u64 {
+            let more = shared.apply_wake.wait(Some(deadline));
+            stopping = more.stop;
+            if more.timed_out {
+                break;
             }
-            // Let a few writes accumulate (see APPLY_CHUNK) rather than chase every group.
-            let deadline = Instant::now() + APPLY_DELAY;
-            while !ctl.stop && !timed_out && backlog(shared) < APPLY_CHUNK as u64 {
-                if shared.apply_cv.wait_until(&mut ctl, deadline).timed_out() {
-                    break;
-                }
-            }
-            ctl.wanted = false;
-            (ctl.stop, timed_out)
-        };
+        }
         let result = apply_all(shared, &mut checkpointed).and_then(|()| {
             if !stopping {
                 ensure_spare(shared)?;

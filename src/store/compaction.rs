@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::codec::{self, META_COMPACTED};
 use super::shared::Shared;
@@ -20,12 +20,6 @@ const DELETE_CHUNK: usize = 256;
 /// Extra entries tolerated above `keep` before a write triggers compaction early.
 const MIN_SLACK: u64 = 1000;
 
-#[derive(Debug, Default)]
-pub(super) struct CompactCtl {
-    pub kicked: bool,
-    pub stop: bool,
-}
-
 pub(super) fn spawn(shared: Arc<Shared>, interval: Duration) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("store-compact".into())
@@ -33,8 +27,7 @@ pub(super) fn spawn(shared: Arc<Shared>, interval: Duration) -> std::io::Result<
 }
 
 pub(super) fn stop(shared: &Shared) {
-    shared.compact_ctl.lock().stop = true;
-    shared.compact_cv.notify_one();
+    shared.compact_wake.stop();
 }
 
 /// Called after each write: wakes the compactor when the log exceeds its bound.
@@ -44,24 +37,18 @@ pub(super) fn kick_if_log_too_long(shared: &Shared, revision: u64) {
     if revision.saturating_sub(shared.compacted_revision()) <= bound {
         return;
     }
-    let mut ctl = shared.compact_ctl.lock();
-    if !ctl.kicked {
-        ctl.kicked = true;
-        shared.compact_cv.notify_one();
-    }
+    shared.compact_wake.kick();
 }
 
 fn run(shared: &Shared, interval: Duration) {
     loop {
+        // An interval too large for the clock just means "only when kicked".
+        if shared
+            .compact_wake
+            .wait(Instant::now().checked_add(interval))
+            .stop
         {
-            let mut ctl = shared.compact_ctl.lock();
-            if !ctl.kicked && !ctl.stop {
-                shared.compact_cv.wait_for(&mut ctl, interval);
-            }
-            if ctl.stop {
-                return;
-            }
-            ctl.kicked = false;
+            return;
         }
         match compact(shared, shared.keep_revisions) {
             Ok(_) => {}

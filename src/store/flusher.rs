@@ -23,13 +23,6 @@ const BUSY_WINDOW: Duration = Duration::from_millis(1);
 /// syncs matter on disks that throttle I/O operations (this VM's does, every 100 ms).
 const GROUP_WAIT: Duration = Duration::from_micros(200);
 
-#[derive(Debug, Default)]
-pub(super) struct FlushCtl {
-    /// A write was applied since the flusher last looked.
-    pub wanted: bool,
-    pub stop: bool,
-}
-
 pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("store-flush".into())
@@ -38,33 +31,27 @@ pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
 
 /// Called by a writer after raising `applied`.
 pub(super) fn kick(shared: &Shared) {
-    shared.flush_ctl.lock().wanted = true;
-    shared.flush_cv.notify_one();
+    shared.flush_wake.kick();
 }
 
 pub(super) fn stop(shared: &Shared) {
-    shared.flush_ctl.lock().stop = true;
-    shared.flush_cv.notify_one();
+    shared.flush_wake.stop();
 }
 
 fn run(shared: &Shared) {
     let mut last_sync = Instant::now() - BUSY_WINDOW;
     loop {
-        let stopping = {
-            let mut ctl = shared.flush_ctl.lock();
-            while !ctl.wanted && !ctl.stop {
-                shared.flush_cv.wait(&mut ctl);
-            }
-            // Under load, give the writers answered by the last sync a moment to send
-            // their next writes, so that one sync serves them all.
-            if !ctl.stop && last_sync.elapsed() < BUSY_WINDOW {
-                shared.flush_cv.wait_for(&mut ctl, GROUP_WAIT);
-            }
-            // Cleared before reading `applied`: a write applied after this point sets it
-            // again, so it is never left behind.
-            ctl.wanted = false;
-            ctl.stop
-        };
+        // The kick is consumed before `applied` is read below: a write applied after
+        // this point kicks again, so it is never left behind.
+        let mut stopping = shared.flush_wake.wait(None).stop;
+        // Under load, give the writers answered by the last sync a moment to send their
+        // next writes, so that one sync serves them all.
+        if !stopping && last_sync.elapsed() < BUSY_WINDOW {
+            stopping = shared
+                .flush_wake
+                .wait(Some(Instant::now() + GROUP_WAIT))
+                .stop;
+        }
         if stopping {
             finish(shared);
             return;

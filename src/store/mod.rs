@@ -16,7 +16,8 @@
 //! does not hold yet, [`shared`] the state shared by handles and background threads (open,
 //! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
 //! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
-//! durable, [`compaction`] log trimming, [`watch`] the watchers.
+//! durable, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
+//! [`watch`] the watchers.
 
 mod applier;
 mod codec;
@@ -25,6 +26,7 @@ mod disk;
 mod flusher;
 mod overlay;
 mod shared;
+mod wakeup;
 mod wal;
 mod watch;
 

@@ -12,15 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::applier::{self, ApplyCtl};
+use super::applier;
 use super::codec::{self, META_COMPACTED, META_REVISION};
-use super::compaction::{self, CompactCtl};
+use super::compaction;
 use super::disk::DiskSync;
-use super::flusher::{self, FlushCtl};
+use super::flusher;
 use super::overlay::{Overlay, Pending};
+use super::wakeup::Wakeup;
 use super::wal::{Entry, Wal};
 use super::{Event, EventKind, Op, Page, Record, StoreConfig, StoreError};
 
@@ -73,14 +74,11 @@ pub(super) struct Shared {
     /// Live fan-out to watchers; `None` once the store is closed.
     pub events: RwLock<Option<broadcast::Sender<Arc<Event>>>>,
     pub durability: watch::Sender<Durability>,
-    pub flush_ctl: Mutex<FlushCtl>,
-    pub flush_cv: Condvar,
-    pub apply_ctl: Mutex<ApplyCtl>,
-    pub apply_cv: Condvar,
+    pub flush_wake: Wakeup,
+    pub apply_wake: Wakeup,
     /// Woken whenever the applier retires writes (or fails).
     pub applier_progress: Notify,
-    pub compact_ctl: Mutex<CompactCtl>,
-    pub compact_cv: Condvar,
+    pub compact_wake: Wakeup,
     /// Serialises compactions (background and explicit).
     pub compaction_lock: Mutex<()>,
     pub keep_revisions: u64,
@@ -132,13 +130,10 @@ impl Shared {
             overlay: Mutex::new(Overlay::default()),
             events: RwLock::new(Some(events)),
             durability,
-            flush_ctl: Mutex::new(FlushCtl::default()),
-            flush_cv: Condvar::new(),
-            apply_ctl: Mutex::new(ApplyCtl::default()),
-            apply_cv: Condvar::new(),
+            flush_wake: Wakeup::default(),
+            apply_wake: Wakeup::default(),
             applier_progress: Notify::new(),
-            compact_ctl: Mutex::new(CompactCtl::default()),
-            compact_cv: Condvar::new(),
+            compact_wake: Wakeup::default(),
             compaction_lock: Mutex::new(()),
             keep_revisions: cfg.compaction_keep_revisions,
             threads: Mutex::new(Vec::new()),
