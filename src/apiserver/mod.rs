@@ -9,6 +9,7 @@ mod body;
 mod crd;
 mod discovery;
 mod handlers;
+mod inprocess;
 mod lifecycle;
 mod objects;
 mod openapi;
@@ -19,7 +20,11 @@ mod status;
 mod tls;
 mod watch;
 
-pub use auth::{Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo};
+pub use auth::{
+    Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER,
+    SCHEDULER_USER,
+};
+pub use inprocess::InProcessService;
 pub use services::ServiceIpAllocator;
 pub use status::ApiError;
 
@@ -27,7 +32,6 @@ use crate::api::registry::Registry;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use request::{Output, Query, Route};
@@ -126,11 +130,30 @@ impl Drop for WatchSlot {
     }
 }
 
+/// The body type every handler sees: any transport's body, boxed once at the edge so the
+/// handlers are compiled once (HTTPS gives hyper's `Incoming`, the in-process client
+/// kube's body).
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who is on the other end of a connection.
 #[derive(Clone)]
 struct ConnInfo {
-    peer: SocketAddr,
+    /// The remote address; `None` for in-process callers.
+    peer: Option<SocketAddr>,
+    /// An identity the transport established: a verified client certificate, or the fixed
+    /// identity of an in-process client. Bearer tokens are only consulted without one.
     cert_user: Option<UserInfo>,
+}
+
+impl ConnInfo {
+    /// Key under which this caller's open watches are counted.
+    fn client_key(&self, user: &UserInfo) -> String {
+        match self.peer {
+            Some(peer) => format!("{}@{}", user.name, peer.ip()),
+            None => format!("{}@in-process", user.name),
+        }
+    }
 }
 
 /// Serves HTTPS on `listener` until `shutdown` turns true.
@@ -176,7 +199,10 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| crate::pki::client_identity(c))
                 .map(|(name, groups)| UserInfo { name, groups });
-            let conn = Arc::new(ConnInfo { peer, cert_user });
+            let conn = Arc::new(ConnInfo {
+                peer: Some(peer),
+                cert_user,
+            });
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let conn = conn.clone();
@@ -202,11 +228,14 @@ pub async fn serve(
     }
 }
 
-async fn handle(
-    state: Arc<ApiState>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+/// Serves one request from any transport.
+async fn handle<B>(state: Arc<ApiState>, conn: Arc<ConnInfo>, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -221,7 +250,7 @@ async fn handle(
     resp
 }
 
-fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<Incoming>) -> Option<UserInfo> {
+fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<RequestBody>) -> Option<UserInfo> {
     if let Some(u) = &conn.cert_user {
         return Some(u.clone());
     }
@@ -236,7 +265,7 @@ fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<Incoming>) -> O
 async fn dispatch(
     state: &Arc<ApiState>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query())?;
     let route = request::route(&state.registry, req.method(), req.uri().path(), &query);
@@ -278,10 +307,15 @@ async fn dispatch(
                 return Err(ApiError::forbidden(msg));
             }
             let output = Output::negotiate(accept.as_deref())?;
-            let client = format!("{}@{}", user.name, conn.peer.ip());
+            let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client).await
         }
     }
 }
 
 pub use tls::server_tls_config;
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

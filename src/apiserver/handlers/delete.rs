@@ -11,8 +11,8 @@ use super::super::{crd, ApiState};
 use super::read::Filter;
 use super::write::read_body;
 use crate::api::registry::ResourceType;
+use crate::apiserver::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -244,7 +244,7 @@ pub async fn delete(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let raw = read_body(req).await?;
     let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
@@ -261,7 +261,7 @@ pub async fn delete_collection(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     let raw = read_body(req).await?;

@@ -12,13 +12,13 @@ use super::response::Body;
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::Subresource;
+use crate::apiserver::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Field manager name when the client sets none: upstream derives it from the User-Agent
 /// (`kubectl/v1.35.2 (linux/amd64) …` → `kubectl`).
-fn default_manager(req: &Request<Incoming>) -> String {
+fn default_manager(req: &Request<RequestBody>) -> String {
     req.headers()
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -33,7 +33,7 @@ pub async fn resource(
     rr: ResourceRequest,
     query: Query,
     output: Output,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     client: String,
 ) -> Result<Response<Body>, ApiError> {
     let manager = query

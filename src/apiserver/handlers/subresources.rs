@@ -13,8 +13,8 @@ use super::write::read_body;
 use crate::api::patch::{self, PatchType};
 use crate::api::registry::ResourceType;
 use crate::api::selector::LabelSelector;
+use crate::apiserver::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -107,7 +107,7 @@ pub async fn write_scale(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();
@@ -167,7 +167,7 @@ pub async fn write_scale(
 pub async fn bind(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();

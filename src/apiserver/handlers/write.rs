@@ -11,8 +11,8 @@ use super::super::status::ApiError;
 use super::super::{crd, ApiState};
 use crate::api::patch::{self, PatchError, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
+use crate::apiserver::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ pub(super) struct RawBody {
     pub bytes: bytes::Bytes,
 }
 
-pub(super) async fn read_body(req: Request<Incoming>) -> Result<RawBody, ApiError> {
+pub(super) async fn read_body(req: Request<RequestBody>) -> Result<RawBody, ApiError> {
     let content_type = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -53,7 +53,7 @@ pub async fn create(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     manager: String,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
@@ -94,7 +94,7 @@ pub async fn update(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     manager: String,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
@@ -153,7 +153,7 @@ pub async fn patch(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     manager: String,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();

@@ -1,0 +1,149 @@
+//! Handler tests through the in-process transport: the same code path as HTTPS after
+//! authentication.
+
+use super::testing::TestServer;
+use super::InProcessService;
+use super::UserInfo;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "data": {"k": "v"}
+    }))
+    .expect("configmap")
+}
+
+async fn raw(srv: &TestServer, method: &str, uri: &str, body: &str) -> (u16, Value) {
+    let svc = InProcessService::new(
+        srv.state.clone(),
+        UserInfo::new("system:admin", &["system:masters"]),
+    );
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .expect("request");
+    let resp = svc.oneshot(req).await.expect("infallible");
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn in_process_client_creates_reads_lists_and_deletes() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    let created = api.create(&PostParams::default(), &cm("a")).await.unwrap();
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.resource_version.is_some());
+    let got = api.get("a").await.unwrap();
+    assert_eq!(got.data.unwrap()["k"], "v");
+    let list = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("a").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn in_process_errors_are_kubernetes_statuses() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    api.create(&PostParams::default(), &cm("dup"))
+        .await
+        .unwrap();
+    match api.create(&PostParams::default(), &cm("dup")).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "AlreadyExists");
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    let bad: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    match bad.create(&PostParams::default(), &cm("Not_Valid")).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{s:?}"),
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn in_process_callers_are_authorized_like_https_callers() {
+    let srv = TestServer::start().await;
+    let node: Api<ConfigMap> = Api::namespaced(
+        srv.client_as("system:node:n1", &["system:nodes"]),
+        "default",
+    );
+    match node.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message
+                    .contains("User \"system:node:n1\" cannot list resource \"configmaps\""),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let kcm: Api<ConfigMap> = Api::namespaced(
+        srv.client_as(super::CONTROLLER_MANAGER_USER, &[]),
+        "default",
+    );
+    kcm.list(&ListParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn in_process_watch_streams_events_after_a_resource_version() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("w")).await.unwrap();
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("w")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    match events.next().await {
+        Some(Ok(WatchEvent::Deleted(o))) => assert_eq!(o.metadata.name.as_deref(), Some("w")),
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn raw_requests_with_bad_bodies_get_a_400_status_and_store_nothing() {
+    let srv = TestServer::start().await;
+    let (code, status) = raw(&srv, "POST", "/api/v1/namespaces/default/configmaps", "{").await;
+    assert_eq!(code, 400);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "BadRequest");
+    let (code, list) = raw(&srv, "GET", "/api/v1/namespaces/default/configmaps", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_statuses() {
+    let srv = TestServer::start().await;
+    let (code, status) = raw(&srv, "GET", "/apis/nope.example.com/v1/things", "").await;
+    assert_eq!(code, 404);
+    assert_eq!(status["reason"], "NotFound");
+}
