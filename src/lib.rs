@@ -17,6 +17,8 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod config;
+pub mod controllers;
+pub mod informers;
 pub mod pki;
 pub mod runtime;
 pub mod server;
