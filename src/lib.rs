@@ -1,8 +1,8 @@
 //! skiff: one binary that turns a few Linux hosts into a Kubernetes-compatible cluster.
 //!
 //! Map of the components (arrows are allowed dependencies):
-//! - [`store`]: sled-backed revisioned key-value store with an event log and watch hub.
-//!   Bytes only.
+//! - `store` (crate-private): sled-backed revisioned key-value store with a WAL, an event
+//!   log and a watch hub. Bytes only; only `apiserver` uses it.
 //! - [`api`]: the Kubernetes object model: resource registry, defaulting, validation,
 //!   selectors, patch, protobuf decoding, Table printers. Pure, no I/O.
 //! - [`apiserver`]: HTTPS server, handlers, watch, authn/authz, Status errors
@@ -10,6 +10,10 @@
 //! - [`pki`]: CA, certificates, join tokens, kubeconfig files.
 //! - [`runtime`]: images (pull, import), snapshots (overlay rootfs), containers (one
 //!   shim process each). Knows no Kubernetes types.
+//! - [`informers`]: one shared reflector per resource type over the in-process client.
+//! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup → informers, kube
+//!   client (never the store).
+//! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 
 pub mod agent;
@@ -22,7 +26,10 @@ pub mod informers;
 pub mod pki;
 pub mod runtime;
 pub mod server;
-pub mod store;
+// Crate-private: only `apiserver` may use the store (every other component goes through the
+// API). The store's API is fuller than the API server needs (its own tests use the rest).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod store;
 
 /// `skiff --version` text: the skiff version and the Kubernetes version it serves.
 pub const VERSION_STRING: &str =

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(skiff::server::run(args))),
+        Command::Agent(args) => {
+            runtime().and_then(|rt| rt.block_on(skiff::agent::run_command(args)))
+        }
         Command::Token(args) => skiff::server::print_token(&args.data_dir),
         Command::Images(args) => local_runtime()
             .and_then(|rt| rt.block_on(skiff::cli::images::run(args.command, &args.data_dir))),

@@ -1,15 +1,20 @@
-//! `skiff server`: wiring only. Prepares the data directory, PKI, tokens and store, starts
-//! the API server, writes the admin kubeconfig, and shuts down cleanly on SIGTERM/SIGINT.
+//! `skiff server`: wiring only. Prepares the data directory, PKI and tokens, opens the API
+//! server, writes the admin kubeconfig, and runs the API server, informers, controllers and
+//! the node agent as one supervised set: SIGTERM/SIGINT or the failure of any one of them
+//! stops all (accepting stops, watches end cleanly, the store is closed last).
 
-use crate::apiserver::{self, ApiConfig, ApiState, TokenAuthenticator, UserInfo};
+use crate::agent::{self, AgentConfig, ControlPlane};
+use crate::apiserver::{self, ApiConfig, ApiState, StoreSettings, TokenAuthenticator, UserInfo};
 use crate::cli::ServerArgs;
+use crate::controllers::{self, ControllerManager};
+use crate::informers::Informers;
 use crate::pki::{self, JoinToken, KubeconfigSpec, ServerPki};
-use crate::store::{Store, StoreConfig};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Subject alternative names of the serving certificate.
 fn serving_sans(args: &ServerArgs, first_service_ip: &str) -> Vec<String> {
@@ -70,6 +75,9 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String> 
     Ok(v)
 }
 
+/// How long the components get to stop after SIGTERM before they are abandoned.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
 pub async fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
     let server_dir = args.data_dir.join("server");
@@ -107,18 +115,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
     let admin_token = read_or_create(&server_dir.join("admin-token"), pki::random_secret)?;
 
-    let mut store_cfg = StoreConfig::new(server_dir.join("db"));
-    store_cfg.compaction_interval = Duration::from_secs(args.store_compaction_interval.max(1));
-    store_cfg.compaction_keep_revisions = args.store_compaction_keep;
-    let store = Store::open(store_cfg).context("opening the store")?;
-    let state = ApiState::new(ApiConfig {
-        store: store.clone(),
+    let mut store = StoreSettings::new(server_dir.join("db"));
+    store.compaction_interval = Duration::from_secs(args.store_compaction_interval.max(1));
+    store.compaction_keep_revisions = args.store_compaction_keep;
+    let state = ApiState::open(ApiConfig {
+        store,
         ca_pem: pki.ca.cert_pem.clone(),
         tokens: TokenAuthenticator::new(vec![(
             admin_token,
             UserInfo::new("system:admin", &["system:masters"]),
         )]),
         service_cidr: args.service_cidr.clone(),
+        advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
@@ -150,35 +158,129 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     )
     .with_context(|| format!("writing kubeconfig {}", args.write_kubeconfig.display()))?;
 
+    // Every component runs in one set under one cancellation token.
+    let shutdown = CancellationToken::new();
+    let mut components = Components::default();
+    components.spawn(
+        "apiserver",
+        apiserver::serve(state.clone(), listener, tls, shutdown.clone()),
+    );
+    let controller_client = state.client(UserInfo::new(apiserver::CONTROLLER_MANAGER_USER, &[]));
+    let informers = Informers::new(controller_client.clone(), shutdown.clone());
+    let controllers = ControllerManager::new(controllers::Context {
+        client: controller_client,
+        informers: informers.clone(),
+    });
+    components.spawn("informers", informers.run());
+    components.spawn("controllers", controllers.run(shutdown.clone()));
     if !args.disable_agent {
-        tracing::warn!(
-            "the kubelet is not part of this build yet; the agent only imports airgap images"
-        );
-        let agent_dir = args.data_dir.join("agent");
-        // In the background: a large airgap bundle must not delay the API server.
-        tokio::spawn(async move {
-            if let Err(e) = crate::agent::import_airgap_images(&agent_dir).await {
-                tracing::warn!(error = %e, "importing airgap images failed");
-            }
-        });
+        let config = AgentConfig {
+            agent_dir: args.data_dir.join("agent"),
+            control_plane: ControlPlane::Local,
+        };
+        components.spawn("agent", agent::run(config, shutdown.clone()));
     }
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(apiserver::serve(state, listener, tls, shutdown_rx));
     tracing::info!(
         %url,
         kubeconfig = %args.write_kubeconfig.display(),
         ms = started.elapsed().as_millis() as u64,
         "skiff server ready"
     );
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    store.close().await.context("closing the store")?;
-    Ok(())
+    let failure = tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down");
+            None
+        }
+        failed = components.first_exit() => Some(failed),
+    };
+    shutdown.cancel();
+    let stopped = components.stop_within(SHUTDOWN_DEADLINE).await;
+    // Last: everything acknowledged is in the WAL already; this syncs sled and stops the
+    // store's background tasks.
+    let closed = state.close().await.context("closing the store");
+    match (failure, stopped) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(())) => closed,
+    }
 }
 
-async fn wait_for_signal() {
+/// The address other hosts and pods reach this server on: the bind address when it names
+/// one, else the host's first global address, else loopback.
+fn advertise_address(args: &ServerArgs) -> IpAddr {
+    if !args.bind_address.is_unspecified() {
+        return args.bind_address;
+    }
+    host_ips()
+        .into_iter()
+        .find(|ip| !ip.is_loopback() && ip.is_ipv4())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// The supervised set of a process's components: each is `run(..., shutdown)`; the first to
+/// stop (with an error, or early without one) stops the process.
+#[derive(Default)]
+struct Components {
+    set: tokio::task::JoinSet<(&'static str, Result<()>)>,
+}
+
+impl Components {
+    fn spawn<E>(
+        &mut self,
+        name: &'static str,
+        fut: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) where
+        E: Into<anyhow::Error>,
+    {
+        self.set
+            .spawn(async move { (name, fut.await.map_err(Into::into)) });
+    }
+
+    /// Waits for the first component to stop and says why that is a failure.
+    async fn first_exit(&mut self) -> anyhow::Error {
+        match self.set.join_next().await {
+            Some(Ok((name, Err(e)))) => {
+                tracing::error!(component = name, error = %format!("{e:#}"), "component failed; stopping");
+                e.context(format!("{name} failed"))
+            }
+            Some(Ok((name, Ok(())))) => {
+                tracing::error!(component = name, "component stopped unexpectedly; stopping");
+                anyhow::anyhow!("{name} stopped unexpectedly")
+            }
+            Some(Err(e)) => anyhow::anyhow!("a component panicked: {e}"),
+            None => anyhow::anyhow!("no components to run"),
+        }
+    }
+
+    /// After cancellation: waits for every component, up to `deadline`; reports the first
+    /// error, and abandons those still running at the deadline.
+    async fn stop_within(mut self, deadline: Duration) -> Result<()> {
+        let mut first_error = None;
+        let drained = tokio::time::timeout(deadline, async {
+            while let Some(done) = self.set.join_next().await {
+                let err = match done {
+                    Ok((_, Ok(()))) => None,
+                    Ok((name, Err(e))) => Some(e.context(format!("{name} failed while stopping"))),
+                    Err(e) => Some(anyhow::anyhow!("a component panicked: {e}")),
+                };
+                if let (Some(e), None) = (err, &first_error) {
+                    first_error = Some(e);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.set.len(),
+                "components did not stop within {deadline:?}; abandoning them"
+            );
+            self.set.abort_all();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -28,6 +28,8 @@ pub enum Subresource {
     Scale,
     Binding,
     Log,
+    /// `namespaces/{name}/finalize`: the only way to change a namespace's `spec.finalizers`.
+    Finalize,
 }
 
 impl Subresource {
@@ -37,6 +39,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Finalize => "finalize",
         }
     }
 
@@ -46,6 +49,7 @@ impl Subresource {
             "scale" => Subresource::Scale,
             "binding" => Subresource::Binding,
             "log" => Subresource::Log,
+            "finalize" => Subresource::Finalize,
             _ => return None,
         })
     }
@@ -55,6 +59,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Binding => &["create"],
             Subresource::Log => &["get"],
+            Subresource::Finalize => &["update"],
         }
     }
 
@@ -64,7 +69,7 @@ impl Subresource {
             Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
-            Subresource::Status => None,
+            Subresource::Status | Subresource::Finalize => None,
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct CustomInfo {
     pub crd_name: String,
     pub additional_printer_columns: Value,
     pub scale: Option<ScalePaths>,
+    /// The CRD is being deleted: its objects may be read and deleted, not created.
+    pub terminating: bool,
 }
 
 impl ResourceType {
@@ -416,6 +423,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 crd_name: name.to_owned(),
                 additional_printer_columns: v["additionalPrinterColumns"].clone(),
                 scale,
+                terminating: !crd["metadata"]["deletionTimestamp"].is_null(),
             }),
         });
     }
@@ -438,7 +446,7 @@ const NS: bool = true;
 const CLUSTER: bool = false;
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
-use Subresource::{Binding, Log, Scale, Status};
+use Subresource::{Binding, Finalize, Log, Scale, Status};
 
 #[rustfmt::skip]
 const BUILTIN: &[Def] = &[
@@ -448,7 +456,7 @@ const BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
     Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
     Def { group: "", versions: &["v1"], plural: "limitranges", kind: "LimitRange", namespaced: NS, short: &["limits"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"] },
+    Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Finalize, Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"] },
     Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },

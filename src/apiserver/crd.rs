@@ -8,7 +8,9 @@ use super::ApiState;
 use crate::api::registry::types_from_crd;
 use serde_json::{json, Value};
 
-/// Marks a CRD as accepted and established (status the clients wait for).
+/// Marks a CRD as accepted and established (status the clients wait for). Other conditions
+/// (`Terminating` from the cleanup controller, or a client's own) are kept, and so is the
+/// transition time of a condition whose status does not change.
 pub fn set_status(crd: &mut Value) {
     let now = now_rfc3339();
     let names = crd["spec"]["names"].clone();
@@ -19,16 +21,35 @@ pub fn set_status(crd: &mut Value) {
         .filter(|v| v["storage"] == json!(true))
         .filter_map(|v| v["name"].as_str().map(|s| json!(s)))
         .collect();
-    crd["status"] = json!({
-        "acceptedNames": names,
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-             "message": "no conflicts found", "lastTransitionTime": now},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted", "lastTransitionTime": now},
-        ],
-        "storedVersions": stored,
-    });
+    let mut conditions: Vec<Value> = crd["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (type_, reason, message) in [
+        ("NamesAccepted", "NoConflicts", "no conflicts found"),
+        (
+            "Established",
+            "InitialNamesAccepted",
+            "the initial names have been accepted",
+        ),
+    ] {
+        let wanted = json!({"type": type_, "status": "True", "reason": reason,
+                            "message": message, "lastTransitionTime": now});
+        match conditions.iter_mut().find(|c| c["type"] == type_) {
+            Some(c) if c["status"] == "True" => {
+                c["reason"] = json!(reason);
+                c["message"] = json!(message);
+            }
+            Some(c) => *c = wanted,
+            None => conditions.push(wanted),
+        }
+    }
+    let status = crd["status"].as_object().cloned().unwrap_or_default();
+    let mut status = Value::Object(status);
+    status["acceptedNames"] = names;
+    status["conditions"] = Value::Array(conditions);
+    status["storedVersions"] = json!(stored);
+    crd["status"] = status;
 }
 
 /// Registers the types of a stored (or updated) CRD.

@@ -20,6 +20,7 @@ mod status;
 mod tls;
 mod watch;
 
+pub use crate::store::StoreConfig as StoreSettings;
 pub use auth::{
     Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER,
     SCHEDULER_USER,
@@ -42,7 +43,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch as tokio_watch;
+use tokio_util::sync::CancellationToken;
 
 /// Version reported by `/version`.
 pub const KUBE_GIT_VERSION: &str = concat!("v1.35.0-skiff.", env!("CARGO_PKG_VERSION"));
@@ -56,44 +57,58 @@ const MAX_WATCHES_PER_CLIENT: usize = 256;
 
 /// Shared state of the API server.
 pub struct ApiState {
-    pub store: Store,
+    pub(crate) store: Store,
     pub registry: Registry,
     pub tokens: TokenAuthenticator,
     pub authorizer: Box<dyn Authorizer>,
     pub ca_pem: String,
     pub services: ServiceIpAllocator,
     pub started: Instant,
+    /// Address and port clients reach this server on (the `kubernetes` Endpoints).
+    pub advertise: SocketAddr,
     watches: Mutex<HashMap<String, usize>>,
-    background: lifecycle::Background,
+    /// Cancelled when the server shuts down: open watches end cleanly.
+    closing: CancellationToken,
 }
 
 /// Settings the API server is built from.
 pub struct ApiConfig {
-    pub store: Store,
+    pub store: StoreSettings,
     pub ca_pem: String,
     pub tokens: TokenAuthenticator,
     pub service_cidr: String,
+    pub advertise: SocketAddr,
 }
 
 impl ApiState {
-    /// Builds the state, loads CRDs and allocated service IPs, and makes sure the
-    /// built-in namespaces and the `kubernetes` Service exist.
-    pub async fn new(cfg: ApiConfig) -> Result<Arc<ApiState>, ApiError> {
+    /// Opens the store, loads CRDs and allocated service IPs, and makes sure the built-in
+    /// namespaces and the `kubernetes` Service and endpoints exist.
+    pub async fn open(cfg: ApiConfig) -> Result<Arc<ApiState>, ApiError> {
         let services = ServiceIpAllocator::new(&cfg.service_cidr).map_err(ApiError::internal)?;
+        let store = Store::open(cfg.store)
+            .map_err(|e| ApiError::internal(format!("opening the store: {e}")))?;
         let state = Arc::new(ApiState {
-            store: cfg.store,
+            store,
             registry: Registry::new(),
             tokens: cfg.tokens,
             authorizer: Box::new(MastersAuthorizer),
             ca_pem: cfg.ca_pem,
             services,
             started: Instant::now(),
+            advertise: cfg.advertise,
             watches: Mutex::new(HashMap::new()),
-            background: lifecycle::Background::default(),
+            closing: CancellationToken::new(),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
         Ok(state)
+    }
+
+    /// Ends open watches and closes the store (syncs it and stops its background work).
+    /// Call after the HTTPS server and every in-process client have stopped.
+    pub async fn close(&self) -> Result<(), ApiError> {
+        self.closing.cancel();
+        self.store.close().await.map_err(ApiError::from)
     }
 
     fn watch_slot(self: &Arc<Self>, client: String) -> Result<WatchSlot, ApiError> {
@@ -156,15 +171,19 @@ impl ConnInfo {
     }
 }
 
-/// Serves HTTPS on `listener` until `shutdown` turns true.
+/// Longest the open connections get to finish their requests at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves HTTPS on `listener` until `shutdown`; then stops accepting, ends open watches,
+/// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and closes the connections.
 pub async fn serve(
     state: Arc<ApiState>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut shutdown: tokio_watch::Receiver<bool>,
-) {
-    lifecycle::start(&state, shutdown.clone());
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -175,11 +194,14 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         };
-        let _ = tcp.set_nodelay(true);
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+        }
         let state = state.clone();
         let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -218,14 +240,24 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .max_concurrent_streams(250);
-            if let Err(e) = builder
+            let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await
-            {
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
         });
     }
+    drop(listener);
+    // Watches end now (their streams finish cleanly), so their connections can close.
+    state.closing.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+    Ok(())
 }
 
 /// Serves one request from any transport.

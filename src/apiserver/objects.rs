@@ -335,7 +335,17 @@ pub fn prepare_update(
             }
             merged
         }
+        Some(Subresource::Finalize) => {
+            // Finalize writes change only spec.finalizers.
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = new["spec"]["finalizers"].clone();
+            merged
+        }
         _ => {
+            if rt.group.is_empty() && rt.kind == "Namespace" {
+                // Only the finalize subresource changes a namespace's finalizers.
+                new["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
+            }
             if has_status {
                 match old.get("status") {
                     Some(s) => new["status"] = s.clone(),

@@ -2,7 +2,7 @@
 //! in-process components (no TLS, no socket).
 
 use super::{ApiConfig, ApiState, TokenAuthenticator, UserInfo};
-use crate::store::{Store, StoreConfig};
+use crate::store::StoreConfig;
 use std::sync::Arc;
 
 pub struct TestServer {
@@ -13,12 +13,12 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(StoreConfig::new(dir.path().join("db"))).expect("store opens");
-        let state = ApiState::new(ApiConfig {
-            store,
+        let state = ApiState::open(ApiConfig {
+            store: StoreConfig::new(dir.path().join("db")),
             ca_pem: String::new(),
             tokens: TokenAuthenticator::new(vec![]),
             service_cidr: "10.43.0.0/16".into(),
+            advertise: "127.0.0.1:6443".parse().expect("static address"),
         })
         .await
         .expect("api state");

@@ -134,7 +134,7 @@ impl WatchStream {
         initial_events_end: bool,
         start_rev: u64,
         timeout: Duration,
-        _slot: super::WatchSlot,
+        slot: super::WatchSlot,
     ) {
         for obj in initial {
             if self.send("ADDED", obj).await.is_err() {
@@ -157,6 +157,8 @@ impl WatchStream {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = self.tx.closed() => return,
+                // Server shutdown: the response ends cleanly and clients re-watch elsewhere.
+                _ = slot.state.closing.cancelled() => return,
                 _ = ticker.tick(), if self.bookmarks => {
                     let b = self.bookmark(watcher.position(), false);
                     if self.tx.send(b).await.is_err() { return; }

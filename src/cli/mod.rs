@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (API server, scheduler, controllers) and a node agent.
     Server(ServerArgs),
+    /// Run a node agent joined to a server.
+    Agent(AgentArgs),
     /// Print the join token of a local server.
     Token(TokenArgs),
     /// Manage the node's images.
@@ -70,6 +72,19 @@ pub struct ServerArgs {
     /// Revisions of event history kept by compaction (watch resume window).
     #[arg(long, default_value_t = 10_000, hide = true)]
     pub store_compaction_keep: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// URL of the server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "SKIFF_URL")]
+    pub server: String,
+    /// Join token (`skiff token` on the server prints it).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: String,
+    /// Directory holding the agent's images, containers and credentials.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,1 +1,186 @@
-//! placeholder
+//! The in-process controllers: one file (or folder) per controller, all of one shape.
+//!
+//! A controller reads the shared caches of [`crate::informers`], writes through its
+//! `kube::Client` (the in-process transport, identity `system:kube-controller-manager`, so
+//! authorization, admission and validation apply exactly as to any client), and never
+//! touches the store.
+//!
+//! The shape every controller copies (see `namespace.rs`):
+//! 1. feeders turn informer [`Change`](crate::informers::Change)s into keys on a
+//!    [`WorkQueue`];
+//! 2. [`run_workers`] hands each key to [`Reconciler::reconcile`], which compares desired
+//!    with observed state, acts idempotently and answers [`Action::Done`] (wait for the next
+//!    change) or [`Action::RequeueAfter`];
+//! 3. an error requeues the key with exponential backoff (5 ms doubling to 5 min) and counts
+//!    in the controller's [`Stats`] (queue depth, reconciles, reconcile errors).
+//!
+//! Reconciles are level-triggered: a restart loses nothing, because the first list of
+//! every informer queues every object again.
+
+pub mod crd_cleanup;
+mod discovery;
+pub mod garbage_collector;
+pub mod namespace;
+mod queue;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use queue::{Stats, WorkQueue};
+
+use crate::informers::{InformerError, Informers};
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until the object changes again.
+    Done,
+    /// Look again after this long (waiting on something that sends no event).
+    RequeueAfter(Duration),
+}
+
+/// Why a controller could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Informer(#[from] InformerError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ControllerError {
+    /// The API's Status code, if the error is an API answer.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ControllerError::Api(kube::Error::Api(s)) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+/// One controller's reconcile function.
+pub trait Reconciler: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + Debug + Display + Send + Sync + 'static;
+    /// Name for logs and metrics, e.g. `namespace`.
+    const NAME: &'static str;
+    fn reconcile(
+        &self,
+        key: &Self::Key,
+    ) -> impl Future<Output = Result<Action, ControllerError>> + Send;
+}
+
+/// Runs `workers` workers over `queue` until `shutdown`; each key is reconciled in its own
+/// span, failures are retried with backoff.
+pub async fn run_workers<R: Reconciler>(
+    reconciler: Arc<R>,
+    queue: WorkQueue<R::Key>,
+    workers: usize,
+    shutdown: CancellationToken,
+) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let r = reconciler.clone();
+        let q = queue.clone();
+        set.spawn(async move {
+            while let Some(key) = q.next().await {
+                let span = tracing::debug_span!("reconcile", controller = R::NAME, key = %key);
+                let result = r.reconcile(&key).instrument(span).await;
+                let stats = q.stats();
+                stats
+                    .reconciles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match result {
+                    Ok(action) => {
+                        q.forget(&key);
+                        if let Action::RequeueAfter(d) = action {
+                            q.add_after(key.clone(), d);
+                        }
+                    }
+                    Err(e) => {
+                        stats
+                            .reconcile_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(controller = R::NAME, %key, error = %e, "reconcile failed; retrying");
+                        q.add_rate_limited(key.clone());
+                    }
+                }
+                q.done(&key);
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    queue.shut_down();
+    while set.join_next().await.is_some() {}
+}
+
+/// Everything a controller is built from.
+#[derive(Clone)]
+pub struct Context {
+    pub client: kube::Client,
+    pub informers: Informers,
+}
+
+/// The controllers `skiff server` runs, with their counters.
+pub struct ControllerManager {
+    ctx: Context,
+    pub namespace: Arc<Stats>,
+    pub garbage_collector: Arc<Stats>,
+    pub crd_cleanup: Arc<Stats>,
+    namespace_ctl: namespace::NamespaceController,
+    gc: garbage_collector::GarbageCollector,
+    crd_ctl: crd_cleanup::CrdCleanupController,
+}
+
+impl ControllerManager {
+    pub fn new(ctx: Context) -> ControllerManager {
+        let namespace_ctl = namespace::NamespaceController::new(ctx.clone());
+        let gc = garbage_collector::GarbageCollector::new(ctx.clone());
+        let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
+        ControllerManager {
+            namespace: namespace_ctl.stats(),
+            garbage_collector: gc.stats(),
+            crd_cleanup: crd_ctl.stats(),
+            ctx,
+            namespace_ctl,
+            gc,
+            crd_ctl,
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Runs every controller until `shutdown`; the first one to fail stops the rest.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
+        let stop = shutdown.child_token();
+        let mut set = tokio::task::JoinSet::new();
+        set.spawn(self.namespace_ctl.run(stop.clone()));
+        set.spawn(self.gc.run(stop.clone()));
+        set.spawn(self.crd_ctl.run(stop.clone()));
+        let mut result = Ok(());
+        while let Some(done) = set.join_next().await {
+            let r = match done {
+                Ok(r) => r,
+                Err(e) => Err(ControllerError::Invalid(format!(
+                    "controller panicked: {e}"
+                ))),
+            };
+            if let Err(e) = r {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                stop.cancel();
+            }
+        }
+        result
+    }
+}

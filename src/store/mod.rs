@@ -282,12 +282,6 @@ impl Store {
             .map_err(|e| StoreError::Failed(format!("flush task: {e}")))?
     }
 
-    /// Asks the background threads to stop after a last flush; does not wait. Later writes and
-    /// reads fail with `Closed`; watchers end with `Closed`.
-    pub fn shutdown(&self) {
-        self.shared().request_stop();
-    }
-
     /// Clean shutdown: stops accepting work, flushes, and waits for the background threads.
     /// The database files are released once every handle and watcher is dropped.
     pub async fn close(&self) -> Result<(), StoreError> {

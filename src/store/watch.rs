@@ -78,10 +78,6 @@ impl Watcher {
         self.position
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The next matching event. `Some(Err(_))` ends the watch (`Compacted` if it fell behind
     /// compaction, `Closed` when the store shuts down); then `None`.
     ///

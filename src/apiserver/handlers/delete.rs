@@ -1,8 +1,14 @@
 //! delete and deletecollection: preconditions, finalizers, graceful pod deletion,
 //! namespace termination and owner-reference propagation.
+//!
+//! Propagation follows upstream: Background deletes the object now (the garbage collector
+//! then deletes its dependents), Foreground keeps it with the `foregroundDeletion`
+//! finalizer until its blocking dependents are gone, Orphan keeps it with the `orphan`
+//! finalizer until the collector has removed its owner references from the dependents.
+//! A CustomResourceDefinition is kept with the cleanup finalizer until its custom
+//! resources are gone. The controllers in `crate::controllers` do the waiting work.
 
 use super::super::body::decode_delete_options;
-use super::super::lifecycle;
 use super::super::objects::{meta_mut, now_rfc3339, write, Decision, Written};
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
@@ -105,16 +111,26 @@ pub async fn delete_object(
         return Ok(written);
     }
     match &written {
-        Written::Deleted(obj) => lifecycle::on_deleted(state, rt, obj, opts.propagation),
-        Written::Updated(obj) => lifecycle::on_deleting(state, rt, obj),
+        Written::Deleted(obj) => after_delete(state, rt, obj),
+        Written::Updated(obj) if rt.group == "apiextensions.k8s.io" => {
+            // A terminating definition stops accepting new objects.
+            crd::register(state, obj)
+        }
         _ => {}
     }
-    if let Written::Deleted(obj) = &written {
-        if rt.kind == "CustomResourceDefinition" {
-            crd::unregister(state, obj);
+    Ok(written)
+}
+
+/// Bookkeeping once an object is gone for good.
+pub fn after_delete(state: &ApiState, rt: &ResourceType, obj: &Value) {
+    if rt.group.is_empty() && rt.kind == "Service" {
+        if let Some(ip) = obj["spec"]["clusterIP"].as_str() {
+            state.services.release(ip);
         }
     }
-    Ok(written)
+    if rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition" {
+        crd::unregister(state, obj);
+    }
 }
 
 /// Whether `name` is a pod bound to a node that does not exist: nothing will ever confirm
@@ -177,6 +193,7 @@ fn decide(
     }
     let is_pod = rt.group.is_empty() && rt.kind == "Pod";
     let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
+    let is_crd = rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition";
     let has_finalizers = m["finalizers"].as_array().is_some_and(|a| !a.is_empty());
     let already_deleting = !m["deletionTimestamp"].is_null();
     let bound = is_pod
@@ -209,7 +226,8 @@ fn decide(
             .as_array()
             .is_some_and(|a| !a.is_empty());
     let foreground = opts.propagation == Propagation::Foreground;
-    if has_finalizers || ns_finalizers || grace > 0 || foreground {
+    let orphan = opts.propagation == Propagation::Orphan;
+    if has_finalizers || ns_finalizers || grace > 0 || foreground || orphan || is_crd {
         let now = chrono::Utc::now();
         let ts = if grace > 0 {
             (now + chrono::Duration::seconds(grace))
@@ -221,11 +239,16 @@ fn decide(
         let mm = meta_mut(&mut obj);
         mm.insert("deletionTimestamp".into(), json!(ts));
         mm.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        if foreground {
+        let added = [
+            (foreground, "foregroundDeletion"),
+            (orphan, "orphan"),
+            (is_crd, "customresourcecleanup.apiextensions.k8s.io"),
+        ];
+        for (_, finalizer) in added.iter().filter(|(wanted, _)| *wanted) {
             let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
             if let Some(a) = fins.as_array_mut() {
-                if !a.iter().any(|f| f == "foregroundDeletion") {
-                    a.push(json!("foregroundDeletion"));
+                if !a.iter().any(|f| f == finalizer) {
+                    a.push(json!(finalizer));
                 }
             }
         }

@@ -5,8 +5,6 @@ pub mod read;
 mod subresources;
 mod write;
 
-pub use delete::{delete_object, DeleteOptions, Propagation};
-
 use super::request::{Output, Query, ResourceRequest, Verb};
 use super::response::Body;
 use super::status::ApiError;
@@ -52,7 +50,7 @@ pub async fn resource(
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager).await,
-        (Verb::Update, None | Some(Subresource::Status)) => {
+        (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
             write::update(state, &rr, &query, req, manager).await
         }
         (Verb::Patch, None | Some(Subresource::Status)) => {

@@ -41,10 +41,14 @@ pub(super) async fn read_body(req: Request<RequestBody>) -> Result<RawBody, ApiE
 
 /// Bookkeeping after a successful write that other parts of the server react to.
 pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written) {
+    // The last finalizer removed from an object being deleted: it is gone now.
+    if let Written::Deleted(o) = written {
+        super::delete::after_delete(state, rt, o);
+    }
     if rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition" {
         match written {
             Written::Created(o) | Written::Updated(o) => crd::register(state, o),
-            _ => {}
+            Written::Unchanged(_) | Written::Deleted(_) => {}
         }
     }
 }
@@ -57,6 +61,13 @@ pub async fn create(
     manager: String,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
+    if rt.custom.as_ref().is_some_and(|c| c.terminating) {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     let raw = read_body(req).await?;
     let mut obj = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
     if let Some(ns) = &rr.namespace {

@@ -1,0 +1,203 @@
+use crate::controllers::testing::{eventually, Cluster};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+async fn create<K>(api: &Api<K>, v: Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(v).expect("object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("created")
+}
+
+fn owner_ref(kind: &str, api_version: &str, name: &str, uid: &str, block: bool) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "blockOwnerDeletion": block})
+}
+
+async fn owner_and_dependents(c: &Cluster, n: usize, block: bool) -> (String, Vec<String>) {
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    let owner = create(&cms, json!({"metadata": {"name": "owner"}})).await;
+    let uid = owner.metadata.uid.unwrap();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("dep-{i}");
+        create(
+            &secrets,
+            json!({"metadata": {"name": name,
+                   "ownerReferences": [owner_ref("ConfigMap", "v1", "owner", &uid, block)]}}),
+        )
+        .await;
+        names.push(name);
+    }
+    (uid, names)
+}
+
+async fn count(api: &Api<Secret>) -> usize {
+    api.list(&ListParams::default()).await.unwrap().items.len()
+}
+
+#[tokio::test]
+async fn background_deletion_removes_the_dependents_after_the_owner() {
+    let c = Cluster::start().await;
+    owner_and_dependents(&c, 5, false).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(
+        cms.get_opt("owner").await.unwrap().is_none(),
+        "the owner goes at once"
+    );
+    eventually("the dependents are gone", || async {
+        count(&secrets).await == 0
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn orphan_deletion_keeps_the_dependents_without_the_owner_reference() {
+    let c = Cluster::start().await;
+    owner_and_dependents(&c, 3, false).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    cms.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    eventually("the owner is gone", || async {
+        cms.get_opt("owner").await.unwrap().is_none()
+    })
+    .await;
+    let left = secrets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|s| s.metadata.owner_references.is_none()));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let c = Cluster::start().await;
+    let (_, names) = owner_and_dependents(&c, 2, true).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    // One dependent holds on with a finalizer of its own.
+    secrets
+        .patch(
+            &names[0],
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+        )
+        .await
+        .unwrap();
+    cms.delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually(
+        "the free dependent is gone and the held one is deleting",
+        || async {
+            secrets.get_opt(&names[1]).await.unwrap().is_none()
+                && secrets
+                    .get_opt(&names[0])
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.metadata.deletion_timestamp.is_some())
+        },
+    )
+    .await;
+    let owner = cms.get("owner").await.expect("the owner waits");
+    assert_eq!(
+        owner.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_string()][..])
+    );
+    secrets
+        .patch(
+            &names[0],
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("the owner is gone", || async {
+        cms.get_opt("owner").await.unwrap().is_none()
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_owner_that_never_existed_does_not_keep_its_dependent() {
+    let c = Cluster::start().await;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    create(
+        &secrets,
+        json!({"metadata": {"name": "stray",
+               "ownerReferences": [owner_ref("ConfigMap", "v1", "ghost", "00000000-0000-0000-0000-000000000001", false)]}}),
+    )
+    .await;
+    eventually("the stray dependent is collected", || async {
+        secrets.get_opt("stray").await.unwrap().is_none()
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_dependent_with_another_live_owner_only_loses_the_dead_reference() {
+    let c = Cluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    let a = create(&cms, json!({"metadata": {"name": "a"}})).await;
+    let b = create(&cms, json!({"metadata": {"name": "b"}})).await;
+    let (ua, ub) = (a.metadata.uid.unwrap(), b.metadata.uid.unwrap());
+    create(
+        &secrets,
+        json!({"metadata": {"name": "shared", "ownerReferences": [
+            owner_ref("ConfigMap", "v1", "a", &ua, false),
+            owner_ref("ConfigMap", "v1", "b", &ub, false)]}}),
+    )
+    .await;
+    cms.delete("a", &DeleteParams::background()).await.unwrap();
+    eventually("the reference to the deleted owner is removed", || async {
+        secrets
+            .get("shared")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .is_some_and(|r| r.len() == 1 && r[0].uid == ub)
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn namespaced_dependents_of_a_cluster_scoped_owner_are_collected() {
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let node = create(&nodes, json!({"metadata": {"name": "n1"}})).await;
+    let uid = node.metadata.uid.unwrap();
+    for ns in ["default", "kube-system"] {
+        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
+        create(
+            &cms,
+            json!({"metadata": {"name": "per-node", "ownerReferences": [owner_ref("Node", "v1", "n1", &uid, false)]}}),
+        )
+        .await;
+    }
+    nodes
+        .delete("n1", &DeleteParams::background())
+        .await
+        .unwrap();
+    for ns in ["default", "kube-system"] {
+        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
+        eventually("the per-node config maps are collected", || async {
+            cms.get_opt("per-node").await.unwrap().is_none()
+        })
+        .await;
+    }
+    assert!(c.gc.reconciles() > 0);
+    c.stop().await;
+}

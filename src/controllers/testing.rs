@@ -1,0 +1,72 @@
+//! Controllers running against a real API server state on a temporary store.
+
+use super::{Context, ControllerManager, Stats};
+use crate::apiserver::testing::TestServer;
+use crate::informers::Informers;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Cluster {
+    /// Keeps the store's temporary directory alive.
+    _server: TestServer,
+    pub client: kube::Client,
+    pub gc: Arc<Stats>,
+    pub namespace: Arc<Stats>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), super::ControllerError>>,
+}
+
+impl Cluster {
+    /// A server with every controller running, acting as the controller manager.
+    pub async fn start() -> Cluster {
+        let server = TestServer::start().await;
+        let stop = CancellationToken::new();
+        let kcm = server.client_as(crate::apiserver::CONTROLLER_MANAGER_USER, &[]);
+        let informers = Informers::new(kcm.clone(), stop.clone());
+        let manager = ControllerManager::new(Context {
+            client: kcm,
+            informers: informers.clone(),
+        });
+        let gc = manager.garbage_collector.clone();
+        let namespace = manager.namespace.clone();
+        tokio::spawn(informers.run());
+        let task = tokio::spawn(manager.run(stop.clone()));
+        Cluster {
+            client: server.admin(),
+            _server: server,
+            gc,
+            namespace,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the controllers and fails the test if one of them failed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("controllers did not panic")
+            .expect("controllers stopped cleanly");
+    }
+}
+
+/// Polls `check` until it returns true, for up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
