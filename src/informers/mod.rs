@@ -170,6 +170,7 @@ impl Informers {
         tokio::spawn(async move {
             if let Err(e) = task.await {
                 tracing::error!(informer = %name, error = %e, "informer stopped");
+                // Only fails once `run` has returned, i.e. the process is stopping anyway.
                 let _ = failures.send(e);
             }
         });

@@ -61,6 +61,7 @@ where
         let (tx, rx) = mpsc::unbounded_channel();
         let mut subs = self.subscribers.lock();
         for obj in reader.state() {
+            // Cannot fail: the receiver is returned below.
             let _ = tx.send(Change::Applied(obj));
         }
         subs.push(tx);
