@@ -1,40 +1,20 @@
 //! Load generator for `scripts/bench.sh api`: creates ConfigMaps with concurrent clients,
-//! lists them, and measures watch delivery latency against a running skiff server.
+//! lists them, measures watch delivery latency, and times the controllers: a cascading
+//! delete of an owner with OBJECTS dependents (garbage collector) and the deletion of a
+//! namespace holding OBJECTS objects (namespace controller), against a running skiff server.
 //! Prints `name value unit` lines.
 //!
 //! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS]
 
+mod common;
+
+use common::{configmap, create_many, percentile};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn configmap(name: String) -> ConfigMap {
-    let mut data = BTreeMap::new();
-    data.insert("key".to_string(), "value-".repeat(8));
-    ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name),
-            labels: Some([("bench".to_string(), "api".to_string())].into()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    }
-}
 
 async fn client(kubeconfig: &str) -> anyhow::Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
@@ -74,34 +54,12 @@ async fn main() -> anyhow::Result<()> {
     ensure_namespace(&admin, "bench-watch").await?;
 
     // Creates: `clients` independent clients (own connections) pulling from one counter.
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
+    let mut cs = Vec::new();
     for _ in 0..clients {
-        let c = client(&kubeconfig).await?;
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let api: Api<ConfigMap> = Api::namespaced(c, "bench");
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= objects {
-                    break;
-                }
-                let t = Instant::now();
-                api.create(&PostParams::default(), &configmap(format!("cm-{i:06}")))
-                    .await?;
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(lat)
-        }));
+        cs.push(client(&kubeconfig).await?);
     }
-    let mut lat = Vec::with_capacity(objects);
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort_by(|a, b| a.total_cmp(b));
+    let (lat, elapsed) =
+        create_many(cs, "bench", objects, |i| configmap(format!("cm-{i:06}"))).await?;
     println!("api_create_per_s {:.0} creates/s", objects as f64 / elapsed);
     println!("api_create_p50_ms {:.2} ms", percentile(&lat, 0.50));
     println!("api_create_p99_ms {:.2} ms", percentile(&lat, 0.99));
@@ -165,5 +123,104 @@ async fn main() -> anyhow::Result<()> {
     wlat.sort_by(|a, b| a.total_cmp(b));
     println!("api_watch_p50_ms {:.2} ms", percentile(&wlat, 0.50));
     println!("api_watch_p99_ms {:.2} ms", percentile(&wlat, 0.99));
+
+    // Garbage collection: delete one owner with `objects` dependents; time until the last
+    // dependent's DELETED event.
+    ensure_namespace(&admin, "bench-gc").await?;
+    let gapi: Api<ConfigMap> = Api::namespaced(admin.clone(), "bench-gc");
+    let owner = gapi
+        .create(&PostParams::default(), &configmap("owner".into()))
+        .await?;
+    let uid = owner.metadata.uid.clone().unwrap_or_default();
+    let mut cs = Vec::new();
+    for _ in 0..clients {
+        cs.push(client(&kubeconfig).await?);
+    }
+    create_many(cs, "bench-gc", objects, move |i| {
+        let mut cm = configmap(format!("dep-{i:06}"));
+        cm.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "owner".into(),
+                uid: uid.clone(),
+                ..Default::default()
+            },
+        ]);
+        cm
+    })
+    .await?;
+    let took = delete_and_count_deletions(&gapi, "owner", objects + 1).await?;
+    println!("gc_cascade_10k_ms {:.0} ms", took.as_secs_f64() * 1000.0);
+
+    // Namespace deletion: `objects` ConfigMaps in a namespace; time until the namespace is gone.
+    ensure_namespace(&admin, "bench-ns").await?;
+    let mut cs = Vec::new();
+    for _ in 0..clients {
+        cs.push(client(&kubeconfig).await?);
+    }
+    create_many(cs, "bench-ns", objects, |i| configmap(format!("cm-{i:06}"))).await?;
+    let nss: Api<Namespace> = Api::all(admin.clone());
+    let rv = nss
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut events = nss
+        .watch(
+            &WatchParams::default()
+                .fields("metadata.name=bench-ns")
+                .timeout(290),
+            &rv,
+        )
+        .await?
+        .boxed();
+    let t = Instant::now();
+    nss.delete("bench-ns", &DeleteParams::default()).await?;
+    let gone = async {
+        while let Some(ev) = events.try_next().await? {
+            if let WatchEvent::Deleted(_) = ev {
+                return anyhow::Ok(t.elapsed());
+            }
+        }
+        anyhow::bail!("watch ended before the namespace was deleted")
+    };
+    let took = tokio::time::timeout(Duration::from_secs(280), gone).await??;
+    println!("ns_delete_10k_ms {:.0} ms", took.as_secs_f64() * 1000.0);
     Ok(())
+}
+
+/// Deletes `name` (background propagation) and waits for `expected` DELETED events in its
+/// namespace (the owner and its dependents); returns the time from the delete call.
+async fn delete_and_count_deletions(
+    api: &Api<ConfigMap>,
+    name: &str,
+    expected: usize,
+) -> anyhow::Result<Duration> {
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(290), &rv)
+        .await?
+        .boxed();
+    let t = Instant::now();
+    api.delete(name, &DeleteParams::background()).await?;
+    let mut deleted = 0;
+    let counted = async {
+        while let Some(ev) = events.try_next().await? {
+            if let WatchEvent::Deleted(_) = ev {
+                deleted += 1;
+                if deleted == expected {
+                    return anyhow::Ok(t.elapsed());
+                }
+            }
+        }
+        anyhow::bail!("watch ended after {deleted} of {expected} deletions")
+    };
+    tokio::time::timeout(Duration::from_secs(280), counted).await?
 }

@@ -2,7 +2,8 @@
 # Benchmarks (not tests). Prints `name value unit` lines, with the anchor measured or stated
 # in the same run so every figure can be read as a ratio.
 #
-#   scripts/bench.sh api        API server: creates, list, watch latency, RSS, binary size
+#   scripts/bench.sh api        API server: creates (HTTPS and in-process), list, watch
+#                               latency, GC cascade and namespace deletion of 10k, RSS, size
 #   scripts/bench.sh runtime    containers: start-to-exit vs runc, pull vs skopeo, shim RSS
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 
-cargo build --release --quiet --bin skiff --example api_bench
+cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench
 bin=target/release/skiff
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -44,6 +45,9 @@ bench_api() {
     rm -f "$dir/fsync.probe"
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8
     echo "server_loaded_rss_mb $(rss_mb $pid) MB"
+    # The same creates through the in-process client (its own store in a temp dir).
+    mkdir -p "$dir/inproc"
+    target/release/examples/inproc_bench "$dir/inproc" 10000 8
     echo "binary_mb $(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }') MB"
 }
 
