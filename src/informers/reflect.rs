@@ -96,6 +96,27 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + Hash + Send + Sync,
 {
+    // WatchList first (initial events and a bookmark), relist after 410; errors are retried
+    // with backoff inside the stream.
+    let config = watcher::Config::default().streaming_lists();
+    start_with_stream(name, watcher(api, config).default_backoff(), dyntype, stop)
+}
+
+/// Like [`start`], over any stream of watcher events (tests feed relists by hand).
+pub(super) fn start_with_stream<K, S>(
+    name: String,
+    stream: S,
+    dyntype: K::DynamicType,
+    stop: CancellationToken,
+) -> (
+    Informer<K>,
+    impl Future<Output = Result<(), InformerError>> + Send + 'static,
+)
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash + Send + Sync,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
     let writer = Writer::new(dyntype.clone());
     let reader = writer.as_reader();
     let hub = Arc::new(Hub {
@@ -107,12 +128,10 @@ where
         reader: reader.clone(),
         hub: hub.clone(),
     };
-    // WatchList first (initial events and a bookmark), relist after 410; errors are retried
-    // with backoff inside the stream.
-    let config = watcher::Config::default().streaming_lists();
-    let stream = watcher(api, config).default_backoff();
-    let task = run(name, stream, writer, reader, dyntype, hub, stop);
-    (informer, task)
+    (
+        informer,
+        run(name, stream, writer, reader, dyntype, hub, stop),
+    )
 }
 
 async fn run<K, S>(

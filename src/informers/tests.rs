@@ -92,3 +92,66 @@ async fn metadata_informers_cache_names_owners_and_finalizers_only() {
     );
     stop.cancel();
 }
+
+/// A relist (what the watcher does after 410 Gone) is turned into the changes it implies.
+#[tokio::test]
+async fn a_relist_reports_what_disappeared_and_what_changed() {
+    use kube::runtime::watcher::Event;
+    fn with_rv(name: &str, rv: &str) -> ConfigMap {
+        let mut c = cm(name);
+        c.metadata.resource_version = Some(rv.into());
+        c.metadata.uid = Some(format!("uid-{name}"));
+        c
+    }
+    let events = vec![
+        Event::Init,
+        Event::InitApply(with_rv("kept", "1")),
+        Event::InitApply(with_rv("changed", "2")),
+        Event::InitApply(with_rv("removed", "3")),
+        Event::InitDone,
+        // The watch broke and its revision was compacted: a fresh list.
+        Event::Init,
+        Event::InitApply(with_rv("kept", "1")),
+        Event::InitApply(with_rv("changed", "9")),
+        Event::InitApply(with_rv("new", "10")),
+        Event::InitDone,
+    ];
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    for e in events {
+        tx.unbounded_send(Ok(e)).unwrap();
+    }
+    let stop = CancellationToken::new();
+    let (informer, task) = reflect::start_with_stream("test".into(), rx, (), stop.clone());
+    let mut changes = informer.subscribe();
+    let handle = tokio::spawn(task);
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let c = next(&mut changes).await;
+        let name = c.object().metadata.name.clone().unwrap();
+        seen.push(match c {
+            Change::Applied(_) => format!("applied {name}"),
+            Change::Deleted(_) => format!("deleted {name}"),
+        });
+    }
+    seen[..3].sort();
+    seen[3..].sort();
+    assert_eq!(
+        seen,
+        [
+            "applied changed",
+            "applied kept",
+            "applied removed",
+            "applied changed",
+            "applied new",
+            "deleted removed"
+        ]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), changes.next())
+            .await
+            .is_err(),
+        "the unchanged object is not reported again"
+    );
+    stop.cancel();
+    let _ = handle.await;
+}
