@@ -300,3 +300,48 @@ pub fn print_token(data_dir: &Path) -> Result<()> {
     println!("{}", t.trim());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_failing_component_is_reported_and_the_others_are_stopped() {
+        let shutdown = CancellationToken::new();
+        let mut c = Components::default();
+        let stopped_cleanly = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let shutdown = shutdown.clone();
+            let flag = stopped_cleanly.clone();
+            c.spawn("steady", async move {
+                shutdown.cancelled().await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        c.spawn("broken", async {
+            Err::<(), _>(anyhow::anyhow!("disk on fire"))
+        });
+        let err = c.first_exit().await;
+        assert_eq!(format!("{err:#}"), "broken failed: disk on fire");
+        shutdown.cancel();
+        c.stop_within(Duration::from_secs(1)).await.unwrap();
+        assert!(stopped_cleanly.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_component_that_returns_early_is_a_failure_and_stragglers_are_abandoned() {
+        let mut c = Components::default();
+        c.spawn("quitter", async { Ok::<_, anyhow::Error>(()) });
+        c.spawn("stubborn", async {
+            std::future::pending::<()>().await;
+            Ok::<_, anyhow::Error>(())
+        });
+        let err = c.first_exit().await;
+        assert_eq!(err.to_string(), "quitter stopped unexpectedly");
+        let started = Instant::now();
+        c.stop_within(Duration::from_millis(100)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
