@@ -147,3 +147,49 @@ async fn unknown_paths_are_404_statuses() {
     assert_eq!(code, 404);
     assert_eq!(status["reason"], "NotFound");
 }
+
+/// Every component reads and writes cluster state through the API handlers: no module
+/// outside `apiserver` (and the store itself) may name the store.
+#[test]
+fn only_the_api_server_uses_the_store() {
+    fn visit(dir: &std::path::Path, offenders: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                visit(&path, offenders);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .expect("under the crate")
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with("src/apiserver/")
+                || rel.starts_with("src/store/")
+                || rel == "src/lib.rs"
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source is readable");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if code.contains("crate::store") || code.contains("skiff::store") {
+                    offenders.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    let mut offenders = Vec::new();
+    visit(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut offenders,
+    );
+    assert!(
+        offenders.is_empty(),
+        "modules outside apiserver use the store:\n{}",
+        offenders.join("\n")
+    );
+}
