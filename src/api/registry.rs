@@ -5,6 +5,7 @@
 //! versions of one resource (autoscaling v1 and v2) share their objects, and custom resources
 //! appear and disappear at runtime without touching built-in entries.
 
+use crate::api::strategy::{self, Strategy};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -97,6 +98,8 @@ pub struct ResourceType {
     pub subresources: Vec<Subresource>,
     /// Custom resources: the CRD's printer columns and scale paths.
     pub custom: Option<CustomInfo>,
+    /// Everything special about the kind, chosen once at registration.
+    pub strategy: &'static Strategy,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +428,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 scale,
                 terminating: !crd["metadata"]["deletionTimestamp"].is_null(),
             }),
+            strategy: &strategy::crd::CUSTOM,
         });
     }
     out
@@ -440,60 +444,73 @@ struct Def {
     categories: &'static [&'static str],
     subresources: &'static [Subresource],
     verbs: &'static [&'static str],
+    strategy: &'static Strategy,
 }
 
 const NS: bool = true;
 const CLUSTER: bool = false;
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
+use strategy::{
+    apps, batch, cluster, config, core, crd, namespace, networking, pod, rbac, service,
+};
 use Subresource::{Binding, Finalize, Log, Scale, Status};
+const GENERIC: &Strategy = &Strategy::GENERIC;
 
 #[rustfmt::skip]
-const BUILTIN: &[Def] = &[
+static BUILTIN: &[Def] = &[
     // core/v1
-    Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["create"] },
-    Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "limitranges", kind: "LimitRange", namespaced: NS, short: &["limits"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Finalize, Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"] },
-    Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"] },
+    Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::CONFIG_MAP },
+    Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &service::ENDPOINTS },
+    Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
+    Def { group: "", versions: &["v1"], plural: "limitranges", kind: "LimitRange", namespaced: NS, short: &["limits"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
+    Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Finalize, Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"], strategy: &namespace::NAMESPACE },
+    Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
+    Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
+    Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },
+    Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::SECRET },
+    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
+    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"], strategy: &service::SERVICE },
     // apps/v1
-    Def { group: "apps", versions: &["v1"], plural: "controllerrevisions", kind: "ControllerRevision", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "apps", versions: &["v1"], plural: "daemonsets", kind: "DaemonSet", namespaced: NS, short: &["ds"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "apps", versions: &["v1"], plural: "deployments", kind: "Deployment", namespaced: NS, short: &["deploy"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
-    Def { group: "apps", versions: &["v1"], plural: "replicasets", kind: "ReplicaSet", namespaced: NS, short: &["rs"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
-    Def { group: "apps", versions: &["v1"], plural: "statefulsets", kind: "StatefulSet", namespaced: NS, short: &["sts"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS },
+    Def { group: "apps", versions: &["v1"], plural: "controllerrevisions", kind: "ControllerRevision", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &apps::CONTROLLER_REVISION },
+    Def { group: "apps", versions: &["v1"], plural: "daemonsets", kind: "DaemonSet", namespaced: NS, short: &["ds"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &apps::DAEMON_SET },
+    Def { group: "apps", versions: &["v1"], plural: "deployments", kind: "Deployment", namespaced: NS, short: &["deploy"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::DEPLOYMENT },
+    Def { group: "apps", versions: &["v1"], plural: "replicasets", kind: "ReplicaSet", namespaced: NS, short: &["rs"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICA_SET },
+    Def { group: "apps", versions: &["v1"], plural: "statefulsets", kind: "StatefulSet", namespaced: NS, short: &["sts"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::STATEFUL_SET },
     // autoscaling: v2 preferred; both versions share storage.
-    Def { group: "autoscaling", versions: &["v2", "v1"], plural: "horizontalpodautoscalers", kind: "HorizontalPodAutoscaler", namespaced: NS, short: &["hpa"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "autoscaling", versions: &["v2", "v1"], plural: "horizontalpodautoscalers", kind: "HorizontalPodAutoscaler", namespaced: NS, short: &["hpa"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::HORIZONTAL_POD_AUTOSCALER },
     // batch/v1
-    Def { group: "batch", versions: &["v1"], plural: "cronjobs", kind: "CronJob", namespaced: NS, short: &["cj"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "batch", versions: &["v1"], plural: "jobs", kind: "Job", namespaced: NS, short: NONE, categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "batch", versions: &["v1"], plural: "cronjobs", kind: "CronJob", namespaced: NS, short: &["cj"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &batch::CRON_JOB },
+    Def { group: "batch", versions: &["v1"], plural: "jobs", kind: "Job", namespaced: NS, short: NONE, categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &batch::JOB },
     // networking.k8s.io/v1
-    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingressclasses", kind: "IngressClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingresses", kind: "Ingress", namespaced: NS, short: &["ing"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "networking.k8s.io", versions: &["v1"], plural: "networkpolicies", kind: "NetworkPolicy", namespaced: NS, short: &["netpol"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingressclasses", kind: "IngressClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::INGRESS_CLASS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingresses", kind: "Ingress", namespaced: NS, short: &["ing"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &networking::INGRESS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "networkpolicies", kind: "NetworkPolicy", namespaced: NS, short: &["netpol"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::NETWORK_POLICY },
     // coordination, discovery
-    Def { group: "coordination.k8s.io", versions: &["v1"], plural: "leases", kind: "Lease", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "discovery.k8s.io", versions: &["v1"], plural: "endpointslices", kind: "EndpointSlice", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "coordination.k8s.io", versions: &["v1"], plural: "leases", kind: "Lease", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::LEASE },
+    Def { group: "discovery.k8s.io", versions: &["v1"], plural: "endpointslices", kind: "EndpointSlice", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::ENDPOINT_SLICE },
     // rbac.authorization.k8s.io/v1
-    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterroles", kind: "ClusterRole", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::CLUSTER_ROLE_BINDING },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterroles", kind: "ClusterRole", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::CLUSTER_ROLE },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE_BINDING },
+    Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE },
     // storage, policy, events, apiextensions
-    Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS },
-    Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS },
-    Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS },
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
+    Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
+    Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
+    Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS, strategy: &crd::CUSTOM_RESOURCE_DEFINITION },
 ];
+
+/// The strategy of a built-in served kind.
+pub fn builtin_strategy(group: &str, kind: &str) -> Option<&'static Strategy> {
+    BUILTIN
+        .iter()
+        .find(|d| d.group == group && d.kind == kind)
+        .map(|d| d.strategy)
+}
 
 fn builtin_types() -> Vec<ResourceType> {
     let mut out = Vec::new();
@@ -511,6 +528,7 @@ fn builtin_types() -> Vec<ResourceType> {
                 verbs: d.verbs.iter().map(|s| s.to_string()).collect(),
                 subresources: d.subresources.to_vec(),
                 custom: None,
+                strategy: d.strategy,
             });
         }
     }

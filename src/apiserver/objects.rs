@@ -9,7 +9,8 @@
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::{ResourceType, Subresource};
-use crate::api::{defaults, validation};
+use crate::api::strategy::Bookkeeping;
+use crate::api::validation::{self, FieldError};
 use crate::store::{Op, Record};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -126,65 +127,6 @@ fn generated_suffix() -> String {
         .collect()
 }
 
-/// Kinds whose objects carry metadata.generation (anything with a spec).
-fn tracks_generation(rt: &ResourceType, obj: &Value) -> bool {
-    rt.custom.is_some() || obj.get("spec").is_some()
-}
-
-/// Status a freshly created object starts with, when the type has a status subresource.
-fn initial_status(rt: &ResourceType, obj: &mut Value) {
-    if !rt.has_subresource(Subresource::Status) {
-        return;
-    }
-    let status = match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Node") => return,
-        ("", "Pod") => json!({"phase": "Pending", "qosClass": qos_class(obj)}),
-        ("", "Namespace") => json!({"phase": "Active"}),
-        ("", "Service") => json!({"loadBalancer": {}}),
-        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => json!({"phase": "Pending"}),
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => return,
-        _ => {
-            if let Some(o) = obj.as_object_mut() {
-                o.remove("status");
-            }
-            return;
-        }
-    };
-    obj["status"] = status;
-}
-
-/// Pod QoS class from requests/limits, as the kubelet and API server compute it.
-fn qos_class(pod: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
-        let req = &c["resources"]["requests"];
-        let lim = &c["resources"]["limits"];
-        for r in ["cpu", "memory"] {
-            let (rq, lm) = (req.get(r), lim.get(r));
-            if rq.is_some() || lm.is_some() {
-                any = true;
-            }
-            match (rq, lm) {
-                (_, None) => guaranteed = false,
-                (Some(a), Some(b)) if a != b => guaranteed = false,
-                _ => {}
-            }
-        }
-    }
-    if guaranteed && any {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
-    }
-}
-
 /// Everything that happens to a new object before it is stored (except the revision).
 pub fn prepare_create(
     state: &ApiState,
@@ -218,12 +160,18 @@ pub fn prepare_create(
             m.remove(k);
         }
     }
-    if tracks_generation(rt, obj) {
+    let strategy = rt.strategy;
+    if strategy.tracks_generation(obj) {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
-    kind_specific_create(state, rt, obj)?;
-    defaults::apply_defaults(&rt.group, &rt.kind, obj);
-    initial_status(rt, obj);
+    (strategy.prepare_for_create)(obj);
+    if strategy.bookkeeping == Bookkeeping::ClusterIp {
+        state.services.assign(obj)?;
+    }
+    strategy.apply_defaults(obj);
+    if rt.has_subresource(Subresource::Status) {
+        (strategy.initial_status)(obj);
+    }
     validate(rt, obj)?;
     crate::api::patch::record_update(
         None,
@@ -237,7 +185,11 @@ pub fn prepare_create(
 
 /// Runs validation and turns field errors into upstream's 422.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    let errs = validation::validate(&rt.group, &rt.kind, obj, rt.namespaced);
+    invalid_if_any(rt, obj, rt.strategy.validate_create(obj, rt.namespaced))
+}
+
+/// Upstream's 422 for a non-empty list of field errors.
+fn invalid_if_any(rt: &ResourceType, obj: &Value, errs: Vec<FieldError>) -> Result<(), ApiError> {
     if errs.is_empty() {
         return Ok(());
     }
@@ -245,45 +197,6 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     let message = validation::format_invalid_message(&rt.qualified_kind(), name, &errs);
     let causes = validation::causes_json(&errs);
     Err(ApiError::invalid(rt, name, message, causes))
-}
-
-/// Create-time behaviour of particular kinds.
-fn kind_specific_create(
-    state: &ApiState,
-    rt: &ResourceType,
-    obj: &mut Value,
-) -> Result<(), ApiError> {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Secret") => merge_string_data(obj),
-        ("", "Service") => state.services.assign(obj)?,
-        ("batch", "Job") => {
-            let uid = obj["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            defaults::job_selector_defaults(obj, &uid);
-        }
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => super::crd::set_status(obj),
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Secrets: `stringData` is write-only and merged into `data` (base64).
-pub fn merge_string_data(obj: &mut Value) {
-    use base64::Engine;
-    let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
-        return;
-    };
-    if let Value::Object(sd) = sd {
-        if !obj["data"].is_object() {
-            obj["data"] = json!({});
-        }
-        for (k, v) in sd {
-            let s = v.as_str().unwrap_or_default();
-            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
-        }
-    }
 }
 
 /// Whether two objects differ outside metadata and status (what bumps generation).
@@ -322,6 +235,7 @@ pub fn prepare_update(
             return Err(ApiError::conflict(rt, &name));
         }
     }
+    let strategy = rt.strategy;
     let has_status = rt.has_subresource(Subresource::Status);
     let mut new = match opts.subresource {
         Some(Subresource::Status) => {
@@ -333,6 +247,9 @@ pub fn prepare_update(
                     o.remove("status");
                 }
             }
+            if strategy.bookkeeping == Bookkeeping::CustomTypes {
+                crate::api::strategy::crd::set_status(&mut merged);
+            }
             merged
         }
         Some(Subresource::Finalize) => {
@@ -342,10 +259,6 @@ pub fn prepare_update(
             merged
         }
         _ => {
-            if rt.group.is_empty() && rt.kind == "Namespace" {
-                // Only the finalize subresource changes a namespace's finalizers.
-                new["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
-            }
             if has_status {
                 match old.get("status") {
                     Some(s) => new["status"] = s.clone(),
@@ -382,15 +295,12 @@ pub fn prepare_update(
             }
         }
     }
-    if rt.kind == "Secret" && rt.group.is_empty() {
-        merge_string_data(&mut new);
+    strategy.apply_defaults(&mut new);
+    if opts.subresource.is_none() {
+        (strategy.prepare_for_update)(old, &mut new);
     }
-    defaults::apply_defaults(&rt.group, &rt.kind, &mut new);
-    check_immutable(rt, old, &mut new)?;
-    if rt.kind == "CustomResourceDefinition" {
-        super::crd::set_status(&mut new);
-    }
-    if tracks_generation(rt, &new) && spec_changed(old, &new) {
+    invalid_if_any(rt, old, strategy.validate_update(old, &new))?;
+    if strategy.tracks_generation(&new) && spec_changed(old, &new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
@@ -403,72 +313,6 @@ pub fn prepare_update(
         &now_rfc3339(),
     );
     Ok(new)
-}
-
-/// Fields upstream refuses to change after creation.
-fn check_immutable(rt: &ResourceType, old: &Value, new: &mut Value) -> Result<(), ApiError> {
-    let invalid = |field: &str, value: &Value, detail: &str| {
-        let name = name_of(old);
-        let value_str = match value {
-            Value::String(s) => format!("{s:?}"),
-            Value::Null => "null".into(),
-            other => other.to_string(),
-        };
-        let msg = format!(
-            "{} \"{name}\" is invalid: {field}: Invalid value: {value_str}: {detail}",
-            rt.qualified_kind()
-        );
-        ApiError::invalid(
-            rt,
-            name,
-            msg,
-            json!([{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value_str}: {detail}"), "field": field}]),
-        )
-    };
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "ConfigMap") | ("", "Secret") if old["immutable"] == json!(true) => {
-            for f in ["data", "binaryData", "immutable"] {
-                if old.get(f) != new.get(f) {
-                    return Err(invalid(
-                        f,
-                        new.get(f).unwrap_or(&Value::Null),
-                        "field is immutable when `immutable` is set",
-                    ));
-                }
-            }
-        }
-        ("", "Service") => {
-            // An update without clusterIP keeps the allocated one.
-            let old_ip = &old["spec"]["clusterIP"];
-            match new["spec"]["clusterIP"].as_str() {
-                None | Some("") => {
-                    new["spec"]["clusterIP"] = old_ip.clone();
-                    if let Some(ips) = old["spec"].get("clusterIPs") {
-                        new["spec"]["clusterIPs"] = ips.clone();
-                    }
-                }
-                Some(ip) if Some(ip) != old_ip.as_str() => {
-                    return Err(invalid(
-                        "spec.clusterIPs[0]",
-                        &new["spec"]["clusterIP"],
-                        "may not change once set",
-                    ))
-                }
-                _ => {}
-            }
-        }
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-            if old["spec"]["selector"] != new["spec"]["selector"] =>
-        {
-            return Err(invalid(
-                "spec.selector",
-                &new["spec"]["selector"],
-                "field is immutable",
-            ));
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Result of a write through [`write`].
@@ -534,7 +378,7 @@ where
                                 .unwrap_or(0)
                                 == 0
                             && finalizers_empty(&obj)
-                            && namespace_finalizers_empty(rt, &obj)
+                            && spec_finalizers_empty(rt, &obj)
                         {
                             let bytes = encode(&mut obj, rev)?;
                             if dry_run {
@@ -574,8 +418,8 @@ where
     Ok(written)
 }
 
-fn namespace_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
-    if rt.group.is_empty() && rt.kind == "Namespace" {
+fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
+    if rt.strategy.delete.spec_finalizers {
         obj["spec"]["finalizers"]
             .as_array()
             .is_none_or(|a| a.is_empty())

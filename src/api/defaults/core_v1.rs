@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::json::{default_str, default_value, each_obj, ensure_obj, obj_mut, str_field};
 
-pub(super) fn service(obj: &mut Map<String, Value>) {
+pub(crate) fn service(obj: &mut Map<String, Value>) {
     let Some(spec) = ensure_obj(obj, "spec") else {
         return;
     };
@@ -68,12 +68,12 @@ pub(super) fn service(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn secret(obj: &mut Map<String, Value>) {
+pub(crate) fn secret(obj: &mut Map<String, Value>) {
     // kubectl create secret sends `type: ""`, which upstream treats as unset.
     default_str(obj, "type", "Opaque");
 }
 
-pub(super) fn namespace(obj: &mut Map<String, Value>) {
+pub(crate) fn namespace(obj: &mut Map<String, Value>) {
     if let Some(spec) = ensure_obj(obj, "spec") {
         default_value(spec, "finalizers", json!(["kubernetes"]));
     }
@@ -82,7 +82,7 @@ pub(super) fn namespace(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn pv(obj: &mut Map<String, Value>) {
+pub(crate) fn pv(obj: &mut Map<String, Value>) {
     if let Some(status) = ensure_obj(obj, "status") {
         default_str(status, "phase", "Pending");
     }
@@ -93,7 +93,7 @@ pub(super) fn pv(obj: &mut Map<String, Value>) {
 }
 
 /// Also used for a StatefulSet's `volumeClaimTemplates`.
-pub(super) fn pvc(obj: &mut Map<String, Value>) {
+pub(crate) fn pvc(obj: &mut Map<String, Value>) {
     if let Some(status) = ensure_obj(obj, "status") {
         default_str(status, "phase", "Pending");
     }
@@ -102,13 +102,13 @@ pub(super) fn pvc(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn endpoints(obj: &mut Map<String, Value>) {
+pub(crate) fn endpoints(obj: &mut Map<String, Value>) {
     each_obj(obj, "subsets", |s| {
         each_obj(s, "ports", |p| default_str(p, "protocol", "TCP"));
     });
 }
 
-pub(super) fn node(obj: &mut Map<String, Value>) {
+pub(crate) fn node(obj: &mut Map<String, Value>) {
     if let Some(status) = obj_mut(obj, "status") {
         if let Some(cap) = status.get("capacity").filter(|c| c.is_object()).cloned() {
             default_value(status, "allocatable", cap);

@@ -43,7 +43,7 @@ fn fill_rules(behavior: &mut Map<String, Value>, key: &str, defaults: Value) {
 }
 
 /// autoscaling/v1 only defaults `minReplicas`; v2 also the CPU metric and behavior rules.
-pub(super) fn hpa(obj: &mut Map<String, Value>) {
+pub(crate) fn hpa(obj: &mut Map<String, Value>) {
     let v1 = obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v1");
     let Some(spec) = ensure_obj(obj, "spec") else {
         return;
@@ -69,7 +69,7 @@ pub(super) fn hpa(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn network_policy(obj: &mut Map<String, Value>) {
+pub(crate) fn network_policy(obj: &mut Map<String, Value>) {
     let Some(spec) = ensure_obj(obj, "spec") else {
         return;
     };
@@ -96,25 +96,25 @@ pub(super) fn network_policy(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn ingress_class(obj: &mut Map<String, Value>) {
+pub(crate) fn ingress_class(obj: &mut Map<String, Value>) {
     if let Some(params) = obj_mut(obj, "spec").and_then(|s| obj_mut(s, "parameters")) {
         default_str(params, "scope", "Cluster");
     }
 }
 
-pub(super) fn storage_class(obj: &mut Map<String, Value>) {
+pub(crate) fn storage_class(obj: &mut Map<String, Value>) {
     default_str(obj, "reclaimPolicy", "Delete");
     default_str(obj, "volumeBindingMode", "Immediate");
 }
 
-pub(super) fn endpoint_slice(obj: &mut Map<String, Value>) {
+pub(crate) fn endpoint_slice(obj: &mut Map<String, Value>) {
     each_obj(obj, "ports", |p| {
         default_value(p, "name", json!(""));
         default_str(p, "protocol", "TCP");
     });
 }
 
-pub(super) fn role_binding(obj: &mut Map<String, Value>) {
+pub(crate) fn role_binding(obj: &mut Map<String, Value>) {
     const RBAC: &str = "rbac.authorization.k8s.io";
     if let Some(r) = obj_mut(obj, "roleRef") {
         default_str(r, "apiGroup", RBAC);
@@ -135,7 +135,7 @@ pub(super) fn role_binding(obj: &mut Map<String, Value>) {
     });
 }
 
-pub(super) fn crd(obj: &mut Map<String, Value>) {
+pub(crate) fn crd(obj: &mut Map<String, Value>) {
     let Some(spec) = ensure_obj(obj, "spec") else {
         return;
     };

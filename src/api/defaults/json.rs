@@ -11,28 +11,28 @@ fn unset(v: Option<&Value>) -> bool {
 }
 
 /// Sets `key` when absent or null (Go pointer fields, lists, maps, structs).
-pub(super) fn default_value(m: &mut Map<String, Value>, key: &str, value: Value) {
+pub(crate) fn default_value(m: &mut Map<String, Value>, key: &str, value: Value) {
     if unset(m.get(key)) {
         m.insert(key.to_string(), value);
     }
 }
 
 /// Sets a plain Go string field, for which `""` also means unset.
-pub(super) fn default_str(m: &mut Map<String, Value>, key: &str, value: &str) {
+pub(crate) fn default_str(m: &mut Map<String, Value>, key: &str, value: &str) {
     if unset(m.get(key)) || m.get(key).and_then(Value::as_str) == Some("") {
         m.insert(key.to_string(), Value::String(value.to_string()));
     }
 }
 
 /// Sets a plain Go integer field, for which `0` also means unset.
-pub(super) fn default_int_nonzero(m: &mut Map<String, Value>, key: &str, value: i64) {
+pub(crate) fn default_int_nonzero(m: &mut Map<String, Value>, key: &str, value: i64) {
     if unset(m.get(key)) || m.get(key).and_then(Value::as_i64) == Some(0) {
         m.insert(key.to_string(), Value::from(value));
     }
 }
 
 /// The object at `key`, created empty when absent or null; `None` if it is not an object.
-pub(super) fn ensure_obj<'a>(
+pub(crate) fn ensure_obj<'a>(
     m: &'a mut Map<String, Value>,
     key: &str,
 ) -> Option<&'a mut Map<String, Value>> {
@@ -43,7 +43,7 @@ pub(super) fn ensure_obj<'a>(
 }
 
 /// The object at `key` if present.
-pub(super) fn obj_mut<'a>(
+pub(crate) fn obj_mut<'a>(
     m: &'a mut Map<String, Value>,
     key: &str,
 ) -> Option<&'a mut Map<String, Value>> {
@@ -51,7 +51,7 @@ pub(super) fn obj_mut<'a>(
 }
 
 /// Runs `f` on every object element of the list at `key`.
-pub(super) fn each_obj(
+pub(crate) fn each_obj(
     m: &mut Map<String, Value>,
     key: &str,
     mut f: impl FnMut(&mut Map<String, Value>),
@@ -64,6 +64,6 @@ pub(super) fn each_obj(
 }
 
 /// A string field, `""` when absent.
-pub(super) fn str_field<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
+pub(crate) fn str_field<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
     m.get(key).and_then(Value::as_str).unwrap_or_default()
 }

@@ -113,7 +113,7 @@ fn default_volume(v: &mut Map<String, Value>) {
 }
 
 /// Upstream's `SetDefaults_PodSpec` and everything nested in a pod spec.
-pub(super) fn default_pod_spec(spec: &mut Map<String, Value>) {
+pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
     default_str(spec, "dnsPolicy", "ClusterFirst");
     default_str(spec, "restartPolicy", "Always");
     default_value(spec, "securityContext", json!({}));
@@ -126,7 +126,7 @@ pub(super) fn default_pod_spec(spec: &mut Map<String, Value>) {
 }
 
 /// Defaults of a `PodTemplateSpec` (workloads, Jobs, CronJobs, PodTemplates).
-pub(super) fn default_pod_template(template: &mut Map<String, Value>) {
+pub(crate) fn default_pod_template(template: &mut Map<String, Value>) {
     if let Some(spec) = ensure_obj(template, "spec") {
         default_pod_spec(spec);
     }
@@ -148,7 +148,7 @@ fn requests_from_limits(c: &mut Map<String, Value>) {
 }
 
 /// A Pod: PodSpec defaults plus the Pod-only ones.
-pub(super) fn default_pod(obj: &mut Map<String, Value>) {
+pub(crate) fn default_pod(obj: &mut Map<String, Value>) {
     let Some(spec) = ensure_obj(obj, "spec") else {
         return;
     };

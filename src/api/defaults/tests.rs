@@ -1,9 +1,10 @@
 use serde_json::{json, Value};
 
+use super::super::strategy::testing::of;
 use super::*;
 
 fn defaulted(group: &str, kind: &str, mut obj: Value) -> Value {
-    apply_defaults(group, kind, &mut obj);
+    of(group, kind).apply_defaults(&mut obj);
     obj
 }
 

@@ -18,7 +18,7 @@ fn template(spec: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn deployment(obj: &mut Map<String, Value>) {
+pub(crate) fn deployment(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     default_value(spec, "replicas", json!(1));
     if let Some(strategy) = ensure_obj(spec, "strategy") {
@@ -35,13 +35,13 @@ pub(super) fn deployment(obj: &mut Map<String, Value>) {
     template(spec);
 }
 
-pub(super) fn replica_set(obj: &mut Map<String, Value>) {
+pub(crate) fn replica_set(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     default_value(spec, "replicas", json!(1));
     template(spec);
 }
 
-pub(super) fn stateful_set(obj: &mut Map<String, Value>) {
+pub(crate) fn stateful_set(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     default_str(spec, "podManagementPolicy", "OrderedReady");
     if let Some(us) = ensure_obj(spec, "updateStrategy") {
@@ -72,7 +72,7 @@ pub(super) fn stateful_set(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn daemon_set(obj: &mut Map<String, Value>) {
+pub(crate) fn daemon_set(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     if let Some(us) = ensure_obj(spec, "updateStrategy") {
         default_str(us, "type", "RollingUpdate");
@@ -87,7 +87,7 @@ pub(super) fn daemon_set(obj: &mut Map<String, Value>) {
     template(spec);
 }
 
-pub(super) fn replication_controller(obj: &mut Map<String, Value>) {
+pub(crate) fn replication_controller(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     default_value(spec, "replicas", json!(1));
     let labels = spec
@@ -119,7 +119,7 @@ pub(super) fn replication_controller(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn job(obj: &mut Map<String, Value>) {
+pub(crate) fn job(obj: &mut Map<String, Value>) {
     let template_labels = obj
         .get("spec")
         .and_then(|s| s.get("template"))
@@ -170,7 +170,7 @@ pub(super) fn job(obj: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn cron_job(obj: &mut Map<String, Value>) {
+pub(crate) fn cron_job(obj: &mut Map<String, Value>) {
     let Some(spec) = spec_of(obj) else { return };
     default_str(spec, "concurrencyPolicy", "Allow");
     default_value(spec, "suspend", json!(false));

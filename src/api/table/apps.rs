@@ -26,10 +26,11 @@ fn template_containers(obj: &Value) -> (String, String) {
     container_cells(get(obj, &["spec", "template", "spec"]))
 }
 
-pub(super) static DEPLOYMENT: Spec = Spec {
+pub static DEPLOYMENT: Spec = Spec {
     columns: &DEPLOYMENT_COLUMNS,
     cells: deployment_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static DEPLOYMENT_COLUMNS: [Col; 8] = [
@@ -82,10 +83,11 @@ fn deployment_cells(d: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static REPLICA_SET: Spec = Spec {
+pub static REPLICA_SET: Spec = Spec {
     columns: &REPLICA_SET_COLUMNS,
     cells: replica_set_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static REPLICA_SET_COLUMNS: [Col; 8] = [
@@ -121,7 +123,7 @@ fn replica_set_cells(rs: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static STATEFUL_SET: Spec = Spec {
+pub static STATEFUL_SET: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -148,12 +150,14 @@ pub(super) static STATEFUL_SET: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static DAEMON_SET: Spec = Spec {
+pub static DAEMON_SET: Spec = Spec {
     columns: &DAEMON_SET_COLUMNS,
     cells: daemon_set_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static DAEMON_SET_COLUMNS: [Col; 11] = [
@@ -219,7 +223,7 @@ fn daemon_set_cells(ds: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static CONTROLLER_REVISION: Spec = Spec {
+pub static CONTROLLER_REVISION: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -239,6 +243,7 @@ pub(super) static CONTROLLER_REVISION: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 /// `kind.group/name` of the controlling owner reference, or `<none>`.
@@ -266,6 +271,7 @@ fn controller_of(obj: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
@@ -280,7 +286,7 @@ mod tests {
             "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}}, "template": template()},
             "status": {"replicas": 10, "updatedReplicas": 2, "readyReplicas": 3, "availableReplicas": 1}});
         assert_eq!(
-            Value::Array(cells("apps", "Deployment", &d)),
+            Value::Array(cells(&printers::DEPLOYMENT, &d)),
             json!([
                 "web",
                 "3/5",
@@ -294,7 +300,7 @@ mod tests {
         );
         let fresh = json!({"metadata": {"name": "new"}, "spec": {"template": template()}});
         assert_eq!(
-            Value::Array(cells("apps", "Deployment", &fresh)),
+            Value::Array(cells(&printers::DEPLOYMENT, &fresh)),
             json!([
                 "new",
                 "0/1",
@@ -315,7 +321,7 @@ mod tests {
                      "template": template()},
             "status": {"replicas": 5, "readyReplicas": 2}});
         assert_eq!(
-            Value::Array(cells("apps", "ReplicaSet", &rs)),
+            Value::Array(cells(&printers::REPLICA_SET, &rs)),
             json!([
                 "web-5d4f",
                 5,
@@ -334,7 +340,7 @@ mod tests {
         let ss = json!({"metadata": {"name": "db"}, "spec": {"replicas": 5, "template": template()},
             "status": {"replicas": 5, "readyReplicas": 2}});
         assert_eq!(
-            Value::Array(cells("apps", "StatefulSet", &ss)),
+            Value::Array(cells(&printers::STATEFUL_SET, &ss)),
             json!([
                 "db",
                 "2/5",
@@ -349,7 +355,7 @@ mod tests {
             "status": {"currentNumberScheduled": 2, "desiredNumberScheduled": 3, "numberReady": 1,
                        "updatedNumberScheduled": 2, "numberAvailable": 0}});
         assert_eq!(
-            Value::Array(cells("apps", "DaemonSet", &ds)),
+            Value::Array(cells(&printers::DAEMON_SET, &ds)),
             json!([
                 "agent",
                 3,
@@ -372,11 +378,11 @@ mod tests {
                 {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "foo", "controller": true}]},
             "revision": 1});
         assert_eq!(
-            Value::Array(cells("apps", "ControllerRevision", &cr)),
+            Value::Array(cells(&printers::CONTROLLER_REVISION, &cr)),
             json!(["web-7c9", "daemonset.apps/foo", 1, "<unknown>"])
         );
         let orphan = json!({"metadata": {"name": "x", "ownerReferences": [
                 {"apiVersion": "v1", "kind": "ABC", "name": "foo", "controller": false}]}, "revision": 2});
-        assert_eq!(cells("apps", "ControllerRevision", &orphan)[1], "<none>");
+        assert_eq!(cells(&printers::CONTROLLER_REVISION, &orphan)[1], "<none>");
     }
 }

@@ -11,7 +11,7 @@ use super::duration::since;
 use super::fields::{created, get, int_at, list_at, n, name, opt_int, quantity, s, str_at};
 use super::{col, no_conditions, Col, Spec, AGE, NAME, NAME_DESC};
 
-pub(super) static HPA: Spec = Spec {
+pub static HPA: Spec = Spec {
     columns: &[
         NAME,
         col("Reference", "string", "The scaled resource, as kind/name."),
@@ -39,6 +39,7 @@ pub(super) static HPA: Spec = Spec {
     ],
     cells: hpa_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 /// A quantity as upstream's `(*Quantity).String()` prints it, `<nil>` if unset.
@@ -182,7 +183,7 @@ static SCALE_COLUMNS: [Col; 4] = [
     AGE,
 ];
 
-pub(super) static SCALE: Spec = Spec {
+pub static SCALE: Spec = Spec {
     columns: &SCALE_COLUMNS,
     cells: |scale, now| {
         vec![
@@ -193,10 +194,12 @@ pub(super) static SCALE: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::cells;
     use serde_json::{json, Value};
 
@@ -208,7 +211,7 @@ mod tests {
     }
 
     fn targets(h: &Value) -> Value {
-        cells("autoscaling", "HorizontalPodAutoscaler", h)[2].clone()
+        cells(&printers::HPA, h)[2].clone()
     }
 
     #[test]
@@ -217,7 +220,7 @@ mod tests {
             "spec": {"scaleTargetRef": {"kind": "ReplicationController", "name": "some-rc"}, "maxReplicas": 10},
             "status": {"currentReplicas": 4}});
         assert_eq!(
-            Value::Array(cells("autoscaling", "HorizontalPodAutoscaler", &h)),
+            Value::Array(cells(&printers::HPA, &h)),
             json!([
                 "some-hpa",
                 "ReplicationController/some-rc",
@@ -239,7 +242,7 @@ mod tests {
             "current": {"averageUtilization": 50, "averageValue": "40m"}}}]);
         let h = hpa(spec, current);
         assert_eq!(
-            Value::Array(cells("autoscaling", "HorizontalPodAutoscaler", &h)),
+            Value::Array(cells(&printers::HPA, &h)),
             json!([
                 "some-hpa",
                 "Deployment/web",
@@ -293,7 +296,7 @@ mod tests {
                      "maxReplicas": 5, "targetCPUUtilizationPercentage": 60},
             "status": {"currentReplicas": 2, "currentCPUUtilizationPercentage": 12}});
         assert_eq!(
-            Value::Array(cells("autoscaling", "HorizontalPodAutoscaler", &h)),
+            Value::Array(cells(&printers::HPA, &h)),
             json!([
                 "v1",
                 "Deployment/web",
@@ -310,7 +313,7 @@ mod tests {
     fn scale_shows_desired_and_available() {
         let sc = json!({"kind": "Scale", "metadata": {"name": "web"}, "spec": {"replicas": 2}, "status": {"replicas": 1}});
         assert_eq!(
-            Value::Array(cells("autoscaling", "Scale", &sc)),
+            Value::Array(cells(&printers::SCALE, &sc)),
             json!(["web", 2, 1, "<unknown>"])
         );
     }

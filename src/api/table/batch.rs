@@ -13,10 +13,11 @@ use super::fields::{
 use super::format::{bool_ptr, container_cells, format_label_selector};
 use super::{col, no_conditions, wide, Col, Spec, AGE, CONTAINERS_DESC, IMAGES_DESC, NAME};
 
-pub(super) static JOB: Spec = Spec {
+pub static JOB: Spec = Spec {
     columns: &JOB_COLUMNS,
     cells: job_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static JOB_COLUMNS: [Col; 8] = [
@@ -95,10 +96,11 @@ fn job_cells(job: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static CRON_JOB: Spec = Spec {
+pub static CRON_JOB: Spec = Spec {
     columns: &CRON_JOB_COLUMNS,
     cells: cron_job_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static CRON_JOB_COLUMNS: [Col; 10] = [
@@ -155,6 +157,7 @@ fn cron_job_cells(cj: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
@@ -164,7 +167,7 @@ mod tests {
     }
 
     fn short(j: &Value) -> Value {
-        Value::Array(cells("batch", "Job", j)[..5].to_vec())
+        Value::Array(cells(&printers::JOB, j)[..5].to_vec())
     }
 
     #[test]
@@ -174,7 +177,7 @@ mod tests {
                      "template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}},
             "status": {"succeeded": 1}});
         assert_eq!(
-            Value::Array(cells("batch", "Job", &j)),
+            Value::Array(cells(&printers::JOB, &j)),
             json!([
                 "job1",
                 "Running",
@@ -241,7 +244,7 @@ mod tests {
                          "template": {"spec": {"containers": [{"name": "c1", "image": "i1"}, {"name": "c2", "image": "i2"}]}}}}},
             "status": {"lastScheduleTime": ago(30), "active": [{"name": "j1"}]}});
         assert_eq!(
-            Value::Array(cells("batch", "CronJob", &cj)),
+            Value::Array(cells(&printers::CRON_JOB, &cj)),
             json!([
                 "cronjob2",
                 "0/5 * * * ?",
@@ -257,7 +260,7 @@ mod tests {
         );
         let never = json!({"metadata": {"name": "c3"}, "spec": {"schedule": "@hourly", "timeZone": "Etc/UTC"}});
         assert_eq!(
-            Value::Array(cells("batch", "CronJob", &never)[..7].to_vec()),
+            Value::Array(cells(&printers::CRON_JOB, &never)[..7].to_vec()),
             json!([
                 "c3",
                 "@hourly",

@@ -16,7 +16,7 @@ fn age(obj: &Value, now: DateTime<Utc>) -> Value {
     s(since(created(obj), now))
 }
 
-pub(super) static LEASE: Spec = Spec {
+pub static LEASE: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -34,6 +34,7 @@ pub(super) static LEASE: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 /// An IntOrString as upstream prints it, `N/A` when unset.
@@ -45,7 +46,7 @@ fn int_or_string(v: Option<&Value>) -> String {
     }
 }
 
-pub(super) static POD_DISRUPTION_BUDGET: Spec = Spec {
+pub static POD_DISRUPTION_BUDGET: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -75,9 +76,10 @@ pub(super) static POD_DISRUPTION_BUDGET: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static PRIORITY_CLASS: Spec = Spec {
+pub static PRIORITY_CLASS: Spec = Spec {
     columns: &[
         NAME,
         col("Value", "integer", "Priority given to pods of this class."),
@@ -107,9 +109,10 @@ pub(super) static PRIORITY_CLASS: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static RUNTIME_CLASS: Spec = Spec {
+pub static RUNTIME_CLASS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -121,9 +124,10 @@ pub(super) static RUNTIME_CLASS: Spec = Spec {
     ],
     cells: |rc, now| vec![s(name(rc)), s(str_at(rc, &["handler"])), age(rc, now)],
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static CSR: Spec = Spec {
+pub static CSR: Spec = Spec {
     columns: &[
         NAME,
         AGE,
@@ -146,6 +150,7 @@ pub(super) static CSR: Spec = Spec {
     ],
     cells: csr_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn csr_cells(csr: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -192,7 +197,7 @@ fn csr_cells(csr: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 /// Mutating and validating webhook configurations share one layout.
-pub(super) static WEBHOOKS: Spec = Spec {
+pub static WEBHOOKS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -210,10 +215,12 @@ pub(super) static WEBHOOKS: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
@@ -222,11 +229,11 @@ mod tests {
         let lease = json!({"metadata": {"name": "node1", "creationTimestamp": ago(300)},
             "spec": {"holderIdentity": "node1", "leaseDurationSeconds": 40}});
         assert_eq!(
-            Value::Array(cells("coordination.k8s.io", "Lease", &lease)),
+            Value::Array(cells(&printers::LEASE, &lease)),
             json!(["node1", "node1", "5m"])
         );
         let free = json!({"metadata": {"name": "x"}, "spec": {}});
-        assert_eq!(cells("coordination.k8s.io", "Lease", &free)[1], "");
+        assert_eq!(cells(&printers::LEASE, &free)[1], "");
     }
 
     #[test]
@@ -234,12 +241,12 @@ mod tests {
         let pdb = json!({"metadata": {"name": "pdb1", "creationTimestamp": ago(0)},
             "spec": {"minAvailable": 22}, "status": {"disruptionsAllowed": 5}});
         assert_eq!(
-            Value::Array(cells("policy", "PodDisruptionBudget", &pdb)),
+            Value::Array(cells(&printers::POD_DISRUPTION_BUDGET, &pdb)),
             json!(["pdb1", "22", "N/A", 5, "0s"])
         );
         let pct = json!({"metadata": {"name": "pdb2"}, "spec": {"maxUnavailable": "25%"}});
         assert_eq!(
-            Value::Array(cells("policy", "PodDisruptionBudget", &pct)),
+            Value::Array(cells(&printers::POD_DISRUPTION_BUDGET, &pct)),
             json!(["pdb2", "N/A", "25%", 0, "<unknown>"])
         );
     }
@@ -249,12 +256,12 @@ mod tests {
         let pc = json!({"metadata": {"name": "pc2", "creationTimestamp": ago(300)},
             "value": 1000000000, "globalDefault": true, "preemptionPolicy": "PreemptLowerPriority"});
         assert_eq!(
-            Value::Array(cells("scheduling.k8s.io", "PriorityClass", &pc)),
+            Value::Array(cells(&printers::PRIORITY_CLASS, &pc)),
             json!(["pc2", 1000000000, true, "5m", "PreemptLowerPriority"])
         );
         let rc = json!({"metadata": {"name": "runc"}, "handler": "runc"});
         assert_eq!(
-            Value::Array(cells("node.k8s.io", "RuntimeClass", &rc)),
+            Value::Array(cells(&printers::RUNTIME_CLASS, &rc)),
             json!(["runc", "runc", "<unknown>"])
         );
     }
@@ -264,11 +271,7 @@ mod tests {
         let pending =
             json!({"metadata": {"name": "csr1", "creationTimestamp": ago(0)}, "spec": {}});
         assert_eq!(
-            Value::Array(cells(
-                "certificates.k8s.io",
-                "CertificateSigningRequest",
-                &pending
-            )),
+            Value::Array(cells(&printers::CSR, &pending)),
             json!(["csr1", "0s", "<none>", "", "<none>", "Pending"])
         );
         let issued = json!({"metadata": {"name": "csr2"},
@@ -276,11 +279,7 @@ mod tests {
                      "expirationSeconds": 7 * 86400 + 3600},
             "status": {"conditions": [{"type": "Approved"}], "certificate": "LS0tLS1CRUdJTi..."}});
         assert_eq!(
-            Value::Array(cells(
-                "certificates.k8s.io",
-                "CertificateSigningRequest",
-                &issued
-            )),
+            Value::Array(cells(&printers::CSR, &issued)),
             json!([
                 "csr2",
                 "<unknown>",
@@ -292,21 +291,14 @@ mod tests {
         );
         let denied = json!({"metadata": {"name": "csr3"},
             "status": {"conditions": [{"type": "Approved"}, {"type": "Denied"}, {"type": "Failed"}]}});
-        assert_eq!(
-            cells("certificates.k8s.io", "CertificateSigningRequest", &denied)[5],
-            "Denied,Failed"
-        );
+        assert_eq!(cells(&printers::CSR, &denied)[5], "Denied,Failed");
     }
 
     #[test]
     fn webhook_configurations_count_webhooks() {
         let wh = json!({"metadata": {"name": "w"}, "webhooks": [{"name": "a"}, {"name": "b"}]});
         assert_eq!(
-            Value::Array(cells(
-                "admissionregistration.k8s.io",
-                "MutatingWebhookConfiguration",
-                &wh
-            )),
+            Value::Array(cells(&printers::WEBHOOKS, &wh)),
             json!(["w", 2, "<unknown>"])
         );
     }

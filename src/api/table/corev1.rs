@@ -27,7 +27,7 @@ fn or_none(v: &str) -> String {
 
 // ---- Node ----
 
-pub(super) static NODE: Spec = Spec {
+pub static NODE: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -70,6 +70,7 @@ pub(super) static NODE: Spec = Spec {
     ],
     cells: node_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn node_address(node: &Value, ty: &str) -> String {
@@ -139,7 +140,7 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 // ---- ConfigMap, Secret, Namespace, ServiceAccount ----
 
-pub(super) static CONFIG_MAP: Spec = Spec {
+pub static CONFIG_MAP: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -154,9 +155,10 @@ pub(super) static CONFIG_MAP: Spec = Spec {
         vec![s(name(cm)), n(count as i64), age(cm, now)]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static SECRET: Spec = Spec {
+pub static SECRET: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -176,9 +178,10 @@ pub(super) static SECRET: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static NAMESPACE: Spec = Spec {
+pub static NAMESPACE: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -196,9 +199,10 @@ pub(super) static NAMESPACE: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static SERVICE_ACCOUNT: Spec = Spec {
+pub static SERVICE_ACCOUNT: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -216,11 +220,12 @@ pub(super) static SERVICE_ACCOUNT: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 // ---- ResourceQuota ----
 
-pub(super) static RESOURCE_QUOTA: Spec = Spec {
+pub static RESOURCE_QUOTA: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -237,6 +242,7 @@ pub(super) static RESOURCE_QUOTA: Spec = Spec {
     ],
     cells: quota_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn quota_cells(rq: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -266,7 +272,7 @@ fn quota_cells(rq: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 // ---- PodTemplate, ReplicationController ----
 
-pub(super) static POD_TEMPLATE: Spec = Spec {
+pub static POD_TEMPLATE: Spec = Spec {
     columns: &[
         NAME,
         col("Containers", "string", CONTAINERS_DESC),
@@ -287,6 +293,7 @@ pub(super) static POD_TEMPLATE: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 static RC_COLUMNS: [Col; 8] = [
@@ -312,7 +319,7 @@ static RC_COLUMNS: [Col; 8] = [
     ),
 ];
 
-pub(super) static REPLICATION_CONTROLLER: Spec = Spec {
+pub static REPLICATION_CONTROLLER: Spec = Spec {
     columns: &RC_COLUMNS,
     cells: |rc, now| {
         let (names, images) = container_cells(get(rc, &["spec", "template", "spec"]));
@@ -328,15 +335,17 @@ pub(super) static REPLICATION_CONTROLLER: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
-    fn row(kind: &str, obj: Value) -> Value {
-        Value::Array(cells("", kind, &obj))
+    fn row(spec: &'static super::super::Spec, obj: Value) -> Value {
+        Value::Array(cells(spec, &obj))
     }
 
     #[test]
@@ -355,7 +364,7 @@ mod tests {
                              "kernelVersion": "6.1.0-18-amd64", "containerRuntimeVersion": "skiff://0.1.0"}}
         });
         assert_eq!(
-            row("Node", node),
+            row(&printers::NODE, node),
             json!([
                 "node1",
                 "Ready,SchedulingDisabled",
@@ -374,10 +383,10 @@ mod tests {
     #[test]
     fn node_without_ready_condition_is_unknown() {
         let node = json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
-        assert_eq!(row("Node", node)[1], "NotReady");
+        assert_eq!(row(&printers::NODE, node)[1], "NotReady");
         let node = json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}});
         assert_eq!(
-            row("Node", node),
+            row(&printers::NODE, node),
             json!([
                 "n",
                 "Unknown,SchedulingDisabled",
@@ -397,20 +406,23 @@ mod tests {
     fn config_map_secret_namespace_and_service_account_counts() {
         let cm = json!({"metadata": {"name": "cfg", "creationTimestamp": ago(10)},
             "data": {"a": "1"}, "binaryData": {"b": "AA=="}});
-        assert_eq!(row("ConfigMap", cm), json!(["cfg", 2, "10s"]));
+        assert_eq!(row(&printers::CONFIG_MAP, cm), json!(["cfg", 2, "10s"]));
         let secret = json!({"metadata": {"name": "tok"}, "type": "kubernetes.io/service-account-token",
             "data": {"token": "c2VjcmV0"}});
         assert_eq!(
-            row("Secret", secret),
+            row(&printers::SECRET, secret),
             json!(["tok", "kubernetes.io/service-account-token", 1, "<unknown>"])
         );
         let ns = json!({"metadata": {"name": "default", "creationTimestamp": ago(86400 * 40)},
             "status": {"phase": "Active"}});
-        assert_eq!(row("Namespace", ns), json!(["default", "Active", "40d"]));
+        assert_eq!(
+            row(&printers::NAMESPACE, ns),
+            json!(["default", "Active", "40d"])
+        );
         let sa =
             json!({"metadata": {"name": "default"}, "secrets": [{"name": "s1"}, {"name": "s2"}]});
         assert_eq!(
-            row("ServiceAccount", sa),
+            row(&printers::SERVICE_ACCOUNT, sa),
             json!(["default", 2, "<unknown>"])
         );
     }
@@ -426,7 +438,7 @@ mod tests {
                          "replicationcontrollers": "10", "resourcequotas": "1",
                          "limits.cpu": "200", "limits.memory": "8Gi"}}});
         assert_eq!(
-            row("ResourceQuota", rq),
+            row(&printers::RESOURCE_QUOTA, rq),
             json!(["q",
                 "cpu: 1/100, memory: 1Gi/4Gi, pods: 1/10, replicationcontrollers: 1/10, resourcequotas: 1/1, services: 1/10",
                 "limits.cpu: 2/200, limits.memory: 2Gi/8Gi", "5m"])
@@ -438,7 +450,7 @@ mod tests {
         let pt = json!({"metadata": {"name": "pt"}, "template": {"metadata": {"labels": {"foo": "bar"}},
             "spec": {"containers": [{"name": "c1", "image": "i1"}, {"name": "c2", "image": "i2"}]}}});
         assert_eq!(
-            row("PodTemplate", pt),
+            row(&printers::POD_TEMPLATE, pt),
             json!(["pt", "c1,c2", "i1,i2", "foo=bar"])
         );
         let rc = json!({"metadata": {"name": "rc1"},
@@ -446,7 +458,7 @@ mod tests {
                      "template": {"spec": {"containers": [{"name": "test", "image": "test_image"}]}}},
             "status": {"replicas": 3, "readyReplicas": 1}});
         assert_eq!(
-            row("ReplicationController", rc),
+            row(&printers::REPLICATION_CONTROLLER, rc),
             json!(["rc1", 5, 3, 1, "<unknown>", "test", "test_image", "a=b"])
         );
     }

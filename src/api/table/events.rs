@@ -11,10 +11,11 @@ use super::duration::{parse_time, since_time};
 use super::fields::{get, int_at, name, opt_int, opt_str, s, str_at};
 use super::{col, no_conditions, wide, Col, Spec, NAME_DESC};
 
-pub(super) static EVENT: Spec = Spec {
+pub static EVENT: Spec = Spec {
     columns: &COLUMNS,
     cells: event_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static COLUMNS: [Col; 10] = [
@@ -176,6 +177,7 @@ fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::json;
 
@@ -188,7 +190,7 @@ mod tests {
             "source": {"component": "kubelet", "host": "node1"},
             "firstTimestamp": ago(3 * 86400), "lastTimestamp": ago(2 * 86400), "count": 6, "type": "Normal"});
         assert_eq!(
-            serde_json::Value::Array(cells("", "Event", &ev)),
+            serde_json::Value::Array(cells(&printers::EVENT, &ev)),
             json!([
                 "2d",
                 "Normal",
@@ -211,7 +213,7 @@ mod tests {
             "eventTime": "2025-05-29T12:00:00.000000Z", "reason": "ScalingReplicaSet",
             "reportingComponent": "deployment-controller", "reportingInstance": "",
             "type": "Normal", "message": "Scaled up"});
-        let c = cells("", "Event", &ev);
+        let c = cells(&printers::EVENT, &ev);
         assert_eq!(c[0], "3d");
         assert_eq!(c[5], "deployment-controller");
         assert_eq!(c[7], "3d");
@@ -223,7 +225,7 @@ mod tests {
         let ev = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"},
             "eventTime": ago(3 * 86400), "series": {"count": 2, "lastObservedTime": ago(2 * 86400)},
             "type": "Warning", "reason": "BackOff", "message": "m"});
-        let c = cells("", "Event", &ev);
+        let c = cells(&printers::EVENT, &ev);
         assert_eq!(c[0], "2d");
         assert_eq!(c[8], 2);
     }
@@ -238,7 +240,7 @@ mod tests {
             "eventTime": null, "deprecatedFirstTimestamp": ago(120), "deprecatedLastTimestamp": ago(60),
             "deprecatedCount": 1});
         assert_eq!(
-            serde_json::Value::Array(cells("events.k8s.io", "Event", &ev)),
+            serde_json::Value::Array(cells(&printers::EVENT, &ev)),
             json!([
                 "60s",
                 "Normal",

@@ -94,12 +94,26 @@ const NAME: Col = Col {
 /// The Age column.
 const AGE: Col = col("Age", "string", AGE_DESC);
 
-/// A built-in printer: its columns and the function computing one row's cells.
-struct Spec {
+/// A built-in printer: its columns and the function computing one row's cells. Each kind's
+/// strategy (`crate::api::strategy`) names the one it uses; kinds that name none get
+/// upstream's default Name / Created At convertor.
+pub struct Spec {
     columns: &'static [Col],
     cells: fn(&Value, DateTime<Utc>) -> Vec<Value>,
     /// Row conditions (only pods report `Completed`).
     conditions: fn(&Value) -> Option<Value>,
+    /// A pass over a whole list's rows (StorageClass marks only the effective default).
+    list: Option<ListPass>,
+}
+
+/// A pass over all rows of a list: `(objects, rows)`.
+type ListPass = fn(&[&Value], &mut [Value]);
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        f.debug_struct("Spec").field("columns", &names).finish()
+    }
 }
 
 /// For specs whose rows carry no conditions.
@@ -107,77 +121,50 @@ fn no_conditions(_: &Value) -> Option<Value> {
     None
 }
 
-/// Looks up the built-in printer for a group and kind.
-fn builtin(group: &str, kind: &str) -> Option<&'static Spec> {
-    let spec = match (group, kind) {
-        ("", "Pod") => &pod::POD,
-        ("", "Node") => &corev1::NODE,
-        ("", "Service") => &service::SERVICE,
-        ("", "Endpoints") => &service::ENDPOINTS,
-        ("", "ConfigMap") => &corev1::CONFIG_MAP,
-        ("", "Secret") => &corev1::SECRET,
-        ("", "Namespace") => &corev1::NAMESPACE,
-        ("", "ServiceAccount") => &corev1::SERVICE_ACCOUNT,
-        ("", "Event") | ("events.k8s.io", "Event") => &events::EVENT,
-        ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
-        ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
-        ("", "ResourceQuota") => &corev1::RESOURCE_QUOTA,
-        ("", "PodTemplate") => &corev1::POD_TEMPLATE,
-        ("", "ReplicationController") => &corev1::REPLICATION_CONTROLLER,
-        ("apps", "Deployment") => &apps::DEPLOYMENT,
-        ("apps", "ReplicaSet") => &apps::REPLICA_SET,
-        ("apps", "StatefulSet") => &apps::STATEFUL_SET,
-        ("apps", "DaemonSet") => &apps::DAEMON_SET,
-        ("apps", "ControllerRevision") => &apps::CONTROLLER_REVISION,
-        ("batch", "Job") => &batch::JOB,
-        ("batch", "CronJob") => &batch::CRON_JOB,
-        ("autoscaling", "HorizontalPodAutoscaler") => &autoscaling::HPA,
-        ("autoscaling", "Scale") => &autoscaling::SCALE,
-        ("networking.k8s.io", "Ingress") => &networking::INGRESS,
-        ("networking.k8s.io", "IngressClass") => &networking::INGRESS_CLASS,
-        ("networking.k8s.io", "NetworkPolicy") => &networking::NETWORK_POLICY,
-        ("discovery.k8s.io", "EndpointSlice") => &networking::ENDPOINT_SLICE,
-        ("coordination.k8s.io", "Lease") => &cluster::LEASE,
-        ("policy", "PodDisruptionBudget") => &cluster::POD_DISRUPTION_BUDGET,
-        ("scheduling.k8s.io", "PriorityClass") => &cluster::PRIORITY_CLASS,
-        ("node.k8s.io", "RuntimeClass") => &cluster::RUNTIME_CLASS,
-        ("certificates.k8s.io", "CertificateSigningRequest") => &cluster::CSR,
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration")
-        | ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => &cluster::WEBHOOKS,
-        ("rbac.authorization.k8s.io", "RoleBinding") => &rbac::ROLE_BINDING,
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => &rbac::CLUSTER_ROLE_BINDING,
-        ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
-        // Role, ClusterRole, LimitRange, CustomResourceDefinition and the rest
-        // use the default Name / Created At convertor, as upstream does.
-        _ => return None,
+/// Every built-in printer, for the strategies to name (upstream's printers also cover a few
+/// kinds skiff does not serve yet: PodTemplate, ReplicationController, PriorityClass, ...).
+pub mod printers {
+    pub use super::apps::{CONTROLLER_REVISION, DAEMON_SET, DEPLOYMENT, REPLICA_SET, STATEFUL_SET};
+    pub use super::autoscaling::{HPA, SCALE};
+    pub use super::batch::{CRON_JOB, JOB};
+    pub use super::cluster::{
+        CSR, LEASE, POD_DISRUPTION_BUDGET, PRIORITY_CLASS, RUNTIME_CLASS, WEBHOOKS,
     };
-    Some(spec)
+    pub use super::corev1::{
+        CONFIG_MAP, NAMESPACE, NODE, POD_TEMPLATE, REPLICATION_CONTROLLER, RESOURCE_QUOTA, SECRET,
+        SERVICE_ACCOUNT,
+    };
+    pub use super::events::EVENT;
+    pub use super::networking::{ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, NETWORK_POLICY};
+    pub use super::pod::POD;
+    pub use super::rbac::{CLUSTER_ROLE_BINDING, ROLE_BINDING};
+    pub use super::service::{ENDPOINTS, SERVICE};
+    pub use super::storage::{PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM, STORAGE_CLASS};
 }
 
 /// How rows of one resource are rendered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Printer {
-    /// An upstream printer for a built-in kind (group `""` is core).
-    Builtin { group: String, kind: String },
+    /// An upstream printer for a built-in kind.
+    Builtin(&'static Spec),
     /// CRD columns; the Name column is implied and comes first.
     Custom(Vec<CustomColumn>),
     /// Upstream's default convertor: Name and Created At (RFC 3339).
     Default,
 }
 
-impl Printer {
-    /// The printer kube-apiserver uses for a built-in kind; `Default` when it
-    /// has none.
-    pub fn for_kind(group: &str, kind: &str) -> Printer {
-        match builtin(group, kind) {
-            Some(_) => Printer::Builtin {
-                group: group.to_string(),
-                kind: kind.to_string(),
-            },
-            None => Printer::Default,
+impl PartialEq for Printer {
+    fn eq(&self, other: &Printer) -> bool {
+        match (self, other) {
+            (Printer::Builtin(a), Printer::Builtin(b)) => std::ptr::eq(*a, *b),
+            (Printer::Custom(a), Printer::Custom(b)) => a == b,
+            (Printer::Default, Printer::Default) => true,
+            _ => false,
         }
     }
+}
 
+impl Printer {
     /// The printer for one CRD version, from its `additionalPrinterColumns`
     /// (absent, null or `[]` give the upstream default single Age column).
     /// Like the CRD convertor, columns stop at the first unusable JSONPath.
@@ -191,14 +178,11 @@ impl Printer {
                    "description": description, "priority": priority})
         };
         match self {
-            Printer::Builtin { group, kind } => match builtin(group, kind) {
-                Some(spec) => spec
-                    .columns
-                    .iter()
-                    .map(|c| def(c.name, c.ty, c.format, c.description, i64::from(c.priority)))
-                    .collect(),
-                None => Printer::Default.column_definitions(),
-            },
+            Printer::Builtin(spec) => spec
+                .columns
+                .iter()
+                .map(|c| def(c.name, c.ty, c.format, c.description, i64::from(c.priority)))
+                .collect(),
             Printer::Custom(columns) => {
                 std::iter::once(def(NAME.name, NAME.ty, NAME.format, NAME.description, 0))
                     .chain(columns.iter().map(|c| {
@@ -223,10 +207,7 @@ impl Printer {
     /// plus `conditions` where upstream sets them.
     pub fn row(&self, obj: &Value, now: DateTime<Utc>) -> Value {
         let (cells, conditions) = match self {
-            Printer::Builtin { group, kind } => match builtin(group, kind) {
-                Some(spec) => ((spec.cells)(obj, now), (spec.conditions)(obj)),
-                None => (default_cells(obj), None),
-            },
+            Printer::Builtin(spec) => ((spec.cells)(obj, now), (spec.conditions)(obj)),
             Printer::Custom(columns) => {
                 let mut cells = Vec::with_capacity(columns.len() + 1);
                 cells.push(Value::String(fields::name(obj).to_string()));
@@ -287,9 +268,11 @@ pub fn table<'a>(
     }
     let objs: Vec<&Value> = objs.into_iter().collect();
     let mut rows: Vec<Value> = objs.iter().map(|o| printer.row(o, now)).collect();
-    if matches!(printer, Printer::Builtin { group, kind } if group == "storage.k8s.io" && kind == "StorageClass")
+    if let Printer::Builtin(Spec {
+        list: Some(list), ..
+    }) = printer
     {
-        storage::mark_effective_default(&objs, &mut rows);
+        list(&objs, &mut rows);
     }
     json!({
         "kind": "Table",
@@ -333,8 +316,8 @@ mod testutil {
     }
 
     /// The cells a printer produces for `obj`.
-    pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
-        let row = super::Printer::for_kind(group, kind).row(obj, now());
+    pub fn cells(spec: &'static super::Spec, obj: &Value) -> Vec<Value> {
+        let row = super::Printer::Builtin(spec).row(obj, now());
         row["cells"].as_array().cloned().unwrap_or_default()
     }
 }
@@ -346,82 +329,62 @@ mod tests {
 
     #[test]
     fn every_builtin_row_has_one_cell_per_column() {
-        let kinds = [
-            ("", "Pod"),
-            ("", "Node"),
-            ("", "Service"),
-            ("", "Endpoints"),
-            ("", "ConfigMap"),
-            ("", "Secret"),
-            ("", "Namespace"),
-            ("", "ServiceAccount"),
-            ("", "Event"),
-            ("events.k8s.io", "Event"),
-            ("", "PersistentVolume"),
-            ("", "PersistentVolumeClaim"),
-            ("", "ResourceQuota"),
-            ("", "PodTemplate"),
-            ("", "ReplicationController"),
-            ("apps", "Deployment"),
-            ("apps", "ReplicaSet"),
-            ("apps", "StatefulSet"),
-            ("apps", "DaemonSet"),
-            ("apps", "ControllerRevision"),
-            ("batch", "Job"),
-            ("batch", "CronJob"),
-            ("autoscaling", "HorizontalPodAutoscaler"),
-            ("autoscaling", "Scale"),
-            ("networking.k8s.io", "Ingress"),
-            ("networking.k8s.io", "IngressClass"),
-            ("networking.k8s.io", "NetworkPolicy"),
-            ("discovery.k8s.io", "EndpointSlice"),
-            ("coordination.k8s.io", "Lease"),
-            ("policy", "PodDisruptionBudget"),
-            ("scheduling.k8s.io", "PriorityClass"),
-            ("node.k8s.io", "RuntimeClass"),
-            ("certificates.k8s.io", "CertificateSigningRequest"),
-            (
-                "admissionregistration.k8s.io",
-                "ValidatingWebhookConfiguration",
-            ),
-            ("rbac.authorization.k8s.io", "RoleBinding"),
-            ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-            ("storage.k8s.io", "StorageClass"),
+        use printers::*;
+        let specs: [(&str, &'static Spec); 36] = [
+            ("Pod", &POD),
+            ("Node", &NODE),
+            ("Service", &SERVICE),
+            ("Endpoints", &ENDPOINTS),
+            ("ConfigMap", &CONFIG_MAP),
+            ("Secret", &SECRET),
+            ("Namespace", &NAMESPACE),
+            ("ServiceAccount", &SERVICE_ACCOUNT),
+            ("Event", &EVENT),
+            ("PersistentVolume", &PERSISTENT_VOLUME),
+            ("PersistentVolumeClaim", &PERSISTENT_VOLUME_CLAIM),
+            ("ResourceQuota", &RESOURCE_QUOTA),
+            ("PodTemplate", &POD_TEMPLATE),
+            ("ReplicationController", &REPLICATION_CONTROLLER),
+            ("Deployment", &DEPLOYMENT),
+            ("ReplicaSet", &REPLICA_SET),
+            ("StatefulSet", &STATEFUL_SET),
+            ("DaemonSet", &DAEMON_SET),
+            ("ControllerRevision", &CONTROLLER_REVISION),
+            ("Job", &JOB),
+            ("CronJob", &CRON_JOB),
+            ("HorizontalPodAutoscaler", &HPA),
+            ("Scale", &SCALE),
+            ("Ingress", &INGRESS),
+            ("IngressClass", &INGRESS_CLASS),
+            ("NetworkPolicy", &NETWORK_POLICY),
+            ("EndpointSlice", &ENDPOINT_SLICE),
+            ("Lease", &LEASE),
+            ("PodDisruptionBudget", &POD_DISRUPTION_BUDGET),
+            ("PriorityClass", &PRIORITY_CLASS),
+            ("RuntimeClass", &RUNTIME_CLASS),
+            ("CertificateSigningRequest", &CSR),
+            ("ValidatingWebhookConfiguration", &WEBHOOKS),
+            ("RoleBinding", &ROLE_BINDING),
+            ("ClusterRoleBinding", &CLUSTER_ROLE_BINDING),
+            ("StorageClass", &STORAGE_CLASS),
         ];
         let empty = json!({"metadata": {"name": "x"}});
-        for (group, kind) in kinds {
-            let p = Printer::for_kind(group, kind);
-            assert!(
-                matches!(p, Printer::Builtin { .. }),
-                "{group}/{kind} has a printer"
-            );
+        for (kind, spec) in specs {
+            let p = Printer::Builtin(spec);
             let row = p.row(&empty, now());
             assert_eq!(
                 row["cells"].as_array().map(Vec::len),
                 Some(p.column_definitions().len()),
-                "{group}/{kind}"
+                "{kind}"
             );
             if kind != "Event" {
-                assert_eq!(
-                    row["cells"][0],
-                    json!("x"),
-                    "{group}/{kind} starts with the name"
-                );
+                assert_eq!(row["cells"][0], json!("x"), "{kind} starts with the name");
             }
         }
     }
 
     #[test]
-    fn unknown_and_rbac_role_kinds_use_the_default_convertor() {
-        assert_eq!(Printer::for_kind("example.com", "Widget"), Printer::Default);
-        assert_eq!(
-            Printer::for_kind("rbac.authorization.k8s.io", "ClusterRole"),
-            Printer::Default
-        );
-        assert_eq!(
-            Printer::for_kind("apiextensions.k8s.io", "CustomResourceDefinition"),
-            Printer::Default
-        );
+    fn the_default_convertor_prints_name_and_created_at() {
         let defs = Printer::Default.column_definitions();
         assert_eq!(defs[0]["name"], "Name");
         assert_eq!(defs[0]["format"], "name");
@@ -440,7 +403,7 @@ mod tests {
         let obj = json!({"kind": "ConfigMap", "apiVersion": "v1",
             "metadata": {"name": "c", "namespace": "ns", "labels": {"a": "b"}, "uid": "u1"},
             "data": {"k": "v"}});
-        let row = Printer::for_kind("", "ConfigMap").row(&obj, now());
+        let row = Printer::Builtin(&printers::CONFIG_MAP).row(&obj, now());
         assert_eq!(
             row["object"],
             json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
@@ -455,7 +418,7 @@ mod tests {
             json!({"metadata": {"name": "a", "creationTimestamp": ago(30)}, "data": {"x": "1"}});
         let b = json!({"metadata": {"name": "b", "creationTimestamp": ago(400)}});
         let t = table(
-            &Printer::for_kind("", "ConfigMap"),
+            &Printer::Builtin(&printers::CONFIG_MAP),
             [&a, &b],
             "1006",
             Some("tok"),

@@ -16,7 +16,7 @@ fn age(obj: &Value, now: DateTime<Utc>) -> Value {
     s(since(created(obj), now))
 }
 
-pub(super) static INGRESS: Spec = Spec {
+pub static INGRESS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -43,6 +43,7 @@ pub(super) static INGRESS: Spec = Spec {
     ],
     cells: ingress_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn format_hosts(rules: &[Value]) -> String {
@@ -101,7 +102,7 @@ fn ingress_cells(ing: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static INGRESS_CLASS: Spec = Spec {
+pub static INGRESS_CLASS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -135,9 +136,10 @@ pub(super) static INGRESS_CLASS: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static NETWORK_POLICY: Spec = Spec {
+pub static NETWORK_POLICY: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -157,9 +159,10 @@ pub(super) static NETWORK_POLICY: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static ENDPOINT_SLICE: Spec = Spec {
+pub static ENDPOINT_SLICE: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -201,14 +204,14 @@ pub(super) static ENDPOINT_SLICE: Spec = Spec {
         ]
     },
     conditions: no_conditions,
+    list: None,
 };
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
-
-    const NET: &str = "networking.k8s.io";
 
     #[test]
     fn ingress_shows_class_hosts_address_and_ports() {
@@ -217,14 +220,14 @@ mod tests {
                      "defaultBackend": {"service": {"name": "default-backend", "port": {"number": 80}}}},
             "status": {"loadBalancer": {"ingress": [{"ip": "2.3.4.5", "hostname": "localhost.localdomain"}]}}});
         assert_eq!(
-            Value::Array(cells(NET, "Ingress", &ing)),
+            Value::Array(cells(&printers::INGRESS, &ing)),
             json!(["test1", "foo", "*", "2.3.4.5", "80", "10y"])
         );
         let tls = json!({"metadata": {"name": "t"},
             "spec": {"tls": [{"hosts": ["a.example.com"]}],
                      "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}, {}, {"host": "c.example.com"}, {"host": "d.example.com"}]}});
         assert_eq!(
-            Value::Array(cells(NET, "Ingress", &tls)),
+            Value::Array(cells(&printers::INGRESS, &tls)),
             json!([
                 "t",
                 "<none>",
@@ -241,7 +244,7 @@ mod tests {
         let ic = json!({"metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx",
             "parameters": {"apiGroup": "example.com", "kind": "customgroup", "name": "example"}}});
         assert_eq!(
-            Value::Array(cells(NET, "IngressClass", &ic)),
+            Value::Array(cells(&printers::INGRESS_CLASS, &ic)),
             json!([
                 "nginx",
                 "k8s.io/ingress-nginx",
@@ -250,18 +253,18 @@ mod tests {
             ])
         );
         let bare = json!({"metadata": {"name": "x"}, "spec": {"controller": "c"}});
-        assert_eq!(cells(NET, "IngressClass", &bare)[2], "<none>");
+        assert_eq!(cells(&printers::INGRESS_CLASS, &bare)[2], "<none>");
     }
 
     #[test]
     fn network_policy_shows_pod_selector() {
         let all = json!({"metadata": {"name": "deny-all"}, "spec": {"podSelector": {}}});
         assert_eq!(
-            Value::Array(cells(NET, "NetworkPolicy", &all)),
+            Value::Array(cells(&printers::NETWORK_POLICY, &all)),
             json!(["deny-all", "<none>", "<unknown>"])
         );
         let web = json!({"metadata": {"name": "p"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}});
-        assert_eq!(cells(NET, "NetworkPolicy", &web)[1], "app=web");
+        assert_eq!(cells(&printers::NETWORK_POLICY, &web)[1], "app=web");
     }
 
     #[test]
@@ -272,7 +275,7 @@ mod tests {
                       {"name": "x", "port": 3000}, {"name": "y", "port": 3001}],
             "endpoints": [{"addresses": ["10.1.2.3", "10.1.2.4"]}, {"addresses": ["10.2.3.4", "10.2.3.5"]}]});
         assert_eq!(
-            Value::Array(cells("discovery.k8s.io", "EndpointSlice", &es)),
+            Value::Array(cells(&printers::ENDPOINT_SLICE, &es)),
             json!([
                 "web-abc12",
                 "IPv4",
@@ -282,13 +285,7 @@ mod tests {
             ])
         );
         let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv4", "ports": [{"name": "http"}, {}]});
-        assert_eq!(
-            cells("discovery.k8s.io", "EndpointSlice", &empty)[2],
-            "http,*"
-        );
-        assert_eq!(
-            cells("discovery.k8s.io", "EndpointSlice", &empty)[3],
-            "<unset>"
-        );
+        assert_eq!(cells(&printers::ENDPOINT_SLICE, &empty)[2], "http,*");
+        assert_eq!(cells(&printers::ENDPOINT_SLICE, &empty)[3], "<unset>");
     }
 }

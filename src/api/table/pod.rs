@@ -12,10 +12,11 @@ use super::duration::{parse_time, since, since_time};
 use super::fields::{bool_at, get, has, int_at, list_at, name, opt_str, s, str_at};
 use super::{col, wide, Col, Spec, AGE, NAME};
 
-pub(super) static POD: Spec = Spec {
+pub static POD: Spec = Spec {
     columns: &COLUMNS,
     cells: pod_cells,
     conditions: pod_conditions,
+    list: None,
 };
 
 static COLUMNS: [Col; 9] = [
@@ -256,6 +257,7 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells, now};
     use super::*;
 
@@ -273,7 +275,7 @@ mod tests {
 
     /// The five default cells (Name, Ready, Status, Restarts, Age).
     fn short(p: &Value) -> Vec<Value> {
-        cells("", "Pod", p)[..5].to_vec()
+        cells(&printers::POD, p)[..5].to_vec()
     }
 
     #[test]
@@ -286,7 +288,7 @@ mod tests {
         );
         p["metadata"]["creationTimestamp"] = json!(ago(300));
         assert_eq!(
-            cells("", "Pod", &p),
+            cells(&printers::POD, &p),
             json!([
                 "p",
                 "1/1",
@@ -521,12 +523,12 @@ mod tests {
             json!({"phase": "Failed", "containerStatuses": [
                 {"state": {"terminated": {"reason": "Error", "exitCode": 1}}}]}),
         );
-        let row = super::super::Printer::for_kind("", "Pod").row(&p, now());
+        let row = super::super::Printer::Builtin(&printers::POD).row(&p, now());
         assert_eq!(row["cells"][2], "Error");
         assert_eq!(row["conditions"][0]["type"], "Completed");
         assert_eq!(row["conditions"][0]["reason"], "Failed");
         let running = pod(one_container(), json!({"phase": "Running"}));
-        assert!(super::super::Printer::for_kind("", "Pod")
+        assert!(super::super::Printer::Builtin(&printers::POD)
             .row(&running, now())
             .get("conditions")
             .is_none());
@@ -544,7 +546,7 @@ mod tests {
                                          {"restartCount": 3}]}),
         );
         assert_eq!(
-            cells("", "Pod", &p)[5..].to_vec(),
+            cells(&printers::POD, &p)[5..].to_vec(),
             vec![s("1.1.1.1"), s("test1"), s("node1"), s("1/3")]
         );
     }

@@ -37,16 +37,18 @@ static CLUSTER_ROLE_BINDING_COLUMNS: [Col; 6] = [
     ),
 ];
 
-pub(super) static ROLE_BINDING: Spec = Spec {
+pub static ROLE_BINDING: Spec = Spec {
     columns: &ROLE_BINDING_COLUMNS,
     cells: binding_cells,
     conditions: no_conditions,
+    list: None,
 };
 
-pub(super) static CLUSTER_ROLE_BINDING: Spec = Spec {
+pub static CLUSTER_ROLE_BINDING: Spec = Spec {
     columns: &CLUSTER_ROLE_BINDING_COLUMNS,
     cells: binding_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn binding_cells(b: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -79,6 +81,7 @@ fn binding_cells(b: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
@@ -91,7 +94,7 @@ mod tests {
                          {"kind": "User", "name": "second"}],
             "roleRef": {"kind": "Role", "name": "role-name", "apiGroup": "rbac.authorization.k8s.io"}});
         assert_eq!(
-            Value::Array(cells("rbac.authorization.k8s.io", "RoleBinding", &b)),
+            Value::Array(cells(&printers::ROLE_BINDING, &b)),
             json!([
                 "binding2",
                 "Role/role-name",
@@ -103,11 +106,7 @@ mod tests {
         );
         let crb = json!({"metadata": {"name": "admin"}, "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}});
         assert_eq!(
-            Value::Array(cells(
-                "rbac.authorization.k8s.io",
-                "ClusterRoleBinding",
-                &crb
-            )),
+            Value::Array(cells(&printers::CLUSTER_ROLE_BINDING, &crb)),
             json!([
                 "admin",
                 "ClusterRole/cluster-admin",

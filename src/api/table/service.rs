@@ -25,7 +25,7 @@ fn or_none(v: &str) -> String {
 }
 // ---- Service ----
 
-pub(super) static SERVICE: Spec = Spec {
+pub static SERVICE: Spec = Spec {
     columns: &[
         NAME,
         col("Type", "string", "How the service is exposed: ClusterIP, NodePort, LoadBalancer or ExternalName."),
@@ -37,6 +37,7 @@ pub(super) static SERVICE: Spec = Spec {
     ],
     cells: service_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn service_type(svc: &Value) -> &str {
@@ -138,7 +139,7 @@ fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 // ---- Endpoints ----
 
-pub(super) static ENDPOINTS: Spec = Spec {
+pub static ENDPOINTS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -150,6 +151,7 @@ pub(super) static ENDPOINTS: Spec = Spec {
     ],
     cells: endpoints_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 fn host_port(ip: &str, port: i64) -> String {
@@ -209,11 +211,12 @@ fn endpoints_cells(ep: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
-    fn row(kind: &str, obj: Value) -> Value {
-        Value::Array(cells("", kind, &obj))
+    fn row(spec: &'static super::super::Spec, obj: Value) -> Value {
+        Value::Array(cells(spec, &obj))
     }
     #[test]
     fn cluster_ip_service_prints_ports_and_selector() {
@@ -223,7 +226,7 @@ mod tests {
                                {"port": 53, "protocol": "UDP"}],
                      "selector": {"app": "web", "tier": "front"}}});
         assert_eq!(
-            row("Service", svc),
+            row(&printers::SERVICE, svc),
             json!([
                 "web",
                 "ClusterIP",
@@ -242,7 +245,7 @@ mod tests {
             "spec": {"type": "NodePort", "clusterIPs": ["10.9.8.7"],
                      "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}});
         assert_eq!(
-            row("Service", svc),
+            row(&printers::SERVICE, svc),
             json!([
                 "np",
                 "NodePort",
@@ -259,21 +262,24 @@ mod tests {
     fn load_balancer_service_external_ip_forms() {
         let pending = json!({"metadata": {"name": "lb"},
             "spec": {"type": "LoadBalancer", "clusterIPs": ["10.9.8.7"], "ports": [{"port": 8888, "protocol": "tcp"}]}});
-        assert_eq!(row("Service", pending)[3], "<pending>");
+        assert_eq!(row(&printers::SERVICE, pending)[3], "<pending>");
         let with_both = json!({"metadata": {"name": "lb"},
             "spec": {"type": "LoadBalancer", "clusterIPs": ["10.9.8.7"], "externalIPs": ["80.11.12.10", "80.11.12.11"],
                      "ports": [{"port": 8888, "protocol": "tcp"}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "3.4.5.6", "hostname": "b"}, {"ip": "2.3.4.5"}]}}});
         assert_eq!(
-            row("Service", with_both)[3],
+            row(&printers::SERVICE, with_both)[3],
             "2.3.4.5,3.4.5.6,80.11.12.10,80.11.12.11"
         );
         // The server renders the wide form, so long lists are not elided.
         let long = json!({"metadata": {"name": "lb"},
             "spec": {"type": "LoadBalancer", "clusterIPs": ["1.5.6.7"]},
             "status": {"loadBalancer": {"ingress": [{"ip": "2.3.4.5"}, {"ip": "3.4.5.6"}, {"ip": "5.6.7.8", "hostname": "h"}]}}});
-        assert_eq!(row("Service", long.clone())[3], "2.3.4.5,3.4.5.6,5.6.7.8");
-        assert_eq!(row("Service", long)[4], "<none>");
+        assert_eq!(
+            row(&printers::SERVICE, long.clone())[3],
+            "2.3.4.5,3.4.5.6,5.6.7.8"
+        );
+        assert_eq!(row(&printers::SERVICE, long)[4], "<none>");
     }
 
     #[test]
@@ -281,7 +287,7 @@ mod tests {
         let ext = json!({"metadata": {"name": "db"},
             "spec": {"type": "ExternalName", "externalName": "my.database.example.com"}});
         assert_eq!(
-            row("Service", ext),
+            row(&printers::SERVICE, ext),
             json!([
                 "db",
                 "ExternalName",
@@ -294,7 +300,7 @@ mod tests {
         );
         let headless = json!({"metadata": {"name": "h"},
             "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}});
-        let r = row("Service", headless);
+        let r = row(&printers::SERVICE, headless);
         assert_eq!(r[1], "ClusterIP");
         assert_eq!(r[2], "None");
         assert_eq!(r[4], "5432/TCP");
@@ -303,15 +309,15 @@ mod tests {
     #[test]
     fn endpoints_join_addresses_and_elide_after_three() {
         let none = json!({"metadata": {"name": "e"}});
-        assert_eq!(row("Endpoints", none)[1], "<none>");
+        assert_eq!(row(&printers::ENDPOINTS, none)[1], "<none>");
         let no_ports = json!({"metadata": {"name": "e"},
             "subsets": [{"addresses": [{"ip": "1.2.3.4"}, {"ip": "5.6.7.8"}]}]});
-        assert_eq!(row("Endpoints", no_ports)[1], "1.2.3.4,5.6.7.8");
+        assert_eq!(row(&printers::ENDPOINTS, no_ports)[1], "1.2.3.4,5.6.7.8");
         let many = json!({"metadata": {"name": "e", "creationTimestamp": ago(300)},
             "subsets": [{"addresses": [{"ip": "1.2.3.4"}, {"ip": "5.6.7.8"}, {"ip": "9.8.7.6"}, {"ip": "6.6.6.6"}],
                          "ports": [{"port": 8001, "protocol": "TCP"}]}]});
         assert_eq!(
-            row("Endpoints", many),
+            row(&printers::ENDPOINTS, many),
             json!([
                 "e",
                 "1.2.3.4:8001,5.6.7.8:8001,9.8.7.6:8001 + 1 more...",
@@ -320,6 +326,6 @@ mod tests {
         );
         let v6 = json!({"metadata": {"name": "e"},
             "subsets": [{"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 80}]}]});
-        assert_eq!(row("Endpoints", v6)[1], "[fd00::1]:80");
+        assert_eq!(row(&printers::ENDPOINTS, v6)[1], "[fd00::1]:80");
     }
 }

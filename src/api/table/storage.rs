@@ -23,10 +23,11 @@ fn unset(v: Option<&str>) -> String {
     v.map_or_else(|| "<unset>".to_string(), str::to_string)
 }
 
-pub(super) static PERSISTENT_VOLUME: Spec = Spec {
+pub static PERSISTENT_VOLUME: Spec = Spec {
     columns: &PV_COLUMNS,
     cells: pv_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static PV_COLUMNS: [Col; 11] = [
@@ -101,10 +102,11 @@ fn pv_cells(pv: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static PERSISTENT_VOLUME_CLAIM: Spec = Spec {
+pub static PERSISTENT_VOLUME_CLAIM: Spec = Spec {
     columns: &PVC_COLUMNS,
     cells: pvc_cells,
     conditions: no_conditions,
+    list: None,
 };
 
 static PVC_COLUMNS: [Col; 9] = [
@@ -179,7 +181,7 @@ fn pvc_cells(pvc: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-pub(super) static STORAGE_CLASS: Spec = Spec {
+pub static STORAGE_CLASS: Spec = Spec {
     columns: &[
         NAME,
         col(
@@ -206,6 +208,7 @@ pub(super) static STORAGE_CLASS: Spec = Spec {
     ],
     cells: storage_class_cells,
     conditions: no_conditions,
+    list: Some(mark_effective_default),
 };
 
 fn is_default_class(sc: &Value) -> bool {
@@ -245,7 +248,7 @@ fn storage_class_cells(sc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 /// Among the listed classes annotated as default, only the effective one
 /// (newest, then alphabetically first) keeps " (default)" in its Name cell,
 /// as upstream's StorageClass table convertor does.
-pub(super) fn mark_effective_default(objs: &[&Value], rows: &mut [Value]) {
+fn mark_effective_default(objs: &[&Value], rows: &mut [Value]) {
     let effective = objs
         .iter()
         .filter(|sc| is_default_class(sc))
@@ -262,6 +265,7 @@ pub(super) fn mark_effective_default(objs: &[&Value], rows: &mut [Value]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::printers;
     use super::super::testutil::{ago, cells};
     use serde_json::{json, Value};
 
@@ -273,7 +277,7 @@ mod tests {
                      "claimRef": {"namespace": "default", "name": "data"}, "volumeMode": "Filesystem"},
             "status": {"phase": "Bound"}});
         assert_eq!(
-            Value::Array(cells("", "PersistentVolume", &pv)),
+            Value::Array(cells(&printers::PERSISTENT_VOLUME, &pv)),
             json!([
                 "pv1",
                 "4Gi",
@@ -297,7 +301,7 @@ mod tests {
                      "accessModes": ["ReadWriteMany"], "capacity": {"storage": "10Gi"}},
             "status": {"phase": "Pending"}});
         assert_eq!(
-            Value::Array(cells("", "PersistentVolume", &pv)),
+            Value::Array(cells(&printers::PERSISTENT_VOLUME, &pv)),
             json!([
                 "test1",
                 "10Gi",
@@ -320,7 +324,7 @@ mod tests {
             "spec": {"volumeName": "my-volume", "volumeMode": "Filesystem", "storageClassName": "my-scn"},
             "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "4Gi"}}});
         assert_eq!(
-            Value::Array(cells("", "PersistentVolumeClaim", &bound)),
+            Value::Array(cells(&printers::PERSISTENT_VOLUME_CLAIM, &bound)),
             json!([
                 "test1",
                 "Bound",
@@ -337,7 +341,7 @@ mod tests {
             "spec": {"volumeMode": "Filesystem"},
             "status": {"phase": "Lost", "accessModes": ["ReadOnlyMany"], "capacity": {"storage": "4Gi"}}});
         assert_eq!(
-            Value::Array(cells("", "PersistentVolumeClaim", &lost)),
+            Value::Array(cells(&printers::PERSISTENT_VOLUME_CLAIM, &lost)),
             json!([
                 "test2",
                 "Lost",
@@ -353,7 +357,7 @@ mod tests {
         let mut deleting = lost.clone();
         deleting["metadata"]["deletionTimestamp"] = json!(ago(1));
         assert_eq!(
-            cells("", "PersistentVolumeClaim", &deleting)[1],
+            cells(&printers::PERSISTENT_VOLUME_CLAIM, &deleting)[1],
             "Terminating"
         );
     }
@@ -364,7 +368,7 @@ mod tests {
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"});
         assert_eq!(
-            Value::Array(cells("storage.k8s.io", "StorageClass", &sc)),
+            Value::Array(cells(&printers::STORAGE_CLASS, &sc)),
             json!([
                 "local-path (default)",
                 "rancher.io/local-path",
@@ -377,7 +381,7 @@ mod tests {
         let sc = json!({"metadata": {"name": "fast"}, "provisioner": "kubernetes.io/nfs",
             "reclaimPolicy": "Retain", "allowVolumeExpansion": true});
         assert_eq!(
-            Value::Array(cells("storage.k8s.io", "StorageClass", &sc)),
+            Value::Array(cells(&printers::STORAGE_CLASS, &sc)),
             json!([
                 "fast",
                 "kubernetes.io/nfs",
@@ -401,7 +405,7 @@ mod tests {
             class("new", 60),
             json!({"metadata": {"name": "plain"}}),
         );
-        let printer = super::super::Printer::for_kind("storage.k8s.io", "StorageClass");
+        let printer = super::super::Printer::Builtin(&printers::STORAGE_CLASS);
         let t = super::super::table(
             &printer,
             [&old, &new, &plain],

@@ -17,7 +17,7 @@ use super::strings::{
 /// Upstream's `MaxSecretSize`, also used for ConfigMaps.
 pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
 
-pub(super) fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     let ty = str_of(spec, "type");
@@ -132,7 +132,7 @@ fn decoded_len(b64: &str) -> usize {
     trimmed.len() * 3 / 4
 }
 
-pub(super) fn validate_config_map(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_config_map(obj: &Value, errs: &mut Vec<FieldError>) {
     let data = obj_of(Some(obj), "data");
     let binary = obj_of(Some(obj), "binaryData");
     validate_data_keys(data, &FieldPath::new("data"), errs);
@@ -159,7 +159,7 @@ pub(super) fn validate_config_map(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-pub(super) fn validate_secret(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_secret(obj: &Value, errs: &mut Vec<FieldError>) {
     let data_path = FieldPath::new("data");
     let data = obj_of(Some(obj), "data");
     // The API server folds stringData into data before validating, so report it there.

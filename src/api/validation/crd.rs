@@ -11,7 +11,7 @@ use super::json::{arr_of, bool_of, field, str_of};
 use super::strings::{is_dns1035_label, is_dns1123_subdomain};
 
 /// The extra rule on a CRD's `metadata.name`; appended to the usual name errors.
-pub(super) fn name_errors(obj: &Value) -> Vec<String> {
+pub(crate) fn name_errors(obj: &Value) -> Vec<String> {
     let spec = field(Some(obj), "spec");
     let names = field(spec, "names");
     let want = format!("{}.{}", str_of(names, "plural"), str_of(spec, "group"));
@@ -23,7 +23,7 @@ pub(super) fn name_errors(obj: &Value) -> Vec<String> {
     }
 }
 
-pub(super) fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     let group = str_of(spec, "group");

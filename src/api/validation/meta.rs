@@ -63,7 +63,7 @@ pub(super) fn validate_annotations(
 }
 
 /// Upstream's `ValidateObjectMeta` for a create.
-pub(super) fn validate_object_meta(
+pub(crate) fn validate_object_meta(
     meta: Option<&Value>,
     namespaced: bool,
     name_fn: NameFn,

@@ -247,7 +247,7 @@ pub(super) fn validate_pod_spec(
 }
 
 /// Checks only a real Pod gets (not templates).
-pub(super) fn validate_pod(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_pod(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     validate_pod_spec(spec, &path, errs);

@@ -11,7 +11,7 @@ use super::strings::{is_dns1123_subdomain, name_is_path_segment};
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
-pub(super) fn validate_binding(obj: &Value, cluster: bool, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_binding(obj: &Value, cluster: bool, errs: &mut Vec<FieldError>) {
     let role_ref = field(Some(obj), "roleRef");
     let rp = FieldPath::new("roleRef");
     let group = str_of(role_ref, "apiGroup");

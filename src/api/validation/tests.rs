@@ -1,15 +1,16 @@
 use serde_json::{json, Value};
 
-use super::super::defaults::{apply_defaults, job_selector_defaults};
+use super::super::defaults::job_selector_defaults;
+use super::super::strategy::testing::of;
 use super::*;
 
 /// Defaults then validates, as the API server does on create.
 pub(super) fn check(group: &str, kind: &str, mut obj: Value, namespaced: bool) -> Vec<FieldError> {
-    apply_defaults(group, kind, &mut obj);
+    of(group, kind).apply_defaults(&mut obj);
     if (group, kind) == ("batch", "Job") {
         job_selector_defaults(&mut obj, "00000000-0000-0000-0000-000000000001");
     }
-    validate(group, kind, &obj, namespaced)
+    of(group, kind).validate_create(&obj, namespaced)
 }
 
 pub(super) fn rendered(errs: &[FieldError]) -> Vec<String> {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::super::defaults::apply_defaults;
+use super::super::strategy::testing::of;
 use super::tests::{check, has, meta, rendered, template};
 use super::*;
 #[test]
@@ -127,9 +127,9 @@ fn job_requires_on_failure_or_never() {
     // Without the generated selector the Job is incomplete, as upstream's create path ensures.
     let mut job = json!({"metadata": meta("pi"), "spec": {"template": {"spec": {"restartPolicy": "Never",
         "containers": [{"name": "pi", "image": "perl"}]}}}});
-    apply_defaults("batch", "Job", &mut job);
+    of("batch", "Job").apply_defaults(&mut job);
     assert!(has(
-        &validate("batch", "Job", &job, true),
+        &of("batch", "Job").validate_create(&job, true),
         "spec.selector: Required value"
     ));
 }

@@ -129,7 +129,7 @@ fn restart_always(template: Option<&Value>, path: &FieldPath, errs: &mut Vec<Fie
 }
 
 /// Deployment and ReplicaSet (upstream words the empty-selector error "for deployment" for both).
-pub(super) fn validate_replicated(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_replicated(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     validate_nonnegative(int_of(spec, "replicas"), &path.child("replicas"), errs);
@@ -147,7 +147,7 @@ pub(super) fn validate_replicated(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-pub(super) fn validate_statefulset(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_statefulset(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     match str_of(spec, "podManagementPolicy") {
@@ -174,7 +174,7 @@ pub(super) fn validate_statefulset(obj: &Value, errs: &mut Vec<FieldError>) {
     restart_always(template, &tpath, errs);
 }
 
-pub(super) fn validate_daemonset(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_daemonset(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     let sel = field(spec, "selector");
@@ -232,7 +232,7 @@ fn validate_job_restart_policy(
 
 /// Job; run `defaults::job_selector_defaults` first, as the API server generates the selector
 /// before validating.
-pub(super) fn validate_job(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_job(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = field(Some(obj), "spec");
     let path = FieldPath::new("spec");
     let template = field(spec, "template");
@@ -251,7 +251,7 @@ pub(super) fn validate_job(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-pub(super) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldError>) {
     let name = str_of(field(Some(obj), "metadata"), "name");
     if name.len() > 52 {
         // The controller appends an 11-character suffix to name Jobs (max 63).

@@ -17,18 +17,13 @@ use super::super::{crd, ApiState};
 use super::read::Filter;
 use super::write::read_body;
 use crate::api::registry::ResourceType;
+use crate::api::strategy::Bookkeeping;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// How dependents of a deleted object are treated (`propagationPolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Propagation {
-    Background,
-    Foreground,
-    Orphan,
-}
+pub use crate::api::strategy::Propagation;
 
 #[derive(Debug, Clone)]
 pub struct DeleteOptions {
@@ -53,14 +48,17 @@ impl Default for DeleteOptions {
 
 impl DeleteOptions {
     /// Merges the body's DeleteOptions with the query parameters (the body wins, as upstream).
-    fn from_request(body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
+    /// `rt` gives the kind's default policy when the request names none.
+    fn from_request(rt: &ResourceType, body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
         let policy = body["propagationPolicy"]
             .as_str()
             .map(str::to_owned)
             .or_else(|| q.propagation_policy.clone());
         let orphan = body["orphanDependents"].as_bool();
         let propagation = match (policy.as_deref(), orphan) {
-            (Some("Background"), _) | (None, None | Some(false)) => Propagation::Background,
+            (Some("Background"), _) => Propagation::Background,
+            (None, None) => (rt.strategy.delete.default_propagation)(&rt.version),
+            (None, Some(false)) => Propagation::Background,
             (Some("Foreground"), _) => Propagation::Foreground,
             (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
             (Some(other), _) => {
@@ -112,7 +110,7 @@ pub async fn delete_object(
     }
     match &written {
         Written::Deleted(obj) => after_delete(state, rt, obj),
-        Written::Updated(obj) if rt.group == "apiextensions.k8s.io" => {
+        Written::Updated(obj) if rt.strategy.bookkeeping == Bookkeeping::CustomTypes => {
             // A terminating definition stops accepting new objects.
             crd::register(state, obj)
         }
@@ -123,32 +121,34 @@ pub async fn delete_object(
 
 /// Bookkeeping once an object is gone for good.
 pub fn after_delete(state: &ApiState, rt: &ResourceType, obj: &Value) {
-    if rt.group.is_empty() && rt.kind == "Service" {
-        if let Some(ip) = obj["spec"]["clusterIP"].as_str() {
-            state.services.release(ip);
+    match rt.strategy.bookkeeping {
+        Bookkeeping::ClusterIp => {
+            if let Some(ip) = obj["spec"]["clusterIP"].as_str() {
+                state.services.release(ip);
+            }
         }
-    }
-    if rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition" {
-        crd::unregister(state, obj);
+        Bookkeeping::CustomTypes => crd::unregister(state, obj),
+        Bookkeeping::None => {}
     }
 }
 
-/// Whether `name` is a pod bound to a node that does not exist: nothing will ever confirm
-/// its termination, so it is removed at once (upstream's pod GC does the same for orphans).
+/// Whether `name` is gracefully deleted (a pod) and bound to a node that does not exist:
+/// nothing will ever confirm its termination, so it is removed at once (upstream's pod GC
+/// does the same for orphans).
 async fn pod_node_is_gone(
     state: &ApiState,
     rt: &ResourceType,
     ns: Option<&str>,
     name: &str,
 ) -> Result<bool, ApiError> {
-    if !(rt.group.is_empty() && rt.kind == "Pod") {
+    let Some(graceful) = rt.strategy.delete.graceful else {
         return Ok(false);
-    }
+    };
     let Some(rec) = state.store.get(&rt.key(ns, name)).await? else {
         return Ok(false);
     };
     let pod = super::super::objects::parse_record(&rec)?;
-    match pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+    match (graceful.node)(&pod) {
         None => Ok(false),
         Some(node) => Ok(state
             .store
@@ -191,43 +191,30 @@ fn decide(
             ));
         }
     }
-    let is_pod = rt.group.is_empty() && rt.kind == "Pod";
-    let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
-    let is_crd = rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition";
+    let rules = rt.strategy.delete;
     let has_finalizers = m["finalizers"].as_array().is_some_and(|a| !a.is_empty());
     let already_deleting = !m["deletionTimestamp"].is_null();
-    let bound = is_pod
-        && !node_gone
-        && obj["spec"]["nodeName"]
-            .as_str()
-            .is_some_and(|n| !n.is_empty());
     // Pods on a node end gracefully: the kubelet stops them and confirms with grace 0.
-    let grace = if is_pod {
-        let default = obj["spec"]["terminationGracePeriodSeconds"]
-            .as_i64()
-            .unwrap_or(30);
-        let g = opts.grace_period_seconds.unwrap_or(default).max(0);
-        if bound {
-            g
-        } else {
-            0
+    let grace = match rules.graceful {
+        Some(g) if !node_gone && (g.node)(&obj).is_some() => {
+            (g.period)(&obj, opts.grace_period_seconds)
         }
-    } else {
-        0
+        _ => 0,
     };
     if already_deleting {
-        if is_pod && grace == 0 && !has_finalizers {
+        if rules.graceful.is_some() && grace == 0 && !has_finalizers {
             return Ok(Decision::Delete(obj));
         }
         return Ok(Decision::Keep(obj));
     }
-    let ns_finalizers = is_namespace
+    let spec_finalizers = rules.spec_finalizers
         && obj["spec"]["finalizers"]
             .as_array()
             .is_some_and(|a| !a.is_empty());
     let foreground = opts.propagation == Propagation::Foreground;
     let orphan = opts.propagation == Propagation::Orphan;
-    if has_finalizers || ns_finalizers || grace > 0 || foreground || orphan || is_crd {
+    let cleanup = rules.finalizer;
+    if has_finalizers || spec_finalizers || grace > 0 || foreground || orphan || cleanup.is_some() {
         let now = chrono::Utc::now();
         let ts = if grace > 0 {
             (now + chrono::Duration::seconds(grace))
@@ -242,7 +229,7 @@ fn decide(
         let added = [
             (foreground, "foregroundDeletion"),
             (orphan, "orphan"),
-            (is_crd, "customresourcecleanup.apiextensions.k8s.io"),
+            (cleanup.is_some(), cleanup.unwrap_or_default()),
         ];
         for (_, finalizer) in added.iter().filter(|(wanted, _)| *wanted) {
             let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
@@ -252,9 +239,7 @@ fn decide(
                 }
             }
         }
-        if is_namespace {
-            obj["status"]["phase"] = json!("Terminating");
-        }
+        (rules.mark_deleting)(&mut obj);
         return Ok(Decision::Put {
             obj,
             created: false,
@@ -271,7 +256,7 @@ pub async fn delete(
 ) -> Result<Response<Body>, ApiError> {
     let raw = read_body(req).await?;
     let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
-    let opts = DeleteOptions::from_request(&body, q)?;
+    let opts = DeleteOptions::from_request(&rr.rt, &body, q)?;
     let name = rr.name.as_deref().unwrap_or_default();
     let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
     Ok(match written {
@@ -289,7 +274,7 @@ pub async fn delete_collection(
     let rt = &rr.rt;
     let raw = read_body(req).await?;
     let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
-    let opts = DeleteOptions::from_request(&body, q)?;
+    let opts = DeleteOptions::from_request(&rr.rt, &body, q)?;
     let filter = Filter::new(rt, q, None)?;
     let (records, rev) = state
         .store

@@ -21,10 +21,7 @@ const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 /// Table printer for a resource type.
 pub fn printer(rt: &ResourceType) -> Printer {
-    match &rt.custom {
-        Some(c) => Printer::for_crd(&c.additional_printer_columns),
-        None => Printer::for_kind(&rt.group, &rt.kind),
-    }
+    rt.strategy.printer(rt)
 }
 
 /// Whether stored objects may carry another version's apiVersion (multi-version types).

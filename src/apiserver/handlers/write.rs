@@ -11,6 +11,7 @@ use super::super::status::ApiError;
 use super::super::{crd, ApiState};
 use crate::api::patch::{self, PatchError, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
+use crate::api::strategy::Bookkeeping;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use serde_json::Value;
@@ -45,7 +46,7 @@ pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written
     if let Written::Deleted(o) = written {
         super::delete::after_delete(state, rt, o);
     }
-    if rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition" {
+    if rt.strategy.bookkeeping == Bookkeeping::CustomTypes {
         match written {
             Written::Created(o) | Written::Updated(o) => crd::register(state, o),
             Written::Unchanged(_) | Written::Deleted(_) => {}
@@ -91,7 +92,7 @@ pub async fn create(
     })
     .await;
     // Give back a service IP allocated for a Service that was not stored.
-    if (result.is_err() || q.dry_run) && rt.kind == "Service" && rt.group.is_empty() {
+    if (result.is_err() || q.dry_run) && rt.strategy.bookkeeping == Bookkeeping::ClusterIp {
         if let Some(ip) = &cluster_ip {
             state.services.release(ip);
         }

@@ -1,0 +1,51 @@
+//! The smaller core/v1 kinds: nodes, persistent volumes and claims, quotas, limit ranges,
+//! service accounts, events (both API groups) and bindings.
+
+use super::{keep_status, set_status, Printing, Strategy};
+use crate::api::defaults::core_v1;
+use crate::api::table::printers;
+use serde_json::json;
+
+/// A kubelet registers its Node with the status it observed, so that status is kept.
+pub static NODE: Strategy = Strategy {
+    kind: "Node",
+    defaults: core_v1::node,
+    initial_status: keep_status,
+    printer: Printing::Builtin(&printers::NODE),
+    ..Strategy::GENERIC
+};
+
+pub static PERSISTENT_VOLUME: Strategy = Strategy {
+    kind: "PersistentVolume",
+    defaults: core_v1::pv,
+    initial_status: |pv| set_status(pv, json!({"phase": "Pending"})),
+    printer: Printing::Builtin(&printers::PERSISTENT_VOLUME),
+    ..Strategy::GENERIC
+};
+
+pub static PERSISTENT_VOLUME_CLAIM: Strategy = Strategy {
+    kind: "PersistentVolumeClaim",
+    defaults: core_v1::pvc,
+    initial_status: |pvc| set_status(pvc, json!({"phase": "Pending"})),
+    printer: Printing::Builtin(&printers::PERSISTENT_VOLUME_CLAIM),
+    ..Strategy::GENERIC
+};
+
+pub static RESOURCE_QUOTA: Strategy = Strategy {
+    kind: "ResourceQuota",
+    printer: Printing::Builtin(&printers::RESOURCE_QUOTA),
+    ..Strategy::GENERIC
+};
+
+pub static SERVICE_ACCOUNT: Strategy = Strategy {
+    kind: "ServiceAccount",
+    printer: Printing::Builtin(&printers::SERVICE_ACCOUNT),
+    ..Strategy::GENERIC
+};
+
+/// core/v1 and events.k8s.io/v1 Events print alike.
+pub static EVENT: Strategy = Strategy {
+    kind: "Event",
+    printer: Printing::Builtin(&printers::EVENT),
+    ..Strategy::GENERIC
+};
