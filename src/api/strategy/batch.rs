@@ -1,7 +1,7 @@
 //! batch/v1 Jobs and CronJobs: defaults, validation, the selector and pod labels a new Job
-//! gets from its uid.
+//! gets from its uid, and batch/v1 Jobs orphaning their pods when a delete names no policy.
 
-use super::{Printing, Strategy};
+use super::{Delete, Printing, Propagation, Strategy};
 use crate::api::defaults::workloads;
 use crate::api::table::printers;
 use crate::api::validation::workloads::{validate_cronjob, validate_job};
@@ -13,6 +13,10 @@ pub static JOB: Strategy = Strategy {
     validate: validate_job,
     prepare_for_create: job_selector,
     printer: Printing::Builtin(&printers::JOB),
+    delete: Delete {
+        default_propagation: job_default_propagation,
+        ..Delete::IMMEDIATE
+    },
     ..Strategy::GENERIC
 };
 
@@ -30,4 +34,13 @@ fn job_selector(job: &mut Value) {
         .unwrap_or_default()
         .to_owned();
     workloads::job_selector_defaults(job, &uid);
+}
+
+/// Upstream keeps batch/v1's old default for compatibility: a Job deleted without a policy
+/// leaves its pods (kubectl always sends one).
+fn job_default_propagation(version: &str) -> Propagation {
+    match version {
+        "v1" => Propagation::Orphan,
+        _ => Propagation::Background,
+    }
 }
