@@ -4,14 +4,16 @@
 //! Key spaces (the first byte separates them):
 //! - `k` + key bytes            → record: mod_revision u64 BE | create_revision u64 BE | value
 //! - `e` + revision u64 BE      → event: kind u8 | key_len u32 BE | key | value_len u32 BE | value
-//!   | prev value (rest; present iff the kind's PREV flag is set)
+//!   | [prev mod_revision u64 BE | prev create_revision u64 BE, iff the PREV_REVS flag is set]
+//!   | prev value (rest; present iff the kind's PREV flag is set). Entries written before the
+//!   PREV_REVS flag existed lack the revisions; they are read as "unknown".
 //! - `m` + name                 → metadata (u64 BE): current revision, compacted revision
 //!
 //! Big-endian revisions make the event log iterate in revision order.
 
 use bytes::Bytes;
 
-use super::{Event, EventKind, Record, StoreError};
+use super::{Event, EventKind, Record, Revisions, StoreError};
 
 const RECORD: u8 = b'k';
 const EVENT: u8 = b'e';
@@ -21,6 +23,8 @@ pub(super) const META_COMPACTED: &[u8] = b"mcompacted";
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const FLAG_PREV: u8 = 0x80;
+const FLAG_PREV_REVS: u8 = 0x40;
+const FLAGS: u8 = FLAG_PREV | FLAG_PREV_REVS;
 
 pub(super) fn record_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
@@ -96,20 +100,26 @@ fn len_u32(what: &str, len: usize) -> Result<[u8; 4], StoreError> {
 
 pub(super) fn encode_event(ev: &Event) -> Result<Vec<u8>, StoreError> {
     let prev_len = ev.prev_value.as_ref().map_or(0, Bytes::len);
-    let mut v = Vec::with_capacity(9 + ev.key.len() + ev.value.len() + prev_len);
-    let kind = match ev.kind {
+    let mut v = Vec::with_capacity(25 + ev.key.len() + ev.value.len() + prev_len);
+    let mut tag = match ev.kind {
         EventKind::Put => KIND_PUT,
         EventKind::Delete => KIND_DELETE,
     };
-    v.push(if ev.prev_value.is_some() {
-        kind | FLAG_PREV
-    } else {
-        kind
-    });
+    if ev.prev_value.is_some() {
+        tag |= FLAG_PREV;
+    }
+    if ev.prev_revisions.is_some() {
+        tag |= FLAG_PREV_REVS;
+    }
+    v.push(tag);
     v.extend_from_slice(&len_u32("key", ev.key.len())?);
     v.extend_from_slice(ev.key.as_bytes());
     v.extend_from_slice(&len_u32("value", ev.value.len())?);
     v.extend_from_slice(&ev.value);
+    if let Some(revs) = &ev.prev_revisions {
+        v.extend_from_slice(&revs.mod_revision.to_be_bytes());
+        v.extend_from_slice(&revs.create_revision.to_be_bytes());
+    }
     if let Some(prev) = &ev.prev_value {
         v.extend_from_slice(prev);
     }
@@ -125,7 +135,7 @@ pub(super) fn decode_event_if(
 ) -> Result<Option<Event>, StoreError> {
     let corrupt = || StoreError::Corrupt(format!("event {revision} is truncated"));
     let (&tag, rest) = raw.split_first().ok_or_else(corrupt)?;
-    let kind = match tag & !FLAG_PREV {
+    let kind = match tag & !FLAGS {
         KIND_PUT => EventKind::Put,
         KIND_DELETE => EventKind::Delete,
         other => {
@@ -140,7 +150,18 @@ pub(super) fn decode_event_if(
     }
     let key = std::str::from_utf8(key)
         .map_err(|_| StoreError::Corrupt(format!("event {revision}: key is not UTF-8")))?;
-    let (value, prev) = split_len_prefixed(rest).ok_or_else(corrupt)?;
+    let (value, rest) = split_len_prefixed(rest).ok_or_else(corrupt)?;
+    let (prev_revisions, prev) = if tag & FLAG_PREV_REVS != 0 {
+        let (mod_revision, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (create_revision, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let revs = Revisions {
+            mod_revision: u64::from_be_bytes(*mod_revision),
+            create_revision: u64::from_be_bytes(*create_revision),
+        };
+        (Some(revs), rest)
+    } else {
+        (None, rest)
+    };
     let prev_value = if tag & FLAG_PREV != 0 {
         Some(Bytes::copy_from_slice(prev))
     } else if prev.is_empty() {
@@ -154,6 +175,7 @@ pub(super) fn decode_event_if(
         key: key.to_owned(),
         value: Bytes::copy_from_slice(value),
         prev_value,
+        prev_revisions,
     }))
 }
 
@@ -174,6 +196,10 @@ mod tests {
             key: "core/pods/ns/a".into(),
             value: Bytes::from_static(b"tomb"),
             prev_value: prev.map(Bytes::from_static),
+            prev_revisions: prev.map(|_| Revisions {
+                mod_revision: 5,
+                create_revision: 3,
+            }),
         }
     }
 
@@ -185,6 +211,18 @@ mod tests {
             let back = decode_event_if(7, &raw, "core/").expect("decodes");
             assert_eq!(back, Some(ev));
         }
+    }
+
+    #[test]
+    fn event_written_without_previous_revisions_still_decodes() {
+        let ev = Event {
+            prev_revisions: None,
+            ..event(Some(b"old"))
+        };
+        let raw = encode_event(&ev).expect("small event encodes");
+        assert_eq!(raw[0] & FLAG_PREV_REVS, 0, "no revisions flag");
+        let back = decode_event_if(7, &raw, "").expect("decodes");
+        assert_eq!(back, Some(ev));
     }
 
     #[test]

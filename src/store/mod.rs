@@ -16,7 +16,7 @@
 //! does not hold yet, [`shared`] the state shared by handles and background threads (open,
 //! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
 //! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
-//! durable, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
+//! durable, [`snapshot`] reads at an older revision, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
 //! [`watch`] the watchers.
 
 mod applier;
@@ -26,6 +26,7 @@ mod disk;
 mod flusher;
 mod overlay;
 mod shared;
+mod snapshot;
 mod wakeup;
 mod wal;
 mod watch;
@@ -79,6 +80,9 @@ pub enum StoreError {
     /// The requested history is gone (the API answers 410 Expired).
     #[error("required revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted { requested: u64, compacted: u64 },
+    /// A read at a revision the store has not reached.
+    #[error("required revision {requested} is a future revision (current revision {current})")]
+    FutureRevision { requested: u64, current: u64 },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("store I/O: {0}")]
@@ -104,6 +108,15 @@ pub struct Record {
     pub mod_revision: u64,
     /// Revision of the write that created this key (since its last delete).
     pub create_revision: u64,
+}
+
+impl Record {
+    pub fn revisions(&self) -> Revisions {
+        Revisions {
+            mod_revision: self.mod_revision,
+            create_revision: self.create_revision,
+        }
+    }
 }
 
 /// What a [`Store::mutate`] closure decides to do with the key.
@@ -134,6 +147,16 @@ pub struct Event {
     pub value: Bytes,
     /// The value before this write; `None` for a `Put` that created the key.
     pub prev_value: Option<Bytes>,
+    /// The revisions of the record before this write, so that a snapshot read can rebuild
+    /// it whole. `None` with a `prev_value`: an entry written before they were recorded.
+    pub prev_revisions: Option<Revisions>,
+}
+
+/// The revisions a [`Record`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revisions {
+    pub mod_revision: u64,
+    pub create_revision: u64,
 }
 
 /// One page of [`Store::list_from`].
@@ -246,6 +269,20 @@ impl Store {
         limit: usize,
     ) -> Result<Page, StoreError> {
         self.shared().list_from(prefix, start_after, limit).await
+    }
+
+    /// Like [`Store::list_from`], but as the prefix was at `revision` (a point-in-time read:
+    /// later creates, updates and deletes are not seen). `Compacted` once the history after
+    /// `revision` is trimmed, `FutureRevision` above the current revision. The page's
+    /// `revision` is `revision`.
+    pub async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: u64,
+    ) -> Result<Page, StoreError> {
+        snapshot::list_at(self.shared(), prefix, start_after, limit, revision).await
     }
 
     /// Latest durable revision (1 for an empty store).

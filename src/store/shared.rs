@@ -208,6 +208,7 @@ impl Shared {
                     kind: EventKind::Put,
                     key: key.to_owned(),
                     value,
+                    prev_revisions: current.as_ref().map(Record::revisions),
                     prev_value: current.map(|c| c.value),
                 };
                 (event, create)
@@ -218,6 +219,7 @@ impl Shared {
                     kind: EventKind::Delete,
                     key: key.to_owned(),
                     value: tombstone,
+                    prev_revisions: Some(current.revisions()),
                     prev_value: Some(current.value),
                 };
                 (event, current.create_revision)

@@ -367,6 +367,7 @@ pub(super) fn put_entry(revision: u64, key: &str, value: &'static [u8]) -> Entry
             key: key.to_owned(),
             value: bytes::Bytes::from_static(value),
             prev_value: None,
+            prev_revisions: None,
         }),
         create_revision: revision,
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::*;
 
 mod durability;
+mod snapshot;
 mod watch;
 
 fn config(dir: &tempfile::TempDir) -> StoreConfig {
