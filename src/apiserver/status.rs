@@ -13,6 +13,9 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// `metadata.continue` of the Status: a list whose continue token expired offers a
+    /// fresh one here.
+    pub continue_token: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -38,6 +41,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            continue_token: None,
         }
     }
 
@@ -168,6 +172,48 @@ impl ApiError {
         )
     }
 
+    /// A list (`resourceVersionMatch=Exact`) at a revision older than the compacted history.
+    pub fn list_expired() -> ApiError {
+        ApiError::new(
+            410,
+            "Expired",
+            "The resourceVersion for the provided list is too old.",
+        )
+    }
+
+    /// A continue token whose revision was compacted; `fresh` continues from the same key
+    /// at the current revision (upstream's wording).
+    pub fn continue_expired(fresh: String) -> ApiError {
+        ApiError {
+            continue_token: Some(fresh),
+            ..ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter, or use the continue \
+                 token in this response to retrieve the remainder of the results. Continuing \
+                 with the provided token results in an inconsistent list - objects that were \
+                 created, modified, or deleted between the time the first chunk was returned \
+                 and now may show up in the list.",
+            )
+        }
+    }
+
+    /// A read at a revision the store has not reached: upstream's retryable 504.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        ApiError {
+            details: Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
+            ..ApiError::new(
+                504,
+                "Timeout",
+                format!("Timeout: Too large resource version: {requested}, current: {current}"),
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
     }
@@ -186,6 +232,9 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        if let Some(c) = &self.continue_token {
+            s["metadata"]["continue"] = json!(c);
+        }
         s
     }
 }
@@ -197,6 +246,9 @@ impl From<crate::store::StoreError> for ApiError {
                 requested,
                 compacted,
             } => ApiError::expired(requested, compacted),
+            crate::store::StoreError::FutureRevision { requested, current } => {
+                ApiError::too_large_resource_version(requested, current)
+            }
             other => ApiError::internal(format!("storage error: {other}")),
         }
     }

@@ -1,7 +1,10 @@
 //! get and list, in JSON, Table and PartialObjectMetadata form.
 //!
 //! Lists without selectors are assembled from the stored bytes without parsing them, which
-//! keeps a list of 10,000 objects cheap.
+//! keeps a list of 10,000 objects cheap. Chunked lists are consistent as upstream's: every
+//! page after the first is read at the first page's resourceVersion (the store's
+//! point-in-time read), and once that revision is compacted the answer is 410 Expired with a
+//! token that continues at the current revision.
 
 use super::super::objects::parse_record;
 use super::super::request::{Output, Query, ResourceRequest};
@@ -11,7 +14,7 @@ use super::super::ApiState;
 use crate::api::registry::ResourceType;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::table::{self, Printer};
-use crate::store::Record;
+use crate::store::{Page, Record, StoreError};
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::Response;
@@ -142,13 +145,16 @@ impl Filter {
     }
 }
 
-/// Continue tokens carry the list revision and the last key served.
-fn encode_continue(rv: u64, last_key: &str) -> String {
+/// Continue tokens carry the list revision and the last key served. A token without a
+/// revision (`rv` -1, as upstream) continues at the current revision: it is what an Expired
+/// answer offers once the list's revision is compacted.
+fn encode_continue(rv: Option<u64>, last_key: &str) -> String {
+    let rv = rv.and_then(|r| i64::try_from(r).ok()).unwrap_or(-1);
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(json!({"rv": rv, "start": last_key}).to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(Option<u64>, String), ApiError> {
     let bad = || {
         ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
     };
@@ -156,10 +162,58 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
         .decode(token)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v["rv"].as_u64().ok_or_else(bad)?,
-        v["start"].as_str().ok_or_else(bad)?.to_owned(),
-    ))
+    let rv = match v["rv"].as_i64().ok_or_else(bad)? {
+        -1 => None,
+        rv => Some(
+            u64::try_from(rv)
+                .ok()
+                .filter(|&rv| rv > 0)
+                .ok_or_else(bad)?,
+        ),
+    };
+    Ok((rv, v["start"].as_str().ok_or_else(bad)?.to_owned()))
+}
+
+/// The records a list serves and the revision they are consistent at: for a continued list
+/// the token's revision, so every page shows the first page's snapshot (upstream reads etcd
+/// `WithRev`); for `resourceVersionMatch=Exact` the requested one; otherwise now.
+async fn read_records(state: &ApiState, prefix: &str, q: &Query) -> Result<Page, ApiError> {
+    let store = &state.store;
+    if let Some(token) = &q.continue_token {
+        if q.resource_version.as_deref().is_some_and(|rv| rv != "0") {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let (rv, start) = decode_continue(token)?;
+        let page = match rv {
+            Some(rv) => store.list_at(prefix, Some(&start), 0, rv).await,
+            None => store.list_from(prefix, Some(&start), 0).await,
+        };
+        return match page {
+            Err(StoreError::Compacted { .. }) => {
+                Err(ApiError::continue_expired(encode_continue(None, &start)))
+            }
+            other => Ok(other?),
+        };
+    }
+    if q.resource_version_match.as_deref() == Some("Exact") {
+        let rv = q
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse::<u64>().ok())
+            .filter(|&rv| rv > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "resourceVersionMatch \"Exact\" needs a resourceVersion other than \"0\"",
+                )
+            })?;
+        return match store.list_at(prefix, None, 0, rv).await {
+            Err(StoreError::Compacted { .. }) => Err(ApiError::list_expired()),
+            other => Ok(other?),
+        };
+    }
+    Ok(store.list_from(prefix, None, 0).await?)
 }
 
 pub async fn list(
@@ -170,16 +224,8 @@ pub async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     let filter = Filter::new(rt, q, None)?;
-    let (mut records, rev) = state
-        .store
-        .list(&rt.namespace_prefix(rr.namespace.as_deref()))
-        .await?;
-    let mut list_rev = rev;
-    if let Some(token) = &q.continue_token {
-        let (rv, start) = decode_continue(token)?;
-        list_rev = rv;
-        records.retain(|r| r.key.as_str() > start.as_str());
-    }
+    let page = read_records(state, &rt.namespace_prefix(rr.namespace.as_deref()), q).await?;
+    let (mut records, list_rev) = (page.records, page.revision);
     // Keep only matches; parse only when a selector needs the object.
     let mut parsed: Vec<Option<Value>> = Vec::new();
     if !filter.is_empty() {
@@ -200,7 +246,9 @@ pub async fn list(
             remaining = Some((records.len() - limit) as i64);
             records.truncate(limit);
             parsed.truncate(limit);
-            continue_token = records.last().map(|r| encode_continue(list_rev, &r.key));
+            continue_token = records
+                .last()
+                .map(|r| encode_continue(Some(list_rev), &r.key));
         }
     }
     let rv_str = list_rev.to_string();
