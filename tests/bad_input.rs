@@ -276,17 +276,24 @@ fn body_over_3_mib_gets_413_request_entity_too_large() {
             "data": {"blob": "x".repeat(4 * 1024 * 1024)}
         })
         .to_string();
-        // The raw request is HTTP/1.1 (see common::http); kubectl below uses HTTP/2.
-        let status = server
-            .request("POST", CONFIGMAPS)
-            .content_type("application/json")
-            .body(big.clone())
-            .send()
-            .expect_status(413, "RequestEntityTooLarge");
-        assert_eq!(
-            status["message"], "Request entity too large: limit is 3145728",
-            "{status}"
-        );
+        // Over HTTP/2 too: the Status must go out before the stream is reset.
+        for http2 in [false, true] {
+            let mut request = server
+                .request("POST", CONFIGMAPS)
+                .content_type("application/json")
+                .body(big.clone());
+            if http2 {
+                request = request.http2();
+            }
+            let reply = request.send();
+            let status = reply.expect_status(413, "RequestEntityTooLarge");
+            assert_eq!(
+                status["message"], "Request entity too large: limit is 3145728",
+                "{status}"
+            );
+            let version = if http2 { "HTTP/2 413" } else { "HTTP/1.1 413" };
+            assert!(reply.headers.contains(version), "{}", reply.headers);
+        }
 
         server.write_file("huge.json", &big);
         let run = server.kubectl(&["create", "-f", "huge.json"]).fails();

@@ -202,3 +202,15 @@ fn agent_start_imports_the_airgap_tarballs_of_the_images_dir() {
         "the broken tarball is named in the log"
     );
 }
+
+#[test]
+fn logs_to_a_file_carry_no_ansi_colour_codes() {
+    let server = TestServer::start();
+    server.kubectl_ok(&["get", "namespaces"]);
+    let log = server.log();
+    assert!(log.contains(" INFO "), "the log has level names:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log that goes to a file:\n{log:?}"
+    );
+}

@@ -1,15 +1,22 @@
 //! Request bodies: bounded reading and decoding of JSON, YAML and protobuf objects.
 //!
 //! Invariant: a body larger than [`MAX_BODY_BYTES`] is refused with 413 before it is
-//! buffered whole (by Content-Length when given, otherwise while streaming).
+//! buffered whole (by Content-Length when given, otherwise while streaming), and the client
+//! gets to see that 413 (see [`refuse_too_large`]).
 
 use super::status::ApiError;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use std::time::Duration;
 
 /// Upstream's default request size limit (3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How much of a refused body is read and thrown away so that its 413 reaches the client.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// How long a refused body may take to arrive in full.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a whole body, refusing it with 413 once it passes the limit.
 pub async fn read_limited<B>(mut body: B, content_length: Option<u64>) -> Result<Bytes, ApiError>
@@ -17,8 +24,8 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    if let Some(n) = content_length.filter(|&n| n > MAX_BODY_BYTES as u64) {
+        return Err(refuse_too_large(body, 0, n).await);
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -26,12 +33,37 @@ where
             frame.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY_BYTES {
-                return Err(ApiError::too_large(MAX_BODY_BYTES));
+                let read = (buf.len() + data.len()) as u64;
+                return Err(refuse_too_large(body, read, read).await);
             }
             buf.extend_from_slice(&data);
         }
     }
     Ok(buf.freeze())
+}
+
+/// The 413 for a body over the limit, after reading the rest of it (bounded in bytes and
+/// time) without keeping it. Over HTTP/2, dropping a request body that is still arriving
+/// makes hyper reset the stream (RST_STREAM CANCEL) before the response goes out, and the
+/// client sees no Status at all; once the client has sent the whole body there is nothing
+/// to reset. A body beyond the bound is still cut off: its client gets the reset.
+async fn refuse_too_large<B>(mut body: B, read: u64, expected: u64) -> ApiError
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    if expected <= DRAIN_MAX_BYTES {
+        let drain = async {
+            let mut read = read;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+    ApiError::too_large(MAX_BODY_BYTES)
 }
 
 /// Media type of a request body, parameters stripped.
@@ -104,6 +136,57 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, 413);
+    }
+
+    /// A body that counts how much of it was polled.
+    struct Counted {
+        chunks: std::collections::VecDeque<Bytes>,
+        polled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl http_body::Body for Counted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            let next = self.chunks.pop_front();
+            if let Some(c) = &next {
+                self.polled
+                    .fetch_add(c.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+            std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+        }
+    }
+
+    fn counted(total: usize) -> (Counted, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let polled = std::sync::Arc::default();
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let body = Counted {
+            chunks: (0..total >> 20).map(|_| chunk.clone()).collect(),
+            polled: std::sync::Arc::clone(&polled),
+        };
+        (body, polled)
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_read_to_its_end_so_the_413_is_not_lost_to_a_stream_reset() {
+        use std::sync::atomic::Ordering;
+        let (body, polled) = counted(8 << 20);
+        let e = read_limited(body, None).await.unwrap_err();
+        assert_eq!((e.code, polled.load(Ordering::SeqCst)), (413, 8 << 20));
+        let (body, polled) = counted(8 << 20);
+        let e = read_limited(body, Some(8 << 20)).await.unwrap_err();
+        assert_eq!((e.code, polled.load(Ordering::SeqCst)), (413, 8 << 20));
+        // Past the bound the rest is not waited for.
+        let (body, polled) = counted(128 << 20);
+        let e = read_limited(body, None).await.unwrap_err();
+        assert_eq!(e.code, 413);
+        assert!(polled.load(Ordering::SeqCst) <= (DRAIN_MAX_BYTES as usize) + (1 << 20));
+        let (body, polled) = counted(128 << 20);
+        read_limited(body, Some(128 << 20)).await.unwrap_err();
+        assert_eq!(polled.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Raw HTTPS requests to a test server through curl, for what a well-behaved client would
-//! never send (bad bodies, wrong content types, no credentials), over HTTP/1.1. Invariant:
+//! never send (bad bodies, wrong content types, no credentials), over HTTP/1.1 unless
+//! [`Request::http2`] asks for HTTP/2. Invariant:
 //! the server's certificate is always verified against the cluster CA; only the credentials
 //! vary.
 
@@ -29,6 +30,7 @@ pub struct Request<'a> {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     auth: Auth,
+    http2: bool,
 }
 
 /// The server's answer.
@@ -105,6 +107,7 @@ impl<'a> Request<'a> {
             headers: Vec::new(),
             body: None,
             auth: Auth::Admin,
+            http2: false,
         }
     }
 
@@ -119,6 +122,12 @@ impl<'a> Request<'a> {
 
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Some(body.into());
+        self
+    }
+
+    /// Sends over HTTP/2 instead of HTTP/1.1.
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
         self
     }
 
@@ -145,10 +154,10 @@ impl<'a> Request<'a> {
             .arg("-D")
             .arg(&headers_out)
             .args(["-w", "%{http_code}"]);
-        // HTTP/1.1: when the server answers (401, 413) before a request body is fully sent, it
-        // ends the HTTP/2 stream with RST_STREAM(NO_ERROR), and curl 7.88 then discards the
-        // complete answer it got. kubectl, helm and kube-rs cover HTTP/2.
-        cmd.arg("--http1.1");
+        // HTTP/1.1 by default: when the server answers (401) before a request body is fully
+        // sent, it ends the HTTP/2 stream with RST_STREAM(NO_ERROR), and curl 7.88 then
+        // discards the complete answer it got. kubectl, helm and kube-rs cover HTTP/2.
+        cmd.arg(if self.http2 { "--http2" } else { "--http1.1" });
         match &self.auth {
             Auth::Admin => {
                 cmd.arg("-H").arg(format!(
