@@ -15,6 +15,9 @@
 //!   client (never the store).
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
+//!
+//! `docs/architecture.md` has the longer version: the process model, the in-process client
+//! and how a request flows.
 
 pub mod agent;
 pub mod api;
