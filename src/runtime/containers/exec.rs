@@ -6,7 +6,7 @@
 //! the exec'd process's status in shell convention (code or 128 + signal).
 
 use super::cgroups::CgroupSet;
-use super::init::{self, InitStdio};
+use super::init::{self, InitError, InitStdio};
 use super::ExecConfig;
 use nix::libc;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -101,9 +101,9 @@ fn relay(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> i32 {
     }
 }
 
-fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, String> {
+fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, InitError> {
     init::setup_stdio(stdio)?;
-    let mut process: Process = spec.process().clone().ok_or("spec has no process")?;
+    let mut process: Process = spec.process().clone().ok_or(InitError::Spec("process"))?;
     process.set_args(Some(cfg.args.clone()));
     if let Some(w) = &cfg.working_dir {
         process.set_cwd(w.into());
@@ -113,7 +113,7 @@ fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, 
         if !u.additional_gids.is_empty() {
             b = b.additional_gids(u.additional_gids.clone());
         }
-        process.set_user(b.build().map_err(|e| e.to_string())?);
+        process.set_user(b.build().map_err(|_| InitError::Spec("user"))?);
     }
     let mut extra: Vec<String> = cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if cfg.tty {
