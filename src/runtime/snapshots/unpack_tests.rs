@@ -235,7 +235,12 @@ fn hard_links_to_paths_outside_the_layer_are_rejected() {
     let body = raw_entry("h", tar::EntryType::Link, Some("../secret"), b"");
     assert!(unpack_layer(&finish_tar(body)[..], &dest).is_err());
     let body = raw_entry("h", tar::EntryType::Link, Some("/etc/shadow"), b"");
-    assert!(unpack_layer(&finish_tar(body)[..], &dest).is_err());
+    let err = unpack_layer(&finish_tar(body)[..], &dest).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("hard link target /etc/shadow leaves the layer"),
+        "{err}"
+    );
     assert!(!dest.join("h").exists());
 }
 
@@ -251,5 +256,23 @@ fn gzip_and_zstd_layers_unpack_to_the_diff_id_of_the_plain_tar() {
         let diff = unpack_layer(&blob[..], dir.path()).unwrap();
         assert_eq!(diff, digest(&layer));
         assert_eq!(fs::read(dir.path().join("hello")).unwrap(), b"world");
+    }
+}
+
+#[test]
+fn whiteouts_of_dot_and_dot_dot_are_rejected() {
+    for name in [".wh..", ".wh...", "a/.wh..."] {
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("layer");
+        fs::create_dir_all(dest.join("a")).unwrap();
+        fs::write(outer.path().join("sibling"), "keep").unwrap();
+        let layer = finish_tar(raw_entry(name, tar::EntryType::Regular, None, b""));
+        let err = unpack_layer(&layer[..], &dest).unwrap_err();
+        assert!(matches!(err, SnapshotError::Unsafe { .. }), "{name}: {err}");
+        assert_eq!(
+            fs::read_to_string(outer.path().join("sibling")).unwrap(),
+            "keep"
+        );
+        assert!(dest.join("a").is_dir(), "{name}");
     }
 }
