@@ -365,8 +365,10 @@ impl Runtime {
                 &format!("/{}/{id}", super::cgroups::cgroup_parent()),
             );
             for pid in cg.pids() {
-                // SAFETY: kill(2) of processes left in this container's cgroup.
-                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if let Ok(sc) = std::fs::read(dir.join(shim::SHIM_CONFIG)) {
                 if let Ok(sc) = serde_json::from_slice::<ShimConfig>(&sc) {

@@ -112,6 +112,8 @@ pub enum InitError {
     NulByte,
     #[error("the shim closed the start gate")]
     GateClosed,
+    #[error("join the container's cgroups: {0}")]
+    Cgroups(#[from] super::super::cgroups::CgroupError),
 }
 
 fn on(path: &Option<PathBuf>) -> String {

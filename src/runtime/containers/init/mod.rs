@@ -10,12 +10,11 @@ mod error;
 mod process;
 mod rootfs;
 
-pub use error::{InitError, Step};
+pub use error::{AtStep, InitError, Step};
 pub(crate) use process::exec_process;
 pub use process::{apply_credentials, find_executable, reset_signals};
 
 use super::mount_plan;
-use error::AtStep;
 use nix::libc;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io::{Read, Write};
