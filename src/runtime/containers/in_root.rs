@@ -88,9 +88,13 @@ pub fn is_same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno>
     Ok(sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino)
 }
 
-/// `path` without its leading `/`, so that it is taken relative to the root descriptor.
+/// `path` without its leading `/`, so that it is taken relative to the root descriptor
+/// (`.` for the root itself: openat2 refuses an empty path).
 fn relative(path: &Path) -> &Path {
-    path.strip_prefix("/").unwrap_or(path)
+    match path.strip_prefix("/").unwrap_or(path) {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    }
 }
 
 fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {

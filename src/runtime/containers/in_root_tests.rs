@@ -82,6 +82,16 @@ fn a_symlink_to_slash_resolves_to_the_root_itself() {
     let f = fixture();
     symlink("/", f.root.join("vol")).unwrap();
     symlink("../../..", f.root.join("etc/up")).unwrap();
+    assert!(is_same_file(
+        open(f.fd.as_fd(), Path::new("/")).unwrap().as_fd(),
+        f.fd.as_fd()
+    )
+    .unwrap());
+    assert!(is_same_file(
+        open(f.fd.as_fd(), Path::new("")).unwrap().as_fd(),
+        f.fd.as_fd()
+    )
+    .unwrap());
     for p in ["/vol", "/etc/up", "/"] {
         let fd = ensure(f.fd.as_fd(), Path::new(p), Kind::Dir).unwrap();
         assert!(is_same_file(fd.as_fd(), f.fd.as_fd()).unwrap(), "{p}");
