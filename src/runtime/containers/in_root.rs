@@ -68,6 +68,13 @@ pub fn ensure(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<OwnedFd, 
 pub fn read_to_string(root: &Path, path: &Path) -> std::io::Result<String> {
     let root = open_root(root)?;
     let found = open(root.as_fd(), path)?;
+    // Only regular files: opening a FIFO or a device from an image could block or act.
+    if file_type(&fstat(found.as_fd())?) != SFlag::S_IFREG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
     let file: std::fs::File = nix::fcntl::open(
         fd_path(&found).as_str(),
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,

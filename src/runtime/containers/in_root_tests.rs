@@ -134,6 +134,9 @@ fn files_are_read_inside_the_root() {
     symlink(climbing(&f.host.join("canary")), f.root.join("etc/passwd")).unwrap();
     let err = read_to_string(&f.root, Path::new("/etc/passwd")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    nix::unistd::mkfifo(&f.root.join("etc/shadow"), Mode::from_bits_truncate(0o600)).unwrap();
+    let err = read_to_string(&f.root, Path::new("/etc/shadow")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     fs::write(f.root.join("etc/group"), "root:x:0:\n").unwrap();
     assert_eq!(
         read_to_string(&f.root, Path::new("/etc/group")).unwrap(),
