@@ -545,6 +545,10 @@ impl Drop for RootfsGuard<'_> {
 }
 
 #[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: unpacks with chown and device nodes, mounts overlayfs"
+)]
 fn whiteout_hides_the_lower_file_in_the_mounted_rootfs() {
     use skiff::runtime::images::{ImageStore, RegistriesConfig};
     use skiff::runtime::snapshots::Snapshotter;

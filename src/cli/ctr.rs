@@ -3,7 +3,7 @@
 use crate::runtime::containers::facade::{ExecIo, Runtime, RuntimeOptions};
 use crate::runtime::containers::shim::protocol as proto;
 use crate::runtime::containers::{
-    ContainerConfig, ExecConfig, Network, Resources, RuntimeKind, Status, User,
+    ContainerConfig, ExecConfig, Mount, Network, Resources, RuntimeKind, Status, User,
 };
 use anyhow::{bail, Context};
 use std::io::{BufRead, Read, Write};
@@ -85,6 +85,9 @@ pub struct RunArgs {
     pub net: String,
     #[arg(long)]
     pub read_only: bool,
+    /// HOST_PATH:CONTAINER_PATH[:ro], a bind mount (repeatable)
+    #[arg(short, long = "volume")]
+    pub volumes: Vec<String>,
     /// UID[:GID]
     #[arg(short, long)]
     pub user: Option<String>,
@@ -119,6 +122,25 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
         _ => bail!("bad size unit in {s:?}"),
     };
     Ok((n * mult) as i64)
+}
+
+/// `HOST:CONTAINER[:ro]` → a bind mount.
+fn parse_volume(s: &str) -> anyhow::Result<Mount> {
+    let (spec, read_only) = match s.strip_suffix(":ro") {
+        Some(rest) => (rest, true),
+        None => (s.strip_suffix(":rw").unwrap_or(s), false),
+    };
+    let (source, destination) = spec
+        .split_once(':')
+        .with_context(|| format!("--volume wants HOST_PATH:CONTAINER_PATH[:ro], got {s:?}"))?;
+    if !source.starts_with('/') || !destination.starts_with('/') {
+        bail!("--volume paths must be absolute, got {s:?}");
+    }
+    Ok(Mount::Bind {
+        source: PathBuf::from(source),
+        destination: destination.to_string(),
+        read_only,
+    })
 }
 
 fn parse_user(s: &str) -> anyhow::Result<User> {
@@ -256,6 +278,11 @@ async fn run_container(rt: &Runtime, a: RunArgs) -> anyhow::Result<ExitCode> {
         tty: a.tty,
         stdin: a.interactive,
         read_only_rootfs: a.read_only,
+        mounts: a
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<anyhow::Result<_>>()?,
         resources,
         network: match a.net.as_str() {
             "host" => Network::Host,

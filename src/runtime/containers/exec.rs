@@ -6,13 +6,14 @@
 //! the exec'd process's status in shell convention (code or 128 + signal).
 
 use super::cgroups::CgroupSet;
-use super::init::{self, InitStdio};
+use super::init::{self, AtStep, InitError, InitStdio, Step};
 use super::ExecConfig;
 use nix::libc;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{Process, Spec, UserBuilder};
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Never returns.
 pub fn run_child(
@@ -31,8 +32,9 @@ pub fn run_child(
                 InitStdio::Tty(t) => t,
             };
             let msg = format!("exec failed: {e}\n");
-            // SAFETY: write to an fd passed in by the caller.
-            unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+            // SAFETY: the caller passed this fd to this child and keeps it open.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = nix::unistd::write(fd, msg.as_bytes());
             126
         }
     };
@@ -40,11 +42,7 @@ pub fn run_child(
     unsafe { libc::_exit(code) }
 }
 
-fn enter(pid: i32, cgroups: Option<&CgroupSet>) -> Result<(), String> {
-    let open = |ns: &str| {
-        std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
-            .map_err(|e| format!("open ns {ns}: {e}"))
-    };
+fn enter(pid: i32, cgroups: Option<&CgroupSet>) -> Result<(), InitError> {
     let nss = [
         ("ipc", nix::sched::CloneFlags::CLONE_NEWIPC),
         ("uts", nix::sched::CloneFlags::CLONE_NEWUTS),
@@ -52,16 +50,21 @@ fn enter(pid: i32, cgroups: Option<&CgroupSet>) -> Result<(), String> {
         ("pid", nix::sched::CloneFlags::CLONE_NEWPID),
         ("mnt", nix::sched::CloneFlags::CLONE_NEWNS),
     ];
+    // All opened first: after joining the mount namespace, /proc/<pid> may be another's.
     let files: Vec<_> = nss
         .iter()
-        .map(|(n, f)| open(n).map(|file| (file, *f)))
+        .map(|(n, f)| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{n}"));
+            std::fs::File::open(&path)
+                .on(Step::OpenNamespace, &path)
+                .map(|file| (file, *f, path))
+        })
         .collect::<Result<_, _>>()?;
     if let Some(cg) = cgroups {
-        cg.add_pid(std::process::id() as i32)
-            .map_err(|e| e.to_string())?;
+        cg.add_pid(std::process::id() as i32)?;
     }
-    for (f, flag) in files {
-        nix::sched::setns(&f, flag).map_err(|e| format!("setns {flag:?}: {e}"))?;
+    for (f, flag, path) in files {
+        nix::sched::setns(&f, flag).on(Step::JoinNamespace, &path)?;
     }
     Ok(())
 }
@@ -81,8 +84,7 @@ fn relay(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> i32 {
         Ok(ForkResult::Parent { child }) => {
             // Our copies of the stdio fds must not keep the caller's pipes open.
             for fd in 0..3 {
-                // SAFETY: closing our own standard fds; nothing else uses them here.
-                unsafe { libc::close(fd) };
+                let _ = nix::unistd::close(fd);
             }
             loop {
                 match waitpid(child, None) {
@@ -101,9 +103,9 @@ fn relay(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> i32 {
     }
 }
 
-fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, String> {
+fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, InitError> {
     init::setup_stdio(stdio)?;
-    let mut process: Process = spec.process().clone().ok_or("spec has no process")?;
+    let mut process: Process = spec.process().clone().ok_or(InitError::Spec("process"))?;
     process.set_args(Some(cfg.args.clone()));
     if let Some(w) = &cfg.working_dir {
         process.set_cwd(w.into());
@@ -113,7 +115,7 @@ fn exec(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> Result<init::Never, 
         if !u.additional_gids.is_empty() {
             b = b.additional_gids(u.additional_gids.clone());
         }
-        process.set_user(b.build().map_err(|e| e.to_string())?);
+        process.set_user(b.build().map_err(|_| InitError::Spec("user"))?);
     }
     let mut extra: Vec<String> = cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if cfg.tty {

@@ -152,8 +152,10 @@ impl Runtime {
         let res = blocking(move || {
             let layers = snaps.ensure_unpacked(&images, &image)?;
             let rootfs = snaps.mount_rootfs(&cfg.id, &layers)?;
-            let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok();
-            let group = std::fs::read_to_string(rootfs.join("etc/group")).ok();
+            // Read inside the rootfs: an image's /etc/passwd may be a symlink to a host file.
+            let read = |p: &str| super::in_root::read_to_string(&rootfs, Path::new(p)).ok();
+            let passwd = read("etc/passwd");
+            let group = read("etc/group");
             let accounts = Accounts {
                 passwd: passwd.as_deref(),
                 group: group.as_deref(),
@@ -363,8 +365,10 @@ impl Runtime {
                 &format!("/{}/{id}", super::cgroups::cgroup_parent()),
             );
             for pid in cg.pids() {
-                // SAFETY: kill(2) of processes left in this container's cgroup.
-                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if let Ok(sc) = std::fs::read(dir.join(shim::SHIM_CONFIG)) {
                 if let Ok(sc) = serde_json::from_slice::<ShimConfig>(&sc) {

@@ -2,10 +2,12 @@
 //! overlayfs lower dir needs: OCI whiteouts become 0/0 character devices and opaque markers
 //! become `trusted.overlay.opaque=y`.
 //!
-//! Invariant: nothing is ever created outside `dest`. Entry names with `..` or a root are
-//! refused, and every existing path component below `dest` is checked with `lstat`: a
-//! symlink where a directory is expected is refused, never followed, and files are opened
-//! with `O_NOFOLLOW | O_EXCL`.
+//! Invariant: nothing is ever created, changed or removed outside `dest`. Entry names and
+//! hard link targets with `..` or a root are refused, and so are whiteouts of `.` or `..`;
+//! every existing path component below `dest` is checked with `lstat`: a symlink where a
+//! directory is expected is refused, never followed, and files are opened with
+//! `O_NOFOLLOW | O_EXCL`. Each layer unpacks into its own empty directory, so a symlink
+//! from a lower layer is never on the path either.
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
@@ -176,6 +178,14 @@ fn unpack_entry<R: Read>(
             // Other AUFS metadata (`.wh..wh.plnk` …) has no overlay meaning.
             return Ok(());
         }
+        if hidden == "." || hidden == ".." {
+            // `.wh..` would delete the directory itself, `.wh...` its parent (at the top:
+            // the directory above the layer).
+            return Err(SnapshotError::Unsafe {
+                path: name,
+                reason: "whiteout of . or .. leaves the layer".into(),
+            });
+        }
         let target = path.with_file_name(hidden);
         remove_existing(&target, false)?;
         stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), 0)
@@ -232,7 +242,14 @@ fn unpack_entry<R: Read>(
                     reason: "hard link without target".into(),
                 })?
                 .into_owned();
-            let target_parts = safe_components(&target_name)?;
+            let target_parts =
+                safe_components(&target_name).map_err(|_| SnapshotError::Unsafe {
+                    path: name.clone(),
+                    reason: format!(
+                        "hard link target {} leaves the layer (.. or absolute)",
+                        target_name.display()
+                    ),
+                })?;
             if target_parts.is_empty() {
                 return Err(SnapshotError::Unsafe {
                     path: name,

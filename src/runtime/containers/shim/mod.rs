@@ -15,7 +15,7 @@ use super::state::{self, ContainerState, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -135,15 +135,14 @@ pub fn wait_gone(pid: i32, timeout: std::time::Duration) {
     }
     // SAFETY: `fd` was just returned by pidfd_open and nothing else owns it.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call. EINTR just ends the wait
-    // early; callers treat "still alive" afterwards like a timeout.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
+    use std::os::fd::AsFd;
+    let mut pfd = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = nix::poll::PollTimeout::try_from(timeout).unwrap_or(nix::poll::PollTimeout::MAX);
+    // EINTR just ends the wait early; callers treat "still alive" afterwards like a timeout.
+    let _ = nix::poll::poll(&mut pfd, ms);
 }
 
 fn is_zombie(pid: i32) -> bool {

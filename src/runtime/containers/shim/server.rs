@@ -9,6 +9,7 @@ use crate::runtime::containers::spec::STOP_SIGNAL_ANNOTATION;
 use crate::runtime::containers::state::{self, ContainerState, Event, Status};
 use crate::runtime::containers::{exec, ExecConfig, ExitStatus};
 use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -17,7 +18,7 @@ use oci_spec::runtime::Spec;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,19 +31,15 @@ pub(super) fn run(dir: &Path) -> Result<(), ShimError> {
     let dir = dir.canonicalize()?;
     daemonize()?;
     // stdout is the caller's pipe until we answer; stderr goes to shim.log from now on.
-    // SAFETY: dup of our own stdout; the new fd is owned by `ready`.
-    let mut ready = unsafe { File::from_raw_fd(libc::dup(1)) };
+    let mut ready = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("shim.log"))?;
     let null = File::open("/dev/null")?;
-    // SAFETY: dup2 onto the standard fds of this (single-threaded) process.
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(null.as_raw_fd(), 1);
-        libc::dup2(log.as_raw_fd(), 2);
-    }
+    setup(nix::unistd::dup2_stdin(&null), "dup2 stdin")?;
+    setup(nix::unistd::dup2_stdout(&null), "dup2 stdout")?;
+    setup(nix::unistd::dup2_stderr(&log), "dup2 stderr")?;
     drop((log, null));
     match Shim::create(&dir) {
         Ok(mut shim) => {
@@ -117,12 +114,21 @@ impl Shim {
             serde_json::from_slice(&std::fs::read(dir.join("config.json"))?),
             "config.json",
         )?;
-        // SAFETY: prctl/signal setup on this single-threaded process.
-        unsafe {
-            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-            for s in [libc::SIGPIPE, libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
-                libc::signal(s, libc::SIG_IGN);
-            }
+        setup(
+            nix::sys::prctl::set_child_subreaper(true),
+            "child subreaper",
+        )?;
+        for s in [
+            Signal::SIGPIPE,
+            Signal::SIGHUP,
+            Signal::SIGINT,
+            Signal::SIGTERM,
+        ] {
+            // SAFETY: SIG_IGN installs no handler, so no Rust code runs in signal context.
+            setup(
+                unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) },
+                "ignore signals",
+            )?;
         }
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
@@ -244,7 +250,7 @@ impl Shim {
         std::fs::write(dir.join(SHIM_PID), std::process::id().to_string())?;
         state::write_atomic(dir, &state)?;
         for o in &outputs {
-            set_nonblocking(o.fd.as_raw_fd());
+            set_nonblocking(o.fd.as_fd());
         }
         Ok(Shim {
             dir: dir.to_path_buf(),
@@ -278,53 +284,39 @@ impl Shim {
     fn serve(&mut self) -> Result<(), ShimError> {
         let mut buf = vec![0u8; 32 * 1024];
         while !self.shutdown {
-            let mut pfds = vec![
-                libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.sigfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
             let n_out = self.outputs.len();
-            pfds.extend(self.outputs.iter().map(|o| libc::pollfd {
-                fd: o.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
-            pfds.extend(self.attachers.iter().map(|a| libc::pollfd {
-                fd: a.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
             let timeout = self
                 .kill_at
                 .map(|t| {
-                    t.saturating_duration_since(Instant::now())
-                        .as_millis()
-                        .min(i32::MAX as u128) as i32
+                    PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
+                        .unwrap_or(PollTimeout::MAX)
                 })
-                .unwrap_or(-1);
-            // SAFETY: pfds is a valid array of pollfd for the duration of the call.
-            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+                .unwrap_or(PollTimeout::NONE);
+            // Which descriptors are readable, in the order listener, signalfd, outputs,
+            // attachers (the poll set borrows them, so it ends before any handling).
+            let revents: Vec<bool> = {
+                let mut pfds: Vec<PollFd<'_>> = [self.listener.as_fd(), self.sigfd.as_fd()]
+                    .into_iter()
+                    .chain(self.outputs.iter().map(|o| o.fd.as_fd()))
+                    .chain(self.attachers.iter().map(|a| a.as_fd()))
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                    .collect();
+                match poll(&mut pfds, timeout) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(std::io::Error::from(e).into()),
                 }
-                return Err(e.into());
-            }
+                pfds.iter()
+                    .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                    .collect()
+            };
             if let Some(t) = self.kill_at {
                 if Instant::now() >= t {
                     self.kill_at = None;
                     self.signal(libc::SIGKILL);
                 }
             }
-            let ready = |i: usize| pfds[i].revents != 0;
+            let ready = |i: usize| revents[i];
             let mut closed_outputs = Vec::new();
             for i in 0..n_out {
                 if ready(2 + i) && !self.pump(i, &mut buf) {
@@ -332,7 +324,7 @@ impl Shim {
                 }
             }
             let mut dropped = Vec::new();
-            for i in 0..self.attachers.len().min(pfds.len() - 2 - n_out) {
+            for i in 0..self.attachers.len().min(revents.len() - 2 - n_out) {
                 if ready(2 + n_out + i) && !self.attach_input(i) {
                     dropped.push(i);
                 }
@@ -459,8 +451,10 @@ impl Shim {
 
     fn signal(&self, sig: i32) {
         if self.exit.is_none() && self.state.pid > 0 {
-            // SAFETY: kill(2) with a pid we own (our child) and a plain signal number.
-            unsafe { libc::kill(self.state.pid, sig) };
+            // A signal number the kernel does not know is the caller's error; the shim ignores it.
+            if let Ok(sig) = Signal::try_from(sig) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(self.state.pid), sig);
+            }
         }
     }
 
@@ -712,11 +706,11 @@ impl Shim {
     }
 }
 
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl flag update on an fd we own.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
+        let _ = fcntl(fd, FcntlArg::F_SETFL(fl));
     }
 }
 
@@ -763,8 +757,7 @@ fn spawn_embedded(
     drop(gate_r);
     let mut ready_r = ready_r;
     if let Err(e) = cgroups.add_pid(pid) {
-        // SAFETY: killing our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid), None);
         return Err(ShimError::Setup(format!("cgroups: {e}")));
     }
