@@ -4,7 +4,7 @@
 //! namespace holding OBJECTS objects (namespace controller), against a running skiff server.
 //! Prints `name value unit` lines.
 //!
-//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS]
+//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS] [api|controllers]
 
 mod common;
 
@@ -69,8 +69,25 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "/etc/skiff/skiff.yaml".into());
     let objects: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let clients: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let phase = args.get(4).map(String::as_str).unwrap_or("api");
 
     let admin = client(&kubeconfig).await?;
+    match phase {
+        "api" => api(&admin, &kubeconfig, objects, clients).await,
+        "controllers" => controllers(&admin, &kubeconfig, objects, clients).await,
+        other => anyhow::bail!("unknown phase {other:?}: api or controllers"),
+    }
+}
+
+/// Creates, list, paged lists and watch latency.
+async fn api(
+    admin: &Client,
+    kubeconfig: &str,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let admin = admin.clone();
+    let kubeconfig = kubeconfig.to_owned();
     ensure_namespace(&admin, "bench").await?;
     ensure_namespace(&admin, "bench-watch").await?;
 
@@ -171,7 +188,18 @@ async fn main() -> anyhow::Result<()> {
     wlat.sort_by(|a, b| a.total_cmp(b));
     println!("api_watch_p50_ms {:.2} ms", percentile(&wlat, 0.50));
     println!("api_watch_p99_ms {:.2} ms", percentile(&wlat, 0.99));
+    Ok(())
+}
 
+/// The controllers: a cascading delete and a namespace deletion of `objects` objects each.
+async fn controllers(
+    admin: &Client,
+    kubeconfig: &str,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let admin = admin.clone();
+    let kubeconfig = kubeconfig.to_owned();
     // Garbage collection: delete one owner with `objects` dependents; time until the last
     // dependent's DELETED event.
     ensure_namespace(&admin, "bench-gc").await?;

@@ -43,8 +43,10 @@ bench_api() {
     dd_s=$(dd if=/dev/zero of="$dir/fsync.probe" bs=4k count=200 oflag=dsync 2>&1 | awk '/copied/ { print $(NF-3) }')
     echo "disk_dsync_write_ms $(awk -v s="$dd_s" 'BEGIN { printf "%.2f", s * 1000 / 200 }') ms"
     rm -f "$dir/fsync.probe"
-    target/release/examples/api_bench "$dir/kubeconfig" 10000 8
+    target/release/examples/api_bench "$dir/kubeconfig" 10000 8 api
     echo "server_loaded_rss_mb $(rss_mb $pid) MB"
+    target/release/examples/api_bench "$dir/kubeconfig" 10000 8 controllers
+    echo "server_after_controllers_rss_mb $(rss_mb $pid) MB"
     # The same creates through the in-process client (its own store in a temp dir).
     mkdir -p "$dir/inproc"
     target/release/examples/inproc_bench "$dir/inproc" 10000 8

@@ -123,15 +123,18 @@ impl Informers {
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         let key = format!("typed:{}/{}", K::api_version(&()), K::plural(&()));
-        self.get_or_start(key, (), || Api::<K>::all(self.client()))
+        self.get_or_start(key, (), drop_managed_fields::<K>, || {
+            Api::<K>::all(self.client())
+        })
     }
 
     /// The shared metadata-only informer of any resource type (built-in or custom), as the
-    /// garbage collector and namespace controller need: names, owners and finalizers, not
-    /// whole objects.
+    /// garbage collector needs: identity, labels, owners, finalizers and deletion state.
+    /// Annotations and managed fields are not kept (they are most of an object's metadata,
+    /// e.g. kubectl's last-applied configuration).
     pub fn metadata(&self, ar: &ApiResource) -> Informer<PartialObjectMeta<DynamicObject>> {
         let key = format!("meta:{}/{}", ar.api_version, ar.plural);
-        self.get_or_start(key, ar.clone(), || {
+        self.get_or_start(key, ar.clone(), trim_metadata, || {
             Api::<PartialObjectMeta<DynamicObject>>::all_with(self.client(), ar)
         })
     }
@@ -151,6 +154,7 @@ impl Informers {
         &self,
         key: String,
         dyntype: K::DynamicType,
+        trim: fn(&mut K),
         api: impl FnOnce() -> Api<K>,
     ) -> Informer<K>
     where
@@ -164,7 +168,7 @@ impl Informers {
             }
         }
         let stop = self.inner.shutdown.child_token();
-        let (informer, task) = reflect::start(key.clone(), api(), dyntype, stop);
+        let (informer, task) = reflect::start(key.clone(), api(), dyntype, trim, stop);
         let failures = self.inner.failures.clone();
         let name = key.clone();
         tokio::spawn(async move {
@@ -201,6 +205,17 @@ where
     pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + Unpin + 'static {
         self.hub.subscribe(&self.reader)
     }
+}
+
+/// Cached objects never carry managed fields: no in-process consumer reads them, and they are
+/// a large share of every object's size.
+fn drop_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+fn trim_metadata(obj: &mut PartialObjectMeta<DynamicObject>) {
+    obj.metadata.managed_fields = None;
+    obj.metadata.annotations = None;
 }
 
 /// Convenience for namespaced typed resources: the cached object `ns/name`.

@@ -87,6 +87,7 @@ pub(super) fn start<K>(
     name: String,
     api: Api<K>,
     dyntype: K::DynamicType,
+    trim: fn(&mut K),
     stop: CancellationToken,
 ) -> (
     Informer<K>,
@@ -99,7 +100,8 @@ where
     // WatchList first (initial events and a bookmark), relist after 410; errors are retried
     // with backoff inside the stream.
     let config = watcher::Config::default().streaming_lists();
-    start_with_stream(name, watcher(api, config).default_backoff(), dyntype, stop)
+    let stream = watcher(api, config).default_backoff().modify(trim);
+    start_with_stream(name, stream, dyntype, stop)
 }
 
 /// Like [`start`], over any stream of watcher events (tests feed relists by hand).
