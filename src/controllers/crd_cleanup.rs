@@ -4,9 +4,8 @@
 //! custom resource of it through the API — so the resources' own finalizers are honoured —
 //! and removes the finalizer once none is left, which lets the definition go.
 
-use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
+use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
-use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionCondition,
 };
@@ -43,26 +42,18 @@ impl CrdCleanupController {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let informer = self.ctx.informers.typed::<CustomResourceDefinition>();
-        informer.synced().await?;
-        let mut changes = informer.subscribe();
-        let queue = self.queue.clone();
-        let feeder = async move {
-            while let Some(change) = changes.next().await {
-                if let Change::Applied(crd) = change {
-                    if crd.metadata.deletion_timestamp.is_some() {
-                        queue.add(crd.metadata.name.clone().unwrap_or_default());
-                    }
-                }
-            }
-        };
         let reconciler = Arc::new(Reconcile {
             client: self.ctx.client.clone(),
             crds: informer.store(),
         });
-        tokio::select! {
-            _ = feeder => Ok(()),
-            _ = run_workers(reconciler, self.queue, 2, shutdown) => Ok(()),
-        }
+        // Only definitions being deleted are this controller's business.
+        let key_of = |change: &Change<CustomResourceDefinition>| match change {
+            Change::Applied(crd) if crd.metadata.deletion_timestamp.is_some() => {
+                crd.metadata.name.clone()
+            }
+            _ => None,
+        };
+        run_on_informer(informer, key_of, reconciler, self.queue, 2, shutdown).await
     }
 }
 

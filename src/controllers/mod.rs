@@ -5,9 +5,9 @@
 //! authorization, admission and validation apply exactly as to any client), and never
 //! touches the store.
 //!
-//! The shape every controller copies (see `namespace.rs`):
+//! The shape every controller copies (see `namespace.rs`, a screenful):
 //! 1. feeders turn informer [`Change`](crate::informers::Change)s into keys on a
-//!    [`WorkQueue`];
+//!    [`WorkQueue`] ([`run_on_informer`] does this for the one-informer case);
 //! 2. [`run_workers`] hands each key to [`Reconciler::reconcile`], which compares desired
 //!    with observed state, acts idempotently and answers [`Action::Done`] (wait for the next
 //!    change) or [`Action::RequeueAfter`];
@@ -119,6 +119,39 @@ pub async fn run_workers<R: Reconciler>(
     shutdown.cancelled().await;
     queue.shut_down();
     while set.join_next().await.is_some() {}
+}
+
+/// The common case of the shape: keys come from one informer's changes (`key_of` picks the
+/// changes that matter), workers reconcile them until `shutdown`. Waits for the informer's
+/// first list before the first reconcile.
+pub async fn run_on_informer<K, R>(
+    informer: crate::informers::Informer<K>,
+    key_of: impl Fn(&crate::informers::Change<K>) -> Option<R::Key> + Send + 'static,
+    reconciler: Arc<R>,
+    queue: WorkQueue<R::Key>,
+    workers: usize,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash,
+    R: Reconciler,
+{
+    use futures::StreamExt;
+    informer.synced().await?;
+    let mut changes = informer.subscribe();
+    let feed = queue.clone();
+    let feeder = async move {
+        while let Some(change) = changes.next().await {
+            if let Some(key) = key_of(&change) {
+                feed.add(key);
+            }
+        }
+    };
+    tokio::select! {
+        _ = feeder => Err(ControllerError::Invalid(format!("{}: the informer's change feed ended", R::NAME))),
+        _ = run_workers(reconciler, queue, workers, shutdown) => Ok(()),
+    }
 }
 
 /// Everything a controller is built from.

@@ -6,9 +6,8 @@
 //! which lets the API server remove the namespace.
 
 use super::discovery::{ResourceType, ResourceTypes};
-use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
+use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
@@ -43,26 +42,18 @@ impl NamespaceController {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let informer = self.ctx.informers.typed::<Namespace>();
-        informer.synced().await?;
-        let mut changes = informer.subscribe();
-        let queue = self.queue.clone();
-        let feeder = async move {
-            while let Some(change) = changes.next().await {
-                if let Change::Applied(ns) = change {
-                    if ns.metadata.deletion_timestamp.is_some() {
-                        queue.add(ns.metadata.name.clone().unwrap_or_default());
-                    }
-                }
-            }
-        };
         let reconciler = Arc::new(Reconcile {
             client: self.ctx.client.clone(),
             namespaces: informer.store(),
         });
-        tokio::select! {
-            _ = feeder => Ok(()),
-            _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
-        }
+        // Only namespaces being deleted are this controller's business.
+        let key_of = |change: &Change<Namespace>| match change {
+            Change::Applied(ns) if ns.metadata.deletion_timestamp.is_some() => {
+                ns.metadata.name.clone()
+            }
+            _ => None,
+        };
+        run_on_informer(informer, key_of, reconciler, self.queue, WORKERS, shutdown).await
     }
 }
 
