@@ -85,6 +85,8 @@ pub struct NodeView {
     pub is_virtual: bool,
     pub deleting_dependents: bool,
     pub dependents: Vec<Identity>,
+    /// Some dependent is itself waiting in foreground deletion (a possible ownership cycle).
+    pub a_dependent_is_deleting_dependents: bool,
     /// Dependents whose reference to this node has `blockOwnerDeletion: true`.
     pub blocking_dependents: Vec<(Identity, bool)>,
 }
@@ -264,11 +266,13 @@ impl Graph {
         let node = self.nodes.get(uid)?;
         let mut dependents = Vec::new();
         let mut blocking = Vec::new();
+        let mut a_dependent_is_deleting_dependents = false;
         for d in &node.dependents {
             let Some(dep) = self.nodes.get(d) else {
                 continue;
             };
             dependents.push(dep.identity.clone());
+            a_dependent_is_deleting_dependents |= dep.deleting_dependents;
             if dep
                 .owners
                 .iter()
@@ -282,6 +286,7 @@ impl Graph {
             is_virtual: node.is_virtual,
             deleting_dependents: node.deleting_dependents,
             dependents,
+            a_dependent_is_deleting_dependents,
             blocking_dependents: blocking,
         })
     }

@@ -15,6 +15,9 @@
 //!     own finalizers: Orphan, Foreground, or Background).
 //!   - a *virtual* owner (named by a reference, never seen) is looked up; if the API does
 //!     not have it (an owner that never existed or is gone), its dependents are rechecked.
+//!   - an object whose owner waits in the foreground and that has dependents is deleted in
+//!     the foreground too; if one of those dependents also waits (an ownership cycle), its
+//!     own references stop blocking first, so the cycle unwinds (upstream's rule).
 //!   - an owner in *foreground deletion* (`foregroundDeletion` finalizer) waits until no
 //!     dependent with `blockOwnerDeletion: true` is left, then loses the finalizer.
 //!   - an owner with the *orphan* finalizer has its UID removed from its dependents' owner
@@ -369,6 +372,24 @@ impl Worker {
             return patch_ignoring_gone(&api, name, &patch).await;
         }
         let policy = if !waiting.is_empty() && !node.dependents.is_empty() {
+            if node.a_dependent_is_deleting_dependents {
+                // Possibly an ownership cycle (an owner waits for us, we would wait for a
+                // dependent that waits too): stop blocking our owners so the cycle
+                // unwinds, as upstream does.
+                let unblocked: Vec<_> = owners
+                    .iter()
+                    .cloned()
+                    .map(|mut o| {
+                        if o.block_owner_deletion == Some(true) {
+                            o.block_owner_deletion = Some(false);
+                        }
+                        o
+                    })
+                    .collect();
+                let patch =
+                    json!({"metadata": {"ownerReferences": unblocked, "resourceVersion": rv}});
+                patch_ignoring_gone(&api, name, &patch).await?;
+            }
             // Its own dependents must go first so the waiting owner sees them leave.
             PropagationPolicy::Foreground
         } else if finalizers.iter().any(|f| f == ORPHAN) {

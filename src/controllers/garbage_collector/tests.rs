@@ -201,3 +201,45 @@ async fn namespaced_dependents_of_a_cluster_scoped_owner_are_collected() {
     assert!(c.gc.reconciles() > 0);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn foreground_deletion_is_not_blocked_by_an_ownership_cycle() {
+    let c = Cluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let mut uids = Vec::new();
+    for name in ["c1", "c2", "c3"] {
+        uids.push(
+            create(&cms, json!({"metadata": {"name": name}}))
+                .await
+                .metadata
+                .uid
+                .unwrap(),
+        );
+    }
+    // c1 is owned by c3, c2 by c1, c3 by c2, every reference blocking.
+    for (name, (owner, uid)) in [
+        ("c1", ("c3", &uids[2])),
+        ("c2", ("c1", &uids[0])),
+        ("c3", ("c2", &uids[1])),
+    ] {
+        cms.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": [
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid,
+                       "controller": true, "blockOwnerDeletion": true})]}})),
+        )
+        .await
+        .unwrap();
+    }
+    cms.delete("c1", &DeleteParams::foreground()).await.unwrap();
+    eventually("the whole cycle is gone", || async {
+        cms.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    c.stop().await;
+}
