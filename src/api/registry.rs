@@ -8,6 +8,7 @@
 use crate::api::strategy::{self, Strategy};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Standard verbs of a full REST resource, in upstream's (sorted) order.
@@ -109,6 +110,9 @@ pub struct CustomInfo {
     pub scale: Option<ScalePaths>,
     /// The CRD is being deleted: its objects may be read and deleted, not created.
     pub terminating: bool,
+    /// This version's `schema.openAPIV3Schema` as written in the CRD (`Null` when absent);
+    /// the OpenAPI documents publish it.
+    pub schema: Value,
 }
 
 impl ResourceType {
@@ -253,6 +257,9 @@ pub struct GroupInfo {
 pub struct Registry {
     builtin: Vec<Arc<ResourceType>>,
     custom: RwLock<Vec<Arc<ResourceType>>>,
+    /// Bumped on every change of the custom types, so derived documents (OpenAPI) know when
+    /// to rebuild.
+    generation: AtomicU64,
 }
 
 impl Registry {
@@ -260,7 +267,15 @@ impl Registry {
         Registry {
             builtin: builtin_types().into_iter().map(Arc::new).collect(),
             custom: RwLock::new(Vec::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Changes whenever the set of served types changes. Read it before reading the types:
+    /// a document built from what follows is then never newer than the generation it is
+    /// filed under.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Every served type, built-in first.
@@ -338,6 +353,7 @@ impl Registry {
         let mut custom = self.custom.write();
         custom.retain(|r| r.custom.as_ref().map(|c| c.crd_name.as_str()) != Some(crd_name));
         custom.extend(types.into_iter().map(Arc::new));
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -427,6 +443,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 additional_printer_columns: v["additionalPrinterColumns"].clone(),
                 scale,
                 terminating: !crd["metadata"]["deletionTimestamp"].is_null(),
+                schema: v["schema"]["openAPIV3Schema"].clone(),
             }),
             strategy: &strategy::crd::CUSTOM,
         });
@@ -497,6 +514,8 @@ static BUILTIN: &[Def] = &[
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterroles", kind: "ClusterRole", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::CLUSTER_ROLE },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE_BINDING },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE },
+    // authorization.k8s.io/v1: reviews are answered, never stored
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     // storage, policy, events, apiextensions
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
     Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },

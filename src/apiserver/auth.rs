@@ -72,6 +72,9 @@ pub enum Decision {
 
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, user: &UserInfo, attrs: &Attributes<'_>) -> Decision;
+    /// A request for a path outside the resource API (`/healthz`, `/version`, `/`), as
+    /// SelfSubjectAccessReviews ask about.
+    fn authorize_non_resource(&self, user: &UserInfo, verb: &str, path: &str) -> Decision;
 }
 
 /// Identities of the in-process control plane, allowed everything until RBAC lands (upstream
@@ -109,6 +112,16 @@ impl Authorizer for MastersAuthorizer {
             attrs.name.map(|n| format!(" \"{n}\"")).unwrap_or_default(),
             user.name,
             attrs.verb.as_str(),
+        ))
+    }
+
+    fn authorize_non_resource(&self, user: &UserInfo, verb: &str, path: &str) -> Decision {
+        if user.in_group("system:masters") || CONTROL_PLANE_USERS.contains(&user.name.as_str()) {
+            return Decision::Allow;
+        }
+        Decision::Deny(format!(
+            "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+            user.name
         ))
     }
 }

@@ -67,6 +67,8 @@ pub struct ApiState {
     /// Address and port clients reach this server on (the `kubernetes` Endpoints).
     pub advertise: SocketAddr,
     watches: Mutex<HashMap<String, usize>>,
+    /// Rendered OpenAPI documents, rebuilt when the served types change.
+    openapi: openapi::Cache,
     /// Cancelled when the server shuts down: open watches end cleanly.
     closing: CancellationToken,
 }
@@ -97,6 +99,7 @@ impl ApiState {
             started: Instant::now(),
             advertise: cfg.advertise,
             watches: Mutex::new(HashMap::new()),
+            openapi: openapi::Cache::default(),
             closing: CancellationToken::new(),
         });
         crd::load_all(&state).await?;
@@ -325,7 +328,7 @@ async fn dispatch(
         Route::ResourceList { group, version } => discovery::resource_list(state, &group, &version),
         Route::OpenApiV3Index => Ok(openapi::index(state)),
         Route::OpenApiV3Doc { group, version } => openapi::document(state, &group, &version),
-        Route::OpenApiV2 => Ok(openapi::v2_document()),
+        Route::OpenApiV2 => Ok(openapi::v2(state, req.headers())),
         Route::Resource(rr) => {
             let attrs = auth::Attributes {
                 verb: rr.verb,
@@ -335,10 +338,18 @@ async fn dispatch(
                 namespace: rr.namespace.as_deref(),
                 name: rr.name.as_deref(),
             };
+            // Every authenticated user may ask about itself (upstream's system:basic-user).
+            let self_review =
+                rr.rt.group == "authorization.k8s.io" && rr.rt.plural == "selfsubjectaccessreviews";
             if let auth::Decision::Deny(msg) = state.authorizer.authorize(&user, &attrs) {
-                return Err(ApiError::forbidden(msg));
+                if !self_review {
+                    return Err(ApiError::forbidden(msg));
+                }
             }
-            let output = Output::negotiate(accept.as_deref())?;
+            let output = Output::negotiate_for(accept.as_deref(), &rr.rt)?;
+            if self_review {
+                return handlers::review::self_subject_access_review(state, &rr, &user, req).await;
+            }
             let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client).await
         }

@@ -47,6 +47,21 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// The verb an authorization request names (`SubjectAccessReview`'s `verb`).
+    pub fn from_name(name: &str) -> Option<Verb> {
+        Some(match name {
+            "get" => Verb::Get,
+            "list" => Verb::List,
+            "watch" => Verb::Watch,
+            "create" => Verb::Create,
+            "update" => Verb::Update,
+            "patch" => Verb::Patch,
+            "delete" => Verb::Delete,
+            "deletecollection" => Verb::DeleteCollection,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",
@@ -208,6 +223,23 @@ impl Output {
         } else {
             Ok(Output::Json)
         }
+    }
+}
+
+impl Output {
+    /// Negotiates the answer for one resource type. Upstream converts to a Table only through
+    /// a resource's table convertor, which create-only resources (reviews, bindings) lack:
+    /// asking them for a Table is 406 before the body is read.
+    pub fn negotiate_for(accept: Option<&str>, rt: &ResourceType) -> Result<Output, ApiError> {
+        let output = Output::negotiate(accept)?;
+        if output == Output::Table && !rt.has_verb("get") {
+            return Err(ApiError::new(
+                406,
+                "NotAcceptable",
+                "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+            ));
+        }
+        Ok(output)
     }
 }
 

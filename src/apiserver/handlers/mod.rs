@@ -2,6 +2,7 @@
 
 mod delete;
 pub mod read;
+pub mod review;
 mod subresources;
 mod write;
 
