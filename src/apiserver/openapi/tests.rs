@@ -173,3 +173,31 @@ async fn v2_is_json_by_default_protobuf_on_request_and_304_on_a_matching_etag() 
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], V2_PROTOBUF_CT);
 }
+
+#[test]
+fn v2_definition_is_the_crd_schema_plus_type_meta_only() {
+    // What the conformance suite compares: drop apiVersion, kind, metadata and the GVK
+    // extension, and the rest must equal the CRD's schema.
+    let registry = Registry::new();
+    let with_enum = json!({
+        "type": "object",
+        "description": "Foo",
+        "properties": {"spec": {"type": "object", "properties": {"bars": {"type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"},
+                "feeling": {"type": "string", "enum": ["Great", "Down"]}}}}}}},
+    });
+    registry.set_custom(
+        "crontabs.stable.example.com",
+        types_from_crd(&crd(json!([{"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": with_enum}}]))),
+    );
+    let mut def = v2_of(&registry)["definitions"]["com.example.stable.v1.CronTab"].clone();
+    let o = def.as_object_mut().expect("object");
+    o.remove("x-kubernetes-group-version-kind");
+    let props = o["properties"].as_object_mut().expect("properties");
+    for added in ["apiVersion", "kind", "metadata"] {
+        assert!(props.remove(added).is_some(), "{added} added");
+    }
+    assert_eq!(def, with_enum);
+}
