@@ -285,6 +285,9 @@ impl Reconcile {
                 f.retain(|x| x != FINALIZER);
             }
         }
+        // Unconditional (namespaces allow it): the cached copy may predate our own status
+        // write, and only spec.finalizers is taken from this body anyway.
+        updated.metadata.resource_version = None;
         let api: Api<Namespace> = Api::all(self.client.clone());
         let name = ns.metadata.name.clone().unwrap_or_default();
         match api
