@@ -113,6 +113,8 @@ pub struct CustomInfo {
     /// This version's `schema.openAPIV3Schema` as written in the CRD (`Null` when absent);
     /// the OpenAPI documents publish it.
     pub schema: Value,
+    /// This version's `openAPIV3Schema`, compiled once here for pruning and defaulting.
+    pub structural: Option<Arc<crate::api::schema::structural::Structural>>,
 }
 
 impl ResourceType {
@@ -444,6 +446,11 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 scale,
                 terminating: !crd["metadata"]["deletionTimestamp"].is_null(),
                 schema: v["schema"]["openAPIV3Schema"].clone(),
+                structural: v["schema"]["openAPIV3Schema"].is_object().then(|| {
+                    Arc::new(crate::api::schema::structural::Structural::compile(
+                        &v["schema"]["openAPIV3Schema"],
+                    ))
+                }),
             }),
             strategy: &strategy::crd::CUSTOM,
         });

@@ -5,6 +5,8 @@
 //! gets to see that 413 (see [`refuse_too_large`]).
 
 use super::status::ApiError;
+use crate::api::registry::ResourceType;
+use crate::api::schema::{self, duplicates::duplicate_json_fields, FieldValidation, Problems};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -104,14 +106,166 @@ pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
 }
 
+/// Decodes YAML; a repeated key keeps its last value, as upstream's non-strict decoding.
 pub fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
+    decode_yaml_checked(body, false).map(|(v, _)| v)
+}
+
+/// Decodes YAML, and when `report` also names the first repeated key the way upstream's
+/// strict YAML decoding does (`line 11: key "foo" already set in map`).
+fn decode_yaml_checked(body: &[u8], report: bool) -> Result<(Value, Vec<String>), ApiError> {
+    use serde_saphyr::{DuplicateKeyPolicy, Error, Options};
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("error decoding YAML body: not UTF-8"))?;
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    serde_saphyr::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))
+    let decode = |duplicate_keys| {
+        let mut options = Options::default();
+        options.duplicate_keys = duplicate_keys;
+        serde_saphyr::from_str_with_options::<Value>(text, options)
+    };
+    let bad = |e: Error| ApiError::bad_request(format!("error decoding YAML body: {e}"));
+    let mut found = Vec::new();
+    if report {
+        match decode(DuplicateKeyPolicy::Error) {
+            Ok(v) => return Ok((v, found)),
+            Err(e) => {
+                // The parse error may come wrapped with a source snippet.
+                let mut inner = &e;
+                while let Error::WithSnippet { error, .. } = inner {
+                    inner = error;
+                }
+                let Error::DuplicateMappingKey { key, location } = inner else {
+                    return Err(bad(e));
+                };
+                found.push(format!(
+                    "line {}: key {:?} already set in map",
+                    location.line(),
+                    key.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let value = decode(DuplicateKeyPolicy::LastWins).map_err(bad)?;
+    Ok((value, found))
+}
+
+/// An object body decoded, checked and pruned for `rt` under the request's field
+/// validation mode: unknown fields are always dropped; under Strict any unknown or
+/// repeated field fails the request, under Warn each comes back as a warning.
+pub fn decode_for(
+    rt: &ResourceType,
+    content_type: Option<&str>,
+    body: &[u8],
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let report = mode.reports();
+    let media = media_type(content_type);
+    let mut problems = Problems::default();
+    let mut obj = match media.as_str() {
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            let (v, dups) = decode_yaml_checked(body, report)?;
+            problems.yaml = dups;
+            if !v.is_object() {
+                return Err(ApiError::bad_request(
+                    "the request body must be a single object",
+                ));
+            }
+            v
+        }
+        _ => decode_object(content_type, body)?,
+    };
+    if report && matches!(media.as_str(), "application/json" | "") {
+        problems.duplicates = duplicate_json_fields(body);
+    }
+    schema::prune(rt, &mut obj, &mut problems.unknown);
+    finish(mode, problems, |p| p.strict_message()).map(|w| (obj, w))
+}
+
+/// Applies the mode to what was found: Strict fails with `strict` as the message, Warn
+/// gives the warning lines, Ignore forgets it.
+pub fn finish(
+    mode: FieldValidation,
+    problems: Problems,
+    strict: impl FnOnce(&Problems) -> String,
+) -> Result<Vec<String>, ApiError> {
+    match mode {
+        _ if problems.is_empty() => Ok(Vec::new()),
+        FieldValidation::Strict => Err(ApiError::bad_request(strict(&problems))),
+        FieldValidation::Warn => Ok(problems.lines().collect()),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// A server-side apply body: YAML (or JSON), checked and pruned like an object. Upstream
+/// words unknown fields of an apply configuration as the typed-patch error
+/// (`.spec.foo: field not declared in schema`).
+pub fn decode_apply(
+    rt: &ResourceType,
+    body: &[u8],
+    mode: FieldValidation,
+    name: &str,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (mut doc, yaml) = decode_yaml_checked(body, mode.reports())?;
+    let mut problems = Problems {
+        yaml,
+        ..Problems::default()
+    };
+    if doc.is_object() {
+        schema::prune(rt, &mut doc, &mut problems.unknown);
+    }
+    let strict = |p: &Problems| {
+        if !p.yaml.is_empty() {
+            return p.strict_message();
+        }
+        let fields: Vec<String> = p
+            .unknown
+            .iter()
+            .map(|f| format!(".{f}: field not declared in schema"))
+            .collect();
+        format!(
+            "failed to create typed patch object ({name}; {}, Kind={}): {}",
+            rt.api_version(),
+            rt.kind,
+            fields.join(", ")
+        )
+    };
+    finish(mode, problems, strict).map(|w| (doc, w))
+}
+
+/// A merge or strategic merge patch: duplicates in it and fields of it the type lacks are
+/// reported (strategic directives, `$...` keys, are not fields). The patch itself is left
+/// as sent; the patched object is pruned before it is stored.
+pub fn decode_merge_patch(
+    rt: &ResourceType,
+    body: &[u8],
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let doc = decode_json(body)?;
+    if !mode.reports() {
+        return Ok((doc, Vec::new()));
+    }
+    let mut problems = Problems {
+        duplicates: duplicate_json_fields(body),
+        ..Problems::default()
+    };
+    if doc.is_object() {
+        schema::prune(rt, &mut doc.clone(), &mut problems.unknown);
+        problems.unknown.retain(|p| !p.contains('$'));
+    }
+    finish(mode, problems, |p| p.strict_message()).map(|w| (doc, w))
+}
+
+/// Adds one `Warning: 299 - "..."` header per line (RFC 7234 warn-text, quoted).
+pub fn with_warnings<B>(mut resp: http::Response<B>, warnings: &[String]) -> http::Response<B> {
+    for w in warnings {
+        let text = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    resp
 }
 
 /// Decodes a DELETE body (DeleteOptions in JSON or protobuf); an empty body is no options.

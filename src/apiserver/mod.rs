@@ -359,6 +359,8 @@ async fn dispatch(
 pub use tls::server_tls_config;
 
 #[cfg(test)]
+mod fieldval_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

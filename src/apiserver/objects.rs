@@ -169,6 +169,7 @@ pub fn prepare_create(
         state.services.assign(obj)?;
     }
     strategy.apply_defaults(obj);
+    crate::api::schema::apply_defaults(rt, obj);
     if rt.has_subresource(Subresource::Status) {
         (strategy.initial_status)(obj);
     }
@@ -286,6 +287,7 @@ pub fn prepare_update(
         }
     }
     strategy.apply_defaults(&mut new);
+    crate::api::schema::apply_defaults(rt, &mut new);
     if opts.subresource.is_none() {
         (strategy.prepare_for_update)(old, &mut new);
     }

@@ -99,6 +99,7 @@ pub struct Query {
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
     pub field_manager: Option<String>,
+    pub field_validation: crate::api::schema::FieldValidation,
     pub force: bool,
     pub dry_run: bool,
     pub propagation_policy: Option<String>,
@@ -142,6 +143,10 @@ impl Query {
                 }
                 "continue" if !v.is_empty() => q.continue_token = Some(v),
                 "fieldManager" if !v.is_empty() => q.field_manager = Some(v),
+                "fieldValidation" => {
+                    q.field_validation = crate::api::schema::FieldValidation::parse(Some(&v))
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
                 "force" => q.force = parse_bool(&v),
                 "dryRun" if !v.is_empty() => {
                     if v != "All" {

@@ -13,6 +13,7 @@
 //! Not reproduced: Go canonicalises quantities (`1000m` → `1`); they pass through as sent.
 
 mod decode;
+pub mod known;
 mod schema;
 mod table;
 mod wellknown;

@@ -27,9 +27,12 @@ pub fn printer(rt: &ResourceType) -> Printer {
     rt.strategy.printer(rt)
 }
 
-/// Whether stored objects may carry another version's apiVersion (multi-version types).
+/// Whether stored objects may differ from what is served: another version's apiVersion
+/// (multi-version types), or schema defaults added since they were written (upstream
+/// defaults custom resources when reading them from storage too).
 fn needs_version_rewrite(state: &ApiState, rt: &ResourceType) -> bool {
     state.registry.version_count(&rt.group, &rt.plural) > 1
+        || crate::api::schema::defaults_on_read(rt)
 }
 
 /// The stored bytes of an object as served at the requested version.
@@ -37,14 +40,14 @@ pub fn served_bytes(rewrite: bool, rt: &ResourceType, r: &Record) -> Result<Byte
     if !rewrite {
         return Ok(r.value.clone());
     }
-    let mut v = parse_record(r)?;
-    v["apiVersion"] = json!(rt.api_version());
+    let v = served_value(rt, r)?;
     Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
 }
 
 pub fn served_value(rt: &ResourceType, r: &Record) -> Result<Value, ApiError> {
     let mut v = parse_record(r)?;
     v["apiVersion"] = json!(rt.api_version());
+    crate::api::schema::apply_defaults(rt, &mut v);
     Ok(v)
 }
 

@@ -1,7 +1,7 @@
 //! create, update (PUT) and patch (JSON patch, merge patch, strategic merge patch and
 //! server-side apply), for objects and their status subresource.
 
-use super::super::body::{self, decode_object, read_limited};
+use super::super::body::{self, decode_for, read_limited, with_warnings};
 use super::super::objects::{
     self, name_of, prepare_create, prepare_update, write, Decision, WriteOptions, Written,
 };
@@ -70,7 +70,12 @@ pub async fn create(
         ));
     }
     let raw = read_body(req).await?;
-    let mut obj = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    let (mut obj, warnings) = decode_for(
+        rt,
+        raw.content_type.as_deref(),
+        &raw.bytes,
+        q.field_validation,
+    )?;
     if let Some(ns) = &rr.namespace {
         objects::check_namespace_open(state, ns).await?;
     }
@@ -99,7 +104,10 @@ pub async fn create(
     }
     let written = result?;
     after_write(state, rt, &written);
-    Ok(response::json(201, written.object()))
+    Ok(with_warnings(
+        response::json(201, written.object()),
+        &warnings,
+    ))
 }
 
 pub async fn update(
@@ -112,7 +120,12 @@ pub async fn update(
     let rt = &rr.rt;
     let name = rr.name.clone().unwrap_or_default();
     let raw = read_body(req).await?;
-    let mut obj = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    let (mut obj, warnings) = decode_for(
+        rt,
+        raw.content_type.as_deref(),
+        &raw.bytes,
+        q.field_validation,
+    )?;
     objects::check_namespace(rt, rr.namespace.as_deref(), &mut obj)?;
     let opts = WriteOptions {
         subresource: rr.subresource,
@@ -131,7 +144,10 @@ pub async fn update(
     })
     .await?;
     after_write(state, rt, &written);
-    Ok(response::json(200, written.object()))
+    Ok(with_warnings(
+        response::json(200, written.object()),
+        &warnings,
+    ))
 }
 
 /// Turns a patch failure into upstream's Status.
@@ -174,9 +190,12 @@ pub async fn patch(
     let ct = raw.content_type.clone().unwrap_or_default();
     let ptype = patch::patch_type_from_content_type(&ct)
         .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
-    let patch_doc: Value = match ptype {
-        PatchType::Apply => body::decode_yaml(&raw.bytes)?,
-        _ => body::decode_json(&raw.bytes)?,
+    let (patch_doc, warnings) = match ptype {
+        PatchType::Apply => body::decode_apply(&rt, &raw.bytes, q.field_validation, &name)?,
+        PatchType::Json => (body::decode_json(&raw.bytes)?, Vec::new()),
+        PatchType::Merge | PatchType::Strategic => {
+            body::decode_merge_patch(&rt, &raw.bytes, q.field_validation)?
+        }
     };
     if ptype == PatchType::Apply && q.field_manager.is_none() {
         return Err(ApiError::bad_request(
@@ -268,6 +287,9 @@ pub async fn patch(
                         }
                     }
                     .map_err(|e| patch_error(&rt, &name, e))?;
+                    // A JSON patch can add anything; what the type lacks is not stored.
+                    let mut patched = patched;
+                    crate::api::schema::prune(&rt, &mut patched, &mut Vec::new());
                     let managed = patched["metadata"]["managedFields"].clone();
                     let mut new = prepare_update(&rt, &old, patched, &opts)?;
                     if ptype == PatchType::Apply {
@@ -288,7 +310,10 @@ pub async fn patch(
     } else {
         200
     };
-    Ok(response::json(code, written.object()))
+    Ok(with_warnings(
+        response::json(code, written.object()),
+        &warnings,
+    ))
 }
 
 /// kubectl's move from client-side to server-side apply: like upstream's last-applied

@@ -1,0 +1,120 @@
+//! Duplicate keys in a JSON body. serde_json's `Value` keeps the last of two equal keys
+//! silently, so a second, value-less pass over the raw bytes records where keys repeat.
+//! Only run when the request's field validation is Strict or Warn.
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::collections::HashSet;
+use std::fmt;
+
+/// Paths (`spec.replicas`, `spec.containers[0].name`) of every key that appears more than
+/// once in its object, in document order. Malformed JSON gives no paths: the real decode
+/// reports the syntax error.
+pub fn duplicate_json_fields(body: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = Walk {
+        path: String::new(),
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
+}
+
+struct Walk<'a> {
+    path: String,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let path = if self.path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key.into_owned()) {
+                self.found.push(path.clone());
+            }
+            map.next_value_seed(Walk {
+                path,
+                found: self.found,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(Walk {
+                path: format!("{}[{i}]", self.path),
+                found: self.found,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_found_with_their_paths_in_document_order() {
+        let body = br#"{"spec": {"unknownField": "foo", "replicas": 2, "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "a", "name": "b"}]}}},
+            "spec": {}}"#;
+        assert_eq!(
+            duplicate_json_fields(body),
+            [
+                "spec.replicas",
+                "spec.template.spec.containers[0].name",
+                "spec"
+            ]
+        );
+        assert!(duplicate_json_fields(br#"{"a": {"b": 1}, "c": {"b": 1}}"#).is_empty());
+        assert!(duplicate_json_fields(b"{").is_empty());
+    }
+
+    #[test]
+    fn escaped_keys_compare_by_their_text() {
+        assert_eq!(duplicate_json_fields(br#"{"a": 1, "\u0061": 2}"#), ["a"]);
+    }
+}
