@@ -3,6 +3,7 @@
 //! Only run when the request's field validation is Strict or Warn.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -11,28 +12,76 @@ use std::fmt;
 /// reports the syntax error.
 pub fn duplicate_json_fields(body: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
+    let mut stack = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
     let _ = Walk {
-        path: String::new(),
+        stack: &mut stack,
         found: &mut found,
     }
     .deserialize(&mut de);
     found
 }
 
-struct Walk<'a> {
-    path: String,
+/// One step of the path to the value being walked. Keys borrow from the body (unless they
+/// contain escapes), so a body without duplicates costs no string allocation.
+enum Seg<'de> {
+    Key(Cow<'de, str>),
+    Index(usize),
+}
+
+fn render(stack: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in stack {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// A map key, borrowed from the body when it has no escapes (serde's own `Cow` impl
+/// always copies).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+struct Walk<'a, 'de> {
+    stack: &'a mut Vec<Seg<'de>>,
     found: &'a mut Vec<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -40,36 +89,37 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let path = if self.path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{}.{key}", self.path)
-            };
-            if !seen.insert(key.into_owned()) {
-                self.found.push(path.clone());
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let repeated = !seen.insert(key.clone());
+            self.stack.push(Seg::Key(key));
+            if repeated {
+                self.found.push(render(self.stack));
             }
-            map.next_value_seed(Walk {
-                path,
+            let r = map.next_value_seed(Walk {
+                stack: self.stack,
                 found: self.found,
-            })?;
+            });
+            self.stack.pop();
+            r?;
         }
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while seq
-            .next_element_seed(Walk {
-                path: format!("{}[{i}]", self.path),
+        loop {
+            self.stack.push(Seg::Index(i));
+            let r = seq.next_element_seed(Walk {
+                stack: self.stack,
                 found: self.found,
-            })?
-            .is_some()
-        {
+            });
+            self.stack.pop();
+            if r?.is_none() {
+                return Ok(());
+            }
             i += 1;
         }
-        Ok(())
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
