@@ -114,7 +114,15 @@ impl ApiState {
         self.store.close().await.map_err(ApiError::from)
     }
 
-    fn watch_slot(self: &Arc<Self>, client: String) -> Result<WatchSlot, ApiError> {
+    /// Counts a watch against `client`; `None` (the in-process control plane, which holds a
+    /// watch per resource type and so one per CRD) is not limited.
+    fn watch_slot(self: &Arc<Self>, client: Option<String>) -> Result<WatchSlot, ApiError> {
+        let Some(client) = client else {
+            return Ok(WatchSlot {
+                state: self.clone(),
+                client: None,
+            });
+        };
         let mut w = self.watches.lock();
         let n = w.entry(client.clone()).or_default();
         if *n >= MAX_WATCHES_PER_CLIENT {
@@ -125,24 +133,27 @@ impl ApiState {
         *n += 1;
         Ok(WatchSlot {
             state: self.clone(),
-            client,
+            client: Some(client),
         })
     }
 }
 
-/// One open watch counted against its client; released on drop.
+/// One open watch, counted against its remote client; released on drop.
 pub struct WatchSlot {
     state: Arc<ApiState>,
-    client: String,
+    client: Option<String>,
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
+        let Some(client) = &self.client else {
+            return;
+        };
         let mut w = self.state.watches.lock();
-        if let Some(n) = w.get_mut(&self.client) {
+        if let Some(n) = w.get_mut(client) {
             *n -= 1;
             if *n == 0 {
-                w.remove(&self.client);
+                w.remove(client);
             }
         }
     }
@@ -165,12 +176,10 @@ struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Key under which this caller's open watches are counted.
-    fn client_key(&self, user: &UserInfo) -> String {
-        match self.peer {
-            Some(peer) => format!("{}@{}", user.name, peer.ip()),
-            None => format!("{}@in-process", user.name),
-        }
+    /// Key under which this caller's open watches are counted; in-process callers are not
+    /// counted.
+    fn client_key(&self, user: &UserInfo) -> Option<String> {
+        self.peer.map(|peer| format!("{}@{}", user.name, peer.ip()))
     }
 }
 

@@ -193,3 +193,20 @@ fn only_the_api_server_uses_the_store() {
         offenders.join("\n")
     );
 }
+
+/// The control plane holds one watch per resource type (so one per CRD): in-process callers
+/// are not held to the per-client watch limit that protects the server from remote clients.
+#[tokio::test]
+async fn in_process_watches_are_not_limited_per_client() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    let mut open = Vec::new();
+    for _ in 0..(super::MAX_WATCHES_PER_CLIENT + 20) {
+        let stream = api
+            .watch(&WatchParams::default(), "0")
+            .await
+            .expect("an in-process watch is never refused for the count");
+        open.push(stream.boxed());
+    }
+    assert_eq!(open.len(), super::MAX_WATCHES_PER_CLIENT + 20);
+}

@@ -31,7 +31,7 @@ pub async fn watch(
     rr: &ResourceRequest,
     q: &Query,
     output: Output,
-    client: String,
+    client: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let filter = Filter::new(&rt, q, rr.name.as_deref())?;

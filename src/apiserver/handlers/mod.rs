@@ -33,7 +33,7 @@ pub async fn resource(
     query: Query,
     output: Output,
     req: Request<RequestBody>,
-    client: String,
+    client: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let manager = query
         .field_manager
