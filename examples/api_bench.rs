@@ -43,6 +43,15 @@ async fn client(kubeconfig: &str) -> anyhow::Result<Client> {
     Ok(Client::try_from(cfg)?)
 }
 
+/// `n` independent clients (own connections), for concurrent load.
+async fn client_pool(kubeconfig: &str, n: usize) -> anyhow::Result<Vec<Client>> {
+    let mut cs = Vec::with_capacity(n);
+    for _ in 0..n {
+        cs.push(client(kubeconfig).await?);
+    }
+    Ok(cs)
+}
+
 async fn ensure_namespace(c: &Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(c.clone());
     let ns = Namespace {
@@ -86,16 +95,11 @@ async fn api(
     objects: usize,
     clients: usize,
 ) -> anyhow::Result<()> {
-    let admin = admin.clone();
-    let kubeconfig = kubeconfig.to_owned();
-    ensure_namespace(&admin, "bench").await?;
-    ensure_namespace(&admin, "bench-watch").await?;
+    ensure_namespace(admin, "bench").await?;
+    ensure_namespace(admin, "bench-watch").await?;
 
     // Creates: `clients` independent clients (own connections) pulling from one counter.
-    let mut cs = Vec::new();
-    for _ in 0..clients {
-        cs.push(client(&kubeconfig).await?);
-    }
+    let cs = client_pool(kubeconfig, clients).await?;
     let (lat, elapsed) =
         create_many(cs, "bench", objects, |i| configmap(format!("cm-{i:06}"))).await?;
     println!("api_create_per_s {:.0} creates/s", objects as f64 / elapsed);
@@ -162,7 +166,7 @@ async fn api(
         .watch(&WatchParams::default().timeout(290), &rv)
         .await?
         .boxed();
-    let capi: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await?, "bench-watch");
+    let capi: Api<ConfigMap> = Api::namespaced(client(kubeconfig).await?, "bench-watch");
     let mut wlat = Vec::new();
     for i in 0..1000 {
         let name = format!("w-{i:05}");
@@ -198,20 +202,15 @@ async fn controllers(
     objects: usize,
     clients: usize,
 ) -> anyhow::Result<()> {
-    let admin = admin.clone();
-    let kubeconfig = kubeconfig.to_owned();
     // Garbage collection: delete one owner with `objects` dependents; time until the last
     // dependent's DELETED event.
-    ensure_namespace(&admin, "bench-gc").await?;
+    ensure_namespace(admin, "bench-gc").await?;
     let gapi: Api<ConfigMap> = Api::namespaced(admin.clone(), "bench-gc");
     let owner = gapi
         .create(&PostParams::default(), &configmap("owner".into()))
         .await?;
     let uid = owner.metadata.uid.clone().unwrap_or_default();
-    let mut cs = Vec::new();
-    for _ in 0..clients {
-        cs.push(client(&kubeconfig).await?);
-    }
+    let cs = client_pool(kubeconfig, clients).await?;
     create_many(cs, "bench-gc", objects, move |i| {
         let mut cm = configmap(format!("dep-{i:06}"));
         cm.metadata.owner_references = Some(vec![
@@ -230,11 +229,8 @@ async fn controllers(
     println!("gc_cascade_10k_ms {:.0} ms", took.as_secs_f64() * 1000.0);
 
     // Namespace deletion: `objects` ConfigMaps in a namespace; time until the namespace is gone.
-    ensure_namespace(&admin, "bench-ns").await?;
-    let mut cs = Vec::new();
-    for _ in 0..clients {
-        cs.push(client(&kubeconfig).await?);
-    }
+    ensure_namespace(admin, "bench-ns").await?;
+    let cs = client_pool(kubeconfig, clients).await?;
     create_many(cs, "bench-ns", objects, |i| configmap(format!("cm-{i:06}"))).await?;
     let nss: Api<Namespace> = Api::all(admin.clone());
     let rv = nss

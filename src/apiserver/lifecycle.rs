@@ -110,14 +110,13 @@ fn lookup(
         .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))
 }
 
-/// Creates `obj`, or replaces the stored one's content (keeping its identity) if it differs.
+/// Creates `obj`, or replaces the stored one's content (keeping its identity), in one write.
 async fn put(
     state: &Arc<ApiState>,
     rt: &Arc<ResourceType>,
     ns: Option<&str>,
     obj: Value,
 ) -> Result<(), ApiError> {
-    create_if_absent(state, rt, ns, obj.clone()).await?;
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -126,10 +125,15 @@ async fn put(
         subresource: None,
         field_manager: "skiff-apiserver".into(),
     };
+    let mut fresh = obj.clone();
+    super::objects::prepare_create(state, rt, ns, &mut fresh, &opts)?;
     let rt2 = rt.clone();
     write(state, rt, ns, &name, false, move |cur| {
         let Some(cur) = cur else {
-            return Err(ApiError::internal("bootstrap object vanished"));
+            return Ok(Decision::Put {
+                obj: fresh,
+                created: true,
+            });
         };
         let mut want = obj;
         want["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();

@@ -163,7 +163,6 @@ pub struct Context {
 
 /// The controllers `skiff server` runs, with their counters.
 pub struct ControllerManager {
-    ctx: Context,
     pub namespace: Arc<Stats>,
     pub garbage_collector: Arc<Stats>,
     pub crd_cleanup: Arc<Stats>,
@@ -181,15 +180,10 @@ impl ControllerManager {
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
             crd_cleanup: crd_ctl.stats(),
-            ctx,
             namespace_ctl,
             gc,
             crd_ctl,
         }
-    }
-
-    pub fn context(&self) -> &Context {
-        &self.ctx
     }
 
     /// Runs every controller until `shutdown`; the first one to fail stops the rest.

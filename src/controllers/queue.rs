@@ -184,16 +184,6 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         self.state.lock().shut_down = true;
         self.ready.notify_waiters();
     }
-
-    /// Keys waiting or being processed.
-    pub fn len(&self) -> usize {
-        let s = self.state.lock();
-        s.queue.len() + s.processing.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 mod reflect;
 
 use futures::Stream;
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
@@ -98,10 +97,6 @@ impl Informers {
         }
     }
 
-    pub fn client(&self) -> Client {
-        self.inner.client.clone()
-    }
-
     /// Waits for shutdown; fails when any reflector stops for good. Call once.
     pub async fn run(self) -> Result<(), InformerError> {
         let rx = self.inner.failures_rx.lock().take();
@@ -124,7 +119,7 @@ impl Informers {
     {
         let key = format!("typed:{}/{}", K::api_version(&()), K::plural(&()));
         self.get_or_start(key, (), drop_managed_fields::<K>, || {
-            Api::<K>::all(self.client())
+            Api::<K>::all(self.inner.client.clone())
         })
     }
 
@@ -135,7 +130,7 @@ impl Informers {
     pub fn metadata(&self, ar: &ApiResource) -> Informer<PartialObjectMeta<DynamicObject>> {
         let key = format!("meta:{}/{}", ar.api_version, ar.plural);
         self.get_or_start(key, ar.clone(), trim_metadata, || {
-            Api::<PartialObjectMeta<DynamicObject>>::all_with(self.client(), ar)
+            Api::<PartialObjectMeta<DynamicObject>>::all_with(self.inner.client.clone(), ar)
         })
     }
 
@@ -216,14 +211,6 @@ fn drop_managed_fields<K: Resource>(obj: &mut K) {
 fn trim_metadata(obj: &mut PartialObjectMeta<DynamicObject>) {
     obj.metadata.managed_fields = None;
     obj.metadata.annotations = None;
-}
-
-/// Convenience for namespaced typed resources: the cached object `ns/name`.
-pub fn get_namespaced<K>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone,
-{
-    store.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
 }
 
 #[cfg(test)]

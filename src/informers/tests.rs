@@ -11,6 +11,11 @@ fn cm(name: &str) -> ConfigMap {
         .expect("configmap")
 }
 
+fn cached(inf: &Informer<ConfigMap>, name: &str) -> Option<Arc<ConfigMap>> {
+    inf.store()
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within("default"))
+}
+
 async fn next<S: Stream<Item = Change<ConfigMap>> + Unpin>(s: &mut S) -> Change<ConfigMap> {
     tokio::time::timeout(Duration::from_secs(5), s.next())
         .await
@@ -43,7 +48,7 @@ async fn subscribers_see_current_contents_then_every_change() {
     let informers = Informers::new(srv.admin(), stop.clone());
     let inf = informers.typed::<ConfigMap>();
     inf.synced().await.unwrap();
-    assert!(get_namespaced(&inf.store(), "default", "before").is_some());
+    assert!(cached(&inf, "before").is_some());
 
     let mut changes = inf.subscribe();
     match next(&mut changes).await {
@@ -64,7 +69,7 @@ async fn subscribers_see_current_contents_then_every_change() {
         Change::Deleted(o) => assert_eq!(o.metadata.name.as_deref(), Some("before")),
         other => panic!("expected a deletion, got {other:?}"),
     }
-    assert!(get_namespaced(&inf.store(), "default", "before").is_none());
+    assert!(cached(&inf, "before").is_none());
     stop.cancel();
 }
 

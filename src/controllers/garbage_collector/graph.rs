@@ -97,14 +97,6 @@ pub struct Graph {
 }
 
 impl Graph {
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// An object was added or changed.
     pub fn observe(&mut self, obj: Observed) -> Vec<Work> {
         let mut work = Vec::new();

@@ -134,7 +134,7 @@ impl GarbageCollector {
 /// The running metadata informers, by type.
 struct Monitors {
     informers: crate::informers::Informers,
-    running: HashMap<String, tokio::task::JoinHandle<()>>,
+    running: HashMap<String, (ApiResource, tokio::task::JoinHandle<()>)>,
     events: mpsc::UnboundedSender<GraphEvent>,
     shutdown: CancellationToken,
 }
@@ -152,17 +152,8 @@ impl Monitors {
             .cloned()
             .collect();
         for k in gone {
-            if let Some(task) = self.running.remove(&k) {
+            if let Some((ar, task)) = self.running.remove(&k) {
                 task.abort();
-            }
-            if let Some((api_version, plural)) = k.split_once(' ') {
-                let ar = ApiResource {
-                    group: String::new(),
-                    version: String::new(),
-                    api_version: api_version.to_owned(),
-                    kind: String::new(),
-                    plural: plural.to_owned(),
-                };
                 self.informers.forget_metadata(&ar);
             }
         }
@@ -193,7 +184,7 @@ impl Monitors {
                     }
                 }
             });
-            self.running.insert(k, task);
+            self.running.insert(k, (t.ar.clone(), task));
             started.push(informer);
         }
         for informer in started {
@@ -290,21 +281,24 @@ impl Reconciler for Worker {
 }
 
 impl Worker {
+    /// The served type an `apiVersion` + `kind` names (retried with backoff while unknown).
+    fn resolve(&self, api_version: &str, kind: &str) -> Result<ResourceType, ControllerError> {
+        self.shared
+            .types
+            .lock()
+            .resolve(api_version, kind)
+            .ok_or_else(|| {
+                ControllerError::Invalid(format!(
+                    "unable to get REST mapping for {api_version}/{kind}"
+                ))
+            })
+    }
+
     fn api_for(
         &self,
         identity: &Identity,
     ) -> Result<(Api<DynamicObject>, ResourceType), ControllerError> {
-        let rt = self
-            .shared
-            .types
-            .lock()
-            .resolve(&identity.api_version, &identity.kind)
-            .ok_or_else(|| {
-                ControllerError::Invalid(format!(
-                    "unable to get REST mapping for {}/{}",
-                    identity.api_version, identity.kind
-                ))
-            })?;
+        let rt = self.resolve(&identity.api_version, &identity.kind)?;
         let api = match (&identity.namespace, rt.namespaced) {
             (Some(ns), true) => Api::namespaced_with(self.shared.client.clone(), ns, &rt.ar),
             _ => Api::all_with(self.shared.client.clone(), &rt.ar),
@@ -425,17 +419,7 @@ impl Worker {
         if self.shared.absent.lock().contains(&owner.uid) {
             return Ok(OwnerState::Dangling);
         }
-        let rt = self
-            .shared
-            .types
-            .lock()
-            .resolve(&owner.api_version, &owner.kind)
-            .ok_or_else(|| {
-                ControllerError::Invalid(format!(
-                    "unable to get REST mapping for owner {}/{}",
-                    owner.api_version, owner.kind
-                ))
-            })?;
+        let rt = self.resolve(&owner.api_version, &owner.kind)?;
         let api: Api<DynamicObject> = match (rt.namespaced, &dependent.namespace) {
             (true, Some(ns)) => Api::namespaced_with(self.shared.client.clone(), ns, &rt.ar),
             (true, None) => return Ok(OwnerState::Unresolvable),
