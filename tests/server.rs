@@ -214,3 +214,33 @@ fn logs_to_a_file_carry_no_ansi_colour_codes() {
         "escape codes in a log that goes to a file:\n{log:?}"
     );
 }
+
+#[test]
+fn the_kubernetes_service_has_endpoints_at_the_server_port_after_every_start() {
+    let mut server = TestServer::start();
+    let port = server.port().to_string();
+    let check = |server: &TestServer| {
+        let ep = server.kubectl_ok(&[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o=jsonpath={.subsets[0].ports[0].port}",
+        ]);
+        assert_eq!(ep.trim(), port);
+        let slice = server.kubectl_ok(&[
+            "get",
+            "endpointslice",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o=jsonpath={.metadata.labels.kubernetes\\.io/service-name} {.ports[0].port}",
+        ]);
+        assert_eq!(slice.trim(), format!("kubernetes {port}"));
+    };
+    check(&server);
+    server.stop();
+    server.restart();
+    check(&server);
+}
