@@ -244,3 +244,71 @@ fn the_kubernetes_service_has_endpoints_at_the_server_port_after_every_start() {
     server.restart();
     check(&server);
 }
+
+/// `skiff agent` runs the same `agent::run` as the server's own node: here, the airgap
+/// import. A malformed token is refused up front with a one-line error.
+#[test]
+fn skiff_agent_runs_the_agent_entry_point_and_refuses_a_malformed_token() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let bad = Command::new(common::skiff_binary())
+        .args([
+            "agent",
+            "--server",
+            "https://127.0.0.1:1",
+            "--token",
+            "K10nothex::server:x",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("running skiff agent");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--token") && err.contains("CA hash must be 64 hex digits"),
+        "{err}"
+    );
+
+    let images_dir = data.join("agent/images");
+    std::fs::create_dir_all(&images_dir).expect("creating the airgap dir");
+    let layout = work.path().join("layout");
+    common::registry::build_busybox_layout_gzip(&layout, "agent");
+    common::registry::tar_layout(&layout, &images_dir.join("busybox.tar"), false);
+    let token = format!("K10{}::server:secret", "a".repeat(64));
+    let mut cmd = Command::new(common::skiff_binary());
+    cmd.args([
+        "agent",
+        "--server",
+        "https://127.0.0.1:1",
+        "--token",
+        &token,
+    ])
+    .arg("--data-dir")
+    .arg(&data);
+    let mut agent = common::process::Background::spawn(cmd, &work.path().join("agent"));
+    let ls = || {
+        let out = Command::new(common::skiff_binary())
+            .args(["images", "ls", "-q", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("running skiff images ls");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ls().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline && !agent.has_exited(),
+            "airgap image not imported by skiff agent:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    agent.terminate();
+    assert_eq!(
+        agent.wait_exit(std::time::Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        agent.stderr()
+    );
+}

@@ -242,6 +242,14 @@ impl Background {
         }
     }
 
+    /// Sends SIGTERM (the polite stop a service manager sends); see [`Background::wait_exit`].
+    pub fn terminate(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            let pid = Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, Signal::SIGTERM).expect("sending SIGTERM");
+        }
+    }
+
     /// Whether the process has exited (by itself or killed).
     pub fn has_exited(&mut self) -> bool {
         match self.child.as_mut() {
