@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         tokens: TokenAuthenticator::new(vec![]),
         service_cidr: "10.43.0.0/16".into(),
         advertise: "127.0.0.1:6443".parse()?,
+        admission: skiff::apiserver::admission::Chain::standard(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("opening the API server state: {e}"))?;

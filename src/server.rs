@@ -127,6 +127,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         )]),
         service_cidr: args.service_cidr.clone(),
         advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
+        admission: apiserver::admission::Chain::standard(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;

@@ -124,6 +124,7 @@ async fn put(
     let opts = super::objects::WriteOptions {
         subresource: None,
         field_manager: "skiff-apiserver".into(),
+        ..Default::default()
     };
     let mut fresh = obj.clone();
     super::objects::prepare_create(state, rt, ns, &mut fresh, &opts)?;
@@ -163,6 +164,7 @@ async fn create_if_absent(
     let opts = super::objects::WriteOptions {
         subresource: None,
         field_manager: "skiff-apiserver".into(),
+        ..Default::default()
     };
     super::objects::prepare_create(state, rt, ns, &mut obj, &opts)?;
     let r = write(state, rt, ns, &name, false, move |cur| {

@@ -4,6 +4,7 @@
 //! Invariant: this is the only module that touches the store; every component reads and
 //! writes cluster state through these handlers.
 
+pub mod admission;
 mod auth;
 mod body;
 mod crd;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub registry: Registry,
     pub tokens: TokenAuthenticator,
     pub authorizer: Box<dyn Authorizer>,
+    /// The admission chain every write passes.
+    pub admission: admission::Chain,
     pub ca_pem: String,
     pub services: ServiceIpAllocator,
     pub started: Instant,
@@ -80,6 +83,8 @@ pub struct ApiConfig {
     pub tokens: TokenAuthenticator,
     pub service_cidr: String,
     pub advertise: SocketAddr,
+    /// The admission plugins, in order ([`admission::Chain::standard`] for a server).
+    pub admission: admission::Chain,
 }
 
 impl ApiState {
@@ -94,6 +99,7 @@ impl ApiState {
             registry: Registry::new(),
             tokens: cfg.tokens,
             authorizer: Box::new(MastersAuthorizer),
+            admission: cfg.admission,
             ca_pem: cfg.ca_pem,
             services,
             started: Instant::now(),
@@ -360,7 +366,7 @@ async fn dispatch(
                 return handlers::review::self_subject_access_review(state, &rr, &user, req).await;
             }
             let client = conn.client_key(&user);
-            handlers::resource(state, rr, query, output, req, client).await
+            handlers::resource(state, rr, query, output, req, client, &user).await
         }
     }
 }

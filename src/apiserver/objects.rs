@@ -2,10 +2,14 @@
 //! validation, spec/status separation, generation, resourceVersion preconditions and
 //! finalizer-driven deletion.
 //!
-//! Invariant: every write runs as one atomic read-modify-write inside the store's
-//! `mutate`, so the resourceVersion embedded in the stored JSON is exactly the revision the
-//! store gave that write, and concurrent writers can never lose each other's updates.
+//! Invariant: every write ends in one atomic read-modify-write inside the store's `mutate`,
+//! so the resourceVersion embedded in the stored JSON is exactly the revision the store gave
+//! that write, and concurrent writers can never lose each other's updates. Writes that go
+//! through admission ([`write_admitted`]) are computed outside the lock and stored only if
+//! the object they were computed from is still the stored one.
 
+use super::admission::{Attributes, Operation};
+use super::auth::UserInfo;
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::{ResourceType, Subresource};
@@ -59,6 +63,9 @@ pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
 pub struct WriteOptions {
     pub subresource: Option<Subresource>,
     pub field_manager: String,
+    /// A server-side apply: the apply already set the managed fields it owns, so no update
+    /// entry is recorded.
+    pub server_side_apply: bool,
 }
 
 /// Checks kind/apiVersion of a body against the endpoint and fills them in when absent.
@@ -127,13 +134,13 @@ fn generated_suffix() -> String {
         .collect()
 }
 
-/// Everything that happens to a new object before it is stored (except the revision).
-pub fn prepare_create(
+/// The server-set fields and defaults of a new object, before admission and validation.
+pub fn prepare_create_unvalidated(
     state: &ApiState,
     rt: &ResourceType,
     ns: Option<&str>,
     obj: &mut Value,
-    opts: &WriteOptions,
+    _opts: &WriteOptions,
 ) -> Result<(), ApiError> {
     check_type(rt, obj)?;
     check_namespace(rt, ns, obj)?;
@@ -173,7 +180,20 @@ pub fn prepare_create(
     if rt.has_subresource(Subresource::Status) {
         (strategy.initial_status)(obj);
     }
+    Ok(())
+}
+
+/// The last steps of a create, after mutating admission: validation and the create's
+/// managed-fields entry.
+pub fn finish_create(
+    rt: &ResourceType,
+    obj: &mut Value,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
     validate(rt, obj)?;
+    if opts.server_side_apply {
+        return Ok(());
+    }
     crate::api::patch::record_update(
         None,
         obj,
@@ -182,6 +202,19 @@ pub fn prepare_create(
         &now_rfc3339(),
     );
     Ok(())
+}
+
+/// Everything that happens to a new object before it is stored (except the revision),
+/// without admission: [`prepare_create_unvalidated`] then [`finish_create`].
+pub fn prepare_create(
+    state: &ApiState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    obj: &mut Value,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    prepare_create_unvalidated(state, rt, ns, obj, opts)?;
+    finish_create(rt, obj, opts)
 }
 
 /// Runs validation and turns field errors into upstream's 422.
@@ -215,8 +248,21 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 
 /// Applies the update rules to `new` given the stored `old`: immutable metadata, spec/status
 /// separation by subresource, resourceVersion precondition, generation, defaulting and
-/// validation. Returns the object to store.
+/// validation. Returns the object to store. Without admission:
+/// [`prepare_update_unvalidated`] then [`finish_update`].
 pub fn prepare_update(
+    rt: &ResourceType,
+    old: &Value,
+    new: Value,
+    opts: &WriteOptions,
+) -> Result<Value, ApiError> {
+    let new = prepare_update_unvalidated(rt, old, new, opts)?;
+    finish_update(rt, old, new, opts)
+}
+
+/// The update rules up to defaulting (server-owned metadata, spec/status separation,
+/// resourceVersion precondition), before admission and validation.
+pub fn prepare_update_unvalidated(
     rt: &ResourceType,
     old: &Value,
     mut new: Value,
@@ -291,12 +337,27 @@ pub fn prepare_update(
     if opts.subresource.is_none() {
         (strategy.prepare_for_update)(old, &mut new);
     }
+    Ok(new)
+}
+
+/// The last steps of an update, after mutating admission: immutable fields, generation,
+/// validation and the managed-fields entry.
+pub fn finish_update(
+    rt: &ResourceType,
+    old: &Value,
+    mut new: Value,
+    opts: &WriteOptions,
+) -> Result<Value, ApiError> {
+    let strategy = rt.strategy;
     invalid_if_any(rt, old, strategy.validate_update(old, &new))?;
     if strategy.tracks_generation(&new) && spec_changed(old, &new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
     validate(rt, &new)?;
+    if opts.server_side_apply {
+        return Ok(new);
+    }
     crate::api::patch::record_update(
         Some(old),
         &mut new,
@@ -449,6 +510,7 @@ mod tests {
         let opts = WriteOptions {
             subresource: Some(Subresource::Status),
             field_manager: "test".into(),
+            ..Default::default()
         };
         prepare_update(&rt, old, new, &opts).expect("status write accepted")
     }
@@ -491,4 +553,195 @@ mod tests {
         assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
         assert_eq!(stored["status"]["replicas"], 1);
     }
+}
+
+/// Attempts of an admitted update before it gives up with a 409 (the object kept changing
+/// between the read and the write).
+const ADMITTED_WRITE_ATTEMPTS: usize = 5;
+/// Reason of the internal "stored object changed meanwhile" error; never sent to a client.
+const RETRY_REASON: &str = "SkiffRetryAdmittedWrite";
+
+/// What an admitted write produced: the write, and the warnings admission gave.
+pub struct Admitted {
+    pub written: Written,
+    pub warnings: Vec<String>,
+}
+
+/// A create, update, patch or subresource write through the admission chain.
+///
+/// `compute` turns the stored object (`None` when absent) into a [`Decision`]; a `Put` must
+/// hold an object prepared up to defaulting (`prepare_create_unvalidated` /
+/// `prepare_update_unvalidated`): validation and managed fields are finished here, after
+/// mutating admission. `may_create` says whether `compute` can create (create, apply upsert).
+///
+/// When no admission plugin is interested, everything runs in one read-modify-write under
+/// the store lock. Otherwise the object is computed and admitted outside the lock and stored
+/// only if the stored object has not changed meanwhile; else it is computed again.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_admitted<F>(
+    state: &Arc<ApiState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    user: &UserInfo,
+    dry_run: bool,
+    opts: &WriteOptions,
+    may_create: bool,
+    mut compute: F,
+) -> Result<Admitted, ApiError>
+where
+    F: FnMut(Option<&Value>) -> Result<Decision, ApiError> + Send,
+{
+    let sub = opts.subresource.map(|s| s.name());
+    let attrs_for = |op| Attributes::new(op, rt, sub, ns, name, user, dry_run);
+    let interested = state.admission.interested(&attrs_for(Operation::Update))
+        || (may_create && state.admission.interested(&attrs_for(Operation::Create)));
+    if !interested {
+        let rt2 = rt.clone();
+        let opts2 = opts.clone();
+        let written = write(state, rt, ns, name, dry_run, move |cur| {
+            let decision = compute(cur.as_ref())?;
+            finish_decision(&rt2, cur.as_ref(), decision, &opts2)
+        })
+        .await?;
+        return Ok(Admitted {
+            written,
+            warnings: Vec::new(),
+        });
+    }
+    for _ in 0..ADMITTED_WRITE_ATTEMPTS {
+        let key = rt.key(ns, name);
+        let cur = state
+            .store
+            .get(&key)
+            .await?
+            .map(|r| parse_record(&r))
+            .transpose()?;
+        let read_rv = cur.as_ref().map(resource_version_of);
+        let decision = compute(cur.as_ref())?;
+        let (mut obj, created) = match decision {
+            Decision::Put { obj, created } => (obj, created),
+            // Nothing to admit: deletes and no-ops go through the plain path.
+            other => {
+                let written = write(state, rt, ns, name, dry_run, move |now| {
+                    if now.as_ref().map(resource_version_of) != read_rv {
+                        return Err(ApiError::new(409, RETRY_REASON, "changed"));
+                    }
+                    Ok(other)
+                })
+                .await;
+                match written {
+                    Err(e) if e.reason == RETRY_REASON => continue,
+                    r => {
+                        return r.map(|written| Admitted {
+                            written,
+                            warnings: Vec::new(),
+                        })
+                    }
+                }
+            }
+        };
+        let op = if created {
+            Operation::Create
+        } else {
+            Operation::Update
+        };
+        let obj_name = name_of(&obj).to_owned();
+        let attrs = Attributes::new(op, rt, sub, ns, &obj_name, user, dry_run);
+        state
+            .admission
+            .admit(state, &attrs, &mut obj, cur.as_ref())
+            .await?;
+        let decision = finish_decision(rt, cur.as_ref(), Decision::Put { obj, created }, opts)?;
+        if let Decision::Put { obj, .. } = &decision {
+            state
+                .admission
+                .validate(state, &attrs, Some(obj), cur.as_ref())
+                .await?;
+        }
+        let written = write(state, rt, ns, name, dry_run, move |now| {
+            if now.as_ref().map(resource_version_of) != read_rv {
+                return Err(ApiError::new(409, RETRY_REASON, "changed"));
+            }
+            Ok(decision)
+        })
+        .await;
+        match written {
+            Err(e) if e.reason == RETRY_REASON => continue,
+            r => {
+                return r.map(|written| Admitted {
+                    written,
+                    warnings: attrs.take_warnings(),
+                })
+            }
+        }
+    }
+    Err(ApiError::conflict(rt, name))
+}
+
+/// Validation and managed fields of a computed `Put`; other decisions pass through.
+fn finish_decision(
+    rt: &ResourceType,
+    cur: Option<&Value>,
+    decision: Decision,
+    opts: &WriteOptions,
+) -> Result<Decision, ApiError> {
+    match (decision, cur) {
+        (
+            Decision::Put {
+                mut obj,
+                created: true,
+            },
+            _,
+        ) => {
+            finish_create(rt, &mut obj, opts)?;
+            Ok(Decision::Put { obj, created: true })
+        }
+        (
+            Decision::Put {
+                obj,
+                created: false,
+            },
+            Some(old),
+        ) => Ok(Decision::Put {
+            obj: finish_update(rt, old, obj, opts)?,
+            created: false,
+        }),
+        (Decision::Put { created: false, .. }, None) => Err(ApiError::internal(
+            "an update was computed for an object that does not exist",
+        )),
+        (other, _) => Ok(other),
+    }
+}
+
+fn resource_version_of(obj: &Value) -> String {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Runs the validating admission of a delete of the stored object, if any plugin wants it.
+/// The object is read outside the delete itself, as upstream's deletion admission sees the
+/// object it is about to delete without holding it.
+pub async fn admit_delete(
+    state: &Arc<ApiState>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    user: &UserInfo,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let attrs = Attributes::new(Operation::Delete, rt, None, ns, name, user, dry_run);
+    if !state.admission.interested(&attrs) {
+        return Ok(());
+    }
+    let Some(rec) = state.store.get(&rt.key(ns, name)).await? else {
+        return Ok(());
+    };
+    let old = parse_record(&rec)?;
+    state
+        .admission
+        .validate(state, &attrs, None, Some(&old))
+        .await
 }

@@ -12,6 +12,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::with_admission(super::admission::Chain::standard()).await
+    }
+
+    /// A server whose writes pass exactly this admission chain.
+    pub async fn with_admission(admission: super::admission::Chain) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = ApiState::open(ApiConfig {
             store: StoreConfig::new(dir.path().join("db")),
@@ -19,6 +24,7 @@ impl TestServer {
             tokens: TokenAuthenticator::new(vec![]),
             service_cidr: "10.43.0.0/16".into(),
             advertise: "127.0.0.1:6443".parse().expect("static address"),
+            admission,
         })
         .await
         .expect("api state");

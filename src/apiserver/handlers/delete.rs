@@ -8,8 +8,9 @@
 //! A CustomResourceDefinition is kept with the cleanup finalizer until its custom
 //! resources are gone. The controllers in `crate::controllers` do the waiting work.
 
+use super::super::auth::UserInfo;
 use super::super::body::decode_delete_options;
-use super::super::objects::{meta_mut, now_rfc3339, write, Decision, Written};
+use super::super::objects::{admit_delete, meta_mut, now_rfc3339, write, Decision, Written};
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
@@ -253,11 +254,21 @@ pub async fn delete(
     rr: &ResourceRequest,
     q: &Query,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let raw = read_body(req).await?;
     let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
     let opts = DeleteOptions::from_request(&rr.rt, &body, q)?;
     let name = rr.name.as_deref().unwrap_or_default();
+    admit_delete(
+        state,
+        &rr.rt,
+        rr.namespace.as_deref(),
+        name,
+        user,
+        opts.dry_run,
+    )
+    .await?;
     let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
     Ok(match written {
         Written::Deleted(obj) => response::json(200, &obj),
@@ -270,6 +281,7 @@ pub async fn delete_collection(
     rr: &ResourceRequest,
     q: &Query,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     let raw = read_body(req).await?;
@@ -291,7 +303,12 @@ pub async fn delete_collection(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        match delete_object(state, rt, ns.as_deref(), &name, &opts).await {
+        let admitted = admit_delete(state, rt, ns.as_deref(), &name, user, opts.dry_run).await;
+        let deleted = match admitted {
+            Ok(()) => delete_object(state, rt, ns.as_deref(), &name, &opts).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(w) => items.push(w.object().clone()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

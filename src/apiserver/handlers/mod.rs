@@ -11,6 +11,7 @@ use super::response::Body;
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::Subresource;
+use crate::apiserver::auth::UserInfo;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub async fn resource(
     output: Output,
     req: Request<RequestBody>,
     client: Option<String>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let manager = query
         .field_manager
@@ -46,19 +48,21 @@ pub async fn resource(
         (Verb::Get, Some(Subresource::Status)) => read::get(state, &rr, output).await,
         (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
-            subresources::write_scale(state, &rr, &query, req).await
+            subresources::write_scale(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
-        (Verb::Create, None) => write::create(state, &rr, &query, req, manager).await,
+        (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
-            write::update(state, &rr, &query, req, manager).await
+            write::update(state, &rr, &query, req, manager, user).await
         }
         (Verb::Patch, None | Some(Subresource::Status)) => {
-            write::patch(state, &rr, &query, req, manager).await
+            write::patch(state, &rr, &query, req, manager, user).await
         }
-        (Verb::Delete, None) => delete::delete(state, &rr, &query, req).await,
-        (Verb::DeleteCollection, None) => delete::delete_collection(state, &rr, &query, req).await,
+        (Verb::Delete, None) => delete::delete(state, &rr, &query, req, user).await,
+        (Verb::DeleteCollection, None) => {
+            delete::delete_collection(state, &rr, &query, req, user).await
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }

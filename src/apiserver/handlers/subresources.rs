@@ -1,9 +1,11 @@
 //! Subresources with their own object shapes: `scale` (autoscaling/v1 Scale), `pods/binding`
 //! and `pods/log`.
 
+use super::super::auth::UserInfo;
 use super::super::body::{decode_json, decode_object};
 use super::super::objects::{
-    now_rfc3339, parse_record, prepare_update, write, Decision, WriteOptions,
+    now_rfc3339, parse_record, prepare_update_unvalidated, write, write_admitted, Decision,
+    WriteOptions,
 };
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
@@ -108,6 +110,7 @@ pub async fn write_scale(
     rr: &ResourceRequest,
     q: &Query,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();
@@ -127,19 +130,26 @@ pub async fn write_scale(
     let opts = WriteOptions {
         subresource: None,
         field_manager: q.field_manager.clone().unwrap_or_else(|| "unknown".into()),
+        ..Default::default()
     };
-    let written = write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
-        let rt = rt.clone();
-        let name = name.clone();
-        move |cur| {
+    let written = write_admitted(
+        state,
+        &rt,
+        rr.namespace.as_deref(),
+        &name,
+        user,
+        q.dry_run,
+        &opts.clone(),
+        false,
+        |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
             let scale = to_scale(&rt, &old);
-            let new_scale = match body {
-                (None, s) => s,
+            let new_scale = match &body {
+                (None, s) => s.clone(),
                 (Some(PatchType::Json), p) => {
-                    patch::json_patch(&scale, &p).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
+                    patch::json_patch(&scale, p).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
                 }
-                (Some(_), p) => patch::merge_patch(&scale, &p),
+                (Some(_), p) => patch::merge_patch(&scale, p),
             };
             if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
                 if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
@@ -156,10 +166,11 @@ pub async fn write_scale(
             }
             let mut new = old.clone();
             set_path(&mut new, &scale_spec(&rt).spec_replicas, json!(replicas));
-            Ok(Decision::Put { obj: prepare_update(&rt, &old, new, &opts)?, created: false })
-        }
-    })
-    .await?;
+            Ok(Decision::Put { obj: prepare_update_unvalidated(&rt, old, new, &opts)?, created: false })
+        },
+    )
+    .await?
+    .written;
     Ok(response::json(200, &to_scale(&rt, written.object())))
 }
 

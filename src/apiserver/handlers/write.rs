@@ -1,9 +1,12 @@
 //! create, update (PUT) and patch (JSON patch, merge patch, strategic merge patch and
 //! server-side apply), for objects and their status subresource.
 
+use super::super::admission::{Attributes, Operation};
+use super::super::auth::UserInfo;
 use super::super::body::{self, decode_for, read_limited, with_warnings};
 use super::super::objects::{
-    self, name_of, prepare_create, prepare_update, write, Decision, WriteOptions, Written,
+    self, finish_create, name_of, prepare_create_unvalidated, prepare_update_unvalidated, write,
+    write_admitted, Decision, WriteOptions, Written,
 };
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
@@ -60,6 +63,7 @@ pub async fn create(
     q: &Query,
     req: Request<RequestBody>,
     manager: String,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     if rt.custom.as_ref().is_some_and(|c| c.terminating) {
@@ -82,32 +86,62 @@ pub async fn create(
     let opts = WriteOptions {
         subresource: None,
         field_manager: manager,
+        server_side_apply: false,
     };
-    prepare_create(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
+    prepare_create_unvalidated(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
     let name = name_of(&obj).to_owned();
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
     let cluster_ip = obj["spec"]["clusterIP"].as_str().map(str::to_owned);
-    let result = write(state, rt, ns.as_deref(), &name, q.dry_run, {
-        let rt = rt.clone();
-        let name = name.clone();
-        move |cur| match cur {
-            Some(_) => Err(ApiError::already_exists(&rt, &name)),
-            None => Ok(Decision::Put { obj, created: true }),
-        }
-    })
-    .await;
+    let result =
+        create_admitted(state, rt, ns.as_deref(), &name, user, q.dry_run, obj, &opts).await;
     // Give back a service IP allocated for a Service that was not stored.
     if (result.is_err() || q.dry_run) && rt.strategy.bookkeeping == Bookkeeping::ClusterIp {
         if let Some(ip) = &cluster_ip {
             state.services.release(ip);
         }
     }
-    let written = result?;
+    let (written, admission_warnings) = result?;
     after_write(state, rt, &written);
-    Ok(with_warnings(
-        response::json(201, written.object()),
-        &warnings,
-    ))
+    let mut all = warnings;
+    all.extend(admission_warnings);
+    Ok(with_warnings(response::json(201, written.object()), &all))
+}
+
+/// A create through admission: mutating plugins, validation, validating plugins, then the
+/// store (409 if the name is taken). A create needs no retry: it never read an object.
+#[allow(clippy::too_many_arguments)]
+async fn create_admitted(
+    state: &Arc<ApiState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    user: &UserInfo,
+    dry_run: bool,
+    mut obj: Value,
+    opts: &WriteOptions,
+) -> Result<(Written, Vec<String>), ApiError> {
+    let attrs = Attributes::new(Operation::Create, rt, None, ns, name, user, dry_run);
+    let admitted = state.admission.interested(&attrs);
+    if admitted {
+        state.admission.admit(state, &attrs, &mut obj, None).await?;
+    }
+    finish_create(rt, &mut obj, opts)?;
+    if admitted {
+        state
+            .admission
+            .validate(state, &attrs, Some(&obj), None)
+            .await?;
+    }
+    let written = write(state, rt, ns, name, dry_run, {
+        let rt = rt.clone();
+        let name = name.to_owned();
+        move |cur| match cur {
+            Some(_) => Err(ApiError::already_exists(&rt, &name)),
+            None => Ok(Decision::Put { obj, created: true }),
+        }
+    })
+    .await?;
+    Ok((written, attrs.take_warnings()))
 }
 
 pub async fn update(
@@ -116,6 +150,7 @@ pub async fn update(
     q: &Query,
     req: Request<RequestBody>,
     manager: String,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     let name = rr.name.clone().unwrap_or_default();
@@ -130,23 +165,32 @@ pub async fn update(
     let opts = WriteOptions {
         subresource: rr.subresource,
         field_manager: manager,
+        server_side_apply: false,
     };
-    let written = write(state, rt, rr.namespace.as_deref(), &name, q.dry_run, {
-        let rt = rt.clone();
-        let name = name.clone();
-        move |cur| match cur {
-            None => Err(ApiError::not_found(&rt, &name)),
+    let admitted = write_admitted(
+        state,
+        rt,
+        rr.namespace.as_deref(),
+        &name,
+        user,
+        q.dry_run,
+        &opts.clone(),
+        false,
+        |cur| match cur {
+            None => Err(ApiError::not_found(rt, &name)),
             Some(old) => Ok(Decision::Put {
-                obj: prepare_update(&rt, &old, obj, &opts)?,
+                obj: prepare_update_unvalidated(rt, old, obj.clone(), &opts)?,
                 created: false,
             }),
-        }
-    })
+        },
+    )
     .await?;
-    after_write(state, rt, &written);
+    after_write(state, rt, &admitted.written);
+    let mut all = warnings;
+    all.extend(admitted.warnings);
     Ok(with_warnings(
-        response::json(200, written.object()),
-        &warnings,
+        response::json(200, admitted.written.object()),
+        &all,
     ))
 }
 
@@ -183,6 +227,7 @@ pub async fn patch(
     q: &Query,
     req: Request<RequestBody>,
     manager: String,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();
@@ -218,18 +263,26 @@ pub async fn patch(
     let opts = WriteOptions {
         subresource: rr.subresource,
         field_manager: manager.clone(),
+        // The apply entry, not an update entry, owns the fields an apply sets.
+        server_side_apply: ptype == PatchType::Apply,
     };
     let force = q.force;
     let ns = rr.namespace.clone();
-    let state2 = state.clone();
-    let written = write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
-        let rt = rt.clone();
-        let name = name.clone();
-        move |cur| {
+    let may_create = ptype == PatchType::Apply && rr_is_main(opts.subresource);
+    let admitted = write_admitted(
+        state,
+        &rt,
+        rr.namespace.as_deref(),
+        &name,
+        user,
+        q.dry_run,
+        &opts.clone(),
+        may_create,
+        |cur| {
             let now = objects::now_rfc3339();
             let av = rt.api_version();
             match cur {
-                None if ptype == PatchType::Apply && rr_is_main(opts.subresource) => {
+                None if may_create => {
                     // Server-side apply is an upsert.
                     let mut obj = patch::apply(
                         None, &patch_doc, &manager, force, &rt.group, &rt.kind, &av, &now,
@@ -242,17 +295,14 @@ pub async fn patch(
                     {
                         obj["metadata"]["name"] = Value::String(name.clone());
                     }
-                    let managed = obj["metadata"]["managedFields"].clone();
-                    prepare_create(&state2, &rt, ns.as_deref(), &mut obj, &opts)?;
-                    // The apply entry, not an update entry, owns the fields of a created object.
-                    obj["metadata"]["managedFields"] = managed;
+                    prepare_create_unvalidated(state, &rt, ns.as_deref(), &mut obj, &opts)?;
                     Ok(Decision::Put { obj, created: true })
                 }
                 None => Err(ApiError::not_found(&rt, &name)),
                 Some(old) => {
                     let patched = match ptype {
-                        PatchType::Json => patch::json_patch(&old, &patch_doc),
-                        PatchType::Merge => Ok(patch::merge_patch(&old, &patch_doc)),
+                        PatchType::Json => patch::json_patch(old, &patch_doc),
+                        PatchType::Merge => Ok(patch::merge_patch(old, &patch_doc)),
                         PatchType::Strategic => {
                             if rt.custom.is_some() {
                                 Err(PatchError::UnsupportedKind {
@@ -260,13 +310,13 @@ pub async fn patch(
                                     kind: rt.kind.clone(),
                                 })
                             } else {
-                                patch::strategic_merge_patch(&old, &patch_doc, &rt.group, &rt.kind)
+                                patch::strategic_merge_patch(old, &patch_doc, &rt.group, &rt.kind)
                             }
                         }
                         PatchType::Apply => {
                             let apply = |force| {
                                 patch::apply(
-                                    Some(&old),
+                                    Some(old),
                                     &patch_doc,
                                     &manager,
                                     force,
@@ -278,7 +328,7 @@ pub async fn patch(
                             };
                             match apply(force) {
                                 Err(PatchError::Conflict { conflicts })
-                                    if upgrades_client_side_apply(&old, &manager, &conflicts) =>
+                                    if upgrades_client_side_apply(old, &manager, &conflicts) =>
                                 {
                                     apply(true)
                                 }
@@ -290,30 +340,25 @@ pub async fn patch(
                     // A JSON patch can add anything; what the type lacks is not stored.
                     let mut patched = patched;
                     crate::api::schema::prune(&rt, &mut patched, &mut Vec::new());
-                    let managed = patched["metadata"]["managedFields"].clone();
-                    let mut new = prepare_update(&rt, &old, patched, &opts)?;
-                    if ptype == PatchType::Apply {
-                        new["metadata"]["managedFields"] = managed;
-                    }
                     Ok(Decision::Put {
-                        obj: new,
+                        obj: prepare_update_unvalidated(&rt, old, patched, &opts)?,
                         created: false,
                     })
                 }
             }
-        }
-    })
+        },
+    )
     .await?;
+    let written = admitted.written;
     after_write(state, &rt, &written);
     let code = if matches!(written, Written::Created(_)) {
         201
     } else {
         200
     };
-    Ok(with_warnings(
-        response::json(code, written.object()),
-        &warnings,
-    ))
+    let mut all = warnings;
+    all.extend(admitted.warnings);
+    Ok(with_warnings(response::json(code, written.object()), &all))
 }
 
 /// kubectl's move from client-side to server-side apply: like upstream's last-applied

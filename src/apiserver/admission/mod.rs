@@ -1,0 +1,201 @@
+//! The admission chain: one ordered list of plugins that see every write after
+//! authentication, authorization and decoding, and before storage — mutating plugins first
+//! (they may change the object), then the kind's validation, then validating plugins (they may
+//! only refuse), as kube-apiserver runs its `--enable-admission-plugins`.
+//!
+//! Invariants:
+//! - A request no plugin [`Plugin::handles`] costs one synchronous pass over the plugin list
+//!   and nothing else: the write runs under the store lock as it always did.
+//! - A request some plugin handles is computed outside the store lock (plugins may do I/O:
+//!   read other objects, call webhooks) and written only if the stored object is still the
+//!   one it was computed from; otherwise the whole update (patch, defaults, admission) is
+//!   retried, as upstream's `GuaranteedUpdate` does.
+//! - Plugins never write the object being admitted themselves; they change the `obj` they
+//!   are handed (mutating) or return an error (both phases). Errors are Kubernetes Statuses.
+//!
+//! # Adding a plugin
+//! Implement [`Plugin`] in a file of this module (one plugin per file), say in `handles`
+//! (cheaply) which requests it wants, and add it in [`Chain::standard`] at upstream's
+//! position. Warnings for the client (`Warning: 299` headers) go through
+//! [`Attributes::warn`].
+
+use super::auth::UserInfo;
+use super::status::ApiError;
+use super::ApiState;
+use crate::api::registry::ResourceType;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a request does to its object (upstream's `admission.Operation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    /// exec, attach, port-forward, proxy.
+    Connect,
+}
+
+impl Operation {
+    /// Upstream's spelling (`CREATE`, ...), as in AdmissionReview and webhook rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Everything a plugin may know about a request besides the objects.
+pub struct Attributes<'a> {
+    pub operation: Operation,
+    /// The resource as requested (group, version, kind, plural, scope).
+    pub rt: &'a ResourceType,
+    /// `status`, `scale`, `binding`, ... or `None` for the resource itself.
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    /// The object's name; empty for a create with `generateName` before it is chosen.
+    pub name: &'a str,
+    pub user: &'a UserInfo,
+    pub dry_run: bool,
+    /// The request's options object (`CreateOptions`, `UpdateOptions`, `DeleteOptions`),
+    /// as upstream passes it to webhooks; `Null` when there were none.
+    pub options: Value,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl<'a> Attributes<'a> {
+    pub fn new(
+        operation: Operation,
+        rt: &'a ResourceType,
+        subresource: Option<&'a str>,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        user: &'a UserInfo,
+        dry_run: bool,
+    ) -> Attributes<'a> {
+        Attributes {
+            operation,
+            rt,
+            subresource,
+            namespace,
+            name,
+            user,
+            dry_run,
+            options: Value::Null,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a warning for the client (an HTTP `Warning: 299` header on the answer).
+    pub fn warn(&self, text: impl Into<String>) {
+        self.warnings.lock().push(text.into());
+    }
+
+    /// The warnings plugins gave, in order.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock())
+    }
+
+    /// `group/resource` of the request (`apps/deployments`, `/pods` for core).
+    pub fn is(&self, group: &str, resource: &str) -> bool {
+        self.rt.group == group && self.rt.plural == resource
+    }
+}
+
+/// The future a plugin returns.
+pub type Admit<'a> = BoxFuture<'a, Result<(), ApiError>>;
+
+/// One admission plugin. Both phases default to "nothing to do".
+pub trait Plugin: Send + Sync {
+    /// Upstream's plugin name (`NamespaceLifecycle`, `PodSecurity`, ...), for logs.
+    fn name(&self) -> &'static str;
+
+    /// Whether this plugin wants to see the request at all. Synchronous and cheap: it runs
+    /// for every write.
+    fn handles(&self, attrs: &Attributes<'_>) -> bool;
+
+    /// Mutating phase: may change `obj` (the new object; for Delete and Connect there is
+    /// none and the plugin is not called). `old` is the stored object for updates.
+    fn admit<'a>(
+        &'a self,
+        _state: &'a Arc<ApiState>,
+        _attrs: &'a Attributes<'a>,
+        _obj: &'a mut Value,
+        _old: Option<&'a Value>,
+    ) -> Admit<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Validating phase: may refuse. `obj` is `None` for Delete (then `old` is the object
+    /// being deleted) and for Connect.
+    fn validate<'a>(
+        &'a self,
+        _state: &'a Arc<ApiState>,
+        _attrs: &'a Attributes<'a>,
+        _obj: Option<&'a Value>,
+        _old: Option<&'a Value>,
+    ) -> Admit<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The ordered plugin list of one API server.
+#[derive(Default)]
+pub struct Chain {
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+impl Chain {
+    /// The chain `skiff server` runs, in upstream's order.
+    pub fn standard() -> Chain {
+        Chain {
+            plugins: Vec::new(),
+        }
+    }
+
+    /// A chain of exactly these plugins (tests).
+    pub fn of(plugins: Vec<Box<dyn Plugin>>) -> Chain {
+        Chain { plugins }
+    }
+
+    /// Whether any plugin wants this request.
+    pub fn interested(&self, attrs: &Attributes<'_>) -> bool {
+        self.plugins.iter().any(|p| p.handles(attrs))
+    }
+
+    /// Runs the mutating phase of every interested plugin, in order.
+    pub async fn admit(
+        &self,
+        state: &Arc<ApiState>,
+        attrs: &Attributes<'_>,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        for p in self.plugins.iter().filter(|p| p.handles(attrs)) {
+            p.admit(state, attrs, obj, old).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the validating phase of every interested plugin, in order.
+    pub async fn validate(
+        &self,
+        state: &Arc<ApiState>,
+        attrs: &Attributes<'_>,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        for p in self.plugins.iter().filter(|p| p.handles(attrs)) {
+            p.validate(state, attrs, obj, old).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
