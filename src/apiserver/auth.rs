@@ -6,11 +6,15 @@
 
 use super::request::Verb;
 
-/// Who is making a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is making a request (upstream's `user.Info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
+    /// A unique id for the user when the authenticator has one (a service account's UID).
+    pub uid: String,
     pub groups: Vec<String>,
+    /// Authenticator-specific facts (`authentication.kubernetes.io/pod-name`, ...).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -18,6 +22,7 @@ impl UserInfo {
         UserInfo {
             name: name.to_owned(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..UserInfo::default()
         }
     }
 

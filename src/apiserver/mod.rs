@@ -238,7 +238,11 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| crate::pki::client_identity(c))
-                .map(|(name, groups)| UserInfo { name, groups });
+                .map(|(name, groups)| UserInfo {
+                    name,
+                    groups,
+                    ..UserInfo::default()
+                });
             let conn = Arc::new(ConnInfo {
                 peer: Some(peer),
                 cert_user,
