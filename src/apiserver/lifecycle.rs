@@ -58,7 +58,8 @@ pub async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ApiError> {
                         "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
     )
     .await?;
-    kubernetes_endpoints(state).await
+    kubernetes_endpoints(state).await?;
+    super::system_objects::ensure(state).await
 }
 
 /// The `kubernetes` Endpoints and EndpointSlice: this server's advertised address, set at
@@ -124,6 +125,7 @@ async fn put(
     let opts = super::objects::WriteOptions {
         subresource: None,
         field_manager: "skiff-apiserver".into(),
+        requester: None,
     };
     let mut fresh = obj.clone();
     super::objects::prepare_create(state, rt, ns, &mut fresh, &opts)?;
@@ -163,6 +165,7 @@ async fn create_if_absent(
     let opts = super::objects::WriteOptions {
         subresource: None,
         field_manager: "skiff-apiserver".into(),
+        requester: None,
     };
     super::objects::prepare_create(state, rt, ns, &mut obj, &opts)?;
     let r = write(state, rt, ns, &name, false, move |cur| {

@@ -59,6 +59,9 @@ pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
 pub struct WriteOptions {
     pub subresource: Option<Subresource>,
     pub field_manager: String,
+    /// The requesting user, filled only for kinds whose strategy records it
+    /// (`prepare_for_create_by`).
+    pub requester: Option<crate::api::requester::Requester>,
 }
 
 /// Checks kind/apiVersion of a body against the endpoint and fills them in when absent.
@@ -165,6 +168,9 @@ pub fn prepare_create(
         meta_mut(obj).insert("generation".into(), json!(1));
     }
     (strategy.prepare_for_create)(obj);
+    if let (Some(hook), Some(user)) = (strategy.prepare_for_create_by, &opts.requester) {
+        hook(obj, user);
+    }
     if strategy.bookkeeping == Bookkeeping::ClusterIp {
         state.services.assign(obj)?;
     }
@@ -243,6 +249,10 @@ pub fn prepare_update(
             (strategy.prepare_for_status_update)(old, &mut new);
             new
         }
+        Some(Subresource::Approval) => {
+            (strategy.prepare_for_approval_update)(old, &mut new);
+            new
+        }
         Some(Subresource::Finalize) => {
             // Finalize writes change only spec.finalizers.
             let mut merged = old.clone();
@@ -291,7 +301,11 @@ pub fn prepare_update(
     if opts.subresource.is_none() {
         (strategy.prepare_for_update)(old, &mut new);
     }
-    invalid_if_any(rt, old, strategy.validate_update(old, &new))?;
+    invalid_if_any(
+        rt,
+        old,
+        strategy.validate_update(opts.subresource, old, &new),
+    )?;
     if strategy.tracks_generation(&new) && spec_changed(old, &new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
@@ -449,6 +463,7 @@ mod tests {
         let opts = WriteOptions {
             subresource: Some(Subresource::Status),
             field_manager: "test".into(),
+            requester: None,
         };
         prepare_update(&rt, old, new, &opts).expect("status write accepted")
     }

@@ -1,6 +1,7 @@
 //! REST handlers for resources: one file per family of verbs.
 
 mod delete;
+pub mod live;
 pub mod read;
 pub mod review;
 mod subresources;
@@ -11,6 +12,7 @@ use super::response::Body;
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::Subresource;
+use crate::apiserver::auth::UserInfo;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub async fn resource(
     output: Output,
     req: Request<RequestBody>,
     client: Option<String>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let manager = query
         .field_manager
@@ -43,19 +46,22 @@ pub async fn resource(
         (Verb::Watch, None) => super::watch::watch(state, &rr, &query, output, client).await,
         (Verb::List, None) => read::list(state, &rr, &query, output).await,
         (Verb::Get, None) => read::get(state, &rr, output).await,
-        (Verb::Get, Some(Subresource::Status)) => read::get(state, &rr, output).await,
+        (Verb::Get, Some(Subresource::Status | Subresource::Approval)) => {
+            read::get(state, &rr, output).await
+        }
         (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
             subresources::write_scale(state, &rr, &query, req).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
-        (Verb::Create, None) => write::create(state, &rr, &query, req, manager).await,
-        (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
-            write::update(state, &rr, &query, req, manager).await
-        }
-        (Verb::Patch, None | Some(Subresource::Status)) => {
-            write::patch(state, &rr, &query, req, manager).await
+        (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
+        (
+            Verb::Update,
+            None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval),
+        ) => write::update(state, &rr, &query, req, manager).await,
+        (Verb::Patch, None | Some(Subresource::Status | Subresource::Approval)) => {
+            write::patch(state, &rr, &query, req, manager, user).await
         }
         (Verb::Delete, None) => delete::delete(state, &rr, &query, req).await,
         (Verb::DeleteCollection, None) => delete::delete_collection(state, &rr, &query, req).await,

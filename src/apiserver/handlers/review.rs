@@ -1,8 +1,14 @@
+//! The review kinds (authentication.k8s.io TokenReview and SelfSubjectReview,
+//! authorization.k8s.io SubjectAccessReview, LocalSubjectAccessReview,
+//! SelfSubjectAccessReview and SelfSubjectRulesReview): each create is answered from the
+//! request and never stored. Every review kind is routed here through one match on its
+//! kind ([`create`]).
+//!
 //! SelfSubjectAccessReview (`kubectl auth can-i`): the caller asks whether it may do
-//! something; the authorizer answers for the caller's own identity. Reviews are answered,
-//! never stored.
+//! something; the authorizer answers for the caller's own identity.
 
 use super::write::read_body;
+use crate::api::registry::ResourceType;
 use crate::apiserver::auth::{Attributes, Decision, UserInfo};
 use crate::apiserver::body::decode_object;
 use crate::apiserver::request::{ResourceRequest, Verb};
@@ -12,7 +18,57 @@ use crate::apiserver::{ApiState, RequestBody};
 use http::{Request, Response};
 use serde_json::{json, Value};
 
-pub async fn self_subject_access_review(
+/// Whether every authenticated user may create this review kind about itself (upstream's
+/// `system:basic-user` ClusterRole grants these three).
+pub fn is_self_review(rt: &ResourceType) -> bool {
+    matches!(
+        (rt.group.as_str(), rt.kind.as_str()),
+        (
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview" | "SelfSubjectRulesReview"
+        ) | ("authentication.k8s.io", "SelfSubjectReview")
+    )
+}
+
+/// Answers a create of any review kind.
+pub async fn create(
+    state: &ApiState,
+    rr: &ResourceRequest,
+    user: &UserInfo,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    match (rr.rt.group.as_str(), rr.rt.kind.as_str()) {
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            self_subject_access_review(state, rr, user, req).await
+        }
+        // TODO(authz slice): SubjectAccessReview, LocalSubjectAccessReview and
+        // SelfSubjectRulesReview are answered by the RBAC authorizer.
+        ("authorization.k8s.io", "SubjectAccessReview")
+        | ("authorization.k8s.io", "LocalSubjectAccessReview")
+        | ("authorization.k8s.io", "SelfSubjectRulesReview") => Err(not_implemented(&rr.rt)),
+        // TODO(authn slice): TokenReview and SelfSubjectReview are answered by the
+        // authenticator chain.
+        ("authentication.k8s.io", "TokenReview")
+        | ("authentication.k8s.io", "SelfSubjectReview") => Err(not_implemented(&rr.rt)),
+        _ => Err(not_implemented(&rr.rt)),
+    }
+}
+
+/// 501 for a review kind this server registers but does not answer yet.
+fn not_implemented(rt: &ResourceType) -> ApiError {
+    let mut err = ApiError::new(
+        501,
+        "NotImplemented",
+        format!(
+            "{} are not implemented by this server yet",
+            rt.qualified_plural()
+        ),
+    );
+    err.details = Some(json!({"group": rt.group, "kind": rt.plural}));
+    err
+}
+
+async fn self_subject_access_review(
     state: &ApiState,
     rr: &ResourceRequest,
     user: &UserInfo,

@@ -127,6 +127,7 @@ pub async fn write_scale(
     let opts = WriteOptions {
         subresource: None,
         field_manager: q.field_manager.clone().unwrap_or_else(|| "unknown".into()),
+        requester: None,
     };
     let written = write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
         let rt = rt.clone();

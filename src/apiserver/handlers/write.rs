@@ -11,7 +11,9 @@ use super::super::status::ApiError;
 use super::super::{crd, ApiState};
 use crate::api::patch::{self, PatchError, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
+use crate::api::requester::Requester;
 use crate::api::strategy::Bookkeeping;
+use crate::apiserver::auth::UserInfo;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use serde_json::Value;
@@ -54,12 +56,18 @@ pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written
     }
 }
 
+/// The requester a create records, only for kinds whose strategy asks for it.
+fn requester_for(rt: &ResourceType, user: &UserInfo) -> Option<Requester> {
+    rt.strategy.prepare_for_create_by.map(|_| user.requester())
+}
+
 pub async fn create(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
     q: &Query,
     req: Request<RequestBody>,
     manager: String,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = &rr.rt;
     if rt.custom.as_ref().is_some_and(|c| c.terminating) {
@@ -82,6 +90,7 @@ pub async fn create(
     let opts = WriteOptions {
         subresource: None,
         field_manager: manager,
+        requester: requester_for(rt, user),
     };
     prepare_create(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
     let name = name_of(&obj).to_owned();
@@ -130,6 +139,7 @@ pub async fn update(
     let opts = WriteOptions {
         subresource: rr.subresource,
         field_manager: manager,
+        requester: None,
     };
     let written = write(state, rt, rr.namespace.as_deref(), &name, q.dry_run, {
         let rt = rt.clone();
@@ -183,6 +193,7 @@ pub async fn patch(
     q: &Query,
     req: Request<RequestBody>,
     manager: String,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();
@@ -218,6 +229,8 @@ pub async fn patch(
     let opts = WriteOptions {
         subresource: rr.subresource,
         field_manager: manager.clone(),
+        // Server-side apply may create the object.
+        requester: requester_for(&rt, user),
     };
     let force = q.force;
     let ns = rr.namespace.clone();
