@@ -8,11 +8,13 @@
 
 use super::{Printing, Strategy};
 use crate::api::table::printers;
+use crate::api::validation::strings::name_is_path_segment;
 use crate::api::validation::FieldError;
 use serde_json::{json, Value};
 
 pub static API_SERVICE: Strategy = Strategy {
     kind: "APIService",
+    name_rule: name_is_path_segment,
     validate: validate_api_service,
     printer: Printing::Builtin(&printers::API_SERVICE),
     ..Strategy::GENERIC

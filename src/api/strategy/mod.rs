@@ -205,7 +205,7 @@ impl Strategy {
 
     /// The strategy of a review kind: create-only, answered and never stored.
     pub const REVIEW: Strategy = Strategy {
-        kind: "Review",
+        kind: "",
         storage: Storage::Review,
         ..Strategy::GENERIC
     };
