@@ -5,8 +5,9 @@
 //!
 //! Invariant: idempotent, one store write per object that needs one (none when it is as
 //! wanted), and user changes upstream lets users make are kept: PriorityClasses and the
-//! ServiceCIDR are only created when absent, APF objects annotated
-//! `apf.kubernetes.io/autoupdate-spec: "false"` keep their spec.
+//! ServiceCIDR are only created when absent. The mandatory APF objects get their spec back
+//! at every start, as upstream's `apf_bootstrap` does for mandatory (not suggested) objects,
+//! whatever `apf.kubernetes.io/autoupdate-spec` says.
 
 use super::objects::{self, write, Decision, WriteOptions};
 use super::status::ApiError;
@@ -23,8 +24,8 @@ enum Reconcile {
     CreateOnly,
     /// Make spec and status what we want.
     SpecAndStatus,
-    /// Make the spec what we want unless the APF opt-out annotation says otherwise.
-    SpecUnlessOptedOut,
+    /// Make the spec (and the APF auto-update annotation) what we want.
+    Spec,
 }
 
 pub async fn ensure(state: &Arc<ApiState>) -> Result<(), ApiError> {
@@ -43,11 +44,11 @@ pub async fn ensure(state: &Arc<ApiState>) -> Result<(), ApiError> {
         "prioritylevelconfigurations",
     )?;
     for pl in levels {
-        ensure_one(state, &pl_rt, pl, Reconcile::SpecUnlessOptedOut).await?;
+        ensure_one(state, &pl_rt, pl, Reconcile::Spec).await?;
     }
     let fs_rt = lookup(state, "flowcontrol.apiserver.k8s.io", "flowschemas")?;
     for fs in schemas {
-        ensure_one(state, &fs_rt, fs, Reconcile::SpecUnlessOptedOut).await?;
+        ensure_one(state, &fs_rt, fs, Reconcile::Spec).await?;
     }
 
     let sc_rt = lookup(state, "networking.k8s.io", "servicecidrs")?;
@@ -145,10 +146,13 @@ async fn ensure_one(
             });
         };
         let with_status = how == Reconcile::SpecAndStatus;
-        let opted_out = how == Reconcile::SpecUnlessOptedOut && !flowcontrol::auto_update(&cur);
+        let annotations_differ = fresh["metadata"]["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(k, v)| &cur["metadata"]["annotations"][k] != v);
         if how == Reconcile::CreateOnly
-            || opted_out
-            || body(&cur, with_status) == body(&fresh, with_status)
+            || (body(&cur, with_status) == body(&fresh, with_status) && !annotations_differ)
         {
             return Ok(Decision::Keep(cur));
         }

@@ -1,7 +1,7 @@
 //! flowcontrol.apiserver.k8s.io FlowSchemas and PriorityLevelConfigurations: served and
 //! stored with upstream's defaults and essential validation, and upstream's mandatory
-//! objects (`exempt`, `catch-all`) kept by the API server at every start
-//! ([`mandatory_objects`]). This server does not classify or queue requests by them (no API
+//! objects (`exempt`, `catch-all`) restored by the API server at every start
+//! ([`mandatory_objects`]; the suggested ones are not created). This server does not classify or queue requests by them (no API
 //! Priority and Fairness enforcement): they are data for clients that read or manage them.
 //!
 //! Invariant: defaulting only fills unset fields.
@@ -12,7 +12,8 @@ use crate::api::table::printers;
 use crate::api::validation::FieldError;
 use serde_json::{json, Map, Value};
 
-/// Annotation that lets users keep their changes to a bootstrap object.
+/// Annotation that says whether the server keeps a bootstrap object's spec; set to
+/// `"true"` on the mandatory objects, whose spec is always restored.
 pub const AUTO_UPDATE_ANNOTATION: &str = "apf.kubernetes.io/autoupdate-spec";
 
 pub static FLOW_SCHEMA: Strategy = Strategy {
@@ -160,12 +161,6 @@ pub fn mandatory_objects() -> (Vec<Value>, Vec<Value>) {
     (levels, schemas)
 }
 
-/// Whether the bootstrap may overwrite the spec of a stored mandatory object: upstream
-/// leaves alone objects annotated `apf.kubernetes.io/autoupdate-spec: "false"`.
-pub fn auto_update(stored: &Value) -> bool {
-    stored["metadata"]["annotations"][AUTO_UPDATE_ANNOTATION].as_str() != Some("false")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,9 +194,5 @@ mod tests {
             l["limitResponse"]["queuing"],
             json!({"handSize": 8, "queues": 64, "queueLengthLimit": 50})
         );
-        let mut keep = json!({"metadata": {"annotations": {AUTO_UPDATE_ANNOTATION: "false"}}});
-        assert!(!auto_update(&keep));
-        keep["metadata"]["annotations"][AUTO_UPDATE_ANNOTATION] = json!("true");
-        assert!(auto_update(&keep));
     }
 }
