@@ -461,3 +461,111 @@ fn validate_csr_update(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr() -> Value {
+        json!({"metadata": {"name": "c"}, "spec": {"signerName": "example.com/s",
+            "usages": ["client auth"], "request": "", "username": "mallory"}, "status": {}})
+    }
+
+    fn update(sub: Option<Subresource>, old: &Value, mut new: Value) -> (Value, Vec<String>) {
+        match sub {
+            Some(Subresource::Approval) => approval_update(old, &mut new),
+            Some(Subresource::Status) => status_update(old, &mut new),
+            _ => keep_spec_and_status(old, &mut new),
+        }
+        let mut errs = Vec::new();
+        validate_conditions(&new, &mut errs);
+        let errs: Vec<String> = errs
+            .into_iter()
+            .chain(CERTIFICATE_SIGNING_REQUEST.validate_update(sub, old, &new))
+            .map(|e| e.to_string())
+            .collect();
+        (new, errs)
+    }
+
+    #[test]
+    fn the_requester_is_set_by_the_server() {
+        let mut c = csr();
+        clear_requester(&mut c);
+        record_requester(
+            &mut c,
+            &Requester {
+                name: "system:admin".into(),
+                groups: vec!["system:masters".into()],
+                ..Requester::default()
+            },
+        );
+        assert_eq!(c["spec"]["username"], "system:admin");
+        assert_eq!(c["spec"]["groups"], json!(["system:masters"]));
+        assert!(c["spec"].get("uid").is_none());
+    }
+
+    #[test]
+    fn approval_changes_only_conditions_and_never_both_approved_and_denied() {
+        let old = csr();
+        let mut new = old.clone();
+        new["spec"]["signerName"] = json!("example.com/other");
+        new["status"] =
+            json!({"conditions": [{"type": "Approved", "status": "True"}], "certificate": "eA=="});
+        let (approved, errs) = update(Some(Subresource::Approval), &old, new);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(approved["spec"]["signerName"], "example.com/s");
+        assert!(approved["status"].get("certificate").is_none());
+        assert!(approved["status"]["conditions"][0]["lastUpdateTime"].is_string());
+
+        let mut both = approved.clone();
+        both["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "Denied", "status": "True"}));
+        let (_, errs) = update(Some(Subresource::Approval), &approved, both);
+        assert_eq!(errs, vec!["status.conditions: Invalid value: \"Denied\": Approved and Denied conditions are mutually exclusive"]);
+
+        let mut removed = approved.clone();
+        removed["status"]["conditions"] = json!([]);
+        let (_, errs) = update(Some(Subresource::Approval), &approved, removed);
+        assert_eq!(errs, vec!["status.conditions: Forbidden: updates may not remove a condition of type \"Approved\""]);
+    }
+
+    #[test]
+    fn status_writes_set_the_certificate_once_and_never_approve() {
+        let old = csr();
+        let mut new = old.clone();
+        new["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}]});
+        let (_, errs) = update(Some(Subresource::Status), &old, new);
+        assert_eq!(errs, vec!["status.conditions: Forbidden: updates may not add a condition of type \"Approved\""]);
+
+        let mut issued = old.clone();
+        issued["status"] = json!({"certificate": "Y2VydA=="});
+        let (issued, errs) = update(Some(Subresource::Status), &old, issued);
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut again = issued.clone();
+        again["status"]["certificate"] = json!("b3RoZXI=");
+        let (_, errs) = update(Some(Subresource::Status), &issued, again);
+        assert_eq!(errs, vec!["status.certificate: Forbidden: updates may not modify existing certificate content"]);
+
+        // The main resource keeps spec and status.
+        let mut main = issued.clone();
+        main["status"] = json!({});
+        let (kept, errs) = update(None, &issued, main);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(kept["status"]["certificate"], "Y2VydA==");
+    }
+
+    #[test]
+    fn requests_must_be_pem_csrs_with_a_valid_signer() {
+        let mut errs = Vec::new();
+        validate_csr(&csr(), &mut errs);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.request: Invalid value: \"\": PEM block type must be CERTIFICATE REQUEST"
+        );
+        let mut errs = Vec::new();
+        validate_signer_name("nodomain", &mut errs);
+        assert_eq!(errs[0].to_string(), "spec.signerName: Invalid value: \"nodomain\": must be a fully qualified domain and path of the form 'example.com/signer-name'");
+    }
+}
