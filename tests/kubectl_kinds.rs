@@ -369,7 +369,13 @@ fn csrs_record_the_requester_and_are_approved_or_denied_with_kubectl_certificate
 fn objects_the_server_keeps_for_itself_are_listed_as_upstream_prints_them() {
     let server = TestServer::start();
 
-    let rows = table_rows(&server.kubectl_ok(&["get", "componentstatuses"]));
+    let run = server.kubectl(&["get", "componentstatuses"]).ok();
+    assert!(
+        run.stderr
+            .contains("Warning: v1 ComponentStatus is deprecated in v1.19+"),
+        "{run}"
+    );
+    let rows = table_rows(&run.stdout);
     assert_eq!(rows[0], ["NAME", "STATUS", "MESSAGE", "ERROR"]);
     for c in ["controller-manager", "scheduler", "etcd-0"] {
         assert_eq!(&row_where(&rows, 0, c)[..3], [c, "Healthy", "ok"]);

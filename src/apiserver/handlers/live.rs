@@ -21,6 +21,10 @@ const COMPONENTS: &[&str] = &["controller-manager", "scheduler", "etcd-0"];
 
 const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
+/// The warning upstream sends with every ComponentStatus response (the type's
+/// prerelease-lifecycle deprecation).
+const DEPRECATED: &str = "v1 ComponentStatus is deprecated in v1.19+";
+
 /// One ComponentStatus as upstream shapes it.
 fn component(name: &str) -> Value {
     json!({
@@ -67,7 +71,7 @@ pub fn serve(
         _ => return Err(ApiError::method_not_allowed()),
     };
     let single = rr.name.is_some();
-    Ok(match output {
+    let resp = match output {
         Output::Table => {
             let t = table::table(
                 &rt.strategy.printer(rt),
@@ -101,5 +105,9 @@ pub fn serve(
             200,
             &json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items}),
         ),
-    })
+    };
+    Ok(crate::apiserver::body::with_warnings(
+        resp,
+        &[DEPRECATED.to_owned()],
+    ))
 }

@@ -158,8 +158,12 @@ mod tests {
         "spec":{"nonResourceAttributes":{"path":"/","verb":"get"}}}"#;
 
     async fn post(srv: &TestServer, user: UserInfo, accept: &str) -> (u16, Value) {
+        post_to(srv, user, URI, accept).await
+    }
+
+    async fn post_to(srv: &TestServer, user: UserInfo, uri: &str, accept: &str) -> (u16, Value) {
         let svc = InProcessService::new(srv.state.clone(), user);
-        let req = http::Request::post(URI)
+        let req = http::Request::post(uri)
             .header("content-type", "application/json")
             .header("accept", accept)
             .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -192,5 +196,74 @@ mod tests {
         let (code, body) = post(&srv, admin, "application/json;as=Table;v=v1;g=meta.k8s.io").await;
         assert_eq!(code, 406);
         assert_eq!(body["reason"], "NotAcceptable");
+    }
+
+    #[tokio::test]
+    async fn every_review_kind_is_routed_and_the_unanswered_ones_are_501() {
+        let srv = TestServer::start().await;
+        let admin = || UserInfo::new("system:admin", &["system:masters"]);
+        for (uri, kind) in [
+            (
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                "tokenreviews.authentication.k8s.io",
+            ),
+            (
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                "selfsubjectreviews.authentication.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                "subjectaccessreviews.authorization.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews",
+                "localsubjectaccessreviews.authorization.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                "selfsubjectrulesreviews.authorization.k8s.io",
+            ),
+        ] {
+            let (code, body) = post_to(&srv, admin(), uri, "application/json").await;
+            assert_eq!(code, 501, "{uri}: {body}");
+            assert_eq!(body["reason"], "NotImplemented", "{body}");
+            assert!(body["message"].as_str().unwrap().contains(kind), "{body}");
+        }
+        // Reviews are create-only: nothing to list.
+        let svc = InProcessService::new(srv.state.clone(), admin());
+        let req = http::Request::get("/apis/authentication.k8s.io/v1/tokenreviews")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let resp = svc.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status().as_u16(), 405);
+    }
+
+    #[tokio::test]
+    async fn every_user_may_ask_about_itself_but_not_about_others() {
+        let srv = TestServer::start().await;
+        let bob = || UserInfo::new("bob", &[]);
+        for uri in [
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        ] {
+            let (code, body) = post_to(&srv, bob(), uri, "application/json").await;
+            assert_eq!(code, 501, "{uri}: {body}");
+        }
+        let (code, body) = post_to(
+            &srv,
+            bob(),
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+        let (code, _) = post_to(
+            &srv,
+            bob(),
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 403);
     }
 }
