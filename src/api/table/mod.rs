@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn every_builtin_row_has_one_cell_per_column() {
         use printers::*;
-        let specs: [(&str, &'static Spec); 36] = [
+        let specs: [(&str, &'static Spec); 53] = [
             ("Pod", &POD),
             ("Node", &NODE),
             ("Service", &SERVICE),
@@ -380,6 +380,23 @@ mod tests {
             ("RoleBinding", &ROLE_BINDING),
             ("ClusterRoleBinding", &CLUSTER_ROLE_BINDING),
             ("StorageClass", &STORAGE_CLASS),
+            ("ComponentStatus", &COMPONENT_STATUS),
+            ("APIService", &API_SERVICE),
+            ("FlowSchema", &FLOW_SCHEMA),
+            ("PriorityLevelConfiguration", &PRIORITY_LEVEL_CONFIGURATION),
+            ("ValidatingAdmissionPolicy", &VALIDATING_ADMISSION_POLICY),
+            ("ValidatingAdmissionPolicyBinding", &VALIDATING_ADMISSION_POLICY_BINDING),
+            ("CSIDriver", &CSI_DRIVER),
+            ("CSINode", &CSI_NODE),
+            ("CSIStorageCapacity", &CSI_STORAGE_CAPACITY),
+            ("VolumeAttachment", &VOLUME_ATTACHMENT),
+            ("VolumeAttributesClass", &VOLUME_ATTRIBUTES_CLASS),
+            ("DeviceClass", &DEVICE_CLASS),
+            ("ResourceClaim", &RESOURCE_CLAIM),
+            ("ResourceClaimTemplate", &RESOURCE_CLAIM_TEMPLATE),
+            ("ResourceSlice", &RESOURCE_SLICE),
+            ("ServiceCIDR", &SERVICE_CIDR),
+            ("IPAddress", &IP_ADDRESS),
         ];
         let empty = json!({"metadata": {"name": "x"}});
         for (kind, spec) in specs {
