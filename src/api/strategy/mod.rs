@@ -31,6 +31,12 @@
 //! Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingressclasses",
 //!       kind: "IngressClass", ..., strategy: &networking::INGRESS_CLASS },
 //! ```
+//!
+//! Then add its row to `tests/fixtures/gen_api_resources.py` only if a default v1.35
+//! kube-apiserver serves it too (the fixture is upstream's table, not skiff's). Kinds that
+//! are not stored say so with [`Storage`]: reviews ([`Strategy::REVIEW`], answered in
+//! `apiserver::handlers::review`) and ComponentStatus (computed live). A kind that records
+//! who created it sets `prepare_for_create_by` (CSRs).
 
 pub mod admission;
 pub mod apiregistration;

@@ -385,7 +385,10 @@ mod tests {
             ("FlowSchema", &FLOW_SCHEMA),
             ("PriorityLevelConfiguration", &PRIORITY_LEVEL_CONFIGURATION),
             ("ValidatingAdmissionPolicy", &VALIDATING_ADMISSION_POLICY),
-            ("ValidatingAdmissionPolicyBinding", &VALIDATING_ADMISSION_POLICY_BINDING),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                &VALIDATING_ADMISSION_POLICY_BINDING,
+            ),
             ("CSIDriver", &CSI_DRIVER),
             ("CSINode", &CSI_NODE),
             ("CSIStorageCapacity", &CSI_STORAGE_CAPACITY),
