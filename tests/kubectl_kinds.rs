@@ -489,3 +489,35 @@ fn system_objects_are_restored_at_restart_as_upstream_restores_them() {
     let pc = server.kubectl_json(&["get", "pc", "system-cluster-critical"]);
     assert_eq!(pc["value"], 2000000000, "{pc}");
 }
+
+#[test]
+fn custom_resource_groups_get_an_api_service_while_their_crd_serves_them() {
+    let server = TestServer::start();
+    server.apply("crd.yaml", common::manifests::WIDGET_CRD);
+    let svc = server.kubectl_json(&["get", "apiservice", "v1.example.com"]);
+    assert_eq!(svc["spec"]["group"], "example.com", "{svc}");
+    assert_eq!(svc["spec"]["groupPriorityMinimum"], 1000, "{svc}");
+    assert_eq!(svc["spec"]["versionPriority"], 100, "{svc}");
+    assert_eq!(
+        svc["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"], "true",
+        "{svc}"
+    );
+    let rows = table_rows(&server.kubectl_ok(&["get", "apiservices"]));
+    assert_eq!(
+        &row_where(&rows, 0, "v1.example.com")[..3],
+        ["v1.example.com", "Local", "True"]
+    );
+
+    server.kubectl_ok(&["delete", "crd", "widgets.example.com", "--wait=true"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let run = server.kubectl(&["get", "apiservice", "v1.example.com"]);
+        if !run.success() && run.stderr.contains("NotFound") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still there: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The built-in ones stay.
+    server.kubectl_ok(&["get", "apiservice", "v1.apps"]);
+}

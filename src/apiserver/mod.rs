@@ -73,6 +73,8 @@ pub struct ApiState {
     openapi: openapi::Cache,
     /// Cancelled when the server shuts down: open watches end cleanly.
     closing: CancellationToken,
+    /// Serializes the syncs of the custom groups' APIServices (CRD writes race otherwise).
+    crd_api_services: tokio::sync::Mutex<()>,
 }
 
 /// Settings the API server is built from.
@@ -103,6 +105,7 @@ impl ApiState {
             watches: Mutex::new(HashMap::new()),
             openapi: openapi::Cache::default(),
             closing: CancellationToken::new(),
+            crd_api_services: tokio::sync::Mutex::new(()),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;

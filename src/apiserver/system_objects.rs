@@ -1,7 +1,9 @@
 //! The API objects upstream's control plane keeps for itself, written at every start:
 //! the system PriorityClasses (scheduling bootstrap), one Local APIService per served
 //! built-in group/version (the aggregator's autoregistration), the mandatory API Priority
-//! and Fairness objects (`apf_bootstrap`) and the default `kubernetes` ServiceCIDR.
+//! and Fairness objects (`apf_bootstrap`) and the default `kubernetes` ServiceCIDR. The
+//! APIServices of custom groups (upstream's crdregistration controller) follow every CRD
+//! write ([`sync_custom_api_services`]).
 //!
 //! Invariant: idempotent, one store write per object that needs one (none when it is as
 //! wanted), and user changes upstream lets users make are kept: PriorityClasses and the
@@ -55,12 +57,70 @@ pub async fn ensure(state: &Arc<ApiState>) -> Result<(), ApiError> {
     let cidr = networking::default_service_cidr(&[state.services.cidr()], &now);
     ensure_one(state, &sc_rt, cidr, Reconcile::CreateOnly).await?;
 
-    api_services(state, &now).await
+    api_services(state, &now).await?;
+    custom_api_services(state).await
+}
+
+/// Label value of APIServices kept continuously (custom groups) rather than at start.
+const MANAGED_CONTINUOUSLY: &str = "true";
+const MANAGED_LABEL: &str = "kube-aggregator.kubernetes.io/automanaged";
+
+/// Brings the custom groups' APIServices in step with the served custom types after a CRD
+/// write; a failure is logged (the next CRD write or start retries), never the request's.
+pub async fn sync_custom_api_services(state: &ApiState) {
+    if let Err(e) = custom_api_services(state).await {
+        tracing::warn!(error = %e, "syncing the APIServices of custom resource groups");
+    }
+}
+
+/// One Local APIService per served custom group/version (groupPriorityMinimum 1000,
+/// versionPriority 100, as upstream's crdregistration controller), unless a built-in
+/// group/version has it; stale ones go.
+async fn custom_api_services(state: &ApiState) -> Result<(), ApiError> {
+    let _one_at_a_time = state.crd_api_services.lock().await;
+    let rt = lookup(state, "apiregistration.k8s.io", "apiservices")?;
+    let now = objects::now_rfc3339();
+    let mut wanted: Vec<String> = Vec::new();
+    for t in state.registry.all() {
+        let builtin = apiregistration::priority(&t.group, &t.version).is_some()
+            || t.group == "apiregistration.k8s.io";
+        let name = apiregistration::name_of(&t.group, &t.version);
+        if t.custom.is_none() || builtin || wanted.contains(&name) {
+            continue;
+        }
+        wanted.push(name.clone());
+        let svc = json!({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": name, "labels": {MANAGED_LABEL: MANAGED_CONTINUOUSLY}},
+            "spec": {"group": t.group, "version": t.version,
+                     "groupPriorityMinimum": 1000, "versionPriority": 100},
+            "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local",
+                "message": "Local APIServices are always available", "lastTransitionTime": now}]},
+        });
+        ensure_one(state, &rt, svc, Reconcile::SpecAndStatus).await?;
+    }
+    let (records, _) = state.store.list(&rt.storage_prefix()).await?;
+    for r in &records {
+        let svc = objects::parse_record(r)?;
+        let name = objects::name_of(&svc).to_owned();
+        let continuous =
+            svc["metadata"]["labels"][MANAGED_LABEL].as_str() == Some(MANAGED_CONTINUOUSLY);
+        if continuous && !wanted.contains(&name) {
+            write(state, &rt, None, &name, false, |cur| {
+                Ok(match cur {
+                    Some(c) => Decision::Delete(c),
+                    None => Decision::Keep(Value::Null),
+                })
+            })
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// One APIService per served built-in group/version; stale auto-managed ones (a version no
 /// longer served) are removed.
-async fn api_services(state: &Arc<ApiState>, now: &str) -> Result<(), ApiError> {
+async fn api_services(state: &ApiState, now: &str) -> Result<(), ApiError> {
     let rt = lookup(state, "apiregistration.k8s.io", "apiservices")?;
     let mut wanted = Vec::new();
     for g in state.registry.groups() {
@@ -120,7 +180,7 @@ fn body(obj: &Value, with_status: bool) -> Value {
 /// Creates `want` when absent, else reconciles the stored object as `how` says, in one
 /// write (none when nothing changes).
 async fn ensure_one(
-    state: &Arc<ApiState>,
+    state: &ApiState,
     rt: &Arc<ResourceType>,
     want: Value,
     how: Reconcile,

@@ -42,6 +42,16 @@ pub(super) async fn read_body(req: Request<RequestBody>) -> Result<RawBody, ApiE
     })
 }
 
+/// The asynchronous part of the bookkeeping: a CRD write changes the custom groups'
+/// APIServices.
+pub(super) async fn after_write_async(state: &ApiState, rt: &ResourceType, written: &Written) {
+    if rt.strategy.bookkeeping == Bookkeeping::CustomTypes
+        && !matches!(written, Written::Unchanged(_))
+    {
+        crate::apiserver::system_objects::sync_custom_api_services(state).await;
+    }
+}
+
 /// Bookkeeping after a successful write that other parts of the server react to.
 pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written) {
     // The last finalizer removed from an object being deleted: it is gone now.
@@ -113,6 +123,7 @@ pub async fn create(
     }
     let written = result?;
     after_write(state, rt, &written);
+    after_write_async(state, rt, &written).await;
     Ok(with_warnings(
         response::json(201, written.object()),
         &warnings,
@@ -154,6 +165,7 @@ pub async fn update(
     })
     .await?;
     after_write(state, rt, &written);
+    after_write_async(state, rt, &written).await;
     Ok(with_warnings(
         response::json(200, written.object()),
         &warnings,
@@ -318,6 +330,7 @@ pub async fn patch(
     })
     .await?;
     after_write(state, &rt, &written);
+    after_write_async(state, &rt, &written).await;
     let code = if matches!(written, Written::Created(_)) {
         201
     } else {
