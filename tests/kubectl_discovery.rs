@@ -31,122 +31,6 @@ fn kubectl_version_shows_the_server_version() {
     }
 }
 
-/// (name, short names, apiVersion, namespaced, kind) as upstream kubectl prints them.
-const BUILTIN_RESOURCES: &[(&str, &str, &str, &str, &str)] = &[
-    ("configmaps", "cm", "v1", "true", "ConfigMap"),
-    ("endpoints", "ep", "v1", "true", "Endpoints"),
-    ("events", "ev", "v1", "true", "Event"),
-    ("limitranges", "limits", "v1", "true", "LimitRange"),
-    ("namespaces", "ns", "v1", "false", "Namespace"),
-    ("nodes", "no", "v1", "false", "Node"),
-    (
-        "persistentvolumeclaims",
-        "pvc",
-        "v1",
-        "true",
-        "PersistentVolumeClaim",
-    ),
-    ("persistentvolumes", "pv", "v1", "false", "PersistentVolume"),
-    ("pods", "po", "v1", "true", "Pod"),
-    ("resourcequotas", "quota", "v1", "true", "ResourceQuota"),
-    ("secrets", "", "v1", "true", "Secret"),
-    ("serviceaccounts", "sa", "v1", "true", "ServiceAccount"),
-    ("services", "svc", "v1", "true", "Service"),
-    (
-        "customresourcedefinitions",
-        "crd,crds",
-        "apiextensions.k8s.io/v1",
-        "false",
-        "CustomResourceDefinition",
-    ),
-    (
-        "controllerrevisions",
-        "",
-        "apps/v1",
-        "true",
-        "ControllerRevision",
-    ),
-    ("daemonsets", "ds", "apps/v1", "true", "DaemonSet"),
-    ("deployments", "deploy", "apps/v1", "true", "Deployment"),
-    ("replicasets", "rs", "apps/v1", "true", "ReplicaSet"),
-    ("statefulsets", "sts", "apps/v1", "true", "StatefulSet"),
-    (
-        "horizontalpodautoscalers",
-        "hpa",
-        "autoscaling/v2",
-        "true",
-        "HorizontalPodAutoscaler",
-    ),
-    ("cronjobs", "cj", "batch/v1", "true", "CronJob"),
-    ("jobs", "", "batch/v1", "true", "Job"),
-    ("leases", "", "coordination.k8s.io/v1", "true", "Lease"),
-    (
-        "endpointslices",
-        "",
-        "discovery.k8s.io/v1",
-        "true",
-        "EndpointSlice",
-    ),
-    ("events", "ev", "events.k8s.io/v1", "true", "Event"),
-    (
-        "ingressclasses",
-        "",
-        "networking.k8s.io/v1",
-        "false",
-        "IngressClass",
-    ),
-    (
-        "ingresses",
-        "ing",
-        "networking.k8s.io/v1",
-        "true",
-        "Ingress",
-    ),
-    (
-        "networkpolicies",
-        "netpol",
-        "networking.k8s.io/v1",
-        "true",
-        "NetworkPolicy",
-    ),
-    (
-        "poddisruptionbudgets",
-        "pdb",
-        "policy/v1",
-        "true",
-        "PodDisruptionBudget",
-    ),
-    (
-        "clusterrolebindings",
-        "",
-        "rbac.authorization.k8s.io/v1",
-        "false",
-        "ClusterRoleBinding",
-    ),
-    (
-        "clusterroles",
-        "",
-        "rbac.authorization.k8s.io/v1",
-        "false",
-        "ClusterRole",
-    ),
-    (
-        "rolebindings",
-        "",
-        "rbac.authorization.k8s.io/v1",
-        "true",
-        "RoleBinding",
-    ),
-    ("roles", "", "rbac.authorization.k8s.io/v1", "true", "Role"),
-    (
-        "storageclasses",
-        "sc",
-        "storage.k8s.io/v1",
-        "false",
-        "StorageClass",
-    ),
-];
-
 /// Parses `kubectl api-resources` rows into (name, short names, apiVersion, namespaced, kind);
 /// the SHORTNAMES cell is empty for some rows, so columns are counted from the right.
 fn api_resources(stdout: &str) -> Vec<(String, String, String, String, String)> {
@@ -173,24 +57,109 @@ fn api_resources(stdout: &str) -> Vec<(String, String, String, String, String)> 
         .collect()
 }
 
-#[test]
-fn api_resources_lists_builtin_resources_with_short_names() {
-    let server = TestServer::start();
-    let out = server.kubectl_ok(&["api-resources"]);
-    let got = api_resources(&out);
-    for (name, short, api_version, namespaced, kind) in BUILTIN_RESOURCES {
-        let row = got
-            .iter()
-            .find(|r| r.0 == *name && r.2 == *api_version)
-            .unwrap_or_else(|| panic!("{name} ({api_version}) missing from api-resources:\n{out}"));
-        assert_eq!(
-            (row.1.as_str(), row.3.as_str(), row.4.as_str()),
-            (*short, *namespaced, *kind),
-            "{name} ({api_version}): short names, namespaced, kind"
-        );
+/// Splits a tab-aligned kubectl table into cells by the header's column offsets (cells may
+/// be empty, so whitespace splitting cannot be used).
+fn aligned_cells(text: &str) -> Vec<Vec<String>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().unwrap_or_default();
+    let mut starts = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in header.char_indices() {
+        if c != ' ' && prev_space {
+            starts.push(i);
+        }
+        prev_space = c == ' ';
     }
+    std::iter::once(header)
+        .chain(lines)
+        .map(|line| {
+            (0..starts.len())
+                .map(|k| {
+                    let from = starts[k].min(line.len());
+                    let to = starts
+                        .get(k + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line[from..to].trim().to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Compares kubectl's table with the expected one row by row and cell by cell; on mismatch
+/// panics with every difference, named by resource and column.
+fn assert_same_table(what: &str, expected: &str, got: &str) {
+    let (want, have) = (aligned_cells(expected), aligned_cells(got));
+    let mut diffs = Vec::new();
+    if want.first() != have.first() {
+        diffs.push(format!(
+            "header: want {:?}, got {:?}",
+            want.first(),
+            have.first()
+        ));
+    }
+    let key = |r: &Vec<String>| (r[0].clone(), r.get(2).cloned().unwrap_or_default());
+    let header = want.first().cloned().unwrap_or_default();
+    for w in want.iter().skip(1) {
+        match have.iter().skip(1).find(|h| key(h) == key(w)) {
+            None => diffs.push(format!("missing: {}", w.join(" | "))),
+            Some(h) => {
+                for (i, col) in header.iter().enumerate() {
+                    if w.get(i) != h.get(i) {
+                        diffs.push(format!(
+                            "{} ({}): {col}: want {:?}, got {:?}",
+                            w[0],
+                            w.get(2).cloned().unwrap_or_default(),
+                            w.get(i).cloned().unwrap_or_default(),
+                            h.get(i).cloned().unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for h in have.iter().skip(1) {
+        if !want.iter().skip(1).any(|w| key(w) == key(h)) {
+            diffs.push(format!("unexpected: {}", h.join(" | ")));
+        }
+    }
+    let order_want: Vec<_> = want.iter().map(key).collect();
+    let order_have: Vec<_> = have.iter().map(key).collect();
+    if diffs.is_empty() && order_want != order_have {
+        diffs.push("same rows in another order".to_string());
+    }
+    assert!(
+        diffs.is_empty(),
+        "kubectl {what} differs from a v1.35 kube-apiserver's:\n  {}\n--- got:\n{got}",
+        diffs.join("\n  ")
+    );
+}
+
+#[test]
+fn api_resources_match_a_default_v1_35_kube_apiserver() {
+    let server = TestServer::start();
+    let plain = server.kubectl_ok(&["api-resources"]);
+    assert_same_table(
+        "api-resources",
+        include_str!("fixtures/api-resources-v1.35.txt"),
+        &plain,
+    );
+    let wide = server.kubectl_ok(&["api-resources", "-o", "wide"]);
+    assert_same_table(
+        "api-resources -o wide",
+        include_str!("fixtures/api-resources-wide-v1.35.txt"),
+        &wide,
+    );
+    // The parse is by column offsets: a row with empty cells still lines up.
+    let rows = aligned_cells(include_str!("fixtures/api-resources-wide-v1.35.txt"));
+    assert_eq!(
+        rows[1],
+        ["bindings", "", "v1", "true", "Binding", "create", ""]
+    );
     // Subresources are not resource types.
-    assert!(!out.contains("deployments/scale"), "{out}");
+    assert!(!plain.contains("deployments/scale"), "{plain}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod requester;
 pub mod schema;
 pub mod selector;
 pub mod strategy;

@@ -32,6 +32,8 @@ pub enum Subresource {
     Log,
     /// `namespaces/{name}/finalize`: the only way to change a namespace's `spec.finalizers`.
     Finalize,
+    /// `certificatesigningrequests/{name}/approval`: the only way to approve or deny a CSR.
+    Approval,
 }
 
 impl Subresource {
@@ -42,6 +44,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Approval => "approval",
         }
     }
 
@@ -52,13 +55,16 @@ impl Subresource {
             "binding" => Subresource::Binding,
             "log" => Subresource::Log,
             "finalize" => Subresource::Finalize,
+            "approval" => Subresource::Approval,
             _ => return None,
         })
     }
 
     fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Status | Subresource::Scale | Subresource::Approval => {
+                &["get", "patch", "update"]
+            }
             Subresource::Binding => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
@@ -71,7 +77,7 @@ impl Subresource {
             Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
-            Subresource::Status | Subresource::Finalize => None,
+            Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
     }
 }
@@ -474,17 +480,27 @@ struct Def {
 const NS: bool = true;
 const CLUSTER: bool = false;
 const ALL: &[&str] = &["all"];
+const EXT: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
+const CREATE: &[&str] = &["create"];
 use strategy::{
-    apps, batch, cluster, config, core, crd, namespace, networking, pod, rbac, service,
+    admission, apiregistration, apps, batch, certificates, cluster, config, core, crd, flowcontrol,
+    namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
-use Subresource::{Binding, Finalize, Log, Scale, Status};
+use Subresource::{Approval, Binding, Finalize, Log, Scale, Status};
 const GENERIC: &Strategy = &Strategy::GENERIC;
+const REVIEW: &Strategy = &Strategy::REVIEW;
 
+// Groups in upstream's discovery order: the core group, then apiregistration.k8s.io (the
+// aggregator lists its own group first), then by APIService groupPriorityMinimum (highest
+// first, ties by name; `apiregistration::priority`). Every resource a default v1.35
+// kube-apiserver serves; `tests/fixtures/api-resources-v1.35.txt` is the expected
+// `kubectl api-resources`.
 #[rustfmt::skip]
 static BUILTIN: &[Def] = &[
     // core/v1
-    Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: GENERIC },
+    Def { group: "", versions: &["v1"], plural: "componentstatuses", kind: "ComponentStatus", namespaced: CLUSTER, short: &["cs"], categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &core::COMPONENT_STATUS },
     Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::CONFIG_MAP },
     Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &service::ENDPOINTS },
     Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
@@ -494,40 +510,79 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
     Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "podtemplates", kind: "PodTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &pod::POD_TEMPLATE },
+    Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },
     Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::SECRET },
     Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
-    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"], strategy: &service::SERVICE },
+    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &service::SERVICE },
+    // apiregistration.k8s.io/v1
+    Def { group: "apiregistration.k8s.io", versions: &["v1"], plural: "apiservices", kind: "APIService", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &apiregistration::API_SERVICE },
     // apps/v1
     Def { group: "apps", versions: &["v1"], plural: "controllerrevisions", kind: "ControllerRevision", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &apps::CONTROLLER_REVISION },
     Def { group: "apps", versions: &["v1"], plural: "daemonsets", kind: "DaemonSet", namespaced: NS, short: &["ds"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &apps::DAEMON_SET },
     Def { group: "apps", versions: &["v1"], plural: "deployments", kind: "Deployment", namespaced: NS, short: &["deploy"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::DEPLOYMENT },
     Def { group: "apps", versions: &["v1"], plural: "replicasets", kind: "ReplicaSet", namespaced: NS, short: &["rs"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICA_SET },
     Def { group: "apps", versions: &["v1"], plural: "statefulsets", kind: "StatefulSet", namespaced: NS, short: &["sts"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::STATEFUL_SET },
+    // events.k8s.io/v1
+    Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
+    // authentication.k8s.io/v1, authorization.k8s.io/v1: reviews are answered, never stored
+    Def { group: "authentication.k8s.io", versions: &["v1"], plural: "selfsubjectreviews", kind: "SelfSubjectReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
+    Def { group: "authentication.k8s.io", versions: &["v1"], plural: "tokenreviews", kind: "TokenReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "localsubjectaccessreviews", kind: "LocalSubjectAccessReview", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectrulesreviews", kind: "SelfSubjectRulesReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "subjectaccessreviews", kind: "SubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: REVIEW },
     // autoscaling: v2 preferred; both versions share storage.
     Def { group: "autoscaling", versions: &["v2", "v1"], plural: "horizontalpodautoscalers", kind: "HorizontalPodAutoscaler", namespaced: NS, short: &["hpa"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::HORIZONTAL_POD_AUTOSCALER },
     // batch/v1
     Def { group: "batch", versions: &["v1"], plural: "cronjobs", kind: "CronJob", namespaced: NS, short: &["cj"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &batch::CRON_JOB },
     Def { group: "batch", versions: &["v1"], plural: "jobs", kind: "Job", namespaced: NS, short: NONE, categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &batch::JOB },
+    // certificates.k8s.io/v1
+    Def { group: "certificates.k8s.io", versions: &["v1"], plural: "certificatesigningrequests", kind: "CertificateSigningRequest", namespaced: CLUSTER, short: &["csr"], categories: NONE, subresources: &[Approval, Status], verbs: STANDARD_VERBS, strategy: &certificates::CERTIFICATE_SIGNING_REQUEST },
     // networking.k8s.io/v1
     Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingressclasses", kind: "IngressClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::INGRESS_CLASS },
     Def { group: "networking.k8s.io", versions: &["v1"], plural: "ingresses", kind: "Ingress", namespaced: NS, short: &["ing"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &networking::INGRESS },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "ipaddresses", kind: "IPAddress", namespaced: CLUSTER, short: &["ip"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::IP_ADDRESS },
     Def { group: "networking.k8s.io", versions: &["v1"], plural: "networkpolicies", kind: "NetworkPolicy", namespaced: NS, short: &["netpol"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::NETWORK_POLICY },
-    // coordination, discovery
-    Def { group: "coordination.k8s.io", versions: &["v1"], plural: "leases", kind: "Lease", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::LEASE },
-    Def { group: "discovery.k8s.io", versions: &["v1"], plural: "endpointslices", kind: "EndpointSlice", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::ENDPOINT_SLICE },
+    Def { group: "networking.k8s.io", versions: &["v1"], plural: "servicecidrs", kind: "ServiceCIDR", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &networking::SERVICE_CIDR },
+    // policy/v1
+    Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
     // rbac.authorization.k8s.io/v1
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::CLUSTER_ROLE_BINDING },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "clusterroles", kind: "ClusterRole", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::CLUSTER_ROLE },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE_BINDING },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE },
-    // authorization.k8s.io/v1: reviews are answered, never stored
-    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
-    // storage, policy, events, apiextensions
+    // storage.k8s.io/v1
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "csidrivers", kind: "CSIDriver", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &storage::CSI_DRIVER },
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "csinodes", kind: "CSINode", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &storage::CSI_NODE },
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "csistoragecapacities", kind: "CSIStorageCapacity", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &storage::CSI_STORAGE_CAPACITY },
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
-    Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
-    Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
-    Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS, strategy: &crd::CUSTOM_RESOURCE_DEFINITION },
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "volumeattachments", kind: "VolumeAttachment", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &storage::VOLUME_ATTACHMENT },
+    Def { group: "storage.k8s.io", versions: &["v1"], plural: "volumeattributesclasses", kind: "VolumeAttributesClass", namespaced: CLUSTER, short: &["vac"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &storage::VOLUME_ATTRIBUTES_CLASS },
+    // admissionregistration.k8s.io/v1
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "mutatingwebhookconfigurations", kind: "MutatingWebhookConfiguration", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[], verbs: STANDARD_VERBS, strategy: &admission::MUTATING_WEBHOOK_CONFIGURATION },
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "validatingadmissionpolicies", kind: "ValidatingAdmissionPolicy", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &admission::VALIDATING_ADMISSION_POLICY },
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "validatingadmissionpolicybindings", kind: "ValidatingAdmissionPolicyBinding", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[], verbs: STANDARD_VERBS, strategy: &admission::VALIDATING_ADMISSION_POLICY_BINDING },
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "validatingwebhookconfigurations", kind: "ValidatingWebhookConfiguration", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[], verbs: STANDARD_VERBS, strategy: &admission::VALIDATING_WEBHOOK_CONFIGURATION },
+    // apiextensions.k8s.io/v1
+    Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: EXT, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &crd::CUSTOM_RESOURCE_DEFINITION },
+    // scheduling.k8s.io/v1
+    Def { group: "scheduling.k8s.io", versions: &["v1"], plural: "priorityclasses", kind: "PriorityClass", namespaced: CLUSTER, short: &["pc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &scheduling::PRIORITY_CLASS },
+    // coordination.k8s.io/v1
+    Def { group: "coordination.k8s.io", versions: &["v1"], plural: "leases", kind: "Lease", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::LEASE },
+    // node.k8s.io/v1
+    Def { group: "node.k8s.io", versions: &["v1"], plural: "runtimeclasses", kind: "RuntimeClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &scheduling::RUNTIME_CLASS },
+    // discovery.k8s.io/v1
+    Def { group: "discovery.k8s.io", versions: &["v1"], plural: "endpointslices", kind: "EndpointSlice", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &networking::ENDPOINT_SLICE },
+    // resource.k8s.io/v1 (GA and on by default since 1.34)
+    Def { group: "resource.k8s.io", versions: &["v1"], plural: "deviceclasses", kind: "DeviceClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &resource::DEVICE_CLASS },
+    Def { group: "resource.k8s.io", versions: &["v1"], plural: "resourceclaims", kind: "ResourceClaim", namespaced: NS, short: NONE, categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &resource::RESOURCE_CLAIM },
+    Def { group: "resource.k8s.io", versions: &["v1"], plural: "resourceclaimtemplates", kind: "ResourceClaimTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &resource::RESOURCE_CLAIM_TEMPLATE },
+    Def { group: "resource.k8s.io", versions: &["v1"], plural: "resourceslices", kind: "ResourceSlice", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &resource::RESOURCE_SLICE },
+    // flowcontrol.apiserver.k8s.io/v1 (served; requests are not classified by them)
+    Def { group: "flowcontrol.apiserver.k8s.io", versions: &["v1"], plural: "flowschemas", kind: "FlowSchema", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &flowcontrol::FLOW_SCHEMA },
+    Def { group: "flowcontrol.apiserver.k8s.io", versions: &["v1"], plural: "prioritylevelconfigurations", kind: "PriorityLevelConfiguration", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &flowcontrol::PRIORITY_LEVEL_CONFIGURATION },
 ];
 
 /// The strategy of a built-in served kind.

@@ -29,6 +29,16 @@ impl UserInfo {
     pub fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
+
+    /// This user as a strategy that records its requester sees it.
+    pub fn requester(&self) -> crate::api::requester::Requester {
+        crate::api::requester::Requester {
+            name: self.name.clone(),
+            uid: String::new(),
+            groups: self.groups.clone(),
+            extra: Default::default(),
+        }
+    }
 }
 
 /// Static bearer tokens (the admin token file).

@@ -58,7 +58,8 @@ pub async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ApiError> {
                         "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
     )
     .await?;
-    kubernetes_endpoints(state).await
+    kubernetes_endpoints(state).await?;
+    super::system_objects::ensure(state).await
 }
 
 /// The `kubernetes` Endpoints and EndpointSlice: this server's advertised address, set at

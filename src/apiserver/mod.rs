@@ -18,6 +18,7 @@ mod request;
 mod response;
 mod services;
 mod status;
+mod system_objects;
 mod tls;
 mod watch;
 
@@ -31,6 +32,7 @@ pub use services::ServiceIpAllocator;
 pub use status::ApiError;
 
 use crate::api::registry::Registry;
+use crate::api::strategy::Storage;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -74,6 +76,8 @@ pub struct ApiState {
     openapi: openapi::Cache,
     /// Cancelled when the server shuts down: open watches end cleanly.
     closing: CancellationToken,
+    /// Serializes the syncs of the custom groups' APIServices (CRD writes race otherwise).
+    crd_api_services: tokio::sync::Mutex<()>,
 }
 
 /// Settings the API server is built from.
@@ -107,6 +111,7 @@ impl ApiState {
             watches: Mutex::new(HashMap::new()),
             openapi: openapi::Cache::default(),
             closing: CancellationToken::new(),
+            crd_api_services: tokio::sync::Mutex::new(()),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
@@ -357,17 +362,21 @@ async fn dispatch(
                 namespace: rr.namespace.as_deref(),
                 name: rr.name.as_deref(),
             };
-            // Every authenticated user may ask about itself (upstream's system:basic-user).
-            let self_review =
-                rr.rt.group == "authorization.k8s.io" && rr.rt.plural == "selfsubjectaccessreviews";
+            // Every authenticated user may ask about itself (upstream's system:basic-user:
+            // selfsubjectaccessreviews, selfsubjectrulesreviews, selfsubjectreviews), until
+            // RBAC grants that through its bootstrap roles.
+            let self_review = rr.rt.strategy.storage == Storage::Review
+                && handlers::review::is_self_review(&rr.rt);
             if let auth::Decision::Deny(msg) = state.authorizer.authorize(&user, &attrs) {
                 if !self_review {
                     return Err(ApiError::forbidden(msg));
                 }
             }
             let output = Output::negotiate_for(accept.as_deref(), &rr.rt)?;
-            if self_review {
-                return handlers::review::self_subject_access_review(state, &rr, &user, req).await;
+            match rr.rt.strategy.storage {
+                Storage::Stored => {}
+                Storage::Review => return handlers::review::create(state, &rr, &user, req).await,
+                Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }
             let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client, &user).await

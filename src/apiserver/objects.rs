@@ -66,6 +66,9 @@ pub struct WriteOptions {
     /// A server-side apply: the apply already set the managed fields it owns, so no update
     /// entry is recorded.
     pub server_side_apply: bool,
+    /// The requesting user, filled only for kinds whose strategy records it
+    /// (`prepare_for_create_by`).
+    pub requester: Option<crate::api::requester::Requester>,
 }
 
 /// Checks kind/apiVersion of a body against the endpoint and fills them in when absent.
@@ -140,7 +143,7 @@ pub fn prepare_create_unvalidated(
     rt: &ResourceType,
     ns: Option<&str>,
     obj: &mut Value,
-    _opts: &WriteOptions,
+    opts: &WriteOptions,
 ) -> Result<(), ApiError> {
     check_type(rt, obj)?;
     check_namespace(rt, ns, obj)?;
@@ -172,6 +175,9 @@ pub fn prepare_create_unvalidated(
         meta_mut(obj).insert("generation".into(), json!(1));
     }
     (strategy.prepare_for_create)(obj);
+    if let (Some(hook), Some(user)) = (strategy.prepare_for_create_by, &opts.requester) {
+        hook(obj, user);
+    }
     if strategy.bookkeeping == Bookkeeping::ClusterIp {
         state.services.assign(obj)?;
     }
@@ -289,6 +295,10 @@ pub fn prepare_update_unvalidated(
             (strategy.prepare_for_status_update)(old, &mut new);
             new
         }
+        Some(Subresource::Approval) => {
+            (strategy.prepare_for_approval_update)(old, &mut new);
+            new
+        }
         Some(Subresource::Finalize) => {
             // Finalize writes change only spec.finalizers.
             let mut merged = old.clone();
@@ -349,7 +359,11 @@ pub fn finish_update(
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
     let strategy = rt.strategy;
-    invalid_if_any(rt, old, strategy.validate_update(old, &new))?;
+    invalid_if_any(
+        rt,
+        old,
+        strategy.validate_update(opts.subresource, old, &new),
+    )?;
     if strategy.tracks_generation(&new) && spec_changed(old, &new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));

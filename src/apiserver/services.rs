@@ -41,6 +41,15 @@ impl ServiceIpAllocator {
         })
     }
 
+    /// The range in canonical CIDR form (`10.43.0.0/16`), as the default ServiceCIDR holds.
+    pub fn cidr(&self) -> String {
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(self.base),
+            32 - self.size.trailing_zeros()
+        )
+    }
+
     /// The first usable address: the `kubernetes` Service's cluster IP.
     pub fn first(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.base + 1)

@@ -20,6 +20,8 @@ mod wellknown;
 mod wire;
 
 #[cfg(test)]
+mod roundtrip_kinds_tests;
+#[cfg(test)]
 mod roundtrip_more_tests;
 #[cfg(test)]
 mod roundtrip_tests;

@@ -1,7 +1,8 @@
 //! The field labels each resource supports in field selectors, and their values.
 //!
 //! Invariant: the supported sets, renames and error wording mirror the field-label
-//! conversion functions registered upstream (core/v1, batch/v1, events/v1, certificates/v1);
+//! conversion functions registered upstream (core/v1, batch/v1, events/v1, certificates/v1,
+//! resource/v1);
 //! every other resource, custom resources included, gets upstream's default
 //! (`metadata.name`, `metadata.namespace`). Values are rendered as upstream's field sets do
 //! (booleans `true`/`false`, counters as decimal, `None` for an unset string).
@@ -17,6 +18,8 @@ enum Wording {
     Plain,
     /// `field label "foo" not supported for Job`.
     Job,
+    /// `field label not supported for resource.k8s.io/v1, Kind=ResourceSlice: foo`.
+    ResourceSlice,
     /// `"foo" is not a known field selector: only "metadata.name", "metadata.namespace"`.
     Default,
 }
@@ -138,6 +141,14 @@ fn table(group: &str, resource: &str) -> (&'static [(&'static str, &'static str)
             ],
             Wording::Plain,
         ),
+        ("resource.k8s.io", "resourceslices") => (
+            &[
+                ("metadata.name", "metadata.name"),
+                ("spec.nodeName", "spec.nodeName"),
+                ("spec.driver", "spec.driver"),
+            ],
+            Wording::ResourceSlice,
+        ),
         _ => (META, Wording::Default),
     }
 }
@@ -157,6 +168,9 @@ pub fn check_field_label(
     Err(SelectorError::UnsupportedField(match wording {
         Wording::Plain => format!("field label not supported: {field}"),
         Wording::Job => format!("field label {} not supported for Job", q(field)),
+        Wording::ResourceSlice => {
+            format!("field label not supported for resource.k8s.io/v1, Kind=ResourceSlice: {field}")
+        }
         Wording::Default => format!(
             "{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
             q(field)
@@ -266,6 +280,15 @@ mod tests {
         assert_eq!(
             err("networking.k8s.io", "ingresses", "foo.bar"),
             "\"foo.bar\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        );
+        assert_eq!(
+            err("resource.k8s.io", "resourceslices", "spec.pool"),
+            "field label not supported for resource.k8s.io/v1, Kind=ResourceSlice: spec.pool"
+        );
+        let slice = json!({"metadata": {"name": "s"}, "spec": {"nodeName": "n1", "driver": "gpu.example.com"}});
+        assert_eq!(
+            field_value("resource.k8s.io", "resourceslices", &slice, "spec.nodeName"),
+            Ok(Some("n1".to_string()))
         );
         assert_eq!(
             err("apps", "deployments", "status.replicas"),

@@ -6,7 +6,7 @@ use super::{immutable, keep_metadata, Printing, Strategy};
 use crate::api::defaults::workloads;
 use crate::api::table::printers;
 use crate::api::validation::workloads::{
-    validate_daemonset, validate_replicated, validate_statefulset,
+    validate_daemonset, validate_replicated, validate_replication_controller, validate_statefulset,
 };
 use crate::api::validation::FieldError;
 use serde_json::Value;
@@ -54,10 +54,12 @@ pub static CONTROLLER_REVISION: Strategy = Strategy {
     ..Strategy::GENERIC
 };
 
-/// Not served yet; its defaults and printer are ready for when it is.
+/// core/v1 ReplicationControllers (upstream keeps them in pkg/registry/core, but they are
+/// the apps/v1 ReplicaSet's ancestor and share its rules). Their selector may change.
 pub static REPLICATION_CONTROLLER: Strategy = Strategy {
     kind: "ReplicationController",
     defaults: workloads::replication_controller,
+    validate: validate_replication_controller,
     printer: Printing::Builtin(&printers::REPLICATION_CONTROLLER),
     ..Strategy::GENERIC
 };

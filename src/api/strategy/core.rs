@@ -1,10 +1,18 @@
 //! The smaller core/v1 kinds: nodes, persistent volumes and claims, quotas, limit ranges,
-//! service accounts, events (both API groups) and bindings.
+//! service accounts, events (both API groups), bindings and component statuses.
 
 use super::{keep_status, set_status, Printing, Strategy};
 use crate::api::defaults::core_v1;
 use crate::api::table::printers;
 use serde_json::json;
+
+/// ComponentStatuses are computed at each read (`apiserver::handlers::live`), never stored.
+pub static COMPONENT_STATUS: Strategy = Strategy {
+    kind: "ComponentStatus",
+    printer: Printing::Builtin(&printers::COMPONENT_STATUS),
+    storage: super::Storage::Live,
+    ..Strategy::GENERIC
+};
 
 /// A kubelet registers its Node with the status it observed, so that status is kept.
 pub static NODE: Strategy = Strategy {

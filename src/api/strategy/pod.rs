@@ -24,10 +24,10 @@ pub static POD: Strategy = Strategy {
     ..Strategy::GENERIC
 };
 
-/// Not served yet; its defaults and printer are ready for when it is.
 pub static POD_TEMPLATE: Strategy = Strategy {
     kind: "PodTemplate",
     defaults: pod_template_defaults,
+    validate: crate::api::validation::workloads::validate_pod_template_kind,
     printer: Printing::Builtin(&printers::POD_TEMPLATE),
     ..Strategy::GENERIC
 };

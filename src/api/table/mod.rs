@@ -18,8 +18,11 @@ mod apps;
 mod autoscaling;
 mod batch;
 mod cluster;
+mod control;
 mod corev1;
+mod csi;
 mod custom;
+mod dra;
 pub mod duration;
 mod events;
 mod fields;
@@ -130,12 +133,22 @@ pub mod printers {
     pub use super::cluster::{
         CSR, LEASE, POD_DISRUPTION_BUDGET, PRIORITY_CLASS, RUNTIME_CLASS, WEBHOOKS,
     };
+    pub use super::control::{
+        API_SERVICE, COMPONENT_STATUS, FLOW_SCHEMA, PRIORITY_LEVEL_CONFIGURATION,
+        VALIDATING_ADMISSION_POLICY, VALIDATING_ADMISSION_POLICY_BINDING,
+    };
     pub use super::corev1::{
         CONFIG_MAP, NAMESPACE, NODE, POD_TEMPLATE, REPLICATION_CONTROLLER, RESOURCE_QUOTA, SECRET,
         SERVICE_ACCOUNT,
     };
+    pub use super::csi::{
+        CSI_DRIVER, CSI_NODE, CSI_STORAGE_CAPACITY, VOLUME_ATTACHMENT, VOLUME_ATTRIBUTES_CLASS,
+    };
+    pub use super::dra::{DEVICE_CLASS, RESOURCE_CLAIM, RESOURCE_CLAIM_TEMPLATE, RESOURCE_SLICE};
     pub use super::events::EVENT;
-    pub use super::networking::{ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, NETWORK_POLICY};
+    pub use super::networking::{
+        ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, IP_ADDRESS, NETWORK_POLICY, SERVICE_CIDR,
+    };
     pub use super::pod::POD;
     pub use super::rbac::{CLUSTER_ROLE_BINDING, ROLE_BINDING};
     pub use super::service::{ENDPOINTS, SERVICE};
@@ -330,7 +343,7 @@ mod tests {
     #[test]
     fn every_builtin_row_has_one_cell_per_column() {
         use printers::*;
-        let specs: [(&str, &'static Spec); 36] = [
+        let specs: [(&str, &'static Spec); 53] = [
             ("Pod", &POD),
             ("Node", &NODE),
             ("Service", &SERVICE),
@@ -367,6 +380,26 @@ mod tests {
             ("RoleBinding", &ROLE_BINDING),
             ("ClusterRoleBinding", &CLUSTER_ROLE_BINDING),
             ("StorageClass", &STORAGE_CLASS),
+            ("ComponentStatus", &COMPONENT_STATUS),
+            ("APIService", &API_SERVICE),
+            ("FlowSchema", &FLOW_SCHEMA),
+            ("PriorityLevelConfiguration", &PRIORITY_LEVEL_CONFIGURATION),
+            ("ValidatingAdmissionPolicy", &VALIDATING_ADMISSION_POLICY),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                &VALIDATING_ADMISSION_POLICY_BINDING,
+            ),
+            ("CSIDriver", &CSI_DRIVER),
+            ("CSINode", &CSI_NODE),
+            ("CSIStorageCapacity", &CSI_STORAGE_CAPACITY),
+            ("VolumeAttachment", &VOLUME_ATTACHMENT),
+            ("VolumeAttributesClass", &VOLUME_ATTRIBUTES_CLASS),
+            ("DeviceClass", &DEVICE_CLASS),
+            ("ResourceClaim", &RESOURCE_CLAIM),
+            ("ResourceClaimTemplate", &RESOURCE_CLAIM_TEMPLATE),
+            ("ResourceSlice", &RESOURCE_SLICE),
+            ("ServiceCIDR", &SERVICE_CIDR),
+            ("IPAddress", &IP_ADDRESS),
         ];
         let empty = json!({"metadata": {"name": "x"}});
         for (kind, spec) in specs {

@@ -207,6 +207,64 @@ pub static ENDPOINT_SLICE: Spec = Spec {
     list: None,
 };
 
+pub static SERVICE_CIDR: Spec = Spec {
+    columns: &[
+        NAME,
+        col(
+            "CIDRs",
+            "string",
+            "IP ranges in CIDR notation the Service ClusterIPs come from.",
+        ),
+        AGE,
+    ],
+    cells: |sc, now| {
+        let cidrs: Vec<&str> = list_at(sc, &["spec", "cidrs"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        vec![s(name(sc)), s(cidrs.join(",")), age(sc, now)]
+    },
+    conditions: no_conditions,
+    list: None,
+};
+
+/// Upstream defines two columns (Name, ParentRef) for IPAddress; its third cell (the age)
+/// has no column, so kubectl never shows it and neither is it sent here.
+pub static IP_ADDRESS: Spec = Spec {
+    columns: &[
+        NAME,
+        col(
+            "ParentRef",
+            "string",
+            "Object the IP address is allocated to.",
+        ),
+    ],
+    cells: |ip, _| {
+        let parent = match get(ip, &["spec", "parentRef"]).filter(|v| !v.is_null()) {
+            None => "<none>".to_owned(),
+            Some(p) => {
+                let group = p["group"].as_str().unwrap_or_default();
+                let resource = p["resource"].as_str().unwrap_or_default();
+                let mut out = if group.is_empty() {
+                    resource.to_lowercase()
+                } else {
+                    format!("{resource}.{group}").to_lowercase()
+                };
+                if let Some(ns) = p["namespace"].as_str().filter(|n| !n.is_empty()) {
+                    out.push('/');
+                    out.push_str(ns);
+                }
+                out.push('/');
+                out.push_str(p["name"].as_str().unwrap_or_default());
+                out
+            }
+        };
+        vec![s(name(ip)), s(parent)]
+    },
+    conditions: no_conditions,
+    list: None,
+};
+
 #[cfg(test)]
 mod tests {
     use super::super::printers;
@@ -287,5 +345,20 @@ mod tests {
         let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv4", "ports": [{"name": "http"}, {}]});
         assert_eq!(cells(&printers::ENDPOINT_SLICE, &empty)[2], "http,*");
         assert_eq!(cells(&printers::ENDPOINT_SLICE, &empty)[3], "<unset>");
+    }
+
+    #[test]
+    fn service_cidr_and_ip_address_rows() {
+        let sc = serde_json::json!({"metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.43.0.0/16", "fd00::/108"]}});
+        assert_eq!(
+            Value::Array(cells(&printers::SERVICE_CIDR, &sc)),
+            serde_json::json!(["kubernetes", "10.43.0.0/16,fd00::/108", "<unknown>"])
+        );
+        let ip = serde_json::json!({"metadata": {"name": "10.43.0.10"}, "spec": {"parentRef":
+            {"group": "", "resource": "services", "namespace": "kube-system", "name": "dns"}}});
+        assert_eq!(
+            Value::Array(cells(&printers::IP_ADDRESS, &ip)),
+            serde_json::json!(["10.43.0.10", "services/kube-system/dns"])
+        );
     }
 }

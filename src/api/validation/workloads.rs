@@ -320,3 +320,51 @@ pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldError>) {
         validate_nonnegative(int_of(spec, f), &path.child(f), errs);
     }
 }
+
+/// core/v1 ReplicationControllers (`ValidateReplicationControllerSpec`): a non-empty
+/// map selector that the template's labels satisfy, a valid template restarting Always.
+pub(crate) fn validate_replication_controller(obj: &Value, errs: &mut Vec<FieldError>) {
+    let spec = field(Some(obj), "spec");
+    let path = FieldPath::new("spec");
+    validate_nonnegative(int_of(spec, "replicas"), &path.child("replicas"), errs);
+    validate_nonnegative(
+        int_of(spec, "minReadySeconds"),
+        &path.child("minReadySeconds"),
+        errs,
+    );
+    let selector = obj_of(spec, "selector");
+    if selector.is_none_or(|s| s.is_empty()) {
+        errs.push(FieldError::required(path.child("selector").as_str(), ""));
+    }
+    let tpath = path.child("template");
+    let Some(template) = field(spec, "template").filter(|t| !t.is_null()) else {
+        errs.push(FieldError::required(tpath.as_str(), ""));
+        return;
+    };
+    let labels = obj_of(field(Some(template), "metadata"), "labels");
+    if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+        let matches = sel
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if !matches {
+            errs.push(FieldError::invalid(
+                tpath.child("metadata").child("labels").as_str(),
+                &map_json(labels),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    validate_pod_template(Some(template), &tpath, errs);
+    restart_always(Some(template), &tpath, errs);
+}
+
+/// core/v1 PodTemplates (`ValidatePodTemplate`): the template as any pod template.
+pub(crate) fn validate_pod_template_kind(obj: &Value, errs: &mut Vec<FieldError>) {
+    let template = field(Some(obj), "template");
+    let empty = Value::Object(Default::default());
+    validate_pod_template(
+        Some(template.unwrap_or(&empty)),
+        &FieldPath::new("template"),
+        errs,
+    );
+}

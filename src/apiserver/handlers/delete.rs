@@ -117,6 +117,7 @@ pub async fn delete_object(
         }
         _ => {}
     }
+    super::write::after_write_async(state, rt, &written).await;
     Ok(written)
 }
 

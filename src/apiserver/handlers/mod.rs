@@ -1,6 +1,7 @@
 //! REST handlers for resources: one file per family of verbs.
 
 mod delete;
+pub mod live;
 pub mod read;
 pub mod review;
 mod subresources;
@@ -45,7 +46,9 @@ pub async fn resource(
         (Verb::Watch, None) => super::watch::watch(state, &rr, &query, output, client).await,
         (Verb::List, None) => read::list(state, &rr, &query, output).await,
         (Verb::Get, None) => read::get(state, &rr, output).await,
-        (Verb::Get, Some(Subresource::Status)) => read::get(state, &rr, output).await,
+        (Verb::Get, Some(Subresource::Status | Subresource::Approval)) => {
+            read::get(state, &rr, output).await
+        }
         (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
             subresources::write_scale(state, &rr, &query, req, user).await
@@ -53,10 +56,11 @@ pub async fn resource(
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
-        (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
-            write::update(state, &rr, &query, req, manager, user).await
-        }
-        (Verb::Patch, None | Some(Subresource::Status)) => {
+        (
+            Verb::Update,
+            None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval),
+        ) => write::update(state, &rr, &query, req, manager, user).await,
+        (Verb::Patch, None | Some(Subresource::Status | Subresource::Approval)) => {
             write::patch(state, &rr, &query, req, manager, user).await
         }
         (Verb::Delete, None) => delete::delete(state, &rr, &query, req, user).await,

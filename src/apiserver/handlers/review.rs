@@ -1,8 +1,14 @@
+//! The review kinds (authentication.k8s.io TokenReview and SelfSubjectReview,
+//! authorization.k8s.io SubjectAccessReview, LocalSubjectAccessReview,
+//! SelfSubjectAccessReview and SelfSubjectRulesReview): each create is answered from the
+//! request and never stored. Every review kind is routed here through one match on its
+//! kind ([`create`]).
+//!
 //! SelfSubjectAccessReview (`kubectl auth can-i`): the caller asks whether it may do
-//! something; the authorizer answers for the caller's own identity. Reviews are answered,
-//! never stored.
+//! something; the authorizer answers for the caller's own identity.
 
 use super::write::read_body;
+use crate::api::registry::ResourceType;
 use crate::apiserver::auth::{Attributes, Decision, UserInfo};
 use crate::apiserver::body::decode_object;
 use crate::apiserver::request::{ResourceRequest, Verb};
@@ -12,7 +18,57 @@ use crate::apiserver::{ApiState, RequestBody};
 use http::{Request, Response};
 use serde_json::{json, Value};
 
-pub async fn self_subject_access_review(
+/// Whether every authenticated user may create this review kind about itself (upstream's
+/// `system:basic-user` ClusterRole grants these three).
+pub fn is_self_review(rt: &ResourceType) -> bool {
+    matches!(
+        (rt.group.as_str(), rt.kind.as_str()),
+        (
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview" | "SelfSubjectRulesReview"
+        ) | ("authentication.k8s.io", "SelfSubjectReview")
+    )
+}
+
+/// Answers a create of any review kind.
+pub async fn create(
+    state: &ApiState,
+    rr: &ResourceRequest,
+    user: &UserInfo,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    match (rr.rt.group.as_str(), rr.rt.kind.as_str()) {
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            self_subject_access_review(state, rr, user, req).await
+        }
+        // TODO(authz slice): SubjectAccessReview, LocalSubjectAccessReview and
+        // SelfSubjectRulesReview are answered by the RBAC authorizer.
+        ("authorization.k8s.io", "SubjectAccessReview")
+        | ("authorization.k8s.io", "LocalSubjectAccessReview")
+        | ("authorization.k8s.io", "SelfSubjectRulesReview") => Err(not_implemented(&rr.rt)),
+        // TODO(authn slice): TokenReview and SelfSubjectReview are answered by the
+        // authenticator chain.
+        ("authentication.k8s.io", "TokenReview")
+        | ("authentication.k8s.io", "SelfSubjectReview") => Err(not_implemented(&rr.rt)),
+        _ => Err(not_implemented(&rr.rt)),
+    }
+}
+
+/// 501 for a review kind this server registers but does not answer yet.
+fn not_implemented(rt: &ResourceType) -> ApiError {
+    let mut err = ApiError::new(
+        501,
+        "NotImplemented",
+        format!(
+            "{} are not implemented by this server yet",
+            rt.qualified_plural()
+        ),
+    );
+    err.details = Some(json!({"group": rt.group, "kind": rt.plural}));
+    err
+}
+
+async fn self_subject_access_review(
     state: &ApiState,
     rr: &ResourceRequest,
     user: &UserInfo,
@@ -102,8 +158,12 @@ mod tests {
         "spec":{"nonResourceAttributes":{"path":"/","verb":"get"}}}"#;
 
     async fn post(srv: &TestServer, user: UserInfo, accept: &str) -> (u16, Value) {
+        post_to(srv, user, URI, accept).await
+    }
+
+    async fn post_to(srv: &TestServer, user: UserInfo, uri: &str, accept: &str) -> (u16, Value) {
         let svc = InProcessService::new(srv.state.clone(), user);
-        let req = http::Request::post(URI)
+        let req = http::Request::post(uri)
             .header("content-type", "application/json")
             .header("accept", accept)
             .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -136,5 +196,74 @@ mod tests {
         let (code, body) = post(&srv, admin, "application/json;as=Table;v=v1;g=meta.k8s.io").await;
         assert_eq!(code, 406);
         assert_eq!(body["reason"], "NotAcceptable");
+    }
+
+    #[tokio::test]
+    async fn every_review_kind_is_routed_and_the_unanswered_ones_are_501() {
+        let srv = TestServer::start().await;
+        let admin = || UserInfo::new("system:admin", &["system:masters"]);
+        for (uri, kind) in [
+            (
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                "tokenreviews.authentication.k8s.io",
+            ),
+            (
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                "selfsubjectreviews.authentication.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                "subjectaccessreviews.authorization.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews",
+                "localsubjectaccessreviews.authorization.k8s.io",
+            ),
+            (
+                "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                "selfsubjectrulesreviews.authorization.k8s.io",
+            ),
+        ] {
+            let (code, body) = post_to(&srv, admin(), uri, "application/json").await;
+            assert_eq!(code, 501, "{uri}: {body}");
+            assert_eq!(body["reason"], "NotImplemented", "{body}");
+            assert!(body["message"].as_str().unwrap().contains(kind), "{body}");
+        }
+        // Reviews are create-only: nothing to list.
+        let svc = InProcessService::new(srv.state.clone(), admin());
+        let req = http::Request::get("/apis/authentication.k8s.io/v1/tokenreviews")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let resp = svc.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status().as_u16(), 405);
+    }
+
+    #[tokio::test]
+    async fn every_user_may_ask_about_itself_but_not_about_others() {
+        let srv = TestServer::start().await;
+        let bob = || UserInfo::new("bob", &[]);
+        for uri in [
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        ] {
+            let (code, body) = post_to(&srv, bob(), uri, "application/json").await;
+            assert_eq!(code, 501, "{uri}: {body}");
+        }
+        let (code, body) = post_to(
+            &srv,
+            bob(),
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+        let (code, _) = post_to(
+            &srv,
+            bob(),
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 403);
     }
 }

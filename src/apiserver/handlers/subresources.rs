@@ -73,6 +73,14 @@ fn to_scale(rt: &ResourceType, obj: &Value) -> Value {
         .map(|p| get_path(obj, p))
         .map(|sel| match sel {
             Value::String(s) => s.clone(),
+            // A ReplicationController's selector is a plain label map.
+            Value::Object(m)
+                if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
+            {
+                LabelSelector::from_json(&json!({"matchLabels": sel}))
+                    .map(|l| l.to_string())
+                    .unwrap_or_default()
+            }
             Value::Object(_) => LabelSelector::from_json(sel)
                 .map(|l| l.to_string())
                 .unwrap_or_default(),

@@ -14,6 +14,7 @@ use super::super::status::ApiError;
 use super::super::{crd, ApiState};
 use crate::api::patch::{self, PatchError, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
+use crate::api::requester::Requester;
 use crate::api::strategy::Bookkeeping;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
@@ -43,6 +44,16 @@ pub(super) async fn read_body(req: Request<RequestBody>) -> Result<RawBody, ApiE
     })
 }
 
+/// The asynchronous part of the bookkeeping: a CRD write changes the custom groups'
+/// APIServices.
+pub(super) async fn after_write_async(state: &ApiState, rt: &ResourceType, written: &Written) {
+    if rt.strategy.bookkeeping == Bookkeeping::CustomTypes
+        && !matches!(written, Written::Unchanged(_))
+    {
+        crate::apiserver::system_objects::sync_custom_api_services(state).await;
+    }
+}
+
 /// Bookkeeping after a successful write that other parts of the server react to.
 pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written) {
     // The last finalizer removed from an object being deleted: it is gone now.
@@ -55,6 +66,11 @@ pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written
             Written::Unchanged(_) | Written::Deleted(_) => {}
         }
     }
+}
+
+/// The requester a create records, only for kinds whose strategy asks for it.
+fn requester_for(rt: &ResourceType, user: &UserInfo) -> Option<Requester> {
+    rt.strategy.prepare_for_create_by.map(|_| user.requester())
 }
 
 pub async fn create(
@@ -87,6 +103,7 @@ pub async fn create(
         subresource: None,
         field_manager: manager,
         server_side_apply: false,
+        requester: requester_for(rt, user),
     };
     prepare_create_unvalidated(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
     let name = name_of(&obj).to_owned();
@@ -102,6 +119,7 @@ pub async fn create(
     }
     let (written, admission_warnings) = result?;
     after_write(state, rt, &written);
+    after_write_async(state, rt, &written).await;
     let mut all = warnings;
     all.extend(admission_warnings);
     Ok(with_warnings(response::json(201, written.object()), &all))
@@ -166,6 +184,7 @@ pub async fn update(
         subresource: rr.subresource,
         field_manager: manager,
         server_side_apply: false,
+        requester: None,
     };
     let admitted = write_admitted(
         state,
@@ -186,6 +205,7 @@ pub async fn update(
     )
     .await?;
     after_write(state, rt, &admitted.written);
+    after_write_async(state, rt, &admitted.written).await;
     let mut all = warnings;
     all.extend(admitted.warnings);
     Ok(with_warnings(
@@ -265,6 +285,8 @@ pub async fn patch(
         field_manager: manager.clone(),
         // The apply entry, not an update entry, owns the fields an apply sets.
         server_side_apply: ptype == PatchType::Apply,
+        // Server-side apply may create the object.
+        requester: requester_for(&rt, user),
     };
     let force = q.force;
     let ns = rr.namespace.clone();
@@ -351,6 +373,7 @@ pub async fn patch(
     .await?;
     let written = admitted.written;
     after_write(state, &rt, &written);
+    after_write_async(state, &rt, &written).await;
     let code = if matches!(written, Written::Created(_)) {
         201
     } else {

@@ -35,6 +35,8 @@ pub fn definition_name(rt: &ResourceType) -> String {
         rt.group.split('.').rev().collect::<Vec<_>>().join(".")
     } else if rt.group == "apiextensions.k8s.io" {
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions".to_owned()
+    } else if rt.group == "apiregistration.k8s.io" {
+        "io.k8s.kube-aggregator.pkg.apis.apiregistration".to_owned()
     } else if rt.group.is_empty() {
         "io.k8s.api.core".to_owned()
     } else {

@@ -58,6 +58,12 @@ fn crd_schema_is_published_under_its_reversed_group_name() {
     assert!(doc["definitions"]["io.k8s.api.core.v1.Pod"].is_object());
     assert!(doc["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
     assert!(doc["definitions"]["io.k8s.api.rbac.v1.Role"].is_object());
+    // Kinds of the other apiservers keep upstream's definition names.
+    assert!(
+        doc["definitions"]["io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService"]
+            .is_object()
+    );
+    assert!(doc["definitions"]["io.k8s.api.flowcontrol.v1.FlowSchema"].is_object());
     assert!(
         doc["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]["patch"]
             .is_object()
