@@ -1,0 +1,1 @@
+//! PodSecurity checks and messages.

@@ -1,0 +1,1 @@
+//! ResourceQuota admission through the in-process client.
