@@ -40,7 +40,9 @@ fn pod_security_labels_enforce_warn_and_check_existing_pods() {
         ),
         "{refused}"
     );
-    assert!(!server.kubectl(&["get", "pod", "priv", "-n", "locked"]).success());
+    assert!(!server
+        .kubectl(&["get", "pod", "priv", "-n", "locked"])
+        .success());
     // A compliant pod is admitted.
     let compliant = "    securityContext:\n      allowPrivilegeEscalation: false\n      runAsNonRoot: true\n      runAsUser: 1000\n      seccompProfile:\n        type: RuntimeDefault\n      capabilities:\n        drop: [\"ALL\"]\n";
     create(&server, &pod("fine", "locked", compliant)).ok();
