@@ -57,15 +57,14 @@ impl Plugin for ResourceQuota {
         let Some(ns) = attrs.namespace else {
             return false;
         };
-        if attrs.subresource.is_some() {
-            return false;
-        }
         let Some(kind) = kind_of(&attrs.rt.group, &attrs.rt.plural) else {
             return false;
         };
-        match attrs.operation {
-            Operation::Create => {}
-            Operation::Update if usage::charges_updates(kind) => {}
+        match (attrs.operation, attrs.subresource) {
+            (Operation::Create, None) => {}
+            (Operation::Update, None) if usage::charges_updates(kind) => {}
+            // An in-place resize changes a pod's requests and limits.
+            (Operation::Update, Some("resize")) if kind == Kind::Pods => {}
             _ => return false,
         }
         if attrs.is("", "resourcequotas") || !self.loaded.load(Ordering::Acquire) {
@@ -101,6 +100,13 @@ impl Plugin for ResourceQuota {
                 return Ok(());
             }
             let old = old.filter(|_| attrs.operation == Operation::Update);
+            // Upstream's pod evaluator looks at an update of the pod itself only when it
+            // moves the pod between the Terminating and NotTerminating scopes.
+            if let (Kind::Pods, None, Some(old)) = (kind, attrs.subresource, old) {
+                if usage::is_terminating(old) == usage::is_terminating(obj) {
+                    return Ok(());
+                }
+            }
             let charges = check_request(attrs, kind, &quotas, obj, old)?;
             if attrs.dry_run || charges.is_empty() {
                 return Ok(());

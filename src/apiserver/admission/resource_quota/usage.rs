@@ -369,15 +369,18 @@ pub fn in_scopes(kind: Kind, quota: &Value, obj: &Value) -> bool {
         .all(|(scope, op, values)| kind == Kind::Pods && pod_in_scope(obj, scope, op, values))
 }
 
+/// A pod with an active deadline (the Terminating scope).
+pub fn is_terminating(pod: &Value) -> bool {
+    pod["spec"]["activeDeadlineSeconds"]
+        .as_i64()
+        .is_some_and(|s| s >= 0)
+}
+
 fn pod_in_scope(pod: &Value, scope: &str, op: &str, values: &[String]) -> bool {
     let spec = &pod["spec"];
     match scope {
-        "Terminating" => spec["activeDeadlineSeconds"]
-            .as_i64()
-            .is_some_and(|s| s >= 0),
-        "NotTerminating" => !spec["activeDeadlineSeconds"]
-            .as_i64()
-            .is_some_and(|s| s >= 0),
+        "Terminating" => is_terminating(pod),
+        "NotTerminating" => !is_terminating(pod),
         "BestEffort" => best_effort(spec),
         "NotBestEffort" => !best_effort(spec),
         "PriorityClass" => {
