@@ -251,7 +251,7 @@ async fn quota(
         .map(|q| q.0.clone())
         .unwrap_or_default();
     // Canonical quantities print 10000 as `10k`.
-    let expected = if objects % 1000 == 0 {
+    let expected = if objects.is_multiple_of(1000) {
         format!("{}k", objects / 1000)
     } else {
         objects.to_string()

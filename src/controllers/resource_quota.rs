@@ -203,7 +203,7 @@ impl Reconciler for Reconcile {
                     .iter()
                     .filter(|o| usage::in_scopes(kind, &qv, o))
                     .filter_map(|o| usage::usage(&group, &plural, kind, o).get(name).copied())
-                    .fold(Quantity::ZERO, Quantity::add);
+                    .fold(Quantity::ZERO, Quantity::plus);
                 used.insert(name.clone(), total);
             }
             let status_used = resource_list(&qv["status"]["used"]);

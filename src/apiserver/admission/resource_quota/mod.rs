@@ -246,7 +246,7 @@ pub fn check_request(
 fn subtract_non_negative(a: &ResourceList, b: &ResourceList) -> ResourceList {
     a.iter()
         .map(|(k, v)| {
-            let d = v.sub(b.get(k).copied().unwrap_or(Quantity::ZERO));
+            let d = v.minus(b.get(k).copied().unwrap_or(Quantity::ZERO));
             (k.clone(), if d.is_negative() { Quantity::ZERO } else { d })
         })
         .collect()
@@ -264,7 +264,7 @@ fn exceeded(
     let over: Vec<&String> = requested
         .iter()
         .filter(|(k, v)| {
-            let new = used.get(*k).copied().unwrap_or(Quantity::ZERO).add(**v);
+            let new = used.get(*k).copied().unwrap_or(Quantity::ZERO).plus(**v);
             hard.get(*k).is_some_and(|h| new > *h)
         })
         .map(|(k, _)| k)
@@ -335,9 +335,9 @@ async fn charge(
         for (k, v) in requested {
             let cur = used.get(k).copied().unwrap_or(Quantity::ZERO);
             let new = if add {
-                cur.add(*v)
+                cur.plus(*v)
             } else {
-                let d = cur.sub(*v);
+                let d = cur.minus(*v);
                 if d.is_negative() {
                     Quantity::ZERO
                 } else {

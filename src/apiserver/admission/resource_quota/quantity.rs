@@ -111,7 +111,7 @@ impl Quantity {
         self.nanos < 0
     }
 
-    pub fn add(self, other: Quantity) -> Quantity {
+    pub fn plus(self, other: Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos.saturating_add(other.nanos),
             binary: if self.nanos == 0 {
@@ -122,8 +122,8 @@ impl Quantity {
         }
     }
 
-    pub fn sub(self, other: Quantity) -> Quantity {
-        self.add(Quantity {
+    pub fn minus(self, other: Quantity) -> Quantity {
+        self.plus(Quantity {
             nanos: -other.nanos,
             binary: other.binary,
         })
@@ -168,10 +168,10 @@ impl std::fmt::Display for Quantity {
         let abs = self.nanos.unsigned_abs();
         // Binary SI only for whole values of at least 1024 (upstream prints smaller and
         // fractional binary quantities in decimal SI).
-        if self.binary && abs % (NANO as u128) == 0 && abs >= 1024 * NANO as u128 {
+        if self.binary && abs.is_multiple_of(NANO as u128) && abs >= 1024 * NANO as u128 {
             let mut v = abs / NANO as u128;
             let mut i = 0;
-            while i < 6 && v % 1024 == 0 {
+            while i < 6 && v.is_multiple_of(1024) {
                 v /= 1024;
                 i += 1;
             }
@@ -182,7 +182,7 @@ impl std::fmt::Display for Quantity {
         const SUFFIXES: [&str; 10] = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
         let mut v = abs;
         let mut i = 0;
-        while i < SUFFIXES.len() - 1 && v % 1000 == 0 {
+        while i < SUFFIXES.len() - 1 && v.is_multiple_of(1000) {
             v /= 1000;
             i += 1;
         }
@@ -225,10 +225,10 @@ mod tests {
 
     #[test]
     fn sums_keep_the_first_non_zero_format() {
-        assert_eq!(q("1Gi").add(q("1Gi")).to_string(), "2Gi");
-        assert_eq!(Quantity::ZERO.add(q("1Gi")).to_string(), "1Gi");
-        assert_eq!(q("250m").add(q("750m")).to_string(), "1");
-        assert_eq!(q("2").sub(q("1")).to_string(), "1");
+        assert_eq!(q("1Gi").plus(q("1Gi")).to_string(), "2Gi");
+        assert_eq!(Quantity::ZERO.plus(q("1Gi")).to_string(), "1Gi");
+        assert_eq!(q("250m").plus(q("750m")).to_string(), "1");
+        assert_eq!(q("2").minus(q("1")).to_string(), "1");
         assert!(q("1Gi") > q("1G"));
         assert_eq!(q("1k"), q("1000"));
     }

@@ -149,7 +149,7 @@ pub fn resource_list(v: &Value) -> ResourceList {
 fn add_into(acc: &mut ResourceList, more: &ResourceList) {
     for (k, v) in more {
         let cur = acc.get(k).copied().unwrap_or(Quantity::ZERO);
-        acc.insert(k.clone(), cur.add(*v));
+        acc.insert(k.clone(), cur.plus(*v));
     }
 }
 
@@ -236,9 +236,9 @@ fn compute_usage(requests: &ResourceList, limits: &ResourceList, out: &mut Resou
         }
     }
     for (name, q) in requests {
-        if name.starts_with("hugepages-") {
-            out.insert(format!("requests.{name}"), *q);
-        } else if name.contains('/') && !name.contains("kubernetes.io/") {
+        if name.starts_with("hugepages-")
+            || (name.contains('/') && !name.contains("kubernetes.io/"))
+        {
             out.insert(format!("requests.{name}"), *q);
         }
     }
