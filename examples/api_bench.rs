@@ -2,9 +2,11 @@
 //! lists them, measures watch delivery latency, and times the controllers: a cascading
 //! delete of an owner with OBJECTS dependents (garbage collector) and the deletion of a
 //! namespace holding OBJECTS objects (namespace controller), against a running skiff server.
-//! Prints `name value unit` lines.
+//! Prints `name value unit` lines. The `quota` phase measures the same creates in a
+//! namespace holding a ResourceQuota on `count/configmaps` (ResourceQuota admission charges
+//! each create to the quota).
 //!
-//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS] [api|controllers]
+//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS] [api|controllers|quota]
 
 mod common;
 
@@ -84,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
     match phase {
         "api" => api(&admin, &kubeconfig, objects, clients).await,
         "controllers" => controllers(&admin, &kubeconfig, objects, clients).await,
-        other => anyhow::bail!("unknown phase {other:?}: api or controllers"),
+        "quota" => quota(&admin, &kubeconfig, objects, clients).await,
+        other => anyhow::bail!("unknown phase {other:?}: api, controllers or quota"),
     }
 }
 
@@ -192,6 +195,71 @@ async fn api(
     wlat.sort_by(|a, b| a.total_cmp(b));
     println!("api_watch_p50_ms {:.2} ms", percentile(&wlat, 0.50));
     println!("api_watch_p99_ms {:.2} ms", percentile(&wlat, 0.99));
+    Ok(())
+}
+
+/// Creates in a namespace with a ResourceQuota on `count/configmaps` (never exceeded).
+async fn quota(
+    admin: &Client,
+    kubeconfig: &str,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    ensure_namespace(admin, "bench-quota").await?;
+    let api: Api<ResourceQuota> = Api::namespaced(admin.clone(), "bench-quota");
+    let q: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "configmaps"},
+        "spec": {"hard": {"count/configmaps": (objects * 2).to_string()}},
+    }))?;
+    api.create(&PostParams::default(), &q).await?;
+    // The quota controller fills in the status; until then the quota refuses creates.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = api.get("configmaps").await?;
+        if q.status
+            .and_then(|s| s.used)
+            .is_some_and(|u| u.contains_key("count/configmaps"))
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the quota's status was never set"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cs = client_pool(kubeconfig, clients).await?;
+    let (lat, elapsed) = create_many(cs, "bench-quota", objects, |i| {
+        configmap(format!("cm-{i:06}"))
+    })
+    .await?;
+    println!(
+        "api_create_quota_per_s {:.0} creates/s",
+        objects as f64 / elapsed
+    );
+    println!("api_create_quota_p50_ms {:.2} ms", percentile(&lat, 0.50));
+    println!("api_create_quota_p99_ms {:.2} ms", percentile(&lat, 0.99));
+    let used = api
+        .get("configmaps")
+        .await?
+        .status
+        .and_then(|s| s.used)
+        .unwrap_or_default();
+    let counted = used
+        .get("count/configmaps")
+        .map(|q| q.0.clone())
+        .unwrap_or_default();
+    // Canonical quantities print 10000 as `10k`.
+    let expected = if objects.is_multiple_of(1000) {
+        format!("{}k", objects / 1000)
+    } else {
+        objects.to_string()
+    };
+    anyhow::ensure!(
+        counted == expected,
+        "quota counted {counted} of {objects} creates"
+    );
     Ok(())
 }
 

@@ -47,6 +47,8 @@ bench_api() {
     echo "server_loaded_rss_mb $(rss_mb $pid) MB"
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 controllers
     echo "server_after_controllers_rss_mb $(rss_mb $pid) MB"
+    # Creates charged to a ResourceQuota (count/configmaps) in their namespace.
+    target/release/examples/api_bench "$dir/kubeconfig" 10000 8 quota
     # The same creates through the in-process client (its own store in a temp dir).
     mkdir -p "$dir/inproc"
     target/release/examples/inproc_bench "$dir/inproc" 10000 8

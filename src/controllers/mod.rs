@@ -22,6 +22,7 @@ mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
 mod queue;
+pub mod resource_quota;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -166,9 +167,11 @@ pub struct ControllerManager {
     pub namespace: Arc<Stats>,
     pub garbage_collector: Arc<Stats>,
     pub crd_cleanup: Arc<Stats>,
+    pub resource_quota: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
+    quota_ctl: resource_quota::ResourceQuotaController,
 }
 
 impl ControllerManager {
@@ -176,13 +179,16 @@ impl ControllerManager {
         let namespace_ctl = namespace::NamespaceController::new(ctx.clone());
         let gc = garbage_collector::GarbageCollector::new(ctx.clone());
         let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
+        let quota_ctl = resource_quota::ResourceQuotaController::new(ctx.clone());
         ControllerManager {
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
             crd_cleanup: crd_ctl.stats(),
+            resource_quota: quota_ctl.stats(),
             namespace_ctl,
             gc,
             crd_ctl,
+            quota_ctl,
         }
     }
 
@@ -193,6 +199,7 @@ impl ControllerManager {
         set.spawn(self.namespace_ctl.run(stop.clone()));
         set.spawn(self.gc.run(stop.clone()));
         set.spawn(self.crd_ctl.run(stop.clone()));
+        set.spawn(self.quota_ctl.run(stop.clone()));
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

@@ -101,6 +101,23 @@ impl<'a> Attributes<'a> {
         std::mem::take(&mut *self.warnings.lock())
     }
 
+    /// Upstream's `admission.NewForbidden(a, err)`: 403 `pods "x" is forbidden: <why>`, with
+    /// the resource and name in the Status details.
+    pub fn forbidden(&self, why: &str) -> ApiError {
+        let mut details = serde_json::json!({"name": self.name, "kind": self.rt.plural});
+        if !self.rt.group.is_empty() {
+            details["group"] = serde_json::json!(self.rt.group);
+        }
+        ApiError {
+            details: Some(details),
+            ..ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {why}",
+                self.rt.qualified_plural(),
+                self.name
+            ))
+        }
+    }
+
     /// `group/resource` of the request (`apps/deployments`, `/pods` for core).
     pub fn is(&self, group: &str, resource: &str) -> bool {
         self.rt.group == group && self.rt.plural == resource
@@ -154,7 +171,10 @@ impl Chain {
     /// The chain `skiff server` runs, in upstream's order.
     pub fn standard() -> Chain {
         Chain {
-            plugins: Vec::new(),
+            plugins: vec![
+                Box::new(pod_security::PodSecurity),
+                Box::new(resource_quota::ResourceQuota::default()),
+            ],
         }
     }
 
@@ -197,5 +217,7 @@ impl Chain {
     }
 }
 
+pub mod pod_security;
+pub mod resource_quota;
 #[cfg(test)]
 mod tests;
