@@ -97,10 +97,11 @@ pub async fn watch(
         timeout,
         slot,
     ));
-    let ct = if output == Output::Table {
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-    } else {
-        "application/json"
+    let ct = match output {
+        Output::Table => "application/json;as=Table;v=v1;g=meta.k8s.io",
+        // Upstream names the stream framing of every non-JSON type.
+        Output::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+        Output::Json | Output::PartialMetadata => "application/json",
     };
     Ok(response::stream(ct, rx))
 }
@@ -167,7 +168,7 @@ impl WatchStream {
                     None => return,
                     Some(Err(e)) => {
                         let err: ApiError = e.into();
-                        let line = event_line("ERROR", &err.to_status());
+                        let line = event_line(self.output, "ERROR", &err.to_status());
                         let _ = self.tx.send(line).await;
                         return;
                     }
@@ -213,7 +214,7 @@ impl WatchStream {
 
     async fn send(&mut self, kind: &str, obj: Value) -> Result<(), ()> {
         let payload = match self.output {
-            Output::Json => obj,
+            Output::Json | Output::Protobuf => obj,
             Output::PartialMetadata => table::partial_object_metadata(&obj),
             Output::Table => {
                 let rv = obj["metadata"]["resourceVersion"]
@@ -236,7 +237,7 @@ impl WatchStream {
             }
         };
         self.tx
-            .send(event_line(kind, &payload))
+            .send(event_line(self.output, kind, &payload))
             .await
             .map_err(|_| ())
     }
@@ -247,13 +248,29 @@ impl WatchStream {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         event_line(
+            self.output,
             "BOOKMARK",
             &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}),
         )
     }
 }
 
-fn event_line(kind: &str, obj: &Value) -> Bytes {
+/// One event: a JSON line, or a length-prefixed protobuf `WatchEvent` frame. Objects
+/// without a protobuf form never reach a protobuf stream (negotiation refuses them), so an
+/// encoding failure is a server bug, reported as an ERROR event the client can decode.
+fn event_line(output: Output, kind: &str, obj: &Value) -> Bytes {
+    if output == Output::Protobuf {
+        let mut frame = Vec::with_capacity(512);
+        if let Err(e) = crate::api::protobuf::encode_watch_frame(kind, obj, &mut frame) {
+            frame.clear();
+            let status = ApiError::internal(e.to_string()).to_status();
+            if let Err(e) = crate::api::protobuf::encode_watch_frame("ERROR", &status, &mut frame) {
+                tracing::error!("watch ERROR event not encodable: {e}");
+                frame.clear();
+            }
+        }
+        return Bytes::from(frame);
+    }
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)

@@ -11,6 +11,7 @@ use super::super::request::{Output, Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
 use super::super::ApiState;
+use crate::api::protobuf::ListWriter;
 use crate::api::registry::ResourceType;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::table::{self, Printer};
@@ -69,6 +70,7 @@ pub async fn get(
             "application/json",
             served_bytes(needs_version_rewrite(state, rt), rt, &rec)?,
         )),
+        Output::Protobuf => Ok(response::object(200, output, &served_value(rt, &rec)?)),
         Output::Table => {
             let obj = served_value(rt, &rec)?;
             let rv = rec.mod_revision.to_string();
@@ -255,7 +257,32 @@ pub async fn list(
         }
     }
     let rv_str = list_rev.to_string();
+    let list_meta = || {
+        let mut meta = json!({"resourceVersion": rv_str});
+        if let Some(c) = &continue_token {
+            meta["continue"] = json!(c);
+            meta["remainingItemCount"] = json!(remaining);
+        }
+        meta
+    };
     match output {
+        Output::Protobuf => {
+            let capacity = records.iter().map(|r| r.value.len()).sum::<usize>();
+            let mut w = ListWriter::new(&rt.api_version(), &rt.kind, &list_meta(), capacity)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut parsed = parsed.into_iter();
+            for r in &records {
+                let v = match parsed.next().flatten() {
+                    Some(mut v) => {
+                        v["apiVersion"] = json!(rt.api_version());
+                        v
+                    }
+                    None => served_value(rt, r)?,
+                };
+                w.push(&v).map_err(|e| ApiError::internal(e.to_string()))?;
+            }
+            Ok(response::bytes(200, response::PROTOBUF, w.finish()))
+        }
         Output::Json => {
             let rewrite = needs_version_rewrite(state, rt);
             let mut buf = BytesMut::with_capacity(
@@ -270,11 +297,7 @@ pub async fn list(
                 }
                 buf.put_slice(&served_bytes(rewrite, rt, r)?);
             }
-            let mut meta = json!({"resourceVersion": rv_str});
-            if let Some(c) = &continue_token {
-                meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(remaining);
-            }
+            let meta = list_meta();
             buf.put_slice(
                 format!("],\"kind\":\"{}List\",\"metadata\":{}}}", rt.kind, meta).as_bytes(),
             );
