@@ -292,6 +292,25 @@ fn custom_resources_are_json_only() {
         status.message.as_deref(),
         Some("object *unstructured.Unstructured does not implement the protobuf marshalling interface and cannot be encoded to a protobuf message")
     );
+    // client-go's metadata client gets PartialObjectMetadataList in protobuf, custom
+    // resources included.
+    let reply = server
+        .request("GET", "/apis/example.com/v1/namespaces/default/widgets")
+        .header("Accept", "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json")
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (api_version, kind, raw) = envelope(&reply.body);
+    assert_eq!(
+        (api_version.as_str(), kind.as_str()),
+        ("meta.k8s.io/v1", "PartialObjectMetadataList")
+    );
+    let list = meta::PartialObjectMetadataList::decode(raw.as_slice()).expect("list decodes");
+    let names: Vec<_> = list
+        .items
+        .into_iter()
+        .filter_map(|i| i.metadata.and_then(|m| m.name))
+        .collect();
+    assert_eq!(names, ["w1"]);
     // The CRD itself is a built-in kind and has a protobuf form.
     let reply = server
         .request(
@@ -372,7 +391,13 @@ fn kubectl_create_reads_protobuf_answers() {
     assert_eq!(out["metadata"]["namespace"], "ns1");
     // The answers above were protobuf: kubectl logs the response headers at -v=8.
     let run = server
-        .kubectl(&["create", "configmap", "logged", "--from-literal=a=1", "-v=8"])
+        .kubectl(&[
+            "create",
+            "configmap",
+            "logged",
+            "--from-literal=a=1",
+            "-v=8",
+        ])
         .ok();
     assert!(
         run.stderr

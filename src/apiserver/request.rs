@@ -180,6 +180,9 @@ pub enum Output {
     Table,
     /// `as=PartialObjectMetadata` / `PartialObjectMetadataList`.
     PartialMetadata,
+    /// The same in protobuf (client-go's metadata informers ask for it first); every
+    /// resource has it, custom ones included.
+    PartialMetadataProtobuf,
 }
 
 const PROTOBUF: &str = crate::api::protobuf::CONTENT_TYPE;
@@ -265,6 +268,9 @@ impl Output {
                 ) if meta => return Ok(Output::PartialMetadata),
                 ("application/json" | "application/yaml" | "*/*" | "application/*" | "", None)
                 | ("*/*" | "application/*", _) => return Ok(Output::Json),
+                (PROTOBUF, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) if meta => {
+                    return Ok(Output::PartialMetadataProtobuf)
+                }
                 (PROTOBUF, None) if protobuf => return Ok(Output::Protobuf),
                 (PROTOBUF, None) => wanted_protobuf = true,
                 // Table has no protobuf form upstream; other conversions are not served.
@@ -291,8 +297,10 @@ impl Output {
     /// lack: asking them for a Table is 406 before the body is read.
     pub fn negotiate_for(accept: Option<&str>, rr: &ResourceRequest) -> Result<Output, ApiError> {
         let rt = &rr.rt;
-        let protobuf =
-            rt.custom.is_none() && crate::api::protobuf::supports(&rt.api_version(), &rt.kind);
+        // Only looked up when asked for, keeping the JSON path free of it.
+        let protobuf = accept.is_some_and(|a| a.contains("protobuf"))
+            && rt.custom.is_none()
+            && crate::api::protobuf::supports(&rt.api_version(), &rt.kind);
         let list = matches!(rr.verb, Verb::List | Verb::Watch | Verb::DeleteCollection);
         let output = Output::negotiate_with(accept, protobuf, list)?;
         if output == Output::Table && !rt.has_verb("get") {
@@ -514,6 +522,11 @@ mod tests {
             Ok(Output::Json)
         );
         assert_eq!(n("text/html"), Err(NOT_ACCEPTABLE.to_owned()));
+        // client-go's metadata client.
+        assert_eq!(
+            n("application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"),
+            Ok(Output::PartialMetadataProtobuf)
+        );
     }
 
     #[test]

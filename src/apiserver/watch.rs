@@ -100,7 +100,9 @@ pub async fn watch(
     let ct = match output {
         Output::Table => "application/json;as=Table;v=v1;g=meta.k8s.io",
         // Upstream names the stream framing of every non-JSON type.
-        Output::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+        Output::Protobuf | Output::PartialMetadataProtobuf => {
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        }
         Output::Json | Output::PartialMetadata => "application/json",
     };
     Ok(response::stream(ct, rx))
@@ -215,7 +217,9 @@ impl WatchStream {
     async fn send(&mut self, kind: &str, obj: Value) -> Result<(), ()> {
         let payload = match self.output {
             Output::Json | Output::Protobuf => obj,
-            Output::PartialMetadata => table::partial_object_metadata(&obj),
+            Output::PartialMetadata | Output::PartialMetadataProtobuf => {
+                table::partial_object_metadata(&obj)
+            }
             Output::Table => {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
@@ -247,10 +251,18 @@ impl WatchStream {
         if initial_events_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
+        // Bookmarks are transformed like every other event's object.
+        let (kind, api_version) = match self.output {
+            Output::PartialMetadata | Output::PartialMetadataProtobuf => (
+                "PartialObjectMetadata".to_owned(),
+                "meta.k8s.io/v1".to_owned(),
+            ),
+            _ => (self.rt.kind.clone(), self.rt.api_version()),
+        };
         event_line(
             self.output,
             "BOOKMARK",
-            &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}),
+            &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
         )
     }
 }
@@ -259,7 +271,7 @@ impl WatchStream {
 /// without a protobuf form never reach a protobuf stream (negotiation refuses them), so an
 /// encoding failure is a server bug, reported as an ERROR event the client can decode.
 fn event_line(output: Output, kind: &str, obj: &Value) -> Bytes {
-    if output == Output::Protobuf {
+    if matches!(output, Output::Protobuf | Output::PartialMetadataProtobuf) {
         let mut frame = Vec::with_capacity(512);
         if let Err(e) = crate::api::protobuf::encode_watch_frame(kind, obj, &mut frame) {
             frame.clear();

@@ -46,10 +46,28 @@ pub enum EncodeError {
     TooDeep,
 }
 
+/// What one object of a kind is encoded as: a message of the table, or
+/// `meta.k8s.io/v1 PartialObjectMetadata` ({1: ObjectMeta}), which is not a stored kind.
+#[derive(Clone, Copy)]
+enum Shape {
+    Kind(u16),
+    Partial,
+}
+
+const META_V1: &str = "meta.k8s.io/v1";
+const PARTIAL: &str = "PartialObjectMetadata";
+
+fn shape(api_version: &str, kind: &str) -> Option<Shape> {
+    if api_version == META_V1 && kind == PARTIAL {
+        return Some(Shape::Partial);
+    }
+    kind_message(api_version, kind).map(Shape::Kind)
+}
+
 /// Whether objects of `api_version`/`kind` have a protobuf form (built-in kinds do; custom
 /// resources and kinds the table lacks do not).
 pub fn supports(api_version: &str, kind: &str) -> bool {
-    kind_message(api_version, kind).is_some()
+    shape(api_version, kind).is_some()
 }
 
 /// Whether `kind` (`ConfigMapList`) is the list of a kind with a protobuf form.
@@ -70,12 +88,12 @@ pub fn encode_object(obj: &Value) -> Result<Vec<u8>, EncodeError> {
 pub fn encode_object_into(obj: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let (api_version, kind) = type_meta(obj)?;
     let mut body = Envelope::new();
-    if let Some(index) = kind_message(api_version, kind) {
-        body.object(index, obj)?;
+    if let Some(shape) = shape(api_version, kind) {
+        body.object(shape, obj)?;
     } else {
         let item = kind
             .strip_suffix("List")
-            .and_then(|item| kind_message(api_version, item))
+            .and_then(|item| shape(api_version, item))
             .ok_or_else(|| unknown(api_version, kind))?;
         body.list_meta(obj.get("metadata").unwrap_or(&Value::Null))?;
         if let Some(Value::Array(items)) = obj.get("items") {
@@ -109,7 +127,7 @@ fn unknown(api_version: &str, kind: &str) -> EncodeError {
 /// caller never holds all items parsed at once.
 pub struct ListWriter {
     body: Envelope,
-    item: u16,
+    item: Shape,
     api_version: String,
     kind: String,
 }
@@ -123,8 +141,7 @@ impl ListWriter {
         metadata: &Value,
         capacity: usize,
     ) -> Result<ListWriter, EncodeError> {
-        let item =
-            kind_message(api_version, item_kind).ok_or_else(|| unknown(api_version, item_kind))?;
+        let item = shape(api_version, item_kind).ok_or_else(|| unknown(api_version, item_kind))?;
         let mut body = Envelope::with_capacity(capacity);
         body.list_meta(metadata)?;
         Ok(ListWriter {
@@ -188,8 +205,8 @@ impl Envelope {
         Envelope { buf }
     }
 
-    fn object(&mut self, index: u16, obj: &Value) -> Result<(), EncodeError> {
-        message(&mut self.buf, index, obj, 0)
+    fn object(&mut self, shape: Shape, obj: &Value) -> Result<(), EncodeError> {
+        write_shape(&mut self.buf, shape, obj, 0)
     }
 
     fn list_meta(&mut self, meta: &Value) -> Result<(), EncodeError> {
@@ -200,10 +217,10 @@ impl Envelope {
         Ok(())
     }
 
-    fn list_item(&mut self, index: u16, obj: &Value) -> Result<(), EncodeError> {
+    fn list_item(&mut self, shape: Shape, obj: &Value) -> Result<(), EncodeError> {
         put_key(&mut self.buf, 2, LEN);
         let at = begin(&mut self.buf);
-        message(&mut self.buf, index, obj, 1)?;
+        write_shape(&mut self.buf, shape, obj, 1)?;
         end(&mut self.buf, at);
         Ok(())
     }
@@ -237,6 +254,36 @@ impl Envelope {
             bytes::Bytes::from(head)
         }
     }
+}
+
+fn write_shape(
+    out: &mut Vec<u8>,
+    shape: Shape,
+    obj: &Value,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    match shape {
+        Shape::Kind(index) => message(out, index, obj, depth),
+        Shape::Partial => {
+            let meta = obj.get("metadata").unwrap_or(&Value::Null);
+            nested(out, 1, object_meta_message(), meta, depth)
+        }
+    }
+}
+
+fn object_meta_message() -> u16 {
+    static OBJECT_META: OnceLock<u16> = OnceLock::new();
+    *OBJECT_META.get_or_init(|| {
+        kind_message("v1", "ConfigMap")
+            .and_then(|c| {
+                Message::get(c)
+                    .fields()
+                    .iter()
+                    .find(|f| f.name() == "metadata")
+            })
+            .map(|f| f.msg)
+            .unwrap_or_default()
+    })
 }
 
 fn list_meta_message() -> u16 {

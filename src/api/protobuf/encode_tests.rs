@@ -417,3 +417,43 @@ fn objects_without_a_protobuf_form_are_refused() {
         Err(EncodeError::Invalid { .. })
     ));
 }
+
+#[test]
+fn partial_object_metadata_carries_only_object_meta() {
+    let partial = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": "p", "labels": {"a": "b"}, "resourceVersion": "9"}});
+    let bytes = encode_object(&partial).expect("encodes");
+    let env = unknown(&bytes);
+    let tm = env.type_meta.expect("typeMeta");
+    assert_eq!(tm.kind.as_deref(), Some("PartialObjectMetadata"));
+    let raw = env.raw.expect("raw");
+    let typed =
+        k8s_pb::apimachinery::pkg::apis::meta::v1::PartialObjectMetadata::decode(raw.as_slice())
+            .expect("decodes");
+    let meta = typed.metadata.expect("metadata");
+    assert_eq!(meta.name.as_deref(), Some("p"));
+    assert_eq!(meta.labels["a"], "b");
+
+    let mut w = ListWriter::new(
+        "meta.k8s.io/v1",
+        "PartialObjectMetadata",
+        &json!({"resourceVersion": "9"}),
+        0,
+    )
+    .expect("partial lists are supported");
+    w.push(&partial).expect("item");
+    let env = unknown(&w.finish());
+    assert_eq!(
+        env.type_meta.and_then(|t| t.kind).as_deref(),
+        Some("PartialObjectMetadataList")
+    );
+    let list = k8s_pb::apimachinery::pkg::apis::meta::v1::PartialObjectMetadataList::decode(
+        env.raw.expect("raw").as_slice(),
+    )
+    .expect("decodes");
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(
+        list.metadata.and_then(|m| m.resource_version).as_deref(),
+        Some("9")
+    );
+}

@@ -71,6 +71,10 @@ pub async fn get(
             served_bytes(needs_version_rewrite(state, rt), rt, &rec)?,
         )),
         Output::Protobuf => Ok(response::object(200, output, &served_value(rt, &rec)?)),
+        Output::PartialMetadataProtobuf => {
+            let partial = table::partial_object_metadata(&served_value(rt, &rec)?);
+            Ok(response::object(200, Output::Protobuf, &partial))
+        }
         Output::Table => {
             let obj = served_value(rt, &rec)?;
             let rv = rec.mod_revision.to_string();
@@ -266,9 +270,15 @@ pub async fn list(
         meta
     };
     match output {
-        Output::Protobuf => {
+        Output::Protobuf | Output::PartialMetadataProtobuf => {
+            let partial = output == Output::PartialMetadataProtobuf;
             let capacity = records.iter().map(|r| r.value.len()).sum::<usize>();
-            let mut w = ListWriter::new(&rt.api_version(), &rt.kind, &list_meta(), capacity)
+            let (api_version, kind) = if partial {
+                ("meta.k8s.io/v1".to_owned(), "PartialObjectMetadata")
+            } else {
+                (rt.api_version(), rt.kind.as_str())
+            };
+            let mut w = ListWriter::new(&api_version, kind, &list_meta(), capacity)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let mut parsed = parsed.into_iter();
             for r in &records {
@@ -279,6 +289,7 @@ pub async fn list(
                     }
                     None => served_value(rt, r)?,
                 };
+                // PartialObjectMetadata is {1: metadata}: the object's own metadata encodes as it.
                 w.push(&v).map_err(|e| ApiError::internal(e.to_string()))?;
             }
             Ok(response::bytes(200, response::PROTOBUF, w.finish()))
