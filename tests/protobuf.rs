@@ -409,3 +409,51 @@ fn kubectl_create_reads_protobuf_answers() {
     let run = server.kubectl(&["get", "configmap", "cfg"]).fails();
     assert!(run.stderr.contains("configmaps \"cfg\" not found"), "{run}");
 }
+
+#[test]
+fn a_watch_from_a_compacted_revision_gets_a_protobuf_410_status() {
+    let server = TestServer::start_with(&[
+        "--store-compaction-interval",
+        "1",
+        "--store-compaction-keep",
+        "5",
+    ]);
+    create_configmap(&server, "old");
+    let reply = server.request("GET", &format!("{CONFIGMAPS}/old")).send();
+    let old_rv = reply.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    for i in 0..20 {
+        create_configmap(&server, &format!("filler-{i}"));
+    }
+    // Compaction runs every second; the error comes as an ERROR event (or, once the
+    // revision is known gone up front, as the reply itself), a protobuf Status either way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        let reply = server
+            .request(
+                "GET",
+                &format!("{CONFIGMAPS}?watch=true&resourceVersion={old_rv}&timeoutSeconds=1"),
+            )
+            .header("Accept", CLIENT_GO)
+            .send();
+        let status_bytes = if reply.status == 200 {
+            frames(&reply.body)
+                .into_iter()
+                .find(|e| e.r#type.as_deref() == Some("ERROR"))
+                .and_then(|e| e.object.and_then(|o| o.raw))
+        } else {
+            Some(reply.body.clone())
+        };
+        if let Some(bytes) = status_bytes {
+            let (_, kind, raw) = envelope(&bytes);
+            assert_eq!(kind, "Status");
+            break meta::Status::decode(raw.as_slice()).expect("Status decodes");
+        }
+        assert!(std::time::Instant::now() < deadline, "no 410 for {old_rv}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status.code, Some(410), "{status:?}");
+    assert_eq!(status.reason.as_deref(), Some("Expired"), "{status:?}");
+}
