@@ -152,7 +152,7 @@ fn sample(index: u16, budget: usize, seed: &mut u32) -> Value {
         Special::Quantity => json!("1500m"),
         Special::IntOrString => {
             *seed += 1;
-            if *seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 json!(8080)
             } else {
                 json!("http")
