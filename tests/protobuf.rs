@@ -404,6 +404,16 @@ fn kubectl_create_reads_protobuf_answers() {
             .contains("Content-Type: application/vnd.kubernetes.protobuf"),
         "{run}"
     );
+    // A review through a typed client, answered in protobuf.
+    let run = server
+        .kubectl(&["auth", "can-i", "create", "configmaps", "-v=8"])
+        .ok();
+    assert_eq!(run.stdout.trim(), "yes", "{run}");
+    assert!(
+        run.stderr
+            .contains("Content-Type: application/vnd.kubernetes.protobuf"),
+        "{run}"
+    );
     // Reads and deletes through typed clients too.
     server.kubectl_ok(&["delete", "configmap", "cfg"]);
     let run = server.kubectl(&["get", "configmap", "cfg"]).fails();

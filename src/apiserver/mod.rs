@@ -362,7 +362,13 @@ async fn dispatch(
             }
             let output = Output::negotiate_for(accept.as_deref(), &rr)?;
             if self_review {
-                return handlers::review::self_subject_access_review(state, &rr, &user, req).await;
+                let resp =
+                    handlers::review::self_subject_access_review(state, &rr, &user, req).await?;
+                return Ok(if output == Output::Protobuf {
+                    response::to_protobuf(resp).await
+                } else {
+                    resp
+                });
             }
             let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client).await

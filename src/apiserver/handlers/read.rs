@@ -282,14 +282,13 @@ pub async fn list(
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let mut parsed = parsed.into_iter();
             for r in &records {
+                // Items carry no type meta in protobuf, and only custom resources have
+                // schema defaults (they reach here only as PartialObjectMetadata, whose
+                // metadata defaults do not touch): the stored object is what is encoded.
                 let v = match parsed.next().flatten() {
-                    Some(mut v) => {
-                        v["apiVersion"] = json!(rt.api_version());
-                        v
-                    }
-                    None => served_value(rt, r)?,
+                    Some(v) => v,
+                    None => parse_record(r)?,
                 };
-                // PartialObjectMetadata is {1: metadata}: the object's own metadata encodes as it.
                 w.push(&v).map_err(|e| ApiError::internal(e.to_string()))?;
             }
             Ok(response::bytes(200, response::PROTOBUF, w.finish()))
