@@ -298,9 +298,14 @@ where
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // Errors are written in the type the client negotiated, as upstream's ErrorNegotiated.
+    let accept = req.headers().get(http::header::ACCEPT).cloned();
     let resp = match dispatch(&state, &conn, req).await {
         Ok(r) => r,
-        Err(e) => response::error(&e),
+        Err(e) => {
+            let accept = accept.as_ref().and_then(|v| v.to_str().ok());
+            response::error_negotiated(&e, Output::status_in_protobuf(accept))
+        }
     };
     tracing::debug!(
         %method, %path, status = resp.status().as_u16(),
@@ -372,10 +377,17 @@ async fn dispatch(
                     return Err(ApiError::forbidden(msg));
                 }
             }
-            let output = Output::negotiate_for(accept.as_deref(), &rr.rt)?;
+            let output = Output::negotiate_for(accept.as_deref(), &rr)?;
             match rr.rt.strategy.storage {
                 Storage::Stored => {}
-                Storage::Review => return handlers::review::create(state, &rr, &user, req).await,
+                Storage::Review => {
+                    let resp = handlers::review::create(state, &rr, &user, req).await?;
+                    return Ok(if output == Output::Protobuf {
+                        response::to_protobuf(resp).await
+                    } else {
+                        resp
+                    });
+                }
                 Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }
             let client = conn.client_key(&user);

@@ -174,77 +174,145 @@ impl Query {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Json,
+    /// `application/vnd.kubernetes.protobuf`: built-in kinds only.
+    Protobuf,
     /// `as=Table;g=meta.k8s.io;v=v1` (v1beta1 answered as v1, which clients accept).
     Table,
     /// `as=PartialObjectMetadata` / `PartialObjectMetadataList`.
     PartialMetadata,
+    /// The same in protobuf (client-go's metadata informers ask for it first); every
+    /// resource has it, custom ones included.
+    PartialMetadataProtobuf,
+}
+
+const PROTOBUF: &str = crate::api::protobuf::CONTENT_TYPE;
+
+/// Upstream's list for a built-in resource (JSON, YAML, protobuf; CBOR is off in v1.35).
+const NOT_ACCEPTABLE: &str =
+    "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf";
+
+/// One media range of an `Accept` header.
+struct Clause<'a> {
+    media: String,
+    q: f32,
+    as_: Option<&'a str>,
+    g: Option<&'a str>,
+}
+
+/// The media ranges of `accept`, most preferred first: by q-value, then concrete types
+/// before wildcards, then in the order sent (upstream's goautoneg ordering). q=0 is "not
+/// acceptable" and dropped.
+fn clauses(accept: &str) -> Vec<Clause<'_>> {
+    let mut out: Vec<Clause<'_>> = Vec::new();
+    for part in accept.split(',') {
+        let mut params = part.split(';').map(str::trim);
+        let media = params.next().unwrap_or_default().to_ascii_lowercase();
+        let mut c = Clause {
+            media,
+            q: 1.0,
+            as_: None,
+            g: None,
+        };
+        for p in params {
+            if let Some((k, v)) = p.split_once('=') {
+                match k.trim() {
+                    "as" => c.as_ = Some(v.trim()),
+                    "g" => c.g = Some(v.trim()),
+                    "q" => c.q = v.trim().parse().unwrap_or(1.0),
+                    _ => {}
+                }
+            }
+        }
+        if c.q > 0.0 {
+            out.push(c);
+        }
+    }
+    let rank = |c: &Clause<'_>| {
+        let (ty, sub) = c.media.split_once('/').unwrap_or((c.media.as_str(), ""));
+        (
+            std::cmp::Reverse((c.q * 1000.0) as u32),
+            ty == "*",
+            sub == "*",
+        )
+    };
+    out.sort_by_key(rank);
+    out
 }
 
 impl Output {
+    /// Negotiates for a resource whose objects have a protobuf form (built-in kinds).
     pub fn negotiate(accept: Option<&str>) -> Result<Output, ApiError> {
-        let Some(accept) = accept else {
+        Output::negotiate_with(accept, true, false)
+    }
+
+    /// `protobuf`: whether the resource's objects can be encoded in protobuf. Custom
+    /// resources cannot: a protobuf clause is skipped for the next acceptable one (upstream
+    /// fails such requests even when JSON is offered too, kubernetes#86253), and when none
+    /// is left the answer is upstream's 406 for an unstructured object.
+    fn negotiate_with(
+        accept: Option<&str>,
+        protobuf: bool,
+        list: bool,
+    ) -> Result<Output, ApiError> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
             return Ok(Output::Json);
         };
-        let mut saw_any = false;
-        for part in accept.split(',') {
-            let mut params = part.split(';').map(str::trim);
-            let media = params.next().unwrap_or_default().to_ascii_lowercase();
-            let mut as_ = None;
-            let mut g = None;
-            for p in params {
-                if let Some((k, v)) = p.split_once('=') {
-                    match k.trim() {
-                        "as" => as_ = Some(v.trim().to_owned()),
-                        "g" => g = Some(v.trim().to_owned()),
-                        _ => {}
-                    }
-                }
-            }
-            saw_any = true;
-            match (media.as_str(), as_.as_deref(), g.as_deref()) {
-                ("application/json", Some("Table"), Some("meta.k8s.io")) => {
-                    return Ok(Output::Table)
-                }
+        let mut wanted_protobuf = false;
+        for c in clauses(accept) {
+            let meta = c.g == Some("meta.k8s.io");
+            match (c.media.as_str(), c.as_) {
+                ("application/json", Some("Table")) if meta => return Ok(Output::Table),
                 (
                     "application/json",
                     Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
-                    Some("meta.k8s.io"),
-                ) => return Ok(Output::PartialMetadata),
-                ("application/json", None, _)
-                | ("application/yaml", None, _)
-                | ("*/*", _, _)
-                | ("application/*", _, _)
-                | ("", _, _) => return Ok(Output::Json),
-                // Protobuf is accepted on requests only; clients always offer JSON too.
+                ) if meta => return Ok(Output::PartialMetadata),
+                ("application/json" | "application/yaml" | "*/*" | "application/*" | "", None)
+                | ("*/*" | "application/*", _) => return Ok(Output::Json),
+                (PROTOBUF, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) if meta => {
+                    return Ok(Output::PartialMetadataProtobuf)
+                }
+                (PROTOBUF, None) if protobuf => return Ok(Output::Protobuf),
+                (PROTOBUF, None) => wanted_protobuf = true,
+                // Table has no protobuf form upstream; other conversions are not served.
                 _ => {}
             }
         }
-        if saw_any {
-            Err(ApiError::new(
-                406,
-                "NotAcceptable",
-                "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io",
-            ))
-        } else {
-            Ok(Output::Json)
-        }
-    }
-}
-
-impl Output {
-    /// Negotiates the answer for one resource type. Upstream converts to a Table only through
-    /// a resource's table convertor, which create-only resources (reviews, bindings) lack:
-    /// asking them for a Table is 406 before the body is read.
-    pub fn negotiate_for(accept: Option<&str>, rt: &ResourceType) -> Result<Output, ApiError> {
-        let output = Output::negotiate(accept)?;
-        if output == Output::Table && !rt.has_verb("get") {
+        if wanted_protobuf {
+            let ty = if list {
+                "*unstructured.UnstructuredList"
+            } else {
+                "*unstructured.Unstructured"
+            };
             return Err(ApiError::new(
                 406,
                 "NotAcceptable",
-                "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                format!("object {ty} does not implement the protobuf marshalling interface and cannot be encoded to a protobuf message"),
             ));
         }
+        Err(ApiError::new(406, "NotAcceptable", NOT_ACCEPTABLE))
+    }
+
+    /// Negotiates the answer for one resource request. Upstream converts to a Table only
+    /// through a resource's table convertor, which create-only resources (reviews, bindings)
+    /// lack: asking them for a Table is 406 before the body is read.
+    pub fn negotiate_for(accept: Option<&str>, rr: &ResourceRequest) -> Result<Output, ApiError> {
+        let rt = &rr.rt;
+        // Only looked up when asked for, keeping the JSON path free of it.
+        let protobuf = accept.is_some_and(|a| a.contains("protobuf"))
+            && rt.custom.is_none()
+            && crate::api::protobuf::supports(&rt.api_version(), &rt.kind);
+        let list = matches!(rr.verb, Verb::List | Verb::Watch | Verb::DeleteCollection);
+        let output = Output::negotiate_with(accept, protobuf, list)?;
+        if output == Output::Table && !rt.has_verb("get") {
+            return Err(ApiError::new(406, "NotAcceptable", NOT_ACCEPTABLE));
+        }
         Ok(output)
+    }
+
+    /// Whether a Status error for this request is written in protobuf: the client prefers
+    /// protobuf to every other type the server offers (Status always has a protobuf form).
+    pub fn status_in_protobuf(accept: Option<&str>) -> bool {
+        matches!(Output::negotiate(accept), Ok(Output::Protobuf))
     }
 }
 
@@ -424,8 +492,66 @@ mod tests {
         assert_eq!(
             Output::negotiate(Some("application/vnd.kubernetes.protobuf,application/json"))
                 .unwrap(),
+            Output::Protobuf
+        );
+    }
+
+    #[test]
+    fn accept_is_honoured_by_q_value_then_specificity_then_order() {
+        let n = |a: &str| Output::negotiate(Some(a)).map_err(|e| e.message);
+        assert_eq!(
+            n("application/json, application/vnd.kubernetes.protobuf"),
+            Ok(Output::Json)
+        );
+        assert_eq!(
+            n("application/json;q=0.5, application/vnd.kubernetes.protobuf"),
+            Ok(Output::Protobuf)
+        );
+        assert_eq!(
+            n("*/*, application/vnd.kubernetes.protobuf"),
+            Ok(Output::Protobuf)
+        );
+        assert_eq!(
+            n("application/vnd.kubernetes.protobuf;q=0, application/json"),
+            Ok(Output::Json)
+        );
+        assert_eq!(n(""), Ok(Output::Json));
+        // Table has no protobuf form: the next clause answers.
+        assert_eq!(
+            n("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, application/json"),
+            Ok(Output::Json)
+        );
+        assert_eq!(n("text/html"), Err(NOT_ACCEPTABLE.to_owned()));
+        // client-go's metadata client.
+        assert_eq!(
+            n("application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"),
+            Ok(Output::PartialMetadataProtobuf)
+        );
+    }
+
+    #[test]
+    fn custom_resources_fall_back_to_json_or_get_upstreams_406() {
+        let n = |a: &str, list| Output::negotiate_with(Some(a), false, list);
+        assert_eq!(
+            n(
+                "application/vnd.kubernetes.protobuf, application/json",
+                false
+            )
+            .unwrap(),
             Output::Json
         );
+        let e = n("application/vnd.kubernetes.protobuf", true).unwrap_err();
+        assert_eq!((e.code, e.reason), (406, "NotAcceptable"));
+        assert_eq!(
+            e.message,
+            "object *unstructured.UnstructuredList does not implement the protobuf marshalling interface and cannot be encoded to a protobuf message"
+        );
+        assert!(Output::status_in_protobuf(Some(
+            "application/vnd.kubernetes.protobuf"
+        )));
+        assert!(!Output::status_in_protobuf(Some(
+            "application/json, application/vnd.kubernetes.protobuf"
+        )));
     }
 
     #[test]

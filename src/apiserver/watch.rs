@@ -97,10 +97,13 @@ pub async fn watch(
         timeout,
         slot,
     ));
-    let ct = if output == Output::Table {
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-    } else {
-        "application/json"
+    let ct = match output {
+        Output::Table => "application/json;as=Table;v=v1;g=meta.k8s.io",
+        // Upstream names the stream framing of every non-JSON type.
+        Output::Protobuf | Output::PartialMetadataProtobuf => {
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        }
+        Output::Json | Output::PartialMetadata => "application/json",
     };
     Ok(response::stream(ct, rx))
 }
@@ -167,7 +170,7 @@ impl WatchStream {
                     None => return,
                     Some(Err(e)) => {
                         let err: ApiError = e.into();
-                        let line = event_line("ERROR", &err.to_status());
+                        let line = event_line(self.output, "ERROR", &err.to_status());
                         let _ = self.tx.send(line).await;
                         return;
                     }
@@ -213,8 +216,10 @@ impl WatchStream {
 
     async fn send(&mut self, kind: &str, obj: Value) -> Result<(), ()> {
         let payload = match self.output {
-            Output::Json => obj,
-            Output::PartialMetadata => table::partial_object_metadata(&obj),
+            Output::Json | Output::Protobuf => obj,
+            Output::PartialMetadata | Output::PartialMetadataProtobuf => {
+                table::partial_object_metadata(&obj)
+            }
             Output::Table => {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
@@ -236,7 +241,7 @@ impl WatchStream {
             }
         };
         self.tx
-            .send(event_line(kind, &payload))
+            .send(event_line(self.output, kind, &payload))
             .await
             .map_err(|_| ())
     }
@@ -246,14 +251,38 @@ impl WatchStream {
         if initial_events_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
+        // Bookmarks are transformed like every other event's object.
+        let (kind, api_version) = match self.output {
+            Output::PartialMetadata | Output::PartialMetadataProtobuf => (
+                "PartialObjectMetadata".to_owned(),
+                "meta.k8s.io/v1".to_owned(),
+            ),
+            _ => (self.rt.kind.clone(), self.rt.api_version()),
+        };
         event_line(
+            self.output,
             "BOOKMARK",
-            &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}),
+            &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
         )
     }
 }
 
-fn event_line(kind: &str, obj: &Value) -> Bytes {
+/// One event: a JSON line, or a length-prefixed protobuf `WatchEvent` frame. Objects
+/// without a protobuf form never reach a protobuf stream (negotiation refuses them), so an
+/// encoding failure is a server bug, reported as an ERROR event the client can decode.
+fn event_line(output: Output, kind: &str, obj: &Value) -> Bytes {
+    if matches!(output, Output::Protobuf | Output::PartialMetadataProtobuf) {
+        let mut frame = Vec::with_capacity(512);
+        if let Err(e) = crate::api::protobuf::encode_watch_frame(kind, obj, &mut frame) {
+            frame.clear();
+            let status = ApiError::internal(e.to_string()).to_status();
+            if let Err(e) = crate::api::protobuf::encode_watch_frame("ERROR", &status, &mut frame) {
+                tracing::error!("watch ERROR event not encodable: {e}");
+                frame.clear();
+            }
+        }
+        return Bytes::from(frame);
+    }
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)

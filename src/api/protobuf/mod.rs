@@ -1,7 +1,8 @@
-//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) to JSON.
+//! Kubernetes protobuf (`application/vnd.kubernetes.protobuf`): request bodies to JSON
+//! (`decode`) and built-in objects, lists, Status and watch frames from JSON (`encode`).
 //!
 //! client-go typed clients (every `kubectl create <generator>`, helm's release Secrets and
-//! its DeleteOptions) send protobuf. The body is the magic `k8s\0` followed by a
+//! its DeleteOptions) send protobuf and ask for it first in `Accept`. The body is the magic `k8s\0` followed by a
 //! `runtime.Unknown` {1: typeMeta {1: apiVersion, 2: kind}, 2: raw, 3: contentEncoding,
 //! 4: contentType} whose `raw` is the message of that kind.
 //!
@@ -13,12 +14,15 @@
 //! Not reproduced: Go canonicalises quantities (`1000m` → `1`); they pass through as sent.
 
 mod decode;
+mod encode;
 pub mod known;
 mod schema;
 mod table;
 mod wellknown;
 mod wire;
 
+#[cfg(test)]
+mod encode_tests;
 #[cfg(test)]
 mod roundtrip_kinds_tests;
 #[cfg(test)]
@@ -31,6 +35,11 @@ mod tests;
 use serde_json::{Map, Value};
 
 use wire::{Fields, WireError, WireValue};
+
+pub use encode::{
+    encode_object, encode_object_into, encode_watch_frame, supports, supports_list, EncodeError,
+    ListWriter,
+};
 
 /// The media type client-go uses for protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";

@@ -83,7 +83,8 @@ pub fn serve(
             );
             response::json_typed(200, TABLE_CT, &t)
         }
-        Output::PartialMetadata => {
+        // Live objects are answered in JSON (clients that ask for protobuf also accept it).
+        Output::PartialMetadata | Output::PartialMetadataProtobuf => {
             let metas: Vec<Value> = items.iter().map(table::partial_object_metadata).collect();
             if single {
                 response::json_typed(
@@ -100,8 +101,8 @@ pub fn serve(
                 )
             }
         }
-        Output::Json if single => response::json(200, &items[0]),
-        Output::Json => response::json(
+        Output::Json | Output::Protobuf if single => response::json(200, &items[0]),
+        Output::Json | Output::Protobuf => response::json(
             200,
             &json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items}),
         ),

@@ -42,13 +42,19 @@ pub async fn resource(
         .field_manager
         .clone()
         .unwrap_or_else(|| default_manager(&req));
+    // Reads encode protobuf themselves (straight from the stored objects); every other
+    // handler answers one JSON object, re-encoded here when protobuf was negotiated.
     match (rr.verb, rr.subresource) {
-        (Verb::Watch, None) => super::watch::watch(state, &rr, &query, output, client).await,
-        (Verb::List, None) => read::list(state, &rr, &query, output).await,
-        (Verb::Get, None) => read::get(state, &rr, output).await,
-        (Verb::Get, Some(Subresource::Status | Subresource::Approval)) => {
-            read::get(state, &rr, output).await
+        (Verb::Watch, None) => {
+            return super::watch::watch(state, &rr, &query, output, client).await
         }
+        (Verb::List, None) => return read::list(state, &rr, &query, output).await,
+        (Verb::Get, None | Some(Subresource::Status | Subresource::Approval)) => {
+            return read::get(state, &rr, output).await
+        }
+        _ => {}
+    }
+    let resp = match (rr.verb, rr.subresource) {
         (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
             subresources::write_scale(state, &rr, &query, req, user).await
@@ -68,5 +74,10 @@ pub async fn resource(
             delete::delete_collection(state, &rr, &query, req, user).await
         }
         _ => Err(ApiError::method_not_allowed()),
-    }
+    }?;
+    Ok(if output == Output::Protobuf {
+        super::response::to_protobuf(resp).await
+    } else {
+        resp
+    })
 }
