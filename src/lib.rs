@@ -22,6 +22,7 @@
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod controllers;

@@ -523,6 +523,10 @@ static BUILTIN: &[Def] = &[
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE },
     // authorization.k8s.io/v1: reviews are answered, never stored
     Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    // rbac slice (minimal, create-only; the kinds slice registers these too):
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "localsubjectaccessreviews", kind: "LocalSubjectAccessReview", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectrulesreviews", kind: "SelfSubjectRulesReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "subjectaccessreviews", kind: "SubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     // storage, policy, events, apiextensions
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
     Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },

@@ -19,6 +19,8 @@
 //! position. Warnings for the client (`Warning: 299` headers) go through
 //! [`Attributes::warn`].
 
+pub mod rbac_escalation;
+
 use super::auth::UserInfo;
 use super::status::ApiError;
 use super::ApiState;
@@ -154,7 +156,11 @@ impl Chain {
     /// The chain `skiff server` runs, in upstream's order.
     pub fn standard() -> Chain {
         Chain {
-            plugins: Vec::new(),
+            plugins: vec![
+                // Not an admission plugin upstream (its RBAC storage does this check); it
+                // runs after every other validating plugin here.
+                Box::new(rbac_escalation::RbacEscalation),
+            ],
         }
     }
 

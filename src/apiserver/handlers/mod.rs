@@ -3,6 +3,7 @@
 mod delete;
 pub mod read;
 pub mod review;
+pub mod review_authz;
 mod subresources;
 mod write;
 
