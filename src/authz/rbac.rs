@@ -182,7 +182,10 @@ fn rule_covers(owner: &PolicyRule, piece: &PolicyRule) -> bool {
             .any(|o| o == ALL || o == u || o.strip_suffix('*').is_some_and(|p| u.starts_with(p)))
     });
     let owner_names = opt(&owner.resource_names);
-    let names_ok = owner_names.is_empty() || contains(&owner_names, &opt(&piece.resource_names));
+    let piece_names = opt(&piece.resource_names);
+    // A grant limited to names covers only requests limited to those names.
+    let names_ok =
+        owner_names.is_empty() || (!piece_names.is_empty() && contains(&owner_names, &piece_names));
     verbs_ok && groups_ok && resources_ok && urls_ok && names_ok
 }
 

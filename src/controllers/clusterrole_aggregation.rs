@@ -8,7 +8,7 @@
 //! ClusterRole re-checks every aggregated one, and only a difference is written.
 
 use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
-use crate::api::selector::label::LabelSelector;
+use crate::api::selector::LabelSelector;
 use crate::informers::Change;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::api::{Api, PostParams};
@@ -63,7 +63,10 @@ struct Reconcile {
 }
 
 /// The aggregated rules of `target` over `roles`.
-pub fn aggregate(target: &ClusterRole, roles: &[Arc<ClusterRole>]) -> Result<Vec<PolicyRule>, String> {
+pub fn aggregate(
+    target: &ClusterRole,
+    roles: &[Arc<ClusterRole>],
+) -> Result<Vec<PolicyRule>, String> {
     let mut rules: Vec<PolicyRule> = Vec::new();
     let Some(agg) = &target.aggregation_rule else {
         return Ok(target.rules.clone().unwrap_or_default());
@@ -145,8 +148,11 @@ mod tests {
             aggregation_rule: Some(AggregationRule {
                 cluster_role_selectors: Some(vec![Sel {
                     match_labels: Some(
-                        [("rbac.authorization.k8s.io/aggregate-to-view".to_owned(), "true".to_owned())]
-                            .into(),
+                        [(
+                            "rbac.authorization.k8s.io/aggregate-to-view".to_owned(),
+                            "true".to_owned(),
+                        )]
+                        .into(),
                     ),
                     ..Sel::default()
                 }]),
@@ -154,13 +160,29 @@ mod tests {
             rules: None,
         };
         let roles = vec![
-            role("b-widgets", Some("rbac.authorization.k8s.io/aggregate-to-view"), "list"),
-            role("a-widgets", Some("rbac.authorization.k8s.io/aggregate-to-view"), "get"),
+            role(
+                "b-widgets",
+                Some("rbac.authorization.k8s.io/aggregate-to-view"),
+                "list",
+            ),
+            role(
+                "a-widgets",
+                Some("rbac.authorization.k8s.io/aggregate-to-view"),
+                "get",
+            ),
             role("unlabelled", None, "delete"),
-            role("dup", Some("rbac.authorization.k8s.io/aggregate-to-view"), "get"),
+            role(
+                "dup",
+                Some("rbac.authorization.k8s.io/aggregate-to-view"),
+                "get",
+            ),
         ];
         let rules = aggregate(&view, &roles).unwrap();
         let verbs: Vec<&str> = rules.iter().map(|r| r.verbs[0].as_str()).collect();
-        assert_eq!(verbs, vec!["get", "list"], "sorted by role name, each rule once");
+        assert_eq!(
+            verbs,
+            vec!["get", "list"],
+            "sorted by role name, each rule once"
+        );
     }
 }

@@ -43,7 +43,9 @@ impl Plugin for RbacEscalation {
             let Some(obj) = obj else { return Ok(()) };
             match attrs.rt.plural.as_str() {
                 "roles" | "clusterroles" => check_role(state, attrs, obj, old),
-                "rolebindings" | "clusterrolebindings" => check_binding(state, attrs, obj, old).await,
+                "rolebindings" | "clusterrolebindings" => {
+                    check_binding(state, attrs, obj, old).await
+                }
                 _ => Ok(()),
             }
         })
@@ -207,7 +209,11 @@ mod tests {
         };
         let msg = escalation_message(
             &bob,
-            &[piece("get", "secrets"), piece("list", "secrets"), piece("get", "pods")],
+            &[
+                piece("get", "secrets"),
+                piece("list", "secrets"),
+                piece("get", "pods"),
+            ],
         );
         assert_eq!(
             msg,
