@@ -46,6 +46,8 @@ bench_api() {
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 api
     echo "server_loaded_rss_mb $(rss_mb $pid) MB"
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 controllers
+    # The same creates as a user bound by a RoleBinding, 1,000 Roles/RoleBindings present.
+    target/release/examples/api_bench "$dir/kubeconfig" 10000 8 rbac
     echo "server_after_controllers_rss_mb $(rss_mb $pid) MB"
     # The same creates through the in-process client (its own store in a temp dir).
     mkdir -p "$dir/inproc"

@@ -81,6 +81,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
+    // The compiled-in RBAC policy parses while the store opens.
+    let policy = tokio::task::spawn_blocking(authz::bootstrap_policy::policy);
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("creating data directory {}", server_dir.display()))?;
@@ -171,11 +173,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         authz::LOOPBACK_USER,
         &[apiserver::MASTERS_GROUP, apiserver::AUTHENTICATED_GROUP],
     ));
-    let policy = authz::bootstrap_policy::policy()?;
+    let t = Instant::now();
+    let policy = policy
+        .await
+        .context("parsing the bootstrap RBAC policy")??;
+    let parsed_ms = t.elapsed().as_millis() as u64;
     let outcome = authz::bootstrap_policy::reconcile(&loopback, &policy).await?;
-    tracing::debug!(?outcome, "bootstrap RBAC policy reconciled");
+    let reconciled_ms = t.elapsed().as_millis() as u64;
     let informers = Informers::new(loopback.clone(), shutdown.clone());
-    let rbac = authz::Rbac::start(&informers).await?;
+    let rbac = authz::Rbac::start(&informers, policy.node_rules()).await?;
+    tracing::debug!(
+        ?outcome,
+        parsed_ms,
+        reconciled_ms,
+        synced_ms = t.elapsed().as_millis() as u64,
+        "bootstrap RBAC policy reconciled; RBAC caches synced"
+    );
     state.set_authorizer(rbac.authorizer.clone());
     components.spawn("rbac", rbac.run(shutdown.clone()));
     components.spawn(

@@ -247,7 +247,7 @@ fn granting_permissions_one_does_not_hold_is_refused() {
         .fails();
     assert_eq!(
         refused.stderr.trim(),
-        "error: failed to create role: roles.rbac.authorization.k8s.io \"sneaky\" is forbidden: user \"dave\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"
+        "Error from server (Forbidden): roles.rbac.authorization.k8s.io \"sneaky\" is forbidden: user \"dave\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"
     );
     // What dave holds, dave may grant.
     server.kubectl_ok(&[
@@ -383,7 +383,7 @@ fn bootstrap_roles_exist_and_a_user_edit_with_autoupdate_false_survives_a_restar
         only_version,
     ]);
     server.restart();
-    let kept = server.kubectl_json(&["get", "clusterrole", "system:discovery"]);
+    let kept = server.kubectl_json(&["get", "clusterrole", "system:public-info-viewer"]);
     assert_eq!(kept["rules"].as_array().unwrap().len(), 1, "{kept}");
     let restored = server.kubectl_json(&["get", "clusterrole", "system:basic-user"]);
     let rules = restored["rules"].as_array().unwrap();

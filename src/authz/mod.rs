@@ -4,8 +4,9 @@
 //! - [`rbac`]: pure rule matching (`PolicyRule` against a request; coverage for escalation).
 //! - [`index`]: subject → rules, rebuilt from the RBAC informer caches on every change.
 //! - [`bootstrap_policy`]: upstream's default roles and bindings, reconciled at every start.
-//! - [`ClusterAuthorizer`]: `system:masters` first (allowed everything, no lookup), then
-//!   RBAC from the current index.
+//! - [`node`]: the Node authorizer's graph (what each node's pods reference) and decisions.
+//! - [`ClusterAuthorizer`]: `system:masters` first (allowed everything, no lookup), then the
+//!   Node authorizer for node identities, then RBAC from the current index.
 //!
 //! Invariant: decisions never wait: they read the last built index (an `Arc` swapped in by
 //! the rebuild task), so a change to a role or binding takes effect within one rebuild
@@ -13,6 +14,7 @@
 
 pub mod bootstrap_policy;
 pub mod index;
+pub mod node;
 pub mod rbac;
 
 use crate::apiserver::{
@@ -21,6 +23,7 @@ use crate::apiserver::{
 use crate::informers::{Informer, InformerError, Informers};
 use futures::StreamExt;
 use index::Index;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use parking_lot::RwLock;
 use rbac::Request;
@@ -47,14 +50,28 @@ pub fn controller_identity(name: &str) -> UserInfo {
 /// The server's authorizer: privileged groups, then RBAC.
 pub struct ClusterAuthorizer {
     index: RwLock<Arc<Index>>,
+    node_graph: RwLock<node::Graph>,
+    /// Upstream's static `system:node` rules, for what the graph does not subdivide.
+    node_rules: Vec<PolicyRule>,
 }
 
 impl ClusterAuthorizer {
-    /// An authorizer over a fixed index (tests, benchmarks).
+    /// An authorizer over a fixed index (tests, benchmarks), with `node_rules` for nodes.
     pub fn with_index(index: Index) -> ClusterAuthorizer {
         ClusterAuthorizer {
             index: RwLock::new(Arc::new(index)),
+            node_graph: RwLock::new(node::Graph::default()),
+            node_rules: Vec::new(),
         }
+    }
+
+    /// The Node authorizer's decision, when `user` is a node and it allows the request;
+    /// otherwise the reason it gave (upstream's union authorizer then asks RBAC).
+    fn node_decision(&self, user: &UserInfo, attrs: &AuthzAttributes<'_>) -> Option<Decision> {
+        if !user.name.starts_with("system:node:") {
+            return None;
+        }
+        node::authorize(&self.node_graph.read(), &self.node_rules, user, attrs)
     }
 
     fn index(&self) -> Arc<Index> {
@@ -67,6 +84,11 @@ impl Authorizer for ClusterAuthorizer {
         if user.in_group(MASTERS_GROUP) {
             return Decision::Allow;
         }
+        let node_reason = match self.node_decision(user, attrs) {
+            Some(Decision::Allow) => return Decision::Allow,
+            Some(Decision::Deny(reason)) => reason,
+            None => String::new(),
+        };
         let req = Request::Resource {
             verb: attrs.verb,
             group: attrs.group,
@@ -77,7 +99,7 @@ impl Authorizer for ClusterAuthorizer {
         if self.index.read().allows(user, attrs.namespace, &req) {
             Decision::Allow
         } else {
-            Decision::Deny(String::new())
+            Decision::Deny(node_reason)
         }
     }
 
@@ -117,10 +139,12 @@ impl Authorizer for ClusterAuthorizer {
                 evaluation_error: None,
             };
         }
+        let is_node = node::node_name(user).is_some();
         SubjectRules {
             rules: self.index().rules_for(user, Some(namespace)),
-            incomplete: false,
-            evaluation_error: None,
+            incomplete: is_node,
+            evaluation_error: is_node
+                .then(|| "node authorizer does not support user rule resolution".to_owned()),
         }
     }
 }
@@ -166,22 +190,44 @@ impl RbacInformers {
 pub struct Rbac {
     pub authorizer: Arc<ClusterAuthorizer>,
     informers: RbacInformers,
+    pods: Informer<Pod>,
+    claims: Informer<PersistentVolumeClaim>,
 }
 
 impl Rbac {
     /// Waits for the RBAC caches and builds the first index.
-    pub async fn start(informers: &Informers) -> Result<Rbac, InformerError> {
-        let informers = RbacInformers::new(informers);
+    /// The node graph fills from the pod and PVC informers as they list (nodes are not
+    /// waited for: until then they get their static rules only).
+    pub async fn start(
+        shared: &Informers,
+        node_rules: Vec<PolicyRule>,
+    ) -> Result<Rbac, InformerError> {
+        let informers = RbacInformers::new(shared);
         informers.synced().await?;
-        let authorizer = Arc::new(ClusterAuthorizer::with_index(informers.build()));
+        let mut authorizer = ClusterAuthorizer::with_index(informers.build());
+        authorizer.node_rules = node_rules;
         Ok(Rbac {
-            authorizer,
+            authorizer: Arc::new(authorizer),
             informers,
+            pods: shared.typed(),
+            claims: shared.typed(),
         })
     }
 
     /// Rebuilds the index after every burst of role and binding changes, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), InformerError> {
+        let graph = feed_node_graph(
+            self.authorizer.clone(),
+            self.pods.clone(),
+            self.claims.clone(),
+        );
+        tokio::select! {
+            r = self.rebuild_index(shutdown) => r,
+            r = graph => r,
+        }
+    }
+
+    async fn rebuild_index(&self, shutdown: CancellationToken) -> Result<(), InformerError> {
         let i = &self.informers;
         let mut changes = futures::stream::select_all([
             i.cluster_roles.subscribe().map(|_| ()).boxed(),
@@ -204,6 +250,47 @@ impl Rbac {
             *self.authorizer.index.write() = index;
         }
     }
+}
+
+/// Keeps the Node authorizer's graph in step with pods and PVCs.
+async fn feed_node_graph(
+    authorizer: Arc<ClusterAuthorizer>,
+    pods: Informer<Pod>,
+    claims: Informer<PersistentVolumeClaim>,
+) -> Result<(), InformerError> {
+    use crate::informers::Change;
+    enum Ev {
+        Pod(Change<Pod>),
+        Pvc(Change<PersistentVolumeClaim>),
+    }
+    let mut events = futures::stream::select(
+        pods.subscribe().map(Ev::Pod),
+        claims.subscribe().map(Ev::Pvc),
+    );
+    while let Some(ev) = events.next().await {
+        let mut g = authorizer.node_graph.write();
+        let name = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        match ev {
+            Ev::Pod(Change::Applied(p)) => g.apply_pod(&p),
+            Ev::Pod(Change::Deleted(p)) => {
+                let (ns, n) = name(&p.metadata);
+                g.delete_pod(&ns, &n);
+            }
+            Ev::Pvc(Change::Applied(c)) => g.apply_pvc(&c),
+            Ev::Pvc(Change::Deleted(c)) => {
+                let (ns, n) = name(&c.metadata);
+                g.delete_pvc(&ns, &n);
+            }
+        }
+    }
+    Err(InformerError::StreamEnded(
+        "the node authorizer's pods and PVCs".into(),
+    ))
 }
 
 #[cfg(test)]
