@@ -294,10 +294,20 @@ fn merge_subjects(
     have: &mut Option<Vec<k8s_openapi::api::rbac::v1::Subject>>,
     want: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>,
 ) -> bool {
+    // The API defaults a ServiceAccount subject's apiGroup to "": compare without it.
+    let same = |a: &k8s_openapi::api::rbac::v1::Subject,
+                b: &k8s_openapi::api::rbac::v1::Subject| {
+        a.kind == b.kind
+            && a.name == b.name
+            && a.namespace.as_deref().unwrap_or_default()
+                == b.namespace.as_deref().unwrap_or_default()
+            && a.api_group.as_deref().unwrap_or_default()
+                == b.api_group.as_deref().unwrap_or_default()
+    };
     let mut changed = false;
     for s in want.iter().flatten() {
         let current = have.get_or_insert_with(Vec::new);
-        if !current.contains(s) {
+        if !current.iter().any(|c| same(c, s)) {
             current.push(s.clone());
             changed = true;
         }
@@ -398,6 +408,15 @@ mod tests {
         bare.subjects = None;
         let merged = merge_cluster_binding(&bare, b).unwrap().unwrap();
         assert_eq!(merged.subjects, b.subjects);
+        let mut defaulted = b.clone();
+        for s in defaulted.subjects.iter_mut().flatten() {
+            s.api_group.get_or_insert_with(String::new);
+        }
+        assert_eq!(
+            merge_cluster_binding(&defaulted, b),
+            Ok(None),
+            "apiGroup \"\" is no change"
+        );
         let mut other = b.clone();
         other.role_ref.name = "something-else".into();
         assert_eq!(merge_cluster_binding(&other, b), Err(()));

@@ -201,9 +201,19 @@ impl Rbac {
     pub async fn start(
         shared: &Informers,
         node_rules: Vec<PolicyRule>,
+        expected_cluster_roles: usize,
     ) -> Result<Rbac, InformerError> {
         let informers = RbacInformers::new(shared);
         informers.synced().await?;
+        // The policy was written before the informers started, so their first lists hold
+        // it; should a cache still lag (a relist racing the writes), wait for it briefly
+        // rather than serve with a partial index.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while informers.cluster_roles.store().state().len() < expected_cluster_roles
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mut authorizer = ClusterAuthorizer::with_index(informers.build());
         authorizer.node_rules = node_rules;
         Ok(Rbac {
