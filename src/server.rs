@@ -181,8 +181,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let outcome = authz::bootstrap_policy::reconcile(&loopback, &policy).await?;
     let reconciled_ms = t.elapsed().as_millis() as u64;
     let informers = Informers::new(loopback.clone(), shutdown.clone());
-    let rbac =
-        authz::Rbac::start(&informers, policy.node_rules(), policy.cluster_roles.len()).await?;
+    let rbac = authz::Rbac::start(&informers, std::sync::Arc::new(policy)).await?;
     tracing::debug!(
         ?outcome,
         parsed_ms,

@@ -131,11 +131,13 @@ pub async fn reconcile(client: &Client, policy: &Policy) -> Result<Outcome, Poli
 /// The reconciled object, `None` when `existing` already holds everything of `expected`;
 /// `Err(())` when it must be recreated.
 type Merge<K> = fn(&K, &K) -> Result<Option<K>, ()>;
+/// How one kind is reached (by namespace) and merged.
+type Handlers<K> = (fn(&Client, &str) -> Api<K>, Merge<K>);
 
 async fn reconcile_kind<K>(
     client: &Client,
     expected: &[K],
-    (api_for, merge): (fn(&Client, &str) -> Api<K>, Merge<K>),
+    (api_for, merge): Handlers<K>,
     out: &mut Outcome,
 ) -> Result<(), PolicyError>
 where

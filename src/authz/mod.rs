@@ -152,6 +152,8 @@ impl Authorizer for ClusterAuthorizer {
 /// The RBAC informers the index is built from.
 #[derive(Clone)]
 pub struct RbacInformers {
+    /// The bootstrap policy written at start: what a lagging cache does not hold yet.
+    policy: Arc<bootstrap_policy::Policy>,
     cluster_roles: Informer<ClusterRole>,
     roles: Informer<Role>,
     cluster_bindings: Informer<ClusterRoleBinding>,
@@ -159,8 +161,9 @@ pub struct RbacInformers {
 }
 
 impl RbacInformers {
-    pub fn new(informers: &Informers) -> RbacInformers {
+    pub fn new(informers: &Informers, policy: Arc<bootstrap_policy::Policy>) -> RbacInformers {
         RbacInformers {
+            policy,
             cluster_roles: informers.typed(),
             roles: informers.typed(),
             cluster_bindings: informers.typed(),
@@ -177,13 +180,37 @@ impl RbacInformers {
     }
 
     fn build(&self) -> Index {
+        let p = &self.policy;
         Index::build(
-            &self.cluster_roles.store().state(),
-            &self.roles.store().state(),
-            &self.cluster_bindings.store().state(),
-            &self.bindings.store().state(),
+            &with_policy(self.cluster_roles.store().state(), &p.cluster_roles),
+            &with_policy(self.roles.store().state(), &p.roles),
+            &with_policy(
+                self.cluster_bindings.store().state(),
+                &p.cluster_role_bindings,
+            ),
+            &with_policy(self.bindings.store().state(), &p.role_bindings),
         )
     }
+}
+
+/// The cached objects, plus the policy objects the cache does not hold (yet): the policy was
+/// written just before the caches started, and a decision must never miss a bootstrap grant
+/// because a cache lags. A cached object always wins over the policy's version (user edits
+/// of `autoupdate: "false"` roles).
+fn with_policy<K>(mut cached: Vec<Arc<K>>, policy: &[K]) -> Vec<Arc<K>>
+where
+    K: kube::Resource + Clone,
+{
+    let have: std::collections::HashSet<(Option<String>, Option<String>)> = cached
+        .iter()
+        .map(|k| (k.meta().namespace.clone(), k.meta().name.clone()))
+        .collect();
+    for k in policy {
+        if !have.contains(&(k.meta().namespace.clone(), k.meta().name.clone())) {
+            cached.push(Arc::new(k.clone()));
+        }
+    }
+    cached
 }
 
 /// The RBAC authorizer of a server and the task keeping its index current.
@@ -200,10 +227,11 @@ impl Rbac {
     /// waited for: until then they get their static rules only).
     pub async fn start(
         shared: &Informers,
-        node_rules: Vec<PolicyRule>,
-        expected_cluster_roles: usize,
+        policy: Arc<bootstrap_policy::Policy>,
     ) -> Result<Rbac, InformerError> {
-        let informers = RbacInformers::new(shared);
+        let node_rules = policy.node_rules();
+        let expected_cluster_roles = policy.cluster_roles.len();
+        let informers = RbacInformers::new(shared, policy);
         informers.synced().await?;
         // The policy was written before the informers started, so their first lists hold
         // it; should a cache still lag (a relist racing the writes), wait for it briefly
