@@ -6,13 +6,18 @@
 //! namespace holding a ResourceQuota on `count/configmaps` (ResourceQuota admission charges
 //! each create to the quota).
 //!
-//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS] [api|controllers|quota]
+//! The `rbac` phase repeats the creates as a user bound by a RoleBinding (impersonated by
+//! the admin client, so each request also passes the impersonation check) with 1,000 Roles
+//! and 1,000 RoleBindings present, and times one RBAC decision in-process.
+//!
+//! Usage: api_bench KUBECONFIG [OBJECTS] [CLIENTS] [api|controllers|quota|rbac]
 
 mod common;
 
 use common::{configmap, create_many, percentile};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -61,8 +66,14 @@ async fn list_protobuf(c: &Client, ns: &str) -> anyhow::Result<usize> {
 }
 
 async fn client(kubeconfig: &str) -> anyhow::Result<Client> {
+    client_as(kubeconfig, None).await
+}
+
+/// A client of the kubeconfig's identity, impersonating `user` when given.
+async fn client_as(kubeconfig: &str, user: Option<&str>) -> anyhow::Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    cfg.auth_info.impersonate = user.map(str::to_owned);
     Ok(Client::try_from(cfg)?)
 }
 
@@ -108,7 +119,8 @@ async fn main() -> anyhow::Result<()> {
         "api" => api(&admin, &kubeconfig, objects, clients).await,
         "controllers" => controllers(&admin, &kubeconfig, objects, clients).await,
         "quota" => quota(&admin, &kubeconfig, objects, clients).await,
-        other => anyhow::bail!("unknown phase {other:?}: api, controllers or quota"),
+        "rbac" => rbac(&admin, &kubeconfig, objects, clients).await,
+        other => anyhow::bail!("unknown phase {other:?}: api, controllers, quota or rbac"),
     }
 }
 
@@ -399,4 +411,172 @@ async fn delete_and_count_deletions(
         anyhow::bail!("watch ended after {deleted} of {expected} deletions")
     };
     tokio::time::timeout(Duration::from_secs(280), counted).await?
+}
+
+/// The user the `rbac` phase creates as, bound by a RoleBinding in [`RBAC_NS`].
+const BENCH_USER: &str = "bench-user";
+const RBAC_NS: &str = "bench-user";
+/// Roles and RoleBindings present besides the bench user's own.
+const EXTRA_BINDINGS: usize = 1000;
+
+fn role(ns: &str, name: &str, verbs: &[&str], resource: &str) -> Role {
+    Role {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec![resource.into()]),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn binding(ns: &str, name: &str, role: &str, user: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: user.into(),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The 1,000 unrelated Roles and RoleBindings, spread over ten namespaces (and the bench
+/// user's own namespace, so its lookups see them too).
+fn extra_policy() -> Vec<(Role, RoleBinding)> {
+    (0..EXTRA_BINDINGS)
+        .map(|i| {
+            let ns = if i % 11 == 0 {
+                RBAC_NS.to_owned()
+            } else {
+                format!("bench-rbac-{}", i % 10)
+            };
+            let name = format!("r-{i:04}");
+            (
+                role(&ns, &name, &["get", "list"], "secrets"),
+                binding(&ns, &name, &name, &format!("user-{i:04}")),
+            )
+        })
+        .collect()
+}
+
+/// Creates as a RoleBinding-bound user with 1,000 Roles/RoleBindings present, and times
+/// one RBAC decision in-process over the same policy.
+async fn rbac(
+    admin: &Client,
+    kubeconfig: &str,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    ensure_namespace(admin, RBAC_NS).await?;
+    for i in 0..10 {
+        ensure_namespace(admin, &format!("bench-rbac-{i}")).await?;
+    }
+    let pp = PostParams::default();
+    let extra = extra_policy();
+    for (r, b) in &extra {
+        let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(&pp, r)
+            .await?;
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&pp, b)
+            .await?;
+    }
+    let own_role = role(RBAC_NS, "writer", &["create"], "configmaps");
+    let own_binding = binding(RBAC_NS, "writer", "writer", BENCH_USER);
+    Api::<Role>::namespaced(admin.clone(), RBAC_NS)
+        .create(&pp, &own_role)
+        .await?;
+    Api::<RoleBinding>::namespaced(admin.clone(), RBAC_NS)
+        .create(&pp, &own_binding)
+        .await?;
+    // The authorizer's caches follow within milliseconds; wait for the first allowed create.
+    let probe: Api<ConfigMap> =
+        Api::namespaced(client_as(kubeconfig, Some(BENCH_USER)).await?, RBAC_NS);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = probe.create(&pp, &configmap("probe".into())).await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the bench user is still refused: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut cs = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        cs.push(client_as(kubeconfig, Some(BENCH_USER)).await?);
+    }
+    let (lat, elapsed) =
+        create_many(cs, RBAC_NS, objects, |i| configmap(format!("cm-{i:06}"))).await?;
+    println!(
+        "api_create_user_per_s {:.0} creates/s",
+        objects as f64 / elapsed
+    );
+    println!("api_create_user_p50_ms {:.2} ms", percentile(&lat, 0.50));
+    println!("api_create_user_p99_ms {:.2} ms", percentile(&lat, 0.99));
+
+    // One decision, in-process: the bootstrap policy plus the same 1,000 roles/bindings.
+    use skiff::apiserver::{Authorizer, AuthzAttributes, Decision, UserInfo};
+    use skiff::authz::{bootstrap_policy, index::Index, ClusterAuthorizer};
+    use std::sync::Arc;
+    let policy = bootstrap_policy::policy()?;
+    let mut roles: Vec<Arc<Role>> = policy.roles.into_iter().map(Arc::new).collect();
+    let mut bindings: Vec<Arc<RoleBinding>> =
+        policy.role_bindings.into_iter().map(Arc::new).collect();
+    for (r, b) in extra {
+        roles.push(Arc::new(r));
+        bindings.push(Arc::new(b));
+    }
+    roles.push(Arc::new(own_role));
+    bindings.push(Arc::new(own_binding));
+    let cluster_roles: Vec<_> = policy.cluster_roles.into_iter().map(Arc::new).collect();
+    let cluster_bindings: Vec<_> = policy
+        .cluster_role_bindings
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let authorizer = ClusterAuthorizer::with_index(Index::build(
+        &cluster_roles,
+        &roles,
+        &cluster_bindings,
+        &bindings,
+    ));
+    let user = UserInfo::new(BENCH_USER, &["system:authenticated"]);
+    let attrs = AuthzAttributes {
+        verb: "create",
+        group: "",
+        resource: "configmaps",
+        subresource: None,
+        namespace: Some(RBAC_NS),
+        name: None,
+    };
+    let mut us = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let t = Instant::now();
+        let d = authorizer.authorize(&user, &attrs);
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(
+            d == Decision::Allow,
+            "the in-process decision refused the bench user"
+        );
+    }
+    us.sort_by(|a, b| a.total_cmp(b));
+    println!("rbac_authorize_us {:.2} us", percentile(&us, 0.99));
+    Ok(())
 }

@@ -46,6 +46,8 @@ bench_api() {
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 api
     echo "server_loaded_rss_mb $(rss_mb $pid) MB"
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 controllers
+    # The same creates as a user bound by a RoleBinding, 1,000 Roles/RoleBindings present.
+    target/release/examples/api_bench "$dir/kubeconfig" 10000 8 rbac
     echo "server_after_controllers_rss_mb $(rss_mb $pid) MB"
     # Creates charged to a ResourceQuota (count/configmaps) in their namespace.
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 quota

@@ -11,6 +11,8 @@
 //! - [`runtime`]: images (pull, import), snapshots (overlay rootfs), containers (one
 //!   shim process each). Knows no Kubernetes types.
 //! - [`informers`]: one shared reflector per resource type over the in-process client.
+//! - [`authz`]: the Node and RBAC authorizers (decisions from informer caches), the
+//!   bootstrap RBAC policy → informers, kube client, `apiserver`'s `Authorizer` trait.
 //! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup → informers, kube
 //!   client (never the store).
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
@@ -22,6 +24,7 @@
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod controllers;

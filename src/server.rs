@@ -5,6 +5,7 @@
 
 use crate::agent::{self, AgentConfig, ControlPlane};
 use crate::apiserver::{self, ApiConfig, ApiState, StoreSettings, TokenAuthenticator, UserInfo};
+use crate::authz;
 use crate::cli::ServerArgs;
 use crate::controllers::{self, ControllerManager};
 use crate::informers::Informers;
@@ -80,6 +81,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
+    // The compiled-in RBAC policy parses while the store opens.
+    let policy = tokio::task::spawn_blocking(authz::bootstrap_policy::policy);
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("creating data directory {}", server_dir.display()))?;
@@ -162,15 +165,48 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     // Every component runs in one set under one cancellation token.
     let shutdown = CancellationToken::new();
     let mut components = Components::default();
+    // Before the HTTPS listener serves anyone but system:masters: the bootstrap policy is
+    // reconciled and the RBAC caches have synced (kube-apiserver's rbac/bootstrap-roles hook
+    // and its authorizer's informers). The in-process informers and policy writes act as
+    // the privileged loopback identity, as upstream's loopback client does.
+    let loopback = state.client(UserInfo::new(
+        authz::LOOPBACK_USER,
+        &[apiserver::MASTERS_GROUP, apiserver::AUTHENTICATED_GROUP],
+    ));
+    let t = Instant::now();
+    let policy = policy
+        .await
+        .context("parsing the bootstrap RBAC policy")??;
+    let parsed_ms = t.elapsed().as_millis() as u64;
+    let outcome = authz::bootstrap_policy::reconcile(&loopback, &policy).await?;
+    let reconciled_ms = t.elapsed().as_millis() as u64;
+    let informers = Informers::new(loopback.clone(), shutdown.clone());
+    let rbac = authz::Rbac::start(&informers, std::sync::Arc::new(policy)).await?;
+    tracing::debug!(
+        ?outcome,
+        parsed_ms,
+        reconciled_ms,
+        synced_ms = t.elapsed().as_millis() as u64,
+        "bootstrap RBAC policy reconciled; RBAC caches synced"
+    );
+    state.set_authorizer(rbac.authorizer.clone());
+    components.spawn("rbac", rbac.run(shutdown.clone()));
     components.spawn(
         "apiserver",
         apiserver::serve(state.clone(), listener, tls, shutdown.clone()),
     );
-    let controller_client = state.client(UserInfo::new(apiserver::CONTROLLER_MANAGER_USER, &[]));
-    let informers = Informers::new(controller_client.clone(), shutdown.clone());
+    let controller_client = state.client(UserInfo::new(
+        apiserver::CONTROLLER_MANAGER_USER,
+        &[apiserver::AUTHENTICATED_GROUP],
+    ));
+    let for_controllers = state.clone();
     let controllers = ControllerManager::new(controllers::Context {
         client: controller_client,
         informers: informers.clone(),
+        clients: std::sync::Arc::new(move |name: &str| {
+            for_controllers.client(authz::controller_identity(name))
+        }),
+        loopback,
     });
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));

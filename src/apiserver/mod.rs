@@ -10,6 +10,7 @@ mod body;
 mod crd;
 mod discovery;
 mod handlers;
+mod impersonation;
 mod inprocess;
 mod lifecycle;
 mod objects;
@@ -24,7 +25,8 @@ mod watch;
 
 pub use crate::store::StoreConfig as StoreSettings;
 pub use auth::{
-    Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER,
+    forbidden_message, Attributes as AuthzAttributes, Authorizer, Decision, MastersAuthorizer,
+    SubjectRules, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER, MASTERS_GROUP,
     SCHEDULER_USER,
 };
 pub use inprocess::InProcessService;
@@ -63,7 +65,10 @@ pub struct ApiState {
     pub(crate) store: Store,
     pub registry: Registry,
     pub tokens: TokenAuthenticator,
-    pub authorizer: Box<dyn Authorizer>,
+    /// Set late: the RBAC authorizer reads informer caches that need this server running
+    /// ([`ApiState::set_authorizer`]); until then only `system:masters` and the in-process
+    /// control plane are allowed.
+    authorizer: parking_lot::RwLock<Arc<dyn Authorizer>>,
     /// The admission chain every write passes.
     pub admission: admission::Chain,
     pub ca_pem: String,
@@ -102,7 +107,7 @@ impl ApiState {
             store,
             registry: Registry::new(),
             tokens: cfg.tokens,
-            authorizer: Box::new(MastersAuthorizer),
+            authorizer: parking_lot::RwLock::new(Arc::new(MastersAuthorizer)),
             admission: cfg.admission,
             ca_pem: cfg.ca_pem,
             services,
@@ -116,6 +121,16 @@ impl ApiState {
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
         Ok(state)
+    }
+
+    /// The authorizer every request is checked by.
+    pub fn authorizer(&self) -> Arc<dyn Authorizer> {
+        self.authorizer.read().clone()
+    }
+
+    /// Replaces the authorizer (the server sets RBAC once its caches have synced).
+    pub fn set_authorizer(&self, authorizer: Arc<dyn Authorizer>) {
+        *self.authorizer.write() = authorizer;
     }
 
     /// Ends open watches and closes the store (syncs it and stops its background work).
@@ -341,13 +356,32 @@ async fn dispatch(
             _ => response::bytes(200, "text/plain", Bytes::from(state.ca_pem.clone())),
         });
     }
-    let user = authenticate(state, conn, &req).ok_or_else(ApiError::unauthorized)?;
+    let mut user = authenticate(state, conn, &req).ok_or_else(ApiError::unauthorized)?;
+    // Upstream adds this group to every authenticated user (RBAC's system:discovery and
+    // system:basic-user bindings name it).
+    if user.name != "system:anonymous" && !user.in_group(AUTHENTICATED_GROUP) {
+        user.groups.push(AUTHENTICATED_GROUP.to_owned());
+    }
+    let authorizer = state.authorizer();
+    if impersonation::requested(req.headers()) {
+        user = impersonation::impersonate(&*authorizer, &user, req.headers())?;
+    }
     let route = route?;
     let accept = req
         .headers()
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if !matches!(route, Route::Resource(_)) {
+        let verb = req.method().as_str().to_ascii_lowercase();
+        let path = req.uri().path();
+        if let auth::Decision::Deny(reason) = authorizer.authorize_non_resource(&user, &verb, path)
+        {
+            return Err(ApiError::forbidden_path(&auth::forbidden_path_message(
+                &user, &verb, path, &reason,
+            )));
+        }
+    }
     match route {
         Route::Version => Ok(response::json(200, &discovery::version())),
         Route::Health | Route::CaCerts => Err(ApiError::no_route()),
@@ -360,28 +394,30 @@ async fn dispatch(
         Route::OpenApiV2 => Ok(openapi::v2(state, req.headers())),
         Route::Resource(rr) => {
             let attrs = auth::Attributes {
-                verb: rr.verb,
+                verb: rr.verb.as_str(),
                 group: &rr.rt.group,
                 resource: &rr.rt.plural,
                 subresource: rr.subresource.map(|s| s.name()),
                 namespace: rr.namespace.as_deref(),
                 name: rr.name.as_deref(),
             };
-            // Every authenticated user may ask about itself (upstream's system:basic-user:
-            // selfsubjectaccessreviews, selfsubjectrulesreviews, selfsubjectreviews), until
-            // RBAC grants that through its bootstrap roles.
-            let self_review = rr.rt.strategy.storage == Storage::Review
-                && handlers::review::is_self_review(&rr.rt);
-            if let auth::Decision::Deny(msg) = state.authorizer.authorize(&user, &attrs) {
-                if !self_review {
-                    return Err(ApiError::forbidden(msg));
-                }
+            if let auth::Decision::Deny(reason) = authorizer.authorize(&user, &attrs) {
+                return Err(ApiError::forbidden_resource(
+                    attrs.group,
+                    attrs.resource,
+                    attrs.name.unwrap_or_default(),
+                    &auth::forbidden_message(&user, &attrs, &reason),
+                ));
             }
             let output = Output::negotiate_for(accept.as_deref(), &rr)?;
             match rr.rt.strategy.storage {
                 Storage::Stored => {}
                 Storage::Review => {
-                    let resp = handlers::review::create(state, &rr, &user, req).await?;
+                    let resp = if handlers::review_authz::handles(&rr) {
+                        handlers::review_authz::review(state, &*authorizer, &rr, &user, req).await?
+                    } else {
+                        handlers::review::create(state, &rr, &user, req).await?
+                    };
                     return Ok(if output == Output::Protobuf {
                         response::to_protobuf(resp).await
                     } else {
@@ -395,6 +431,9 @@ async fn dispatch(
         }
     }
 }
+
+/// The group upstream adds to every authenticated identity.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 pub use tls::server_tls_config;
 

@@ -47,21 +47,6 @@ pub enum Verb {
 }
 
 impl Verb {
-    /// The verb an authorization request names (`SubjectAccessReview`'s `verb`).
-    pub fn from_name(name: &str) -> Option<Verb> {
-        Some(match name {
-            "get" => Verb::Get,
-            "list" => Verb::List,
-            "watch" => Verb::Watch,
-            "create" => Verb::Create,
-            "update" => Verb::Update,
-            "patch" => Verb::Patch,
-            "delete" => Verb::Delete,
-            "deletecollection" => Verb::DeleteCollection,
-            _ => return None,
-        })
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",

@@ -129,6 +129,41 @@ impl ApiError {
         ApiError::new(403, "Forbidden", message)
     }
 
+    /// Upstream's `NewForbidden` for a resource request: `pods "x" is forbidden: <why>`
+    /// (`deployments.apps is forbidden: ...` without a name), with the group, kind and name
+    /// in the details.
+    pub fn forbidden_resource(group: &str, resource: &str, name: &str, why: &str) -> ApiError {
+        let qualified = if group.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = if name.is_empty() {
+            format!("{qualified} is forbidden: {why}")
+        } else {
+            format!("{qualified} {name:?} is forbidden: {why}")
+        };
+        let mut d = json!({"kind": resource});
+        if !name.is_empty() {
+            d["name"] = json!(name);
+        }
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        ApiError {
+            details: Some(d),
+            ..ApiError::new(403, "Forbidden", message)
+        }
+    }
+
+    /// Upstream's `NewForbidden` without a resource (non-resource paths).
+    pub fn forbidden_path(why: &str) -> ApiError {
+        ApiError {
+            details: Some(json!({})),
+            ..ApiError::new(403, "Forbidden", format!("forbidden: {why}"))
+        }
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }

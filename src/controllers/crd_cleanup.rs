@@ -43,7 +43,7 @@ impl CrdCleanupController {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let informer = self.ctx.informers.typed::<CustomResourceDefinition>();
         let reconciler = Arc::new(Reconcile {
-            client: self.ctx.client.clone(),
+            client: self.ctx.loopback.clone(),
             crds: informer.store(),
         });
         // Only definitions being deleted are this controller's business.

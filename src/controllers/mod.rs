@@ -1,9 +1,10 @@
 //! The in-process controllers: one file (or folder) per controller, all of one shape.
 //!
 //! A controller reads the shared caches of [`crate::informers`], writes through its
-//! `kube::Client` (the in-process transport, identity `system:kube-controller-manager`, so
-//! authorization, admission and validation apply exactly as to any client), and never
-//! touches the store.
+//! `kube::Client` (the in-process transport, identity `system:serviceaccount:kube-system:<name>`
+//! from [`Context::client_for`], bound by the bootstrap policy to upstream's
+//! `system:controller:<name>` role, so authorization, admission and validation apply exactly
+//! as to any client), and never touches the store.
 //!
 //! The shape every controller copies (see `namespace.rs`, a screenful):
 //! 1. feeders turn informer [`Change`](crate::informers::Change)s into keys on a
@@ -17,6 +18,7 @@
 //! Reconciles are level-triggered: a restart loses nothing, because the first list of
 //! every informer queues every object again.
 
+pub mod clusterrole_aggregation;
 pub mod crd_cleanup;
 mod discovery;
 pub mod garbage_collector;
@@ -158,8 +160,28 @@ where
 /// Everything a controller is built from.
 #[derive(Clone)]
 pub struct Context {
+    /// Acts as `system:kube-controller-manager` (upstream's role of that name: events,
+    /// leases, service accounts, list/watch of everything).
     pub client: kube::Client,
     pub informers: Informers,
+    /// Makes the client a controller acts as: upstream's `--use-service-account-credentials`,
+    /// the service account `kube-system/<name>` the bootstrap policy binds to
+    /// `system:controller:<name>` (see [`Context::client_for`]).
+    pub clients: ClientFactory,
+    /// The API server's own privileged loopback identity (`system:apiserver` in
+    /// `system:masters`), for work upstream does inside the API server (CRD finalization).
+    pub loopback: kube::Client,
+}
+
+/// Makes a client acting as the given controller's service account.
+pub type ClientFactory = Arc<dyn Fn(&str) -> kube::Client + Send + Sync>;
+
+impl Context {
+    /// The client of the controller whose upstream role is `system:controller:<name>`
+    /// (`namespace-controller`, `generic-garbage-collector`, ...).
+    pub fn client_for(&self, name: &str) -> kube::Client {
+        (self.clients)(name)
+    }
 }
 
 /// The controllers `skiff server` runs, with their counters.
@@ -168,10 +190,12 @@ pub struct ControllerManager {
     pub garbage_collector: Arc<Stats>,
     pub crd_cleanup: Arc<Stats>,
     pub resource_quota: Arc<Stats>,
+    pub clusterrole_aggregation: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
     quota_ctl: resource_quota::ResourceQuotaController,
+    aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
 }
 
 impl ControllerManager {
@@ -180,15 +204,19 @@ impl ControllerManager {
         let gc = garbage_collector::GarbageCollector::new(ctx.clone());
         let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
         let quota_ctl = resource_quota::ResourceQuotaController::new(ctx.clone());
+        let aggregation_ctl =
+            clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
         ControllerManager {
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
             crd_cleanup: crd_ctl.stats(),
             resource_quota: quota_ctl.stats(),
+            clusterrole_aggregation: aggregation_ctl.stats(),
             namespace_ctl,
             gc,
             crd_ctl,
             quota_ctl,
+            aggregation_ctl,
         }
     }
 
@@ -200,6 +228,7 @@ impl ControllerManager {
         set.spawn(self.gc.run(stop.clone()));
         set.spawn(self.crd_ctl.run(stop.clone()));
         set.spawn(self.quota_ctl.run(stop.clone()));
+        set.spawn(self.aggregation_ctl.run(stop.clone()));
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

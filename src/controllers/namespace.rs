@@ -43,7 +43,7 @@ impl NamespaceController {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let informer = self.ctx.informers.typed::<Namespace>();
         let reconciler = Arc::new(Reconcile {
-            client: self.ctx.client.clone(),
+            client: self.ctx.client_for("namespace-controller"),
             namespaces: informer.store(),
         });
         // Only namespaces being deleted are this controller's business.

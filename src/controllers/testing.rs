@@ -25,9 +25,15 @@ impl Cluster {
         let stop = CancellationToken::new();
         let kcm = server.client_as(crate::apiserver::CONTROLLER_MANAGER_USER, &[]);
         let informers = Informers::new(kcm.clone(), stop.clone());
+        // The handlers' test authorizer allows the controller manager everything; every
+        // controller acts as it here (RBAC of the per-controller identities is tested
+        // end to end).
+        let as_kcm = kcm.clone();
         let manager = ControllerManager::new(Context {
-            client: kcm,
+            client: kcm.clone(),
             informers: informers.clone(),
+            clients: Arc::new(move |_| as_kcm.clone()),
+            loopback: kcm,
         });
         let gc = manager.garbage_collector.clone();
         let namespace = manager.namespace.clone();

@@ -19,6 +19,8 @@
 //! position. Warnings for the client (`Warning: 299` headers) go through
 //! [`Attributes::warn`].
 
+pub mod rbac_escalation;
+
 use super::auth::UserInfo;
 use super::status::ApiError;
 use super::ApiState;
@@ -173,6 +175,9 @@ impl Chain {
         Chain {
             plugins: vec![
                 Box::new(pod_security::PodSecurity),
+                // Not an admission plugin upstream (its RBAC storage does this check); it
+                // runs after every other validating plugin here.
+                Box::new(rbac_escalation::RbacEscalation),
                 Box::new(resource_quota::ResourceQuota::default()),
             ],
         }

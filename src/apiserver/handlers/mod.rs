@@ -4,6 +4,9 @@ mod delete;
 pub mod live;
 pub mod read;
 pub mod review;
+pub mod review_authz;
+#[cfg(test)]
+mod review_authz_tests;
 mod subresources;
 mod write;
 

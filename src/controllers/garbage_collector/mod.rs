@@ -74,9 +74,10 @@ impl GarbageCollector {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
-        let types = Arc::new(ResourceTypes::discover(&self.ctx.client).await?);
+        let client = self.ctx.client_for("generic-garbage-collector");
+        let types = Arc::new(ResourceTypes::discover(&client).await?);
         let state = Arc::new(Shared {
-            client: self.ctx.client.clone(),
+            client,
             graph: Mutex::new(Graph::default()),
             types: Mutex::new(types.clone()),
             absent: Mutex::new(HashSet::new()),
