@@ -525,6 +525,10 @@ static BUILTIN: &[Def] = &[
     Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     // storage, policy, events, apiextensions
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
+    // TODO(kinds slice): minimal entries the admission plugins' tests need; the kinds slice
+    // brings the full ones (strategies, printers, the two system PriorityClasses).
+    Def { group: "scheduling.k8s.io", versions: &["v1"], plural: "priorityclasses", kind: "PriorityClass", namespaced: CLUSTER, short: &["pc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
+    Def { group: "node.k8s.io", versions: &["v1"], plural: "runtimeclasses", kind: "RuntimeClass", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
     Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
     Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
     Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS, strategy: &crd::CUSTOM_RESOURCE_DEFINITION },

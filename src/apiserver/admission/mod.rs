@@ -28,6 +28,17 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::Arc;
 
+pub mod default_storage_class;
+pub mod default_toleration_seconds;
+pub mod limit_ranger;
+pub mod namespace_lifecycle;
+pub mod node_restriction;
+pub mod priority;
+pub mod quantity;
+pub mod runtime_class;
+pub mod service_account;
+mod support;
+
 /// What a request does to its object (upstream's `admission.Operation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -154,7 +165,16 @@ impl Chain {
     /// The chain `skiff server` runs, in upstream's order.
     pub fn standard() -> Chain {
         Chain {
-            plugins: Vec::new(),
+            plugins: vec![
+                Box::new(namespace_lifecycle::NamespaceLifecycle),
+                Box::new(limit_ranger::LimitRanger),
+                Box::new(service_account::ServiceAccount),
+                Box::new(node_restriction::NodeRestriction),
+                Box::new(priority::Priority),
+                Box::new(default_toleration_seconds::DefaultTolerationSeconds::default()),
+                Box::new(default_storage_class::DefaultStorageClass),
+                Box::new(runtime_class::RuntimeClass),
+            ],
         }
     }
 
