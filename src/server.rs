@@ -171,6 +171,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let controllers = ControllerManager::new(controllers::Context {
         client: controller_client,
         informers: informers.clone(),
+        root_ca: pki.ca.cert_pem.as_str().into(),
     });
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));

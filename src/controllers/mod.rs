@@ -22,6 +22,8 @@ mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
 mod queue;
+pub mod root_ca;
+pub mod service_account;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -159,6 +161,8 @@ where
 pub struct Context {
     pub client: kube::Client,
     pub informers: Informers,
+    /// The cluster CA bundle (PEM) the root-CA publisher hands to every namespace.
+    pub root_ca: Arc<str>,
 }
 
 /// The controllers `skiff server` runs, with their counters.
@@ -166,9 +170,13 @@ pub struct ControllerManager {
     pub namespace: Arc<Stats>,
     pub garbage_collector: Arc<Stats>,
     pub crd_cleanup: Arc<Stats>,
+    pub service_account: Arc<Stats>,
+    pub root_ca: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
+    sa_ctl: service_account::ServiceAccountController,
+    root_ca_ctl: root_ca::RootCaPublisher,
 }
 
 impl ControllerManager {
@@ -176,7 +184,13 @@ impl ControllerManager {
         let namespace_ctl = namespace::NamespaceController::new(ctx.clone());
         let gc = garbage_collector::GarbageCollector::new(ctx.clone());
         let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
+        let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
+        let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
         ControllerManager {
+            service_account: sa_ctl.stats(),
+            root_ca: root_ca_ctl.stats(),
+            sa_ctl,
+            root_ca_ctl,
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
             crd_cleanup: crd_ctl.stats(),
@@ -193,6 +207,8 @@ impl ControllerManager {
         set.spawn(self.namespace_ctl.run(stop.clone()));
         set.spawn(self.gc.run(stop.clone()));
         set.spawn(self.crd_ctl.run(stop.clone()));
+        set.spawn(self.sa_ctl.run(stop.clone()));
+        set.spawn(self.root_ca_ctl.run(stop.clone()));
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

@@ -28,6 +28,7 @@ impl Cluster {
         let manager = ControllerManager::new(Context {
             client: kcm,
             informers: informers.clone(),
+            root_ca: server.state.ca_pem.as_str().into(),
         });
         let gc = manager.garbage_collector.clone();
         let namespace = manager.namespace.clone();
