@@ -34,14 +34,28 @@ fn a_new_namespace_gets_the_default_account_and_the_root_ca_bundle() {
     server.kubectl_ok(&["create", "namespace", "team"]);
     // Within a second on an idle machine; the bound leaves room for a loaded CI host.
     let took = eventually("the default account exists", Duration::from_secs(5), || {
-        server.kubectl(&["get", "serviceaccount", "default", "-n", "team"]).success()
+        server
+            .kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+            .success()
     });
     eprintln!("default ServiceAccount after {took:?}");
     let ca = std::fs::read_to_string(server.ca_path()).expect("CA file");
-    eventually("kube-root-ca.crt is published", Duration::from_secs(5), || {
-        let run = server.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team", "-o", "json"]);
-        run.success() && json(&run.stdout)["data"]["ca.crt"] == ca.as_str()
-    });
+    eventually(
+        "kube-root-ca.crt is published",
+        Duration::from_secs(5),
+        || {
+            let run = server.kubectl(&[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-n",
+                "team",
+                "-o",
+                "json",
+            ]);
+            run.success() && json(&run.stdout)["data"]["ca.crt"] == ca.as_str()
+        },
+    );
     let cm = server.kubectl_json(&["get", "configmap", "kube-root-ca.crt", "-n", "team"]);
     assert!(
         cm["metadata"]["annotations"]["kubernetes.io/description"]
@@ -52,30 +66,47 @@ fn a_new_namespace_gets_the_default_account_and_the_root_ca_bundle() {
     );
     // Deleted, it comes back.
     server.kubectl_ok(&["delete", "serviceaccount", "default", "-n", "team"]);
-    eventually("the default account is back", Duration::from_secs(5), || {
-        server.kubectl(&["get", "serviceaccount", "default", "-n", "team"]).success()
-    });
+    eventually(
+        "the default account is back",
+        Duration::from_secs(5),
+        || {
+            server
+                .kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+                .success()
+        },
+    );
 }
 
 #[test]
 fn pods_get_the_token_volume_the_default_account_and_tolerations() {
     let server = TestServer::start();
     eventually("the default account exists", Duration::from_secs(5), || {
-        server.kubectl(&["get", "serviceaccount", "default"]).success()
+        server
+            .kubectl(&["get", "serviceaccount", "default"])
+            .success()
     });
     server.apply("pod.yaml", POD);
     let yaml = server.kubectl_ok(&["get", "pod", "web", "-o", "yaml"]);
     assert!(yaml.contains("serviceAccountName: default"), "{yaml}");
-    assert!(yaml.contains("mountPath: /var/run/secrets/kubernetes.io/serviceaccount"), "{yaml}");
+    assert!(
+        yaml.contains("mountPath: /var/run/secrets/kubernetes.io/serviceaccount"),
+        "{yaml}"
+    );
     let pod = server.kubectl_json(&["get", "pod", "web"]);
     let volume = &pod["spec"]["volumes"][0];
     let name = volume["name"].as_str().unwrap();
-    assert!(name.starts_with("kube-api-access-") && name.len() == 21, "{name}");
+    assert!(
+        name.starts_with("kube-api-access-") && name.len() == 21,
+        "{name}"
+    );
     assert_eq!(
         volume["projected"]["sources"][0]["serviceAccountToken"],
         serde_json::json!({"expirationSeconds": 3607, "path": "token"})
     );
-    assert_eq!(volume["projected"]["sources"][1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(
+        volume["projected"]["sources"][1]["configMap"]["name"],
+        "kube-root-ca.crt"
+    );
     assert_eq!(
         pod["spec"]["containers"][0]["volumeMounts"],
         serde_json::json!([{"mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
@@ -97,7 +128,13 @@ fn pods_get_the_token_volume_the_default_account_and_tolerations() {
         .unwrap()
         .starts_with("kube-api-access-"));
     let run = server
-        .kubectl(&["run", "robot", "--image=busybox", "--overrides", r#"{"spec":{"serviceAccountName":"robot"}}"#])
+        .kubectl(&[
+            "run",
+            "robot",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"serviceAccountName":"robot"}}"#,
+        ])
         .fails();
     assert!(
         run.stderr.contains(r#"pods "robot" is forbidden: error looking up service account default/robot: serviceaccount "robot" not found"#),
@@ -109,7 +146,9 @@ fn pods_get_the_token_volume_the_default_account_and_tolerations() {
 fn a_limit_range_defaults_requests_and_refuses_a_pod_over_its_max() {
     let server = TestServer::start();
     eventually("the default account exists", Duration::from_secs(5), || {
-        server.kubectl(&["get", "serviceaccount", "default"]).success()
+        server
+            .kubectl(&["get", "serviceaccount", "default"])
+            .success()
     });
     server.apply(
         "limits.yaml",
@@ -150,7 +189,9 @@ spec:
       limits:
         cpu: \"2\"
 ";
-    let run = server.kubectl_with_stdin(&["apply", "-f", "-"], Some(big)).fails();
+    let run = server
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(big))
+        .fails();
     assert_eq!(
         run.stderr.trim(),
         r#"Error from server (Forbidden): error when creating "STDIN": pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#,
@@ -186,13 +227,24 @@ metadata:
         let run = server.kubectl(&["delete", "namespace", ns]).fails();
         assert_eq!(
             run.stderr.trim(),
-            format!(r#"Error from server (Forbidden): namespaces "{ns}" is forbidden: this namespace may not be deleted"#),
+            format!(
+                r#"Error from server (Forbidden): namespaces "{ns}" is forbidden: this namespace may not be deleted"#
+            ),
             "{run}"
         );
     }
     let ns = server.kubectl_json(&["get", "namespace", "kube-system"]);
     assert_eq!(ns["status"]["phase"], "Active");
-    server.kubectl_ok(&["patch", "configmap", "held", "-n", "closing", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    server.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "closing",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
 }
 
 #[test]
@@ -200,7 +252,10 @@ fn priority_class_names_resolve_into_the_pod_priority() {
     let server = TestServer::start();
     // TODO(kinds slice): the server creates system-cluster-critical at start; until that
     // lands here, the test creates it as the kinds slice will.
-    if !server.kubectl(&["get", "priorityclass", "system-cluster-critical"]).success() {
+    if !server
+        .kubectl(&["get", "priorityclass", "system-cluster-critical"])
+        .success()
+    {
         server.apply(
             "pc.yaml",
             "apiVersion: scheduling.k8s.io/v1
@@ -212,9 +267,15 @@ description: Used for system critical pods that must run in the cluster, but can
 ",
         );
     }
-    eventually("kube-system's default account exists", Duration::from_secs(5), || {
-        server.kubectl(&["get", "serviceaccount", "default", "-n", "kube-system"]).success()
-    });
+    eventually(
+        "kube-system's default account exists",
+        Duration::from_secs(5),
+        || {
+            server
+                .kubectl(&["get", "serviceaccount", "default", "-n", "kube-system"])
+                .success()
+        },
+    );
     server.apply(
         "critical.yaml",
         "apiVersion: v1
@@ -233,10 +294,17 @@ spec:
     assert_eq!(pod["spec"]["priority"], 2000000000);
     assert_eq!(pod["spec"]["preemptionPolicy"], "PreemptLowerPriority");
     let run = server
-        .kubectl(&["run", "nope", "--image=busybox", "--overrides", r#"{"spec":{"priorityClassName":"missing"}}"#])
+        .kubectl(&[
+            "run",
+            "nope",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"priorityClassName":"missing"}}"#,
+        ])
         .fails();
     assert!(
-        run.stderr.contains(r#"pods "nope" is forbidden: no PriorityClass with name missing was found"#),
+        run.stderr
+            .contains(r#"pods "nope" is forbidden: no PriorityClass with name missing was found"#),
         "{run}"
     );
 }

@@ -481,63 +481,6 @@ fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::registry::Registry;
-
-    fn status_write(plural: &str, group: &str, old: &Value, new: Value) -> Value {
-        let rt = Registry::new()
-            .lookup(group, "v1", plural)
-            .expect("served type");
-        let opts = WriteOptions {
-            subresource: Some(Subresource::Status),
-            field_manager: "test".into(),
-            ..Default::default()
-        };
-        prepare_update(&rt, old, new, &opts).expect("status write accepted")
-    }
-
-    #[test]
-    fn status_patch_keeps_label_and_annotation_changes_but_not_spec_changes() {
-        let old = json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": "a", "uid": "u", "resourceVersion": "5", "generation": 1},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        let mut patched = old.clone();
-        patched["metadata"]["labels"] = json!({"team": "x"});
-        patched["metadata"]["annotations"] = json!({"note": "y"});
-        patched["metadata"]["uid"] = json!("other");
-        patched["spec"]["finalizers"] = json!([]);
-        let stored = status_write("namespaces", "", &old, patched);
-        assert_eq!(stored["metadata"]["labels"], json!({"team": "x"}));
-        assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
-        assert_eq!(
-            stored["metadata"]["uid"], "u",
-            "server-owned metadata stays"
-        );
-        assert_eq!(stored["spec"]["finalizers"], json!(["kubernetes"]));
-        assert_eq!(stored["metadata"]["generation"], 1);
-    }
-
-    #[test]
-    fn deployment_status_patch_keeps_the_stored_labels() {
-        let old = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "d", "namespace": "default", "uid": "u", "generation": 1,
-                         "labels": {"app": "d"}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
-                     "template": {"metadata": {"labels": {"app": "d"}},
-                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let mut patched = old.clone();
-        patched["metadata"]["labels"] = json!({"app": "other"});
-        patched["metadata"]["annotations"] = json!({"note": "y"});
-        patched["status"] = json!({"replicas": 1});
-        let stored = status_write("deployments", "apps", &old, patched);
-        assert_eq!(stored["metadata"]["labels"], json!({"app": "d"}));
-        assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
-        assert_eq!(stored["status"]["replicas"], 1);
-    }
-}
-
 /// Attempts of an admitted update before it gives up with a 409 (the object kept changing
 /// between the read and the write).
 const ADMITTED_WRITE_ATTEMPTS: usize = 5;
@@ -727,4 +670,61 @@ pub async fn admit_delete(
         .admission
         .validate(state, &attrs, None, Some(&old))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::registry::Registry;
+
+    fn status_write(plural: &str, group: &str, old: &Value, new: Value) -> Value {
+        let rt = Registry::new()
+            .lookup(group, "v1", plural)
+            .expect("served type");
+        let opts = WriteOptions {
+            subresource: Some(Subresource::Status),
+            field_manager: "test".into(),
+            ..Default::default()
+        };
+        prepare_update(&rt, old, new, &opts).expect("status write accepted")
+    }
+
+    #[test]
+    fn status_patch_keeps_label_and_annotation_changes_but_not_spec_changes() {
+        let old = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "a", "uid": "u", "resourceVersion": "5", "generation": 1},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let mut patched = old.clone();
+        patched["metadata"]["labels"] = json!({"team": "x"});
+        patched["metadata"]["annotations"] = json!({"note": "y"});
+        patched["metadata"]["uid"] = json!("other");
+        patched["spec"]["finalizers"] = json!([]);
+        let stored = status_write("namespaces", "", &old, patched);
+        assert_eq!(stored["metadata"]["labels"], json!({"team": "x"}));
+        assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
+        assert_eq!(
+            stored["metadata"]["uid"], "u",
+            "server-owned metadata stays"
+        );
+        assert_eq!(stored["spec"]["finalizers"], json!(["kubernetes"]));
+        assert_eq!(stored["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn deployment_status_patch_keeps_the_stored_labels() {
+        let old = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "default", "uid": "u", "generation": 1,
+                         "labels": {"app": "d"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                     "template": {"metadata": {"labels": {"app": "d"}},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let mut patched = old.clone();
+        patched["metadata"]["labels"] = json!({"app": "other"});
+        patched["metadata"]["annotations"] = json!({"note": "y"});
+        patched["status"] = json!({"replicas": 1});
+        let stored = status_write("deployments", "apps", &old, patched);
+        assert_eq!(stored["metadata"]["labels"], json!({"app": "d"}));
+        assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
+        assert_eq!(stored["status"]["replicas"], 1);
+    }
 }

@@ -169,8 +169,17 @@ mod tests {
 
     async fn has_ca(api: &Api<ConfigMap>) -> bool {
         api.get_opt(NAME).await.unwrap().is_some_and(|cm| {
-            cm.data.unwrap_or_default().get("ca.crt").map(String::as_str) == Some(CA)
-                && cm.metadata.annotations.unwrap_or_default().get(DESCRIPTION_ANNOTATION).map(String::as_str)
+            cm.data
+                .unwrap_or_default()
+                .get("ca.crt")
+                .map(String::as_str)
+                == Some(CA)
+                && cm
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .get(DESCRIPTION_ANNOTATION)
+                    .map(String::as_str)
                     == Some(DESCRIPTION)
         })
     }
@@ -189,22 +198,38 @@ mod tests {
                 sas.get_opt(DEFAULT).await.unwrap().is_some()
             })
             .await;
-            eventually("the CA bundle is published", || async { has_ca(&cms).await }).await;
+            eventually("the CA bundle is published", || async {
+                has_ca(&cms).await
+            })
+            .await;
         }
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "team");
         let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "team");
         let old_uid = sas.get(DEFAULT).await.unwrap().metadata.uid;
         sas.delete(DEFAULT, &DeleteParams::default()).await.unwrap();
         eventually("the default account is created again", || async {
-            sas.get_opt(DEFAULT).await.unwrap().is_some_and(|sa| sa.metadata.uid != old_uid)
+            sas.get_opt(DEFAULT)
+                .await
+                .unwrap()
+                .is_some_and(|sa| sa.metadata.uid != old_uid)
         })
         .await;
-        cms.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"data": {"ca.crt": "forged"}})))
-            .await
-            .unwrap();
-        eventually("a changed bundle is restored", || async { has_ca(&cms).await }).await;
+        cms.patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"ca.crt": "forged"}})),
+        )
+        .await
+        .unwrap();
+        eventually("a changed bundle is restored", || async {
+            has_ca(&cms).await
+        })
+        .await;
         cms.delete(NAME, &DeleteParams::default()).await.unwrap();
-        eventually("a deleted bundle is restored", || async { has_ca(&cms).await }).await;
+        eventually("a deleted bundle is restored", || async {
+            has_ca(&cms).await
+        })
+        .await;
         stop.cancel();
     }
 }

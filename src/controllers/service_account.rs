@@ -85,9 +85,9 @@ pub(super) fn namespace_closed(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => {
             s.code == 404
-                || s.details.as_ref().is_some_and(|d| {
-                    d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
-                })
+                || s.details
+                    .as_ref()
+                    .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
         }
         _ => false,
     }

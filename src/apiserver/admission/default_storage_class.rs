@@ -48,9 +48,16 @@ impl Plugin for DefaultStorageClass {
                 .collect();
             // Newest first (RFC 3339 at one precision sorts as text), then by name.
             defaults.sort_by(|a, b| {
-                let ts = |v: &Value| v["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned();
+                let ts = |v: &Value| {
+                    v["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
                 ts(b).cmp(&ts(a)).then_with(|| {
-                    a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str())
+                    a["metadata"]["name"]
+                        .as_str()
+                        .cmp(&b["metadata"]["name"].as_str())
                 })
             });
             if let Some(def) = defaults.first() {
@@ -96,18 +103,30 @@ mod tests {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(srv.admin(), "default");
         let class_of = |p: PersistentVolumeClaim| p.spec.unwrap().storage_class_name;
         // No default class: nothing is set.
-        let p = claims.create(&PostParams::default(), &pvc("a", None)).await.unwrap();
+        let p = claims
+            .create(&PostParams::default(), &pvc("a", None))
+            .await
+            .unwrap();
         assert_eq!(class_of(p), None);
         class(&classes, "slow", false).await;
         class(&classes, "fast", true).await;
         class(&classes, "alpha", true).await;
         // Two defaults created in the same second: the first by name.
-        let p = claims.create(&PostParams::default(), &pvc("b", None)).await.unwrap();
+        let p = claims
+            .create(&PostParams::default(), &pvc("b", None))
+            .await
+            .unwrap();
         assert_eq!(class_of(p).as_deref(), Some("alpha"));
-        let p = claims.create(&PostParams::default(), &pvc("c", Some("slow"))).await.unwrap();
+        let p = claims
+            .create(&PostParams::default(), &pvc("c", Some("slow")))
+            .await
+            .unwrap();
         assert_eq!(class_of(p).as_deref(), Some("slow"));
         // An explicit empty class means "no class" and stays.
-        let p = claims.create(&PostParams::default(), &pvc("d", Some(""))).await.unwrap();
+        let p = claims
+            .create(&PostParams::default(), &pvc("d", Some("")))
+            .await
+            .unwrap();
         assert_eq!(class_of(p).as_deref(), Some(""));
     }
 }

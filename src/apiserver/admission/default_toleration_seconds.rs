@@ -51,15 +51,20 @@ impl Plugin for DefaultTolerationSeconds {
         obj: &'a mut Value,
         _old: Option<&'a Value>,
     ) -> Admit<'a> {
-        let existing = obj["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+        let existing = obj["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut add = Vec::new();
         for (key, seconds) in [
             (NOT_READY, self.not_ready_seconds),
             (UNREACHABLE, self.unreachable_seconds),
         ] {
             if !existing.iter().any(|t| tolerates(t, key)) {
-                add.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-                    "tolerationSeconds": seconds}));
+                add.push(
+                    json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                    "tolerationSeconds": seconds}),
+                );
             }
         }
         if !add.is_empty() {
@@ -96,7 +101,10 @@ mod tests {
         )]))
         .await;
         let api: Api<Pod> = Api::namespaced(srv.admin(), "default");
-        let p = api.create(&PostParams::default(), &pod("a", json!([]))).await.unwrap();
+        let p = api
+            .create(&PostParams::default(), &pod("a", json!([])))
+            .await
+            .unwrap();
         assert_eq!(
             tolerations(&p),
             json!([
@@ -105,7 +113,10 @@ mod tests {
             ])
         );
         let own = json!([{"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]);
-        let p = api.create(&PostParams::default(), &pod("b", own)).await.unwrap();
+        let p = api
+            .create(&PostParams::default(), &pod("b", own))
+            .await
+            .unwrap();
         assert_eq!(
             tolerations(&p),
             json!([
@@ -115,7 +126,10 @@ mod tests {
         );
         // A toleration of everything covers both.
         let p = api
-            .create(&PostParams::default(), &pod("c", json!([{"operator": "Exists"}])))
+            .create(
+                &PostParams::default(),
+                &pod("c", json!([{"operator": "Exists"}])),
+            )
             .await
             .unwrap();
         assert_eq!(tolerations(&p), json!([{"operator": "Exists"}]));

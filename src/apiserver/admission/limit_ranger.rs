@@ -48,49 +48,86 @@ fn compared(a: &Quantity, b: &Quantity, c: &Quantity) -> (i128, i128, i128) {
     }
 }
 
-fn min_constraint(kind: &str, name: &str, enforced: &Quantity, req: &Resources, lim: &Resources) -> Option<String> {
+fn min_constraint(
+    kind: &str,
+    name: &str,
+    enforced: &Quantity,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let zero = Quantity::zero();
     let (r, l) = (req.get(name), lim.get(name));
     let (rv, lv, ev) = compared(r.unwrap_or(&zero), l.unwrap_or(&zero), enforced);
     let Some(r) = r else {
-        return Some(format!("minimum {name} usage per {kind} is {enforced}.  No request is specified"));
+        return Some(format!(
+            "minimum {name} usage per {kind} is {enforced}.  No request is specified"
+        ));
     };
     if rv < ev {
-        return Some(format!("minimum {name} usage per {kind} is {enforced}, but request is {r}"));
+        return Some(format!(
+            "minimum {name} usage per {kind} is {enforced}, but request is {r}"
+        ));
     }
     match l {
-        Some(l) if lv < ev => Some(format!("minimum {name} usage per {kind} is {enforced}, but limit is {l}")),
+        Some(l) if lv < ev => Some(format!(
+            "minimum {name} usage per {kind} is {enforced}, but limit is {l}"
+        )),
         _ => None,
     }
 }
 
-fn max_request_constraint(kind: &str, name: &str, enforced: &Quantity, req: &Resources) -> Option<String> {
+fn max_request_constraint(
+    kind: &str,
+    name: &str,
+    enforced: &Quantity,
+    req: &Resources,
+) -> Option<String> {
     let zero = Quantity::zero();
     let r = req.get(name);
     let (rv, _, ev) = compared(r.unwrap_or(&zero), &zero, enforced);
     let Some(r) = r else {
-        return Some(format!("maximum {name} usage per {kind} is {enforced}.  No request is specified"));
+        return Some(format!(
+            "maximum {name} usage per {kind} is {enforced}.  No request is specified"
+        ));
     };
     (rv > ev).then(|| format!("maximum {name} usage per {kind} is {enforced}, but request is {r}"))
 }
 
-fn max_constraint(kind: &str, name: &str, enforced: &Quantity, req: &Resources, lim: &Resources) -> Option<String> {
+fn max_constraint(
+    kind: &str,
+    name: &str,
+    enforced: &Quantity,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let zero = Quantity::zero();
     let (r, l) = (req.get(name), lim.get(name));
     let (rv, lv, ev) = compared(r.unwrap_or(&zero), l.unwrap_or(&zero), enforced);
     let Some(l) = l else {
-        return Some(format!("maximum {name} usage per {kind} is {enforced}.  No limit is specified"));
+        return Some(format!(
+            "maximum {name} usage per {kind} is {enforced}.  No limit is specified"
+        ));
     };
     if lv > ev {
-        return Some(format!("maximum {name} usage per {kind} is {enforced}, but limit is {l}"));
+        return Some(format!(
+            "maximum {name} usage per {kind} is {enforced}, but limit is {l}"
+        ));
     }
     match r {
-        Some(r) if rv > ev => Some(format!("maximum {name} usage per {kind} is {enforced}, but request is {r}")),
+        Some(r) if rv > ev => Some(format!(
+            "maximum {name} usage per {kind} is {enforced}, but request is {r}"
+        )),
         _ => None,
     }
 }
 
-fn ratio_constraint(kind: &str, name: &str, enforced: &Quantity, req: &Resources, lim: &Resources) -> Option<String> {
+fn ratio_constraint(
+    kind: &str,
+    name: &str,
+    enforced: &Quantity,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let zero = Quantity::zero();
     let (r, l) = (req.get(name), lim.get(name));
     let (rv, lv, _) = compared(r.unwrap_or(&zero), l.unwrap_or(&zero), enforced);
@@ -111,7 +148,13 @@ fn ratio_constraint(kind: &str, name: &str, enforced: &Quantity, req: &Resources
 
 /// The checks of one limit (`min`, `max`, `maxLimitRequestRatio`) against one set of
 /// requests and limits.
-fn check_limit(limit: &Value, kind: &str, req: &Resources, lim: &Resources, errs: &mut Vec<String>) {
+fn check_limit(
+    limit: &Value,
+    kind: &str,
+    req: &Resources,
+    lim: &Resources,
+    errs: &mut Vec<String>,
+) {
     for (name, q) in resources(&limit["min"]) {
         errs.extend(min_constraint(kind, &name, &q, req, lim));
     }
@@ -204,20 +247,39 @@ fn validate_claim(lr: &Value, pvc: &Value) -> Vec<String> {
     let req = resources(&pvc["spec"]["resources"]["requests"]);
     for limit in limits_of(lr, "PersistentVolumeClaim") {
         for (name, q) in resources(&limit["min"]) {
-            errs.extend(min_constraint("PersistentVolumeClaim", &name, &q, &req, &Resources::new()));
+            errs.extend(min_constraint(
+                "PersistentVolumeClaim",
+                &name,
+                &q,
+                &req,
+                &Resources::new(),
+            ));
         }
         for (name, q) in resources(&limit["max"]) {
-            errs.extend(max_request_constraint("PersistentVolumeClaim", &name, &q, &req));
+            errs.extend(max_request_constraint(
+                "PersistentVolumeClaim",
+                &name,
+                &q,
+                &req,
+            ));
         }
     }
     errs
 }
 
 /// Sets missing requests/limits of one container; returns upstream's annotation parts.
-fn default_container(c: &mut Value, requests: &Map<String, Value>, limits: &Map<String, Value>, what: &str) -> Vec<String> {
+fn default_container(
+    c: &mut Value,
+    requests: &Map<String, Value>,
+    limits: &Map<String, Value>,
+    what: &str,
+) -> Vec<String> {
     let cname = c["name"].as_str().unwrap_or_default().to_owned();
     let mut notes = Vec::new();
-    for (field, defaults, word) in [("requests", requests, "request"), ("limits", limits, "limit")] {
+    for (field, defaults, word) in [
+        ("requests", requests, "request"),
+        ("limits", limits, "limit"),
+    ] {
         let mut set: Vec<&str> = Vec::new();
         for (k, v) in defaults {
             if c["resources"][field].get(k).is_none() {
@@ -249,7 +311,10 @@ fn default_pod(lr: &Value, pod: &mut Value) {
     }
     let mut notes = Vec::new();
     // Containers first, then init containers, as upstream writes the annotation.
-    for (list, what) in [("containers", "container"), ("initContainers", "init container")] {
+    for (list, what) in [
+        ("containers", "container"),
+        ("initContainers", "init container"),
+    ] {
         if let Some(cs) = pod["spec"][list].as_array_mut() {
             for c in cs {
                 notes.extend(default_container(c, &requests, &limits, what));
@@ -263,7 +328,11 @@ fn default_pod(lr: &Value, pod: &mut Value) {
 }
 
 impl LimitRanger {
-    async fn ranges(&self, state: &ApiState, attrs: &Attributes<'_>) -> Result<Vec<Value>, ApiError> {
+    async fn ranges(
+        &self,
+        state: &ApiState,
+        attrs: &Attributes<'_>,
+    ) -> Result<Vec<Value>, ApiError> {
         support::list(state, "", "limitranges", attrs.namespace).await
     }
 }

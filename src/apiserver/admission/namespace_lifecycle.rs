@@ -113,7 +113,11 @@ mod tests {
     async fn creates_in_a_missing_namespace_are_not_found() {
         let srv = server().await;
         let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "nowhere");
-        let e = api_err(api.create(&PostParams::default(), &cm("a")).await.unwrap_err());
+        let e = api_err(
+            api.create(&PostParams::default(), &cm("a"))
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(e.code, 404);
         assert_eq!(e.message, r#"namespaces "nowhere" not found"#);
         // Server-side apply creating the object is refused the same way.
@@ -121,7 +125,9 @@ mod tests {
             api.patch(
                 "a",
                 &PatchParams::apply("t"),
-                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})),
+                &Patch::Apply(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+                ),
             )
             .await
             .unwrap_err(),
@@ -133,12 +139,21 @@ mod tests {
     async fn creates_in_a_terminating_namespace_are_forbidden_but_updates_pass() {
         let srv = server().await;
         let nss: Api<Namespace> = Api::all(srv.admin());
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
         nss.create(&PostParams::default(), &ns).await.unwrap();
         let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "doomed");
-        api.create(&PostParams::default(), &cm("kept")).await.unwrap();
-        nss.delete("doomed", &DeleteParams::default()).await.unwrap();
-        let e = api_err(api.create(&PostParams::default(), &cm("b")).await.unwrap_err());
+        api.create(&PostParams::default(), &cm("kept"))
+            .await
+            .unwrap();
+        nss.delete("doomed", &DeleteParams::default())
+            .await
+            .unwrap();
+        let e = api_err(
+            api.create(&PostParams::default(), &cm("b"))
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(e.code, 403);
         assert_eq!(e.reason, "Forbidden");
         assert_eq!(
@@ -149,7 +164,9 @@ mod tests {
             api.patch(
                 "c",
                 &PatchParams::apply("t"),
-                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})),
+                &Patch::Apply(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+                ),
             )
             .await
             .unwrap_err(),
@@ -204,7 +221,11 @@ mod tests {
         let srv = server().await;
         let nss: Api<Namespace> = Api::all(srv.admin());
         for name in IMMORTAL {
-            let e = api_err(nss.delete(name, &DeleteParams::default()).await.unwrap_err());
+            let e = api_err(
+                nss.delete(name, &DeleteParams::default())
+                    .await
+                    .unwrap_err(),
+            );
             assert_eq!(e.code, 403);
             assert_eq!(
                 e.message,
@@ -214,8 +235,11 @@ mod tests {
             assert!(ns.metadata.deletion_timestamp.is_none());
         }
         // Others can.
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "mortal"}})).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "mortal"}})).unwrap();
         nss.create(&PostParams::default(), &ns).await.unwrap();
-        nss.delete("mortal", &DeleteParams::default()).await.unwrap();
+        nss.delete("mortal", &DeleteParams::default())
+            .await
+            .unwrap();
     }
 }

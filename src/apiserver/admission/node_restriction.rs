@@ -94,7 +94,10 @@ fn node_name_of(pod: &Value) -> &str {
 /// the first kind of reference a mirror pod may not have.
 fn api_object_reference(pod: &Value) -> Option<&'static str> {
     let spec = &pod["spec"];
-    if spec["serviceAccountName"].as_str().is_some_and(|s| !s.is_empty()) {
+    if spec["serviceAccountName"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Some("serviceaccounts");
     }
     let arr = |v: &Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
@@ -154,19 +157,29 @@ fn api_object_reference(pod: &Value) -> Option<&'static str> {
             }
         }
     }
-    if spec["resourceClaims"].as_array().is_some_and(|a| !a.is_empty()) {
+    if spec["resourceClaims"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
         return Some("resourceclaims");
     }
     None
 }
 
 impl NodeRestriction {
-    async fn pod(&self, state: &ApiState, attrs: &Attributes<'_>, name: &str) -> Result<Value, ApiError> {
+    async fn pod(
+        &self,
+        state: &ApiState,
+        attrs: &Attributes<'_>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let ns = attrs.namespace.unwrap_or_default();
-        support::get(state, "", "pods", Some(ns), name).await?.ok_or_else(|| ApiError {
-            details: Some(serde_json::json!({"name": name, "kind": "pods"})),
-            ..ApiError::new(404, "NotFound", format!("pods \"{name}\" not found"))
-        })
+        support::get(state, "", "pods", Some(ns), name)
+            .await?
+            .ok_or_else(|| ApiError {
+                details: Some(serde_json::json!({"name": name, "kind": "pods"})),
+                ..ApiError::new(404, "NotFound", format!("pods \"{name}\" not found"))
+            })
     }
 
     async fn admit_pod(
@@ -269,20 +282,34 @@ impl NodeRestriction {
         }
     }
 
-    fn admit_node(&self, attrs: &Attributes<'_>, node: &str, obj: Option<&Value>, old: Option<&Value>) -> Result<(), ApiError> {
+    fn admit_node(
+        &self,
+        attrs: &Attributes<'_>,
+        node: &str,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
         let forbid = |m: String| Err(attrs.forbidden(m));
         if attrs.name != node {
-            return forbid(format!("node \"{node}\" is not allowed to modify node \"{}\"", attrs.name));
+            return forbid(format!(
+                "node \"{node}\" is not allowed to modify node \"{}\"",
+                attrs.name
+            ));
         }
         let new = obj.unwrap_or(&Value::Null);
         match attrs.operation {
             Operation::Create => {
                 if !new["spec"]["configSource"].is_null() {
-                    return forbid(format!("node \"{node}\" is not allowed to create pods with a non-nil configSource"));
+                    return forbid(format!(
+                        "node \"{node}\" is not allowed to create pods with a non-nil configSource"
+                    ));
                 }
                 let labels = forbidden_labels(&new["metadata"]["labels"], &Value::Null);
                 if !labels.is_empty() {
-                    return forbid(format!("node \"{node}\" is not allowed to set the following labels: {}", labels.join(", ")));
+                    return forbid(format!(
+                        "node \"{node}\" is not allowed to set the following labels: {}",
+                        labels.join(", ")
+                    ));
                 }
             }
             Operation::Update => {
@@ -291,16 +318,30 @@ impl NodeRestriction {
                 if !cs.is_null() && *cs != old["spec"]["configSource"] {
                     return forbid(format!("node \"{node}\" is not allowed to update configSource to a new non-nil configSource"));
                 }
-                let empty_is_null = |v: &Value| if v.as_array().is_some_and(|a| a.is_empty()) { Value::Null } else { v.clone() };
+                let empty_is_null = |v: &Value| {
+                    if v.as_array().is_some_and(|a| a.is_empty()) {
+                        Value::Null
+                    } else {
+                        v.clone()
+                    }
+                };
                 if empty_is_null(&new["spec"]["taints"]) != empty_is_null(&old["spec"]["taints"]) {
                     return forbid(format!("node \"{node}\" is not allowed to modify taints"));
                 }
-                if empty_is_null(&new["metadata"]["ownerReferences"]) != empty_is_null(&old["metadata"]["ownerReferences"]) {
-                    return forbid(format!("node \"{node}\" is not allowed to modify ownerReferences"));
+                if empty_is_null(&new["metadata"]["ownerReferences"])
+                    != empty_is_null(&old["metadata"]["ownerReferences"])
+                {
+                    return forbid(format!(
+                        "node \"{node}\" is not allowed to modify ownerReferences"
+                    ));
                 }
-                let labels = forbidden_labels(&new["metadata"]["labels"], &old["metadata"]["labels"]);
+                let labels =
+                    forbidden_labels(&new["metadata"]["labels"], &old["metadata"]["labels"]);
                 if !labels.is_empty() {
-                    return forbid(format!("is not allowed to modify labels: {}", labels.join(", ")));
+                    return forbid(format!(
+                        "is not allowed to modify labels: {}",
+                        labels.join(", ")
+                    ));
                 }
             }
             _ => {}
@@ -308,7 +349,13 @@ impl NodeRestriction {
         Ok(())
     }
 
-    fn admit_pvc(&self, attrs: &Attributes<'_>, node: &str, obj: Option<&Value>, old: Option<&Value>) -> Result<(), ApiError> {
+    fn admit_pvc(
+        &self,
+        attrs: &Attributes<'_>,
+        node: &str,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
         match (attrs.subresource, attrs.operation) {
             (Some("status"), Operation::Update) => {
                 let strip = |v: Option<&Value>| {
@@ -318,7 +365,12 @@ impl NodeRestriction {
                         m.remove("managedFields");
                     }
                     if let Some(s) = v["status"].as_object_mut() {
-                        for k in ["capacity", "conditions", "allocatedResourceStatuses", "allocatedResources"] {
+                        for k in [
+                            "capacity",
+                            "conditions",
+                            "allocatedResourceStatuses",
+                            "allocatedResources",
+                        ] {
                             s.remove(k);
                         }
                     }
@@ -335,12 +387,20 @@ impl NodeRestriction {
                 }
                 Ok(())
             }
-            (Some("status"), op) => Err(attrs.forbidden(format!("unexpected operation \"{}\"", op.as_str()))),
+            (Some("status"), op) => {
+                Err(attrs.forbidden(format!("unexpected operation \"{}\"", op.as_str())))
+            }
             _ => Err(attrs.forbidden("may only update PVC status")),
         }
     }
 
-    async fn admit_token(&self, state: &ApiState, attrs: &Attributes<'_>, node: &str, obj: Option<&Value>) -> Result<(), ApiError> {
+    async fn admit_token(
+        &self,
+        state: &ApiState,
+        attrs: &Attributes<'_>,
+        node: &str,
+        obj: Option<&Value>,
+    ) -> Result<(), ApiError> {
         if attrs.operation != Operation::Create || attrs.subresource != Some("token") {
             return Ok(());
         }
@@ -359,26 +419,37 @@ impl NodeRestriction {
             return forbid(format!("the UID in the bound object reference ({ruid}) does not match the UID in record. The object might have been deleted and then recreated"));
         }
         if node_name_of(&pod) != node {
-            return forbid("node requested token bound to a pod scheduled on a different node".into());
+            return forbid(
+                "node requested token bound to a pod scheduled on a different node".into(),
+            );
         }
         // TODO(rbac slice): upstream's ServiceAccountNodeAudienceRestriction also asks the
         // authorizer when the audience is not in the pod's spec.
         Ok(())
     }
 
-    fn admit_csr(&self, attrs: &Attributes<'_>, node: &str, obj: Option<&Value>) -> Result<(), ApiError> {
+    fn admit_csr(
+        &self,
+        attrs: &Attributes<'_>,
+        node: &str,
+        obj: Option<&Value>,
+    ) -> Result<(), ApiError> {
         if attrs.operation != Operation::Create {
             return Ok(());
         }
         let csr = obj.unwrap_or(&Value::Null);
         let signer = csr["spec"]["signerName"].as_str().unwrap_or_default();
-        if signer != "kubernetes.io/kubelet-serving" && signer != "kubernetes.io/kube-apiserver-client-kubelet" {
+        if signer != "kubernetes.io/kubelet-serving"
+            && signer != "kubernetes.io/kube-apiserver-client-kubelet"
+        {
             return Ok(());
         }
         let cn = csr_common_name(csr["spec"]["request"].as_str().unwrap_or_default())
             .map_err(|e| attrs.forbidden(format!("unable to parse csr: {e}")))?;
         if cn != format!("{NODE_PREFIX}{node}") {
-            return Err(attrs.forbidden(format!("can only create a node CSR with CN={NODE_PREFIX}{node}")));
+            return Err(attrs.forbidden(format!(
+                "can only create a node CSR with CN={NODE_PREFIX}{node}"
+            )));
         }
         Ok(())
     }
@@ -394,10 +465,15 @@ impl NodeRestriction {
             return Ok(());
         };
         if node.is_empty() {
-            return Err(attrs.forbidden(format!("could not determine node from user \"{}\"", attrs.user.name)));
+            return Err(attrs.forbidden(format!(
+                "could not determine node from user \"{}\"",
+                attrs.user.name
+            )));
         }
         let obj_name = |o: Option<&Value>| {
-            o.and_then(|o| o["metadata"]["name"].as_str()).unwrap_or_default().to_owned()
+            o.and_then(|o| o["metadata"]["name"].as_str())
+                .unwrap_or_default()
+                .to_owned()
         };
         match (attrs.rt.group.as_str(), attrs.rt.plural.as_str()) {
             ("", "pods") => self.admit_pod(state, attrs, node, obj, old).await,
@@ -406,18 +482,32 @@ impl NodeRestriction {
             ("", "serviceaccounts") => self.admit_token(state, attrs, node, obj).await,
             ("coordination.k8s.io", "leases") => {
                 if attrs.namespace != Some(NODE_LEASE_NAMESPACE) {
-                    return Err(attrs.forbidden(format!("can only access leases in the \"{NODE_LEASE_NAMESPACE}\" system namespace")));
+                    return Err(attrs.forbidden(format!(
+                        "can only access leases in the \"{NODE_LEASE_NAMESPACE}\" system namespace"
+                    )));
                 }
-                let name = if attrs.operation == Operation::Create { obj_name(obj) } else { attrs.name.to_owned() };
+                let name = if attrs.operation == Operation::Create {
+                    obj_name(obj)
+                } else {
+                    attrs.name.to_owned()
+                };
                 if name != node {
-                    return Err(attrs.forbidden("can only access node lease with the same name as the requesting node"));
+                    return Err(attrs.forbidden(
+                        "can only access node lease with the same name as the requesting node",
+                    ));
                 }
                 Ok(())
             }
             ("storage.k8s.io", "csinodes") => {
-                let name = if attrs.operation == Operation::Create { obj_name(obj) } else { attrs.name.to_owned() };
+                let name = if attrs.operation == Operation::Create {
+                    obj_name(obj)
+                } else {
+                    attrs.name.to_owned()
+                };
                 if name != node {
-                    return Err(attrs.forbidden("can only access CSINode with the same name as the requesting node"));
+                    return Err(attrs.forbidden(
+                        "can only access CSINode with the same name as the requesting node",
+                    ));
                 }
                 Ok(())
             }
@@ -433,7 +523,9 @@ impl NodeRestriction {
                 }
                 Ok(())
             }
-            ("certificates.k8s.io", "certificatesigningrequests") => self.admit_csr(attrs, node, obj),
+            ("certificates.k8s.io", "certificatesigningrequests") => {
+                self.admit_csr(attrs, node, obj)
+            }
             _ => Ok(()),
         }
     }
@@ -449,8 +541,9 @@ fn csr_common_name(request_b64: &str) -> Result<String, String> {
     if pem.label != "CERTIFICATE REQUEST" {
         return Err("PEM block type must be CERTIFICATE REQUEST".into());
     }
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
-        .map_err(|e| e.to_string())?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| e.to_string())?;
     let cn = csr
         .certification_request_info
         .subject

@@ -41,11 +41,17 @@ impl Priority {
         attrs: &Attributes<'_>,
         pod: &mut Value,
     ) -> Result<(), ApiError> {
-        let name = pod["spec"]["priorityClassName"].as_str().unwrap_or_default().to_owned();
+        let name = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let (class_name, priority, policy) = if name.is_empty() {
             match default_class(state).await? {
                 Some(c) => (
-                    c["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                    c["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                     c["value"].as_i64().unwrap_or_default(),
                     policy_of(&c).to_owned(),
                 ),
@@ -55,7 +61,11 @@ impl Priority {
             let Some(c) = support::get(state, GROUP, PLURAL, None, &name).await? else {
                 return Err(attrs.forbidden(format!("no PriorityClass with name {name} was found")));
             };
-            (name, c["value"].as_i64().unwrap_or_default(), policy_of(&c).to_owned())
+            (
+                name,
+                c["value"].as_i64().unwrap_or_default(),
+                policy_of(&c).to_owned(),
+            )
         };
         let spec = &mut pod["spec"];
         if class_name.is_empty() {
@@ -174,10 +184,17 @@ mod tests {
         Api::all_with(client, &ar)
     }
 
-    async fn class(api: &Api<DynamicObject>, name: &str, value: i64, default: bool) -> Result<DynamicObject, kube::Error> {
-        let obj: DynamicObject = serde_json::from_value(json!({"apiVersion": "scheduling.k8s.io/v1",
+    async fn class(
+        api: &Api<DynamicObject>,
+        name: &str,
+        value: i64,
+        default: bool,
+    ) -> Result<DynamicObject, kube::Error> {
+        let obj: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "scheduling.k8s.io/v1",
             "kind": "PriorityClass", "metadata": {"name": name}, "value": value,
-            "globalDefault": default})).unwrap();
+            "globalDefault": default}))
+            .unwrap();
         api.create(&PostParams::default(), &obj).await
     }
 
@@ -197,34 +214,61 @@ mod tests {
         let pcs = classes(srv.admin());
         let pods: Api<Pod> = Api::namespaced(srv.admin(), "default");
         // No class and no default: priority 0.
-        let p = pods.create(&PostParams::default(), &pod("zero", json!({}))).await.unwrap();
+        let p = pods
+            .create(&PostParams::default(), &pod("zero", json!({})))
+            .await
+            .unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(spec.priority, Some(0));
         assert_eq!(spec.priority_class_name, None);
-        assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+        assert_eq!(
+            spec.preemption_policy.as_deref(),
+            Some("PreemptLowerPriority")
+        );
         class(&pcs, "high", 1000, false).await.unwrap();
         let p = pods
-            .create(&PostParams::default(), &pod("high", json!({"priorityClassName": "high"})))
+            .create(
+                &PostParams::default(),
+                &pod("high", json!({"priorityClassName": "high"})),
+            )
             .await
             .unwrap();
         assert_eq!(p.spec.unwrap().priority, Some(1000));
         let e = pods
-            .create(&PostParams::default(), &pod("x", json!({"priorityClassName": "nope"})))
+            .create(
+                &PostParams::default(),
+                &pod("x", json!({"priorityClassName": "nope"})),
+            )
             .await
             .unwrap_err();
-        assert_eq!(forbidden(e), r#"pods "x" is forbidden: no PriorityClass with name nope was found"#);
+        assert_eq!(
+            forbidden(e),
+            r#"pods "x" is forbidden: no PriorityClass with name nope was found"#
+        );
         let e = pods
-            .create(&PostParams::default(), &pod("y", json!({"priorityClassName": "high", "priority": 5})))
+            .create(
+                &PostParams::default(),
+                &pod("y", json!({"priorityClassName": "high", "priority": 5})),
+            )
             .await
             .unwrap_err();
-        assert_eq!(forbidden(e), r#"pods "y" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"#);
+        assert_eq!(
+            forbidden(e),
+            r#"pods "y" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"#
+        );
         // The same value as the class is accepted.
-        pods.create(&PostParams::default(), &pod("z", json!({"priorityClassName": "high", "priority": 1000})))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &pod("z", json!({"priorityClassName": "high", "priority": 1000})),
+        )
+        .await
+        .unwrap();
         // A global default applies to pods naming no class.
         class(&pcs, "normal", 10, true).await.unwrap();
-        let p = pods.create(&PostParams::default(), &pod("d", json!({}))).await.unwrap();
+        let p = pods
+            .create(&PostParams::default(), &pod("d", json!({})))
+            .await
+            .unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(spec.priority, Some(10));
         assert_eq!(spec.priority_class_name.as_deref(), Some("normal"));

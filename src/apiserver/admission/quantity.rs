@@ -26,7 +26,9 @@ pub struct Quantity {
 
 /// A text that is not a quantity (upstream: "quantities must match the regular expression").
 #[derive(Debug, thiserror::Error)]
-#[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
+#[error(
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+)]
 pub struct QuantityError;
 
 impl Quantity {

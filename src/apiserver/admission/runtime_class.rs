@@ -39,7 +39,8 @@ fn same_resources(a: &Value, b: &Value) -> bool {
         })
 }
 
-const OVERHEAD_MISMATCH: &str = "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead";
+const OVERHEAD_MISMATCH: &str =
+    "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead";
 
 /// Upstream's `isSuperset(ss, t)` on tolerations.
 fn is_superset(ss: &Value, t: &Value) -> bool {
@@ -132,8 +133,14 @@ impl Plugin for RuntimeClass {
             } else if !scheduling["nodeSelector"].is_null() {
                 pod["spec"]["nodeSelector"] = scheduling["nodeSelector"].clone();
             }
-            let own = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
-            let extra = scheduling["tolerations"].as_array().cloned().unwrap_or_default();
+            let own = pod["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let extra = scheduling["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let merged = merge_tolerations(&own, &extra);
             if merged.is_empty() {
                 if let Some(m) = pod["spec"].as_object_mut() {
@@ -223,50 +230,95 @@ mod tests {
     async fn the_class_sets_overhead_node_selector_and_tolerations() {
         let (_srv, pods) = server().await;
         let p = pods
-            .create(&PostParams::default(), &pod("a", json!({"runtimeClassName": "kata",
+            .create(
+                &PostParams::default(),
+                &pod(
+                    "a",
+                    json!({"runtimeClassName": "kata",
                 "nodeSelector": {"disk": "ssd"},
-                "tolerations": [{"key": "other", "operator": "Exists"}]})))
+                "tolerations": [{"key": "other", "operator": "Exists"}]}),
+                ),
+            )
             .await
             .unwrap();
         let spec = serde_json::to_value(p.spec.unwrap()).unwrap();
         assert_eq!(spec["overhead"], json!({"cpu": "250m", "memory": "64Mi"}));
-        assert_eq!(spec["nodeSelector"], json!({"disk": "ssd", "runtime": "kata"}));
+        assert_eq!(
+            spec["nodeSelector"],
+            json!({"disk": "ssd", "runtime": "kata"})
+        );
         assert_eq!(
             spec["tolerations"],
             json!([{"key": "other", "operator": "Exists"},
                    {"key": "kata", "operator": "Exists", "effect": "NoSchedule"}])
         );
         // The same overhead written differently is accepted.
-        pods.create(&PostParams::default(), &pod("b", json!({"runtimeClassName": "kata",
-            "overhead": {"cpu": "0.25", "memory": "64Mi"}})))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &pod(
+                "b",
+                json!({"runtimeClassName": "kata",
+            "overhead": {"cpu": "0.25", "memory": "64Mi"}}),
+            ),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
     async fn unknown_classes_and_mismatches_are_refused() {
         let (_srv, pods) = server().await;
         let e = pods
-            .create(&PostParams::default(), &pod("x", json!({"runtimeClassName": "gvisor"})))
+            .create(
+                &PostParams::default(),
+                &pod("x", json!({"runtimeClassName": "gvisor"})),
+            )
             .await
             .unwrap_err();
-        assert_eq!(message(e), r#"pods "x" is forbidden: pod rejected: RuntimeClass "gvisor" not found"#);
+        assert_eq!(
+            message(e),
+            r#"pods "x" is forbidden: pod rejected: RuntimeClass "gvisor" not found"#
+        );
         let e = pods
-            .create(&PostParams::default(), &pod("y", json!({"runtimeClassName": "kata",
-                "overhead": {"cpu": "1"}})))
+            .create(
+                &PostParams::default(),
+                &pod(
+                    "y",
+                    json!({"runtimeClassName": "kata",
+                "overhead": {"cpu": "1"}}),
+                ),
+            )
             .await
             .unwrap_err();
-        assert_eq!(message(e), format!(r#"pods "y" is forbidden: {OVERHEAD_MISMATCH}"#));
+        assert_eq!(
+            message(e),
+            format!(r#"pods "y" is forbidden: {OVERHEAD_MISMATCH}"#)
+        );
         let e = pods
-            .create(&PostParams::default(), &pod("z", json!({"runtimeClassName": "kata",
-                "nodeSelector": {"runtime": "runc"}})))
+            .create(
+                &PostParams::default(),
+                &pod(
+                    "z",
+                    json!({"runtimeClassName": "kata",
+                "nodeSelector": {"runtime": "runc"}}),
+                ),
+            )
             .await
             .unwrap_err();
-        assert_eq!(message(e), r#"pods "z" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[runtime] = kata; pod.spec.nodeSelector[runtime] = runc"#);
+        assert_eq!(
+            message(e),
+            r#"pods "z" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[runtime] = kata; pod.spec.nodeSelector[runtime] = runc"#
+        );
         let e = pods
-            .create(&PostParams::default(), &pod("w", json!({"overhead": {"cpu": "1"}})))
+            .create(
+                &PostParams::default(),
+                &pod("w", json!({"overhead": {"cpu": "1"}})),
+            )
             .await
             .unwrap_err();
-        assert_eq!(message(e), r#"pods "w" is forbidden: pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead"#);
+        assert_eq!(
+            message(e),
+            r#"pods "w" is forbidden: pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead"#
+        );
     }
 }

@@ -130,7 +130,9 @@ fn references_secrets(pod: &Value) -> bool {
 /// Upstream's checks for pods of an account that enforces mountable secrets.
 fn limit_secret_references(sa: &Value, pod: &Value) -> Result<(), String> {
     let sa_name = sa["metadata"]["name"].as_str().unwrap_or_default();
-    let mountable: BTreeSet<&str> = array(sa, "secrets").filter_map(|s| s["name"].as_str()).collect();
+    let mountable: BTreeSet<&str> = array(sa, "secrets")
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     let spec = &pod["spec"];
     for v in array(spec, "volumes") {
         if let Some(name) = v["secret"]["secretName"].as_str() {
@@ -139,9 +141,17 @@ fn limit_secret_references(sa: &Value, pod: &Value) -> Result<(), String> {
             }
         }
     }
-    check_container_secrets(spec, "initContainers", "init container", &mountable, sa_name)?;
+    check_container_secrets(
+        spec,
+        "initContainers",
+        "init container",
+        &mountable,
+        sa_name,
+    )?;
     check_container_secrets(spec, "containers", "container", &mountable, sa_name)?;
-    let pull: BTreeSet<&str> = array(sa, "imagePullSecrets").filter_map(|s| s["name"].as_str()).collect();
+    let pull: BTreeSet<&str> = array(sa, "imagePullSecrets")
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     for (i, s) in array(spec, "imagePullSecrets").enumerate() {
         let name = s["name"].as_str().unwrap_or_default();
         if !pull.contains(name) {
@@ -196,7 +206,9 @@ fn mount_token(pod: &mut Value) {
     let mount = json!({"name": volume_name, "readOnly": true, "mountPath": MOUNT_PATH});
     let mut needs_volume = false;
     for list in ["initContainers", "containers"] {
-        let Some(containers) = pod["spec"][list].as_array_mut() else { continue };
+        let Some(containers) = pod["spec"][list].as_array_mut() else {
+            continue;
+        };
         for c in containers {
             if array(c, "volumeMounts").any(|m| m["mountPath"] == MOUNT_PATH) {
                 continue;
@@ -239,9 +251,8 @@ impl ServiceAccount {
                 array(&v["projected"], "sources").any(|s| !s["serviceAccountToken"].is_null())
             });
             if token_projection {
-                return Err(attrs.forbidden(
-                    "a mirror pod may not use ServiceAccountToken volume projections",
-                ));
+                return Err(attrs
+                    .forbidden("a mirror pod may not use ServiceAccountToken volume projections"));
             }
             return Ok(());
         }
@@ -278,10 +289,17 @@ impl ServiceAccount {
         if !enforces_mountable_secrets(&sa) {
             return Ok(());
         }
-        let mountable: BTreeSet<&str> =
-            array(&sa, "secrets").filter_map(|s| s["name"].as_str()).collect();
-        check_container_secrets(&pod["spec"], "ephemeralContainers", "ephemeral container", &mountable, name)
-            .map_err(|e| attrs.forbidden(e))
+        let mountable: BTreeSet<&str> = array(&sa, "secrets")
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        check_container_secrets(
+            &pod["spec"],
+            "ephemeralContainers",
+            "ephemeral container",
+            &mountable,
+            name,
+        )
+        .map_err(|e| attrs.forbidden(e))
     }
 }
 

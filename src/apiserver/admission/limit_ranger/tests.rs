@@ -9,8 +9,9 @@ use kube::api::{Api, PostParams};
 async fn server(limits: Value) -> (TestServer, Api<Pod>, Api<PersistentVolumeClaim>) {
     let srv = TestServer::with_admission(Chain::of(vec![Box::new(LimitRanger)])).await;
     let lrs: Api<LimitRange> = Api::namespaced(srv.admin(), "default");
-    let lr = serde_json::from_value(json!({"metadata": {"name": "limits"}, "spec": {"limits": limits}}))
-        .unwrap();
+    let lr =
+        serde_json::from_value(json!({"metadata": {"name": "limits"}, "spec": {"limits": limits}}))
+            .unwrap();
     lrs.create(&PostParams::default(), &lr).await.unwrap();
     let pods = Api::namespaced(srv.admin(), "default");
     let pvcs = Api::namespaced(srv.admin(), "default");
@@ -39,9 +40,15 @@ async fn container_defaults_are_applied_and_annotated() {
         "defaultRequest": {"cpu": "100m", "memory": "64Mi"}}]))
     .await;
     let p = pods
-        .create(&PostParams::default(), &pod("a", json!([
+        .create(
+            &PostParams::default(),
+            &pod(
+                "a",
+                json!([
             {"name": "app", "image": "i"},
-            {"name": "side", "image": "i", "resources": {"requests": {"cpu": "200m"}}}])))
+            {"name": "side", "image": "i", "resources": {"requests": {"cpu": "200m"}}}]),
+            ),
+        )
         .await
         .unwrap();
     let v = serde_json::to_value(&p).unwrap();
@@ -74,7 +81,10 @@ async fn container_min_max_and_ratio_are_enforced() {
         r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#
     );
     let e = pods
-        .create(&PostParams::default(), &pod("none", json!([{"name": "c", "image": "i"}])))
+        .create(
+            &PostParams::default(),
+            &pod("none", json!([{"name": "c", "image": "i"}])),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -99,19 +109,27 @@ async fn container_min_max_and_ratio_are_enforced() {
 #[tokio::test]
 async fn pod_totals_are_bounded() {
     let (_srv, pods, _) = server(json!([{"type": "Pod", "max": {"memory": "1Gi"}}])).await;
-    let c = |name: &str, mem: &str| json!({"name": name, "image": "i",
-        "resources": {"limits": {"memory": mem}, "requests": {"memory": mem}}});
+    let c = |name: &str, mem: &str| {
+        json!({"name": name, "image": "i",
+        "resources": {"limits": {"memory": mem}, "requests": {"memory": mem}}})
+    };
     let e = pods
-        .create(&PostParams::default(), &pod("two", json!([c("a", "768Mi"), c("b", "512Mi")])))
+        .create(
+            &PostParams::default(),
+            &pod("two", json!([c("a", "768Mi"), c("b", "512Mi")])),
+        )
         .await
         .unwrap_err();
     assert_eq!(
         refused(e),
         r#"pods "two" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 1280Mi"#
     );
-    pods.create(&PostParams::default(), &pod("one", json!([c("a", "512Mi"), c("b", "512Mi")])))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("one", json!([c("a", "512Mi"), c("b", "512Mi")])),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -120,19 +138,29 @@ async fn claims_are_bounded_by_claim_limits() {
         "min": {"storage": "1Gi"}, "max": {"storage": "10Gi"}}]))
     .await;
     let claim = |name: &str, size: &str| -> PersistentVolumeClaim {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size}}}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}}}}),
+        )
         .unwrap()
     };
-    let e = pvcs.create(&PostParams::default(), &claim("big", "20Gi")).await.unwrap_err();
+    let e = pvcs
+        .create(&PostParams::default(), &claim("big", "20Gi"))
+        .await
+        .unwrap_err();
     assert_eq!(
         refused(e),
         r#"persistentvolumeclaims "big" is forbidden: maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 20Gi"#
     );
-    let e = pvcs.create(&PostParams::default(), &claim("small", "500Mi")).await.unwrap_err();
+    let e = pvcs
+        .create(&PostParams::default(), &claim("small", "500Mi"))
+        .await
+        .unwrap_err();
     assert_eq!(
         refused(e),
         r#"persistentvolumeclaims "small" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"#
     );
-    pvcs.create(&PostParams::default(), &claim("ok", "5Gi")).await.unwrap();
+    pvcs.create(&PostParams::default(), &claim("ok", "5Gi"))
+        .await
+        .unwrap();
 }

@@ -27,7 +27,11 @@ async fn setup() -> Setup {
         .unwrap();
         nodes.create(&PostParams::default(), &n).await.unwrap();
     }
-    Setup { _srv: srv, admin, n1 }
+    Setup {
+        _srv: srv,
+        admin,
+        n1,
+    }
 }
 
 fn refused(r: Result<impl std::fmt::Debug, kube::Error>) -> String {
@@ -52,11 +56,23 @@ async fn a_node_may_change_only_its_own_node_and_not_restricted_labels() {
     let nodes: Api<Node> = Api::all(s.n1.clone());
     let merge = |v| Patch::Merge(v);
     assert_eq!(
-        refused(nodes.patch("n2", &PatchParams::default(), &merge(json!({"metadata": {"labels": {"x": "y"}}}))).await),
+        refused(
+            nodes
+                .patch(
+                    "n2",
+                    &PatchParams::default(),
+                    &merge(json!({"metadata": {"labels": {"x": "y"}}}))
+                )
+                .await
+        ),
         r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#
     );
     nodes
-        .patch("n1", &PatchParams::default(), &merge(json!({"metadata": {"labels": {"x": "y", "kubernetes.io/hostname": "n1"}}})))
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &merge(json!({"metadata": {"labels": {"x": "y", "kubernetes.io/hostname": "n1"}}})),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -64,11 +80,27 @@ async fn a_node_may_change_only_its_own_node_and_not_restricted_labels() {
         r#"nodes "n1" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/pool"#
     );
     assert_eq!(
-        refused(nodes.patch("n1", &PatchParams::default(), &merge(json!({"metadata": {"labels": {"node-role.kubernetes.io/master": ""}}}))).await),
+        refused(
+            nodes
+                .patch(
+                    "n1",
+                    &PatchParams::default(),
+                    &merge(json!({"metadata": {"labels": {"node-role.kubernetes.io/master": ""}}}))
+                )
+                .await
+        ),
         r#"nodes "n1" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/master"#
     );
     assert_eq!(
-        refused(nodes.patch("n1", &PatchParams::default(), &merge(json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}))).await),
+        refused(
+            nodes
+                .patch(
+                    "n1",
+                    &PatchParams::default(),
+                    &merge(json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}))
+                )
+                .await
+        ),
         r#"nodes "n1" is forbidden: node "n1" is not allowed to modify taints"#
     );
     let n3: Node = serde_json::from_value(json!({"metadata": {"name": "n3"}})).unwrap();
@@ -78,7 +110,11 @@ async fn a_node_may_change_only_its_own_node_and_not_restricted_labels() {
     );
     // The admin is not restricted.
     Api::<Node>::all(s.admin.clone())
-        .patch("n2", &PatchParams::default(), &merge(json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "b"}}})))
+        .patch(
+            "n2",
+            &PatchParams::default(),
+            &merge(json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "b"}}})),
+        )
         .await
         .unwrap();
 }
@@ -88,25 +124,47 @@ async fn a_node_creates_only_its_own_mirror_pods_and_deletes_only_its_pods() {
     let s = setup().await;
     let pods: Api<Pod> = Api::namespaced(s.n1.clone(), "default");
     assert_eq!(
-        refused(pods.create(&PostParams::default(), &pod("plain", "n1")).await),
+        refused(
+            pods.create(&PostParams::default(), &pod("plain", "n1"))
+                .await
+        ),
         r#"pods "plain" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create mirror pods"#
     );
-    let n1_uid = Api::<Node>::all(s.admin.clone()).get("n1").await.unwrap().metadata.uid.unwrap();
+    let n1_uid = Api::<Node>::all(s.admin.clone())
+        .get("n1")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     let mirror = |name: &str, node: &str| {
         let mut p = pod(name, node);
         p.metadata.annotations = Some([(MIRROR_POD.to_owned(), "h".to_owned())].into());
-        p.metadata.owner_references = Some(vec![serde_json::from_value(json!({"apiVersion": "v1",
-            "kind": "Node", "name": "n1", "uid": n1_uid, "controller": true})).unwrap()]);
+        p.metadata.owner_references =
+            Some(vec![serde_json::from_value(json!({"apiVersion": "v1",
+            "kind": "Node", "name": "n1", "uid": n1_uid, "controller": true}))
+            .unwrap()]);
         p
     };
     assert_eq!(
-        refused(pods.create(&PostParams::default(), &mirror("elsewhere", "n2")).await),
+        refused(
+            pods.create(&PostParams::default(), &mirror("elsewhere", "n2"))
+                .await
+        ),
         r#"pods "elsewhere" is forbidden: node "n1" can only create pods with spec.nodeName set to itself"#
     );
-    pods.create(&PostParams::default(), &mirror("static", "n1")).await.unwrap();
+    pods.create(&PostParams::default(), &mirror("static", "n1"))
+        .await
+        .unwrap();
     let admin_pods: Api<Pod> = Api::namespaced(s.admin.clone(), "default");
-    admin_pods.create(&PostParams::default(), &pod("theirs", "n2")).await.unwrap();
-    admin_pods.create(&PostParams::default(), &pod("mine", "n1")).await.unwrap();
+    admin_pods
+        .create(&PostParams::default(), &pod("theirs", "n2"))
+        .await
+        .unwrap();
+    admin_pods
+        .create(&PostParams::default(), &pod("mine", "n1"))
+        .await
+        .unwrap();
     assert_eq!(
         refused(pods.delete("theirs", &DeleteParams::default()).await),
         r#"pods "theirs" is forbidden: node "n1" can only delete pods with spec.nodeName set to itself"#
@@ -114,14 +172,32 @@ async fn a_node_creates_only_its_own_mirror_pods_and_deletes_only_its_pods() {
     pods.delete("mine", &DeleteParams::default()).await.unwrap();
     // Status of its own pods only, and not their labels.
     assert_eq!(
-        refused(pods.patch_status("theirs", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}}))).await),
+        refused(
+            pods.patch_status(
+                "theirs",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running"}}))
+            )
+            .await
+        ),
         r#"pods "theirs" is forbidden: node "n1" can only update pod status for pods with spec.nodeName set to itself"#
     );
-    pods.patch_status("static", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}})))
-        .await
-        .unwrap();
+    pods.patch_status(
+        "static",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        refused(pods.patch("static", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await),
+        refused(
+            pods.patch(
+                "static",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))
+            )
+            .await
+        ),
         r#"pods "static" is forbidden: unexpected operation "UPDATE", node "n1" can only create and delete mirror pods"#
     );
 }
@@ -130,10 +206,16 @@ async fn a_node_creates_only_its_own_mirror_pods_and_deletes_only_its_pods() {
 async fn a_node_writes_only_its_own_lease_in_the_node_lease_namespace() {
     let s = setup().await;
     let lease = |name: &str| -> Lease {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"holderIdentity": name}})).unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"holderIdentity": name}}),
+        )
+        .unwrap()
     };
     let leases: Api<Lease> = Api::namespaced(s.n1.clone(), "kube-node-lease");
-    leases.create(&PostParams::default(), &lease("n1")).await.unwrap();
+    leases
+        .create(&PostParams::default(), &lease("n1"))
+        .await
+        .unwrap();
     assert_eq!(
         refused(leases.create(&PostParams::default(), &lease("n2")).await),
         r#"leases.coordination.k8s.io "n2" is forbidden: can only access node lease with the same name as the requesting node"#

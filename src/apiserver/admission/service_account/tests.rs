@@ -60,7 +60,10 @@ async fn pods_get_the_default_account_and_the_token_volume() {
     let volumes = spec["volumes"].as_array().unwrap();
     assert_eq!(volumes.len(), 2);
     let name = volumes[1]["name"].as_str().unwrap();
-    assert!(name.starts_with(VOLUME_PREFIX) && name.len() == VOLUME_PREFIX.len() + 5, "{name}");
+    assert!(
+        name.starts_with(VOLUME_PREFIX) && name.len() == VOLUME_PREFIX.len() + 5,
+        "{name}"
+    );
     assert_eq!(
         volumes[1]["projected"],
         json!({"defaultMode": 420, "sources": [
@@ -83,8 +86,16 @@ async fn pods_get_the_default_account_and_the_token_volume() {
 async fn automount_false_on_the_pod_or_the_account_adds_nothing() {
     let (_srv, pods, sas) = server().await;
     sa(&sas, json!({"metadata": {"name": "default"}})).await;
-    sa(&sas, json!({"metadata": {"name": "quiet"}, "automountServiceAccountToken": false})).await;
-    let p = create(&pods, pod("a", json!({"automountServiceAccountToken": false}))).await;
+    sa(
+        &sas,
+        json!({"metadata": {"name": "quiet"}, "automountServiceAccountToken": false}),
+    )
+    .await;
+    let p = create(
+        &pods,
+        pod("a", json!({"automountServiceAccountToken": false})),
+    )
+    .await;
     assert!(p["spec"]["volumes"].is_null(), "{}", p["spec"]);
     let p = create(&pods, pod("b", json!({"serviceAccountName": "quiet"}))).await;
     assert!(p["spec"]["volumes"].is_null(), "{}", p["spec"]);
@@ -92,7 +103,10 @@ async fn automount_false_on_the_pod_or_the_account_adds_nothing() {
     // The pod's own setting wins over the account's.
     let p = create(
         &pods,
-        pod("c", json!({"serviceAccountName": "quiet", "automountServiceAccountToken": true})),
+        pod(
+            "c",
+            json!({"serviceAccountName": "quiet", "automountServiceAccountToken": true}),
+        ),
     )
     .await;
     assert_eq!(p["spec"]["volumes"].as_array().unwrap().len(), 1);
@@ -102,7 +116,10 @@ async fn automount_false_on_the_pod_or_the_account_adds_nothing() {
 async fn a_missing_account_is_refused() {
     let (_srv, pods, _) = server().await;
     let e = pods
-        .create(&PostParams::default(), &pod("a", json!({"serviceAccountName": "robot"})))
+        .create(
+            &PostParams::default(),
+            &pod("a", json!({"serviceAccountName": "robot"})),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -114,30 +131,55 @@ async fn a_missing_account_is_refused() {
 #[tokio::test]
 async fn image_pull_secrets_come_from_the_account_when_the_pod_has_none() {
     let (_srv, pods, sas) = server().await;
-    sa(&sas, json!({"metadata": {"name": "default"}, "imagePullSecrets": [{"name": "reg"}]})).await;
+    sa(
+        &sas,
+        json!({"metadata": {"name": "default"}, "imagePullSecrets": [{"name": "reg"}]}),
+    )
+    .await;
     let p = create(&pods, pod("a", json!({}))).await;
     assert_eq!(p["spec"]["imagePullSecrets"], json!([{"name": "reg"}]));
-    let p = create(&pods, pod("b", json!({"imagePullSecrets": [{"name": "mine"}]}))).await;
+    let p = create(
+        &pods,
+        pod("b", json!({"imagePullSecrets": [{"name": "mine"}]})),
+    )
+    .await;
     assert_eq!(p["spec"]["imagePullSecrets"], json!([{"name": "mine"}]));
 }
 
 #[tokio::test]
 async fn enforced_mountable_secrets_limit_what_pods_reference() {
     let (_srv, pods, sas) = server().await;
-    sa(&sas, json!({"metadata": {"name": "strict",
+    sa(
+        &sas,
+        json!({"metadata": {"name": "strict",
         "annotations": {ENFORCE_MOUNTABLE_SECRETS: "true"}},
-        "secrets": [{"name": "ok"}]}))
+        "secrets": [{"name": "ok"}]}),
+    )
     .await;
     let base = |extra: Value| {
-        let mut spec = json!({"serviceAccountName": "strict", "automountServiceAccountToken": false});
+        let mut spec =
+            json!({"serviceAccountName": "strict", "automountServiceAccountToken": false});
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
         spec
     };
-    create(&pods, pod("a", base(json!({"volumes": [{"name": "s", "secret": {"secretName": "ok"}}]})))).await;
+    create(
+        &pods,
+        pod(
+            "a",
+            base(json!({"volumes": [{"name": "s", "secret": {"secretName": "ok"}}]})),
+        ),
+    )
+    .await;
     let e = pods
-        .create(&PostParams::default(), &pod("b", base(json!({"volumes": [{"name": "s", "secret": {"secretName": "other"}}]}))))
+        .create(
+            &PostParams::default(),
+            &pod(
+                "b",
+                base(json!({"volumes": [{"name": "s", "secret": {"secretName": "other"}}]})),
+            ),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -154,7 +196,10 @@ async fn enforced_mountable_secrets_limit_what_pods_reference() {
         r#"pods "c" is forbidden: container c with envVar PW referencing secret.secretName="other" is not allowed because service account strict does not reference that secret"#
     );
     let e = pods
-        .create(&PostParams::default(), &pod("d", base(json!({"imagePullSecrets": [{"name": "reg"}]}))))
+        .create(
+            &PostParams::default(),
+            &pod("d", base(json!({"imagePullSecrets": [{"name": "reg"}]}))),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -176,13 +221,28 @@ async fn mirror_pods_may_not_use_accounts_or_secrets() {
     assert!(p["spec"]["serviceAccountName"].is_null());
     assert!(p["spec"]["volumes"].is_null());
     let e = pods
-        .create(&PostParams::default(), &mirror("a", json!({"serviceAccountName": "default"})))
+        .create(
+            &PostParams::default(),
+            &mirror("a", json!({"serviceAccountName": "default"})),
+        )
         .await
         .unwrap_err();
-    assert_eq!(refused(e), r#"pods "a" is forbidden: a mirror pod may not reference service accounts"#);
+    assert_eq!(
+        refused(e),
+        r#"pods "a" is forbidden: a mirror pod may not reference service accounts"#
+    );
     let e = pods
-        .create(&PostParams::default(), &mirror("b", json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}]})))
+        .create(
+            &PostParams::default(),
+            &mirror(
+                "b",
+                json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}]}),
+            ),
+        )
         .await
         .unwrap_err();
-    assert_eq!(refused(e), r#"pods "b" is forbidden: a mirror pod may not reference secrets"#);
+    assert_eq!(
+        refused(e),
+        r#"pods "b" is forbidden: a mirror pod may not reference secrets"#
+    );
 }
