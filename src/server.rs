@@ -207,6 +207,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             for_controllers.client(authz::controller_identity(name))
         }),
         loopback,
+        root_ca: pki.ca.cert_pem.as_str().into(),
     });
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));

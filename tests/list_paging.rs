@@ -59,6 +59,8 @@ fn items(list: &Value) -> Vec<(String, String)> {
         .as_array()
         .expect("items")
         .iter()
+        // The root-CA publisher's ConfigMap is in every namespace, as upstream's.
+        .filter(|i| i["metadata"]["name"] != "kube-root-ca.crt")
         .map(|i| {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
             (s(&i["metadata"]["name"]), s(&i["data"]["v"]))

@@ -495,23 +495,6 @@ fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
     }
 }
 
-/// Whether the namespace exists and accepts new objects.
-pub async fn check_namespace_open(state: &ApiState, ns: &str) -> Result<(), ApiError> {
-    let key = format!("core/namespaces/{ns}");
-    match state.store.get(&key).await? {
-        None => Err(ApiError::namespace_not_found(ns)),
-        Some(r) => {
-            let obj = parse_record(&r)?;
-            if !obj["metadata"]["deletionTimestamp"].is_null() {
-                return Err(ApiError::forbidden(format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                )));
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Attempts of an admitted update before it gives up with a 409 (the object kept changing
 /// between the read and the write).
 const ADMITTED_WRITE_ATTEMPTS: usize = 5;

@@ -25,6 +25,8 @@ pub mod garbage_collector;
 pub mod namespace;
 mod queue;
 pub mod resource_quota;
+pub mod root_ca;
+pub mod service_account;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -171,6 +173,8 @@ pub struct Context {
     /// The API server's own privileged loopback identity (`system:apiserver` in
     /// `system:masters`), for work upstream does inside the API server (CRD finalization).
     pub loopback: kube::Client,
+    /// The cluster CA bundle (PEM) the root-CA publisher hands to every namespace.
+    pub root_ca: Arc<str>,
 }
 
 /// Makes a client acting as the given controller's service account.
@@ -191,11 +195,15 @@ pub struct ControllerManager {
     pub crd_cleanup: Arc<Stats>,
     pub resource_quota: Arc<Stats>,
     pub clusterrole_aggregation: Arc<Stats>,
+    pub service_account: Arc<Stats>,
+    pub root_ca: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
     quota_ctl: resource_quota::ResourceQuotaController,
     aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
+    sa_ctl: service_account::ServiceAccountController,
+    root_ca_ctl: root_ca::RootCaPublisher,
 }
 
 impl ControllerManager {
@@ -206,7 +214,13 @@ impl ControllerManager {
         let quota_ctl = resource_quota::ResourceQuotaController::new(ctx.clone());
         let aggregation_ctl =
             clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
+        let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
+        let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
         ControllerManager {
+            service_account: sa_ctl.stats(),
+            root_ca: root_ca_ctl.stats(),
+            sa_ctl,
+            root_ca_ctl,
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
             crd_cleanup: crd_ctl.stats(),
@@ -229,6 +243,8 @@ impl ControllerManager {
         set.spawn(self.crd_ctl.run(stop.clone()));
         set.spawn(self.quota_ctl.run(stop.clone()));
         set.spawn(self.aggregation_ctl.run(stop.clone()));
+        set.spawn(self.sa_ctl.run(stop.clone()));
+        set.spawn(self.root_ca_ctl.run(stop.clone()));
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

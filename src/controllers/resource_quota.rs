@@ -109,7 +109,7 @@ impl ResourceQuotaController {
             });
         }
         let reconciler = Arc::new(Reconcile {
-            client: self.ctx.client.clone(),
+            client: self.ctx.client_for("resourcequota-controller"),
         });
         tokio::select! {
             _ = feeds.join_next() => Err(ControllerError::Invalid("resource_quota: an informer's change feed ended".into())),

@@ -34,6 +34,7 @@ impl Cluster {
             informers: informers.clone(),
             clients: Arc::new(move |_| as_kcm.clone()),
             loopback: kcm,
+            root_ca: server.state.ca_pem.as_str().into(),
         });
         let gc = manager.garbage_collector.clone();
         let namespace = manager.namespace.clone();

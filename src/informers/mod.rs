@@ -190,10 +190,15 @@ where
 
     /// Waits until the first list has been received.
     pub async fn synced(&self) -> Result<(), InformerError> {
-        self.reader
-            .wait_until_ready()
-            .await
-            .map_err(|_| InformerError::ShutDown(self.name.clone()))
+        // kube-runtime's readiness signal keeps the waker of its last poller only, so of two
+        // consumers waiting at once the first would never wake: poll again now and then.
+        loop {
+            let wait = self.reader.wait_until_ready();
+            match tokio::time::timeout(std::time::Duration::from_millis(50), wait).await {
+                Ok(r) => return r.map_err(|_| InformerError::ShutDown(self.name.clone())),
+                Err(_) => continue,
+            }
+        }
     }
 
     /// The current contents, then every change.

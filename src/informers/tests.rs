@@ -160,3 +160,25 @@ async fn a_relist_reports_what_disappeared_and_what_changed() {
     stop.cancel();
     let _ = handle.await;
 }
+
+#[tokio::test]
+async fn every_consumer_waiting_for_the_first_list_at_once_is_woken() {
+    let srv = TestServer::start().await;
+    let stop = CancellationToken::new();
+    let informers = Informers::new(srv.admin(), stop.clone());
+    let inf = informers.typed::<ConfigMap>();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let i = inf.clone();
+            tokio::spawn(async move { i.synced().await })
+        })
+        .collect();
+    for w in waiters {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("woken within 5 s")
+            .unwrap()
+            .unwrap();
+    }
+    stop.cancel();
+}

@@ -30,6 +30,17 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::Arc;
 
+pub mod default_storage_class;
+pub mod default_toleration_seconds;
+pub mod limit_ranger;
+pub mod namespace_lifecycle;
+pub mod node_restriction;
+pub mod priority;
+pub mod quantity;
+pub mod runtime_class;
+pub mod service_account;
+mod support;
+
 /// What a request does to its object (upstream's `admission.Operation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -103,23 +114,6 @@ impl<'a> Attributes<'a> {
         std::mem::take(&mut *self.warnings.lock())
     }
 
-    /// Upstream's `admission.NewForbidden(a, err)`: 403 `pods "x" is forbidden: <why>`, with
-    /// the resource and name in the Status details.
-    pub fn forbidden(&self, why: &str) -> ApiError {
-        let mut details = serde_json::json!({"name": self.name, "kind": self.rt.plural});
-        if !self.rt.group.is_empty() {
-            details["group"] = serde_json::json!(self.rt.group);
-        }
-        ApiError {
-            details: Some(details),
-            ..ApiError::forbidden(format!(
-                "{} \"{}\" is forbidden: {why}",
-                self.rt.qualified_plural(),
-                self.name
-            ))
-        }
-    }
-
     /// `group/resource` of the request (`apps/deployments`, `/pods` for core).
     pub fn is(&self, group: &str, resource: &str) -> bool {
         self.rt.group == group && self.rt.plural == resource
@@ -174,6 +168,14 @@ impl Chain {
     pub fn standard() -> Chain {
         Chain {
             plugins: vec![
+                Box::new(namespace_lifecycle::NamespaceLifecycle),
+                Box::new(limit_ranger::LimitRanger),
+                Box::new(service_account::ServiceAccount),
+                Box::new(node_restriction::NodeRestriction),
+                Box::new(priority::Priority),
+                Box::new(default_toleration_seconds::DefaultTolerationSeconds::default()),
+                Box::new(default_storage_class::DefaultStorageClass),
+                Box::new(runtime_class::RuntimeClass),
                 Box::new(pod_security::PodSecurity),
                 // Not an admission plugin upstream (its RBAC storage does this check); it
                 // runs after every other validating plugin here.

@@ -96,9 +96,6 @@ pub async fn create(
         &raw.bytes,
         q.field_validation,
     )?;
-    if let Some(ns) = &rr.namespace {
-        objects::check_namespace_open(state, ns).await?;
-    }
     let opts = WriteOptions {
         subresource: None,
         field_manager: manager,
@@ -276,9 +273,6 @@ pub async fn patch(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-    }
-    if rr.namespace.is_some() && ptype == PatchType::Apply {
-        objects::check_namespace_open(state, rr.namespace.as_deref().unwrap_or_default()).await?;
     }
     let opts = WriteOptions {
         subresource: rr.subresource,
