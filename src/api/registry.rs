@@ -527,6 +527,10 @@ static BUILTIN: &[Def] = &[
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
     Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
     Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
+    // admissionregistration.k8s.io/v1: minimal entries so the admission webhooks can be
+    // configured (the kinds slice brings their defaults and validation).
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "mutatingwebhookconfigurations", kind: "MutatingWebhookConfiguration", namespaced: CLUSTER, short: NONE, categories: &["api-extensions"], subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
+    Def { group: "admissionregistration.k8s.io", versions: &["v1"], plural: "validatingwebhookconfigurations", kind: "ValidatingWebhookConfiguration", namespaced: CLUSTER, short: NONE, categories: &["api-extensions"], subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
     Def { group: "apiextensions.k8s.io", versions: &["v1"], plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: CLUSTER, short: &["crd", "crds"], categories: &["api-extensions"], subresources: &[Status], verbs: STANDARD_VERBS, strategy: &crd::CUSTOM_RESOURCE_DEFINITION },
 ];
 
