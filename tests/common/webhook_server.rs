@@ -50,8 +50,10 @@ fn certificates() -> (String, String, String) {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own: two test servers' CAs must not be mistaken for each other.
+    let serial: u64 = rand::random();
     ca.distinguished_name
-        .push(DnType::CommonName, "webhook-test-ca");
+        .push(DnType::CommonName, format!("webhook-test-ca-{serial:x}"));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca, ca_key);

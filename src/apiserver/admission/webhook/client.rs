@@ -183,27 +183,8 @@ pub async fn post(
 fn transport_error_text(e: &hyper_util::client::legacy::Error, url: &str) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                let addr = url
-                    .parse::<http::Uri>()
-                    .ok()
-                    .and_then(|u| {
-                        let host = u.host()?.to_owned();
-                        Some(format!("{host}:{}", u.port_u16().unwrap_or(443)))
-                    })
-                    .unwrap_or_default();
-                return format!("dial tcp {addr}: connect: connection refused");
-            }
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return tls_error_text(tls);
-            }
-        }
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return tls_error_text(tls);
+        if let Some(text) = known_cause(s, url) {
+            return text;
         }
         source = s.source();
     }
@@ -212,6 +193,28 @@ fn transport_error_text(e: &hyper_util::client::legacy::Error, url: &str) -> Str
         text = format!("{text}: {s}");
     }
     text
+}
+
+/// Looks through `e` and the errors io::Errors wrap (their `source()` skips the wrapped
+/// error itself) for a refused connection or a TLS failure.
+fn known_cause(e: &(dyn std::error::Error + 'static), url: &str) -> Option<String> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls_error_text(tls));
+    }
+    let io = e.downcast_ref::<std::io::Error>()?;
+    if io.kind() == std::io::ErrorKind::ConnectionRefused {
+        let addr = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                let host = u.host()?.to_owned();
+                Some(format!("{host}:{}", u.port_u16().unwrap_or(443)))
+            })
+            .unwrap_or_default();
+        return Some(format!("dial tcp {addr}: connect: connection refused"));
+    }
+    let inner: &(dyn std::error::Error + 'static) = io.get_ref()?;
+    known_cause(inner, url)
 }
 
 fn tls_error_text(e: &rustls::Error) -> String {

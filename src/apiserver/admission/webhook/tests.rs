@@ -101,7 +101,9 @@ fn rules_match_subresources_only_when_named() {
     assert!(invocation_for(&rule("pods/*"), &status, &reg).is_some());
     assert!(invocation_for(&rule("*/status"), &main, &reg).is_none());
     assert!(invocation_for(&rule("*"), &status, &reg).is_none());
-    assert!(invocation_for(&rule("*/*"), &main, &reg).is_none());
+    // As upstream: a `*` subresource also matches the resource itself.
+    assert!(invocation_for(&rule("*/*"), &main, &reg).is_some());
+    assert!(invocation_for(&rule("pods/*"), &main, &reg).is_some());
     assert!(invocation_for(&rule("*/*"), &status, &reg).is_some());
 }
 
@@ -594,9 +596,13 @@ async fn unreachable_and_untrusted_webhooks_fail_with_go_wording() {
         }
     };
     assert_eq!(msg("refused").await, "Internal error occurred: failed calling webhook \"refused.example.com\": failed to call webhook: Post \"https://127.0.0.1:1/x?timeout=10s\": dial tcp 127.0.0.1:1: connect: connection refused");
-    assert!(msg("untrusted").await.ends_with(
-        "tls: failed to verify certificate: x509: certificate signed by unknown authority"
-    ));
+    let untrusted = msg("untrusted").await;
+    assert!(
+        untrusted.ends_with(
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+        ),
+        "{untrusted}"
+    );
     let bad = msg("baduid").await;
     assert!(bad.contains("failed calling webhook \"baduid.example.com\": received invalid webhook response: expected response.uid="), "{bad}");
     assert!(bad.ends_with(", got \"not-the-request-uid\""), "{bad}");
