@@ -502,6 +502,7 @@ pub async fn check_namespace_open(state: &ApiState, ns: &str) -> Result<(), ApiE
 }
 
 #[cfg(test)]
+#[allow(clippy::items_after_test_module)] // newer clippy; moving the tests is left to a cleanup
 mod tests {
     use super::*;
     use crate::api::registry::Registry;

@@ -143,7 +143,7 @@ pub async fn write_scale(
         false,
         |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
-            let scale = to_scale(&rt, &old);
+            let scale = to_scale(&rt, old);
             let new_scale = match &body {
                 (None, s) => s.clone(),
                 (Some(PatchType::Json), p) => {

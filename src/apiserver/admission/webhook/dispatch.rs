@@ -181,10 +181,9 @@ impl Webhooks {
             }
         }
         let sel = hook.object_selector.as_ref().map_err(internal_error)?;
-        if !sel.is_empty()
-            && !(obj.is_some() && sel.matches(labels(obj)))
-            && !(old.is_some() && sel.matches(labels(old)))
-        {
+        // Selected if the new or the old object (whichever exists) carries the labels.
+        let selected = |o: Option<&Value>| o.is_some() && sel.matches(labels(o));
+        if !sel.is_empty() && !selected(obj) && !selected(old) {
             return Ok(None);
         }
         if !hook.match_conditions.is_empty() {

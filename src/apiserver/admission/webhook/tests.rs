@@ -670,7 +670,7 @@ async fn the_namespace_selector_uses_the_namespace_labels_and_a_namespace_its_ow
         .create(&PostParams::default(), &cm("c", json!({})))
         .await
         .unwrap();
-    assert!(c.metadata.labels.unwrap_or_default().get(LABEL).is_none());
+    assert!(!c.metadata.labels.unwrap_or_default().contains_key(LABEL));
     assert_eq!(wh.requests("/label").len(), 2);
 }
 
