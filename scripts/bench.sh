@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 
-cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench
+cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench --example webhook_bench
 bin=target/release/skiff
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -51,6 +51,8 @@ bench_api() {
     echo "server_after_controllers_rss_mb $(rss_mb $pid) MB"
     # Creates charged to a ResourceQuota (count/configmaps) in their namespace.
     target/release/examples/api_bench "$dir/kubeconfig" 10000 8 quota
+    # What one no-op validating webhook (HTTPS on 127.0.0.1) adds to a create.
+    target/release/examples/webhook_bench "$dir/kubeconfig" 2000
     # The same creates through the in-process client (its own store in a temp dir).
     mkdir -p "$dir/inproc"
     target/release/examples/inproc_bench "$dir/inproc" 10000 8

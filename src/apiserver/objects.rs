@@ -426,7 +426,7 @@ where
     F: FnOnce(Option<Value>) -> Result<Decision, ApiError> + Send,
 {
     let key = rt.key(ns, name);
-    let (written, _rev) = state
+    let (written, rev) = state
         .store
         .mutate(
             &key,
@@ -482,6 +482,9 @@ where
             },
         )
         .await?;
+    if rev.is_some() {
+        state.admission.observe_write(rt);
+    }
     Ok(written)
 }
 

@@ -16,6 +16,7 @@ pub mod manifests;
 pub mod process;
 pub mod registry;
 pub mod token_server;
+pub mod webhook_server;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -19,7 +19,13 @@
 //! position. Warnings for the client (`Warning: 299` headers) go through
 //! [`Attributes::warn`].
 
+mod mutating_webhook;
 pub mod rbac_escalation;
+mod validating_webhook;
+pub mod webhook;
+
+pub use mutating_webhook::MutatingAdmissionWebhook;
+pub use validating_webhook::ValidatingAdmissionWebhook;
 
 use super::auth::UserInfo;
 use super::status::ApiError;
@@ -144,6 +150,11 @@ pub trait Plugin: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// Told after every stored (not dry-run) write of an object of type `rt`, before the
+    /// write is answered. Plugins that keep objects in memory (webhook configurations)
+    /// note the change here; it runs on every write, so it must be trivial.
+    fn observe_write(&self, _rt: &ResourceType) {}
+
     /// Validating phase: may refuse. `obj` is `None` for Delete (then `old` is the object
     /// being deleted) and for Connect.
     fn validate<'a>(
@@ -177,6 +188,8 @@ impl Chain {
                 Box::new(default_storage_class::DefaultStorageClass),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(pod_security::PodSecurity),
+                Box::new(MutatingAdmissionWebhook::default()),
+                Box::new(ValidatingAdmissionWebhook::default()),
                 // Not an admission plugin upstream (its RBAC storage does this check); it
                 // runs after every other validating plugin here.
                 Box::new(rbac_escalation::RbacEscalation),
@@ -193,6 +206,13 @@ impl Chain {
     /// Whether any plugin wants this request.
     pub fn interested(&self, attrs: &Attributes<'_>) -> bool {
         self.plugins.iter().any(|p| p.handles(attrs))
+    }
+
+    /// Tells every plugin about a stored write ([`Plugin::observe_write`]).
+    pub fn observe_write(&self, rt: &ResourceType) {
+        for p in &self.plugins {
+            p.observe_write(rt);
+        }
     }
 
     /// Runs the mutating phase of every interested plugin, in order.

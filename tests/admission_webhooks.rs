@@ -1,0 +1,219 @@
+//! Dynamic admission webhooks end to end: the real binary, real kubectl, and an HTTPS
+//! webhook server started by the test (its CA in the configuration's `caBundle`).
+
+mod common;
+
+use common::webhook_server::{WebhookServer, DENY_MESSAGE, LABEL, WARNING};
+use common::{manifests, TestServer};
+
+/// A webhook configuration of `kind` with one webhook for ConfigMap creates; `extra` is
+/// further YAML lines of the webhook (indented by 2 under the list item).
+fn configuration(kind: &str, name: &str, hook: &str, client: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: {kind}
+metadata:
+  name: {name}
+webhooks:
+- name: {hook}
+  clientConfig:
+{client}
+  rules:
+  - operations: ["CREATE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["configmaps"]
+  admissionReviewVersions: ["v1"]
+{extra}"#
+    )
+}
+
+fn url_client(wh: &WebhookServer, path: &str) -> String {
+    format!(
+        "    url: {}\n    caBundle: {}",
+        wh.url(path),
+        wh.ca_bundle()
+    )
+}
+
+/// Only ConfigMaps labelled `test=<value>` go to this webhook.
+fn only(value: &str) -> String {
+    format!("  objectSelector:\n    matchLabels:\n      test: {value}\n")
+}
+
+fn create_cm(
+    server: &TestServer,
+    name: &str,
+    labels: &[(&str, &str)],
+    args: &[&str],
+) -> common::Run {
+    let path = server.write_file(
+        &format!("{name}.yaml"),
+        &manifests::configmap(name, "default", labels),
+    );
+    let mut all = vec!["create", "-f", path.to_str().expect("utf-8 path")];
+    all.extend(args);
+    server.kubectl(&all)
+}
+
+#[test]
+fn kubectl_sees_the_label_a_mutating_webhook_added() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    server.apply(
+        "mutate.yaml",
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "label",
+            "label.example.com",
+            &url_client(&wh, "/label"),
+            "  sideEffects: None\n",
+        ),
+    );
+    server.kubectl_ok(&["create", "configmap", "labelled", "--from-literal=a=1"]);
+    let yaml = server.kubectl_ok(&["get", "configmap", "labelled", "-o", "yaml"]);
+    assert!(yaml.contains(&format!("{LABEL}: \"yes\"")), "{yaml}");
+    let reqs = wh.requests("/label");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0]["request"]["userInfo"]["username"], "system:admin");
+    assert_eq!(reqs[0]["request"]["object"]["data"]["a"], "1");
+}
+
+#[test]
+fn kubectl_prints_a_validating_webhooks_denial_and_warnings() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    let deny = configuration(
+        "ValidatingWebhookConfiguration",
+        "deny",
+        "deny.example.com",
+        &url_client(&wh, "/deny"),
+        &format!("  sideEffects: None\n{}", only("deny")),
+    );
+    let warn = configuration(
+        "ValidatingWebhookConfiguration",
+        "warn",
+        "warn.example.com",
+        &url_client(&wh, "/warn"),
+        &format!("  sideEffects: None\n{}", only("warn")),
+    );
+    server.apply("deny.yaml", &deny);
+    server.apply("warn.yaml", &warn);
+    let run = create_cm(&server, "denied", &[("test", "deny")], &[]).fails();
+    assert!(
+        run.stderr.contains(&format!(
+            "admission webhook \"deny.example.com\" denied the request: {DENY_MESSAGE}"
+        )),
+        "{run}"
+    );
+    assert!(!server.kubectl(&["get", "configmap", "denied"]).success());
+    let run = create_cm(&server, "warned", &[("test", "warn")], &[]).ok();
+    assert!(run.stderr.contains(&format!("Warning: {WARNING}")), "{run}");
+    server.kubectl_ok(&["get", "configmap", "warned"]);
+}
+
+#[test]
+fn a_webhook_past_its_timeout_refuses_under_fail_and_is_skipped_under_ignore() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    for (name, policy) in [("fail", "Fail"), ("ignore", "Ignore")] {
+        server.apply(
+            &format!("{name}.yaml"),
+            &configuration(
+                "ValidatingWebhookConfiguration",
+                &format!("slow-{name}"),
+                &format!("slow-{name}.example.com"),
+                &url_client(&wh, "/sleep"),
+                &format!(
+                    "  sideEffects: None\n  timeoutSeconds: 1\n  failurePolicy: {policy}\n{}",
+                    only(name)
+                ),
+            ),
+        );
+    }
+    let run = create_cm(&server, "slow-fail", &[("test", "fail")], &[]).fails();
+    let expected = format!(
+        "Internal error occurred: failed calling webhook \"slow-fail.example.com\": failed to call webhook: Post \"{}?timeout=1s\": context deadline exceeded",
+        wh.url("/sleep")
+    );
+    assert!(run.stderr.contains(&expected), "{run}");
+    create_cm(&server, "slow-ignore", &[("test", "ignore")], &[]).ok();
+    server.kubectl_ok(&["get", "configmap", "slow-ignore"]);
+}
+
+#[test]
+fn a_server_side_dry_run_reaches_only_webhooks_without_side_effects() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    server.apply(
+        "safe.yaml",
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "safe",
+            "safe.example.com",
+            &url_client(&wh, "/allow"),
+            &format!("  sideEffects: NoneOnDryRun\n{}", only("safe")),
+        ),
+    );
+    server.apply(
+        "unsafe.yaml",
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "unsafe",
+            "unsafe.example.com",
+            &url_client(&wh, "/allow"),
+            &format!("  sideEffects: Some\n{}", only("unsafe")),
+        ),
+    );
+    let run = create_cm(&server, "dry", &[("test", "safe")], &["--dry-run=server"]).ok();
+    assert!(
+        run.stdout
+            .contains("configmap/dry created (server dry run)"),
+        "{run}"
+    );
+    assert!(!server.kubectl(&["get", "configmap", "dry"]).success());
+    let reqs = wh.requests("/allow");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0]["request"]["dryRun"], true);
+    let run = create_cm(
+        &server,
+        "dry2",
+        &[("test", "unsafe")],
+        &["--dry-run=server"],
+    )
+    .fails();
+    assert!(
+        run.stderr
+            .contains("admission webhook \"unsafe.example.com\" does not support dry run"),
+        "{run}"
+    );
+    assert_eq!(wh.requests("/allow").len(), 1);
+}
+
+#[test]
+fn service_referenced_webhooks_fail_by_their_failure_policy_with_a_clear_message() {
+    let server = TestServer::start();
+    let service = "    service:\n      namespace: hooks\n      name: validator\n      path: /check";
+    for (name, policy) in [("fail", "Fail"), ("ignore", "Ignore")] {
+        server.apply(
+            &format!("svc-{name}.yaml"),
+            &configuration(
+                "ValidatingWebhookConfiguration",
+                &format!("svc-{name}"),
+                &format!("svc-{name}.example.com"),
+                service,
+                &format!(
+                    "  sideEffects: None\n  failurePolicy: {policy}\n{}",
+                    only(name)
+                ),
+            ),
+        );
+    }
+    let run = create_cm(&server, "svc-fail", &[("test", "fail")], &[]).fails();
+    assert!(
+        run.stderr.contains("failed calling webhook \"svc-fail.example.com\": failed to call webhook: Post \"https://validator.hooks.svc:443/check?timeout=10s\": webhooks referenced by clientConfig.service are not reachable until skiff routes in-cluster Services"),
+        "{run}"
+    );
+    create_cm(&server, "svc-ignore", &[("test", "ignore")], &[]).ok();
+    server.kubectl_ok(&["get", "configmap", "svc-ignore"]);
+}
