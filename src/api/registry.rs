@@ -32,6 +32,8 @@ pub enum Subresource {
     Log,
     /// `namespaces/{name}/finalize`: the only way to change a namespace's `spec.finalizers`.
     Finalize,
+    /// `serviceaccounts/{name}/token`: the TokenRequest API (create only).
+    Token,
 }
 
 impl Subresource {
@@ -42,6 +44,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
         }
     }
 
@@ -52,6 +55,7 @@ impl Subresource {
             "binding" => Subresource::Binding,
             "log" => Subresource::Log,
             "finalize" => Subresource::Finalize,
+            "token" => Subresource::Token,
             _ => return None,
         })
     }
@@ -59,7 +63,7 @@ impl Subresource {
     fn verbs(self) -> &'static [&'static str] {
         match self {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
-            Subresource::Binding => &["create"],
+            Subresource::Binding | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
         }
@@ -71,6 +75,7 @@ impl Subresource {
             Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
+            Subresource::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
             Subresource::Status | Subresource::Finalize => None,
         }
     }
@@ -478,7 +483,7 @@ const NONE: &[&str] = &[];
 use strategy::{
     apps, batch, cluster, config, core, crd, namespace, networking, pod, rbac, service,
 };
-use Subresource::{Binding, Finalize, Log, Scale, Status};
+use Subresource::{Binding, Finalize, Log, Scale, Status, Token};
 const GENERIC: &Strategy = &Strategy::GENERIC;
 
 #[rustfmt::skip]
@@ -496,7 +501,7 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },
     Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::SECRET },
-    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
+    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[Token], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
     Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"], strategy: &service::SERVICE },
     // apps/v1
     Def { group: "apps", versions: &["v1"], plural: "controllerrevisions", kind: "ControllerRevision", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &apps::CONTROLLER_REVISION },
@@ -522,6 +527,10 @@ static BUILTIN: &[Def] = &[
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "rolebindings", kind: "RoleBinding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE_BINDING },
     Def { group: "rbac.authorization.k8s.io", versions: &["v1"], plural: "roles", kind: "Role", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &rbac::ROLE },
     // authorization.k8s.io/v1: reviews are answered, never stored
+    // authentication.k8s.io/v1 (minimal entries for the authn slice; the kinds slice
+    // registers the same ones).
+    Def { group: "authentication.k8s.io", versions: &["v1"], plural: "tokenreviews", kind: "TokenReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    Def { group: "authentication.k8s.io", versions: &["v1"], plural: "selfsubjectreviews", kind: "SelfSubjectReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     // storage, policy, events, apiextensions
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },

@@ -1,8 +1,7 @@
-//! Authentication (client certificates, bearer tokens) and authorization.
+//! Who a request is ([`UserInfo`], established by [`super::authn`]) and authorization.
 //!
-//! Invariant: every request has an identity before routing; anonymous requests are refused
-//! except for the health and CA endpoints. The [`Authorizer`] trait is the seam where node
-//! identities and RBAC plug in later.
+//! Invariant: every request has an identity before routing (possibly `system:anonymous`).
+//! The [`Authorizer`] trait is the seam where node identities and RBAC plug in later.
 
 use super::request::Verb;
 
@@ -29,33 +28,6 @@ impl UserInfo {
     pub fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
-}
-
-/// Static bearer tokens (the admin token file).
-pub struct TokenAuthenticator {
-    tokens: Vec<(String, UserInfo)>,
-}
-
-impl TokenAuthenticator {
-    pub fn new(tokens: Vec<(String, UserInfo)>) -> TokenAuthenticator {
-        TokenAuthenticator { tokens }
-    }
-
-    /// Looks a bearer token up in constant time per candidate.
-    pub fn authenticate(&self, authorization: &str) -> Option<UserInfo> {
-        let token = authorization.strip_prefix("Bearer ")?.trim();
-        self.tokens
-            .iter()
-            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
-            .map(|(_, u)| u.clone())
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a request wants to do, for authorization.
@@ -159,16 +131,5 @@ mod tests {
             Decision::Deny(m) => assert!(m.contains("User \"bob\" cannot list resource \"pods\"")),
             Decision::Allow => panic!("bob must be denied"),
         }
-    }
-
-    #[test]
-    fn bearer_tokens_map_to_users() {
-        let a = TokenAuthenticator::new(vec![(
-            "s3cret".into(),
-            UserInfo::new("admin", &["system:masters"]),
-        )]);
-        assert_eq!(a.authenticate("Bearer s3cret").unwrap().name, "admin");
-        assert!(a.authenticate("Bearer nope").is_none());
-        assert!(a.authenticate("Basic s3cret").is_none());
     }
 }

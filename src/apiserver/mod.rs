@@ -6,6 +6,7 @@
 
 pub mod admission;
 mod auth;
+pub mod authn;
 mod body;
 mod crd;
 mod discovery;
@@ -22,10 +23,8 @@ mod tls;
 mod watch;
 
 pub use crate::store::StoreConfig as StoreSettings;
-pub use auth::{
-    Authorizer, MastersAuthorizer, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER,
-    SCHEDULER_USER,
-};
+pub use auth::{Authorizer, MastersAuthorizer, UserInfo, CONTROLLER_MANAGER_USER, SCHEDULER_USER};
+pub use authn::TokenAuthenticator;
 pub use inprocess::InProcessService;
 pub use services::ServiceIpAllocator;
 pub use status::ApiError;
@@ -60,7 +59,8 @@ const MAX_WATCHES_PER_CLIENT: usize = 256;
 pub struct ApiState {
     pub(crate) store: Store,
     pub registry: Registry,
-    pub tokens: TokenAuthenticator,
+    /// Bearer-token authentication and the service-account signing key.
+    pub authn: authn::Authenticator,
     pub authorizer: Box<dyn Authorizer>,
     /// The admission chain every write passes.
     pub admission: admission::Chain,
@@ -81,6 +81,8 @@ pub struct ApiConfig {
     pub store: StoreSettings,
     pub ca_pem: String,
     pub tokens: TokenAuthenticator,
+    /// Signs and verifies service-account tokens.
+    pub service_account_key: Arc<crate::pki::ServiceAccountKey>,
     pub service_cidr: String,
     pub advertise: SocketAddr,
     /// The admission plugins, in order ([`admission::Chain::standard`] for a server).
@@ -97,7 +99,7 @@ impl ApiState {
         let state = Arc::new(ApiState {
             store,
             registry: Registry::new(),
-            tokens: cfg.tokens,
+            authn: authn::Authenticator::new(cfg.tokens, cfg.service_account_key),
             authorizer: Box::new(MastersAuthorizer),
             admission: cfg.admission,
             ca_pem: cfg.ca_pem,
@@ -237,12 +239,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| crate::pki::client_identity(c))
-                .map(|(name, groups)| UserInfo {
-                    name,
-                    groups,
-                    ..UserInfo::default()
-                });
+                .and_then(|c| authn::x509::user_of(c));
             let conn = Arc::new(ConnInfo {
                 peer: Some(peer),
                 cert_user,
@@ -304,18 +301,6 @@ where
     resp
 }
 
-fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<RequestBody>) -> Option<UserInfo> {
-    if let Some(u) = &conn.cert_user {
-        return Some(u.clone());
-    }
-    let auth = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    state.tokens.authenticate(auth)
-}
-
 async fn dispatch(
     state: &Arc<ApiState>,
     conn: &ConnInfo,
@@ -331,8 +316,24 @@ async fn dispatch(
             _ => response::bytes(200, "text/plain", Bytes::from(state.ca_pem.clone())),
         });
     }
-    let user = authenticate(state, conn, &req).ok_or_else(ApiError::unauthorized)?;
+    let user = authn::authenticate(
+        state,
+        conn.cert_user.as_ref(),
+        req.headers().get(http::header::AUTHORIZATION),
+    )
+    .await?;
     let route = route?;
+    let anonymous = authn::is_anonymous(&user);
+    if anonymous && !matches!(route, Route::Resource(_)) {
+        // Anonymous requests for non-resource paths pass the authorizer (upstream grants
+        // discovery and /version through system:public-info-viewer and system:discovery).
+        // Denied, they get today's 401 until the authorizer knows those roles.
+        let path = req.uri().path();
+        if let auth::Decision::Deny(_) = state.authorizer.authorize_non_resource(&user, "get", path)
+        {
+            return Err(ApiError::unauthorized());
+        }
+    }
     let accept = req
         .headers()
         .get(http::header::ACCEPT)
@@ -348,6 +349,10 @@ async fn dispatch(
         Route::OpenApiV3Index => Ok(openapi::index(state)),
         Route::OpenApiV3Doc { group, version } => openapi::document(state, &group, &version),
         Route::OpenApiV2 => Ok(openapi::v2(state, req.headers())),
+        // Upstream grants these to system:serviceaccounts (the issuer-discovery role); here
+        // every authenticated user may read them until RBAC carries that role.
+        Route::OpenIdConfiguration => Ok(handlers::openid::configuration(state)),
+        Route::OpenIdJwks => Ok(handlers::openid::jwks(state)),
         Route::Resource(rr) => {
             let attrs = auth::Attributes {
                 verb: rr.verb,
@@ -358,16 +363,28 @@ async fn dispatch(
                 name: rr.name.as_deref(),
             };
             // Every authenticated user may ask about itself (upstream's system:basic-user).
-            let self_review =
-                rr.rt.group == "authorization.k8s.io" && rr.rt.plural == "selfsubjectaccessreviews";
+            let self_review = (rr.rt.group == "authorization.k8s.io"
+                && rr.rt.plural == "selfsubjectaccessreviews")
+                || (rr.rt.group == "authentication.k8s.io" && rr.rt.plural == "selfsubjectreviews");
             if let auth::Decision::Deny(msg) = state.authorizer.authorize(&user, &attrs) {
+                if anonymous {
+                    // Until the authorizer answers for anonymous (the rbac slice), a denied
+                    // anonymous request keeps the 401 it got before anonymous existed.
+                    return Err(ApiError::unauthorized());
+                }
                 if !self_review {
                     return Err(ApiError::forbidden(msg));
                 }
             }
             let output = Output::negotiate_for(accept.as_deref(), &rr.rt)?;
             if self_review {
+                if rr.rt.plural == "selfsubjectreviews" {
+                    return handlers::review_authn::self_subject_review(&user, req).await;
+                }
                 return handlers::review::self_subject_access_review(state, &rr, &user, req).await;
+            }
+            if rr.rt.group == "authentication.k8s.io" && rr.rt.plural == "tokenreviews" {
+                return handlers::review_authn::token_review(state, &rr, req).await;
             }
             let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client, &user).await

@@ -1,9 +1,12 @@
 //! REST handlers for resources: one file per family of verbs.
 
 mod delete;
+pub mod openid;
 pub mod read;
 pub mod review;
+pub mod review_authn;
 mod subresources;
+mod token_request;
 mod write;
 
 use super::request::{Output, Query, ResourceRequest, Verb};
@@ -51,6 +54,7 @@ pub async fn resource(
             subresources::write_scale(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
+        (Verb::Create, Some(Subresource::Token)) => token_request::create(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
