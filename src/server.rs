@@ -176,6 +176,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let controllers = ControllerManager::new(controllers::Context {
         client: controller_client,
         informers: informers.clone(),
+        signing: Some(std::sync::Arc::new(controllers::Signing {
+            ca: pki.ca.clone(),
+            service_account_key: sa_key,
+        })),
     });
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));

@@ -34,6 +34,8 @@ pub enum Subresource {
     Finalize,
     /// `serviceaccounts/{name}/token`: the TokenRequest API (create only).
     Token,
+    /// `certificatesigningrequests/{name}/approval`: writes only `status.conditions`.
+    Approval,
 }
 
 impl Subresource {
@@ -45,6 +47,7 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
+            Subresource::Approval => "approval",
         }
     }
 
@@ -56,13 +59,16 @@ impl Subresource {
             "log" => Subresource::Log,
             "finalize" => Subresource::Finalize,
             "token" => Subresource::Token,
+            "approval" => Subresource::Approval,
             _ => return None,
         })
     }
 
     fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Status | Subresource::Scale | Subresource::Approval => {
+                &["get", "patch", "update"]
+            }
             Subresource::Binding | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
@@ -76,7 +82,7 @@ impl Subresource {
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
             Subresource::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
-            Subresource::Status | Subresource::Finalize => None,
+            Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
     }
 }
@@ -483,7 +489,7 @@ const NONE: &[&str] = &[];
 use strategy::{
     apps, batch, cluster, config, core, crd, namespace, networking, pod, rbac, service,
 };
-use Subresource::{Binding, Finalize, Log, Scale, Status, Token};
+use Subresource::{Approval, Binding, Finalize, Log, Scale, Status, Token};
 const GENERIC: &Strategy = &Strategy::GENERIC;
 
 #[rustfmt::skip]
@@ -531,8 +537,13 @@ static BUILTIN: &[Def] = &[
     // registers the same ones).
     Def { group: "authentication.k8s.io", versions: &["v1"], plural: "tokenreviews", kind: "TokenReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     Def { group: "authentication.k8s.io", versions: &["v1"], plural: "selfsubjectreviews", kind: "SelfSubjectReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
+    // Minimal entry for the authn slice's CSR approver; the rbac slice serves the real one.
+    Def { group: "authorization.k8s.io", versions: &["v1"], plural: "subjectaccessreviews", kind: "SubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     Def { group: "authorization.k8s.io", versions: &["v1"], plural: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["create"], strategy: GENERIC },
     // storage, policy, events, apiextensions
+    // certificates.k8s.io/v1 (minimal entry for the authn slice's signer; the kinds slice
+    // registers the kind with its strategy).
+    Def { group: "certificates.k8s.io", versions: &["v1"], plural: "certificatesigningrequests", kind: "CertificateSigningRequest", namespaced: CLUSTER, short: &["csr"], categories: NONE, subresources: &[Status, Approval], verbs: STANDARD_VERBS, strategy: GENERIC },
     Def { group: "storage.k8s.io", versions: &["v1"], plural: "storageclasses", kind: "StorageClass", namespaced: CLUSTER, short: &["sc"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &cluster::STORAGE_CLASS },
     Def { group: "policy", versions: &["v1"], plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: NS, short: &["pdb"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &cluster::POD_DISRUPTION_BUDGET },
     Def { group: "events.k8s.io", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },

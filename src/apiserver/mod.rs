@@ -386,6 +386,9 @@ async fn dispatch(
             if rr.rt.group == "authentication.k8s.io" && rr.rt.plural == "tokenreviews" {
                 return handlers::review_authn::token_review(state, &rr, req).await;
             }
+            if rr.rt.group == "authorization.k8s.io" && rr.rt.plural == "subjectaccessreviews" {
+                return handlers::review_sar_minimal::subject_access_review(state, &rr, req).await;
+            }
             let client = conn.client_key(&user);
             handlers::resource(state, rr, query, output, req, client, &user).await
         }

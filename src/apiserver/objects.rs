@@ -289,6 +289,12 @@ pub fn prepare_update_unvalidated(
             (strategy.prepare_for_status_update)(old, &mut new);
             new
         }
+        Some(Subresource::Approval) => {
+            // Approval writes change only status.conditions.
+            let mut merged = old.clone();
+            merged["status"]["conditions"] = new["status"]["conditions"].clone();
+            merged
+        }
         Some(Subresource::Finalize) => {
             // Finalize writes change only spec.finalizers.
             let mut merged = old.clone();

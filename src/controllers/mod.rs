@@ -18,10 +18,15 @@
 //! every informer queues every object again.
 
 pub mod crd_cleanup;
+pub mod csr_approving;
+pub mod csr_signing;
 mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
 mod queue;
+pub mod serviceaccount_token;
+#[cfg(test)]
+mod signing_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -159,6 +164,16 @@ where
 pub struct Context {
     pub client: kube::Client,
     pub informers: Informers,
+    /// Key material the signing controllers use, handed over in-process (never through the
+    /// API); without it the CSR signer, CSR approver and token controller do not run.
+    pub signing: Option<Arc<Signing>>,
+}
+
+/// The cluster CA (certificates for approved CSRs) and the service-account key (legacy
+/// token Secrets).
+pub struct Signing {
+    pub ca: crate::pki::CertPair,
+    pub service_account_key: Arc<crate::pki::ServiceAccountKey>,
 }
 
 /// The controllers `skiff server` runs, with their counters.
@@ -169,6 +184,14 @@ pub struct ControllerManager {
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
+    /// The controllers that need [`Context::signing`].
+    signing_ctls: Option<SigningControllers>,
+}
+
+struct SigningControllers {
+    csr_signing: csr_signing::CsrSigningController,
+    csr_approving: csr_approving::CsrApprovingController,
+    tokens: serviceaccount_token::TokensController,
 }
 
 impl ControllerManager {
@@ -176,6 +199,11 @@ impl ControllerManager {
         let namespace_ctl = namespace::NamespaceController::new(ctx.clone());
         let gc = garbage_collector::GarbageCollector::new(ctx.clone());
         let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
+        let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
+            csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
+            csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
+            tokens: serviceaccount_token::TokensController::new(ctx.clone(), signing),
+        });
         ControllerManager {
             namespace: namespace_ctl.stats(),
             garbage_collector: gc.stats(),
@@ -183,6 +211,7 @@ impl ControllerManager {
             namespace_ctl,
             gc,
             crd_ctl,
+            signing_ctls,
         }
     }
 
@@ -193,6 +222,11 @@ impl ControllerManager {
         set.spawn(self.namespace_ctl.run(stop.clone()));
         set.spawn(self.gc.run(stop.clone()));
         set.spawn(self.crd_ctl.run(stop.clone()));
+        if let Some(c) = self.signing_ctls {
+            set.spawn(c.csr_signing.run(stop.clone()));
+            set.spawn(c.csr_approving.run(stop.clone()));
+            set.spawn(c.tokens.run(stop.clone()));
+        }
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

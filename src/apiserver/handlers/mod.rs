@@ -5,6 +5,7 @@ pub mod openid;
 pub mod read;
 pub mod review;
 pub mod review_authn;
+pub mod review_sar_minimal;
 mod subresources;
 mod token_request;
 mod write;
@@ -48,7 +49,9 @@ pub async fn resource(
         (Verb::Watch, None) => super::watch::watch(state, &rr, &query, output, client).await,
         (Verb::List, None) => read::list(state, &rr, &query, output).await,
         (Verb::Get, None) => read::get(state, &rr, output).await,
-        (Verb::Get, Some(Subresource::Status)) => read::get(state, &rr, output).await,
+        (Verb::Get, Some(Subresource::Status | Subresource::Approval)) => {
+            read::get(state, &rr, output).await
+        }
         (Verb::Get, Some(Subresource::Scale)) => subresources::get_scale(state, &rr).await,
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
             subresources::write_scale(state, &rr, &query, req, user).await
@@ -57,10 +60,13 @@ pub async fn resource(
         (Verb::Create, Some(Subresource::Token)) => token_request::create(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
-        (Verb::Update, None | Some(Subresource::Status | Subresource::Finalize)) => {
+        (
+            Verb::Update,
+            None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval),
+        ) => {
             write::update(state, &rr, &query, req, manager, user).await
         }
-        (Verb::Patch, None | Some(Subresource::Status)) => {
+        (Verb::Patch, None | Some(Subresource::Status | Subresource::Approval)) => {
             write::patch(state, &rr, &query, req, manager, user).await
         }
         (Verb::Delete, None) => delete::delete(state, &rr, &query, req, user).await,

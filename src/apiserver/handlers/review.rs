@@ -28,7 +28,7 @@ pub async fn self_subject_access_review(
 }
 
 /// The review's `status`: allowed, or not with the authorizer's reason.
-fn decide(
+pub(super) fn decide(
     state: &ApiState,
     rr: &ResourceRequest,
     user: &UserInfo,
