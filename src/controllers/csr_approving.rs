@@ -81,7 +81,6 @@ impl CsrApprovingController {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
-        tracing::debug!(controller = "csr_approving", "starting");
         let informer = self.ctx.informers.typed::<CertificateSigningRequest>();
         let reconciler = Arc::new(Reconcile {
             client: self.ctx.client.clone(),
@@ -93,7 +92,12 @@ impl CsrApprovingController {
             }
             _ => None,
         };
-        run_on_informer(informer, key_of, reconciler, self.queue, WORKERS, shutdown).await
+        // Shutdown also ends the wait for the informer's first list.
+        let stop = shutdown.clone();
+        tokio::select! {
+            r = run_on_informer(informer, key_of, reconciler, self.queue, WORKERS, shutdown) => r,
+            _ = stop.cancelled() => Ok(()),
+        }
     }
 }
 
@@ -104,7 +108,11 @@ struct Reconcile {
 
 impl Reconcile {
     /// Asks the authorizer whether the CSR's requester may create `subresource`.
-    async fn allowed(&self, csr: &CertificateSigningRequest, subresource: &str) -> Result<bool, ControllerError> {
+    async fn allowed(
+        &self,
+        csr: &CertificateSigningRequest,
+        subresource: &str,
+    ) -> Result<bool, ControllerError> {
         let spec = &csr.spec;
         let sar = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -135,7 +143,10 @@ impl Reconciler for Reconcile {
     const NAME: &'static str = "csrapproving";
 
     async fn reconcile(&self, name: &String) -> Result<Action, ControllerError> {
-        let Some(csr) = self.store.get(&kube::runtime::reflector::ObjectRef::new(name)) else {
+        let Some(csr) = self
+            .store
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+        else {
             return Ok(Action::Done);
         };
         if !undecided(&csr) {

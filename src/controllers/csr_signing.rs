@@ -8,7 +8,9 @@
 //! subject and usages fit its signer; a request that does not fit gets the `Failed`
 //! condition (reason `SignerValidationFailure`, upstream's message) instead.
 
-use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Signing, Stats, WorkQueue};
+use super::{
+    run_on_informer, Action, Context, ControllerError, Reconciler, Signing, Stats, WorkQueue,
+};
 use crate::informers::Change;
 use crate::pki::csr::{self, CsrInfo};
 use k8s_openapi::api::certificates::v1::{
@@ -68,7 +70,6 @@ impl CsrSigningController {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
-        tracing::debug!(controller = "csr_signing", "starting");
         let informer = self.ctx.informers.typed::<CertificateSigningRequest>();
         let reconciler = Arc::new(Reconcile {
             api: Api::all(self.ctx.client.clone()),
@@ -79,7 +80,12 @@ impl CsrSigningController {
             Change::Applied(csr) if wants_signing(csr) => csr.metadata.name.clone(),
             _ => None,
         };
-        run_on_informer(informer, key_of, reconciler, self.queue, WORKERS, shutdown).await
+        // Shutdown also ends the wait for the informer's first list.
+        let stop = shutdown.clone();
+        tokio::select! {
+            r = run_on_informer(informer, key_of, reconciler, self.queue, WORKERS, shutdown) => r,
+            _ = stop.cancelled() => Ok(()),
+        }
     }
 }
 
@@ -94,7 +100,10 @@ impl Reconciler for Reconcile {
     const NAME: &'static str = "csrsigning";
 
     async fn reconcile(&self, name: &String) -> Result<Action, ControllerError> {
-        let Some(csr) = self.store.get(&kube::runtime::reflector::ObjectRef::new(name)) else {
+        let Some(csr) = self
+            .store
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+        else {
             return Ok(Action::Done);
         };
         if !wants_signing(&csr) {
@@ -119,22 +128,22 @@ impl Reconciler for Reconcile {
         let status = updated.status.get_or_insert_with(Default::default);
         match check_signer(signer, &info, &usages) {
             Err(message) => {
-                status
-                    .conditions
-                    .get_or_insert_with(Vec::new)
-                    .push(CertificateSigningRequestCondition {
+                status.conditions.get_or_insert_with(Vec::new).push(
+                    CertificateSigningRequestCondition {
                         type_: "Failed".into(),
                         status: "True".into(),
                         reason: Some("SignerValidationFailure".into()),
                         message: Some(message),
                         last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
                         last_transition_time: None,
-                    });
+                    },
+                );
             }
             Ok(()) => {
                 let ttl = duration(csr.spec.expiration_seconds);
-                let pem = csr::sign(&self.signing.ca, request, &usages, ttl)
-                    .map_err(|e| ControllerError::Invalid(format!("error auto signing csr: {e}")))?;
+                let pem = csr::sign(&self.signing.ca, request, &usages, ttl).map_err(|e| {
+                    ControllerError::Invalid(format!("error auto signing csr: {e}"))
+                })?;
                 status.certificate = Some(k8s_openapi::ByteString(pem.into_bytes()));
             }
         }
@@ -263,7 +272,12 @@ mod tests {
     #[test]
     fn apiserver_client_needs_client_auth_and_nothing_else() {
         let i = info("jane", &["devs"], &[]);
-        assert!(check_signer(KUBE_APISERVER_CLIENT, &i, &u(&["client auth", "digital signature"])).is_ok());
+        assert!(check_signer(
+            KUBE_APISERVER_CLIENT,
+            &i,
+            &u(&["client auth", "digital signature"])
+        )
+        .is_ok());
         assert_eq!(
             check_signer(KUBE_APISERVER_CLIENT, &i, &u(&["server auth"])).unwrap_err(),
             "invalid usage for client certificate: server auth"
@@ -279,9 +293,19 @@ mod tests {
         let ok = info("system:node:n1", &["system:nodes"], &[]);
         let usages = u(&["digital signature", "client auth"]);
         assert!(check_signer(KUBELET_CLIENT, &ok, &usages).is_ok());
-        assert!(check_signer(KUBELET_CLIENT, &ok, &u(&["key encipherment", "digital signature", "client auth"])).is_ok());
+        assert!(check_signer(
+            KUBELET_CLIENT,
+            &ok,
+            &u(&["key encipherment", "digital signature", "client auth"])
+        )
+        .is_ok());
         assert_eq!(
-            check_signer(KUBELET_CLIENT, &info("system:node:n1", &["devs"], &[]), &usages).unwrap_err(),
+            check_signer(
+                KUBELET_CLIENT,
+                &info("system:node:n1", &["devs"], &[]),
+                &usages
+            )
+            .unwrap_err(),
             "subject organization is not system:nodes"
         );
         assert_eq!(
@@ -289,7 +313,12 @@ mod tests {
             "subject common name does not begin with system:node:"
         );
         assert_eq!(
-            check_signer(KUBELET_CLIENT, &info("system:node:n1", &["system:nodes"], &["n1"]), &usages).unwrap_err(),
+            check_signer(
+                KUBELET_CLIENT,
+                &info("system:node:n1", &["system:nodes"], &["n1"]),
+                &usages
+            )
+            .unwrap_err(),
             "DNS subjectAltNames are not allowed"
         );
         assert_eq!(
@@ -301,13 +330,28 @@ mod tests {
     #[test]
     fn kubelet_serving_rules_are_upstreams() {
         let usages = u(&["digital signature", "server auth"]);
-        assert!(check_signer(KUBELET_SERVING, &info("system:node:n1", &["system:nodes"], &["n1"]), &usages).is_ok());
+        assert!(check_signer(
+            KUBELET_SERVING,
+            &info("system:node:n1", &["system:nodes"], &["n1"]),
+            &usages
+        )
+        .is_ok());
         assert_eq!(
-            check_signer(KUBELET_SERVING, &info("system:node:n1", &["system:nodes"], &[]), &usages).unwrap_err(),
+            check_signer(
+                KUBELET_SERVING,
+                &info("system:node:n1", &["system:nodes"], &[]),
+                &usages
+            )
+            .unwrap_err(),
             "DNS or IP subjectAltName is required"
         );
         assert_eq!(
-            check_signer(KUBELET_SERVING, &info("system:node:n1", &["system:nodes"], &["n1"]), &u(&["client auth"])).unwrap_err(),
+            check_signer(
+                KUBELET_SERVING,
+                &info("system:node:n1", &["system:nodes"], &["n1"]),
+                &u(&["client auth"])
+            )
+            .unwrap_err(),
             "usages did not match [digital signature key encipherment server auth]"
         );
     }

@@ -37,11 +37,19 @@ fn sa_name(s: &Secret) -> Option<&str> {
     if s.type_.as_deref() != Some(SECRET_TYPE) {
         return None;
     }
-    s.metadata.annotations.as_ref()?.get(NAME_ANNOTATION).map(String::as_str)
+    s.metadata
+        .annotations
+        .as_ref()?
+        .get(NAME_ANNOTATION)
+        .map(String::as_str)
 }
 
 fn key(s: &Secret) -> Option<Key> {
-    Some(format!("{}/{}", s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?))
+    Some(format!(
+        "{}/{}",
+        s.metadata.namespace.as_deref()?,
+        s.metadata.name.as_deref()?
+    ))
 }
 
 impl TokensController {
@@ -58,7 +66,6 @@ impl TokensController {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
-        tracing::debug!(controller = "serviceaccount_token", "starting");
         let secrets = self.ctx.informers.typed::<Secret>();
         let accounts = self.ctx.informers.typed::<ServiceAccount>();
         secrets.synced().await?;
@@ -117,7 +124,11 @@ struct Reconcile {
 
 impl Reconcile {
     /// The service account, from the cache or (when the cache has not seen it yet) live.
-    async fn account(&self, ns: &str, name: &str) -> Result<Option<ServiceAccount>, ControllerError> {
+    async fn account(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ServiceAccount>, ControllerError> {
         if let Some(sa) = self.accounts.get(&ObjectRef::new(name).within(ns)) {
             return Ok(Some((*sa).clone()));
         }
@@ -187,14 +198,20 @@ impl Reconciler for Reconcile {
                 .map_err(|e| ControllerError::Invalid(format!("generating token: {e}")))?;
             data.insert("token".into(), ByteString(token.into_bytes()));
         }
-        data.insert("ca.crt".into(), ByteString(self.signing.ca.cert_pem.clone().into_bytes()));
+        data.insert(
+            "ca.crt".into(),
+            ByteString(self.signing.ca.cert_pem.clone().into_bytes()),
+        );
         data.insert("namespace".into(), ByteString(ns.as_bytes().to_vec()));
         updated
             .metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(UID_ANNOTATION.into(), sa_ref.uid);
-        match secrets.replace(name, &PostParams::default(), &updated).await {
+        match secrets
+            .replace(name, &PostParams::default(), &updated)
+            .await
+        {
             Ok(_) => Ok(Action::Done),
             // Changed meanwhile: the change queues it again.
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Action::Done),

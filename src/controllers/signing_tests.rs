@@ -8,7 +8,14 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
 
-async fn create_csr(c: &Cluster, name: &str, signer: &str, pem: &str, usages: &[&str], extra_spec: Value) -> Api<CertificateSigningRequest> {
+async fn create_csr(
+    c: &Cluster,
+    name: &str,
+    signer: &str,
+    pem: &str,
+    usages: &[&str],
+    extra_spec: Value,
+) -> Api<CertificateSigningRequest> {
     let api = Api::<CertificateSigningRequest>::all(c.client.clone());
     let mut spec = json!({"request": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem),
         "signerName": signer, "usages": usages});
@@ -17,7 +24,9 @@ async fn create_csr(c: &Cluster, name: &str, signer: &str, pem: &str, usages: &[
     }
     let csr: CertificateSigningRequest =
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
-    api.create(&PostParams::default(), &csr).await.expect("create csr");
+    api.create(&PostParams::default(), &csr)
+        .await
+        .expect("create csr");
     api
 }
 
@@ -27,7 +36,9 @@ async fn approve(api: &Api<CertificateSigningRequest>, name: &str) {
         json!({"type": "Approved", "status": "True", "reason": "Test", "message": "approved by the test"}),
     )
     .unwrap()]);
-    api.replace_subresource("approval", name, &PostParams::default(), &csr).await.expect("approve");
+    api.replace_subresource("approval", name, &PostParams::default(), &csr)
+        .await
+        .expect("approve");
 }
 
 fn condition(csr: &CertificateSigningRequest, kind: &str) -> Option<Value> {
@@ -42,30 +53,63 @@ fn condition(csr: &CertificateSigningRequest, kind: &str) -> Option<Value> {
 
 #[tokio::test]
 async fn approved_client_csr_is_signed_and_misfit_usages_fail() {
-    let _ = tracing_subscriber::fmt().with_env_filter("skiff=debug,kube_runtime=debug,skiff::store=warn").with_test_writer().try_init();
     let c = Cluster::start_with_signing().await;
-    let l = Api::<CertificateSigningRequest>::all(c.client.clone()).list(&Default::default()).await;
-    tracing::info!(ok = l.is_ok(), err = ?l.err(), "csr list");
-    let inf = crate::informers::Informers::new(c.client.clone(), tokio_util::sync::CancellationToken::new());
-    tokio::spawn(inf.clone().run());
-    let r = tokio::time::timeout(std::time::Duration::from_secs(3), inf.typed::<CertificateSigningRequest>().synced()).await;
-    tracing::info!(synced = ?r, "csr informer");
-    let api = create_csr(&c, "jane", "kubernetes.io/kube-apiserver-client", &request("jane", &["devs"], &[]), &["client auth"], json!({"expirationSeconds": 3600})).await;
+    let api = create_csr(
+        &c,
+        "jane",
+        "kubernetes.io/kube-apiserver-client",
+        &request("jane", &["devs"], &[]),
+        &["client auth"],
+        json!({"expirationSeconds": 3600}),
+    )
+    .await;
     // Not approved: nothing is issued.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(api.get("jane").await.unwrap().status.and_then(|s| s.certificate).is_none());
+    assert!(api
+        .get("jane")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.certificate)
+        .is_none());
     approve(&api, "jane").await;
     eventually("the certificate is issued", || async {
-        api.get("jane").await.unwrap().status.and_then(|s| s.certificate).is_some()
+        api.get("jane")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.certificate)
+            .is_some()
     })
     .await;
-    let cert = api.get("jane").await.unwrap().status.unwrap().certificate.unwrap();
+    let cert = api
+        .get("jane")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .certificate
+        .unwrap();
     let der = crate::pki::certs_from_pem(std::str::from_utf8(&cert.0).unwrap()).unwrap();
-    assert_eq!(crate::pki::client_identity(&der[0]).unwrap(), ("jane".into(), vec!["devs".into()]));
+    assert_eq!(
+        crate::pki::client_identity(&der[0]).unwrap(),
+        ("jane".into(), vec!["devs".into()])
+    );
     let (_, x) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
-    assert_eq!(x.validity().not_after.timestamp() - x.validity().not_before.timestamp(), 3600);
+    assert_eq!(
+        x.validity().not_after.timestamp() - x.validity().not_before.timestamp(),
+        3600
+    );
 
-    let api = create_csr(&c, "web", "kubernetes.io/kube-apiserver-client", &request("web", &[], &[]), &["server auth"], json!({})).await;
+    let api = create_csr(
+        &c,
+        "web",
+        "kubernetes.io/kube-apiserver-client",
+        &request("web", &[], &[]),
+        &["server auth"],
+        json!({}),
+    )
+    .await;
     approve(&api, "web").await;
     eventually("the request fails", || async {
         condition(&api.get("web").await.unwrap(), "Failed").is_some()
@@ -74,7 +118,10 @@ async fn approved_client_csr_is_signed_and_misfit_usages_fail() {
     let failed = api.get("web").await.unwrap();
     let cond = condition(&failed, "Failed").unwrap();
     assert_eq!(cond["reason"], "SignerValidationFailure");
-    assert_eq!(cond["message"], "invalid usage for client certificate: server auth");
+    assert_eq!(
+        cond["message"],
+        "invalid usage for client certificate: server auth"
+    );
     assert!(failed.status.unwrap().certificate.is_none());
     c.stop().await;
 }
@@ -96,8 +143,15 @@ async fn kubelet_client_csr_of_an_authorized_requester_is_auto_approved_and_sign
     let cond = condition(&api.get("node-n1").await.unwrap(), "Approved").unwrap();
     assert_eq!(cond["reason"], "AutoApproved");
     // Another signer's requests are not the approver's business.
-    let api = create_csr(&c, "other", "kubernetes.io/kube-apiserver-client", &request("x", &[], &[]),
-        &["client auth"], json!({"username": "system:admin", "groups": ["system:masters"]})).await;
+    let api = create_csr(
+        &c,
+        "other",
+        "kubernetes.io/kube-apiserver-client",
+        &request("x", &[], &[]),
+        &["client auth"],
+        json!({"username": "system:admin", "groups": ["system:masters"]}),
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(condition(&api.get("other").await.unwrap(), "Approved").is_none());
     c.stop().await;
@@ -105,11 +159,10 @@ async fn kubelet_client_csr_of_an_authorized_requester_is_auto_approved_and_sign
 
 #[tokio::test]
 async fn legacy_token_secrets_are_filled_and_go_with_their_service_account() {
-    let _ = tracing_subscriber::fmt().with_env_filter("skiff=debug,skiff::store=warn").with_test_writer().try_init();
     let c = Cluster::start_with_signing().await;
-    tracing::info!("cluster started");
     let sas = Api::<ServiceAccount>::namespaced(c.client.clone(), "default");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "build"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "build"}})).unwrap();
     let sa = sas.create(&PostParams::default(), &sa).await.unwrap();
     let secrets = Api::<Secret>::namespaced(c.client.clone(), "default");
     let s: Secret = serde_json::from_value(json!({
@@ -118,15 +171,21 @@ async fn legacy_token_secrets_are_filled_and_go_with_their_service_account() {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
-    tracing::info!("secret created");
     eventually("the token is filled in", || async {
-        secrets.get("build-token").await.unwrap().data.is_some_and(|d| d.contains_key("token"))
+        secrets
+            .get("build-token")
+            .await
+            .unwrap()
+            .data
+            .is_some_and(|d| d.contains_key("token"))
     })
     .await;
     let s = secrets.get("build-token").await.unwrap();
     let data = s.data.unwrap();
     assert_eq!(data["namespace"].0, b"default");
-    assert!(std::str::from_utf8(&data["ca.crt"].0).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(std::str::from_utf8(&data["ca.crt"].0)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
     assert_eq!(
         s.metadata.annotations.unwrap()["kubernetes.io/service-account.uid"],
         sa.metadata.uid.clone().unwrap()
@@ -141,7 +200,5 @@ async fn legacy_token_secrets_are_filled_and_go_with_their_service_account() {
     })
     .await;
     assert!(state.authn.token(state, &token, None).await.is_err());
-    tracing::info!("stopping");
     c.stop().await;
-    tracing::info!("stopped");
 }

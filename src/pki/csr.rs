@@ -91,7 +91,9 @@ pub fn parse(pem: &[u8]) -> Result<CsrInfo, CsrError> {
 }
 
 /// Maps Kubernetes key usage names to X.509 key usages and extended key usages.
-fn usages(names: &[String]) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>), CsrError> {
+fn usages(
+    names: &[String],
+) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>), CsrError> {
     let mut ku = Vec::new();
     let mut eku = Vec::new();
     for n in names {
@@ -112,11 +114,21 @@ fn usages(names: &[String]) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsag
             "email protection" | "s/mime" => eku.push(ExtendedKeyUsagePurpose::EmailProtection),
             "timestamping" => eku.push(ExtendedKeyUsagePurpose::TimeStamping),
             "ocsp signing" => eku.push(ExtendedKeyUsagePurpose::OcspSigning),
-            "ipsec end system" => eku.push(ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 5])),
-            "ipsec tunnel" => eku.push(ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 6])),
-            "ipsec user" => eku.push(ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 7])),
-            "microsoft sgc" => eku.push(ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 311, 10, 3, 3])),
-            "netscape sgc" => eku.push(ExtendedKeyUsagePurpose::Other(vec![2, 16, 840, 1, 113730, 4, 1])),
+            "ipsec end system" => eku.push(ExtendedKeyUsagePurpose::Other(vec![
+                1, 3, 6, 1, 5, 5, 7, 3, 5,
+            ])),
+            "ipsec tunnel" => eku.push(ExtendedKeyUsagePurpose::Other(vec![
+                1, 3, 6, 1, 5, 5, 7, 3, 6,
+            ])),
+            "ipsec user" => eku.push(ExtendedKeyUsagePurpose::Other(vec![
+                1, 3, 6, 1, 5, 5, 7, 3, 7,
+            ])),
+            "microsoft sgc" => eku.push(ExtendedKeyUsagePurpose::Other(vec![
+                1, 3, 6, 1, 4, 1, 311, 10, 3, 3,
+            ])),
+            "netscape sgc" => eku.push(ExtendedKeyUsagePurpose::Other(vec![
+                2, 16, 840, 1, 113730, 4, 1,
+            ])),
             other => return Err(CsrError::Usage(other.to_owned())),
         }
     }
@@ -153,8 +165,7 @@ pub fn sign(
     let now = OffsetDateTime::now_utc();
     p.not_before = now - backdate;
     p.not_after = p.not_before + ttl;
-    let ca_der = super::certs_from_pem(&ca.cert_pem)
-        .map_err(|e| CsrError::Parse(e.to_string()))?;
+    let ca_der = super::certs_from_pem(&ca.cert_pem).map_err(|e| CsrError::Parse(e.to_string()))?;
     if let Some(ca_cert) = ca_der.first() {
         if let Ok((_, c)) = x509_parser::parse_x509_certificate(ca_cert) {
             let ca_end = OffsetDateTime::from_unix_timestamp(c.validity().not_after.timestamp())
@@ -177,8 +188,8 @@ pub(crate) mod tests {
     /// A PEM request for `cn`/`orgs` with optional DNS names, and its key.
     pub fn request(cn: &str, orgs: &[&str], dns: &[&str]) -> String {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+        let mut p =
+            CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let mut dn = DistinguishedName::new();
         for o in orgs {
             dn.push(DnType::OrganizationName, *o);
@@ -190,7 +201,8 @@ pub(crate) mod tests {
 
     #[test]
     fn parse_reads_subject_and_names() {
-        let info = parse(request("system:node:n1", &["system:nodes"], &["n1.example"]).as_bytes()).unwrap();
+        let info = parse(request("system:node:n1", &["system:nodes"], &["n1.example"]).as_bytes())
+            .unwrap();
         assert_eq!(info.common_name, "system:node:n1");
         assert_eq!(info.organizations, ["system:nodes"]);
         assert_eq!(info.dns_names, ["n1.example"]);
@@ -203,7 +215,13 @@ pub(crate) mod tests {
         let pki = crate::pki::ServerPki::ensure(dir.path(), &[]).unwrap();
         let csr = request("jane", &["devs"], &[]);
         let ttl = std::time::Duration::from_secs(3600);
-        let pem = sign(&pki.ca, csr.as_bytes(), &["client auth".into(), "digital signature".into()], ttl).unwrap();
+        let pem = sign(
+            &pki.ca,
+            csr.as_bytes(),
+            &["client auth".into(), "digital signature".into()],
+            ttl,
+        )
+        .unwrap();
         let der = crate::pki::certs_from_pem(&pem).unwrap();
         assert_eq!(
             crate::pki::client_identity(&der[0]).unwrap(),

@@ -63,9 +63,7 @@ pub async fn resource(
         (
             Verb::Update,
             None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval),
-        ) => {
-            write::update(state, &rr, &query, req, manager, user).await
-        }
+        ) => write::update(state, &rr, &query, req, manager, user).await,
         (Verb::Patch, None | Some(Subresource::Status | Subresource::Approval)) => {
             write::patch(state, &rr, &query, req, manager, user).await
         }
