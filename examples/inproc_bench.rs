@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         store: StoreSettings::new(std::path::Path::new(&dir).join("db")),
         ca_pem: String::new(),
         tokens: TokenAuthenticator::new(vec![]),
+        service_account_key: std::sync::Arc::new(skiff::pki::ServiceAccountKey::generate()?),
         service_cidr: "10.43.0.0/16".into(),
         advertise: "127.0.0.1:6443".parse()?,
         admission: skiff::apiserver::admission::Chain::standard(),

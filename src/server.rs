@@ -116,6 +116,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             })?;
         }
     }
+    let sa_key = std::sync::Arc::new(
+        pki::ServiceAccountKey::ensure(&server_dir.join("tls"))
+            .context("preparing the service account signing key")?,
+    );
     let admin_token = read_or_create(&server_dir.join("admin-token"), pki::random_secret)?;
 
     let mut store = StoreSettings::new(server_dir.join("db"));
@@ -128,6 +132,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             admin_token,
             UserInfo::new("system:admin", &["system:masters"]),
         )]),
+        service_account_key: sa_key.clone(),
         service_cidr: args.service_cidr.clone(),
         advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
         admission: apiserver::admission::Chain::standard(),
@@ -208,6 +213,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         }),
         loopback,
         root_ca: pki.ca.cert_pem.as_str().into(),
+        signing: Some(std::sync::Arc::new(controllers::Signing {
+            ca: pki.ca.clone(),
+            service_account_key: sa_key,
+        })),
     });
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));

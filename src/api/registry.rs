@@ -32,7 +32,9 @@ pub enum Subresource {
     Log,
     /// `namespaces/{name}/finalize`: the only way to change a namespace's `spec.finalizers`.
     Finalize,
-    /// `certificatesigningrequests/{name}/approval`: the only way to approve or deny a CSR.
+    /// `serviceaccounts/{name}/token`: the TokenRequest API (create only).
+    Token,
+    /// `certificatesigningrequests/{name}/approval`: writes only `status.conditions`.
     Approval,
 }
 
@@ -44,6 +46,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
             Subresource::Approval => "approval",
         }
     }
@@ -55,6 +58,7 @@ impl Subresource {
             "binding" => Subresource::Binding,
             "log" => Subresource::Log,
             "finalize" => Subresource::Finalize,
+            "token" => Subresource::Token,
             "approval" => Subresource::Approval,
             _ => return None,
         })
@@ -65,7 +69,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale | Subresource::Approval => {
                 &["get", "patch", "update"]
             }
-            Subresource::Binding => &["create"],
+            Subresource::Binding | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
         }
@@ -77,6 +81,7 @@ impl Subresource {
             Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
+            Subresource::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
             Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
     }
@@ -487,7 +492,7 @@ use strategy::{
     admission, apiregistration, apps, batch, certificates, cluster, config, core, crd, flowcontrol,
     namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
-use Subresource::{Approval, Binding, Finalize, Log, Scale, Status};
+use Subresource::{Approval, Binding, Finalize, Log, Scale, Status, Token};
 const GENERIC: &Strategy = &Strategy::GENERIC;
 const REVIEW: &Strategy = &Strategy::REVIEW;
 
@@ -514,7 +519,7 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },
     Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::SECRET },
-    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
+    Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[Token], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
     Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &service::SERVICE },
     // apiregistration.k8s.io/v1
     Def { group: "apiregistration.k8s.io", versions: &["v1"], plural: "apiservices", kind: "APIService", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &apiregistration::API_SERVICE },

@@ -1,7 +1,7 @@
-//! Authentication (client certificates, bearer tokens) and authorization.
+//! Who a request is ([`UserInfo`], established by [`super::authn`]) and authorization.
 //!
-//! Invariant: every request has an identity before routing; anonymous requests are refused
-//! except for the health and CA endpoints. The [`Authorizer`] trait is the seam the
+//! Invariant: every request has an identity before routing (possibly `system:anonymous`,
+//! which the authorizers allow only upstream's public endpoints). The [`Authorizer`] trait is the seam the
 //! authorizers of `crate::authz` (Node, RBAC) implement; the texts of a refusal are
 //! upstream's and built here, once.
 
@@ -38,33 +38,6 @@ impl UserInfo {
             extra: Default::default(),
         }
     }
-}
-
-/// Static bearer tokens (the admin token file).
-pub struct TokenAuthenticator {
-    tokens: Vec<(String, UserInfo)>,
-}
-
-impl TokenAuthenticator {
-    pub fn new(tokens: Vec<(String, UserInfo)>) -> TokenAuthenticator {
-        TokenAuthenticator { tokens }
-    }
-
-    /// Looks a bearer token up in constant time per candidate.
-    pub fn authenticate(&self, authorization: &str) -> Option<UserInfo> {
-        let token = authorization.strip_prefix("Bearer ")?.trim();
-        self.tokens
-            .iter()
-            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
-            .map(|(_, u)| u.clone())
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a request wants to do, for authorization (upstream's `authorizer.Attributes` of a
@@ -217,16 +190,5 @@ mod tests {
             forbidden_message(&bob, &attrs, ""),
             r#"User "bob" cannot list resource "pods" in API group "" in the namespace "default""#
         );
-    }
-
-    #[test]
-    fn bearer_tokens_map_to_users() {
-        let a = TokenAuthenticator::new(vec![(
-            "s3cret".into(),
-            UserInfo::new("admin", &["system:masters"]),
-        )]);
-        assert_eq!(a.authenticate("Bearer s3cret").unwrap().name, "admin");
-        assert!(a.authenticate("Bearer nope").is_none());
-        assert!(a.authenticate("Basic s3cret").is_none());
     }
 }

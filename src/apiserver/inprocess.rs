@@ -28,7 +28,7 @@ impl InProcessService {
             state,
             conn: Arc::new(ConnInfo {
                 peer: None,
-                cert_user: Some(user),
+                cert_user: Some(super::authn::authenticated(user)),
             }),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod admission;
 mod auth;
+pub mod authn;
 mod body;
 mod crd;
 mod discovery;
@@ -26,9 +27,9 @@ mod watch;
 pub use crate::store::StoreConfig as StoreSettings;
 pub use auth::{
     forbidden_message, Attributes as AuthzAttributes, Authorizer, Decision, MastersAuthorizer,
-    SubjectRules, TokenAuthenticator, UserInfo, CONTROLLER_MANAGER_USER, MASTERS_GROUP,
-    SCHEDULER_USER,
+    SubjectRules, UserInfo, CONTROLLER_MANAGER_USER, MASTERS_GROUP, SCHEDULER_USER,
 };
+pub use authn::TokenAuthenticator;
 pub use inprocess::InProcessService;
 pub use services::ServiceIpAllocator;
 pub use status::ApiError;
@@ -64,7 +65,8 @@ const MAX_WATCHES_PER_CLIENT: usize = 256;
 pub struct ApiState {
     pub(crate) store: Store,
     pub registry: Registry,
-    pub tokens: TokenAuthenticator,
+    /// Bearer-token authentication and the service-account signing key.
+    pub authn: authn::Authenticator,
     /// Set late: the RBAC authorizer reads informer caches that need this server running
     /// ([`ApiState::set_authorizer`]); until then only `system:masters` and the in-process
     /// control plane are allowed.
@@ -90,6 +92,8 @@ pub struct ApiConfig {
     pub store: StoreSettings,
     pub ca_pem: String,
     pub tokens: TokenAuthenticator,
+    /// Signs and verifies service-account tokens.
+    pub service_account_key: Arc<crate::pki::ServiceAccountKey>,
     pub service_cidr: String,
     pub advertise: SocketAddr,
     /// The admission plugins, in order ([`admission::Chain::standard`] for a server).
@@ -106,7 +110,7 @@ impl ApiState {
         let state = Arc::new(ApiState {
             store,
             registry: Registry::new(),
-            tokens: cfg.tokens,
+            authn: authn::Authenticator::new(cfg.tokens, cfg.service_account_key),
             authorizer: parking_lot::RwLock::new(Arc::new(MastersAuthorizer)),
             admission: cfg.admission,
             ca_pem: cfg.ca_pem,
@@ -257,12 +261,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| crate::pki::client_identity(c))
-                .map(|(name, groups)| UserInfo {
-                    name,
-                    groups,
-                    ..UserInfo::default()
-                });
+                .and_then(|c| authn::x509::user_of(c));
             let conn = Arc::new(ConnInfo {
                 peer: Some(peer),
                 cert_user,
@@ -329,18 +328,6 @@ where
     resp
 }
 
-fn authenticate(state: &ApiState, conn: &ConnInfo, req: &Request<RequestBody>) -> Option<UserInfo> {
-    if let Some(u) = &conn.cert_user {
-        return Some(u.clone());
-    }
-    let auth = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    state.tokens.authenticate(auth)
-}
-
 async fn dispatch(
     state: &Arc<ApiState>,
     conn: &ConnInfo,
@@ -356,7 +343,12 @@ async fn dispatch(
             _ => response::bytes(200, "text/plain", Bytes::from(state.ca_pem.clone())),
         });
     }
-    let mut user = authenticate(state, conn, &req).ok_or_else(ApiError::unauthorized)?;
+    let mut user = authn::authenticate(
+        state,
+        conn.cert_user.as_ref(),
+        req.headers().get(http::header::AUTHORIZATION),
+    )
+    .await?;
     // Upstream adds this group to every authenticated user (RBAC's system:discovery and
     // system:basic-user bindings name it).
     if user.name != "system:anonymous" && !user.in_group(AUTHENTICATED_GROUP) {
@@ -367,6 +359,16 @@ async fn dispatch(
         user = impersonation::impersonate(&*authorizer, &user, req.headers())?;
     }
     let route = route?;
+    let anonymous = authn::is_anonymous(&user);
+    if anonymous && !matches!(route, Route::Resource(_)) {
+        // Anonymous requests for non-resource paths pass the authorizer (upstream grants
+        // discovery and /version through system:public-info-viewer and system:discovery).
+        // Denied, they get today's 401 until the authorizer knows those roles.
+        let path = req.uri().path();
+        if let auth::Decision::Deny(_) = authorizer.authorize_non_resource(&user, "get", path) {
+            return Err(ApiError::unauthorized());
+        }
+    }
     let accept = req
         .headers()
         .get(http::header::ACCEPT)
@@ -392,6 +394,10 @@ async fn dispatch(
         Route::OpenApiV3Index => Ok(openapi::index(state)),
         Route::OpenApiV3Doc { group, version } => openapi::document(state, &group, &version),
         Route::OpenApiV2 => Ok(openapi::v2(state, req.headers())),
+        // Upstream grants these to system:serviceaccounts (the issuer-discovery role); here
+        // every authenticated user may read them until RBAC carries that role.
+        Route::OpenIdConfiguration => Ok(handlers::openid::configuration(state)),
+        Route::OpenIdJwks => Ok(handlers::openid::jwks(state)),
         Route::Resource(rr) => {
             let attrs = auth::Attributes {
                 verb: rr.verb.as_str(),
@@ -402,6 +408,11 @@ async fn dispatch(
                 name: rr.name.as_deref(),
             };
             if let auth::Decision::Deny(reason) = authorizer.authorize(&user, &attrs) {
+                if authn::is_anonymous(&user) {
+                    // Anonymous requests are answered 401 when refused, as with
+                    // `--anonymous-auth=false` (k3s's default): they learn nothing more.
+                    return Err(ApiError::unauthorized());
+                }
                 return Err(ApiError::forbidden_resource(
                     attrs.group,
                     attrs.resource,
@@ -415,6 +426,10 @@ async fn dispatch(
                 Storage::Review => {
                     let resp = if handlers::review_authz::handles(&rr) {
                         handlers::review_authz::review(state, &*authorizer, &rr, &user, req).await?
+                    } else if rr.rt.plural == "tokenreviews" {
+                        handlers::review_authn::token_review(state, &rr, req).await?
+                    } else if rr.rt.plural == "selfsubjectreviews" {
+                        handlers::review_authn::self_subject_review(&user, req).await?
                     } else {
                         handlers::review::create(state, &rr, &user, req).await?
                     };

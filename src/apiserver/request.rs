@@ -30,6 +30,10 @@ pub enum Route {
     OpenApiV2,
     /// `/cacerts`: the cluster CA bundle, public (agents pin it by the token's hash).
     CaCerts,
+    /// `/.well-known/openid-configuration`: service-account issuer discovery.
+    OpenIdConfiguration,
+    /// `/openid/v1/jwks`: the service-account signing key.
+    OpenIdJwks,
     Resource(ResourceRequest),
 }
 
@@ -318,6 +322,8 @@ pub fn route(
         ["healthz"] | ["livez"] | ["readyz"] => Route::Health,
         ["healthz" | "livez" | "readyz", _] => Route::Health,
         ["cacerts"] => Route::CaCerts,
+        [".well-known", "openid-configuration"] => Route::OpenIdConfiguration,
+        ["openid", "v1", "jwks"] => Route::OpenIdJwks,
         ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Index,
         ["openapi", "v3", "api", v] => Route::OpenApiV3Doc {
@@ -393,7 +399,11 @@ fn resource_route(
         ("GET" | "HEAD", false) => Verb::List,
         ("POST", false) => Verb::Create,
         // POST on a named object is only meaningful for create-style subresources.
-        ("POST", true) if subresource == Some(Subresource::Binding) => Verb::Create,
+        ("POST", true)
+            if matches!(subresource, Some(Subresource::Binding | Subresource::Token)) =>
+        {
+            Verb::Create
+        }
         ("PUT", true) => Verb::Update,
         ("PATCH", true) => Verb::Patch,
         ("DELETE", true) => Verb::Delete,

@@ -22,6 +22,9 @@ impl TestServer {
             store: StoreConfig::new(dir.path().join("db")),
             ca_pem: String::new(),
             tokens: TokenAuthenticator::new(vec![]),
+            service_account_key: Arc::new(
+                crate::pki::ServiceAccountKey::generate().expect("service account key"),
+            ),
             service_cidr: "10.43.0.0/16".into(),
             advertise: "127.0.0.1:6443".parse().expect("static address"),
             admission,

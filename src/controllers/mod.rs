@@ -20,6 +20,8 @@
 
 pub mod clusterrole_aggregation;
 pub mod crd_cleanup;
+pub mod csr_approving;
+pub mod csr_signing;
 mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
@@ -27,6 +29,9 @@ mod queue;
 pub mod resource_quota;
 pub mod root_ca;
 pub mod service_account;
+pub mod serviceaccount_token;
+#[cfg(test)]
+mod signing_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -175,6 +180,9 @@ pub struct Context {
     pub loopback: kube::Client,
     /// The cluster CA bundle (PEM) the root-CA publisher hands to every namespace.
     pub root_ca: Arc<str>,
+    /// Key material the signing controllers use, handed over in-process (never through the
+    /// API); without it the CSR signer, CSR approver and token controller do not run.
+    pub signing: Option<Arc<Signing>>,
 }
 
 /// Makes a client acting as the given controller's service account.
@@ -186,6 +194,13 @@ impl Context {
     pub fn client_for(&self, name: &str) -> kube::Client {
         (self.clients)(name)
     }
+}
+
+/// The cluster CA (certificates for approved CSRs) and the service-account key (legacy
+/// token Secrets).
+pub struct Signing {
+    pub ca: crate::pki::CertPair,
+    pub service_account_key: Arc<crate::pki::ServiceAccountKey>,
 }
 
 /// The controllers `skiff server` runs, with their counters.
@@ -204,6 +219,14 @@ pub struct ControllerManager {
     aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
     sa_ctl: service_account::ServiceAccountController,
     root_ca_ctl: root_ca::RootCaPublisher,
+    /// The controllers that need [`Context::signing`].
+    signing_ctls: Option<SigningControllers>,
+}
+
+struct SigningControllers {
+    csr_signing: csr_signing::CsrSigningController,
+    csr_approving: csr_approving::CsrApprovingController,
+    tokens: serviceaccount_token::TokensController,
 }
 
 impl ControllerManager {
@@ -216,6 +239,11 @@ impl ControllerManager {
             clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
         let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
         let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
+        let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
+            csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
+            csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
+            tokens: serviceaccount_token::TokensController::new(ctx.clone(), signing),
+        });
         ControllerManager {
             service_account: sa_ctl.stats(),
             root_ca: root_ca_ctl.stats(),
@@ -231,6 +259,7 @@ impl ControllerManager {
             crd_ctl,
             quota_ctl,
             aggregation_ctl,
+            signing_ctls,
         }
     }
 
@@ -245,6 +274,11 @@ impl ControllerManager {
         set.spawn(self.aggregation_ctl.run(stop.clone()));
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
+        if let Some(c) = self.signing_ctls {
+            set.spawn(c.csr_signing.run(stop.clone()));
+            set.spawn(c.csr_approving.run(stop.clone()));
+            set.spawn(c.tokens.run(stop.clone()));
+        }
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             let r = match done {

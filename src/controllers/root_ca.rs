@@ -163,6 +163,7 @@ mod tests {
             clients: std::sync::Arc::new(move |_| as_kcm.clone()),
             loopback: kcm,
             root_ca: CA.into(),
+            signing: None,
         };
         tokio::spawn(informers.run());
         tokio::spawn(ServiceAccountController::new(ctx.clone()).run(stop.clone()));

@@ -19,8 +19,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A server with every controller running, acting as the controller manager.
+    /// A server with every controller running, acting as the controller manager, except
+    /// those that need signing keys.
     pub async fn start() -> Cluster {
+        Cluster::start_inner(false).await
+    }
+
+    /// [`Cluster::start`] plus the CSR signer and approver and the legacy token controller.
+    pub async fn start_with_signing() -> Cluster {
+        Cluster::start_inner(true).await
+    }
+
+    async fn start_inner(signing: bool) -> Cluster {
         let server = TestServer::start().await;
         let stop = CancellationToken::new();
         let kcm = server.client_as(crate::apiserver::CONTROLLER_MANAGER_USER, &[]);
@@ -29,12 +39,20 @@ impl Cluster {
         // controller acts as it here (RBAC of the per-controller identities is tested
         // end to end).
         let as_kcm = kcm.clone();
+        let pki_dir = tempfile::tempdir().expect("temp dir");
+        let pki = crate::pki::ServerPki::ensure(pki_dir.path(), &[]).expect("test PKI");
         let manager = ControllerManager::new(Context {
             client: kcm.clone(),
             informers: informers.clone(),
             clients: Arc::new(move |_| as_kcm.clone()),
             loopback: kcm,
             root_ca: server.state.ca_pem.as_str().into(),
+            signing: signing.then(|| {
+                Arc::new(super::Signing {
+                    ca: pki.ca.clone(),
+                    service_account_key: server.state.authn.service_account_key().clone(),
+                })
+            }),
         });
         let gc = manager.garbage_collector.clone();
         let namespace = manager.namespace.clone();
@@ -48,6 +66,11 @@ impl Cluster {
             stop,
             task,
         }
+    }
+
+    /// The API server state the controllers run against.
+    pub fn state(&self) -> &Arc<crate::apiserver::ApiState> {
+        &self._server.state
     }
 
     /// Stops the controllers and fails the test if one of them failed.

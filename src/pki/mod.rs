@@ -5,10 +5,13 @@
 //! restart; only the serving certificate is re-issued, and only when the wanted SANs are no
 //! longer all covered (a new `--tls-san`, a new host IP).
 
+pub mod csr;
 mod kubeconfig;
+mod sa_key;
 mod token;
 
 pub use kubeconfig::{write_kubeconfig, KubeconfigSpec};
+pub use sa_key::{JwtError, ServiceAccountKey, SA_KEY_FILE};
 pub use token::{ca_hash, parse_join_token, random_secret, JoinToken};
 
 use rcgen::{

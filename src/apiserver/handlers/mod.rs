@@ -2,12 +2,15 @@
 
 mod delete;
 pub mod live;
+pub mod openid;
 pub mod read;
 pub mod review;
+pub mod review_authn;
 pub mod review_authz;
 #[cfg(test)]
 mod review_authz_tests;
 mod subresources;
+mod token_request;
 mod write;
 
 use super::request::{Output, Query, ResourceRequest, Verb};
@@ -63,6 +66,7 @@ pub async fn resource(
             subresources::write_scale(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
+        (Verb::Create, Some(Subresource::Token)) => token_request::create(state, &rr, req).await,
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (
