@@ -50,6 +50,9 @@ impl RootCaPublisher {
         config_maps.synced().await?;
         let reconciler = Arc::new(Reconcile {
             client: self.ctx.client_for("root-ca-cert-publisher"),
+            // Upstream reads the ConfigMap from the controller manager's informer, which
+            // lists with the manager's own credentials; its role only creates and updates.
+            reader: self.ctx.loopback.clone(),
             ca: self.ctx.root_ca.to_string(),
         });
         let mut ns_changes = namespaces.subscribe();
@@ -82,6 +85,7 @@ impl RootCaPublisher {
 
 struct Reconcile {
     client: kube::Client,
+    reader: kube::Client,
     ca: String,
 }
 
@@ -92,7 +96,8 @@ impl Reconciler for Reconcile {
     async fn reconcile(&self, ns: &String) -> Result<Action, ControllerError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let data = BTreeMap::from([("ca.crt".to_owned(), self.ca.clone())]);
-        let result = match api.get_opt(NAME).await? {
+        let reader: Api<ConfigMap> = Api::namespaced(self.reader.clone(), ns);
+        let result = match reader.get_opt(NAME).await? {
             None => {
                 let cm = ConfigMap {
                     metadata: kube::api::ObjectMeta {

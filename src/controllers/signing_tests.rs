@@ -52,7 +52,6 @@ fn condition(csr: &CertificateSigningRequest, kind: &str) -> Option<Value> {
 }
 
 #[tokio::test]
-#[ignore = "the CSR informer delivers no events in the controller manager yet (see the authn report)"]
 async fn approved_client_csr_is_signed_and_misfit_usages_fail() {
     let c = Cluster::start_with_signing().await;
     let api = create_csr(
@@ -130,7 +129,6 @@ async fn approved_client_csr_is_signed_and_misfit_usages_fail() {
 /// The requester is in system:masters (the only group the authorizer allows before the
 /// rbac slice lands), so the approver's SubjectAccessReview for `nodeclient` is allowed.
 #[tokio::test]
-#[ignore = "the CSR informer delivers no events in the controller manager yet (see the authn report)"]
 async fn kubelet_client_csr_of_an_authorized_requester_is_auto_approved_and_signed() {
     let c = Cluster::start_with_signing().await;
     let pem = request("system:node:n1", &["system:nodes"], &[]);
