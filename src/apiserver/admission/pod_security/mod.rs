@@ -146,7 +146,7 @@ fn evaluate_pod(
     if enforce {
         let violations = evaluations.get(enforce_lv, pod);
         if !violations.is_empty() {
-            return Err(attrs.forbidden(&format!(
+            return Err(attrs.forbidden(format!(
                 "violates PodSecurity \"{enforce_lv}\": {}",
                 forbidden_detail(violations)
             )));

@@ -191,7 +191,7 @@ pub fn check_request(
         let restricted = usage::matching_resources(group, plural, kind, hard.keys());
         if kind == Kind::Pods {
             usage::pod_constraints(&restricted, obj)
-                .map_err(|e| attrs.forbidden(&format!("failed quota: {name}: {e}")))?;
+                .map_err(|e| attrs.forbidden(format!("failed quota: {name}: {e}")))?;
         }
         let used = q["status"]["used"].as_object();
         if restricted
@@ -200,7 +200,7 @@ pub fn check_request(
         {
             let mut names = restricted.clone();
             names.sort();
-            return Err(attrs.forbidden(&format!(
+            return Err(attrs.forbidden(format!(
                 "status unknown for quota: {name}, resources: {}",
                 names.join(",")
             )));
@@ -214,7 +214,7 @@ pub fn check_request(
         .map(|(k, _)| k.as_str())
         .collect();
     if !negative.is_empty() {
-        return Err(attrs.forbidden(&format!(
+        return Err(attrs.forbidden(format!(
             "quota usage is negative for resource(s): {}",
             negative.join(",")
         )));
@@ -278,7 +278,7 @@ fn exceeded(
             .collect::<Vec<_>>()
             .join(",")
     };
-    Err(attrs.forbidden(&format!(
+    Err(attrs.forbidden(format!(
         "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
         print(requested),
         print(used),
