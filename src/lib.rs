@@ -5,7 +5,8 @@
 //!   log and a watch hub. Bytes only; only `apiserver` uses it.
 //! - [`api`]: the Kubernetes object model: resource registry, defaulting, validation,
 //!   selectors, patch, protobuf decoding, Table printers. Pure, no I/O.
-//! - [`apiserver`]: HTTPS server, handlers, watch, authn/authz, Status errors
+//! - [`apiserver`]: HTTPS server, handlers, watch, authentication (`apiserver::authn`),
+//!   the authorizer seam, the admission chain (`apiserver::admission`), Status errors
 //!   → api, store, pki.
 //! - [`pki`]: CA, certificates, join tokens, kubeconfig files.
 //! - [`runtime`]: images (pull, import), snapshots (overlay rootfs), containers (one
@@ -13,8 +14,9 @@
 //! - [`informers`]: one shared reflector per resource type over the in-process client.
 //! - [`authz`]: the Node and RBAC authorizers (decisions from informer caches), the
 //!   bootstrap RBAC policy → informers, kube client, `apiserver`'s `Authorizer` trait.
-//! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup → informers, kube
-//!   client (never the store).
+//! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup, service accounts,
+//!   root CA, token Secrets, quota usage, ClusterRole aggregation, CSR signing and approval
+//!   → informers, kube client (never the store).
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 //!
