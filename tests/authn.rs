@@ -39,7 +39,7 @@ fn created_tokens_authenticate_and_bound_tokens_die_with_their_pod() {
         .kubectl(&["get", "serviceaccount", "default", "-n", "team"])
         .success()
     {
-        assert!(start.elapsed().as_secs() < 10, "no default service account");
+        assert!(start.elapsed().as_secs() < 30, "no default service account");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let token = server
