@@ -32,10 +32,45 @@ pub struct Quantity {
 pub struct QuantityError;
 
 impl Quantity {
+    pub const ZERO: Quantity = Quantity {
+        nanos: 0,
+        format: Format::DecimalSi,
+    };
+
     pub fn zero() -> Quantity {
+        Quantity::ZERO
+    }
+
+    /// A plain count (`pods=1`).
+    pub fn count(n: i64) -> Quantity {
         Quantity {
-            nanos: 0,
+            nanos: i128::from(n) * NANO,
             format: Format::DecimalSi,
+        }
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.nanos < 0
+    }
+
+    /// The sum, keeping the first non-zero operand's format (upstream's `Add`).
+    pub fn plus(mut self, other: Quantity) -> Quantity {
+        self.add(&other);
+        self
+    }
+
+    pub fn minus(self, other: Quantity) -> Quantity {
+        self.plus(Quantity {
+            nanos: -other.nanos,
+            format: other.format,
+        })
+    }
+
+    pub fn max(self, other: Quantity) -> Quantity {
+        if other.nanos > self.nanos {
+            other
+        } else {
+            self
         }
     }
 
@@ -124,7 +159,7 @@ impl Quantity {
         if self.nanos == 0 && self.format == Format::DecimalSi {
             self.format = other.format;
         }
-        self.nanos += other.nanos;
+        self.nanos = self.nanos.saturating_add(other.nanos);
     }
 }
 
@@ -143,9 +178,17 @@ impl PartialEq for Quantity {
     }
 }
 
+impl Eq for Quantity {}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.nanos.cmp(&other.nanos)
+    }
+}
+
 impl PartialOrd for Quantity {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.nanos.cmp(&other.nanos))
+        Some(self.cmp(other))
     }
 }
 
@@ -232,5 +275,50 @@ mod tests {
         assert!(Quantity::parse("1Gi").unwrap() > Quantity::parse("1G").unwrap());
         assert!(Quantity::parse("abc").is_err());
         assert!(Quantity::parse("1Qi").is_err());
+    }
+}
+
+#[cfg(test)]
+mod quota_arithmetic_tests {
+    use super::*;
+
+    fn q(s: &str) -> Quantity {
+        Quantity::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_and_prints_canonically_as_upstream() {
+        for (input, canonical) in [
+            ("0", "0"),
+            ("1", "1"),
+            ("1000", "1k"),
+            ("500m", "500m"),
+            ("0.5", "500m"),
+            ("1.5", "1500m"),
+            ("2000m", "2"),
+            ("1Gi", "1Gi"),
+            ("1.5Gi", "1536Mi"),
+            ("512", "512"),
+            ("100M", "100M"),
+            // Upstream keeps the decimal-exponent format: `1e3` prints as written.
+            ("1e3", "1e3"),
+            ("-1", "-1"),
+            ("0.1m", "100u"),
+        ] {
+            assert_eq!(q(input).to_string(), canonical, "{input}");
+        }
+        for bad in ["", "abc", "1x", "1..2", "Gi"] {
+            assert!(Quantity::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sums_keep_the_first_non_zero_format() {
+        assert_eq!(q("1Gi").plus(q("1Gi")).to_string(), "2Gi");
+        assert_eq!(Quantity::ZERO.plus(q("1Gi")).to_string(), "1Gi");
+        assert_eq!(q("250m").plus(q("750m")).to_string(), "1");
+        assert_eq!(q("2").minus(q("1")).to_string(), "1");
+        assert!(q("1Gi") > q("1G"));
+        assert_eq!(q("1k"), q("1000"));
     }
 }

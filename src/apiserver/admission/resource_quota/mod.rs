@@ -16,18 +16,17 @@
 //!   in the last minute (a create still between admission and storage).
 //! - Dry-run requests are checked but charge nothing; subresources are never charged.
 
-pub mod quantity;
 #[cfg(test)]
 mod tests;
 pub mod usage;
 
+use super::quantity::Quantity;
 use super::{Admit, Attributes, Operation, Plugin};
 use crate::api::registry::ResourceType;
 use crate::apiserver::objects::{self, parse_record, Decision};
 use crate::apiserver::status::ApiError;
 use crate::apiserver::ApiState;
 use parking_lot::RwLock;
-use quantity::Quantity;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
