@@ -197,6 +197,18 @@ fn frames(mut body: &[u8]) -> Vec<meta::WatchEvent> {
 #[test]
 fn watch_streams_length_prefixed_watch_events() {
     let server = TestServer::start();
+    // The root-CA publisher writes its ConfigMap on its own schedule: let it land before
+    // the watched window opens.
+    let start = std::time::Instant::now();
+    while server
+        .request("GET", &format!("{CONFIGMAPS}/kube-root-ca.crt"))
+        .send()
+        .status
+        != 200
+    {
+        assert!(start.elapsed().as_secs() < 30, "no kube-root-ca.crt");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let reply = server.request("GET", CONFIGMAPS).send();
     let rv = reply.json()["metadata"]["resourceVersion"]
         .as_str()
