@@ -53,6 +53,9 @@ pub enum Action {
     Done,
     /// Look again after this long (waiting on something that sends no event).
     RequeueAfter(Duration),
+    /// Look again after the key's growing backoff, as after a failure but without counting
+    /// one (waiting on something that sends no event and may take long or never happen).
+    Backoff,
 }
 
 /// Why a controller could not do its work.
@@ -108,6 +111,7 @@ pub async fn run_workers<R: Reconciler>(
                     .reconciles
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match result {
+                    Ok(Action::Backoff) => q.add_rate_limited(key.clone()),
                     Ok(action) => {
                         q.forget(&key);
                         if let Action::RequeueAfter(d) = action {

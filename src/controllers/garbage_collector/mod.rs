@@ -466,8 +466,23 @@ impl Worker {
                 self.enqueue(work);
                 Ok(Action::Done)
             }
-            // It exists: its informer will show it.
-            Ok(_) => Ok(Action::Done),
+            // It exists: its informer will show it. Until then look again, with backoff:
+            // an owner added and removed before its informer listed would otherwise stay
+            // virtual for ever and keep its dependents (upstream's issue 56121).
+            Ok(OwnerState::Solid | OwnerState::Waiting) => {
+                let still_virtual = self
+                    .shared
+                    .graph
+                    .lock()
+                    .view(&identity.uid)
+                    .is_some_and(|n| n.is_virtual);
+                Ok(if still_virtual {
+                    Action::Backoff
+                } else {
+                    Action::Done
+                })
+            }
+            Ok(OwnerState::Unresolvable) => Ok(Action::Done),
             Err(e) => Err(e),
         }
     }

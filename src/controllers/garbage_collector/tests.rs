@@ -245,3 +245,62 @@ async fn foreground_deletion_is_not_blocked_by_an_ownership_cycle() {
     .await;
     c.stop().await;
 }
+
+/// An owner its informer never shows (added and removed before the informer listed): the
+/// virtual node is checked again with backoff until the API says the owner is gone, and
+/// then its dependents are released.
+#[tokio::test]
+async fn a_virtual_owner_that_exists_is_checked_again_until_it_is_gone() {
+    use super::graph::{Graph, Identity, Observed, OwnerRef, Work};
+    use crate::controllers::{Action, Reconciler, WorkQueue};
+
+    let server = crate::apiserver::testing::TestServer::start().await;
+    let client = server.admin();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = create(&nodes, json!({"metadata": {"name": "n1"}})).await;
+    let owner_uid = node.metadata.uid.unwrap();
+    let types = super::ResourceTypes::discover(&client).await.unwrap();
+    let worker = super::Worker {
+        shared: std::sync::Arc::new(super::Shared {
+            client,
+            graph: parking_lot::Mutex::new(Graph::default()),
+            types: parking_lot::Mutex::new(std::sync::Arc::new(types)),
+            absent: parking_lot::Mutex::new(Default::default()),
+            queue: WorkQueue::new(),
+        }),
+    };
+    // Only the dependent was observed: its owner becomes a virtual node.
+    let work = worker.shared.graph.lock().observe(Observed {
+        identity: Identity {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: "per-node".into(),
+            uid: "dependent-uid".into(),
+        },
+        owners: vec![OwnerRef {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: "n1".into(),
+            uid: owner_uid.clone(),
+            block_owner_deletion: false,
+        }],
+        being_deleted: false,
+        finalizers: vec![],
+    });
+    let check = Work::AttemptToDelete(owner_uid.clone());
+    assert_eq!(work, vec![check.clone()]);
+    assert!(
+        matches!(worker.reconcile(&check).await.unwrap(), Action::Backoff),
+        "an existing but unobserved owner is looked at again"
+    );
+    nodes.delete("n1", &DeleteParams::default()).await.unwrap();
+    assert!(matches!(
+        worker.reconcile(&check).await.unwrap(),
+        Action::Done
+    ));
+    assert!(
+        worker.shared.graph.lock().view(&owner_uid).is_none(),
+        "the virtual owner left the graph"
+    );
+}
