@@ -17,6 +17,8 @@
 //! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup, service accounts,
 //!   root CA, token Secrets, quota usage, ClusterRole aggregation, CSR signing and approval
 //!   → informers, kube client (never the store).
+//! - [`kubelet`]: pod workers, volumes, probes, node status and the kubelet API → runtime,
+//!   network, kube client.
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 //!
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod informers;
+pub mod kubelet;
 pub mod pki;
 pub mod runtime;
 pub mod server;
