@@ -19,6 +19,8 @@
 //!   → informers, kube client (never the store).
 //! - [`kubelet`]: pod workers, volumes, probes, node status and the kubelet API → runtime,
 //!   network, kube client.
+//! - [`network`]: pod network namespaces, bridge, veths, IPAM, NAT, hostPorts. No
+//!   Kubernetes types.
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 //!
@@ -34,6 +36,7 @@ pub mod config;
 pub mod controllers;
 pub mod informers;
 pub mod kubelet;
+pub mod network;
 pub mod pki;
 pub mod runtime;
 pub mod server;
