@@ -112,3 +112,87 @@ fn custom_resources_with_undeclared_fields_are_refused_by_create_and_pruned_when
         (Some(3), Some("round"))
     );
 }
+
+const GADGET_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+  names: {plural: gadgets, singular: gadget, kind: Gadget, listKind: GadgetList}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [mode]
+            properties:
+              mode: {type: string, enum: [fast, slow]}
+              replicas: {type: integer, minimum: 1, maximum: 5}
+"#;
+
+#[test]
+fn custom_resources_that_break_their_schema_get_422_and_nothing_is_stored() {
+    let server = TestServer::start();
+    server.apply("crd.yaml", GADGET_CRD);
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gadgets.example.com",
+    ]);
+    let gadget = |spec: &str| {
+        format!("apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: default\nspec: {spec}\n")
+    };
+    let bad = server.write_file("bad.yaml", &gadget("{mode: turbo, replicas: 9}"));
+    let run = server
+        .kubectl(&["create", "-f", &bad.to_string_lossy()])
+        .fails();
+    assert!(
+        run.stderr.contains(
+            r#"The Gadget "g1" is invalid: "#
+        ) && run.stderr.contains(
+            r#"spec.mode: Unsupported value: "turbo": supported values: "fast", "slow""#
+        ) && run.stderr.contains(
+            "spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5"
+        ),
+        "{run}"
+    );
+    let missing = server.write_file("missing.yaml", &gadget("{replicas: 2}"));
+    let run = server
+        .kubectl(&["create", "-f", &missing.to_string_lossy()])
+        .fails();
+    assert!(run.stderr.contains("spec.mode: Required value"), "{run}");
+    server
+        .kubectl(&["get", "gadget", "g1", "-n", "default"])
+        .fails();
+
+    let good = server.write_file("good.yaml", &gadget("{mode: fast, replicas: 2}"));
+    server.kubectl_ok(&["create", "-f", &good.to_string_lossy()]);
+    // Updates answer to the schema too; the stored object is unchanged.
+    let run = server
+        .kubectl(&[
+            "patch",
+            "gadget",
+            "g1",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":"two"}}"#,
+        ])
+        .fails();
+    assert!(
+        run.stderr.contains(
+            r#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#
+        ),
+        "{run}"
+    );
+    let g = server.kubectl_json(&["get", "gadget", "g1", "-n", "default"]);
+    assert_eq!(g["spec"]["replicas"], 2, "{g}");
+}

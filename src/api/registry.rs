@@ -126,6 +126,8 @@ pub struct CustomInfo {
     pub schema: Value,
     /// This version's `openAPIV3Schema`, compiled once here for pruning and defaulting.
     pub structural: Option<Arc<crate::api::schema::structural::Structural>>,
+    /// The same schema compiled for value validation (types, enum, required, bounds).
+    pub values: Option<Arc<crate::api::schema::values::ValueSchema>>,
 }
 
 impl ResourceType {
@@ -459,6 +461,11 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 schema: v["schema"]["openAPIV3Schema"].clone(),
                 structural: v["schema"]["openAPIV3Schema"].is_object().then(|| {
                     Arc::new(crate::api::schema::structural::Structural::compile(
+                        &v["schema"]["openAPIV3Schema"],
+                    ))
+                }),
+                values: v["schema"]["openAPIV3Schema"].is_object().then(|| {
+                    Arc::new(crate::api::schema::values::ValueSchema::compile(
                         &v["schema"]["openAPIV3Schema"],
                     ))
                 }),

@@ -225,7 +225,12 @@ pub fn prepare_create(
 
 /// Runs validation and turns field errors into upstream's 422.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    invalid_if_any(rt, obj, rt.strategy.validate_create(obj, rt.namespaced))
+    let mut errs = rt.strategy.validate_create(obj, rt.namespaced);
+    // A custom resource also answers to its CRD's schema.
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.values.as_ref()) {
+        errs.extend(schema.validate(obj));
+    }
+    invalid_if_any(rt, obj, errs)
 }
 
 /// Upstream's 422 for a non-empty list of field errors.

@@ -9,6 +9,7 @@
 
 pub mod duplicates;
 pub mod structural;
+pub mod values;
 
 use crate::api::protobuf::known::prune_kind;
 use crate::api::registry::ResourceType;

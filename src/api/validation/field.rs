@@ -18,6 +18,8 @@ pub enum FieldErrorType {
     TooLong,
     Forbidden,
     NotFound,
+    TooMany,
+    TypeInvalid,
 }
 
 impl FieldErrorType {
@@ -31,6 +33,8 @@ impl FieldErrorType {
             FieldErrorType::TooLong => "FieldValueTooLong",
             FieldErrorType::Forbidden => "FieldValueForbidden",
             FieldErrorType::NotFound => "FieldValueNotFound",
+            FieldErrorType::TooMany => "FieldValueTooMany",
+            FieldErrorType::TypeInvalid => "FieldValueTypeInvalid",
         }
     }
 
@@ -44,6 +48,8 @@ impl FieldErrorType {
             FieldErrorType::TooLong => "Too long",
             FieldErrorType::Forbidden => "Forbidden",
             FieldErrorType::NotFound => "Not found",
+            FieldErrorType::TooMany => "Too many",
+            FieldErrorType::TypeInvalid => "Invalid value",
         }
     }
 }
@@ -189,6 +195,24 @@ impl FieldError {
             field,
             &format!("may not be more than {max_bytes} {unit}"),
         )
+    }
+}
+
+impl FieldError {
+    /// `Too many: <actual>: must have at most N items`.
+    pub fn too_many(field: &str, actual: i64, max: i64) -> FieldError {
+        let unit = if max == 1 { "item" } else { "items" };
+        Self::with_value(
+            FieldErrorType::TooMany,
+            field,
+            BadValue::Int(actual),
+            &format!("must have at most {max} {unit}"),
+        )
+    }
+
+    /// `Invalid value: <value>: detail` for a value of the wrong JSON type.
+    pub fn type_invalid(field: &str, value: impl Into<BadValue>, detail: &str) -> FieldError {
+        Self::with_value(FieldErrorType::TypeInvalid, field, value.into(), detail)
     }
 }
 
