@@ -398,3 +398,24 @@ fn bootstrap_roles_exist_and_a_user_edit_with_autoupdate_false_survives_a_restar
         "user additions stay"
     );
 }
+
+#[test]
+fn a_node_identity_lists_only_the_pods_bound_to_it() {
+    let server = TestServer::start();
+    let as_node = ["--as", "system:node:n1", "--as-group", "system:nodes"];
+    let mut all = vec!["get", "pods", "-A"];
+    all.extend_from_slice(&as_node);
+    let run = server.kubectl(&all).fails();
+    assert!(
+        run.stderr.contains(
+            r#"pods is forbidden: User "system:node:n1" cannot list resource "pods" in API group "" at the cluster scope: can only list/watch pods with spec.nodeName field selector"#
+        ),
+        "{run}"
+    );
+    let mut own = vec!["get", "pods", "-A", "--field-selector", "spec.nodeName=n1"];
+    own.extend_from_slice(&as_node);
+    server.kubectl(&own).ok();
+    let mut other = vec!["get", "pods", "-A", "--field-selector", "spec.nodeName=n2"];
+    other.extend_from_slice(&as_node);
+    server.kubectl(&other).fails();
+}

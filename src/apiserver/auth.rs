@@ -43,7 +43,7 @@ impl UserInfo {
 /// What a request wants to do, for authorization (upstream's `authorizer.Attributes` of a
 /// resource request). `verb` is the API verb (`get`, `list`, ...) or an RBAC-only one
 /// (`escalate`, `bind`, `impersonate`, `approve`, ...).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Attributes<'a> {
     pub verb: &'a str,
     pub group: &'a str,
@@ -51,6 +51,9 @@ pub struct Attributes<'a> {
     pub subresource: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub name: Option<&'a str>,
+    /// The raw `fieldSelector` of a list or watch (the Node authorizer lets a node list
+    /// only the pods selected by `spec.nodeName=<itself>`).
+    pub field_selector: Option<&'a str>,
 }
 
 /// An authorizer's answer. `Deny` carries the reason (often empty: no rule allowed it), which
@@ -171,6 +174,7 @@ mod tests {
             subresource: None,
             namespace: Some("default"),
             name: None,
+            field_selector: None,
         };
         let admin = UserInfo::new("system:admin", &["system:masters"]);
         let bob = UserInfo::new("bob", &[]);

@@ -56,6 +56,7 @@ pub fn impersonate(
                 subresource: sub,
                 namespace,
                 name: Some(name),
+                field_selector: None,
             };
             match authorizer.authorize(requestor, &attrs) {
                 Decision::Allow => Ok(()),

@@ -406,6 +406,7 @@ async fn dispatch(
                 subresource: rr.subresource.map(|s| s.name()),
                 namespace: rr.namespace.as_deref(),
                 name: rr.name.as_deref(),
+                field_selector: query.field_selector.as_deref(),
             };
             if let auth::Decision::Deny(reason) = authorizer.authorize(&user, &attrs) {
                 if authn::is_anonymous(&user) {

@@ -25,6 +25,7 @@ use futures::StreamExt;
 use index::Index;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 use parking_lot::RwLock;
 use rbac::Request;
 use std::sync::Arc;
@@ -219,6 +220,7 @@ pub struct Rbac {
     informers: RbacInformers,
     pods: Informer<Pod>,
     claims: Informer<PersistentVolumeClaim>,
+    attachments: Informer<VolumeAttachment>,
 }
 
 impl Rbac {
@@ -249,6 +251,7 @@ impl Rbac {
             informers,
             pods: shared.typed(),
             claims: shared.typed(),
+            attachments: shared.typed(),
         })
     }
 
@@ -258,6 +261,7 @@ impl Rbac {
             self.authorizer.clone(),
             self.pods.clone(),
             self.claims.clone(),
+            self.attachments.clone(),
         );
         tokio::select! {
             r = self.rebuild_index(shutdown) => r,
@@ -295,16 +299,19 @@ async fn feed_node_graph(
     authorizer: Arc<ClusterAuthorizer>,
     pods: Informer<Pod>,
     claims: Informer<PersistentVolumeClaim>,
+    attachments: Informer<VolumeAttachment>,
 ) -> Result<(), InformerError> {
     use crate::informers::Change;
     enum Ev {
         Pod(Change<Pod>),
         Pvc(Change<PersistentVolumeClaim>),
+        Va(Change<VolumeAttachment>),
     }
-    let mut events = futures::stream::select(
-        pods.subscribe().map(Ev::Pod),
-        claims.subscribe().map(Ev::Pvc),
-    );
+    let mut events = futures::stream::select_all([
+        pods.subscribe().map(Ev::Pod).boxed(),
+        claims.subscribe().map(Ev::Pvc).boxed(),
+        attachments.subscribe().map(Ev::Va).boxed(),
+    ]);
     while let Some(ev) = events.next().await {
         let mut g = authorizer.node_graph.write();
         let name = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
@@ -324,6 +331,10 @@ async fn feed_node_graph(
                 let (ns, n) = name(&c.metadata);
                 g.delete_pvc(&ns, &n);
             }
+            Ev::Va(Change::Applied(va)) => {
+                g.apply_volume_attachment(&name(&va.metadata).1, &va.spec.node_name)
+            }
+            Ev::Va(Change::Deleted(va)) => g.delete_volume_attachment(&name(&va.metadata).1),
         }
     }
     Err(InformerError::StreamEnded(

@@ -1,12 +1,13 @@
 //! The Node authorizer (upstream `plugin/pkg/auth/authorizer/node`): a kubelet, identified as
 //! `system:node:NAME` in `system:nodes`, may read only the secrets, configmaps, PVCs, PVs and
-//! resource claims that pods bound to its node reference, create tokens only for those pods'
+//! resource claims that pods bound to its node reference and the VolumeAttachments for it,
+//! list and watch only the pods bound to it, create tokens only for those pods'
 //! service accounts, touch only its own Node and Lease, and otherwise only what upstream's
 //! static `system:node` rules allow. Other identities get no opinion (RBAC decides).
 //!
 //! The graph is a set of reference counts `(kind, namespace, name) → node → count`, kept
-//! incrementally from the pod and PVC informers: each pod contributes the objects it
-//! references to its node, and each bound PVC adds its PV.
+//! incrementally from the pod, PVC and VolumeAttachment informers: each pod contributes the
+//! objects it references to its node, each bound PVC adds its PV, each attachment its node.
 //!
 //! Invariant: the contribution of a pod is recorded with it, so an update or delete removes
 //! exactly what the previous version added; counts never go negative or leak.
@@ -38,6 +39,8 @@ pub struct Graph {
     pods: HashMap<(String, String), (String, Vec<Ref>)>,
     /// PVC (ns, name) → bound PV name.
     pvc_volume: HashMap<(String, String), String>,
+    /// VolumeAttachment name → the node it attaches to.
+    attachments: HashMap<String, String>,
 }
 
 impl Graph {
@@ -111,6 +114,20 @@ impl Graph {
 
     pub fn delete_pvc(&mut self, ns: &str, name: &str) {
         self.pvc_volume.remove(&(ns.to_owned(), name.to_owned()));
+    }
+
+    /// Records which node a VolumeAttachment is for (a node may read those of its own).
+    pub fn apply_volume_attachment(&mut self, name: &str, node: &str) {
+        self.attachments.insert(name.to_owned(), node.to_owned());
+    }
+
+    pub fn delete_volume_attachment(&mut self, name: &str) {
+        self.attachments.remove(name);
+    }
+
+    /// Whether the VolumeAttachment `name` is for `node`.
+    pub fn has_attachment(&self, node: &str, name: &str) -> bool {
+        self.attachments.get(name).is_some_and(|n| n == node)
     }
 
     /// Whether a pod on `node` references the object.
@@ -299,6 +316,13 @@ pub fn authorize(
             _ => no("can only get individual resources of this type"),
         },
         ("resource.k8s.io", "resourceclaims") => get_only(Kind::ResourceClaim),
+        ("storage.k8s.io", "volumeattachments") => match (a.verb, sub, a.name) {
+            ("get", "", Some(va)) if graph.has_attachment(node, va) => Decision::Allow,
+            ("get", "", _) => Decision::Deny(format!(
+                "no relationship found between node '{node}' and this object"
+            )),
+            _ => no("can only get individual resources of this type"),
+        },
         ("", "serviceaccounts") => match (a.verb, sub) {
             ("create", "token") => related(Kind::ServiceAccount),
             ("create", _) => no("can only create token subresource of serviceaccount"),
@@ -331,16 +355,30 @@ pub fn authorize(
         },
         ("", "pods") => match (sub, a.verb) {
             ("", "get") => related(Kind::Pod),
-            // Upstream allows these only with a `spec.nodeName=<self>` field selector; the
-            // request attributes do not carry selectors yet, so they follow system:node's
-            // rules (get/list/watch of pods).
-            ("", "list" | "watch") => static_rules(node_rules, a),
+            // A node lists and watches only the pods bound to it (upstream's
+            // AuthorizeNodeWithSelectors, GA in 1.34).
+            ("", "list" | "watch") if selects_node(a.field_selector, node) => Decision::Allow,
+            ("", "list" | "watch") if a.name.is_some_and(|n| !n.is_empty()) => related(Kind::Pod),
+            ("", "list" | "watch") => {
+                no("can only list/watch pods with spec.nodeName field selector")
+            }
             ("", "create" | "delete") | ("status", "update" | "patch") | ("eviction", "create") => {
                 Decision::Allow
             }
             _ => no(""),
         },
         _ => static_rules(node_rules, a),
+    })
+}
+
+/// Whether a field selector requires `spec.nodeName` to be exactly `node` (one of its
+/// comma-separated terms is `spec.nodeName=node` or `spec.nodeName==node`).
+fn selects_node(selector: Option<&str>, node: &str) -> bool {
+    selector.unwrap_or_default().split(',').any(|term| {
+        term.trim().split_once('=').is_some_and(|(field, value)| {
+            field.trim() == "spec.nodeName"
+                && value.strip_prefix('=').unwrap_or(value).trim() == node
+        })
     })
 }
 

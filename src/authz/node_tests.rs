@@ -29,6 +29,7 @@ fn attrs<'a>(verb: &'a str, resource: &'a str, name: Option<&'a str>) -> AuthzAt
         subresource: None,
         namespace: Some("ns"),
         name,
+        field_selector: None,
     }
 }
 
@@ -181,4 +182,51 @@ fn deleting_or_moving_a_pod_removes_its_grants() {
         &attrs("get", "secrets", Some("tls"))
     )
     .is_none());
+}
+
+#[test]
+fn a_node_lists_only_its_own_pods_and_reads_only_its_own_volume_attachments() {
+    let mut g = graph();
+    let n1 = node_user("n1");
+    let list = |selector| AuthzAttributes {
+        namespace: None,
+        field_selector: selector,
+        ..attrs("watch", "pods", None)
+    };
+    assert!(decide(&g, &n1, &list(Some("spec.nodeName=n1"))));
+    assert!(decide(
+        &g,
+        &n1,
+        &list(Some("status.phase!=Failed,spec.nodeName==n1"))
+    ));
+    assert!(!decide(&g, &n1, &list(Some("spec.nodeName=n2"))));
+    assert!(!decide(&g, &n1, &list(Some("spec.nodeName!=n1"))));
+    assert_eq!(
+        authorize(&g, &node_rules(), &n1, &list(None)),
+        Some(Decision::Deny(
+            "can only list/watch pods with spec.nodeName field selector".into()
+        ))
+    );
+    // A watch of one named pod bound to the node (kubectl-style `fieldSelector=metadata.name`).
+    assert!(decide(&g, &n1, &attrs("watch", "pods", Some("web"))));
+
+    g.apply_volume_attachment("va-1", "n1");
+    g.apply_volume_attachment("va-2", "n2");
+    let va = |name| AuthzAttributes {
+        group: "storage.k8s.io",
+        namespace: None,
+        ..attrs("get", "volumeattachments", Some(name))
+    };
+    assert!(decide(&g, &n1, &va("va-1")));
+    assert!(!decide(&g, &n1, &va("va-2")));
+    g.delete_volume_attachment("va-1");
+    assert!(!decide(&g, &n1, &va("va-1")));
+    assert!(!decide(
+        &g,
+        &n1,
+        &AuthzAttributes {
+            name: None,
+            ..va("")
+        }
+    ));
 }

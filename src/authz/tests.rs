@@ -29,6 +29,7 @@ fn attrs<'a>(
         subresource: None,
         namespace: ns,
         name: None,
+        field_selector: None,
     }
 }
 

@@ -77,6 +77,7 @@ fn check_role(
         subresource: None,
         namespace: attrs.namespace,
         name: Some(attrs.name),
+        field_selector: None,
     };
     if authorizer.authorize(attrs.user, &escalate) == Decision::Allow {
         return Ok(());
@@ -108,6 +109,7 @@ async fn check_binding(
         subresource: None,
         namespace: attrs.namespace,
         name: Some(name),
+        field_selector: None,
     };
     if authorizer.authorize(attrs.user, &bind) == Decision::Allow {
         return Ok(());

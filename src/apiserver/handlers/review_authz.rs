@@ -145,6 +145,9 @@ fn access(
             let (verb, group) = (text(r, "verb"), text(r, "group"));
             let (res, sub) = (text(r, "resource"), text(r, "subresource"));
             let (namespace, name) = (text(r, "namespace"), text(r, "name"));
+            let field_selector = r
+                .get("fieldSelector")
+                .and_then(|f| f["rawSelector"].as_str());
             if let Some(ns) = local_ns {
                 if namespace.as_deref().unwrap_or_default() != ns {
                     return Err(invalid(
@@ -164,6 +167,7 @@ fn access(
                     subresource: sub.as_deref(),
                     namespace: namespace.as_deref(),
                     name: name.as_deref(),
+                    field_selector,
                 },
             )
         }
