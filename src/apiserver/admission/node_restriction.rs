@@ -423,9 +423,50 @@ impl NodeRestriction {
                 "node requested token bound to a pod scheduled on a different node".into(),
             );
         }
-        // TODO(rbac slice): upstream's ServiceAccountNodeAudienceRestriction also asks the
-        // authorizer when the audience is not in the pod's spec.
-        Ok(())
+        self.check_audience(state, attrs, obj, &pod).await
+    }
+
+    /// Upstream's ServiceAccountNodeAudienceRestriction (beta, on since 1.33): a node may ask
+    /// for at most one audience, and only one the pod uses (a projected token source, or a
+    /// CSI driver of its volumes that requests tokens for it), unless the authorizer grants
+    /// `request-serviceaccounts-token-audience` on that audience.
+    async fn check_audience(
+        &self,
+        state: &ApiState,
+        attrs: &Attributes<'_>,
+        obj: Option<&Value>,
+        pod: &Value,
+    ) -> Result<(), ApiError> {
+        let audiences = obj.unwrap_or(&Value::Null)["spec"]["audiences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let audience = match audiences.as_slice() {
+            [] => "",
+            [one] => one.as_str().unwrap_or_default(),
+            _ => return Err(attrs.forbidden("node may only request 0 or 1 audiences")),
+        };
+        if pod_uses_audience(state, pod, audience).await? {
+            return Ok(());
+        }
+        let user = attrs.user;
+        let decision = state.authorizer().authorize(
+            user,
+            &crate::apiserver::AuthzAttributes {
+                verb: "request-serviceaccounts-token-audience",
+                resource: audience,
+                namespace: attrs.namespace,
+                name: Some(attrs.name),
+                ..Default::default()
+            },
+        );
+        if decision == crate::apiserver::Decision::Allow {
+            return Ok(());
+        }
+        Err(attrs.forbidden(format!(
+            "audience {audience:?} not found in pod spec volume, {} is not authorized to request tokens for this audience",
+            user.name
+        )))
     }
 
     fn admit_csr(
@@ -607,3 +648,58 @@ impl Plugin for NodeRestriction {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `pod` uses `audience`: a projected service-account token source names it, or a
+/// CSI driver behind one of its volumes (inline, or PVC → PV) requests tokens for it.
+async fn pod_uses_audience(
+    state: &ApiState,
+    pod: &Value,
+    audience: &str,
+) -> Result<bool, ApiError> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let projected = v["projected"]["sources"].as_array().into_iter().flatten();
+        if projected
+            .filter_map(|src| src.get("serviceAccountToken"))
+            .any(|t| t["audience"].as_str().unwrap_or_default() == audience)
+        {
+            return Ok(true);
+        }
+        let driver = if let Some(d) = v["csi"]["driver"].as_str() {
+            Some(d.to_owned())
+        } else if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            csi_driver_of_claim(state, ns, claim).await?
+        } else {
+            None
+        };
+        let Some(driver) = driver else { continue };
+        let Some(d) = support::get(state, "storage.k8s.io", "csidrivers", None, &driver).await?
+        else {
+            continue;
+        };
+        let requests = d["spec"]["tokenRequests"].as_array().into_iter().flatten();
+        if requests
+            .map(|r| r["audience"].as_str().unwrap_or_default())
+            .any(|a| a == audience)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn csi_driver_of_claim(
+    state: &ApiState,
+    ns: &str,
+    claim: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(pvc) = support::get(state, "", "persistentvolumeclaims", Some(ns), claim).await?
+    else {
+        return Ok(None);
+    };
+    let Some(pv_name) = pvc["spec"]["volumeName"].as_str().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let pv = support::get(state, "", "persistentvolumes", None, pv_name).await?;
+    Ok(pv.and_then(|pv| pv["spec"]["csi"]["driver"].as_str().map(str::to_owned)))
+}

@@ -13,7 +13,9 @@ use crate::apiserver::body::decode_object;
 use crate::apiserver::request::ResourceRequest;
 use crate::apiserver::response::{self, Body};
 use crate::apiserver::status::ApiError;
-use crate::apiserver::{ApiState, RequestBody};
+use crate::apiserver::admission::{Attributes, Operation};
+use crate::apiserver::{ApiState, RequestBody, UserInfo};
+use std::sync::Arc;
 use http::{Request, Response};
 use serde_json::{json, Value};
 
@@ -64,9 +66,10 @@ fn conflict(group_resource: &str, name: &str, why: String) -> ApiError {
 }
 
 pub async fn create(
-    state: &ApiState,
+    state: &Arc<ApiState>,
     rr: &ResourceRequest,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let ns = rr
         .namespace
@@ -99,11 +102,29 @@ pub async fn create(
             "must match the service account namespace if specified",
         ));
     }
+    // Admission sees the TokenRequest as a create of `serviceaccounts/token` (NodeRestriction
+    // limits what a kubelet may ask for).
+    let attrs = Attributes::new(
+        Operation::Create,
+        &rr.rt,
+        Some("token"),
+        Some(ns),
+        name,
+        user,
+        false,
+    );
+    if state.admission.interested(&attrs) {
+        state.admission.admit(state, &attrs, &mut tr, None).await?;
+        state
+            .admission
+            .validate(state, &attrs, Some(&tr), None)
+            .await?;
+    }
     let sa = get_object(state, "serviceaccounts", Some(ns), name)
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
     let sa_ref = ObjRef::of(&sa);
-    let req_uid = meta["uid"].as_str().unwrap_or_default().to_owned();
+    let req_uid = tr["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     if !req_uid.is_empty() && req_uid != sa_ref.uid {
         return Err(conflict("TokenRequest.authentication.k8s.io", name, format!(
             "the UID in the token request ({req_uid}) does not match the UID of the service account ({})",

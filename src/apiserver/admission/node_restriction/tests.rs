@@ -242,3 +242,88 @@ fn kubelet_labels_and_restricted_labels() {
         ]
     );
 }
+
+/// Everything, except extra token audiences unless granted for `granted`.
+struct AudienceAuthorizer {
+    granted: &'static str,
+}
+
+impl crate::apiserver::Authorizer for AudienceAuthorizer {
+    fn authorize(
+        &self,
+        _: &crate::apiserver::UserInfo,
+        a: &crate::apiserver::AuthzAttributes<'_>,
+    ) -> crate::apiserver::Decision {
+        if a.verb == "request-serviceaccounts-token-audience" && a.resource != self.granted {
+            return crate::apiserver::Decision::Deny(String::new());
+        }
+        crate::apiserver::Decision::Allow
+    }
+    fn authorize_non_resource(
+        &self,
+        _: &crate::apiserver::UserInfo,
+        _: &str,
+        _: &str,
+    ) -> crate::apiserver::Decision {
+        crate::apiserver::Decision::Allow
+    }
+}
+
+#[tokio::test]
+async fn a_node_gets_tokens_only_for_audiences_its_pods_use_or_it_was_granted() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    let srv = TestServer::with_admission(Chain::of(vec![Box::new(NodeRestriction)])).await;
+    srv.state
+        .set_authorizer(std::sync::Arc::new(AudienceAuthorizer { granted: "vault" }));
+    let admin = srv.admin();
+    let n1 = srv.client_as("system:node:n1", &["system:nodes"]);
+    let mut p = pod("app", "n1");
+    p.spec.as_mut().unwrap().volumes = Some(vec![serde_json::from_value(json!({
+        "name": "t", "projected": {"sources": [{"serviceAccountToken": {
+            "path": "token", "audience": "api.example"}}]}}))
+    .unwrap()]);
+    let created = Api::<Pod>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(admin.clone(), "default");
+    sa.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
+    )
+    .await
+    .ok();
+    let request = |audiences: &[&str]| -> TokenRequest {
+        serde_json::from_value(json!({"spec": {"audiences": audiences,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "app",
+                               "uid": created.metadata.uid}}}))
+        .unwrap()
+    };
+    let as_node: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(n1.clone(), "default");
+    let ask = |audiences: &'static [&'static str]| {
+        let as_node = as_node.clone();
+        let req = request(audiences);
+        async move {
+            as_node
+                .create_subresource::<TokenRequest, TokenRequest>(
+                    "token",
+                    "default",
+                    &PostParams::default(),
+                    &req,
+                )
+                .await
+        }
+    };
+    ask(&["api.example"]).await.unwrap();
+    ask(&["vault"]).await.unwrap();
+    assert_eq!(
+        refused(ask(&["other"]).await),
+        r#"serviceaccounts "default" is forbidden: audience "other" not found in pod spec volume, system:node:n1 is not authorized to request tokens for this audience"#
+    );
+    assert_eq!(
+        refused(ask(&["api.example", "vault"]).await),
+        r#"serviceaccounts "default" is forbidden: node may only request 0 or 1 audiences"#
+    );
+}
