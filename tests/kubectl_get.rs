@@ -375,3 +375,55 @@ fn describe_prints_the_details_of_a_service() {
     assert_eq!(field(&out, "Port:"), "http 80/TCP", "{out}");
     assert_eq!(field(&out, "TargetPort:"), "8080/TCP", "{out}");
 }
+
+#[test]
+fn field_selectors_on_custom_resources_use_the_crds_selectable_fields() {
+    let server = TestServer::start();
+    let crd = manifests::WIDGET_CRD.replace(
+        "    additionalPrinterColumns:",
+        "    selectableFields:\n    - jsonPath: .spec.color\n    - jsonPath: .spec.size\n    additionalPrinterColumns:",
+    );
+    server.apply("crd.yaml", &crd);
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+    ]);
+    server.apply("w1.yaml", &manifests::widget("w1", "default", 1, "blue"));
+    server.apply("w2.yaml", &manifests::widget("w2", "default", 2, "green"));
+    let names = |selector: &str| {
+        server
+            .kubectl_ok(&[
+                "get",
+                "widgets",
+                "-n",
+                "default",
+                "--field-selector",
+                selector,
+                "-o",
+                "name",
+            ])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(names("spec.color=blue"), "widget.example.com/w1");
+    assert_eq!(names("spec.size=2"), "widget.example.com/w2");
+    assert_eq!(
+        names("spec.color!=blue,metadata.name!=w1"),
+        "widget.example.com/w2"
+    );
+    let run = server
+        .kubectl(&[
+            "get",
+            "widgets",
+            "-n",
+            "default",
+            "--field-selector",
+            "spec.shape=round",
+        ])
+        .fails();
+    assert!(
+        run.stderr.contains("field label not supported: spec.shape"),
+        "{run}"
+    );
+}

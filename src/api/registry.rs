@@ -128,6 +128,8 @@ pub struct CustomInfo {
     pub structural: Option<Arc<crate::api::schema::structural::Structural>>,
     /// The same schema compiled for value validation (types, enum, required, bounds).
     pub values: Option<Arc<crate::api::schema::values::ValueSchema>>,
+    /// This version's `selectableFields` as field labels (`spec.color` for `.spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 impl ResourceType {
@@ -464,6 +466,13 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                         &v["schema"]["openAPIV3Schema"],
                     ))
                 }),
+                selectable_fields: v["selectableFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["jsonPath"].as_str())
+                    .map(|p| p.trim_start_matches('.').to_owned())
+                    .collect(),
                 values: v["schema"]["openAPIV3Schema"].is_object().then(|| {
                     Arc::new(crate::api::schema::values::ValueSchema::compile(
                         &v["schema"]["openAPIV3Schema"],

@@ -66,7 +66,9 @@ pub async fn resource(
             subresources::write_scale(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
-        (Verb::Create, Some(Subresource::Token)) => token_request::create(state, &rr, req, user).await,
+        (Verb::Create, Some(Subresource::Token)) => {
+            token_request::create(state, &rr, req, user).await
+        }
         (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (

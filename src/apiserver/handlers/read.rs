@@ -98,6 +98,9 @@ pub struct Filter {
     fields: Option<FieldSelector>,
     group: String,
     plural: String,
+    /// A custom resource's field labels are its object meta plus its CRD version's
+    /// `selectableFields`, read by path.
+    custom: bool,
 }
 
 impl Filter {
@@ -119,9 +122,17 @@ impl Filter {
             None
         } else {
             // Unsupported field labels are refused up front, as upstream does.
-            let f = FieldSelector::parse(&field_str)
-                .and_then(|f| f.transform_for(&rt.group, &rt.plural))
+            let parsed = FieldSelector::parse(&field_str)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let f = match &rt.custom {
+                Some(custom) => {
+                    check_custom_field_labels(&parsed, rt.namespaced, &custom.selectable_fields)?;
+                    parsed
+                }
+                None => parsed
+                    .transform_for(&rt.group, &rt.plural)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            };
             Some(f)
         };
         Ok(Filter {
@@ -129,6 +140,7 @@ impl Filter {
             fields,
             group: rt.group.clone(),
             plural: rt.plural.clone(),
+            custom: rt.custom.is_some(),
         })
     }
 
@@ -143,14 +155,50 @@ impl Filter {
             }
         }
         if let Some(f) = &self.fields {
-            if !f
-                .matches_object(&self.group, &self.plural, obj)
-                .unwrap_or(false)
-            {
+            let selected = if self.custom {
+                f.matches(obj, custom_field_value)
+            } else {
+                f.matches_object(&self.group, &self.plural, obj)
+                    .unwrap_or(false)
+            };
+            if !selected {
                 return false;
             }
         }
         true
+    }
+}
+
+/// Upstream's CR field-label conversion: `metadata.name`, `metadata.namespace` (namespaced
+/// kinds only) and the CRD version's selectable fields.
+fn check_custom_field_labels(
+    selector: &FieldSelector,
+    namespaced: bool,
+    selectable: &[String],
+) -> Result<(), ApiError> {
+    for t in selector.terms() {
+        let known = t.field == "metadata.name"
+            || (namespaced && t.field == "metadata.namespace")
+            || selectable.iter().any(|s| *s == t.field);
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A custom resource's value at a dotted field label, printed as Go's `fmt.Sprint` prints
+/// the scalars a selectable field may hold.
+fn custom_field_value(obj: &Value, field: &str) -> Option<String> {
+    let v = field.split('.').try_fold(obj, |cur, part| cur.get(part))?;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

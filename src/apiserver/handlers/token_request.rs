@@ -7,17 +7,17 @@
 //! (with the UIDs the request names, if any), for 10 minutes to 2^32 seconds.
 
 use super::write::read_body;
+use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::authn::get_object;
 use crate::apiserver::authn::service_account::{self, Bound, ObjRef, TokenSpec};
 use crate::apiserver::body::decode_object;
 use crate::apiserver::request::ResourceRequest;
 use crate::apiserver::response::{self, Body};
 use crate::apiserver::status::ApiError;
-use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::{ApiState, RequestBody, UserInfo};
-use std::sync::Arc;
 use http::{Request, Response};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 const MIN_EXPIRATION_SECONDS: i64 = 600;
@@ -124,7 +124,10 @@ pub async fn create(
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
     let sa_ref = ObjRef::of(&sa);
-    let req_uid = tr["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let req_uid = tr["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if !req_uid.is_empty() && req_uid != sa_ref.uid {
         return Err(conflict("TokenRequest.authentication.k8s.io", name, format!(
             "the UID in the token request ({req_uid}) does not match the UID of the service account ({})",
