@@ -74,6 +74,12 @@ pub(crate) fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
                 &msgs.join(","),
             ));
         }
+        validate_selectable_fields(
+            field(field(v, "schema"), "openAPIV3Schema"),
+            arr_of(v, "selectableFields"),
+            &vp.index(i).child("selectableFields"),
+            errs,
+        );
         if field(field(v, "schema"), "openAPIV3Schema").is_none() {
             errs.push(FieldError::required(
                 vp.index(i)
@@ -134,5 +140,75 @@ pub(crate) fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
             msgs.join(",")
         };
         errs.push(FieldError::invalid(np.child(key).as_str(), v, &detail));
+    }
+}
+
+/// Upstream's cap on selectable fields per version.
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// A version's `selectableFields`: each a `.dotted.path` to a string, boolean or integer
+/// field of the schema outside `metadata`, no repeats, at most eight.
+fn validate_selectable_fields(
+    schema: Option<&Value>,
+    fields: &[Value],
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    let mut unique: Vec<String> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let jp = path.index(i).child("jsonPath");
+        let json_path = str_of(Some(f), "jsonPath");
+        if json_path.is_empty() {
+            errs.push(FieldError::required(jp.as_str(), ""));
+            continue;
+        }
+        let parts: Vec<&str> = json_path.trim_start_matches('.').split('.').collect();
+        let found =
+            json_path.starts_with('.') && parts.iter().all(|p| !p.is_empty()) && schema.is_some();
+        let target = found
+            .then(|| {
+                parts.iter().try_fold(schema?, |cur, part| {
+                    cur.get("properties").and_then(|props| props.get(*part))
+                })
+            })
+            .flatten();
+        let Some(target) = target else {
+            errs.push(FieldError::invalid(
+                jp.as_str(),
+                json_path,
+                "is an invalid path: does not refer to a valid field",
+            ));
+            continue;
+        };
+        if parts[0] == "metadata" {
+            errs.push(FieldError::invalid(
+                jp.as_str(),
+                json_path,
+                "must not point to fields in metadata",
+            ));
+        }
+        if !matches!(
+            target.get("type").and_then(Value::as_str),
+            Some("string" | "boolean" | "integer")
+        ) {
+            errs.push(FieldError::invalid(
+                jp.as_str(),
+                json_path,
+                "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+            ));
+        }
+        let normal = parts.join(".");
+        if unique.contains(&normal) {
+            errs.push(FieldError::duplicate(jp.as_str(), json_path));
+        } else {
+            unique.push(normal);
+        }
+    }
+    if unique.len() > MAX_SELECTABLE_FIELDS {
+        errs.push(FieldError::too_many(
+            path.as_str(),
+            unique.len() as i64,
+            MAX_SELECTABLE_FIELDS as i64,
+        ));
     }
 }

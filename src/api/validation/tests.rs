@@ -480,3 +480,47 @@ fn crd_rules() {
     assert!(has(&errs, "spec.names.kind: Required value"), "{r:#?}");
     assert!(has(&errs, "spec.names.listKind: Required value"), "{r:#?}");
 }
+
+#[test]
+fn crd_selectable_fields_must_name_scalar_schema_fields_outside_metadata() {
+    let schema = json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "spec": {"type": "object", "properties": {
+            "color": {"type": "string"}, "size": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}}}}}});
+    let crd = |fields: Value| {
+        json!({"metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": schema.clone()}, "selectableFields": fields}]}})
+    };
+    let ok = check(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        crd(json!([{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.size"}])),
+        false,
+    );
+    assert!(ok.is_empty(), "{:#?}", rendered(&ok));
+    let errs = check(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        crd(
+            json!([{"jsonPath": ".spec.nope"}, {"jsonPath": ".metadata.name"},
+                   {"jsonPath": ".spec.tags"}, {"jsonPath": ".spec.color"},
+                   {"jsonPath": ".spec.color"}, {"jsonPath": ""}]),
+        ),
+        false,
+    );
+    let p = "spec.versions[0].selectableFields";
+    assert_eq!(
+        rendered(&errs),
+        [
+            format!("{p}[0].jsonPath: Invalid value: \".spec.nope\": is an invalid path: does not refer to a valid field"),
+            format!("{p}[1].jsonPath: Invalid value: \".metadata.name\": must not point to fields in metadata"),
+            format!("{p}[2].jsonPath: Invalid value: \".spec.tags\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."),
+            format!("{p}[4].jsonPath: Duplicate value: \".spec.color\""),
+            format!("{p}[5].jsonPath: Required value"),
+        ]
+    );
+}
