@@ -6,6 +6,17 @@
 //! talks to the node's network through the [`PodNetwork`] trait, so pod logic is tested
 //! with a fake and this module is tested on its own (as root, in namespaces it creates).
 
+mod files;
+mod ipam;
+mod netns;
+mod nft;
+mod node;
+mod rules;
+
+pub use files::default_host_resolv_conf;
+pub use ipam::{CidrError, Ipv4Net};
+pub use node::{host_veth_name, NodeNetwork, NodeNetworkConfig};
+
 use futures::future::BoxFuture;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,7 +40,7 @@ pub struct SandboxRequest {
     pub host_aliases: Vec<(IpAddr, Vec<String>)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -37,7 +48,7 @@ pub enum Protocol {
 }
 
 /// A `hostPort`: traffic to `host_ip:host_port` goes to `pod_ip:container_port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     pub protocol: Protocol,
     pub container_port: u16,
