@@ -173,8 +173,9 @@ impl Ipam {
                 .open(&path);
             match file {
                 Ok(mut f) => {
+                    // No fsync: after a power loss no pod namespace survives either, and
+                    // the kubelet sets every sandbox up again.
                     f.write_all(pod_id.as_bytes())
-                        .and_then(|_| f.sync_data())
                         .map_err(io_err(format!("writing {}", path.display())))?;
                 }
                 // Another owner we did not know of (a file written behind our back): skip.

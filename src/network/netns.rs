@@ -56,9 +56,8 @@ pub async fn create(pin: PathBuf) -> io::Result<()> {
 /// Whether `pin` is a mounted namespace file (nsfs), not just the empty file left by
 /// an interrupted `create`.
 pub fn is_pinned(pin: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
     nix::sys::statfs::statfs(pin)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .unwrap_or(false)
 }
 

@@ -161,10 +161,13 @@ impl NodeNetwork {
         if !cfg.pod_cidr.contains(cfg.pod_cidr.gateway())
             || !cfg.cluster_cidr.contains(cfg.pod_cidr.network())
         {
-            return Err(NetworkError::Netlink(format!(
-                "pod CIDR {} must lie inside cluster CIDR {}",
-                cfg.pod_cidr, cfg.cluster_cidr
-            )));
+            return Err(NetworkError::Io {
+                what: format!("pod CIDR {}", cfg.pod_cidr),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("must lie inside the cluster CIDR {}", cfg.cluster_cidr),
+                ),
+            });
         }
         for dir in ["pods", "netns", "ipam"] {
             let d = cfg.state_dir.join(dir);
@@ -504,9 +507,11 @@ impl NodeNetwork {
     /// Deletes the NAT table and the bridge (the node leaves): for tests and for
     /// `skiff agent` clean-up. Pods must have been torn down first.
     pub async fn uninstall(self) -> Result<(), NetworkError> {
-        let _seq = self.nat.lock();
-        nft::apply(&nft::Table::delete_batch(&self.cfg.bridge, 1))
-            .map_err(|e| NetworkError::Netlink(e.to_string()))?;
+        {
+            let _seq = self.nat.lock();
+            nft::apply(&nft::Table::delete_batch(&self.cfg.bridge, 1))
+                .map_err(|e| NetworkError::Netlink(e.to_string()))?;
+        }
         match self.rtnl.link().del(self.bridge_index).execute().await {
             Err(e) if errno_of(&e) != libc_enodev() => Err(netlink("deleting the bridge")(e)),
             _ => Ok(()),
