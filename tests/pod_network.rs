@@ -317,7 +317,7 @@ fn host_ports_reach_the_pod_from_the_host_and_from_other_pods() {
         let client = net.setup(pod("client")).await.unwrap();
         let ns_client = client.netns.clone().unwrap();
 
-        let srv = serve_peer_address(Some(&ns_web), sa(Ipv4Addr::UNSPECIFIED, 80), 3);
+        let srv = serve_peer_address(Some(&ns_web), sa(Ipv4Addr::UNSPECIFIED, 80), 4);
         // The host to one of its own addresses (output chain).
         assert_eq!(ask(None, sa(GATEWAY, 18080)).unwrap(), GATEWAY.to_string());
         // The host to 127.0.0.1 (output chain, route_localnet, masquerade).
@@ -329,6 +329,11 @@ fn host_ports_reach_the_pod_from_the_host_and_from_other_pods() {
         assert_eq!(
             ask(Some(&ns_client), sa(GATEWAY, 18080)).unwrap(),
             ip4(&client).to_string()
+        );
+        // The pod to its own hostPort (hairpin): masqueraded so the answer comes back.
+        assert_eq!(
+            ask(Some(&ns_web), sa(GATEWAY, 18080)).unwrap(),
+            GATEWAY.to_string()
         );
         srv.join().unwrap();
 
@@ -526,6 +531,47 @@ fn addresses_survive_a_reopen_and_teardown_leaves_nothing_behind() {
         }
         net.uninstall().await.unwrap();
         assert!(!link_exists("sktest0").await);
+    });
+}
+
+#[test]
+#[cfg_attr(skiff_unprivileged, ignore = "needs root: network namespaces")]
+fn a_lost_bridge_and_nat_table_come_back_at_open_without_touching_pod_namespaces() {
+    in_test_netns(|| async {
+        let env = Env::new();
+        let net = env.open().await;
+        let mut req = pod("web");
+        req.port_mappings = vec![PortMapping {
+            protocol: Protocol::Tcp,
+            container_port: 80,
+            host_port: 18081,
+            host_ip: None,
+        }];
+        let web = net.setup(req.clone()).await.unwrap();
+        let other = net.setup(pod("other")).await.unwrap();
+        let ns_before = std::fs::metadata(web.netns.as_ref().unwrap()).unwrap();
+        // Bridge and NAT table gone (a host network reset); the pods' veths detach.
+        net.uninstall().await.unwrap();
+        assert!(ask(None, sa(Ipv4Addr::LOCALHOST, 18081)).is_err());
+
+        let net = env.open().await;
+        assert_eq!(net.setup(req).await.unwrap(), web);
+        assert_eq!(net.setup(pod("other")).await.unwrap(), other);
+        let ns_after = std::fs::metadata(web.netns.as_ref().unwrap()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(ns_before.ino(), ns_after.ino(), "same namespace kept");
+        let srv = serve_peer_address(web.netns.as_deref(), sa(Ipv4Addr::UNSPECIFIED, 80), 2);
+        assert_eq!(
+            ask(None, sa(Ipv4Addr::LOCALHOST, 18081)).unwrap(),
+            GATEWAY.to_string()
+        );
+        assert_eq!(
+            ask(other.netns.as_deref(), sa(ip4(&web), 80)).unwrap(),
+            ip4(&other).to_string()
+        );
+        srv.join().unwrap();
+        net.teardown("web").await.unwrap();
+        net.teardown("other").await.unwrap();
     });
 }
 

@@ -20,9 +20,10 @@ use super::{NetworkError, PodNetwork, PortMapping, Sandbox, SandboxRequest};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -330,6 +331,8 @@ impl NodeNetwork {
             }
         }
         let ip = if req.host_network {
+            // A pod that turned into a host-network one keeps no address.
+            state.ipam.release(&req.id)?;
             None
         } else {
             Some(state.ipam.allocate(&req.id)?)
@@ -388,13 +391,62 @@ impl NodeNetwork {
             .map_err(io(format!("writing {}", path.display())))
     }
 
-    /// Whether the pod's kernel state is all there (namespace pinned, veth present).
-    async fn wired(&self, id: &str) -> bool {
-        netns::is_pinned(&self.netns_path(id))
-            && matches!(
-                link_index(&self.rtnl, &host_veth_name(id)).await,
-                Ok(Some(_))
-            )
+    /// Whether the pod's kernel state is all there (namespace pinned, veth present). A
+    /// veth that lost its bridge (the bridge was deleted and recreated at open) is put
+    /// back on it: the pod's containers keep their namespace.
+    async fn wired(&self, id: &str) -> Result<bool, NetworkError> {
+        if !netns::is_pinned(&self.netns_path(id)) {
+            return Ok(false);
+        }
+        let mut links = self
+            .rtnl
+            .link()
+            .get()
+            .match_name(host_veth_name(id))
+            .execute();
+        let link = match links.try_next().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(false),
+            Err(e) if errno_of(&e) == libc_enodev() => return Ok(false),
+            Err(e) => return Err(netlink("looking up the pod's veth")(e)),
+        };
+        let attached = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge_index));
+        if !attached {
+            self.rtnl
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(link.header.index)
+                        .controller(self.bridge_index)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(netlink("attaching the pod's veth to the bridge"))?;
+            self.hairpin(&host_veth_name(id)).await?;
+        }
+        Ok(true)
+    }
+
+    /// Hairpin mode on the pod's bridge port, as CNI's bridge plugin with
+    /// `hairpinMode: true` (flannel, k3s): with br_netfilter loaded, a pod's connection to
+    /// its own hostPort is DNATed while being bridged and must go back out the port it
+    /// came in on.
+    async fn hairpin(&self, veth: &str) -> Result<(), NetworkError> {
+        let msg = LinkMessageBuilder::<LinkBridgePort>::default()
+            .name(veth.to_string())
+            .set_port_kind(InfoPortKind::Bridge)
+            .hairpin(true)
+            .build();
+        self.rtnl
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(netlink("setting hairpin mode on the pod's veth"))
     }
 
     /// Namespace, veth into the bridge, eth0 with the address and the default route.
@@ -425,6 +477,7 @@ impl NodeNetwork {
             .await
             .map_err(netlink("creating the pod's veth"))?;
         drop(ns);
+        self.hairpin(&veth).await?;
         let gateway = self.cfg.pod_cidr.gateway();
         let prefix = self.cfg.pod_cidr.prefix();
         netns::run_in(&pin, move || configure_pod_side(ip, prefix, gateway))
@@ -456,7 +509,7 @@ impl NodeNetwork {
             let files_ok = dir.join("sandbox.json").exists();
             if rec.host_network == req.host_network
                 && files_ok
-                && (rec.host_network || self.wired(&rec.id).await)
+                && (rec.host_network || self.wired(&rec.id).await?)
             {
                 return Ok(self.sandbox_of(rec));
             }
