@@ -49,6 +49,7 @@ pub const REG2: u32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Prerouting = 0,
+    Input = 1,
     Output = 3,
     Postrouting = 4,
 }
@@ -68,6 +69,7 @@ pub enum CmpOp {
 /// `enum nft_meta_keys` values used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    IifName = 6,
     OifName = 7,
     L4Proto = 16,
 }
@@ -110,7 +112,16 @@ pub enum Expr {
         port_reg: u32,
     },
     Masquerade,
+    /// `ct state` into `dreg` (a host-endian u32 bit set, see `CT_STATE_*`).
+    CtState {
+        dreg: u32,
+    },
+    /// The `drop` verdict.
+    Drop,
 }
+
+pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+pub const CT_STATE_RELATED: u32 = 1 << 2;
 
 /// `RTN_LOCAL`: what `fib daddr type` yields for the host's own addresses.
 pub const RTN_LOCAL: u32 = 2;
@@ -118,6 +129,8 @@ pub const RTN_LOCAL: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub name: String,
+    /// `nat` or `filter`.
+    pub kind: &'static str,
     pub hook: Hook,
     pub priority: i32,
 }
@@ -128,7 +141,7 @@ pub struct Rule {
     pub exprs: Vec<Expr>,
 }
 
-/// A whole `ip` family NAT table: chains are `type nat`, policy accept.
+/// A whole `ip` family table; every chain is a base chain with policy accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     pub name: String,
@@ -228,6 +241,8 @@ impl Writer {
             Expr::Immediate { .. } => "immediate",
             Expr::Dnat { .. } => "nat",
             Expr::Masquerade => "masq",
+            Expr::CtState { .. } => "ct",
+            Expr::Drop => "immediate",
         };
         self.attr_str(NFTA_EXPR_NAME, name);
         let data = self.nest(NFTA_EXPR_DATA);
@@ -277,6 +292,18 @@ impl Writer {
                 self.attr_be32(7, 1 | 2); // NFTA_NAT_FLAGS
             }
             Expr::Masquerade => {}
+            Expr::CtState { dreg } => {
+                self.attr_be32(2, 0); // NFTA_CT_KEY = NFT_CT_STATE
+                self.attr_be32(1, *dreg); // NFTA_CT_DREG
+            }
+            Expr::Drop => {
+                self.attr_be32(1, 0); // NFTA_IMMEDIATE_DREG = NFT_REG_VERDICT
+                let data = self.nest(2); // NFTA_IMMEDIATE_DATA
+                let verdict = self.nest(2); // NFTA_DATA_VERDICT
+                self.attr_be32(1, 0); // NFTA_VERDICT_CODE = NF_DROP
+                self.end_nest(verdict);
+                self.end_nest(data);
+            }
         }
         self.end_nest(data);
         self.end_nest(elem);
@@ -318,7 +345,7 @@ impl Table {
             w.attr_be32(NFTA_HOOK_PRIORITY, c.priority as u32);
             w.end_nest(hook);
             w.attr_be32(NFTA_CHAIN_POLICY, 1); // NF_ACCEPT
-            w.attr_str(NFTA_CHAIN_TYPE, "nat");
+            w.attr_str(NFTA_CHAIN_TYPE, c.kind);
             w.end_msg(m);
         }
         for r in &self.rules {
@@ -518,14 +545,38 @@ pub fn daddr_is_local() -> Vec<Expr> {
 
 /// `oifname <name>`.
 pub fn oifname(name: &str) -> Vec<Expr> {
+    ifname(MetaKey::OifName, name)
+}
+
+/// `iifname <name>`.
+pub fn iifname(name: &str) -> Vec<Expr> {
+    ifname(MetaKey::IifName, name)
+}
+
+/// `ct state & (established | related) == 0`: a packet that starts nothing we allowed.
+pub fn ct_not_established() -> Vec<Expr> {
+    let bits = CT_STATE_ESTABLISHED | CT_STATE_RELATED;
+    vec![
+        Expr::CtState { dreg: REG1 },
+        Expr::Bitwise {
+            reg: REG1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Cmp {
+            reg: REG1,
+            op: CmpOp::Eq,
+            data: vec![0; 4],
+        },
+    ]
+}
+
+fn ifname(key: MetaKey, name: &str) -> Vec<Expr> {
     let mut data = [0u8; 16];
     let n = name.len().min(15);
     data[..n].copy_from_slice(&name.as_bytes()[..n]);
     vec![
-        Expr::Meta {
-            key: MetaKey::OifName,
-            dreg: REG1,
-        },
+        Expr::Meta { key, dreg: REG1 },
         Expr::Cmp {
             reg: REG1,
             op: CmpOp::Eq,
@@ -561,6 +612,7 @@ mod tests {
             name: "t".into(),
             chains: vec![Chain {
                 name: "post".into(),
+                kind: "nat",
                 hook: Hook::Postrouting,
                 priority: 100,
             }],

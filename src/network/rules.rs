@@ -12,7 +12,13 @@
 //!     ip saddr 127.0.0.0/8 oifname <bridge> masquerade             # 127.0.0.1:hostPort
 //!     ip saddr <podIP> ip daddr <podIP> masquerade                 # hairpin, per pod with hostPorts
 //! }
+//! chain input { type filter hook input priority filter;
+//!     iifname <bridge> ip daddr 127.0.0.0/8 ct state & (established|related) == 0 drop
+//! }
 //! ```
+//! The input rule is kube-proxy's answer to CVE-2020-8558: `route_localnet`, needed on
+//! the bridge for 127.0.0.1:hostPort, would otherwise let a pod reach services that
+//! listen on the node's loopback only.
 //! A hostPort DNAT is `[ip daddr <hostIP> | fib daddr type local] meta l4proto P
 //! th dport H dnat to <podIP>:<containerPort>`; the output chain makes the host's own
 //! connections (to its addresses and to 127.0.0.1) reach the pod as well.
@@ -35,6 +41,7 @@ pub struct NatPlan<'a> {
 const PREROUTING: &str = "prerouting";
 const OUTPUT: &str = "output";
 const POSTROUTING: &str = "postrouting";
+const INPUT: &str = "input";
 
 fn proto_number(p: Protocol) -> u8 {
     match p {
@@ -49,21 +56,39 @@ impl NatPlan<'_> {
         let chains = vec![
             Chain {
                 name: PREROUTING.into(),
+                kind: "nat",
                 hook: Hook::Prerouting,
                 priority: -100,
             },
             Chain {
                 name: OUTPUT.into(),
+                kind: "nat",
                 hook: Hook::Output,
                 priority: -100,
             },
             Chain {
                 name: POSTROUTING.into(),
+                kind: "nat",
                 hook: Hook::Postrouting,
                 priority: 100,
             },
+            Chain {
+                name: INPUT.into(),
+                kind: "filter",
+                hook: Hook::Input,
+                priority: 0,
+            },
         ];
-        let mut rules = Vec::new();
+        let mut rules = vec![Rule {
+            chain: INPUT.into(),
+            exprs: [
+                nft::iifname(self.bridge),
+                nft::ip_addr_in(false, Ipv4Addr::new(127, 0, 0, 0), 8, CmpOp::Eq),
+                nft::ct_not_established(),
+                vec![Expr::Drop],
+            ]
+            .concat(),
+        }];
         for (pod_ip, m) in &self.mappings {
             let dst: Vec<Expr> = match m.host_ip {
                 Some(IpAddr::V4(ip)) if !ip.is_unspecified() => {
@@ -154,9 +179,9 @@ mod tests {
     #[test]
     fn without_host_ports_only_outbound_masquerade_exists() {
         let t = plan(vec![]).table();
-        assert_eq!(t.chains.len(), 3);
-        assert_eq!(t.rules.len(), 1);
-        let r = &t.rules[0];
+        assert_eq!(t.chains.len(), 4);
+        assert_eq!(t.rules.len(), 2);
+        let r = &t.rules[1];
         assert_eq!(r.chain, "postrouting");
         assert_eq!(
             r.exprs,
@@ -214,7 +239,7 @@ mod tests {
             host_ip: Some("192.168.1.10".parse().unwrap()),
         };
         let t = plan(vec![(Ipv4Addr::new(10, 42, 0, 9), &m)]).table();
-        let r = &t.rules[0];
+        let r = &t.rules[1];
         assert!(r.exprs.starts_with(&nft::ip_addr_in(
             false,
             Ipv4Addr::new(192, 168, 1, 10),
@@ -226,6 +251,19 @@ mod tests {
             op: CmpOp::Eq,
             data: vec![17]
         }));
+    }
+
+    #[test]
+    fn new_connections_from_pods_to_the_nodes_loopback_are_dropped() {
+        let t = plan(vec![]).table();
+        let input = t.chains.iter().find(|c| c.name == "input").unwrap();
+        assert_eq!((input.kind, input.hook), ("filter", Hook::Input));
+        let r = &t.rules[0];
+        assert_eq!(r.chain, "input");
+        assert!(r.exprs.starts_with(&nft::iifname("skiff0")));
+        assert!(r
+            .exprs
+            .ends_with(&[nft::ct_not_established(), vec![Expr::Drop]].concat()));
     }
 
     #[test]
