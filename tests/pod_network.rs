@@ -689,3 +689,107 @@ fn a_full_pod_cidr_reports_exhaustion() {
         net.teardown("x5").await.unwrap();
     });
 }
+
+/// Sends one hand-made UDP/IPv4 frame out of the pod's eth0 to the bridge's MAC, so the
+/// node receives a packet for `dst` whatever the pod's own routing says (127.0.0.1
+/// would otherwise never leave the pod).
+fn send_raw_udp(ns: &Path, gw_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
+    use nix::libc;
+    let ns = ns.to_path_buf();
+    in_ns(Some(&ns), move || {
+        let payload = b"sneaky";
+        let udp_len = 8 + payload.len();
+        let ip_len = 20 + udp_len;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let mut sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let mut frame = gw_mac.to_vec();
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42, 0x08, 0x00]);
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&40000u16.to_be_bytes());
+        frame.extend_from_slice(&port.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]); // no UDP checksum (optional in IPv4)
+        frame.extend_from_slice(payload);
+        let ifindex = nix::net::if_::if_nametoindex("eth0").unwrap();
+        // SAFETY: plain socket/sendto/close FFI calls with a sockaddr_ll that lives on
+        // the stack for the duration of the call and a buffer of the given length.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = 0x0800u16.to_be();
+            addr.sll_ifindex = ifindex as i32;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&gw_mac);
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n, frame.len() as isize, "sendto");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+async fn link_mac(name: &str) -> [u8; 6] {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let (conn, h, _) = rtnetlink::new_connection().unwrap();
+    tokio::spawn(conn);
+    let mut links = h.link().get().match_name(name).execute();
+    let link = links.try_next().await.unwrap().unwrap();
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) if m.len() == 6 => Some([m[0], m[1], m[2], m[3], m[4], m[5]]),
+            _ => None,
+        })
+        .expect("bridge MAC")
+}
+
+fn udp_receives(bind: SocketAddr, send: impl FnOnce()) -> bool {
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    send();
+    let mut buf = [0u8; 64];
+    matches!(s.recv(&mut buf), Ok(6))
+}
+
+#[test]
+#[cfg_attr(skiff_unprivileged, ignore = "needs root: network namespaces")]
+fn pods_cannot_reach_services_bound_to_the_nodes_loopback() {
+    in_test_netns(|| async {
+        let env = Env::new();
+        let net = env.open().await;
+        let p = net.setup(pod("sneak")).await.unwrap();
+        let ns = p.netns.clone().unwrap();
+        let mac = link_mac("sktest0").await;
+        let src = ip4(&p);
+        // The crafted frame does reach the node (control: to the gateway address)...
+        assert!(udp_receives(sa(GATEWAY, 7301), || send_raw_udp(
+            &ns, mac, src, GATEWAY, 7301
+        )));
+        // ...but not a socket bound to 127.0.0.1, although route_localnet is on.
+        assert!(!udp_receives(sa(Ipv4Addr::LOCALHOST, 7300), || {
+            send_raw_udp(&ns, mac, src, Ipv4Addr::LOCALHOST, 7300)
+        }));
+        net.teardown("sneak").await.unwrap();
+    });
+}
