@@ -138,8 +138,13 @@ pub fn render_resolv_conf(dns: &DnsConfig) -> String {
 /// unless its nameservers are all loopback (systemd-resolved's stub, useless inside a
 /// pod's namespace) and systemd-resolved's upstream file exists.
 pub fn default_host_resolv_conf() -> PathBuf {
-    let etc = Path::new("/etc/resolv.conf");
-    let resolved = Path::new("/run/systemd/resolve/resolv.conf");
+    pick_host_resolv_conf(
+        Path::new("/etc/resolv.conf"),
+        Path::new("/run/systemd/resolve/resolv.conf"),
+    )
+}
+
+fn pick_host_resolv_conf(etc: &Path, resolved: &Path) -> PathBuf {
     let only_loopback = std::fs::read_to_string(etc)
         .map(|c| {
             let dns = parse_resolv_conf(&c);
@@ -275,5 +280,19 @@ mod tests {
              options ndots:5\n"
         );
         assert_eq!(render_resolv_conf(&DnsConfig::default()), "");
+    }
+
+    #[test]
+    fn a_stub_resolver_host_hands_pods_systemd_resolveds_upstream_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("resolv.conf");
+        let resolved = dir.path().join("upstream.conf");
+        std::fs::write(&etc, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        // No upstream file: nothing better to offer.
+        assert_eq!(pick_host_resolv_conf(&etc, &resolved), etc);
+        std::fs::write(&resolved, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(pick_host_resolv_conf(&etc, &resolved), resolved);
+        std::fs::write(&etc, "nameserver 127.0.0.53\nnameserver 192.0.2.2\n").unwrap();
+        assert_eq!(pick_host_resolv_conf(&etc, &resolved), etc);
     }
 }
