@@ -641,7 +641,12 @@ impl PodNetwork for NodeNetwork {
                 let _held = lock.lock().await;
                 self.teardown_locked(&id).await
             };
-            self.pod_locks.lock().remove(&id);
+            drop(lock);
+            // Forget the lock unless another call for this pod holds or waits on it.
+            let mut locks = self.pod_locks.lock();
+            if locks.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
+                locks.remove(&id);
+            }
             result
         })
     }
