@@ -6,7 +6,8 @@
 //! talks to the node's network through the [`PodNetwork`] trait, so pod logic is tested
 //! with a fake and this module is tested on its own (as root, in namespaces it creates).
 //!
-//! Files: `node` ([`NodeNetwork`], the implementation: bridge, veths, records), `ipam`
+//! Files: `node` ([`NodeNetwork`], the implementation: pods' records and the order of
+//! things), `links` (bridge, veths, the pod side, over rtnetlink), `ipam`
 //! (addresses, persisted one file each), `netns` (namespaces, switched only on threads of
 //! their own), `files` (`/etc/hosts`, `/etc/resolv.conf` as the kubelet writes them),
 //! `rules` (which NAT rules, a pure function of the hostPorts) and `nft` (nf_tables over
@@ -19,6 +20,7 @@
 
 mod files;
 mod ipam;
+mod links;
 mod netns;
 mod nft;
 mod node;

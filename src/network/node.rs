@@ -13,23 +13,18 @@
 
 use super::files;
 use super::ipam::{Ipam, Ipv4Net};
+use super::links;
 use super::netns;
 use super::nft;
 use super::rules::NatPlan;
 use super::{NetworkError, PodNetwork, PortMapping, Sandbox, SandboxRequest};
 use futures::future::BoxFuture;
-use futures::TryStreamExt;
 use parking_lot::Mutex;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute};
-use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    RouteMessageBuilder,
-};
+use rtnetlink::Handle;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -91,20 +86,9 @@ pub struct NodeNetwork {
     nat: Mutex<u32>,
 }
 
-fn netlink(what: &str) -> impl FnOnce(rtnetlink::Error) -> NetworkError + '_ {
-    move |e| NetworkError::Netlink(format!("{what}: {e}"))
-}
-
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetworkError {
     let what = what.into();
     move |source| NetworkError::Io { what, source }
-}
-
-fn errno_of(e: &rtnetlink::Error) -> i32 {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
-        _ => 0,
-    }
 }
 
 /// The host end of a pod's veth: derived from the pod id so it is found again after a
@@ -135,21 +119,6 @@ fn check_pod_id(id: &str) -> Result<(), NetworkError> {
     }
 }
 
-async fn link_index(rtnl: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
-    let mut links = rtnl.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(l)) => Ok(Some(l.header.index)),
-        Ok(None) => Ok(None),
-        Err(e) if errno_of(&e) == libc_enodev() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-const fn libc_enodev() -> i32 {
-    19
-}
-const EEXIST: i32 = 17;
-
 fn write_sysctl(path: &str, value: &str) -> Result<(), NetworkError> {
     std::fs::write(path, value).map_err(io(format!("writing {path}")))
 }
@@ -177,45 +146,14 @@ impl NodeNetwork {
         let (conn, rtnl, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
         tokio::spawn(conn);
 
-        let bridge_index = match link_index(&rtnl, &cfg.bridge)
-            .await
-            .map_err(netlink("looking up the bridge"))?
-        {
-            Some(i) => i,
-            None => {
-                let msg = LinkBridge::new(&cfg.bridge).mtu(cfg.mtu).build();
-                match rtnl.link().add(msg).execute().await {
-                    Err(e) if errno_of(&e) != EEXIST => {
-                        return Err(netlink("creating the bridge")(e));
-                    }
-                    _ => {}
-                }
-                link_index(&rtnl, &cfg.bridge)
-                    .await
-                    .map_err(netlink("looking up the bridge"))?
-                    .ok_or_else(|| NetworkError::Netlink("the bridge vanished".into()))?
-            }
-        };
-        match rtnl
-            .address()
-            .add(
-                bridge_index,
-                IpAddr::V4(cfg.pod_cidr.gateway()),
-                cfg.pod_cidr.prefix(),
-            )
-            .execute()
-            .await
-        {
-            Err(e) if errno_of(&e) != EEXIST => {
-                return Err(netlink("adding the gateway address")(e));
-            }
-            _ => {}
-        }
-        rtnl.link()
-            .set(LinkUnspec::new_with_index(bridge_index).up().build())
-            .execute()
-            .await
-            .map_err(netlink("setting the bridge up"))?;
+        let bridge_index = links::ensure_bridge(
+            &rtnl,
+            &cfg.bridge,
+            cfg.mtu,
+            cfg.pod_cidr.gateway(),
+            cfg.pod_cidr.prefix(),
+        )
+        .await?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         // The host's own connections to 127.0.0.1:hostPort are DNATed to a pod and must
         // be routable out of the bridge with their loopback source (then masqueraded).
@@ -398,55 +336,7 @@ impl NodeNetwork {
         if !netns::is_pinned(&self.netns_path(id)) {
             return Ok(false);
         }
-        let mut links = self
-            .rtnl
-            .link()
-            .get()
-            .match_name(host_veth_name(id))
-            .execute();
-        let link = match links.try_next().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return Ok(false),
-            Err(e) if errno_of(&e) == libc_enodev() => return Ok(false),
-            Err(e) => return Err(netlink("looking up the pod's veth")(e)),
-        };
-        let attached = link
-            .attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge_index));
-        if !attached {
-            self.rtnl
-                .link()
-                .set(
-                    LinkUnspec::new_with_index(link.header.index)
-                        .controller(self.bridge_index)
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(netlink("attaching the pod's veth to the bridge"))?;
-            self.hairpin(&host_veth_name(id)).await?;
-        }
-        Ok(true)
-    }
-
-    /// Hairpin mode on the pod's bridge port, as CNI's bridge plugin with
-    /// `hairpinMode: true` (flannel, k3s): with br_netfilter loaded, a pod's connection to
-    /// its own hostPort is DNATed while being bridged and must go back out the port it
-    /// came in on.
-    async fn hairpin(&self, veth: &str) -> Result<(), NetworkError> {
-        let msg = LinkMessageBuilder::<LinkBridgePort>::default()
-            .name(veth.to_string())
-            .set_port_kind(InfoPortKind::Bridge)
-            .hairpin(true)
-            .build();
-        self.rtnl
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(netlink("setting hairpin mode on the pod's veth"))
+        links::ensure_attached(&self.rtnl, &host_veth_name(id), self.bridge_index).await
     }
 
     /// Namespace, veth into the bridge, eth0 with the address and the default route.
@@ -455,49 +345,17 @@ impl NodeNetwork {
         netns::create(pin.clone())
             .await
             .map_err(io(format!("creating namespace {}", pin.display())))?;
-        let veth = host_veth_name(id);
         let ns = std::fs::File::open(&pin).map_err(io(format!("opening {}", pin.display())))?;
-        let mtu = self.cfg.mtu;
-        // The pod's end is created right inside its namespace, already named eth0.
-        let peer = LinkUnspec::new_with_name("eth0")
-            .mtu(mtu)
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(veth.clone())
-            .mtu(mtu)
-            .controller(self.bridge_index)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
-        self.rtnl
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(netlink("creating the pod's veth"))?;
+        let veth = host_veth_name(id);
+        links::create_pod_veth(&self.rtnl, &veth, self.cfg.mtu, self.bridge_index, &ns).await?;
         drop(ns);
-        self.hairpin(&veth).await?;
-        let gateway = self.cfg.pod_cidr.gateway();
-        let prefix = self.cfg.pod_cidr.prefix();
-        netns::run_in(&pin, move || configure_pod_side(ip, prefix, gateway))
-            .await
-            .map_err(io("entering the pod's namespace"))?
+        let cidr = self.cfg.pod_cidr;
+        links::configure_pod_side(&pin, ip, cidr.prefix(), cidr.gateway()).await
     }
 
     /// Removes whatever kernel state the pod has (veth, namespace); leaves the records.
     async fn unwire(&self, id: &str) -> Result<(), NetworkError> {
-        if let Some(idx) = link_index(&self.rtnl, &host_veth_name(id))
-            .await
-            .map_err(netlink("looking up the pod's veth"))?
-        {
-            match self.rtnl.link().del(idx).execute().await {
-                Err(e) if errno_of(&e) != libc_enodev() => {
-                    return Err(netlink("deleting the pod's veth")(e));
-                }
-                _ => {}
-            }
-        }
+        links::delete_link(&self.rtnl, &host_veth_name(id)).await?;
         let pin = self.netns_path(id);
         netns::remove(&pin).map_err(io(format!("removing namespace {}", pin.display())))
     }
@@ -565,55 +423,8 @@ impl NodeNetwork {
             nft::apply(&nft::Table::delete_batch(&self.cfg.bridge, 1))
                 .map_err(|e| NetworkError::Netlink(e.to_string()))?;
         }
-        match self.rtnl.link().del(self.bridge_index).execute().await {
-            Err(e) if errno_of(&e) != libc_enodev() => Err(netlink("deleting the bridge")(e)),
-            _ => Ok(()),
-        }
+        links::delete_link_index(&self.rtnl, self.bridge_index).await
     }
-}
-
-/// Inside the pod's namespace (on its own thread): loopback and eth0 up, the address,
-/// the default route via the bridge.
-fn configure_pod_side(ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), NetworkError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(io("starting the namespace's netlink runtime"))?;
-    rt.block_on(async move {
-        let (conn, rtnl, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
-        tokio::spawn(conn);
-        rtnl.link()
-            .set(LinkUnspec::new_with_name("lo").up().build())
-            .execute()
-            .await
-            .map_err(netlink("setting lo up"))?;
-        let idx = link_index(&rtnl, "eth0")
-            .await
-            .map_err(netlink("looking up eth0"))?
-            .ok_or_else(|| NetworkError::Netlink("eth0 missing in the pod namespace".into()))?;
-        match rtnl
-            .address()
-            .add(idx, IpAddr::V4(ip), prefix)
-            .execute()
-            .await
-        {
-            Err(e) if errno_of(&e) != EEXIST => return Err(netlink("adding the pod address")(e)),
-            _ => {}
-        }
-        rtnl.link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(netlink("setting eth0 up"))?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(idx)
-            .build();
-        match rtnl.route().add(route).execute().await {
-            Err(e) if errno_of(&e) != EEXIST => Err(netlink("adding the default route")(e)),
-            _ => Ok(()),
-        }
-    })
 }
 
 impl PodNetwork for NodeNetwork {
