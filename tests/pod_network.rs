@@ -615,6 +615,21 @@ fn setup_and_teardown_take_milliseconds_per_pod() {
         // Generous bound for a loaded CI machine; the figures above are the measurement.
         assert!(s99 < Duration::from_secs(2) && t99 < Duration::from_secs(2));
         assert!(net.pods().is_empty());
+
+        // The kubelet sets pods up concurrently: throughput of a burst.
+        let t = Instant::now();
+        let ids: Vec<String> = (0..n).map(|i| format!("q{i}")).collect();
+        let ok = futures::future::join_all(ids.iter().map(|id| net.setup(pod(id)))).await;
+        assert!(ok.iter().all(|r| r.is_ok()));
+        let burst = t.elapsed();
+        let t = Instant::now();
+        let ok = futures::future::join_all(ids.iter().map(|id| net.teardown(id))).await;
+        assert!(ok.iter().all(|r| r.is_ok()));
+        eprintln!(
+            "burst of {n}: setup {burst:?} ({:.0} pods/s), teardown {:?}",
+            n as f64 / burst.as_secs_f64(),
+            t.elapsed()
+        );
     });
 }
 
@@ -791,5 +806,28 @@ fn pods_cannot_reach_services_bound_to_the_nodes_loopback() {
             send_raw_udp(&ns, mac, src, Ipv4Addr::LOCALHOST, 7300)
         }));
         net.teardown("sneak").await.unwrap();
+    });
+}
+
+#[test]
+#[cfg_attr(skiff_unprivileged, ignore = "needs root: network namespaces")]
+fn a_host_port_bound_to_one_address_answers_only_there() {
+    in_test_netns(|| async {
+        let env = Env::new();
+        let net = env.open().await;
+        let mut req = pod("one");
+        req.port_mappings = vec![PortMapping {
+            protocol: Protocol::Tcp,
+            container_port: 80,
+            host_port: 18082,
+            host_ip: Some(IpAddr::V4(GATEWAY)),
+        }];
+        let p = net.setup(req).await.unwrap();
+        let srv = serve_peer_address(p.netns.as_deref(), sa(Ipv4Addr::UNSPECIFIED, 80), 1);
+        let err = ask(None, sa(Ipv4Addr::LOCALHOST, 18082)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        assert_eq!(ask(None, sa(GATEWAY, 18082)).unwrap(), GATEWAY.to_string());
+        srv.join().unwrap();
+        net.teardown("one").await.unwrap();
     });
 }

@@ -16,7 +16,8 @@
 //! Measured on the 2-core dev VM (tests/pod_network.rs, 50 pods, debug build): setup p50
 //! 11 ms / p99 31 ms, teardown p50 36 ms / p99 73 ms; teardown is the kernel's veth
 //! deletion (an RCU grace period, ~20 ms with `ip link del` too). iproute2 doing the same
-//! steps as processes: setup p50 32 ms, teardown p50 35 ms.
+//! steps as processes: setup p50 32 ms, teardown p50 35 ms. A concurrent burst of 50
+//! setups takes ~0.2 s (~230 pods/s); teardowns serialize on the kernel's RTNL lock.
 
 mod files;
 mod ipam;
