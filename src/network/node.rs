@@ -139,6 +139,16 @@ impl NodeNetwork {
                 ),
             });
         }
+        let b = &cfg.bridge;
+        if b.is_empty() || b.len() > 15 || b.contains(['/', ' ']) || b == "." || b == ".." {
+            return Err(NetworkError::Io {
+                what: format!("bridge name {b:?}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "want 1 to 15 characters without '/' or spaces",
+                ),
+            });
+        }
         for dir in ["pods", "netns", "ipam"] {
             let d = cfg.state_dir.join(dir);
             std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
