@@ -5,6 +5,31 @@
 //! No Kubernetes types here: the kubelet translates a Pod into a [`SandboxRequest`] and
 //! talks to the node's network through the [`PodNetwork`] trait, so pod logic is tested
 //! with a fake and this module is tested on its own (as root, in namespaces it creates).
+//!
+//! Files: `node` ([`NodeNetwork`], the implementation: pods' records and the order of
+//! things), `links` (bridge, veths, the pod side, over rtnetlink), `ipam`
+//! (addresses, persisted one file each), `netns` (namespaces, switched only on threads of
+//! their own), `files` (`/etc/hosts`, `/etc/resolv.conf` as the kubelet writes them),
+//! `rules` (which NAT rules, a pure function of the hostPorts) and `nft` (nf_tables over
+//! netlink, no `nft` binary). Everything is IPv4; kernel state is made with netlink only.
+//!
+//! Measured on the 2-core dev VM (tests/pod_network.rs, 50 pods, debug build): setup p50
+//! 11 ms / p99 31 ms, teardown p50 36 ms / p99 73 ms; teardown is the kernel's veth
+//! deletion (an RCU grace period, ~20 ms with `ip link del` too). iproute2 doing the same
+//! steps as processes: setup p50 32 ms, teardown p50 35 ms. A concurrent burst of 50
+//! setups takes ~0.2 s (~230 pods/s); teardowns serialize on the kernel's RTNL lock.
+
+mod files;
+mod ipam;
+mod links;
+mod netns;
+mod nft;
+mod node;
+mod rules;
+
+pub use files::default_host_resolv_conf;
+pub use ipam::{CidrError, Ipv4Net};
+pub use node::{host_veth_name, NodeNetwork, NodeNetworkConfig};
 
 use futures::future::BoxFuture;
 use std::net::IpAddr;
@@ -29,7 +54,7 @@ pub struct SandboxRequest {
     pub host_aliases: Vec<(IpAddr, Vec<String>)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -37,7 +62,7 @@ pub enum Protocol {
 }
 
 /// A `hostPort`: traffic to `host_ip:host_port` goes to `pod_ip:container_port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     pub protocol: Protocol,
     pub container_port: u16,
