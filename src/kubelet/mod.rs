@@ -6,4 +6,8 @@
 //! labelled in the runtime and where their logs go, so that the pod workers, the kubelet
 //! API (logs, exec, attach) and restart re-adoption agree.
 
+pub mod heartbeat;
+pub mod host;
 pub mod labels;
+pub mod lease;
+pub mod node_status;

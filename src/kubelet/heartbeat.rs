@@ -1,0 +1,169 @@
+//! Node registration and the status heartbeat (upstream's `registerWithAPIServer` and
+//! `syncNodeStatus`): create the Node (or, if it exists, put the default labels back), then
+//! every [`UPDATE_FREQUENCY`] measure the host and PATCH `nodes/<name>/status` when
+//! [`node_status::should_report`] says so. The node's podCIDR, once the server's IPAM has
+//! set it, is published on a watch channel.
+//!
+//! Invariant: everything is written with the node's own client (`system:node:<name>`), so
+//! the Node authorizer and NodeRestriction decide what it may touch, as for a kubelet.
+
+use super::host;
+use super::node_status::{self, HostInfo, NodeSettings, UPDATE_FREQUENCY};
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the podCIDR is looked for until the server has allocated one.
+const POD_CIDR_POLL: Duration = Duration::from_millis(200);
+
+/// The node's registration and status reporter.
+pub struct Heartbeat {
+    pub api: Api<Node>,
+    pub settings: NodeSettings,
+    pub host: HostInfo,
+    /// The filesystem measured for ephemeral storage and DiskPressure (the agent dir).
+    pub fs_dir: PathBuf,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn pod_cidr(node: &Node) -> Option<String> {
+    node.spec.as_ref().and_then(|s| s.pod_cidr.clone())
+}
+
+impl Heartbeat {
+    /// Creates the Node, or re-applies the default labels to an existing one.
+    pub async fn register(&self) -> Result<Node, kube::Error> {
+        let want = node_status::initial_node(&self.settings, &self.host);
+        match self.api.create(&PostParams::default(), &want).await {
+            Ok(n) => Ok(n),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let existing = self.api.get(&self.settings.name).await?;
+                let defaults = node_status::default_labels(&self.settings, &self.host);
+                let labels = existing.metadata.labels.clone().unwrap_or_default();
+                if defaults.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                    return Ok(existing);
+                }
+                let patch = serde_json::json!({"metadata": {"labels": defaults}});
+                self.api
+                    .patch(
+                        &self.settings.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one status computed now.
+    async fn report(
+        &self,
+        previous: Option<&NodeStatus>,
+    ) -> Result<(Node, NodeStatus), kube::Error> {
+        let fs_dir = self.fs_dir.clone();
+        let m = tokio::task::spawn_blocking(move || host::measure(&fs_dir))
+            .await
+            .unwrap_or_default();
+        let status = node_status::status(&self.settings, &self.host, &m, previous, now());
+        let patch = serde_json::json!({ "status": status });
+        let node = self
+            .api
+            .patch_status(
+                &self.settings.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok((node, status))
+    }
+
+    /// Reports the first status (the node is Ready once this returns).
+    pub async fn first_report(&self, registered: &Node) -> Result<(Node, NodeStatus), kube::Error> {
+        self.report(
+            registered
+                .status
+                .as_ref()
+                .filter(|s| s.conditions.is_some()),
+        )
+        .await
+    }
+
+    /// The heartbeat loop, from the first report on.
+    pub async fn run(
+        self,
+        first: NodeStatus,
+        pod_cidr_tx: watch::Sender<Option<String>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut last = first;
+        let mut last_sent = Instant::now();
+        let mut next_status = Instant::now() + UPDATE_FREQUENCY;
+        loop {
+            let wait = if pod_cidr_tx.borrow().is_none() {
+                POD_CIDR_POLL
+            } else {
+                next_status.saturating_duration_since(Instant::now())
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if pod_cidr_tx.borrow().is_none() {
+                if let Ok(node) = self.api.get(&self.settings.name).await {
+                    if let Some(cidr) = pod_cidr(&node) {
+                        tracing::info!(node = %self.settings.name, pod_cidr = %cidr, "podCIDR allocated");
+                        pod_cidr_tx.send_replace(Some(cidr));
+                    }
+                }
+            }
+            if Instant::now() < next_status {
+                continue;
+            }
+            next_status = Instant::now() + UPDATE_FREQUENCY;
+            let fs_dir = self.fs_dir.clone();
+            let m = tokio::task::spawn_blocking(move || host::measure(&fs_dir))
+                .await
+                .unwrap_or_default();
+            let candidate = node_status::status(&self.settings, &self.host, &m, Some(&last), now());
+            if !node_status::should_report(Some(&last), &candidate, last_sent.elapsed()) {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": candidate });
+            match self
+                .api
+                .patch_status(
+                    &self.settings.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(node) => {
+                    last = candidate;
+                    last_sent = Instant::now();
+                    if let Some(cidr) = pod_cidr(&node) {
+                        if pod_cidr_tx.borrow().as_deref() != Some(cidr.as_str()) {
+                            pod_cidr_tx.send_replace(Some(cidr));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %self.settings.name, error = %e, "updating the node status failed")
+                }
+            }
+        }
+    }
+}
+
+/// `PodCIDR` of a registered node, for callers that only have the Node.
+pub fn node_pod_cidr(node: &Node) -> Option<String> {
+    pod_cidr(node)
+}
