@@ -6,8 +6,10 @@
 //! At start the allocations are read back from every Node's `spec.podCIDR` (after the
 //! informer's first list, before any reconcile), so a restart never hands out a range twice.
 //!
-//! Invariant: one worker; a range is marked used before the patch is sent and released if
-//! the patch fails, so two Nodes never get the same range.
+//! Invariant: one worker; a range is recorded for its Node's name before the patch is sent
+//! (and released if the patch fails), and asking again for the same name gives the same
+//! range, so neither two Nodes share a range nor does one Node get two while the informer
+//! has not yet seen the first patch.
 
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
@@ -15,7 +17,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,8 @@ pub struct CidrSet {
     base: u32,
     prefix: u8,
     used: BTreeSet<u32>,
+    /// Node name → its range index.
+    by_node: BTreeMap<String, u32>,
 }
 
 impl CidrSet {
@@ -54,6 +58,7 @@ impl CidrSet {
             base: u32::from(ip) & mask,
             prefix,
             used: BTreeSet::new(),
+            by_node: BTreeMap::new(),
         })
     }
 
@@ -78,24 +83,33 @@ impl CidrSet {
         (offset & 0xff == 0 && index < self.count()).then_some(index)
     }
 
-    /// Marks an existing allocation as used (false when it is not a range of this set).
-    pub fn occupy(&mut self, cidr: &str) -> bool {
+    /// Records `node`'s existing allocation (false when it is not a range of this set).
+    pub fn occupy(&mut self, node: &str, cidr: &str) -> bool {
         match self.index_of(cidr) {
-            Some(i) => self.used.insert(i) || true,
+            Some(i) => {
+                self.used.insert(i);
+                self.by_node.insert(node.to_owned(), i);
+                true
+            }
             None => false,
         }
     }
 
-    pub fn release(&mut self, cidr: &str) {
-        if let Some(i) = self.index_of(cidr) {
+    /// Frees `node`'s range.
+    pub fn release(&mut self, node: &str) {
+        if let Some(i) = self.by_node.remove(node) {
             self.used.remove(&i);
         }
     }
 
-    /// Takes the first free range.
-    pub fn allocate(&mut self) -> Option<String> {
+    /// `node`'s range: the one it has, else the first free one.
+    pub fn allocate(&mut self, node: &str) -> Option<String> {
+        if let Some(i) = self.by_node.get(node) {
+            return Some(self.render(*i));
+        }
         let free = (0..self.count()).find(|i| !self.used.contains(i))?;
         self.used.insert(free);
+        self.by_node.insert(node.to_owned(), free);
         Some(self.render(free))
     }
 }
@@ -128,8 +142,9 @@ impl NodeIpamController {
         let store = informer.store();
         // Existing allocations first, so no reconcile hands one out again.
         for node in store.state() {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
             if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
-                if !self.cidrs.lock().occupy(cidr) {
+                if !self.cidrs.lock().occupy(name, cidr) {
                     tracing::warn!(node = ?node.metadata.name, cidr, "node's podCIDR is outside the cluster CIDR");
                 }
             }
@@ -152,8 +167,8 @@ impl NodeIpamController {
                         }
                     }
                     Change::Deleted(n) => {
-                        if let Some(cidr) = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
-                            cidrs.lock().release(cidr);
+                        if let Some(name) = n.metadata.name.as_deref() {
+                            cidrs.lock().release(name);
                         }
                     }
                 }
@@ -186,7 +201,7 @@ impl Reconciler for Reconcile {
         if node.spec.as_ref().is_some_and(|s| s.pod_cidr.is_some()) {
             return Ok(Action::Done);
         }
-        let Some(cidr) = self.cidrs.lock().allocate() else {
+        let Some(cidr) = self.cidrs.lock().allocate(name) else {
             tracing::warn!(node = %name, "CIDRNotAvailable: no podCIDR left in the cluster CIDR");
             return Ok(Action::Backoff);
         };
@@ -201,7 +216,7 @@ impl Reconciler for Reconcile {
                 Ok(Action::Done)
             }
             Err(e) => {
-                self.cidrs.lock().release(&cidr);
+                self.cidrs.lock().release(name);
                 match e {
                     kube::Error::Api(s) if s.code == 404 => Ok(Action::Done),
                     e => Err(e.into()),
@@ -218,23 +233,31 @@ mod tests {
     #[test]
     fn ranges_are_handed_out_in_order_and_reused_after_release() {
         let mut s = CidrSet::new("10.42.0.0/16").unwrap();
-        assert_eq!(s.allocate().unwrap(), "10.42.0.0/24");
-        assert_eq!(s.allocate().unwrap(), "10.42.1.0/24");
-        assert!(s.occupy("10.42.2.0/24"));
-        assert_eq!(s.allocate().unwrap(), "10.42.3.0/24");
-        s.release("10.42.1.0/24");
-        assert_eq!(s.allocate().unwrap(), "10.42.1.0/24");
-        assert!(!s.occupy("10.43.0.0/24"));
-        assert!(!s.occupy("10.42.0.5/24"));
-        assert!(!s.occupy("10.42.0.0/25"));
+        assert_eq!(s.allocate("a").unwrap(), "10.42.0.0/24");
+        assert_eq!(s.allocate("b").unwrap(), "10.42.1.0/24");
+        assert!(s.occupy("c", "10.42.2.0/24"));
+        assert_eq!(s.allocate("d").unwrap(), "10.42.3.0/24");
+        s.release("b");
+        assert_eq!(s.allocate("e").unwrap(), "10.42.1.0/24");
+        assert!(!s.occupy("x", "10.43.0.0/24"));
+        assert!(!s.occupy("x", "10.42.0.5/24"));
+        assert!(!s.occupy("x", "10.42.0.0/25"));
+    }
+
+    #[test]
+    fn asking_again_for_a_node_gives_its_range_not_a_new_one() {
+        let mut s = CidrSet::new("10.42.0.0/16").unwrap();
+        assert_eq!(s.allocate("n1").unwrap(), "10.42.0.0/24");
+        assert_eq!(s.allocate("n1").unwrap(), "10.42.0.0/24");
+        assert_eq!(s.allocate("n2").unwrap(), "10.42.1.0/24");
     }
 
     #[test]
     fn a_full_cluster_cidr_has_no_more_ranges() {
         let mut s = CidrSet::new("10.42.0.0/23").unwrap();
-        assert!(s.allocate().is_some());
-        assert!(s.allocate().is_some());
-        assert!(s.allocate().is_none());
+        assert!(s.allocate("a").is_some());
+        assert!(s.allocate("b").is_some());
+        assert!(s.allocate("c").is_none());
         assert!(CidrSet::new("10.42.0.0/25").is_err());
         assert!(CidrSet::new("fd00::/48").is_err());
         assert!(CidrSet::new("10.42.0.0").is_err());

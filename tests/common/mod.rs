@@ -11,6 +11,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod http;
 pub mod manifests;
 pub mod process;
@@ -95,6 +96,11 @@ impl TestServer {
     /// Starts a server with its node agent.
     pub fn start_with_agent() -> TestServer {
         TestServer::start_inner(&[], true)
+    }
+
+    /// Starts a server with its node agent and extra `skiff server` flags.
+    pub fn start_with_agent_and(extra_args: &[&str]) -> TestServer {
+        TestServer::start_inner(extra_args, true)
     }
 
     fn start_inner(extra_args: &[&str], agent: bool) -> TestServer {
