@@ -80,8 +80,14 @@ pub fn host_info() -> HostInfo {
 pub fn measure(fs_dir: &Path) -> Measurements {
     let (fs_capacity, fs_available) = match nix::sys::statvfs::statvfs(fs_dir) {
         Ok(s) => {
-            let f = s.fragment_size() as u64;
-            (s.blocks() as u64 * f, s.blocks_available() as u64 * f)
+            // The field types differ between libc targets (u32 on some 32-bit ones).
+            #[allow(clippy::unnecessary_cast)]
+            let (f, blocks, avail) = (
+                s.fragment_size() as u64,
+                s.blocks() as u64,
+                s.blocks_available() as u64,
+            );
+            (blocks * f, avail * f)
         }
         Err(_) => (0, 0),
     };

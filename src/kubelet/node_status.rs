@@ -216,7 +216,7 @@ pub fn pressure(m: &Measurements) -> Pressure {
 
 /// Memory as upstream prints it (Ki when whole, else bytes).
 fn bytes_quantity(b: u64) -> Quantity {
-    if b % 1024 == 0 {
+    if b.is_multiple_of(1024) {
         Quantity(format!("{}Ki", b / 1024))
     } else {
         Quantity(b.to_string())
@@ -224,7 +224,7 @@ fn bytes_quantity(b: u64) -> Quantity {
 }
 
 fn cpu_quantity(millis: u64) -> Quantity {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         Quantity((millis / 1000).to_string())
     } else {
         Quantity(format!("{millis}m"))

@@ -255,12 +255,11 @@ mod tests {
         let pp = kube::api::PostParams::default();
         let first = api.create(&pp, &csr("n1", Some("pw-a"))).await.unwrap();
         // The password is checked, recorded and never stored with the CSR.
-        assert!(first
+        assert!(!first
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(ANNOTATION)
-            .is_none());
+            .contains_key(ANNOTATION));
         let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
             kube::Api::namespaced(s.admin(), NAMESPACE);
         let rec = secrets.get(&secret_name("n1")).await.unwrap();
