@@ -22,6 +22,8 @@ pub const PASSWORD_FILE: &str = "node-password";
 /// The CA the agent pinned at its last join.
 pub const CA_FILE: &str = "server-ca.crt";
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between tries to reach a server that is not up yet.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -188,7 +190,20 @@ pub async fn join(
     node: &str,
 ) -> Result<Joined, JoinError> {
     let token = pki::parse_join_token(token).map_err(|e| JoinError::Token(e.to_string()))?;
-    let ca_pem = fetch_ca(url).await?;
+    // A server that is not up yet is waited for (as k3s's agent does); only an answer
+    // that refuses the join ends it.
+    let mut pause = Duration::from_millis(200);
+    let ca_pem = loop {
+        match fetch_ca(url).await {
+            Ok(pem) => break pem,
+            Err(e @ JoinError::Unreachable { .. }) => {
+                tracing::warn!(error = %e, "waiting for the server");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     check_ca(url, &token, &ca_pem)?;
     pki::write_file(&agent_dir.join(CA_FILE), ca_pem.as_bytes(), 0o644)?;
     if let Some(pair) = certs::load(agent_dir, CLIENT_CERT) {

@@ -135,7 +135,9 @@ pub struct Agent {
 }
 
 /// Joins (or connects in-process), registers the Node, reports it Ready and obtains the
-/// serving certificate.
+/// serving certificate. A server that cannot be reached yet is waited for; a refusal
+/// (bad token, CA mismatch, node password) is an error. (`run` also imports the airgap
+/// images; a caller using `start` directly does that itself.)
 pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     let started = Instant::now();
     let host = tokio::task::spawn_blocking(host::host_info)
@@ -320,15 +322,6 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
-        // In the background: a large airgap bundle must not delay the node.
-        let dir = self.agent_dir.clone();
-        tasks.spawn(async move {
-            match import_airgap_images(&dir).await {
-                Ok(n) => tracing::debug!(images = n, "airgap import done"),
-                // A broken store is logged, not fatal: the node can still pull images.
-                Err(e) => tracing::warn!(error = %e, "importing airgap images failed"),
-            }
-        });
         // TODO(kubelet slice): the pod workers start here from `self.identity`.
         tracing::warn!(node = %node, "the kubelet's pod workers are not part of this build yet");
         shutdown.cancelled().await;
@@ -337,13 +330,28 @@ impl Agent {
     }
 }
 
-/// Runs the node agent until `shutdown`.
+/// Runs the node agent until `shutdown`: the airgap images are imported from the start
+/// (also while the server cannot be reached yet), the node is started and kept going.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let agent = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        a = start(config) => a?,
-    };
-    agent.run(shutdown).await
+    // In the background: a large airgap bundle must not delay the node.
+    let dir = config.agent_dir.clone();
+    let import = tokio::spawn(async move {
+        match import_airgap_images(&dir).await {
+            Ok(n) => tracing::debug!(images = n, "airgap import done"),
+            // A broken store is logged, not fatal: the node can still pull images.
+            Err(e) => tracing::warn!(error = %e, "importing airgap images failed"),
+        }
+    });
+    let result = async {
+        let agent = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            a = start(config) => a?,
+        };
+        agent.run(shutdown).await
+    }
+    .await;
+    import.abort();
+    result
 }
 
 /// `skiff agent`: runs the agent until SIGTERM/SIGINT.
