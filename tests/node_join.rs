@@ -489,4 +489,53 @@ fn an_agents_identity_reaches_only_its_own_node() {
     assert_eq!(condition(&node(&server, "srv"), "Ready")["status"], "True");
     let whoami = json(&as_node(&["auth", "whoami", "-o", "json"]).ok().stdout);
     assert_eq!(whoami["status"]["userInfo"]["username"], "system:node:n1");
+
+    // Renewal: the node asks for a new client certificate with its own identity and it is
+    // auto-approved (kubeadm:node-autoapprove-certificate-rotation) and issued; one for
+    // another node's name is refused.
+    let csr_manifest = |name: &str, node: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        use base64::Engine as _;
+        let path = server.write_file(
+            &format!("{name}.json"),
+            &serde_json::json!({
+                "apiVersion": "certificates.k8s.io/v1",
+                "kind": "CertificateSigningRequest",
+                "metadata": {"name": name},
+                "spec": {
+                    "request": base64::engine::general_purpose::STANDARD.encode(pem),
+                    "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                    "usages": ["digital signature", "client auth"],
+                },
+            })
+            .to_string(),
+        );
+        path.to_string_lossy().into_owned()
+    };
+    as_node(&["create", "-f", &csr_manifest("renew-n1", "n1")]).ok();
+    let deadline = Instant::now() + READY;
+    loop {
+        let csr = server.kubectl_json(&["get", "csr", "renew-n1"]);
+        if csr["status"]["certificate"].is_string() {
+            let approved = &csr["status"]["conditions"][0];
+            assert_eq!(approved["type"], "Approved");
+            assert_eq!(approved["reason"], "AutoApproved");
+            break;
+        }
+        assert!(Instant::now() < deadline, "renewal not issued: {csr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let theft = as_node(&["create", "-f", &csr_manifest("steal-srv", "srv")]);
+    assert!(
+        !theft.success() && theft.stderr.contains("forbidden"),
+        "{theft}"
+    );
 }

@@ -121,3 +121,48 @@ pub async fn client_cert(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_serving_certificate_near_its_end_is_replaced_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::ServerPki::ensure(&dir.path().join("tls"), &[])
+            .unwrap()
+            .ca;
+        let wanted = Wanted::serving("n1", vec!["n1".into()]);
+        // A certificate that lives 2 s: due for renewal after 1.4–1.8 s.
+        let (key, request) = wanted.generate().unwrap();
+        let usages: Vec<String> = wanted.usages.iter().map(|u| u.to_string()).collect();
+        let short = crate::pki::csr::sign(&ca, request.as_bytes(), &usages, Duration::from_secs(2))
+            .unwrap();
+        let (tx, mut rx) = watch::channel(ServingCert {
+            cert_pem: short.clone(),
+            key_pem: key.serialize_pem(),
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serving(
+            Source::Local(ca.clone()),
+            wanted,
+            dir.path().to_owned(),
+            tx,
+            shutdown.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("renewed in time")
+            .unwrap();
+        let renewed = rx.borrow().clone();
+        assert_ne!(renewed.cert_pem, short);
+        let (nb, na) = certs::validity(&renewed.cert_pem).unwrap();
+        assert!(na.duration_since(nb).unwrap() > Duration::from_secs(300 * 86400));
+        // Stored for the next start too.
+        let stored = certs::load(dir.path(), SERVING_CERT).unwrap();
+        assert_eq!(stored.cert_pem, renewed.cert_pem);
+        assert!(certs::usable(&stored, &ca.cert_pem, SystemTime::now()));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}
