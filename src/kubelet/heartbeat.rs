@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// How often the podCIDR is looked for until the server has allocated one.
+/// How often the podCIDR is first looked for until the server has allocated one (doubling
+/// up to the status update frequency, for a server that allocates none).
 const POD_CIDR_POLL: Duration = Duration::from_millis(200);
 
 /// The node's registration and status reporter.
@@ -106,11 +107,15 @@ impl Heartbeat {
         let mut last = first;
         let mut last_sent = Instant::now();
         let mut next_status = Instant::now() + UPDATE_FREQUENCY;
+        let mut cidr_poll = POD_CIDR_POLL;
         loop {
+            let until_status = next_status.saturating_duration_since(Instant::now());
             let wait = if pod_cidr_tx.borrow().is_none() {
-                POD_CIDR_POLL
+                let w = cidr_poll.min(until_status);
+                cidr_poll = (cidr_poll * 2).min(UPDATE_FREQUENCY);
+                w
             } else {
-                next_status.saturating_duration_since(Instant::now())
+                until_status
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
