@@ -184,6 +184,8 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
             "dedicated=edge:NoSchedule",
             "--kubelet-port",
             "10261",
+            "--node-ip",
+            "127.0.0.2",
         ],
     );
     let mut b1 = TestAgent::start(
@@ -224,7 +226,30 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
         10261
     );
     let addresses = a["status"]["addresses"].as_array().unwrap();
-    assert!(addresses.iter().any(|x| x["type"] == "InternalIP"));
+    assert!(
+        addresses
+            .iter()
+            .any(|x| x["type"] == "InternalIP" && x["address"] == "127.0.0.2"),
+        "{addresses:?}"
+    );
+    // The serving certificate names the node and its --node-ip.
+    let pem =
+        std::fs::read(common::agent::agent_dir(&server, "a1").join("agent/serving-kubelet.crt"))
+            .unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = p.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("a1")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("7f:00:00:02")),
+        "127.0.0.2: {names:?}"
+    );
     assert!(addresses
         .iter()
         .any(|x| x["type"] == "Hostname" && x["address"] == "a1"));
