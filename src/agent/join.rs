@@ -7,7 +7,8 @@
 //! with 401 and nothing is registered, because the first authenticated request is the CSR.
 //!
 //! Invariant: nothing is sent with the token before the CA has matched the token's hash
-//! (a token without a hash trusts the CA on first use, with a warning, as k3s does).
+//! (a token without a hash trusts the CA on first use, with a warning, as k3s does, and
+//! from then on the CA stored at that first join).
 
 use super::certs::{self, CertError, Wanted, CLIENT_CERT};
 use super::client::{self, ClientError};
@@ -162,6 +163,17 @@ pub fn check_ca(url: &str, token: &JoinToken, ca_pem: &str) -> Result<(), JoinEr
     }
 }
 
+/// The token with the CA it pins: its own hash, else the CA stored at an earlier join.
+pub fn pin(token: &JoinToken, earlier_ca: Option<&str>) -> JoinToken {
+    match (&token.ca_hash, earlier_ca) {
+        (None, Some(ca)) => JoinToken {
+            ca_hash: Some(pki::ca_hash(ca)),
+            ..token.clone()
+        },
+        _ => token.clone(),
+    }
+}
+
 /// This host's node password, created on first use (0600).
 pub fn node_password(agent_dir: &Path) -> Result<String, JoinError> {
     let path = agent_dir.join(PASSWORD_FILE);
@@ -204,7 +216,8 @@ pub async fn join(
             Err(e) => return Err(e),
         }
     };
-    check_ca(url, &token, &ca_pem)?;
+    let earlier = std::fs::read_to_string(agent_dir.join(CA_FILE)).ok();
+    check_ca(url, &pin(&token, earlier.as_deref()), &ca_pem)?;
     pki::write_file(&agent_dir.join(CA_FILE), ca_pem.as_bytes(), 0o644)?;
     if let Some(pair) = certs::load(agent_dir, CLIENT_CERT) {
         if certs::usable(&pair, &ca_pem, std::time::SystemTime::now())
@@ -263,6 +276,17 @@ mod tests {
         assert!(!text.contains('\n'));
         let unpinned = pki::parse_join_token("abcdef.0123456789abcdef").unwrap();
         assert!(check_ca("https://s:6443", &unpinned, "anything").is_ok());
+    }
+
+    #[test]
+    fn a_token_without_a_hash_is_held_to_the_ca_of_the_first_join() {
+        let bare = pki::parse_join_token("abcdef.0123456789abcdef").unwrap();
+        assert!(check_ca("u", &pin(&bare, None), "any CA").is_ok());
+        assert!(check_ca("u", &pin(&bare, Some("first CA")), "first CA").is_ok());
+        assert!(check_ca("u", &pin(&bare, Some("first CA")), "another CA").is_err());
+        // A token's own hash wins over what was stored.
+        let full = JoinToken::generate("new CA");
+        assert!(check_ca("u", &pin(&full, Some("first CA")), "new CA").is_ok());
     }
 
     #[test]

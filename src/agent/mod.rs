@@ -208,8 +208,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         .await
         .map_err(register_err)?;
     tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "node registered and Ready");
-    let (pod_cidr_tx, pod_cidr) =
-        watch::channel(crate::kubelet::heartbeat::node_pod_cidr(&reported));
+    let (pod_cidr_tx, pod_cidr) = watch::channel(crate::kubelet::heartbeat::pod_cidr(&reported));
 
     // The serving certificate: the stored one while it holds, else a new one.
     let mut sans = vec![node.clone()];

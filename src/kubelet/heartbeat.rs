@@ -34,7 +34,8 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn pod_cidr(node: &Node) -> Option<String> {
+/// `spec.podCIDR` of a Node.
+pub fn pod_cidr(node: &Node) -> Option<String> {
     node.spec.as_ref().and_then(|s| s.pod_cidr.clone())
 }
 
@@ -166,9 +167,4 @@ impl Heartbeat {
             }
         }
     }
-}
-
-/// `PodCIDR` of a registered node, for callers that only have the Node.
-pub fn node_pod_cidr(node: &Node) -> Option<String> {
-    pod_cidr(node)
 }
