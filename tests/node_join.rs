@@ -152,6 +152,13 @@ fn the_servers_own_node_is_ready_at_start_with_its_role_lease_and_pod_cidr() {
         assert!(Instant::now() < deadline, "no podCIDR: {}", n["spec"]);
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The kubelet's events, as `kubectl describe node` shows them.
+    let describe = server.kubectl_ok(&["describe", "node", "srv"]);
+    assert!(describe.contains("Starting kubelet."), "{describe}");
+    assert!(
+        describe.contains("Node srv status is now: NodeHasSufficientMemory"),
+        "{describe}"
+    );
     let lease = server.kubectl_json(&["get", "lease", "-n", "kube-node-lease", "srv"]);
     assert_eq!(lease["spec"]["holderIdentity"], "srv");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);

@@ -203,6 +203,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
             .await
             .map_err(register_err)?;
     }
+    heartbeat.event("Starting", "Starting kubelet.").await;
     let (reported, first_status) = heartbeat
         .first_report(&registered)
         .await

@@ -9,7 +9,7 @@
 
 use super::host;
 use super::node_status::{self, HostInfo, NodeSettings, UPDATE_FREQUENCY};
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeStatus, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::path::PathBuf;
@@ -40,6 +40,61 @@ pub fn pod_cidr(node: &Node) -> Option<String> {
 }
 
 impl Heartbeat {
+    /// Records a Normal event about this node, as the kubelet does (involvedObject uid =
+    /// node name, source kubelet). Best effort: a lost event is logged, never fatal.
+    pub async fn event(&self, reason: &str, message: &str) {
+        let node = &self.settings.name;
+        let now = now();
+        let event = Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!(
+                    "{node}.{:x}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                )),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.clone()),
+                uid: Some(node.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(node.clone()),
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            type_: Some("Normal".into()),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(node.clone()),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.api.clone().into_client(), "default");
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(node = %node, reason, error = %e, "recording a node event failed");
+        }
+    }
+
+    async fn condition_events(&self, previous: Option<&NodeStatus>, new: &NodeStatus) {
+        let before = previous
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        let after = new.conditions.as_deref().unwrap_or_default();
+        for reason in node_status::condition_events(before, after) {
+            let message = format!("Node {} status is now: {reason}", self.settings.name);
+            self.event(reason, &message).await;
+        }
+    }
+
     /// Creates the Node, or re-applies the default labels to an existing one.
     pub async fn register(&self) -> Result<Node, kube::Error> {
         let want = node_status::initial_node(&self.settings, &self.host);
@@ -84,6 +139,7 @@ impl Heartbeat {
                 &Patch::Merge(&patch),
             )
             .await?;
+        self.condition_events(previous, &status).await;
         Ok((node, status))
     }
 
@@ -153,6 +209,7 @@ impl Heartbeat {
                 .await
             {
                 Ok(node) => {
+                    self.condition_events(Some(&last), &candidate).await;
                     last = candidate;
                     last_sent = Instant::now();
                     if let Some(cidr) = pod_cidr(&node) {

@@ -447,6 +447,34 @@ pub fn status(
     }
 }
 
+/// The node events a status change records, as upstream's setters do: a pressure
+/// condition that appears or flips (`NodeHasSufficientMemory`, `NodeHasDiskPressure`, ...),
+/// and Ready flipping (`NodeReady`/`NodeNotReady`; not when it first appears).
+pub fn condition_events(previous: &[NodeCondition], new: &[NodeCondition]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for c in new {
+        let before = previous.iter().find(|p| p.type_ == c.type_);
+        if before.is_some_and(|b| b.status == c.status) {
+            continue;
+        }
+        let on = c.status == "True";
+        let event = match c.type_.as_str() {
+            "MemoryPressure" if on => "NodeHasInsufficientMemory",
+            "MemoryPressure" => "NodeHasSufficientMemory",
+            "DiskPressure" if on => "NodeHasDiskPressure",
+            "DiskPressure" => "NodeHasNoDiskPressure",
+            "PIDPressure" if on => "NodeHasInsufficientPID",
+            "PIDPressure" => "NodeHasSufficientPID",
+            "Ready" if before.is_none() => continue,
+            "Ready" if on => "NodeReady",
+            "Ready" => "NodeNotReady",
+            _ => continue,
+        };
+        out.push(event);
+    }
+    out
+}
+
 /// Whether `new` differs from `old` in anything but heartbeat times.
 pub fn changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     let strip = |s: &NodeStatus| {
@@ -605,6 +633,32 @@ mod tests {
             first[1].last_transition_time
         );
         assert_eq!(second[1].last_heartbeat_time, Some(later));
+    }
+
+    #[test]
+    fn condition_changes_record_upstreams_node_events() {
+        let now = t("2026-01-01T00:00:00Z");
+        let first = conditions(&[], Pressure::default(), now.clone());
+        assert_eq!(
+            condition_events(&[], &first),
+            [
+                "NodeHasSufficientMemory",
+                "NodeHasNoDiskPressure",
+                "NodeHasSufficientPID"
+            ]
+        );
+        let same = conditions(&first, Pressure::default(), now.clone());
+        assert!(condition_events(&first, &same).is_empty());
+        let disk = Pressure {
+            disk: true,
+            ..Pressure::default()
+        };
+        let pressed = conditions(&same, disk, now.clone());
+        assert_eq!(condition_events(&same, &pressed), ["NodeHasDiskPressure"]);
+        let mut not_ready = pressed.clone();
+        not_ready[3].status = "False".into();
+        assert_eq!(condition_events(&not_ready, &pressed), ["NodeReady"]);
+        assert_eq!(condition_events(&pressed, &not_ready), ["NodeNotReady"]);
     }
 
     #[test]
