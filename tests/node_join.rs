@@ -4,12 +4,14 @@
 //! Node), the node password, the Node authorizer confining an agent's identity, the Lease
 //! and the podCIDRs.
 //!
-//! Agents run on the host network with distinct node names and data dirs (see
+//! The two agents of the join test run in their own network namespaces (a veth to the
+//! host); the others run on the host network with distinct node names and data dirs (see
 //! `common::agent`).
 
 mod common;
 
 use common::agent::{node_ready, TestAgent};
+use common::netns::NetNs;
 use common::{json, process, skiff_binary, TestServer, CLIENT_TIMEOUT};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -171,7 +173,18 @@ fn the_servers_own_node_is_ready_at_start_with_its_role_lease_and_pod_cidr() {
 
 #[test]
 fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
-    let server = TestServer::start();
+    // Each agent in its own network namespace, reaching the server over a veth.
+    let ns_a = NetNs::create();
+    let ns_b = NetNs::create();
+    let (ip_a, ip_b) = (ns_a.host_ip.to_string(), ns_b.host_ip.to_string());
+    let server = TestServer::start_with(&[
+        "--bind-address",
+        "0.0.0.0",
+        "--tls-san",
+        &ip_a,
+        "--tls-san",
+        &ip_b,
+    ]);
     let token = server_token(&server);
     assert!(
         token.starts_with("K10") && token.contains("::server:"),
@@ -182,8 +195,9 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
     let id = creds.split('.').next().unwrap();
 
     let started = Instant::now();
-    let mut a1 = TestAgent::start(
+    let mut a1 = TestAgent::start_in_netns(
         &server,
+        &ns_a,
         "a1",
         &token,
         &[
@@ -195,8 +209,9 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
             "127.0.0.2",
         ],
     );
-    let mut b1 = TestAgent::start(
+    let mut b1 = TestAgent::start_in_netns(
         &server,
+        &ns_b,
         "b1",
         &bootstrap,
         &[
@@ -219,6 +234,12 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
     assert_eq!(cap["memory"], format!("{total}Ki"));
     assert_eq!(cap["pods"], "110");
     assert!(cap["ephemeral-storage"].as_str().unwrap().ends_with("Ki"));
+    // Without --node-ip: the address of the namespace's own interface.
+    assert_eq!(n["status"]["addresses"][0]["type"], "InternalIP");
+    assert_eq!(
+        n["status"]["addresses"][0]["address"],
+        ns_b.ns_ip.to_string()
+    );
     let alloc = &n["status"]["allocatable"];
     assert_eq!(alloc["cpu"], format!("{}m", cpus * 1000 - 100));
     assert_eq!(
@@ -357,7 +378,7 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
     };
     let before = count(&server);
     drop(b1);
-    let mut b1 = TestAgent::start(&server, "b1", &bootstrap, &[]);
+    let mut b1 = TestAgent::start_in_netns(&server, &ns_b, "b1", &bootstrap, &[]);
     // Ready already: wait for the new process's log line instead.
     let deadline = Instant::now() + READY;
     while !b1.log().contains("node registered and Ready") {

@@ -2,8 +2,9 @@
 //! (inside the server's test directory), node name and kubelet port; the process group is
 //! killed when the [`TestAgent`] drops.
 //!
-//! The agents run on the host network (the issue wants one network namespace per agent;
-//! that comes with the pod-network slice), so tests give each a distinct `--node-name`.
+//! An agent runs on the host network ([`TestAgent::start`]) or in its own network namespace
+//! joined by a veth ([`TestAgent::start_in_netns`], the server then binds beyond loopback);
+//! tests give each a distinct `--node-name` either way (they share the host name).
 
 use super::process::{self, Background, Run};
 use super::{skiff_binary, TestServer, CLIENT_TIMEOUT};
@@ -66,6 +67,30 @@ impl TestAgent {
             name: name.to_owned(),
             data_dir,
             process: Background::spawn(cmd, &prefix),
+        }
+    }
+
+    /// Starts an agent inside `ns`, joining the server at its host-side address.
+    pub fn start_in_netns(
+        server: &TestServer,
+        ns: &super::netns::NetNs,
+        name: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> TestAgent {
+        let data_dir = agent_dir(server, name);
+        let mut cmd = agent_command(server, name, token, extra, &data_dir);
+        cmd.env(
+            "SKIFF_URL",
+            format!("https://{}:{}", ns.host_ip, server.port()),
+        );
+        let prefix = server
+            .files_dir()
+            .join(format!("agent-{name}-{}", unique()));
+        TestAgent {
+            name: name.to_owned(),
+            data_dir,
+            process: Background::spawn(ns.wrap(&cmd), &prefix),
         }
     }
 

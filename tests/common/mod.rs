@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod http;
 pub mod manifests;
+pub mod netns;
 pub mod process;
 pub mod registry;
 pub mod token_server;
@@ -361,8 +362,13 @@ impl TestServer {
             .arg(self.data_dir())
             .arg("--https-listen-port")
             .arg(self.port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
+            // Loopback unless the test binds elsewhere (agents in network namespaces).
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--bind-address"))
+                    .then_some(["--bind-address", "127.0.0.1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig_path())
             .arg("--write-kubeconfig-mode")
