@@ -78,11 +78,19 @@ fn the_servers_own_node_is_ready_at_start_with_its_role_lease_and_pod_cidr() {
         TestServer::start_with_agent_and(&["--node-name", "srv", "--node-label", "tier=edge"]);
     common::agent::wait_node_ready(&server, "srv", READY, || {});
     eprintln!("server start -> node Ready: {:?}", started.elapsed());
-    let log = server.log();
-    let registered = log
-        .lines()
-        .find(|l| l.contains("node registered and Ready"))
-        .expect("the agent logs its registration");
+    // The agent logs the time its registration took (once its events are posted too).
+    let deadline = Instant::now() + READY;
+    let registered = loop {
+        if let Some(l) = server
+            .log()
+            .lines()
+            .find(|l| l.contains("node registered and Ready"))
+        {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no registration in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     eprintln!("{registered}");
 
     // kubectl's columns: Ready, the control-plane role, the kubelet version.
