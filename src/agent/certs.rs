@@ -210,13 +210,14 @@ pub fn renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> S
     not_before + life.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0))
 }
 
-/// Whether a stored pair can be used at `now`: it parses, the CA signed it, and its renewal
-/// time has not passed.
+/// Whether a stored pair can be used at `now`: it parses, the CA signed it, and it has not
+/// expired (one past its renewal time is used and renewed at once with the node's own
+/// identity, as upstream's kubelet does, rather than asking a join token that may be gone).
 pub fn usable(pair: &CertPair, ca_pem: &str, now: SystemTime) -> bool {
     let Some((nb, na)) = validity(&pair.cert_pem) else {
         return false;
     };
-    if pki::key_from_pem(&pair.key_pem).is_err() || now >= renew_at(nb, na, 0.0) {
+    if pki::key_from_pem(&pair.key_pem).is_err() || now < nb || now >= na {
         return false;
     }
     let (Ok(certs), Ok(cas)) = (
@@ -305,7 +306,9 @@ mod tests {
         assert!(usable(&pair, &ca.cert_pem, now));
         assert!(!usable(&pair, &self::ca().cert_pem, now));
         let (nb, na) = validity(&pair.cert_pem).unwrap();
-        assert!(!usable(&pair, &ca.cert_pem, renew_at(nb, na, 0.0)));
+        assert!(usable(&pair, &ca.cert_pem, renew_at(nb, na, 1.0)));
+        assert!(!usable(&pair, &ca.cert_pem, na));
+        assert!(until_renewal(&pair, renew_at(nb, na, 1.0)).is_zero());
         let wait = until_renewal(&pair, now);
         assert!(wait > Duration::from_secs(200 * 86400), "{wait:?}");
     }
