@@ -125,6 +125,9 @@ pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, A
 /// A started node: its identity and the loops that keep it alive.
 pub struct Agent {
     pub identity: NodeIdentity,
+    /// Why the node cannot run pods (`Some` → Ready False, `KubeletNotReady`, this
+    /// message); the kubelet sets it while its runtime or pod network is not ready.
+    pub not_ready: watch::Sender<Option<String>>,
     agent_dir: PathBuf,
     heartbeat: Heartbeat,
     first_status: k8s_openapi::api::core::v1::NodeStatus,
@@ -187,11 +190,13 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         node: node.clone(),
         cause,
     };
+    let (not_ready, not_ready_rx) = watch::channel(None);
     let heartbeat = Heartbeat {
         api: Api::all(client.clone()),
         settings: settings.clone(),
         host,
         fs_dir: config.agent_dir.clone(),
+        not_ready: not_ready_rx,
     };
     let registered = heartbeat.register().await.map_err(register_err)?;
     if let Some(admin) = admin {
@@ -244,6 +249,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     });
     tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "kubelet serving certificate ready");
     Ok(Agent {
+        not_ready,
         identity: NodeIdentity {
             name: node,
             client,
@@ -292,6 +298,8 @@ impl Agent {
     /// Keeps the node going until `shutdown`: heartbeat, Lease, renewals, airgap import.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let node = self.identity.name.clone();
+        // Held until the end, so the heartbeat always has someone who may still send.
+        let _not_ready = self.not_ready;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(
             self.heartbeat

@@ -28,6 +28,9 @@ pub struct Heartbeat {
     pub host: HostInfo,
     /// The filesystem measured for ephemeral storage and DiskPressure (the agent dir).
     pub fs_dir: PathBuf,
+    /// Why the node cannot run pods now (the kubelet sets it: runtime or network not
+    /// ready); `Some` makes Ready False. A change is reported at once.
+    pub not_ready: watch::Receiver<Option<String>>,
 }
 
 fn now() -> Time {
@@ -129,7 +132,15 @@ impl Heartbeat {
         let m = tokio::task::spawn_blocking(move || host::measure(&fs_dir))
             .await
             .unwrap_or_default();
-        let status = node_status::status(&self.settings, &self.host, &m, previous, now());
+        let not_ready = self.not_ready.borrow().clone();
+        let status = node_status::status(
+            &self.settings,
+            &self.host,
+            &m,
+            previous,
+            not_ready.as_deref(),
+            now(),
+        );
         let patch = serde_json::json!({ "status": status });
         let node = self
             .api
@@ -165,6 +176,8 @@ impl Heartbeat {
         let mut last_sent = Instant::now();
         let mut next_status = Instant::now() + UPDATE_FREQUENCY;
         let mut cidr_poll = POD_CIDR_POLL;
+        let mut not_ready = self.not_ready.clone();
+        let mut not_ready_open = true;
         loop {
             let until_status = next_status.saturating_duration_since(Instant::now());
             let wait = if pod_cidr_tx.borrow().is_none() {
@@ -177,6 +190,10 @@ impl Heartbeat {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                changed = not_ready.changed(), if not_ready_open => match changed {
+                    Ok(()) => next_status = Instant::now(),
+                    Err(_) => not_ready_open = false,
+                },
             }
             if pod_cidr_tx.borrow().is_none() {
                 if let Ok(node) = self.api.get(&self.settings.name).await {
@@ -194,7 +211,15 @@ impl Heartbeat {
             let m = tokio::task::spawn_blocking(move || host::measure(&fs_dir))
                 .await
                 .unwrap_or_default();
-            let candidate = node_status::status(&self.settings, &self.host, &m, Some(&last), now());
+            let not_ready = self.not_ready.borrow().clone();
+            let candidate = node_status::status(
+                &self.settings,
+                &self.host,
+                &m,
+                Some(&last),
+                not_ready.as_deref(),
+                now(),
+            );
             if !node_status::should_report(Some(&last), &candidate, last_sent.elapsed()) {
                 continue;
             }
@@ -223,5 +248,67 @@ impl Heartbeat {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubelet::node_status::Reserved;
+
+    fn ready(node: &Node) -> (String, String) {
+        let c = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned())
+            .expect("a Ready condition");
+        (c.status, c.reason.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_node_registers_ready_and_reports_not_ready_as_soon_as_the_kubelet_says_so() {
+        let server = crate::apiserver::testing::TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = watch::channel(None);
+        let api: Api<Node> = Api::all(server.admin());
+        let hb = Heartbeat {
+            api: api.clone(),
+            settings: NodeSettings {
+                name: "n1".into(),
+                internal_ip: Some("10.0.0.5".parse().unwrap()),
+                labels: Default::default(),
+                taints: Vec::new(),
+                reserved: Reserved::default(),
+                kubelet_port: 10250,
+            },
+            host: host::host_info(),
+            fs_dir: dir.path().to_owned(),
+            not_ready: rx,
+        };
+        let registered = hb.register().await.unwrap();
+        // Registering again keeps the Node (same uid).
+        assert_eq!(
+            hb.register().await.unwrap().metadata.uid,
+            registered.metadata.uid
+        );
+        let (node, first) = hb.first_report(&registered).await.unwrap();
+        assert_eq!(ready(&node), ("True".into(), "KubeletReady".into()));
+        let (cidr_tx, _cidr) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(hb.run(first, cidr_tx, shutdown.clone()));
+        tx.send_replace(Some("container runtime network not ready".into()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let node = api.get("n1").await.unwrap();
+            if ready(&node).0 == "False" {
+                assert_eq!(ready(&node).1, "KubeletNotReady");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not reported: {:?}", node.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -331,8 +331,14 @@ fn condition(
 }
 
 /// The four conditions for `pressure`, carrying over `lastTransitionTime` from `previous`
-/// when a condition's status is unchanged.
-pub fn conditions(previous: &[NodeCondition], p: Pressure, now: Time) -> Vec<NodeCondition> {
+/// when a condition's status is unchanged. `not_ready` is why the node cannot run pods
+/// (runtime or network not ready), which makes Ready False with reason `KubeletNotReady`.
+pub fn conditions(
+    previous: &[NodeCondition],
+    p: Pressure,
+    not_ready: Option<&str>,
+    now: Time,
+) -> Vec<NodeCondition> {
     let wanted = [
         condition(
             "MemoryPressure",
@@ -370,12 +376,20 @@ pub fn conditions(previous: &[NodeCondition], p: Pressure, now: Time) -> Vec<Nod
                 ),
             ],
         ),
-        (
-            "Ready".to_owned(),
-            "True",
-            "KubeletReady".to_owned(),
-            "kubelet is posting ready status".to_owned(),
-        ),
+        match not_ready {
+            None => (
+                "Ready".to_owned(),
+                "True",
+                "KubeletReady".to_owned(),
+                "kubelet is posting ready status".to_owned(),
+            ),
+            Some(why) => (
+                "Ready".to_owned(),
+                "False",
+                "KubeletNotReady".to_owned(),
+                why.to_owned(),
+            ),
+        },
     ];
     wanted
         .into_iter()
@@ -397,12 +411,13 @@ pub fn conditions(previous: &[NodeCondition], p: Pressure, now: Time) -> Vec<Nod
         .collect()
 }
 
-/// The status to report.
+/// The status to report (`not_ready`: see [`conditions`]).
 pub fn status(
     settings: &NodeSettings,
     host: &HostInfo,
     m: &Measurements,
     previous: Option<&NodeStatus>,
+    not_ready: Option<&str>,
     now: Time,
 ) -> NodeStatus {
     let (capacity, allocatable) = resources(host, m, settings.reserved);
@@ -423,7 +438,7 @@ pub fn status(
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        conditions: Some(conditions(previous_conditions, pressure(m), now)),
+        conditions: Some(conditions(previous_conditions, pressure(m), not_ready, now)),
         addresses: Some(addresses),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
@@ -601,7 +616,7 @@ mod tests {
 
     #[test]
     fn conditions_keep_transition_times_until_the_status_changes() {
-        let first = conditions(&[], Pressure::default(), t("2026-01-01T00:00:00Z"));
+        let first = conditions(&[], Pressure::default(), None, t("2026-01-01T00:00:00Z"));
         let kinds: Vec<&str> = first.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             kinds,
@@ -621,7 +636,7 @@ mod tests {
             memory: true,
             ..Pressure::default()
         };
-        let second = conditions(&first, pressed, later.clone());
+        let second = conditions(&first, pressed, None, later.clone());
         assert_eq!(second[0].status, "True");
         assert_eq!(
             second[0].reason.as_deref(),
@@ -638,7 +653,7 @@ mod tests {
     #[test]
     fn condition_changes_record_upstreams_node_events() {
         let now = t("2026-01-01T00:00:00Z");
-        let first = conditions(&[], Pressure::default(), now.clone());
+        let first = conditions(&[], Pressure::default(), None, now.clone());
         assert_eq!(
             condition_events(&[], &first),
             [
@@ -647,16 +662,25 @@ mod tests {
                 "NodeHasSufficientPID"
             ]
         );
-        let same = conditions(&first, Pressure::default(), now.clone());
+        let same = conditions(&first, Pressure::default(), None, now.clone());
         assert!(condition_events(&first, &same).is_empty());
         let disk = Pressure {
             disk: true,
             ..Pressure::default()
         };
-        let pressed = conditions(&same, disk, now.clone());
+        let pressed = conditions(&same, disk, None, now.clone());
         assert_eq!(condition_events(&same, &pressed), ["NodeHasDiskPressure"]);
-        let mut not_ready = pressed.clone();
-        not_ready[3].status = "False".into();
+        let not_ready = conditions(
+            &pressed,
+            disk,
+            Some("container runtime network not ready"),
+            now.clone(),
+        );
+        assert_eq!(not_ready[3].reason.as_deref(), Some("KubeletNotReady"));
+        assert_eq!(
+            not_ready[3].message.as_deref(),
+            Some("container runtime network not ready")
+        );
         assert_eq!(condition_events(&not_ready, &pressed), ["NodeReady"]);
         assert_eq!(condition_events(&pressed, &not_ready), ["NodeNotReady"]);
     }
@@ -664,8 +688,22 @@ mod tests {
     #[test]
     fn unchanged_status_is_sent_only_every_report_frequency() {
         let s = settings();
-        let a = status(&s, &host(), &healthy(), None, t("2026-01-01T00:00:00Z"));
-        let b = status(&s, &host(), &healthy(), Some(&a), t("2026-01-01T00:00:10Z"));
+        let a = status(
+            &s,
+            &host(),
+            &healthy(),
+            None,
+            None,
+            t("2026-01-01T00:00:00Z"),
+        );
+        let b = status(
+            &s,
+            &host(),
+            &healthy(),
+            Some(&a),
+            None,
+            t("2026-01-01T00:00:10Z"),
+        );
         assert!(!changed(&a, &b));
         assert!(!should_report(Some(&a), &b, Duration::from_secs(10)));
         assert!(should_report(Some(&a), &b, REPORT_FREQUENCY));
@@ -674,7 +712,14 @@ mod tests {
             fs_available: 1 << 30,
             ..healthy()
         };
-        let c = status(&s, &host(), &full, Some(&b), t("2026-01-01T00:00:20Z"));
+        let c = status(
+            &s,
+            &host(),
+            &full,
+            Some(&b),
+            None,
+            t("2026-01-01T00:00:20Z"),
+        );
         assert!(should_report(Some(&b), &c, Duration::from_secs(10)));
         let info = c.node_info.unwrap();
         assert!(info.container_runtime_version.starts_with("skiff://"));
