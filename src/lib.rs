@@ -21,7 +21,9 @@
 //!   network, kube client.
 //! - [`network`]: pod network namespaces, bridge, veths, IPAM, NAT, hostPorts. No
 //!   Kubernetes types.
-//! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`.
+//! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`:
+//!   the join (token, pinned CA, node certificates by CSR and their renewal) and the node's
+//!   identity the kubelet runs with.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 //!
 //! `docs/architecture.md` has the longer version: the process model, the in-process client

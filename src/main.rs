@@ -53,7 +53,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             runtime().and_then(|rt| rt.block_on(skiff::agent::run_command(args)))
         }
-        Command::Token(args) => skiff::server::print_token(&args.data_dir),
+        Command::Token(args) => {
+            local_runtime().and_then(|rt| rt.block_on(skiff::cli::token::run(args)))
+        }
         Command::Images(args) => local_runtime()
             .and_then(|rt| rt.block_on(skiff::cli::images::run(args.command, &args.data_dir))),
         Command::Ctr(args) => {

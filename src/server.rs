@@ -97,7 +97,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let token_path = server_dir.join("token");
     // Join token: the flag wins (completed with the CA hash); otherwise the stored one, or a
     // new one. Agents will read it from the file.
-    match &args.token {
+    let join_token = match &args.token {
         Some(t) => {
             let parsed = pki::parse_join_token(t).context("--token")?;
             let full = JoinToken {
@@ -109,13 +109,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 format!("{}\n", full.render()).as_bytes(),
                 0o600,
             )?;
+            full
         }
-        None => {
-            read_or_create(&token_path, || {
-                JoinToken::generate(&pki.ca.cert_pem).render()
-            })?;
-        }
-    }
+        None => pki::parse_join_token(&read_or_create(&token_path, || {
+            JoinToken::generate(&pki.ca.cert_pem).render()
+        })?)
+        .with_context(|| format!("reading {}", token_path.display()))?,
+    };
     let sa_key = std::sync::Arc::new(
         pki::ServiceAccountKey::ensure(&server_dir.join("tls"))
             .context("preparing the service account signing key")?,
@@ -128,10 +128,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let state = ApiState::open(ApiConfig {
         store,
         ca_pem: pki.ca.cert_pem.clone(),
-        tokens: TokenAuthenticator::new(vec![(
-            admin_token,
-            UserInfo::new("system:admin", &["system:masters"]),
-        )]),
+        tokens: TokenAuthenticator::new(vec![
+            (
+                admin_token,
+                UserInfo::new("system:admin", &["system:masters"]),
+            ),
+            // The server token joins nodes: it is a bootstrap identity in the join group,
+            // so it may ask for node client certificates and nothing else.
+            (join_token.bearer().to_owned(), server_token_identity()),
+        ]),
         service_account_key: sa_key.clone(),
         service_cidr: args.service_cidr.clone(),
         advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
@@ -205,7 +210,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         &[apiserver::AUTHENTICATED_GROUP],
     ));
     let for_controllers = state.clone();
-    let controllers = ControllerManager::new(controllers::Context {
+    let mut controllers = ControllerManager::new(controllers::Context {
         client: controller_client,
         informers: informers.clone(),
         clients: std::sync::Arc::new(move |name: &str| {
@@ -218,12 +223,19 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             service_account_key: sa_key,
         })),
     });
+    controllers
+        .enable_node_ipam(&args.cluster_cidr)
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));
     if !args.disable_agent {
         let config = AgentConfig {
             agent_dir: args.data_dir.join("agent"),
-            control_plane: ControlPlane::Local,
+            control_plane: ControlPlane::Local {
+                state: state.clone(),
+                ca: pki.ca.clone(),
+            },
+            node: args.node.clone(),
         };
         components.spawn("agent", agent::run(config, shutdown.clone()));
     }
@@ -249,6 +261,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         (Some(e), _) | (None, Err(e)) => Err(e),
         (None, Ok(())) => closed,
     }
+}
+
+/// Who the server token authenticates as (k3s's node-join credential, here a bootstrap
+/// identity): `system:bootstrap:server` in `system:bootstrappers` and the join group.
+pub fn server_token_identity() -> UserInfo {
+    UserInfo::new(
+        "system:bootstrap:server",
+        &[
+            "system:bootstrappers",
+            authz::join_bindings::NODE_TOKEN_GROUP,
+        ],
+    )
 }
 
 /// The address other hosts and pods reach this server on: the bind address when it names

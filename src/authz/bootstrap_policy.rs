@@ -71,6 +71,8 @@ pub fn policy() -> Result<Policy, PolicyError> {
     cluster_roles.extend(file!("controller-roles.yaml") as Vec<ClusterRole>);
     let mut cluster_role_bindings: Vec<ClusterRoleBinding> = file!("cluster-role-bindings.yaml");
     cluster_role_bindings.extend(file!("controller-role-bindings.yaml") as Vec<ClusterRoleBinding>);
+    // Not upstream's policy but kubeadm's: what lets a host join with a token.
+    cluster_role_bindings.extend(super::join_bindings::bindings());
     Ok(Policy {
         cluster_roles,
         cluster_role_bindings,

@@ -14,6 +14,7 @@
 
 pub mod bootstrap_policy;
 pub mod index;
+pub mod join_bindings;
 pub mod node;
 pub mod rbac;
 

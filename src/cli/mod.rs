@@ -2,6 +2,7 @@
 
 pub mod ctr;
 pub mod images;
+pub mod token;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
@@ -26,7 +27,7 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a node agent joined to a server.
     Agent(AgentArgs),
-    /// Print the join token of a local server.
+    /// Print the join token of a local server, or manage bootstrap tokens.
     Token(TokenArgs),
     /// Manage the node's images.
     Images(images::ImagesArgs),
@@ -63,9 +64,11 @@ pub struct ServerArgs {
     /// Service IP range.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
-    /// Pod IP range.
+    /// Pod IP range (each node gets a /24 of it).
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Seconds between compactions of the store's event history.
     #[arg(long, default_value_t = 300, hide = true)]
     pub store_compaction_interval: u64,
@@ -85,12 +88,69 @@ pub struct AgentArgs {
     /// Directory holding the agent's images, containers and credentials.
     #[arg(long, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// How a node presents itself (server and agent alike).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// Node name (default: the host name).
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The node's InternalIP (default: the address of the default-route interface).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Label to register the node with, KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub node_label: Vec<String>,
+    /// Taint to register the node with, KEY[=VALUE]:EFFECT (repeatable).
+    #[arg(long)]
+    pub node_taint: Vec<String>,
+    /// Resources reserved for Kubernetes daemons, e.g. cpu=100m,memory=256Mi.
+    #[arg(long, default_value = "")]
+    pub kube_reserved: String,
+    /// Resources reserved for the operating system, e.g. cpu=100m,memory=256Mi.
+    #[arg(long, default_value = "")]
+    pub system_reserved: String,
+    /// Port the kubelet API listens on (advertised in the Node's daemonEndpoints).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TokenArgs {
-    #[arg(long, default_value = "/var/lib/skiff")]
+    #[arg(long, global = true, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
+    /// Admin kubeconfig of the local server (create, list, delete).
+    #[arg(long, global = true, default_value = "/etc/skiff/skiff.yaml")]
+    pub kubeconfig: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<TokenCommand>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum TokenCommand {
+    /// Create a bootstrap token nodes can join with; prints the full join token.
+    Create {
+        /// How long the token is valid (e.g. 24h, 30m, 0 = never expires).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// A human-friendly description of the token.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Extra groups the token authenticates as (comma-separated, each
+        /// system:bootstrappers:...).
+        #[arg(long, default_value = token::DEFAULT_GROUP)]
+        groups: String,
+    },
+    /// List bootstrap tokens.
+    List,
+    /// Delete a bootstrap token (by ID, ID.SECRET or the full join token).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

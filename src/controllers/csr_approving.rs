@@ -5,10 +5,23 @@
 //! for CN `system:node:NAME`) or `certificatesigningrequests/nodeclient` (bootstrap tokens,
 //! granted through `system:certificates.k8s.io:certificatesigningrequests:nodeclient`).
 //!
-//! Invariant: the decision is the authorizer's, asked through a SubjectAccessReview for the
-//! requester stamped in the CSR's spec; nothing else is approved, and nothing is denied.
+//! Kubelet serving certificates (`kubernetes.io/kubelet-serving`): upstream leaves their
+//! approval to an external approver; here (as k3s signs them itself) a request is approved
+//! when its requester is the node `system:node:NAME` (in `system:nodes`) asking for
+//! CN `system:node:NAME` and only names its Node has: DNS names among the node name and its
+//! Hostname/InternalDNS/ExternalDNS addresses, IPs among its InternalIP/ExternalIP
+//! addresses ([`serving_request_fits_node`]). A request made before its Node shows the
+//! addresses is looked at again with backoff.
+//!
+//! Invariant: client certificates are the authorizer's decision, asked through a
+//! SubjectAccessReview for the requester stamped in the CSR's spec; serving certificates
+//! are approved only for the requesting node's own names; nothing else is approved, and
+//! nothing is denied.
 
-use super::csr_signing::{has_condition, validate_kubelet_client, KUBELET_CLIENT};
+use super::csr_signing::{
+    has_condition, validate_kubelet_client, validate_kubelet_serving, KUBELET_CLIENT,
+    KUBELET_SERVING,
+};
 use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
 use crate::pki::csr;
@@ -18,6 +31,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition,
 };
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use std::sync::Arc;
@@ -82,12 +96,18 @@ impl CsrApprovingController {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let informer = self.ctx.informers.typed::<CertificateSigningRequest>();
+        let nodes = self.ctx.informers.typed::<Node>();
         let reconciler = Arc::new(Reconcile {
             client: self.ctx.client_for("certificate-controller"),
             store: informer.store(),
+            nodes: nodes.store(),
         });
         let key_of = |c: &Change<CertificateSigningRequest>| match c {
-            Change::Applied(csr) if csr.spec.signer_name == KUBELET_CLIENT && undecided(csr) => {
+            Change::Applied(csr)
+                if (csr.spec.signer_name == KUBELET_CLIENT
+                    || csr.spec.signer_name == KUBELET_SERVING)
+                    && undecided(csr) =>
+            {
                 csr.metadata.name.clone()
             }
             _ => None,
@@ -104,6 +124,68 @@ impl CsrApprovingController {
 struct Reconcile {
     client: kube::Client,
     store: kube::runtime::reflector::Store<CertificateSigningRequest>,
+    nodes: kube::runtime::reflector::Store<Node>,
+}
+
+/// Whether a kubelet-serving request may be approved for its requester's Node (`None`
+/// when the Node is not known yet); the error says why not.
+pub fn serving_request_fits_node(
+    csr: &CertificateSigningRequest,
+    info: &csr::CsrInfo,
+    node: Option<&Node>,
+) -> Result<(), String> {
+    let spec = &csr.spec;
+    validate_kubelet_serving(info, spec.usages.as_deref().unwrap_or_default())?;
+    let user = spec.username.as_deref().unwrap_or_default();
+    let Some(name) = user.strip_prefix("system:node:") else {
+        return Err(format!("requester {user:?} is not a node"));
+    };
+    if !spec.groups.iter().flatten().any(|g| g == "system:nodes") {
+        return Err(format!("requester {user:?} is not in system:nodes"));
+    }
+    if info.common_name != user {
+        return Err(format!(
+            "common name {:?} is not the requester {user:?}",
+            info.common_name
+        ));
+    }
+    let Some(node) = node else {
+        return Err(format!("node {name:?} is not registered yet"));
+    };
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let of = |kinds: &[&str]| -> Vec<String> {
+        addresses
+            .iter()
+            .filter(|a| kinds.contains(&a.type_.as_str()))
+            .map(|a| a.address.clone())
+            .collect()
+    };
+    let mut dns = of(&["Hostname", "InternalDNS", "ExternalDNS"]);
+    dns.push(name.to_owned());
+    let ips = of(&["InternalIP", "ExternalIP"]);
+    if let Some(d) = info.dns_names.iter().find(|d| !dns.contains(d)) {
+        return Err(format!("DNS name {d:?} is not an address of node {name:?}"));
+    }
+    let same_ip =
+        |a: &str, b: &str| match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        };
+    if let Some(ip) = info
+        .ip_addresses
+        .iter()
+        .find(|ip| !ips.iter().any(|n| same_ip(ip, n)))
+    {
+        return Err(format!(
+            "IP address {ip} is not an address of node {name:?}"
+        ));
+    }
+    Ok(())
 }
 
 impl Reconcile {
@@ -138,6 +220,74 @@ impl Reconcile {
     }
 }
 
+impl Reconcile {
+    async fn approve(
+        &self,
+        name: &str,
+        csr: &CertificateSigningRequest,
+        message: &str,
+    ) -> Result<(), ControllerError> {
+        let mut approved = csr.clone();
+        approved
+            .status
+            .get_or_insert_with(Default::default)
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .push(CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some("AutoApproved".into()),
+                message: Some(message.into()),
+                last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                last_transition_time: None,
+            });
+        Api::<CertificateSigningRequest>::all(self.client.clone())
+            .replace_subresource("approval", name, &PostParams::default(), &approved)
+            .await?;
+        Ok(())
+    }
+
+    async fn reconcile_serving(
+        &self,
+        name: &str,
+        csr: &CertificateSigningRequest,
+        info: &csr::CsrInfo,
+    ) -> Result<Action, ControllerError> {
+        let node_name = csr
+            .spec
+            .username
+            .as_deref()
+            .and_then(|u| u.strip_prefix("system:node:"))
+            .unwrap_or_default();
+        let node = (!node_name.is_empty())
+            .then(|| {
+                self.nodes
+                    .get(&kube::runtime::reflector::ObjectRef::new(node_name))
+            })
+            .flatten();
+        match serving_request_fits_node(csr, info, node.as_deref()) {
+            Ok(()) => {
+                self.approve(
+                    name,
+                    csr,
+                    "Auto approving kubelet serving certificate for the node's own names.",
+                )
+                .await?;
+                Ok(Action::Done)
+            }
+            // The Node may not show its addresses yet: look again.
+            Err(why) if node.is_none() || why.contains("is not an address") => {
+                tracing::debug!(csr = %name, reason = %why, "kubelet serving csr not approved yet");
+                Ok(Action::Backoff)
+            }
+            Err(why) => {
+                tracing::info!(csr = %name, reason = %why, "kubelet serving csr not approved");
+                Ok(Action::Done)
+            }
+        }
+    }
+}
+
 impl Reconciler for Reconcile {
     type Key = String;
     const NAME: &'static str = "csrapproving";
@@ -155,6 +305,9 @@ impl Reconciler for Reconcile {
         let Ok(info) = csr::parse(&csr.spec.request.0) else {
             return Ok(Action::Done);
         };
+        if csr.spec.signer_name == KUBELET_SERVING {
+            return self.reconcile_serving(name, &csr, &info).await;
+        }
         let mut tried = Vec::new();
         for r in &RECOGNIZERS {
             if !(r.recognize)(&csr, &info) {
@@ -164,28 +317,93 @@ impl Reconciler for Reconcile {
             if !self.allowed(&csr, r.subresource).await? {
                 continue;
             }
-            let mut approved = (*csr).clone();
-            approved
-                .status
-                .get_or_insert_with(Default::default)
-                .conditions
-                .get_or_insert_with(Vec::new)
-                .push(CertificateSigningRequestCondition {
-                    type_: "Approved".into(),
-                    status: "True".into(),
-                    reason: Some("AutoApproved".into()),
-                    message: Some(r.message.into()),
-                    last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                    last_transition_time: None,
-                });
-            Api::<CertificateSigningRequest>::all(self.client.clone())
-                .replace_subresource("approval", name, &PostParams::default(), &approved)
-                .await?;
+            self.approve(name, &csr, r.message).await?;
             return Ok(Action::Done);
         }
         if !tried.is_empty() {
             tracing::info!(csr = %name, recognized = ?tried, "recognized csr but subject access review was not approved");
         }
         Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+
+    fn request(user: &str, groups: &[&str]) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            spec: CertificateSigningRequestSpec {
+                signer_name: KUBELET_SERVING.into(),
+                username: Some(user.into()),
+                groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+                usages: Some(vec!["digital signature".into(), "server auth".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn info(cn: &str, dns: &[&str], ips: &[&str]) -> csr::CsrInfo {
+        csr::CsrInfo {
+            common_name: cn.into(),
+            organizations: vec!["system:nodes".into()],
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ip_addresses: ips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(addresses: &[(&str, &str)]) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(t, a)| NodeAddress {
+                            type_: t.to_string(),
+                            address: a.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_gets_serving_certificates_for_its_own_names_only() {
+        let n1 = node(&[("InternalIP", "10.0.0.5"), ("Hostname", "host-a")]);
+        let req = request("system:node:n1", &["system:nodes", "system:authenticated"]);
+        let fits = |i: &csr::CsrInfo, n: Option<&Node>| serving_request_fits_node(&req, i, n);
+        assert_eq!(
+            fits(
+                &info("system:node:n1", &["n1", "host-a"], &["10.0.0.5"]),
+                Some(&n1)
+            ),
+            Ok(())
+        );
+        assert!(
+            fits(&info("system:node:n1", &["n1"], &["10.0.0.6"]), Some(&n1))
+                .unwrap_err()
+                .contains("10.0.0.6")
+        );
+        assert!(fits(&info("system:node:n1", &["n2"], &[]), Some(&n1))
+            .unwrap_err()
+            .contains("\"n2\""));
+        assert!(fits(&info("system:node:n2", &["n1"], &[]), Some(&n1)).is_err());
+        assert!(fits(&info("system:node:n1", &["n1"], &[]), None)
+            .unwrap_err()
+            .contains("not registered"));
+        let stranger = request("system:bootstrap:abcdef", &["system:bootstrappers"]);
+        assert!(serving_request_fits_node(
+            &stranger,
+            &info("system:node:n1", &["n1"], &[]),
+            Some(&n1)
+        )
+        .is_err());
     }
 }

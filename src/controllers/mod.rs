@@ -25,6 +25,7 @@ pub mod csr_signing;
 mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod node_ipam;
 mod queue;
 pub mod resource_quota;
 pub mod root_ca;
@@ -225,6 +226,9 @@ pub struct ControllerManager {
     root_ca_ctl: root_ca::RootCaPublisher,
     /// The controllers that need [`Context::signing`].
     signing_ctls: Option<SigningControllers>,
+    /// `node-ipam-controller`, when pod CIDRs are allocated ([`ControllerManager::enable_node_ipam`]).
+    node_ipam: Option<node_ipam::NodeIpamController>,
+    ctx: Context,
 }
 
 struct SigningControllers {
@@ -264,7 +268,18 @@ impl ControllerManager {
             quota_ctl,
             aggregation_ctl,
             signing_ctls,
+            node_ipam: None,
+            ctx,
         }
+    }
+
+    /// Runs `node-ipam-controller` too, allocating node pod CIDRs from `cluster_cidr`
+    /// (upstream's `--allocate-node-cidrs --cluster-cidr`).
+    pub fn enable_node_ipam(&mut self, cluster_cidr: &str) -> Result<Arc<Stats>, String> {
+        let c = node_ipam::NodeIpamController::new(self.ctx.clone(), cluster_cidr)?;
+        let stats = c.stats();
+        self.node_ipam = Some(c);
+        Ok(stats)
     }
 
     /// Runs every controller until `shutdown`; the first one to fail stops the rest.
@@ -278,6 +293,9 @@ impl ControllerManager {
         set.spawn(self.aggregation_ctl.run(stop.clone()));
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
+        if let Some(c) = self.node_ipam {
+            set.spawn(c.run(stop.clone()));
+        }
         if let Some(c) = self.signing_ctls {
             set.spawn(c.csr_signing.run(stop.clone()));
             set.spawn(c.csr_approving.run(stop.clone()));

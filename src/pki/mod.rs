@@ -12,7 +12,7 @@ mod token;
 
 pub use kubeconfig::{write_kubeconfig, KubeconfigSpec};
 pub use sa_key::{JwtError, ServiceAccountKey, SA_KEY_FILE};
-pub use token::{ca_hash, parse_join_token, random_secret, JoinToken};
+pub use token::{ca_hash, is_bootstrap_shape, parse_join_token, random_secret, JoinToken};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -11,8 +11,10 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod http;
 pub mod manifests;
+pub mod netns;
 pub mod process;
 pub mod registry;
 pub mod token_server;
@@ -95,6 +97,11 @@ impl TestServer {
     /// Starts a server with its node agent.
     pub fn start_with_agent() -> TestServer {
         TestServer::start_inner(&[], true)
+    }
+
+    /// Starts a server with its node agent and extra `skiff server` flags.
+    pub fn start_with_agent_and(extra_args: &[&str]) -> TestServer {
+        TestServer::start_inner(extra_args, true)
     }
 
     fn start_inner(extra_args: &[&str], agent: bool) -> TestServer {
@@ -355,8 +362,13 @@ impl TestServer {
             .arg(self.data_dir())
             .arg("--https-listen-port")
             .arg(self.port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
+            // Loopback unless the test binds elsewhere (agents in network namespaces).
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--bind-address"))
+                    .then_some(["--bind-address", "127.0.0.1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig_path())
             .arg("--write-kubeconfig-mode")

@@ -40,6 +40,7 @@ pub mod default_storage_class;
 pub mod default_toleration_seconds;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
+pub mod node_password;
 pub mod node_restriction;
 pub mod priority;
 pub mod quantity;
@@ -183,6 +184,7 @@ impl Chain {
                 Box::new(limit_ranger::LimitRanger),
                 Box::new(service_account::ServiceAccount),
                 Box::new(node_restriction::NodeRestriction),
+                Box::new(node_password::NodePassword),
                 Box::new(priority::Priority),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds::default()),
                 Box::new(default_storage_class::DefaultStorageClass),

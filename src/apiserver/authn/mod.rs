@@ -15,6 +15,7 @@ pub mod service_account;
 mod static_token;
 pub mod x509;
 
+pub(crate) use static_token::constant_time_eq;
 pub use static_token::TokenAuthenticator;
 
 use super::auth::UserInfo;

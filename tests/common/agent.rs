@@ -1,0 +1,158 @@
+//! `skiff agent` processes joined to a [`TestServer`]. Each agent has its own data dir
+//! (inside the server's test directory), node name and kubelet port; the process group is
+//! killed when the [`TestAgent`] drops.
+//!
+//! An agent runs on the host network ([`TestAgent::start`]) or in its own network namespace
+//! joined by a veth ([`TestAgent::start_in_netns`], the server then binds beyond loopback);
+//! tests give each a distinct `--node-name` either way (they share the host name).
+
+use super::process::{self, Background, Run};
+use super::{skiff_binary, TestServer, CLIENT_TIMEOUT};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct TestAgent {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub process: Background,
+}
+
+/// The default data dir of agent `name`.
+pub fn agent_dir(server: &TestServer, name: &str) -> PathBuf {
+    server.files_dir().join(format!("agent-{name}"))
+}
+
+/// The `skiff agent` command for `name`, joining `server` with `token`.
+pub fn agent_command(
+    server: &TestServer,
+    name: &str,
+    token: &str,
+    extra: &[&str],
+    data_dir: &std::path::Path,
+) -> Command {
+    let mut cmd = Command::new(skiff_binary());
+    cmd.arg("agent")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--node-name", name])
+        .args(extra)
+        .env("SKIFF_URL", server.url())
+        .env("SKIFF_TOKEN", token)
+        .env("RUST_BACKTRACE", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    cmd
+}
+
+impl TestAgent {
+    /// Starts an agent in the background.
+    pub fn start(server: &TestServer, name: &str, token: &str, extra: &[&str]) -> TestAgent {
+        TestAgent::start_in(server, name, token, extra, None)
+    }
+
+    /// Starts an agent with its data in `data_dir` (default: per node name).
+    pub fn start_in(
+        server: &TestServer,
+        name: &str,
+        token: &str,
+        extra: &[&str],
+        data_dir: Option<PathBuf>,
+    ) -> TestAgent {
+        let data_dir = data_dir.unwrap_or_else(|| agent_dir(server, name));
+        let cmd = agent_command(server, name, token, extra, &data_dir);
+        let prefix = server
+            .files_dir()
+            .join(format!("agent-{name}-{}", unique()));
+        TestAgent {
+            name: name.to_owned(),
+            data_dir,
+            process: Background::spawn(cmd, &prefix),
+        }
+    }
+
+    /// Starts an agent inside `ns`, joining the server at its host-side address.
+    pub fn start_in_netns(
+        server: &TestServer,
+        ns: &super::netns::NetNs,
+        name: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> TestAgent {
+        let data_dir = agent_dir(server, name);
+        let mut cmd = agent_command(server, name, token, extra, &data_dir);
+        cmd.env(
+            "SKIFF_URL",
+            format!("https://{}:{}", ns.host_ip, server.port()),
+        );
+        let prefix = server
+            .files_dir()
+            .join(format!("agent-{name}-{}", unique()));
+        TestAgent {
+            name: name.to_owned(),
+            data_dir,
+            process: Background::spawn(ns.wrap(&cmd), &prefix),
+        }
+    }
+
+    /// Runs an agent that must fail to join; returns what it printed.
+    pub fn run_to_failure(server: &TestServer, name: &str, token: &str) -> Run {
+        let mut cmd = agent_command(server, name, token, &[], &agent_dir(server, name));
+        process::run(&mut cmd, None, CLIENT_TIMEOUT).fails()
+    }
+
+    /// Waits until the agent's Node is Ready; returns how long that took.
+    #[track_caller]
+    pub fn wait_ready(&mut self, server: &TestServer, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        wait_node_ready(server, &self.name, timeout, || {
+            if self.process.has_exited() {
+                panic!("agent {} exited:\n{}", self.name, self.process.stderr());
+            }
+        });
+        started.elapsed()
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether node `name` exists and its Ready condition is True.
+pub fn node_ready(server: &TestServer, name: &str) -> bool {
+    let run = server.kubectl(&["get", "node", name, "-o", "json"]);
+    if !run.success() {
+        return false;
+    }
+    let node = super::json(&run.stdout);
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Waits for node `name` to be Ready, calling `check` between looks (to fail early).
+#[track_caller]
+pub fn wait_node_ready(
+    server: &TestServer,
+    name: &str,
+    timeout: Duration,
+    mut check: impl FnMut(),
+) {
+    let deadline = Instant::now() + timeout;
+    while !node_ready(server, name) {
+        check();
+        assert!(
+            Instant::now() < deadline,
+            "node {name} not Ready within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
