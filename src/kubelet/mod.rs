@@ -7,3 +7,4 @@
 //! API (logs, exec, attach) and restart re-adoption agree.
 
 pub mod labels;
+pub mod server;
