@@ -13,6 +13,7 @@ mod discovery;
 mod handlers;
 mod impersonation;
 mod inprocess;
+pub mod kubelet_proxy;
 mod lifecycle;
 mod objects;
 mod openapi;
@@ -85,6 +86,9 @@ pub struct ApiState {
     closing: CancellationToken,
     /// Serializes the syncs of the custom groups' APIServices (CRD writes race otherwise).
     crd_api_services: tokio::sync::Mutex<()>,
+    /// How `pods/log|exec|attach|portforward` and `nodes/proxy` reach kubelets; set by the
+    /// server once its PKI is loaded ([`ApiState::set_kubelet_client`]).
+    kubelet: parking_lot::RwLock<Option<Arc<kubelet_proxy::KubeletClient>>>,
 }
 
 /// Settings the API server is built from.
@@ -121,6 +125,7 @@ impl ApiState {
             openapi: openapi::Cache::default(),
             closing: CancellationToken::new(),
             crd_api_services: tokio::sync::Mutex::new(()),
+            kubelet: parking_lot::RwLock::new(None),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
@@ -133,6 +138,14 @@ impl ApiState {
     }
 
     /// Replaces the authorizer (the server sets RBAC once its caches have synced).
+    pub fn set_kubelet_client(&self, client: Arc<kubelet_proxy::KubeletClient>) {
+        *self.kubelet.write() = Some(client);
+    }
+
+    pub fn kubelet_client(&self) -> Option<Arc<kubelet_proxy::KubeletClient>> {
+        self.kubelet.read().clone()
+    }
+
     pub fn set_authorizer(&self, authorizer: Arc<dyn Authorizer>) {
         *self.authorizer.write() = authorizer;
     }

@@ -44,6 +44,9 @@ pub async fn resource(
     client: Option<String>,
     user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
+    if super::kubelet_proxy::handles(&rr) {
+        return super::kubelet_proxy::serve(state, &rr, req, user).await;
+    }
     let manager = query
         .field_manager
         .clone()
@@ -67,7 +70,6 @@ pub async fn resource(
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Create, Some(Subresource::Token)) => token_request::create(state, &rr, req).await,
-        (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (
             Verb::Update,

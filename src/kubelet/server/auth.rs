@@ -95,7 +95,9 @@ pub fn forbidden_text(user: &User, attrs: &[Attributes]) -> String {
 pub enum AuthError {
     #[error("Unauthorized")]
     Unauthorized,
-    #[error("Authorization error (user={user}, verb={verb}, resource=nodes, subresource={subresource})")]
+    #[error(
+        "Authorization error (user={user}, verb={verb}, resource=nodes, subresource={subresource})"
+    )]
     Review {
         user: String,
         verb: &'static str,
@@ -123,7 +125,10 @@ impl Authority {
 
     /// A bearer token's user (TokenReview), or `Unauthorized`.
     pub async fn authenticate_token(&self, token: &str) -> Result<User, AuthError> {
-        let key = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+        let key = hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            token.as_bytes(),
+        ));
         if let Some((u, at)) = self.tokens.lock().get(&key) {
             if at.elapsed() < TOKEN_TTL {
                 return u.clone().ok_or(AuthError::Unauthorized);

@@ -35,18 +35,16 @@ impl LogOptions {
                 "previous" => o.previous = truthy(&v),
                 "timestamps" => o.timestamps = truthy(&v),
                 "tailLines" => {
-                    let n: i64 = v
-                        .parse()
-                        .map_err(|_| format!("invalid tailLines {v:?}"))?;
+                    let n: i64 = v.parse().map_err(|_| format!("invalid tailLines {v:?}"))?;
                     if n < 0 {
-                        return Err("tailLines: Invalid value: must be greater than or equal to 0".into());
+                        return Err(
+                            "tailLines: Invalid value: must be greater than or equal to 0".into(),
+                        );
                     }
                     o.tail_lines = Some(n as u64);
                 }
                 "limitBytes" => {
-                    let n: i64 = v
-                        .parse()
-                        .map_err(|_| format!("invalid limitBytes {v:?}"))?;
+                    let n: i64 = v.parse().map_err(|_| format!("invalid limitBytes {v:?}"))?;
                     if n < 1 {
                         return Err("limitBytes: Invalid value: must be greater than 0".into());
                     }
@@ -302,7 +300,10 @@ mod tests {
         let o = LogOptions::from_query(Some(query), now()).unwrap();
         let mut p = Parser::default();
         let (msgs, used) = p.feed(LOG.as_bytes());
-        assert_eq!(&LOG[used..], "2024-01-01T00:00:05.000000000Z stdout F unfini");
+        assert_eq!(
+            &LOG[used..],
+            "2024-01-01T00:00:05.000000000Z stdout F unfini"
+        );
         let mut r = Renderer::new(&o);
         let msgs = tail(msgs, o.tail_lines, &r);
         let mut out = Vec::new();
@@ -361,16 +362,24 @@ mod tests {
         let a2 = alive.clone();
         let p2 = path.clone();
         let task = tokio::spawn(async move {
-            stream(&p2, &o, || {
-                let a = a2.clone();
-                async move { a.load(std::sync::atomic::Ordering::SeqCst) }
-            }, tx)
+            stream(
+                &p2,
+                &o,
+                || {
+                    let a = a2.clone();
+                    async move { a.load(std::sync::atomic::Ordering::SeqCst) }
+                },
+                tx,
+            )
             .await
         });
         assert_eq!(&rx.recv().await.unwrap()[..], b"a\n");
         {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
             f.write_all(b"2024-01-01T00:00:02Z stdout F b\n").unwrap();
         }
         assert_eq!(&rx.recv().await.unwrap()[..], b"b\n");

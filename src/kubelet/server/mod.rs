@@ -70,11 +70,13 @@ pub fn tls_config(
     for c in certs_from_pem(client_ca_pem)? {
         roots.add(c)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
     let chain = certs_from_pem(cert_pem)?;
     let key = key_from_pem(key_pem)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -147,7 +149,9 @@ pub async fn serve_on(listener: TcpListener, cfg: ServerConfig, shutdown: Cancel
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 let cert_user = cert_user.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, cert_user.as_ref().as_ref(), req).await) }
+                async move {
+                    Ok::<_, Infallible>(handle(&shared, cert_user.as_ref().as_ref(), req).await)
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -233,8 +237,12 @@ async fn route(shared: &Shared, req: Request<hyper::body::Incoming>, path: &str)
         (&Method::GET | &Method::POST, [kind @ ("exec" | "attach"), ns, pod, .., container])
             if (4..=5).contains(&segs.len()) =>
         {
-            let (kind, ns, pod, container) =
-                (kind.to_string(), ns.to_string(), pod.to_string(), container.to_string());
+            let (kind, ns, pod, container) = (
+                kind.to_string(),
+                ns.to_string(),
+                pod.to_string(),
+                container.to_string(),
+            );
             streaming(shared, req, &kind, &ns, &pod, &container).await
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
@@ -270,7 +278,9 @@ async fn container_logs(
             _ => {
                 return text(
                     StatusCode::BAD_REQUEST,
-                    format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+                    format!(
+                        "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                    ),
                 )
             }
         }
@@ -328,7 +338,10 @@ async fn streaming(
 ) -> Response<Body> {
     let opts = remotecommand::StreamOptions::from_query(req.uri().query());
     if kind == "exec" && opts.command.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
     }
     if !opts.stdin && !opts.stdout && !opts.stderr {
         return text(
@@ -348,10 +361,7 @@ async fn streaming(
         );
     };
     if !websocket::is_upgrade(req.headers()) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Upgrade request required",
-        );
+        return text(StatusCode::BAD_REQUEST, "Upgrade request required");
     }
     let offered = websocket::offered_protocols(req.headers());
     let protocol = if offered.is_empty() {

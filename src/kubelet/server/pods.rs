@@ -39,8 +39,11 @@ pub async fn pod_instances(
             if r.namespace != namespace || r.pod != pod {
                 return None;
             }
-            let (uid, container, restart_count) =
-                (r.pod_uid.to_owned(), r.container.to_owned(), r.restart_count);
+            let (uid, container, restart_count) = (
+                r.pod_uid.to_owned(),
+                r.container.to_owned(),
+                r.restart_count,
+            );
             Some(Instance {
                 state: st,
                 restart_count,

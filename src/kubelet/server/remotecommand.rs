@@ -132,7 +132,11 @@ pub fn parse_resize(data: &[u8]) -> Option<Input> {
     })
 }
 
-fn reader_thread(fd: OwnedFd, stderr: bool, out: mpsc::Sender<Output>) -> std::thread::JoinHandle<()> {
+fn reader_thread(
+    fd: OwnedFd,
+    stderr: bool,
+    out: mpsc::Sender<Output>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut f = std::fs::File::from(fd);
         let mut buf = vec![0u8; 32 * 1024];
@@ -485,7 +489,10 @@ mod tests {
         };
         let s = status_json(&failed);
         assert_eq!(s["reason"], "NonZeroExitCode");
-        assert_eq!(s["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            s["details"]["causes"][0],
+            json!({"reason": "ExitCode", "message": "3"})
+        );
         assert_eq!(
             s["message"],
             "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
@@ -571,7 +578,10 @@ mod tests {
             })
             .await
         });
-        client.write_all(&client_frame(b"\x04{\"Width\":1,\"Height\":2}")).await.unwrap();
+        client
+            .write_all(&client_frame(b"\x04{\"Width\":1,\"Height\":2}"))
+            .await
+            .unwrap();
         client.write_all(&client_frame(b"\x00hello")).await.unwrap();
         client.write_all(&client_frame(&[255, 0])).await.unwrap();
         let frames = server_frames(&mut client).await;

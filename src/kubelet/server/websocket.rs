@@ -43,7 +43,11 @@ pub fn is_upgrade(headers: &http::HeaderMap) -> bool {
 }
 
 /// Whether a comma-separated header (any occurrence) contains `token`, case-insensitively.
-pub fn header_has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+pub fn header_has_token(
+    headers: &http::HeaderMap,
+    name: http::header::HeaderName,
+    token: &str,
+) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -77,8 +81,14 @@ pub fn switching_protocols<B: Default>(key: &str, protocol: Option<&str>) -> htt
     let mut resp = http::Response::new(B::default());
     *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&accept_key(key)) {
         h.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -278,7 +288,10 @@ mod tests {
 
     #[test]
     fn negotiation_follows_the_client_order() {
-        let offered = vec!["v5.channel.k8s.io".to_owned(), "v4.channel.k8s.io".to_owned()];
+        let offered = vec![
+            "v5.channel.k8s.io".to_owned(),
+            "v4.channel.k8s.io".to_owned(),
+        ];
         assert_eq!(
             negotiate(&offered, &["v4.channel.k8s.io", "v5.channel.k8s.io"]).as_deref(),
             Some("v5.channel.k8s.io")
