@@ -177,6 +177,26 @@ impl Fixture {
         for (name, cmd, stdin, tty) in containers {
             f.start_container(pod, name, cmd, 0, *stdin, *tty);
         }
+        // What the kubelet would report (kubectl port-forward wants a Running pod).
+        let statuses: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|(name, ..)| {
+                json!({"name": name, "image": IMAGE, "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}})
+            })
+            .collect();
+        f.rt.block_on(async {
+            let pods: Api<Pod> = Api::namespaced(f.server.client().await, "default");
+            pods.patch_status(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"phase": "Running", "containerStatuses": statuses}}),
+                ),
+            )
+            .await
+            .unwrap();
+        });
         f
     }
 
@@ -559,4 +579,127 @@ fn kubelet_api_refuses_unauthenticated_and_unauthorized_callers() {
         "{}",
         denied.stderr
     );
+}
+
+/// `kubectl port-forward` in the background with extra environment; returns it and the
+/// local port it reports.
+fn port_forward(
+    server: &TestServer,
+    pod: &str,
+    remote: u16,
+    env: &[(&str, &str)],
+) -> (common::process::Background, u16) {
+    let mut cmd = std::process::Command::new("/opt/skiff-test/bin/kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .args(["port-forward", pod, &format!(":{remote}")])
+        .env("HOME", server.home())
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let prefix = server.files_dir().join(format!("pf-{}", env.len()));
+    let mut bg = common::process::Background::spawn(cmd, &prefix);
+    bg.wait_for_stdout("Forwarding from", Duration::from_secs(20), |s| {
+        s.contains("Forwarding from 127.0.0.1:")
+    });
+    let out = bg.stdout();
+    let port = out
+        .split("Forwarding from 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a local port");
+    (bg, port)
+}
+
+/// Sets `lo` up in the network namespace of process `pid`, from a thread of its own.
+fn loopback_up(pid: i32) {
+    use nix::libc;
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // SAFETY: plain ioctls on a socket we own with a zeroed, NUL-terminated ifreq.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0);
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            ifr.ifr_name[0] = b'l' as libc::c_char;
+            ifr.ifr_name[1] = b'o' as libc::c_char;
+            assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
+            libc::close(fd);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn kubectl_port_forward_reaches_a_port_inside_the_pod_network_namespace() {
+    // The container has its own network namespace (loopback only): nothing on the host
+    // listens on 8080, so an answer proves the connection was made inside the pod.
+    let f = Fixture::new(
+        "pf",
+        &[(
+            "web",
+            &["httpd", "-f", "-p", "8080", "-h", "/www"],
+            false,
+            false,
+        )],
+    );
+    // The pod network (another slice) brings the pod's loopback up; here the test does.
+    let id = f.env.ids[0].clone();
+    let pid = f.rt.block_on(f.runtime.state(&id)).unwrap().pid;
+    loopback_up(pid);
+    // kubectl 1.35's default: SPDY tunnelled in WebSocket.
+    let (ws, port) = port_forward(&f.server, "pf", 8080, &[]);
+    for _ in 0..3 {
+        let page = http_get(port, "/index.html").unwrap();
+        assert!(
+            page.starts_with("HTTP/1.") && page.ends_with("hello from the pod\n"),
+            "{page:?}; kubectl: {}; pod log: {}",
+            ws.stderr(),
+            f.server.kubectl(&["logs", "pf"]).output()
+        );
+    }
+    // The direct SPDY upgrade (older clients, or WebSockets turned off).
+    let (_spdy, port) = port_forward(
+        &f.server,
+        "pf",
+        8080,
+        &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")],
+    );
+    let page = http_get(port, "/index.html").unwrap();
+    assert!(page.ends_with("hello from the pod\n"), "{page}");
+    // A port nothing listens on: the connection closes and kubectl reports the error.
+    let (mut bad, port) = port_forward(&f.server, "pf", 9999, &[]);
+    let r = http_get(port, "/");
+    assert!(r.map(|s| s.is_empty()).unwrap_or(true));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bad.stderr().contains("error forwarding port 9999") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        bad.stderr().contains("error forwarding port 9999"),
+        "{}",
+        bad.stderr()
+    );
+    bad.kill();
 }
