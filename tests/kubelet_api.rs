@@ -703,3 +703,70 @@ fn kubectl_port_forward_reaches_a_port_inside_the_pod_network_namespace() {
     );
     bad.kill();
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn kubectl_top_and_node_stats_through_nodes_proxy() {
+    let f = Fixture::new(
+        "top",
+        &[(
+            "busy",
+            &["sh", "-c", "while true; do :; done"],
+            false,
+            false,
+        )],
+    );
+    // The Summary API through nodes/proxy: the pod and its container with CPU and memory.
+    let raw = f.server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE);
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let pod = &summary["pods"][0];
+    assert_eq!(pod["podRef"]["name"], "top");
+    assert_eq!(pod["podRef"]["uid"], f.pod_uid.as_str());
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "busy");
+    // A busy loop uses most of a core.
+    assert!(
+        c["cpu"]["usageNanoCores"].as_u64().unwrap() > 200_000_000,
+        "{c}"
+    );
+    assert!(c["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{c}");
+    let metrics = f.server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/metrics/resource"),
+    ]);
+    assert!(
+        metrics.contains("container_cpu_usage_seconds_total{container=\"busy\",namespace=\"default\",pod=\"top\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nnode_memory_working_set_bytes "),
+        "{metrics}"
+    );
+    // kubectl top, with no metrics-server.
+    let pods = f.server.kubectl_ok(&["top", "pod", "--containers"]);
+    let row = pods
+        .lines()
+        .find(|l| l.starts_with("top "))
+        .unwrap_or_else(|| panic!("{pods}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "busy", "{pods}");
+    let millicores: u64 = cols[2].trim_end_matches('m').parse().unwrap();
+    assert!(millicores > 200, "{pods}");
+    let nodes = f.server.kubectl_ok(&["top", "node"]);
+    assert!(nodes.lines().any(|l| l.starts_with(NODE)), "{nodes}");
+}

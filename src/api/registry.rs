@@ -513,7 +513,7 @@ const NONE: &[&str] = &[];
 const CREATE: &[&str] = &["create"];
 use strategy::{
     admission, apiregistration, apps, batch, certificates, cluster, config, core, crd, flowcontrol,
-    namespace, networking, pod, rbac, resource, scheduling, service, storage,
+    metrics, namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
 use Subresource::{
     Approval, Attach, Binding, Exec, Finalize, Log, PortForward, Proxy, Scale, Status, Token,
@@ -530,6 +530,8 @@ const REVIEW: &Strategy = &Strategy::REVIEW;
 static BUILTIN: &[Def] = &[
     // core/v1
     Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: GENERIC },
+    Def { group: "metrics.k8s.io", versions: &["v1beta1"], plural: "nodes", kind: "NodeMetrics", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &metrics::NODE_METRICS },
+    Def { group: "metrics.k8s.io", versions: &["v1beta1"], plural: "pods", kind: "PodMetrics", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &metrics::POD_METRICS },
     Def { group: "", versions: &["v1"], plural: "componentstatuses", kind: "ComponentStatus", namespaced: CLUSTER, short: &["cs"], categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &core::COMPONENT_STATUS },
     Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::CONFIG_MAP },
     Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &service::ENDPOINTS },

@@ -87,6 +87,36 @@ impl KubeletClient {
     }
 }
 
+impl KubeletClient {
+    /// `GET path` on a kubelet, answered JSON (stats for metrics.k8s.io).
+    pub async fn get_json(&self, host: &str, port: u16, path: &str) -> Result<Value, String> {
+        let mut send = self.connect(host, port).await?;
+        let req = Request::get(path)
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    }
+}
+
 /// Whether this request is for a connect subresource served here.
 pub fn handles(rr: &ResourceRequest) -> bool {
     match rr.subresource {

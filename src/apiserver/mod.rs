@@ -15,6 +15,7 @@ mod impersonation;
 mod inprocess;
 pub mod kubelet_proxy;
 mod lifecycle;
+mod metrics;
 mod objects;
 mod openapi;
 mod request;
@@ -89,6 +90,8 @@ pub struct ApiState {
     /// How `pods/log|exec|attach|portforward` and `nodes/proxy` reach kubelets; set by the
     /// server once its PKI is loaded ([`ApiState::set_kubelet_client`]).
     kubelet: parking_lot::RwLock<Option<Arc<kubelet_proxy::KubeletClient>>>,
+    /// Kubelet summaries behind metrics.k8s.io, briefly cached.
+    metrics_cache: metrics::Cache,
 }
 
 /// Settings the API server is built from.
@@ -126,6 +129,7 @@ impl ApiState {
             closing: CancellationToken::new(),
             crd_api_services: tokio::sync::Mutex::new(()),
             kubelet: parking_lot::RwLock::new(None),
+            metrics_cache: metrics::Cache::default(),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
@@ -451,6 +455,9 @@ async fn dispatch(
                     } else {
                         resp
                     });
+                }
+                Storage::Live if rr.rt.group == "metrics.k8s.io" => {
+                    return metrics::serve(state, &rr, &query).await
                 }
                 Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }

@@ -16,6 +16,7 @@ pub mod pods;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
+pub mod stats;
 pub mod websocket;
 
 use crate::runtime::containers::facade::Runtime;
@@ -93,6 +94,7 @@ pub fn tls_config(
 struct Shared {
     cfg: ServerConfig,
     authority: auth::Authority,
+    stats: stats::StatsCollector,
 }
 
 /// Binds `cfg.listen` and serves until `shutdown`.
@@ -110,7 +112,11 @@ pub async fn serve(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(),
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve_on(listener: TcpListener, cfg: ServerConfig, shutdown: CancellationToken) {
     let authority = auth::Authority::new(cfg.client.clone(), cfg.node_name.clone());
-    let shared = Arc::new(Shared { cfg, authority });
+    let shared = Arc::new(Shared {
+        cfg,
+        authority,
+        stats: stats::StatsCollector::default(),
+    });
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -233,6 +239,29 @@ async fn route(shared: &Shared, req: Request<hyper::body::Incoming>, path: &str)
     let method = req.method().clone();
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["stats", "summary"]) => {
+            let root = if shared.cfg.pod_log_dir.exists() {
+                shared.cfg.pod_log_dir.clone()
+            } else {
+                PathBuf::from("/")
+            };
+            let v = shared
+                .stats
+                .summary(&shared.cfg.node_name, &shared.cfg.runtime, &root)
+                .await;
+            json(StatusCode::OK, &v)
+        }
+        (&Method::GET, ["metrics", "resource"]) => {
+            let mut r = text(
+                StatusCode::OK,
+                shared.stats.resource_metrics(&shared.cfg.runtime).await,
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             container_logs(shared, ns, pod, container, req.uri().query()).await
         }
@@ -529,9 +558,4 @@ async fn streaming(
         .await;
     });
     websocket::switching_protocols(&key, (!offered.is_empty()).then_some(protocol.as_str()))
-}
-
-#[allow(dead_code)]
-fn unused(_: &Shared) -> Response<Body> {
-    json(StatusCode::OK, &serde_json::json!({}))
 }

@@ -12,6 +12,8 @@ use crate::runtime::containers::{ContainerState, Status};
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub state: ContainerState,
+    pub namespace: String,
+    pub pod: String,
     pub restart_count: u32,
     pub pod_uid: String,
     pub container: String,
@@ -45,6 +47,8 @@ pub async fn pod_instances(
                 r.restart_count,
             );
             Some(Instance {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
                 state: st,
                 restart_count,
                 pod_uid: uid,
@@ -70,4 +74,22 @@ pub async fn container_instances(
     let mut all = pod_instances(rt, namespace, pod).await?;
     all.retain(|i| i.container == container);
     Ok(all)
+}
+
+/// Every pod container instance the runtime knows (current pod UIDs only).
+pub async fn all_instances(
+    rt: &Runtime,
+) -> Result<Vec<Instance>, crate::runtime::containers::facade::RuntimeError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for st in rt.list().await? {
+        let Some(r) = labels::container_ref(&st.labels) else {
+            continue;
+        };
+        let key = (r.namespace.to_owned(), r.pod.to_owned());
+        if seen.insert(key.clone()) {
+            out.extend(pod_instances(rt, &key.0, &key.1).await?);
+        }
+    }
+    Ok(out)
 }
