@@ -770,3 +770,102 @@ fn kubectl_top_and_node_stats_through_nodes_proxy() {
     let nodes = f.server.kubectl_ok(&["top", "node"]);
     assert!(nodes.lines().any(|l| l.starts_with(NODE)), "{nodes}");
 }
+
+/// kubectl with extra environment (e.g. WebSockets turned off), stdin given.
+fn kubectl_env(
+    server: &TestServer,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> common::process::Run {
+    let mut cmd = std::process::Command::new("/opt/skiff-test/bin/kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .args(args)
+        .env("HOME", server.home())
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::process::run(&mut cmd, stdin.map(str::as_bytes), Duration::from_secs(60))
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn kubectl_exec_and_attach_over_spdy_when_websockets_are_off() {
+    let f = Fixture::new(
+        "spdy",
+        &[
+            ("main", &["sleep", "100000"], false, false),
+            ("cat", &["cat"], true, false),
+        ],
+    );
+    let off = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")];
+    let out = kubectl_env(
+        &f.server,
+        &[
+            "exec",
+            "spdy",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2",
+        ],
+        &off,
+        None,
+    )
+    .ok();
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    let failed = kubectl_env(
+        &f.server,
+        &["exec", "spdy", "-c", "main", "--", "sh", "-c", "exit 4"],
+        &off,
+        None,
+    );
+    assert_eq!(failed.code, Some(4), "{}", failed.output());
+    assert!(
+        failed
+            .stderr
+            .contains("command terminated with exit code 4"),
+        "{}",
+        failed.stderr
+    );
+    // Proof of the transport: the upgrade request kubectl logs at -v=7.
+    let verbose = kubectl_env(
+        &f.server,
+        &["-v=7", "exec", "spdy", "-c", "main", "--", "true"],
+        &off,
+        None,
+    )
+    .ok();
+    assert!(
+        verbose.stderr.contains("X-Stream-Protocol-Version"),
+        "{}",
+        verbose.stderr
+    );
+    let piped = kubectl_env(
+        &f.server,
+        &["exec", "-i", "spdy", "-c", "main", "--", "wc", "-c"],
+        &off,
+        Some("12345"),
+    )
+    .ok();
+    assert_eq!(piped.stdout.trim(), "5");
+    let att = kubectl_env(
+        &f.server,
+        &["attach", "-i", "spdy", "-c", "cat"],
+        &off,
+        Some("over spdy\n"),
+    )
+    .ok();
+    assert!(att.stdout.contains("over spdy"), "{}", att.output());
+}

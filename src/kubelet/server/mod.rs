@@ -15,6 +15,7 @@ pub mod logs;
 pub mod pods;
 pub mod portforward;
 pub mod remotecommand;
+pub mod remotecommand_spdy;
 pub mod spdy;
 pub mod stats;
 pub mod websocket;
@@ -509,7 +510,48 @@ async fn streaming(
         );
     };
     if !websocket::is_upgrade(req.headers()) {
-        return text(StatusCode::BAD_REQUEST, "Upgrade request required");
+        if !websocket::header_has_token(req.headers(), http::header::UPGRADE, "SPDY/3.1") {
+            return text(StatusCode::BAD_REQUEST, "Upgrade request required");
+        }
+        let offered = stream_protocols(req.headers());
+        let protocol = if offered.is_empty() {
+            remotecommand::V1.to_owned()
+        } else {
+            match websocket::negotiate(&offered, remotecommand_spdy::PROTOCOLS) {
+                Some(p) => p,
+                None => {
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {:?}",
+                            remotecommand_spdy::PROTOCOLS
+                        ),
+                    )
+                }
+            }
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        let id = inst.state.id.clone();
+        let kind = kind.to_owned();
+        let chosen = protocol.clone();
+        tokio::spawn(async move {
+            let Ok(u) = upgrade.await else { return };
+            let o = opts.clone();
+            remotecommand_spdy::serve(
+                TokioIo::new(u),
+                &chosen,
+                &opts,
+                move |input, out| async move {
+                    if kind == "exec" {
+                        remotecommand::exec(rt, id, o, input, out).await
+                    } else {
+                        remotecommand::attach(rt, id, o, input, out).await
+                    }
+                },
+            )
+            .await;
+        });
+        return spdy_switching(&protocol);
     }
     let offered = websocket::offered_protocols(req.headers());
     let protocol = if offered.is_empty() {
