@@ -333,17 +333,15 @@ mod tests {
             [1, 3, 5, 7].iter().all(|i| g.get(i).is_some_and(|e| e.1))
         };
         while !done(&got) {
-            match tokio::time::timeout(Duration::from_secs(10), r.next())
-                .await
-                .unwrap()
-                .unwrap()
+            if let Frame::Data { id, data, fin } =
+                tokio::time::timeout(Duration::from_secs(10), r.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
             {
-                Frame::Data { id, data, fin } => {
-                    let e = got.entry(id).or_default();
-                    e.0.extend(data);
-                    e.1 |= fin;
-                }
-                _ => {}
+                let e = got.entry(id).or_default();
+                e.0.extend(data);
+                e.1 |= fin;
             }
         }
         assert_eq!(got[&3].0, b"pong");

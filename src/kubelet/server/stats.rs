@@ -75,14 +75,17 @@ pub fn cgroup_usage(h: &Hierarchies, pid: i32) -> Usage {
     let v2_dir =
         h.v2.as_ref()
             .and_then(|root| Some(root.join(paths.get("")?.trim_start_matches('/'))));
-    let mut u = Usage::default();
     // CPU: cpuacct (v1) or cpu.stat (v2, present in every v2 cgroup).
-    u.cpu_ns = v1_dir("cpuacct")
+    let cpu_ns = v1_dir("cpuacct")
         .and_then(|d| read_u64(&d.join("cpuacct.usage")))
         .or_else(|| {
             let stat = read(&v2_dir.as_ref()?.join("cpu.stat"))?;
             stat_value(&stat, "usage_usec").map(|us| us * 1000)
         });
+    let mut u = Usage {
+        cpu_ns,
+        ..Usage::default()
+    };
     if let Some(d) = v1_dir("memory") {
         let stat = read(&d.join("memory.stat")).unwrap_or_default();
         u.usage = read_u64(&d.join("memory.usage_in_bytes"));
@@ -196,7 +199,7 @@ impl StatsCollector {
         match s.get(key).copied() {
             Some(prev) if now.duration_since(prev.at) < MIN_WINDOW => prev.rate,
             Some(prev) => {
-                let dt = now.duration_since(prev.at).as_nanos() as u128;
+                let dt = now.duration_since(prev.at).as_nanos();
                 let rate =
                     (cpu_ns.saturating_sub(prev.cpu_ns) as u128 * 1_000_000_000 / dt.max(1)) as u64;
                 s.insert(
@@ -318,10 +321,10 @@ impl StatsCollector {
             "memory": mem(&node),
         });
         if let Ok(st) = nix::sys::statvfs::statvfs(fs_root) {
-            let frsize = st.fragment_size() as u64;
-            let cap = st.blocks() as u64 * frsize;
-            let avail = st.blocks_available() as u64 * frsize;
-            let free = st.blocks_free() as u64 * frsize;
+            let frsize = st.fragment_size();
+            let cap = st.blocks() * frsize;
+            let avail = st.blocks_available() * frsize;
+            let free = st.blocks_free() * frsize;
             node_json["fs"] = json!({
                 "time": now, "availableBytes": avail, "capacityBytes": cap,
                 "usedBytes": cap.saturating_sub(free), "inodesFree": st.files_free(),
