@@ -551,7 +551,11 @@ fn kubelet_api_refuses_unauthenticated_and_unauthorized_callers() {
     .ends_with("200"));
     // Bearer tokens are checked with a TokenReview: a service account without nodes/proxy
     // is refused, the admin token (system:masters) is let in.
-    let sa_token = f.server.kubectl_ok(&["create", "token", "default"]).trim().to_owned();
+    let sa_token = f
+        .server
+        .kubectl_ok(&["create", "token", "default"])
+        .trim()
+        .to_owned();
     let sa_header = format!("Authorization: Bearer {sa_token}");
     assert_eq!(
         curl(&["-H", &sa_header]),
@@ -559,7 +563,10 @@ fn kubelet_api_refuses_unauthenticated_and_unauthorized_callers() {
     );
     let admin_header = format!("Authorization: Bearer {}", f.server.admin_token());
     assert!(curl(&["-H", &admin_header]).ends_with("200"));
-    assert_eq!(curl(&["-H", "Authorization: Bearer not-a-token"]), "Unauthorized\n401");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer not-a-token"]),
+        "Unauthorized\n401"
+    );
     // RBAC at the API server: `get` on pods/exec is not enough for a WebSocket exec.
     f.server
         .kubectl(&[

@@ -353,6 +353,28 @@ async fn port_forward(
     let pod_name = pod.to_owned();
     if websocket::is_upgrade(req.headers()) {
         let offered = websocket::offered_protocols(req.headers());
+        if let Some(p) = websocket::negotiate(&offered, portforward::WS_CHANNEL_PROTOCOLS)
+            .filter(|_| !offered.iter().any(|p| p == portforward::WS_TUNNEL_PROTOCOL))
+        {
+            let ports = match portforward::query_ports(req.uri().query()) {
+                Ok(p) => p,
+                Err(e) => return text(StatusCode::BAD_REQUEST, e),
+            };
+            let key = req
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = upgrade.await {
+                    portforward::serve_websocket_channels(TokioIo::new(u), netns, pod_name, ports)
+                        .await;
+                }
+            });
+            return websocket::switching_protocols(&key, Some(&p));
+        }
         if !offered.iter().any(|p| p == portforward::WS_TUNNEL_PROTOCOL) {
             return text(
                 StatusCode::BAD_REQUEST,

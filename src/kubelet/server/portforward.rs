@@ -272,6 +272,135 @@ where
     let _ = outbound.await;
 }
 
+/// WebSocket port-forward protocols without SPDY (what non-Go clients such as the python
+/// client speak): the ports are fixed by the `port` query parameter.
+pub const WS_CHANNEL_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
+
+/// The ports of a `port=8080,9090` (or repeated) query.
+pub fn query_ports(query: Option<&str>) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if k != "port" {
+            continue;
+        }
+        for p in v.split(',').filter(|p| !p.is_empty()) {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => out.push(n),
+                _ => return Err(format!("unable to parse \"{p}\" as a port: invalid port")),
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    Ok(out)
+}
+
+/// Channel protocol port-forward: port `i` uses channel `2i` for data and `2i+1` for
+/// errors; each channel starts with the port number (u16, little endian), as upstream.
+pub async fn serve_websocket_channels<IO>(io: IO, netns: Arc<File>, pod: String, ports: Vec<u16>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (ws_rd, mut ws_wr) = tokio::io::split(io);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = frames_rx.recv().await {
+            if ws_wr.write_all(&f).await.is_err() || ws_wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = websocket::write_close(&mut ws_wr).await;
+        let _ = ws_wr.shutdown().await;
+    });
+    let frame = |ch: usize, d: &[u8]| {
+        let mut m = Vec::with_capacity(d.len() + 1);
+        m.push(ch as u8);
+        m.extend_from_slice(d);
+        websocket::encode_frame(websocket::OP_BINARY, &m)
+    };
+    let mut to_pod: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
+    let mut pumps = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let le = port.to_le_bytes();
+        let _ = frames_tx.send(frame(2 * i, &le)).await;
+        let _ = frames_tx.send(frame(2 * i + 1, &le)).await;
+        match connect_in_netns(netns.clone(), *port).await {
+            Err(e) => {
+                let msg = format!(
+                    "error forwarding port {port} to pod {pod}, uid : failed to connect to localhost:{port} inside the pod's network namespace, {e}"
+                );
+                let _ = frames_tx.send(frame(2 * i + 1, msg.as_bytes())).await;
+                to_pod.push(None);
+            }
+            Ok(tcp) => {
+                let (mut r, mut w) = tcp.into_split();
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+                to_pod.push(Some(tx));
+                tokio::spawn(async move {
+                    while let Some(d) = rx.recv().await {
+                        if w.write_all(&d).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = w.shutdown().await;
+                });
+                let out = frames_tx.clone();
+                pumps.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    loop {
+                        match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let mut m = vec![(2 * i) as u8];
+                                m.extend_from_slice(&buf[..n]);
+                                if out
+                                    .send(websocket::encode_frame(websocket::OP_BINARY, &m))
+                                    .await
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    let pongs = frames_tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut r = websocket::Reader::new(ws_rd);
+        loop {
+            let mut pong = |p: Vec<u8>| {
+                let _ = pongs.try_send(p);
+            };
+            match r.next(&mut pong).await {
+                Ok(Message::Binary(d)) | Ok(Message::Text(d)) => {
+                    let Some((&ch, data)) = d.split_first() else {
+                        continue;
+                    };
+                    let idx = ch as usize / 2;
+                    if ch % 2 == 0 && !data.is_empty() {
+                        if let Some(Some(tx)) = to_pod.get(idx) {
+                            let _ = tx.send(data.to_vec()).await;
+                        }
+                    }
+                }
+                Ok(Message::Close) | Err(_) => return,
+            }
+        }
+    });
+    // The session lasts while any pod connection is open (and the client is there).
+    let all = futures::future::join_all(pumps);
+    tokio::select! {
+        _ = all => {}
+        _ = reader => {}
+    }
+    drop(frames_tx);
+    let _ = writer.await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +411,51 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn ports_query_accepts_lists_and_refuses_junk() {
+        assert_eq!(
+            query_ports(Some("port=80,8080&port=9090")).unwrap(),
+            [80, 8080, 9090]
+        );
+        assert!(query_ports(Some("port=http")).is_err());
+        assert!(query_ports(None).is_err());
+    }
+
+    #[tokio::test]
+    async fn channel_protocol_announces_ports_and_relays_data() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.unwrap();
+            s.write_all(b"yo").await.unwrap();
+        });
+        let netns = Arc::new(File::open("/proc/self/ns/net").unwrap());
+        let (server, mut client) = tokio::io::duplex(1 << 16);
+        tokio::spawn(serve_websocket_channels(
+            server,
+            netns,
+            "p".into(),
+            vec![port],
+        ));
+        let mut f = vec![0x82, 0x80 | 3, 0, 0, 0, 0, 0];
+        f.extend_from_slice(b"hi");
+        client.write_all(&f).await.unwrap();
+        let mut msgs = Vec::new();
+        while msgs.len() < 3 {
+            let mut h = [0u8; 2];
+            client.read_exact(&mut h).await.unwrap();
+            let mut p = vec![0u8; (h[1] & 0x7f) as usize];
+            client.read_exact(&mut p).await.unwrap();
+            msgs.push(p);
+        }
+        let le = port.to_le_bytes();
+        assert_eq!(msgs[0], [0, le[0], le[1]]);
+        assert_eq!(msgs[1], [1, le[0], le[1]]);
+        assert_eq!(msgs[2], b"\x00yo");
     }
 
     /// A forwarded connection end to end against a listener in our own namespace.
