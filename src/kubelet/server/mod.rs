@@ -92,6 +92,38 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
+/// Follows a serving-certificate watch (the node identity's, renewed by CSR) as the TLS
+/// watch [`ServerConfig::tls`] wants. `pems` extracts (cert, key) PEMs from a value; a value
+/// that does not parse keeps the previous configuration (logged).
+pub fn follow_serving_cert<T, F>(
+    mut certs: watch::Receiver<T>,
+    pems: F,
+    client_ca_pem: String,
+) -> Result<watch::Receiver<Arc<rustls::ServerConfig>>, crate::pki::PkiError>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&T) -> (String, String) + Send + 'static,
+{
+    let (cert, key) = pems(&certs.borrow_and_update());
+    let (tx, rx) = watch::channel(tls_config(&cert, &key, &client_ca_pem)?);
+    tokio::spawn(async move {
+        while certs.changed().await.is_ok() {
+            let (cert, key) = pems(&certs.borrow_and_update());
+            match tls_config(&cert, &key, &client_ca_pem) {
+                Ok(cfg) => {
+                    if tx.send(cfg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet API: new serving certificate refused")
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
 struct Shared {
     cfg: ServerConfig,
     authority: auth::Authority,
