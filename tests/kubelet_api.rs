@@ -37,7 +37,7 @@ fn kbox_layer() -> Vec<u8> {
     b.file("bin/busybox", &busybox, 0o755);
     for app in [
         "sh", "true", "echo", "cat", "sleep", "id", "ls", "tar", "httpd", "wc", "head", "seq",
-        "printf", "hostname", "mkdir", "rm", "test",
+        "printf", "hostname", "mkdir", "rm", "test", "dd",
     ] {
         b.symlink(&format!("bin/{app}"), "busybox");
     }
@@ -731,6 +731,30 @@ fn kubectl_port_forward_reaches_a_port_inside_the_pod_network_namespace() {
             ws.stderr(),
             f.server.kubectl(&["logs", "pf"]).output()
         );
+    }
+    // Volume and concurrency: a 2 MiB file, four connections at once.
+    f.server
+        .kubectl(&[
+            "exec",
+            "pf",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/www/big",
+            "bs=1024",
+            "count=2048",
+        ])
+        .ok();
+    let fetches: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http_get(port, "/big").unwrap()))
+        .collect();
+    for t in fetches {
+        let page = t.join().unwrap();
+        let body = page
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.len())
+            .unwrap_or(0);
+        assert_eq!(body, 2 << 20, "{}", &page[..page.len().min(300)]);
     }
     // The direct SPDY upgrade (older clients, or WebSockets turned off).
     let (_spdy, port) = port_forward(
