@@ -423,6 +423,23 @@ fn kubectl_exec_and_cp() {
         .kubectl(&["cp", "ex:/tmp/down.txt", down.to_str().unwrap()])
         .ok();
     assert_eq!(std::fs::read_to_string(&down).unwrap(), "from pod\n");
+    // A bigger binary file both ways, byte for byte.
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let big = f.server.files_dir().join("big.bin");
+    std::fs::write(&big, &data).unwrap();
+    f.server
+        .kubectl(&["cp", big.to_str().unwrap(), "ex:/tmp/big.bin"])
+        .ok();
+    let back = f.server.files_dir().join("back.bin");
+    f.server
+        .kubectl(&["cp", "ex:/tmp/big.bin", back.to_str().unwrap()])
+        .ok();
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the copied file differs"
+    );
 }
 
 /// Runs kubectl with a pseudo-terminal as stdin/stdout, types `input`, and returns its exit
