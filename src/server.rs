@@ -144,6 +144,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
+    // pods/log|exec|attach|portforward and nodes/proxy reach kubelets with this identity.
+    let kubelet_client = pki
+        .kubelet_client()
+        .context("the kubelet client certificate")?;
+    state.set_kubelet_client(std::sync::Arc::new(
+        apiserver::kubelet_proxy::KubeletClient::new(
+            &pki.ca.cert_pem,
+            &kubelet_client.cert_pem,
+            &kubelet_client.key_pem,
+        )
+        .context("the kubelet client TLS configuration")?,
+    ));
 
     let addr = std::net::SocketAddr::new(args.bind_address, args.https_listen_port);
     let listener = TcpListener::bind(addr)

@@ -36,6 +36,13 @@ pub enum Subresource {
     Token,
     /// `certificatesigningrequests/{name}/approval`: writes only `status.conditions`.
     Approval,
+    /// `pods/{name}/exec`, `attach`, `portforward`: connect subresources proxied to the
+    /// pod's kubelet (`apiserver::kubelet_proxy`).
+    Exec,
+    Attach,
+    PortForward,
+    /// `nodes/{name}/proxy[/path]`: any request proxied to the node's kubelet.
+    Proxy,
 }
 
 impl Subresource {
@@ -48,6 +55,10 @@ impl Subresource {
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
             Subresource::Approval => "approval",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
+            Subresource::Proxy => "proxy",
         }
     }
 
@@ -60,6 +71,10 @@ impl Subresource {
             "finalize" => Subresource::Finalize,
             "token" => Subresource::Token,
             "approval" => Subresource::Approval,
+            "exec" => Subresource::Exec,
+            "attach" => Subresource::Attach,
+            "portforward" => Subresource::PortForward,
+            "proxy" => Subresource::Proxy,
             _ => return None,
         })
     }
@@ -72,6 +87,10 @@ impl Subresource {
             Subresource::Binding | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+                &["create", "get"]
+            }
+            Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
         }
     }
 
@@ -82,6 +101,10 @@ impl Subresource {
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
             Subresource::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
+            Subresource::Exec => Some(("", "v1", "PodExecOptions")),
+            Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
+            Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
+            Subresource::Proxy => Some(("", "v1", "NodeProxyOptions")),
             Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
     }
@@ -506,9 +529,11 @@ const NONE: &[&str] = &[];
 const CREATE: &[&str] = &["create"];
 use strategy::{
     admission, apiregistration, apps, batch, certificates, cluster, config, core, crd, flowcontrol,
-    namespace, networking, pod, rbac, resource, scheduling, service, storage,
+    metrics, namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
-use Subresource::{Approval, Binding, Finalize, Log, Scale, Status, Token};
+use Subresource::{
+    Approval, Attach, Binding, Exec, Finalize, Log, PortForward, Proxy, Scale, Status, Token,
+};
 const GENERIC: &Strategy = &Strategy::GENERIC;
 const REVIEW: &Strategy = &Strategy::REVIEW;
 
@@ -521,16 +546,18 @@ const REVIEW: &Strategy = &Strategy::REVIEW;
 static BUILTIN: &[Def] = &[
     // core/v1
     Def { group: "", versions: &["v1"], plural: "bindings", kind: "Binding", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: CREATE, strategy: GENERIC },
+    Def { group: "metrics.k8s.io", versions: &["v1beta1"], plural: "nodes", kind: "NodeMetrics", namespaced: CLUSTER, short: NONE, categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &metrics::NODE_METRICS },
+    Def { group: "metrics.k8s.io", versions: &["v1beta1"], plural: "pods", kind: "PodMetrics", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &metrics::POD_METRICS },
     Def { group: "", versions: &["v1"], plural: "componentstatuses", kind: "ComponentStatus", namespaced: CLUSTER, short: &["cs"], categories: NONE, subresources: &[], verbs: &["get", "list"], strategy: &core::COMPONENT_STATUS },
     Def { group: "", versions: &["v1"], plural: "configmaps", kind: "ConfigMap", namespaced: NS, short: &["cm"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::CONFIG_MAP },
     Def { group: "", versions: &["v1"], plural: "endpoints", kind: "Endpoints", namespaced: NS, short: &["ep"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &service::ENDPOINTS },
     Def { group: "", versions: &["v1"], plural: "events", kind: "Event", namespaced: NS, short: &["ev"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &core::EVENT },
     Def { group: "", versions: &["v1"], plural: "limitranges", kind: "LimitRange", namespaced: NS, short: &["limits"], categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: GENERIC },
     Def { group: "", versions: &["v1"], plural: "namespaces", kind: "Namespace", namespaced: CLUSTER, short: &["ns"], categories: NONE, subresources: &[Finalize, Status], verbs: &["create", "delete", "get", "list", "patch", "update", "watch"], strategy: &namespace::NAMESPACE },
-    Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
+    Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Proxy, Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
-    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Binding, Log, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Exec, Log, PortForward, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
     Def { group: "", versions: &["v1"], plural: "podtemplates", kind: "PodTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &pod::POD_TEMPLATE },
     Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },

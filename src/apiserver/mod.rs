@@ -13,7 +13,9 @@ mod discovery;
 mod handlers;
 mod impersonation;
 mod inprocess;
+pub mod kubelet_proxy;
 mod lifecycle;
+mod metrics;
 mod objects;
 mod openapi;
 mod request;
@@ -85,6 +87,11 @@ pub struct ApiState {
     closing: CancellationToken,
     /// Serializes the syncs of the custom groups' APIServices (CRD writes race otherwise).
     crd_api_services: tokio::sync::Mutex<()>,
+    /// How `pods/log|exec|attach|portforward` and `nodes/proxy` reach kubelets; set by the
+    /// server once its PKI is loaded ([`ApiState::set_kubelet_client`]).
+    kubelet: parking_lot::RwLock<Option<Arc<kubelet_proxy::KubeletClient>>>,
+    /// Kubelet summaries behind metrics.k8s.io, briefly cached.
+    metrics_cache: metrics::Cache,
 }
 
 /// Settings the API server is built from.
@@ -121,6 +128,8 @@ impl ApiState {
             openapi: openapi::Cache::default(),
             closing: CancellationToken::new(),
             crd_api_services: tokio::sync::Mutex::new(()),
+            kubelet: parking_lot::RwLock::new(None),
+            metrics_cache: metrics::Cache::default(),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
@@ -133,6 +142,14 @@ impl ApiState {
     }
 
     /// Replaces the authorizer (the server sets RBAC once its caches have synced).
+    pub fn set_kubelet_client(&self, client: Arc<kubelet_proxy::KubeletClient>) {
+        *self.kubelet.write() = Some(client);
+    }
+
+    pub fn kubelet_client(&self) -> Option<Arc<kubelet_proxy::KubeletClient>> {
+        self.kubelet.read().clone()
+    }
+
     pub fn set_authorizer(&self, authorizer: Arc<dyn Authorizer>) {
         *self.authorizer.write() = authorizer;
     }
@@ -439,6 +456,9 @@ async fn dispatch(
                     } else {
                         resp
                     });
+                }
+                Storage::Live if rr.rt.group == "metrics.k8s.io" => {
+                    return metrics::serve(state, &rr, &query).await
                 }
                 Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }

@@ -377,6 +377,8 @@ fn resource_route(
         [r] => (*r, None, None),
         [r, n] => (*r, Some(n.to_string()), None),
         [r, n, s] => (*r, Some(n.to_string()), Some(*s)),
+        // `nodes/<name>/proxy/<path>`: the handler reads the path suffix from the URI.
+        [r, n, "proxy", ..] => (*r, Some(n.to_string()), Some("proxy")),
         _ => return Err(ApiError::no_route()),
     };
     let rt = registry
@@ -400,7 +402,17 @@ fn resource_route(
         ("POST", false) => Verb::Create,
         // POST on a named object is only meaningful for create-style subresources.
         ("POST", true)
-            if matches!(subresource, Some(Subresource::Binding | Subresource::Token)) =>
+            if matches!(
+                subresource,
+                Some(
+                    Subresource::Binding
+                        | Subresource::Token
+                        | Subresource::Exec
+                        | Subresource::Attach
+                        | Subresource::PortForward
+                        | Subresource::Proxy
+                )
+            ) =>
         {
             Verb::Create
         }

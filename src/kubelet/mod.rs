@@ -15,3 +15,4 @@ pub mod host;
 pub mod labels;
 pub mod lease;
 pub mod node_status;
+pub mod server;

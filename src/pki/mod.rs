@@ -108,6 +108,29 @@ impl ServerPki {
         })
     }
 
+    /// The API server's client certificate for kubelets (`kube-apiserver-kubelet-client`,
+    /// O=system:masters, as kubeadm issues it), created on first use and kept in the PKI dir.
+    pub fn kubelet_client(&self) -> Result<CertPair, PkiError> {
+        const NAME: &str = "client-kube-apiserver-kubelet-client";
+        if let Some(pair) = read_pair(&self.dir, NAME)? {
+            return Ok(pair);
+        }
+        let pair = issue_leaf(
+            &self.ca,
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+            &[],
+            false,
+        )?;
+        write_pair(&self.dir, NAME, &pair)?;
+        Ok(pair)
+    }
+
+    /// Issues a serving certificate signed by the cluster CA for `sans` (DNS names or IPs).
+    pub fn issue_serving(&self, common_name: &str, sans: &[String]) -> Result<CertPair, PkiError> {
+        issue_leaf(&self.ca, common_name, &[], sans, true)
+    }
+
     /// Issues a client certificate signed by the cluster CA (CN = user, O = groups).
     pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<CertPair, PkiError> {
         issue_leaf(&self.ca, user, groups, &[], false)

@@ -48,6 +48,7 @@ pub mod config;
 pub mod core;
 pub mod crd;
 pub mod flowcontrol;
+pub mod metrics;
 pub mod namespace;
 pub mod networking;
 pub mod pod;

@@ -44,6 +44,9 @@ pub async fn resource(
     client: Option<String>,
     user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
+    if super::kubelet_proxy::handles(&rr) {
+        return super::kubelet_proxy::serve(state, &rr, req, user).await;
+    }
     let manager = query
         .field_manager
         .clone()
@@ -69,7 +72,6 @@ pub async fn resource(
         (Verb::Create, Some(Subresource::Token)) => {
             token_request::create(state, &rr, req, user).await
         }
-        (Verb::Get, Some(Subresource::Log)) => subresources::log(state, &rr).await,
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (
             Verb::Update,

@@ -236,22 +236,3 @@ pub async fn bind(
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
 }
-
-/// `pods/<name>/log`: served by the node's kubelet, which does not exist yet; answer as
-/// upstream does for a pod that is not running anywhere.
-pub async fn log(state: &ApiState, rr: &ResourceRequest) -> Result<Response<Body>, ApiError> {
-    let rt = &rr.rt;
-    let name = rr.name.as_deref().unwrap_or_default();
-    let rec = state
-        .store
-        .get(&rt.key(rr.namespace.as_deref(), name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(rt, name))?;
-    let pod = parse_record(&rec)?;
-    let container = pod["spec"]["containers"][0]["name"]
-        .as_str()
-        .unwrap_or_default();
-    Err(ApiError::bad_request(format!(
-        "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-    )))
-}

@@ -1,0 +1,527 @@
+//! The connect subresources that reach a node's kubelet: `pods/log`, `pods/exec`,
+//! `pods/attach`, `pods/portforward` and `nodes/proxy`, as kube-apiserver proxies them
+//! (the pod's node from `spec.nodeName`, the kubelet at the Node's InternalIP and
+//! `status.daemonEndpoints.kubeletEndpoint.Port`, our kubelet client certificate, the
+//! kubelet's serving certificate verified against the cluster CA).
+//!
+//! Invariant: upgrades are passed through untouched (the client and the kubelet negotiate
+//! the subprotocol between themselves; we only copy bytes after both sides said 101), and
+//! the caller's credentials never reach the kubelet.
+
+use super::auth::{self, UserInfo};
+use super::request::{ResourceRequest, Verb};
+use super::response::Body;
+use super::status::ApiError;
+use super::{ApiState, RequestBody};
+use crate::api::registry::Subresource;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_KUBELET_PORT: u16 = 10250;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the API server talks to kubelets.
+pub struct KubeletClient {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl KubeletClient {
+    /// `ca_pem` verifies kubelets' serving certificates; the client certificate is the API
+    /// server's `kube-apiserver-kubelet-client` (system:masters, as kubeadm issues it).
+    pub fn new(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<KubeletClient, crate::pki::PkiError> {
+        use crate::pki::{certs_from_pem, key_from_pem};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs_from_pem(ca_pem)? {
+            roots.add(c)?;
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(KubeletClient { tls: Arc::new(cfg) })
+    }
+
+    /// One HTTP/1.1 connection (with upgrades) to `host:port`.
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, String> {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
+            .map_err(|e| format!("dial tcp {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("kubelet address {host}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls: {e}"))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "kubelet connection ended");
+            }
+        });
+        Ok(send)
+    }
+}
+
+impl KubeletClient {
+    /// `GET path` on a kubelet, answered JSON (stats for metrics.k8s.io).
+    pub async fn get_json(&self, host: &str, port: u16, path: &str) -> Result<Value, String> {
+        let mut send = self.connect(host, port).await?;
+        let req = Request::get(path)
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    }
+}
+
+/// Whether this request is for a connect subresource served here.
+pub fn handles(rr: &ResourceRequest) -> bool {
+    match rr.subresource {
+        Some(
+            Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward,
+        ) => rr.rt.group.is_empty() && rr.rt.plural == "pods",
+        Some(Subresource::Proxy) => rr.rt.group.is_empty() && rr.rt.plural == "nodes",
+        _ => false,
+    }
+}
+
+async fn get_object(
+    state: &ApiState,
+    rr: &ResourceRequest,
+    rt_plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let rt = state
+        .registry
+        .lookup("", "v1", rt_plural)
+        .ok_or_else(ApiError::no_route)?;
+    let rec = state
+        .store
+        .get(&rt.key(ns, name))
+        .await?
+        .ok_or_else(|| ApiError::not_found(&rt, name))?;
+    let _ = rr;
+    serde_json::from_slice(&rec.value)
+        .map_err(|e| ApiError::internal(format!("decoding {rt_plural}: {e}")))
+}
+
+/// The kubelet endpoint of `node`: InternalIP (else the first address) and its port.
+pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
+    let addrs = node["status"]["addresses"].as_array()?;
+    let host = addrs
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .or_else(|| addrs.first())
+        .and_then(|a| a["address"].as_str())?
+        .to_owned();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p > 0 && *p <= u16::MAX as u64)
+        .map(|p| p as u16)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Some((host, port))
+}
+
+/// Every container name of the pod in upstream's order (init, regular, ephemeral).
+fn container_names(pod: &Value) -> Vec<String> {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The container a request names, or the only one (upstream's validateContainer).
+pub fn pick_container(
+    pod: &Value,
+    name: &str,
+    requested: Option<&str>,
+) -> Result<String, ApiError> {
+    let all = container_names(pod);
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None => {
+            let regular = pod["spec"]["containers"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            match regular {
+                1 => Ok(pod["spec"]["containers"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()),
+                0 => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}"
+                ))),
+                _ => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    all.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+fn query_pairs(req: &Request<RequestBody>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn encode(pairs: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Serves a connect subresource (after the router's authorization of `rr.verb`).
+pub async fn serve(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    mut req: Request<RequestBody>,
+    user: &UserInfo,
+) -> Result<Response<Body>, ApiError> {
+    let name = rr.name.clone().unwrap_or_default();
+    let sub = rr.subresource.ok_or_else(ApiError::no_route)?;
+    // Upstream (AuthorizePodWebsocketUpgradeCreatePermission, on in 1.35): a GET that
+    // upgrades exec/attach/portforward also needs `create`.
+    if matches!(
+        sub,
+        Subresource::Exec | Subresource::Attach | Subresource::PortForward
+    ) && rr.verb == Verb::Get
+    {
+        let attrs = auth::Attributes {
+            verb: "create",
+            group: "",
+            resource: "pods",
+            subresource: Some(sub.name()),
+            namespace: rr.namespace.as_deref(),
+            name: Some(&name),
+            field_selector: None,
+        };
+        if let auth::Decision::Deny(reason) = state.authorizer().authorize(user, &attrs) {
+            return Err(ApiError::forbidden_resource(
+                "",
+                "pods",
+                &name,
+                &auth::forbidden_message(user, &attrs, &reason),
+            ));
+        }
+    }
+    let client = state
+        .kubelet_client()
+        .ok_or_else(|| ApiError::internal("no kubelet client configured"))?;
+    let pairs = query_pairs(&req);
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (node_name, path, query) = if sub == Subresource::Proxy {
+        let path = req.uri().path();
+        let marker = format!("/nodes/{name}/proxy");
+        let suffix = path
+            .find(&marker)
+            .map(|i| &path[i + marker.len()..])
+            .unwrap_or_default();
+        let suffix = if suffix.is_empty() { "/" } else { suffix };
+        (
+            name.clone(),
+            suffix.to_owned(),
+            req.uri().query().unwrap_or_default().to_owned(),
+        )
+    } else {
+        let ns = rr.namespace.clone().unwrap_or_default();
+        let pod = get_object(state, rr, "pods", Some(&ns), &name).await?;
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match sub {
+            Subresource::Log => {
+                let container = pick_container(&pod, &name, get("container"))?;
+                if node.is_empty() {
+                    // Upstream streams nothing for a pod without a node.
+                    return Ok(super::response::bytes(200, "text/plain", Bytes::new()));
+                }
+                let keep: Vec<(String, String)> = pairs
+                    .iter()
+                    .filter(|(k, _)| {
+                        matches!(
+                            k.as_str(),
+                            "follow"
+                                | "previous"
+                                | "timestamps"
+                                | "sinceSeconds"
+                                | "sinceTime"
+                                | "tailLines"
+                                | "limitBytes"
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                (
+                    node,
+                    format!("/containerLogs/{ns}/{name}/{container}"),
+                    encode(&keep),
+                )
+            }
+            Subresource::PortForward => {
+                if node.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "pod {name} does not have a host assigned"
+                    )));
+                }
+                let ports: Vec<(String, String)> = pairs
+                    .iter()
+                    .filter(|(k, _)| k == "ports")
+                    .map(|(_, v)| ("port".to_owned(), v.clone()))
+                    .collect();
+                (node, format!("/portForward/{ns}/{name}"), encode(&ports))
+            }
+            _ => {
+                let container = pick_container(&pod, &name, get("container"))?;
+                if node.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "pod {name} does not have a host assigned"
+                    )));
+                }
+                let on = |k: &str| {
+                    get(k).is_some_and(|v| matches!(v, "1" | "true" | "True" | "TRUE" | "t" | "T"))
+                };
+                let mut q = Vec::new();
+                for k in ["stdin", "stdout", "stderr", "tty"] {
+                    if on(k) {
+                        q.push((k.to_owned(), "1".to_owned()));
+                    }
+                }
+                if sub == Subresource::Exec {
+                    for (k, v) in &pairs {
+                        if k == "command" {
+                            q.push(("command".to_owned(), v.clone()));
+                        }
+                    }
+                }
+                (
+                    node,
+                    format!("/{}/{ns}/{name}/{container}", sub.name()),
+                    encode(&q),
+                )
+            }
+        }
+    };
+    let node = get_object(state, rr, "nodes", None, &node_name).await?;
+    let (host, port) = kubelet_endpoint(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?;
+    let uri = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut send = client
+        .connect(&host, port)
+        .await
+        .map_err(|e| ApiError::internal(format!("error dialing backend: {e}")))?;
+    let upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let mut out = Request::builder()
+        .method(req.method().clone())
+        .uri(&uri)
+        .body(if upgrade {
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        } else {
+            std::mem::replace(
+                req.body_mut(),
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    copy_headers(req.headers(), out.headers_mut(), upgrade);
+    if let Ok(h) = http::HeaderValue::from_str(&format!("{host}:{port}")) {
+        out.headers_mut().insert(http::header::HOST, h);
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut resp = send
+        .send_request(out)
+        .await
+        .map_err(|e| ApiError::internal(format!("error trying to reach service: {e}")))?;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ApiError::internal(
+                "kubelet switched protocols without an upgrade request",
+            ));
+        };
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
+                tracing::debug!("kubelet proxy: an upgrade did not complete");
+                return;
+            };
+            let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+        });
+        let mut r = Response::builder().status(101);
+        for (k, v) in resp.headers() {
+            r = r.header(k, v);
+        }
+        return r
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .map_err(|e| ApiError::internal(e.to_string()));
+    }
+    let status = resp.status();
+    if sub == Subresource::Log && !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+        return Err(match status.as_u16() {
+            400 => ApiError::bad_request(text),
+            500 => ApiError::internal(text),
+            404 => ApiError::new(404, "NotFound", text),
+            403 => ApiError::forbidden(text),
+            code => ApiError::new(code, "InternalError", text),
+        });
+    }
+    Ok(stream_response(resp))
+}
+
+/// Headers that go to the kubelet: everything but credentials and hop-by-hop headers
+/// (kept for an upgrade, which needs Connection/Upgrade).
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
+    for (k, v) in from {
+        let n = k.as_str();
+        let hop = matches!(
+            n,
+            "connection"
+                | "upgrade"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+        );
+        if n == "authorization" || n == "host" || n.starts_with("impersonate-") || (hop && !upgrade)
+        {
+            continue;
+        }
+        to.append(k.clone(), v.clone());
+    }
+}
+
+/// The kubelet's answer streamed back as it arrives (followed logs never end on their own).
+fn stream_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (parts, mut body) = resp.into_parts();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                if tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let s = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(StreamBody::new(s).boxed());
+    *r.status_mut() = parts.status;
+    for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
+        if let Some(v) = parts.headers.get(&k) {
+            r.headers_mut().insert(k, v.clone());
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubelet_endpoint_prefers_internal_ip_and_defaults_the_port() {
+        let n = json!({"status": {"addresses": [
+            {"type": "Hostname", "address": "h"}, {"type": "InternalIP", "address": "10.0.0.2"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 12345}}}});
+        assert_eq!(kubelet_endpoint(&n), Some(("10.0.0.2".into(), 12345)));
+        let n = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"}]}});
+        assert_eq!(kubelet_endpoint(&n), Some(("h".into(), 10250)));
+        assert_eq!(kubelet_endpoint(&json!({})), None);
+    }
+
+    #[test]
+    fn container_choice_follows_upstream_messages() {
+        let pod = json!({"spec": {"initContainers": [{"name": "init"}],
+            "containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(
+            pick_container(&pod, "p", None).unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [init a b]"
+        );
+        assert_eq!(
+            pick_container(&pod, "p", Some("zz")).unwrap_err().message,
+            "container zz is not valid for pod p"
+        );
+        assert_eq!(pick_container(&pod, "p", Some("init")).unwrap(), "init");
+        let one = json!({"spec": {"containers": [{"name": "only"}]}});
+        assert_eq!(pick_container(&one, "p", None).unwrap(), "only");
+    }
+}
