@@ -111,12 +111,7 @@ impl PodApi for kube::Client {
             };
             let api: Api<ServiceAccount> = Api::namespaced(self.clone(), &ns);
             let out: TokenRequest = api
-                .create_subresource(
-                    "token",
-                    sa,
-                    &PostParams::default(),
-                    &serde_json::to_vec(&tr).map_err(|e| e.to_string())?,
-                )
+                .create_subresource("token", sa, &PostParams::default(), &tr)
                 .await
                 .map_err(|e| e.to_string())?;
             let status = out.status.ok_or("the token request returned no status")?;
