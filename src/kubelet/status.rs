@@ -45,6 +45,8 @@ pub struct Observed<'a> {
     pub terminal: bool,
     /// The status last written (or the pod's), for lastTransitionTime.
     pub old: Option<&'a PodStatus>,
+    /// Termination messages of exited containers, by runtime id.
+    pub messages: &'a HashMap<String, String>,
 }
 
 pub fn is_sidecar(c: &Container) -> bool {
@@ -88,7 +90,7 @@ pub fn since(t: &Time) -> std::time::Duration {
     std::time::Duration::try_from(d).unwrap_or_default()
 }
 
-pub fn terminated(st: &ContainerState) -> ContainerStateTerminated {
+pub fn terminated(st: &ContainerState, message: Option<&String>) -> ContainerStateTerminated {
     let code = st
         .exit_code
         .unwrap_or(if st.status == Status::Unknown { 255 } else { 0 });
@@ -104,7 +106,10 @@ pub fn terminated(st: &ContainerState) -> ContainerStateTerminated {
             }
             .into(),
         ),
-        message: st.error.clone(),
+        message: message
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .or_else(|| st.error.clone()),
         started_at: time(&st.started_at),
         finished_at: time(&st.finished_at),
         container_id: Some(format!("skiff://{}", st.id)),
@@ -133,7 +138,7 @@ fn container_status(
         .copied()
         .unwrap_or_default();
     let mut last = instances.get(1).map(|s| KState {
-        terminated: Some(terminated(s)),
+        terminated: Some(terminated(s, o.messages.get(&s.id))),
         ..Default::default()
     });
     let mut state: Option<KState>;
@@ -178,7 +183,7 @@ fn container_status(
             ready = (!init || is_sidecar(c)) && probe.started && probe.ready;
         }
         Some(st) => {
-            let t = terminated(st);
+            let t = terminated(st, o.messages.get(&st.id));
             // A regular init container that completed counts as ready (upstream).
             ready = init && !is_sidecar(c) && t.exit_code == 0;
             state = Some(KState {

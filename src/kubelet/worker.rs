@@ -54,6 +54,8 @@ pub struct Worker {
     volumes: Option<volumes::Volumes>,
     volumes_at: Option<Instant>,
     deleted_sent: bool,
+    /// Termination messages of exited instances (read once, by runtime id).
+    messages: HashMap<String, String>,
 }
 
 enum Next {
@@ -99,6 +101,7 @@ impl Worker {
             volumes: None,
             volumes_at: None,
             deleted_sent: false,
+            messages: HashMap::new(),
         }
     }
 
@@ -395,10 +398,13 @@ impl Worker {
                         break;
                     }
                     _ => {
-                        if let Some(d) = self.start(c, true, latest).await {
+                        let waiting = self.start(c, true, latest).await;
+                        if let Some(d) = waiting {
                             min(d);
                         }
-                        if !regular_started {
+                        // Without a startup probe a sidecar counts as started at once.
+                        let started = waiting.is_none() && c.startup_probe.is_none();
+                        if !regular_started && !started {
                             initialized = false;
                             break;
                         }
@@ -733,6 +739,14 @@ impl Worker {
             liveness: c.liveness_probe.clone(),
             readiness: c.readiness_probe.clone(),
         };
+        // Known at once: the status written right after the start already shows it.
+        self.sink.states.lock().insert(
+            id.to_owned(),
+            super::status::ProbeState {
+                started: p.startup.is_none(),
+                ready: p.readiness.is_none(),
+            },
+        );
         let recorder = self.ctx.recorder.clone();
         let obj = events::container_ref(&self.pod, &c.name);
         let on_failure: probes::OnFailure = Arc::new(move |kind, msg| {
@@ -821,6 +835,7 @@ impl Worker {
     }
 
     async fn write_status(&mut self, view: &RuntimePod, terminal: bool) {
+        self.read_termination_messages(view);
         let probes = self.sink.states.lock().clone();
         let o = Observed {
             pod: &self.pod,
@@ -835,6 +850,7 @@ impl Worker {
             failed: self.failed.clone(),
             terminal,
             old: self.last_status.as_ref().or(self.pod.status.as_ref()),
+            messages: &self.messages,
         };
         let st = status::generate(&o);
         if self.last_status.as_ref() == Some(&st) || self.pod.status.as_ref() == Some(&st) {
@@ -844,6 +860,38 @@ impl Worker {
             Ok(()) => self.last_status = Some(st),
             Err(e) => {
                 tracing::warn!(pod = %pod_name(&self.pod), error = %e, "writing pod status failed")
+            }
+        }
+    }
+
+    /// Reads the terminationMessagePath file of each newly exited instance (and, with
+    /// FallbackToLogsOnError, the log tail of a failed one with an empty file).
+    fn read_termination_messages(&mut self, view: &RuntimePod) {
+        for (name, v) in view {
+            for s in v
+                .iter()
+                .filter(|s| matches!(s.status, Status::Stopped | Status::Unknown))
+            {
+                if self.messages.contains_key(&s.id) {
+                    continue;
+                }
+                let restart = labels::container_ref(&s.labels)
+                    .map(|r| r.restart_count)
+                    .unwrap_or(0);
+                let file = self
+                    .pod_dir()
+                    .join("containers")
+                    .join(name)
+                    .join(format!("{restart}.term"));
+                let mut msg = read_capped(&file, MAX_MESSAGE);
+                let fallback = self
+                    .spec_of(name)
+                    .and_then(|(c, _)| c.termination_message_policy)
+                    .is_some_and(|p| p == "FallbackToLogsOnError");
+                if msg.is_empty() && fallback && s.exit_code.unwrap_or(0) != 0 {
+                    msg = log_tail(&s.log_path, FALLBACK_LINES, FALLBACK_BYTES);
+                }
+                self.messages.insert(s.id.clone(), msg);
             }
         }
     }
@@ -977,6 +1025,50 @@ pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Optio
     for d in log_dirs {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// Upstream's limits: 4 KiB from the file; 80 lines / 2 KiB of log as the fallback.
+const MAX_MESSAGE: usize = 4096;
+const FALLBACK_LINES: usize = 80;
+const FALLBACK_BYTES: usize = 2048;
+
+fn read_capped(path: &std::path::Path, max: usize) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The last lines of a CRI log, without the CRI prefixes (`<time> <stream> <tag> `).
+pub fn log_tail(path: &std::path::Path, lines: usize, max: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        let mut parts = l.splitn(4, ' ');
+        let (_, _, tag, msg) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next().unwrap_or(""),
+        );
+        out.push_str(msg);
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    if out.len() > max {
+        let mut cut = out.len() - max;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = out[cut..].to_string();
+    }
+    out
 }
 
 fn ports_of(c: &Container) -> HashMap<String, i32> {

@@ -479,3 +479,52 @@ async fn image_pull_failures_report_err_image_pull_then_back_off() {
         .unwrap()
         .starts_with("Back-off pulling image \"busybox:1\""));
 }
+
+#[tokio::test(start_paused = true)]
+async fn termination_messages_come_from_the_file_or_the_log_tail() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "app",
+        vec![Behavior::Exit {
+            code: 0,
+            after: Duration::from_secs(2),
+        }],
+    );
+    cri.script(
+        "logs",
+        vec![Behavior::Exit {
+            code: 1,
+            after: Duration::from_secs(2),
+        }],
+    );
+    let mut logs = c("logs");
+    logs.termination_message_policy = Some("FallbackToLogsOnError".into());
+    let h = Harness::start(cri, pod(vec![c("app"), logs], vec![], "Never"));
+    wait(1).await;
+    let dir = h.ctx.root_dir.join("uid1/containers/app");
+    std::fs::write(dir.join("0.term"), "all done").unwrap();
+    let log = h
+        .cri
+        .configs()
+        .iter()
+        .find(|c| c.labels["io.kubernetes.container.name"] == "logs")
+        .unwrap()
+        .log_path
+        .clone()
+        .unwrap();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "2026-01-01T00:00:00.000000000Z stdout F first\n2026-01-01T00:00:00.000000000Z stderr P par\n2026-01-01T00:00:00.000000000Z stderr F tial\n").unwrap();
+    wait(3).await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    let cs = s.container_statuses.unwrap();
+    let t = |i: usize| cs[i].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (t(0).message.as_deref(), t(0).reason.as_deref()),
+        (Some("all done"), Some("Completed"))
+    );
+    assert_eq!(
+        (t(1).message.as_deref(), t(1).exit_code),
+        (Some("first\npartial\n"), 1)
+    );
+}
