@@ -570,3 +570,110 @@ fn pod_startup_latency_on_the_real_runtime() {
     });
     kubelet.stop();
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn config_env_exec_probes_and_configmap_updates_on_the_real_runtime() {
+    let server = TestServer::start();
+    let reg = Registry::start();
+    let (_layout, image) = registry_image(&reg);
+    let node = Node::new();
+    let kubelet = node.start_kubelet(&server);
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=greeting=hello",
+    ]);
+    // Ready once it has written /tmp/ready; alive until it removes /tmp/alive after 4s.
+    let script = "echo \"env=$GREETING\"; cat /etc/cfg/greeting; echo; echo ok > /tmp/alive; \
+                  /bin/busybox sleep 1; echo ok > /tmp/ready; /bin/busybox sleep 3; \
+                  /bin/busybox rm /tmp/alive; exec /bin/busybox sleep 3600";
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "tmp", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "tmp", "mountPath": "/tmp"}],
+                "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
+                "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "initialDelaySeconds": 2,
+                    "periodSeconds": 1, "failureThreshold": 2}}]}
+    });
+    let f = server.write_file("probed.json", &manifest.to_string());
+    server.kubectl_ok(&["apply", "-f", &f.to_string_lossy()]);
+    let p = eventually(Duration::from_secs(30), "probed Ready", || {
+        let p = get_pod(&server, "probed");
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready {
+            Ok(p)
+        } else {
+            let events = server.kubectl_ok(&["get", "events"]);
+            Err(format!("{}\n{events}", p["status"]))
+        }
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let log = node.logs().join(format!("default_probed_{uid}/app/0.log"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("env=hello") && text.contains(" stdout F hello"),
+        "{text}"
+    );
+    // Liveness fails once /tmp/alive is gone: killed and restarted.
+    let p = eventually(Duration::from_secs(40), "a liveness restart", || {
+        let p = get_pod(&server, "probed");
+        if p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1) {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+    ]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("Container app failed liveness probe, will be restarted"),
+        "{events}"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    // A configMap update reaches the volume (atomically, through ..data).
+    server.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"greeting":"updated"}}"#,
+    ]);
+    let file = node.dir.path().join(format!(
+        "pods/{uid}/volumes/kubernetes.io~configmap/cfg/greeting"
+    ));
+    eventually(
+        Duration::from_secs(40),
+        "the updated configMap in the volume",
+        || {
+            let t = std::fs::read_to_string(&file).unwrap_or_default();
+            if t == "updated" {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    server.kubectl_ok(&["delete", "pod", "probed", "--timeout=30s"]);
+    kubelet.stop();
+}

@@ -12,7 +12,7 @@
 use super::api::PodApi;
 use super::downward;
 use crate::runtime::containers::Mount;
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ pub struct Volumes {
     pub by_name: BTreeMap<String, Prepared>,
     /// When the earliest projected token must be refreshed.
     pub refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Projected tokens by `<volume>/<path>`, with their refresh time: reused until then.
+    pub tokens: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
 }
 
 fn plugin_dir(kind: &str) -> &'static str {
@@ -53,6 +55,7 @@ pub async fn setup(
     api: &dyn PodApi,
     pod_dir: &Path,
     fields: &downward::Fields,
+    prev: Option<&Volumes>,
 ) -> Result<Volumes, String> {
     let mut out = Volumes::default();
     let ns = pod
@@ -226,23 +229,35 @@ pub async fn setup(
                         .as_ref()
                         .and_then(|s| s.service_account_name.clone())
                         .unwrap_or_else(|| "default".into());
-                    let seconds = t.expiration_seconds.unwrap_or(3600);
-                    let tok = api
-                        .request_token(
-                            pod,
-                            &sa,
-                            t.audience.clone().filter(|a| !a.is_empty()),
-                            seconds,
-                        )
-                        .await
-                        .map_err(|e| format!("failed to fetch token: {e}"))?;
-                    // Refresh at 80% of the token's life, as upstream's token manager does.
+                    let key = format!("{}/{}", v.name, t.path);
                     let now = chrono::Utc::now();
-                    let at = now + (tok.expires - now) * 4 / 5;
+                    let cached = prev
+                        .and_then(|p| p.tokens.get(&key))
+                        .filter(|(_, at)| *at > now)
+                        .cloned();
+                    let (token, at) = match cached {
+                        Some(c) => c,
+                        None => {
+                            let seconds = t.expiration_seconds.unwrap_or(3600);
+                            let tok = api
+                                .request_token(
+                                    pod,
+                                    &sa,
+                                    t.audience.clone().filter(|a| !a.is_empty()),
+                                    seconds,
+                                )
+                                .await
+                                .map_err(|e| format!("failed to fetch token: {e}"))?;
+                            // Refresh at 80% of the token's life, as upstream's token
+                            // manager does.
+                            (tok.token, now + (tok.expires - now) * 4 / 5)
+                        }
+                    };
                     out.refresh_at = Some(out.refresh_at.map_or(at, |r| r.min(at)));
+                    out.tokens.insert(key, (token.clone(), at));
                     files.insert(
                         t.path.clone(),
-                        (tok.token.into_bytes(), default_mode.min(0o600)),
+                        (token.into_bytes(), default_mode.min(0o600)),
                     );
                 }
             }
@@ -252,8 +267,7 @@ pub async fn setup(
             return Err(format!("volume \"{}\": unsupported volume type", v.name));
         };
         let dir = pod_dir.join("volumes").join(plugin_dir(kind)).join(&v.name);
-        let token_volume = has_token(v);
-        write_atomic(&dir, &files, token_volume)?;
+        write_atomic(&dir, &files)?;
         out.by_name.insert(
             v.name.clone(),
             Prepared {
@@ -263,15 +277,6 @@ pub async fn setup(
         );
     }
     Ok(out)
-}
-
-fn has_token(v: &Volume) -> bool {
-    v.projected.as_ref().is_some_and(|p| {
-        p.sources
-            .iter()
-            .flatten()
-            .any(|s| s.service_account_token.is_some())
-    })
 }
 
 fn downward_item(
@@ -336,19 +341,12 @@ fn project(
 
 /// Upstream's atomic writer: see the module docs. Writes nothing when the content is
 /// unchanged (a resync must not make the container see a new `..data`).
-pub fn write_atomic(
-    dir: &Path,
-    files: &BTreeMap<String, (Vec<u8>, i32)>,
-    always: bool,
-) -> Result<(), String> {
+pub fn write_atomic(dir: &Path, files: &BTreeMap<String, (Vec<u8>, i32)>) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let data = dir.join("..data");
-    if !always {
-        if let Ok(cur) = std::fs::read_link(&data) {
-            let cur = dir.join(cur);
-            if same_content(&cur, files) {
-                return Ok(());
-            }
+    if let Ok(cur) = std::fs::read_link(&data) {
+        if same_content(&dir.join(cur), files) {
+            return Ok(());
         }
     }
     for p in files.keys() {
@@ -574,7 +572,7 @@ mod tests {
     fn atomic_writer_swaps_data_link_and_keeps_names_pointing_through_it() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("cfg");
-        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")]), false).unwrap();
+        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")])).unwrap();
         let first = std::fs::read_link(dir.join("..data")).unwrap();
         assert_eq!(
             std::fs::read_link(dir.join("a")).unwrap(),
@@ -582,10 +580,10 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
         // Unchanged content: no new generation.
-        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")]), false).unwrap();
+        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")])).unwrap();
         assert_eq!(std::fs::read_link(dir.join("..data")).unwrap(), first);
         // An update swaps ..data, drops removed names and the old generation.
-        write_atomic(&dir, &files(&[("a", "3")]), false).unwrap();
+        write_atomic(&dir, &files(&[("a", "3")])).unwrap();
         let second = std::fs::read_link(dir.join("..data")).unwrap();
         assert_ne!(first, second);
         assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");

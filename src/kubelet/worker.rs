@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
-/// How often a running pod is looked at even if nothing happened (content volume updates).
-const RESYNC: Duration = Duration::from_secs(30);
+/// How often a running pod is looked at even if nothing happened: content volumes
+/// (configMap, secret, projected) are refreshed at this pace.
+const RESYNC: Duration = Duration::from_secs(15);
 
 pub struct Worker {
     ctx: Arc<Context>,
@@ -266,7 +267,15 @@ impl Worker {
             || refresh
             || self.volumes_at.is_some_and(|t| t.elapsed() >= RESYNC)
         {
-            match volumes::setup(&pod, self.ctx.api.as_ref(), &self.pod_dir(), &fields).await {
+            match volumes::setup(
+                &pod,
+                self.ctx.api.as_ref(),
+                &self.pod_dir(),
+                &fields,
+                self.volumes.as_ref(),
+            )
+            .await
+            {
                 Ok(v) => {
                     self.volumes = Some(v);
                     self.volumes_at = Some(Instant::now());
