@@ -153,6 +153,7 @@ fn start_kubelet(
 ) -> RunningKubelet {
     let shutdown = CancellationToken::new();
     let kubeconfig = server.kubeconfig_path();
+    let static_dir = root.with_file_name("pod-manifests");
     let mk = move |client| KubeletConfig {
         node_name: NODE.into(),
         client,
@@ -163,6 +164,7 @@ fn start_kubelet(
         host_ips: vec!["127.0.0.1".into()],
         allocatable_cpu_milli: 0,
         allocatable_memory_bytes: 0,
+        static_pod_dir: Some(static_dir),
     };
     let s = shutdown.clone();
     let _ = tracing_subscriber::fmt()
@@ -675,5 +677,62 @@ fn config_env_exec_probes_and_configmap_updates_on_the_real_runtime() {
         },
     );
     server.kubectl_ok(&["delete", "pod", "probed", "--timeout=30s"]);
+    kubelet.stop();
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn static_pods_run_from_manifests_with_a_mirror_pod_and_stop_when_the_file_goes() {
+    let server = TestServer::start();
+    let reg = Registry::start();
+    let (_layout, image) = registry_image(&reg);
+    let node = Node::new();
+    let node_obj = server.write_file(
+        "node.json",
+        &format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{NODE}"}}}}"#),
+    );
+    server.kubectl_ok(&["create", "-f", &node_obj.to_string_lossy()]);
+    let manifests = node.dir.path().join("pod-manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n"
+    );
+    std::fs::write(manifests.join("web.yaml"), manifest).unwrap();
+    let kubelet = node.start_kubelet(&server);
+    let mirror = format!("static-web-{NODE}");
+    let p = eventually(Duration::from_secs(60), "the mirror pod Running", || {
+        let r = server.kubectl(&["get", "pod", &mirror, "-o", "json"]);
+        if !r.success() {
+            return Err(r.output());
+        }
+        let p = common::json(&r.stdout);
+        if p["status"]["phase"] == "Running" {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    let ann = &p["metadata"]["annotations"];
+    assert_eq!(ann["kubernetes.io/config.source"], "file");
+    assert_eq!(
+        ann["kubernetes.io/config.mirror"],
+        ann["kubernetes.io/config.hash"]
+    );
+    assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(node.containers().len(), 1);
+    // The file goes: the pod stops and the mirror is deleted.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    eventually(Duration::from_secs(60), "the static pod gone", || {
+        let left = node.containers().len();
+        let r = server.kubectl(&["get", "pod", &mirror]);
+        if left == 0 && !r.success() {
+            Ok(())
+        } else {
+            Err(format!("{left} containers, mirror: {}", r.output()))
+        }
+    });
     kubelet.stop();
 }

@@ -25,6 +25,7 @@ pub mod probes;
 pub mod pull_secrets;
 pub mod resources;
 pub mod runtime_cri;
+pub mod static_pods;
 pub mod status;
 pub mod volumes;
 pub mod worker;
@@ -60,7 +61,12 @@ pub struct KubeletConfig {
     /// Node allocatable for resourceFieldRef defaults (0 = read from the host).
     pub allocatable_cpu_milli: i64,
     pub allocatable_memory_bytes: i64,
+    /// `<agent-dir>/pod-manifests`: static pods (None = no static pods).
+    pub static_pod_dir: Option<PathBuf>,
 }
+
+/// How often the static pod directory is read again (upstream's file check frequency).
+const STATIC_POD_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
@@ -153,9 +159,29 @@ impl Kubelet {
         let mut supervisor = Supervisor::new(ctx.clone(), shutdown.clone());
         let mut listing: HashSet<String> = HashSet::new();
         let mut first_list_done = false;
+        let mirror_api: Arc<dyn api::PodApi> = Arc::new(static_pods::MirrorApi {
+            client: c.client.clone(),
+        });
+        let mut statics: std::collections::BTreeMap<String, Pod> = Default::default();
+        let mut static_tick = tokio::time::interval(STATIC_POD_CHECK);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = static_tick.tick(), if c.static_pod_dir.is_some() => {
+                    let dir = c.static_pod_dir.clone().unwrap_or_default();
+                    let now = static_pods::read_dir(&dir, &c.node_name);
+                    for (uid, p) in &now {
+                        if !statics.contains_key(uid) {
+                            supervisor.apply_with(p.clone(), Some(mirror_api.clone()));
+                        }
+                    }
+                    for uid in statics.keys().filter(|u| !now.contains_key(*u)) {
+                        supervisor.delete(uid);
+                    }
+                    let (client, node, pods, known) = (c.client.clone(), c.node_name.clone(), now.clone(), statics.clone());
+                    tokio::spawn(async move { static_pods::sync_mirrors(&client, &node, &pods, &known).await });
+                    statics = now;
+                }
                 Some(uid) = supervisor.done_rx.recv() => { supervisor.workers.remove(&uid); }
                 ev = stream.next() => match ev {
                     None => break,
@@ -168,11 +194,19 @@ impl Kubelet {
                         supervisor.apply(p);
                     }
                     Some(Ok(watcher::Event::InitDone)) => {
-                        // Pods deleted while we were not watching.
-                        supervisor.forget_except(&listing);
+                        // Pods deleted while we were not watching (static pods are not
+                        // the API's to delete).
+                        let mut live = listing.clone();
+                        live.extend(statics.keys().cloned());
+                        supervisor.forget_except(&live);
                         if !first_list_done {
                             first_list_done = true;
-                            clean_orphans(&ctx, &listing).await;
+                            // Static pods are read before the first cleanup (their
+                            // containers must not be taken for orphans).
+                            if let Some(dir) = &c.static_pod_dir {
+                                live.extend(static_pods::read_dir(dir, &c.node_name).into_keys());
+                            }
+                            clean_orphans(&ctx, &live).await;
                         }
                     }
                     Some(Ok(watcher::Event::Apply(p))) => supervisor.apply(p),
@@ -210,6 +244,14 @@ impl Supervisor {
     }
 
     fn apply(&mut self, pod: Pod) {
+        // A mirror pod is our own copy of a static pod, not a pod to run.
+        if static_pods::is_mirror(&pod) {
+            return;
+        }
+        self.apply_with(pod, None);
+    }
+
+    fn apply_with(&mut self, pod: Pod, api: Option<Arc<dyn api::PodApi>>) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
@@ -220,7 +262,10 @@ impl Supervisor {
             return;
         }
         let (tx, rx) = watch::channel(Some(pod.clone()));
-        let w = worker::Worker::new(self.ctx.clone(), uid.clone(), rx, pod);
+        let mut w = worker::Worker::new(self.ctx.clone(), uid.clone(), rx, pod);
+        if let Some(api) = api {
+            w = w.with_api(api);
+        }
         let (done, shutdown) = (self.done_tx.clone(), self.shutdown.child_token());
         tokio::spawn(async move {
             w.run(shutdown).await;

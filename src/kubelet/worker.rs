@@ -36,6 +36,8 @@ const RESYNC: Duration = Duration::from_secs(15);
 
 pub struct Worker {
     ctx: Arc<Context>,
+    /// The API as this pod sees it (a static pod's status goes to its mirror pod).
+    api: Arc<dyn super::api::PodApi>,
     uid: String,
     pod_rx: watch::Receiver<Option<Arc<Pod>>>,
     pod: Arc<Pod>,
@@ -83,6 +85,7 @@ impl Worker {
     ) -> Worker {
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         Worker {
+            api: ctx.api.clone(),
             ctx,
             uid,
             pod_rx,
@@ -104,6 +107,12 @@ impl Worker {
             deleted_sent: false,
             messages: HashMap::new(),
         }
+    }
+
+    /// Routes this pod's API writes through `api` (static pods).
+    pub fn with_api(mut self, api: Arc<dyn super::api::PodApi>) -> Worker {
+        self.api = api;
+        self
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -269,7 +278,7 @@ impl Worker {
         {
             match volumes::setup(
                 &pod,
-                self.ctx.api.as_ref(),
+                self.api.as_ref(),
                 &self.pod_dir(),
                 &fields,
                 self.volumes.as_ref(),
@@ -514,7 +523,7 @@ impl Worker {
             Err(wait) => return wait,
         };
         let fields = self.fields();
-        let envs = match env::build(&pod, c, self.ctx.api.as_ref(), &fields).await {
+        let envs = match env::build(&pod, c, self.api.as_ref(), &fields).await {
             Ok(e) => e,
             Err(e) => return self.config_error(c, e.to_string()),
         };
@@ -707,8 +716,7 @@ impl Worker {
             format!("Pulling image \"{image}\""),
         );
         let started = std::time::Instant::now();
-        let creds =
-            super::pull_secrets::credentials(&self.pod, self.ctx.api.as_ref(), &image).await;
+        let creds = super::pull_secrets::credentials(&self.pod, self.api.as_ref(), &image).await;
         match self.ctx.cri.pull_image(&image, creds).await {
             Ok(i) => {
                 let d = started.elapsed();
@@ -865,7 +873,7 @@ impl Worker {
         if self.last_status.as_ref() == Some(&st) || self.pod.status.as_ref() == Some(&st) {
             return;
         }
-        match self.ctx.api.patch_status(&self.pod, &st).await {
+        match self.api.patch_status(&self.pod, &st).await {
             Ok(()) => self.last_status = Some(st),
             Err(e) => {
                 tracing::warn!(pod = %pod_name(&self.pod), error = %e, "writing pod status failed")
@@ -979,7 +987,7 @@ impl Worker {
         let _ = terminal_status;
         self.write_status(&view, true).await;
         if !self.deleted_sent {
-            match self.ctx.api.delete_pod(&self.pod).await {
+            match self.api.delete_pod(&self.pod).await {
                 Ok(()) => self.deleted_sent = true,
                 Err(e) => {
                     tracing::warn!(pod = %pod_name(&self.pod), error = %e, "deleting the pod failed");
