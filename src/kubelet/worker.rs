@@ -233,8 +233,8 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let view = self.view().await;
-        let terminal = self.failed.is_some()
-            || matches!(phase, Some("Succeeded" | "Failed")) && !view.is_empty();
+        // A terminal pod never runs again, even if its containers are gone.
+        let terminal = self.failed.is_some() || matches!(phase, Some("Succeeded" | "Failed"));
         if self.start_time.is_none() {
             self.start_time = Some(status::now());
         }
@@ -262,7 +262,10 @@ impl Worker {
         if terminal || self.failed.is_some() {
             self.stop_all(&view, self.grace()).await;
             let view = self.view().await;
-            self.write_status(&view, true).await;
+            // Without its containers the kubelet cannot say more than the API has.
+            if !view.is_empty() || self.failed.is_some() {
+                self.write_status(&view, true).await;
+            }
             return Next::After(RESYNC);
         }
         // Volumes: prepared once, then refreshed on resync and token expiry.

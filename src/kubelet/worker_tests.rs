@@ -528,3 +528,66 @@ async fn termination_messages_come_from_the_file_or_the_log_tail() {
         (Some("first\npartial\n"), 1)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_is_reported_as_oomkilled_and_limits_reach_the_runtime() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "app",
+        vec![
+            Behavior::Oom {
+                after: Duration::from_secs(1),
+            },
+            Behavior::Run,
+        ],
+    );
+    let mut app = c("app");
+    app.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some(
+            [
+                (
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("64Mi".into()),
+                ),
+                (
+                    "cpu".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let h = Harness::start(cri, pod(vec![app], vec![], "Always"));
+    wait(3).await;
+    let s = h.last();
+    assert_eq!(s.qos_class.as_deref(), Some("Guaranteed"));
+    let cs = &s.container_statuses.unwrap()[0];
+    let last = cs.last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (137, Some("OOMKilled"))
+    );
+    assert_eq!(
+        cs.restart_count, 1,
+        "restarted at once after the first exit"
+    );
+    let r = &h.cri.configs()[0].resources;
+    assert_eq!(
+        (r.memory_limit_bytes, r.cpu_quota_us, r.cpu_shares),
+        (Some(64 << 20), Some(50_000), Some(512))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_the_api_shows_terminal_is_never_started_again() {
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    p.status = Some(PodStatus {
+        phase: Some("Succeeded".into()),
+        ..Default::default()
+    });
+    let h = Harness::start(FakeCri::new().with_image("busybox:1"), p);
+    wait(2).await;
+    assert_eq!(h.creates(), 0);
+    assert!(h.api.statuses.lock().is_empty());
+}
