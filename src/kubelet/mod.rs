@@ -25,6 +25,7 @@ pub mod probes;
 pub mod pull_secrets;
 pub mod resources;
 pub mod runtime_cri;
+pub mod service_env;
 pub mod static_pods;
 pub mod status;
 pub mod volumes;
@@ -89,6 +90,9 @@ pub struct Context {
     pub root_dir: PathBuf,
     pub host_ips: Vec<String>,
     pub node_fields: downward::Fields,
+    /// Every Service, by namespace/name, for service environment variables.
+    pub services:
+        Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,
 }
 
 pub struct Kubelet {
@@ -152,7 +156,13 @@ impl Kubelet {
                 },
                 ..Default::default()
             },
+            services: Default::default(),
         });
+        tokio::spawn(watch_services(
+            c.client.clone(),
+            ctx.services.clone(),
+            shutdown.clone(),
+        ));
         let pods: kube::Api<Pod> = kube::Api::all(c.client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
         let mut stream = std::pin::pin!(watcher(pods, wc).default_backoff());
@@ -336,5 +346,44 @@ async fn clean_orphans(ctx: &Context, live: &HashSet<String>) {
         tracing::info!(pod_uid = %uid, "removing what is left of a pod that is gone");
         let view = by_pod.remove(&uid).unwrap_or_default();
         worker::cleanup_pod(ctx, &uid, &view, None).await;
+    }
+}
+
+/// Keeps `cache` equal to the API's Services (the source of service env vars).
+async fn watch_services(
+    client: kube::Client,
+    cache: Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,
+    shutdown: CancellationToken,
+) {
+    use k8s_openapi::api::core::v1::Service;
+    let key = |s: &Service| {
+        (
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let api: kube::Api<Service> = kube::Api::all(client);
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut listing = HashMap::new();
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        match ev {
+            None => return,
+            Some(Err(e)) => tracing::debug!(error = %e, "watching services failed; retrying"),
+            Some(Ok(watcher::Event::Init)) => listing.clear(),
+            Some(Ok(watcher::Event::InitApply(s))) => {
+                listing.insert(key(&s), s);
+            }
+            Some(Ok(watcher::Event::InitDone)) => *cache.write() = std::mem::take(&mut listing),
+            Some(Ok(watcher::Event::Apply(s))) => {
+                cache.write().insert(key(&s), s);
+            }
+            Some(Ok(watcher::Event::Delete(s))) => {
+                cache.write().remove(&key(&s));
+            }
+        }
     }
 }

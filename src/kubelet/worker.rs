@@ -530,6 +530,14 @@ impl Worker {
             Ok(e) => e,
             Err(e) => return self.config_error(c, e.to_string()),
         };
+        // Service variables the container does not define itself (upstream's order).
+        let mut envs = envs;
+        let services = super::service_env::for_pod(&pod, self.ctx.services.read().values());
+        for (k, v) in services {
+            if !envs.iter().any(|(n, _)| *n == k) {
+                envs.push((k, v));
+            }
+        }
         let mounts = match self
             .volumes
             .as_ref()

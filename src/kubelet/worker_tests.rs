@@ -138,6 +138,7 @@ impl Harness {
             root_dir: dir.path().join("pods"),
             host_ips: vec!["192.168.1.10".into()],
             node_fields: Default::default(),
+            services: Default::default(),
         });
         let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
         let h = Harness {
@@ -590,4 +591,54 @@ async fn a_pod_the_api_shows_terminal_is_never_started_again() {
     wait(2).await;
     assert_eq!(h.creates(), 0);
     assert!(h.api.statuses.lock().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_get_the_api_service_variables_unless_they_define_them() {
+    let mut app = c("app");
+    app.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        name: "KUBERNETES_SERVICE_PORT".into(),
+        value: Some("mine".into()),
+        value_from: None,
+    }]);
+    let cri = FakeCri::new().with_image("busybox:1");
+    let dir = tempfile::tempdir().unwrap();
+    let (recorder, _rx) = events::Recorder::channel();
+    let mut kubernetes = k8s_openapi::api::core::v1::Service::default();
+    kubernetes.metadata.namespace = Some("default".into());
+    kubernetes.metadata.name = Some("kubernetes".into());
+    kubernetes.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+        cluster_ip: Some("10.43.0.1".into()),
+        ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+            port: 443,
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let ctx = Arc::new(Context {
+        cri: Arc::new(cri.clone()),
+        network: Arc::new(FakeNet::default()),
+        api: Arc::new(FakeApi::default()),
+        recorder,
+        pod_log_dir: dir.path().join("logs"),
+        root_dir: dir.path().join("pods"),
+        host_ips: vec![],
+        node_fields: Default::default(),
+        services: Arc::new(parking_lot::RwLock::new(
+            [(
+                ("default".to_string(), "kubernetes".to_string()),
+                kubernetes,
+            )]
+            .into(),
+        )),
+    });
+    let p = Arc::new(pod(vec![app], vec![], "Always"));
+    let (tx, rx) = watch::channel(Some(p.clone()));
+    tokio::spawn(Worker::new(ctx, "uid1".into(), rx, p).run(CancellationToken::new()));
+    wait(1).await;
+    let env = cri.configs()[0].env.clone();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("KUBERNETES_SERVICE_HOST").as_deref(), Some("10.43.0.1"));
+    assert_eq!(get("KUBERNETES_SERVICE_PORT").as_deref(), Some("mine"));
+    drop(tx);
 }
