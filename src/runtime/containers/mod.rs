@@ -54,6 +54,21 @@ pub struct ContainerConfig {
     pub runtime: RuntimeKind,
     /// Process rlimits; empty inherits the shim's.
     pub rlimits: Vec<Rlimit>,
+    /// Capabilities and privilege settings; the default is containerd's default set.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Privileges of the container process (Kubernetes' securityContext, in runtime terms).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Every capability, no masked or read-only kernel paths.
+    pub privileged: bool,
+    /// Capability names without `CAP_` (`NET_ADMIN`), or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `None` keeps the runtime's default (no_new_privs set).
+    pub no_new_privileges: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

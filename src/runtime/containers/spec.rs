@@ -90,6 +90,82 @@ pub const DEFAULT_CAPS: &[Capability] = &[
     Capability::AuditWrite,
 ];
 
+/// Every capability the kernel knows (for `privileged` and `add: [ALL]`).
+const ALL_CAP_NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn parse_cap(name: &str) -> Option<Capability> {
+    let n = name.trim_start_matches("CAP_").to_ascii_uppercase();
+    n.parse().ok()
+}
+
+/// The bounding set: the default set, plus `cap_add`, minus `cap_drop` (drop wins, `ALL`
+/// in either means every capability), or everything when privileged. Unknown names are
+/// ignored as containerd does with capabilities the kernel lacks.
+pub fn capability_set(sec: &super::Security) -> HashSet<Capability> {
+    let all = || ALL_CAP_NAMES.iter().filter_map(|n| parse_cap(n));
+    if sec.privileged {
+        return all().collect();
+    }
+    let mut set: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    for a in &sec.cap_add {
+        if a.eq_ignore_ascii_case("ALL") {
+            set.extend(all());
+        } else if let Some(c) = parse_cap(a) {
+            set.insert(c);
+        }
+    }
+    for d in &sec.cap_drop {
+        if d.eq_ignore_ascii_case("ALL") {
+            set.clear();
+        } else if let Some(c) = parse_cap(d) {
+            set.remove(&c);
+        }
+    }
+    set
+}
+
 /// Final argv: Kubernetes semantics (`command` replaces Entrypoint and drops Cmd; `args`
 /// replaces Cmd).
 pub fn resolve_args(
@@ -312,7 +388,7 @@ pub fn generate(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
 
-    let all_caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    let all_caps = capability_set(&cfg.security);
     // Like moby: a non-root process keeps the set only in its bounding set.
     let effective = if user.uid == 0 {
         all_caps.clone()
@@ -337,7 +413,7 @@ pub fn generate(
         .cwd(cwd)
         .user(ub.build()?)
         .capabilities(caps)
-        .no_new_privileges(true)
+        .no_new_privileges(cfg.security.no_new_privileges.unwrap_or(true))
         // Like containerd's CRI: no rlimits by default, the container inherits the shim's
         // (raising a hard limit needs CAP_SYS_RESOURCE, which hosts may not grant).
         .rlimits(
@@ -446,18 +522,16 @@ pub fn generate(
         .namespaces(namespaces)
         .resources(rb.build()?)
         .cgroups_path(cgroups_path)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(if cfg.security.privileged {
+            Vec::new()
+        } else {
+            MASKED_PATHS.iter().map(|s| s.to_string()).collect()
+        })
+        .readonly_paths(if cfg.security.privileged {
+            Vec::new()
+        } else {
+            READONLY_PATHS.iter().map(|s| s.to_string()).collect()
+        })
         .build()?;
 
     let mut annotations: std::collections::HashMap<String, String> = Default::default();

@@ -178,3 +178,29 @@ fn host_network_adds_no_network_namespace() {
     assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
     assert_eq!(ns.len(), 4);
 }
+
+#[test]
+fn capabilities_add_drop_and_privileged_follow_the_security_settings() {
+    use crate::runtime::containers::Security;
+    use oci_spec::runtime::Capability;
+    let def = super::capability_set(&Security::default());
+    assert!(def.contains(&Capability::Chown) && !def.contains(&Capability::NetAdmin));
+    let s = Security {
+        cap_add: vec!["NET_ADMIN".into()],
+        cap_drop: vec!["CHOWN".into()],
+        ..Default::default()
+    };
+    let set = super::capability_set(&s);
+    assert!(set.contains(&Capability::NetAdmin) && !set.contains(&Capability::Chown));
+    let none = super::capability_set(&Security {
+        cap_add: vec!["NET_ADMIN".into()],
+        cap_drop: vec!["ALL".into()],
+        ..Default::default()
+    });
+    assert!(none.is_empty());
+    let all = super::capability_set(&Security {
+        privileged: true,
+        ..Default::default()
+    });
+    assert!(all.contains(&Capability::SysAdmin) && all.len() >= 40);
+}

@@ -238,6 +238,19 @@ impl ImageStore {
         self.tag(&r.to_string(), &manifest_digest)
     }
 
+    /// [`ImageStore::pull`] with the caller's credentials for endpoints `registries.yaml`
+    /// has none for (the kubelet's imagePullSecrets).
+    pub async fn pull_with_credentials(
+        &self,
+        reference: &str,
+        credentials: Option<registries::Credentials>,
+    ) -> Result<Image, ImageError> {
+        let r = normalize_reference(reference)?;
+        let manifest_digest =
+            pull::pull_with_credentials(self, &r, &Platform::host(), None, credentials).await?;
+        self.tag(&r.to_string(), &manifest_digest)
+    }
+
     /// Imports a `docker save` or OCI-layout tarball (optionally gzip/zstd compressed).
     pub async fn import(&self, tarball: &Path) -> Result<Vec<Image>, ImageError> {
         let store = self.clone();

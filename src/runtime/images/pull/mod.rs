@@ -42,8 +42,25 @@ pub async fn pull(
     platform: &Platform,
     progress: Option<Arc<dyn PullProgress>>,
 ) -> Result<String, ImageError> {
+    pull_with_credentials(store, reference, platform, progress, None).await
+}
+
+/// [`pull`] with credentials from the caller (the kubelet's imagePullSecrets): they are
+/// used for every endpoint that `registries.yaml` gives no credentials of its own.
+pub async fn pull_with_credentials(
+    store: &ImageStore,
+    reference: &Reference,
+    platform: &Platform,
+    progress: Option<Arc<dyn PullProgress>>,
+    credentials: Option<Credentials>,
+) -> Result<String, ImageError> {
     install_crypto_provider();
-    let endpoints = store.registries().endpoints(reference);
+    let mut endpoints = store.registries().endpoints(reference);
+    if let Some(c) = credentials {
+        for ep in endpoints.iter_mut().filter(|e| e.config.auth.is_none()) {
+            ep.config.auth = Some(c.clone());
+        }
+    }
     let mut errors = Vec::new();
     for ep in &endpoints {
         match pull_from(store, ep, reference, platform, progress.clone()).await {

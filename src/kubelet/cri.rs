@@ -1,0 +1,87 @@
+//! The CRI-shaped interface between the pod workers and a container runtime.
+//!
+//! The pod workers only ever talk to a [`Cri`]: the embedded runtime through
+//! [`crate::kubelet::runtime_cri::RuntimeCri`] in the product, the in-memory
+//! [`crate::kubelet::fake_cri::FakeCri`] in tests (no root, scriptable exits). The data types
+//! are the runtime's own (`ContainerConfig`, `ContainerState`, `ExitStatus`), which know no
+//! Kubernetes types; which pod a container belongs to is in its labels
+//! ([`crate::kubelet::labels`]).
+//!
+//! Invariant: the trait is stateless from the caller's side: every question is answered
+//! from the runtime, so a worker that restarts (or a new kubelet process) sees the same
+//! containers the previous one left.
+
+use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus};
+use futures::future::BoxFuture;
+use std::time::Duration;
+
+pub use crate::runtime::images::registries::Credentials;
+
+/// A stored image as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Normalized reference, e.g. `docker.io/library/busybox:1.36`.
+    pub reference: String,
+    /// `status.containerStatuses[].imageID`: `<repository>@<manifest digest>`.
+    pub image_ref: String,
+    /// Numeric user of the image's `User`, when it is numeric (runAsNonRoot check).
+    pub user: Option<String>,
+}
+
+/// What an exec (probe or hook) produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub output: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("image {0} not found")]
+    ImageNotFound(String),
+    #[error("{0}")]
+    Pull(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The container runtime as the kubelet needs it. Dyn-safe: workers hold `Arc<dyn Cri>`.
+pub trait Cri: Send + Sync {
+    /// The stored image named `image`, if present.
+    fn image_status(&self, image: &str) -> BoxFuture<'_, Result<Option<ImageInfo>, CriError>>;
+    fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<Credentials>,
+    ) -> BoxFuture<'_, Result<ImageInfo, CriError>>;
+    /// Creates (does not start) a container; returns its id.
+    fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>>;
+    fn start_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Stop signal, SIGKILL after `grace`; resolves once the container has exited.
+    fn stop_container(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> BoxFuture<'_, Result<ExitStatus, CriError>>;
+    fn kill_container(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Removes a container (stopping it first if needed).
+    fn remove_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>>;
+    fn container_status(&self, id: &str)
+        -> BoxFuture<'_, Result<Option<ContainerState>, CriError>>;
+    /// Every container, live or exited.
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>>;
+    /// Runs `cmd` in a running container, stdout and stderr merged; kills it after
+    /// `timeout` and reports [`CriError::Timeout`].
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<ExecOutput, CriError>>;
+    /// Resolves when the container has exited.
+    fn wait_container(&self, id: &str) -> BoxFuture<'_, Result<ExitStatus, CriError>>;
+}

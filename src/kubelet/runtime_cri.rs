@@ -1,0 +1,183 @@
+//! [`Cri`] over the embedded runtime (`crate::runtime`): the product's implementation.
+//!
+//! Invariant: a thin translation: no state here beyond the runtime handle, so every answer
+//! is the runtime's (and a restarted kubelet sees what the previous one left).
+
+use super::cri::{Credentials, Cri, CriError, ExecOutput, ImageInfo};
+use crate::runtime::containers::facade::{ExecIo, Runtime, RuntimeError};
+use crate::runtime::containers::{ContainerConfig, ContainerState, ExecConfig, ExitStatus};
+use crate::runtime::images::{normalize_reference, Image, ImageError};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RuntimeCri {
+    runtime: Arc<Runtime>,
+}
+
+impl RuntimeCri {
+    pub fn new(runtime: Arc<Runtime>) -> RuntimeCri {
+        RuntimeCri { runtime }
+    }
+}
+
+fn err(e: RuntimeError) -> CriError {
+    match e {
+        RuntimeError::NotFound(id) => CriError::NotFound(id),
+        RuntimeError::ImageNotFound(i) => CriError::ImageNotFound(i),
+        e => CriError::Runtime(e.to_string()),
+    }
+}
+
+fn image_info(image: &Image) -> ImageInfo {
+    let name = normalize_reference(&image.reference)
+        .map(|r| r.name())
+        .unwrap_or_else(|_| image.reference.clone());
+    ImageInfo {
+        reference: image.reference.clone(),
+        image_ref: format!("{name}@{}", image.manifest_digest),
+        user: image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .filter(|u| !u.is_empty()),
+    }
+}
+
+impl Cri for RuntimeCri {
+    fn image_status(&self, image: &str) -> BoxFuture<'_, Result<Option<ImageInfo>, CriError>> {
+        let r = self
+            .runtime
+            .images()
+            .get(image)
+            .map(|i| i.as_ref().map(image_info))
+            .map_err(|e| CriError::Runtime(e.to_string()));
+        async move { r }.boxed()
+    }
+
+    fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<Credentials>,
+    ) -> BoxFuture<'_, Result<ImageInfo, CriError>> {
+        let image = image.to_owned();
+        async move {
+            match self
+                .runtime
+                .images()
+                .pull_with_credentials(&image, credentials)
+                .await
+            {
+                Ok(i) => Ok(image_info(&i)),
+                Err(ImageError::NotFound { .. }) => Err(CriError::Pull(format!(
+                    "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found"
+                ))),
+                Err(e) => Err(CriError::Pull(format!(
+                    "failed to pull and unpack image \"{image}\": {e}"
+                ))),
+            }
+        }
+        .boxed()
+    }
+
+    fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>> {
+        async move { self.runtime.create(config).await.map_err(err) }.boxed()
+    }
+
+    fn start_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>> {
+        let id = id.to_owned();
+        async move { self.runtime.start(&id).await.map_err(err) }.boxed()
+    }
+
+    fn stop_container(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> BoxFuture<'_, Result<ExitStatus, CriError>> {
+        let id = id.to_owned();
+        async move { self.runtime.stop(&id, grace).await.map_err(err) }.boxed()
+    }
+
+    fn kill_container(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), CriError>> {
+        let id = id.to_owned();
+        async move { self.runtime.kill(&id, signal).await.map_err(err) }.boxed()
+    }
+
+    fn remove_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>> {
+        let id = id.to_owned();
+        async move {
+            match self.runtime.remove(&id, true).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+                Err(e) => Err(err(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn container_status(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<ContainerState>, CriError>> {
+        let id = id.to_owned();
+        async move {
+            match self.runtime.state(&id).await {
+                Ok(s) => Ok(Some(s)),
+                Err(RuntimeError::NotFound(_)) => Ok(None),
+                Err(e) => Err(err(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
+        async move { self.runtime.list().await.map_err(err) }.boxed()
+    }
+
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<ExecOutput, CriError>> {
+        let id = id.to_owned();
+        async move {
+            let (r, w) = nix::unistd::pipe().map_err(|e| CriError::Runtime(e.to_string()))?;
+            let w2 = w
+                .try_clone()
+                .map_err(|e| CriError::Runtime(e.to_string()))?;
+            // Probe output is capped as upstream's (10 KiB) so a chatty probe cannot grow us.
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let _ = std::fs::File::from(r).take(10 * 1024).read_to_end(&mut out);
+                out
+            });
+            let io = ExecIo::Pipes {
+                stdin: None,
+                stdout: w,
+                stderr: w2,
+            };
+            let config = ExecConfig {
+                args: cmd,
+                ..Default::default()
+            };
+            let status = tokio::time::timeout(timeout, self.runtime.exec(&id, config, io))
+                .await
+                .map_err(|_| CriError::Timeout(timeout))?
+                .map_err(err)?;
+            let output = reader.await.unwrap_or_default();
+            Ok(ExecOutput {
+                code: status.code,
+                output,
+            })
+        }
+        .boxed()
+    }
+
+    fn wait_container(&self, id: &str) -> BoxFuture<'_, Result<ExitStatus, CriError>> {
+        let id = id.to_owned();
+        async move { self.runtime.wait(&id).await.map_err(err) }.boxed()
+    }
+}

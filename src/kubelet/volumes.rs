@@ -1,0 +1,633 @@
+//! Pod volumes under `<root-dir>/<pod uid>/volumes/<plugin>/<name>`: emptyDir (disk, or
+//! tmpfs for `medium: Memory` with its sizeLimit), hostPath (with upstream's type checks),
+//! configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI,
+//! serviceAccountToken), with items, modes, optional sources, and the container side
+//! (subPath, readOnly).
+//!
+//! Invariant: content volumes are written with upstream's atomic-writer layout: the files
+//! live in a timestamped directory, `..data` points at it and every visible name is a
+//! symlink through `..data`, so an update (a new directory, then one rename of the
+//! `..data` link) is seen by the container all at once or not at all.
+
+use super::api::PodApi;
+use super::downward;
+use crate::runtime::containers::Mount;
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A prepared volume: where it is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub host_path: PathBuf,
+    /// Content volumes are always mounted read-only (upstream).
+    pub read_only: bool,
+}
+
+/// The outcome of a volume pass.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    pub by_name: BTreeMap<String, Prepared>,
+    /// When the earliest projected token must be refreshed.
+    pub refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Projected tokens by `<volume>/<path>`, with their refresh time: reused until then.
+    pub tokens: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
+}
+
+fn plugin_dir(kind: &str) -> &'static str {
+    match kind {
+        "emptyDir" => "kubernetes.io~empty-dir",
+        "configMap" => "kubernetes.io~configmap",
+        "secret" => "kubernetes.io~secret",
+        "downwardAPI" => "kubernetes.io~downward-api",
+        _ => "kubernetes.io~projected",
+    }
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", p.display())
+}
+
+/// Prepares every volume of `pod` (idempotent; refreshes content volumes).
+pub async fn setup(
+    pod: &Pod,
+    api: &dyn PodApi,
+    pod_dir: &Path,
+    fields: &downward::Fields,
+    prev: Option<&Volumes>,
+) -> Result<Volumes, String> {
+    let mut out = Volumes::default();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let (kind, files, read_only) = if let Some(ed) = &v.empty_dir {
+            let dir = pod_dir
+                .join("volumes")
+                .join(plugin_dir("emptyDir"))
+                .join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+            if ed.medium.as_deref() == Some("Memory") {
+                mount_tmpfs(&dir, ed.size_limit.as_ref().map(|q| q.0.clone()))?;
+            }
+            out.by_name.insert(
+                v.name.clone(),
+                Prepared {
+                    host_path: dir,
+                    read_only: false,
+                },
+            );
+            continue;
+        } else if let Some(hp) = &v.host_path {
+            check_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?;
+            out.by_name.insert(
+                v.name.clone(),
+                Prepared {
+                    host_path: PathBuf::from(&hp.path),
+                    read_only: false,
+                },
+            );
+            continue;
+        } else if let Some(cm) = &v.config_map {
+            let data = match api
+                .config_map(&ns, &cm.name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(c) => {
+                    let mut d: BTreeMap<String, Vec<u8>> = c
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    d.extend(
+                        c.binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0)),
+                    );
+                    d
+                }
+                None if cm.optional == Some(true) => BTreeMap::new(),
+                None => return Err(format!("configmap \"{}\" not found", cm.name)),
+            };
+            let files = project(
+                &data,
+                cm.items.as_deref(),
+                cm.default_mode.unwrap_or(0o644),
+                cm.optional == Some(true),
+                "configmap",
+                &cm.name,
+            )?;
+            ("configMap", files, true)
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let data = match api.secret(&ns, &name).await.map_err(|e| e.to_string())? {
+                Some(sec) => sec
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+                None if s.optional == Some(true) => BTreeMap::new(),
+                None => return Err(format!("secret \"{name}\" not found")),
+            };
+            let files = project(
+                &data,
+                s.items.as_deref(),
+                s.default_mode.unwrap_or(0o644),
+                s.optional == Some(true),
+                "secret",
+                &name,
+            )?;
+            ("secret", files, true)
+        } else if let Some(d) = &v.downward_api {
+            let mut files = BTreeMap::new();
+            for item in d.items.iter().flatten() {
+                let value = downward_item(
+                    pod,
+                    item.field_ref.as_ref().map(|f| f.field_path.as_str()),
+                    item.resource_field_ref.as_ref(),
+                    fields,
+                )?;
+                files.insert(
+                    item.path.clone(),
+                    (
+                        value.into_bytes(),
+                        item.mode.or(d.default_mode).unwrap_or(0o644),
+                    ),
+                );
+            }
+            ("downwardAPI", files, true)
+        } else if let Some(p) = &v.projected {
+            let mut files = BTreeMap::new();
+            let default_mode = p.default_mode.unwrap_or(0o644);
+            for src in p.sources.iter().flatten() {
+                if let Some(cm) = &src.config_map {
+                    let data = match api
+                        .config_map(&ns, &cm.name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        Some(c) => c
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect(),
+                        None if cm.optional == Some(true) => BTreeMap::new(),
+                        None => return Err(format!("configmap \"{}\" not found", cm.name)),
+                    };
+                    files.extend(project(
+                        &data,
+                        cm.items.as_deref(),
+                        default_mode,
+                        cm.optional == Some(true),
+                        "configmap",
+                        &cm.name,
+                    )?);
+                } else if let Some(s) = &src.secret {
+                    let data = match api.secret(&ns, &s.name).await.map_err(|e| e.to_string())? {
+                        Some(sec) => sec
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect(),
+                        None if s.optional == Some(true) => BTreeMap::new(),
+                        None => return Err(format!("secret \"{}\" not found", s.name)),
+                    };
+                    files.extend(project(
+                        &data,
+                        s.items.as_deref(),
+                        default_mode,
+                        s.optional == Some(true),
+                        "secret",
+                        &s.name,
+                    )?);
+                } else if let Some(d) = &src.downward_api {
+                    for item in d.items.iter().flatten() {
+                        let value = downward_item(
+                            pod,
+                            item.field_ref.as_ref().map(|f| f.field_path.as_str()),
+                            item.resource_field_ref.as_ref(),
+                            fields,
+                        )?;
+                        files.insert(
+                            item.path.clone(),
+                            (value.into_bytes(), item.mode.unwrap_or(default_mode)),
+                        );
+                    }
+                } else if let Some(t) = &src.service_account_token {
+                    let sa = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone())
+                        .unwrap_or_else(|| "default".into());
+                    let key = format!("{}/{}", v.name, t.path);
+                    let now = chrono::Utc::now();
+                    let cached = prev
+                        .and_then(|p| p.tokens.get(&key))
+                        .filter(|(_, at)| *at > now)
+                        .cloned();
+                    let (token, at) = match cached {
+                        Some(c) => c,
+                        None => {
+                            let seconds = t.expiration_seconds.unwrap_or(3600);
+                            let tok = api
+                                .request_token(
+                                    pod,
+                                    &sa,
+                                    t.audience.clone().filter(|a| !a.is_empty()),
+                                    seconds,
+                                )
+                                .await
+                                .map_err(|e| format!("failed to fetch token: {e}"))?;
+                            // Refresh at 80% of the token's life, as upstream's token
+                            // manager does.
+                            (tok.token, now + (tok.expires - now) * 4 / 5)
+                        }
+                    };
+                    out.refresh_at = Some(out.refresh_at.map_or(at, |r| r.min(at)));
+                    out.tokens.insert(key, (token.clone(), at));
+                    files.insert(
+                        t.path.clone(),
+                        (token.into_bytes(), default_mode.min(0o600)),
+                    );
+                }
+            }
+            ("projected", files, true)
+        } else {
+            // Volume types this node does not implement (persistent claims, CSI...).
+            return Err(format!("volume \"{}\": unsupported volume type", v.name));
+        };
+        let dir = pod_dir.join("volumes").join(plugin_dir(kind)).join(&v.name);
+        write_atomic(&dir, &files)?;
+        out.by_name.insert(
+            v.name.clone(),
+            Prepared {
+                host_path: dir,
+                read_only,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn downward_item(
+    pod: &Pod,
+    field: Option<&str>,
+    res: Option<&k8s_openapi::api::core::v1::ResourceFieldSelector>,
+    f: &downward::Fields,
+) -> Result<String, String> {
+    if let Some(path) = field {
+        return downward::field(pod, path, f);
+    }
+    if let Some(r) = res {
+        let cname = r.container_name.clone().unwrap_or_default();
+        let c = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .find(|c| c.name == cname)
+            .ok_or_else(|| format!("container {cname} not found"))?;
+        return downward::resource(pod, c, r, f);
+    }
+    Ok(String::new())
+}
+
+/// Key → (bytes, mode) after `items` selection.
+fn project(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    optional: bool,
+    kind: &str,
+    name: &str,
+) -> Result<BTreeMap<String, (Vec<u8>, i32)>, String> {
+    let mut out = BTreeMap::new();
+    match items {
+        None | Some([]) => {
+            for (k, v) in data {
+                out.insert(k.clone(), (v.clone(), mode));
+            }
+        }
+        Some(items) => {
+            for it in items {
+                match data.get(&it.key) {
+                    Some(v) => {
+                        out.insert(it.path.clone(), (v.clone(), it.mode.unwrap_or(mode)));
+                    }
+                    None if optional => {}
+                    None => {
+                        let what = if kind == "configmap" {
+                            "configmap references non-existent config key"
+                        } else {
+                            "references non-existent secret key"
+                        };
+                        return Err(format!("{what}: {} ({kind} {name})", it.key));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Upstream's atomic writer: see the module docs. Writes nothing when the content is
+/// unchanged (a resync must not make the container see a new `..data`).
+pub fn write_atomic(dir: &Path, files: &BTreeMap<String, (Vec<u8>, i32)>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    let data = dir.join("..data");
+    if let Ok(cur) = std::fs::read_link(&data) {
+        if same_content(&dir.join(cur), files) {
+            return Ok(());
+        }
+    }
+    for p in files.keys() {
+        if p.starts_with('/') || p.split('/').any(|c| c == "..") || p.starts_with("..") {
+            return Err(format!(
+                "invalid path {p:?}: must be relative and may not contain '..'"
+            ));
+        }
+    }
+    let ts = chrono::Utc::now()
+        .format("..%Y_%m_%d_%H_%M_%S.%f")
+        .to_string();
+    let new = dir.join(&ts);
+    std::fs::create_dir(&new).map_err(|e| io("creating", &new, e))?;
+    let _ = std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755));
+    for (p, (bytes, mode)) in files {
+        let f = new.join(p);
+        if let Some(parent) = f.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+        }
+        std::fs::write(&f, bytes).map_err(|e| io("writing", &f, e))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode as u32 & 0o7777))
+            .map_err(|e| io("chmod", &f, e))?;
+    }
+    let old = std::fs::read_link(&data).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(&ts, &tmp).map_err(|e| io("linking", &tmp, e))?;
+    std::fs::rename(&tmp, &data).map_err(|e| io("swapping", &data, e))?;
+    // Top-level names point through ..data; names no longer present go.
+    let tops: std::collections::BTreeSet<&str> =
+        files.keys().filter_map(|p| p.split('/').next()).collect();
+    for t in &tops {
+        let l = dir.join(t);
+        if std::fs::symlink_metadata(&l).is_err() {
+            symlink(Path::new("..data").join(t), &l).map_err(|e| io("linking", &l, e))?;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !n.starts_with("..") && !tops.contains(n.as_str()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(old) = old {
+        if old != Path::new(&ts) {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+        }
+    }
+    Ok(())
+}
+
+fn same_content(cur: &Path, files: &BTreeMap<String, (Vec<u8>, i32)>) -> bool {
+    let mut n = 0;
+    fn count(p: &Path, n: &mut usize) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    count(&e.path(), n);
+                } else {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    count(cur, &mut n);
+    n == files.len()
+        && files.iter().all(|(p, (bytes, mode))| {
+            let f = cur.join(p);
+            std::fs::read(&f).is_ok_and(|b| b == *bytes)
+                && std::fs::metadata(&f)
+                    .is_ok_and(|m| m.permissions().mode() & 0o7777 == *mode as u32 & 0o7777)
+        })
+}
+
+fn check_host_path(path: &str, type_: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    let md = std::fs::metadata(p);
+    use std::os::unix::fs::FileTypeExt;
+    let bad = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {path} is not a {what}"
+        ))
+    };
+    match type_ {
+        "" => Ok(()),
+        "DirectoryOrCreate" => {
+            if md.is_err() {
+                std::fs::create_dir_all(p).map_err(|e| io("creating", p, e))?;
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+                return Ok(());
+            }
+            if md.map(|m| m.is_dir()).unwrap_or(false) {
+                Ok(())
+            } else {
+                bad("directory")
+            }
+        }
+        "FileOrCreate" => {
+            if md.is_err() {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| io("creating", p, e))?;
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
+                return Ok(());
+            }
+            if md.map(|m| m.is_file()).unwrap_or(false) {
+                Ok(())
+            } else {
+                bad("file")
+            }
+        }
+        "Directory" => match md {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => bad("directory"),
+            Err(_) => Err(format!(
+                "hostPath type check failed: {path} is not a directory"
+            )),
+        },
+        "File" => match md {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => bad("file"),
+        },
+        "Socket" => match md {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            _ => bad("socket file"),
+        },
+        "CharDevice" => match md {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            _ => bad("character device"),
+        },
+        "BlockDevice" => match md {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            _ => bad("block device"),
+        },
+        other => Err(format!("hostPath type check failed: unknown type {other}")),
+    }
+}
+
+fn mount_tmpfs(dir: &Path, size: Option<String>) -> Result<(), String> {
+    if is_mountpoint(dir) {
+        return Ok(());
+    }
+    let bytes = size
+        .and_then(|s| crate::apiserver::admission::quantity::Quantity::parse(&s).ok())
+        .map(|q| q.value());
+    let opts = bytes.map(|b| format!("size={b}"));
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        opts.as_deref(),
+    )
+    .map_err(|e| format!("mounting tmpfs on {}: {e}", dir.display()))
+}
+
+fn is_mountpoint(dir: &Path) -> bool {
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let d = dir.to_string_lossy();
+    mi.lines().any(|l| l.split(' ').nth(4) == Some(&*d))
+}
+
+/// Unmounts what [`setup`] mounted and removes the pod's volume directories.
+pub fn teardown(pod_dir: &Path) {
+    let ed = pod_dir.join("volumes").join(plugin_dir("emptyDir"));
+    if let Ok(rd) = std::fs::read_dir(&ed) {
+        for e in rd.flatten() {
+            if is_mountpoint(&e.path()) {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(pod_dir);
+}
+
+/// The container's mounts for its `volumeMounts`.
+pub fn mounts(c: &Container, vols: &Volumes) -> Result<Vec<Mount>, String> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let v = vols
+            .by_name
+            .get(&m.name)
+            .ok_or_else(|| format!("volume {:?} not found", m.name))?;
+        let mut source = v.host_path.clone();
+        if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sp.starts_with('/') || sp.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "subPath {sp:?} must be relative and may not contain '..'"
+                ));
+            }
+            source = source.join(sp);
+            if !source.exists() {
+                std::fs::create_dir_all(&source).map_err(|e| io("creating", &source, e))?;
+            }
+        }
+        out.push(Mount::Bind {
+            source,
+            destination: m.mount_path.clone(),
+            read_only: m.read_only.unwrap_or(false) || v.read_only,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(kv: &[(&str, &str)]) -> BTreeMap<String, (Vec<u8>, i32)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), 0o644)))
+            .collect()
+    }
+
+    #[test]
+    fn atomic_writer_swaps_data_link_and_keeps_names_pointing_through_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cfg");
+        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")])).unwrap();
+        let first = std::fs::read_link(dir.join("..data")).unwrap();
+        assert_eq!(
+            std::fs::read_link(dir.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
+        // Unchanged content: no new generation.
+        write_atomic(&dir, &files(&[("a", "1"), ("sub/b", "2")])).unwrap();
+        assert_eq!(std::fs::read_link(dir.join("..data")).unwrap(), first);
+        // An update swaps ..data, drops removed names and the old generation.
+        write_atomic(&dir, &files(&[("a", "3")])).unwrap();
+        let second = std::fs::read_link(dir.join("..data")).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");
+        assert!(std::fs::symlink_metadata(dir.join("sub")).is_err());
+        assert!(!dir.join(first).exists());
+    }
+
+    #[test]
+    fn items_select_keys_and_missing_keys_fail_unless_optional() {
+        let data: BTreeMap<String, Vec<u8>> = [("k".to_string(), b"v".to_vec())].into();
+        let items = vec![KeyToPath {
+            key: "k".into(),
+            path: "dir/file".into(),
+            mode: Some(0o400),
+        }];
+        let out = project(&data, Some(&items), 0o644, false, "configmap", "cfg").unwrap();
+        assert_eq!(out["dir/file"], (b"v".to_vec(), 0o400));
+        let missing = vec![KeyToPath {
+            key: "nope".into(),
+            path: "x".into(),
+            mode: None,
+        }];
+        let e = project(&data, Some(&missing), 0o644, false, "configmap", "cfg").unwrap_err();
+        assert_eq!(
+            e,
+            "configmap references non-existent config key: nope (configmap cfg)"
+        );
+        assert!(
+            project(&data, Some(&missing), 0o644, true, "configmap", "cfg")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn host_path_types_are_checked_and_or_create_creates() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        assert!(check_host_path(f.to_str().unwrap(), "File").is_ok());
+        assert!(check_host_path(f.to_str().unwrap(), "Directory").is_err());
+        let nd = d.path().join("new/dir");
+        check_host_path(nd.to_str().unwrap(), "DirectoryOrCreate").unwrap();
+        assert!(nd.is_dir());
+        assert!(check_host_path(d.path().join("missing").to_str().unwrap(), "Socket").is_err());
+    }
+}

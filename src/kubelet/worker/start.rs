@@ -1,0 +1,289 @@
+//! Starting one container instance: back-off check, image per pull policy (with pull
+//! secrets and upstream's events), environment, mounts, config, create, start, probes and
+//! the postStart hook.
+
+use super::*;
+
+impl Worker {
+    /// Pulls, creates and starts the next instance of `c`. Returns a back-off to wait.
+    pub(super) async fn start(
+        &mut self,
+        c: &Container,
+        init: bool,
+        prev: Option<&crate::runtime::containers::ContainerState>,
+    ) -> Option<Duration> {
+        let pod = self.pod.clone();
+        let now = Instant::now();
+        let restart_count = prev
+            .and_then(|s| labels::container_ref(&s.labels))
+            .map(|r| r.restart_count + 1)
+            .unwrap_or(0);
+        if let Some(p) = prev.filter(|p| matches!(p.status, Status::Stopped | Status::Unknown)) {
+            let event = self.exit_seen.get(&p.id).copied().unwrap_or(now);
+            if let Some(d) = self.backoff.in_backoff_since(&c.name, event, now) {
+                let msg = format!(
+                    "back-off {} restarting failed container={} pod={}",
+                    go_duration(d),
+                    c.name,
+                    format_pod(&pod)
+                );
+                if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
+                    self.event(
+                        Some(&c.name),
+                        events::WARNING,
+                        "BackOff",
+                        format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            c.name,
+                            format_pod(&pod)
+                        ),
+                    );
+                }
+                self.waiting
+                    .insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
+                return Some((event + d).saturating_duration_since(now));
+            }
+            self.backoff.next(&c.name, event, now);
+        }
+        let image = match self.ensure_image(c).await {
+            Ok(i) => i,
+            Err(wait) => return wait,
+        };
+        let fields = self.fields();
+        let envs = match env::build(&pod, c, self.api.as_ref(), &fields).await {
+            Ok(e) => e,
+            Err(e) => return self.config_error(c, e.to_string()),
+        };
+        // Service variables the container does not define itself (upstream's order).
+        let mut envs = envs;
+        let services =
+            crate::kubelet::service_env::for_pod(&pod, self.ctx.services.read().values());
+        for (k, v) in services {
+            if !envs.iter().any(|(n, _)| *n == k) {
+                envs.push((k, v));
+            }
+        }
+        let mounts = match self
+            .volumes
+            .as_ref()
+            .map(|v| volumes::mounts(c, v))
+            .unwrap_or(Ok(Vec::new()))
+        {
+            Ok(m) => m,
+            Err(e) => return self.config_error(c, e),
+        };
+        let term = self
+            .pod_dir()
+            .join("containers")
+            .join(&c.name)
+            .join(format!("{restart_count}.term"));
+        if let Some(parent) = term.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::write(&term, b"");
+        let cfg = match container::build(container::Inputs {
+            pod: &pod,
+            container: c,
+            restart_count,
+            env: envs,
+            sandbox: self.sandbox.as_ref(),
+            mounts,
+            image: &image,
+            pod_log_dir: &self.ctx.pod_log_dir,
+            termination_log: Some(&term),
+        }) {
+            Ok(cfg) => cfg,
+            Err(e) => return self.config_error(c, e),
+        };
+        if let Some(parent) = cfg.log_path.as_ref().and_then(|p| p.parent()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let id = cfg.id.clone();
+        // A leftover of a failed earlier attempt at this same instance.
+        let _ = self.ctx.cri.remove_container(&id).await;
+        if let Err(e) = self.ctx.cri.create_container(cfg).await {
+            self.event(
+                Some(&c.name),
+                events::WARNING,
+                "Failed",
+                format!("Error: {e}"),
+            );
+            self.waiting.insert(
+                c.name.clone(),
+                ("CreateContainerError".into(), e.to_string()),
+            );
+            return Some(Duration::from_secs(1));
+        }
+        self.event(
+            Some(&c.name),
+            events::NORMAL,
+            "Created",
+            "Container created".into(),
+        );
+        if let Err(e) = self.ctx.cri.start_container(&id).await {
+            self.event(
+                Some(&c.name),
+                events::WARNING,
+                "Failed",
+                format!("Error: {e}"),
+            );
+            self.waiting
+                .insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+            return Some(Duration::from_secs(1));
+        }
+        self.event(
+            Some(&c.name),
+            events::NORMAL,
+            "Started",
+            "Container started".into(),
+        );
+        self.waiting.remove(&c.name);
+        self.start_probes(c, &id);
+        if let Some(h) = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(probes::hook_handler)
+        {
+            let ports = ports_of(c);
+            let t = probes::Target {
+                cri: self.ctx.cri.as_ref(),
+                container_id: &id,
+                pod_ip: self.pod_ips().first().cloned(),
+                ports: &ports,
+            };
+            if let Err(msg) = probes::run(&h, &t, self.grace().max(Duration::from_secs(1))).await {
+                self.event(Some(&c.name), events::WARNING, "FailedPostStartHook", msg);
+                self.event(
+                    Some(&c.name),
+                    events::NORMAL,
+                    "Killing",
+                    "FailedPostStartHook".to_string(),
+                );
+                let _ = self.ctx.cri.stop_container(&id, self.grace()).await;
+            }
+        }
+        let _ = init;
+        None
+    }
+
+    pub(super) fn config_error(&mut self, c: &Container, msg: String) -> Option<Duration> {
+        self.event(
+            Some(&c.name),
+            events::WARNING,
+            "Failed",
+            format!("Error: {msg}"),
+        );
+        self.waiting
+            .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+        Some(Duration::from_secs(2))
+    }
+
+    /// The image per pull policy. `Err(wait)` = not now (waiting reason recorded).
+    pub(super) async fn ensure_image(
+        &mut self,
+        c: &Container,
+    ) -> Result<ImageInfo, Option<Duration>> {
+        let image = c.image.clone().unwrap_or_default();
+        let tag_latest = !image.contains('@')
+            && !image.rsplit('/').next().unwrap_or("").contains(':')
+            || image.ends_with(":latest");
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| if tag_latest { "Always" } else { "IfNotPresent" }.into());
+        let present = self.ctx.cri.image_status(&image).await.ok().flatten();
+        if policy != "Always" {
+            if let Some(i) = present {
+                self.image_refs.insert(image.clone(), i.image_ref.clone());
+                if self
+                    .waiting
+                    .get(&c.name)
+                    .is_none_or(|w| w.0 != "CrashLoopBackOff")
+                {
+                    self.event(
+                        Some(&c.name),
+                        events::NORMAL,
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                }
+                return Ok(i);
+            }
+            if policy == "Never" {
+                let msg =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.event(
+                    Some(&c.name),
+                    events::WARNING,
+                    "ErrImageNeverPull",
+                    msg.clone(),
+                );
+                self.waiting
+                    .insert(c.name.clone(), ("ErrImageNeverPull".into(), msg));
+                return Err(Some(Duration::from_secs(10)));
+            }
+        }
+        let key = format!("{}_{image}", self.uid);
+        let now = Instant::now();
+        if let Some(d) = self.pull_backoff.in_backoff_since(&key, now, now) {
+            let _ = d;
+            let msg = format!("Back-off pulling image \"{image}\"");
+            self.event(Some(&c.name), events::NORMAL, "BackOff", msg.clone());
+            let prev = self
+                .waiting
+                .get(&c.name)
+                .map(|w| w.1.clone())
+                .unwrap_or_default();
+            self.waiting.insert(
+                c.name.clone(),
+                (
+                    "ImagePullBackOff".into(),
+                    if prev.is_empty() {
+                        msg
+                    } else {
+                        format!("{msg}: {prev}")
+                    },
+                ),
+            );
+            return Err(Some(Duration::from_secs(1)));
+        }
+        self.event(
+            Some(&c.name),
+            events::NORMAL,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        let started = std::time::Instant::now();
+        let creds =
+            crate::kubelet::pull_secrets::credentials(&self.pod, self.api.as_ref(), &image).await;
+        match self.ctx.cri.pull_image(&image, creds).await {
+            Ok(i) => {
+                let d = started.elapsed();
+                self.event(Some(&c.name), events::NORMAL, "Pulled", format!(
+                    "Successfully pulled image \"{image}\" in {}ms ({}ms including waiting). Image size: 0 bytes.", d.as_millis(), d.as_millis()
+                ));
+                self.image_refs.insert(image, i.image_ref.clone());
+                Ok(i)
+            }
+            Err(e) => {
+                self.event(
+                    Some(&c.name),
+                    events::WARNING,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {e}"),
+                );
+                self.event(
+                    Some(&c.name),
+                    events::WARNING,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                );
+                self.pull_backoff.next(&key, now, now);
+                self.waiting
+                    .insert(c.name.clone(), ("ErrImagePull".into(), e.to_string()));
+                Err(Some(Duration::from_secs(10)))
+            }
+        }
+    }
+}

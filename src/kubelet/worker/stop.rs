@@ -1,0 +1,213 @@
+//! Stopping: termination messages of exited instances, preStop + stop signal + SIGKILL
+//! after the grace period, the final delete of the pod object, and the removal of
+//! everything a pod had on the node.
+
+use super::*;
+
+impl Worker {
+    /// Reads the terminationMessagePath file of each newly exited instance (and, with
+    /// FallbackToLogsOnError, the log tail of a failed one with an empty file).
+    pub(super) fn read_termination_messages(&mut self, view: &RuntimePod) {
+        for (name, v) in view {
+            for s in v
+                .iter()
+                .filter(|s| matches!(s.status, Status::Stopped | Status::Unknown))
+            {
+                if self.messages.contains_key(&s.id) {
+                    continue;
+                }
+                let restart = labels::container_ref(&s.labels)
+                    .map(|r| r.restart_count)
+                    .unwrap_or(0);
+                let file = self
+                    .pod_dir()
+                    .join("containers")
+                    .join(name)
+                    .join(format!("{restart}.term"));
+                let mut msg = read_capped(&file, MAX_MESSAGE);
+                let fallback = self
+                    .spec_of(name)
+                    .and_then(|(c, _)| c.termination_message_policy)
+                    .is_some_and(|p| p == "FallbackToLogsOnError");
+                if msg.is_empty() && fallback && s.exit_code.unwrap_or(0) != 0 {
+                    msg = log_tail(&s.log_path, FALLBACK_LINES, FALLBACK_BYTES);
+                }
+                self.messages.insert(s.id.clone(), msg);
+            }
+        }
+    }
+
+    pub(super) async fn stop_all(&mut self, view: &RuntimePod, grace: Duration) {
+        let pod = self.pod.clone();
+        let mut stops = Vec::new();
+        for (name, v) in view {
+            let Some(s) = v
+                .first()
+                .filter(|s| matches!(s.status, Status::Running | Status::Created))
+            else {
+                continue;
+            };
+            let c = self.spec_of(name).map(|(c, _)| c);
+            let (cri, id, rec, obj, name) = (
+                self.ctx.cri.clone(),
+                s.id.clone(),
+                self.ctx.recorder.clone(),
+                events::container_ref(&pod, name),
+                name.clone(),
+            );
+            let pod_ip = self.pod_ips().first().cloned();
+            stops.push(async move {
+                let started = Instant::now();
+                if let Some(h) = c
+                    .as_ref()
+                    .and_then(|c| c.lifecycle.as_ref())
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .and_then(probes::hook_handler)
+                {
+                    let ports = c.as_ref().map(ports_of).unwrap_or_default();
+                    let t = probes::Target {
+                        cri: cri.as_ref(),
+                        container_id: &id,
+                        pod_ip,
+                        ports: &ports,
+                    };
+                    match tokio::time::timeout(
+                        grace,
+                        probes::run(&h, &t, grace.max(Duration::from_secs(1))),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(msg)) => rec.event(
+                            obj.clone(),
+                            events::WARNING,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: {msg}"),
+                        ),
+                        Err(_) => {}
+                    }
+                }
+                rec.event(
+                    obj,
+                    events::NORMAL,
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
+                // The hook's time comes out of the grace period, as upstream.
+                let left = grace.saturating_sub(started.elapsed());
+                let _ = cri.stop_container(&id, left).await;
+            });
+        }
+        futures::future::join_all(stops).await;
+    }
+
+    /// Graceful deletion: preStop + stop signal + SIGKILL after the grace period, final
+    /// status, then the pod object goes (grace 0) and the worker cleans up on its removal.
+    pub(super) async fn terminate_and_delete(&mut self) -> Next {
+        let view = self.view().await;
+        self.stop_all(&view, self.grace()).await;
+        let view = self.view().await;
+        let terminal_status = self.pod.status.as_ref().and_then(|s| s.phase.clone());
+        let _ = terminal_status;
+        self.write_status(&view, true).await;
+        if !self.deleted_sent {
+            match self.api.delete_pod(&self.pod).await {
+                Ok(()) => self.deleted_sent = true,
+                Err(e) => {
+                    tracing::warn!(pod = %pod_name(&self.pod), error = %e, "deleting the pod failed");
+                    return Next::After(Duration::from_secs(1));
+                }
+            }
+        }
+        Next::After(Duration::from_secs(5))
+    }
+
+    /// The pod is gone from the API: stop and remove everything it had on this node.
+    pub(super) async fn cleanup(&mut self) -> Next {
+        let view = self.view().await;
+        self.stop_all(&view, Duration::from_secs(2).min(self.grace()))
+            .await;
+        cleanup_pod(&self.ctx, &self.uid, &view, Some(&self.pod)).await;
+        Next::Done
+    }
+}
+
+/// Removes a pod's containers, network, volumes and logs (also for pods found at start
+/// that no longer exist).
+pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Option<&Pod>) {
+    let mut log_dirs = HashSet::new();
+    for v in view.values() {
+        for s in v {
+            if let Some(r) = labels::container_ref(&s.labels) {
+                log_dirs.insert(labels::pod_log_dir(
+                    &ctx.pod_log_dir,
+                    r.namespace,
+                    r.pod,
+                    r.pod_uid,
+                ));
+            }
+            if let Err(e) = ctx.cri.remove_container(&s.id).await {
+                tracing::warn!(container = %s.id, error = %e, "removing a container failed");
+            }
+        }
+    }
+    if let Some(p) = pod {
+        log_dirs.insert(labels::pod_log_dir(
+            &ctx.pod_log_dir,
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or(""),
+            uid,
+        ));
+    }
+    if let Err(e) = ctx.network.teardown(uid).await {
+        tracing::warn!(pod = %uid, error = %e, "tearing down the pod network failed");
+    }
+    volumes::teardown(&ctx.root_dir.join(uid));
+    for d in log_dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Upstream's limits: 4 KiB from the file; 80 lines / 2 KiB of log as the fallback.
+const MAX_MESSAGE: usize = 4096;
+const FALLBACK_LINES: usize = 80;
+const FALLBACK_BYTES: usize = 2048;
+
+fn read_capped(path: &std::path::Path, max: usize) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The last lines of a CRI log, without the CRI prefixes (`<time> <stream> <tag> `).
+pub fn log_tail(path: &std::path::Path, lines: usize, max: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        let mut parts = l.splitn(4, ' ');
+        let (_, _, tag, msg) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next().unwrap_or(""),
+        );
+        out.push_str(msg);
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    if out.len() > max {
+        let mut cut = out.len() - max;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = out[cut..].to_string();
+    }
+    out
+}

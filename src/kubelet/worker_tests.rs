@@ -1,0 +1,644 @@
+//! Pod worker state machines on the fake runtime, fake network and fake API (no root,
+//! paused clock).
+
+use super::api::{PodApi, Token};
+use super::env::{EnvError, Objects};
+use super::fake_cri::{Behavior, Call, FakeCri};
+use super::worker::Worker;
+use super::*;
+use crate::network::{NetworkError, Sandbox, SandboxRequest};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ExecAction, Pod, PodSpec, PodStatus, Probe, Secret,
+};
+use parking_lot::Mutex;
+use std::time::Duration;
+
+#[derive(Default)]
+struct FakeNet(Mutex<Vec<String>>);
+impl PodNetwork for FakeNet {
+    fn setup(&self, req: SandboxRequest) -> BoxFuture<'_, Result<Sandbox, NetworkError>> {
+        self.0.lock().push(req.id.clone());
+        Box::pin(async move {
+            Ok(Sandbox {
+                netns: Some(format!("/run/netns/{}", req.id).into()),
+                ip: Some("10.42.0.7".parse().unwrap()),
+                hosts_file: "/tmp/hosts".into(),
+                resolv_conf: "/tmp/resolv".into(),
+            })
+        })
+    }
+    fn teardown(&self, pod_id: &str) -> BoxFuture<'_, Result<(), NetworkError>> {
+        self.0.lock().retain(|p| p != pod_id);
+        Box::pin(async { Ok(()) })
+    }
+    fn pods(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+}
+
+#[derive(Default)]
+struct FakeApi {
+    statuses: Mutex<Vec<PodStatus>>,
+    deleted: Mutex<Vec<String>>,
+}
+impl Objects for FakeApi {
+    fn config_map<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConfigMap>, EnvError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn secret<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>, EnvError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+impl PodApi for FakeApi {
+    fn patch_status<'a>(
+        &'a self,
+        _: &'a Pod,
+        s: &'a PodStatus,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.statuses.lock().push(s.clone());
+        Box::pin(async { Ok(()) })
+    }
+    fn delete_pod<'a>(&'a self, p: &'a Pod) -> BoxFuture<'a, Result<(), String>> {
+        self.deleted
+            .lock()
+            .push(p.metadata.name.clone().unwrap_or_default());
+        Box::pin(async { Ok(()) })
+    }
+    fn request_token<'a>(
+        &'a self,
+        _: &'a Pod,
+        _: &'a str,
+        _: Option<String>,
+        _: i64,
+    ) -> BoxFuture<'a, Result<Token, String>> {
+        Box::pin(async {
+            Ok(Token {
+                token: "t".into(),
+                expires: chrono::Utc::now() + chrono::Duration::hours(1),
+            })
+        })
+    }
+}
+
+struct Harness {
+    cri: FakeCri,
+    api: Arc<FakeApi>,
+    ctx: Arc<Context>,
+    tx: watch::Sender<Option<Arc<Pod>>>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn pod(containers: Vec<Container>, init: Vec<Container>, policy: &str) -> Pod {
+    let mut p = Pod {
+        spec: Some(PodSpec {
+            containers,
+            init_containers: (!init.is_empty()).then_some(init),
+            restart_policy: Some(policy.into()),
+            node_name: Some("n1".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    p.metadata.name = Some("web".into());
+    p.metadata.namespace = Some("default".into());
+    p.metadata.uid = Some("uid1".into());
+    p
+}
+
+fn c(name: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some("busybox:1".into()),
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    fn start(cri: FakeCri, p: Pod) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Arc::new(FakeApi::default());
+        let (recorder, _rx) = events::Recorder::channel();
+        std::mem::forget(_rx);
+        let ctx = Arc::new(Context {
+            cri: Arc::new(cri.clone()),
+            network: Arc::new(FakeNet::default()),
+            api: api.clone(),
+            recorder,
+            pod_log_dir: dir.path().join("logs"),
+            root_dir: dir.path().join("pods"),
+            host_ips: vec!["192.168.1.10".into()],
+            node_fields: Default::default(),
+            services: Default::default(),
+        });
+        let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
+        let h = Harness {
+            cri,
+            api,
+            ctx,
+            tx,
+            shutdown,
+            _dir: dir,
+        };
+        h.spawn(p);
+        h
+    }
+
+    fn spawn(&self, p: Pod) {
+        let p = Arc::new(p);
+        self.tx.send_replace(Some(p.clone()));
+        let w = Worker::new(self.ctx.clone(), "uid1".into(), self.tx.subscribe(), p);
+        tokio::spawn(w.run(self.shutdown.child_token()));
+    }
+
+    fn last(&self) -> PodStatus {
+        self.api
+            .statuses
+            .lock()
+            .last()
+            .cloned()
+            .expect("a status was written")
+    }
+
+    fn creates(&self) -> usize {
+        self.cri
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Create(_)))
+            .count()
+    }
+}
+
+async fn wait(d: u64) {
+    tokio::time::sleep(Duration::from_secs(d)).await;
+}
+
+fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a k8s_openapi::api::core::v1::PodCondition {
+    s.conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_runs_and_reports_upstream_status() {
+    let h = Harness::start(
+        FakeCri::new().with_image("busybox:1"),
+        pod(vec![c("app")], vec![], "Always"),
+    );
+    wait(1).await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    assert_eq!(s.pod_ip.as_deref(), Some("10.42.0.7"));
+    assert_eq!(s.host_ip.as_deref(), Some("192.168.1.10"));
+    assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));
+    let cs = &s.container_statuses.as_ref().unwrap()[0];
+    assert!(cs.ready && cs.started == Some(true) && cs.restart_count == 0);
+    assert!(cs
+        .container_id
+        .as_deref()
+        .unwrap()
+        .starts_with("skiff://k8s-"));
+    assert!(cs.state.as_ref().unwrap().running.is_some());
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
+        assert_eq!(cond(&s, t).status, "True", "{t}");
+    }
+    let n = h.api.statuses.lock().len();
+    wait(60).await;
+    assert_eq!(
+        h.api.statuses.lock().len(),
+        n,
+        "an unchanged pod writes no status"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashing_container_restarts_with_doubling_backoff() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "app",
+        vec![Behavior::Exit {
+            code: 1,
+            after: Duration::from_secs(1),
+        }],
+    );
+    let h = Harness::start(cri, pod(vec![c("app")], vec![], "Always"));
+    // As upstream: the first restart is immediate, then 10s, 20s, ...
+    wait(3).await;
+    assert_eq!(h.creates(), 2);
+    let s = h.last();
+    let cs = &s.container_statuses.as_ref().unwrap()[0];
+    let w = cs
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .expect("waiting");
+    assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
+    assert_eq!(
+        w.message.as_deref(),
+        Some("back-off 10s restarting failed container=app pod=web_default(uid1)")
+    );
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+    assert_eq!(
+        cond(&s, "Ready").reason.as_deref(),
+        Some("ContainersNotReady")
+    );
+    assert_eq!(
+        cond(&s, "Ready").message.as_deref(),
+        Some("containers with unready status: [app]")
+    );
+    assert_eq!(cs.restart_count, 1);
+    wait(8).await; // t=11
+    assert_eq!(h.creates(), 2, "still backing off");
+    wait(2).await; // t=13
+    assert_eq!(h.creates(), 3, "restarted 10s after the second exit");
+    wait(1).await; // t=14
+    let w = h.last().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(
+        w.message.as_deref(),
+        Some("back-off 20s restarting failed container=app pod=web_default(uid1)")
+    );
+    wait(17).await; // t=31
+    assert_eq!(h.creates(), 3);
+    wait(3).await; // t=34
+    assert_eq!(h.creates(), 4);
+    assert_eq!(h.last().container_statuses.unwrap()[0].restart_count, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_containers_run_in_order_and_a_failure_under_never_fails_the_pod() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "one",
+        vec![Behavior::Exit {
+            code: 0,
+            after: Duration::from_secs(1),
+        }],
+    );
+    cri.script(
+        "two",
+        vec![Behavior::Exit {
+            code: 3,
+            after: Duration::from_secs(1),
+        }],
+    );
+    let h = Harness::start(cri, pod(vec![c("app")], vec![c("one"), c("two")], "Never"));
+    wait(0).await;
+    tokio::task::yield_now().await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        cond(&s, "Initialized").message.as_deref(),
+        Some("containers with incomplete status: [one two]")
+    );
+    assert_eq!(
+        s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("PodInitializing")
+    );
+    wait(5).await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    let init = s.init_container_statuses.unwrap();
+    assert_eq!(
+        init[1].state.clone().unwrap().terminated.unwrap().exit_code,
+        3
+    );
+    assert_eq!(h.creates(), 2, "the app container never starts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_keeps_running_and_the_app_starts_after_it() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    let mut side = c("side");
+    side.restart_policy = Some("Always".into());
+    let h = Harness::start(cri, pod(vec![c("app")], vec![side], "Always"));
+    wait(1).await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    let init = s.init_container_statuses.unwrap();
+    assert!(init[0].state.clone().unwrap().running.is_some() && init[0].ready);
+    assert!(s.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .running
+        .is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_liveness_probe_restarts_the_container() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script_exec("app", vec![0, 1, 1, 1, 0]);
+    let mut app = c("app");
+    app.liveness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["true".into()]),
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(3),
+        ..Default::default()
+    });
+    let h = Harness::start(cri, pod(vec![app], vec![], "Always"));
+    wait(6).await;
+    assert!(h.cri.calls().iter().any(|c| matches!(c, Call::Stop(..))));
+    wait(15).await;
+    let s = h.last();
+    let cs = &s.container_statuses.as_ref().unwrap()[0];
+    assert_eq!(cs.restart_count, 1);
+    assert!(cs.state.as_ref().unwrap().running.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_deletion_waits_the_grace_period_then_deletes_the_pod() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script("app", vec![Behavior::IgnoreStop]);
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    let h = Harness::start(cri, p.clone());
+    wait(1).await;
+    p.metadata.deletion_timestamp = Some(status::now());
+    p.metadata.deletion_grace_period_seconds = Some(5);
+    h.tx.send_replace(Some(Arc::new(p)));
+    wait(3).await;
+    assert!(
+        h.api.deleted.lock().is_empty(),
+        "still within the grace period"
+    );
+    wait(3).await;
+    assert_eq!(*h.api.deleted.lock(), ["web"]);
+    assert!(h.cri.calls().contains(&Call::Stop(
+        h.cri.configs()[0].id.clone(),
+        Duration::from_secs(5)
+    )));
+    let cs = h.last().container_statuses.unwrap();
+    assert_eq!(
+        cs[0].state.clone().unwrap().terminated.unwrap().exit_code,
+        137
+    );
+    // The object goes: the worker removes the containers.
+    h.tx.send_replace(None);
+    wait(1).await;
+    assert!(h.cri.configs().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_worker_adopts_running_containers_without_restarting_them() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    let h = Harness::start(cri, pod(vec![c("app")], vec![], "Always"));
+    wait(1).await;
+    h.shutdown.cancel();
+    wait(1).await;
+    let h2 = Harness::start(h.cri.clone(), pod(vec![c("app")], vec![], "Always"));
+    wait(1).await;
+    assert_eq!(h2.creates(), 1, "no new container");
+    let cs = &h2.last().container_statuses.unwrap()[0];
+    assert!(cs.state.as_ref().unwrap().running.is_some() && cs.restart_count == 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_deadline_fails_the_pod_and_stops_its_containers() {
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    p.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+    let h = Harness::start(FakeCri::new().with_image("busybox:1"), p);
+    wait(1).await;
+    assert_eq!(h.last().phase.as_deref(), Some("Running"));
+    // The deadline is measured on the wall clock (startTime): move it back.
+    let mut st = h.last();
+    st.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(10),
+    ));
+    let mut p2 = pod(vec![c("app")], vec![], "Always");
+    p2.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+    p2.status = Some(st);
+    h.shutdown.cancel();
+    let h2 = Harness::start(h.cri.clone(), p2);
+    wait(2).await;
+    let s = h2.last();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn image_pull_failures_report_err_image_pull_then_back_off() {
+    let cri = FakeCri::new();
+    cri.fail_pull("busybox:1", "not found");
+    let h = Harness::start(cri, pod(vec![c("app")], vec![], "Always"));
+    wait(0).await;
+    tokio::task::yield_now().await;
+    let w = h.last().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(w.reason.as_deref(), Some("ErrImagePull"));
+    wait(11).await;
+    let w = h.last().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(w.reason.as_deref(), Some("ImagePullBackOff"));
+    assert!(w
+        .message
+        .unwrap()
+        .starts_with("Back-off pulling image \"busybox:1\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn termination_messages_come_from_the_file_or_the_log_tail() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "app",
+        vec![Behavior::Exit {
+            code: 0,
+            after: Duration::from_secs(2),
+        }],
+    );
+    cri.script(
+        "logs",
+        vec![Behavior::Exit {
+            code: 1,
+            after: Duration::from_secs(2),
+        }],
+    );
+    let mut logs = c("logs");
+    logs.termination_message_policy = Some("FallbackToLogsOnError".into());
+    let h = Harness::start(cri, pod(vec![c("app"), logs], vec![], "Never"));
+    wait(1).await;
+    let dir = h.ctx.root_dir.join("uid1/containers/app");
+    std::fs::write(dir.join("0.term"), "all done").unwrap();
+    let log = h
+        .cri
+        .configs()
+        .iter()
+        .find(|c| c.labels["io.kubernetes.container.name"] == "logs")
+        .unwrap()
+        .log_path
+        .clone()
+        .unwrap();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "2026-01-01T00:00:00.000000000Z stdout F first\n2026-01-01T00:00:00.000000000Z stderr P par\n2026-01-01T00:00:00.000000000Z stderr F tial\n").unwrap();
+    wait(3).await;
+    let s = h.last();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    let cs = s.container_statuses.unwrap();
+    let t = |i: usize| cs[i].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (t(0).message.as_deref(), t(0).reason.as_deref()),
+        (Some("all done"), Some("Completed"))
+    );
+    assert_eq!(
+        (t(1).message.as_deref(), t(1).exit_code),
+        (Some("first\npartial\n"), 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_is_reported_as_oomkilled_and_limits_reach_the_runtime() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script(
+        "app",
+        vec![
+            Behavior::Oom {
+                after: Duration::from_secs(1),
+            },
+            Behavior::Run,
+        ],
+    );
+    let mut app = c("app");
+    app.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some(
+            [
+                (
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("64Mi".into()),
+                ),
+                (
+                    "cpu".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let h = Harness::start(cri, pod(vec![app], vec![], "Always"));
+    wait(3).await;
+    let s = h.last();
+    assert_eq!(s.qos_class.as_deref(), Some("Guaranteed"));
+    let cs = &s.container_statuses.unwrap()[0];
+    let last = cs.last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (137, Some("OOMKilled"))
+    );
+    assert_eq!(
+        cs.restart_count, 1,
+        "restarted at once after the first exit"
+    );
+    let r = &h.cri.configs()[0].resources;
+    assert_eq!(
+        (r.memory_limit_bytes, r.cpu_quota_us, r.cpu_shares),
+        (Some(64 << 20), Some(50_000), Some(512))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_the_api_shows_terminal_is_never_started_again() {
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    p.status = Some(PodStatus {
+        phase: Some("Succeeded".into()),
+        ..Default::default()
+    });
+    let h = Harness::start(FakeCri::new().with_image("busybox:1"), p);
+    wait(2).await;
+    assert_eq!(h.creates(), 0);
+    assert!(h.api.statuses.lock().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_get_the_api_service_variables_unless_they_define_them() {
+    let mut app = c("app");
+    app.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        name: "KUBERNETES_SERVICE_PORT".into(),
+        value: Some("mine".into()),
+        value_from: None,
+    }]);
+    let cri = FakeCri::new().with_image("busybox:1");
+    let dir = tempfile::tempdir().unwrap();
+    let (recorder, _rx) = events::Recorder::channel();
+    let mut kubernetes = k8s_openapi::api::core::v1::Service::default();
+    kubernetes.metadata.namespace = Some("default".into());
+    kubernetes.metadata.name = Some("kubernetes".into());
+    kubernetes.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+        cluster_ip: Some("10.43.0.1".into()),
+        ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+            port: 443,
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let ctx = Arc::new(Context {
+        cri: Arc::new(cri.clone()),
+        network: Arc::new(FakeNet::default()),
+        api: Arc::new(FakeApi::default()),
+        recorder,
+        pod_log_dir: dir.path().join("logs"),
+        root_dir: dir.path().join("pods"),
+        host_ips: vec![],
+        node_fields: Default::default(),
+        services: Arc::new(parking_lot::RwLock::new(
+            [(
+                ("default".to_string(), "kubernetes".to_string()),
+                kubernetes,
+            )]
+            .into(),
+        )),
+    });
+    let p = Arc::new(pod(vec![app], vec![], "Always"));
+    let (tx, rx) = watch::channel(Some(p.clone()));
+    tokio::spawn(Worker::new(ctx, "uid1".into(), rx, p).run(CancellationToken::new()));
+    wait(1).await;
+    let env = cri.configs()[0].env.clone();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("KUBERNETES_SERVICE_HOST").as_deref(), Some("10.43.0.1"));
+    assert_eq!(get("KUBERNETES_SERVICE_PORT").as_deref(), Some("mine"));
+    drop(tx);
+}
