@@ -241,13 +241,16 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     components.spawn("informers", informers.run());
     components.spawn("controllers", controllers.run(shutdown.clone()));
     if !args.disable_agent {
+        let mut node = args.node.clone();
+        // The server's own node masquerades what leaves the server's pod range.
+        node.node_cluster_cidr = args.cluster_cidr.clone();
         let config = AgentConfig {
             agent_dir: args.data_dir.join("agent"),
             control_plane: ControlPlane::Local {
                 state: state.clone(),
                 ca: pki.ca.clone(),
             },
-            node: args.node.clone(),
+            node,
         };
         components.spawn("agent", agent::run(config, shutdown.clone()));
     }

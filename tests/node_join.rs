@@ -148,15 +148,16 @@ fn the_servers_own_node_is_ready_at_start_with_its_role_lease_and_pod_cidr() {
     );
     assert_eq!(
         n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
-        10250
+        server.kubelet_port().expect("the server runs its node")
     );
 
     // The first /24 of the cluster CIDR.
+    let first = server.cluster_cidr().replace(".0.0/16", ".0.0/24");
     let deadline = Instant::now() + READY;
     loop {
         let n = node(&server, "srv");
-        if n["spec"]["podCIDR"] == "10.42.0.0/24" {
-            assert_eq!(n["spec"]["podCIDRs"], serde_json::json!(["10.42.0.0/24"]));
+        if n["spec"]["podCIDR"] == first.as_str() {
+            assert_eq!(n["spec"]["podCIDRs"], serde_json::json!([first]));
             break;
         }
         assert!(Instant::now() < deadline, "no podCIDR: {}", n["spec"]);

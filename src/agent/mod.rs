@@ -17,6 +17,7 @@ pub mod certs;
 pub mod client;
 pub mod identity;
 pub mod join;
+pub mod pods;
 mod renew;
 
 pub use identity::{NodeIdentity, ServingCert};
@@ -83,6 +84,8 @@ pub enum AgentError {
     Config(#[from] node_status::NodeConfigError),
     #[error("registering node {node:?}: {cause}")]
     Register { node: String, cause: kube::Error },
+    #[error("pods: {0}")]
+    Pods(String),
     #[error("kubelet serving certificate of node {node:?}: {cause}")]
     Serving {
         node: String,
@@ -129,6 +132,8 @@ pub struct Agent {
     /// message); the kubelet sets it while its runtime or pod network is not ready.
     pub not_ready: watch::Sender<Option<String>>,
     agent_dir: PathBuf,
+    args: NodeArgs,
+    host_ips: Vec<String>,
     heartbeat: Heartbeat,
     first_status: k8s_openapi::api::core::v1::NodeStatus,
     node_uid: Option<String>,
@@ -258,6 +263,12 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
             pod_cidr,
         },
         agent_dir: config.agent_dir,
+        args: config.node,
+        host_ips: settings
+            .internal_ip
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect(),
         heartbeat,
         first_status,
         node_uid: registered.metadata.uid,
@@ -330,11 +341,20 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
-        // TODO(kubelet slice): the pod workers start here from `self.identity`.
-        tracing::warn!(node = %node, "the kubelet's pod workers are not part of this build yet");
-        shutdown.cancelled().await;
+        // The pods: a failure here (kubelet port taken, runtime unusable) stops the agent.
+        let result = pods::run(
+            &self.identity,
+            &self.agent_dir,
+            &self.args,
+            self.host_ips,
+            shutdown.clone(),
+        )
+        .await;
+        if result.is_err() {
+            tasks.abort_all();
+        }
         while tasks.join_next().await.is_some() {}
-        Ok(())
+        result
     }
 }
 

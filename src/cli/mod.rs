@@ -116,6 +116,20 @@ pub struct NodeArgs {
     /// Port the kubelet API listens on (advertised in the Node's daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Root of the pods' CRI logs (`<ns>_<pod>_<uid>/<container>/<restart>.log`).
+    #[arg(long, default_value = crate::kubelet::labels::DEFAULT_POD_LOG_DIR)]
+    pub pod_logs_dir: PathBuf,
+    /// Name of the pods' bridge (and of the NAT table); several nodes on one host need
+    /// distinct ones.
+    #[arg(long, default_value = "skiff0", hide = true)]
+    pub pod_bridge: String,
+    /// The cluster's pod range as the node sees it (pod traffic leaving it is
+    /// masqueraded); the server passes its --cluster-cidr to its own node.
+    #[arg(long, default_value = "10.42.0.0/16", hide = true)]
+    pub node_cluster_cidr: String,
+    /// Registry mirrors and credentials for image pulls (k3s's registries.yaml format).
+    #[arg(long, default_value = images::DEFAULT_REGISTRIES)]
+    pub private_registry: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

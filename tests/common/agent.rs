@@ -16,6 +16,14 @@ pub struct TestAgent {
     pub name: String,
     pub data_dir: PathBuf,
     pub process: Background,
+    pub node: super::node::NodeFlags,
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.process.kill();
+        super::node::clean_up(&self.data_dir.join("agent"), &self.node.bridge);
+    }
 }
 
 /// The default data dir of agent `name`.
@@ -59,7 +67,8 @@ impl TestAgent {
         data_dir: Option<PathBuf>,
     ) -> TestAgent {
         let data_dir = data_dir.unwrap_or_else(|| agent_dir(server, name));
-        let cmd = agent_command(server, name, token, extra, &data_dir);
+        let mut cmd = agent_command(server, name, token, extra, &data_dir);
+        let node = node_flags(server, &data_dir, &mut cmd);
         let prefix = server
             .files_dir()
             .join(format!("agent-{name}-{}", unique()));
@@ -67,6 +76,7 @@ impl TestAgent {
             name: name.to_owned(),
             data_dir,
             process: Background::spawn(cmd, &prefix),
+            node,
         }
     }
 
@@ -84,6 +94,7 @@ impl TestAgent {
             "SKIFF_URL",
             format!("https://{}:{}", ns.host_ip, server.port()),
         );
+        let node = node_flags(server, &data_dir, &mut cmd);
         let prefix = server
             .files_dir()
             .join(format!("agent-{name}-{}", unique()));
@@ -91,6 +102,7 @@ impl TestAgent {
             name: name.to_owned(),
             data_dir,
             process: Background::spawn(ns.wrap(&cmd), &prefix),
+            node,
         }
     }
 
@@ -116,6 +128,18 @@ impl TestAgent {
     pub fn log(&self) -> String {
         self.process.stderr()
     }
+}
+
+/// Gives the agent its own bridge, kubelet port and pod log dir, and the server's pod range.
+fn node_flags(
+    server: &TestServer,
+    data_dir: &std::path::Path,
+    cmd: &mut Command,
+) -> super::node::NodeFlags {
+    let flags = super::node::NodeFlags::new(data_dir);
+    cmd.args(flags.args())
+        .args(["--node-cluster-cidr", &server.cluster_cidr()]);
+    flags
 }
 
 fn unique() -> u64 {

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod http;
 pub mod manifests;
 pub mod netns;
+pub mod node;
 pub mod process;
 pub mod registry;
 pub mod token_server;
@@ -81,6 +82,8 @@ pub struct TestServer {
     counter: AtomicU64,
     /// Run the node agent too (servers are started with `--disable-agent` otherwise).
     agent: bool,
+    /// The agent's host-wide names (bridge, kubelet port), when it runs one.
+    node: Option<node::NodeFlags>,
 }
 
 impl TestServer {
@@ -122,7 +125,18 @@ impl TestServer {
             starts: 0,
             counter: AtomicU64::new(0),
             agent,
+            node: None,
         };
+        if !server.extra_args.iter().any(|a| a == "--cluster-cidr") {
+            server
+                .extra_args
+                .extend(["--cluster-cidr".to_owned(), server_cluster_cidr()]);
+        }
+        if agent {
+            let flags = node::NodeFlags::new(&server.root);
+            server.extra_args.extend(flags.args());
+            server.node = Some(flags);
+        }
         // The port is picked by binding port 0 and releasing it; another process may grab it
         // before the server binds, so a start that fails on its port is retried on a new one.
         let mut last_error = String::new();
@@ -144,6 +158,21 @@ impl TestServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The kubelet API port of the server's own node.
+    pub fn kubelet_port(&self) -> Option<u16> {
+        self.node.as_ref().map(|n| n.kubelet_port)
+    }
+
+    /// The server's `--cluster-cidr` (pods of its nodes get /24s of it).
+    pub fn cluster_cidr(&self) -> String {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--cluster-cidr")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| "10.42.0.0/16".to_owned())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -461,6 +490,9 @@ impl Drop for TestServer {
         if let Some(mut child) = self.child.take() {
             kill_group(&mut child);
         }
+        if let Some(flags) = &self.node {
+            node::clean_up(&self.data_dir().join("agent"), &flags.bridge);
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- skiff server log ({}), last {LOG_TAIL_LINES} lines -----\n{}\n----- end of server log -----",
@@ -501,7 +533,13 @@ pub(crate) fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn free_port() -> u16 {
+/// A pod range of its own for a server that runs pods (10.N.0.0/16 from the process id),
+/// so test nodes on one host do not route each other's pods.
+pub fn server_cluster_cidr() -> String {
+    format!("10.{}.0.0/16", 100 + std::process::id() % 150)
+}
+
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding an ephemeral port");
     listener.local_addr().expect("a bound address").port()
 }

@@ -1,0 +1,90 @@
+//! What a test node (a server's own agent or a `skiff agent`) is started with so that
+//! several run side by side on one host, and the clean-up of what a killed agent leaves
+//! behind: containers and their shims, pod network namespaces, veths, the bridge and its
+//! NAT table, and mounts under its data dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A node's host-wide names: its own bridge, kubelet port and pod log dir.
+pub struct NodeFlags {
+    pub bridge: String,
+    pub kubelet_port: u16,
+    pub pod_logs_dir: PathBuf,
+}
+
+impl NodeFlags {
+    /// Distinct names for a node whose state lives under `root`.
+    pub fn new(root: &Path) -> NodeFlags {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        NodeFlags {
+            // IFNAMSIZ: at most 15 characters.
+            bridge: format!("skt{}x{n}", std::process::id() % 1_000_000),
+            kubelet_port: super::free_port(),
+            pod_logs_dir: root.join(format!("pod-logs-{n}")),
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--pod-bridge".into(),
+            self.bridge.clone(),
+            "--kubelet-port".into(),
+            self.kubelet_port.to_string(),
+            "--pod-logs-dir".into(),
+            self.pod_logs_dir.display().to_string(),
+        ]
+    }
+}
+
+/// Removes what the agent with `agent_dir` (`<data-dir>/agent`) and `bridge` left on the
+/// host. Call after its process is dead. Best effort: every step runs whatever failed.
+pub fn clean_up(agent_dir: &Path, bridge: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the clean-up");
+    rt.block_on(async {
+        if agent_dir.join("containers").is_dir() {
+            if let Ok(runtime) = skiff::runtime::containers::facade::Runtime::open(
+                agent_dir,
+                skiff::runtime::containers::facade::RuntimeOptions {
+                    shim_exe: Some(super::skiff_binary()),
+                    ..Default::default()
+                },
+            ) {
+                for c in runtime.list().await.unwrap_or_default() {
+                    let _ = runtime.remove(&c.id, true).await;
+                }
+            }
+        }
+        if Path::new("/sys/class/net").join(bridge).exists() {
+            use skiff::network::{NodeNetwork, NodeNetworkConfig, PodNetwork};
+            // Any range will do: the bridge is adopted, then deleted with its table.
+            let mut cfg = NodeNetworkConfig::new(
+                "10.255.255.0/24".parse().expect("a CIDR"),
+                "10.255.0.0/16".parse().expect("a CIDR"),
+                agent_dir.join("network"),
+            );
+            cfg.bridge = bridge.to_owned();
+            if let Ok(net) = NodeNetwork::open(cfg).await {
+                for pod in net.pods() {
+                    let _ = net.teardown(&pod).await;
+                }
+                let _ = net.uninstall().await;
+            }
+        }
+    });
+    // Remaining mounts (volumes, namespace pins), deepest first.
+    let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(agent_dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
