@@ -576,6 +576,7 @@ async fn rbac(
         subresource: None,
         namespace: Some(RBAC_NS),
         name: None,
+        field_selector: None,
     };
     let mut us = Vec::with_capacity(100_000);
     for _ in 0..100_000 {

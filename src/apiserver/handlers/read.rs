@@ -179,7 +179,7 @@ fn check_custom_field_labels(
     for t in selector.terms() {
         let known = t.field == "metadata.name"
             || (namespaced && t.field == "metadata.namespace")
-            || selectable.iter().any(|s| *s == t.field);
+            || selectable.contains(&t.field);
         if !known {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {}",
