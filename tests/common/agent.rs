@@ -68,7 +68,7 @@ impl TestAgent {
     ) -> TestAgent {
         let data_dir = data_dir.unwrap_or_else(|| agent_dir(server, name));
         let mut cmd = agent_command(server, name, token, extra, &data_dir);
-        let node = node_flags(server, &data_dir, &mut cmd);
+        let node = node_flags(server, &data_dir, extra, &mut cmd);
         let prefix = server
             .files_dir()
             .join(format!("agent-{name}-{}", unique()));
@@ -90,11 +90,11 @@ impl TestAgent {
     ) -> TestAgent {
         let data_dir = agent_dir(server, name);
         let mut cmd = agent_command(server, name, token, extra, &data_dir);
+        let node = node_flags(server, &data_dir, extra, &mut cmd);
         cmd.env(
             "SKIFF_URL",
             format!("https://{}:{}", ns.host_ip, server.port()),
         );
-        let node = node_flags(server, &data_dir, &mut cmd);
         let prefix = server
             .files_dir()
             .join(format!("agent-{name}-{}", unique()));
@@ -134,10 +134,12 @@ impl TestAgent {
 fn node_flags(
     server: &TestServer,
     data_dir: &std::path::Path,
+    extra: &[&str],
     cmd: &mut Command,
 ) -> super::node::NodeFlags {
-    let flags = super::node::NodeFlags::new(data_dir);
-    cmd.args(flags.args())
+    let mut flags = super::node::NodeFlags::new(data_dir);
+    let given: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    cmd.args(flags.args(&given))
         .args(["--node-cluster-cidr", &server.cluster_cidr()]);
     flags
 }

@@ -133,8 +133,9 @@ impl TestServer {
                 .extend(["--cluster-cidr".to_owned(), server_cluster_cidr()]);
         }
         if agent {
-            let flags = node::NodeFlags::new(&server.root);
-            server.extra_args.extend(flags.args());
+            let mut flags = node::NodeFlags::new(&server.root);
+            let args = flags.args(&server.extra_args);
+            server.extra_args.extend(args);
             server.node = Some(flags);
         }
         // The port is picked by binding port 0 and releasing it; another process may grab it

@@ -26,15 +26,29 @@ impl NodeFlags {
         }
     }
 
-    pub fn args(&self) -> Vec<String> {
-        vec![
-            "--pod-bridge".into(),
-            self.bridge.clone(),
-            "--kubelet-port".into(),
-            self.kubelet_port.to_string(),
-            "--pod-logs-dir".into(),
-            self.pod_logs_dir.display().to_string(),
-        ]
+    /// The flags for these names, leaving out those a test already passes in `given` (a
+    /// given `--kubelet-port` is the one recorded).
+    pub fn args(&mut self, given: &[String]) -> Vec<String> {
+        let value = |flag: &str| {
+            given
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|i| given.get(i + 1))
+        };
+        if let Some(port) = value("--kubelet-port").and_then(|p| p.parse().ok()) {
+            self.kubelet_port = port;
+        }
+        let mut out = Vec::new();
+        for (flag, v) in [
+            ("--pod-bridge", self.bridge.clone()),
+            ("--kubelet-port", self.kubelet_port.to_string()),
+            ("--pod-logs-dir", self.pod_logs_dir.display().to_string()),
+        ] {
+            if value(flag).is_none() {
+                out.extend([flag.to_owned(), v]);
+            }
+        }
+        out
     }
 }
 
