@@ -213,3 +213,34 @@ fn scale_deployment_changes_spec_replicas() {
     assert_eq!(scale["apiVersion"], "autoscaling/v1", "{scale}");
     assert_eq!(scale["spec"]["replicas"], 4, "{scale}");
 }
+
+#[test]
+fn a_pod_update_may_change_its_images_but_not_its_resources() {
+    let server = TestServer::start();
+    server.apply(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n    resources:\n      requests:\n        cpu: 100m\n",
+    );
+    server.kubectl_ok(&["set", "image", "pod/p", "c=busybox:2", "-n", "default"]);
+    let run = server
+        .kubectl(&[
+            "patch",
+            "pod",
+            "p",
+            "-n",
+            "default",
+            "-p",
+            r#"{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"200m"}}}]}}"#,
+        ])
+        .fails();
+    assert!(
+        run.stderr.contains(r#"The Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"#),
+        "{run}"
+    );
+    let pod = server.kubectl_json(&["get", "pod", "p", "-n", "default", "-o", "json"]);
+    assert_eq!(pod["spec"]["containers"][0]["image"], "busybox:2");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
+}

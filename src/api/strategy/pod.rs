@@ -13,6 +13,7 @@ pub static POD: Strategy = Strategy {
     validate: validate_pod,
     initial_status: pod_initial_status,
     prepare_for_status_update: pod_status_update,
+    validate_subresource_update: pod_spec_update,
     printer: Printing::Builtin(&printers::POD),
     delete: Delete {
         graceful: Some(Graceful {
@@ -31,6 +32,19 @@ pub static POD_TEMPLATE: Strategy = Strategy {
     printer: Printing::Builtin(&printers::POD_TEMPLATE),
     ..Strategy::GENERIC
 };
+
+/// A write of the pod itself (not `status`, `binding`, ...) changes only what upstream
+/// lets a pod update change.
+fn pod_spec_update(
+    sub: Option<crate::api::registry::Subresource>,
+    old: &Value,
+    new: &Value,
+    errs: &mut Vec<crate::api::validation::FieldError>,
+) {
+    if sub.is_none() {
+        crate::api::validation::pod_update::validate_pod_spec_update(old, new, errs);
+    }
+}
 
 fn pod_template_defaults(o: &mut Map<String, Value>) {
     if let Some(t) = ensure_obj(o, "template") {

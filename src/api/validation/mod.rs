@@ -17,6 +17,7 @@ mod field;
 mod json;
 pub(crate) mod meta;
 pub(crate) mod pod;
+pub mod pod_update;
 pub(crate) mod rbac;
 pub mod strings;
 pub(crate) mod workloads;
