@@ -1,5 +1,8 @@
 //! Trims the event log: periodically, when the log grows past about twice the configured
-//! history, and on request.
+//! history, and on request. A periodic run also drops everything the previous periodic run
+//! had already seen, as kube-apiserver's compactor does with etcd: history (and with it
+//! watch resumption and list continue tokens) lasts between one and two intervals
+//! however few writes there are.
 //!
 //! Invariant: the compacted revision is recorded (and flushed) before any entry at or below it
 //! is deleted, so the log always holds every revision above the recorded mark; a watcher that
@@ -41,19 +44,31 @@ pub(super) fn kick_if_log_too_long(shared: &Shared, revision: u64) {
 }
 
 fn run(shared: &Shared, interval: Duration) {
+    // The revision the previous periodic run saw: the next one compacts at least to it.
+    let mut seen_at_last_tick = shared.durable_revision();
     loop {
         // An interval too large for the clock just means "only when kicked".
-        if shared
+        let woke = shared
             .compact_wake
-            .wait(Instant::now().checked_add(interval))
-            .stop
-        {
+            .wait(Instant::now().checked_add(interval));
+        if woke.stop {
             return;
         }
-        match compact(shared, shared.keep_revisions) {
+        let durable = shared.durable_revision();
+        let keep = if woke.timed_out {
+            shared
+                .keep_revisions
+                .min(durable.saturating_sub(seen_at_last_tick))
+        } else {
+            shared.keep_revisions
+        };
+        match compact(shared, keep) {
             Ok(_) => {}
             Err(StoreError::Closed) => return,
             Err(e) => tracing::warn!(error = %e, "store compaction failed"),
+        }
+        if woke.timed_out {
+            seen_at_last_tick = durable;
         }
     }
 }

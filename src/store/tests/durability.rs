@@ -307,3 +307,31 @@ async fn bench_disk_space_under_churn() {
         dir_size(dir.path()) / 1024
     );
 }
+
+/// With few writes, history still ends: each periodic run drops what the previous one saw
+/// (kube-apiserver's compactor), so old revisions go within two intervals.
+#[tokio::test]
+async fn periodic_compaction_drops_what_the_previous_run_saw_even_under_the_keep_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.compaction_interval = Duration::from_millis(200);
+    let store = Store::open(cfg).expect("open");
+    let mut first = 0;
+    for i in 0..20 {
+        first = store.put(&format!("k{i}"), b("v")).await.expect("put");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.compacted_revision() < first {
+        assert!(
+            Instant::now() < deadline,
+            "revision {first} still in history (compacted {})",
+            store.compacted_revision()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.watch("", 1).is_err(),
+        "a watch from revision 1 is compacted"
+    );
+    store.close().await.expect("close");
+}
