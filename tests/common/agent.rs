@@ -22,7 +22,7 @@ pub struct TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.process.kill();
-        super::node::clean_up(&self.data_dir.join("agent"), &self.node.bridge);
+        super::node::clean_up(&self.data_dir.join("agent"), &self.node);
     }
 }
 
@@ -140,7 +140,8 @@ fn node_flags(
     let mut flags = super::node::NodeFlags::new(data_dir);
     let given: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     cmd.args(flags.args(&given))
-        .args(["--node-cluster-cidr", &server.cluster_cidr()]);
+        .args(["--node-cluster-cidr", &server.cluster_cidr()])
+        .env("SKIFF_CGROUP_PARENT", &flags.cgroup_parent);
     flags
 }
 

@@ -406,6 +406,11 @@ impl TestServer {
             .args((!self.agent).then_some("--disable-agent"))
             .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
+            .envs(
+                self.node
+                    .as_ref()
+                    .map(|n| ("SKIFF_CGROUP_PARENT", n.cgroup_parent.clone())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -492,7 +497,7 @@ impl Drop for TestServer {
             kill_group(&mut child);
         }
         if let Some(flags) = &self.node {
-            node::clean_up(&self.data_dir().join("agent"), &flags.bridge);
+            node::clean_up(&self.data_dir().join("agent"), flags);
         }
         if std::thread::panicking() {
             eprintln!(

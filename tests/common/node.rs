@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A node's host-wide names: its own bridge, kubelet port and pod log dir.
 pub struct NodeFlags {
+    /// The node's cgroup parent (`SKIFF_CGROUP_PARENT`), removed by the clean-up.
+    pub cgroup_parent: String,
     pub bridge: String,
     pub kubelet_port: u16,
     pub pod_logs_dir: PathBuf,
@@ -19,6 +21,7 @@ impl NodeFlags {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         NodeFlags {
+            cgroup_parent: format!("skiff-test-{}-{n}", std::process::id()),
             // IFNAMSIZ: at most 15 characters.
             bridge: format!("skt{}x{n}", std::process::id() % 1_000_000),
             kubelet_port: super::free_port(),
@@ -52,9 +55,10 @@ impl NodeFlags {
     }
 }
 
-/// Removes what the agent with `agent_dir` (`<data-dir>/agent`) and `bridge` left on the
+/// Removes what the agent with `agent_dir` (`<data-dir>/agent`) and `flags` left on the
 /// host. Call after its process is dead. Best effort: every step runs whatever failed.
-pub fn clean_up(agent_dir: &Path, bridge: &str) {
+pub fn clean_up(agent_dir: &Path, flags: &NodeFlags) {
+    let bridge = flags.bridge.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,4 +105,28 @@ pub fn clean_up(agent_dir: &Path, bridge: &str) {
     for m in mounts {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
+    // The node's cgroup parent in every hierarchy (v1 controllers and the v2 tree).
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for root in roots {
+        remove_cgroup_tree(&root.join(&flags.cgroup_parent));
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
