@@ -33,6 +33,7 @@ pub mod probes;
 pub mod pull_secrets;
 pub mod resources;
 pub mod runtime_cri;
+pub mod sandbox;
 pub mod server;
 pub mod service_env;
 pub mod static_pods;

@@ -15,6 +15,7 @@ use super::container::{self, format_pod};
 use super::cri::ImageInfo;
 use super::events;
 use super::probes::{self, ProbeSink, Probes};
+use super::sandbox;
 use super::status::{self, Observed, RuntimePod};
 use super::{downward, env, labels, volumes, Context};
 use crate::network::{Sandbox, SandboxRequest};
@@ -584,9 +585,9 @@ impl Worker {
             hostname: container::hostname(pod),
             fqdn: None,
             host_network: spec.host_network.unwrap_or(false),
-            port_mappings: Vec::new(),
-            dns: Default::default(),
-            host_aliases: Vec::new(),
+            port_mappings: sandbox::port_mappings(&spec),
+            dns: sandbox::dns_config(&spec),
+            host_aliases: sandbox::host_aliases(&spec),
         }
     }
 
