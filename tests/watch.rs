@@ -111,6 +111,7 @@ fn watch_resumes_from_a_resource_version_without_missing_or_duplicating_events()
     let server = TestServer::start();
     runtime().block_on(async {
         let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+        root_ca_published(&api).await;
         for name in ["pre-0", "pre-1"] {
             write(&api, "ADDED", name).await;
         }
@@ -189,9 +190,11 @@ fn watch_resumes_from_a_resource_version_without_missing_or_duplicating_events()
 
 #[test]
 fn watch_from_a_compacted_revision_gets_410_gone() {
+    // Each periodic run keeps the last 5 revisions and drops what the run before saw: a
+    // 3 s interval leaves the replay below well inside the window.
     let server = TestServer::start_with(&[
         "--store-compaction-interval",
-        "1",
+        "3",
         "--store-compaction-keep",
         "5",
     ]);
@@ -203,7 +206,7 @@ fn watch_from_a_compacted_revision_gets_410_gone() {
             writes.push(write(&api, "ADDED", &format!("filler-{i}")).await);
         }
 
-        // Compaction runs every second; wait for it to pass the old revision.
+        // Compaction runs every 3 s; wait for it to pass the old revision.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let status = loop {
             let outcome = match api.watch(&WatchParams::default(), &old_rv).await {
@@ -244,4 +247,22 @@ fn watch_from_a_compacted_revision_gets_410_gone() {
             );
         }
     });
+}
+
+/// Waits for the root-CA publisher's `kube-root-ca.crt`, which it writes into every
+/// namespace on its own schedule: a watch opened before would see it as a change.
+async fn root_ca_published(api: &Api<ConfigMap>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while api
+        .get_opt("kube-root-ca.crt")
+        .await
+        .expect("get kube-root-ca.crt")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kube-root-ca.crt was not published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
