@@ -371,15 +371,11 @@ pub fn authorize(
     })
 }
 
-/// Whether a field selector requires `spec.nodeName` to be exactly `node` (one of its
-/// comma-separated terms is `spec.nodeName=node` or `spec.nodeName==node`).
+/// Whether a field selector requires `spec.nodeName` to be exactly `node`.
 fn selects_node(selector: Option<&str>, node: &str) -> bool {
-    selector.unwrap_or_default().split(',').any(|term| {
-        term.trim().split_once('=').is_some_and(|(field, value)| {
-            field.trim() == "spec.nodeName"
-                && value.strip_prefix('=').unwrap_or(value).trim() == node
-        })
-    })
+    selector
+        .and_then(|s| crate::api::selector::FieldSelector::parse(s).ok())
+        .is_some_and(|f| f.requires_exact_match("spec.nodeName") == Some(node))
 }
 
 fn static_rules(rules: &[PolicyRule], a: &AuthzAttributes<'_>) -> Decision {

@@ -178,6 +178,12 @@ pub fn check_field_label(
     }))
 }
 
+/// The scalar at a dotted `path` of `obj`, printed as a field set holds it (also used for
+/// custom resources' selectable fields).
+pub fn path_value(obj: &Value, path: &str) -> Option<String> {
+    scalar(lookup(obj, path))
+}
+
 fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(obj, |cur, part| cur.get(part))
 }

@@ -14,7 +14,7 @@ mod label;
 mod lexer;
 
 pub use field::{FieldOp, FieldSelector, FieldTerm};
-pub use field_labels::{check_field_label, field_value};
+pub use field_labels::{check_field_label, field_value, path_value};
 pub use label::{LabelSelector, Operator, Requirement};
 
 /// Why a selector string or object was rejected. The API server answers all of them with

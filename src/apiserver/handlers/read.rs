@@ -156,7 +156,7 @@ impl Filter {
         }
         if let Some(f) = &self.fields {
             let selected = if self.custom {
-                f.matches(obj, custom_field_value)
+                f.matches(obj, crate::api::selector::path_value)
             } else {
                 f.matches_object(&self.group, &self.plural, obj)
                     .unwrap_or(false)
@@ -188,18 +188,6 @@ fn check_custom_field_labels(
         }
     }
     Ok(())
-}
-
-/// A custom resource's value at a dotted field label, printed as Go's `fmt.Sprint` prints
-/// the scalars a selectable field may hold.
-fn custom_field_value(obj: &Value, field: &str) -> Option<String> {
-    let v = field.split('.').try_fold(obj, |cur, part| cur.get(part))?;
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Continue tokens carry the list revision and the last key served. A token without a
