@@ -17,6 +17,8 @@
 //! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup, service accounts,
 //!   root CA, token Secrets, quota usage, ClusterRole aggregation, CSR signing and approval
 //!   → informers, kube client (never the store).
+//! - [`events`]: the Event recorder every component writes through → kube client.
+//! - [`leader_election`]: Lease-based leader election of the scheduler and controllers.
 //! - [`kubelet`]: pod workers, volumes, probes, node status and the kubelet API → runtime,
 //!   network, kube client.
 //! - [`network`]: pod network namespaces, bridge, veths, IPAM, NAT, hostPorts. No
@@ -36,8 +38,10 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod events;
 pub mod informers;
 pub mod kubelet;
+pub mod leader_election;
 pub mod network;
 pub mod pki;
 pub mod runtime;

@@ -46,6 +46,19 @@ fn serving_sans(args: &ServerArgs, first_service_ip: &str) -> Vec<String> {
     sans
 }
 
+/// The leader-election identity of this server: `<hostname>_<hash of its data dir>`, stable
+/// across restarts (see `leader_election`'s module docs for why).
+fn leader_identity(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "skiff".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("{host}_{}", hex::encode(&digest[..6]))
+}
+
 fn host_ips() -> Vec<IpAddr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
@@ -239,7 +252,16 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .enable_node_ipam(&args.cluster_cidr)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
     components.spawn("informers", informers.run());
-    components.spawn("controllers", controllers.run(shutdown.clone()));
+    let identity = leader_identity(&args.data_dir);
+    let kcm_election = crate::leader_election::LeaderElector::new(
+        controllers.client(),
+        "kube-controller-manager",
+        &identity,
+    );
+    components.spawn(
+        "controllers",
+        kcm_election.run(shutdown.clone(), |stop| controllers.run(stop)),
+    );
     if !args.disable_agent {
         let mut node = args.node.clone();
         // The server's own node masquerades what leaves the server's pod range.

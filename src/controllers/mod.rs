@@ -66,6 +66,8 @@ pub enum ControllerError {
     Api(#[from] kube::Error),
     #[error(transparent)]
     Informer(#[from] InformerError),
+    #[error(transparent)]
+    LeaderElection(#[from] crate::leader_election::LeaderElectionError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -280,6 +282,11 @@ impl ControllerManager {
         let stats = c.stats();
         self.node_ipam = Some(c);
         Ok(stats)
+    }
+
+    /// The controller manager's own client (`system:kube-controller-manager`).
+    pub fn client(&self) -> kube::Client {
+        self.ctx.client.clone()
     }
 
     /// Runs every controller until `shutdown`; the first one to fail stops the rest.

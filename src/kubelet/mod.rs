@@ -143,7 +143,13 @@ impl Kubelet {
                 source,
             })?;
         }
-        let (recorder, writer) = events::Recorder::new(c.client.clone(), c.node_name.clone());
+        let (recorder, writer) = events::Recorder::new(
+            c.client.clone(),
+            crate::events::Source {
+                component: "kubelet".into(),
+                host: Some(c.node_name.clone()),
+            },
+        );
         tokio::spawn(writer);
         let ctx = Arc::new(Context {
             cri: c.runtime.clone(),
