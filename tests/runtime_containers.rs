@@ -210,6 +210,44 @@ fn exec_runs_in_the_container_with_and_without_tty() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts and cgroups"
 )]
+fn a_tty_container_starts_with_its_terminal_as_stdio_and_dev_console() {
+    let mut e = Env::new();
+    e.run(
+        "t1",
+        &[
+            "-d",
+            "-t",
+            IMAGE,
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo isatty > /tmp/t; sleep 100",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = e
+        .ctr()
+        .args([
+            "exec",
+            "t1",
+            "sh",
+            "-c",
+            "cat /tmp/t; test -c /dev/console && echo console",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "isatty\nconsole\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
 fn shim_survives_sigkill_of_the_caller_and_the_exit_is_not_lost() {
     let mut e = Env::new();
     e.ids.push("r1".into());

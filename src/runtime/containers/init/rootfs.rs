@@ -174,8 +174,18 @@ fn create_devices(
     }
     if let InitStdio::Tty(slave) = stdio {
         let console = destination(root, &dev_path.join("console"), Kind::File)?;
+        // The slave lives on the host's devpts mount, which belongs to the mount namespace
+        // the shim left: binding it through /proc/self/fd fails with EINVAL (a bind source
+        // must be a mount of the caller's namespace). Its path (`/dev/pts/N`) resolves in
+        // this namespace's copy of that mount, which is still there before the pivot.
+        let fd_path = format!("/proc/self/fd/{slave}");
+        let source = nix::fcntl::readlink(fd_path.as_str())
+            .ok()
+            .and_then(|p| p.into_string().ok())
+            .filter(|p| p.starts_with("/dev/pts/"))
+            .unwrap_or(fd_path);
         mount(
-            Some(format!("/proc/self/fd/{slave}").as_str()),
+            Some(source.as_str()),
             in_root::fd_path(&console).as_str(),
             NONE,
             MsFlags::MS_BIND,
