@@ -6,6 +6,7 @@
 pub mod defaults;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod requester;
 pub mod schema;

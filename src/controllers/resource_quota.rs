@@ -15,7 +15,7 @@
 
 use super::discovery::ResourceTypes;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
-use crate::apiserver::admission::quantity::Quantity;
+use crate::api::quantity::Quantity;
 use crate::apiserver::admission::resource_quota::usage::{
     self, kind_of, matching_resources, resource_list, Kind, ResourceList,
 };

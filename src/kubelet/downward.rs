@@ -5,7 +5,7 @@
 //! disagree; the formats are upstream's (labels/annotations as sorted `k="v"` lines,
 //! resources rounded up to the divisor, unset limits defaulting to node allocatable).
 
-use crate::apiserver::admission::quantity::Quantity;
+use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
 use std::collections::BTreeMap;
 

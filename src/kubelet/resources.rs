@@ -4,7 +4,7 @@
 //! Invariant: pure functions of the spec, so status (`qosClass`) and the runtime config
 //! always agree.
 
-use crate::apiserver::admission::quantity::Quantity;
+use crate::api::quantity::Quantity;
 use crate::runtime::containers::Resources;
 use k8s_openapi::api::core::v1::{Container, Pod};
 

@@ -495,7 +495,7 @@ fn mount_tmpfs(dir: &Path, size: Option<String>) -> Result<(), String> {
         return Ok(());
     }
     let bytes = size
-        .and_then(|s| crate::apiserver::admission::quantity::Quantity::parse(&s).ok())
+        .and_then(|s| crate::api::quantity::Quantity::parse(&s).ok())
         .map(|q| q.value());
     let opts = bytes.map(|b| format!("size={b}"));
     nix::mount::mount(

@@ -4,7 +4,8 @@
 use super::{keep_status, set_status, Printing, Strategy};
 use crate::api::defaults::core_v1;
 use crate::api::table::printers;
-use serde_json::json;
+use crate::api::validation::FieldError;
+use serde_json::{json, Value};
 
 /// ComponentStatuses are computed at each read (`apiserver::handlers::live`), never stored.
 pub static COMPONENT_STATUS: Strategy = Strategy {
@@ -19,9 +20,30 @@ pub static NODE: Strategy = Strategy {
     kind: "Node",
     defaults: core_v1::node,
     initial_status: keep_status,
+    validate_update: node_update,
     printer: Printing::Builtin(&printers::NODE),
     ..Strategy::GENERIC
 };
+
+/// Upstream's `ValidateNodeUpdate`: once set, a node's pod ranges and provider ID stay (the
+/// node IPAM controller may set them only from empty).
+fn node_update(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    let old_cidrs = &old["spec"]["podCIDRs"];
+    if old_cidrs.as_array().is_some_and(|a| !a.is_empty()) && *old_cidrs != new["spec"]["podCIDRs"]
+    {
+        errs.push(FieldError::forbidden(
+            "spec.podCIDRs",
+            "node updates may not change podCIDR except from \"\" to valid",
+        ));
+    }
+    let old_id = old["spec"]["providerID"].as_str().unwrap_or_default();
+    if !old_id.is_empty() && new["spec"]["providerID"].as_str() != Some(old_id) {
+        errs.push(FieldError::forbidden(
+            "spec.providerID",
+            "node updates may not change providerID except from \"\" to valid",
+        ));
+    }
+}
 
 pub static PERSISTENT_VOLUME: Strategy = Strategy {
     kind: "PersistentVolume",

@@ -127,3 +127,26 @@ fn the_generic_strategy_drops_a_sent_status_on_create_and_nodes_keep_theirs() {
     (of("", "Node").initial_status)(&mut node);
     assert_eq!(node["status"]["capacity"]["cpu"], "2");
 }
+
+#[test]
+fn a_nodes_pod_ranges_may_be_set_once_but_never_changed() {
+    let update = |old: serde_json::Value, new: serde_json::Value| {
+        let mut errs = Vec::new();
+        (of("", "Node").validate_update)(&old, &new, &mut errs);
+        errs.into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+    };
+    let unset = json!({"spec": {}});
+    let set = json!({"spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}});
+    let other = json!({"spec": {"podCIDR": "10.42.1.0/24", "podCIDRs": ["10.42.1.0/24"]}});
+    assert!(update(unset.clone(), set.clone()).is_empty());
+    assert!(update(set.clone(), set.clone()).is_empty());
+    let errs = update(set.clone(), other);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("spec.podCIDRs: Forbidden: node updates may not change podCIDR"),
+        "{errs:?}"
+    );
+    assert_eq!(update(set, unset).len(), 1);
+}

@@ -7,8 +7,8 @@
 //!   container), `Pod` limits (the pod's effective totals) and `PersistentVolumeClaim`
 //!   limits (the claim's storage request), with upstream's messages.
 
-use super::quantity::Quantity;
 use super::{support, Admit, Attributes, Operation, Plugin};
+use crate::api::quantity::Quantity;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::ApiState;
 use serde_json::{json, Map, Value};

@@ -43,7 +43,8 @@ pub mod namespace_lifecycle;
 pub mod node_password;
 pub mod node_restriction;
 pub mod priority;
-pub mod quantity;
+// Moved to `api`; kept as a path until every importer says `api::quantity`.
+pub use crate::api::quantity;
 pub mod runtime_class;
 pub mod service_account;
 mod support;

@@ -4,8 +4,8 @@
 //! `scheduling.nodeSelector` merged into its node selector (a conflicting value is refused)
 //! and the class's tolerations merged into its own, as upstream.
 
-use super::quantity::Quantity;
 use super::{support, Admit, Attributes, Operation, Plugin};
+use crate::api::quantity::Quantity;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::ApiState;
 use serde_json::{json, Map, Value};

@@ -20,8 +20,8 @@
 mod tests;
 pub mod usage;
 
-use super::quantity::Quantity;
 use super::{Admit, Attributes, Operation, Plugin};
+use crate::api::quantity::Quantity;
 use crate::api::registry::ResourceType;
 use crate::apiserver::objects::{self, parse_record, Decision};
 use crate::apiserver::status::ApiError;

@@ -7,7 +7,7 @@
 //! object) and the quota controller (summing every object in a namespace), so both always
 //! agree on what an object costs.
 
-use crate::apiserver::admission::quantity::Quantity;
+use crate::api::quantity::Quantity;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 

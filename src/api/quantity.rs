@@ -1,4 +1,5 @@
-//! Resource quantities (`500m`, `1Gi`, `2e3`) as admission compares and prints them:
+//! Resource quantities (`500m`, `1Gi`, `2e3`) as admission, the scheduler and the kubelet
+//! compare and print them:
 //! upstream's `resource.Quantity` parsing, comparison, addition and canonical text.
 //!
 //! Invariant: a quantity is held exactly, as a count of nano-units, with the format it was
