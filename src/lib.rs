@@ -15,7 +15,8 @@
 //! - [`authz`]: the Node and RBAC authorizers (decisions from informer caches), the
 //!   bootstrap RBAC policy → informers, kube client, `apiserver`'s `Authorizer` trait.
 //! - [`controllers`]: namespace deletion, garbage collection, CRD cleanup, service accounts,
-//!   root CA, token Secrets, quota usage, ClusterRole aggregation, CSR signing and approval
+//!   root CA, token Secrets, quota usage, ClusterRole aggregation, CSR signing and approval,
+//!   expired bootstrap tokens
 //!   → informers, kube client (never the store).
 //! - [`events`]: the Event recorder every component writes through → kube client.
 //! - [`leader_election`]: Lease-based leader election of the scheduler and controllers.

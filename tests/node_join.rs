@@ -448,6 +448,26 @@ fn bad_credentials_are_refused_in_one_line_and_register_nothing() {
     let run = TestAgent::run_to_failure(&server, "w3", &short);
     one_line(&run, "401 Unauthorized");
     no_node(&server, "w3");
+    // The token cleaner removes the expired token's Secret.
+    let id = short
+        .rsplit("::")
+        .next()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    let secret = format!("bootstrap-token-{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server
+        .kubectl(&["get", "secret", "-n", "kube-system", &secret])
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{secret} still there 10 s after it expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Nothing asked for a certificate on their behalf.
     let csrs = server.kubectl_json(&["get", "csr"]);

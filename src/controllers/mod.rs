@@ -18,6 +18,7 @@
 //! Reconciles are level-triggered: a restart loses nothing, because the first list of
 //! every informer queues every object again.
 
+pub mod bootstrap_token_cleaner;
 pub mod clusterrole_aggregation;
 pub mod crd_cleanup;
 pub mod csr_approving;
@@ -219,6 +220,7 @@ pub struct ControllerManager {
     pub clusterrole_aggregation: Arc<Stats>,
     pub service_account: Arc<Stats>,
     pub root_ca: Arc<Stats>,
+    pub bootstrap_token_cleaner: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
@@ -226,6 +228,7 @@ pub struct ControllerManager {
     aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
     sa_ctl: service_account::ServiceAccountController,
     root_ca_ctl: root_ca::RootCaPublisher,
+    token_cleaner: bootstrap_token_cleaner::BootstrapTokenCleaner,
     /// The controllers that need [`Context::signing`].
     signing_ctls: Option<SigningControllers>,
     /// `node-ipam-controller`, when pod CIDRs are allocated ([`ControllerManager::enable_node_ipam`]).
@@ -249,6 +252,7 @@ impl ControllerManager {
             clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
         let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
         let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
+        let token_cleaner = bootstrap_token_cleaner::BootstrapTokenCleaner::new(ctx.clone());
         let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
             csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
             csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
@@ -257,6 +261,8 @@ impl ControllerManager {
         ControllerManager {
             service_account: sa_ctl.stats(),
             root_ca: root_ca_ctl.stats(),
+            bootstrap_token_cleaner: token_cleaner.stats(),
+            token_cleaner,
             sa_ctl,
             root_ca_ctl,
             namespace: namespace_ctl.stats(),
@@ -300,6 +306,7 @@ impl ControllerManager {
         set.spawn(self.aggregation_ctl.run(stop.clone()));
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
+        set.spawn(self.token_cleaner.run(stop.clone()));
         if let Some(c) = self.node_ipam {
             set.spawn(c.run(stop.clone()));
         }

@@ -66,7 +66,10 @@ pub fn parse(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
     if value["kind"] != "Pod" {
         return Err(format!("kind {} is not Pod", value["kind"]));
     }
-    let mut pod: Pod = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    // Through bytes, not `from_value`: a Pod deserializer over `Value` would be a second
+    // copy of all of the Pod's decoding code in the binary (the API client's reads bytes).
+    let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    let mut pod: Pod = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let base = pod
         .metadata
         .name
