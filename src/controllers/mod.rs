@@ -18,12 +18,16 @@
 //! Reconciles are level-triggered: a restart loses nothing, because the first list of
 //! every informer queues every object again.
 
+mod batch;
+pub mod clock;
 pub mod clusterrole_aggregation;
 pub mod crd_cleanup;
+pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
 mod discovery;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 mod queue;
@@ -35,7 +39,10 @@ pub mod serviceaccount_token;
 mod signing_tests;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ttl_after_finished;
 
+use batch::BatchControllers;
+pub use batch::BatchStats;
 pub use queue::{Stats, WorkQueue};
 
 use crate::informers::{InformerError, Informers};
@@ -219,6 +226,8 @@ pub struct ControllerManager {
     pub clusterrole_aggregation: Arc<Stats>,
     pub service_account: Arc<Stats>,
     pub root_ca: Arc<Stats>,
+    pub batch: BatchStats,
+    batch_ctls: BatchControllers,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
@@ -254,7 +263,10 @@ impl ControllerManager {
             csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
             tokens: serviceaccount_token::TokensController::new(ctx.clone(), signing),
         });
+        let batch_ctls = BatchControllers::new(&ctx);
         ControllerManager {
+            batch: batch_ctls.stats(),
+            batch_ctls,
             service_account: sa_ctl.stats(),
             root_ca: root_ca_ctl.stats(),
             sa_ctl,
@@ -284,6 +296,12 @@ impl ControllerManager {
         Ok(stats)
     }
 
+    /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`
+    /// (tests step it over schedules and backoffs).
+    pub fn set_batch_clock(&mut self, clock: clock::Clock) {
+        self.batch_ctls.set_clock(clock);
+    }
+
     /// The controller manager's own client (`system:kube-controller-manager`).
     pub fn client(&self) -> kube::Client {
         self.ctx.client.clone()
@@ -300,6 +318,7 @@ impl ControllerManager {
         set.spawn(self.aggregation_ctl.run(stop.clone()));
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
+        self.batch_ctls.spawn(&mut set, &stop);
         if let Some(c) = self.node_ipam {
             set.spawn(c.run(stop.clone()));
         }
