@@ -21,6 +21,8 @@ pub mod status;
 pub mod success_policy;
 mod sync;
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
 use super::clock::Clock;
