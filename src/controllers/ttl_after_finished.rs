@@ -157,3 +157,46 @@ mod tests {
         assert_eq!(expires_at(&job), None);
     }
 }
+
+#[cfg(test)]
+mod controller_tests {
+    use crate::controllers::clock::Clock;
+    use crate::controllers::job::testkit::*;
+    use crate::controllers::testing::{eventually, Cluster};
+    use k8s_openapi::api::batch::v1::Job;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_finished_job_is_deleted_when_its_ttl_runs_out() {
+        let (clock, time) = Clock::manual(jiff::Timestamp::now());
+        let c = Cluster::start_with_clock(clock).await;
+        create_job(
+            &c.client,
+            "default",
+            job("brief", json!({"ttlSecondsAfterFinished": 60})),
+        )
+        .await;
+        eventually("a pod runs", || async {
+            running_pods_of(&c.client, "default", "brief").await.len() == 1
+        })
+        .await;
+        let pod = running_pods_of(&c.client, "default", "brief")
+            .await
+            .remove(0);
+        finish_pod(&c.client, &pod, 0, 10).await;
+        until_condition(&c.client, "default", "brief", "Complete").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            get_job(&c.client, "default", "brief").await.is_some(),
+            "kept until the TTL"
+        );
+        time.advance(Duration::from_secs(61));
+        poke::<Job>(&c.client, "default", "brief", 1).await;
+        eventually("the job is deleted", || async {
+            get_job(&c.client, "default", "brief").await.is_none()
+        })
+        .await;
+        c.stop().await;
+    }
+}
