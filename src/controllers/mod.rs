@@ -19,12 +19,16 @@
 //! every informer queues every object again.
 
 pub mod bootstrap_token_cleaner;
+mod batch;
+pub mod clock;
 pub mod clusterrole_aggregation;
 pub mod crd_cleanup;
+pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
 mod discovery;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 mod queue;
@@ -36,7 +40,10 @@ pub mod serviceaccount_token;
 mod signing_tests;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ttl_after_finished;
 
+use batch::BatchControllers;
+pub use batch::BatchStats;
 pub use queue::{Stats, WorkQueue};
 
 use crate::informers::{InformerError, Informers};
@@ -221,6 +228,8 @@ pub struct ControllerManager {
     pub service_account: Arc<Stats>,
     pub root_ca: Arc<Stats>,
     pub bootstrap_token_cleaner: Arc<Stats>,
+    pub batch: BatchStats,
+    batch_ctls: BatchControllers,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
@@ -258,7 +267,10 @@ impl ControllerManager {
             csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
             tokens: serviceaccount_token::TokensController::new(ctx.clone(), signing),
         });
+        let batch_ctls = BatchControllers::new(&ctx);
         ControllerManager {
+            batch: batch_ctls.stats(),
+            batch_ctls,
             service_account: sa_ctl.stats(),
             root_ca: root_ca_ctl.stats(),
             bootstrap_token_cleaner: token_cleaner.stats(),
@@ -290,6 +302,12 @@ impl ControllerManager {
         Ok(stats)
     }
 
+    /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`
+    /// (tests step it over schedules and backoffs).
+    pub fn set_batch_clock(&mut self, clock: clock::Clock) {
+        self.batch_ctls.set_clock(clock);
+    }
+
     /// The controller manager's own client (`system:kube-controller-manager`).
     pub fn client(&self) -> kube::Client {
         self.ctx.client.clone()
@@ -307,6 +325,7 @@ impl ControllerManager {
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
         set.spawn(self.token_cleaner.run(stop.clone()));
+        self.batch_ctls.spawn(&mut set, &stop);
         if let Some(c) = self.node_ipam {
             set.spawn(c.run(stop.clone()));
         }

@@ -22,15 +22,20 @@ impl Cluster {
     /// A server with every controller running, acting as the controller manager, except
     /// those that need signing keys.
     pub async fn start() -> Cluster {
-        Cluster::start_inner(false).await
+        Cluster::start_inner(false, None).await
+    }
+
+    /// [`Cluster::start`] with the batch controllers (Job, CronJob, TTL) reading `clock`.
+    pub async fn start_with_clock(clock: super::clock::Clock) -> Cluster {
+        Cluster::start_inner(false, Some(clock)).await
     }
 
     /// [`Cluster::start`] plus the CSR signer and approver and the legacy token controller.
     pub async fn start_with_signing() -> Cluster {
-        Cluster::start_inner(true).await
+        Cluster::start_inner(true, None).await
     }
 
-    async fn start_inner(signing: bool) -> Cluster {
+    async fn start_inner(signing: bool, clock: Option<super::clock::Clock>) -> Cluster {
         let server = TestServer::start().await;
         let stop = CancellationToken::new();
         let kcm = server.client_as(crate::apiserver::CONTROLLER_MANAGER_USER, &[]);
@@ -41,7 +46,7 @@ impl Cluster {
         let as_kcm = kcm.clone();
         let pki_dir = tempfile::tempdir().expect("temp dir");
         let pki = crate::pki::ServerPki::ensure(pki_dir.path(), &[]).expect("test PKI");
-        let manager = ControllerManager::new(Context {
+        let mut manager = ControllerManager::new(Context {
             client: kcm.clone(),
             informers: informers.clone(),
             clients: Arc::new(move |_| as_kcm.clone()),
@@ -54,6 +59,9 @@ impl Cluster {
                 })
             }),
         });
+        if let Some(clock) = clock {
+            manager.set_batch_clock(clock);
+        }
         let gc = manager.garbage_collector.clone();
         let namespace = manager.namespace.clone();
         tokio::spawn(informers.run());

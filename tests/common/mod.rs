@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod batch;
 pub mod http;
 pub mod manifests;
 pub mod netns;

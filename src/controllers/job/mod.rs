@@ -1,0 +1,243 @@
+//! The Job controller (upstream's `job-controller`): runs a Job's pods to `completions`
+//! successes with at most `parallelism` at once (NonIndexed, or Indexed with one success per
+//! index), replaces failed pods after an exponential backoff until `backoffLimit` (or
+//! `backoffLimitPerIndex`), applies `podFailurePolicy`, `successPolicy`,
+//! `activeDeadlineSeconds` and `suspend`, and reports all of it in the Job's status,
+//! conditions and events as upstream does.
+//!
+//! Invariant: every pod is counted exactly once, across restarts. Pods carry the
+//! `batch.kubernetes.io/job-tracking` finalizer; a finished pod's uid is first written to
+//! `status.uncountedTerminatedPods`, then its finalizer removed, then it moves into the
+//! counters. A pod without the finalizer is counted already (or listed as uncounted).
+//! Terminal conditions (Complete, Failed) follow the interim ones (SuccessCriteriaMet,
+//! FailureTarget) only once no pod is left running or uncounted.
+
+pub mod backoff;
+mod expectations;
+pub mod failure_policy;
+pub mod indexed;
+mod pods;
+pub mod status;
+pub mod success_policy;
+mod sync;
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
+
+use super::clock::Clock;
+use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
+use crate::events::{Recorder, Source};
+use crate::informers::Change;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+const WORKERS: usize = 4;
+/// The upstream service account this controller acts as.
+pub const NAME: &str = "job-controller";
+
+pub struct JobController {
+    ctx: Context,
+    queue: WorkQueue<String>,
+    clock: Clock,
+    backoff: backoff::Backoff,
+}
+
+impl JobController {
+    pub fn new(ctx: Context) -> JobController {
+        JobController {
+            ctx,
+            queue: WorkQueue::new(),
+            clock: Clock::system(),
+            backoff: backoff::Backoff::default(),
+        }
+    }
+
+    /// Reads time from `clock` (tests).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.queue.stats()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
+        let jobs = self.ctx.informers.typed::<Job>();
+        let pods = self.ctx.informers.typed::<Pod>();
+        let client = self.ctx.client_for(NAME);
+        let (recorder, writer) = Recorder::new(
+            client.clone(),
+            Source {
+                component: NAME.into(),
+                host: None,
+            },
+        );
+        tokio::spawn(writer);
+        jobs.synced().await?;
+        pods.synced().await?;
+        let reconciler = Arc::new(JobReconciler {
+            client,
+            jobs: jobs.store(),
+            pods: pods.store(),
+            recorder,
+            clock: self.clock,
+            backoff: self.backoff,
+            records: backoff::Store::default(),
+            expectations: expectations::Expectations::default(),
+        });
+        let mut job_changes = jobs.subscribe();
+        let mut pod_changes = pods.subscribe();
+        let q = self.queue.clone();
+        let feed_jobs = async move {
+            while let Some(change) = job_changes.next().await {
+                let job = match &change {
+                    Change::Applied(j) | Change::Deleted(j) => j,
+                };
+                if let Some(key) = key_of(&job.metadata) {
+                    q.add(key);
+                }
+            }
+        };
+        let q = self.queue.clone();
+        let feed_pods = async move {
+            while let Some(change) = pod_changes.next().await {
+                let pod = match &change {
+                    Change::Applied(p) | Change::Deleted(p) => p,
+                };
+                if let Some(key) = owning_job(pod) {
+                    q.add(key);
+                }
+            }
+        };
+        tokio::select! {
+            _ = feed_jobs => Err(ControllerError::Invalid("job: the job change feed ended".into())),
+            _ = feed_pods => Err(ControllerError::Invalid("job: the pod change feed ended".into())),
+            _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
+        }
+    }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        meta.namespace.as_deref()?,
+        meta.name.as_deref()?
+    ))
+}
+
+/// `ns/name` of the Job controlling a pod.
+fn owning_job(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    if owner.kind != "Job" || !owner.api_version.starts_with("batch/") {
+        return None;
+    }
+    Some(format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref()?,
+        owner.name
+    ))
+}
+
+struct JobReconciler {
+    client: kube::Client,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    recorder: Recorder,
+    clock: Clock,
+    backoff: backoff::Backoff,
+    records: backoff::Store,
+    expectations: expectations::Expectations,
+}
+
+impl Reconciler for JobReconciler {
+    type Key = String;
+    const NAME: &'static str = "job";
+
+    async fn reconcile(&self, key: &String) -> Result<Action, ControllerError> {
+        let Some((ns, name)) = key.split_once('/') else {
+            return Ok(Action::Done);
+        };
+        let job = self
+            .jobs
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns));
+        let Some(job) = job else {
+            self.records.forget(key);
+            self.expectations.forget(key);
+            self.release_orphans(key, None).await?;
+            return Ok(Action::Done);
+        };
+        if job
+            .spec
+            .as_ref()
+            .and_then(|s| s.managed_by.as_deref())
+            .is_some_and(|m| m != "kubernetes.io/job-controller")
+        {
+            return Ok(Action::Done);
+        }
+        if status::is_finished(&job) {
+            self.records.forget(key);
+            self.release_orphans(key, job.metadata.uid.as_deref())
+                .await?;
+            return Ok(Action::Done);
+        }
+        self.sync(key, (*job).clone()).await
+    }
+}
+
+impl JobReconciler {
+    /// The pods of namespace `ns` in the cache.
+    fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .collect()
+    }
+
+    /// Removes the tracking finalizer from pods whose Job is gone or finished (upstream's
+    /// orphan pod sync), so they can be deleted.
+    async fn release_orphans(
+        &self,
+        key: &str,
+        finished_uid: Option<&str>,
+    ) -> Result<(), ControllerError> {
+        let (ns, job_name) = key.split_once('/').unwrap_or_default();
+        let control = self.pod_control(key);
+        for pod in self.pods_in(ns) {
+            if !status::has_finalizer(&pod) {
+                continue;
+            }
+            let owned = pod.metadata.owner_references.iter().flatten().any(|o| {
+                o.controller == Some(true)
+                    && o.kind == "Job"
+                    && o.name == job_name
+                    && finished_uid.is_none_or(|u| u == o.uid)
+            });
+            if owned {
+                control.remove_finalizer(&pod).await?;
+            }
+        }
+        // Nothing waits on these removals: the Job is gone or done.
+        self.expectations.forget(key);
+        Ok(())
+    }
+
+    fn pod_control<'a>(&'a self, key: &'a str) -> pods::PodControl<'a> {
+        pods::PodControl {
+            client: &self.client,
+            recorder: &self.recorder,
+            expectations: &self.expectations,
+            key,
+        }
+    }
+}
