@@ -19,14 +19,17 @@
 //! every informer queues every object again.
 
 pub mod clusterrole_aggregation;
+pub mod controller_utils;
 pub mod crd_cleanup;
 pub mod csr_approving;
 pub mod csr_signing;
+pub mod deployment;
 mod discovery;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;
 mod queue;
+pub mod replicaset;
 pub mod resource_quota;
 pub mod root_ca;
 pub mod service_account;
@@ -219,6 +222,9 @@ pub struct ControllerManager {
     pub clusterrole_aggregation: Arc<Stats>,
     pub service_account: Arc<Stats>,
     pub root_ca: Arc<Stats>,
+    pub replicaset: Arc<Stats>,
+    pub replication: Arc<Stats>,
+    pub deployment: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
@@ -226,6 +232,9 @@ pub struct ControllerManager {
     aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
     sa_ctl: service_account::ServiceAccountController,
     root_ca_ctl: root_ca::RootCaPublisher,
+    rs_ctl: replicaset::ReplicaSetController,
+    rc_ctl: replicaset::ReplicationManager,
+    deployment_ctl: deployment::DeploymentController,
     /// The controllers that need [`Context::signing`].
     signing_ctls: Option<SigningControllers>,
     /// `node-ipam-controller`, when pod CIDRs are allocated ([`ControllerManager::enable_node_ipam`]).
@@ -249,6 +258,9 @@ impl ControllerManager {
             clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
         let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
         let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
+        let rs_ctl = replicaset::ReplicaSetController::new(ctx.clone());
+        let rc_ctl = replicaset::ReplicationManager::new(ctx.clone());
+        let deployment_ctl = deployment::DeploymentController::new(ctx.clone());
         let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
             csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
             csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
@@ -257,6 +269,12 @@ impl ControllerManager {
         ControllerManager {
             service_account: sa_ctl.stats(),
             root_ca: root_ca_ctl.stats(),
+            replicaset: rs_ctl.stats(),
+            replication: rc_ctl.stats(),
+            rs_ctl,
+            rc_ctl,
+            deployment: deployment_ctl.stats(),
+            deployment_ctl,
             sa_ctl,
             root_ca_ctl,
             namespace: namespace_ctl.stats(),
@@ -300,6 +318,9 @@ impl ControllerManager {
         set.spawn(self.aggregation_ctl.run(stop.clone()));
         set.spawn(self.sa_ctl.run(stop.clone()));
         set.spawn(self.root_ca_ctl.run(stop.clone()));
+        set.spawn(self.rs_ctl.run(stop.clone()));
+        set.spawn(self.rc_ctl.run(stop.clone()));
+        set.spawn(self.deployment_ctl.run(stop.clone()));
         if let Some(c) = self.node_ipam {
             set.spawn(c.run(stop.clone()));
         }
