@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod fake_kubelet;
 pub mod http;
 pub mod manifests;
 pub mod netns;

@@ -17,6 +17,8 @@ mod sync;
 #[cfg(test)]
 mod tests;
 pub mod util;
+#[cfg(test)]
+mod util_tests;
 
 use super::controller_utils::{controller_ref, Selector};
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
