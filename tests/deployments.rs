@@ -138,7 +138,7 @@ impl Drop for PodWatch {
 }
 
 fn rollout_status(server: &TestServer, what: &str) -> common::process::Run {
-    server.kubectl(&["rollout", "status", what, "--timeout=60s"])
+    server.kubectl(&["rollout", "status", what, "--timeout=45s"])
 }
 
 fn replica_sets(server: &TestServer, ns: &str) -> Vec<serde_json::Value> {
@@ -268,12 +268,7 @@ fn kubectl_creates_scales_rolls_out_and_undoes_a_deployment() {
         "jsonpath={.spec.template.spec.containers[0].image}",
     ]);
     assert_eq!(image, "busybox:1.37");
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=Deployment",
-    ]);
+    let events = server.kubectl_ok(&["get", "events"]);
     assert!(
         events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set web-"),
         "{events}"
@@ -355,7 +350,7 @@ fn pause_resume_restart_and_a_missed_progress_deadline() {
         "deployment/slow",
         "-n",
         "stuck",
-        "--timeout=60s",
+        "--timeout=45s",
     ]);
     assert!(!failed.success(), "{}", failed.output());
     assert!(

@@ -396,15 +396,21 @@ impl Sync {
             self.client.clone(),
             d.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let patch = serde_json::json!({"metadata": {"annotations": {REVISION: revision}}});
+        // A whole-object update (upstream's Update; the role allows `update`, not `patch`).
+        let mut copy = d.clone();
+        copy.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(REVISION.into(), revision.into());
         let updated = api
-            .patch(
+            .replace(
                 d.metadata.name.as_deref().unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &PostParams::default(),
+                &copy,
             )
             .await?;
         d.metadata.annotations = updated.metadata.annotations;
+        d.metadata.resource_version = updated.metadata.resource_version;
         Ok(())
     }
 
@@ -418,18 +424,18 @@ impl Sync {
             self.client.clone(),
             d.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let mut value =
-            serde_json::to_value(&status).map_err(|e| ControllerError::Invalid(e.to_string()))?;
-        if value.get("conditions").is_none() {
-            value["conditions"] = serde_json::Value::Null;
-        }
-        let patch = serde_json::json!({ "status": value });
-        api.patch_status(
-            d.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        // A whole-status update (upstream's UpdateStatus; the role allows `update`): the
+        // resourceVersion of what this sync read makes a stale write conflict and retry.
+        let mut copy = d.clone();
+        copy.status = Some(status.clone());
+        let updated = api
+            .replace_status(
+                d.metadata.name.as_deref().unwrap_or_default(),
+                &PostParams::default(),
+                &copy,
+            )
+            .await?;
+        d.metadata.resource_version = updated.metadata.resource_version;
         d.status = Some(status);
         Ok(())
     }

@@ -366,17 +366,26 @@ impl<K: Replicated> Sync<K> {
             "readyReplicas": new.ready_replicas,
             "availableReplicas": new.available_replicas,
             "observedGeneration": new.observed_generation,
-            "conditions": if new.conditions.is_empty() { serde_json::Value::Null } else { serde_json::to_value(&new.conditions).unwrap_or_default() },
         });
+        if !new.conditions.is_empty() {
+            status["conditions"] = serde_json::to_value(&new.conditions)
+                .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        }
         if let Some(t) = new.terminating_replicas {
             status["terminatingReplicas"] = t.into();
         }
-        let patch = serde_json::json!({ "status": status });
+        // A whole-status update (upstream's UpdateStatus; the controllers' roles allow
+        // `update` on the status): the cached resourceVersion makes a stale write conflict.
+        let mut body =
+            serde_json::to_value(obj).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        body["status"] = status;
+        let updated: K =
+            serde_json::from_value(body).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         match api
-            .patch_status(
+            .replace_status(
                 meta.name.as_deref().unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &PostParams::default(),
+                &updated,
             )
             .await
         {
