@@ -147,7 +147,7 @@ fn replica_sets(server: &TestServer, ns: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn kubectl_creates_scales_rolls_out_and_undoes_a_deployment() {
+fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailability() {
     let server = TestServer::start();
     let _kubelet = fake_kubelet_ready(&server, "default");
     server.kubectl_ok(&[
@@ -226,7 +226,23 @@ fn kubectl_creates_scales_rolls_out_and_undoes_a_deployment() {
             .any(|r| r.first().map(String::as_str) == Some("2")),
         "{history}"
     );
+}
 
+#[test]
+fn kubectl_rollout_undo_returns_to_the_previous_and_a_chosen_revision() {
+    let server = TestServer::start();
+    let _kubelet = fake_kubelet_ready(&server, "default");
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=2",
+    ]);
+    assert!(rollout_status(&server, "deployment/web").success());
+    server.kubectl_ok(&["set", "image", "deployment/web", "busybox=busybox:1.37"]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
     let first_rs = replica_sets(&server, "default")
         .into_iter()
         .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1")
@@ -245,7 +261,7 @@ fn kubectl_creates_scales_rolls_out_and_undoes_a_deployment() {
                 first_rs["metadata"]["name"].as_str().expect("name"),
             ]);
             rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
-                && rs["status"]["availableReplicas"] == 5
+                && rs["status"]["availableReplicas"] == 2
         },
     );
     let image = server.kubectl_ok(&[
