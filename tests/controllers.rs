@@ -36,13 +36,23 @@ fn exists(server: &TestServer, args: &[&str]) -> bool {
 
 /// A Deployment, a ReplicaSet it controls and two Pods the ReplicaSet controls, with the
 /// owner references (controller, blockOwnerDeletion) a deployment controller would set.
+/// The workload controllers run: the Deployment is paused (so it makes no ReplicaSet of
+/// its own) and the Pods are orphans the ReplicaSet adopts (so it makes no Pods of its own).
 fn workload(server: &TestServer, name: &str) {
     server.apply(
         &format!("{name}-deploy.yaml"),
         &format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n"
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  paused: true\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n"
         ),
     );
+    for i in 0..2 {
+        server.apply(
+            &format!("{name}-pod-{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-pod-{i}\n  labels: {{app: {name}}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n"
+            ),
+        );
+    }
     let deploy_uid = server.kubectl_ok(&["get", "deploy", name, "-o=jsonpath={.metadata.uid}"]);
     server.apply(
         &format!("{name}-rs.yaml"),
@@ -56,14 +66,16 @@ fn workload(server: &TestServer, name: &str) {
         &format!("{name}-rs"),
         "-o=jsonpath={.metadata.uid}",
     ]);
-    for i in 0..2 {
-        server.apply(
-            &format!("{name}-pod-{i}.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-pod-{i}\n  labels: {{app: {name}}}\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: ReplicaSet, name: {name}-rs, uid: {rs_uid}, controller: true, blockOwnerDeletion: true}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n"
-            ),
-        );
-    }
+    eventually(server, "the ReplicaSet adopted both Pods", 30, || {
+        (0..2).all(|i| {
+            server.kubectl_ok(&[
+                "get",
+                "pod",
+                &format!("{name}-pod-{i}"),
+                "-o=jsonpath={.metadata.ownerReferences[0].uid}",
+            ]) == rs_uid
+        })
+    });
 }
 
 #[test]
@@ -226,7 +238,7 @@ fn deleting_a_namespace_with_a_thousand_objects_of_mixed_kinds_removes_them_all(
             1 => format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s-{i}\nstringData: {{k: v}}\n"),
             2 => format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa-{i}\n"),
             3 => format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p-{i}\nspec:\n  containers:\n  - {{name: c, image: busybox:1.36}}\n"),
-            _ => format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d-{i}\nspec:\n  selector: {{matchLabels: {{app: d{i}}}}}\n  template:\n    metadata: {{labels: {{app: d{i}}}}}\n    spec:\n      containers: [{{name: c, image: busybox:1.36}}]\n"),
+            _ => format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d-{i}\nspec:\n  paused: true\n  selector: {{matchLabels: {{app: d{i}}}}}\n  template:\n    metadata: {{labels: {{app: d{i}}}}}\n    spec:\n      containers: [{{name: c, image: busybox:1.36}}]\n"),
         };
         let _ = write!(manifest, "---\n{doc}");
     }

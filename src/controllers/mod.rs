@@ -22,16 +22,19 @@ pub mod bootstrap_token_cleaner;
 mod batch;
 pub mod clock;
 pub mod clusterrole_aggregation;
+pub mod controller_utils;
 pub mod crd_cleanup;
 pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
+pub mod deployment;
 mod discovery;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 mod queue;
+pub mod replicaset;
 pub mod resource_quota;
 pub mod root_ca;
 pub mod service_account;
@@ -230,6 +233,9 @@ pub struct ControllerManager {
     pub bootstrap_token_cleaner: Arc<Stats>,
     pub batch: BatchStats,
     batch_ctls: BatchControllers,
+    pub replicaset: Arc<Stats>,
+    pub replication: Arc<Stats>,
+    pub deployment: Arc<Stats>,
     namespace_ctl: namespace::NamespaceController,
     gc: garbage_collector::GarbageCollector,
     crd_ctl: crd_cleanup::CrdCleanupController,
@@ -238,6 +244,9 @@ pub struct ControllerManager {
     sa_ctl: service_account::ServiceAccountController,
     root_ca_ctl: root_ca::RootCaPublisher,
     token_cleaner: bootstrap_token_cleaner::BootstrapTokenCleaner,
+    rs_ctl: replicaset::ReplicaSetController,
+    rc_ctl: replicaset::ReplicationManager,
+    deployment_ctl: deployment::DeploymentController,
     /// The controllers that need [`Context::signing`].
     signing_ctls: Option<SigningControllers>,
     /// `node-ipam-controller`, when pod CIDRs are allocated ([`ControllerManager::enable_node_ipam`]).
@@ -262,6 +271,9 @@ impl ControllerManager {
         let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
         let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
         let token_cleaner = bootstrap_token_cleaner::BootstrapTokenCleaner::new(ctx.clone());
+        let rs_ctl = replicaset::ReplicaSetController::new(ctx.clone());
+        let rc_ctl = replicaset::ReplicationManager::new(ctx.clone());
+        let deployment_ctl = deployment::DeploymentController::new(ctx.clone());
         let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
             csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
             csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
@@ -275,6 +287,12 @@ impl ControllerManager {
             root_ca: root_ca_ctl.stats(),
             bootstrap_token_cleaner: token_cleaner.stats(),
             token_cleaner,
+            replicaset: rs_ctl.stats(),
+            replication: rc_ctl.stats(),
+            rs_ctl,
+            rc_ctl,
+            deployment: deployment_ctl.stats(),
+            deployment_ctl,
             sa_ctl,
             root_ca_ctl,
             namespace: namespace_ctl.stats(),
@@ -326,6 +344,9 @@ impl ControllerManager {
         set.spawn(self.root_ca_ctl.run(stop.clone()));
         set.spawn(self.token_cleaner.run(stop.clone()));
         self.batch_ctls.spawn(&mut set, &stop);
+        set.spawn(self.rs_ctl.run(stop.clone()));
+        set.spawn(self.rc_ctl.run(stop.clone()));
+        set.spawn(self.deployment_ctl.run(stop.clone()));
         if let Some(c) = self.node_ipam {
             set.spawn(c.run(stop.clone()));
         }

@@ -108,3 +108,34 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Marks every pod of `ns` that is not Ready yet Running and Ready (condition and
+/// `startTime` now), as a kubelet would; there is no kubelet in controller tests.
+pub async fn mark_pods_ready(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&Default::default())
+        .await
+        .expect("listing pods to mark ready");
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for p in list.items {
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready || p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let patch = serde_json::json!({"status": {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        }});
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let _ = pods
+            .patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&patch))
+            .await;
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod batch;
+pub mod fake_kubelet;
 pub mod http;
 pub mod manifests;
 pub mod netns;

@@ -1,0 +1,278 @@
+//! What the workload controllers share (upstream's `controller_utils.go` and
+//! `controller_ref_manager.go`): label-selector matching of typed selectors, controller
+//! references, the claim decision (adopt orphans the selector matches, release owned objects
+//! it no longer matches), the adoption/release patches, pod readiness and availability, and
+//! slow-start batching of creations.
+//!
+//! Invariant: adoption and release are strategic-merge patches of `ownerReferences` carrying
+//! the object's `uid` as a precondition, so a patch never lands on a recreated namesake.
+
+use crate::api::selector::LabelSelector as Parsed;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// Largest number of creations or deletions one sync issues (upstream's `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+
+/// A typed selector parsed once; an invalid selector matches nothing.
+pub struct Selector(Parsed);
+
+impl Selector {
+    pub fn new(sel: Option<&LabelSelector>) -> Selector {
+        let parsed = sel
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| Parsed::from_json(&v).ok())
+            .unwrap_or_else(Parsed::nothing);
+        Selector(parsed)
+    }
+
+    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let map: serde_json::Map<String, serde_json::Value> = labels
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        self.0.matches(Some(&map))
+    }
+
+    /// The empty selector `{}` (selects everything; workloads refuse it).
+    pub fn is_everything(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// The controller reference a workload puts on what it creates or adopts.
+pub fn new_controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: owner.name.clone().unwrap_or_default(),
+        uid: owner.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// What a controller does with one candidate object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Owned and selected.
+    Keep,
+    /// Orphan the selector matches: becomes owned.
+    Adopt,
+    /// Owned but no longer selected: the controller reference is removed.
+    Release,
+    /// Someone else's, or not ours to touch now.
+    Ignore,
+}
+
+/// Upstream's `ClaimObject` decision for `obj` and an owner with `owner_uid`.
+pub fn claim(owner_uid: &str, owner_deleting: bool, obj: &ObjectMeta, selected: bool) -> Claim {
+    match controller_ref(obj) {
+        Some(r) if r.uid == owner_uid => {
+            if selected {
+                Claim::Keep
+            } else if owner_deleting {
+                Claim::Ignore
+            } else {
+                Claim::Release
+            }
+        }
+        Some(_) => Claim::Ignore,
+        None => {
+            if !selected || owner_deleting || obj.deletion_timestamp.is_some() {
+                Claim::Ignore
+            } else {
+                Claim::Adopt
+            }
+        }
+    }
+}
+
+/// The strategic-merge patch that makes `owner` the controller of the object with `uid`.
+pub fn adopt_patch(owner: &OwnerReference, uid: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {"ownerReferences": [owner], "uid": uid}})
+}
+
+/// The strategic-merge patch that removes `owner_uid`'s reference from the object with `uid`.
+pub fn release_patch(owner_uid: &str, uid: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {
+        "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+        "uid": uid,
+    }})
+}
+
+/// Running or pending, not being deleted (upstream's `IsPodActive`).
+pub fn is_pod_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Being deleted but not finished (upstream's `IsPodTerminating`).
+pub fn is_pod_terminating(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_some()
+}
+
+/// When the pod's Ready condition last became True, if it is True.
+pub fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
+    let cond = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (cond.status == "True").then(|| cond.last_transition_time.as_ref().map(|t| t.0))
+}
+
+pub fn is_pod_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds` at `now` (upstream's `IsPodAvailable`).
+pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => {
+            let ready_for = now.as_second() - t.as_second();
+            ready_for >= i64::from(min_ready_seconds)
+        }
+    }
+}
+
+/// Runs `count` calls of `f` in batches of 1, 2, 4, ... (upstream's `slowStartBatch`): a
+/// batch runs concurrently; after a batch with a failure no more batches start, so a
+/// systematic failure (quota, admission) costs one request, not `count`. Returns the number
+/// of successes and the first error.
+pub async fn slow_start_batch<F, Fut, E>(count: usize, f: F) -> (usize, Option<E>)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let mut remaining = count;
+    let mut batch = 1usize.min(count);
+    let mut successes = 0;
+    while batch > 0 {
+        let results = futures::future::join_all((0..batch).map(|_| f())).await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(()) => successes += 1,
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        if first_err.is_some() {
+            return (successes, first_err);
+        }
+        remaining -= batch;
+        batch = (batch * 2).min(remaining);
+    }
+    (successes, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn meta_owned_by(uid: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: uid.map(|u| {
+                vec![OwnerReference {
+                    uid: u.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn orphans_the_selector_matches_are_adopted_and_owned_mismatches_released() {
+        assert_eq!(claim("a", false, &meta_owned_by(None), true), Claim::Adopt);
+        assert_eq!(
+            claim("a", false, &meta_owned_by(None), false),
+            Claim::Ignore
+        );
+        assert_eq!(
+            claim("a", false, &meta_owned_by(Some("a")), true),
+            Claim::Keep
+        );
+        assert_eq!(
+            claim("a", false, &meta_owned_by(Some("a")), false),
+            Claim::Release
+        );
+        assert_eq!(
+            claim("a", true, &meta_owned_by(Some("a")), false),
+            Claim::Ignore
+        );
+        assert_eq!(claim("a", true, &meta_owned_by(None), true), Claim::Ignore);
+        assert_eq!(
+            claim("a", false, &meta_owned_by(Some("b")), true),
+            Claim::Ignore
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_start_batches_double_and_stop_after_a_failing_batch() {
+        let calls = AtomicUsize::new(0);
+        let (ok, err) = slow_start_batch(10, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), ()>(())
+        })
+        .await;
+        assert_eq!((ok, err), (10, None));
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
+
+        // Batches 1, 2, 4: the 5th call fails, so the batch of 4 finishes and nothing more.
+        let calls = AtomicUsize::new(0);
+        let (ok, err) = slow_start_batch(20, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n == 4 {
+                Err("quota")
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(ok, 6);
+        assert_eq!(err, Some("quota"));
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn selectors_match_typed_labels_and_a_missing_selector_matches_nothing() {
+        let sel = LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..Default::default()
+        };
+        let s = Selector::new(Some(&sel));
+        let labels: BTreeMap<String, String> =
+            [("app".into(), "web".into()), ("x".into(), "y".into())].into();
+        assert!(s.matches(Some(&labels)));
+        assert!(!s.matches(None));
+        assert!(!Selector::new(None).matches(Some(&labels)));
+        assert!(Selector::new(Some(&LabelSelector::default())).is_everything());
+    }
+}

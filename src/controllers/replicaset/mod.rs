@@ -1,0 +1,213 @@
+//! The ReplicaSet controller and, over the same code, the ReplicationController manager
+//! (upstream's `pkg/controller/replicaset`): each object keeps `spec.replicas` active pods
+//! matching its selector, created from its template with a controller reference.
+//!
+//! Invariants:
+//! - A sync creates or deletes pods only when the [`expectations::Expectations`] of its
+//!   previous sync are met, so a lagging pod cache never causes double creation.
+//! - Pods are created in slow-start batches of at most [`BURST_REPLICAS`] per sync; a scale
+//!   down deletes the least valuable pods first ([`ranking`]).
+//! - Orphans the selector matches are adopted, owned pods it no longer matches released.
+//! - Status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas`,
+//!   `terminatingReplicas`, `observedGeneration`, the `ReplicaFailure` condition) is written
+//!   only when it changed.
+//!
+//! [`BURST_REPLICAS`]: super::controller_utils::BURST_REPLICAS
+
+pub mod expectations;
+pub mod kinds;
+pub mod ranking;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use super::controller_utils::{controller_ref, Selector};
+use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
+use crate::events::{Recorder, Source};
+use crate::informers::{Change, Informer};
+use expectations::Expectations;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kinds::Replicated;
+use kube::runtime::reflector::Store;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+const WORKERS: usize = 4;
+
+/// The controller of one [`Replicated`] kind.
+pub struct ReplicaController<K> {
+    ctx: Context,
+    queue: WorkQueue<String>,
+    kind: PhantomData<K>,
+}
+
+/// `ReplicaSet`s.
+pub type ReplicaSetController = ReplicaController<k8s_openapi::api::apps::v1::ReplicaSet>;
+/// `ReplicationController`s.
+pub type ReplicationManager = ReplicaController<k8s_openapi::api::core::v1::ReplicationController>;
+
+impl<K: Replicated> ReplicaController<K> {
+    pub fn new(ctx: Context) -> Self {
+        ReplicaController {
+            ctx,
+            queue: WorkQueue::new(),
+            kind: PhantomData,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.queue.stats()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
+        let objects = self.ctx.informers.typed::<K>();
+        let pods = self.ctx.informers.typed::<Pod>();
+        objects.synced().await?;
+        pods.synced().await?;
+        let client = self.ctx.client_for(K::CONTROLLER);
+        let (recorder, writer) = Recorder::new(
+            client.clone(),
+            Source {
+                component: K::CONTROLLER.into(),
+                host: None,
+            },
+        );
+        tokio::spawn(writer);
+        let expectations = Arc::new(Expectations::default());
+        let reconciler = Arc::new(sync::Sync::<K> {
+            client,
+            objects: objects.store(),
+            pods: pods.store(),
+            expectations: expectations.clone(),
+            recorder,
+        });
+        let feeder = Feeder {
+            objects: objects.clone(),
+            pods: pods.clone(),
+            queue: self.queue.clone(),
+            expectations,
+            known: seed_known::<K>(&pods.store()),
+        };
+        tokio::select! {
+            _ = feeder.run() => Err(ControllerError::Invalid(format!("{}: the informers' change feeds ended", K::CONTROLLER))),
+            _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
+        }
+    }
+}
+
+/// `namespace/name` of an object.
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The key of the object of kind `K` controlling `pod`, if one does.
+fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
+    let r = controller_ref(&pod.metadata)?;
+    (r.kind == K::kind(&()) && r.api_version == K::api_version(&())).then(|| {
+        format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            r.name
+        )
+    })
+}
+
+/// Pods already in the cache when the controller starts: their first appearance on the
+/// change feed is not a creation this controller may be waiting for.
+fn seed_known<K: Replicated>(pods: &Store<Pod>) -> HashMap<String, Option<String>> {
+    pods.state()
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.uid.clone().unwrap_or_default(),
+                owner_key::<K>(p),
+            )
+        })
+        .collect()
+}
+
+/// Turns object and pod changes into keys, and pod arrivals and departures into observed
+/// expectations.
+struct Feeder<K: Replicated> {
+    objects: Informer<K>,
+    pods: Informer<Pod>,
+    queue: WorkQueue<String>,
+    expectations: Arc<Expectations>,
+    /// pod uid → key of its controller of kind `K` when last seen.
+    known: HashMap<String, Option<String>>,
+}
+
+impl<K: Replicated> Feeder<K> {
+    async fn run(mut self) {
+        let mut objects = self.objects.subscribe();
+        let mut pods = self.pods.subscribe();
+        loop {
+            tokio::select! {
+                Some(change) = objects.next() => match change {
+                    Change::Applied(o) => self.queue.add(key_of(o.meta())),
+                    Change::Deleted(o) => {
+                        let key = key_of(o.meta());
+                        self.expectations.forget(&key);
+                        self.queue.add(key);
+                    }
+                },
+                Some(change) = pods.next() => self.pod_changed(change),
+                else => return,
+            }
+        }
+    }
+
+    fn pod_changed(&mut self, change: Change<Pod>) {
+        let (pod, deleted) = match &change {
+            Change::Applied(p) => (p, false),
+            Change::Deleted(p) => (p, true),
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let key = owner_key::<K>(pod);
+        let previous = if deleted {
+            self.known.remove(&uid)
+        } else {
+            self.known.insert(uid, key.clone())
+        };
+        if let Some(k) = &key {
+            if previous.is_none() && !deleted {
+                self.expectations.creation_observed(k);
+            }
+            if deleted || pod.metadata.deletion_timestamp.is_some() {
+                self.expectations.deletion_observed(k, name);
+            }
+        }
+        // A pod whose controller changed (released, re-adopted) concerns the old one too.
+        if let Some(Some(old)) = previous {
+            if Some(&old) != key.as_ref() {
+                self.queue.add(old);
+            }
+        }
+        match key {
+            Some(k) => self.queue.add(k),
+            None if controller_ref(&pod.metadata).is_none() => {
+                // An orphan: every object that could adopt it looks.
+                let ns = pod.metadata.namespace.as_deref();
+                for o in self.objects.store().state() {
+                    if o.meta().namespace.as_deref() != ns {
+                        continue;
+                    }
+                    let rs = o.as_replica_set();
+                    let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
+                    if selector.matches(pod.metadata.labels.as_ref()) {
+                        self.queue.add(key_of(o.meta()));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Deployments, ReplicaSets and their pods through the real binary and real kubectl:
+//! create, scale, rolling updates within maxSurge/maxUnavailable (watched), rollout
+//! status/history/undo/pause/resume/restart, the progress deadline, Recreate, and cascading
+//! deletion. There are no nodes: [`fake_kubelet_ready`] reports pods Ready.
+
+mod common;
+
+use common::fake_kubelet::fake_kubelet_ready;
+use common::TestServer;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[track_caller]
+fn eventually(server: &TestServer, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "timed out waiting until {what}\n--- server log ---\n{}",
+        common::tail(&server.log(), 40)
+    );
+}
+
+/// What a watch of a namespace's pods saw: per pod (ready, template hash), and the worst
+/// moments.
+#[derive(Default)]
+struct Seen {
+    pods: BTreeMap<String, (bool, String)>,
+    max_pods: usize,
+    min_ready: Option<usize>,
+    /// Moments when pods of two templates existed together.
+    mixed: usize,
+}
+
+/// Watches the pods of `ns` (through a real watch) until dropped.
+struct PodWatch {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PodWatch {
+    fn start(server: &TestServer, ns: &str) -> PodWatch {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt.block_on(server.client());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st, ns) = (seen.clone(), stop.clone(), ns.to_string());
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                use futures::StreamExt;
+                let api: kube::Api<Pod> = kube::Api::namespaced(client, &ns);
+                let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+                while !st.load(Ordering::SeqCst) {
+                    let ev = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+                    let Ok(Some(Ok(ev))) = ev else { continue };
+                    let mut seen = s.lock().expect("lock");
+                    match ev {
+                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                            let name = p.metadata.name.clone().unwrap_or_default();
+                            if p.metadata.deletion_timestamp.is_some() {
+                                seen.pods.remove(&name);
+                            } else {
+                                let ready = p
+                                    .status
+                                    .as_ref()
+                                    .and_then(|s| s.conditions.as_ref())
+                                    .is_some_and(|c| {
+                                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                    });
+                                let hash = p
+                                    .metadata
+                                    .labels
+                                    .as_ref()
+                                    .and_then(|l| l.get("pod-template-hash"))
+                                    .cloned()
+                                    .unwrap_or_default();
+                                seen.pods.insert(name, (ready, hash));
+                            }
+                        }
+                        watcher::Event::Delete(p) => {
+                            seen.pods
+                                .remove(&p.metadata.name.clone().unwrap_or_default());
+                        }
+                        _ => continue,
+                    }
+                    let total = seen.pods.len();
+                    let ready = seen.pods.values().filter(|(r, _)| *r).count();
+                    let hashes: BTreeSet<&String> = seen.pods.values().map(|(_, h)| h).collect();
+                    let mixed = hashes.len() > 1;
+                    seen.max_pods = seen.max_pods.max(total);
+                    seen.min_ready = Some(seen.min_ready.map_or(ready, |m| m.min(ready)));
+                    if mixed {
+                        seen.mixed += 1;
+                    }
+                }
+            })
+        });
+        PodWatch {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Forgets the extremes seen so far (the watch keeps its pod list).
+    fn reset(&self) {
+        let mut s = self.seen.lock().expect("lock");
+        s.max_pods = s.pods.len();
+        s.min_ready = None;
+        s.mixed = 0;
+    }
+
+    fn extremes(&self) -> (usize, Option<usize>, usize) {
+        let s = self.seen.lock().expect("lock");
+        (s.max_pods, s.min_ready, s.mixed)
+    }
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rollout_status(server: &TestServer, what: &str) -> common::process::Run {
+    server.kubectl(&["rollout", "status", what, "--timeout=45s"])
+}
+
+fn replica_sets(server: &TestServer, ns: &str) -> Vec<serde_json::Value> {
+    let v = server.kubectl_json(&["get", "rs", "-n", ns]);
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailability() {
+    let server = TestServer::start();
+    let _kubelet = fake_kubelet_ready(&server, "default");
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=3",
+    ]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
+    assert!(
+        done.stdout
+            .contains("deployment \"web\" successfully rolled out"),
+        "{}",
+        done.stdout
+    );
+    let pods = server.kubectl_json(&["get", "pods", "-l", "app=web"]);
+    let items = pods["items"].as_array().expect("pods");
+    assert_eq!(items.len(), 3);
+    for p in items {
+        let owner = &p["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "ReplicaSet");
+        assert_eq!(owner["controller"], true);
+        assert!(owner["name"].as_str().expect("name").starts_with("web-"));
+    }
+
+    server.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
+    eventually(&server, "five pods", 30, || {
+        let d = server.kubectl_json(&["get", "deployment", "web"]);
+        d["status"]["availableReplicas"] == 5 && d["status"]["updatedReplicas"] == 5
+    });
+
+    // 5 replicas, default 25%/25%: maxSurge 2 (rounded up), maxUnavailable 1 (down).
+    let watch = PodWatch::start(&server, "default");
+    std::thread::sleep(Duration::from_millis(500));
+    watch.reset();
+    server.kubectl_ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=to 1.37",
+    ]);
+    server.kubectl_ok(&["set", "image", "deployment/web", "busybox=busybox:1.37"]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
+    eventually(&server, "only new pods are left", 30, || {
+        server.kubectl_json(&["get", "pods", "-l", "app=web"])["items"]
+            .as_array()
+            .map(Vec::len)
+            == Some(5)
+    });
+    let (max_pods, min_ready, _) = watch.extremes();
+    assert!(
+        max_pods <= 7,
+        "saw {max_pods} pods, more than replicas + maxSurge"
+    );
+    assert!(
+        min_ready.is_some_and(|r| r >= 4),
+        "saw only {min_ready:?} ready, more than maxUnavailable down"
+    );
+
+    let history = server.kubectl_ok(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("REVISION") && history.contains("CHANGE-CAUSE"),
+        "{history}"
+    );
+    assert!(history.contains("to 1.37"), "{history}");
+    let rows = common::table_rows(&history);
+    assert!(
+        rows.iter()
+            .any(|r| r.first().map(String::as_str) == Some("1")),
+        "{history}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.first().map(String::as_str) == Some("2")),
+        "{history}"
+    );
+}
+
+#[test]
+fn kubectl_rollout_undo_returns_to_the_previous_and_a_chosen_revision() {
+    let server = TestServer::start();
+    let _kubelet = fake_kubelet_ready(&server, "default");
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=2",
+    ]);
+    assert!(rollout_status(&server, "deployment/web").success());
+    server.kubectl_ok(&["set", "image", "deployment/web", "busybox=busybox:1.37"]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
+    let first_rs = replica_sets(&server, "default")
+        .into_iter()
+        .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1")
+        .expect("revision 1");
+    server.kubectl_ok(&["rollout", "undo", "deployment/web"]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
+    eventually(
+        &server,
+        "the first replica set is back as revision 3",
+        30,
+        || {
+            let rs = server.kubectl_json(&[
+                "get",
+                "rs",
+                first_rs["metadata"]["name"].as_str().expect("name"),
+            ]);
+            rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+                && rs["status"]["availableReplicas"] == 2
+        },
+    );
+    let image = server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "busybox:1.36");
+
+    server.kubectl_ok(&["rollout", "undo", "deployment/web", "--to-revision=2"]);
+    let done = rollout_status(&server, "deployment/web");
+    assert!(done.success(), "{}", done.output());
+    let image = server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "busybox:1.37");
+    let events = server.kubectl_ok(&["get", "events"]);
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set web-"),
+        "{events}"
+    );
+
+    // Deleting the deployment cascades to its replica sets and pods.
+    server.kubectl_ok(&["delete", "deployment", "web"]);
+    eventually(&server, "replica sets and pods are gone", 30, || {
+        replica_sets(&server, "default").is_empty()
+            && server.kubectl_json(&["get", "pods", "-l", "app=web"])["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    });
+}
+
+#[test]
+fn pause_resume_restart_and_a_missed_progress_deadline() {
+    let server = TestServer::start();
+    let _kubelet = fake_kubelet_ready(&server, "default");
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "app",
+        "--image=busybox:1.36",
+        "--replicas=2",
+    ]);
+    assert!(rollout_status(&server, "deployment/app").success());
+
+    server.kubectl_ok(&["rollout", "pause", "deployment/app"]);
+    server.kubectl_ok(&["set", "image", "deployment/app", "busybox=busybox:1.37"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        replica_sets(&server, "default").len(),
+        1,
+        "a paused deployment does not roll"
+    );
+    let reason = server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "app",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
+    assert_eq!(reason, "DeploymentPaused");
+    server.kubectl_ok(&["rollout", "resume", "deployment/app"]);
+    assert!(rollout_status(&server, "deployment/app").success());
+    assert_eq!(replica_sets(&server, "default").len(), 2);
+
+    server.kubectl_ok(&["rollout", "restart", "deployment/app"]);
+    assert!(rollout_status(&server, "deployment/app").success());
+    assert_eq!(
+        replica_sets(&server, "default").len(),
+        3,
+        "a restart makes a new replica set"
+    );
+
+    // Nobody marks pods Ready in this namespace: the deadline passes.
+    server.kubectl_ok(&["create", "namespace", "stuck"]);
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "slow",
+        "-n",
+        "stuck",
+        "--image=busybox:1.36",
+    ]);
+    server.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "slow",
+        "-n",
+        "stuck",
+        "-p",
+        "{\"spec\":{\"progressDeadlineSeconds\":3}}",
+    ]);
+    let failed = server.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/slow",
+        "-n",
+        "stuck",
+        "--timeout=45s",
+    ]);
+    assert!(!failed.success(), "{}", failed.output());
+    assert!(
+        failed
+            .stderr
+            .contains("deployment \"slow\" exceeded its progress deadline"),
+        "{}",
+        failed.output()
+    );
+}
+
+#[test]
+fn recreate_deletes_old_pods_before_creating_new_ones() {
+    let server = TestServer::start();
+    let _kubelet = fake_kubelet_ready(&server, "default");
+    server.apply(
+        "recreate.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: rec\nspec:\n  replicas: 3\n  strategy: {type: Recreate}\n  selector:\n    matchLabels: {app: rec}\n  template:\n    metadata: {labels: {app: rec}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n",
+    );
+    assert!(rollout_status(&server, "deployment/rec").success());
+    let watch = PodWatch::start(&server, "default");
+    std::thread::sleep(Duration::from_millis(500));
+    watch.reset();
+    server.kubectl_ok(&["set", "image", "deployment/rec", "c=busybox:1.37"]);
+    assert!(rollout_status(&server, "deployment/rec").success());
+    let (_, _, mixed) = watch.extremes();
+    assert_eq!(mixed, 0, "old and new pods existed at the same time");
+    let images = server.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=rec",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(
+        images.split_whitespace().collect::<Vec<_>>(),
+        ["busybox:1.37"; 3]
+    );
+}
