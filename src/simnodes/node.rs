@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 /// read its own Node by name, not watch it with a field selector, so this is a poll.)
 pub const CONTROL_POLL: Duration = Duration::from_secs(3);
 
+/// How often, and how far apart, a registration that failed in transport is tried again.
+const REGISTER_TRIES: u32 = 10;
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SimNodeError {
     #[error(transparent)]
@@ -114,14 +118,27 @@ impl SimNode {
             node: name.clone(),
             cause,
         };
-        let hb = node.heartbeat();
-        let registered = hb.register().await.map_err(register_err)?;
-        hb.event("Starting", "Starting kubelet.").await;
-        node.node_uid = registered.metadata.uid.clone();
-        node.start_host(hb, &registered, shutdown)
-            .await
-            .map_err(register_err)?;
-        Ok(node)
+        // A server busy with many joining nodes may drop a connection: only an answer
+        // (a refusal) ends the command, a transport error is tried again.
+        let mut tries = 0;
+        loop {
+            let hb = node.heartbeat();
+            let attempt = async {
+                let registered = hb.register().await?;
+                node.node_uid = registered.metadata.uid.clone();
+                hb.event("Starting", "Starting kubelet.").await;
+                node.start_host(hb, &registered, shutdown).await
+            };
+            match attempt.await {
+                Ok(()) => return Ok(node),
+                Err(e) if !matches!(e, kube::Error::Api(_)) && tries < REGISTER_TRIES => {
+                    tries += 1;
+                    tracing::warn!(node = %name, error = %e, "registering failed; retrying");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+                Err(e) => return Err(register_err(e)),
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
