@@ -34,9 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// read its own Node by name, not watch it with a field selector, so this is a poll.)
 pub const CONTROL_POLL: Duration = Duration::from_secs(3);
 
-/// How often, and how far apart, a registration that failed in transport is tried again.
-const REGISTER_TRIES: u32 = 10;
-const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between tries of a registration that failed in transport.
+const REGISTER_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimNodeError {
@@ -119,8 +118,9 @@ impl SimNode {
             cause,
         };
         // A server busy with many joining nodes may drop a connection: only an answer
-        // (a refusal) ends the command, a transport error is tried again.
-        let mut tries = 0;
+        // (a refusal) ends the command, a transport error is tried again (as the join
+        // waits for a server that is not up yet).
+        let mut pause = Duration::from_millis(200);
         loop {
             let hb = node.heartbeat();
             let attempt = async {
@@ -131,10 +131,13 @@ impl SimNode {
             };
             match attempt.await {
                 Ok(()) => return Ok(node),
-                Err(e) if !matches!(e, kube::Error::Api(_)) && tries < REGISTER_TRIES => {
-                    tries += 1;
+                Err(e) if !matches!(e, kube::Error::Api(_)) => {
                     tracing::warn!(node = %name, error = %e, "registering failed; retrying");
-                    tokio::time::sleep(REGISTER_RETRY).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(register_err(e)),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(REGISTER_RETRY);
                 }
                 Err(e) => return Err(register_err(e)),
             }
