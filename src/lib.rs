@@ -27,6 +27,9 @@
 //! - [`agent`]: the node agent entry point, shared by `skiff agent` and `skiff server`:
 //!   the join (token, pinned CA, node certificates by CSR and their renewal) and the node's
 //!   identity the kubelet runs with.
+//! - [`simnodes`]: `skiff sim-nodes`, simulated (hollow) nodes: the agent's join, the
+//!   kubelet's heartbeat, Lease and pod workers on an in-memory runtime and pod network
+//!   → agent, kubelet, network.
 //! - [`server`]: `skiff server` wiring. [`cli`], [`config`]: flags and config file.
 //!
 //! `docs/architecture.md` has the longer version: the process model, the in-process client
@@ -47,6 +50,7 @@ pub mod network;
 pub mod pki;
 pub mod runtime;
 pub mod server;
+pub mod simnodes;
 // Crate-private: only `apiserver` may use the store (every other component goes through the
 // API). The store's API is fuller than the API server needs (its own tests use the rest).
 #[cfg_attr(not(test), allow(dead_code))]

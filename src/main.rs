@@ -53,6 +53,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             runtime().and_then(|rt| rt.block_on(skiff::agent::run_command(args)))
         }
+        Command::SimNodes(args) => {
+            runtime().and_then(|rt| rt.block_on(skiff::simnodes::run_command(args)))
+        }
         Command::Token(args) => {
             local_runtime().and_then(|rt| rt.block_on(skiff::cli::token::run(args)))
         }

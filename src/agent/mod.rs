@@ -18,7 +18,7 @@ pub mod client;
 pub mod identity;
 pub mod join;
 pub mod pods;
-mod renew;
+pub mod renew;
 
 pub use identity::{NodeIdentity, ServingCert};
 
@@ -122,6 +122,7 @@ pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, A
             ephemeral_storage: kube.ephemeral_storage + system.ephemeral_storage,
         },
         kubelet_port: args.kubelet_port,
+        max_pods: node_status::MAX_PODS,
     })
 }
 

@@ -34,16 +34,7 @@ impl LazyNetwork {
     async fn get(&self) -> Result<&NodeNetwork, NetworkError> {
         self.net
             .get_or_try_init(|| async {
-                let mut rx = self.pod_cidr.clone();
-                let cidr = rx
-                    .wait_for(|c| c.is_some())
-                    .await
-                    .map_err(|_| NetworkError::Netlink("the node has no podCIDR".into()))?
-                    .clone()
-                    .unwrap_or_default();
-                let pod_cidr: Ipv4Net = cidr.parse().map_err(|e| {
-                    NetworkError::Netlink(format!("the node's podCIDR {cidr:?}: {e}"))
-                })?;
+                let pod_cidr = wait_pod_cidr(&self.pod_cidr).await?;
                 let mut cfg =
                     NodeNetworkConfig::new(pod_cidr, self.cluster_cidr, self.state_dir.clone());
                 cfg.bridge = self.bridge.clone();
@@ -56,6 +47,21 @@ impl LazyNetwork {
     fn has_state(&self) -> bool {
         std::fs::read_dir(&self.state_dir).is_ok_and(|mut d| d.next().is_some())
     }
+}
+
+/// The node's podCIDR, once the server's node-ipam controller has allocated it.
+pub async fn wait_pod_cidr(
+    pod_cidr: &watch::Receiver<Option<String>>,
+) -> Result<Ipv4Net, NetworkError> {
+    let mut rx = pod_cidr.clone();
+    let cidr = rx
+        .wait_for(|c| c.is_some())
+        .await
+        .map_err(|_| NetworkError::Netlink("the node has no podCIDR".into()))?
+        .clone()
+        .unwrap_or_default();
+    cidr.parse()
+        .map_err(|e| NetworkError::Netlink(format!("the node's podCIDR {cidr:?}: {e}")))
 }
 
 impl PodNetwork for LazyNetwork {

@@ -2,6 +2,7 @@
 
 pub mod ctr;
 pub mod images;
+pub mod sim_nodes;
 pub mod token;
 
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,8 @@ pub enum Command {
     Images(images::ImagesArgs),
     /// Run and inspect containers directly (debugging front end, like ctr/nerdctl).
     Ctr(ctr::CtrArgs),
+    /// Run simulated nodes (hollow kubelets: no containers, no root) joined to a server.
+    SimNodes(sim_nodes::SimNodesArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -84,4 +84,9 @@ pub trait Cri: Send + Sync {
     ) -> BoxFuture<'_, Result<ExecOutput, CriError>>;
     /// Resolves when the container has exited.
     fn wait_container(&self, id: &str) -> BoxFuture<'_, Result<ExitStatus, CriError>>;
+    /// A simulated runtime (no processes, no pod network) answers probes itself:
+    /// `Some(outcome)`; `None` (every real runtime) = run the probe's handler.
+    fn simulated_probe(&self, _id: &str, _kind: super::probes::Kind) -> Option<Result<(), String>> {
+        None
+    }
 }

@@ -1,10 +1,15 @@
-//! An in-memory [`Cri`] for tests: containers are records, processes are timers.
+//! An in-memory [`Cri`] for tests and simulated nodes: containers are records, processes
+//! are timers.
 //!
 //! What a container does once started is scripted per container name
 //! ([`FakeCri::script`]): run until stopped, exit with a code after a delay, be OOM-killed,
 //! ignore the stop signal (so only SIGKILL after the grace period ends it). Images are
 //! present or not, pulls can be made to fail, and exec answers are scripted too. Every call
 //! is recorded so tests can assert on what the kubelet asked for.
+//!
+//! [`FakeCri::simulated`] is the runtime of `skiff sim-nodes`: every image is present, no
+//! call is recorded (it runs for days), and each container's behaviour and whether its
+//! probes pass come from a [`ScriptSource`] asked at creation (the pod's annotations).
 //!
 //! Invariant: the fake keeps the runtime's contract: states only move
 //! Created → Running → Stopped, an exit is recorded with its time, `wait` resolves on exit.
@@ -32,6 +37,26 @@ pub enum Behavior {
     IgnoreStop,
 }
 
+/// What a simulated container does and whether its probes pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripted {
+    pub behavior: Behavior,
+    /// `false`: readiness probes fail (liveness and startup probes still pass).
+    pub ready: bool,
+}
+
+impl Default for Scripted {
+    fn default() -> Scripted {
+        Scripted {
+            behavior: Behavior::Run,
+            ready: true,
+        }
+    }
+}
+
+/// Decides, when a container is created, what it will do (see [`FakeCri::simulated`]).
+pub type ScriptSource = Arc<dyn Fn(&ContainerConfig) -> BoxFuture<'static, Scripted> + Send + Sync>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Pull(String, Option<Credentials>),
@@ -47,6 +72,8 @@ struct Container {
     state: ContainerState,
     config: ContainerConfig,
     behavior: Behavior,
+    /// Readiness answer of a simulated container's probes.
+    ready: bool,
     exited: watch::Sender<Option<ExitStatus>>,
 }
 
@@ -60,6 +87,17 @@ struct Inner {
     /// Per container name: exec results (last one repeats); default exit 0.
     exec_results: HashMap<String, VecDeque<i32>>,
     calls: Vec<Call>,
+    /// Simulated: every image present, calls not recorded, behaviour from the source.
+    source: Option<ScriptSource>,
+}
+
+impl Inner {
+    /// Records a call, except on a simulated node (which would grow without end).
+    fn record(&mut self, call: Call) {
+        if self.source.is_none() {
+            self.calls.push(call);
+        }
+    }
 }
 
 /// See the module docs. Cheap to clone (shared state).
@@ -75,6 +113,15 @@ fn now() -> String {
 impl FakeCri {
     pub fn new() -> FakeCri {
         FakeCri::default()
+    }
+
+    /// The runtime of a simulated node: every image is present, calls are not recorded,
+    /// and `source` decides each container's behaviour and readiness at creation; probes
+    /// of every kind are answered here ([`Cri::simulated_probe`]), never dialled.
+    pub fn simulated(source: ScriptSource) -> FakeCri {
+        let fake = FakeCri::default();
+        fake.inner.lock().source = Some(source);
+        fake
     }
 
     pub fn with_image(self, image: &str) -> FakeCri {
@@ -121,6 +168,77 @@ impl FakeCri {
         finish(&self.inner, id, code, false);
     }
 
+    fn create_now(
+        &self,
+        config: ContainerConfig,
+        scripted: Option<Scripted>,
+    ) -> Result<String, CriError> {
+        let mut g = self.inner.lock();
+        g.record(Call::Create(config.id.clone()));
+        if g.containers.contains_key(&config.id) {
+            Err(CriError::Runtime(format!(
+                "container {} already exists",
+                config.id
+            )))
+        } else if g.source.is_none() && !g.images.contains(&config.image) {
+            Err(CriError::ImageNotFound(config.image.clone()))
+        } else {
+            let name = FakeCri::name_of(&config);
+            let (behavior, ready) = match scripted {
+                Some(s) => (s.behavior, s.ready),
+                None => {
+                    let b = match g.scripts.get_mut(&name) {
+                        Some(q) if q.len() > 1 => q.pop_front().unwrap_or(Behavior::Run),
+                        Some(q) => q.front().cloned().unwrap_or(Behavior::Run),
+                        None => Behavior::Run,
+                    };
+                    (b, true)
+                }
+            };
+            let state = ContainerState {
+                id: config.id.clone(),
+                status: Status::Created,
+                pid: 0,
+                shim_pid: 0,
+                exit_code: None,
+                oom_killed: false,
+                created_at: now(),
+                started_at: None,
+                finished_at: None,
+                error: None,
+                image: config.image.clone(),
+                log_path: config.log_path.clone().unwrap_or_default(),
+                runtime: "fake".into(),
+                labels: config.labels.clone(),
+            };
+            let id = config.id.clone();
+            // A simulated node keeps only what it answers from (environments and mounts
+            // of thousands of pods would be most of its memory).
+            let config = if g.source.is_some() {
+                ContainerConfig {
+                    id: config.id,
+                    image: config.image,
+                    labels: config.labels,
+                    ..ContainerConfig::default()
+                }
+            } else {
+                config
+            };
+            let (exited, _) = watch::channel(None);
+            g.containers.insert(
+                id.clone(),
+                Container {
+                    state,
+                    config,
+                    behavior,
+                    ready,
+                    exited,
+                },
+            );
+            Ok(id)
+        }
+    }
+
     fn name_of(config: &ContainerConfig) -> String {
         config
             .labels
@@ -155,7 +273,9 @@ fn later(inner: Arc<Mutex<Inner>>, id: String, after: Duration, code: i32, oom: 
 
 impl Cri for FakeCri {
     fn image_status(&self, image: &str) -> BoxFuture<'_, Result<Option<ImageInfo>, CriError>> {
-        let present = self.inner.lock().images.contains(image);
+        let g = self.inner.lock();
+        let present = g.source.is_some() || g.images.contains(image);
+        drop(g);
         let info = present.then(|| info(image));
         async move { Ok(info) }.boxed()
     }
@@ -166,6 +286,10 @@ impl Cri for FakeCri {
         credentials: Option<Credentials>,
     ) -> BoxFuture<'_, Result<ImageInfo, CriError>> {
         let mut g = self.inner.lock();
+        if g.source.is_some() {
+            let r = Ok(info(image));
+            return async move { r }.boxed();
+        }
         g.calls.push(Call::Pull(image.to_owned(), credentials));
         let r = match g.pull_errors.get(image) {
             Some(m) => Err(CriError::Pull(m.clone())),
@@ -178,57 +302,35 @@ impl Cri for FakeCri {
     }
 
     fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>> {
-        let mut g = self.inner.lock();
-        g.calls.push(Call::Create(config.id.clone()));
-        let r = if g.containers.contains_key(&config.id) {
-            Err(CriError::Runtime(format!(
-                "container {} already exists",
-                config.id
-            )))
-        } else if !g.images.contains(&config.image) {
-            Err(CriError::ImageNotFound(config.image.clone()))
-        } else {
-            let name = FakeCri::name_of(&config);
-            let behavior = match g.scripts.get_mut(&name) {
-                Some(q) if q.len() > 1 => q.pop_front().unwrap_or(Behavior::Run),
-                Some(q) => q.front().cloned().unwrap_or(Behavior::Run),
-                None => Behavior::Run,
+        let source = self.inner.lock().source.clone();
+        async move {
+            let scripted = match source {
+                Some(s) => Some(s(&config).await),
+                None => None,
             };
-            let state = ContainerState {
-                id: config.id.clone(),
-                status: Status::Created,
-                pid: 0,
-                shim_pid: 0,
-                exit_code: None,
-                oom_killed: false,
-                created_at: now(),
-                started_at: None,
-                finished_at: None,
-                error: None,
-                image: config.image.clone(),
-                log_path: config.log_path.clone().unwrap_or_default(),
-                runtime: "fake".into(),
-                labels: config.labels.clone(),
-            };
-            let id = config.id.clone();
-            let (exited, _) = watch::channel(None);
-            g.containers.insert(
-                id.clone(),
-                Container {
-                    state,
-                    config,
-                    behavior,
-                    exited,
-                },
-            );
-            Ok(id)
-        };
-        async move { r }.boxed()
+            self.create_now(config, scripted)
+        }
+        .boxed()
+    }
+
+    fn simulated_probe(&self, id: &str, kind: super::probes::Kind) -> Option<Result<(), String>> {
+        let g = self.inner.lock();
+        g.source.as_ref()?;
+        Some(match g.containers.get(id) {
+            Some(c) if c.state.status == Status::Running => {
+                if kind == super::probes::Kind::Readiness && !c.ready {
+                    Err("simulated: readiness fails (sim.skiff.io/ready=false)".into())
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err("container is not running".into()),
+        })
     }
 
     fn start_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>> {
         let mut g = self.inner.lock();
-        g.calls.push(Call::Start(id.to_owned()));
+        g.record(Call::Start(id.to_owned()));
         let r = match g.containers.get_mut(id) {
             None => Err(CriError::NotFound(id.to_owned())),
             Some(c) if c.state.status != Status::Created => {
@@ -262,7 +364,7 @@ impl Cri for FakeCri {
         async move {
             let (behavior, mut rx) = {
                 let mut g = self.inner.lock();
-                g.calls.push(Call::Stop(id.clone(), grace));
+                g.record(Call::Stop(id.clone(), grace));
                 match g.containers.get(&id) {
                     None => return Err(CriError::NotFound(id)),
                     Some(c) => (c.behavior.clone(), c.exited.subscribe()),
@@ -284,10 +386,7 @@ impl Cri for FakeCri {
     }
 
     fn kill_container(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), CriError>> {
-        self.inner
-            .lock()
-            .calls
-            .push(Call::Kill(id.to_owned(), signal));
+        self.inner.lock().record(Call::Kill(id.to_owned(), signal));
         finish(&self.inner, id, 128 + signal, false);
         async { Ok(()) }.boxed()
     }
@@ -295,7 +394,7 @@ impl Cri for FakeCri {
     fn remove_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>> {
         finish(&self.inner, id, 137, false);
         let mut g = self.inner.lock();
-        g.calls.push(Call::Remove(id.to_owned()));
+        g.record(Call::Remove(id.to_owned()));
         g.containers.remove(id);
         async { Ok(()) }.boxed()
     }
@@ -332,7 +431,7 @@ impl Cri for FakeCri {
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<ExecOutput, CriError>> {
         let mut g = self.inner.lock();
-        g.calls.push(Call::Exec(id.to_owned(), cmd));
+        g.record(Call::Exec(id.to_owned(), cmd));
         let name = match g.containers.get(id) {
             Some(c) if c.state.status == Status::Running => FakeCri::name_of(&c.config),
             _ => {
@@ -392,4 +491,82 @@ pub fn pod_containers(states: &[ContainerState], uid: &str) -> Vec<BTreeMap<Stri
         .filter(|s| s.labels.get(super::labels::POD_UID).map(String::as_str) == Some(uid))
         .map(|s| s.labels.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubelet::probes::Kind;
+
+    #[tokio::test]
+    async fn a_simulated_runtime_has_every_image_scripts_from_its_source_and_answers_probes() {
+        let source: ScriptSource = Arc::new(|config: &ContainerConfig| {
+            let failing =
+                config.labels.get(super::super::labels::CONTAINER_NAME) == Some(&"bad".to_owned());
+            Box::pin(async move {
+                Scripted {
+                    behavior: if failing {
+                        Behavior::Exit {
+                            code: 3,
+                            after: Duration::ZERO,
+                        }
+                    } else {
+                        Behavior::Run
+                    },
+                    ready: !failing,
+                }
+            })
+        });
+        let cri = FakeCri::simulated(source);
+        assert!(cri.image_status("any/image:1").await.unwrap().is_some());
+        let config = |id: &str, name: &str| ContainerConfig {
+            id: id.into(),
+            image: "never/pulled".into(),
+            labels: BTreeMap::from([(
+                super::super::labels::CONTAINER_NAME.to_owned(),
+                name.to_owned(),
+            )]),
+            ..ContainerConfig::default()
+        };
+        let good = cri.create_container(config("g", "good")).await.unwrap();
+        let bad = cri.create_container(config("b", "bad")).await.unwrap();
+        // Not running yet: probes fail.
+        assert!(cri
+            .simulated_probe(&good, Kind::Readiness)
+            .unwrap()
+            .is_err());
+        cri.start_container(&good).await.unwrap();
+        cri.start_container(&bad).await.unwrap();
+        assert_eq!(cri.simulated_probe(&good, Kind::Readiness), Some(Ok(())));
+        assert_eq!(cri.wait_container(&bad).await.unwrap().code, 3);
+        // Nothing is recorded on a simulated node.
+        assert!(cri.calls().is_empty());
+        // A test fake answers no probes itself.
+        assert_eq!(FakeCri::new().simulated_probe(&good, Kind::Liveness), None);
+    }
+
+    #[tokio::test]
+    async fn a_simulated_container_that_is_not_ready_still_passes_liveness() {
+        let source: ScriptSource = Arc::new(|_: &ContainerConfig| {
+            Box::pin(async {
+                Scripted {
+                    behavior: Behavior::Run,
+                    ready: false,
+                }
+            })
+        });
+        let cri = FakeCri::simulated(source);
+        let id = cri
+            .create_container(ContainerConfig {
+                id: "c".into(),
+                image: "x".into(),
+                ..ContainerConfig::default()
+            })
+            .await
+            .unwrap();
+        cri.start_container(&id).await.unwrap();
+        assert!(cri.simulated_probe(&id, Kind::Readiness).unwrap().is_err());
+        assert_eq!(cri.simulated_probe(&id, Kind::Liveness), Some(Ok(())));
+        assert_eq!(cri.simulated_probe(&id, Kind::Startup), Some(Ok(())));
+    }
 }

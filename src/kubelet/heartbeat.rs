@@ -281,6 +281,7 @@ mod tests {
                 taints: Vec::new(),
                 reserved: Reserved::default(),
                 kubelet_port: 10250,
+                max_pods: node_status::MAX_PODS,
             },
             host: host::host_info(),
             fs_dir: dir.path().to_owned(),

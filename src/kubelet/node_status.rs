@@ -139,6 +139,8 @@ pub struct NodeSettings {
     pub taints: Vec<Taint>,
     pub reserved: Reserved,
     pub kubelet_port: u16,
+    /// Pod capacity (upstream's `maxPods`, [`MAX_PODS`] by default).
+    pub max_pods: u64,
 }
 
 /// Parses one `--node-label KEY=VALUE`.
@@ -420,7 +422,12 @@ pub fn status(
     not_ready: Option<&str>,
     now: Time,
 ) -> NodeStatus {
-    let (capacity, allocatable) = resources(host, m, settings.reserved);
+    let (mut capacity, mut allocatable) = resources(host, m, settings.reserved);
+    if settings.max_pods != MAX_PODS {
+        let pods = Quantity(settings.max_pods.to_string());
+        capacity.insert("pods".into(), pods.clone());
+        allocatable.insert("pods".into(), pods);
+    }
     let mut addresses = Vec::new();
     if let Some(ip) = settings.internal_ip {
         addresses.push(NodeAddress {

@@ -20,6 +20,7 @@ fn settings() -> NodeSettings {
         taints: vec![parse_taint("dedicated=edge:NoSchedule").unwrap()],
         reserved: Reserved::parse("cpu=500m,memory=1Gi").unwrap(),
         kubelet_port: 10250,
+        max_pods: MAX_PODS,
     }
 }
 

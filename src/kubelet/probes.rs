@@ -309,7 +309,11 @@ async fn probe_loop(
     let (mut ok_run, mut fail_run) = (0, 0);
     let mut last: Option<bool> = None;
     loop {
-        match run(&h, t, timeout).await {
+        let outcome = match t.cri.simulated_probe(t.container_id, kind) {
+            Some(r) => r.map(|()| String::new()),
+            None => run(&h, t, timeout).await,
+        };
+        match outcome {
             Ok(_) => {
                 fail_run = 0;
                 ok_run += 1;

@@ -28,7 +28,7 @@ mod node;
 mod rules;
 
 pub use files::default_host_resolv_conf;
-pub use ipam::{CidrError, Ipv4Net};
+pub use ipam::{CidrError, Ipam, Ipv4Net};
 pub use node::{host_veth_name, NodeNetwork, NodeNetworkConfig};
 
 use futures::future::BoxFuture;

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod node;
 pub mod process;
 pub mod registry;
+pub mod sim_nodes;
 pub mod token_server;
 pub mod webhook_server;
 

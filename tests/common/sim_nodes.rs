@@ -1,0 +1,53 @@
+//! `skiff sim-nodes` processes joined to a [`TestServer`]: the process group is killed when
+//! the [`TestSimNodes`] drops (the simulated nodes hold no host state: no mounts, links or
+//! containers; their data dir is inside the server's test directory).
+
+use super::process::Background;
+use super::{skiff_binary, TestServer};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct TestSimNodes {
+    pub data_dir: PathBuf,
+    pub process: Background,
+}
+
+impl Drop for TestSimNodes {
+    fn drop(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl TestSimNodes {
+    /// Starts `skiff sim-nodes --count <count>` joined with the server's own token.
+    pub fn start(server: &TestServer, count: u32, extra: &[&str]) -> TestSimNodes {
+        let token = std::fs::read_to_string(server.data_dir().join("server/token"))
+            .expect("the server's join token");
+        let data_dir = server.files_dir().join("sim-nodes");
+        let mut cmd = Command::new(skiff_binary());
+        cmd.arg("sim-nodes")
+            .args(["--count", &count.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("SKIFF_URL", server.url())
+            .env("SKIFF_TOKEN", token.trim())
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        let process = Background::spawn(cmd, &server.files_dir().join("sim-nodes"));
+        TestSimNodes { data_dir, process }
+    }
+
+    /// What the command logged so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+
+    /// Fails the test with the log when the command has exited.
+    #[track_caller]
+    pub fn check_running(&mut self) {
+        if self.process.has_exited() {
+            panic!("skiff sim-nodes exited:\n{}", self.log());
+        }
+    }
+}
