@@ -36,8 +36,7 @@ pub struct Term {
 
 impl Term {
     fn new(owner: &Pod, t: &PodAffinityTerm, weight: i64) -> Term {
-        let mut namespaces: HashSet<String> =
-            t.namespaces.iter().flatten().cloned().collect();
+        let mut namespaces: HashSet<String> = t.namespaces.iter().flatten().cloned().collect();
         if namespaces.is_empty() && t.namespace_selector.is_none() {
             namespaces.insert(owner.metadata.namespace.clone().unwrap_or_default());
         }
@@ -69,7 +68,10 @@ pub fn terms(pod: &Pod) -> [Vec<Term>; 4] {
     let pa = a.and_then(|a| a.pod_affinity.as_ref());
     let paa = a.and_then(|a| a.pod_anti_affinity.as_ref());
     let req = |ts: Option<&Vec<PodAffinityTerm>>| -> Vec<Term> {
-        ts.into_iter().flatten().map(|t| Term::new(pod, t, 1)).collect()
+        ts.into_iter()
+            .flatten()
+            .map(|t| Term::new(pod, t, 1))
+            .collect()
     };
     let pref = |ts: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
         ts.into_iter()
@@ -78,10 +80,22 @@ pub fn terms(pod: &Pod) -> [Vec<Term>; 4] {
             .collect::<Vec<_>>()
     };
     [
-        req(pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())),
-        req(paa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())),
-        pref(pa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())),
-        pref(paa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())),
+        req(pa.and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        req(paa.and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        pref(pa.and_then(|p| {
+            p.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        pref(paa.and_then(|p| {
+            p.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
     ]
 }
 
@@ -126,7 +140,9 @@ pub fn prefilter<'a>(
                 continue;
             }
             if !affinity_terms.is_empty()
-                && affinity_terms.iter().all(|t| t.matches(&existing.pod, ns_labels))
+                && affinity_terms
+                    .iter()
+                    .all(|t| t.matches(&existing.pod, ns_labels))
             {
                 for t in &affinity_terms {
                     if let Some(p) = domain(node, &t.key) {
@@ -154,10 +170,11 @@ pub fn prefilter<'a>(
 
 pub fn filter(st: &FilterState, node: &NodeInfo) -> FilterResult {
     let labels = node.labels();
-    if labels
-        .iter()
-        .any(|(k, v)| st.existing_anti.get(&(k.clone(), v.clone())).is_some_and(|n| *n > 0))
-    {
+    if labels.iter().any(|(k, v)| {
+        st.existing_anti
+            .get(&(k.clone(), v.clone()))
+            .is_some_and(|n| *n > 0)
+    }) {
         return Err(Rejection::unschedulable(REASON_EXISTING_ANTI_AFFINITY));
     }
     for t in &st.anti_terms {

@@ -117,6 +117,10 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Normalized image name → size in bytes.
     pub images: HashMap<String, i64>,
+    /// The last (namespace + selector, matching pods) count asked of this node: consecutive
+    /// pods of one workload ask the same question, and only the node that changed (which
+    /// clears this) must count again.
+    pub match_memo: std::sync::Mutex<Option<(String, i64)>>,
 }
 
 impl NodeInfo {
@@ -149,11 +153,13 @@ impl NodeInfo {
         self.non_zero.1 += p.non_zero.1;
         self.used_ports.extend(p.ports.iter().cloned());
         self.pods.push(p);
+        self.clear_memo();
     }
 
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
         let i = self.pods.iter().position(|p| p.uid == uid)?;
         let p = self.pods.swap_remove(i);
+        self.clear_memo();
         self.requested.sub(&p.requests);
         self.requested.pods -= 1;
         self.non_zero.0 -= p.non_zero.0;
@@ -164,6 +170,12 @@ impl NodeInfo {
             }
         }
         Some(p)
+    }
+
+    fn clear_memo(&mut self) {
+        if let Ok(m) = self.match_memo.get_mut() {
+            *m = None;
+        }
     }
 
     /// A copy for what-if evaluation (preemption): shares the pods, owns the totals.
@@ -178,6 +190,7 @@ impl NodeInfo {
             non_zero: self.non_zero,
             used_ports: self.used_ports.clone(),
             images: HashMap::new(),
+            match_memo: Default::default(),
         }
     }
 
@@ -241,8 +254,16 @@ fn relevant_change(old: &Node, new: &Node) -> bool {
             != new.spec.as_ref().and_then(|s| s.taints.as_ref())
         || node_allocatable(old) != node_allocatable(new)
         || effective_taints(old) != effective_taints(new)
-        || old.status.as_ref().and_then(|s| s.images.as_ref()).map(Vec::len)
-            != new.status.as_ref().and_then(|s| s.images.as_ref()).map(Vec::len)
+        || old
+            .status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .map(Vec::len)
+            != new
+                .status
+                .as_ref()
+                .and_then(|s| s.images.as_ref())
+                .map(Vec::len)
 }
 
 struct PodPlace {
@@ -267,7 +288,10 @@ impl Cache {
             name,
             ..Default::default()
         });
-        let relevant = info.node.as_ref().is_none_or(|old| relevant_change(old, &node));
+        let relevant = info
+            .node
+            .as_ref()
+            .is_none_or(|old| relevant_change(old, &node));
         for img in info.images.keys() {
             if let Some(n) = self.image_nodes.get_mut(img) {
                 *n = n.saturating_sub(1);

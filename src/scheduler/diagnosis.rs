@@ -59,7 +59,10 @@ pub fn histogram<'a>(
     if let (Some(r), true) = (absent_reason, absent > 0) {
         *counts.entry(r).or_default() += absent;
     }
-    let mut out: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let mut out: Vec<String> = counts
+        .into_iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
     out.sort();
     out
 }
@@ -84,8 +87,10 @@ mod tests {
         d.nodes
             .insert("a".into(), rej(Code::Unschedulable, &["Insufficient cpu"]));
         let taint = "node(s) had untolerated taint {node-role: x}";
-        d.nodes.insert("b".into(), rej(Code::Unresolvable, &[taint]));
-        d.nodes.insert("c".into(), rej(Code::Unresolvable, &[taint]));
+        d.nodes
+            .insert("b".into(), rej(Code::Unresolvable, &[taint]));
+        d.nodes
+            .insert("c".into(), rej(Code::Unresolvable, &[taint]));
         d.post_filter = Some(
             "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
                 .into(),
@@ -107,12 +112,17 @@ mod tests {
         for i in 0..10 {
             d.nodes.insert(
                 format!("n{i}"),
-                rej(Code::Unschedulable, &["Insufficient cpu", "Insufficient memory"]),
+                rej(
+                    Code::Unschedulable,
+                    &["Insufficient cpu", "Insufficient memory"],
+                ),
             );
         }
         for i in 10..12 {
-            d.nodes
-                .insert(format!("n{i}"), rej(Code::Unresolvable, &["node(s) were unschedulable"]));
+            d.nodes.insert(
+                format!("n{i}"),
+                rej(Code::Unresolvable, &["node(s) were unschedulable"]),
+            );
         }
         assert_eq!(
             d.message(),

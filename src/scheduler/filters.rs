@@ -53,10 +53,16 @@ pub type FilterResult = Result<(), Rejection>;
 
 /// Upstream's `ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
-    if t.key.as_deref().is_some_and(|k| !k.is_empty() && k != taint.key) {
+    if t.key
+        .as_deref()
+        .is_some_and(|k| !k.is_empty() && k != taint.key)
+    {
         return false;
     }
     match t.operator.as_deref().unwrap_or("Equal") {
@@ -75,7 +81,12 @@ pub fn tolerations(pod: &Pod) -> &[Toleration] {
 
 /// NodeUnschedulable: a cordoned node takes only pods tolerating its unschedulable taint.
 pub fn node_unschedulable(pod: &Pod, node: &Node) -> FilterResult {
-    if !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    if !node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     let taint = Taint {
@@ -182,7 +193,10 @@ pub fn resources_fit(req: &Resources, node: &NodeInfo) -> FilterResult {
 
 /// VolumeBinding: every bound PersistentVolume with node affinity (local volumes) must
 /// allow the node.
-pub fn volume_node_affinity(volumes: &[std::sync::Arc<PersistentVolume>], node: &Node) -> FilterResult {
+pub fn volume_node_affinity(
+    volumes: &[std::sync::Arc<PersistentVolume>],
+    node: &Node,
+) -> FilterResult {
     let labels = labels::labels_of_node(node);
     let name = node.metadata.name.as_deref().unwrap_or_default();
     let conflict = volumes.iter().any(|pv| {

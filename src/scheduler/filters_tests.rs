@@ -69,18 +69,26 @@ fn a_node_that_is_not_ready_repels_pods_through_the_not_ready_taint() {
 
 #[test]
 fn node_selector_and_required_node_affinity_must_both_match() {
-    let n = node_with("n", 1000, 1, json!({"metadata": {"labels": {"disk": "ssd", "zone": "a"}}}));
+    let n = node_with(
+        "n",
+        1000,
+        1,
+        json!({"metadata": {"labels": {"disk": "ssd", "zone": "a"}}}),
+    );
     let sel = pod_with("p", 0, json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
     assert!(node_affinity(&sel, &n).is_ok());
     let both = pod_with(
         "p",
         0,
         json!({"spec": {"nodeSelector": {"disk": "ssd"}, "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}
-            ]}}}}}),
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}
+        ]}}}}}),
     );
-    assert_eq!(reasons(node_affinity(&both, &n)), vec![REASON_NODE_AFFINITY]);
+    assert_eq!(
+        reasons(node_affinity(&both, &n)),
+        vec![REASON_NODE_AFFINITY]
+    );
 }
 
 #[test]
@@ -90,7 +98,11 @@ fn host_ports_clash_on_the_same_protocol_and_port_unless_the_addresses_differ() 
         if let Some(ip) = ip {
             p["hostIP"] = json!(ip);
         }
-        pod_with("p", 0, json!({"spec": {"containers": [{"name": "c", "ports": [p]}]}}))
+        pod_with(
+            "p",
+            0,
+            json!({"spec": {"containers": [{"name": "c", "ports": [p]}]}}),
+        )
     };
     let ni = node_info(node("n", 1000, 1), vec![with_port(Some("10.0.0.1"), 8080)]);
     let same = PodInfo::new(Arc::new(with_port(None, 8080)));
@@ -129,7 +141,10 @@ fn resources_fit_reports_every_shortfall_and_the_pod_count() {
     let small = PodInfo::new(Arc::new(pod("p", 400)));
     assert!(resources_fit(&small.requests, &roomy).is_ok());
     let too_big = PodInfo::new(Arc::new(pod("p", 401)));
-    assert_eq!(reasons(resources_fit(&too_big.requests, &roomy)), vec!["Insufficient cpu"]);
+    assert_eq!(
+        reasons(resources_fit(&too_big.requests, &roomy)),
+        vec!["Insufficient cpu"]
+    );
 }
 
 #[test]
@@ -158,13 +173,19 @@ fn zone_node(name: &str, zone: &str) -> k8s_openapi::api::core::v1::Node {
     )
 }
 
-fn feasible_names(c: &crate::scheduler::cache::Cache, p: &Pod) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+fn feasible_names(
+    c: &crate::scheduler::cache::Cache,
+    p: &Pod,
+) -> (Vec<String>, Vec<(String, Vec<String>)>) {
     let p = Arc::new(p.clone());
     let cycle = prefilter(c, &p, &NoLookups).expect("prefilter");
     let (ok, diag) = find_feasible(c, &cycle);
     (
         ok.iter().map(|n| n.name.clone()).collect(),
-        diag.nodes.into_iter().map(|(n, r)| (n, r.reasons)).collect(),
+        diag.nodes
+            .into_iter()
+            .map(|(n, r)| (n, r.reasons))
+            .collect(),
     )
 }
 
@@ -172,8 +193,16 @@ fn feasible_names(c: &crate::scheduler::cache::Cache, p: &Pod) -> (Vec<String>, 
 fn topology_spread_do_not_schedule_keeps_the_skew_within_max_skew() {
     let web = |name: &str| pod_with(name, 0, json!({"metadata": {"labels": {"app": "web"}}}));
     let c = cache(
-        vec![zone_node("a1", "a"), zone_node("b1", "b"), node("nolabel", 4000, 8)],
-        vec![on("a1", web("w1")), on("a1", web("w2")), on("b1", web("w3"))],
+        vec![
+            zone_node("a1", "a"),
+            zone_node("b1", "b"),
+            node("nolabel", 4000, 8),
+        ],
+        vec![
+            on("a1", web("w1")),
+            on("a1", web("w2")),
+            on("b1", web("w3")),
+        ],
     );
     let p = pod_with(
         "new",
@@ -184,7 +213,10 @@ fn topology_spread_do_not_schedule_keeps_the_skew_within_max_skew() {
     );
     let (ok, rejected) = feasible_names(&c, &p);
     assert_eq!(ok, vec!["b1"]);
-    assert!(rejected.contains(&("a1".into(), vec![crate::scheduler::spread::REASON_SKEW.into()])));
+    assert!(rejected.contains(&(
+        "a1".into(),
+        vec![crate::scheduler::spread::REASON_SKEW.into()]
+    )));
     assert!(rejected.contains(&(
         "nolabel".into(),
         vec![crate::scheduler::spread::REASON_MISSING_LABEL.into()]
@@ -193,8 +225,18 @@ fn topology_spread_do_not_schedule_keeps_the_skew_within_max_skew() {
 
 #[test]
 fn required_pod_affinity_and_anti_affinity_follow_the_topology_key() {
-    let db = on("a1", pod_with("db", 0, json!({"metadata": {"labels": {"app": "db"}}})));
-    let c = cache(vec![zone_node("a1", "a"), zone_node("a2", "a"), zone_node("b1", "b")], vec![db]);
+    let db = on(
+        "a1",
+        pod_with("db", 0, json!({"metadata": {"labels": {"app": "db"}}})),
+    );
+    let c = cache(
+        vec![
+            zone_node("a1", "a"),
+            zone_node("a2", "a"),
+            zone_node("b1", "b"),
+        ],
+        vec![db],
+    );
     let term = json!([{"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}]);
     let near = pod_with(
         "near",
@@ -203,7 +245,13 @@ fn required_pod_affinity_and_anti_affinity_follow_the_topology_key() {
     );
     let (ok, rejected) = feasible_names(&c, &near);
     assert_eq!(ok, vec!["a1", "a2"]);
-    assert_eq!(rejected, vec![("b1".into(), vec![crate::scheduler::affinity::REASON_AFFINITY.into()])]);
+    assert_eq!(
+        rejected,
+        vec![(
+            "b1".into(),
+            vec![crate::scheduler::affinity::REASON_AFFINITY.into()]
+        )]
+    );
     let far = pod_with(
         "far",
         0,
@@ -212,7 +260,10 @@ fn required_pod_affinity_and_anti_affinity_follow_the_topology_key() {
     let (ok, rejected) = feasible_names(&c, &far);
     assert_eq!(ok, vec!["b1"]);
     assert_eq!(rejected.len(), 2);
-    assert_eq!(rejected[0].1, vec![crate::scheduler::affinity::REASON_ANTI_AFFINITY]);
+    assert_eq!(
+        rejected[0].1,
+        vec![crate::scheduler::affinity::REASON_ANTI_AFFINITY]
+    );
 }
 
 #[test]
@@ -227,13 +278,19 @@ fn an_existing_pods_anti_affinity_keeps_matching_pods_out_of_its_domain() {
             ]}}}}),
         ),
     );
-    let c = cache(vec![zone_node("a1", "a"), zone_node("a2", "a")], vec![loner]);
+    let c = cache(
+        vec![zone_node("a1", "a"), zone_node("a2", "a")],
+        vec![loner],
+    );
     let web = pod_with("w", 0, json!({"metadata": {"labels": {"app": "web"}}}));
     let (ok, rejected) = feasible_names(&c, &web);
     assert_eq!(ok, vec!["a2"]);
     assert_eq!(
         rejected,
-        vec![("a1".into(), vec![crate::scheduler::affinity::REASON_EXISTING_ANTI_AFFINITY.into()])]
+        vec![(
+            "a1".into(),
+            vec![crate::scheduler::affinity::REASON_EXISTING_ANTI_AFFINITY.into()]
+        )]
     );
     let other = pod("o", 0);
     assert_eq!(feasible_names(&c, &other).0.len(), 2);
@@ -246,9 +303,9 @@ fn the_first_pod_of_a_self_affine_group_may_go_anywhere() {
         "first",
         0,
         json!({"metadata": {"labels": {"app": "db"}}, "spec": {"affinity": {"podAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}
-            ]}}}}),
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}
+        ]}}}}),
     );
     assert_eq!(feasible_names(&c, &p).0, vec!["a1", "b1"]);
 }

@@ -66,7 +66,9 @@ pub fn prefilter<'p>(
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut volumes = Vec::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let Some(claim) = &v.persistent_volume_claim else { continue };
+        let Some(claim) = &v.persistent_volume_claim else {
+            continue;
+        };
         let name = &claim.claim_name;
         let Some(pvc) = lookups.pvc(ns, name) else {
             return Err(format!("persistentvolumeclaim \"{name}\" not found"));
@@ -132,7 +134,12 @@ pub fn find_feasible<'c>(cache: &'c Cache, c: &Cycle) -> (Vec<&'c NodeInfo>, Dia
 }
 
 /// The weighted total score of each feasible node.
-pub fn score_nodes(cache: &Cache, c: &Cycle, feasible: &[&NodeInfo], lookups: &dyn Lookups) -> Vec<i64> {
+pub fn score_nodes(
+    cache: &Cache,
+    c: &Cycle,
+    feasible: &[&NodeInfo],
+    lookups: &dyn Lookups,
+) -> Vec<i64> {
     let pod = c.pod;
     let n = feasible.len();
     let mut total = vec![0i64; n];
@@ -142,15 +149,31 @@ pub fn score_nodes(cache: &Cache, c: &Cycle, feasible: &[&NodeInfo], lookups: &d
         }
     };
     // NodeResourcesFit (LeastAllocated) and BalancedAllocation.
-    add(feasible.iter().map(|ni| least_allocated(c.info.non_zero, ni)).collect(), W_FIT);
+    add(
+        feasible
+            .iter()
+            .map(|ni| least_allocated(c.info.non_zero, ni))
+            .collect(),
+        W_FIT,
+    );
     let req = (c.info.requests.milli_cpu, c.info.requests.memory);
     if req != (0, 0) {
-        add(feasible.iter().map(|ni| balanced_allocation(req, ni)).collect(), W_BALANCED);
+        add(
+            feasible
+                .iter()
+                .map(|ni| balanced_allocation(req, ni))
+                .collect(),
+            W_BALANCED,
+        );
     }
     // NodeAffinity (preferred).
     let mut na: Vec<i64> = feasible
         .iter()
-        .map(|ni| ni.node.as_ref().map_or(0, |node| scores::node_affinity(pod, node)))
+        .map(|ni| {
+            ni.node
+                .as_ref()
+                .map_or(0, |node| scores::node_affinity(pod, node))
+        })
         .collect();
     default_normalize(&mut na, false);
     add(na, W_NODE_AFFINITY);
@@ -189,10 +212,11 @@ pub fn score_nodes(cache: &Cache, c: &Cycle, feasible: &[&NodeInfo], lookups: &d
     }
     // ImageLocality.
     let total_nodes = cache.num_nodes();
+    let images = pod_images(pod);
     add(
         feasible
             .iter()
-            .map(|ni| image_locality(pod, ni, total_nodes, |img| cache.nodes_with_image(img)))
+            .map(|ni| image_locality(&images, ni, total_nodes, |img| cache.nodes_with_image(img)))
             .collect(),
         W_IMAGE,
     );

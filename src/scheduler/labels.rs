@@ -126,7 +126,10 @@ pub fn pod_matches_node_selector_and_affinity(pod: &Pod, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     required.is_none_or(|sel| node_selector_matches(sel, name, labels))
 }
 
@@ -176,6 +179,10 @@ mod tests {
         assert!(term_matches(&term, "n1", &labels(&[("cores", "8")])));
         assert!(!term_matches(&term, "n2", &labels(&[("cores", "8")])));
         assert!(!term_matches(&term, "n1", &labels(&[("cores", "2")])));
-        assert!(!term_matches(&NodeSelectorTerm::default(), "n1", &Labels::new()));
+        assert!(!term_matches(
+            &NodeSelectorTerm::default(),
+            "n1",
+            &Labels::new()
+        ));
     }
 }

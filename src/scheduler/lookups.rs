@@ -36,7 +36,11 @@ impl InformerLookups {
     }
 }
 
-fn merge_selector(labels: &mut Labels, exprs: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement>, sel: &LabelSelector) {
+fn merge_selector(
+    labels: &mut Labels,
+    exprs: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement>,
+    sel: &LabelSelector,
+) {
     labels.extend(sel.match_labels.clone().unwrap_or_default());
     exprs.extend(sel.match_expressions.clone().unwrap_or_default());
 }
@@ -65,7 +69,9 @@ impl Lookups for InformerLookups {
             if svc.metadata.namespace.as_deref() != Some(ns) {
                 continue;
             }
-            let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else { continue };
+            let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                continue;
+            };
             if !sel.is_empty() && sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)) {
                 labels.extend(sel.clone());
             }
@@ -79,7 +85,11 @@ impl Lookups for InformerLookups {
         if let Some(o) = owner {
             match (o.api_version.as_str(), o.kind.as_str()) {
                 ("v1", "ReplicationController") => {
-                    if let Some(sel) = self.rcs.get(&ObjectRef::new(&o.name).within(ns)).and_then(|rc| rc.spec.as_ref()?.selector.clone()) {
+                    if let Some(sel) = self
+                        .rcs
+                        .get(&ObjectRef::new(&o.name).within(ns))
+                        .and_then(|rc| rc.spec.as_ref()?.selector.clone())
+                    {
                         labels.extend(sel);
                     }
                 }

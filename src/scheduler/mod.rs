@@ -61,8 +61,14 @@ pub enum SchedulerError {
 
 /// How a spawned binding ended.
 enum BindOutcome {
-    Bound { key: String },
-    Failed { key: String, uid: String, error: String },
+    Bound {
+        key: String,
+    },
+    Failed {
+        key: String,
+        uid: String,
+        error: String,
+    },
 }
 
 pub struct Scheduler {
@@ -117,7 +123,12 @@ impl Core {
                         // A newly placed pod may satisfy someone's pod affinity.
                         self.queue.move_all(now);
                     }
-                } else if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
+                } else if pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty())
+                {
                     // Terminated: its resources are free again.
                     if self.cache.remove_pod(&uid).is_some() {
                         self.queue.move_all(now);
@@ -170,7 +181,12 @@ enum Decision {
 
 impl Core {
     /// One cycle for `pod` (already popped): assume on success.
-    fn schedule_one(&mut self, pod: Arc<Pod>, lookups: &dyn framework::Lookups, now: Instant) -> Decision {
+    fn schedule_one(
+        &mut self,
+        pod: Arc<Pod>,
+        lookups: &dyn framework::Lookups,
+        now: Instant,
+    ) -> Decision {
         let key = pod_key(&pod);
         match framework::schedule(&self.cache, &pod, lookups, &mut self.rng) {
             Ok((node, info)) => {
@@ -183,7 +199,8 @@ impl Core {
                 if diag.pre_filter.is_none() && diag.num_nodes > 0 {
                     if let Ok(cycle) = framework::prefilter(&self.cache, &pod, lookups) {
                         match preemption::preempt(&self.cache, &cycle, &diag) {
-                            preemption::Outcome::NotEligible(m) | preemption::Outcome::NoCandidate(m) => {
+                            preemption::Outcome::NotEligible(m)
+                            | preemption::Outcome::NoCandidate(m) => {
                                 diag.post_filter = Some(m);
                             }
                             preemption::Outcome::Preempt { node, victims: v } => {
@@ -271,9 +288,12 @@ impl Scheduler {
             if let Some(pod) = core.queue.pop(now) {
                 match core.schedule_one(pod, &lookups, now) {
                     Decision::Bind { pod, node } => actor.bind(pod, node, bind_tx.clone()),
-                    Decision::Unschedulable { pod, message, nominate, victims } => {
-                        actor.unschedulable(pod, message, nominate, victims)
-                    }
+                    Decision::Unschedulable {
+                        pod,
+                        message,
+                        nominate,
+                        victims,
+                    } => actor.unschedulable(pod, message, nominate, victims),
                 }
                 tokio::task::yield_now().await;
                 continue;
@@ -350,7 +370,12 @@ impl Actor {
             };
             let api: Api<Pod> = Api::namespaced(client, &ns);
             let r = api
-                .create_subresource::<Binding, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+                .create_subresource::<Binding, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
                 .await;
             match r {
                 Ok(_) => {
@@ -390,7 +415,12 @@ impl Actor {
                     preempt_victim(&client, &recorder, &pod, v, node).await;
                 }
             }
-            recorder.event(object_ref(pod.as_ref()), WARNING, "FailedScheduling", message.clone());
+            recorder.event(
+                object_ref(pod.as_ref()),
+                WARNING,
+                "FailedScheduling",
+                message.clone(),
+            );
             if let Err(e) = set_unschedulable(&client, &pod, &message, nominate.as_deref()).await {
                 tracing::debug!(pod = %pod_key(&pod), error = %e, "could not update PodScheduled");
             }
@@ -451,7 +481,13 @@ async fn set_unschedulable(
 
 /// Marks a victim `DisruptionTarget` (reason `PreemptionByScheduler`), deletes it
 /// gracefully and records `Preempted`, as upstream's preemption does.
-async fn preempt_victim(client: &kube::Client, recorder: &Recorder, preemptor: &Pod, victim: &PodInfo, node: &str) {
+async fn preempt_victim(
+    client: &kube::Client,
+    recorder: &Recorder,
+    preemptor: &Pod,
+    victim: &PodInfo,
+    node: &str,
+) {
     let v = &victim.pod;
     let name = v.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &victim.namespace);

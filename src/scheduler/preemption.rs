@@ -92,7 +92,12 @@ pub fn pick(cands: &[(String, Vec<Arc<PodInfo>>)]) -> Option<usize> {
             .map(|p| start_nanos(p))
             .min()
             .unwrap_or(i64::MAX);
-        (highest, sum, v.len(), std::cmp::Reverse(earliest_of_highest))
+        (
+            highest,
+            sum,
+            v.len(),
+            std::cmp::Reverse(earliest_of_highest),
+        )
     };
     (0..cands.len()).min_by_key(|i| key(&cands[*i].1))
 }
@@ -110,7 +115,10 @@ pub fn preempt(cache: &Cache, c: &Cycle, diag: &Diagnosis) -> Outcome {
         .and_then(|s| s.nominated_node_name.as_deref())
         .filter(|n| !n.is_empty());
     if let Some(n) = nominated {
-        let resolvable = diag.nodes.get(n).is_none_or(|r| r.code == Code::Unschedulable);
+        let resolvable = diag
+            .nodes
+            .get(n)
+            .is_none_or(|r| r.code == Code::Unschedulable);
         let terminating = cache.node(n).is_some_and(|ni| {
             ni.pods
                 .iter()
@@ -124,7 +132,9 @@ pub fn preempt(cache: &Cache, c: &Cycle, diag: &Diagnosis) -> Outcome {
     let mut tried = 0;
     let mut candidates = Vec::new();
     for name in diag.preemptible_nodes() {
-        let Some(node) = cache.node(name) else { continue };
+        let Some(node) = cache.node(name) else {
+            continue;
+        };
         tried += 1;
         match select_victims(c, node) {
             Ok(v) if !v.is_empty() => candidates.push((name.to_owned(), v)),

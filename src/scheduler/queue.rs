@@ -85,7 +85,9 @@ fn created_nanos(pod: &Pod) -> i64 {
 
 impl SchedulingQueue {
     fn push_active(&mut self, key: &str) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.place = Place::Active;
         e.generation += 1;
         self.seq += 1;
@@ -122,7 +124,8 @@ impl SchedulingQueue {
                 self.push_active(key);
             }
             Some(e) => {
-                let changed_spec = e.pod.spec != pod.spec || e.pod.metadata.labels != pod.metadata.labels;
+                let changed_spec =
+                    e.pod.spec != pod.spec || e.pod.metadata.labels != pod.metadata.labels;
                 e.pod = pod;
                 let place = e.place;
                 if let (Place::Unschedulable(_), true) = (place, changed_spec) {
@@ -145,7 +148,9 @@ impl SchedulingQueue {
     pub fn pop(&mut self, now: Instant) -> Option<Arc<Pod>> {
         self.promote(now);
         while let Some(r) = self.active.pop() {
-            let Some(e) = self.entries.get_mut(&r.key) else { continue };
+            let Some(e) = self.entries.get_mut(&r.key) else {
+                continue;
+            };
             if e.place != Place::Active || e.generation != r.generation {
                 continue;
             }
@@ -177,10 +182,10 @@ impl SchedulingQueue {
 
     fn requeue_after_backoff(&mut self, key: &str, now: Instant) {
         self.leave(key);
-        let Some(e) = self.entries.get_mut(key) else { return };
-        let until = e
-            .last_failure_backoff_end(now)
-            .filter(|until| *until > now);
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        let until = e.last_failure_backoff_end(now).filter(|until| *until > now);
         match until {
             Some(until) => {
                 e.place = Place::Backoff(until);
@@ -193,7 +198,9 @@ impl SchedulingQueue {
     /// The in-flight pod could not be placed: unschedulable until something changes
     /// (backoff instead when something changed while it was being scheduled).
     pub fn unschedulable(&mut self, key: &str, now: Instant) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         if e.moved_in_flight {
             let until = now + backoff(e.attempts);
@@ -206,7 +213,9 @@ impl SchedulingQueue {
 
     /// The in-flight pod hit an error (e.g. binding failed): retry after backoff.
     pub fn error(&mut self, key: &str, now: Instant) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         let until = now + backoff(e.attempts);
         e.place = Place::Backoff(until);
@@ -215,7 +224,11 @@ impl SchedulingQueue {
 
     /// The in-flight pod was placed: it leaves the queue.
     pub fn done(&mut self, key: &str) {
-        if self.entries.get(key).is_some_and(|e| e.place == Place::InFlight) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.place == Place::InFlight)
+        {
             self.entries.remove(key);
         }
     }

@@ -227,7 +227,9 @@ mod tests {
 
     #[test]
     fn scoring_counts_missing_requests_as_the_defaults() {
-        let p = pod(json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}),
+        );
         assert_eq!(non_zero_requests(&p), (1100, 2 * DEFAULT_MEMORY));
         assert!(pod_requests(&p).memory == 0);
     }

@@ -41,7 +41,10 @@ pub fn least_allocated(pod_non_zero: (i64, i64), node: &NodeInfo) -> i64 {
 pub fn balanced_allocation(pod_req: (i64, i64), node: &NodeInfo) -> i64 {
     let mut fractions = Vec::with_capacity(2);
     for (req, cap) in [
-        (node.requested.milli_cpu + pod_req.0, node.allocatable.milli_cpu),
+        (
+            node.requested.milli_cpu + pod_req.0,
+            node.allocatable.milli_cpu,
+        ),
         (node.requested.memory + pod_req.1, node.allocatable.memory),
     ] {
         if cap == 0 {
@@ -64,7 +67,10 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     else {
         return 0;
     };
@@ -81,7 +87,11 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> i64 {
 pub fn intolerable_taints(tolerations: &[Toleration], node: &NodeInfo) -> i64 {
     let prefer: Vec<&Toleration> = tolerations
         .iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     node.taints
         .iter()
@@ -105,6 +115,20 @@ pub fn default_normalize(scores: &mut [i64], reverse: bool) {
     }
 }
 
+/// The pod's container images (init containers included), normalized, once per cycle.
+pub fn pod_images(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
+        .map(|c| normalize_image(c.image.as_deref().unwrap_or_default()))
+        .collect()
+}
+
 const MB: i64 = 1024 * 1024;
 const MIN_IMAGE_THRESHOLD: i64 = 23 * MB;
 const MAX_CONTAINER_IMAGE_THRESHOLD: i64 = 1000 * MB;
@@ -112,31 +136,22 @@ const MAX_CONTAINER_IMAGE_THRESHOLD: i64 = 1000 * MB;
 /// ImageLocality: the sizes of the pod's images present on the node, scaled by how many
 /// nodes have each image (so one node holding a rare image does not attract everything).
 pub fn image_locality(
-    pod: &Pod,
+    images: &[String],
     node: &NodeInfo,
     total_nodes: usize,
     nodes_with: impl Fn(&str) -> usize,
 ) -> i64 {
-    let Some(spec) = &pod.spec else { return 0 };
-    let containers: Vec<_> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .collect();
-    if total_nodes == 0 || containers.is_empty() {
+    if total_nodes == 0 || images.is_empty() {
         return 0;
     }
     let mut sum = 0i64;
-    for c in &containers {
-        let Some(img) = c.image.as_deref() else { continue };
-        let name = normalize_image(img);
-        if let Some(size) = node.images.get(&name) {
-            let spread = nodes_with(&name) as f64 / total_nodes as f64;
+    for name in images {
+        if let Some(size) = node.images.get(name) {
+            let spread = nodes_with(name) as f64 / total_nodes as f64;
             sum += (*size as f64 * spread) as i64;
         }
     }
-    let max = MAX_CONTAINER_IMAGE_THRESHOLD * containers.len() as i64;
+    let max = MAX_CONTAINER_IMAGE_THRESHOLD * images.len() as i64;
     let sum = sum.clamp(MIN_IMAGE_THRESHOLD, max);
     MAX_SCORE * (sum - MIN_IMAGE_THRESHOLD) / (max - MIN_IMAGE_THRESHOLD)
 }

@@ -30,16 +30,41 @@ pub struct Constraint {
     pub min_domains: Option<i64>,
     pub honor_affinity: bool,
     pub honor_taints: bool,
+    /// Identifies (selector) for the per-node count memo; the namespace is added by
+    /// [`Constraint::for_namespace`].
+    pub memo_key: String,
+}
+
+impl Constraint {
+    fn new(max_skew: i64, key: String, selector: Option<LabelSelector>) -> Constraint {
+        let memo_key = format!("{selector:?}");
+        Constraint {
+            max_skew,
+            key,
+            selector,
+            min_domains: None,
+            honor_affinity: true,
+            honor_taints: false,
+            memo_key,
+        }
+    }
+
+    fn for_namespace(mut self, ns: &str) -> Constraint {
+        self.memo_key = format!("{ns}\u{0}{}", self.memo_key);
+        self
+    }
 }
 
 fn convert(c: &TopologySpreadConstraint) -> Constraint {
     Constraint {
-        max_skew: i64::from(c.max_skew),
-        key: c.topology_key.clone(),
-        selector: c.label_selector.clone(),
         min_domains: c.min_domains.map(i64::from),
         honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
         honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+        ..Constraint::new(
+            i64::from(c.max_skew),
+            c.topology_key.clone(),
+            c.label_selector.clone(),
+        )
     }
 }
 
@@ -48,7 +73,7 @@ fn constraints_with(pod: &Pod, when: &str) -> Vec<Constraint> {
         .iter()
         .flat_map(|s| s.topology_spread_constraints.iter().flatten())
         .filter(|c| c.when_unsatisfiable == when)
-        .map(convert)
+        .map(|c| convert(c).for_namespace(pod.metadata.namespace.as_deref().unwrap_or_default()))
         .collect()
 }
 
@@ -60,7 +85,10 @@ pub fn hard_constraints(pod: &Pod) -> Vec<Constraint> {
 /// The constraints scoring uses and whether they are the system defaults: the pod's
 /// `ScheduleAnyway` constraints, or when it has none at all, upstream's defaults (hostname
 /// skew 3, zone skew 5) over the selector of what owns it.
-pub fn soft_constraints(pod: &Pod, owner_selector: Option<LabelSelector>) -> (Vec<Constraint>, bool) {
+pub fn soft_constraints(
+    pod: &Pod,
+    owner_selector: Option<LabelSelector>,
+) -> (Vec<Constraint>, bool) {
     let has_any = pod
         .spec
         .as_ref()
@@ -72,22 +100,36 @@ pub fn soft_constraints(pod: &Pod, owner_selector: Option<LabelSelector>) -> (Ve
     let Some(sel) = owner_selector else {
         return (vec![], true);
     };
-    let mk = |key: &str, skew| Constraint {
-        max_skew: skew,
-        key: key.into(),
-        selector: Some(sel.clone()),
-        min_domains: None,
-        honor_affinity: true,
-        honor_taints: false,
-    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mk =
+        |key: &str, skew| Constraint::new(skew, key.into(), Some(sel.clone())).for_namespace(ns);
     (vec![mk(HOSTNAME, 3), mk(ZONE, 5)], true)
 }
 
 /// Matching pods on a node: same namespace, not terminating, selected.
-pub fn count_matching(node: &NodeInfo, sel: Option<&LabelSelector>, ns: &str) -> i64 {
+pub fn count_matching(node: &NodeInfo, c: &Constraint, ns: &str) -> i64 {
+    let sel = c.selector.as_ref();
+    let memo_key = &c.memo_key;
+    if let Ok(memo) = node.match_memo.lock() {
+        if let Some((k, n)) = memo.as_ref() {
+            if k == memo_key {
+                return *n;
+            }
+        }
+    }
+    let n = count_uncached(node, sel, ns);
+    if let Ok(mut memo) = node.match_memo.lock() {
+        *memo = Some((memo_key.clone(), n));
+    }
+    n
+}
+
+fn count_uncached(node: &NodeInfo, sel: Option<&LabelSelector>, ns: &str) -> i64 {
     node.pods
         .iter()
-        .filter(|p| p.namespace == ns && !p.is_terminating() && selector_matches(sel, labels_of_pod(&p.pod)))
+        .filter(|p| {
+            p.namespace == ns && !p.is_terminating() && selector_matches(sel, labels_of_pod(&p.pod))
+        })
         .count() as i64
 }
 
@@ -98,9 +140,7 @@ fn node_included(c: &Constraint, pod: &Pod, node: &NodeInfo) -> bool {
     if c.honor_affinity && !labels::pod_matches_node_selector_and_affinity(pod, n) {
         return false;
     }
-    if c.honor_taints
-        && super::filters::taint_toleration(tolerations(pod), &node.taints).is_err()
-    {
+    if c.honor_taints && super::filters::taint_toleration(tolerations(pod), &node.taints).is_err() {
         return false;
     }
     true
@@ -133,7 +173,7 @@ pub fn prefilter<'a>(pod: &Pod, nodes: impl Iterator<Item = &'a NodeInfo>) -> Op
             if !node_included(c, pod, node) {
                 continue;
             }
-            let n = count_matching(node, c.selector.as_ref(), ns);
+            let n = count_matching(node, c, ns);
             *counts.entry((i, l[&c.key].clone())).or_default() += n;
         }
     }
@@ -238,7 +278,7 @@ pub fn prescore<'a>(
             }
             let Some(v) = l.get(&c.key) else { continue };
             if let Some(n) = counts.get_mut(&(i, v.clone())) {
-                *n += count_matching(node, c.selector.as_ref(), &ns);
+                *n += count_matching(node, c, &ns);
             }
         }
     }
@@ -262,7 +302,7 @@ pub fn score(state: &ScoreState, node: &NodeInfo) -> i64 {
     for (i, c) in state.constraints.iter().enumerate() {
         let Some(v) = l.get(&c.key) else { continue };
         let cnt = if c.key == HOSTNAME {
-            count_matching(node, c.selector.as_ref(), &state.namespace)
+            count_matching(node, c, &state.namespace)
         } else {
             state.counts.get(&(i, v.clone())).copied().unwrap_or(0)
         };
