@@ -194,7 +194,8 @@ pub fn filter(st: &FilterState, node: &NodeInfo) -> FilterResult {
         }
     }
     // The first pod of a group with affinity to itself may go anywhere its terms allow.
-    if !pods_exist && !(st.affinity.is_empty() && st.self_matches_affinity) {
+    let first_of_group = st.affinity.is_empty() && st.self_matches_affinity;
+    if !(pods_exist || first_of_group) {
         return Err(Rejection::unresolvable(REASON_AFFINITY));
     }
     Ok(())
