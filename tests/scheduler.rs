@@ -7,21 +7,18 @@ mod common;
 
 use common::TestServer;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+/// Polls `check` for up to `secs` seconds; the failure shows what was last seen.
 #[track_caller]
 fn eventually(server: &TestServer, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
+    common::process::eventually(Duration::from_secs(secs), what, || {
         if check() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("pods {:?}", placements(server)))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}\n--- server log ---\n{}",
-        common::tail(&server.log(), 40)
-    );
+    })
 }
 
 /// A Node with `cpu` cores, marked Ready through `nodes/status` as a kubelet would.

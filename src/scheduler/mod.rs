@@ -196,13 +196,29 @@ impl Core {
             Err(mut diag) => {
                 let mut nominate = None;
                 let mut victims = Vec::new();
-                if diag.pre_filter.is_none() && diag.num_nodes > 0 {
+                if diag.pre_filter.is_some() {
+                    // No node was filtered, so preemption has nothing to try anywhere.
+                    let never = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.preemption_policy.as_deref())
+                        == Some("Never");
+                    diag.post_filter = Some(if never {
+                        format!("preemption: {}", preemption::POLICY_NEVER)
+                    } else {
+                        format!(
+                            "preemption: 0/{n} nodes are available: {n} {}.",
+                            preemption::NOT_HELPFUL,
+                            n = diag.num_nodes
+                        )
+                    });
+                } else if diag.num_nodes > 0 {
                     if let Ok(cycle) = framework::prefilter(&self.cache, &pod, lookups) {
                         match preemption::preempt(&self.cache, &cycle, &diag) {
-                            preemption::Outcome::NotEligible(m)
-                            | preemption::Outcome::NoCandidate(m) => {
-                                diag.post_filter = Some(m);
+                            preemption::Outcome::NotEligible(m) => {
+                                diag.post_filter = Some(format!("preemption: {m}"));
                             }
+                            preemption::Outcome::NoCandidate(m) => diag.post_filter = Some(m),
                             preemption::Outcome::Preempt { node, victims: v } => {
                                 nominate = Some(node);
                                 victims = v;

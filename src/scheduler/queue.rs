@@ -73,7 +73,13 @@ pub struct SchedulingQueue {
     active: BinaryHeap<Ranked>,
     backoff: BTreeSet<(Instant, String)>,
     seq: u64,
+    /// When unschedulable pods were last checked for the 5-minute limit: a full scan per
+    /// pop would make a long queue quadratic.
+    last_flush: Option<Instant>,
 }
+
+/// How often the 5-minute limit is checked.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 fn created_nanos(pod: &Pod) -> i64 {
     pod.metadata
@@ -169,6 +175,13 @@ impl SchedulingQueue {
             self.backoff.pop_first();
             self.push_active(&key);
         }
+        if self
+            .last_flush
+            .is_some_and(|t| now.saturating_duration_since(t) < FLUSH_EVERY)
+        {
+            return;
+        }
+        self.last_flush = Some(now);
         let stale: Vec<String> = self
             .entries
             .iter()
@@ -264,15 +277,15 @@ impl SchedulingQueue {
                 Place::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
                 _ => None,
             })
-            .min();
+            .min()
+            .map(|due| match self.last_flush {
+                Some(t) => due.max(t + FLUSH_EVERY),
+                None => due,
+            });
         match (b, u) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    pub fn has_active(&self) -> bool {
-        self.entries.values().any(|e| e.place == Place::Active)
     }
 
     pub fn len(&self) -> usize {

@@ -106,32 +106,6 @@ fn image_locality_favours_nodes_that_have_the_image_scaled_by_its_spread() {
 
 #[test]
 fn scoring_spreads_an_owned_pod_away_from_nodes_with_its_siblings() {
-    struct Owner;
-    impl crate::scheduler::framework::Lookups for Owner {
-        fn pvc(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>> {
-            None
-        }
-        fn pv(&self, _: &str) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolume>> {
-            None
-        }
-        fn namespace_labels(&self, _: &str) -> Option<crate::scheduler::labels::Labels> {
-            None
-        }
-        fn owner_selector(
-            &self,
-            _: &k8s_openapi::api::core::v1::Pod,
-        ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
-            Some(crate::scheduler::labels::selector_from_map(
-                &[("app".to_string(), "web".to_string())]
-                    .into_iter()
-                    .collect(),
-            ))
-        }
-    }
     let web = |n: &str| pod_with(n, 0, json!({"metadata": {"labels": {"app": "web"}}}));
     // Equal requests everywhere (the siblings' on `a`, strangers' on `b`), so only spreading differs.
     let c = cache(
@@ -144,9 +118,9 @@ fn scoring_spreads_an_owned_pod_away_from_nodes_with_its_siblings() {
         ],
     );
     let p = Arc::new(web("new"));
-    let cycle = prefilter(&c, &p, &Owner).expect("prefilter");
+    let cycle = prefilter(&c, &p, &Owned).expect("prefilter");
     let feasible: Vec<_> = c.nodes().collect();
-    let s = score_nodes(&c, &cycle, &feasible, &Owner);
+    let s = score_nodes(&c, &cycle, &feasible, &Owned);
     assert!(s[1] > s[0], "b (no siblings) must win: {s:?}");
     let plain = score_nodes(&c, &cycle, &feasible, &NoLookups);
     assert_eq!(plain[0], plain[1]);

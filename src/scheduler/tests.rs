@@ -123,31 +123,30 @@ fn without_lower_priority_pods_preemption_reports_why_it_cannot_help() {
     );
 }
 
-struct Owned;
-
-impl framework::Lookups for Owned {
-    fn pvc(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>> {
-        None
-    }
-    fn pv(&self, _: &str) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolume>> {
-        None
-    }
-    fn namespace_labels(&self, _: &str) -> Option<labels::Labels> {
-        None
-    }
-    fn owner_selector(
-        &self,
-        _: &Pod,
-    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
-        Some(labels::selector_from_map(
-            &[("app".to_string(), "web".to_string())]
-                .into_iter()
-                .collect(),
-        ))
+#[test]
+fn the_failed_scheduling_message_says_preemption_is_not_allowed_for_a_never_pod() {
+    let mut core = Core::new();
+    core.cache.set_node(Arc::new(node("a", 1000, 4)));
+    core.cache
+        .add_or_update_bound_pod(Arc::new(on("a", prio("low", 900, 1))));
+    let p = Arc::new(pod_with(
+        "p",
+        500,
+        json!({"spec": {"priority": 10, "preemptionPolicy": "Never"}}),
+    ));
+    let now = Instant::now();
+    core.queue.add_or_update("default/p", p, now);
+    let popped = core.queue.pop(now).expect("queued");
+    match core.schedule_one(popped, &NoLookups, now) {
+        Decision::Unschedulable { message, nominate, .. } => {
+            assert_eq!(
+                message,
+                "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to \
+                 preemptionPolicy=Never."
+            );
+            assert_eq!(nominate, None);
+        }
+        Decision::Bind { node, .. } => panic!("bound to {node}"),
     }
 }
 
@@ -213,6 +212,16 @@ struct Running {
     admin: kube::Client,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("no panic")
+            .expect("scheduler stopped cleanly");
+    }
 }
 
 async fn start() -> Running {
@@ -353,11 +362,7 @@ async fn pods_are_bound_reported_unschedulable_and_retried_when_a_node_is_added(
         || async { node_of(c, "big").await.as_deref() == Some("large") },
     )
     .await;
-    r.stop.cancel();
-    r.task
-        .await
-        .expect("no panic")
-        .expect("scheduler stopped cleanly");
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -412,9 +417,5 @@ async fn a_higher_priority_pod_preempts_a_lower_one_and_is_nominated() {
         || async { node_of(c, "urgent").await.as_deref() == Some("only") },
     )
     .await;
-    r.stop.cancel();
-    r.task
-        .await
-        .expect("no panic")
-        .expect("scheduler stopped cleanly");
+    r.stop().await;
 }

@@ -86,3 +86,33 @@ pub fn on(node: &str, mut p: Pod) -> Pod {
     p.spec.get_or_insert_with(Default::default).node_name = Some(node.into());
     p
 }
+
+/// Lookups in which every pod belongs to a workload selecting `app=web` (default
+/// spreading applies).
+pub struct Owned;
+
+impl super::framework::Lookups for Owned {
+    fn pvc(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>> {
+        None
+    }
+    fn pv(&self, _: &str) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolume>> {
+        None
+    }
+    fn namespace_labels(&self, _: &str) -> Option<super::labels::Labels> {
+        None
+    }
+    fn owner_selector(
+        &self,
+        _: &Pod,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
+        Some(super::labels::selector_from_map(
+            &[("app".to_string(), "web".to_string())]
+                .into_iter()
+                .collect(),
+        ))
+    }
+}
