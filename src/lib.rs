@@ -20,6 +20,7 @@
 //!   → informers, kube client (never the store).
 //! - [`events`]: the Event recorder every component writes through → kube client.
 //! - [`leader_election`]: Lease-based leader election of the scheduler and controllers.
+//! - [`scheduler`]: kube-scheduler's default profile: binds pending pods to nodes → informers, kube client, events.
 //! - [`kubelet`]: pod workers, volumes, probes, node status and the kubelet API → runtime,
 //!   network, kube client.
 //! - [`network`]: pod network namespaces, bridge, veths, IPAM, NAT, hostPorts. No
@@ -49,6 +50,7 @@ pub mod leader_election;
 pub mod network;
 pub mod pki;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod simnodes;
 // Crate-private: only `apiserver` may use the store (every other component goes through the

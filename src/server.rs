@@ -251,6 +251,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     controllers
         .enable_node_ipam(&args.cluster_cidr)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let scheduler = crate::scheduler::Scheduler::new(
+        state.client(UserInfo::new(
+            apiserver::SCHEDULER_USER,
+            &[apiserver::AUTHENTICATED_GROUP],
+        )),
+        informers.clone(),
+    );
+    components.spawn("scheduler", scheduler.run(shutdown.clone()));
     components.spawn("informers", informers.run());
     let identity = leader_identity(&args.data_dir);
     let kcm_election = crate::leader_election::LeaderElector::new(

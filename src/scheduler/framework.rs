@@ -1,0 +1,290 @@
+//! One scheduling cycle of the default profile as a pure function of the cache: PreFilter
+//! (volumes, topology spread and inter-pod affinity counts), Filter over every node,
+//! Score of the feasible ones with the default weights, and the choice of the best node
+//! (ties broken at random, as upstream's reservoir sampling does).
+//!
+//! Invariant: no I/O and no mutation: the caller assumes the pod onto the chosen node.
+//! Everything outside pods and nodes comes through [`Lookups`], so tests run on plain
+//! values.
+
+use super::affinity;
+use super::cache::{Cache, NodeInfo, PodInfo};
+use super::diagnosis::{Diagnosis, NO_NODES};
+use super::filters::{self, FilterResult};
+use super::labels::Labels;
+use super::scores::{self, *};
+use super::spread;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use rand::Rng;
+use std::sync::Arc;
+
+/// What the scheduler reads besides pods and nodes.
+pub trait Lookups {
+    fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
+    fn pv(&self, name: &str) -> Option<Arc<PersistentVolume>>;
+    fn namespace_labels(&self, ns: &str) -> Option<Labels>;
+    /// The merged selector of the Services, ReplicationController, ReplicaSet or
+    /// StatefulSet that select or own the pod (system default spreading); `None` if empty.
+    fn owner_selector(&self, pod: &Pod) -> Option<LabelSelector>;
+}
+
+/// A world with nothing but pods and nodes.
+pub struct NoLookups;
+
+impl Lookups for NoLookups {
+    fn pvc(&self, _: &str, _: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        None
+    }
+    fn pv(&self, _: &str) -> Option<Arc<PersistentVolume>> {
+        None
+    }
+    fn namespace_labels(&self, _: &str) -> Option<Labels> {
+        None
+    }
+    fn owner_selector(&self, _: &Pod) -> Option<LabelSelector> {
+        None
+    }
+}
+
+/// The PreFilter results of one cycle.
+pub struct Cycle<'p> {
+    pub pod: &'p Pod,
+    pub info: Arc<PodInfo>,
+    pub tolerations: &'p [Toleration],
+    pub volumes: Vec<Arc<PersistentVolume>>,
+    pub spread: Option<spread::FilterState>,
+    pub affinity: Option<affinity::FilterState>,
+}
+
+/// PreFilter: fails with upstream's message when a claim the pod uses is missing.
+pub fn prefilter<'p>(
+    cache: &Cache,
+    pod: &'p Arc<Pod>,
+    lookups: &dyn Lookups,
+) -> Result<Cycle<'p>, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut volumes = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(claim) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let name = &claim.claim_name;
+        let Some(pvc) = lookups.pvc(ns, name) else {
+            return Err(format!("persistentvolumeclaim \"{name}\" not found"));
+        };
+        if pvc.metadata.deletion_timestamp.is_some() {
+            return Err(format!("persistentvolumeclaim \"{name}\" is being deleted"));
+        }
+        // Unbound claims are left to their provisioner: skiff runs no volume binder that
+        // would pick a node for them.
+        let bound = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if let Some(pv) = bound.filter(|n| !n.is_empty()).and_then(|n| lookups.pv(n)) {
+            volumes.push(pv);
+        }
+    }
+    let ns_labels = |ns: &str| lookups.namespace_labels(ns);
+    Ok(Cycle {
+        pod,
+        info: Arc::new(PodInfo::new(pod.clone())),
+        tolerations: filters::tolerations(pod),
+        volumes,
+        spread: spread::prefilter(pod, cache.nodes()),
+        affinity: affinity::prefilter(pod, cache.nodes(), &ns_labels),
+    })
+}
+
+/// Every filter of the default profile, in upstream's order; the first rejection wins.
+pub fn filter_node(c: &Cycle, node: &NodeInfo) -> FilterResult {
+    let Some(n) = &node.node else {
+        return Err(filters::Rejection::unresolvable("node(s) not found"));
+    };
+    filters::node_unschedulable(c.pod, n)?;
+    filters::node_name(c.pod, n)?;
+    filters::taint_toleration(c.tolerations, &node.taints)?;
+    filters::node_affinity(c.pod, n)?;
+    filters::node_ports(&c.info.ports, node)?;
+    filters::resources_fit(&c.info.requests, node)?;
+    filters::volume_node_affinity(&c.volumes, n)?;
+    if let Some(s) = &c.spread {
+        spread::filter(s, node)?;
+    }
+    if let Some(a) = &c.affinity {
+        affinity::filter(a, node)?;
+    }
+    Ok(())
+}
+
+/// The feasible nodes, and why the others were rejected.
+pub fn find_feasible<'c>(cache: &'c Cache, c: &Cycle) -> (Vec<&'c NodeInfo>, Diagnosis) {
+    let mut diag = Diagnosis {
+        num_nodes: cache.num_nodes(),
+        ..Default::default()
+    };
+    let mut feasible = Vec::new();
+    for node in cache.nodes() {
+        match filter_node(c, node) {
+            Ok(()) => feasible.push(node),
+            Err(r) => {
+                diag.nodes.insert(node.name.clone(), r);
+            }
+        }
+    }
+    (feasible, diag)
+}
+
+/// The weighted total score of each feasible node.
+pub fn score_nodes(
+    cache: &Cache,
+    c: &Cycle,
+    feasible: &[&NodeInfo],
+    lookups: &dyn Lookups,
+) -> Vec<i64> {
+    let pod = c.pod;
+    let n = feasible.len();
+    let mut total = vec![0i64; n];
+    let mut add = |scores: Vec<i64>, w: i64| {
+        for (t, s) in total.iter_mut().zip(scores) {
+            *t += s * w;
+        }
+    };
+    // NodeResourcesFit (LeastAllocated) and BalancedAllocation.
+    add(
+        feasible
+            .iter()
+            .map(|ni| least_allocated(c.info.non_zero, ni))
+            .collect(),
+        W_FIT,
+    );
+    let req = (c.info.requests.milli_cpu, c.info.requests.memory);
+    if req != (0, 0) {
+        add(
+            feasible
+                .iter()
+                .map(|ni| balanced_allocation(req, ni))
+                .collect(),
+            W_BALANCED,
+        );
+    }
+    // NodeAffinity (preferred).
+    let mut na: Vec<i64> = feasible
+        .iter()
+        .map(|ni| {
+            ni.node
+                .as_ref()
+                .map_or(0, |node| scores::node_affinity(pod, node))
+        })
+        .collect();
+    default_normalize(&mut na, false);
+    add(na, W_NODE_AFFINITY);
+    // TaintToleration (PreferNoSchedule).
+    let mut tt: Vec<i64> = feasible
+        .iter()
+        .map(|ni| intolerable_taints(c.tolerations, ni))
+        .collect();
+    default_normalize(&mut tt, true);
+    add(tt, W_TAINT);
+    // PodTopologySpread.
+    let (soft, defaulted) = spread::soft_constraints(pod, {
+        let has_own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|v| !v.is_empty());
+        if has_own {
+            None
+        } else {
+            lookups.owner_selector(pod)
+        }
+    });
+    if let Some(st) = spread::prescore(pod, soft, defaulted, feasible, cache.nodes()) {
+        let mut s: Vec<i64> = feasible.iter().map(|ni| spread::score(&st, ni)).collect();
+        let names: Vec<&str> = feasible.iter().map(|ni| ni.name.as_str()).collect();
+        spread::normalize(&st, &names, &mut s);
+        add(s, W_SPREAD);
+    }
+    // InterPodAffinity (preferred).
+    let ns_labels = |ns: &str| lookups.namespace_labels(ns);
+    if let Some(st) = affinity::prescore(pod, cache.nodes(), &ns_labels) {
+        let mut s: Vec<i64> = feasible.iter().map(|ni| affinity::score(&st, ni)).collect();
+        affinity::normalize(&mut s);
+        add(s, W_INTER_POD);
+    }
+    // ImageLocality.
+    let total_nodes = cache.num_nodes();
+    let images = pod_images(pod);
+    add(
+        feasible
+            .iter()
+            .map(|ni| image_locality(&images, ni, total_nodes, |img| cache.nodes_with_image(img)))
+            .collect(),
+        W_IMAGE,
+    );
+    total
+}
+
+/// The best-scored index; ties go to a uniformly random one of the best.
+pub fn select(scores: &[i64], rng: &mut impl Rng) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    let mut ties = 0u32;
+    for (i, s) in scores.iter().enumerate() {
+        match best {
+            Some(b) if *s < scores[b] => {}
+            Some(b) if *s == scores[b] => {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = Some(i);
+                }
+            }
+            _ => {
+                best = Some(i);
+                ties = 1;
+            }
+        }
+    }
+    best
+}
+
+/// Where the pod goes: the chosen node and the pod's cache entry, or why nothing fits.
+pub fn schedule(
+    cache: &Cache,
+    pod: &Arc<Pod>,
+    lookups: &dyn Lookups,
+    rng: &mut impl Rng,
+) -> Result<(String, Arc<PodInfo>), Diagnosis> {
+    if cache.num_nodes() == 0 {
+        return Err(Diagnosis {
+            pre_filter: None,
+            ..Default::default()
+        });
+    }
+    let cycle = match prefilter(cache, pod, lookups) {
+        Ok(c) => c,
+        Err(msg) => {
+            return Err(Diagnosis {
+                num_nodes: cache.num_nodes(),
+                pre_filter: Some(msg),
+                ..Default::default()
+            })
+        }
+    };
+    let (feasible, diag) = find_feasible(cache, &cycle);
+    let chosen = match feasible.len() {
+        0 => return Err(diag),
+        1 => 0,
+        _ => {
+            let s = score_nodes(cache, &cycle, &feasible, lookups);
+            select(&s, rng).unwrap_or(0)
+        }
+    };
+    Ok((feasible[chosen].name.clone(), cycle.info))
+}
+
+/// The message of a diagnosis, with upstream's special case of an empty cluster.
+pub fn failure_message(d: &Diagnosis) -> String {
+    if d.num_nodes == 0 && d.pre_filter.is_none() {
+        NO_NODES.to_owned()
+    } else {
+        d.message()
+    }
+}
