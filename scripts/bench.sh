@@ -5,6 +5,9 @@
 #   scripts/bench.sh api        API server: creates (HTTPS and in-process), list, watch
 #                               latency, GC cascade and namespace deletion of 10k, RSS, size
 #   scripts/bench.sh runtime    containers: start-to-exit vs runc, pull vs skopeo, shim RSS
+#   scripts/bench.sh pods       the server's node: start to node Ready, 100 pods (image
+#                               present) create to Running/Ready vs runc and the upstream SLO,
+#                               server+node RSS idle and with the pods running
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +15,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 
-cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench --example webhook_bench
+cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench --example webhook_bench \
+    --example pod_bench
 bin=target/release/skiff
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -69,6 +73,26 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f}")
 PY
 }
 
+# busybox_image DIR: a one-layer busybox image `bench/busybox:1` as a docker-save archive,
+# DIR/image.tar (the rootfs is left in DIR/rootfs).
+busybox_image() {
+    local img="$1"
+    mkdir -p "$img/rootfs"/{bin,etc,tmp,proc,sys,dev}
+    cp /bin/busybox "$img/rootfs/bin/busybox"
+    for a in sh true sleep; do ln -s busybox "$img/rootfs/bin/$a"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$img/rootfs/etc/passwd"
+    (
+        cd "$img"
+        tar -C rootfs -cf layer.tar .
+        diff=$(sha256sum layer.tar | cut -d' ' -f1)
+        printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >config.json
+        cfg=$(sha256sum config.json | cut -d' ' -f1)
+        mv config.json "$cfg.json"
+        printf '[{"Config":"%s.json","RepoTags":["bench/busybox:1"],"Layers":["layer.tar"]}]' "$cfg" >manifest.json
+        tar -cf image.tar manifest.json "$cfg.json" layer.tar
+    )
+}
+
 bench_runtime() {
     scripts/install-test-deps.sh >/dev/null 2>&1
     local dir data runs=100
@@ -85,22 +109,8 @@ bench_runtime() {
     }
     trap cleanup_runtime RETURN
 
-    # A one-layer busybox image, imported from a docker-save archive.
     local img="$dir/img"
-    mkdir -p "$img/rootfs"/{bin,etc,tmp,proc,sys,dev}
-    cp /bin/busybox "$img/rootfs/bin/busybox"
-    for a in sh true sleep; do ln -s busybox "$img/rootfs/bin/$a"; done
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$img/rootfs/etc/passwd"
-    (
-        cd "$img"
-        tar -C rootfs -cf layer.tar .
-        diff=$(sha256sum layer.tar | cut -d' ' -f1)
-        printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >config.json
-        cfg=$(sha256sum config.json | cut -d' ' -f1)
-        mv config.json "$cfg.json"
-        printf '[{"Config":"%s.json","RepoTags":["bench/busybox:1"],"Layers":["layer.tar"]}]' "$cfg" >manifest.json
-        tar -cf image.tar manifest.json "$cfg.json" layer.tar
-    )
+    busybox_image "$img"
     "$bin" images import --data-dir "$data" "$img/image.tar" >/dev/null
 
     # (a) start-to-exit of /bin/true: the whole `skiff ctr run --rm` command vs `runc run`
@@ -142,9 +152,106 @@ bench_runtime() {
         | grep -E '^(pull_50mb_s|skopeo_50mb_s|pull_vs_skopeo_ratio) '
 }
 
+bench_pods() {
+    scripts/install-test-deps.sh >/dev/null 2>&1
+    local dir data port kport bridge pid="" pods=${POD_BENCH_PODS:-100}
+    dir=$(mktemp -d /tmp/skiff-pbench.XXXXXX)
+    data="$dir/data"
+    bridge="skb$(($$ % 100000))"
+    export SKIFF_CGROUP_PARENT="skiff-bench-$$"
+    port=$(free_port)
+    kport=$(free_port)
+    cleanup_pods() {
+        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi
+        for id in $("$bin" ctr --data-dir "$data" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
+            "$bin" ctr --data-dir "$data" rm -f "$id" >/dev/null 2>&1
+        done
+        runc --root "$dir/runc" list -q 2>/dev/null | xargs -r -n1 runc --root "$dir/runc" delete -f
+        nft delete table ip "$bridge" 2>/dev/null || true
+        ip link del "$bridge" 2>/dev/null || true
+        awk -v d="$dir" '$5 ~ "^" d { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+        for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT" /sys/fs/cgroup/"$SKIFF_CGROUP_PARENT"; do
+            [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+        done
+        rm -rf "$dir"
+    }
+    trap cleanup_pods RETURN
+
+    busybox_image "$dir/img"
+    "$bin" images import --data-dir "$data" "$dir/img/image.tar" >/dev/null
+
+    # Start to node Ready: the server and its own node, from the exec of the binary.
+    local t0
+    t0=$(date +%s%N)
+    "$bin" server --data-dir "$data" --https-listen-port "$port" --bind-address 127.0.0.1 \
+        --write-kubeconfig "$dir/kubeconfig" --cluster-cidr 10.249.0.0/16 --pod-bridge "$bridge" \
+        --kubelet-port "$kport" --pod-logs-dir "$dir/pod-logs" --log warn >"$dir/server.log" 2>&1 &
+    pid=$!
+    local node
+    target/release/examples/pod_bench node-ready "$dir/kubeconfig" "$t0" | tee "$dir/ready.out" | grep -v '^node_name'
+    node=$(awk '$1 == "node_name" { print $2 }' "$dir/ready.out")
+    echo "k3s_start_to_ready_s_published 20 s"
+    sleep 2
+    echo "server_with_node_idle_rss_mb $(rss_mb $pid) MB"
+
+    # Anchor: runc creating and starting the same container detached (no network, no API).
+    mkdir -p "$dir/bundle"
+    (
+        cd "$dir/bundle"
+        runc spec
+        python3 - <<'PY'
+import json
+c = json.load(open("config.json"))
+c["root"] = {"path": "../img/rootfs", "readonly": True}
+c["process"]["args"] = ["sleep", "3600"]
+c["process"]["terminal"] = False
+json.dump(c, open("config.json", "w"))
+PY
+        for i in $(seq 20); do
+            s=$(date +%s%N)
+            runc --root "$dir/runc" run -d --bundle . "pb$i" >/dev/null 2>&1 </dev/null
+            e=$(date +%s%N)
+            awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f\n", (e - s) / 1e6 }'
+            runc --root "$dir/runc" delete -f "pb$i" >/dev/null 2>&1
+        done
+    ) >"$dir/runc.ms"
+    read -r rp50 rp99 < <(percentiles "$dir/runc.ms")
+    echo "runc_run_detached_p50_ms $rp50 ms"
+    echo "runc_run_detached_p99_ms $rp99 ms"
+    echo "upstream_slo_pod_startup_p99_ms 5000 ms"
+
+    # $pods pods pinned to the node, created by 4 clients; RSS read while they all run.
+    local pause="$dir/pause"
+    POD_BENCH_PAUSE_FILE="$pause" target/release/examples/pod_bench "$dir/kubeconfig" \
+        bench/busybox:1 "$pods" 4 "$node" >"$dir/pods.out" &
+    local bench_pid=$!
+    until [ -s "$pause" ] || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.1; done
+    cat "$dir/pods.out"
+    if [ -s "$pause" ]; then
+        echo "server_with_${pods}_pods_rss_mb $(rss_mb $pid) MB"
+        local shims=0 p
+        for p in $(pgrep -f "skiff shim" || true); do
+            shims=$(awk -v t="$shims" '/^RssAnon:/ { print t + $2 }' "/proc/$p/status" 2>/dev/null || echo "$shims")
+        done
+        echo "shims_private_total_mb $(awk -v k="$shims" 'BEGIN { printf "%.1f", k / 1024 }') MB"
+        rm -f "$pause"
+    fi
+    if ! wait $bench_pid; then
+        echo "pod_bench failed; server log tail:" >&2
+        tail -20 "$dir/server.log" >&2
+        return 1
+    fi
+    grep '^pods_all_deleted' "$dir/pods.out"
+    local p99
+    p99=$(awk '$1 == "pod_create_to_running_p99_ms" { print $2 }' "$dir/pods.out")
+    echo "pod_startup_p99_vs_slo_ratio $(awk -v a="$p99" 'BEGIN { printf "%.3f", a / 5000 }') ratio"
+    echo "pod_startup_p99_vs_runc_p99_ratio $(awk -v a="$p99" -v b="$rp99" 'BEGIN { printf "%.1f", a / b }') ratio"
+}
+
 case "$what" in
     api) bench_api ;;
     runtime) bench_runtime ;;
-    all) bench_api; bench_runtime ;;
-    *) echo "usage: $0 api|runtime|all" >&2; exit 2 ;;
+    pods) bench_pods ;;
+    all) bench_api; bench_runtime; bench_pods ;;
+    *) echo "usage: $0 api|runtime|pods|all" >&2; exit 2 ;;
 esac

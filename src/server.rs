@@ -251,16 +251,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     controllers
         .enable_node_ipam(&args.cluster_cidr)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
-    let scheduler = crate::scheduler::Scheduler::new(
-        state.client(UserInfo::new(
-            apiserver::SCHEDULER_USER,
-            &[apiserver::AUTHENTICATED_GROUP],
-        )),
-        informers.clone(),
-    );
-    components.spawn("scheduler", scheduler.run(shutdown.clone()));
-    components.spawn("informers", informers.run());
+    // The scheduler and the controllers each act only while holding their Lease.
     let identity = leader_identity(&args.data_dir);
+    let scheduler_client = state.client(UserInfo::new(
+        apiserver::SCHEDULER_USER,
+        &[apiserver::AUTHENTICATED_GROUP],
+    ));
+    let scheduler_election = crate::leader_election::LeaderElector::new(
+        scheduler_client.clone(),
+        "kube-scheduler",
+        &identity,
+    );
+    let scheduler = crate::scheduler::Scheduler::new(scheduler_client, informers.clone());
+    components.spawn(
+        "scheduler",
+        scheduler_election.run(shutdown.clone(), |stop| scheduler.run(stop)),
+    );
+    components.spawn("informers", informers.run());
     let kcm_election = crate::leader_election::LeaderElector::new(
         controllers.client(),
         "kube-controller-manager",

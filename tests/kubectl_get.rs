@@ -24,16 +24,29 @@ fn is_age(cell: &str) -> bool {
 fn get_prints_tables_with_upstream_columns() {
     let server = demo_server();
 
-    let out = server.kubectl_ok(&["get", "deployments", "-n", "demo"]);
+    // The deployment controller makes the ReplicaSet (UP-TO-DATE 2); with no node its pods
+    // never become ready.
+    let out = common::process::eventually(
+        std::time::Duration::from_secs(20),
+        "the deployment's up-to-date pods",
+        || {
+            let out = server.kubectl_ok(&["get", "deployments", "-n", "demo"]);
+            let rows = table_rows(&out);
+            let web = row_where(&rows, 0, "web");
+            if web[..4] == ["web", "0/2", "2", "0"] {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    );
     let rows = table_rows(&out);
     assert_eq!(
         rows[0],
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "{out}"
     );
-    let web = row_where(&rows, 0, "web");
-    assert_eq!(&web[..4], ["web", "0/2", "0", "0"], "{out}");
-    assert!(is_age(&web[4]), "{out}");
+    assert!(is_age(&row_where(&rows, 0, "web")[4]), "{out}");
 
     let out = server.kubectl_ok(&["get", "svc", "-n", "demo"]);
     let rows = table_rows(&out);

@@ -51,9 +51,21 @@ fn replication_controllers_and_pod_templates_apply_with_defaults_and_scale() {
         "{rc}"
     );
 
-    let rows = table_rows(&server.kubectl_ok(&["get", "replicationcontrollers"]));
+    // The replication controller creates the pods (CURRENT 2); with no node none is ready.
+    let rows = common::process::eventually(
+        std::time::Duration::from_secs(20),
+        "the controller's pods",
+        || {
+            let out = server.kubectl_ok(&["get", "replicationcontrollers"]);
+            let rows = table_rows(&out);
+            if row_where(&rows, 0, "web")[..4] == ["web", "2", "2", "0"] {
+                Ok(rows)
+            } else {
+                Err(out)
+            }
+        },
+    );
     assert_eq!(rows[0], ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
-    assert_eq!(&row_where(&rows, 0, "web")[..4], ["web", "2", "0", "0"]);
 
     let out = server.kubectl_ok(&["scale", "rc", "web", "--replicas=3"]);
     assert!(out.contains("replicationcontroller/web scaled"), "{out}");

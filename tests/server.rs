@@ -312,3 +312,57 @@ fn skiff_agent_runs_the_agent_entry_point_and_refuses_a_malformed_token() {
         agent.stderr()
     );
 }
+
+#[test]
+fn the_scheduler_and_controllers_hold_their_leases_and_take_them_back_at_once_after_a_kill() {
+    let mut server = TestServer::start();
+    let (scheduler, _) = lease_holder(&server, "kube-scheduler");
+    let (kcm, renewed) = lease_holder(&server, "kube-controller-manager");
+    assert!(!scheduler.is_empty());
+    assert_eq!(scheduler, kcm, "one identity per server");
+
+    // After a SIGKILL the restarted server takes its own unexpired Lease back without
+    // waiting out the 15 s lease duration: the controllers act again within seconds.
+    server.restart();
+    let t = std::time::Instant::now();
+    server.kubectl_ok(&["create", "namespace", "after-restart"]);
+    loop {
+        if server
+            .kubectl(&["get", "serviceaccount", "default", "-n", "after-restart"])
+            .success()
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(8),
+            "no default ServiceAccount 8 s after the restart: the controllers are not acting"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (after, renewed_after) = lease_holder(&server, "kube-controller-manager");
+    assert_eq!(after, kcm);
+    assert_ne!(renewed_after, renewed);
+}
+
+/// (holderIdentity, renewTime) of the Lease `kube-system/<name>`.
+fn lease_holder(server: &TestServer, name: &str) -> (String, String) {
+    let lease = server_lease(server, name);
+    let field = |f: &str| lease["spec"][f].as_str().unwrap_or_default().to_owned();
+    (field("holderIdentity"), field("renewTime"))
+}
+
+/// The Lease `kube-system/<name>`, once it exists (waits up to 10 s).
+fn server_lease(server: &TestServer, name: &str) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    loop {
+        let run = server.kubectl(&["get", "lease", "-n", "kube-system", name, "-o", "json"]);
+        if run.success() {
+            return common::json(&run.stdout);
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no lease {name}: {run}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -1,6 +1,5 @@
 //! Shared by the benchmark examples: object builders, percentiles and a concurrent create
 //! loop.
-
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::Client;

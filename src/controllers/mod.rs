@@ -18,8 +18,8 @@
 //! Reconciles are level-triggered: a restart loses nothing, because the first list of
 //! every informer queues every object again.
 
-pub mod bootstrap_token_cleaner;
 mod batch;
+pub mod bootstrap_token_cleaner;
 pub mod clock;
 pub mod clusterrole_aggregation;
 pub mod controller_utils;

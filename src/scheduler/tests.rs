@@ -138,7 +138,9 @@ fn the_failed_scheduling_message_says_preemption_is_not_allowed_for_a_never_pod(
     core.queue.add_or_update("default/p", p, now);
     let popped = core.queue.pop(now).expect("queued");
     match core.schedule_one(popped, &NoLookups, now) {
-        Decision::Unschedulable { message, nominate, .. } => {
+        Decision::Unschedulable {
+            message, nominate, ..
+        } => {
             assert_eq!(
                 message,
                 "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to \
