@@ -66,6 +66,19 @@ impl Recorder {
         (Recorder { tx }, writer(client, source, rx))
     }
 
+    /// A recorder of a control-plane component (no host), its writer already running.
+    pub fn spawn_for(client: kube::Client, component: &str) -> Recorder {
+        let (recorder, writer) = Recorder::new(
+            client,
+            Source {
+                component: component.into(),
+                host: None,
+            },
+        );
+        tokio::spawn(writer);
+        recorder
+    }
+
     /// A recorder whose events are only sent to `tx` (tests).
     pub fn channel() -> (Recorder, mpsc::UnboundedReceiver<Recorded>) {
         let (tx, rx) = mpsc::unbounded_channel();

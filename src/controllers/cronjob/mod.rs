@@ -15,7 +15,7 @@ mod tests;
 use super::clock::{until, Clock};
 use super::job::status::{is_true, COMPLETE, FAILED};
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
-use crate::events::{object_ref, Recorder, Source, NORMAL, WARNING};
+use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use crate::informers::Change;
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -67,14 +67,7 @@ impl CronJobController {
         let cronjobs = self.ctx.informers.typed::<CronJob>();
         let jobs = self.ctx.informers.typed::<Job>();
         let client = self.ctx.client_for(NAME);
-        let (recorder, writer) = Recorder::new(
-            client.clone(),
-            Source {
-                component: NAME.into(),
-                host: None,
-            },
-        );
-        tokio::spawn(writer);
+        let recorder = Recorder::spawn_for(client.clone(), NAME);
         cronjobs.synced().await?;
         jobs.synced().await?;
         let reconciler = Arc::new(CronJobReconciler {

@@ -22,7 +22,7 @@ mod util_tests;
 
 use super::controller_utils::{controller_ref, Selector};
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
-use crate::events::{Recorder, Source};
+use crate::events::Recorder;
 use crate::informers::{Change, Informer};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -59,14 +59,7 @@ impl DeploymentController {
         replica_sets.synced().await?;
         pods.synced().await?;
         let client = self.ctx.client_for(NAME);
-        let (recorder, writer) = Recorder::new(
-            client.clone(),
-            Source {
-                component: NAME.into(),
-                host: None,
-            },
-        );
-        tokio::spawn(writer);
+        let recorder = Recorder::spawn_for(client.clone(), NAME);
         let reconciler = Arc::new(sync::Sync {
             client,
             deployments: deployments.store(),

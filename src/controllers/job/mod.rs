@@ -27,7 +27,7 @@ mod tests;
 
 use super::clock::Clock;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
-use crate::events::{Recorder, Source};
+use crate::events::Recorder;
 use crate::informers::Change;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -70,14 +70,7 @@ impl JobController {
         let jobs = self.ctx.informers.typed::<Job>();
         let pods = self.ctx.informers.typed::<Pod>();
         let client = self.ctx.client_for(NAME);
-        let (recorder, writer) = Recorder::new(
-            client.clone(),
-            Source {
-                component: NAME.into(),
-                host: None,
-            },
-        );
-        tokio::spawn(writer);
+        let recorder = Recorder::spawn_for(client.clone(), NAME);
         jobs.synced().await?;
         pods.synced().await?;
         let reconciler = Arc::new(JobReconciler {

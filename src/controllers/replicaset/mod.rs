@@ -23,7 +23,7 @@ mod tests;
 
 use super::controller_utils::{controller_ref, Selector};
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
-use crate::events::{Recorder, Source};
+use crate::events::Recorder;
 use crate::informers::{Change, Informer};
 use expectations::Expectations;
 use futures::StreamExt;
@@ -68,14 +68,7 @@ impl<K: Replicated> ReplicaController<K> {
         objects.synced().await?;
         pods.synced().await?;
         let client = self.ctx.client_for(K::CONTROLLER);
-        let (recorder, writer) = Recorder::new(
-            client.clone(),
-            Source {
-                component: K::CONTROLLER.into(),
-                host: None,
-            },
-        );
-        tokio::spawn(writer);
+        let recorder = Recorder::spawn_for(client.clone(), K::CONTROLLER);
         let expectations = Arc::new(Expectations::default());
         let reconciler = Arc::new(sync::Sync::<K> {
             client,
