@@ -230,7 +230,7 @@ PY
     if [ -s "$pause" ]; then
         echo "server_with_${pods}_pods_rss_mb $(rss_mb $pid) MB"
         local shims=0 p
-        for p in $(pgrep -f "skiff shim" || true); do
+        for p in $(pgrep -f "__shim $data" || true); do
             shims=$(awk -v t="$shims" '/^RssAnon:/ { print t + $2 }' "/proc/$p/status" 2>/dev/null || echo "$shims")
         done
         echo "shims_private_total_mb $(awk -v k="$shims" 'BEGIN { printf "%.1f", k / 1024 }') MB"

@@ -12,21 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Polls `check` until true, for up to `secs` seconds.
-#[track_caller]
-fn eventually(server: &TestServer, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "timed out waiting until {what}\n--- server log ---\n{}",
-        common::tail(&server.log(), 40)
-    );
-}
-
 fn exists(server: &TestServer, args: &[&str]) -> bool {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
@@ -66,7 +51,7 @@ fn workload(server: &TestServer, name: &str) {
         &format!("{name}-rs"),
         "-o=jsonpath={.metadata.uid}",
     ]);
-    eventually(server, "the ReplicaSet adopted both Pods", 30, || {
+    server.wait_until("the ReplicaSet adopted both Pods", 30, || {
         (0..2).all(|i| {
             server.kubectl_ok(&[
                 "get",
@@ -88,16 +73,11 @@ fn kubectl_delete_cascades_in_the_background_in_the_foreground_and_orphans() {
     // Background: the Deployment goes at once, the collector removes the rest.
     server.kubectl_ok(&["delete", "deploy", "bg", "--cascade=background"]);
     assert!(!exists(&server, &["deploy", "bg"]));
-    eventually(
-        &server,
-        "the bg ReplicaSet and Pods are collected",
-        10,
-        || {
-            !exists(&server, &["rs", "bg-rs"])
-                && !exists(&server, &["pod", "bg-pod-0"])
-                && !exists(&server, &["pod", "bg-pod-1"])
-        },
-    );
+    server.wait_until("the bg ReplicaSet and Pods are collected", 10, || {
+        !exists(&server, &["rs", "bg-rs"])
+            && !exists(&server, &["pod", "bg-pod-0"])
+            && !exists(&server, &["pod", "bg-pod-1"])
+    });
 
     // Foreground: the Deployment stays (foregroundDeletion) until its dependents are gone.
     // A finalizer on one Pod holds the chain so the waiting state can be seen.
@@ -118,8 +98,7 @@ fn kubectl_delete_cascades_in_the_background_in_the_foreground_and_orphans() {
     ]);
     let fins = server.kubectl_ok(&["get", "deploy", "fg", "-o=jsonpath={.metadata.finalizers}"]);
     assert!(fins.contains("foregroundDeletion"), "{fins}");
-    eventually(
-        &server,
+    server.wait_until(
         "the free fg Pod is gone and the ReplicaSet waits",
         10,
         || {
@@ -141,7 +120,7 @@ fn kubectl_delete_cascades_in_the_background_in_the_foreground_and_orphans() {
         "-p",
         r#"{"metadata":{"finalizers":null}}"#,
     ]);
-    eventually(&server, "the whole fg chain is gone", 10, || {
+    server.wait_until("the whole fg chain is gone", 10, || {
         !exists(&server, &["deploy", "fg"])
             && !exists(&server, &["rs", "fg-rs"])
             && !exists(&server, &["pod", "fg-pod-0"])
@@ -150,7 +129,7 @@ fn kubectl_delete_cascades_in_the_background_in_the_foreground_and_orphans() {
     // Orphan: the Deployment goes, the ReplicaSet stays without its owner reference and
     // keeps its Pods.
     server.kubectl_ok(&["delete", "deploy", "orph", "--cascade=orphan"]);
-    eventually(&server, "the orph Deployment is gone", 10, || {
+    server.wait_until("the orph Deployment is gone", 10, || {
         !exists(&server, &["deploy", "orph"])
     });
     let refs = server.kubectl_ok(&[
@@ -186,7 +165,7 @@ fn deleting_a_crd_waits_for_a_finalizer_on_its_custom_resource() {
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n---\napiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: free\n",
     );
     server.kubectl_ok(&["delete", "crd", "gadgets.example.com", "--wait=false"]);
-    eventually(&server, "the free gadget is gone", 10, || {
+    server.wait_until("the free gadget is gone", 10, || {
         !exists(&server, &["gadget", "free"])
     });
     let cond = server.kubectl_ok(&[
@@ -214,7 +193,7 @@ fn deleting_a_crd_waits_for_a_finalizer_on_its_custom_resource() {
         "-p",
         r#"{"metadata":{"finalizers":null}}"#,
     ]);
-    eventually(&server, "the definition is gone", 10, || {
+    server.wait_until("the definition is gone", 10, || {
         !exists(&server, &["crd", "gadgets.example.com"])
     });
     // No longer served (kubectl's discovery cache may still name it: either answer is 404).

@@ -12,22 +12,7 @@ use kube::runtime::watcher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-#[track_caller]
-fn eventually(server: &TestServer, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}\n--- server log ---\n{}",
-        common::tail(&server.log(), 40)
-    );
-}
+use std::time::Duration;
 
 /// What a watch of a namespace's pods saw: per pod (ready, template hash), and the worst
 /// moments.
@@ -176,7 +161,7 @@ fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailabi
     }
 
     server.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
-    eventually(&server, "five pods", 30, || {
+    server.wait_until("five pods", 30, || {
         let d = server.kubectl_json(&["get", "deployment", "web"]);
         d["status"]["availableReplicas"] == 5 && d["status"]["updatedReplicas"] == 5
     });
@@ -193,7 +178,7 @@ fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailabi
     server.kubectl_ok(&["set", "image", "deployment/web", "busybox=busybox:1.37"]);
     let done = rollout_status(&server, "deployment/web");
     assert!(done.success(), "{}", done.output());
-    eventually(&server, "only new pods are left", 30, || {
+    server.wait_until("only new pods are left", 30, || {
         server.kubectl_json(&["get", "pods", "-l", "app=web"])["items"]
             .as_array()
             .map(Vec::len)
@@ -250,20 +235,15 @@ fn kubectl_rollout_undo_returns_to_the_previous_and_a_chosen_revision() {
     server.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     let done = rollout_status(&server, "deployment/web");
     assert!(done.success(), "{}", done.output());
-    eventually(
-        &server,
-        "the first replica set is back as revision 3",
-        30,
-        || {
-            let rs = server.kubectl_json(&[
-                "get",
-                "rs",
-                first_rs["metadata"]["name"].as_str().expect("name"),
-            ]);
-            rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
-                && rs["status"]["availableReplicas"] == 2
-        },
-    );
+    server.wait_until("the first replica set is back as revision 3", 30, || {
+        let rs = server.kubectl_json(&[
+            "get",
+            "rs",
+            first_rs["metadata"]["name"].as_str().expect("name"),
+        ]);
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+            && rs["status"]["availableReplicas"] == 2
+    });
     let image = server.kubectl_ok(&[
         "get",
         "deployment",
@@ -292,7 +272,7 @@ fn kubectl_rollout_undo_returns_to_the_previous_and_a_chosen_revision() {
 
     // Deleting the deployment cascades to its replica sets and pods.
     server.kubectl_ok(&["delete", "deployment", "web"]);
-    eventually(&server, "replica sets and pods are gone", 30, || {
+    server.wait_until("replica sets and pods are gone", 30, || {
         replica_sets(&server, "default").is_empty()
             && server.kubectl_json(&["get", "pods", "-l", "app=web"])["items"]
                 .as_array()

@@ -5,26 +5,10 @@ mod common;
 
 use common::batch::{finish_pod, running_pods};
 use common::TestServer;
-use std::time::{Duration, Instant};
 
 const NS: &str = "default";
 
 /// Polls `check` until true, for up to `secs` seconds.
-#[track_caller]
-fn eventually(server: &TestServer, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}\n--- server log ---\n{}",
-        common::tail(&server.log(), 40)
-    );
-}
-
 fn job_yaml(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: busybox:1.36\n"
@@ -39,7 +23,7 @@ fn finish_pods_until(
     secs: u64,
     mut done: impl FnMut() -> bool,
 ) {
-    eventually(server, &format!("job {job} ran its pods"), secs, || {
+    server.wait_until(&format!("job {job} ran its pods"), secs, || {
         if done() {
             return true;
         }
@@ -65,7 +49,7 @@ fn a_job_of_three_completions_two_at_a_time_completes() {
         "work.yaml",
         &job_yaml("work", "  completions: 3\n  parallelism: 2\n"),
     );
-    eventually(&server, "two pods run", 20, || {
+    server.wait_until("two pods run", 20, || {
         running_pods(&server, NS, "work").len() == 2
     });
     finish_pods_until(&server, "work", 0, 30, || {
@@ -135,7 +119,7 @@ fn an_indexed_jobs_pods_carry_their_indexes() {
             "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
         ),
     );
-    eventually(&server, "three pods run", 20, || {
+    server.wait_until("three pods run", 20, || {
         running_pods(&server, NS, "idx").len() == 3
     });
     let out = server.kubectl_ok(&[
@@ -171,7 +155,7 @@ fn a_pod_failure_policy_fails_the_job_on_an_exit_code() {
     let server = TestServer::start();
     let spec = "  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: FailJob\n      onExitCodes:\n        containerName: main\n        operator: In\n        values: [42]\n";
     server.apply("picky.yaml", &job_yaml("picky", spec));
-    eventually(&server, "a pod runs", 20, || {
+    server.wait_until("a pod runs", 20, || {
         running_pods(&server, NS, "picky").len() == 1
     });
     let pod = running_pods(&server, NS, "picky").remove(0);
@@ -205,7 +189,7 @@ fn a_finished_job_is_deleted_after_its_ttl() {
         let run = server.kubectl(&["get", "job", "brief", "-o=jsonpath={.status.succeeded}"]);
         !run.success() || run.stdout == "1"
     });
-    eventually(&server, "the job and its pods are deleted", 30, || {
+    server.wait_until("the job and its pods are deleted", 30, || {
         !server.kubectl(&["get", "job", "brief"]).success()
             && server
                 .kubectl_ok(&[
@@ -245,7 +229,7 @@ fn a_cronjob_starts_a_job_each_minute_and_can_be_run_by_hand() {
         "--timeout=30s",
     ]);
     // Then on schedule, within a minute (and a margin).
-    eventually(&server, "the cronjob created a job", 75, || {
+    server.wait_until("the cronjob created a job", 75, || {
         !jsonpath(&server, &["cronjob", "tick"], "{.status.lastScheduleTime}").is_empty()
     });
     let active = jsonpath(&server, &["cronjob", "tick"], "{.status.active[0].name}");

@@ -6,14 +6,6 @@ use super::{cronjob, job, ttl_after_finished, Context, ControllerError, Stats};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Counters of the batch controllers.
-#[derive(Clone)]
-pub struct BatchStats {
-    pub job: Arc<Stats>,
-    pub cronjob: Arc<Stats>,
-    pub ttl_after_finished: Arc<Stats>,
-}
-
 pub(super) struct BatchControllers {
     job: job::JobController,
     cronjob: cronjob::CronJobController,
@@ -29,11 +21,13 @@ impl BatchControllers {
         }
     }
 
-    pub(super) fn stats(&self) -> BatchStats {
-        BatchStats {
-            job: self.job.stats(),
-            cronjob: self.cronjob.stats(),
-            ttl_after_finished: self.ttl.stats(),
+    /// The counters of `job`, `cronjob` or `ttl-after-finished`.
+    pub(super) fn stats_of(&self, name: &str) -> Option<Arc<Stats>> {
+        match name {
+            "job" => Some(self.job.stats()),
+            "cronjob" => Some(self.cronjob.stats()),
+            "ttl-after-finished" => Some(self.ttl.stats()),
+            _ => None,
         }
     }
 

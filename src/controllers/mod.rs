@@ -46,7 +46,6 @@ pub(crate) mod testing;
 pub mod ttl_after_finished;
 
 use batch::BatchControllers;
-pub use batch::BatchStats;
 pub use queue::{Stats, WorkQueue};
 
 use crate::informers::{InformerError, Informers};
@@ -221,94 +220,82 @@ pub struct Signing {
     pub service_account_key: Arc<crate::pki::ServiceAccountKey>,
 }
 
-/// The controllers `skiff server` runs, with their counters.
-pub struct ControllerManager {
-    pub namespace: Arc<Stats>,
-    pub garbage_collector: Arc<Stats>,
-    pub crd_cleanup: Arc<Stats>,
-    pub resource_quota: Arc<Stats>,
-    pub clusterrole_aggregation: Arc<Stats>,
-    pub service_account: Arc<Stats>,
-    pub root_ca: Arc<Stats>,
-    pub bootstrap_token_cleaner: Arc<Stats>,
-    pub batch: BatchStats,
-    batch_ctls: BatchControllers,
-    pub replicaset: Arc<Stats>,
-    pub replication: Arc<Stats>,
-    pub deployment: Arc<Stats>,
-    namespace_ctl: namespace::NamespaceController,
-    gc: garbage_collector::GarbageCollector,
-    crd_ctl: crd_cleanup::CrdCleanupController,
-    quota_ctl: resource_quota::ResourceQuotaController,
-    aggregation_ctl: clusterrole_aggregation::ClusterRoleAggregationController,
-    sa_ctl: service_account::ServiceAccountController,
-    root_ca_ctl: root_ca::RootCaPublisher,
-    token_cleaner: bootstrap_token_cleaner::BootstrapTokenCleaner,
-    rs_ctl: replicaset::ReplicaSetController,
-    rc_ctl: replicaset::ReplicationManager,
-    deployment_ctl: deployment::DeploymentController,
-    /// The controllers that need [`Context::signing`].
-    signing_ctls: Option<SigningControllers>,
-    /// `node-ipam-controller`, when pod CIDRs are allocated ([`ControllerManager::enable_node_ipam`]).
-    node_ipam: Option<node_ipam::NodeIpamController>,
-    ctx: Context,
-}
+/// A controller's run future, started by [`ControllerManager::run`].
+type RunFn = Box<
+    dyn FnOnce(
+            CancellationToken,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<(), ControllerError>> + Send>>
+        + Send,
+>;
 
-struct SigningControllers {
-    csr_signing: csr_signing::CsrSigningController,
-    csr_approving: csr_approving::CsrApprovingController,
-    tokens: serviceaccount_token::TokensController,
+/// The controllers `skiff server` runs, with their counters. Adding a controller is one
+/// [`ControllerManager::add`] line in [`ControllerManager::new`].
+pub struct ControllerManager {
+    /// In start order: name (upstream's controller name), counters, run function.
+    controllers: Vec<(&'static str, Arc<Stats>, RunFn)>,
+    /// The Job, CronJob and TTL controllers, kept apart until `run` so tests can set their clock.
+    batch_ctls: Option<BatchControllers>,
+    ctx: Context,
 }
 
 impl ControllerManager {
     pub fn new(ctx: Context) -> ControllerManager {
-        let namespace_ctl = namespace::NamespaceController::new(ctx.clone());
-        let gc = garbage_collector::GarbageCollector::new(ctx.clone());
-        let crd_ctl = crd_cleanup::CrdCleanupController::new(ctx.clone());
-        let quota_ctl = resource_quota::ResourceQuotaController::new(ctx.clone());
-        let aggregation_ctl =
-            clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
-        let sa_ctl = service_account::ServiceAccountController::new(ctx.clone());
-        let root_ca_ctl = root_ca::RootCaPublisher::new(ctx.clone());
-        let token_cleaner = bootstrap_token_cleaner::BootstrapTokenCleaner::new(ctx.clone());
-        let rs_ctl = replicaset::ReplicaSetController::new(ctx.clone());
-        let rc_ctl = replicaset::ReplicationManager::new(ctx.clone());
-        let deployment_ctl = deployment::DeploymentController::new(ctx.clone());
-        let signing_ctls = ctx.signing.clone().map(|signing| SigningControllers {
-            csr_signing: csr_signing::CsrSigningController::new(ctx.clone(), signing.clone()),
-            csr_approving: csr_approving::CsrApprovingController::new(ctx.clone()),
-            tokens: serviceaccount_token::TokensController::new(ctx.clone(), signing),
-        });
-        let batch_ctls = BatchControllers::new(&ctx);
-        ControllerManager {
-            batch: batch_ctls.stats(),
-            batch_ctls,
-            service_account: sa_ctl.stats(),
-            root_ca: root_ca_ctl.stats(),
-            bootstrap_token_cleaner: token_cleaner.stats(),
-            token_cleaner,
-            replicaset: rs_ctl.stats(),
-            replication: rc_ctl.stats(),
-            rs_ctl,
-            rc_ctl,
-            deployment: deployment_ctl.stats(),
-            deployment_ctl,
-            sa_ctl,
-            root_ca_ctl,
-            namespace: namespace_ctl.stats(),
-            garbage_collector: gc.stats(),
-            crd_cleanup: crd_ctl.stats(),
-            resource_quota: quota_ctl.stats(),
-            clusterrole_aggregation: aggregation_ctl.stats(),
-            namespace_ctl,
-            gc,
-            crd_ctl,
-            quota_ctl,
-            aggregation_ctl,
-            signing_ctls,
-            node_ipam: None,
-            ctx,
+        let mut m = ControllerManager {
+            controllers: Vec::new(),
+            batch_ctls: Some(BatchControllers::new(&ctx)),
+            ctx: ctx.clone(),
+        };
+        let c = namespace::NamespaceController::new(ctx.clone());
+        m.add("namespace", c.stats(), |stop| c.run(stop));
+        let c = garbage_collector::GarbageCollector::new(ctx.clone());
+        m.add("garbage-collector", c.stats(), |stop| c.run(stop));
+        let c = crd_cleanup::CrdCleanupController::new(ctx.clone());
+        m.add("crd-cleanup", c.stats(), |stop| c.run(stop));
+        let c = resource_quota::ResourceQuotaController::new(ctx.clone());
+        m.add("resourcequota", c.stats(), |stop| c.run(stop));
+        let c = clusterrole_aggregation::ClusterRoleAggregationController::new(ctx.clone());
+        m.add("clusterrole-aggregation", c.stats(), |stop| c.run(stop));
+        let c = service_account::ServiceAccountController::new(ctx.clone());
+        m.add("serviceaccount", c.stats(), |stop| c.run(stop));
+        let c = root_ca::RootCaPublisher::new(ctx.clone());
+        m.add("root-ca-cert-publisher", c.stats(), |stop| c.run(stop));
+        let c = bootstrap_token_cleaner::BootstrapTokenCleaner::new(ctx.clone());
+        m.add("tokencleaner", c.stats(), |stop| c.run(stop));
+        let c = replicaset::ReplicaSetController::new(ctx.clone());
+        m.add("replicaset", c.stats(), |stop| c.run(stop));
+        let c = replicaset::ReplicationManager::new(ctx.clone());
+        m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
+        let c = deployment::DeploymentController::new(ctx.clone());
+        m.add("deployment", c.stats(), |stop| c.run(stop));
+        if let Some(signing) = ctx.signing.clone() {
+            let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
+            m.add("csrsigning", c.stats(), |stop| c.run(stop));
+            let c = csr_approving::CsrApprovingController::new(ctx.clone());
+            m.add("csrapproving", c.stats(), |stop| c.run(stop));
+            let c = serviceaccount_token::TokensController::new(ctx.clone(), signing);
+            m.add("serviceaccount-token", c.stats(), |stop| c.run(stop));
         }
+        m
+    }
+
+    /// Registers a controller: `run` is called once, by [`ControllerManager::run`].
+    pub fn add<F, Fut>(&mut self, name: &'static str, stats: Arc<Stats>, run: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ControllerError>> + Send + 'static,
+    {
+        self.controllers
+            .push((name, stats, Box::new(move |stop| Box::pin(run(stop)))));
+    }
+
+    /// The counters of the controller registered as `name`.
+    pub fn stats(&self, name: &str) -> Option<Arc<Stats>> {
+        self.controllers
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map(|(_, s, _)| s.clone())
+            .or_else(|| self.batch_ctls.as_ref().and_then(|b| b.stats_of(name)))
     }
 
     /// Runs `node-ipam-controller` too, allocating node pod CIDRs from `cluster_cidr`
@@ -316,14 +303,16 @@ impl ControllerManager {
     pub fn enable_node_ipam(&mut self, cluster_cidr: &str) -> Result<Arc<Stats>, String> {
         let c = node_ipam::NodeIpamController::new(self.ctx.clone(), cluster_cidr)?;
         let stats = c.stats();
-        self.node_ipam = Some(c);
+        self.add("nodeipam", stats.clone(), |stop| c.run(stop));
         Ok(stats)
     }
 
     /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`
     /// (tests step it over schedules and backoffs).
     pub fn set_batch_clock(&mut self, clock: clock::Clock) {
-        self.batch_ctls.set_clock(clock);
+        if let Some(b) = self.batch_ctls.as_mut() {
+            b.set_clock(clock);
+        }
     }
 
     /// The controller manager's own client (`system:kube-controller-manager`).
@@ -335,25 +324,11 @@ impl ControllerManager {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let stop = shutdown.child_token();
         let mut set = tokio::task::JoinSet::new();
-        set.spawn(self.namespace_ctl.run(stop.clone()));
-        set.spawn(self.gc.run(stop.clone()));
-        set.spawn(self.crd_ctl.run(stop.clone()));
-        set.spawn(self.quota_ctl.run(stop.clone()));
-        set.spawn(self.aggregation_ctl.run(stop.clone()));
-        set.spawn(self.sa_ctl.run(stop.clone()));
-        set.spawn(self.root_ca_ctl.run(stop.clone()));
-        set.spawn(self.token_cleaner.run(stop.clone()));
-        self.batch_ctls.spawn(&mut set, &stop);
-        set.spawn(self.rs_ctl.run(stop.clone()));
-        set.spawn(self.rc_ctl.run(stop.clone()));
-        set.spawn(self.deployment_ctl.run(stop.clone()));
-        if let Some(c) = self.node_ipam {
-            set.spawn(c.run(stop.clone()));
+        for (_, _, run) in self.controllers {
+            set.spawn(run(stop.clone()));
         }
-        if let Some(c) = self.signing_ctls {
-            set.spawn(c.csr_signing.run(stop.clone()));
-            set.spawn(c.csr_approving.run(stop.clone()));
-            set.spawn(c.tokens.run(stop.clone()));
+        if let Some(b) = self.batch_ctls {
+            b.spawn(&mut set, &stop);
         }
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {

@@ -62,8 +62,10 @@ impl Cluster {
         if let Some(clock) = clock {
             manager.set_batch_clock(clock);
         }
-        let gc = manager.garbage_collector.clone();
-        let namespace = manager.namespace.clone();
+        let gc = manager.stats("garbage-collector").expect("gc registered");
+        let namespace = manager
+            .stats("namespace")
+            .expect("namespace controller registered");
         tokio::spawn(informers.run());
         let task = tokio::spawn(manager.run(stop.clone()));
         Cluster {

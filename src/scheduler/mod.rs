@@ -32,7 +32,7 @@ pub mod spread;
 #[cfg(test)]
 pub mod testutil;
 
-use crate::events::{object_ref, Recorder, Source, NORMAL, WARNING};
+use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use crate::informers::{Change, InformerError, Informers};
 use crate::leader_election::LeaderElectionError;
 use cache::{is_bound_and_live, Cache, PodInfo};
@@ -253,14 +253,8 @@ impl Scheduler {
             _ = shutdown.cancelled() => return Ok(()),
             r = async { pods.synced().await?; nodes.synced().await } => r?,
         }
-        let (recorder, writer) = Recorder::new(
-            self.client.clone(),
-            Source {
-                component: SCHEDULER_NAME.into(),
-                host: None,
-            },
-        );
-        let writer = tokio::spawn(writer);
+        // The writer ends by itself once every clone of the recorder is dropped.
+        let recorder = Recorder::spawn_for(self.client.clone(), SCHEDULER_NAME);
         let mut pod_feed = pods.subscribe();
         let mut node_feed = nodes.subscribe();
         let (bind_tx, mut bind_rx) = mpsc::unbounded_channel::<BindOutcome>();
@@ -337,7 +331,6 @@ impl Scheduler {
         };
         drop(recorder);
         drop(actor);
-        writer.abort();
         tracing::info!("scheduler stopped");
         result
     }

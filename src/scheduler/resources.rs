@@ -6,7 +6,7 @@
 //! Invariant: computed once per pod object and kept in the cache, so filtering and scoring
 //! never parse a quantity.
 
-use crate::apiserver::admission::quantity::Quantity;
+use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use std::collections::BTreeMap;

@@ -242,6 +242,23 @@ impl TestServer {
         process::run(&mut cmd, stdin.map(str::as_bytes), CLIENT_TIMEOUT)
     }
 
+    /// Polls `check` every 50 ms for up to `secs`; on timeout fails the test with `what`
+    /// and the tail of the server's log.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting until {what}\n--- server log ---\n{}",
+            tail(&self.log(), 40)
+        );
+    }
+
     /// kubectl that must succeed; returns its stdout.
     #[track_caller]
     pub fn kubectl_ok(&self, args: &[&str]) -> String {

@@ -43,8 +43,6 @@ pub mod namespace_lifecycle;
 pub mod node_password;
 pub mod node_restriction;
 pub mod priority;
-// Moved to `api`; kept as a path until every importer says `api::quantity`.
-pub use crate::api::quantity;
 pub mod runtime_class;
 pub mod service_account;
 mod support;
