@@ -8,6 +8,10 @@
 #   scripts/bench.sh pods       the server's node: start to node Ready, 100 pods (image
 #                               present) create to Running/Ready vs runc and the upstream SLO,
 #                               server+node RSS idle and with the pods running
+#   scripts/bench.sh scale      control plane at scale: 100 simulated nodes (`skiff sim-nodes`),
+#                               a Deployment of 3000 replicas scheduled, run and scaled to zero
+#                               through the API; scheduler pods/s vs the 1000/s target and the
+#                               pod startup p99 vs the upstream SLO; server RSS
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +20,7 @@ what=${1:-all}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 
 cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench --example webhook_bench \
-    --example pod_bench
+    --example pod_bench --example scale_bench
 bin=target/release/skiff
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -248,10 +252,57 @@ PY
     echo "pod_startup_p99_vs_runc_p99_ratio $(awk -v a="$p99" -v b="$rp99" 'BEGIN { printf "%.1f", a / b }') ratio"
 }
 
+bench_scale() {
+    local dir port pid="" sim="" nodes=${SCALE_BENCH_NODES:-100} replicas=${SCALE_BENCH_REPLICAS:-3000}
+    dir=$(mktemp -d /tmp/skiff-sbench.XXXXXX)
+    port=$(free_port)
+    cleanup_scale() {
+        for p in $sim $pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+        rm -rf "$dir"
+    }
+    trap cleanup_scale RETURN
+
+    # No node of its own: every pod runs on a simulated node.
+    "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
+        --write-kubeconfig "$dir/kubeconfig" --disable-agent --log warn >"$dir/server.log" 2>&1 &
+    pid=$!
+    until [ -s "$dir/data/server/token" ] && [ -s "$dir/kubeconfig" ]; do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/server.log" >&2; return 1; }
+        sleep 0.1
+    done
+    SKIFF_URL="https://127.0.0.1:$port" SKIFF_TOKEN="$(cat "$dir/data/server/token")" \
+        "$bin" sim-nodes --count "$nodes" --data-dir "$dir/sim" >"$dir/sim.log" 2>&1 &
+    sim=$!
+
+    local pause="$dir/pause"
+    SCALE_BENCH_PAUSE_FILE="$pause" target/release/examples/scale_bench "$dir/kubeconfig" \
+        "$nodes" "$replicas" >"$dir/scale.out" &
+    local bench_pid=$!
+    until [ -s "$pause" ] || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.2; done
+    cat "$dir/scale.out"
+    if [ -s "$pause" ]; then
+        echo "server_with_${replicas}_pods_rss_mb $(rss_mb $pid) MB"
+        echo "server_rss_target_mb 400 MB"
+        echo "sim_nodes_${nodes}_with_${replicas}_pods_rss_mb $(rss_mb $sim) MB"
+        rm -f "$pause"
+    fi
+    if ! wait $bench_pid; then
+        echo "scale_bench failed; server and sim-nodes log tails:" >&2
+        tail -20 "$dir/server.log" "$dir/sim.log" >&2
+        return 1
+    fi
+    grep '^deployment_scale_to_zero' "$dir/scale.out"
+    local p99
+    p99=$(awk '$1 == "pod_created_to_running_p99_ms" { print $2 }' "$dir/scale.out")
+    echo "scale_pod_startup_p99_vs_slo_ratio $(awk -v a="$p99" 'BEGIN { printf "%.3f", a / 5000 }') ratio"
+    echo "server_rss_after_scale_down_mb $(rss_mb $pid) MB"
+}
+
 case "$what" in
     api) bench_api ;;
     runtime) bench_runtime ;;
     pods) bench_pods ;;
-    all) bench_api; bench_runtime; bench_pods ;;
-    *) echo "usage: $0 api|runtime|pods|all" >&2; exit 2 ;;
+    scale) bench_scale ;;
+    all) bench_api; bench_runtime; bench_pods; bench_scale ;;
+    *) echo "usage: $0 api|runtime|pods|scale|all" >&2; exit 2 ;;
 esac

@@ -1,0 +1,295 @@
+//! Load generator for `scripts/bench.sh scale`: a Deployment of REPLICAS pods on NODES
+//! simulated nodes (`skiff sim-nodes`), everything through the API as in a real cluster:
+//! the ReplicaSet controller creates the pods, the scheduler binds them, the nodes' kubelets
+//! (on the simulated runtime) report them Running and Ready.
+//!
+//! Prints how long the nodes took to be Ready, the scheduler's throughput through the API
+//! (pods bound per second, from the first bind seen to the last), each pod's latency from
+//! its creation to being bound and to Running (p50, p99, from one watch), the time until the
+//! Deployment reports every replica available, how evenly the pods were spread, and the time
+//! to scale back to zero.
+//!
+//! Usage: scale_bench KUBECONFIG NODES REPLICAS
+
+// Only `percentile` is used here.
+#[allow(dead_code)]
+mod common;
+
+use common::percentile;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{
+    Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const NAMESPACE: &str = "scale-bench";
+
+fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// When each pod was first seen, first seen bound (and where), first seen Running.
+#[derive(Default)]
+struct Seen {
+    added: HashMap<String, Instant>,
+    bound: HashMap<String, (Instant, String)>,
+    running: HashMap<String, Instant>,
+}
+
+impl Seen {
+    fn record(&mut self, p: &Pod, at: Instant) {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        self.added.entry(name.clone()).or_insert(at);
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            self.bound.entry(name.clone()).or_insert((at, node));
+        }
+        if pod_running(p) {
+            self.running.entry(name).or_insert(at);
+        }
+    }
+
+    /// Milliseconds from first seen to `later`, sorted.
+    fn latencies<'a>(&self, later: impl Iterator<Item = (&'a String, Instant)>) -> Vec<f64> {
+        let mut v: Vec<f64> = later
+            .filter_map(|(n, t)| {
+                let a = self.added.get(n)?;
+                Some(t.saturating_duration_since(*a).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+}
+
+async fn client(kubeconfig: &str) -> anyhow::Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(cfg)?)
+}
+
+async fn wait_nodes_ready(client: &Client, want: usize) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ready = nodes
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| node_ready(n))
+            .count();
+        if ready >= want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready} of {want} nodes Ready within 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn deployment(replicas: i32) -> anyhow::Result<Deployment> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "scale"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "scale"}},
+            "template": {
+                "metadata": {"labels": {"app": "scale"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "main",
+                        "image": "busybox:1.36",
+                        "command": ["sleep", "3600"],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    }],
+                },
+            },
+        },
+    }))?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 4,
+        "usage: scale_bench KUBECONFIG NODES REPLICAS"
+    );
+    let nodes: usize = args[2].parse()?;
+    let replicas: usize = args[3].parse()?;
+    let client = client(&args[1]).await?;
+
+    let t = Instant::now();
+    wait_nodes_ready(&client, nodes).await?;
+    println!(
+        "sim_nodes_{nodes}_ready_s {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    ns_api.create(&PostParams::default(), &ns).await?;
+    // The service account must exist before pods naming it are admitted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Pod, Instant, bool)>();
+    let mut stream = pods
+        .watch(&WatchParams::default().labels("app=scale"), "0")
+        .await?
+        .boxed();
+    tokio::spawn(async move {
+        while let Ok(Some(ev)) = stream.try_next().await {
+            match ev {
+                WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                    let _ = tx.send((p, Instant::now(), false));
+                }
+                WatchEvent::Deleted(p) => {
+                    let _ = tx.send((p, Instant::now(), true));
+                }
+                _ => {}
+            }
+        }
+    });
+
+    let start = Instant::now();
+    deployments
+        .create(&PostParams::default(), &deployment(replicas as i32)?)
+        .await?;
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen.running.len() < replicas {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((p, at, _))) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!(
+                "only {} of {replicas} pods Running within 600 s ({} created, {} bound)",
+                seen.running.len(),
+                seen.added.len(),
+                seen.bound.len()
+            );
+        };
+        seen.record(&p, at);
+    }
+    let all_running_s = start.elapsed().as_secs_f64();
+    // The Deployment's own status, as `kubectl rollout status` reads it.
+    loop {
+        let d = deployments.get("scale").await?;
+        let available = d
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        if available as usize >= replicas {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Deployment reports {available} of {replicas} available"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let available_s = start.elapsed().as_secs_f64();
+
+    let binds: Vec<Instant> = seen.bound.values().map(|(t, _)| *t).collect();
+    let first = binds.iter().min().copied().unwrap_or(start);
+    let last = binds.iter().max().copied().unwrap_or(start);
+    let bind_window = last.saturating_duration_since(first).as_secs_f64();
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for (_, node) in seen.bound.values() {
+        *per_node.entry(node.as_str()).or_default() += 1;
+    }
+    let to_bound = seen.latencies(seen.bound.iter().map(|(n, (t, _))| (n, *t)));
+    let to_running = seen.latencies(seen.running.iter().map(|(n, t)| (n, *t)));
+    println!(
+        "scheduler_pods_bound_per_s {:.0} pods/s",
+        binds.len() as f64 / bind_window.max(1e-9)
+    );
+    println!("scheduler_target_pods_per_s 1000 pods/s");
+    println!("pods_created_by_controller_per_s {:.0} pods/s", {
+        let added: Vec<Instant> = seen.added.values().copied().collect();
+        let a0 = added.iter().min().copied().unwrap_or(start);
+        let a1 = added.iter().max().copied().unwrap_or(start);
+        added.len() as f64 / a1.saturating_duration_since(a0).as_secs_f64().max(1e-9)
+    });
+    println!(
+        "pod_created_to_bound_p50_ms {:.1} ms",
+        percentile(&to_bound, 0.5)
+    );
+    println!(
+        "pod_created_to_bound_p99_ms {:.1} ms",
+        percentile(&to_bound, 0.99)
+    );
+    println!(
+        "pod_created_to_running_p50_ms {:.1} ms",
+        percentile(&to_running, 0.5)
+    );
+    println!(
+        "pod_created_to_running_p99_ms {:.1} ms",
+        percentile(&to_running, 0.99)
+    );
+    println!("upstream_slo_pod_startup_p99_ms 5000 ms");
+    println!("deployment_{replicas}_all_running_s {all_running_s:.2} s");
+    println!("deployment_{replicas}_available_s {available_s:.2} s");
+    let (lo, hi) = (
+        per_node.values().min().copied().unwrap_or(0),
+        per_node.values().max().copied().unwrap_or(0),
+    );
+    println!("pods_per_node_min {lo} pods");
+    println!("pods_per_node_max {hi} pods");
+    println!("nodes_used {} nodes", per_node.len());
+
+    // Hold for the caller to read RSS with every pod running.
+    if let Ok(f) = std::env::var("SCALE_BENCH_PAUSE_FILE") {
+        std::fs::write(&f, "running\n")?;
+        while std::path::Path::new(&f).exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let t = Instant::now();
+    deployments
+        .patch(
+            "scale",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await?;
+    let mut gone = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while gone < replicas {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((_, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!("only {gone} of {replicas} pods gone 300 s after scaling to 0");
+        };
+        gone += usize::from(deleted);
+    }
+    println!(
+        "deployment_scale_to_zero_s {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
