@@ -28,6 +28,7 @@ pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
 pub mod deployment;
+pub mod disruption;
 mod discovery;
 pub mod garbage_collector;
 pub mod job;
@@ -268,6 +269,8 @@ impl ControllerManager {
         m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
         let c = deployment::DeploymentController::new(ctx.clone());
         m.add("deployment", c.stats(), |stop| c.run(stop));
+        let c = disruption::DisruptionController::new(ctx.clone());
+        m.add("disruption", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
