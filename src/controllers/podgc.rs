@@ -76,7 +76,11 @@ impl PodGc {
             clock: self.clock,
             missing_since: HashMap::new(),
         };
-        let period = self.settings.period.min(self.settings.orphan_quarantine).max(Duration::from_millis(100));
+        let period = self
+            .settings
+            .period
+            .min(self.settings.orphan_quarantine)
+            .max(Duration::from_millis(100));
         loop {
             if let Err(e) = gc.pass().await {
                 self.stats.reconcile_errors.fetch_add(1, Ordering::Relaxed);
@@ -99,7 +103,11 @@ fn is_terminated(p: &Pod) -> bool {
 }
 
 fn node_of(p: &Pod) -> Option<&str> {
-    p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+    p.spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
 }
 
 /// The oldest terminated pods past `threshold`: the ones to delete.
@@ -148,7 +156,8 @@ impl Collector {
 
     async fn orphans(&mut self, pods: &[Arc<Pod>]) -> Result<(), ControllerError> {
         let now = self.clock.now();
-        let quarantine = SignedDuration::try_from(self.settings.orphan_quarantine).unwrap_or(SignedDuration::MAX);
+        let quarantine = SignedDuration::try_from(self.settings.orphan_quarantine)
+            .unwrap_or(SignedDuration::MAX);
         let mut missing: HashMap<String, Timestamp> = HashMap::new();
         for pod in pods {
             let Some(node) = node_of(pod) else { continue };
@@ -200,10 +209,14 @@ impl Collector {
             }
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: pod.metadata.uid.clone().map(|uid| kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
+                preconditions: pod
+                    .metadata
+                    .uid
+                    .clone()
+                    .map(|uid| kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
                 ..Default::default()
             };
             api.delete(name, &dp).await

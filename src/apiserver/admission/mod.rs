@@ -206,11 +206,7 @@ impl Chain {
             not_ready_seconds: not_ready,
             unreachable_seconds: unreachable,
         };
-        if let Some(p) = self
-            .plugins
-            .iter_mut()
-            .find(|p| p.name() == plugin.name())
-        {
+        if let Some(p) = self.plugins.iter_mut().find(|p| p.name() == plugin.name()) {
             *p = Box::new(plugin);
         }
     }

@@ -7,7 +7,7 @@
 //! the last allowed disruption. The disruption controller recomputes the budget afterwards.
 
 use super::super::body::{decode_delete_options, decode_object};
-use super::super::objects::{now_rfc3339, parse_record, write, Decision};
+use super::super::objects::{now_rfc3339, parse_record, write, Decision, Written};
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
@@ -54,9 +54,10 @@ fn phase(pod: &Value) -> &str {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// A pod that is terminal, not started or already going away has disrupted nothing more
@@ -69,8 +70,7 @@ fn can_ignore_budget(pod: &Value) -> bool {
 /// Whether the delete must be pinned to the pod version the decision was made on (a
 /// running pod could become Ready meanwhile and then count toward the budget).
 fn pin_resource_version(pod: &Value) -> bool {
-    !matches!(phase(pod), "Succeeded" | "Failed")
-        && pod["metadata"]["deletionTimestamp"].is_null()
+    !matches!(phase(pod), "Succeeded" | "Failed") && pod["metadata"]["deletionTimestamp"].is_null()
 }
 
 fn success() -> Response<Body> {
@@ -125,11 +125,14 @@ pub async fn evict(
         if pin_resource_version(&pod) && !caller_pinned {
             opts.precondition_rv = pod_rv;
         }
-        delete_object(state, &pods, Some(&ns), &name, &opts).await?;
+        delete_with_condition(state, &pods, &ns, &name, &mut opts).await?;
         return Ok(success());
     }
 
-    let Some(pdbs) = state.registry.lookup("policy", "v1", "poddisruptionbudgets") else {
+    let Some(pdbs) = state
+        .registry
+        .lookup("policy", "v1", "poddisruptionbudgets")
+    else {
         return Err(ApiError::internal("poddisruptionbudgets are not served"));
     };
     let (records, _) = state.store.list(&pdbs.namespace_prefix(Some(&ns))).await?;
@@ -173,8 +176,8 @@ pub async fn evict(
     if pinned_by_us && !caller_pinned {
         opts.precondition_rv = pod_rv;
     }
-    match delete_object(state, &pods, Some(&ns), &name, &opts).await {
-        Ok(_) => Ok(success()),
+    match delete_with_condition(state, &pods, &ns, &name, &mut opts).await {
+        Ok(()) => Ok(success()),
         // The pod changed since the decision (it may be Ready now): the client retries.
         Err(e) if e.code == 409 && pinned_by_us && !caller_pinned => {
             let pdb = matching
@@ -185,6 +188,60 @@ pub async fn evict(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Marks the pod with the DisruptionTarget condition (reason EvictionByEvictionAPI) unless
+/// it is terminal, then deletes it; a resourceVersion precondition applies to the marking
+/// and then moves to the marked version.
+async fn delete_with_condition(
+    state: &Arc<ApiState>,
+    pods: &Arc<crate::api::registry::ResourceType>,
+    ns: &str,
+    name: &str,
+    opts: &mut DeleteOptions,
+) -> Result<(), ApiError> {
+    if !opts.dry_run {
+        let rt = pods.clone();
+        let pod_name = name.to_owned();
+        let expect_rv = opts.precondition_rv.clone();
+        let expect_uid = opts.precondition_uid.clone();
+        let marked = write(state, pods, Some(ns), name, false, move |cur| {
+            let mut pod = cur.ok_or_else(|| ApiError::not_found(&rt, &pod_name))?;
+            let m = &pod["metadata"];
+            let stale = |have: &Value, want: &Option<String>| {
+                want.as_deref().is_some_and(|w| have.as_str() != Some(w))
+            };
+            if stale(&m["resourceVersion"], &expect_rv) || stale(&m["uid"], &expect_uid) {
+                // The delete below reports the failed precondition in upstream's words.
+                return Ok(Decision::Keep(pod));
+            }
+            if matches!(phase(&pod), "Succeeded" | "Failed") || !m["deletionTimestamp"].is_null() {
+                return Ok(Decision::Keep(pod));
+            }
+            let cond = json!({"type": "DisruptionTarget", "status": "True",
+                "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting",
+                "lastTransitionTime": now_rfc3339()});
+            let mut conds = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            conds.retain(|c| c["type"] != "DisruptionTarget");
+            conds.push(cond);
+            pod["status"]["conditions"] = Value::Array(conds);
+            Ok(Decision::Put {
+                obj: pod,
+                created: false,
+            })
+        })
+        .await?;
+        if let (Written::Updated(pod), Some(_)) = (&marked, &opts.precondition_rv) {
+            opts.precondition_rv = pod["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned);
+        }
+    }
+    delete_object(state, pods, Some(ns), name, opts).await?;
+    Ok(())
 }
 
 /// Spends one of the budget's allowed disruptions on `pod`, atomically.

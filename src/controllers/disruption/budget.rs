@@ -88,7 +88,10 @@ pub fn disrupted_pods(
             continue;
         };
         if expires <= now {
-            tracing::warn!(pod = name, "pod was expected to be deleted after its eviction but it was not");
+            tracing::warn!(
+                pod = name,
+                "pod was expected to be deleted after its eviction but it was not"
+            );
             continue;
         }
         kept.insert(name.to_owned(), at.clone());

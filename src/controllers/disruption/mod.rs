@@ -12,8 +12,8 @@ mod budget;
 mod tests;
 
 use super::controller_utils::{controller_ref, Selector};
-use super::{clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats};
 use super::WorkQueue;
+use super::{clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats};
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use crate::informers::{Change, Informer};
 use futures::StreamExt;
@@ -144,34 +144,38 @@ impl Reconciler for Sync {
             .collect();
         let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
         if pods.is_empty() {
-            self.recorder.event(object_ref(pdb.as_ref()), NORMAL, "NoPods", "No matching pods found".into());
+            self.recorder.event(
+                object_ref(pdb.as_ref()),
+                NORMAL,
+                "NoPods",
+                "No matching pods found".into(),
+            );
         }
         let now = self.clock.now();
         let generation = pdb.metadata.generation.unwrap_or(0);
         let old = pdb.status.clone().unwrap_or_default();
         let count = i32::try_from(pods.len()).unwrap_or(i32::MAX);
         let scale = self.expected_scale(ns, &pods).await;
-        let (status, recheck) =
-            match budget::expected_and_desired(&spec, count, move || scale) {
-                Ok((expected, desired)) => {
-                    let (disrupted, recheck) =
-                        budget::disrupted_pods(&pods, old.disrupted_pods.as_ref(), now);
-                    let current = budget::healthy(&pods, &disrupted);
-                    let status = budget::computed_status(
-                        &old, generation, expected, desired, current, disrupted, now,
-                    );
-                    (status, recheck)
-                }
-                Err(why) => {
-                    self.recorder.event(
-                        object_ref(pdb.as_ref()),
-                        WARNING,
-                        "CalculateExpectedPodCountFailed",
-                        format!("Failed to calculate the number of expected pods: {why}"),
-                    );
-                    (budget::failed_status(&old, generation, why, now), None)
-                }
-            };
+        let (status, recheck) = match budget::expected_and_desired(&spec, count, move || scale) {
+            Ok((expected, desired)) => {
+                let (disrupted, recheck) =
+                    budget::disrupted_pods(&pods, old.disrupted_pods.as_ref(), now);
+                let current = budget::healthy(&pods, &disrupted);
+                let status = budget::computed_status(
+                    &old, generation, expected, desired, current, disrupted, now,
+                );
+                (status, recheck)
+            }
+            Err(why) => {
+                self.recorder.event(
+                    object_ref(pdb.as_ref()),
+                    WARNING,
+                    "CalculateExpectedPodCountFailed",
+                    format!("Failed to calculate the number of expected pods: {why}"),
+                );
+                (budget::failed_status(&old, generation, why, now), None)
+            }
+        };
         if old != status {
             let mut updated = (*pdb).clone();
             updated.status = Some(status);
@@ -231,18 +235,26 @@ impl Sync {
                 }
                 match controller_ref(&rs.metadata) {
                     Some(d) if d.kind == "Deployment" && d.api_version == "apps/v1" => {
-                        let s = Api::<Deployment>::namespaced(c, ns).get_scale(&d.name).await.ok()?;
+                        let s = Api::<Deployment>::namespaced(c, ns)
+                            .get_scale(&d.name)
+                            .await
+                            .ok()?;
                         return checked(s, &d.uid);
                     }
-                    _ => Api::<ReplicaSet>::namespaced(c, ns).get_scale(name).await.ok()?,
+                    _ => Api::<ReplicaSet>::namespaced(c, ns)
+                        .get_scale(name)
+                        .await
+                        .ok()?,
                 }
             }
-            ("v1", "ReplicationController") => {
-                Api::<ReplicationController>::namespaced(c, ns).get_scale(name).await.ok()?
-            }
-            ("apps/v1", "StatefulSet") => {
-                Api::<StatefulSet>::namespaced(c, ns).get_scale(name).await.ok()?
-            }
+            ("v1", "ReplicationController") => Api::<ReplicationController>::namespaced(c, ns)
+                .get_scale(name)
+                .await
+                .ok()?,
+            ("apps/v1", "StatefulSet") => Api::<StatefulSet>::namespaced(c, ns)
+                .get_scale(name)
+                .await
+                .ok()?,
             _ => return None,
         };
         checked(scale, uid)
@@ -250,10 +262,7 @@ impl Sync {
 }
 
 /// The scale's replicas, if it belongs to the object with `uid` (not a namesake).
-fn checked(
-    s: k8s_openapi::api::autoscaling::v1::Scale,
-    uid: &str,
-) -> Option<(String, i32)> {
+fn checked(s: k8s_openapi::api::autoscaling::v1::Scale, uid: &str) -> Option<(String, i32)> {
     (s.metadata.uid.as_deref() == Some(uid))
         .then(|| (uid.to_owned(), s.spec.and_then(|s| s.replicas).unwrap_or(0)))
 }

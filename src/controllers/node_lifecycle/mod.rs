@@ -14,8 +14,8 @@ pub mod taints;
 #[cfg(test)]
 mod tests;
 
-use super::{clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats};
 use super::WorkQueue;
+use super::{clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats};
 use crate::informers::{Change, Informer};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -143,7 +143,8 @@ impl Reconciler for Monitor {
         };
         let now = self.clock.now();
         let silent_since = self.observe(name, &node, now);
-        let grace = SignedDuration::try_from(self.settings.grace_period).unwrap_or(SignedDuration::MAX);
+        let grace =
+            SignedDuration::try_from(self.settings.grace_period).unwrap_or(SignedDuration::MAX);
         let mut node = (*node).clone();
         let silent = now.duration_since(silent_since) > grace;
         if silent {
@@ -154,7 +155,9 @@ impl Reconciler for Monitor {
                     s.conditions = Some(conds);
                 }
                 let api: Api<Node> = Api::all(self.client.clone());
-                node = api.replace_status(name, &PostParams::default(), &node).await?;
+                node = api
+                    .replace_status(name, &PostParams::default(), &node)
+                    .await?;
                 if was_ready {
                     self.mark_pods_not_ready(name, now).await?;
                 }
@@ -166,7 +169,8 @@ impl Reconciler for Monitor {
                 "spec": {"taints": taints},
             });
             let api: Api<Node> = Api::all(self.client.clone());
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         }
         // Silence sends no event: look again within the monitor period.
         Ok(Action::RequeueAfter(self.settings.monitor_period))
@@ -179,7 +183,13 @@ impl Monitor {
         let lease = self
             .leases
             .get(&ObjectRef::new(name).within(LEASE_NAMESPACE))
-            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0.to_string()))
+            .and_then(|l| {
+                l.spec
+                    .as_ref()?
+                    .renew_time
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+            })
             .unwrap_or_default();
         let ready_beat = node
             .status

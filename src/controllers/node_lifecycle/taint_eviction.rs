@@ -8,7 +8,9 @@
 //! neither forgets nor restarts a countdown.
 
 use super::taints::{self, Eviction};
-use crate::controllers::{clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
+use crate::controllers::{
+    clock::Clock, run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue,
+};
 use crate::events::{object_ref, Recorder, NORMAL};
 use crate::informers::{Change, Informer};
 use futures::StreamExt;
@@ -165,10 +167,18 @@ impl Reconciler for Evict {
 }
 
 impl Evict {
-    async fn evict(&self, pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> Result<(), ControllerError> {
+    async fn evict(
+        &self,
+        pod: &Pod,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), ControllerError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        tracing::info!(ns, pod = name, "deleting pod for a NoExecute taint it does not tolerate");
+        tracing::info!(
+            ns,
+            pod = name,
+            "deleting pod for a NoExecute taint it does not tolerate"
+        );
         self.recorder.event(
             object_ref(pod),
             NORMAL,
