@@ -152,8 +152,9 @@ fn kubectl_drain_evicts_one_pod_at_a_time_within_the_disruption_budget() {
 #[test]
 fn a_node_that_stops_heartbeating_goes_unknown_and_its_pods_are_evicted_and_replaced() {
     let server = TestServer::start_with(&[
+        // Above the kubelet's 10 s Lease renewal, or every node would flap.
         "--node-monitor-grace-period",
-        "4s",
+        "15s",
         "--node-monitor-period",
         "1s",
         "--default-unreachable-toleration-seconds",

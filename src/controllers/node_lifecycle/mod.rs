@@ -89,9 +89,28 @@ impl NodeLifecycleController {
             clock: self.clock,
             probes: Mutex::new(HashMap::new()),
         });
+        let ticker = tick(
+            nodes.store(),
+            self.queue.clone(),
+            self.settings.monitor_period,
+        );
         tokio::select! {
             _ = feed(nodes, leases, self.queue.clone()) => Err(ControllerError::Invalid(format!("{CONTROLLER}: the informers' change feeds ended"))),
+            _ = ticker => Ok(()),
             _ = run_workers(reconciler, self.queue, 1, shutdown) => Ok(()),
+        }
+    }
+}
+
+/// Silence sends no event: every node is looked at once per monitor period (one timer for
+/// all, so requeues never pile up per node).
+async fn tick(nodes: Store<Node>, queue: WorkQueue<String>, period: Duration) {
+    let mut every = tokio::time::interval(period.max(Duration::from_millis(100)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for n in nodes.state() {
+            queue.add(n.metadata.name.clone().unwrap_or_default());
         }
     }
 }
@@ -172,8 +191,7 @@ impl Reconciler for Monitor {
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
-        // Silence sends no event: look again within the monitor period.
-        Ok(Action::RequeueAfter(self.settings.monitor_period))
+        Ok(Action::Done)
     }
 }
 
