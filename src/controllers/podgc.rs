@@ -229,3 +229,36 @@ impl Collector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, phase: &str, created: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "creationTimestamp": created},
+                "status": {"phase": phase}}),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_oldest_terminated_pods_beyond_the_threshold_are_collected() {
+        let pods = vec![
+            pod("new-done", "Succeeded", "2026-01-01T00:03:00Z"),
+            pod("running", "Running", "2026-01-01T00:00:00Z"),
+            pod("old-failed", "Failed", "2026-01-01T00:01:00Z"),
+            pod("mid-done", "Succeeded", "2026-01-01T00:02:00Z"),
+        ];
+        let names = |v: Vec<Arc<Pod>>| -> Vec<String> {
+            v.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+        };
+        assert_eq!(names(over_threshold(&pods, 1)), ["old-failed", "mid-done"]);
+        assert!(over_threshold(&pods, 3).is_empty());
+        // 0 turns the collection off, as upstream's flag.
+        assert!(over_threshold(&pods, 0).is_empty());
+    }
+}

@@ -147,3 +147,100 @@ fn a_silent_node_gets_every_condition_unknown_with_upstreams_reason() {
     again.status.as_mut().unwrap().conditions = Some(conds);
     assert!(unknown_conditions(&again, after(60)).is_none());
 }
+
+/// The taint eviction controller alone against a test API server, reading `clock`.
+async fn taint_eviction_with_clock(
+    clock: crate::controllers::clock::Clock,
+) -> (
+    crate::apiserver::testing::TestServer,
+    tokio_util::sync::CancellationToken,
+) {
+    use crate::controllers::Context;
+    use std::sync::Arc;
+    // No admission: the pods keep exactly the tolerations the test gives them.
+    let server = crate::apiserver::testing::TestServer::with_admission(Default::default()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let kcm = server.client_as(crate::apiserver::CONTROLLER_MANAGER_USER, &[]);
+    let informers = crate::informers::Informers::new(kcm.clone(), stop.clone());
+    let as_kcm = kcm.clone();
+    let ctx = Context {
+        client: kcm.clone(),
+        informers: informers.clone(),
+        clients: Arc::new(move |_| as_kcm.clone()),
+        loopback: kcm,
+        root_ca: server.state.ca_pem.as_str().into(),
+        signing: None,
+    };
+    let c = super::taint_eviction::TaintEvictionController::new(ctx).with_clock(clock);
+    tokio::spawn(informers.run());
+    tokio::spawn(c.run(stop.clone()));
+    (server, stop)
+}
+
+#[tokio::test]
+async fn a_tolerating_pod_is_deleted_only_once_its_toleration_seconds_have_passed() {
+    use crate::controllers::testing::eventually;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let (clock, time) = crate::controllers::clock::Clock::manual(t0());
+    let (server, stop) = taint_eviction_with_clock(clock).await;
+    let nodes: Api<Node> = Api::all(server.admin());
+    let n = node(json!({"metadata": {"name": "n1"}, "spec": {"taints": [
+        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:00Z"}]}}));
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.admin(), "default");
+    let pod = |name: &str, tolerations: serde_json::Value| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"nodeName": "n1",
+            "containers": [{"name": "c", "image": "i"}], "tolerations": tolerations}}),
+        )
+        .unwrap()
+    };
+    let tolerating = json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]);
+    pods.create(&PostParams::default(), &pod("patient", tolerating))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("intolerant", json!([])))
+        .await
+        .unwrap();
+    let deleting = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.get_opt(name)
+                .await
+                .unwrap()
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        }
+    };
+    eventually("the intolerant pod is deleted at once", || {
+        deleting("intolerant")
+    })
+    .await;
+    let marked = pods.get_opt("intolerant").await.unwrap();
+    if let Some(p) = marked {
+        let conds = p.status.unwrap().conditions.unwrap();
+        assert!(conds.iter().any(|c| c.type_ == "DisruptionTarget"
+            && c.reason.as_deref() == Some("DeletionByTaintManager")));
+    }
+    // 299 s in, a look (any pod change makes one) still leaves it.
+    time.advance(std::time::Duration::from_secs(299));
+    let nudge = json!({"metadata": {"annotations": {"nudge": "1"}}});
+    pods.patch("patient", &PatchParams::default(), &Patch::Merge(&nudge))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deleting("patient").await,
+        "evicted before its toleration ran out"
+    );
+    time.advance(std::time::Duration::from_secs(1));
+    let nudge = json!({"metadata": {"annotations": {"nudge": "2"}}});
+    pods.patch("patient", &PatchParams::default(), &Patch::Merge(&nudge))
+        .await
+        .unwrap();
+    eventually("the tolerating pod is deleted at 300 s", || {
+        deleting("patient")
+    })
+    .await;
+    stop.cancel();
+}
