@@ -198,3 +198,82 @@ async fn a_budget_whose_pods_have_no_controller_cannot_use_percentages() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn unready_pods_follow_the_unhealthy_pod_eviction_policy_and_dry_run_changes_nothing() {
+    let c = Cluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for i in 0..2 {
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": format!("u{i}"), "labels": {"app": "u"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    // Running but not Ready: the budget (minAvailable 1) is not met.
+    let running = json!({"status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}]}});
+    for i in 0..2 {
+        pods.patch_status(
+            &format!("u{i}"),
+            &Default::default(),
+            &kube::api::Patch::Merge(&running),
+        )
+        .await
+        .unwrap();
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "u"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "u"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    eventually("the budget is computed", || async {
+        let s = pdbs.get("u").await.unwrap().status.unwrap_or_default();
+        s.observed_generation == Some(1) && s.expected_pods == 2 && s.current_healthy == 0
+    })
+    .await;
+    // IfHealthyBudget (the default): an unready pod of an unmet budget is protected.
+    let err = pods
+        .evict("u0", &EvictParams::default())
+        .await
+        .expect_err("budget not met");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 429),
+        "{err}"
+    );
+    // AlwaysAllow: unready pods may always go.
+    let allow = json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}});
+    pdbs.patch("u", &Default::default(), &kube::api::Patch::Merge(&allow))
+        .await
+        .unwrap();
+    eventually("the new generation is observed", || async {
+        pdbs.get("u")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .observed_generation
+            == Some(2)
+    })
+    .await;
+    let dry = EvictParams {
+        delete_options: None,
+        post_options: PostParams {
+            dry_run: true,
+            field_manager: None,
+        },
+    };
+    pods.evict("u0", &dry)
+        .await
+        .expect("dry run eviction is allowed");
+    assert!(
+        pods.get_opt("u0").await.unwrap().is_some(),
+        "a dry run deletes nothing"
+    );
+    pods.evict("u0", &EvictParams::default())
+        .await
+        .expect("unready pod evicted");
+    assert!(pods.get_opt("u0").await.unwrap().is_none());
+    c.stop().await;
+}
