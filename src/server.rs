@@ -153,7 +153,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         service_account_key: sa_key.clone(),
         service_cidr: args.service_cidr.clone(),
         advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
-        admission: apiserver::admission::Chain::standard(),
+        admission: {
+            let mut chain = apiserver::admission::Chain::standard();
+            chain.set_default_toleration_seconds(
+                args.default_not_ready_toleration_seconds,
+                args.default_unreachable_toleration_seconds,
+            );
+            chain
+        },
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
@@ -251,6 +258,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     controllers
         .enable_node_ipam(&args.cluster_cidr)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    controllers.enable_node_lifecycle(
+        controllers::node_lifecycle::Settings {
+            grace_period: args.node_monitor_grace_period,
+            monitor_period: args.node_monitor_period,
+        },
+        controllers::podgc::Settings {
+            terminated_threshold: args.terminated_pod_gc_threshold,
+            orphan_quarantine: args.pod_gc_orphan_quarantine,
+            ..Default::default()
+        },
+    );
     // The scheduler and the controllers each act only while holding their Lease.
     let identity = leader_identity(&args.data_dir);
     let scheduler_client = state.client(UserInfo::new(

@@ -43,6 +43,8 @@ pub enum Subresource {
     PortForward,
     /// `nodes/{name}/proxy[/path]`: any request proxied to the node's kubelet.
     Proxy,
+    /// `pods/{name}/eviction`: a deletion that honours PodDisruptionBudgets (create only).
+    Eviction,
 }
 
 impl Subresource {
@@ -59,6 +61,7 @@ impl Subresource {
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
             Subresource::Proxy => "proxy",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -75,6 +78,7 @@ impl Subresource {
             "attach" => Subresource::Attach,
             "portforward" => Subresource::PortForward,
             "proxy" => Subresource::Proxy,
+            "eviction" => Subresource::Eviction,
             _ => return None,
         })
     }
@@ -84,7 +88,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale | Subresource::Approval => {
                 &["get", "patch", "update"]
             }
-            Subresource::Binding | Subresource::Token => &["create"],
+            Subresource::Binding | Subresource::Token | Subresource::Eviction => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
@@ -105,6 +109,7 @@ impl Subresource {
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
             Subresource::Proxy => Some(("", "v1", "NodeProxyOptions")),
+            Subresource::Eviction => Some(("policy", "v1", "Eviction")),
             Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
     }
@@ -532,7 +537,8 @@ use strategy::{
     metrics, namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
 use Subresource::{
-    Approval, Attach, Binding, Exec, Finalize, Log, PortForward, Proxy, Scale, Status, Token,
+    Approval, Attach, Binding, Eviction, Exec, Finalize, Log, PortForward, Proxy, Scale, Status,
+    Token,
 };
 const GENERIC: &Strategy = &Strategy::GENERIC;
 const REVIEW: &Strategy = &Strategy::REVIEW;
@@ -557,7 +563,7 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Proxy, Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
-    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Exec, Log, PortForward, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Eviction, Exec, Log, PortForward, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
     Def { group: "", versions: &["v1"], plural: "podtemplates", kind: "PodTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &pod::POD_TEMPLATE },
     Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },

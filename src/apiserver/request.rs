@@ -406,6 +406,7 @@ fn resource_route(
                 subresource,
                 Some(
                     Subresource::Binding
+                        | Subresource::Eviction
                         | Subresource::Token
                         | Subresource::Exec
                         | Subresource::Attach

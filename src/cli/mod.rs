@@ -78,6 +78,24 @@ pub struct ServerArgs {
     /// Revisions of event history kept by compaction (watch resume window).
     #[arg(long, default_value_t = 10_000, hide = true)]
     pub store_compaction_keep: u64,
+    /// Silence after which a node's conditions become Unknown and it is tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = token::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller looks at every node.
+    #[arg(long, default_value = "5s", value_parser = token::parse_duration)]
+    pub node_monitor_period: std::time::Duration,
+    /// tolerationSeconds of the not-ready:NoExecute toleration every pod gets by default.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable:NoExecute toleration every pod gets by default.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
+    /// Terminated pods kept before the oldest are deleted (0 disables).
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// How long a pod's node must be missing before pod GC deletes the pod.
+    #[arg(long, default_value = "40s", value_parser = token::parse_duration, hide = true)]
+    pub pod_gc_orphan_quarantine: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -29,10 +29,13 @@ pub mod csr_approving;
 pub mod csr_signing;
 pub mod deployment;
 mod discovery;
+pub mod disruption;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
+pub mod node_lifecycle;
+pub mod podgc;
 mod queue;
 pub mod replicaset;
 pub mod resource_quota;
@@ -268,6 +271,10 @@ impl ControllerManager {
         m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
         let c = deployment::DeploymentController::new(ctx.clone());
         m.add("deployment", c.stats(), |stop| c.run(stop));
+        let c = disruption::DisruptionController::new(ctx.clone());
+        m.add("disruption", c.stats(), |stop| c.run(stop));
+        let c = node_lifecycle::taint_eviction::TaintEvictionController::new(ctx.clone());
+        m.add("taint-eviction", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
@@ -305,6 +312,19 @@ impl ControllerManager {
         let stats = c.stats();
         self.add("nodeipam", stats.clone(), |stop| c.run(stop));
         Ok(stats)
+    }
+
+    /// Runs the node lifecycle controller (heartbeats, Unknown conditions, node taints) and
+    /// pod garbage collection with the server's timing flags.
+    pub fn enable_node_lifecycle(
+        &mut self,
+        lifecycle: node_lifecycle::Settings,
+        gc: podgc::Settings,
+    ) {
+        let c = node_lifecycle::NodeLifecycleController::new(self.ctx.clone(), lifecycle);
+        self.add("node-lifecycle", c.stats(), |stop| c.run(stop));
+        let c = podgc::PodGc::new(self.ctx.clone(), gc);
+        self.add("podgc", c.stats(), |stop| c.run(stop));
     }
 
     /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`

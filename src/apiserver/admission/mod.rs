@@ -199,6 +199,18 @@ impl Chain {
         }
     }
 
+    /// Sets the tolerations DefaultTolerationSeconds gives pods (kube-apiserver's
+    /// `--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`).
+    pub fn set_default_toleration_seconds(&mut self, not_ready: i64, unreachable: i64) {
+        let plugin = default_toleration_seconds::DefaultTolerationSeconds {
+            not_ready_seconds: not_ready,
+            unreachable_seconds: unreachable,
+        };
+        if let Some(p) = self.plugins.iter_mut().find(|p| p.name() == plugin.name()) {
+            *p = Box::new(plugin);
+        }
+    }
+
     /// A chain of exactly these plugins (tests).
     pub fn of(plugins: Vec<Box<dyn Plugin>>) -> Chain {
         Chain { plugins }

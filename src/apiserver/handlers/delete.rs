@@ -50,7 +50,11 @@ impl Default for DeleteOptions {
 impl DeleteOptions {
     /// Merges the body's DeleteOptions with the query parameters (the body wins, as upstream).
     /// `rt` gives the kind's default policy when the request names none.
-    fn from_request(rt: &ResourceType, body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
+    pub(super) fn from_request(
+        rt: &ResourceType,
+        body: &Value,
+        q: &Query,
+    ) -> Result<DeleteOptions, ApiError> {
         let policy = body["propagationPolicy"]
             .as_str()
             .map(str::to_owned)

@@ -1,6 +1,7 @@
 //! REST handlers for resources: one file per family of verbs.
 
 mod delete;
+mod eviction;
 pub mod live;
 pub mod openid;
 pub mod read;
@@ -69,6 +70,9 @@ pub async fn resource(
             subresources::write_scale(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
+        (Verb::Create, Some(Subresource::Eviction)) => {
+            eviction::evict(state, &rr, &query, req).await
+        }
         (Verb::Create, Some(Subresource::Token)) => {
             token_request::create(state, &rr, req, user).await
         }
