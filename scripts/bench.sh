@@ -34,7 +34,7 @@ bench_api() {
     dir=$(mktemp -d /tmp/skiff-bench.XXXXXX)
     port=$(free_port)
     "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
-        --write-kubeconfig "$dir/kubeconfig" --disable-agent --log warn >"$dir/server.log" 2>&1 &
+        --write-kubeconfig "$dir/kubeconfig" --disable-agent --log "${SCALE_BENCH_LOG:-warn}" >"$dir/server.log" 2>&1 &
     pid=$!
     trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' RETURN
     local start=$SECONDS
@@ -264,7 +264,7 @@ bench_scale() {
 
     # No node of its own: every pod runs on a simulated node.
     "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
-        --write-kubeconfig "$dir/kubeconfig" --disable-agent --log warn >"$dir/server.log" 2>&1 &
+        --write-kubeconfig "$dir/kubeconfig" --disable-agent --log "${SCALE_BENCH_LOG:-warn}" >"$dir/server.log" 2>&1 &
     pid=$!
     until [ -s "$dir/data/server/token" ] && [ -s "$dir/kubeconfig" ]; do
         kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/server.log" >&2; return 1; }
