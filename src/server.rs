@@ -251,6 +251,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     controllers
         .enable_node_ipam(&args.cluster_cidr)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    controllers.enable_local_path(args.data_dir.join("storage"));
     // The scheduler and the controllers each act only while holding their Lease.
     let identity = leader_identity(&args.data_dir);
     let scheduler_client = state.client(UserInfo::new(

@@ -33,6 +33,7 @@ pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
+pub mod persistentvolume;
 mod queue;
 pub mod replicaset;
 pub mod resource_quota;
@@ -268,6 +269,8 @@ impl ControllerManager {
         m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
         let c = deployment::DeploymentController::new(ctx.clone());
         m.add("deployment", c.stats(), |stop| c.run(stop));
+        let c = persistentvolume::PersistentVolumeController::new(ctx.clone());
+        m.add("persistentvolume-binder", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
@@ -305,6 +308,16 @@ impl ControllerManager {
         let stats = c.stats();
         self.add("nodeipam", stats.clone(), |stop| c.run(stop));
         Ok(stats)
+    }
+
+    /// Runs the local-path provisioner too, its volumes' directories under `storage_dir` on
+    /// their nodes (k3s's `--default-local-storage-path`).
+    pub fn enable_local_path(&mut self, storage_dir: std::path::PathBuf) -> Arc<Stats> {
+        let c =
+            persistentvolume::local_path::LocalPathProvisioner::new(self.ctx.clone(), storage_dir);
+        let stats = c.stats();
+        self.add("local-path-provisioner", stats.clone(), |stop| c.run(stop));
+        stats
     }
 
     /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`
