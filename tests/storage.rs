@@ -33,21 +33,30 @@ fn bound_volume(server: &TestServer) -> (String, PathBuf) {
     let pv = eventually(WAIT, "the claim is Bound", || {
         let c = claim(server);
         (c["status"]["phase"] == "Bound")
-            .then(|| c["spec"]["volumeName"].as_str().unwrap_or_default().to_owned())
+            .then(|| {
+                c["spec"]["volumeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .ok_or_else(|| c.to_string())
     });
     let v = server.kubectl_json(&["get", "pv", &pv, "-o", "json"]);
     let dir = PathBuf::from(v["spec"]["hostPath"]["path"].as_str().expect("a hostPath"));
     assert_eq!(
         dir,
-        server.data_dir().join("storage").join(format!("{pv}_default_data"))
+        server
+            .data_dir()
+            .join("storage")
+            .join(format!("{pv}_default_data"))
     );
     (pv, dir)
 }
 
 fn volume_node(server: &TestServer, pv: &str) -> String {
     let v = server.kubectl_json(&["get", "pv", pv, "-o", "json"]);
-    let expr = &v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
+    let expr =
+        &v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
     assert_eq!(expr["key"], "kubernetes.io/hostname", "{v}");
     expr["values"][0].as_str().unwrap_or_default().to_owned()
 }
@@ -75,13 +84,23 @@ fn running_on(server: &TestServer, pod: &str) -> String {
     eventually(WAIT, &format!("pod {pod} Running"), || {
         let p = server.kubectl_json(&["get", "pod", pod, "-o", "json"]);
         (p["status"]["phase"] == "Running")
-            .then(|| p["spec"]["nodeName"].as_str().unwrap_or_default().to_owned())
+            .then(|| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .ok_or_else(|| p["status"].to_string())
     })
 }
 
 /// Deleting the pod and the claim deletes the volume, and its directory before it.
-fn delete_claim_and_expect_volume_gone(server: &TestServer, pods: &[&str], pv: &str, dir: &PathBuf) {
+fn delete_claim_and_expect_volume_gone(
+    server: &TestServer,
+    pods: &[&str],
+    pv: &str,
+    dir: &PathBuf,
+) {
     for p in pods {
         server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
     }
@@ -107,8 +126,16 @@ fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_
     }
     // The default class, as k3s ships it.
     let sc = server.kubectl_ok(&["get", "storageclass"]);
-    let row = sc.lines().find(|l| l.starts_with("local-path")).unwrap_or_default();
-    for col in ["(default)", "rancher.io/local-path", "Delete", "WaitForFirstConsumer"] {
+    let row = sc
+        .lines()
+        .find(|l| l.starts_with("local-path"))
+        .unwrap_or_default();
+    for col in [
+        "(default)",
+        "rancher.io/local-path",
+        "Delete",
+        "WaitForFirstConsumer",
+    ] {
         assert!(row.contains(col), "{sc}");
     }
 
@@ -116,7 +143,12 @@ fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_
     server.apply("claim.yaml", CLAIM);
     assert_eq!(claim(&server)["spec"]["storageClassName"], "local-path");
     eventually(WAIT, "the WaitForFirstConsumer event", || {
-        let ev = server.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=data"]);
+        let ev = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=data",
+        ]);
         ev.contains("waiting for first consumer to be created before binding")
             .then_some(())
             .ok_or(ev)
@@ -128,18 +160,28 @@ fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_
     let node = running_on(&server, "first");
     let (pv, dir) = bound_volume(&server);
     let c = claim(&server);
-    assert_eq!(c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"], node.as_str());
+    assert_eq!(
+        c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+        node.as_str()
+    );
     assert_eq!(volume_node(&server, &pv), node);
     assert!(dir.is_dir(), "{} was not made by the node", dir.display());
 
     // A later pod of the claim goes where the volume is.
     server.kubectl_ok(&["delete", "pod", "first", "--timeout=30s"]);
-    server.apply("second.yaml", &pod_using_claim("second", image, "sleep 3600"));
+    server.apply(
+        "second.yaml",
+        &pod_using_claim("second", image, "sleep 3600"),
+    );
     assert_eq!(running_on(&server, "second"), node);
 
     // Growing it is refused: the class does not allow expansion.
     let grow = server.kubectl(&[
-        "patch", "pvc", "data", "-p", r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+        "patch",
+        "pvc",
+        "data",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
     ]);
     assert!(!grow.success());
     assert!(

@@ -73,3 +73,82 @@ pub async fn prebind(
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::framework::{delayed_claims, Lookups, UNBOUND_IMMEDIATE};
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    struct Claims;
+
+    impl Lookups for Claims {
+        fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+            let (class, volume) = match name {
+                "later" => ("local-path", ""),
+                "now" => ("fast", ""),
+                "bound" => ("fast", "pv-1"),
+                "nowhere" => ("missing", ""),
+                _ => return None,
+            };
+            Some(Arc::new(
+                serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"storageClassName": class, "volumeName": volume}}))
+                .unwrap(),
+            ))
+        }
+        fn pv(&self, _: &str) -> Option<Arc<PersistentVolume>> {
+            None
+        }
+        fn storage_class(&self, name: &str) -> Option<Arc<StorageClass>> {
+            let mode = match name {
+                "local-path" => "WaitForFirstConsumer",
+                "fast" => "Immediate",
+                _ => return None,
+            };
+            Some(Arc::new(
+                serde_json::from_value(json!({
+                "metadata": {"name": name}, "provisioner": "p", "volumeBindingMode": mode}))
+                .unwrap(),
+            ))
+        }
+        fn namespace_labels(&self, _: &str) -> Option<super::super::labels::Labels> {
+            None
+        }
+        fn owner_selector(
+            &self,
+            _: &Pod,
+        ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
+            None
+        }
+    }
+
+    fn pod(claims: &[&str]) -> Pod {
+        let volumes: Vec<_> = claims
+            .iter()
+            .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+            .collect();
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [], "volumes": volumes}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn first_consumer_claims_wait_for_the_node_and_unbound_immediate_ones_block_the_pod() {
+        assert_eq!(
+            delayed_claims(&pod(&["bound", "later"]), &Claims),
+            Ok(vec!["later".to_string()])
+        );
+        assert_eq!(
+            delayed_claims(&pod(&["later", "now"]), &Claims),
+            Err(UNBOUND_IMMEDIATE.to_string())
+        );
+        assert_eq!(
+            delayed_claims(&pod(&["nowhere"]), &Claims),
+            Err("storageclass.storage.k8s.io \"missing\" not found".to_string())
+        );
+    }
+}

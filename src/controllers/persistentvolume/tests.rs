@@ -71,15 +71,24 @@ fn pvc(name: &str, size: &str, class: &str) -> Value {
 }
 
 fn phase_of_pv(v: &PersistentVolume) -> &str {
-    v.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    v.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 fn phase_of_pvc(c: &PersistentVolumeClaim) -> &str {
-    c.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    c.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 async fn pv_phase(api: &Api<PersistentVolume>, name: &str) -> Option<String> {
-    api.get_opt(name).await.unwrap().map(|v| phase_of_pv(&v).to_owned())
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|v| phase_of_pv(&v).to_owned())
 }
 
 #[tokio::test]
@@ -100,17 +109,26 @@ async fn a_pending_claim_binds_to_the_smallest_matching_volume_and_both_record_i
     })
     .await;
     let c = pvcs.get("data").await.unwrap();
-    assert_eq!(c.spec.as_ref().unwrap().volume_name.as_deref(), Some("fits"));
+    assert_eq!(
+        c.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some("fits")
+    );
     let ann = c.metadata.annotations.clone().unwrap();
     assert_eq!(ann.get(ANN_BIND_COMPLETED).map(String::as_str), Some("yes"));
-    assert_eq!(ann.get(ANN_BOUND_BY_CONTROLLER).map(String::as_str), Some("yes"));
+    assert_eq!(
+        ann.get(ANN_BOUND_BY_CONTROLLER).map(String::as_str),
+        Some("yes")
+    );
     let st = c.status.unwrap();
     assert_eq!(st.capacity.unwrap()["storage"].0, "1Gi");
     assert_eq!(st.access_modes.unwrap(), vec!["ReadWriteOnce".to_string()]);
     let v = pvs.get("fits").await.unwrap();
     assert_eq!(phase_of_pv(&v), "Bound");
     let r = v.spec.unwrap().claim_ref.unwrap();
-    assert_eq!((r.namespace.as_deref(), r.name.as_deref()), (Some("default"), Some("data")));
+    assert_eq!(
+        (r.namespace.as_deref(), r.name.as_deref()),
+        (Some("default"), Some("data"))
+    );
     assert_eq!(r.uid, c.metadata.uid);
     assert_eq!(pv_phase(&pvs, "big").await.as_deref(), Some("Available"));
 }
@@ -139,7 +157,11 @@ async fn a_claim_naming_its_volume_binds_to_it_and_a_deleted_claim_releases_by_r
     let a = pvcs.get("a").await.unwrap();
     assert_eq!(a.spec.unwrap().volume_name.as_deref(), Some("dropped"));
     // The user chose the volume: the claim's half was not the binder's.
-    assert!(!a.metadata.annotations.unwrap().contains_key(ANN_BOUND_BY_CONTROLLER));
+    assert!(!a
+        .metadata
+        .annotations
+        .unwrap()
+        .contains_key(ANN_BOUND_BY_CONTROLLER));
     for n in ["a", "b"] {
         pvcs.delete(n, &DeleteParams::default()).await.unwrap();
     }
@@ -159,7 +181,11 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
     let env = start().await;
     let classes: Api<StorageClass> = Api::all(env.client.clone());
     if classes.get_opt("local-path").await.unwrap().is_none() {
-        create(&classes, crate::api::strategy::cluster::local_path_storage_class()).await;
+        create(
+            &classes,
+            crate::api::strategy::cluster::local_path_storage_class(),
+        )
+        .await;
     }
     let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "default");
@@ -180,7 +206,12 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
         reasons().await.iter().any(|r| r == "WaitForFirstConsumer")
     })
     .await;
-    assert!(pvs.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(pvs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     // What the scheduler does once it picked a node for the claim's pod.
     let patch = json!({"metadata": {"annotations": {ANN_SELECTED_NODE: "node-1"}}});
     pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&patch))
@@ -197,9 +228,17 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
     let spec = v.spec.clone().unwrap();
     let dir = env.storage.path().join(format!("{name}_default_data"));
     assert_eq!(spec.host_path.unwrap().path, dir.to_string_lossy());
-    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
     assert_eq!(spec.capacity.unwrap()["storage"].0, "2Gi");
-    let term = &spec.node_affinity.unwrap().required.unwrap().node_selector_terms[0];
+    let term = &spec
+        .node_affinity
+        .unwrap()
+        .required
+        .unwrap()
+        .node_selector_terms[0];
     let expr = &term.match_expressions.as_ref().unwrap()[0];
     assert_eq!(expr.key, "kubernetes.io/hostname");
     assert_eq!(expr.values.as_deref(), Some(&["node-1".to_string()][..]));
@@ -207,7 +246,11 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
     let ann = claim.metadata.annotations.unwrap();
     assert_eq!(ann[ANN_STORAGE_PROVISIONER], "rancher.io/local-path");
     let seen = reasons().await;
-    for r in ["ExternalProvisioning", "Provisioning", "ProvisioningSucceeded"] {
+    for r in [
+        "ExternalProvisioning",
+        "Provisioning",
+        "ProvisioningSucceeded",
+    ] {
         assert!(seen.iter().any(|s| s == r), "{r} in {seen:?}");
     }
     // Reclaim policy Delete: the provisioner deletes the volume once its claim is gone.
@@ -223,7 +266,11 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
     let env = start().await;
     let classes: Api<StorageClass> = Api::all(env.client.clone());
     if classes.get_opt("local-path").await.unwrap().is_none() {
-        create(&classes, crate::api::strategy::cluster::local_path_storage_class()).await;
+        create(
+            &classes,
+            crate::api::strategy::cluster::local_path_storage_class(),
+        )
+        .await;
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "default");
     create(&pvcs, pvc("data", "1Gi", "local-path")).await;
@@ -233,7 +280,10 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
         .await
         .unwrap_err();
     // Not bound yet: the spec may not change at all.
-    assert!(err.to_string().contains("spec is immutable after creation"), "{err}");
+    assert!(
+        err.to_string().contains("spec is immutable after creation"),
+        "{err}"
+    );
     let bound = json!({"status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}});
     pvcs.patch_status("data", &PatchParams::default(), &Patch::Merge(&bound))
         .await
@@ -242,7 +292,9 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
         .patch("data", &PatchParams::default(), &Patch::Merge(&grow))
         .await
         .unwrap_err();
-    let kube::Error::Api(s) = err else { panic!("{err}") };
+    let kube::Error::Api(s) = err else {
+        panic!("{err}")
+    };
     assert_eq!(s.code, 403);
     assert_eq!(
         s.message,
@@ -254,5 +306,9 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
         .patch("data", &PatchParams::default(), &Patch::Merge(&shrink))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("field can not be less than status.capacity"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("field can not be less than status.capacity"),
+        "{err}"
+    );
 }
