@@ -99,7 +99,7 @@ fn delete_claim_and_expect_volume_gone(
     server: &TestServer,
     pods: &[&str],
     pv: &str,
-    dir: &PathBuf,
+    dir: &std::path::Path,
 ) {
     for p in pods {
         server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
