@@ -175,3 +175,150 @@ async fn reclaim(api: &Api<PersistentVolume>, record: &Path, name: &str) -> Resu
     }
     std::fs::remove_file(record).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubelet::api::Token;
+    use crate::kubelet::env::{EnvError, Objects};
+    use futures::future::BoxFuture;
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodStatus, Secret};
+    use parking_lot::Mutex;
+    use serde_json::json;
+
+    /// One claim and one volume; records which volumes were held.
+    struct Api {
+        claim: PersistentVolumeClaim,
+        volume: PersistentVolume,
+        held: Mutex<Vec<String>>,
+    }
+
+    impl Objects for Api {
+        fn config_map<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ConfigMap>, EnvError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn secret<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Secret>, EnvError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    impl PodApi for Api {
+        fn patch_status<'a>(
+            &'a self,
+            _: &'a Pod,
+            _: &'a PodStatus,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn delete_pod<'a>(&'a self, _: &'a Pod) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn request_token<'a>(
+            &'a self,
+            _: &'a Pod,
+            _: &'a str,
+            _: Option<String>,
+            _: i64,
+        ) -> BoxFuture<'a, Result<Token, String>> {
+            Box::pin(async { Err("no tokens here".into()) })
+        }
+        fn claim<'a>(
+            &'a self,
+            _: &'a str,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<PersistentVolumeClaim>, String>> {
+            let c = (self.claim.metadata.name.as_deref() == Some(name)).then(|| self.claim.clone());
+            Box::pin(async move { Ok(c) })
+        }
+        fn volume<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<PersistentVolume>, String>> {
+            let v =
+                (self.volume.metadata.name.as_deref() == Some(name)).then(|| self.volume.clone());
+            Box::pin(async move { Ok(v) })
+        }
+        fn hold_volume<'a>(
+            &'a self,
+            pv: &'a PersistentVolume,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            self.held
+                .lock()
+                .push(pv.metadata.name.clone().unwrap_or_default());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn api(phase: &str, volume_name: &str, dir: &Path) -> Api {
+        Api {
+            claim: serde_json::from_value(json!({
+                "metadata": {"name": "data", "namespace": "app"},
+                "spec": {"volumeName": volume_name}, "status": {"phase": phase}}))
+            .unwrap(),
+            volume: serde_json::from_value(json!({
+                "metadata": {"name": "pvc-1", "annotations": {PROVISIONED_BY: LOCAL_PATH}},
+                "spec": {"hostPath": {"path": dir.to_string_lossy(), "type": "DirectoryOrCreate"}}}))
+            .unwrap(),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn source(read_only: bool) -> PersistentVolumeClaimVolumeSource {
+        PersistentVolumeClaimVolumeSource {
+            claim_name: "data".into(),
+            read_only: Some(read_only),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unbound_claim_is_not_mounted_and_says_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = api("Pending", "", &tmp.path().join("v"));
+        let err = setup_claim(&a, "app", &source(false), &tmp.path().join("records"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "PVC app/data has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")"
+        );
+        let missing = PersistentVolumeClaimVolumeSource {
+            claim_name: "other".into(),
+            read_only: None,
+        };
+        let err = setup_claim(&a, "app", &missing, tmp.path())
+            .await
+            .unwrap_err();
+        assert_eq!(err, "persistentvolumeclaim \"other\" not found");
+    }
+
+    #[tokio::test]
+    async fn a_local_path_volume_gets_its_directory_a_record_and_the_nodes_finalizer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("storage/pvc-1_app_data");
+        let records = tmp.path().join("records");
+        let a = api("Bound", "pvc-1", &dir);
+        let p = setup_claim(&a, "app", &source(true), &records)
+            .await
+            .unwrap();
+        assert_eq!(p.host_path, dir);
+        assert!(p.read_only, "the claim's readOnly is honoured");
+        assert!(dir.is_dir());
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o777
+        );
+        assert_eq!(
+            std::fs::read_to_string(records.join("pvc-1")).unwrap(),
+            dir.to_string_lossy()
+        );
+        assert_eq!(*a.held.lock(), vec!["pvc-1".to_string()]);
+    }
+}
