@@ -107,6 +107,11 @@ impl Binder {
                     "waiting for first consumer to be created before binding".into(),
                 );
             } else if !class_name.is_empty() {
+                if class.is_none() {
+                    // Classes send the binder no events: look again at upstream's resync.
+                    self.provision(claim, class_name, None).await?;
+                    return Ok(Action::RequeueAfter(RESYNC));
+                }
                 self.provision(claim, class_name, class.as_deref()).await?;
             } else {
                 self.event(
