@@ -269,6 +269,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             ..Default::default()
         },
     );
+    controllers.enable_local_path(args.data_dir.join("storage"));
     // The scheduler and the controllers each act only while holding their Lease.
     let identity = leader_identity(&args.data_dir);
     let scheduler_client = state.client(UserInfo::new(

@@ -1,13 +1,14 @@
 //! The API objects upstream's control plane keeps for itself, written at every start:
 //! the system PriorityClasses (scheduling bootstrap), one Local APIService per served
 //! built-in group/version (the aggregator's autoregistration), the mandatory API Priority
-//! and Fairness objects (`apf_bootstrap`) and the default `kubernetes` ServiceCIDR. The
-//! APIServices of custom groups (upstream's crdregistration controller) follow every CRD
+//! and Fairness objects (`apf_bootstrap`), the default `kubernetes` ServiceCIDR and the
+//! default `local-path` StorageClass (k3s ships it; `controllers::persistentvolume`
+//! provisions its volumes). The APIServices of custom groups (upstream's crdregistration controller) follow every CRD
 //! write ([`sync_custom_api_services`]).
 //!
 //! Invariant: idempotent, one store write per object that needs one (none when it is as
 //! wanted), and user changes upstream lets users make are kept: PriorityClasses and the
-//! ServiceCIDR are only created when absent. The mandatory APF objects get their spec back
+//! ServiceCIDR (and the StorageClass) are only created when absent. The mandatory APF objects get their spec back
 //! at every start, as upstream's `apf_bootstrap` does for mandatory (not suggested) objects,
 //! whatever `apf.kubernetes.io/autoupdate-spec` says.
 
@@ -15,7 +16,7 @@ use super::objects::{self, write, Decision, WriteOptions};
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::ResourceType;
-use crate::api::strategy::{apiregistration, flowcontrol, networking, scheduling};
+use crate::api::strategy::{apiregistration, cluster, flowcontrol, networking, scheduling};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -56,6 +57,11 @@ pub async fn ensure(state: &Arc<ApiState>) -> Result<(), ApiError> {
     let sc_rt = lookup(state, "networking.k8s.io", "servicecidrs")?;
     let cidr = networking::default_service_cidr(&[state.services.cidr()], &now);
     ensure_one(state, &sc_rt, cidr, Reconcile::CreateOnly).await?;
+
+    // Created only when absent: users may edit it or take its default annotation away.
+    let class_rt = lookup(state, "storage.k8s.io", "storageclasses")?;
+    let class = cluster::local_path_storage_class();
+    ensure_one(state, &class_rt, class, Reconcile::CreateOnly).await?;
 
     api_services(state, &now).await?;
     custom_api_services(state).await

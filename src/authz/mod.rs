@@ -24,7 +24,7 @@ use crate::apiserver::{
 use crate::informers::{Informer, InformerError, Informers};
 use futures::StreamExt;
 use index::Index;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use parking_lot::RwLock;
@@ -222,6 +222,7 @@ pub struct Rbac {
     pods: Informer<Pod>,
     claims: Informer<PersistentVolumeClaim>,
     attachments: Informer<VolumeAttachment>,
+    volumes: Informer<PersistentVolume>,
 }
 
 impl Rbac {
@@ -253,6 +254,7 @@ impl Rbac {
             pods: shared.typed(),
             claims: shared.typed(),
             attachments: shared.typed(),
+            volumes: shared.typed(),
         })
     }
 
@@ -263,6 +265,7 @@ impl Rbac {
             self.pods.clone(),
             self.claims.clone(),
             self.attachments.clone(),
+            self.volumes.clone(),
         );
         tokio::select! {
             r = self.rebuild_index(shutdown) => r,
@@ -301,17 +304,20 @@ async fn feed_node_graph(
     pods: Informer<Pod>,
     claims: Informer<PersistentVolumeClaim>,
     attachments: Informer<VolumeAttachment>,
+    volumes: Informer<PersistentVolume>,
 ) -> Result<(), InformerError> {
     use crate::informers::Change;
     enum Ev {
         Pod(Change<Pod>),
         Pvc(Change<PersistentVolumeClaim>),
         Va(Change<VolumeAttachment>),
+        Pv(Change<PersistentVolume>),
     }
     let mut events = futures::stream::select_all([
         pods.subscribe().map(Ev::Pod).boxed(),
         claims.subscribe().map(Ev::Pvc).boxed(),
         attachments.subscribe().map(Ev::Va).boxed(),
+        volumes.subscribe().map(Ev::Pv).boxed(),
     ]);
     while let Some(ev) = events.next().await {
         let mut g = authorizer.node_graph.write();
@@ -336,6 +342,8 @@ async fn feed_node_graph(
                 g.apply_volume_attachment(&name(&va.metadata).1, &va.spec.node_name)
             }
             Ev::Va(Change::Deleted(va)) => g.delete_volume_attachment(&name(&va.metadata).1),
+            Ev::Pv(Change::Applied(pv)) => g.apply_volume(&pv),
+            Ev::Pv(Change::Deleted(pv)) => g.delete_volume(&name(&pv.metadata).1),
         }
     }
     Err(InformerError::StreamEnded(

@@ -3,7 +3,8 @@
 //! resource claims that pods bound to its node reference and the VolumeAttachments for it,
 //! list and watch only the pods bound to it, create tokens only for those pods'
 //! service accounts, touch only its own Node and Lease, and otherwise only what upstream's
-//! static `system:node` rules allow. Other identities get no opinion (RBAC decides).
+//! static `system:node` rules allow. (skiff adds: a node may get and update the local-path
+//! volumes whose directories it holds.) Other identities get no opinion (RBAC decides).
 //!
 //! The graph is a set of reference counts `(kind, namespace, name) → node → count`, kept
 //! incrementally from the pod, PVC and VolumeAttachment informers: each pod contributes the
@@ -14,7 +15,7 @@
 
 use super::rbac::{rule_allows, Request};
 use crate::apiserver::{AuthzAttributes, Decision, UserInfo};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, PodSpec};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use std::collections::HashMap;
 
@@ -41,7 +42,12 @@ pub struct Graph {
     pvc_volume: HashMap<(String, String), String>,
     /// VolumeAttachment name → the node it attaches to.
     attachments: HashMap<String, String>,
+    /// Local-path volume name → the node holding its directory.
+    local_volumes: HashMap<String, String>,
 }
+
+/// The annotation the local-path provisioner names a volume's node with.
+const LOCAL_PATH_NODE: &str = "local.path.provisioner/selected-node";
 
 impl Graph {
     /// Records `pod` (replacing its previous version); unbound pods reference nothing.
@@ -138,6 +144,32 @@ impl Graph {
     }
 
     /// Whether a PVC used by a pod on `node` is bound to the PV `name`.
+    /// Records the node of a local-path volume (its agent makes and removes the directory,
+    /// so it may read and update that volume even when no pod of it uses the volume).
+    pub fn apply_volume(&mut self, pv: &PersistentVolume) {
+        let Some(name) = &pv.metadata.name else {
+            return;
+        };
+        let node = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LOCAL_PATH_NODE));
+        match node {
+            Some(n) => self.local_volumes.insert(name.clone(), n.clone()),
+            None => self.local_volumes.remove(name),
+        };
+    }
+
+    pub fn delete_volume(&mut self, name: &str) {
+        self.local_volumes.remove(name);
+    }
+
+    /// Whether `name` is a local-path volume on `node`.
+    pub fn has_local_volume(&self, node: &str, name: &str) -> bool {
+        self.local_volumes.get(name).is_some_and(|n| n == node)
+    }
+
     pub fn has_pv(&self, node: &str, name: &str) -> bool {
         self.pvc_volume
             .iter()
@@ -310,6 +342,9 @@ pub fn authorize(
         ("", "persistentvolumeclaims") => get_only(Kind::Pvc),
         ("", "persistentvolumes") => match (a.verb, sub, a.name) {
             ("get", "", Some(pv)) if graph.has_pv(node, pv) => Decision::Allow,
+            ("get" | "update" | "patch", "", Some(pv)) if graph.has_local_volume(node, pv) => {
+                Decision::Allow
+            }
             ("get", "", _) => Decision::Deny(format!(
                 "no relationship found between node '{node}' and this object"
             )),

@@ -230,3 +230,27 @@ fn a_node_lists_only_its_own_pods_and_reads_only_its_own_volume_attachments() {
         }
     ));
 }
+
+#[test]
+fn a_node_may_read_and_update_only_the_local_path_volumes_it_holds_the_directory_of() {
+    let mut g = Graph::default();
+    g.apply_volume(
+        &serde_json::from_value(json!({"metadata": {"name": "pvc-1",
+            "annotations": {"local.path.provisioner/selected-node": "n1"}}}))
+        .unwrap(),
+    );
+    let pv = |verb| AuthzAttributes {
+        namespace: None,
+        ..attrs(verb, "persistentvolumes", Some("pvc-1"))
+    };
+    for verb in ["get", "patch", "update"] {
+        assert!(decide(&g, &node_user("n1"), &pv(verb)), "{verb}");
+        assert!(
+            !decide(&g, &node_user("n2"), &pv(verb)),
+            "{verb} by another node"
+        );
+    }
+    assert!(!decide(&g, &node_user("n1"), &pv("delete")));
+    g.delete_volume("pvc-1");
+    assert!(!decide(&g, &node_user("n1"), &pv("get")));
+}

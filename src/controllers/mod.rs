@@ -36,6 +36,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod podgc;
+pub mod persistentvolume;
 mod queue;
 pub mod replicaset;
 pub mod resource_quota;
@@ -275,6 +276,8 @@ impl ControllerManager {
         m.add("disruption", c.stats(), |stop| c.run(stop));
         let c = node_lifecycle::taint_eviction::TaintEvictionController::new(ctx.clone());
         m.add("taint-eviction", c.stats(), |stop| c.run(stop));
+        let c = persistentvolume::PersistentVolumeController::new(ctx.clone());
+        m.add("persistentvolume-binder", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
@@ -325,6 +328,16 @@ impl ControllerManager {
         self.add("node-lifecycle", c.stats(), |stop| c.run(stop));
         let c = podgc::PodGc::new(self.ctx.clone(), gc);
         self.add("podgc", c.stats(), |stop| c.run(stop));
+    }
+
+    /// Runs the local-path provisioner too, its volumes' directories under `storage_dir` on
+    /// their nodes (k3s's `--default-local-storage-path`).
+    pub fn enable_local_path(&mut self, storage_dir: std::path::PathBuf) -> Arc<Stats> {
+        let c =
+            persistentvolume::local_path::LocalPathProvisioner::new(self.ctx.clone(), storage_dir);
+        let stats = c.stats();
+        self.add("local-path-provisioner", stats.clone(), |stop| c.run(stop));
+        stats
     }
 
     /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`

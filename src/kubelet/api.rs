@@ -8,7 +8,9 @@
 use super::env::Objects;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, PodStatus, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, ServiceAccount,
+};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 
 /// A service-account token and when it expires.
@@ -33,6 +35,24 @@ pub trait PodApi: Objects {
         audience: Option<String>,
         seconds: i64,
     ) -> BoxFuture<'a, Result<Token, String>>;
+    /// The claim a `persistentVolumeClaim` volume names (`None`: not found).
+    fn claim<'a>(
+        &'a self,
+        _ns: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolumeClaim>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn volume<'a>(
+        &'a self,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolume>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Puts the node's directory finalizer on a local-path volume it made the directory of.
+    fn hold_volume<'a>(&'a self, _pv: &'a PersistentVolume) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 fn names(pod: &Pod) -> (String, String) {
@@ -46,6 +66,46 @@ fn names(pod: &Pod) -> (String, String) {
 }
 
 impl PodApi for kube::Client {
+    fn claim<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolumeClaim>, String>> {
+        Box::pin(async move {
+            Api::<PersistentVolumeClaim>::namespaced(self.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn volume<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolume>, String>> {
+        Box::pin(async move {
+            Api::<PersistentVolume>::all(self.clone())
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn hold_volume<'a>(&'a self, pv: &'a PersistentVolume) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut finalizers = pv.metadata.finalizers.clone().unwrap_or_default();
+            finalizers.push(super::local_path::DIRECTORY_FINALIZER.into());
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": pv.metadata.resource_version, "finalizers": finalizers}});
+            let name = pv.metadata.name.clone().unwrap_or_default();
+            Api::<PersistentVolume>::all(self.clone())
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("holding volume {name}: {e}"))
+        })
+    }
+
     fn patch_status<'a>(
         &'a self,
         pod: &'a Pod,

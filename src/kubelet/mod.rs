@@ -28,6 +28,7 @@ pub mod heartbeat;
 pub mod host;
 pub mod labels;
 pub mod lease;
+pub mod local_path;
 pub mod node_status;
 pub mod probes;
 pub mod pull_secrets;
@@ -174,6 +175,11 @@ impl Kubelet {
             },
             services: Default::default(),
         });
+        tokio::spawn(local_path::run(
+            c.client.clone(),
+            local_path::records_dir(&c.root_dir),
+            shutdown.clone(),
+        ));
         tokio::spawn(watch_services(
             c.client.clone(),
             ctx.services.clone(),

@@ -1,7 +1,7 @@
 //! Pod volumes under `<root-dir>/<pod uid>/volumes/<plugin>/<name>`: emptyDir (disk, or
 //! tmpfs for `medium: Memory` with its sizeLimit), hostPath (with upstream's type checks),
-//! configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI,
-//! serviceAccountToken), with items, modes, optional sources, and the container side
+//! configMap, secret, downwardAPI, projected (configMap, secret, downwardAPI,
+//! serviceAccountToken) and persistentVolumeClaim (`super::local_path`), with items, modes, optional sources, and the container side
 //! (subPath, readOnly).
 //!
 //! Invariant: content volumes are written with upstream's atomic-writer layout: the files
@@ -81,6 +81,11 @@ pub async fn setup(
                     read_only: false,
                 },
             );
+            continue;
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            let records = super::local_path::records_dir(pod_dir.parent().unwrap_or(pod_dir));
+            let prepared = super::local_path::setup_claim(api, &ns, claim, &records).await?;
+            out.by_name.insert(v.name.clone(), prepared);
             continue;
         } else if let Some(hp) = &v.host_path {
             check_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?;
@@ -424,7 +429,7 @@ fn same_content(cur: &Path, files: &BTreeMap<String, (Vec<u8>, i32)>) -> bool {
         })
 }
 
-fn check_host_path(path: &str, type_: &str) -> Result<(), String> {
+pub fn check_host_path(path: &str, type_: &str) -> Result<(), String> {
     let p = Path::new(path);
     let md = std::fs::metadata(p);
     use std::os::unix::fs::FileTypeExt;

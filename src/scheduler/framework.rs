@@ -15,6 +15,7 @@ use super::labels::Labels;
 use super::scores::{self, *};
 use super::spread;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Toleration};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rand::Rng;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ use std::sync::Arc;
 pub trait Lookups {
     fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
     fn pv(&self, name: &str) -> Option<Arc<PersistentVolume>>;
+    /// StorageClasses (whether an unbound claim waits for its first consumer).
+    fn storage_class(&self, _name: &str) -> Option<Arc<StorageClass>> {
+        None
+    }
     fn namespace_labels(&self, ns: &str) -> Option<Labels>;
     /// The merged selector of the Services, ReplicationController, ReplicaSet or
     /// StatefulSet that select or own the pod (system default spreading); `None` if empty.
@@ -57,7 +62,49 @@ pub struct Cycle<'p> {
     pub affinity: Option<affinity::FilterState>,
 }
 
-/// PreFilter: fails with upstream's message when a claim the pod uses is missing.
+/// Why a pod with unbound claims of an Immediate class waits (VolumeBinding's PreFilter).
+pub const UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
+
+/// The pod's unbound claims whose class binds at the first consumer: the node chosen for
+/// the pod is written on them before it is bound (VolumeBinding's PreBind).
+pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Vec<String>, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut out = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(claim) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let Some(pvc) = lookups.pvc(ns, &claim.claim_name) else {
+            continue;
+        };
+        let spec = pvc.spec.as_ref();
+        if !spec
+            .and_then(|s| s.volume_name.as_deref())
+            .unwrap_or_default()
+            .is_empty()
+        {
+            continue;
+        }
+        let class = spec
+            .and_then(|s| s.storage_class_name.as_deref())
+            .unwrap_or_default();
+        let delayed = !class.is_empty()
+            && lookups
+                .storage_class(class)
+                .ok_or_else(|| format!("storageclass.storage.k8s.io \"{class}\" not found"))?
+                .volume_binding_mode
+                .as_deref()
+                == Some("WaitForFirstConsumer");
+        if !delayed {
+            return Err(UNBOUND_IMMEDIATE.into());
+        }
+        out.push(claim.claim_name.clone());
+    }
+    Ok(out)
+}
+
+/// PreFilter: fails with upstream's message when a claim the pod uses is missing, being
+/// deleted, or unbound in a class that binds at once (the binder has to bind it first).
 pub fn prefilter<'p>(
     cache: &Cache,
     pod: &'p Arc<Pod>,
@@ -76,13 +123,14 @@ pub fn prefilter<'p>(
         if pvc.metadata.deletion_timestamp.is_some() {
             return Err(format!("persistentvolumeclaim \"{name}\" is being deleted"));
         }
-        // Unbound claims are left to their provisioner: skiff runs no volume binder that
-        // would pick a node for them.
         let bound = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
         if let Some(pv) = bound.filter(|n| !n.is_empty()).and_then(|n| lookups.pv(n)) {
             volumes.push(pv);
         }
     }
+    // Claims waiting for their first consumer can go anywhere: the local-path
+    // provisioner makes a volume on whichever node is chosen.
+    delayed_claims(pod, lookups)?;
     let ns_labels = |ns: &str| lookups.namespace_labels(ns);
     Ok(Cycle {
         pod,

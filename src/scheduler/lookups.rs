@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 pub struct InformerLookups {
     pvcs: Store<PersistentVolumeClaim>,
     pvs: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
     rcs: Store<ReplicationController>,
@@ -27,6 +29,7 @@ impl InformerLookups {
         InformerLookups {
             pvcs: inf.typed::<PersistentVolumeClaim>().store(),
             pvs: inf.typed::<PersistentVolume>().store(),
+            classes: inf.typed::<StorageClass>().store(),
             namespaces: inf.typed::<Namespace>().store(),
             services: inf.typed::<Service>().store(),
             rcs: inf.typed::<ReplicationController>().store(),
@@ -52,6 +55,10 @@ impl Lookups for InformerLookups {
 
     fn pv(&self, name: &str) -> Option<Arc<PersistentVolume>> {
         self.pvs.get(&ObjectRef::new(name))
+    }
+
+    fn storage_class(&self, name: &str) -> Option<Arc<StorageClass>> {
+        self.classes.get(&ObjectRef::new(name))
     }
 
     fn namespace_labels(&self, ns: &str) -> Option<Labels> {

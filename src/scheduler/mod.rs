@@ -31,13 +31,17 @@ pub mod scores;
 pub mod spread;
 #[cfg(test)]
 pub mod testutil;
+pub mod volume_binding;
 
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use crate::informers::{Change, InformerError, Informers};
 use crate::leader_election::LeaderElectionError;
 use cache::{is_bound_and_live, Cache, PodInfo};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::SeedableRng;
@@ -260,6 +264,24 @@ impl Scheduler {
         let recorder = Recorder::spawn_for(self.client.clone(), SCHEDULER_NAME);
         let mut pod_feed = pods.subscribe();
         let mut node_feed = nodes.subscribe();
+        // A claim bound or a class created may make an unschedulable pod schedulable.
+        let mut volume_feed = futures::stream::select_all([
+            self.informers
+                .typed::<PersistentVolumeClaim>()
+                .subscribe()
+                .map(|_| ())
+                .boxed(),
+            self.informers
+                .typed::<PersistentVolume>()
+                .subscribe()
+                .map(|_| ())
+                .boxed(),
+            self.informers
+                .typed::<StorageClass>()
+                .subscribe()
+                .map(|_| ())
+                .boxed(),
+        ]);
         let (bind_tx, mut bind_rx) = mpsc::unbounded_channel::<BindOutcome>();
         let mut core = Core::new();
         let actor = Actor {
@@ -302,7 +324,11 @@ impl Scheduler {
             }
             if let Some(pod) = core.queue.pop(now) {
                 match core.schedule_one(pod, &lookups, now) {
-                    Decision::Bind { pod, node } => actor.bind(pod, node, bind_tx.clone()),
+                    Decision::Bind { pod, node } => {
+                        // The cycle just checked the claims, so this cannot fail now.
+                        let claims = framework::delayed_claims(&pod, &lookups).unwrap_or_default();
+                        actor.bind(pod, node, claims, bind_tx.clone())
+                    }
                     Decision::Unschedulable {
                         pod,
                         message,
@@ -337,6 +363,7 @@ impl Scheduler {
                     None => break Err(SchedulerError::FeedEnded("pod")),
                 },
                 Some(o) = bind_rx.recv() => core.on_bind(o, Instant::now()),
+                Some(()) = volume_feed.next() => core.queue.move_all(Instant::now()),
                 _ = sleep => {}
             }
         };
@@ -367,13 +394,27 @@ struct Actor {
 }
 
 impl Actor {
-    fn bind(&self, pod: Arc<Pod>, node: String, done: mpsc::UnboundedSender<BindOutcome>) {
+    fn bind(
+        &self,
+        pod: Arc<Pod>,
+        node: String,
+        claims: Vec<String>,
+        done: mpsc::UnboundedSender<BindOutcome>,
+    ) {
         let client = self.client.clone();
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{name}");
+            if let Err(error) = volume_binding::prebind(&client, &ns, &claims, &node).await {
+                let _ = done.send(BindOutcome::Failed {
+                    key,
+                    uid: pod.metadata.uid.clone().unwrap_or_default(),
+                    error,
+                });
+                return;
+            }
             let binding = Binding {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),

@@ -5,6 +5,24 @@ use super::{Printing, Strategy};
 use crate::api::defaults::groups;
 use crate::api::table::printers;
 use crate::api::validation::strings::name_is_path_segment;
+use serde_json::{json, Value};
+
+/// The provisioner name of the default class, as k3s's local-path-provisioner registers it.
+pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+pub const LOCAL_PATH_CLASS: &str = "local-path";
+
+/// The default StorageClass the server creates when absent, as k3s ships it: volumes on a
+/// directory of the node the first consumer is scheduled to, deleted with their claim.
+pub fn local_path_storage_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": LOCAL_PATH_CLASS, "annotations": {
+            "storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })
+}
 
 pub static HORIZONTAL_POD_AUTOSCALER: Strategy = Strategy {
     kind: "HorizontalPodAutoscaler",

@@ -57,9 +57,62 @@ pub static PERSISTENT_VOLUME_CLAIM: Strategy = Strategy {
     kind: "PersistentVolumeClaim",
     defaults: core_v1::pvc,
     initial_status: |pvc| set_status(pvc, json!({"phase": "Pending"})),
+    validate_update: pvc_update,
     printer: Printing::Builtin(&printers::PERSISTENT_VOLUME_CLAIM),
     ..Strategy::GENERIC
 };
+
+/// Upstream's `ValidatePersistentVolumeClaimUpdate`: a claim's spec is fixed at creation
+/// (quota and limits were checked against it) except the binder setting `volumeName` once,
+/// a class given to a claim that had none (retroactive default class), the attributes class,
+/// and the storage request of a bound claim (expansion; whether the class allows it is the
+/// PersistentVolumeClaimResize admission plugin's question). A request may not go below the
+/// capacity the volume has.
+fn pvc_update(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    let (mut o, mut n) = (old["spec"].clone(), new["spec"].clone());
+    let volume_unset = o["volumeName"].as_str().unwrap_or_default().is_empty();
+    let class_unset = o["storageClassName"].is_null();
+    for (f, when) in [
+        ("volumeName", volume_unset),
+        ("storageClassName", class_unset),
+        ("volumeAttributesClassName", true),
+    ] {
+        if when {
+            o[f] = n[f].clone();
+        }
+    }
+    if new["status"]["phase"] == "Bound" {
+        o["resources"]["requests"]["storage"] = n["resources"]["requests"]["storage"].clone();
+    }
+    // Unset and empty fields are alike (`Semantic.DeepEqual` on the decoded spec).
+    for v in [&mut o, &mut n] {
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|_, x| !x.is_null());
+        }
+    }
+    if o != n {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "spec is immutable after creation except resources.requests and \
+             volumeAttributesClassName for bound claims",
+        ));
+        return;
+    }
+    let q = |v: &Value| {
+        v.as_str()
+            .and_then(|s| crate::api::quantity::Quantity::parse(s).ok())
+    };
+    let requested = q(&new["spec"]["resources"]["requests"]["storage"]);
+    let capacity = q(&old["status"]["capacity"]["storage"]);
+    if let (Some(r), Some(c)) = (requested, capacity) {
+        if r < c {
+            errs.push(FieldError::forbidden(
+                "spec.resources.requests.storage",
+                "field can not be less than status.capacity",
+            ));
+        }
+    }
+}
 
 pub static RESOURCE_QUOTA: Strategy = Strategy {
     kind: "ResourceQuota",

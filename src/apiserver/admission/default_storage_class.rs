@@ -102,6 +102,11 @@ mod tests {
         let classes: Api<StorageClass> = Api::all(srv.admin());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(srv.admin(), "default");
         let class_of = |p: PersistentVolumeClaim| p.spec.unwrap().storage_class_name;
+        // The server's own default class goes first.
+        classes
+            .delete("local-path", &Default::default())
+            .await
+            .unwrap();
         // No default class: nothing is set.
         let p = claims
             .create(&PostParams::default(), &pvc("a", None))

@@ -43,6 +43,7 @@ pub mod namespace_lifecycle;
 pub mod node_password;
 pub mod node_restriction;
 pub mod priority;
+pub mod pvc_resize;
 pub mod runtime_class;
 pub mod service_account;
 mod support;
@@ -187,6 +188,7 @@ impl Chain {
                 Box::new(priority::Priority),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds::default()),
                 Box::new(default_storage_class::DefaultStorageClass),
+                Box::new(pvc_resize::PersistentVolumeClaimResize),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(pod_security::PodSecurity),
                 Box::new(MutatingAdmissionWebhook::default()),

@@ -1,0 +1,227 @@
+//! PersistentVolume binding and the local-path provisioner through the real binary and
+//! kubectl: the default `local-path` class (WaitForFirstConsumer) leaves a claim Pending
+//! until a pod uses it, the scheduler selects the pod's node for the claim, the provisioner
+//! makes a volume pinned to that node, the node makes the directory under the server's data
+//! dir, later pods of the claim go to that node, growing the claim is refused, and deleting
+//! the claim deletes the volume and its directory.
+
+mod common;
+
+use common::process::eventually;
+use common::sim_nodes::TestSimNodes;
+use common::TestServer;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(45);
+
+const CLAIM: &str = "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+";
+
+fn claim(server: &TestServer) -> Value {
+    server.kubectl_json(&["get", "pvc", "data", "-o", "json"])
+}
+
+/// The bound volume's name and directory once the claim is Bound.
+fn bound_volume(server: &TestServer) -> (String, PathBuf) {
+    let pv = eventually(WAIT, "the claim is Bound", || {
+        let c = claim(server);
+        (c["status"]["phase"] == "Bound")
+            .then(|| {
+                c["spec"]["volumeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .ok_or_else(|| c.to_string())
+    });
+    let v = server.kubectl_json(&["get", "pv", &pv, "-o", "json"]);
+    let dir = PathBuf::from(v["spec"]["hostPath"]["path"].as_str().expect("a hostPath"));
+    assert_eq!(
+        dir,
+        server
+            .data_dir()
+            .join("storage")
+            .join(format!("{pv}_default_data"))
+    );
+    (pv, dir)
+}
+
+fn volume_node(server: &TestServer, pv: &str) -> String {
+    let v = server.kubectl_json(&["get", "pv", pv, "-o", "json"]);
+    let expr =
+        &v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
+    assert_eq!(expr["key"], "kubernetes.io/hostname", "{v}");
+    expr["values"][0].as_str().unwrap_or_default().to_owned()
+}
+
+fn pod_using_claim(name: &str, image: &str, command: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {image}
+    command: [sh, -c, '{command}']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+"
+    )
+}
+
+fn running_on(server: &TestServer, pod: &str) -> String {
+    eventually(WAIT, &format!("pod {pod} Running"), || {
+        let p = server.kubectl_json(&["get", "pod", pod, "-o", "json"]);
+        (p["status"]["phase"] == "Running")
+            .then(|| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .ok_or_else(|| p["status"].to_string())
+    })
+}
+
+/// Deleting the pod and the claim deletes the volume, and its directory before it.
+fn delete_claim_and_expect_volume_gone(
+    server: &TestServer,
+    pods: &[&str],
+    pv: &str,
+    dir: &std::path::Path,
+) {
+    for p in pods {
+        server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
+    }
+    server.kubectl_ok(&["delete", "pvc", "data", "--timeout=30s"]);
+    eventually(WAIT, "the volume is deleted", || {
+        let r = server.kubectl(&["get", "pv", pv]);
+        (!r.success()).then_some(()).ok_or_else(|| r.output())
+    });
+    assert!(!dir.exists(), "{} outlived its volume", dir.display());
+}
+
+#[test]
+fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_there() {
+    let server = TestServer::start();
+    let mut sims = TestSimNodes::start(&server, 3, &[]);
+    for n in ["sim-0", "sim-1", "sim-2"] {
+        eventually(WAIT, &format!("node {n} Ready"), || {
+            sims.check_running();
+            common::agent::node_ready(&server, n)
+                .then_some(())
+                .ok_or_else(|| server.kubectl(&["get", "nodes"]).output())
+        });
+    }
+    // The default class, as k3s ships it.
+    let sc = server.kubectl_ok(&["get", "storageclass"]);
+    let row = sc
+        .lines()
+        .find(|l| l.starts_with("local-path"))
+        .unwrap_or_default();
+    for col in [
+        "(default)",
+        "rancher.io/local-path",
+        "Delete",
+        "WaitForFirstConsumer",
+    ] {
+        assert!(row.contains(col), "{sc}");
+    }
+
+    // No class named: the default one is filled in, and the claim waits for a consumer.
+    server.apply("claim.yaml", CLAIM);
+    assert_eq!(claim(&server)["spec"]["storageClassName"], "local-path");
+    eventually(WAIT, "the WaitForFirstConsumer event", || {
+        let ev = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=data",
+        ]);
+        ev.contains("waiting for first consumer to be created before binding")
+            .then_some(())
+            .ok_or(ev)
+    });
+    assert_eq!(claim(&server)["status"]["phase"], "Pending");
+
+    let image = "registry.example/never-pulled:1.0";
+    server.apply("first.yaml", &pod_using_claim("first", image, "sleep 3600"));
+    let node = running_on(&server, "first");
+    let (pv, dir) = bound_volume(&server);
+    let c = claim(&server);
+    assert_eq!(
+        c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+        node.as_str()
+    );
+    assert_eq!(volume_node(&server, &pv), node);
+    assert!(dir.is_dir(), "{} was not made by the node", dir.display());
+
+    // A later pod of the claim goes where the volume is.
+    server.kubectl_ok(&["delete", "pod", "first", "--timeout=30s"]);
+    server.apply(
+        "second.yaml",
+        &pod_using_claim("second", image, "sleep 3600"),
+    );
+    assert_eq!(running_on(&server, "second"), node);
+
+    // Growing it is refused: the class does not allow expansion.
+    let grow = server.kubectl(&[
+        "patch",
+        "pvc",
+        "data",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+    ]);
+    assert!(!grow.success());
+    assert!(
+        grow.stderr.contains(
+            "only dynamically provisioned pvc can be resized and the storageclass that provisions \
+             the pvc must support resize"
+        ),
+        "{grow}"
+    );
+
+    delete_claim_and_expect_volume_gone(&server, &["second"], &pv, &dir);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn a_pod_writes_into_its_local_path_claim_on_the_host_and_the_directory_goes_with_the_claim() {
+    use common::registry::{self, Registry};
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("layout dir");
+    registry::build_busybox_layout(layout.path(), "t");
+    reg.push(layout.path(), "t", "test/busybox:1");
+    let image = format!("{}/test/busybox:1", reg.host());
+    let server = TestServer::start_with_agent_and(&["--node-name", "n1"]);
+    common::agent::wait_node_ready(&server, "n1", Duration::from_secs(30), || {});
+
+    server.apply("claim.yaml", CLAIM);
+    server.apply(
+        "writer.yaml",
+        &pod_using_claim("writer", &image, "echo kept > /data/file; exec sleep 3600"),
+    );
+    assert_eq!(running_on(&server, "writer"), "n1");
+    let (pv, dir) = bound_volume(&server);
+    let file = dir.join("file");
+    eventually(WAIT, "the file is on the host", || {
+        std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|s| (s == "kept\n").then_some(()).ok_or(s))
+    });
+    delete_claim_and_expect_volume_gone(&server, &["writer"], &pv, &dir);
+}
