@@ -28,6 +28,9 @@ pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod endpointslice_mirroring;
 mod discovery;
 pub mod garbage_collector;
 pub mod job;
@@ -268,6 +271,12 @@ impl ControllerManager {
         m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
         let c = deployment::DeploymentController::new(ctx.clone());
         m.add("deployment", c.stats(), |stop| c.run(stop));
+        let c = endpoints::EndpointsController::new(ctx.clone());
+        m.add("endpoint", c.stats(), |stop| c.run(stop));
+        let c = endpointslice::EndpointSliceController::new(ctx.clone());
+        m.add("endpointslice", c.stats(), |stop| c.run(stop));
+        let c = endpointslice_mirroring::MirroringController::new(ctx.clone());
+        m.add("endpointslicemirroring", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));

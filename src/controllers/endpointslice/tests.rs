@@ -1,0 +1,1 @@
+//! The EndpointSlice controller against a real API on a temp store.
