@@ -75,10 +75,12 @@ fn endpoints(server: &TestServer) -> (BTreeSet<String>, BTreeSet<String>, BTreeS
     let mut out = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for s in ep["subsets"].as_array().into_iter().flatten() {
         for a in s["addresses"].as_array().into_iter().flatten() {
-            out.0.insert(a["ip"].as_str().unwrap_or_default().to_owned());
+            out.0
+                .insert(a["ip"].as_str().unwrap_or_default().to_owned());
         }
         for a in s["notReadyAddresses"].as_array().into_iter().flatten() {
-            out.1.insert(a["ip"].as_str().unwrap_or_default().to_owned());
+            out.1
+                .insert(a["ip"].as_str().unwrap_or_default().to_owned());
         }
         for p in s["ports"].as_array().into_iter().flatten() {
             out.2.insert(p["port"].as_i64().unwrap_or_default());
@@ -100,7 +102,10 @@ fn slices(server: &TestServer) -> (Vec<(String, bool)>, BTreeSet<i64>) {
     for s in list["items"].as_array().into_iter().flatten() {
         for e in s["endpoints"].as_array().into_iter().flatten() {
             let ready = e["conditions"]["ready"].as_bool().unwrap_or(false);
-            eps.push((e["addresses"][0].as_str().unwrap_or_default().to_owned(), ready));
+            eps.push((
+                e["addresses"][0].as_str().unwrap_or_default().to_owned(),
+                ready,
+            ));
         }
         for p in s["ports"].as_array().into_iter().flatten() {
             ports.insert(p["port"].as_i64().unwrap_or_default());
@@ -138,7 +143,12 @@ fn a_services_endpoints_and_slices_follow_its_pods_on_simulated_nodes() {
             .then_some(())
             .ok_or(format!("{eps:?} {ports:?}"))
     });
-    let slice = server.kubectl_ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slice = server.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
     assert!(slice.contains("IPv4") && slice.contains("8080"), "{slice}");
     let describe = server.kubectl_ok(&["describe", "service", "web"]);
     let line = describe
@@ -201,7 +211,12 @@ subsets:
 "#,
     );
     let slice = eventually(WAIT, "a mirrored EndpointSlice", || {
-        let list = server.kubectl_json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=db"]);
+        let list = server.kubectl_json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=db",
+        ]);
         let items = list["items"].as_array().cloned().unwrap_or_default();
         (items.len() == 1)
             .then(|| items[0].clone())
@@ -226,7 +241,12 @@ subsets:
     // Deleting the Endpoints takes the mirror with it.
     server.kubectl_ok(&["delete", "endpoints", "db"]);
     eventually(WAIT, "the mirrored slice is gone", || {
-        let list = server.kubectl_json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=db"]);
+        let list = server.kubectl_json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=db",
+        ]);
         let n = list["items"].as_array().map_or(0, Vec::len);
         (n == 0).then_some(()).ok_or(format!("{n} slices"))
     });

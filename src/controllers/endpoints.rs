@@ -62,9 +62,14 @@ impl EndpointsController {
         let services = self.ctx.informers.typed::<Service>();
         let pods = self.ctx.informers.typed::<Pod>();
         let endpoints = self.ctx.informers.typed::<Endpoints>();
-        services.synced().await?;
-        pods.synced().await?;
-        endpoints.synced().await?;
+        let synced = async {
+            services.synced().await?;
+            pods.synced().await?;
+            endpoints.synced().await
+        };
+        if !super::endpointslice::synced_unless_shutdown(&shutdown, synced).await? {
+            return Ok(());
+        }
         let client = self.ctx.client_for("endpoint-controller");
         let reconciler = Arc::new(Sync {
             recorder: crate::events::Recorder::spawn_for(client.clone(), CONTROLLER_NAME),
@@ -78,7 +83,9 @@ impl EndpointsController {
         // Leftovers: Endpoints this controller made for services deleted while it was down.
         for ep in endpoints.store().state() {
             let labels = ep.metadata.labels.as_ref();
-            let ours = labels.and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str)
+            let ours = labels
+                .and_then(|l| l.get(LABEL_MANAGED_BY))
+                .map(String::as_str)
                 == Some(CONTROLLER_NAME);
             let lock = ep
                 .metadata
@@ -220,7 +227,10 @@ impl Reconciler for Sync {
             }
             Err(e) => {
                 let (reason, message) = if current.is_some() {
-                    ("FailedToUpdateEndpoint", format!("Failed to update endpoint {key}: {e}"))
+                    (
+                        "FailedToUpdateEndpoint",
+                        format!("Failed to update endpoint {key}: {e}"),
+                    )
                 } else {
                     (
                         "FailedToCreateEndpoint",
@@ -279,10 +289,15 @@ pub fn subsets_for(svc: &Service, selected: &[Arc<Pod>]) -> Vec<EndpointSubset> 
         let mut ports = ports;
         ports.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
         let key = format!("{ports:?}");
-        let entry = packed.entry(key).or_insert_with(|| (ports, BTreeMap::new(), BTreeMap::new()));
+        let entry = packed
+            .entry(key)
+            .or_insert_with(|| (ports, BTreeMap::new(), BTreeMap::new()));
         let id = (
             addr.ip.clone(),
-            addr.target_ref.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default(),
+            addr.target_ref
+                .as_ref()
+                .and_then(|r| r.uid.clone())
+                .unwrap_or_default(),
         );
         if ready {
             entry.1.insert(id, addr.clone());
@@ -346,7 +361,8 @@ fn count(subsets: &[EndpointSubset]) -> usize {
     subsets
         .iter()
         .map(|s| {
-            s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len)
+            s.addresses.as_ref().map_or(0, Vec::len)
+                + s.not_ready_addresses.as_ref().map_or(0, Vec::len)
         })
         .sum()
 }
@@ -356,7 +372,10 @@ fn count(subsets: &[EndpointSubset]) -> usize {
 /// ready addresses go first, ready ones are cut only if there are more than fit. Answers
 /// whether anything was cut.
 pub fn truncate(subsets: &mut [EndpointSubset]) -> bool {
-    let ready: usize = subsets.iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum();
+    let ready: usize = subsets
+        .iter()
+        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+        .sum();
     let not_ready = count(subsets) - ready;
     if ready + not_ready <= MAX_CAPACITY {
         return false;

@@ -100,7 +100,8 @@ fn a_headless_service_without_ports_lists_addresses_only() {
     assert!(subsets[0].ports.is_none());
     assert_eq!(ips(&subsets[0].addresses), vec!["10.42.0.2"]);
     assert!(endpoints_labels(&s).contains_key("service.kubernetes.io/headless"));
-    assert!(!endpoints_labels(&svc(serde_json::json!({}))).contains_key("service.kubernetes.io/headless"));
+    assert!(!endpoints_labels(&svc(serde_json::json!({})))
+        .contains_key("service.kubernetes.io/headless"));
 }
 
 fn addrs(n: usize, base: usize) -> Option<Vec<EndpointAddress>> {

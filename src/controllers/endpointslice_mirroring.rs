@@ -16,7 +16,9 @@
 
 use super::endpointslice::memberships::key_of;
 use super::endpointslice::pods::Family;
-use super::endpointslice::reconciler::{endpoint_key, ports_key, LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use super::endpointslice::reconciler::{
+    endpoint_key, ports_key, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
+};
 use super::endpointslice::staleness::Staleness;
 use super::endpointslice::{managed_service_key, managed_slices, trigger_time};
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
@@ -60,9 +62,14 @@ impl MirroringController {
         let services = self.ctx.informers.typed::<Service>();
         let endpoints = self.ctx.informers.typed::<Endpoints>();
         let slices = self.ctx.informers.typed::<EndpointSlice>();
-        services.synced().await?;
-        endpoints.synced().await?;
-        slices.synced().await?;
+        let synced = async {
+            services.synced().await?;
+            endpoints.synced().await?;
+            slices.synced().await
+        };
+        if !super::endpointslice::synced_unless_shutdown(&shutdown, synced).await? {
+            return Ok(());
+        }
         let client = self.ctx.client_for("endpointslicemirroring-controller");
         let reconciler = Arc::new(Sync {
             recorder: Recorder::spawn_for(client.clone(), "endpoint-slice-mirroring-controller"),
@@ -147,7 +154,10 @@ impl Reconciler for Sync {
             }
             return Ok(Action::Done);
         };
-        if self.staleness.is_stale(key, cached.iter().map(|s| &s.metadata)) {
+        if self
+            .staleness
+            .is_stale(key, cached.iter().map(|s| &s.metadata))
+        {
             return Ok(Action::Backoff);
         }
         let desired = desired_slices(&ep);
@@ -179,7 +189,10 @@ impl Reconciler for Sync {
         let mut sorted = cached.clone();
         sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         for s in sorted {
-            let k = (s.address_type.clone(), ports_key(s.ports.as_deref().unwrap_or_default()));
+            let k = (
+                s.address_type.clone(),
+                ports_key(s.ports.as_deref().unwrap_or_default()),
+            );
             existing.entry(k).or_default().push(s);
         }
         let (mut create, mut update, mut delete) = (Vec::new(), Vec::new(), Vec::new());
@@ -251,7 +264,10 @@ impl Sync {
 /// Whether an existing slice already says what `want` says.
 fn same_slice(have: &EndpointSlice, want: &EndpointSlice) -> bool {
     let key_set = |s: &EndpointSlice| -> BTreeMap<String, Endpoint> {
-        s.endpoints.iter().map(|e| (endpoint_key(e), e.clone())).collect()
+        s.endpoints
+            .iter()
+            .map(|e| (endpoint_key(e), e.clone()))
+            .collect()
     };
     key_set(have) == key_set(want)
         && have.metadata.labels == want.metadata.labels
@@ -285,12 +301,13 @@ fn desired_slices(ep: &Endpoints) -> DesiredSlices {
             })
             .collect();
         let pk = ports_key(&ports);
-        let addresses = subset
-            .addresses
-            .iter()
-            .flatten()
-            .map(|a| (a, true))
-            .chain(subset.not_ready_addresses.iter().flatten().map(|a| (a, false)));
+        let addresses = subset.addresses.iter().flatten().map(|a| (a, true)).chain(
+            subset
+                .not_ready_addresses
+                .iter()
+                .flatten()
+                .map(|a| (a, false)),
+        );
         let mut added = 0;
         let mut total = 0;
         for (addr, ready) in addresses {
@@ -400,7 +417,12 @@ mod tests {
         let ready: Vec<(String, Option<bool>)> = v4
             .endpoints
             .iter()
-            .map(|e| (e.addresses[0].clone(), e.conditions.as_ref().and_then(|c| c.ready)))
+            .map(|e| {
+                (
+                    e.addresses[0].clone(),
+                    e.conditions.as_ref().and_then(|c| c.ready),
+                )
+            })
             .collect();
         assert_eq!(
             ready,
@@ -418,6 +440,9 @@ mod tests {
         let annotations = v4.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), vec!["note"]);
         let owner = &v4.metadata.owner_references.as_ref().expect("owned")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("Endpoints", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("Endpoints", Some(true))
+        );
     }
 }

@@ -48,7 +48,9 @@ pub fn pod_endpoint(pod: &Pod, node: Option<&Node>, svc: &Service, family: Famil
             terminating: Some(terminating),
         }),
         target_ref: Some(pods::pod_ref(pod)),
-        node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        node_name: spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
         zone: node
             .and_then(|n| n.metadata.labels.as_ref())
             .and_then(|l| l.get(super::topology::LABEL_ZONE))
@@ -193,12 +195,19 @@ mod tests {
 
     #[test]
     fn unready_and_terminating_pods_get_upstream_conditions() {
-        let deleting = serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}});
+        let deleting =
+            serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}});
         let pods = [
             pod("ready", "10.42.0.2", 80, true, serde_json::json!({})),
             pod("unready", "10.42.0.3", 80, false, serde_json::json!({})),
             pod("leaving", "10.42.0.4", 80, true, deleting.clone()),
-            pod("done", "10.42.0.5", 80, true, serde_json::json!({"status": {"phase": "Failed"}})),
+            pod(
+                "done",
+                "10.42.0.5",
+                80,
+                true,
+                serde_json::json!({"status": {"phase": "Failed"}}),
+            ),
         ];
         let by_ip = |s: &Service| -> BTreeMap<String, (bool, bool, bool)> {
             desired(s, &pods, node).desired[&Family::V4]
@@ -212,7 +221,9 @@ mod tests {
         assert_eq!(plain["10.42.0.2"], (true, true, false));
         assert_eq!(plain["10.42.0.3"], (false, false, false));
         assert_eq!(plain["10.42.0.4"], (false, true, true));
-        let publish = by_ip(&svc(serde_json::json!({"spec": {"publishNotReadyAddresses": true}})));
+        let publish = by_ip(&svc(
+            serde_json::json!({"spec": {"publishNotReadyAddresses": true}}),
+        ));
         assert_eq!(publish["10.42.0.3"], (true, false, false));
         assert_eq!(publish["10.42.0.4"], (true, true, true));
     }

@@ -52,6 +52,8 @@ impl Memberships {
         } else {
             self.known.insert(pod_key, now.clone())
         };
-        now.into_iter().chain(before.into_iter().flatten()).collect()
+        now.into_iter()
+            .chain(before.into_iter().flatten())
+            .collect()
     }
 }

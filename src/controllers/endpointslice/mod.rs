@@ -23,10 +23,10 @@ pub mod memberships;
 pub mod pods;
 pub mod reconciler;
 pub mod staleness;
-pub mod topology;
-pub mod trigger_time;
 #[cfg(test)]
 mod tests;
+pub mod topology;
+pub mod trigger_time;
 
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::events::{object_ref, Recorder};
@@ -70,10 +70,15 @@ impl EndpointSliceController {
         let pods = self.ctx.informers.typed::<Pod>();
         let nodes = self.ctx.informers.typed::<Node>();
         let slices = self.ctx.informers.typed::<EndpointSlice>();
-        services.synced().await?;
-        pods.synced().await?;
-        nodes.synced().await?;
-        slices.synced().await?;
+        let synced = async {
+            services.synced().await?;
+            pods.synced().await?;
+            nodes.synced().await?;
+            slices.synced().await
+        };
+        if !synced_unless_shutdown(&shutdown, synced).await? {
+            return Ok(());
+        }
         let client = self.ctx.client_for("endpointslice-controller");
         let reconciler = Arc::new(Sync {
             recorder: Recorder::spawn_for(client.clone(), "endpoint-slice-controller"),
@@ -191,7 +196,10 @@ impl Reconciler for Sync {
             return Ok(Action::Done);
         }
         let cached = managed_slices(&self.slices, key, CONTROLLER_NAME);
-        if self.staleness.is_stale(key, cached.iter().map(|s| &s.metadata)) {
+        if self
+            .staleness
+            .is_stale(key, cached.iter().map(|s| &s.metadata))
+        {
             return Ok(Action::Backoff);
         }
         let existing: Vec<EndpointSlice> = cached
@@ -206,9 +214,7 @@ impl Reconciler for Sync {
             .filter(|p| pods::selected_by(&svc, p))
             .collect();
         let trigger = self.trigger_times.compute(key, &svc, &selected);
-        let d = desired::desired(&svc, &selected, |n| {
-            self.nodes.get(&ObjectRef::new(n))
-        });
+        let d = desired::desired(&svc, &selected, |n| self.nodes.get(&ObjectRef::new(n)));
         let mut plan = reconciler::plan(
             &svc,
             d.desired,
@@ -273,16 +279,24 @@ impl Sync {
                     Ok(()) => {
                         now_hinted = true;
                         if !was_hinted {
-                            self.event(svc, crate::events::NORMAL, "TopologyAwareHintsEnabled",
-                                format!("{}, addressType: {address_type}", topology::HINTS_ENABLED));
+                            self.event(
+                                svc,
+                                crate::events::NORMAL,
+                                "TopologyAwareHintsEnabled",
+                                format!("{}, addressType: {address_type}", topology::HINTS_ENABLED),
+                            );
                         }
                     }
                     Err(e) => self.event(svc, e.type_, e.reason, e.message),
                 }
             } else if !traffic_distribution_hints(svc, &mut p) {
                 if was_hinted {
-                    self.event(svc, crate::events::WARNING, "TopologyAwareHintsDisabled",
-                        format!("{}, addressType: {address_type}", topology::HINTS_DISABLED));
+                    self.event(
+                        svc,
+                        crate::events::WARNING,
+                        "TopologyAwareHintsDisabled",
+                        format!("{}, addressType: {address_type}", topology::HINTS_DISABLED),
+                    );
                 }
                 topology::remove_hints(&mut p);
             }
@@ -308,7 +322,9 @@ impl Sync {
             match api.create(&PostParams::default(), s).await {
                 Ok(created) => self.staleness.written(key, &created.metadata),
                 // A namespace being deleted refuses new objects; its services go too.
-                Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated") => {
+                Err(kube::Error::Api(e))
+                    if e.code == 403 && e.message.contains("being terminated") =>
+                {
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -335,7 +351,10 @@ impl Sync {
 /// each endpoint to its own zone (and node); answers whether the field asked for hints.
 fn traffic_distribution_hints(svc: &Service, plan: &mut Plan) -> bool {
     use k8s_openapi::api::discovery::v1::{EndpointHints, ForNode, ForZone};
-    let mode = svc.spec.as_ref().and_then(|s| s.traffic_distribution.as_deref());
+    let mode = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.traffic_distribution.as_deref());
     let same_node = match mode {
         Some("PreferClose" | "PreferSameZone") => false,
         Some("PreferSameNode") => true,
@@ -366,4 +385,17 @@ fn traffic_distribution_hints(svc: &Service, plan: &mut Plan) -> bool {
         }
     }
     true
+}
+
+/// Waits for the informers' first lists (`synced`), unless `shutdown` comes first: then
+/// `false`, which is no failure (a cluster stopped right after it started).
+pub async fn synced_unless_shutdown(
+    shutdown: &CancellationToken,
+    synced: impl std::future::Future<Output = Result<(), crate::informers::InformerError>>,
+) -> Result<bool, ControllerError> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Ok(false),
+        r = synced => r.map(|()| true).map_err(ControllerError::from),
+    }
 }

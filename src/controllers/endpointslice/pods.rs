@@ -140,7 +140,10 @@ pub fn endpoints_family(svc: &Service, pod: &Pod) -> Family {
     {
         return Family::of(ip).unwrap_or(Family::V4);
     }
-    if let Some(first) = spec.and_then(|s| s.ip_families.as_ref()).and_then(|f| f.first()) {
+    if let Some(first) = spec
+        .and_then(|s| s.ip_families.as_ref())
+        .and_then(|f| f.first())
+    {
         return if first == "IPv6" {
             Family::V6
         } else {
@@ -241,15 +244,19 @@ mod tests {
     }
 
     fn svc_port(target: serde_json::Value) -> ServicePort {
-        serde_json::from_value(serde_json::json!({"port": 80, "protocol": "TCP", "targetPort": target}))
-            .expect("valid port")
+        serde_json::from_value(
+            serde_json::json!({"port": 80, "protocol": "TCP", "targetPort": target}),
+        )
+        .expect("valid port")
     }
 
     #[test]
     fn a_named_target_port_resolves_per_pod_and_by_protocol() {
-        let a = pod(serde_json::json!({"spec": {"containers": [{"name": "c", "ports": [
+        let a = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "c", "ports": [
             {"name": "http", "containerPort": 8080, "protocol": "UDP"},
-            {"name": "http", "containerPort": 8081, "protocol": "TCP"}]}]}}));
+            {"name": "http", "containerPort": 8081, "protocol": "TCP"}]}]}}),
+        );
         let b = pod(serde_json::json!({"spec": {
             "initContainers": [{"name": "side", "restartPolicy": "Always",
                                 "ports": [{"name": "http", "containerPort": 9090}]}],
@@ -259,12 +266,16 @@ mod tests {
         assert_eq!(find_port(&a, &named), Some(8081));
         assert_eq!(find_port(&b, &named), Some(9090));
         assert_eq!(find_port(&none, &named), None);
-        assert_eq!(find_port(&none, &svc_port(serde_json::json!(7000))), Some(7000));
+        assert_eq!(
+            find_port(&none, &svc_port(serde_json::json!(7000))),
+            Some(7000)
+        );
     }
 
     #[test]
     fn finished_ipless_and_terminating_pods_are_left_out_as_upstream() {
-        let running = pod(serde_json::json!({"status": {"phase": "Running", "podIP": "10.42.0.5"}}));
+        let running =
+            pod(serde_json::json!({"status": {"phase": "Running", "podIP": "10.42.0.5"}}));
         assert!(should_be_in_endpoints(&running, false));
         let done = pod(serde_json::json!({"status": {"phase": "Succeeded", "podIP": "10.42.0.5"}}));
         assert!(!should_be_in_endpoints(&done, true));

@@ -80,8 +80,12 @@ pub fn endpoint_key(ep: &Endpoint) -> String {
 fn equal_beyond_key(a: &Endpoint, b: &Endpoint) -> bool {
     a.node_name == b.node_name
         && a.zone == b.zone
-        && a.conditions.as_ref().map(|c| (c.ready, c.serving, c.terminating))
-            == b.conditions.as_ref().map(|c| (c.ready, c.serving, c.terminating))
+        && a.conditions
+            .as_ref()
+            .map(|c| (c.ready, c.serving, c.terminating))
+            == b.conditions
+                .as_ref()
+                .map(|c| (c.ready, c.serving, c.terminating))
         && a.target_ref == b.target_ref
 }
 
@@ -144,11 +148,13 @@ pub fn new_slice(svc: &Service, family: Family, ports: &[EndpointPort]) -> Endpo
             generate_name: Some(format!("{name}-")),
             namespace: svc.metadata.namespace.clone(),
             labels: Some(labels),
-            owner_references: Some(vec![crate::controllers::controller_utils::new_controller_ref(
-                "v1",
-                "Service",
-                &svc.metadata,
-            )]),
+            owner_references: Some(vec![
+                crate::controllers::controller_utils::new_controller_ref(
+                    "v1",
+                    "Service",
+                    &svc.metadata,
+                ),
+            ]),
             ..Default::default()
         },
         address_type: family.address_type().into(),
@@ -160,7 +166,9 @@ pub fn new_slice(svc: &Service, family: Family, ports: &[EndpointPort]) -> Endpo
 /// Whether `slice` is controlled by `svc` (same uid), not by a deleted namesake.
 pub fn owned_by(slice: &EndpointSlice, svc: &Service) -> bool {
     slice.metadata.owner_references.iter().flatten().any(|r| {
-        r.controller == Some(true) && r.kind == "Service" && Some(&r.uid) == svc.metadata.uid.as_ref()
+        r.controller == Some(true)
+            && r.kind == "Service"
+            && Some(&r.uid) == svc.metadata.uid.as_ref()
     })
 }
 
@@ -217,7 +225,11 @@ fn plan_family(
     // A service with nothing to serve keeps one empty slice, so watchers see it exists.
     if out.delete.len() == total_existing && out.create.is_empty() && out.update.is_empty() {
         let placeholder = new_slice(svc, family, &[]);
-        match out.delete.iter().position(|s| is_placeholder_of(s, &placeholder)) {
+        match out
+            .delete
+            .iter()
+            .position(|s| is_placeholder_of(s, &placeholder))
+        {
             Some(i) => {
                 let kept = out.delete.remove(i);
                 out.unchanged.push(kept);
@@ -277,8 +289,8 @@ fn plan_ports(
     let mut remaining = group.endpoints.into_values();
     let mut pending: Vec<Endpoint> = remaining.by_ref().collect();
     pending.reverse(); // pop() then takes them in key order
-    // Step 2: fill the slices being written anyway, fullest first.
-    to_update.sort_by(|a, b| b.endpoints.len().cmp(&a.endpoints.len()));
+                       // Step 2: fill the slices being written anyway, fullest first.
+    to_update.sort_by_key(|s| std::cmp::Reverse(s.endpoints.len()));
     for s in &mut to_update {
         while s.endpoints.len() < max {
             match pending.pop() {

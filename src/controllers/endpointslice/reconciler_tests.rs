@@ -76,7 +76,12 @@ fn sizes(slices: &[EndpointSlice]) -> Vec<usize> {
 
 #[test]
 fn more_than_a_hundred_endpoints_take_two_slices_labelled_and_owned_by_the_service() {
-    let p = plan(&svc(), desired((0..150).map(|i| ep(i, true))), vec![], MAX_ENDPOINTS_PER_SLICE);
+    let p = plan(
+        &svc(),
+        desired((0..150).map(|i| ep(i, true))),
+        vec![],
+        MAX_ENDPOINTS_PER_SLICE,
+    );
     assert!(p.update.is_empty() && p.delete.is_empty());
     assert_eq!(sizes(&p.create), vec![50, 100]);
     for s in &p.create {
@@ -116,7 +121,11 @@ fn one_changed_endpoint_rewrites_only_its_slice() {
     assert_eq!(p.unchanged.len(), 1);
     let holder = existing
         .iter()
-        .find(|s| s.endpoints.iter().any(|e| e.addresses[0] == ep(7, true).addresses[0]))
+        .find(|s| {
+            s.endpoints
+                .iter()
+                .any(|e| e.addresses[0] == ep(7, true).addresses[0])
+        })
         .expect("a slice holds endpoint 7");
     assert_eq!(p.update[0].metadata.name, holder.metadata.name);
 }
@@ -140,7 +149,11 @@ fn new_endpoints_fill_the_slice_being_updated_before_any_new_slice() {
         .map(|i| ep(i, true))
         .filter(|e| !gone.contains(&e.addresses[0]));
     let p = plan(&svc, desired(want), existing.clone(), 100);
-    assert!(p.create.is_empty() && p.delete.is_empty(), "{}", summary(&p));
+    assert!(
+        p.create.is_empty() && p.delete.is_empty(),
+        "{}",
+        summary(&p)
+    );
     assert_eq!(sizes(&p.update), vec![75, 100]);
     assert_eq!(sizes(&apply(existing, &p)), vec![75, 100]);
 }
@@ -172,7 +185,11 @@ fn a_service_without_endpoints_keeps_one_empty_placeholder_slice() {
     // Scaling to 0: the one slice is rewritten empty (reused rather than deleted and
     // created again), then stays.
     let p = plan(&svc, empty.clone(), existing.clone(), 100);
-    assert!(p.create.is_empty() && p.delete.is_empty(), "{}", summary(&p));
+    assert!(
+        p.create.is_empty() && p.delete.is_empty(),
+        "{}",
+        summary(&p)
+    );
     assert_eq!(p.update.len(), 1);
     assert!(p.update[0].endpoints.is_empty());
     assert!(p.update[0].ports.as_deref().unwrap_or_default().is_empty());
@@ -191,7 +208,12 @@ fn slices_of_another_owner_or_unwanted_address_type_are_deleted() {
     let mut v6 = stale[0].clone();
     v6.address_type = "IPv6".into();
     v6.metadata.name = Some("web-v6".into());
-    let p = plan(&svc, desired((0..3).map(|i| ep(i, true))), vec![stale[0].clone(), v6], 100);
+    let p = plan(
+        &svc,
+        desired((0..3).map(|i| ep(i, true))),
+        vec![stale[0].clone(), v6],
+        100,
+    );
     let deleted: Vec<&str> = p
         .delete
         .iter()
@@ -212,8 +234,9 @@ fn a_changed_service_label_updates_every_slice() {
         .insert("tier".into(), "front".into());
     let p = plan(&svc, desired((0..150).map(|i| ep(i, true))), existing, 100);
     assert_eq!(p.update.len(), 2);
-    assert!(p
-        .update
-        .iter()
-        .all(|s| s.metadata.labels.as_ref().is_some_and(|l| l["tier"] == "front")));
+    assert!(p.update.iter().all(|s| s
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l["tier"] == "front")));
 }

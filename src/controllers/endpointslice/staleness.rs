@@ -52,7 +52,11 @@ impl Staleness {
 
     /// Whether `cached` (the metadata of the key's objects in the cache) lags behind the
     /// writes; expectations the cache meets are dropped.
-    pub fn is_stale<'a>(&self, key: &str, cached: impl IntoIterator<Item = &'a ObjectMeta>) -> bool {
+    pub fn is_stale<'a>(
+        &self,
+        key: &str,
+        cached: impl IntoIterator<Item = &'a ObjectMeta>,
+    ) -> bool {
         let cached: Vec<&ObjectMeta> = cached.into_iter().collect();
         let mut expected = self.expected.lock();
         let Some(want) = expected.get_mut(key) else {

@@ -118,31 +118,56 @@ async fn a_service_lists_its_pods_ports_and_readiness_in_endpoints_and_slices() 
     assert_eq!(slices.len(), 2, "one slice per resolved port");
     for s in &slices {
         let labels = s.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+        assert_eq!(
+            labels["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
         assert_eq!(labels["team"], "a");
-        assert!(s.metadata.name.as_deref().unwrap_or_default().starts_with("web-"));
+        assert!(s
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("web-"));
         let e = &s.endpoints[0];
-        assert_eq!((e.node_name.as_deref(), e.zone.as_deref()), (Some("sim-0"), Some("z1")));
+        assert_eq!(
+            (e.node_name.as_deref(), e.zone.as_deref()),
+            (Some("sim-0"), Some("z1"))
+        );
         let annotations = s.metadata.annotations.clone().unwrap_or_default();
         assert!(annotations.contains_key("endpoints.kubernetes.io/last-change-trigger-time"));
     }
-    eventually("the Endpoints lists ready and not-ready addresses", || async {
-        let Some(ep) = endpoints_of(&c, "web").await else { return false };
-        let subsets = ep.subsets.unwrap_or_default();
-        let view: Vec<(i32, Vec<String>, Vec<String>)> = subsets
-            .iter()
-            .map(|s| {
-                let ips = |l: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
-                    l.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
-                };
-                (s.ports.as_ref().map_or(0, |p| p[0].port), ips(&s.addresses), ips(&s.not_ready_addresses))
-            })
-            .collect();
-        view == vec![
-            (8080, vec!["10.42.0.2".to_string()], vec!["10.42.0.4".to_string()]),
-            (9090, vec!["10.42.0.3".to_string()], vec![]),
-        ] && ep.metadata.labels.unwrap_or_default()["endpoints.kubernetes.io/managed-by"] == "endpoint-controller"
-    })
+    eventually(
+        "the Endpoints lists ready and not-ready addresses",
+        || async {
+            let Some(ep) = endpoints_of(&c, "web").await else {
+                return false;
+            };
+            let subsets = ep.subsets.unwrap_or_default();
+            let view: Vec<(i32, Vec<String>, Vec<String>)> = subsets
+                .iter()
+                .map(|s| {
+                    let ips = |l: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
+                        l.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+                    };
+                    (
+                        s.ports.as_ref().map_or(0, |p| p[0].port),
+                        ips(&s.addresses),
+                        ips(&s.not_ready_addresses),
+                    )
+                })
+                .collect();
+            view == vec![
+                (
+                    8080,
+                    vec!["10.42.0.2".to_string()],
+                    vec!["10.42.0.4".to_string()],
+                ),
+                (9090, vec!["10.42.0.3".to_string()], vec![]),
+            ] && ep.metadata.labels.unwrap_or_default()["endpoints.kubernetes.io/managed-by"]
+                == "endpoint-controller"
+        },
+    )
     .await;
     // The unready pod becomes ready: one slice rewritten, the other untouched.
     let before: Vec<(Option<String>, Option<String>)> = slices_of(&c, "default", "web")
@@ -158,7 +183,9 @@ async fn a_service_lists_its_pods_ports_and_readiness_in_endpoints_and_slices() 
     let after = slices_of(&c, "default", "web").await;
     let unchanged = after
         .iter()
-        .filter(|s| before.contains(&(s.metadata.name.clone(), s.metadata.resource_version.clone())))
+        .filter(|s| {
+            before.contains(&(s.metadata.name.clone(), s.metadata.resource_version.clone()))
+        })
         .count();
     assert_eq!(unchanged, 1, "only the 8080 slice was written");
     c.stop().await;
@@ -181,13 +208,17 @@ async fn a_terminating_pod_stays_in_slices_as_serving_terminating_and_leaves_end
     pods.patch("a", &PatchParams::default(), &Patch::Merge(&fin))
         .await
         .expect("add finalizer");
-    eventually("the pod is listed", || async { slice_view(&c).await.len() == 1 }).await;
+    eventually("the pod is listed", || async {
+        slice_view(&c).await.len() == 1
+    })
+    .await;
     pods.delete("a", &DeleteParams::default().grace_period(0))
         .await
         .expect("delete pod");
-    eventually("the slice says serving and terminating, not ready", || async {
-        slice_view(&c).await == vec![("10.42.0.2".into(), false, true, true, 8080)]
-    })
+    eventually(
+        "the slice says serving and terminating, not ready",
+        || async { slice_view(&c).await == vec![("10.42.0.2".into(), false, true, true, 8080)] },
+    )
     .await;
     eventually("the Endpoints no longer lists it", || async {
         endpoints_of(&c, "web")
@@ -227,7 +258,15 @@ async fn a_hundred_and_twenty_pods_are_packed_into_two_slices() {
     )
     .await;
     for i in 0..120 {
-        run_pod(&c, &format!("p{i}"), "sim-0", &format!("10.42.0.{}", i + 2), 80, true).await;
+        run_pod(
+            &c,
+            &format!("p{i}"),
+            "sim-0",
+            &format!("10.42.0.{}", i + 2),
+            80,
+            true,
+        )
+        .await;
     }
     eventually("two slices hold the 120 endpoints", || async {
         let mut sizes: Vec<usize> = slices_of(&c, "default", "web")
@@ -245,7 +284,12 @@ async fn a_hundred_and_twenty_pods_are_packed_into_two_slices() {
 #[tokio::test]
 async fn hand_made_endpoints_of_a_selectorless_service_are_mirrored_into_a_slice() {
     let c = Cluster::start().await;
-    create_service(&c, "default", serde_json::json!({"ports": [{"name": "db", "port": 5432}]})).await;
+    create_service(
+        &c,
+        "default",
+        serde_json::json!({"ports": [{"name": "db", "port": 5432}]}),
+    )
+    .await;
     let eps: Api<Endpoints> = Api::namespaced(c.client.clone(), "default");
     let ep: Endpoints = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web", "labels": {"team": "db"}},
@@ -259,20 +303,30 @@ async fn hand_made_endpoints_of_a_selectorless_service_are_mirrored_into_a_slice
         let s = slices_of(&c, "default", "web").await;
         s.len() == 1
             && s[0].metadata.labels.as_ref().is_some_and(|l| {
-                l["endpointslice.kubernetes.io/managed-by"] == "endpointslicemirroring-controller.k8s.io"
+                l["endpointslice.kubernetes.io/managed-by"]
+                    == "endpointslicemirroring-controller.k8s.io"
                     && l["team"] == "db"
             })
             && s[0]
                 .endpoints
                 .iter()
-                .map(|e| (e.addresses[0].as_str(), e.conditions.as_ref().and_then(|c| c.ready)))
+                .map(|e| {
+                    (
+                        e.addresses[0].as_str(),
+                        e.conditions.as_ref().and_then(|c| c.ready),
+                    )
+                })
                 .collect::<Vec<_>>()
                 == vec![("192.0.2.10", Some(true)), ("192.0.2.11", Some(false))]
     })
     .await;
     // The Endpoints controller leaves hand-made Endpoints of a selectorless service alone.
     let ep = endpoints_of(&c, "web").await.expect("still there");
-    assert!(!ep.metadata.labels.unwrap_or_default().contains_key("endpoints.kubernetes.io/managed-by"));
+    assert!(!ep
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .contains_key("endpoints.kubernetes.io/managed-by"));
     // Opting out removes the mirror.
     let skip = serde_json::json!({"metadata": {"labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}});
     eps.patch("web", &PatchParams::default(), &Patch::Merge(&skip))
@@ -303,7 +357,9 @@ async fn topology_mode_auto_hints_zones_when_nodes_in_two_zones_allow_it() {
         "metadata": {"name": "web", "annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
     .expect("valid service");
-    svcs.create(&PostParams::default(), &svc).await.expect("create service");
+    svcs.create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
     run_pod(&c, "a1", "n-a", "10.42.0.2", 80, true).await;
     run_pod(&c, "a2", "n-a", "10.42.0.3", 80, true).await;
     run_pod(&c, "b1", "n-b", "10.42.1.2", 80, true).await;
@@ -325,7 +381,9 @@ async fn topology_mode_auto_hints_zones_when_nodes_in_two_zones_allow_it() {
     // Too few endpoints for two zones: hints go.
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     for p in ["a2", "b1", "b2"] {
-        pods.delete(p, &DeleteParams::default().grace_period(0)).await.expect("delete pod");
+        pods.delete(p, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete pod");
     }
     eventually("the hints are removed", || async {
         let s = slices_of(&c, "default", "web").await;

@@ -69,10 +69,10 @@ pub fn cpu_ratios(nodes: &[std::sync::Arc<Node>]) -> Option<BTreeMap<String, f64
             .and_then(|q| Quantity::parse(&q.0).ok())
             .map(|q| q.milli_value())
             .unwrap_or(0);
-        let zone = labels.and_then(|l| l.get(LABEL_ZONE)).filter(|z| !z.is_empty());
-        let Some(zone) = zone.filter(|_| cpu > 0) else {
-            return None;
-        };
+        let zone = labels
+            .and_then(|l| l.get(LABEL_ZONE))
+            .filter(|z| !z.is_empty());
+        let zone = zone.filter(|_| cpu > 0)?;
         *by_zone.entry(zone.clone()).or_default() += cpu;
         total += cpu;
     }
@@ -279,7 +279,11 @@ pub fn add_hints(
             if giving.get(&from).copied().unwrap_or(0) == 0 {
                 continue;
             }
-            let Some(to) = receiving.iter().find(|(_, n)| **n > 0).map(|(z, _)| z.clone()) else {
+            let Some(to) = receiving
+                .iter()
+                .find(|(_, n)| **n > 0)
+                .map(|(z, _)| z.clone())
+            else {
                 continue;
             };
             ep.hints = zone_hint(&to);
@@ -376,7 +380,12 @@ mod tests {
     fn hinted_zones(plan: &Plan) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for e in plan.create.iter().flat_map(|s| &s.endpoints) {
-            for z in e.hints.as_ref().and_then(|h| h.for_zones.clone()).unwrap_or_default() {
+            for z in e
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_zones.clone())
+                .unwrap_or_default()
+            {
                 *m.entry(z.name).or_default() += 1;
             }
         }
@@ -414,9 +423,15 @@ mod tests {
         assert!(plan.create[0].endpoints[0].hints.is_none());
         let mut plan = plan_of(vec![ep("10.0.0.1", "a"), ep("10.0.0.2", "")]);
         let err = add_hints(&mut plan, Some(&ratios), "IPv4").expect_err("no zone");
-        assert_eq!(err.message, format!("{NO_ZONE_SPECIFIED}, addressType: IPv4"));
+        assert_eq!(
+            err.message,
+            format!("{NO_ZONE_SPECIFIED}, addressType: IPv4")
+        );
         let err = add_hints(&mut plan_of(vec![]), None, "IPv4").expect_err("no node info");
-        assert_eq!(err.message, format!("{INSUFFICIENT_NODE_INFO}, addressType: IPv4"));
+        assert_eq!(
+            err.message,
+            format!("{INSUFFICIENT_NODE_INFO}, addressType: IPv4")
+        );
     }
 
     #[test]
@@ -434,8 +449,11 @@ mod tests {
                 .expect("valid node"),
             )
         };
-        let ratios = cpu_ratios(&[node(Some("a"), "3", "True"), node(Some("b"), "1000m", "True")])
-            .expect("two zones");
+        let ratios = cpu_ratios(&[
+            node(Some("a"), "3", "True"),
+            node(Some("b"), "1000m", "True"),
+        ])
+        .expect("two zones");
         assert_eq!(ratios["a"], 0.75);
         assert!(cpu_ratios(&[node(Some("a"), "3", "True"), node(None, "1", "True")]).is_none());
         // A NotReady node without zone does not count.

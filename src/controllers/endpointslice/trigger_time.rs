@@ -102,9 +102,15 @@ mod tests {
         .expect("valid service");
         let t = TriggerTimes::default();
         let a = pod("a", "2026-01-01T00:00:05Z");
-        let first = t.compute("ns/s", &svc, &[a.clone()]).map(format);
+        let first = t
+            .compute("ns/s", &svc, std::slice::from_ref(&a))
+            .map(format);
         assert_eq!(first.as_deref(), Some("2026-01-01T00:00:00Z"));
-        assert_eq!(t.compute("ns/s", &svc, &[a.clone()]), None, "nothing changed");
+        assert_eq!(
+            t.compute("ns/s", &svc, std::slice::from_ref(&a)),
+            None,
+            "nothing changed"
+        );
         let b = pod("b", "2026-01-01T00:00:09Z");
         let c = pod("c", "2026-01-01T00:00:07Z");
         let next = t.compute("ns/s", &svc, &[a, b, c]).map(format);
