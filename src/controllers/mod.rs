@@ -30,6 +30,9 @@ pub mod csr_signing;
 pub mod deployment;
 mod discovery;
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod endpointslice_mirroring;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
@@ -278,6 +281,12 @@ impl ControllerManager {
         m.add("taint-eviction", c.stats(), |stop| c.run(stop));
         let c = persistentvolume::PersistentVolumeController::new(ctx.clone());
         m.add("persistentvolume-binder", c.stats(), |stop| c.run(stop));
+        let c = endpoints::EndpointsController::new(ctx.clone());
+        m.add("endpoint", c.stats(), |stop| c.run(stop));
+        let c = endpointslice::EndpointSliceController::new(ctx.clone());
+        m.add("endpointslice", c.stats(), |stop| c.run(stop));
+        let c = endpointslice_mirroring::MirroringController::new(ctx.clone());
+        m.add("endpointslicemirroring", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
