@@ -33,6 +33,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,7 @@ impl JobController {
             backoff: self.backoff,
             records: backoff::Store::default(),
             expectations: expectations::Expectations::default(),
+            written: Default::default(),
         });
         let mut job_changes = jobs.subscribe();
         let mut pod_changes = pods.subscribe();
@@ -150,6 +152,10 @@ struct JobReconciler {
     backoff: backoff::Backoff,
     records: backoff::Store,
     expectations: expectations::Expectations,
+    /// Per Job key, the resourceVersion of the status this controller last wrote. A cached
+    /// Job older than that lacks pods already moved to `uncountedTerminatedPods` whose
+    /// finalizers are gone: syncing it would count them nowhere and replace them again.
+    written: parking_lot::Mutex<HashMap<String, u64>>,
 }
 
 impl Reconciler for JobReconciler {
@@ -166,6 +172,7 @@ impl Reconciler for JobReconciler {
         let Some(job) = job else {
             self.records.forget(key);
             self.expectations.forget(key);
+            self.written.lock().remove(key);
             self.release_orphans(key, None).await?;
             return Ok(Action::Done);
         };
@@ -183,11 +190,29 @@ impl Reconciler for JobReconciler {
                 .await?;
             return Ok(Action::Done);
         }
+        if self.cache_is_behind(key, &job) {
+            // The informer delivers the written version soon and that queues the key again.
+            return Ok(Action::Done);
+        }
         self.sync(key, (*job).clone()).await
     }
 }
 
 impl JobReconciler {
+    /// Whether the cached `job` predates the last status this controller wrote for `key`.
+    fn cache_is_behind(&self, key: &str, job: &Job) -> bool {
+        let cached = rv_number(job);
+        let written = self.written.lock().get(key).copied();
+        matches!((cached, written), (Some(c), Some(w)) if c < w)
+    }
+
+    /// Notes the resourceVersion of a status just written for `key`.
+    fn wrote(&self, key: &str, job: &Job) {
+        if let Some(rv) = rv_number(job) {
+            self.written.lock().insert(key.to_owned(), rv);
+        }
+    }
+
     /// The pods of namespace `ns` in the cache.
     fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
         self.pods
@@ -233,4 +258,9 @@ impl JobReconciler {
             key,
         }
     }
+}
+
+/// skiff's resourceVersions are decimal revision numbers (they order writes).
+fn rv_number(job: &Job) -> Option<u64> {
+    job.metadata.resource_version.as_deref()?.parse().ok()
 }

@@ -849,9 +849,15 @@ impl JobReconciler {
 
     async fn write_status(&self, api: &Api<Job>, job: &Job) -> Result<Job, ControllerError> {
         let name = job.metadata.name.as_deref().unwrap_or_default();
-        Ok(api
+        let written = api
             .replace_status(name, &PostParams::default(), job)
-            .await?)
+            .await?;
+        let key = format!(
+            "{}/{name}",
+            job.metadata.namespace.as_deref().unwrap_or_default()
+        );
+        self.wrote(&key, &written);
+        Ok(written)
     }
 }
 
