@@ -30,6 +30,7 @@ pub mod csr_signing;
 pub mod deployment;
 mod discovery;
 pub mod garbage_collector;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
@@ -37,6 +38,7 @@ mod queue;
 pub mod replicaset;
 pub mod resource_quota;
 pub mod root_ca;
+pub mod statefulset;
 pub mod service_account;
 pub mod serviceaccount_token;
 #[cfg(test)]
@@ -268,6 +270,8 @@ impl ControllerManager {
         m.add("replicationcontroller", c.stats(), |stop| c.run(stop));
         let c = deployment::DeploymentController::new(ctx.clone());
         m.add("deployment", c.stats(), |stop| c.run(stop));
+        let c = statefulset::StatefulSetController::new(ctx.clone());
+        m.add("statefulset", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
