@@ -27,6 +27,7 @@ pub mod crd_cleanup;
 pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
+pub mod daemonset;
 pub mod deployment;
 mod discovery;
 pub mod garbage_collector;
@@ -272,6 +273,8 @@ impl ControllerManager {
         m.add("deployment", c.stats(), |stop| c.run(stop));
         let c = statefulset::StatefulSetController::new(ctx.clone());
         m.add("statefulset", c.stats(), |stop| c.run(stop));
+        let c = daemonset::DaemonSetController::new(ctx.clone());
+        m.add("daemonset", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));
