@@ -86,7 +86,12 @@ fn a_statefulset_starts_in_order_scales_down_from_the_top_rolls_out_a_partition_
             .map(f)
             .unwrap_or_default()
     };
-    let created = |p: &serde_json::Value| p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned();
+    let created = |p: &serde_json::Value| {
+        p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let ready_at = |p: &serde_json::Value| {
         p["status"]["conditions"]
             .as_array()
@@ -99,7 +104,10 @@ fn a_statefulset_starts_in_order_scales_down_from_the_top_rolls_out_a_partition_
     };
     for (prev, next) in [("web-0", "web-1"), ("web-1", "web-2")] {
         let (ready, made) = (field(prev, &ready_at), field(next, &created));
-        assert!(made >= ready, "{next} created at {made}, {prev} Ready at {ready}");
+        assert!(
+            made >= ready,
+            "{next} created at {made}, {prev} Ready at {ready}"
+        );
     }
     let pod0 = server.kubectl_json(&["get", "pod", "web-0"]);
     assert_eq!(pod0["spec"]["hostname"], "web-0");
@@ -108,7 +116,9 @@ fn a_statefulset_starts_in_order_scales_down_from_the_top_rolls_out_a_partition_
     server.kubectl_ok(&["scale", "statefulset/web", "--replicas=2"]);
     eventually(WAIT, "web-2 removed", || {
         let names: Vec<String> = pods(&server, "app=web").into_iter().map(|p| p.0).collect();
-        (names == ["web-0", "web-1"]).then_some(()).ok_or(format!("{names:?}"))
+        (names == ["web-0", "web-1"])
+            .then_some(())
+            .ok_or(format!("{names:?}"))
     });
 
     // A partition of 1 keeps web-0 on the old template.
@@ -127,14 +137,20 @@ fn a_statefulset_starts_in_order_scales_down_from_the_top_rolls_out_a_partition_
             .ok_or(format!("{images:?}"))
     });
     let history = server.kubectl_ok(&["rollout", "history", "statefulset/web"]);
-    assert!(history.contains("1 ") && history.contains("2 "), "{history}");
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
     let rev2 = server.kubectl_ok(&["rollout", "history", "statefulset/web", "--revision=2"]);
     assert!(rev2.contains("busybox:1.37"), "{rev2}");
 
     server.kubectl_ok(&["rollout", "undo", "statefulset/web"]);
     server.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
     let sts = server.kubectl_json(&["get", "statefulset", "web"]);
-    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
     eventually(WAIT, "web-1 back on the first template", || {
         let images: Vec<String> = pods(&server, "app=web").into_iter().map(|p| p.1).collect();
         (images == ["busybox:1.36", "busybox:1.36"])
@@ -142,7 +158,10 @@ fn a_statefulset_starts_in_order_scales_down_from_the_top_rolls_out_a_partition_
             .ok_or(format!("{images:?}"))
     });
     let history = server.kubectl_ok(&["rollout", "history", "statefulset/web"]);
-    assert!(history.contains("3 ") && !history.contains("\n1 "), "{history}");
+    assert!(
+        history.contains("3 ") && !history.contains("\n1 "),
+        "{history}"
+    );
     nodes.check_running();
 }
 
@@ -166,10 +185,17 @@ fn a_daemonset_puts_one_pod_on_every_node_including_a_new_one_and_rolls_out() {
 
     server.apply("agent.yaml", DAEMONSET);
     server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
-    let on: Vec<String> = pods(&server, "app=agent").into_iter().map(|p| p.2).collect();
+    let on: Vec<String> = pods(&server, "app=agent")
+        .into_iter()
+        .map(|p| p.2)
+        .collect();
     let mut on_sorted = on.clone();
     on_sorted.sort();
-    assert_eq!(on_sorted, ["sim-0", "sim-1", "sim-2"], "bound by the scheduler");
+    assert_eq!(
+        on_sorted,
+        ["sim-0", "sim-1", "sim-2"],
+        "bound by the scheduler"
+    );
 
     let mut extra = TestSimNodes::start_in(&server, "extra-nodes", 1, &["--name-prefix", "extra"]);
     wait_nodes_ready(&server, &mut extra, &["extra-0"]);
@@ -192,17 +218,30 @@ fn a_daemonset_puts_one_pod_on_every_node_including_a_new_one_and_rolls_out() {
     eventually(WAIT, "four pods on the new image", || {
         let p = pods(&server, "app=agent");
         let new = p.iter().filter(|p| p.1 == "busybox:1.37").count();
-        (p.len() == 4 && new == 4).then_some(()).ok_or(format!("{p:?}"))
+        (p.len() == 4 && new == 4)
+            .then_some(())
+            .ok_or(format!("{p:?}"))
     });
     let ds = server.kubectl_json(&["get", "daemonset", "agent"]);
-    assert_eq!(ds["status"]["desiredNumberScheduled"], 4, "{}", ds["status"]);
-    assert_eq!(ds["status"]["updatedNumberScheduled"], 4, "{}", ds["status"]);
+    assert_eq!(
+        ds["status"]["desiredNumberScheduled"], 4,
+        "{}",
+        ds["status"]
+    );
+    assert_eq!(
+        ds["status"]["updatedNumberScheduled"], 4,
+        "{}",
+        ds["status"]
+    );
     let rev1 = server.kubectl_ok(&["rollout", "history", "daemonset/agent", "--revision=1"]);
     assert!(rev1.contains("busybox:1.36"), "{rev1}");
     server.kubectl_ok(&["rollout", "undo", "daemonset/agent"]);
     server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
     let ds = server.kubectl_json(&["get", "daemonset", "agent"]);
-    assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
     nodes.check_running();
     extra.check_running();
 }

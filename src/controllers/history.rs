@@ -18,20 +18,20 @@
 use super::controller_utils::{
     adopt_patch, claim, new_controller_ref, release_patch, Claim, Selector,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::NamespaceResourceScope;
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use super::deployment::util::{fnv32a, safe_encode, FNV32_OFFSET};
 use super::ControllerError;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
 use std::sync::Arc;
 
 /// The label naming a pod's (StatefulSet: revision name; DaemonSet: hash) and a revision's
@@ -137,9 +137,8 @@ pub fn sort_revisions(revisions: &mut [Arc<ControllerRevision>]) {
         a.revision
             .cmp(&b.revision)
             .then_with(|| {
-                let t = |r: &ControllerRevision| {
-                    r.metadata.creation_timestamp.as_ref().map(|t| t.0)
-                };
+                let t =
+                    |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
                 t(a).cmp(&t(b))
             })
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
@@ -213,7 +212,11 @@ impl History {
     ) -> Result<ControllerRevision, ControllerError> {
         let ns = rev.metadata.namespace.clone().unwrap_or_default();
         let api = self.api(&ns);
-        let data = rev.data.as_ref().map(|d| d.0.clone()).unwrap_or(Value::Null);
+        let data = rev
+            .data
+            .as_ref()
+            .map(|d| d.0.clone())
+            .unwrap_or(Value::Null);
         let parent = rev
             .metadata
             .owner_references
@@ -403,7 +406,14 @@ mod tests {
 
     #[test]
     fn revision_data_is_a_template_replacing_patch_kubectl_can_apply() {
-        let r = new_revision("apps/v1", "StatefulSet", &owner(), &template("a:1"), 3, None);
+        let r = new_revision(
+            "apps/v1",
+            "StatefulSet",
+            &owner(),
+            &template("a:1"),
+            3,
+            None,
+        );
         let data = &r.data.as_ref().expect("data").0;
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
         assert_eq!(
@@ -412,7 +422,10 @@ mod tests {
         );
         assert_eq!(revision_template(&r), Some(template("a:1")));
         let hash = &r.metadata.labels.as_ref().expect("labels")[CONTROLLER_REVISION_HASH];
-        assert_eq!(r.metadata.name.as_deref(), Some(format!("web-{hash}").as_str()));
+        assert_eq!(
+            r.metadata.name.as_deref(),
+            Some(format!("web-{hash}").as_str())
+        );
         assert_eq!(r.metadata.labels.as_ref().expect("labels")["app"], "web");
         assert_eq!(r.revision, 3);
     }
@@ -424,10 +437,31 @@ mod tests {
         assert_eq!(hash_revision(&a, None), hash_revision(&a, None));
         assert_ne!(hash_revision(&a, None), hash_revision(&b, None));
         assert_ne!(hash_revision(&a, Some(0)), hash_revision(&a, Some(1)));
-        let r1 = new_revision("apps/v1", "StatefulSet", &owner(), &template("a:1"), 1, None);
-        let r2 = new_revision("apps/v1", "StatefulSet", &owner(), &template("a:1"), 7, None);
+        let r1 = new_revision(
+            "apps/v1",
+            "StatefulSet",
+            &owner(),
+            &template("a:1"),
+            1,
+            None,
+        );
+        let r2 = new_revision(
+            "apps/v1",
+            "StatefulSet",
+            &owner(),
+            &template("a:1"),
+            7,
+            None,
+        );
         assert!(equal_revision(&r1, &r2));
-        let r3 = new_revision("apps/v1", "StatefulSet", &owner(), &template("a:2"), 1, None);
+        let r3 = new_revision(
+            "apps/v1",
+            "StatefulSet",
+            &owner(),
+            &template("a:2"),
+            1,
+            None,
+        );
         assert!(!equal_revision(&r1, &r3));
     }
 

@@ -39,11 +39,11 @@ mod queue;
 pub mod replicaset;
 pub mod resource_quota;
 pub mod root_ca;
-pub mod statefulset;
 pub mod service_account;
 pub mod serviceaccount_token;
 #[cfg(test)]
 mod signing_tests;
+pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod ttl_after_finished;

@@ -67,14 +67,22 @@ fn with_default_tolerations(template: &PodTemplateSpec) -> Vec<Toleration> {
 
 /// Where `ds` (its current template) stands with `node`.
 pub fn placement(ds: &DaemonSet, node: &Node) -> Placement {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let node_name = node.metadata.name.as_deref().unwrap_or_default();
     let no = Placement {
         should_run: false,
         should_continue_running: false,
     };
     let spec = template.spec.clone().unwrap_or_default();
-    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != node_name) {
+    if spec
+        .node_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != node_name)
+    {
         return no;
     }
     let probe = Pod {
@@ -236,19 +244,33 @@ mod tests {
 
     #[test]
     fn daemon_pods_are_pinned_by_node_name_affinity_for_the_scheduler_to_bind() {
-        let d = ds(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "role", "operator": "Exists"}]}]
-        }}}}));
+        let d = ds(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "role", "operator": "Exists"}]}]
+            }}}}),
+        );
         let template = d.spec.as_ref().expect("spec").template.clone();
         let pod = new_pod(&d, &template, "h1", "n7");
         assert_eq!(target_node(&pod).as_deref(), Some("n7"));
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.node_name, None);
-        let terms = &spec.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap()
-            .required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms;
+        let terms = &spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
         assert_eq!(terms.len(), 1);
         assert!(terms[0].match_expressions.is_none());
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()[CONTROLLER_REVISION_HASH], "h1");
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()[CONTROLLER_REVISION_HASH],
+            "h1"
+        );
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("agent-"));
         assert!(spec
             .tolerations

@@ -33,7 +33,10 @@ pub struct NodeView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
     OnDelete,
-    RollingUpdate { max_surge: i32, max_unavailable: i32 },
+    RollingUpdate {
+        max_surge: i32,
+        max_unavailable: i32,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -235,7 +238,10 @@ mod tests {
         let mut nodes = nodes;
         nodes[0].pods = vec![pod("q0", "new", false)];
         // n0 is still coming up: one slot left.
-        assert_eq!(plan(&nodes, two, "new").delete, vec![("p1".to_string(), false)]);
+        assert_eq!(
+            plan(&nodes, two, "new").delete,
+            vec![("p1".to_string(), false)]
+        );
         assert!(plan(&nodes, Update::OnDelete, "new").delete.is_empty());
     }
 

@@ -5,7 +5,7 @@
 use super::placement::{new_pod, placement, target_node, Placement};
 use super::plan::{plan, NodeView, PodView, Steps, Update};
 use crate::controllers::controller_utils::{
-    is_pod_available, is_pod_ready, new_controller_ref, Selector,
+    api_code, is_pod_available, is_pod_ready, new_controller_ref, update_status, Selector,
 };
 use crate::controllers::history::{
     claim_all, ensure_update_revision, revisions_to_delete, History, CONTROLLER_REVISION_HASH,
@@ -27,6 +27,9 @@ pub const CONTROLLER: &str = "daemon-set-controller";
 /// How long a creation the cache has not shown yet keeps a node from getting another pod.
 const CREATION_TTL: Duration = Duration::from_secs(30);
 
+/// DaemonSet key → node → (pod name, when created).
+pub(super) type Creations = HashMap<String, HashMap<String, (String, Instant)>>;
+
 pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<DaemonSet>,
@@ -36,14 +39,7 @@ pub(super) struct Sync {
     pub recorder: Recorder,
     /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
     /// a sync on a lagging cache does not give a node a second pod.
-    pub creating: Mutex<HashMap<String, HashMap<String, (String, Instant)>>>,
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
+    pub creating: Mutex<Creations>,
 }
 
 impl Reconciler for Sync {
@@ -143,9 +139,17 @@ impl Reconciler for Sync {
         let live: HashSet<String> = revisions
             .iter()
             .filter(|r| {
-                let h = r.metadata.labels.as_ref().and_then(|l| l.get(CONTROLLER_REVISION_HASH));
+                let h = r
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(CONTROLLER_REVISION_HASH));
                 pods.iter().any(|p| {
-                    p.metadata.labels.as_ref().and_then(|l| l.get(CONTROLLER_REVISION_HASH)) == h
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                        == h
                 })
             })
             .filter_map(|r| r.metadata.name.clone())
@@ -191,7 +195,11 @@ fn pod_view(p: &Pod, min_ready: i32, now: Timestamp) -> PodView {
 /// `maxSurge` and `maxUnavailable` scaled against the desired number of nodes, rounding up;
 /// both zero means one unavailable.
 fn update_strategy(ds: &DaemonSet, desired: usize) -> Update {
-    let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.clone()).unwrap_or_default();
+    let strategy = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.clone())
+        .unwrap_or_default();
     if strategy.type_.as_deref() == Some("OnDelete") {
         return Update::OnDelete;
     }
@@ -246,7 +254,10 @@ fn compute_status(
                 available += i32::from(is_pod_available(p, min_ready, now));
             }
             let is_current = |p: &&&Arc<Pod>| {
-                p.metadata.labels.as_ref().and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
                     == Some(&hash.to_string())
             };
             if live.iter().any(|p| is_current(&p)) {
@@ -264,7 +275,7 @@ fn compute_status(
 }
 
 impl Sync {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, (String, Instant)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Creations> {
         self.creating.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -275,7 +286,8 @@ impl Sync {
             return HashSet::new();
         };
         mine.retain(|_, (pod, at)| {
-            at.elapsed() < CREATION_TTL && !pods.iter().any(|p| p.metadata.name.as_deref() == Some(pod))
+            at.elapsed() < CREATION_TTL
+                && !pods.iter().any(|p| p.metadata.name.as_deref() == Some(pod))
         });
         mine.keys().cloned().collect()
     }
@@ -318,7 +330,7 @@ impl Sync {
             }
             match api.delete(pod, &DeleteParams::default()).await {
                 Ok(_) => event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {pod}")),
-                Err(e) if code(&e) == Some(404) => {}
+                Err(e) if api_code(&e) == Some(404) => {}
                 Err(e) => {
                     event(WARNING, "FailedDelete", format!("Error deleting: {e}"));
                     return Err(e.into());
@@ -328,25 +340,16 @@ impl Sync {
         Ok(())
     }
 
-    async fn write_status(&self, ds: &DaemonSet, status: DaemonSetStatus) -> Result<(), ControllerError> {
+    async fn write_status(
+        &self,
+        ds: &DaemonSet,
+        status: DaemonSetStatus,
+    ) -> Result<(), ControllerError> {
         if ds.status.as_ref() == Some(&status) {
             return Ok(());
         }
-        let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
         let mut updated = ds.clone();
         updated.status = Some(status);
-        match api
-            .replace_status(
-                ds.metadata.name.as_deref().unwrap_or_default(),
-                &PostParams::default(),
-                &updated,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(update_status(&self.client, &updated).await?)
     }
 }

@@ -3,17 +3,16 @@
 
 use super::placement::target_node;
 use crate::controllers::history::CONTROLLER_REVISION_HASH;
-use crate::controllers::testing::{eventually, mark_pods_ready, Cluster};
+use crate::controllers::testing::{eventually, live_pods, mark_pods_ready, Cluster};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 async fn add_node(client: &kube::Client, name: &str, labels: serde_json::Value) {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-            .expect("node");
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+        .expect("node");
     nodes
         .create(&PostParams::default(), &node)
         .await
@@ -34,17 +33,6 @@ fn ds(name: &str, extra: serde_json::Value) -> DaemonSet {
         }
     }))
     .expect("daemonset")
-}
-
-async fn live_pods(client: &kube::Client) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    api.list(&ListParams::default())
-        .await
-        .expect("list pods")
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 async fn pod_nodes(client: &kube::Client) -> Vec<String> {
@@ -120,8 +108,11 @@ async fn a_rolling_update_replaces_every_daemon_pod_and_keeps_the_revision_histo
         status(&c.client, "agent").await.number_ready == 3
     })
     .await;
-    let old_hash = live_pods(&c.client).await[0].metadata.labels.as_ref().expect("labels")
-        [CONTROLLER_REVISION_HASH]
+    let old_hash = live_pods(&c.client).await[0]
+        .metadata
+        .labels
+        .as_ref()
+        .expect("labels")[CONTROLLER_REVISION_HASH]
         .clone();
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}});
     api.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch))

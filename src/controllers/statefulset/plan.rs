@@ -34,7 +34,10 @@ impl PodView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
     OnDelete,
-    RollingUpdate { partition: i32, max_unavailable: i32 },
+    RollingUpdate {
+        partition: i32,
+        max_unavailable: i32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +62,7 @@ pub enum Step {
 impl Input {
     /// Whether a missing pod of `ordinal` is made from the current revision: ordinals below
     /// the partition stay on it during a rolling update.
-    fn from_current(&self, ordinal: i32) -> bool {
+    fn stays_current(&self, ordinal: i32) -> bool {
         match self.update {
             Update::RollingUpdate { partition, .. } => ordinal < self.start + partition,
             Update::OnDelete => false,
@@ -101,7 +104,7 @@ pub fn plan(input: &Input) -> Vec<Step> {
             None => {
                 steps.push(Step::Create {
                     ordinal: *ordinal,
-                    update: !input.from_current(*ordinal),
+                    update: !input.stays_current(*ordinal),
                 });
                 if ordered {
                     return steps;

@@ -8,7 +8,7 @@ use super::identity::{
 };
 use super::plan::{plan, Input, PodView, Step, Update};
 use crate::controllers::controller_utils::{
-    is_pod_available, is_pod_ready, new_controller_ref, Selector,
+    api_code, is_pod_available, is_pod_ready, new_controller_ref, update_status, Selector,
 };
 use crate::controllers::history::{
     claim_all, ensure_update_revision, revision_template, revisions_to_delete, History,
@@ -40,13 +40,6 @@ fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
-    }
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
     }
 }
 
@@ -93,7 +86,11 @@ impl Reconciler for Sync {
         let current_rev = status
             .current_revision
             .as_deref()
-            .and_then(|c| revisions.iter().find(|r| r.metadata.name.as_deref() == Some(c)))
+            .and_then(|c| {
+                revisions
+                    .iter()
+                    .find(|r| r.metadata.name.as_deref() == Some(c))
+            })
             .map(|r| (**r).clone())
             .unwrap_or_else(|| update_rev.clone());
 
@@ -103,7 +100,11 @@ impl Reconciler for Sync {
             .iter()
             .filter_map(|p| view(name, p, min_ready, now))
             .collect();
-        let update = match spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) {
+        let update = match spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+        {
             Some("OnDelete") => Update::OnDelete,
             _ => {
                 let ru = spec
@@ -114,12 +115,8 @@ impl Reconciler for Sync {
                 let max_unavailable = ru
                     .and_then(|r| r.max_unavailable.as_ref())
                     .map(|v| {
-                        crate::controllers::deployment::util::scaled_value(
-                            v,
-                            replicas(&set),
-                            false,
-                        )
-                        .unwrap_or(1)
+                        crate::controllers::deployment::util::scaled_value(v, replicas(&set), false)
+                            .unwrap_or(1)
                     })
                     .unwrap_or(1);
                 Update::RollingUpdate {
@@ -224,8 +221,7 @@ fn compute_status(
         collision_count: Some(collisions),
         conditions: set.status.as_ref().and_then(|s| s.conditions.clone()),
     };
-    if rolling && s.updated_replicas == Some(s.replicas) && s.ready_replicas == Some(s.replicas)
-    {
+    if rolling && s.updated_replicas == Some(s.replicas) && s.ready_replicas == Some(s.replicas) {
         s.current_revision = s.update_revision.clone();
         s.current_replicas = s.updated_replicas;
     }
@@ -235,6 +231,24 @@ fn compute_status(
 impl Sync {
     fn event(&self, set: &StatefulSet, type_: &'static str, reason: &'static str, msg: String) {
         self.recorder.event(object_ref(set), type_, reason, msg);
+    }
+
+    /// Records upstream's failure event (`<what> in StatefulSet <set> failed error: ...`)
+    /// and turns the error into the sync's.
+    fn failed(
+        &self,
+        set: &StatefulSet,
+        reason: &'static str,
+        what: &str,
+        e: kube::Error,
+    ) -> ControllerError {
+        let name = set.metadata.name.as_deref().unwrap_or_default();
+        let msg = format!(
+            "{what} in StatefulSet {name} failed error: {}",
+            api_message(&e)
+        );
+        self.event(set, WARNING, reason, msg);
+        e.into()
     }
 
     /// Creates the claims of `ordinal` that do not exist yet, then its pod from `rev`.
@@ -271,20 +285,14 @@ impl Sync {
                     set,
                     NORMAL,
                     "SuccessfulCreate",
-                    format!("create Claim {cname} Pod {pod_name} in StatefulSet {set_name} success"),
+                    format!(
+                        "create Claim {cname} Pod {pod_name} in StatefulSet {set_name} success"
+                    ),
                 ),
-                Err(e) if code(&e) == Some(409) => {}
+                Err(e) if api_code(&e) == Some(409) => {}
                 Err(e) => {
-                    self.event(
-                        set,
-                        WARNING,
-                        "FailedCreate",
-                        format!(
-                            "create Claim {cname} for Pod {pod_name} in StatefulSet {set_name} failed error: {}",
-                            api_message(&e)
-                        ),
-                    );
-                    return Err(e.into());
+                    let what = format!("create Claim {cname} for Pod {pod_name}");
+                    return Err(self.failed(set, "FailedCreate", &what, e));
                 }
             }
         }
@@ -300,19 +308,8 @@ impl Sync {
                 Ok(())
             }
             // The cache lags behind an earlier creation: its event requeues the set.
-            Err(e) if code(&e) == Some(409) => Ok(()),
-            Err(e) => {
-                self.event(
-                    set,
-                    WARNING,
-                    "FailedCreate",
-                    format!(
-                        "create Pod {pod_name} in StatefulSet {set_name} failed error: {}",
-                        api_message(&e)
-                    ),
-                );
-                Err(e.into())
-            }
+            Err(e) if api_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(self.failed(set, "FailedCreate", &format!("create Pod {pod_name}"), e)),
         }
     }
 
@@ -330,19 +327,8 @@ impl Sync {
                 );
                 Ok(())
             }
-            Err(e) if code(&e) == Some(404) => Ok(()),
-            Err(e) => {
-                self.event(
-                    set,
-                    WARNING,
-                    "FailedDelete",
-                    format!(
-                        "delete Pod {pod_name} in StatefulSet {set_name} failed error: {}",
-                        api_message(&e)
-                    ),
-                );
-                Err(e.into())
-            }
+            Err(e) if api_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.failed(set, "FailedDelete", &format!("delete Pod {pod_name}"), e)),
         }
     }
 
@@ -360,7 +346,8 @@ impl Sync {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
         let end = input.start + input.replicas;
         for pod in pods {
-            let Some(ordinal) = ordinal_of(set_name, pod.metadata.name.as_deref().unwrap_or_default())
+            let Some(ordinal) =
+                ordinal_of(set_name, pod.metadata.name.as_deref().unwrap_or_default())
             else {
                 continue;
             };
@@ -378,7 +365,7 @@ impl Sync {
                 updated.metadata.owner_references = Some(refs);
                 match api.replace(&cname, &PostParams::default(), &updated).await {
                     Ok(_) => {}
-                    Err(e) if matches!(code(&e), Some(404) | Some(409)) => {}
+                    Err(e) if matches!(api_code(&e), Some(404) | Some(409)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -395,21 +382,8 @@ impl Sync {
         if set.status.as_ref() == Some(&status) {
             return Ok(());
         }
-        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         let mut updated = set.clone();
         updated.status = Some(status);
-        match api
-            .replace_status(
-                set.metadata.name.as_deref().unwrap_or_default(),
-                &PostParams::default(),
-                &updated,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(update_status(&self.client, &updated).await?)
     }
 }

@@ -2,7 +2,7 @@
 //! there is no kubelet).
 
 use crate::controllers::history::CONTROLLER_REVISION_HASH;
-use crate::controllers::testing::{eventually, mark_pods_ready, Cluster};
+use crate::controllers::testing::{eventually, live_pods, mark_pods_ready, Cluster};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -26,20 +26,6 @@ fn sts(name: &str, replicas: i32, extra: serde_json::Value) -> StatefulSet {
         spec.extend(extra);
     }
     serde_json::from_value(v).expect("valid statefulset")
-}
-
-async fn live_pods(client: &kube::Client) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let mut pods: Vec<Pod> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list pods")
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    pods.sort_by_key(|p| p.metadata.name.clone());
-    pods
 }
 
 fn names(pods: &[Pod]) -> Vec<String> {
@@ -103,12 +89,17 @@ async fn ordered_ready_creates_one_pod_at_a_time_with_stable_identity_and_claims
         .find(|v| v.name == "data")
         .expect("data volume");
     assert_eq!(
-        vol.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+        vol.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
         Some("data-web-0")
     );
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
     let claim = claims.get("data-web-0").await.expect("claim created");
-    assert_eq!(claim.metadata.labels.as_ref().expect("labels")["app"], "web");
+    assert_eq!(
+        claim.metadata.labels.as_ref().expect("labels")["app"],
+        "web"
+    );
 
     run_until_ready(&c.client, &["web-0", "web-1", "web-2"]).await;
     let revs: Api<ControllerRevision> = Api::namespaced(c.client.clone(), "default");
@@ -195,16 +186,21 @@ async fn a_partitioned_rolling_update_replaces_only_ordinals_at_or_above_the_par
             && revs[0] == old_rev
             && revs[1] != old_rev
             && revs[2] != old_rev
-            && pods.iter().all(crate::controllers::controller_utils::is_pod_ready)
+            && pods
+                .iter()
+                .all(crate::controllers::controller_utils::is_pod_ready)
     })
     .await;
     let new_rev = revision(&live_pods(&c.client).await[2]);
-    eventually("status tells current and update revisions apart", || async {
-        let s = get_sts(&c.client, "web").await.status.unwrap_or_default();
-        s.updated_replicas == Some(2)
-            && s.current_revision.as_deref() == Some(old_rev.as_str())
-            && s.update_revision.as_deref() == Some(new_rev.as_str())
-    })
+    eventually(
+        "status tells current and update revisions apart",
+        || async {
+            let s = get_sts(&c.client, "web").await.status.unwrap_or_default();
+            s.updated_replicas == Some(2)
+                && s.current_revision.as_deref() == Some(old_rev.as_str())
+                && s.update_revision.as_deref() == Some(new_rev.as_str())
+        },
+    )
     .await;
 
     // Dropping the partition finishes the rollout and makes the new revision current; a third
@@ -224,17 +220,24 @@ async fn a_partitioned_rolling_update_replaces_only_ordinals_at_or_above_the_par
         .await
         .expect("third template");
     let revs: Api<ControllerRevision> = Api::namespaced(c.client.clone(), "default");
-    eventually("the rollout completes and history keeps one old revision", || async {
-        mark_pods_ready(&c.client, "default").await;
-        let s = get_sts(&c.client, "web").await.status.unwrap_or_default();
-        let list = revs.list(&ListParams::default()).await.expect("revisions");
-        let names: Vec<String> = list.items.iter().filter_map(|r| r.metadata.name.clone()).collect();
-        s.current_revision == s.update_revision
-            && s.updated_replicas == Some(3)
-            && names.len() == 2
-            && names.contains(&new_rev)
-            && !names.contains(&old_rev)
-    })
+    eventually(
+        "the rollout completes and history keeps one old revision",
+        || async {
+            mark_pods_ready(&c.client, "default").await;
+            let s = get_sts(&c.client, "web").await.status.unwrap_or_default();
+            let list = revs.list(&ListParams::default()).await.expect("revisions");
+            let names: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|r| r.metadata.name.clone())
+                .collect();
+            s.current_revision == s.update_revision
+                && s.updated_replicas == Some(3)
+                && names.len() == 2
+                && names.contains(&new_rev)
+                && !names.contains(&old_rev)
+        },
+    )
     .await;
     c.stop().await;
 }
@@ -250,17 +253,28 @@ async fn rolling_back_to_an_old_template_reuses_its_revision_with_a_new_number()
     run_until_ready(&c.client, &["app-0"]).await;
     let first = revision(&live_pods(&c.client).await[0]);
     let image = |i: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": i}]}}}});
-    api.patch("app", &PatchParams::default(), &Patch::Strategic(&image("busybox:2")))
-        .await
-        .expect("update");
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Strategic(&image("busybox:2")),
+    )
+    .await
+    .expect("update");
     eventually("app-0 is replaced", || async {
         mark_pods_ready(&c.client, "default").await;
-        live_pods(&c.client).await.iter().any(|p| revision(p) != first)
+        live_pods(&c.client)
+            .await
+            .iter()
+            .any(|p| revision(p) != first)
     })
     .await;
-    api.patch("app", &PatchParams::default(), &Patch::Strategic(&image("busybox:1")))
-        .await
-        .expect("roll back");
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Strategic(&image("busybox:1")),
+    )
+    .await
+    .expect("roll back");
     let revs: Api<ControllerRevision> = Api::namespaced(c.client.clone(), "default");
     eventually("the first revision is reused as revision 3", || async {
         mark_pods_ready(&c.client, "default").await;
