@@ -233,9 +233,25 @@ fn a_daemonset_puts_one_pod_on_every_node_including_a_new_one_and_rolls_out() {
         "{}",
         ds["status"]
     );
+    server.kubectl_ok(&["rollout", "restart", "daemonset/agent"]);
+    server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    eventually(WAIT, "four restarted pods", || {
+        let list = server.kubectl_json(&["get", "pods", "-l", "app=agent"]);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let restarted = items
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                !p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null()
+            })
+            .count();
+        (restarted == 4 && items.len() == 4)
+            .then_some(())
+            .ok_or(format!("{restarted} of {} restarted", items.len()))
+    });
     let rev1 = server.kubectl_ok(&["rollout", "history", "daemonset/agent", "--revision=1"]);
     assert!(rev1.contains("busybox:1.36"), "{rev1}");
-    server.kubectl_ok(&["rollout", "undo", "daemonset/agent"]);
+    server.kubectl_ok(&["rollout", "undo", "daemonset/agent", "--to-revision=1"]);
     server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
     let ds = server.kubectl_json(&["get", "daemonset", "agent"]);
     assert_eq!(

@@ -78,7 +78,7 @@ pub fn revision_name(parent: &str, hash: &str) -> String {
 }
 
 /// A new revision of the parent `owner` (its apiVersion and kind given) holding `template`,
-/// numbered `revision`; labels are the template's plus the hash.
+/// numbered `revision`; labels are the template's plus the hash, annotations the parent's.
 pub fn new_revision(
     api_version: &str,
     kind: &str,
@@ -103,6 +103,9 @@ pub fn new_revision(
             )),
             namespace: owner.namespace.clone(),
             labels: Some(labels),
+            // The parent's annotations, as upstream: `kubectl rollout history` shows the
+            // revision's `kubernetes.io/change-cause`.
+            annotations: owner.annotations.clone(),
             owner_references: Some(vec![new_controller_ref(api_version, kind, owner)]),
             ..Default::default()
         },

@@ -290,3 +290,43 @@ async fn rolling_back_to_an_old_template_reuses_its_revision_with_a_new_number()
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn ordinals_start_at_spec_ordinals_start_and_when_deleted_delete_claims_go_with_the_set() {
+    let c = Cluster::start().await;
+    let api: Api<StatefulSet> = Api::namespaced(c.client.clone(), "default");
+    let extra = json!({
+        "podManagementPolicy": "Parallel",
+        "ordinals": {"start": 5},
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+        "volumeClaimTemplates": [{
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        }]
+    });
+    api.create(&PostParams::default(), &sts("kv", 2, extra))
+        .await
+        .expect("create");
+    run_until_ready(&c.client, &["kv-5", "kv-6"]).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    let claim = claims.get("data-kv-5").await.expect("claim of kv-5");
+    let owners = claim.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0].kind, "StatefulSet");
+    assert_ne!(owners[0].controller, Some(true));
+
+    api.delete("kv", &Default::default())
+        .await
+        .expect("delete set");
+    eventually("the claims are collected with the set", || async {
+        claims
+            .list(&ListParams::default())
+            .await
+            .expect("claims")
+            .items
+            .iter()
+            .all(|c| c.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    c.stop().await;
+}
