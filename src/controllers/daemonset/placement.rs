@@ -8,6 +8,7 @@
 
 use crate::controllers::controller_utils::new_controller_ref;
 use crate::controllers::history::CONTROLLER_REVISION_HASH;
+use crate::scheduler::cache::effective_taints;
 use crate::scheduler::filters::tolerates;
 use crate::scheduler::labels::pod_matches_node_selector_and_affinity;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -94,11 +95,9 @@ pub fn placement(ds: &DaemonSet, node: &Node) -> Placement {
         return no;
     }
     let tols = with_default_tolerations(&template);
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
+    // With the NoSchedule taint a node that is not Ready implies (upstream's node lifecycle
+    // controller puts it there; skiff has none): no new daemon pod there until it is Ready.
+    let taints = effective_taints(node);
     let untolerated = |effects: &[&str]| {
         taints
             .iter()
@@ -200,7 +199,8 @@ mod tests {
     fn node(name: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},
-            "spec": {"taints": taints}
+            "spec": {"taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("node")
     }
@@ -227,6 +227,14 @@ mod tests {
             json!([{"key": "dedicated", "effect": "NoExecute"}]),
         );
         assert!(!placement(&ds(json!({})), &evicting).should_continue_running);
+    }
+
+    #[test]
+    fn a_node_that_is_not_ready_gets_no_new_daemon_pod_but_keeps_its_own() {
+        let mut n = node("n1", json!({}), json!([]));
+        n.status = None;
+        let p = placement(&ds(json!({})), &n);
+        assert!(!p.should_run && p.should_continue_running);
     }
 
     #[test]

@@ -17,6 +17,11 @@ async fn add_node(client: &kube::Client, name: &str, labels: serde_json::Value) 
         .create(&PostParams::default(), &node)
         .await
         .expect("create node");
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .expect("node Ready");
 }
 
 fn ds(name: &str, extra: serde_json::Value) -> DaemonSet {
