@@ -199,6 +199,23 @@ fn controller_ref_is(r: &OwnerReference) -> bool {
     r.controller == Some(true)
 }
 
+/// The identity labels a live pod of ordinal `ordinal` lacks or has wrong (an adopted
+/// orphan, a label edited away), to be patched back; `None` if it has them all (upstream's
+/// `identityMatches`, for what may change on a live pod).
+pub fn identity_repair(set_name: &str, pod: &Pod, ordinal: i32) -> Option<serde_json::Value> {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let want = [
+        (POD_NAME_LABEL, pod_name(set_name, ordinal)),
+        (POD_INDEX_LABEL, ordinal.to_string()),
+    ];
+    let wrong: serde_json::Map<String, serde_json::Value> = want
+        .into_iter()
+        .filter(|(k, v)| labels.get(*k) != Some(v))
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    (!wrong.is_empty()).then(|| serde_json::json!({"metadata": {"labels": wrong}}))
+}
+
 /// Whether the pod is ours by controller reference.
 pub fn owned_by(pod: &Pod, set: &StatefulSet) -> bool {
     controller_ref(&pod.metadata).is_some_and(|r| Some(&r.uid) == set.metadata.uid.as_ref())

@@ -3,8 +3,8 @@
 //! [`plan`](super::plan) decides, keep claims' retention owners, write status, trim history.
 
 use super::identity::{
-    claims_for, new_pod, ordinal_of, pod_revision, reconcile_claim_owners, replicas,
-    retention_owners, start_ordinal,
+    claims_for, identity_repair, new_pod, ordinal_of, pod_revision, reconcile_claim_owners,
+    replicas, retention_owners, start_ordinal,
 };
 use super::plan::{plan, Input, PodView, Step, Update};
 use crate::controllers::controller_utils::{
@@ -18,7 +18,7 @@ use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -133,6 +133,7 @@ impl Reconciler for Sync {
             update_revision: update_name.clone(),
             pods: views.clone(),
         };
+        self.repair_identities(&set, &pods).await?;
         self.sync_claim_owners(&set, &pods, &input).await?;
         let steps = plan(&input);
         let mut failure = None;
@@ -330,6 +331,37 @@ impl Sync {
             Err(e) if api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(self.failed(set, "FailedDelete", &format!("delete Pod {pod_name}"), e)),
         }
+    }
+
+    /// Patches back the identity labels live pods lack.
+    async fn repair_identities(
+        &self,
+        set: &StatefulSet,
+        pods: &[Arc<Pod>],
+    ) -> Result<(), ControllerError> {
+        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
+        let set_name = set.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        for pod in pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let Some(patch) =
+                ordinal_of(set_name, name).and_then(|o| identity_repair(set_name, pod, o))
+            else {
+                continue;
+            };
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if api_code(&e) == Some(404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Brings the retention owner references of every existing pod's claims in line with

@@ -330,3 +330,45 @@ async fn ordinals_start_at_spec_ordinals_start_and_when_deleted_delete_claims_go
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_orphan_pod_with_a_member_name_is_adopted_and_given_its_identity_labels() {
+    let c = Cluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-0", "labels": {"app": "db"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}
+    }))
+    .expect("pod");
+    let uid = pods
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect("create orphan")
+        .metadata
+        .uid;
+    let api: Api<StatefulSet> = Api::namespaced(c.client.clone(), "default");
+    let extra = json!({"updateStrategy": {"type": "OnDelete"}});
+    api.create(&PostParams::default(), &sts("db", 1, extra))
+        .await
+        .expect("create");
+    eventually("db-0 is owned and labelled", || async {
+        let p = pods.get("db-0").await.expect("db-0");
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        p.metadata.uid == uid
+            && p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.kind == "StatefulSet" && r.controller == Some(true))
+            && labels
+                .get("statefulset.kubernetes.io/pod-name")
+                .map(String::as_str)
+                == Some("db-0")
+            && labels
+                .get("apps.kubernetes.io/pod-index")
+                .map(String::as_str)
+                == Some("0")
+    })
+    .await;
+    c.stop().await;
+}
