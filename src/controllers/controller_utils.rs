@@ -190,6 +190,40 @@ where
     (successes, None)
 }
 
+/// The API's Status code of a failed request, if the API answered.
+pub fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Writes `obj` (as cached, its status replaced) as a whole-status update: upstream's
+/// `UpdateStatus`, which the controllers' roles allow; the cached resourceVersion makes a
+/// stale write conflict. An object gone meanwhile is no error.
+pub async fn update_status<K>(client: &kube::Client, obj: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    let api: kube::Api<K> = kube::Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
+        .replace_status(name, &kube::api::PostParams::default(), obj)
+        .await
+    {
+        Err(e) if api_code(&e) == Some(404) => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ pub mod crd_cleanup;
 pub mod cronjob;
 pub mod csr_approving;
 pub mod csr_signing;
+pub mod daemonset;
 pub mod deployment;
 mod discovery;
 pub mod disruption;
@@ -34,6 +35,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod endpointslice_mirroring;
 pub mod garbage_collector;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
@@ -48,6 +50,7 @@ pub mod service_account;
 pub mod serviceaccount_token;
 #[cfg(test)]
 mod signing_tests;
+pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod ttl_after_finished;
@@ -287,6 +290,10 @@ impl ControllerManager {
         m.add("endpointslice", c.stats(), |stop| c.run(stop));
         let c = endpointslice_mirroring::MirroringController::new(ctx.clone());
         m.add("endpointslicemirroring", c.stats(), |stop| c.run(stop));
+        let c = statefulset::StatefulSetController::new(ctx.clone());
+        m.add("statefulset", c.stats(), |stop| c.run(stop));
+        let c = daemonset::DaemonSetController::new(ctx.clone());
+        m.add("daemonset", c.stats(), |stop| c.run(stop));
         if let Some(signing) = ctx.signing.clone() {
             let c = csr_signing::CsrSigningController::new(ctx.clone(), signing.clone());
             m.add("csrsigning", c.stats(), |stop| c.run(stop));

@@ -111,6 +111,22 @@ where
     }
 }
 
+/// The pods of `default` not being deleted, sorted by name.
+pub async fn live_pods(client: &kube::Client) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    let mut pods: Vec<Pod> = api
+        .list(&Default::default())
+        .await
+        .expect("listing pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    pods.sort_by_key(|p| p.metadata.name.clone());
+    pods
+}
+
 /// Marks every pod of `ns` that is not Ready yet Running and Ready (condition and
 /// `startTime` now), as a kubelet would; there is no kubelet in controller tests.
 pub async fn mark_pods_ready(client: &kube::Client, ns: &str) {

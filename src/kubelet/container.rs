@@ -150,6 +150,22 @@ pub fn hostname(pod: &Pod) -> String {
     h.chars().take(63).collect()
 }
 
+/// The cluster DNS domain (DESIGN.md's default; the kubelet takes no other yet).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// `<hostname>.<subdomain>.<namespace>.svc.<domain>` when the pod sets `spec.subdomain`
+/// (a StatefulSet's `serviceName`): the name its headless Service resolves, which upstream's
+/// kubelet also puts in the pod's `/etc/hosts`.
+pub fn fqdn(pod: &Pod, domain: &str) -> Option<String> {
+    let sub = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.subdomain.as_deref())
+        .filter(|s| !s.is_empty())?;
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    Some(format!("{}.{sub}.{ns}.svc.{domain}", hostname(pod)))
+}
+
 fn check_non_root(
     pod: &Pod,
     c: &Container,
@@ -231,6 +247,19 @@ mod tests {
             pod_log_dir: Path::new("/var/log/pods"),
             termination_log: Some(Path::new("/pods/u1/containers/app/term")),
         }
+    }
+
+    #[test]
+    fn a_pod_with_a_subdomain_gets_its_service_fqdn_and_one_without_none() {
+        let mut p = pod(Container::default(), None);
+        assert_eq!(fqdn(&p, CLUSTER_DOMAIN), None);
+        let spec = p.spec.as_mut().unwrap();
+        spec.hostname = Some("web-0".into());
+        spec.subdomain = Some("web".into());
+        assert_eq!(
+            fqdn(&p, CLUSTER_DOMAIN).as_deref(),
+            Some("web-0.web.default.svc.cluster.local")
+        );
     }
 
     #[test]

@@ -21,9 +21,15 @@ impl Drop for TestSimNodes {
 impl TestSimNodes {
     /// Starts `skiff sim-nodes --count <count>` joined with the server's own token.
     pub fn start(server: &TestServer, count: u32, extra: &[&str]) -> TestSimNodes {
+        TestSimNodes::start_in(server, "sim-nodes", count, extra)
+    }
+
+    /// [`TestSimNodes::start`] with its data and log in `dir` under the server's files
+    /// directory, so a second group (another `--name-prefix`) can join beside the first.
+    pub fn start_in(server: &TestServer, dir: &str, count: u32, extra: &[&str]) -> TestSimNodes {
         let token = std::fs::read_to_string(server.data_dir().join("server/token"))
             .expect("the server's join token");
-        let data_dir = server.files_dir().join("sim-nodes");
+        let data_dir = server.files_dir().join(dir);
         let mut cmd = Command::new(skiff_binary());
         cmd.arg("sim-nodes")
             .args(["--count", &count.to_string()])
@@ -34,7 +40,7 @@ impl TestSimNodes {
             .env("SKIFF_TOKEN", token.trim())
             .env("RUST_BACKTRACE", "1")
             .env("NO_PROXY", "127.0.0.1,localhost");
-        let process = Background::spawn(cmd, &server.files_dir().join("sim-nodes"));
+        let process = Background::spawn(cmd, &data_dir);
         TestSimNodes { data_dir, process }
     }
 

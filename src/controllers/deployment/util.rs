@@ -133,7 +133,7 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
 }
 
 /// FNV-1a, 32 bits.
-fn fnv32a(data: &[u8], mut hash: u32) -> u32 {
+pub(crate) fn fnv32a(data: &[u8], mut hash: u32) -> u32 {
     for b in data {
         hash ^= u32::from(*b);
         hash = hash.wrapping_mul(0x0100_0193);
@@ -141,7 +141,7 @@ fn fnv32a(data: &[u8], mut hash: u32) -> u32 {
     hash
 }
 
-const FNV32_OFFSET: u32 = 0x811c_9dc5;
+pub(crate) const FNV32_OFFSET: u32 = 0x811c_9dc5;
 
 /// Upstream's `rand.SafeEncodeString`: each byte mapped into an alphabet without vowels
 /// or look-alikes, so hashes never spell words.

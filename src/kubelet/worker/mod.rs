@@ -583,7 +583,7 @@ impl Worker {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             hostname: container::hostname(pod),
-            fqdn: None,
+            fqdn: container::fqdn(pod, container::CLUSTER_DOMAIN),
             host_network: spec.host_network.unwrap_or(false),
             port_mappings: sandbox::port_mappings(&spec),
             dns: sandbox::dns_config(&spec),

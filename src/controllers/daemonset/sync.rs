@@ -1,0 +1,355 @@
+//! One sync of one DaemonSet (upstream's `syncDaemonSet`): claim pods and revisions, settle
+//! the current revision, group pods by node, take the steps [`plan`](super::plan) decides,
+//! write status, trim history.
+
+use super::placement::{new_pod, placement, target_node, Placement};
+use super::plan::{plan, NodeView, PodView, Steps, Update};
+use crate::controllers::controller_utils::{
+    api_code, is_pod_available, is_pod_ready, new_controller_ref, update_status, Selector,
+};
+use crate::controllers::history::{
+    claim_all, ensure_update_revision, revisions_to_delete, History, CONTROLLER_REVISION_HASH,
+};
+use crate::controllers::{Action, ControllerError, Reconciler};
+use crate::events::{object_ref, Recorder, NORMAL, WARNING};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upstream's controller (and service account) name.
+pub const CONTROLLER: &str = "daemon-set-controller";
+
+/// How long a creation the cache has not shown yet keeps a node from getting another pod.
+const CREATION_TTL: Duration = Duration::from_secs(30);
+
+/// DaemonSet key → node → (pod name, when created).
+pub(super) type Creations = HashMap<String, HashMap<String, (String, Instant)>>;
+
+pub(super) struct Sync {
+    pub client: kube::Client,
+    pub sets: Store<DaemonSet>,
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub history: History,
+    pub recorder: Recorder,
+    /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
+    /// a sync on a lagging cache does not give a node a second pod.
+    pub creating: Mutex<Creations>,
+}
+
+impl Reconciler for Sync {
+    type Key = String;
+    const NAME: &'static str = CONTROLLER;
+
+    async fn reconcile(&self, key: &String) -> Result<Action, ControllerError> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let Some(ds) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
+            self.lock().remove(key);
+            return Ok(Action::Done);
+        };
+        if ds.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::Done);
+        }
+        let spec = ds.spec.clone().unwrap_or_default();
+        let selector = Selector::new(Some(&spec.selector));
+        if selector.is_everything() {
+            return Ok(Action::Done);
+        }
+        let owner = new_controller_ref("apps/v1", "DaemonSet", &ds.metadata);
+        let candidates = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns));
+        let pods = claim_all(&self.client, &owner, &ds.metadata, &selector, candidates).await?;
+
+        let revisions = self
+            .history
+            .owned(&ds.metadata, Some(&spec.selector))
+            .await?;
+        let status = ds.status.clone().unwrap_or_default();
+        let mut collisions = status.collision_count.unwrap_or(0);
+        let cur = ensure_update_revision(
+            &self.history,
+            &ds.metadata,
+            &spec.template,
+            &revisions,
+            &mut collisions,
+        )
+        .await?;
+        let hash = cur
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+            .cloned()
+            .unwrap_or_default();
+
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let now = Timestamp::now();
+        let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        for p in &pods {
+            if let Some(n) = target_node(p) {
+                by_node.entry(n).or_default().push(p.clone());
+            }
+        }
+        let creating = self.creations_pending(key, &pods);
+        let mut views = Vec::new();
+        let mut placements = Vec::new();
+        for node in self.nodes.state() {
+            let node_name = node.metadata.name.clone().unwrap_or_default();
+            let place = placement(&ds, &node);
+            let mut node_pods = by_node.remove(&node_name).unwrap_or_default();
+            node_pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            views.push(NodeView {
+                should_run: place.should_run,
+                should_continue_running: place.should_continue_running,
+                pods: node_pods
+                    .iter()
+                    .map(|p| pod_view(p, min_ready, now))
+                    .collect(),
+                creating: creating.contains(&node_name),
+                name: node_name,
+            });
+            placements.push((place, node_pods));
+        }
+        // Unscheduled pods for nodes that no longer exist have nowhere to go.
+        let stranded: Vec<String> = by_node
+            .values()
+            .flatten()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+
+        let update = update_strategy(&ds, placements.iter().filter(|(p, _)| p.should_run).count());
+        let mut steps = plan(&views, update, &hash);
+        steps
+            .delete
+            .extend(stranded.into_iter().map(|n| (n, false)));
+        let result = self.act(key, &ds, &spec.template, &hash, &steps).await;
+
+        let new_status = compute_status(&ds, &placements, &hash, collisions, min_ready, now);
+        self.write_status(&ds, new_status).await?;
+        let live: HashSet<String> = revisions
+            .iter()
+            .filter(|r| {
+                let h = r
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(CONTROLLER_REVISION_HASH));
+                pods.iter().any(|p| {
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                        == h
+                })
+            })
+            .filter_map(|r| r.metadata.name.clone())
+            .chain(cur.metadata.name.clone())
+            .collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        self.history
+            .delete(ns, &revisions_to_delete(&revisions, &live, limit))
+            .await?;
+        result?;
+        let waiting_available = placements
+            .iter()
+            .flat_map(|(_, ps)| ps.iter())
+            .any(|p| is_pod_ready(p) && !is_pod_available(p, min_ready, now));
+        if min_ready > 0 && waiting_available {
+            return Ok(Action::RequeueAfter(Duration::from_secs(min_ready as u64)));
+        }
+        if !steps.create.is_empty() {
+            // Re-check once the creations are expected to be visible.
+            return Ok(Action::RequeueAfter(CREATION_TTL));
+        }
+        Ok(Action::Done)
+    }
+}
+
+fn pod_view(p: &Pod, min_ready: i32, now: Timestamp) -> PodView {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    PodView {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        hash: p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+            .cloned()
+            .unwrap_or_default(),
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        failed: phase == Some("Failed"),
+        available: is_pod_available(p, min_ready, now),
+    }
+}
+
+/// `maxSurge` and `maxUnavailable` scaled against the desired number of nodes, rounding up;
+/// both zero means one unavailable.
+fn update_strategy(ds: &DaemonSet, desired: usize) -> Update {
+    let strategy = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.clone())
+        .unwrap_or_default();
+    if strategy.type_.as_deref() == Some("OnDelete") {
+        return Update::OnDelete;
+    }
+    let ru = strategy.rolling_update.unwrap_or_default();
+    let scaled = |v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>, d: i32| {
+        v.map(|v| {
+            crate::controllers::deployment::util::scaled_value(v, desired as i32, true).unwrap_or(d)
+        })
+        .unwrap_or(d)
+    };
+    let max_surge = scaled(ru.max_surge.as_ref(), 0);
+    let mut max_unavailable = scaled(ru.max_unavailable.as_ref(), 1);
+    if max_surge == 0 && max_unavailable == 0 {
+        max_unavailable = 1;
+    }
+    Update::RollingUpdate {
+        max_surge,
+        max_unavailable,
+    }
+}
+
+/// Upstream's status counts: over nodes that should run the daemon (desired), those with a
+/// pod (current), pods ready/available/updated (the oldest live pod of each node), and nodes
+/// with a pod they should not have (misscheduled).
+fn compute_status(
+    ds: &DaemonSet,
+    placements: &[(Placement, Vec<Arc<Pod>>)],
+    hash: &str,
+    collisions: i32,
+    min_ready: i32,
+    now: Timestamp,
+) -> DaemonSetStatus {
+    let mut s = DaemonSetStatus {
+        observed_generation: ds.metadata.generation,
+        collision_count: Some(collisions),
+        conditions: ds.status.as_ref().and_then(|s| s.conditions.clone()),
+        ..Default::default()
+    };
+    let mut ready = 0;
+    let mut available = 0;
+    let mut updated = 0;
+    for (place, pods) in placements {
+        let live: Vec<&Arc<Pod>> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        if place.should_run {
+            s.desired_number_scheduled += 1;
+            if let Some(p) = live.first() {
+                s.current_number_scheduled += 1;
+                ready += i32::from(is_pod_ready(p));
+                available += i32::from(is_pod_available(p, min_ready, now));
+            }
+            let is_current = |p: &&&Arc<Pod>| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                    == Some(&hash.to_string())
+            };
+            if live.iter().any(|p| is_current(&p)) {
+                updated += 1;
+            }
+        } else if !live.is_empty() {
+            s.number_misscheduled += 1;
+        }
+    }
+    s.number_ready = ready;
+    s.number_available = Some(available);
+    s.number_unavailable = Some(s.desired_number_scheduled - available);
+    s.updated_number_scheduled = Some(updated);
+    s
+}
+
+impl Sync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Creations> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Nodes with a creation the cache has not shown yet; forgets seen and expired ones.
+    fn creations_pending(&self, key: &str, pods: &[Arc<Pod>]) -> HashSet<String> {
+        let mut all = self.lock();
+        let Some(mine) = all.get_mut(key) else {
+            return HashSet::new();
+        };
+        mine.retain(|_, (pod, at)| {
+            at.elapsed() < CREATION_TTL
+                && !pods.iter().any(|p| p.metadata.name.as_deref() == Some(pod))
+        });
+        mine.keys().cloned().collect()
+    }
+
+    async fn act(
+        &self,
+        key: &str,
+        ds: &DaemonSet,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+        hash: &str,
+        steps: &Steps,
+    ) -> Result<(), ControllerError> {
+        let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let event = |type_, reason, msg| self.recorder.event(object_ref(ds), type_, reason, msg);
+        for node in &steps.create {
+            let pod = new_pod(ds, template, hash, node);
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(created) => {
+                    let name = created.metadata.name.unwrap_or_default();
+                    event(NORMAL, "SuccessfulCreate", format!("Created pod: {name}"));
+                    self.lock()
+                        .entry(key.to_string())
+                        .or_default()
+                        .insert(node.clone(), (name, Instant::now()));
+                }
+                Err(e) => {
+                    event(WARNING, "FailedCreate", format!("Error creating: {e}"));
+                    return Err(e.into());
+                }
+            }
+        }
+        for (pod, failed) in &steps.delete {
+            if *failed {
+                event(
+                    WARNING,
+                    "FailedDaemonPod",
+                    format!("Found failed daemon pod {ns}/{pod}, will try to kill it"),
+                );
+            }
+            match api.delete(pod, &DeleteParams::default()).await {
+                Ok(_) => event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {pod}")),
+                Err(e) if api_code(&e) == Some(404) => {}
+                Err(e) => {
+                    event(WARNING, "FailedDelete", format!("Error deleting: {e}"));
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_status(
+        &self,
+        ds: &DaemonSet,
+        status: DaemonSetStatus,
+    ) -> Result<(), ControllerError> {
+        if ds.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let mut updated = ds.clone();
+        updated.status = Some(status);
+        Ok(update_status(&self.client, &updated).await?)
+    }
+}

@@ -1,0 +1,144 @@
+//! The StatefulSet controller (upstream's `pkg/controller/statefulset`): pods with stable
+//! names `<set>-<ordinal>`, hostnames and claims, created and deleted in ordinal order
+//! (`OrderedReady`) or all at once (`Parallel`), updated by revision (`RollingUpdate` with
+//! `partition` and `maxUnavailable`, or `OnDelete`), with ControllerRevision history.
+//!
+//! [`identity`] owns what makes a pod the pod of an ordinal, [`plan`] the ordering and update
+//! rules without I/O, `sync` the API calls and status.
+
+pub mod identity;
+pub mod plan;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use super::controller_utils::{controller_ref, Selector};
+use super::history::History;
+use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
+use crate::events::Recorder;
+use crate::informers::{Change, Informer};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use sync::CONTROLLER;
+
+const WORKERS: usize = 2;
+
+pub struct StatefulSetController {
+    ctx: Context,
+    queue: WorkQueue<String>,
+}
+
+impl StatefulSetController {
+    pub fn new(ctx: Context) -> Self {
+        StatefulSetController {
+            ctx,
+            queue: WorkQueue::new(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.queue.stats()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
+        let sets = self.ctx.informers.typed::<StatefulSet>();
+        let pods = self.ctx.informers.typed::<Pod>();
+        let revisions = self.ctx.informers.typed::<ControllerRevision>();
+        let claims = self.ctx.informers.typed::<PersistentVolumeClaim>();
+        sets.synced().await?;
+        pods.synced().await?;
+        revisions.synced().await?;
+        claims.synced().await?;
+        let client = self.ctx.client_for(CONTROLLER);
+        let reconciler = Arc::new(sync::Sync {
+            client: client.clone(),
+            sets: sets.store(),
+            pods: pods.store(),
+            claims: claims.store(),
+            history: History {
+                client: client.clone(),
+                revisions: revisions.store(),
+                api_version: "apps/v1",
+                kind: "StatefulSet",
+            },
+            recorder: Recorder::spawn_for(client, CONTROLLER),
+        });
+        let feeder = feed(sets, pods, revisions, self.queue.clone());
+        tokio::select! {
+            _ = feeder => Err(ControllerError::Invalid(format!("{CONTROLLER}: the informers' change feeds ended"))),
+            _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
+        }
+    }
+}
+
+/// `namespace/name`.
+pub(crate) fn key_of(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The key of the `kind` (apps/v1) controlling `meta`, if one does.
+pub(crate) fn owner_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    let r = controller_ref(meta)?;
+    (r.kind == kind && r.api_version == "apps/v1").then(|| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            r.name
+        )
+    })
+}
+
+/// Sets changed, pods and revisions changed under their set; an orphan pod wakes every set
+/// of its namespace that selects it.
+async fn feed(
+    sets: Informer<StatefulSet>,
+    pods: Informer<Pod>,
+    revisions: Informer<ControllerRevision>,
+    queue: WorkQueue<String>,
+) {
+    let mut set_changes = sets.subscribe();
+    let mut pod_changes = pods.subscribe();
+    let mut rev_changes = revisions.subscribe();
+    loop {
+        tokio::select! {
+            Some(change) = set_changes.next() => {
+                let (Change::Applied(s) | Change::Deleted(s)) = change;
+                queue.add(key_of(&s.metadata));
+            }
+            Some(change) = pod_changes.next() => {
+                let (Change::Applied(p) | Change::Deleted(p)) = change;
+                match owner_key(&p.metadata, "StatefulSet") {
+                    Some(k) => queue.add(k),
+                    None if controller_ref(&p.metadata).is_none() => {
+                        for s in sets.store().state() {
+                            if s.metadata.namespace != p.metadata.namespace {
+                                continue;
+                            }
+                            let sel = Selector::new(s.spec.as_ref().map(|s| &s.selector));
+                            if sel.matches(p.metadata.labels.as_ref()) {
+                                queue.add(key_of(&s.metadata));
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Some(change) = rev_changes.next() => {
+                let (Change::Applied(r) | Change::Deleted(r)) = change;
+                if let Some(k) = owner_key(&r.metadata, "StatefulSet") {
+                    queue.add(k);
+                }
+            }
+            else => return,
+        }
+    }
+}
