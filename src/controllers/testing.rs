@@ -93,13 +93,14 @@ impl Cluster {
     }
 }
 
-/// Polls `check` until it returns true, for up to 10 s.
+/// Polls `check` until it returns true, for up to 30 s (the in-process clusters of
+/// parallel tests share two cores with the end-to-end tests).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if check().await {
             return;

@@ -229,12 +229,18 @@ impl CronJobReconciler {
             let finished = finished_as(j);
             let jname = j.metadata.name.clone().unwrap_or_default();
             match (listed, finished) {
-                (false, None) => self.recorder.event(
-                    object_ref(&*cj),
-                    WARNING,
-                    "UnexpectedJob",
-                    format!("Saw a job that the controller did not create or forgot: {jname}"),
-                ),
+                (false, None) => {
+                    self.recorder.event(
+                        object_ref(&*cj),
+                        WARNING,
+                        "UnexpectedJob",
+                        format!("Saw a job that the controller did not create or forgot: {jname}"),
+                    );
+                    // Unlike upstream, track it: when the status write after a create
+                    // failed (a conflict), this is our own job, and Forbid and Replace
+                    // must see it as running.
+                    active.push(object_ref(&**j));
+                }
                 (true, Some(cond)) => {
                     active.retain(|r| r.uid.as_deref() != juid);
                     self.recorder.event(

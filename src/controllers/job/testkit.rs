@@ -138,9 +138,9 @@ pub async fn event_reasons(client: &kube::Client, ns: &str, name: &str) -> Vec<(
         .collect()
 }
 
-/// Waits (up to 10 s) for an event of `reason` about `name`; its message.
+/// Waits (up to 30 s) for an event of `reason` about `name`; its message.
 pub async fn until_event(client: &kube::Client, ns: &str, name: &str, reason: &str) -> String {
-    for _ in 0..500 {
+    for _ in 0..1500 {
         let events = event_reasons(client, ns, name).await;
         if let Some((_, m)) = events.into_iter().find(|(r, _)| r == reason) {
             return m;
