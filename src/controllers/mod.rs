@@ -33,6 +33,7 @@ pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
+pub mod podautoscaler;
 mod queue;
 pub mod replicaset;
 pub mod resource_quota;
@@ -305,6 +306,15 @@ impl ControllerManager {
         let stats = c.stats();
         self.add("nodeipam", stats.clone(), |stop| c.run(stop));
         Ok(stats)
+    }
+
+    /// Runs `horizontal-pod-autoscaler` with upstream's
+    /// `--horizontal-pod-autoscaler-sync-period` (15 s by default; tests use shorter).
+    pub fn enable_horizontal_pod_autoscaler(&mut self, sync_period: Duration) -> Arc<Stats> {
+        let c = podautoscaler::HorizontalPodAutoscalerController::new(self.ctx.clone(), sync_period);
+        let stats = c.stats();
+        self.add("horizontalpodautoscaling", stats.clone(), |stop| c.run(stop));
+        stats
     }
 
     /// Makes the Job, CronJob and TTL-after-finished controllers read time from `clock`
