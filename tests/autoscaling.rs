@@ -50,10 +50,22 @@ fn hpa_scales_a_busy_deployment_up_to_max_and_an_idle_one_down_to_min() {
     ]);
     common::agent::wait_node_ready(&server, NODE, Duration::from_secs(30), || {});
 
-    server.apply("busy.json", &deployment("busy", &image, 1, "while :; do :; done"));
-    server.apply("idle.json", &deployment("idle", &image, 3, "exec sleep 3600"));
+    server.apply(
+        "busy.json",
+        &deployment("busy", &image, 1, "while :; do :; done"),
+    );
+    server.apply(
+        "idle.json",
+        &deployment("idle", &image, 3, "exec sleep 3600"),
+    );
     server.kubectl_ok(&[
-        "autoscale", "deployment", "busy", "-n", "default", "--cpu-percent=50", "--min=1",
+        "autoscale",
+        "deployment",
+        "busy",
+        "-n",
+        "default",
+        "--cpu-percent=50",
+        "--min=1",
         "--max=3",
     ]);
     server.apply(
@@ -73,12 +85,17 @@ spec:
 ",
     );
 
-    eventually(Duration::from_secs(60), "busy scaled to 3", || {
-        match replicas(&server, "busy") {
+    eventually(
+        Duration::from_secs(60),
+        "busy scaled to 3",
+        || match replicas(&server, "busy") {
             3 => Ok(()),
-            n => Err(format!("{n} replicas; {}", server.kubectl_ok(&["get", "hpa", "-A"]))),
-        }
-    });
+            n => Err(format!(
+                "{n} replicas; {}",
+                server.kubectl_ok(&["get", "hpa", "-A"])
+            )),
+        },
+    );
     let hpa = server.kubectl_json(&["get", "hpa", "busy", "-n", "default", "-o", "json"]);
     assert_eq!(hpa["status"]["desiredReplicas"], 3, "{hpa}");
     let conditions = hpa["status"]["conditions"].to_string();
@@ -93,22 +110,152 @@ spec:
         "{table}"
     );
     let events = server.kubectl_ok(&[
-        "get", "events", "-n", "default", "--field-selector", "reason=SuccessfulRescale", "-o",
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "reason=SuccessfulRescale",
+        "-o",
         "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
     ]);
     assert!(
-        events.contains("New size: 3; reason: cpu resource utilization (percentage of request) above target"),
+        events.contains(
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target"
+        ),
         "{events}"
     );
-    server.kubectl_ok(&["delete", "deployment", "busy", "-n", "default", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "busy",
+        "-n",
+        "default",
+        "--wait=false",
+    ]);
 
-    eventually(Duration::from_secs(60), "idle scaled down to 1", || {
-        match replicas(&server, "idle") {
+    eventually(
+        Duration::from_secs(60),
+        "idle scaled down to 1",
+        || match replicas(&server, "idle") {
             1 => Ok(()),
-            n => Err(format!("{n} replicas; {}", server.kubectl_ok(&["describe", "hpa", "idle", "-n", "default"]))),
-        }
-    });
+            n => Err(format!(
+                "{n} replicas; {}",
+                server.kubectl_ok(&["describe", "hpa", "idle", "-n", "default"])
+            )),
+        },
+    );
     let describe = server.kubectl_ok(&["describe", "hpa", "idle", "-n", "default"]);
     assert!(describe.contains("All metrics below target"), "{describe}");
-    server.kubectl_ok(&["delete", "deployment", "idle", "-n", "default", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "idle",
+        "-n",
+        "default",
+        "--wait=false",
+    ]);
+}
+
+#[test]
+fn an_hpa_reads_and_writes_the_same_through_autoscaling_v1_and_v2() {
+    let server = TestServer::start();
+    server.apply(
+        "v2.yaml",
+        "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: both, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: nothing}
+  minReplicas: 1
+  maxReplicas: 4
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 60}}
+  - type: Resource
+    resource: {name: memory, target: {type: AverageValue, averageValue: 100Mi}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 30}
+",
+    );
+    let v1 = server.kubectl_json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "both",
+        "-n",
+        "default",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60, "{v1}");
+    assert!(v1["spec"].get("metrics").is_none(), "{v1}");
+    let annotations = &v1["metadata"]["annotations"];
+    let metrics = annotations["autoscaling.alpha.kubernetes.io/metrics"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(metrics.contains("memory"), "{v1}");
+    assert!(
+        annotations["autoscaling.alpha.kubernetes.io/behavior"].is_string(),
+        "{v1}"
+    );
+
+    // A v1 client writes back what it read, with a new CPU target and max.
+    let mut edited = v1.clone();
+    edited["spec"]["targetCPUUtilizationPercentage"] = serde_json::json!(70);
+    edited["spec"]["maxReplicas"] = serde_json::json!(5);
+    let path = server.write_file("edited.json", &edited.to_string());
+    server.kubectl_ok(&["replace", "-f", path.to_str().expect("utf-8 path")]);
+
+    let v2 = server.kubectl_json(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "both",
+        "-n",
+        "default",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v2["spec"]["maxReplicas"], 5, "{v2}");
+    let metrics = &v2["spec"]["metrics"];
+    assert_eq!(
+        metrics[0]["resource"]["target"]["averageUtilization"], 70,
+        "{v2}"
+    );
+    assert_eq!(metrics[1]["resource"]["name"], "memory", "{v2}");
+    assert_eq!(
+        v2["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 30,
+        "{v2}"
+    );
+    assert!(
+        v2["metadata"]["annotations"]
+            .get("autoscaling.alpha.kubernetes.io/metrics")
+            .is_none(),
+        "{v2}"
+    );
+
+    // Created through v1: a CPU utilization metric at v2.
+    server.apply(
+        "v1.json",
+        r#"{"apiVersion":"autoscaling/v1","kind":"HorizontalPodAutoscaler",
+            "metadata":{"name":"old","namespace":"default"},
+            "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"nothing"},
+                    "maxReplicas":2,"targetCPUUtilizationPercentage":40}}"#,
+    );
+    let old = server.kubectl_json(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "old",
+        "-n",
+        "default",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        old["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 40,
+        "{old}"
+    );
+    let table = server.kubectl_ok(&["get", "hpa", "-n", "default"]);
+    assert!(table.contains("/40%") && table.contains("/70%"), "{table}");
+    server.kubectl_ok(&["delete", "hpa", "both", "old", "-n", "default"]);
 }

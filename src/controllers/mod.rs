@@ -311,9 +311,12 @@ impl ControllerManager {
     /// Runs `horizontal-pod-autoscaler` with upstream's
     /// `--horizontal-pod-autoscaler-sync-period` (15 s by default; tests use shorter).
     pub fn enable_horizontal_pod_autoscaler(&mut self, sync_period: Duration) -> Arc<Stats> {
-        let c = podautoscaler::HorizontalPodAutoscalerController::new(self.ctx.clone(), sync_period);
+        let c =
+            podautoscaler::HorizontalPodAutoscalerController::new(self.ctx.clone(), sync_period);
         let stats = c.stats();
-        self.add("horizontalpodautoscaling", stats.clone(), |stop| c.run(stop));
+        self.add("horizontalpodautoscaling", stats.clone(), |stop| {
+            c.run(stop)
+        });
         stats
     }
 

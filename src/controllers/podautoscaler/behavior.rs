@@ -307,7 +307,11 @@ fn policies(rules: &HPAScalingRules) -> &[HPAScalingPolicy] {
 /// Replicas changed by events inside the last `period_seconds`.
 fn changed_in_period(events: &[ScaleEvent], period_seconds: i32, now: Timestamp) -> i32 {
     let cutoff = ago(now, period_seconds.into());
-    events.iter().filter(|e| e.at > cutoff).map(|e| e.change).sum()
+    events
+        .iter()
+        .filter(|e| e.at > cutoff)
+        .map(|e| e.change)
+        .sum()
 }
 
 /// The most replicas the scale-up policies allow now.

@@ -42,7 +42,9 @@ pub type PodMetrics = BTreeMap<String, PodMetric>;
 /// Why no replica count could be computed; the texts are upstream's.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CalculatorError {
-    #[error("unable to get metrics for resource {0}: no metrics returned from resource metrics API")]
+    #[error(
+        "unable to get metrics for resource {0}: no metrics returned from resource metrics API"
+    )]
     NoMetrics(String),
     #[error("no pods returned by selector while calculating replica count")]
     NoPods,

@@ -64,12 +64,18 @@ fn input(current: i32) -> Input<'static> {
 }
 
 fn metrics(values: &[(&str, i64)]) -> PodMetrics {
-    values.iter().map(|(n, v)| (n.to_string(), metric(*v))).collect()
+    values
+        .iter()
+        .map(|(n, v)| (n.to_string(), metric(*v)))
+        .collect()
 }
 
 #[test]
 fn utilization_above_target_scales_up_by_the_ratio() {
-    let pods = [pod("a", "100m", 600, true, 590), pod("b", "100m", 600, true, 590)];
+    let pods = [
+        pod("a", "100m", 600, true, 590),
+        pod("b", "100m", 600, true, 590),
+    ];
     let p = utilization_replicas(input(2), 50, &pods, metrics(&[("a", 100), ("b", 100)]))
         .expect("a proposal");
     assert_eq!(
@@ -93,21 +99,27 @@ fn a_ratio_within_tolerance_keeps_the_current_count() {
 fn pods_missing_metrics_count_as_full_when_scaling_down() {
     // a uses 10% of its request; b has no metric yet: assumed at 100%, the average
     // (55%) is within tolerance of the 50% target, so nothing changes.
-    let pods = [pod("a", "100m", 600, true, 590), pod("b", "100m", 600, true, 590)];
+    let pods = [
+        pod("a", "100m", 600, true, 590),
+        pod("b", "100m", 600, true, 590),
+    ];
     let p = utilization_replicas(input(2), 50, &pods, metrics(&[("a", 10)])).expect("a proposal");
     assert_eq!(p.replicas, 2);
     // Without b the ratio alone would have scaled down to 1.
-    let p = utilization_replicas(input(2), 50, &pods[..1], metrics(&[("a", 10)]))
-        .expect("a proposal");
+    let p =
+        utilization_replicas(input(2), 50, &pods[..1], metrics(&[("a", 10)])).expect("a proposal");
     assert_eq!(p.replicas, 1);
 }
 
 #[test]
 fn unready_pods_count_as_idle_when_scaling_up() {
     // a is busy (200%), b is still warming up (not ready): b counts as 0%, so the average
-    // is 100% of a 50% target over 2 pods: 4 replicas (a alone would ask for 4 × 1 = 4
-    // too, but only because current is 2; the point is b does not push it to 12).
-    let pods = [pod("a", "100m", 600, true, 590), pod("b", "100m", 20, false, 20)];
+    // is 100% of a 50% target over 2 pods: 4 replicas (counting b's warm-up sample would
+    // make it 250%, 10 replicas).
+    let pods = [
+        pod("a", "100m", 600, true, 590),
+        pod("b", "100m", 20, false, 20),
+    ];
     let p = utilization_replicas(input(2), 50, &pods, metrics(&[("a", 200), ("b", 300)]))
         .expect("a proposal");
     assert_eq!(p.replicas, 4);
@@ -154,7 +166,10 @@ fn no_metrics_and_no_pods_are_upstreams_errors() {
 
 #[test]
 fn average_value_targets_scale_by_usage_per_pod() {
-    let pods = [pod("a", "100m", 600, true, 590), pod("b", "100m", 600, true, 590)];
+    let pods = [
+        pod("a", "100m", 600, true, 590),
+        pod("b", "100m", 600, true, 590),
+    ];
     let p = average_value_replicas(input(2), 100, &pods, metrics(&[("a", 300), ("b", 300)]))
         .expect("a proposal");
     assert_eq!(

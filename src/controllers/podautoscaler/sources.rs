@@ -72,7 +72,11 @@ pub async fn update_scale(
     Ok(client.request::<Scale>(req).await?)
 }
 
-pub async fn pods(client: &kube::Client, ns: &str, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+pub async fn pods(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+) -> Result<Vec<Pod>, kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     Ok(api
         .list(&ListParams::default().labels(selector))
@@ -101,7 +105,12 @@ pub async fn resource_metrics(
     Ok(list
         .items
         .iter()
-        .filter_map(|m| Some((m.metadata.name.clone()?, pod_metric(m, resource, container)?)))
+        .filter_map(|m| {
+            Some((
+                m.metadata.name.clone()?,
+                pod_metric(m, resource, container)?,
+            ))
+        })
         .collect())
 }
 

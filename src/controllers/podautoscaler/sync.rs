@@ -83,7 +83,9 @@ impl HpaReconciler {
             list: status.conditions.take().unwrap_or_default(),
             now,
         };
-        let result = self.sync_status(hpa, &spec, key, &ns, &mut conds, &mut status).await;
+        let result = self
+            .sync_status(hpa, &spec, key, &ns, &mut conds, &mut status)
+            .await;
         if result.is_err() {
             // Upstream reports the failure in the conditions and leaves the rest of the
             // status (desired replicas, last scale time) as it was.
@@ -122,7 +124,9 @@ impl HpaReconciler {
                     ABLE_TO_SCALE,
                     false,
                     "FailedGetScale",
-                    format!("the HPA controller was unable to get the target's current scale: {msg}"),
+                    format!(
+                        "the HPA controller was unable to get the target's current scale: {msg}"
+                    ),
                 );
                 return Err(e);
             }
@@ -160,9 +164,7 @@ impl HpaReconciler {
                 "Current number of replicas below Spec.MinReplicas".to_string(),
             )
         } else {
-            let (rec, statuses) = self
-                .recommend(hpa, spec, ns, &scale, current, conds)
-                .await;
+            let (rec, statuses) = self.recommend(hpa, spec, ns, &scale, current, conds).await;
             metric_statuses = statuses;
             let Some(rec) = rec else {
                 status.current_replicas = Some(current);
@@ -339,7 +341,10 @@ impl HpaReconciler {
                 SCALING_ACTIVE,
                 false,
                 e.reason,
-                format!("the HPA was unable to compute the replica count: {}", e.error),
+                format!(
+                    "the HPA was unable to compute the replica count: {}",
+                    e.error
+                ),
             );
             self.recorder.event(
                 obj,
