@@ -8,8 +8,8 @@
 //! Invariant: v2 → v1 → v2 keeps everything: what v1 has no field for (metrics other than
 //! the CPU utilization target, behavior, conditions, current metrics) rides in v1's
 //! `autoscaling.alpha.kubernetes.io/*` annotations and comes back out of them.
-//! Simplification: those annotations hold the autoscaling/v2 JSON shape of the metrics
-//! (upstream writes its older v1 `MetricSpec` shape).
+//! The metric annotations hold v1's own `MetricSpec` / `MetricStatus` shape
+//! (`targetAverageUtilization`, `metricName`, ...), as upstream writes them.
 
 use serde_json::{json, Map, Value};
 
@@ -30,6 +30,154 @@ pub fn to_version(obj: &mut Value, api_version: &str) {
         }
     }
     obj["apiVersion"] = json!(api_version);
+}
+
+/// The v1 field of a metric source and the path of the same value in v2.
+type Fields = &'static [(&'static str, &'static [&'static str])];
+
+/// The source key of a metric type (`Resource` → `resource`).
+fn source_key(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return None,
+    })
+}
+
+fn spec_fields(key: &str) -> Fields {
+    match key {
+        "resource" => &[
+            ("name", &["name"]),
+            (
+                "targetAverageUtilization",
+                &["target", "averageUtilization"],
+            ),
+            ("targetAverageValue", &["target", "averageValue"]),
+        ],
+        "containerResource" => &[
+            ("name", &["name"]),
+            ("container", &["container"]),
+            (
+                "targetAverageUtilization",
+                &["target", "averageUtilization"],
+            ),
+            ("targetAverageValue", &["target", "averageValue"]),
+        ],
+        "pods" => &[
+            ("metricName", &["metric", "name"]),
+            ("selector", &["metric", "selector"]),
+            ("targetAverageValue", &["target", "averageValue"]),
+        ],
+        "object" => &[
+            ("target", &["describedObject"]),
+            ("metricName", &["metric", "name"]),
+            ("selector", &["metric", "selector"]),
+            ("targetValue", &["target", "value"]),
+            ("averageValue", &["target", "averageValue"]),
+        ],
+        _ => &[
+            ("metricName", &["metric", "name"]),
+            ("metricSelector", &["metric", "selector"]),
+            ("targetValue", &["target", "value"]),
+            ("targetAverageValue", &["target", "averageValue"]),
+        ],
+    }
+}
+
+fn status_fields(key: &str) -> Fields {
+    match key {
+        "resource" => &[
+            ("name", &["name"]),
+            (
+                "currentAverageUtilization",
+                &["current", "averageUtilization"],
+            ),
+            ("currentAverageValue", &["current", "averageValue"]),
+        ],
+        "containerResource" => &[
+            ("name", &["name"]),
+            ("container", &["container"]),
+            (
+                "currentAverageUtilization",
+                &["current", "averageUtilization"],
+            ),
+            ("currentAverageValue", &["current", "averageValue"]),
+        ],
+        "pods" => &[
+            ("metricName", &["metric", "name"]),
+            ("selector", &["metric", "selector"]),
+            ("currentAverageValue", &["current", "averageValue"]),
+        ],
+        "object" => &[
+            ("target", &["describedObject"]),
+            ("metricName", &["metric", "name"]),
+            ("selector", &["metric", "selector"]),
+            ("currentValue", &["current", "value"]),
+            ("averageValue", &["current", "averageValue"]),
+        ],
+        _ => &[
+            ("metricName", &["metric", "name"]),
+            ("metricSelector", &["metric", "selector"]),
+            ("currentValue", &["current", "value"]),
+            ("currentAverageValue", &["current", "averageValue"]),
+        ],
+    }
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .filter(|v| !v.is_null())
+}
+
+fn set_at(v: &mut Value, path: &[&str], value: Value) {
+    // Indexing a null or missing key with a string makes it an object (serde_json).
+    let slot = path.iter().fold(v, |cur, k| &mut cur[*k]);
+    *slot = value;
+}
+
+/// A v2 metric (spec or status entry) in v1's annotation shape.
+fn metric_to_v1(m: &Value, fields: fn(&str) -> Fields) -> Value {
+    let ty = m["type"].as_str().unwrap_or_default();
+    let Some(key) = source_key(ty) else {
+        return m.clone();
+    };
+    let mut source = json!({});
+    for (v1, v2) in fields(key) {
+        if let Some(v) = at(&m[key], v2) {
+            source[*v1] = v.clone();
+        }
+    }
+    json!({"type": ty, key: source})
+}
+
+/// A v1 annotation metric in the v2 shape; `spec` entries get their target type back.
+fn metric_to_v2(m: &Value, fields: fn(&str) -> Fields, spec: bool) -> Value {
+    let ty = m["type"].as_str().unwrap_or_default();
+    let Some(key) = source_key(ty) else {
+        return m.clone();
+    };
+    let mut source = json!({});
+    for (v1, v2) in fields(key) {
+        if let Some(v) = m[key].get(*v1).filter(|v| !v.is_null()) {
+            set_at(&mut source, v2, v.clone());
+        }
+    }
+    if spec {
+        let target = &source["target"];
+        let target_type = if !target["averageUtilization"].is_null() {
+            "Utilization"
+        } else if !target["averageValue"].is_null() {
+            "AverageValue"
+        } else {
+            "Value"
+        };
+        set_at(&mut source, &["target", "type"], json!(target_type));
+    }
+    json!({"type": ty, key: source})
 }
 
 /// Whether `obj`'s kind differs in shape between its versions (and so is converted).
@@ -90,7 +238,11 @@ fn hpa_v2_to_v1(obj: &mut Value) {
         .map(|(_, m)| m.clone())
         .collect();
     if !others.is_empty() {
-        annotate(obj, METRICS, &json!(others));
+        let v1: Vec<Value> = others
+            .iter()
+            .map(|m| metric_to_v1(m, spec_fields))
+            .collect();
+        annotate(obj, METRICS, &json!(v1));
     }
     if let Some(b) = spec.as_object_mut().and_then(|s| s.remove("behavior")) {
         if !b.is_null() {
@@ -122,7 +274,11 @@ fn hpa_v2_to_v1(obj: &mut Value) {
     // Upstream keeps every current metric in the annotation, the CPU one too (its raw
     // value has no v1 field).
     if !current.is_empty() {
-        annotate(obj, CURRENT_METRICS, &json!(current));
+        let v1: Vec<Value> = current
+            .iter()
+            .map(|m| metric_to_v1(m, status_fields))
+            .collect();
+        annotate(obj, CURRENT_METRICS, &json!(v1));
     }
     if let Some(conds) = status.as_object_mut().and_then(|s| s.remove("conditions")) {
         if conds.as_array().is_some_and(|c| !c.is_empty()) {
@@ -147,7 +303,7 @@ fn hpa_v1_to_v2(obj: &mut Value) {
             "target": {"type": "Utilization", "averageUtilization": target}}}));
     }
     if let Some(Value::Array(more)) = take_annotation(obj, METRICS) {
-        metrics.extend(more);
+        metrics.extend(more.iter().map(|m| metric_to_v2(m, spec_fields, true)));
     }
     if !metrics.is_empty() {
         spec["metrics"] = json!(metrics);
@@ -170,7 +326,10 @@ fn hpa_v1_to_v2(obj: &mut Value) {
         .and_then(|s| s.remove("currentCPUUtilizationPercentage"))
         .filter(Value::is_i64);
     let current = match (annotated_current, cpu) {
-        (Some(Value::Array(all)), _) => all,
+        (Some(Value::Array(all)), _) => all
+            .iter()
+            .map(|m| metric_to_v2(m, status_fields, false))
+            .collect(),
         (_, Some(cpu)) => vec![json!({"type": "Resource", "resource": {"name": "cpu",
             "current": {"averageUtilization": cpu}}})],
         _ => Vec::new(),
@@ -231,7 +390,11 @@ mod tests {
         assert_eq!(a["keep"], "me");
         let metrics: Value =
             serde_json::from_str(a[METRICS].as_str().expect("metrics")).expect("JSON");
-        assert_eq!(metrics[0]["resource"]["name"], "memory");
+        assert_eq!(
+            metrics,
+            json!([{"type": "Resource",
+                "resource": {"name": "memory", "targetAverageValue": "100Mi"}}])
+        );
         assert!(a[BEHAVIOR].is_string() && a[CONDITIONS].is_string());
     }
 
@@ -241,6 +404,33 @@ mod tests {
         to_version(&mut v, "autoscaling/v1");
         to_version(&mut v, "autoscaling/v2");
         assert_eq!(v, v2());
+    }
+
+    #[test]
+    fn pods_object_and_external_metrics_round_trip_through_v1_annotations() {
+        let metrics = json!([
+            {"type": "Pods", "pods": {"metric": {"name": "qps"},
+                "target": {"type": "AverageValue", "averageValue": "10"}}},
+            {"type": "Object", "object": {
+                "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "s"},
+                "metric": {"name": "hits", "selector": {"matchLabels": {"a": "b"}}},
+                "target": {"type": "Value", "value": "5"}}},
+            {"type": "External", "external": {"metric": {"name": "queue"},
+                "target": {"type": "AverageValue", "averageValue": "3"}}},
+            {"type": "ContainerResource", "containerResource": {"name": "cpu",
+                "container": "app", "target": {"type": "Utilization", "averageUtilization": 10}}}
+        ]);
+        let mut original = v2();
+        original["spec"]["metrics"] = metrics;
+        let mut v = original.clone();
+        to_version(&mut v, "autoscaling/v1");
+        let annotated = v["metadata"]["annotations"][METRICS]
+            .as_str()
+            .expect("metrics");
+        assert!(annotated.contains(r#""metricName":"qps""#), "{annotated}");
+        assert!(annotated.contains(r#""targetValue":"5""#), "{annotated}");
+        to_version(&mut v, "autoscaling/v2");
+        assert_eq!(v, original);
     }
 
     #[test]
