@@ -47,84 +47,55 @@ fn source_key(ty: &str) -> Option<&'static str> {
     })
 }
 
-fn spec_fields(key: &str) -> Fields {
+/// Each source's fields; `@` stands for `target` (spec) or `current` (status), in v1's
+/// field name (`@AverageValue`) and in v2's path (`@.averageValue`) alike.
+fn fields(key: &str) -> Fields {
     match key {
         "resource" => &[
             ("name", &["name"]),
-            (
-                "targetAverageUtilization",
-                &["target", "averageUtilization"],
-            ),
-            ("targetAverageValue", &["target", "averageValue"]),
+            ("@AverageUtilization", &["@", "averageUtilization"]),
+            ("@AverageValue", &["@", "averageValue"]),
         ],
         "containerResource" => &[
             ("name", &["name"]),
             ("container", &["container"]),
-            (
-                "targetAverageUtilization",
-                &["target", "averageUtilization"],
-            ),
-            ("targetAverageValue", &["target", "averageValue"]),
+            ("@AverageUtilization", &["@", "averageUtilization"]),
+            ("@AverageValue", &["@", "averageValue"]),
         ],
         "pods" => &[
             ("metricName", &["metric", "name"]),
             ("selector", &["metric", "selector"]),
-            ("targetAverageValue", &["target", "averageValue"]),
+            ("@AverageValue", &["@", "averageValue"]),
         ],
         "object" => &[
             ("target", &["describedObject"]),
             ("metricName", &["metric", "name"]),
             ("selector", &["metric", "selector"]),
-            ("targetValue", &["target", "value"]),
-            ("averageValue", &["target", "averageValue"]),
+            ("@Value", &["@", "value"]),
+            ("averageValue", &["@", "averageValue"]),
         ],
         _ => &[
             ("metricName", &["metric", "name"]),
             ("metricSelector", &["metric", "selector"]),
-            ("targetValue", &["target", "value"]),
-            ("targetAverageValue", &["target", "averageValue"]),
+            ("@Value", &["@", "value"]),
+            ("@AverageValue", &["@", "averageValue"]),
         ],
     }
 }
 
-fn status_fields(key: &str) -> Fields {
-    match key {
-        "resource" => &[
-            ("name", &["name"]),
-            (
-                "currentAverageUtilization",
-                &["current", "averageUtilization"],
-            ),
-            ("currentAverageValue", &["current", "averageValue"]),
-        ],
-        "containerResource" => &[
-            ("name", &["name"]),
-            ("container", &["container"]),
-            (
-                "currentAverageUtilization",
-                &["current", "averageUtilization"],
-            ),
-            ("currentAverageValue", &["current", "averageValue"]),
-        ],
-        "pods" => &[
-            ("metricName", &["metric", "name"]),
-            ("selector", &["metric", "selector"]),
-            ("currentAverageValue", &["current", "averageValue"]),
-        ],
-        "object" => &[
-            ("target", &["describedObject"]),
-            ("metricName", &["metric", "name"]),
-            ("selector", &["metric", "selector"]),
-            ("currentValue", &["current", "value"]),
-            ("averageValue", &["current", "averageValue"]),
-        ],
-        _ => &[
-            ("metricName", &["metric", "name"]),
-            ("metricSelector", &["metric", "selector"]),
-            ("currentValue", &["current", "value"]),
-            ("currentAverageValue", &["current", "averageValue"]),
-        ],
-    }
+/// `fields(key)` with `@` spelled out for the spec (`target`) or status (`current`) side.
+fn fields_of(key: &str, spec: bool) -> Vec<(String, Vec<&'static str>)> {
+    let side = if spec { "target" } else { "current" };
+    fields(key)
+        .iter()
+        .map(|(v1, v2)| {
+            let path = v2
+                .iter()
+                .map(|p| if *p == "@" { side } else { p })
+                .collect();
+            (v1.replace('@', side), path)
+        })
+        .collect()
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -140,30 +111,30 @@ fn set_at(v: &mut Value, path: &[&str], value: Value) {
 }
 
 /// A v2 metric (spec or status entry) in v1's annotation shape.
-fn metric_to_v1(m: &Value, fields: fn(&str) -> Fields) -> Value {
+fn metric_to_v1(m: &Value, spec: bool) -> Value {
     let ty = m["type"].as_str().unwrap_or_default();
     let Some(key) = source_key(ty) else {
         return m.clone();
     };
     let mut source = json!({});
-    for (v1, v2) in fields(key) {
-        if let Some(v) = at(&m[key], v2) {
-            source[*v1] = v.clone();
+    for (v1, v2) in fields_of(key, spec) {
+        if let Some(v) = at(&m[key], &v2) {
+            source[v1] = v.clone();
         }
     }
     json!({"type": ty, key: source})
 }
 
 /// A v1 annotation metric in the v2 shape; `spec` entries get their target type back.
-fn metric_to_v2(m: &Value, fields: fn(&str) -> Fields, spec: bool) -> Value {
+fn metric_to_v2(m: &Value, spec: bool) -> Value {
     let ty = m["type"].as_str().unwrap_or_default();
     let Some(key) = source_key(ty) else {
         return m.clone();
     };
     let mut source = json!({});
-    for (v1, v2) in fields(key) {
-        if let Some(v) = m[key].get(*v1).filter(|v| !v.is_null()) {
-            set_at(&mut source, v2, v.clone());
+    for (v1, v2) in fields_of(key, spec) {
+        if let Some(v) = m[key].get(&v1).filter(|v| !v.is_null()) {
+            set_at(&mut source, &v2, v.clone());
         }
     }
     if spec {
@@ -238,10 +209,7 @@ fn hpa_v2_to_v1(obj: &mut Value) {
         .map(|(_, m)| m.clone())
         .collect();
     if !others.is_empty() {
-        let v1: Vec<Value> = others
-            .iter()
-            .map(|m| metric_to_v1(m, spec_fields))
-            .collect();
+        let v1: Vec<Value> = others.iter().map(|m| metric_to_v1(m, true)).collect();
         annotate(obj, METRICS, &json!(v1));
     }
     if let Some(b) = spec.as_object_mut().and_then(|s| s.remove("behavior")) {
@@ -274,10 +242,7 @@ fn hpa_v2_to_v1(obj: &mut Value) {
     // Upstream keeps every current metric in the annotation, the CPU one too (its raw
     // value has no v1 field).
     if !current.is_empty() {
-        let v1: Vec<Value> = current
-            .iter()
-            .map(|m| metric_to_v1(m, status_fields))
-            .collect();
+        let v1: Vec<Value> = current.iter().map(|m| metric_to_v1(m, false)).collect();
         annotate(obj, CURRENT_METRICS, &json!(v1));
     }
     if let Some(conds) = status.as_object_mut().and_then(|s| s.remove("conditions")) {
@@ -303,7 +268,7 @@ fn hpa_v1_to_v2(obj: &mut Value) {
             "target": {"type": "Utilization", "averageUtilization": target}}}));
     }
     if let Some(Value::Array(more)) = take_annotation(obj, METRICS) {
-        metrics.extend(more.iter().map(|m| metric_to_v2(m, spec_fields, true)));
+        metrics.extend(more.iter().map(|m| metric_to_v2(m, true)));
     }
     if !metrics.is_empty() {
         spec["metrics"] = json!(metrics);
@@ -326,10 +291,7 @@ fn hpa_v1_to_v2(obj: &mut Value) {
         .and_then(|s| s.remove("currentCPUUtilizationPercentage"))
         .filter(Value::is_i64);
     let current = match (annotated_current, cpu) {
-        (Some(Value::Array(all)), _) => all
-            .iter()
-            .map(|m| metric_to_v2(m, status_fields, false))
-            .collect(),
+        (Some(Value::Array(all)), _) => all.iter().map(|m| metric_to_v2(m, false)).collect(),
         (_, Some(cpu)) => vec![json!({"type": "Resource", "resource": {"name": "cpu",
             "current": {"averageUtilization": cpu}}})],
         _ => Vec::new(),
