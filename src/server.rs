@@ -270,6 +270,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
     );
     controllers.enable_local_path(args.data_dir.join("storage"));
+    controllers.enable_horizontal_pod_autoscaler(std::time::Duration::from_secs(
+        args.horizontal_pod_autoscaler_sync_period.max(1),
+    ));
     // The scheduler and the controllers each act only while holding their Lease.
     let identity = leader_identity(&args.data_dir);
     let scheduler_client = state.client(UserInfo::new(

@@ -3,6 +3,7 @@
 //! What is special about each kind lives in its strategy (`strategy`), which the registry
 //! entry carries.
 
+pub mod conversion;
 pub mod defaults;
 pub mod patch;
 pub mod protobuf;

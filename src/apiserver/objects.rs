@@ -31,6 +31,16 @@ pub fn parse_record(r: &Record) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", r.key)))
 }
 
+/// A stored record as the version `rt` serves (writes at one version see the current
+/// object at that version, whichever version stored it).
+pub fn parse_record_as(rt: &ResourceType, r: &Record) -> Result<Value, ApiError> {
+    let mut v = parse_record(r)?;
+    if crate::api::conversion::has_shapes_per_version(&v) {
+        crate::api::conversion::to_version(&mut v, &rt.api_version());
+    }
+    Ok(v)
+}
+
 pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
@@ -436,7 +446,7 @@ where
         .mutate(
             &key,
             move |cur: Option<&Record>, rev: u64| -> Result<(Op, Written), ApiError> {
-                let current = cur.map(parse_record).transpose()?;
+                let current = cur.map(|r| parse_record_as(rt, r)).transpose()?;
                 let decision = decide(current.clone())?;
                 Ok(match decision {
                     Decision::Keep(obj) => (Op::None, Written::Unchanged(obj)),
@@ -563,7 +573,7 @@ where
             .store
             .get(&key)
             .await?
-            .map(|r| parse_record(&r))
+            .map(|r| parse_record_as(rt, &r))
             .transpose()?;
         let read_rv = cur.as_ref().map(resource_version_of);
         let decision = compute(cur.as_ref())?;

@@ -185,7 +185,7 @@ impl WatchStream {
     async fn on_event(&mut self, ev: Event) -> Result<(), ()> {
         let parse = |b: &Bytes| -> Option<Value> {
             let mut v: Value = serde_json::from_slice(b).ok()?;
-            v["apiVersion"] = json!(self.rt.api_version());
+            crate::api::conversion::to_version(&mut v, &self.rt.api_version());
             Some(v)
         };
         let Some(obj) = parse(&ev.value) else {

@@ -70,6 +70,9 @@ pub struct ServerArgs {
     /// Pod IP range (each node gets a /24 of it).
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Seconds between two syncs of each HorizontalPodAutoscaler.
+    #[arg(long, default_value_t = 15)]
+    pub horizontal_pod_autoscaler_sync_period: u64,
     #[command(flatten)]
     pub node: NodeArgs,
     /// Seconds between compactions of the store's event history.

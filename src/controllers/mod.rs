@@ -40,8 +40,9 @@ pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
-pub mod podgc;
 pub mod persistentvolume;
+pub mod podautoscaler;
+pub mod podgc;
 mod queue;
 pub mod replicaset;
 pub mod resource_quota;
@@ -353,6 +354,18 @@ impl ControllerManager {
             persistentvolume::local_path::LocalPathProvisioner::new(self.ctx.clone(), storage_dir);
         let stats = c.stats();
         self.add("local-path-provisioner", stats.clone(), |stop| c.run(stop));
+        stats
+    }
+
+    /// Runs `horizontal-pod-autoscaler` with upstream's
+    /// `--horizontal-pod-autoscaler-sync-period` (15 s by default; tests use shorter).
+    pub fn enable_horizontal_pod_autoscaler(&mut self, sync_period: Duration) -> Arc<Stats> {
+        let c =
+            podautoscaler::HorizontalPodAutoscalerController::new(self.ctx.clone(), sync_period);
+        let stats = c.stats();
+        self.add("horizontalpodautoscaling", stats.clone(), |stop| {
+            c.run(stop)
+        });
         stats
     }
 

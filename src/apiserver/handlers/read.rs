@@ -47,7 +47,7 @@ pub fn served_bytes(rewrite: bool, rt: &ResourceType, r: &Record) -> Result<Byte
 
 pub fn served_value(rt: &ResourceType, r: &Record) -> Result<Value, ApiError> {
     let mut v = parse_record(r)?;
-    v["apiVersion"] = json!(rt.api_version());
+    crate::api::conversion::to_version(&mut v, &rt.api_version());
     crate::api::schema::apply_defaults(rt, &mut v);
     Ok(v)
 }
@@ -317,13 +317,20 @@ pub async fn list(
             let mut w = ListWriter::new(&api_version, kind, &list_meta(), capacity)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let mut parsed = parsed.into_iter();
+            let rewrite_protobuf = !partial && needs_version_rewrite(state, rt);
             for r in &records {
                 // Items carry no type meta in protobuf, and only custom resources have
                 // schema defaults (they reach here only as PartialObjectMetadata, whose
                 // metadata defaults do not touch): the stored object is what is encoded.
                 let v = match parsed.next().flatten() {
                     Some(v) => v,
-                    None => parse_record(r)?,
+                    None => {
+                        let mut v = parse_record(r)?;
+                        if rewrite_protobuf {
+                            crate::api::conversion::to_version(&mut v, &rt.api_version());
+                        }
+                        v
+                    }
                 };
                 w.push(&v).map_err(|e| ApiError::internal(e.to_string()))?;
             }
@@ -360,7 +367,7 @@ pub async fn list(
                     .into_iter()
                     .flatten()
                     .map(|mut v| {
-                        v["apiVersion"] = json!(rt.api_version());
+                        crate::api::conversion::to_version(&mut v, &rt.api_version());
                         v
                     })
                     .collect()
