@@ -397,17 +397,21 @@ impl Worker {
         tracing::debug!(object = %name, ?policy, "deleting: no owner holds it");
         let dp = DeleteParams {
             propagation_policy: Some(policy),
+            // The version the decision was made on: if the object changed since (an orphaning
+            // owner removed its reference meanwhile), the delete fails instead of removing
+            // something that no longer depends on a dangling owner (upstream does the same).
             preconditions: Some(Preconditions {
                 uid: Some(uid.to_owned()),
-                resource_version: None,
+                resource_version: rv,
             }),
             ..DeleteParams::default()
         };
         match api.delete(name, &dp).await {
             Ok(_) => Ok(Action::Done),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Done),
-            // Replaced by a namesake (UID precondition): nothing of ours to delete.
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::Done),
+            // Changed since it was read, or replaced by a namesake: decide again on what is
+            // there now.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::Backoff),
             Err(e) => Err(e.into()),
         }
     }
