@@ -401,7 +401,11 @@ impl ControllerManager {
                 ))),
             };
             if let Err(e) = r {
-                if result.is_ok() {
+                // A controller stopped while its informers were still loading reports their
+                // shutdown: that is the stop asked for, not a failure.
+                let stopping = matches!(e, ControllerError::Informer(InformerError::ShutDown(_)))
+                    && stop.is_cancelled();
+                if result.is_ok() && !stopping {
                     result = Err(e);
                 }
                 stop.cancel();
