@@ -32,6 +32,23 @@ struct PodWatch {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// (Ready, pod-template-hash) of a pod.
+fn pod_state(p: &Pod) -> (bool, String) {
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let hash = p
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("pod-template-hash"))
+        .cloned()
+        .unwrap_or_default();
+    (ready, hash)
+}
+
 impl PodWatch {
     fn start(server: &TestServer, ns: &str) -> PodWatch {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -47,38 +64,45 @@ impl PodWatch {
                 use futures::StreamExt;
                 let api: kube::Api<Pod> = kube::Api::namespaced(client, &ns);
                 let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+                // A relist (the watch restarted) rebuilds the pod list aside and swaps it in
+                // whole, so pods deleted during the gap do not linger and a half-read list
+                // does not count as a moment with fewer pods ready.
+                let mut relist: Option<BTreeMap<String, (bool, String)>> = None;
                 while !st.load(Ordering::SeqCst) {
                     let ev = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
                     let Ok(Some(Ok(ev))) = ev else { continue };
                     let mut seen = s.lock().expect("lock");
                     match ev {
-                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        watcher::Event::Init => {
+                            relist = Some(BTreeMap::new());
+                            continue;
+                        }
+                        watcher::Event::InitApply(p) => {
+                            if let Some(list) = relist.as_mut() {
+                                let name = p.metadata.name.clone().unwrap_or_default();
+                                if p.metadata.deletion_timestamp.is_none() {
+                                    list.insert(name, pod_state(&p));
+                                }
+                            }
+                            continue;
+                        }
+                        watcher::Event::InitDone => {
+                            if let Some(list) = relist.take() {
+                                seen.pods = list;
+                            }
+                        }
+                        watcher::Event::Apply(p) => {
                             let name = p.metadata.name.clone().unwrap_or_default();
                             if p.metadata.deletion_timestamp.is_some() {
                                 seen.pods.remove(&name);
                             } else {
-                                let ready = p
-                                    .status
-                                    .as_ref()
-                                    .and_then(|s| s.conditions.as_ref())
-                                    .is_some_and(|c| {
-                                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                    });
-                                let hash = p
-                                    .metadata
-                                    .labels
-                                    .as_ref()
-                                    .and_then(|l| l.get("pod-template-hash"))
-                                    .cloned()
-                                    .unwrap_or_default();
-                                seen.pods.insert(name, (ready, hash));
+                                seen.pods.insert(name, pod_state(&p));
                             }
                         }
                         watcher::Event::Delete(p) => {
                             seen.pods
                                 .remove(&p.metadata.name.clone().unwrap_or_default());
                         }
-                        _ => continue,
                     }
                     let total = seen.pods.len();
                     let ready = seen.pods.values().filter(|(r, _)| *r).count();
@@ -185,9 +209,12 @@ fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailabi
             == Some(5)
     });
     let (max_pods, min_ready, _) = watch.extremes();
+    // maxSurge bounds the replica sets' spec.replicas (as upstream); a pod of a replica
+    // set just scaled down leaves only when its controller deletes it, so for a moment one
+    // more pod can exist than the bound.
     assert!(
-        max_pods <= 7,
-        "saw {max_pods} pods, more than replicas + maxSurge"
+        max_pods <= 7 + 1,
+        "saw {max_pods} pods, more than replicas + maxSurge (+1 in flight)"
     );
     assert!(
         min_ready.is_some_and(|r| r >= 4),

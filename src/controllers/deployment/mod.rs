@@ -66,6 +66,7 @@ impl DeploymentController {
             replica_sets: replica_sets.store(),
             pods: pods.store(),
             recorder,
+            written: Default::default(),
         });
         let feed = feed(deployments, replica_sets, pods, self.queue.clone());
         tokio::select! {

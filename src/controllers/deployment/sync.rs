@@ -31,6 +31,11 @@ pub(super) struct Sync {
     pub replica_sets: Store<ReplicaSet>,
     pub pods: Store<Pod>,
     pub recorder: Recorder,
+    /// Per replica set (`ns/name`), the resourceVersion this controller last wrote. A sync
+    /// over a cached replica set older than that decides on numbers it already changed (a
+    /// stale desired-replicas annotation looked like a scaling event and scaled an old
+    /// replica set up mid-rollout, past maxSurge), so it waits for the cache instead.
+    pub written: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The replica sets of one deployment during a sync: the new one (template equal to the
@@ -76,6 +81,10 @@ impl Reconciler for Sync {
             return Ok(Action::Done);
         }
         let rs_list = self.claim_replica_sets(&d, &selector).await?;
+        if rs_list.iter().any(|rs| self.is_stale(rs)) {
+            // The written version is on its way; its arrival queues this deployment again.
+            return Ok(Action::Done);
+        }
         if d.metadata.deletion_timestamp.is_some() {
             let sets = self.sets(&mut d, rs_list, false).await?;
             return self.sync_rollout_status(&mut d, &sets).await;
@@ -103,6 +112,19 @@ fn is_scaling_event(d: &Deployment, rs_list: &[ReplicaSet]) -> bool {
 }
 
 impl Sync {
+    /// Notes a replica set this controller just wrote.
+    pub(super) fn wrote(&self, rs: &ReplicaSet) {
+        if let Some(rv) = rv_number(rs) {
+            self.written.lock().insert(rs_key(rs), rv);
+        }
+    }
+
+    /// Whether the cached `rs` predates what this controller last wrote to it.
+    fn is_stale(&self, rs: &ReplicaSet) -> bool {
+        let written = self.written.lock().get(&rs_key(rs)).copied();
+        matches!((rv_number(rs), written), (Some(c), Some(w)) if c < w)
+    }
+
     /// The replica sets this deployment owns after adopting and releasing.
     async fn claim_replica_sets(
         &self,
@@ -152,7 +174,10 @@ impl Sync {
                         .patch(&rs_name, &PatchParams::default(), &Patch::Strategic(&patch))
                         .await
                     {
-                        Ok(adopted) => owned.push(adopted),
+                        Ok(adopted) => {
+                            self.wrote(&adopted);
+                            owned.push(adopted)
+                        }
                         Err(e) if is_status(&e, 404) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -248,6 +273,7 @@ impl Sync {
                         &rs,
                     )
                     .await?;
+                self.wrote(&rs);
             }
             let revision = super::util::annotation(&rs, REVISION)
                 .unwrap_or_default()
@@ -321,7 +347,10 @@ impl Sync {
         }
         let mut status = d.status.clone().unwrap_or_default();
         let created = match api.create(&PostParams::default(), &rs).await {
-            Ok(created) => created,
+            Ok(created) => {
+                self.wrote(&created);
+                created
+            }
             Err(e) if is_status(&e, 409) => {
                 // Ours from an earlier sync whose cache entry has not arrived, or a hash
                 // collision with someone else's replica set.
@@ -501,6 +530,7 @@ impl Sync {
                 &copy,
             )
             .await?;
+        self.wrote(rs);
         if old != size {
             let op = if old < size { "up" } else { "down" };
             self.recorder.event(
@@ -625,4 +655,17 @@ fn normalized(s: &DeploymentStatus) -> DeploymentStatus {
         collision_count: s.collision_count,
         conditions: s.conditions.clone().filter(|c| !c.is_empty()),
     }
+}
+
+fn rs_key(rs: &ReplicaSet) -> String {
+    format!(
+        "{}/{}",
+        rs.metadata.namespace.as_deref().unwrap_or_default(),
+        rs.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// skiff's resourceVersions are decimal revision numbers (they order writes).
+fn rv_number(rs: &ReplicaSet) -> Option<u64> {
+    rs.metadata.resource_version.as_deref()?.parse().ok()
 }
