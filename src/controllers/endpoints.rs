@@ -18,7 +18,8 @@
 
 use super::endpointslice::memberships::{key_of, Memberships};
 use super::endpointslice::pods::{self, CLUSTER_IP_NONE};
-use super::endpointslice::{staleness::Staleness, trigger_time};
+use super::endpointslice::trigger_time;
+use super::staleness::Staleness;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::controllers::controller_utils::is_pod_ready;
 use crate::informers::Change;

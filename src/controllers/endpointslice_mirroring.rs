@@ -19,8 +19,8 @@ use super::endpointslice::pods::Family;
 use super::endpointslice::reconciler::{
     endpoint_key, ports_key, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
-use super::endpointslice::staleness::Staleness;
 use super::endpointslice::{managed_service_key, managed_slices, trigger_time};
+use super::staleness::Staleness;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::events::{object_ref, Recorder};
 use futures::StreamExt;

@@ -51,6 +51,7 @@ pub mod service_account;
 pub mod serviceaccount_token;
 #[cfg(test)]
 mod signing_tests;
+pub mod staleness;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;

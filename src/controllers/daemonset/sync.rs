@@ -206,7 +206,7 @@ fn update_strategy(ds: &DaemonSet, desired: usize) -> Update {
     let ru = strategy.rolling_update.unwrap_or_default();
     let scaled = |v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>, d: i32| {
         v.map(|v| {
-            crate::controllers::deployment::util::scaled_value(v, desired as i32, true).unwrap_or(d)
+            crate::controllers::controller_utils::scaled_value(v, desired as i32, true).unwrap_or(d)
         })
         .unwrap_or(d)
     };

@@ -31,11 +31,11 @@ pub(super) struct Sync {
     pub replica_sets: Store<ReplicaSet>,
     pub pods: Store<Pod>,
     pub recorder: Recorder,
-    /// Per replica set (`ns/name`), the resourceVersion this controller last wrote. A sync
-    /// over a cached replica set older than that decides on numbers it already changed (a
-    /// stale desired-replicas annotation looked like a scaling event and scaled an old
-    /// replica set up mid-rollout, past maxSurge), so it waits for the cache instead.
-    pub written: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+    /// Replica sets (keyed `ns/name`) this controller wrote and its cache has not shown yet.
+    /// A sync over an older cached copy decides on numbers it already changed (a stale
+    /// desired-replicas annotation looked like a scaling event and scaled an old replica
+    /// set up mid-rollout, past maxSurge), so it waits for the cache instead.
+    pub written: super::super::staleness::Staleness,
 }
 
 /// The replica sets of one deployment during a sync: the new one (template equal to the
@@ -114,15 +114,12 @@ fn is_scaling_event(d: &Deployment, rs_list: &[ReplicaSet]) -> bool {
 impl Sync {
     /// Notes a replica set this controller just wrote.
     pub(super) fn wrote(&self, rs: &ReplicaSet) {
-        if let Some(rv) = rv_number(rs) {
-            self.written.lock().insert(rs_key(rs), rv);
-        }
+        self.written.written(&rs_key(rs), &rs.metadata);
     }
 
     /// Whether the cached `rs` predates what this controller last wrote to it.
     fn is_stale(&self, rs: &ReplicaSet) -> bool {
-        let written = self.written.lock().get(&rs_key(rs)).copied();
-        matches!((rv_number(rs), written), (Some(c), Some(w)) if c < w)
+        self.written.is_stale(&rs_key(rs), [&rs.metadata])
     }
 
     /// The replica sets this deployment owns after adopting and releasing.
@@ -663,9 +660,4 @@ fn rs_key(rs: &ReplicaSet) -> String {
         rs.metadata.namespace.as_deref().unwrap_or_default(),
         rs.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-/// skiff's resourceVersions are decimal revision numbers (they order writes).
-fn rv_number(rs: &ReplicaSet) -> Option<u64> {
-    rs.metadata.resource_version.as_deref()?.parse().ok()
 }

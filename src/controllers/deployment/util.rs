@@ -4,6 +4,7 @@
 //!
 //! Invariant: nothing here talks to the API; every function is a decision on values.
 
+use crate::controllers::controller_utils::scaled_value;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -61,27 +62,6 @@ pub fn is_rolling(d: &Deployment) -> bool {
         .and_then(|s| s.type_.as_deref())
         .unwrap_or("RollingUpdate")
         == "RollingUpdate"
-}
-
-/// An int, or a percentage of `total` rounded up or down (upstream's
-/// `GetScaledValueFromIntOrPercent`).
-pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, String> {
-    match v {
-        IntOrString::Int(i) => Ok(*i),
-        IntOrString::String(s) => {
-            let pct: i64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
-            let raw = pct * i64::from(total);
-            let v = if round_up {
-                (raw + 99).div_euclid(100)
-            } else {
-                raw.div_euclid(100)
-            };
-            Ok(v as i32)
-        }
-    }
 }
 
 /// (maxSurge, maxUnavailable) resolved against `desired`: surge rounds up, unavailability

@@ -2,6 +2,7 @@
 
 use super::progress::*;
 use super::util::*;
+use crate::controllers::controller_utils::scaled_value;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

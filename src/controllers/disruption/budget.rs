@@ -3,6 +3,7 @@
 //! without a cluster.
 
 use super::super::controller_utils::is_pod_ready;
+use crate::controllers::controller_utils::scaled_value;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudgetSpec, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -19,26 +20,6 @@ pub const CONDITION: &str = "DisruptionAllowed";
 pub const SUFFICIENT_PODS: &str = "SufficientPods";
 pub const INSUFFICIENT_PODS: &str = "InsufficientPods";
 pub const SYNC_FAILED: &str = "SyncFailed";
-
-/// `value` as a count of `total`: an int as is, `"N%"` scaled (rounded up when `round_up`).
-pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, String> {
-    match value {
-        IntOrString::Int(i) => Ok(*i),
-        IntOrString::String(s) => {
-            let pct: i64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
-            let scaled = pct * i64::from(total);
-            let v = if round_up {
-                (scaled + 99).div_euclid(100)
-            } else {
-                scaled.div_euclid(100)
-            };
-            i32::try_from(v).map_err(|_| format!("scaled value of {s:?} out of range"))
-        }
-    }
-}
 
 /// `(expectedPods, desiredHealthy)` of a budget selecting `pods` pods; `scale` is the summed
 /// scale of the pods' controllers, asked for only when the budget needs it (a percentage or

@@ -1,4 +1,5 @@
-use super::budget::{disrupted_pods, expected_and_desired, healthy, scaled_value};
+use super::budget::{disrupted_pods, expected_and_desired, healthy};
+use crate::controllers::controller_utils::scaled_value;
 use crate::controllers::testing::{eventually, mark_pods_ready, Cluster};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};

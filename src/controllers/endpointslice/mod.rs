@@ -22,7 +22,6 @@ pub mod desired;
 pub mod memberships;
 pub mod pods;
 pub mod reconciler;
-pub mod staleness;
 #[cfg(test)]
 mod tests;
 pub mod topology;
@@ -169,7 +168,7 @@ struct Sync {
     nodes: Store<Node>,
     slices: Store<EndpointSlice>,
     trigger_times: trigger_time::TriggerTimes,
-    staleness: staleness::Staleness,
+    staleness: super::staleness::Staleness,
     /// Services whose slices carry hints this controller allocated (for the
     /// enabled/disabled events).
     hinted: Mutex<HashSet<String>>,

@@ -26,6 +26,7 @@ pub(crate) mod testkit;
 mod tests;
 
 use super::clock::Clock;
+use super::staleness::Staleness;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::Change;
@@ -33,7 +34,6 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -152,10 +152,11 @@ struct JobReconciler {
     backoff: backoff::Backoff,
     records: backoff::Store,
     expectations: expectations::Expectations,
-    /// Per Job key, the resourceVersion of the status this controller last wrote. A cached
-    /// Job older than that lacks pods already moved to `uncountedTerminatedPods` whose
-    /// finalizers are gone: syncing it would count them nowhere and replace them again.
-    written: parking_lot::Mutex<HashMap<String, u64>>,
+    /// The statuses this controller wrote and its cache has not shown yet. A cached Job
+    /// older than its last status write lacks pods already moved to
+    /// `uncountedTerminatedPods` whose finalizers are gone: syncing it would count them
+    /// nowhere and replace them again.
+    written: Staleness,
 }
 
 impl Reconciler for JobReconciler {
@@ -172,7 +173,7 @@ impl Reconciler for JobReconciler {
         let Some(job) = job else {
             self.records.forget(key);
             self.expectations.forget(key);
-            self.written.lock().remove(key);
+            self.written.forget(key);
             self.release_orphans(key, None).await?;
             return Ok(Action::Done);
         };
@@ -190,7 +191,7 @@ impl Reconciler for JobReconciler {
                 .await?;
             return Ok(Action::Done);
         }
-        if self.cache_is_behind(key, &job) {
+        if self.written.is_stale(key, [&job.metadata]) {
             // The informer delivers the written version soon and that queues the key again.
             return Ok(Action::Done);
         }
@@ -199,18 +200,9 @@ impl Reconciler for JobReconciler {
 }
 
 impl JobReconciler {
-    /// Whether the cached `job` predates the last status this controller wrote for `key`.
-    fn cache_is_behind(&self, key: &str, job: &Job) -> bool {
-        let cached = rv_number(job);
-        let written = self.written.lock().get(key).copied();
-        matches!((cached, written), (Some(c), Some(w)) if c < w)
-    }
-
-    /// Notes the resourceVersion of a status just written for `key`.
+    /// Notes a status just written for `key`.
     fn wrote(&self, key: &str, job: &Job) {
-        if let Some(rv) = rv_number(job) {
-            self.written.lock().insert(key.to_owned(), rv);
-        }
+        self.written.written(key, &job.metadata);
     }
 
     /// The pods of namespace `ns` in the cache.
@@ -258,9 +250,4 @@ impl JobReconciler {
             key,
         }
     }
-}
-
-/// skiff's resourceVersions are decimal revision numbers (they order writes).
-fn rv_number(job: &Job) -> Option<u64> {
-    job.metadata.resource_version.as_deref()?.parse().ok()
 }

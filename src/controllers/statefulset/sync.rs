@@ -115,7 +115,7 @@ impl Reconciler for Sync {
                 let max_unavailable = ru
                     .and_then(|r| r.max_unavailable.as_ref())
                     .map(|v| {
-                        crate::controllers::deployment::util::scaled_value(v, replicas(&set), false)
+                        crate::controllers::controller_utils::scaled_value(v, replicas(&set), false)
                             .unwrap_or(1)
                     })
                     .unwrap_or(1);

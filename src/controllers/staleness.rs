@@ -1,9 +1,11 @@
 //! Whether a cache has caught up with a controller's own writes (upstream's
-//! `EndpointSliceTracker` and the Endpoints controller's `staleEndpointsTracker`). Slices are created with `generateName`, so a sync that ran on a
-//! cache missing the slice the previous sync created would create a second one; a sync
-//! that saw an old version would fail its update. Until the cache shows every slice
-//! written at (at least) the version written and none of those deleted, the service's
-//! sync waits.
+//! `EndpointSliceTracker` and the Endpoints controller's `staleEndpointsTracker`). A sync
+//! on a cache that lags its own last write decides on numbers it already changed: the
+//! EndpointSlice controller would create a second slice (`generateName`), the Job
+//! controller would replace pods it already counted, the Deployment controller would take
+//! a stale annotation for a scaling event. Until the cache shows every object written at
+//! (at least) the version written and none of those deleted, the key's sync waits.
+//! Expectations the cache meets are dropped, so the tracker holds only writes in flight.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
