@@ -225,6 +225,27 @@ where
     }
 }
 
+/// `value` as a count of `total`: an int as is, `"N%"` scaled, rounded up when `round_up`
+/// (upstream's `GetScaledValueFromIntOrPercent`).
+pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, String> {
+    match value {
+        IntOrString::Int(i) => Ok(*i),
+        IntOrString::String(s) => {
+            let pct: i64 = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
+            let scaled = pct * i64::from(total);
+            let v = if round_up {
+                (scaled + 99).div_euclid(100)
+            } else {
+                scaled.div_euclid(100)
+            };
+            i32::try_from(v).map_err(|_| format!("scaled value of {s:?} out of range"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,26 +330,5 @@ mod tests {
         assert!(!s.matches(None));
         assert!(!Selector::new(None).matches(Some(&labels)));
         assert!(Selector::new(Some(&LabelSelector::default())).is_everything());
-    }
-}
-
-/// `value` as a count of `total`: an int as is, `"N%"` scaled, rounded up when `round_up`
-/// (upstream's `GetScaledValueFromIntOrPercent`).
-pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, String> {
-    match value {
-        IntOrString::Int(i) => Ok(*i),
-        IntOrString::String(s) => {
-            let pct: i64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
-            let scaled = pct * i64::from(total);
-            let v = if round_up {
-                (scaled + 99).div_euclid(100)
-            } else {
-                scaled.div_euclid(100)
-            };
-            i32::try_from(v).map_err(|_| format!("scaled value of {s:?} out of range"))
-        }
     }
 }
