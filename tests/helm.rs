@@ -1,8 +1,9 @@
-//! helm 4 installs, lists, upgrades and uninstalls the chart `helm create` makes (no --wait:
-//! pods do not run yet).
+//! helm 4 installs, lists, upgrades and uninstalls the chart `helm create` makes, and
+//! `helm install --wait` completes once the chart's pods run on (simulated) nodes.
 
 mod common;
 
+use common::sim_nodes::TestSimNodes;
 use common::{json, TestServer};
 
 /// The release's revisions as helm stores them: Secrets labelled owner=helm,name=REL.
@@ -97,4 +98,64 @@ fn helm_installs_lists_upgrades_and_uninstalls_a_created_chart() {
     assert!(release_secrets(&server, "rel1").is_empty());
     let list = json(&server.helm(&["list", "-o", "json"]).ok().stdout);
     assert_eq!(list, serde_json::json!([]), "{list}");
+}
+
+/// `helm install --wait` returns once the created chart's Deployment is rolled out: the
+/// scheduler binds its pods to simulated nodes, whose kubelets report them Ready, and the
+/// Deployment controller reports them available. A release whose pods fit nowhere times out
+/// instead, so the wait is real.
+#[test]
+fn helm_install_wait_completes_when_the_chart_is_rolled_out() {
+    let server = TestServer::start();
+    let _nodes = TestSimNodes::start(&server, 2, &[]);
+    server.helm(&["create", "web"]).ok();
+
+    let run = server
+        .helm(&[
+            "install",
+            "web",
+            "./web",
+            "--set",
+            "replicaCount=3",
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .ok();
+    assert!(run.stdout.contains("STATUS: deployed"), "{run}");
+    let deploy = server.kubectl_json(&["get", "deployment", "web"]);
+    assert_eq!(deploy["status"]["availableReplicas"], 3, "{deploy}");
+    let pods = server.kubectl_json(&["get", "pods", "-l", "app.kubernetes.io/instance=web"]);
+    let items = pods["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{pods}");
+    for p in items {
+        assert!(
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty()),
+            "{p}"
+        );
+        assert_eq!(p["status"]["phase"], "Running", "{p}");
+    }
+
+    let run = server
+        .helm(&[
+            "install",
+            "huge",
+            "./web",
+            "--set",
+            "resources.requests.cpu=1000",
+            "--wait",
+            "--timeout",
+            "10s",
+        ])
+        .fails();
+    let list = json(&server.helm(&["list", "--failed", "-o", "json"]).ok().stdout);
+    let huge = list
+        .as_array()
+        .expect("releases")
+        .iter()
+        .find(|r| r["name"] == "huge")
+        .unwrap_or_else(|| panic!("no release huge: {list}\n{run}"));
+    assert_eq!(huge["status"], "failed", "{list}\n{run}");
 }

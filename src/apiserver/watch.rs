@@ -17,6 +17,7 @@ use crate::store::{Event, EventKind};
 use bytes::Bytes;
 use http::Response;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -88,6 +89,7 @@ pub async fn watch(
         bookmarks: q.allow_watch_bookmarks,
         columns_sent: false,
         tx,
+        api_version: rt.api_version(),
     };
     tokio::spawn(stream.run(
         watcher,
@@ -127,6 +129,8 @@ struct WatchStream {
     bookmarks: bool,
     columns_sent: bool,
     tx: mpsc::Sender<Bytes>,
+    /// `rt.api_version()`, the version every event is served in.
+    api_version: String,
 }
 
 impl WatchStream {
@@ -140,7 +144,7 @@ impl WatchStream {
         slot: super::WatchSlot,
     ) {
         for obj in initial {
-            if self.send("ADDED", obj).await.is_err() {
+            if self.send("ADDED", &obj).await.is_err() {
                 return;
             }
         }
@@ -183,30 +187,24 @@ impl WatchStream {
     }
 
     async fn on_event(&mut self, ev: Event) -> Result<(), ()> {
-        let parse = |b: &Bytes| -> Option<Value> {
-            let mut v: Value = serde_json::from_slice(b).ok()?;
-            crate::api::conversion::to_version(&mut v, &self.rt.api_version());
-            Some(v)
-        };
-        let Some(obj) = parse(&ev.value) else {
+        // The parse is shared with every other watcher of this event (see `ParsedJson`).
+        let Some(obj) = ev.value_json() else {
             return Ok(());
         };
+        let obj = self.served(obj);
         let now_matches = self.filter.matches(&obj);
         match ev.kind {
             EventKind::Delete => {
                 if now_matches {
-                    self.send("DELETED", obj).await?;
+                    self.send("DELETED", &obj).await?;
                 }
             }
             EventKind::Put => {
-                let prev_matches = ev
-                    .prev_value
-                    .as_ref()
-                    .map(|p| parse(p).is_some_and(|p| self.filter.matches(&p)));
+                let prev_matches = ev.prev_json().map(|p| self.filter.matches(&self.served(p)));
                 match (prev_matches, now_matches) {
-                    (None, true) | (Some(false), true) => self.send("ADDED", obj).await?,
-                    (Some(true), true) => self.send("MODIFIED", obj).await?,
-                    (Some(true), false) => self.send("DELETED", obj).await?,
+                    (None, true) | (Some(false), true) => self.send("ADDED", &obj).await?,
+                    (Some(true), true) => self.send("MODIFIED", &obj).await?,
+                    (Some(true), false) => self.send("DELETED", &obj).await?,
                     _ => {}
                 }
             }
@@ -214,11 +212,24 @@ impl WatchStream {
         Ok(())
     }
 
-    async fn send(&mut self, kind: &str, obj: Value) -> Result<(), ()> {
+    /// `stored` in the watched version: borrowed when it is stored in that version already
+    /// (the common case, and the reason filtering costs no copy).
+    fn served<'a>(&self, stored: &'a Value) -> Cow<'a, Value> {
+        if stored.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str()) {
+            return Cow::Borrowed(stored);
+        }
+        let mut v = stored.clone();
+        crate::api::conversion::to_version(&mut v, &self.api_version);
+        Cow::Owned(v)
+    }
+
+    async fn send(&mut self, kind: &str, obj: &Value) -> Result<(), ()> {
+        let transformed;
         let payload = match self.output {
             Output::Json | Output::Protobuf => obj,
             Output::PartialMetadata | Output::PartialMetadataProtobuf => {
-                table::partial_object_metadata(&obj)
+                transformed = table::partial_object_metadata(obj);
+                &transformed
             }
             Output::Table => {
                 let rv = obj["metadata"]["resourceVersion"]
@@ -227,7 +238,7 @@ impl WatchStream {
                     .to_owned();
                 let mut t = table::table(
                     &printer(&self.rt),
-                    [&obj],
+                    [obj],
                     &rv,
                     None,
                     None,
@@ -237,11 +248,12 @@ impl WatchStream {
                     t["columnDefinitions"] = json!([]);
                 }
                 self.columns_sent = true;
-                t
+                transformed = t;
+                &transformed
             }
         };
         self.tx
-            .send(event_line(self.output, kind, &payload))
+            .send(event_line(self.output, kind, payload))
             .await
             .map_err(|_| ())
     }
@@ -283,7 +295,14 @@ fn event_line(output: Output, kind: &str, obj: &Value) -> Bytes {
         }
         return Bytes::from(frame);
     }
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    // Serialized from the borrowed object: no copy of it into a wrapper Value.
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&Line { kind, object: obj }).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }

@@ -176,6 +176,7 @@ pub(super) fn decode_event_if(
         value: Bytes::copy_from_slice(value),
         prev_value,
         prev_revisions,
+        parsed: Default::default(),
     }))
 }
 
@@ -200,6 +201,7 @@ mod tests {
                 mod_revision: 5,
                 create_revision: 3,
             }),
+            parsed: Default::default(),
         }
     }
 

@@ -150,6 +150,46 @@ pub struct Event {
     /// The revisions of the record before this write, so that a snapshot read can rebuild
     /// it whole. `None` with a `prev_value`: an entry written before they were recorded.
     pub prev_revisions: Option<Revisions>,
+    /// `value` and `prev_value` as JSON, parsed on first use and shared by every clone.
+    pub parsed: ParsedJson,
+}
+
+impl Event {
+    /// `value` as JSON (`None` if it is not JSON), parsed once for all watchers of the event.
+    pub fn value_json(&self) -> Option<&serde_json::Value> {
+        self.parsed.0[0]
+            .get_or_init(|| serde_json::from_slice(&self.value).ok())
+            .as_ref()
+    }
+
+    /// `prev_value` as JSON, parsed once like [`Event::value_json`].
+    pub fn prev_json(&self) -> Option<&serde_json::Value> {
+        let prev = self.prev_value.as_ref()?;
+        self.parsed.0[1]
+            .get_or_init(|| serde_json::from_slice(prev).ok())
+            .as_ref()
+    }
+}
+
+/// The memo behind [`Event::value_json`]: a live event reaches every watcher as a clone of
+/// one broadcast `Event`, so a pod change seen by a hundred kubelets' filtered watches is
+/// parsed once rather than two hundred times. It is a cache, not part of the event: every
+/// memo compares equal.
+#[derive(Clone, Default)]
+pub struct ParsedJson(Arc<[std::sync::OnceLock<Option<serde_json::Value>>; 2]>);
+
+impl PartialEq for ParsedJson {
+    fn eq(&self, _: &ParsedJson) -> bool {
+        true
+    }
+}
+
+impl Eq for ParsedJson {}
+
+impl std::fmt::Debug for ParsedJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedJson")
+    }
 }
 
 /// The revisions a [`Record`] carries.

@@ -210,6 +210,7 @@ impl Shared {
                     value,
                     prev_revisions: current.as_ref().map(Record::revisions),
                     prev_value: current.map(|c| c.value),
+                    parsed: Default::default(),
                 };
                 (event, create)
             }
@@ -221,6 +222,7 @@ impl Shared {
                     value: tombstone,
                     prev_revisions: Some(current.revisions()),
                     prev_value: Some(current.value),
+                    parsed: Default::default(),
                 };
                 (event, current.create_revision)
             }

@@ -368,6 +368,7 @@ pub(super) fn put_entry(revision: u64, key: &str, value: &'static [u8]) -> Entry
             value: bytes::Bytes::from_static(value),
             prev_value: None,
             prev_revisions: None,
+            parsed: Default::default(),
         }),
         create_revision: revision,
     }
