@@ -6,8 +6,10 @@
 //! Prints how long the nodes took to be Ready, the scheduler's throughput through the API
 //! (pods bound per second, from the first bind seen to the last), each pod's latency from
 //! its creation to being bound and to Running (p50, p99, from one watch), the time until the
-//! Deployment reports every replica available, how evenly the pods were spread, and the time
-//! to scale back to zero.
+//! Deployment reports every replica available, how evenly the pods were spread, the time a
+//! rolling update of every replica takes, API latency (p99 of a single-object GET and PATCH
+//! probed every 100 ms from creation to the end of the rolling update, against upstream's
+//! 1 s SLO) and the time to scale back to zero.
 //!
 //! Usage: scale_bench KUBECONFIG NODES REPLICAS
 
@@ -18,7 +20,7 @@ mod common;
 use common::percentile;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::api::{
     Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -28,6 +30,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const NAMESPACE: &str = "scale-bench";
+/// The template annotation the rolling update changes.
+const REVISION: &str = "scale-bench/revision";
 
 fn node_ready(n: &Node) -> bool {
     n.status
@@ -125,6 +129,54 @@ fn deployment(replicas: i32) -> anyhow::Result<Deployment> {
     }))?)
 }
 
+/// Times a single-object GET and a single-object PATCH of a ConfigMap every 100 ms until
+/// `stop`: what upstream's API latency SLO covers, taken while the cluster is busy.
+async fn probe_api(
+    client: Client,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let cms: Api<ConfigMap> = Api::namespaced(client, NAMESPACE);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await?;
+    let (mut gets, mut patches) = (Vec::new(), Vec::new());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for n in 0u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let t = Instant::now();
+        cms.get("probe").await?;
+        gets.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let body = serde_json::json!({"data": {"n": n.to_string()}});
+        cms.patch("probe", &PatchParams::default(), &Patch::Merge(body))
+            .await?;
+        patches.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    gets.sort_by(f64::total_cmp);
+    patches.sort_by(f64::total_cmp);
+    Ok((gets, patches))
+}
+
+/// Whether the Deployment reports a finished rollout of `replicas` (what `kubectl rollout
+/// status` checks).
+fn rolled_out(d: &Deployment, replicas: i32) -> bool {
+    let (Some(s), generation) = (d.status.as_ref(), d.metadata.generation.unwrap_or(0)) else {
+        return false;
+    };
+    s.observed_generation.unwrap_or(0) >= generation
+        && s.updated_replicas == Some(replicas)
+        && s.replicas == Some(replicas)
+        && s.available_replicas == Some(replicas)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -176,6 +228,8 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    let probe_stop = tokio_util::sync::CancellationToken::new();
+    let probe = tokio::spawn(probe_api(client.clone(), probe_stop.clone()));
     let start = Instant::now();
     deployments
         .create(&PostParams::default(), &deployment(replicas as i32)?)
@@ -270,6 +324,37 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // A rolling update of every replica (default maxSurge/maxUnavailable, 25% each).
+    let t = Instant::now();
+    let bump =
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {REVISION: "2"}}}}});
+    deployments
+        .patch("scale", &PatchParams::default(), &Patch::Merge(bump))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if rolled_out(&deployments.get("scale").await?, replicas as i32) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the rolling update of {replicas} pods did not finish within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "deployment_{replicas}_rolling_update_s {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    probe_stop.cancel();
+    let (gets, patches) = probe.await??;
+    println!("api_get_p99_ms {:.1} ms", percentile(&gets, 0.99));
+    println!("api_patch_p99_ms {:.1} ms", percentile(&patches, 0.99));
+    println!("api_probes {} requests", gets.len() + patches.len());
+    println!("api_p99_target_ms 50 ms");
+    println!("upstream_slo_api_p99_ms 1000 ms");
+
+    // Scale to zero: counts the updated pods' deletions (the old ones' may still arrive).
     let t = Instant::now();
     deployments
         .patch(
@@ -278,14 +363,25 @@ async fn main() -> anyhow::Result<()> {
             &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
         )
         .await?;
-    let mut gone = 0usize;
+    let mut gone = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while gone < replicas {
+    while gone.len() < replicas {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((_, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
-            anyhow::bail!("only {gone} of {replicas} pods gone 300 s after scaling to 0");
+        let Ok(Some((p, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!(
+                "only {} of {replicas} pods gone 300 s after scaling to 0",
+                gone.len()
+            );
         };
-        gone += usize::from(deleted);
+        let updated = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .is_some_and(|v| v == "2");
+        if deleted && updated {
+            gone.insert(p.metadata.name.unwrap_or_default());
+        }
     }
     println!(
         "deployment_scale_to_zero_s {:.2} s",

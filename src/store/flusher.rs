@@ -82,12 +82,7 @@ fn flush_to(shared: &Shared, target: u64) -> Result<(), StoreError> {
     shared.wal.lock().append(&ready)?;
     shared.durable.store(target, Ordering::Release);
     shared.durability.send_modify(|d| d.revision = target);
-    if let Some(tx) = shared.events.read().as_ref() {
-        for entry in &ready {
-            // An error only means nobody is watching right now.
-            let _ = tx.send(entry.event.clone());
-        }
-    }
+    shared.fanout.publish(&ready);
     applier::kick(shared);
     Ok(())
 }
@@ -115,7 +110,7 @@ fn finish(shared: &Shared) {
         }),
         Err(e) => fail(shared, &e),
     }
-    shared.events.write().take();
+    shared.fanout.close();
     applier::stop(shared);
     tracing::debug!(rv = target, "store flusher stopped");
 }
@@ -123,7 +118,7 @@ fn finish(shared: &Shared) {
 fn fail(shared: &Shared, e: &StoreError) {
     tracing::error!(error = %e, "store flush failed; refusing further work");
     shared.mark_failed(format!("flush: {e}").into());
-    shared.events.write().take();
+    shared.fanout.close();
     // What is durable still goes to sled.
     applier::stop(shared);
 }

@@ -23,6 +23,7 @@ mod applier;
 mod codec;
 mod compaction;
 mod disk;
+mod fanout;
 mod flusher;
 mod overlay;
 mod shared;

@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::applier;
 use super::codec::{self, META_COMPACTED, META_REVISION};
 use super::compaction;
 use super::disk::DiskSync;
+use super::fanout::{Fanout, Live};
 use super::flusher;
 use super::overlay::{Overlay, Pending};
 use super::wakeup::Wakeup;
@@ -71,8 +72,8 @@ pub(super) struct Shared {
     pub compacted: AtomicU64,
     /// Every write above `sled_applied`, durable or not, in revision order.
     pub overlay: Mutex<Overlay>,
-    /// Live fan-out to watchers; `None` once the store is closed.
-    pub events: RwLock<Option<broadcast::Sender<Arc<Event>>>>,
+    /// Live fan-out to watchers, a channel per watched prefix.
+    pub fanout: Fanout,
     pub durability: watch::Sender<Durability>,
     pub flush_wake: Wakeup,
     pub apply_wake: Wakeup,
@@ -111,7 +112,6 @@ impl Shared {
         drop_stray_events(&db, &disk, revision)?;
         // Everything is in sled and flushed: the old segments can go.
         let wal = Wal::create(&wal_dir, revision)?;
-        let (events, _) = broadcast::channel(cfg.watch_buffer.max(1));
         let (durability, _) = watch::channel(Durability {
             revision,
             health: Health::Open,
@@ -128,7 +128,7 @@ impl Shared {
             sled_applied: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
             overlay: Mutex::new(Overlay::default()),
-            events: RwLock::new(Some(events)),
+            fanout: Fanout::new(cfg.watch_buffer, revision),
             durability,
             flush_wake: Wakeup::default(),
             apply_wake: Wakeup::default(),
@@ -448,12 +448,9 @@ impl Shared {
         Ok(out)
     }
 
-    pub(super) fn subscribe(&self) -> Result<broadcast::Receiver<Arc<Event>>, StoreError> {
-        self.events
-            .read()
-            .as_ref()
-            .map(broadcast::Sender::subscribe)
-            .ok_or(StoreError::Closed)
+    /// A live receiver of the events under `prefix`.
+    pub(super) fn subscribe(&self, prefix: &str) -> Result<broadcast::Receiver<Live>, StoreError> {
+        self.fanout.subscribe(prefix, || self.durable_revision())
     }
 
     pub(super) fn flush_db(&self) -> Result<(), StoreError> {

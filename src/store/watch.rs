@@ -1,17 +1,19 @@
 //! Watchers: each delivers every event after its start revision whose key has its prefix, in
 //! revision order, exactly once, or ends with an error.
 //!
-//! A watcher is either catching up (reading the persisted log) or live (reading the broadcast
-//! fed by the flusher), like etcd's unsynced/synced watchers. It subscribes to the broadcast
-//! before reading how far the log is durable, so every event past the log it read arrives
-//! live; live events at or below its position are skipped, and a gap or a `Lagged` sends it
-//! back to the log. Its position only moves forward, one revision at a time.
+//! A watcher is either catching up (reading the persisted log) or live (reading its prefix's
+//! channel of the fan-out fed by the flusher), like etcd's unsynced/synced watchers. It
+//! subscribes before reading how far the log is durable, so every event past the log it read
+//! arrives live; live events at or below its position are skipped, and a gap (a message
+//! whose predecessor on the channel is past the position) or a `Lagged` sends it back to the
+//! log. Its position only moves forward.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::fanout::Live;
 use super::shared::Shared;
 use super::{Event, StoreError};
 
@@ -32,9 +34,11 @@ pub struct Watcher {
     prefix: String,
     position: u64,
     mode: Mode,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: broadcast::Receiver<Live>,
     /// Log entries read but not yet handed out; `None` = filtered out by the prefix.
     backlog: VecDeque<(u64, Option<Event>)>,
+    /// Times it went back to the log after lagging or a gap.
+    resyncs: u64,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -54,7 +58,7 @@ impl Watcher {
         after_revision: u64,
     ) -> Result<Watcher, StoreError> {
         shared.check_health()?;
-        let live = shared.subscribe()?;
+        let live = shared.subscribe(prefix)?;
         let compacted = shared.compacted_revision();
         if after_revision < compacted {
             return Err(StoreError::Compacted {
@@ -69,13 +73,27 @@ impl Watcher {
             mode: Mode::CatchingUp,
             live,
             backlog: VecDeque::new(),
+            resyncs: 0,
         })
     }
 
     /// The highest revision this watcher has fully processed, including events its prefix
     /// filtered out: a bookmark at this revision loses nothing.
     pub fn position(&self) -> u64 {
+        if self.mode == Mode::Live && self.backlog.is_empty() {
+            // Read before looking at the channel: everything sent up to `published` is then
+            // either still queued for this watcher or already handed out (or not ours).
+            let published = self.shared.fanout.published();
+            if self.live.is_empty() {
+                return self.position.max(published);
+            }
+        }
         self.position
+    }
+
+    /// Times this watcher fell behind its live channel and went back to the log.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
     }
 
     /// The next matching event. `Some(Err(_))` ends the watch (`Compacted` if it fell behind
@@ -100,15 +118,16 @@ impl Watcher {
                     }
                 }
                 Mode::Live => match self.live.recv().await {
-                    Ok(ev) => {
-                        if ev.revision <= self.position {
+                    Ok(Live { prev, event }) => {
+                        if event.revision <= self.position {
                             continue;
                         }
-                        if ev.revision != self.position + 1 {
-                            // Never expected (every revision is published), but a skipped
-                            // revision must come from the log rather than be lost.
+                        if prev > self.position {
+                            // Never expected (each channel carries every event of its
+                            // prefix), but a missed event must come from the log, not be lost.
                             tracing::warn!(
-                                rv = ev.revision,
+                                rv = event.revision,
+                                prev,
                                 position = self.position,
                                 "watcher saw a gap; catching up from the log"
                             );
@@ -117,10 +136,8 @@ impl Watcher {
                             }
                             continue;
                         }
-                        self.position = ev.revision;
-                        if ev.key.starts_with(&self.prefix) {
-                            return Some(Ok(Event::clone(&ev)));
-                        }
+                        self.position = event.revision;
+                        return Some(Ok(Event::clone(&event)));
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(
@@ -147,7 +164,8 @@ impl Watcher {
     /// Drops the live buffer and goes back to the log; the new subscription comes before the
     /// next read of the durable revision, which is what makes the hand-over gapless.
     fn resync(&mut self) -> Result<(), StoreError> {
-        self.live = self.shared.subscribe()?;
+        self.resyncs += 1;
+        self.live = self.shared.subscribe(&self.prefix)?;
         self.mode = Mode::CatchingUp;
         Ok(())
     }

@@ -144,6 +144,51 @@ async fn watch_older_than_compaction_is_compacted() {
     assert_eq!(log_len(&store), 5);
 }
 
+/// Each prefix has its own live channel: a flood of writes elsewhere neither reaches nor
+/// overflows a watcher's buffer, while watchers of one prefix share its events.
+#[tokio::test]
+async fn writes_under_other_prefixes_never_make_a_watcher_lag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.watch_buffer = 4;
+    let store = Store::open(cfg).expect("open");
+    let mut apps = store.watch("apps/", 1).expect("watch");
+    let mut apps2 = store.watch("apps/", 1).expect("watch");
+    let mut core = store.watch("core/", 1).expect("watch");
+    // Both go live before the flood.
+    store.put("apps/a", b("1")).await.expect("put");
+    assert_eq!(next_event(&mut apps).await.key, "apps/a");
+    assert_eq!(next_event(&mut apps2).await.key, "apps/a");
+    store.put("core/start", b("0")).await.expect("put");
+    assert_eq!(next_event(&mut core).await.key, "core/start");
+    // A next() that finds the log read to the end switches each to its live channel.
+    for w in [&mut apps, &mut apps2, &mut core] {
+        let idle = tokio::time::timeout(Duration::from_millis(50), w.next()).await;
+        assert!(idle.is_err(), "nothing more was written");
+    }
+    for i in 0..50 {
+        store.put(&format!("core/{i}"), b("v")).await.expect("put");
+    }
+    store.put("apps/b", b("2")).await.expect("put");
+    for w in [&mut apps, &mut apps2] {
+        let ev = next_event(w).await;
+        assert_eq!((ev.key.as_str(), ev.revision), ("apps/b", 54));
+        assert_eq!(
+            w.resyncs(),
+            0,
+            "an apps/ watcher lagged behind core/ writes"
+        );
+        assert_eq!(w.position(), 54);
+    }
+    // The core/ watcher, never read, overflowed its own buffer and still gets every event
+    // in order from the log.
+    for i in 0..50 {
+        let ev = next_event(&mut core).await;
+        assert_eq!(ev.key, format!("core/{i}"));
+    }
+    assert!(core.resyncs() > 0, "the core/ watcher was expected to lag");
+}
+
 #[tokio::test]
 async fn lagging_watcher_gets_compacted_from_next_then_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
