@@ -18,6 +18,34 @@ use std::future::Future;
 /// Largest number of creations or deletions one sync issues (upstream's `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 
+/// `namespace/name`, the work-queue key of a namespaced object.
+pub fn key_of(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The keys of the owners that may adopt `orphan` (a pod with no controller): those in its
+/// namespace whose selector matches its labels, each of which must look at it.
+pub fn orphan_adopters<T>(
+    orphan: &ObjectMeta,
+    owners: impl IntoIterator<Item = std::sync::Arc<T>>,
+    meta: impl Fn(&T) -> &ObjectMeta,
+    selector: impl Fn(&T) -> Option<&LabelSelector>,
+) -> Vec<String> {
+    owners
+        .into_iter()
+        .filter(|o| {
+            let m = meta(o);
+            m.namespace == orphan.namespace
+                && Selector::new(selector(o)).matches(orphan.labels.as_ref())
+        })
+        .map(|o| key_of(meta(&o)))
+        .collect()
+}
+
 /// A typed selector parsed once; an invalid selector matches nothing.
 pub struct Selector(Parsed);
 

@@ -13,9 +13,10 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use super::controller_utils::{controller_ref, Selector};
+use super::controller_utils::controller_ref;
+use super::controller_utils::{key_of, orphan_adopters};
 use super::history::History;
-use super::statefulset::{key_of, owner_key};
+use super::statefulset::owner_key;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -103,13 +104,14 @@ async fn feed(
                 match owner_key(&p.metadata, "DaemonSet") {
                     Some(k) => queue.add(k),
                     None if controller_ref(&p.metadata).is_none() => {
-                        for s in sets.store().state() {
-                            let sel = Selector::new(s.spec.as_ref().map(|s| &s.selector));
-                            if s.metadata.namespace == p.metadata.namespace
-                                && sel.matches(p.metadata.labels.as_ref())
-                            {
-                                queue.add(key_of(&s.metadata));
-                            }
+                        let adopters = orphan_adopters(
+                            &p.metadata,
+                            sets.store().state(),
+                            |s| &s.metadata,
+                            |s| s.spec.as_ref().map(|s| &s.selector),
+                        );
+                        for k in adopters {
+                            queue.add(k);
                         }
                     }
                     None => {}

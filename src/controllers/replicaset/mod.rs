@@ -21,7 +21,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use super::controller_utils::{controller_ref, Selector};
+use super::controller_utils::{controller_ref, key_of, Selector};
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -89,15 +89,6 @@ impl<K: Replicated> ReplicaController<K> {
             _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
         }
     }
-}
-
-/// `namespace/name` of an object.
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
 }
 
 /// The key of the object of kind `K` controlling `pod`, if one does.

@@ -12,7 +12,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use super::controller_utils::{controller_ref, Selector};
+use super::controller_utils::{controller_ref, key_of, orphan_adopters};
 use super::history::History;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
@@ -76,15 +76,6 @@ impl StatefulSetController {
     }
 }
 
-/// `namespace/name`.
-pub(crate) fn key_of(meta: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
-}
-
 /// The key of the `kind` (apps/v1) controlling `meta`, if one does.
 pub(crate) fn owner_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
     let r = controller_ref(meta)?;
@@ -119,14 +110,14 @@ async fn feed(
                 match owner_key(&p.metadata, "StatefulSet") {
                     Some(k) => queue.add(k),
                     None if controller_ref(&p.metadata).is_none() => {
-                        for s in sets.store().state() {
-                            if s.metadata.namespace != p.metadata.namespace {
-                                continue;
-                            }
-                            let sel = Selector::new(s.spec.as_ref().map(|s| &s.selector));
-                            if sel.matches(p.metadata.labels.as_ref()) {
-                                queue.add(key_of(&s.metadata));
-                            }
+                        let adopters = orphan_adopters(
+                            &p.metadata,
+                            sets.store().state(),
+                            |s| &s.metadata,
+                            |s| s.spec.as_ref().map(|s| &s.selector),
+                        );
+                        for k in adopters {
+                            queue.add(k);
                         }
                     }
                     None => {}
