@@ -9,7 +9,8 @@
 //! Deployment reports every replica available, how evenly the pods were spread, the time a
 //! rolling update of every replica takes, API latency (p99 of a single-object GET and PATCH
 //! probed every 100 ms from creation to the end of the rolling update, against upstream's
-//! 1 s SLO) and the time to scale back to zero.
+//! 1 s SLO), the time to scale back to zero, and the scheduler's throughput on a backlog
+//! (every replica pending on cordoned nodes, then the nodes uncordoned).
 //!
 //! Usage: scale_bench KUBECONFIG NODES REPLICAS
 
@@ -387,5 +388,84 @@ async fn main() -> anyhow::Result<()> {
         "deployment_scale_to_zero_s {:.2} s",
         t.elapsed().as_secs_f64()
     );
+
+    // The scheduler alone: a backlog of pending pods (every node cordoned while the
+    // Deployment scales back up), then every node uncordoned at once. Binds through the API
+    // per second from the first uncordon to the last bind is what the scheduler sustains
+    // when it is not waiting for pods to be created.
+    let node_api: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = node_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    set_unschedulable(&node_api, &names, true).await?;
+    deployments
+        .patch(
+            "scale",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await?;
+    let mut pending = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while pending.len() < replicas {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((p, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!(
+                "only {} of {replicas} pods pending as unschedulable within 300 s",
+                pending.len()
+            );
+        };
+        let unschedulable = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                })
+            });
+        if !deleted && unschedulable && p.metadata.deletion_timestamp.is_none() {
+            pending.insert(p.metadata.name.unwrap_or_default());
+        }
+    }
+    let t = Instant::now();
+    set_unschedulable(&node_api, &names, false).await?;
+    let mut bound = std::collections::HashSet::new();
+    let mut last = t;
+    while bound.len() < replicas {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((p, at, _))) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!(
+                "only {} of {replicas} pending pods bound after uncordoning",
+                bound.len()
+            );
+        };
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if pending.contains(&name) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            bound.insert(name);
+            last = at;
+        }
+    }
+    let window = last.saturating_duration_since(t).as_secs_f64();
+    println!("scheduler_backlog_{replicas}_bound_s {window:.2} s");
+    println!(
+        "scheduler_backlog_pods_bound_per_s {:.0} pods/s",
+        replicas as f64 / window.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Cordons (or uncordons) every named node, all requests in flight at once.
+async fn set_unschedulable(nodes: &Api<Node>, names: &[String], on: bool) -> anyhow::Result<()> {
+    let patch = Patch::Merge(serde_json::json!({"spec": {"unschedulable": on}}));
+    let params = PatchParams::default();
+    let patches = names.iter().map(|n| nodes.patch(n, &params, &patch));
+    for r in futures::future::join_all(patches).await {
+        r?;
+    }
     Ok(())
 }

@@ -9,9 +9,10 @@
 #                               present) create to Running/Ready vs runc and the upstream SLO,
 #                               server+node RSS idle and with the pods running
 #   scripts/bench.sh scale      control plane at scale: 100 simulated nodes (`skiff sim-nodes`),
-#                               a Deployment of 3000 replicas scheduled, run and scaled to zero
-#                               through the API; scheduler pods/s vs the 1000/s target and the
-#                               pod startup p99 vs the upstream SLO; server RSS
+#                               a Deployment of 3000 replicas scheduled, run, rolled over and
+#                               scaled to zero through the API; scheduler pods/s (as pods arrive,
+#                               and on a backlog of 3000 pending) vs the 1000/s target, pod
+#                               startup p99 and API GET/PATCH p99 vs upstream's SLOs; server RSS
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
