@@ -85,14 +85,31 @@ pub fn validate_pod_spec_update(old: &Value, new: &Value, errs: &mut Vec<FieldEr
             restore("terminationGracePeriodSeconds");
         }
     }
-    if munged != *old_spec {
-        let changed = first_difference(old_spec, &munged, "spec");
+    let mut old_spec = old_spec.clone();
+    drop_empty_lists(&mut old_spec);
+    drop_empty_lists(&mut munged);
+    if munged != old_spec {
+        let changed = first_difference(&old_spec, &munged, "spec");
         errs.push(FieldError::forbidden(
             "spec",
             &format!(
                 "pod updates may not change fields other than {UPDATABLE}\n  changed: {changed}"
             ),
         ));
+    }
+}
+
+/// Removes nulls and empty lists, recursively: upstream compares Go structs, where an absent
+/// list and an empty one are equal, and a client sending protobuf (client-go) writes back
+/// `initContainers: []` for a pod stored without the field.
+fn drop_empty_lists(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !(x.is_null() || x.as_array().is_some_and(Vec::is_empty)));
+            m.values_mut().for_each(drop_empty_lists);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_empty_lists),
+        _ => {}
     }
 }
 
@@ -139,6 +156,23 @@ mod tests {
         let mut errs = Vec::new();
         validate_pod_spec_update(old, new, &mut errs);
         errs.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// What client-go writes back from a protobuf round trip: empty lists the stored pod
+    /// never had. An absent list equals an empty one, as in upstream's Go structs; a list
+    /// that gains an item is still a change.
+    #[test]
+    fn empty_lists_equal_absent_ones() {
+        let old = pod("busybox:1", "100m", json!([]));
+        let mut new = old.clone();
+        new["spec"]["initContainers"] = json!([]);
+        new["spec"]["containers"][0]["ports"] = json!([]);
+        new["spec"]["nodeName"] = Value::Null;
+        assert_eq!(errors(&old, &new), Vec::<String>::new());
+        new["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+        let e = errors(&old, &new);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("changed: spec.containers[0].ports"), "{e:?}");
     }
 
     #[test]
