@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Pod, Instant, bool)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PodChange>();
     let mut stream = pods
         .watch(&WatchParams::default().labels("app=scale"), "0")
         .await?
@@ -238,15 +238,15 @@ async fn main() -> anyhow::Result<()> {
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen.running.len() < replicas {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((p, at, _))) = tokio::time::timeout(left, rx.recv()).await else {
-            anyhow::bail!(
+        let (p, at, _) = next_change(&mut rx, deadline, || {
+            format!(
                 "only {} of {replicas} pods Running within 600 s ({} created, {} bound)",
                 seen.running.len(),
                 seen.added.len(),
                 seen.bound.len()
-            );
-        };
+            )
+        })
+        .await?;
         seen.record(&p, at);
     }
     let all_running_s = start.elapsed().as_secs_f64();
@@ -367,13 +367,13 @@ async fn main() -> anyhow::Result<()> {
     let mut gone = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while gone.len() < replicas {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((p, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
-            anyhow::bail!(
+        let (p, _, deleted) = next_change(&mut rx, deadline, || {
+            format!(
                 "only {} of {replicas} pods gone 300 s after scaling to 0",
                 gone.len()
-            );
-        };
+            )
+        })
+        .await?;
         let updated = p
             .metadata
             .annotations
@@ -412,13 +412,13 @@ async fn main() -> anyhow::Result<()> {
     let mut pending = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while pending.len() < replicas {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((p, _, deleted))) = tokio::time::timeout(left, rx.recv()).await else {
-            anyhow::bail!(
+        let (p, _, deleted) = next_change(&mut rx, deadline, || {
+            format!(
                 "only {} of {replicas} pods pending as unschedulable within 300 s",
                 pending.len()
-            );
-        };
+            )
+        })
+        .await?;
         let unschedulable = p
             .status
             .as_ref()
@@ -434,16 +434,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let t = Instant::now();
     set_unschedulable(&node_api, &names, false).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut bound = std::collections::HashSet::new();
     let mut last = t;
     while bound.len() < replicas {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((p, at, _))) = tokio::time::timeout(left, rx.recv()).await else {
-            anyhow::bail!(
+        let (p, at, _) = next_change(&mut rx, deadline, || {
+            format!(
                 "only {} of {replicas} pending pods bound after uncordoning",
                 bound.len()
-            );
-        };
+            )
+        })
+        .await?;
         let name = p.metadata.name.clone().unwrap_or_default();
         if pending.contains(&name) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
             bound.insert(name);
@@ -457,6 +458,23 @@ async fn main() -> anyhow::Result<()> {
         replicas as f64 / window.max(1e-9)
     );
     Ok(())
+}
+
+/// A pod from the watch: the object, when it was seen, whether it was deleted.
+type PodChange = (Pod, Instant, bool);
+
+/// The next pod change from the watch, or the error `waiting` describes once `deadline`
+/// has passed.
+async fn next_change(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<PodChange>,
+    deadline: Instant,
+    waiting: impl FnOnce() -> String,
+) -> anyhow::Result<PodChange> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, rx.recv()).await {
+        Ok(Some(change)) => Ok(change),
+        _ => anyhow::bail!("{}", waiting()),
+    }
 }
 
 /// Cordons (or uncordons) every named node, all requests in flight at once.

@@ -27,20 +27,39 @@ pub fn key_of(meta: &ObjectMeta) -> String {
     )
 }
 
-/// The keys of the owners that may adopt `orphan` (a pod with no controller): those in its
-/// namespace whose selector matches its labels, each of which must look at it.
-pub fn orphan_adopters<T>(
-    orphan: &ObjectMeta,
-    owners: impl IntoIterator<Item = std::sync::Arc<T>>,
+/// The key of the `kind` (apps/v1) controlling `meta`, if one does.
+pub fn owner_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    let r = controller_ref(meta)?;
+    (r.kind == kind && r.api_version == "apps/v1").then(|| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            r.name
+        )
+    })
+}
+
+/// The keys of the `kind` (apps/v1) objects a pod change concerns: its controller's, or for
+/// an orphan those in its namespace whose selector matches it (each may adopt it). A pod
+/// controlled by something else concerns none.
+pub fn pod_owner_keys<T>(
+    pod: &ObjectMeta,
+    kind: &str,
+    owners: impl FnOnce() -> Vec<std::sync::Arc<T>>,
     meta: impl Fn(&T) -> &ObjectMeta,
     selector: impl Fn(&T) -> Option<&LabelSelector>,
 ) -> Vec<String> {
-    owners
+    if let Some(k) = owner_key(pod, kind) {
+        return vec![k];
+    }
+    if controller_ref(pod).is_some() {
+        return Vec::new();
+    }
+    owners()
         .into_iter()
         .filter(|o| {
             let m = meta(o);
-            m.namespace == orphan.namespace
-                && Selector::new(selector(o)).matches(orphan.labels.as_ref())
+            m.namespace == pod.namespace && Selector::new(selector(o)).matches(pod.labels.as_ref())
         })
         .map(|o| key_of(meta(&o)))
         .collect()

@@ -13,10 +13,8 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use super::controller_utils::controller_ref;
-use super::controller_utils::{key_of, orphan_adopters};
+use super::controller_utils::{key_of, owner_key, pod_owner_keys};
 use super::history::History;
-use super::statefulset::owner_key;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -101,20 +99,15 @@ async fn feed(
             }
             Some(change) = pod_changes.next() => {
                 let (Change::Applied(p) | Change::Deleted(p)) = change;
-                match owner_key(&p.metadata, "DaemonSet") {
-                    Some(k) => queue.add(k),
-                    None if controller_ref(&p.metadata).is_none() => {
-                        let adopters = orphan_adopters(
-                            &p.metadata,
-                            sets.store().state(),
-                            |s| &s.metadata,
-                            |s| s.spec.as_ref().map(|s| &s.selector),
-                        );
-                        for k in adopters {
-                            queue.add(k);
-                        }
-                    }
-                    None => {}
+                let keys = pod_owner_keys(
+                    &p.metadata,
+                    "DaemonSet",
+                    || sets.store().state(),
+                    |s| &s.metadata,
+                    |s| s.spec.as_ref().map(|s| &s.selector),
+                );
+                for k in keys {
+                    queue.add(k);
                 }
             }
             Some(_) = node_changes.next() => {

@@ -12,7 +12,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use super::controller_utils::{controller_ref, key_of, orphan_adopters};
+use super::controller_utils::{key_of, owner_key, pod_owner_keys};
 use super::history::History;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
@@ -20,7 +20,6 @@ use crate::informers::{Change, Informer};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -76,18 +75,6 @@ impl StatefulSetController {
     }
 }
 
-/// The key of the `kind` (apps/v1) controlling `meta`, if one does.
-pub(crate) fn owner_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
-    let r = controller_ref(meta)?;
-    (r.kind == kind && r.api_version == "apps/v1").then(|| {
-        format!(
-            "{}/{}",
-            meta.namespace.as_deref().unwrap_or_default(),
-            r.name
-        )
-    })
-}
-
 /// Sets changed, pods and revisions changed under their set; an orphan pod wakes every set
 /// of its namespace that selects it.
 async fn feed(
@@ -107,20 +94,15 @@ async fn feed(
             }
             Some(change) = pod_changes.next() => {
                 let (Change::Applied(p) | Change::Deleted(p)) = change;
-                match owner_key(&p.metadata, "StatefulSet") {
-                    Some(k) => queue.add(k),
-                    None if controller_ref(&p.metadata).is_none() => {
-                        let adopters = orphan_adopters(
-                            &p.metadata,
-                            sets.store().state(),
-                            |s| &s.metadata,
-                            |s| s.spec.as_ref().map(|s| &s.selector),
-                        );
-                        for k in adopters {
-                            queue.add(k);
-                        }
-                    }
-                    None => {}
+                let keys = pod_owner_keys(
+                    &p.metadata,
+                    "StatefulSet",
+                    || sets.store().state(),
+                    |s| &s.metadata,
+                    |s| s.spec.as_ref().map(|s| &s.selector),
+                );
+                for k in keys {
+                    queue.add(k);
                 }
             }
             Some(change) = rev_changes.next() => {
