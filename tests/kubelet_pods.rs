@@ -219,17 +219,15 @@ impl Drop for Node {
                 let _ = rt.remove(&c.id, true).await;
             }
         });
+        // Pod cgroups (kubepods/…) stay when the kubelet stops with pods still on the node.
         for h in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            let p = h.path().join(&self.cgroup_parent);
-            if p.exists() {
-                let _ = std::fs::remove_dir(&p);
-            }
+            common::node::remove_cgroup_tree(&h.path().join(&self.cgroup_parent));
         }
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.cgroup_parent));
+        common::node::remove_cgroup_tree(&Path::new("/sys/fs/cgroup").join(&self.cgroup_parent));
     }
 }
 

@@ -1,13 +1,15 @@
 //! Pods on the server's own node, through the real binary: `skiff server` registers its
 //! node, and a pod bound to it is pulled, started in its own network namespace with an
 //! address from the node's podCIDR, and answers `kubectl logs`, `exec` and `delete` as on
-//! a kubeadm node. (Scheduling is the controllers issue: the test sets `spec.nodeName`.)
+//! a kubeadm node, inside a pod cgroup under its QoS class that holds the pod's limits.
+//! (Scheduling is the controllers issue: the test sets `spec.nodeName`.)
 
 mod common;
 
 use common::process::eventually;
 use common::registry::{self, Registry};
 use common::TestServer;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const NODE: &str = "n1";
@@ -35,7 +37,8 @@ fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web","namespace":"default"}},
                "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":2,
                  "containers":[{{"name":"app","image":"{image}",
-                   "command":["sh","-c","echo hello from $(hostname); exec sleep 3600"]}}]}}}}"#
+                   "command":["sh","-c","echo hello from $(hostname); exec sleep 3600"],
+                   "resources":{{"limits":{{"cpu":"500m","memory":"64Mi"}}}}}}]}}}}"#
         ),
     );
     let pod = eventually(Duration::from_secs(60), "the pod is Running", || {
@@ -83,6 +86,34 @@ fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and
     assert_eq!(run.code, Some(3), "{run}");
     assert!(run.stdout.contains(&pod_ip), "{run}");
 
+    // Limits equal to requests make it Guaranteed: its cgroup is kubepods/pod<uid>, the
+    // container's inside it, and the pod cgroup carries the pod's memory and cpu limits.
+    assert_eq!(pod["status"]["qosClass"], "Guaranteed", "{pod}");
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    let parent = server.cgroup_parent().expect("the agent's cgroup parent");
+    let pod_cgroup = format!("/{parent}/kubepods/pod{uid}/");
+    let own = server.kubectl_ok(&[
+        "exec",
+        "web",
+        "-n",
+        "default",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert!(
+        own.lines().any(|l| l.contains(&pod_cgroup)),
+        "the container is not in {pod_cgroup}: {own}"
+    );
+    let memory = pod_cgroup_file(&pod_cgroup, &["memory/memory.limit_in_bytes", "memory.max"]);
+    assert_eq!(read_trimmed(&memory), (64 << 20).to_string(), "{memory:?}");
+    let cpu = pod_cgroup_file(&pod_cgroup, &["cpu/cpu.cfs_quota_us", "cpu.max"]);
+    assert!(
+        read_trimmed(&cpu).starts_with("50000"),
+        "{cpu:?}: {}",
+        read_trimmed(&cpu)
+    );
+
     server.kubectl_ok(&[
         "delete",
         "pod",
@@ -94,4 +125,36 @@ fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and
     ]);
     let left = server.kubectl_ok(&["get", "pods", "-n", "default", "-o", "name"]);
     assert!(left.trim().is_empty(), "{left}");
+    // The pod cgroup goes with the pod.
+    eventually(
+        Duration::from_secs(10),
+        "the pod cgroup is removed",
+        || match memory.parent().filter(|d| d.exists()) {
+            Some(d) => Err(format!("{d:?} still exists")),
+            None => Ok(()),
+        },
+    );
+}
+
+/// The first of `candidates` (v1 `<controller>/<file>`, or a v2 file) that exists in the
+/// cgroup `rel` on this host.
+fn pod_cgroup_file(rel: &str, candidates: &[&str]) -> PathBuf {
+    let root = PathBuf::from("/sys/fs/cgroup");
+    candidates
+        .iter()
+        .map(|c| match c.split_once('/') {
+            Some((controller, file)) => {
+                root.join(controller).join(rel.trim_matches('/')).join(file)
+            }
+            None => root.join(rel.trim_matches('/')).join(c),
+        })
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("none of {candidates:?} exists under {rel}"))
+}
+
+fn read_trimmed(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{p:?}: {e}"))
+        .trim()
+        .to_owned()
 }

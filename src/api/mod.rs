@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod requester;
+pub mod resources;
 pub mod schema;
 pub mod selector;
 pub mod strategy;

@@ -11,7 +11,7 @@
 //! from the runtime, so a worker that restarts (or a new kubelet process) sees the same
 //! containers the previous one left.
 
-use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus};
+use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Resources};
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -58,6 +58,15 @@ pub trait Cri: Send + Sync {
         image: &str,
         credentials: Option<Credentials>,
     ) -> BoxFuture<'_, Result<ImageInfo, CriError>>;
+    /// Creates the pod-level cgroup `path` (relative to the runtime's cgroup parent, as in
+    /// [`ContainerConfig::cgroup_parent`]) with `resources`, or updates them.
+    fn ensure_pod_cgroup(
+        &self,
+        path: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Removes a pod-level cgroup whose containers are gone (absent is fine).
+    fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>>;
     /// Creates (does not start) a container; returns its id.
     fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>>;
     fn start_container(&self, id: &str) -> BoxFuture<'_, Result<(), CriError>>;

@@ -15,7 +15,7 @@
 //! Created → Running → Stopped, an exit is recorded with its time, `wait` resolves on exit.
 
 use super::cri::{Credentials, Cri, CriError, ExecOutput, ImageInfo};
-use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Status};
+use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Resources, Status};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -66,6 +66,8 @@ pub enum Call {
     Kill(String, i32),
     Remove(String),
     Exec(String, Vec<String>),
+    EnsurePodCgroup(String, Resources),
+    RemovePodCgroup(String),
 }
 
 struct Container {
@@ -89,6 +91,8 @@ struct Inner {
     calls: Vec<Call>,
     /// Simulated: every image present, calls not recorded, behaviour from the source.
     source: Option<ScriptSource>,
+    /// Pod cgroups that exist (path → resources).
+    pod_cgroups: BTreeMap<String, Resources>,
 }
 
 impl Inner {
@@ -150,6 +154,11 @@ impl FakeCri {
             .lock()
             .exec_results
             .insert(container.to_owned(), codes.into());
+    }
+
+    /// The pod cgroups that exist now, with their resources.
+    pub fn pod_cgroups(&self) -> BTreeMap<String, Resources> {
+        self.inner.lock().pod_cgroups.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -388,6 +397,26 @@ impl Cri for FakeCri {
     fn kill_container(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), CriError>> {
         self.inner.lock().record(Call::Kill(id.to_owned(), signal));
         finish(&self.inner, id, 128 + signal, false);
+        async { Ok(()) }.boxed()
+    }
+
+    fn ensure_pod_cgroup(
+        &self,
+        path: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let mut g = self.inner.lock();
+        g.record(Call::EnsurePodCgroup(path.to_owned(), resources.clone()));
+        if g.source.is_none() {
+            g.pod_cgroups.insert(path.to_owned(), resources);
+        }
+        async { Ok(()) }.boxed()
+    }
+
+    fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
+        let mut g = self.inner.lock();
+        g.record(Call::RemovePodCgroup(path.to_owned()));
+        g.pod_cgroups.remove(path);
         async { Ok(()) }.boxed()
     }
 

@@ -1,10 +1,18 @@
-//! Resources: a pod's QoS class and a container's cgroup limits, with upstream's
-//! arithmetic (requests → cpu shares, limits → CFS quota over a 100 ms period, memory).
+//! Resources: a pod's QoS class, its pod cgroup and a container's cgroup limits, with
+//! upstream's arithmetic (requests → cpu shares, limits → CFS quota over a 100 ms period,
+//! memory).
+//!
+//! Cgroups are laid out as upstream's kubelet does with the cgroupfs driver, under the
+//! runtime's parent: `kubepods/pod<uid>` for Guaranteed pods, `kubepods/burstable/pod<uid>`
+//! and `kubepods/besteffort/pod<uid>`, each container's cgroup inside its pod's. The pod
+//! cgroup bounds the pod as a whole (sidecars and init containers included) and is what a
+//! pod-level memory or cpu limit applies to.
 //!
 //! Invariant: pure functions of the spec, so status (`qosClass`) and the runtime config
 //! always agree.
 
 use crate::api::quantity::Quantity;
+use crate::api::resources::pod_limits;
 use crate::runtime::containers::Resources;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -56,18 +64,69 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
+fn milli_to_shares(milli: i64) -> u64 {
+    if milli <= 0 {
+        return MIN_SHARES;
+    }
+    ((milli as u64 * 1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+fn milli_to_quota(milli: i64) -> i64 {
+    ((milli * CPU_PERIOD_US as i64) / 1000).max(MIN_QUOTA_US)
+}
+
+/// The pod's cgroup, relative to the runtime's cgroup parent (see the module docs); `None`
+/// for a pod without a uid (never one the API server returned).
+pub fn pod_cgroup_path(pod: &Pod) -> Option<String> {
+    let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty())?;
+    Some(match qos_class(pod) {
+        "Guaranteed" => format!("kubepods/pod{uid}"),
+        "Burstable" => format!("kubepods/burstable/pod{uid}"),
+        _ => format!("kubepods/besteffort/pod{uid}"),
+    })
+}
+
+/// Every path the cgroup of pod `uid` can have, one per QoS class.
+pub fn pod_cgroup_paths(uid: &str) -> [String; 3] {
+    [
+        format!("kubepods/pod{uid}"),
+        format!("kubepods/burstable/pod{uid}"),
+        format!("kubepods/besteffort/pod{uid}"),
+    ]
+}
+
+/// The pod cgroup's settings (upstream's `ResourceConfigForPod`): cpu shares from the
+/// pod's effective cpu request; a CFS quota and a memory limit only when every container
+/// declares that limit (or the pod does), since one unbounded container leaves the pod
+/// unbounded. A BestEffort pod gets the minimum shares and nothing else.
+pub fn pod_resources(pod: &Pod) -> Resources {
+    if qos_class(pod) == "BestEffort" {
+        return Resources {
+            cpu_shares: Some(MIN_SHARES),
+            ..Resources::default()
+        };
+    }
+    let requests = crate::api::resources::pod_requests(pod);
+    let limits = pod_limits(pod);
+    let quota = limits
+        .cpu_bounded
+        .then(|| milli_to_quota(limits.limits.milli_cpu));
+    Resources {
+        memory_limit_bytes: limits.memory_bounded.then_some(limits.limits.memory),
+        cpu_quota_us: quota,
+        cpu_period_us: quota.map(|_| CPU_PERIOD_US),
+        cpu_shares: Some(milli_to_shares(requests.milli_cpu)),
+        pids_limit: None,
+    }
+}
+
 /// The container's cgroup settings.
 pub fn container_resources(c: &Container) -> Resources {
     let cpu_req = get(c, "requests", "cpu").or_else(|| get(c, "limits", "cpu"));
-    let shares = match cpu_req {
-        Some(q) if !q.is_zero() => {
-            ((q.milli_value() as u64 * 1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
-        }
-        _ => MIN_SHARES,
-    };
+    let shares = milli_to_shares(cpu_req.map_or(0, |q| q.milli_value() as i64));
     let quota = get(c, "limits", "cpu")
         .filter(|q| !q.is_zero())
-        .map(|q| ((q.milli_value() as i64 * CPU_PERIOD_US as i64) / 1000).max(MIN_QUOTA_US));
+        .map(|q| milli_to_quota(q.milli_value() as i64));
     Resources {
         memory_limit_bytes: get(c, "limits", "memory")
             .filter(|q| !q.is_zero())
@@ -149,5 +208,70 @@ mod tests {
         assert_eq!(r.cpu_period_us, Some(100_000));
         assert_eq!(r.memory_limit_bytes, Some(128 << 20));
         assert_eq!(container_resources(&c(&[], &[])).cpu_shares, Some(2));
+    }
+
+    fn with_uid(mut p: Pod) -> Pod {
+        p.metadata.uid = Some("u1".into());
+        p
+    }
+
+    #[test]
+    fn pod_cgroups_sit_under_their_qos_class() {
+        let guaranteed = with_uid(pod(vec![c(&[], &[("cpu", "1"), ("memory", "1Gi")])]));
+        let burstable = with_uid(pod(vec![c(&[("cpu", "100m")], &[])]));
+        let best_effort = with_uid(pod(vec![c(&[], &[])]));
+        assert_eq!(pod_cgroup_path(&guaranteed).unwrap(), "kubepods/podu1");
+        assert_eq!(
+            pod_cgroup_path(&burstable).unwrap(),
+            "kubepods/burstable/podu1"
+        );
+        assert_eq!(
+            pod_cgroup_path(&best_effort).unwrap(),
+            "kubepods/besteffort/podu1"
+        );
+        assert_eq!(pod_cgroup_path(&pod(vec![c(&[], &[])])), None);
+    }
+
+    #[test]
+    fn a_guaranteed_pod_cgroup_is_bounded_by_the_sum_of_its_containers() {
+        // Requests as the API server's defaulting leaves them (copied from the limits).
+        let both = |cpu, mem| {
+            c(
+                &[("cpu", cpu), ("memory", mem)],
+                &[("cpu", cpu), ("memory", mem)],
+            )
+        };
+        let p = pod(vec![both("500m", "64Mi"), both("250m", "32Mi")]);
+        let r = pod_resources(&p);
+        assert_eq!(r.cpu_shares, Some(768));
+        assert_eq!(r.cpu_quota_us, Some(75_000));
+        assert_eq!(r.cpu_period_us, Some(100_000));
+        assert_eq!(r.memory_limit_bytes, Some(96 << 20));
+    }
+
+    #[test]
+    fn one_container_without_a_limit_leaves_the_burstable_pod_unbounded_in_that_resource() {
+        let p = pod(vec![
+            c(&[("cpu", "100m")], &[("cpu", "1"), ("memory", "64Mi")]),
+            c(&[("cpu", "200m")], &[("memory", "32Mi")]),
+        ]);
+        let r = pod_resources(&p);
+        assert_eq!(r.cpu_shares, Some(307));
+        assert_eq!(
+            r.cpu_quota_us, None,
+            "the second container has no cpu limit"
+        );
+        assert_eq!(r.memory_limit_bytes, Some(96 << 20));
+    }
+
+    #[test]
+    fn a_best_effort_pod_gets_the_minimum_shares_only() {
+        assert_eq!(
+            pod_resources(&pod(vec![c(&[], &[])])),
+            Resources {
+                cpu_shares: Some(2),
+                ..Resources::default()
+            }
+        );
     }
 }

@@ -5,7 +5,9 @@
 
 use super::cri::{Credentials, Cri, CriError, ExecOutput, ImageInfo};
 use crate::runtime::containers::facade::{ExecIo, Runtime, RuntimeError};
-use crate::runtime::containers::{ContainerConfig, ContainerState, ExecConfig, ExitStatus};
+use crate::runtime::containers::{
+    ContainerConfig, ContainerState, ExecConfig, ExitStatus, Resources,
+};
 use crate::runtime::images::{normalize_reference, Image, ImageError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -81,6 +83,26 @@ impl Cri for RuntimeCri {
             }
         }
         .boxed()
+    }
+
+    fn ensure_pod_cgroup(
+        &self,
+        path: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let path = path.to_owned();
+        async move {
+            self.runtime
+                .ensure_cgroup(&path, &resources)
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
+        let path = path.to_owned();
+        async move { self.runtime.remove_cgroup(&path).await.map_err(err) }.boxed()
     }
 
     fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>> {

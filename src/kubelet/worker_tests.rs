@@ -642,3 +642,54 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
     assert_eq!(get("KUBERNETES_SERVICE_PORT").as_deref(), Some("mine"));
     drop(tx);
 }
+
+#[tokio::test(start_paused = true)]
+async fn containers_run_in_a_pod_cgroup_under_the_qos_class_that_goes_with_the_pod() {
+    let mut app = c("app");
+    app.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(
+            [(
+                "cpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("250m".into()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let h = Harness::start(
+        FakeCri::new().with_image("busybox:1"),
+        pod(vec![app, c("side")], vec![], "Always"),
+    );
+    wait(1).await;
+    assert_eq!(h.last().qos_class.as_deref(), Some("Burstable"));
+    let path = "kubepods/burstable/poduid1";
+    let cgroups = h.cri.pod_cgroups();
+    let res = cgroups.get(path).expect("the pod cgroup exists");
+    assert_eq!(
+        (res.cpu_shares, res.cpu_quota_us, res.memory_limit_bytes),
+        (Some(256), None, None),
+        "shares from the pod's requests; no limit as one container declares none"
+    );
+    let calls = h.cri.calls();
+    let ensured = calls
+        .iter()
+        .position(|c| matches!(c, Call::EnsurePodCgroup(p, _) if p == path))
+        .expect("the pod cgroup was ensured");
+    let created = calls
+        .iter()
+        .position(|c| matches!(c, Call::Create(_)))
+        .expect("a container was created");
+    assert!(ensured < created, "the pod cgroup comes first: {calls:?}");
+    assert!(h
+        .cri
+        .configs()
+        .iter()
+        .all(|c| c.cgroup_parent.as_deref() == Some(path)));
+    h.tx.send_replace(None);
+    wait(5).await;
+    assert!(
+        h.cri.pod_cgroups().is_empty(),
+        "removed with the pod: {:?}",
+        h.cri.pod_cgroups()
+    );
+}

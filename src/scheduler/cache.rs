@@ -10,7 +10,7 @@
 //!   through [`Cache`], which updates both.
 //! - Terminated pods (`Succeeded`/`Failed`) hold nothing and are not in the cache.
 
-use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resources};
+use crate::api::resources::{node_allocatable, non_zero_requests, pod_requests, Resources};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 
 use super::cache::{HostPort, NodeInfo, TAINT_UNSCHEDULABLE};
 use super::labels;
-use super::resources::Resources;
+use crate::api::resources::Resources;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Taint, Toleration};
 
 pub const REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";

@@ -26,7 +26,6 @@ pub mod labels;
 pub mod lookups;
 pub mod preemption;
 pub mod queue;
-pub mod resources;
 pub mod scores;
 pub mod spread;
 #[cfg(test)]

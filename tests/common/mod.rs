@@ -90,6 +90,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The agent's private cgroup parent (`SKIFF_CGROUP_PARENT`), when it runs one.
+    #[allow(dead_code)]
+    pub fn cgroup_parent(&self) -> Option<&str> {
+        self.node.as_ref().map(|n| n.cgroup_parent.as_str())
+    }
+
     /// Starts a server with the default flags and waits until it is ready.
     pub fn start() -> TestServer {
         TestServer::start_with(&[])

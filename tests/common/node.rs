@@ -119,7 +119,8 @@ pub fn clean_up(agent_dir: &Path, flags: &NodeFlags) {
     }
 }
 
-fn remove_cgroup_tree(dir: &Path) {
+/// Removes the cgroup `dir` and every cgroup under it, deepest first.
+pub fn remove_cgroup_tree(dir: &Path) {
     if !dir.is_dir() {
         return;
     }

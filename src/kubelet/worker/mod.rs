@@ -65,6 +65,8 @@ pub struct Worker {
     deleted_sent: bool,
     /// Termination messages of exited instances (read once, by runtime id).
     messages: HashMap<String, String>,
+    /// The pod cgroup exists (created by this worker, or found and updated).
+    pod_cgroup_ready: bool,
 }
 
 enum Next {
@@ -112,6 +114,7 @@ impl Worker {
             volumes_at: None,
             deleted_sent: false,
             messages: HashMap::new(),
+            pod_cgroup_ready: false,
         }
     }
 
@@ -299,14 +302,8 @@ impl Worker {
                     self.volumes_at = Some(Instant::now());
                 }
                 Err(e) if self.volumes.is_none() => {
-                    self.event(
-                        None,
-                        events::WARNING,
-                        "FailedMount",
-                        format!("MountVolume.SetUp failed: {e}"),
-                    );
-                    self.write_status(&view, false).await;
-                    return Next::After(Duration::from_secs(2));
+                    let msg = format!("MountVolume.SetUp failed: {e}");
+                    return self.setup_failed(&view, "FailedMount", msg).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "refreshing volumes failed"),
             }
@@ -318,16 +315,24 @@ impl Worker {
             match self.ctx.network.setup(self.sandbox_request()).await {
                 Ok(s) => self.sandbox = Some(s),
                 Err(e) => {
-                    self.event(
-                        None,
-                        events::WARNING,
-                        "FailedCreatePodSandBox",
-                        format!("Failed to create pod sandbox: {e}"),
-                    );
-                    self.write_status(&view, false).await;
-                    return Next::After(Duration::from_secs(2));
+                    let msg = format!("Failed to create pod sandbox: {e}");
+                    return self
+                        .setup_failed(&view, "FailedCreatePodSandBox", msg)
+                        .await;
                 }
             }
+        }
+        if !self.pod_cgroup_ready {
+            if let Some(path) = super::resources::pod_cgroup_path(&pod) {
+                let res = super::resources::pod_resources(&pod);
+                if let Err(e) = self.ctx.cri.ensure_pod_cgroup(&path, res).await {
+                    let msg = format!("unable to ensure pod container exists: {e}");
+                    return self
+                        .setup_failed(&view, "FailedCreatePodContainer", msg)
+                        .await;
+                }
+            }
+            self.pod_cgroup_ready = true;
         }
         // Liveness/startup failures: kill, the restart logic below does the rest.
         let unhealthy: Vec<(String, String)> = self.sink.unhealthy.lock().drain().collect();
@@ -369,6 +374,14 @@ impl Worker {
         self.watch_exits(&view);
         self.write_status(&view, false).await;
         Next::After(next)
+    }
+
+    /// A pod-level step (volumes, sandbox, pod cgroup) failed: a Warning event, the status
+    /// as it is, and another try soon.
+    async fn setup_failed(&mut self, view: &RuntimePod, reason: &'static str, msg: String) -> Next {
+        self.event(None, events::WARNING, reason, msg);
+        self.write_status(view, false).await;
+        Next::After(Duration::from_secs(2))
     }
 
     fn spec_of(&self, name: &str) -> Option<(Container, bool)> {

@@ -132,7 +132,7 @@ impl Worker {
     }
 }
 
-/// Removes a pod's containers, network, volumes and logs (also for pods found at start
+/// Removes a pod's containers, cgroup, network, volumes and logs (also for pods found at start
 /// that no longer exist).
 pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Option<&Pod>) {
     let mut log_dirs = HashSet::new();
@@ -158,6 +158,12 @@ pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Optio
             p.metadata.name.as_deref().unwrap_or(""),
             uid,
         ));
+    }
+    // Whichever QoS class the pod had (a pod found at start is known only by its uid).
+    for path in crate::kubelet::resources::pod_cgroup_paths(uid) {
+        if let Err(e) = ctx.cri.remove_pod_cgroup(&path).await {
+            tracing::warn!(pod = %uid, error = %e, "removing the pod cgroup failed");
+        }
     }
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = %uid, error = %e, "tearing down the pod network failed");

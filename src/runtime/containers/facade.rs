@@ -47,6 +47,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Join(String),
+    #[error("invalid cgroup path {0:?} (relative, without `..`)")]
+    InvalidCgroup(String),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -77,6 +79,27 @@ pub struct Runtime {
     pull_missing: bool,
 }
 
+/// `/<runtime parent>/<rel>` for a caller-named cgroup.
+fn group_path(rel: &str) -> Result<String, RuntimeError> {
+    let ok = !rel.is_empty()
+        && !rel.starts_with('/')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(RuntimeError::InvalidCgroup(rel.to_owned()));
+    }
+    Ok(format!("/{}/{rel}", super::cgroups::cgroup_parent()))
+}
+
+/// The cgroupsPath of container `id`: under `parent` when given (its pod's cgroup).
+fn container_cgroup(parent: Option<&str>, id: &str) -> Result<String, RuntimeError> {
+    match parent {
+        Some(p) => Ok(format!("{}/{id}", group_path(p)?)),
+        None => Ok(format!("/{}/{id}", super::cgroups::cgroup_parent())),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, RuntimeError> {
@@ -101,6 +124,25 @@ impl Runtime {
             shim_exe,
             pull_missing: opts.pull_missing,
         })
+    }
+
+    /// Creates the cgroup `rel` (relative to the runtime's parent; intermediate cgroups
+    /// too) or updates its limits: a pod cgroup that containers are then created under.
+    pub async fn ensure_cgroup(
+        &self,
+        rel: &str,
+        resources: &super::Resources,
+    ) -> Result<(), RuntimeError> {
+        let path = group_path(rel)?;
+        let res = spec::linux_resources(resources).map_err(SpecError::from)?;
+        blocking(move || Ok(CgroupSet::plan(&Hierarchies::detect(), &path).create(Some(&res))?))
+            .await
+    }
+
+    /// Removes the cgroup `rel` once its containers are gone (absent is fine).
+    pub async fn remove_cgroup(&self, rel: &str) -> Result<(), RuntimeError> {
+        let path = group_path(rel)?;
+        blocking(move || Ok(CgroupSet::plan(&Hierarchies::detect(), &path).remove()?)).await
     }
 
     pub fn images(&self) -> &ImageStore {
@@ -128,6 +170,7 @@ impl Runtime {
         if !validate_id(&cfg.id) {
             return Err(RuntimeError::InvalidId(cfg.id));
         }
+        let cgroups_path = container_cgroup(cfg.cgroup_parent.as_deref(), &cfg.id)?;
         let image = match self.images.get(&cfg.image)? {
             Some(i) => i,
             None if self.pull_missing => self.images.pull(&cfg.image, None, None).await?,
@@ -160,12 +203,7 @@ impl Runtime {
                 passwd: passwd.as_deref(),
                 group: group.as_deref(),
             };
-            let spec = spec::generate(
-                &image.config,
-                &cfg,
-                accounts,
-                &format!("/{}/{}", super::cgroups::cgroup_parent(), cfg.id),
-            )?;
+            let spec = spec::generate(&image.config, &cfg, accounts, &cgroups_path)?;
             std::fs::write(
                 d.join("config.json"),
                 serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?,
@@ -360,10 +398,15 @@ impl Runtime {
     async fn cleanup(&self, id: &str, dir: &Path) -> Result<(), RuntimeError> {
         let (snaps, id, dir) = (self.snapshots.clone(), id.to_string(), dir.to_path_buf());
         blocking(move || {
-            let cg = CgroupSet::plan(
-                &Hierarchies::detect(),
-                &format!("/{}/{id}", super::cgroups::cgroup_parent()),
-            );
+            // The path the container was created with (under its pod's cgroup, say); a
+            // container without a readable spec was never started in any other.
+            let rel = std::fs::read(dir.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok())
+                .and_then(|s| s.linux().as_ref()?.cgroups_path().clone())
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("/{}/{id}", super::cgroups::cgroup_parent()));
+            let cg = CgroupSet::plan(&Hierarchies::detect(), &rel);
             for pid in cg.pids() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),

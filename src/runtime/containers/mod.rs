@@ -57,6 +57,11 @@ pub struct ContainerConfig {
     /// Capabilities and privilege settings; the default is containerd's default set.
     #[serde(default)]
     pub security: Security,
+    /// Cgroup the container's cgroup is created under, relative to the runtime's parent
+    /// (the kubelet's pod cgroup, e.g. `kubepods/burstable/pod<uid>`); `None` puts it
+    /// directly under the parent.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// Privileges of the container process (Kubernetes' securityContext, in runtime terms).

@@ -5,13 +5,13 @@
 //! Pure: no file system access. User and group names are resolved against the rootfs's
 //! `/etc/passwd` and `/etc/group` texts passed in by the caller.
 
-use super::{ContainerConfig, Mount, Network, User};
+use super::{ContainerConfig, Mount, Network, Resources, User};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount as OciMount, MountBuilder,
-    PosixRlimitBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount as OciMount,
+    MountBuilder, PosixRlimitBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 
@@ -363,6 +363,31 @@ fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
     Ok(rules)
 }
 
+/// The cgroup settings of `r` (no device rules).
+pub fn linux_resources(r: &Resources) -> Result<LinuxResources, oci_spec::OciSpecError> {
+    let mut rb = LinuxResourcesBuilder::default();
+    if let Some(limit) = r.memory_limit_bytes {
+        rb = rb.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if r.cpu_shares.is_some() || r.cpu_quota_us.is_some() || r.cpu_period_us.is_some() {
+        let mut cb = LinuxCpuBuilder::default();
+        if let Some(s) = r.cpu_shares {
+            cb = cb.shares(s);
+        }
+        if let Some(q) = r.cpu_quota_us {
+            cb = cb.quota(q);
+        }
+        if let Some(p) = r.cpu_period_us {
+            cb = cb.period(p);
+        }
+        rb = rb.cpu(cb.build()?);
+    }
+    if let Some(p) = r.pids_limit {
+        rb = rb.pids(LinuxPidsBuilder::default().limit(p).build()?);
+    }
+    rb.build()
+}
+
 /// Builds the bundle's `config.json`. `cgroups_path` is e.g. `/skiff/<id>`.
 pub fn generate(
     image: &ImageConfiguration,
@@ -497,30 +522,11 @@ pub fn generate(
         ),
     }
 
-    let r = &cfg.resources;
-    let mut rb = LinuxResourcesBuilder::default().devices(device_rules()?);
-    if let Some(limit) = r.memory_limit_bytes {
-        rb = rb.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
-    }
-    if r.cpu_shares.is_some() || r.cpu_quota_us.is_some() || r.cpu_period_us.is_some() {
-        let mut cb = LinuxCpuBuilder::default();
-        if let Some(s) = r.cpu_shares {
-            cb = cb.shares(s);
-        }
-        if let Some(q) = r.cpu_quota_us {
-            cb = cb.quota(q);
-        }
-        if let Some(p) = r.cpu_period_us {
-            cb = cb.period(p);
-        }
-        rb = rb.cpu(cb.build()?);
-    }
-    if let Some(p) = r.pids_limit {
-        rb = rb.pids(LinuxPidsBuilder::default().limit(p).build()?);
-    }
+    let mut resources = linux_resources(&cfg.resources)?;
+    resources.set_devices(Some(device_rules()?));
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .resources(rb.build()?)
+        .resources(resources)
         .cgroups_path(cgroups_path)
         .masked_paths(if cfg.security.privileged {
             Vec::new()

@@ -1,10 +1,11 @@
-//! Resource arithmetic of the scheduler: a pod's effective request (upstream's
-//! `PodRequests`: app containers and sidecars summed, each init container's own request
-//! plus the sidecars started before it taken as a floor, pod overhead added) and a node's
-//! allocatable, as integers (milli-cpu, bytes, counts).
+//! Resource arithmetic on pods and nodes, shared by the scheduler and the kubelet: a pod's
+//! effective request and limit (upstream's `PodRequests`/`PodLimits`: app containers and
+//! sidecars summed, each init container's own value plus the sidecars started before it
+//! taken as a floor, pod overhead added) and a node's allocatable, as integers (milli-cpu,
+//! bytes, counts).
 //!
-//! Invariant: computed once per pod object and kept in the cache, so filtering and scoring
-//! never parse a quantity.
+//! Invariant: pure functions of the objects; the scheduler computes them once per pod object
+//! and keeps them in its cache, so filtering and scoring never parse a quantity.
 
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
@@ -124,18 +125,20 @@ fn container_requests(c: &Container, non_zero: bool) -> Resources {
     r
 }
 
-fn requests(pod: &Pod, non_zero: bool) -> Resources {
+/// Sums `own` over the app containers and sidecars, with each init container's value plus
+/// the sidecars started before it as a floor.
+fn aggregate(pod: &Pod, own: impl Fn(&Container) -> Resources) -> Resources {
     let Some(spec) = &pod.spec else {
         return Resources::default();
     };
     let mut sum = Resources::default();
     for c in &spec.containers {
-        sum.add(&container_requests(c, non_zero));
+        sum.add(&own(c));
     }
     let mut sidecars = Resources::default();
     let mut init_floor = Resources::default();
     for c in spec.init_containers.iter().flatten() {
-        let own = container_requests(c, non_zero);
+        let own = own(c);
         if is_sidecar(c) {
             // A sidecar runs alongside the app containers and every later init container.
             sum.add(&own);
@@ -148,8 +151,23 @@ fn requests(pod: &Pod, non_zero: bool) -> Resources {
         }
     }
     sum.max_with(&init_floor);
-    // Pod-level resources (cpu and memory only) replace the containers' sum when set.
-    if let Some(pl) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
+    sum
+}
+
+/// `sum` with the pod-level values (cpu and memory only) that replace the containers' sum
+/// when set, plus the pod overhead.
+fn pod_level(pod: &Pod, mut sum: Resources, limits: bool) -> Resources {
+    let Some(spec) = &pod.spec else {
+        return sum;
+    };
+    let pod_list = spec.resources.as_ref().and_then(|r| {
+        if limits {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        }
+    });
+    if let Some(pl) = pod_list {
         let p = Resources::from_list(Some(pl));
         if pl.contains_key("cpu") {
             sum.milli_cpu = p.milli_cpu;
@@ -160,6 +178,50 @@ fn requests(pod: &Pod, non_zero: bool) -> Resources {
     }
     sum.add(&Resources::from_list(spec.overhead.as_ref()));
     sum
+}
+
+fn requests(pod: &Pod, non_zero: bool) -> Resources {
+    let sum = aggregate(pod, |c| container_requests(c, non_zero));
+    pod_level(pod, sum, false)
+}
+
+/// A pod's limits and whether they bound it: `cpu_bounded`/`memory_bounded` are false when a
+/// container (app, init or sidecar) has no limit of that resource and the pod sets none,
+/// since its usage is then unbounded whatever the others declare (upstream's
+/// `ResourceConfigForPod`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLimits {
+    pub limits: Resources,
+    pub cpu_bounded: bool,
+    pub memory_bounded: bool,
+}
+
+fn limits_of(c: &Container) -> Option<&BTreeMap<String, K8sQuantity>> {
+    c.resources.as_ref().and_then(|r| r.limits.as_ref())
+}
+
+pub fn pod_limits(pod: &Pod) -> PodLimits {
+    let all = |name: &str| {
+        pod.spec.as_ref().is_some_and(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .all(|c| limits_of(c).is_some_and(|l| l.contains_key(name)))
+        })
+    };
+    let pod_sets = |name: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.limits.as_ref())
+            .is_some_and(|l| l.contains_key(name))
+    };
+    let sum = aggregate(pod, |c| Resources::from_list(limits_of(c)));
+    PodLimits {
+        limits: pod_level(pod, sum, true),
+        cpu_bounded: all("cpu") || pod_sets("cpu"),
+        memory_bounded: all("memory") || pod_sets("memory"),
+    }
 }
 
 /// The pod's effective request as NodeResourcesFit compares it with allocatable.
