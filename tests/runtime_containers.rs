@@ -210,6 +210,47 @@ fn exec_runs_in_the_container_with_and_without_tty() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts and cgroups"
 )]
+fn an_exec_past_its_timeout_is_killed_and_reported() {
+    let mut e = Env::new();
+    e.run("t1", &["-d", IMAGE, "sleep", "100"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let out = e
+        .ctr()
+        .args([
+            "exec",
+            "--timeout",
+            "1s",
+            "t1",
+            "sh",
+            "-c",
+            "echo $$ > /tmp/pid; exec sleep 60",
+        ])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"),
+        "{out:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The exec'd process is gone: only the container's own process is left in it.
+    let ps = e.ok(&["exec", "t1", "sh", "-c", "ps -o pid,args"]);
+    assert!(!ps.contains("sleep 60"), "{ps}");
+    let quick = e
+        .ctr()
+        .args(["exec", "--timeout", "5s", "t1", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(quick.status.code(), Some(3), "{quick:?}");
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
 fn a_tty_container_starts_with_its_terminal_as_stdio_and_dev_console() {
     let mut e = Env::new();
     e.run(

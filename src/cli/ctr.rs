@@ -39,6 +39,9 @@ pub enum CtrCommand {
         tty: bool,
         #[arg(short, long)]
         interactive: bool,
+        /// Kill the command once it has run this long (e.g. `5s`; pipes only, as crictl).
+        #[arg(long, value_parser = super::token::parse_duration)]
+        timeout: Option<Duration>,
         id: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
@@ -216,9 +219,10 @@ pub async fn run(cmd: CtrCommand, data_dir: &Path) -> anyhow::Result<ExitCode> {
         CtrCommand::Exec {
             tty,
             interactive,
+            timeout,
             id,
             cmd,
-        } => exec(&rt, &id, cmd, tty, interactive).await,
+        } => exec(&rt, &id, cmd, tty, interactive, timeout).await,
         CtrCommand::Stop { time, id } => {
             let st = rt.stop(&id, Duration::from_secs(time)).await?;
             println!("{id} exited with {}", st.code);
@@ -422,7 +426,11 @@ async fn exec(
     args: Vec<String>,
     tty: bool,
     interactive: bool,
+    timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
+    if tty && timeout.is_some() {
+        anyhow::bail!("--timeout works without a terminal only (drop -t)");
+    }
     let cfg = ExecConfig {
         args,
         tty,
@@ -440,7 +448,7 @@ async fn exec(
             stdout: dup(std::io::stdout().as_fd())?,
             stderr: dup(std::io::stderr().as_fd())?,
         };
-        return Ok(exit(rt.exec(id, cfg, io).await?.code));
+        return Ok(exit(rt.exec_with_timeout(id, cfg, io, timeout).await?.code));
     }
     let pty = nix::pty::openpty(None, None)?;
     if let Some((rows, cols)) = terminal_size() {

@@ -185,10 +185,16 @@ impl Cri for RuntimeCri {
                 args: cmd,
                 ..Default::default()
             };
-            let status = tokio::time::timeout(timeout, self.runtime.exec(&id, config, io))
+            // On a timeout the process is killed; the output reader is left to end when
+            // whatever still holds the pipe (a child of the process) exits.
+            let status = match self
+                .runtime
+                .exec_with_timeout(&id, config, io, Some(timeout))
                 .await
-                .map_err(|_| CriError::Timeout(timeout))?
-                .map_err(err)?;
+            {
+                Err(RuntimeError::ExecTimeout(_)) => return Err(CriError::Timeout(timeout)),
+                r => r.map_err(err)?,
+            };
             let output = reader.await.unwrap_or_default();
             Ok(ExecOutput {
                 code: status.code,

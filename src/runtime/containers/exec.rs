@@ -70,9 +70,20 @@ fn enter(pid: i32, cgroups: Option<&CgroupSet>) -> Result<(), InitError> {
 }
 
 fn relay(spec: &Spec, cfg: &ExecConfig, stdio: InitStdio) -> i32 {
+    let relay_pid = std::process::id() as i32;
     // SAFETY: the process is single-threaded (forked from the single-threaded shim).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // Killing the relay (the pid the shim reports: an exec past its timeout) must
+            // kill the process too. If the relay is already gone we were re-parented: stop.
+            // (Across a pid namespace the parent shows as 0.)
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            let ppid = nix::unistd::getppid().as_raw();
+            if ppid != relay_pid && ppid != 0 {
+                // SAFETY: see run_child.
+                unsafe { libc::_exit(137) }
+            }
             let err = match exec(spec, cfg, stdio) {
                 Ok(never) => match never {},
                 Err(e) => e,

@@ -47,6 +47,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Join(String),
+    #[error("exec timed out after {0:?} (the process was killed)")]
+    ExecTimeout(Duration),
     #[error("invalid cgroup path {0:?} (relative, without `..`)")]
     InvalidCgroup(String),
 }
@@ -77,6 +79,11 @@ pub struct Runtime {
     snapshots: Arc<Snapshotter>,
     shim_exe: PathBuf,
     pull_missing: bool,
+}
+
+/// A socket read that ran into its timeout.
+fn is_timeout(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }
 
 /// `/<runtime parent>/<rel>` for a caller-named cgroup.
@@ -331,7 +338,21 @@ impl Runtime {
         config: ExecConfig,
         io: ExecIo,
     ) -> Result<ExitStatus, RuntimeError> {
+        self.exec_with_timeout(id, config, io, None).await
+    }
+
+    /// [`Runtime::exec`] that SIGKILLs the process once `timeout` has passed (an exec probe's
+    /// `timeoutSeconds`, as containerd does) and then reports [`RuntimeError::ExecTimeout`].
+    pub async fn exec_with_timeout(
+        &self,
+        id: &str,
+        config: ExecConfig,
+        io: ExecIo,
+        timeout: Option<Duration>,
+    ) -> Result<ExitStatus, RuntimeError> {
         let dir = self.existing_dir(id)?;
+        // A zero socket timeout would mean none.
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         blocking(move || {
             let s = proto::connect(&dir)?;
             let req = Request::Exec { config };
@@ -360,11 +381,26 @@ impl Runtime {
             // Our copies must close so the caller sees EOF when the process exits.
             drop(io);
             let mut s = s;
-            match proto::read_response(&mut s)? {
-                Response::ExecStarted { .. } => {}
+            let pid = match proto::read_response(&mut s)? {
+                Response::ExecStarted { pid } => pid,
                 r => return Err(ProtocolError::Bad(format!("unexpected answer {r:?}")).into()),
-            }
-            match proto::read_response(&mut s)? {
+            };
+            s.set_read_timeout(timeout)?;
+            let exited = match proto::read_response(&mut s) {
+                Err(e) if timeout.is_some() && is_timeout(&e) => {
+                    // The shim has not reaped it (it answers when it does), so the pid is
+                    // still this process.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    let _ = proto::read_response(&mut s);
+                    return Err(RuntimeError::ExecTimeout(timeout.unwrap_or_default()));
+                }
+                r => r?,
+            };
+            match exited {
                 Response::Exited { status } => Ok(status),
                 r => Err(ProtocolError::Bad(format!("unexpected answer {r:?}")).into()),
             }
