@@ -14,11 +14,17 @@ use std::time::Duration;
 
 const NODE: &str = "n1";
 
-fn registry_image(reg: &Registry) -> (tempfile::TempDir, String) {
+/// A server whose own node is Ready, and a busybox image in a local registry (the registry
+/// and its layout live as long as the returned guard).
+fn ready_node_with_image() -> (TestServer, String, (Registry, tempfile::TempDir)) {
+    let reg = Registry::start();
     let layout = tempfile::tempdir().expect("layout dir");
     registry::build_busybox_layout(layout.path(), "t");
     reg.push(layout.path(), "t", "test/busybox:1");
-    (layout, format!("{}/test/busybox:1", reg.host()))
+    let image = format!("{}/test/busybox:1", reg.host());
+    let server = TestServer::start_with_agent_and(&["--node-name", NODE]);
+    common::agent::wait_node_ready(&server, NODE, Duration::from_secs(30), || {});
+    (server, image, (reg, layout))
 }
 
 #[test]
@@ -27,10 +33,7 @@ fn registry_image(reg: &Registry) -> (tempfile::TempDir, String) {
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
 fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and_delete() {
-    let reg = Registry::start();
-    let (_layout, image) = registry_image(&reg);
-    let server = TestServer::start_with_agent_and(&["--node-name", NODE]);
-    common::agent::wait_node_ready(&server, NODE, Duration::from_secs(30), || {});
+    let (server, image, _registry) = ready_node_with_image();
     server.apply(
         "web.json",
         &format!(
@@ -157,4 +160,66 @@ fn read_trimmed(p: &std::path::Path) -> String {
         .unwrap_or_else(|e| panic!("{p:?}: {e}"))
         .trim()
         .to_owned()
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
+    let (server, image, _registry) = ready_node_with_image();
+    server.apply(
+        "filler.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"filler","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "volumes":[{{"name":"scratch","emptyDir":{{"sizeLimit":"1Mi"}}}}],
+                 "containers":[{{"name":"app","image":"{image}",
+                   "volumeMounts":[{{"name":"scratch","mountPath":"/scratch"}}],
+                   "command":["sh","-c","dd if=/dev/zero of=/scratch/fill bs=1024 count=2048; exec sleep 3600"]}}]}}}}"#
+        ),
+    );
+    let pod = eventually(Duration::from_secs(60), "the pod is evicted", || {
+        let p = server.kubectl_json(&["get", "pod", "filler", "-n", "default", "-o", "json"]);
+        if p["status"]["reason"] == "Evicted" {
+            Ok(p)
+        } else {
+            Err(format!("{}", p["status"]))
+        }
+    });
+    let status = &pod["status"];
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert_eq!(
+        status["message"], "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ",
+        "{status}"
+    );
+    let disruption = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget"))
+        .unwrap_or_else(|| panic!("no DisruptionTarget condition: {status}"));
+    assert_eq!(disruption["reason"], "TerminationByKubelet", "{status}");
+    // Killed at once, not left sleeping.
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 137, "{status}");
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.name=filler,reason=Evicted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(events.contains("exceeds the limit"), "{events}");
+    server.kubectl_ok(&[
+        "delete",
+        "pod",
+        "filler",
+        "-n",
+        "default",
+        "--wait=true",
+        "--timeout=30s",
+    ]);
 }

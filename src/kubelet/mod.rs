@@ -23,6 +23,7 @@ pub mod cri;
 pub mod downward;
 pub mod env;
 pub mod events;
+pub mod eviction;
 pub mod fake_cri;
 pub mod heartbeat;
 pub mod host;

@@ -494,14 +494,26 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
     conditions.push(cond(o, "Ready", ready.0, ready.1, ready.2));
     conditions.push(cond(o, "ContainersReady", cr_ok, cr_reason, cr_msg));
     conditions.push(cond(o, "PodScheduled", true, None, None));
+    // An eviction by this kubelet is a disruption it owns (upstream's TerminationByKubelet).
+    let evicted = o
+        .failed
+        .as_ref()
+        .filter(|(r, _)| r == super::eviction::REASON);
+    if let Some((_, m)) = evicted {
+        let reason = Some("TerminationByKubelet");
+        conditions.push(cond(o, "DisruptionTarget", true, reason, Some(m.clone())));
+    }
     // Conditions owned by others (readiness gates, DisruptionTarget) are kept as they are.
-    let ours = [
+    let mut ours = vec![
         "PodReadyToStartContainers",
         "Initialized",
         "Ready",
         "ContainersReady",
         "PodScheduled",
     ];
+    if evicted.is_some() {
+        ours.push("DisruptionTarget");
+    }
     for c in o
         .pod
         .status

@@ -17,7 +17,7 @@ use super::events;
 use super::probes::{self, ProbeSink, Probes};
 use super::sandbox;
 use super::status::{self, Observed, RuntimePod};
-use super::{downward, env, labels, volumes, Context};
+use super::{downward, env, eviction, labels, volumes, Context};
 use crate::network::{Sandbox, SandboxRequest};
 use crate::runtime::containers::Status;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
@@ -67,6 +67,8 @@ pub struct Worker {
     messages: HashMap<String, String>,
     /// The pod cgroup exists (created by this worker, or found and updated).
     pod_cgroup_ready: bool,
+    /// When the emptyDir sizeLimits were last checked.
+    storage_checked: Option<Instant>,
 }
 
 enum Next {
@@ -115,6 +117,7 @@ impl Worker {
             deleted_sent: false,
             messages: HashMap::new(),
             pod_cgroup_ready: false,
+            storage_checked: None,
         }
     }
 
@@ -311,6 +314,12 @@ impl Worker {
         if let Some(at) = self.volumes.as_ref().and_then(|v| v.refresh_at) {
             next = next.min((at - chrono::Utc::now()).to_std().unwrap_or_default());
         }
+        if !eviction::limited_empty_dirs(&pod).is_empty() {
+            next = next.min(eviction::CHECK_EVERY);
+            if let Some(msg) = self.local_storage_violation().await {
+                return self.evict(msg).await;
+            }
+        }
         if self.sandbox.is_none() {
             match self.ctx.network.setup(self.sandbox_request()).await {
                 Ok(s) => self.sandbox = Some(s),
@@ -374,6 +383,46 @@ impl Worker {
         self.watch_exits(&view);
         self.write_status(&view, false).await;
         Next::After(next)
+    }
+
+    /// Measures the emptyDirs that have a sizeLimit (at most every [`eviction::CHECK_EVERY`])
+    /// and says why the pod must be evicted, if it must.
+    async fn local_storage_violation(&mut self) -> Option<String> {
+        if self
+            .storage_checked
+            .is_some_and(|t| t.elapsed() < eviction::CHECK_EVERY)
+        {
+            return None;
+        }
+        self.storage_checked = Some(Instant::now());
+        let dirs: Vec<(String, std::path::PathBuf)> = eviction::limited_empty_dirs(&self.pod)
+            .into_keys()
+            .filter_map(|n| {
+                let v = self.volumes.as_ref()?.by_name.get(&n)?;
+                Some((n, v.host_path.clone()))
+            })
+            .collect();
+        let usage = tokio::task::spawn_blocking(move || {
+            dirs.into_iter()
+                .map(|(n, d)| (n, eviction::disk_usage(&d)))
+                .collect()
+        })
+        .await
+        .ok()?;
+        eviction::violation(&self.pod, &usage)
+    }
+
+    /// Evicts the pod: every container killed at once (a hard eviction has no grace
+    /// period), phase Failed with reason Evicted, a Warning event.
+    async fn evict(&mut self, msg: String) -> Next {
+        tracing::info!(pod = %pod_name(&self.pod), reason = %msg, "evicting");
+        self.event(None, events::WARNING, eviction::REASON, msg.clone());
+        self.failed = Some((eviction::REASON.into(), msg));
+        let view = self.view().await;
+        self.stop_all(&view, Duration::ZERO).await;
+        let view = self.view().await;
+        self.write_status(&view, true).await;
+        Next::After(RESYNC)
     }
 
     /// A pod-level step (volumes, sandbox, pod cgroup) failed: a Warning event, the status
