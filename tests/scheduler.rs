@@ -214,3 +214,64 @@ fn cordoned_and_tainted_nodes_keep_pods_off_unless_tolerated() {
     );
     assert_eq!(placements(&server)["intolerant"], "");
 }
+
+/// The node's taints as `key:effect` strings.
+fn taints(server: &TestServer, node: &str) -> Vec<String> {
+    let n = server.kubectl_json(&["get", "node", node, "-o", "json"]);
+    n["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["key"].as_str().unwrap_or(""),
+                t["effect"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_under_disk_pressure_is_tainted_and_gets_no_new_pods_until_it_recovers() {
+    let server = TestServer::start();
+    wait_for_default_service_account(&server);
+    for n in ["n1", "n2"] {
+        add_node(&server, n, "4");
+    }
+    let pressure = |on: bool| {
+        let status = format!(
+            r#"{{"status":{{"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}},{{"type":"DiskPressure","status":"{}","reason":"KubeletHasDiskPressure","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#,
+            if on { "True" } else { "False" }
+        );
+        server.kubectl_ok(&[
+            "patch",
+            "node",
+            "n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
+    };
+    pressure(true);
+    eventually(&server, "n1 gets the disk-pressure taint", 30, || {
+        taints(&server, "n1").contains(&"node.kubernetes.io/disk-pressure:NoSchedule".to_string())
+    });
+    for i in 0..3 {
+        add_pod(&server, &format!("p{i}"), "100m", "");
+    }
+    eventually(&server, "the pods are bound", 30, || {
+        let p = placements(&server);
+        (0..3).all(|i| p.get(&format!("p{i}")).is_some_and(|n| !n.is_empty()))
+    });
+    assert!(
+        placements(&server).values().all(|n| n == "n2"),
+        "{:?}",
+        placements(&server)
+    );
+    pressure(false);
+    eventually(&server, "the taint goes with the pressure", 30, || {
+        taints(&server, "n1").is_empty()
+    });
+}

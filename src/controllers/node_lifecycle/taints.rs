@@ -10,6 +10,18 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// Upstream's TaintNodesByCondition: a True condition keeps the NoSchedule taint, so only
+/// pods that tolerate it are placed there (DaemonSet pods tolerate them by default).
+const CONDITION_TAINTS: [(&str, &str); 4] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
 const NO_EXECUTE: &str = "NoExecute";
 const NO_SCHEDULE: &str = "NoSchedule";
 
@@ -20,7 +32,14 @@ fn is_managed(t: &Taint) -> bool {
     matches!(
         (t.key.as_str(), t.effect.as_str()),
         (NOT_READY | UNREACHABLE, NO_EXECUTE | NO_SCHEDULE) | (UNSCHEDULABLE, NO_SCHEDULE)
-    )
+    ) || (t.effect == NO_SCHEDULE && CONDITION_TAINTS.iter().any(|(_, k)| *k == t.key))
+}
+
+fn condition_is_true(node: &Node, type_: &str) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
 pub fn ready_status(node: &Node) -> Option<&str> {
@@ -33,9 +52,11 @@ pub fn ready_status(node: &Node) -> Option<&str> {
         .map(|c| c.status.as_str())
 }
 
-/// The node's taints with the managed ones made to match its Ready condition and
-/// cordon: Ready=False → not-ready, Ready=Unknown → unreachable (both NoSchedule and
-/// NoExecute), unschedulable → unschedulable:NoSchedule. A taint already present keeps its
+/// The node's taints with the managed ones made to match its conditions and cordon:
+/// Ready=False → not-ready, Ready=Unknown → unreachable (both NoSchedule and NoExecute),
+/// MemoryPressure/DiskPressure/PIDPressure/NetworkUnavailable=True → memory-pressure,
+/// disk-pressure, pid-pressure, network-unavailable (NoSchedule), unschedulable →
+/// unschedulable:NoSchedule. A taint already present keeps its
 /// `timeAdded`; `None` when nothing changes.
 pub fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
     let current: Vec<Taint> = node
@@ -48,6 +69,11 @@ pub fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
         Some("Unknown") => vec![(UNREACHABLE, NO_SCHEDULE), (UNREACHABLE, NO_EXECUTE)],
         _ => Vec::new(),
     };
+    for (condition, key) in CONDITION_TAINTS {
+        if condition_is_true(node, condition) {
+            wanted.push((key, NO_SCHEDULE));
+        }
+    }
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         wanted.push((UNSCHEDULABLE, NO_SCHEDULE));
     }

@@ -126,6 +126,37 @@ fn an_unknown_node_is_tainted_unreachable_and_a_cordoned_one_unschedulable() {
 }
 
 #[test]
+fn pressure_conditions_keep_their_no_schedule_taints_while_true() {
+    let n = node(json!({"metadata": {"name": "a"}, "status": {"conditions": [
+        {"type": "Ready", "status": "True"},
+        {"type": "MemoryPressure", "status": "False"},
+        {"type": "DiskPressure", "status": "True"},
+        {"type": "PIDPressure", "status": "True"}]}}));
+    let taints = desired_taints(&n, t0()).expect("taints change");
+    let keys: Vec<(&str, &str)> = taints
+        .iter()
+        .map(|t| (t.key.as_str(), t.effect.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+            ("node.kubernetes.io/pid-pressure", "NoSchedule")
+        ]
+    );
+    assert!(taints.iter().all(|t| t.time_added.is_none()));
+    // The disk is fine again: its taint goes, the other stays.
+    let relieved = node(
+        json!({"metadata": {"name": "a"}, "spec": {"taints": taints},
+        "status": {"conditions": [{"type": "DiskPressure", "status": "False"},
+                                  {"type": "PIDPressure", "status": "True"}]}}),
+    );
+    let taints = desired_taints(&relieved, after(1)).expect("taints change");
+    assert_eq!(taints.len(), 1);
+    assert_eq!(taints[0].key, "node.kubernetes.io/pid-pressure");
+}
+
+#[test]
 fn a_silent_node_gets_every_condition_unknown_with_upstreams_reason() {
     let n = node(
         json!({"metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
