@@ -8,7 +8,6 @@ use common::agent::node_ready;
 use common::process::eventually;
 use common::sim_nodes::TestSimNodes;
 use common::TestServer;
-use serde_json::Value;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -48,21 +47,6 @@ fn ready_pods(server: &TestServer) -> Vec<(String, String)> {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn taint_keys(node: &Value) -> Vec<String> {
-    node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            format!(
-                "{}:{}",
-                t["key"].as_str().unwrap_or(""),
-                t["effect"].as_str().unwrap_or("")
             )
         })
         .collect()
@@ -130,7 +114,8 @@ fn kubectl_drain_evicts_one_pod_at_a_time_within_the_disruption_budget() {
     );
     let node = server.kubectl_json(&["get", "node", "sim-0"]);
     assert!(
-        taint_keys(&node).contains(&"node.kubernetes.io/unschedulable:NoSchedule".to_owned()),
+        common::taint_keys(&node)
+            .contains(&"node.kubernetes.io/unschedulable:NoSchedule".to_owned()),
         "{node}"
     );
     eventually(WAIT, "4 Ready pods on sim-1", || {
@@ -142,7 +127,7 @@ fn kubectl_drain_evicts_one_pod_at_a_time_within_the_disruption_budget() {
     server.kubectl_ok(&["uncordon", "sim-0"]);
     eventually(WAIT, "the unschedulable taint is removed", || {
         let node = server.kubectl_json(&["get", "node", "sim-0"]);
-        let keys = taint_keys(&node);
+        let keys = common::taint_keys(&node);
         (!keys.iter().any(|k| k.contains("unschedulable")))
             .then_some(())
             .ok_or(format!("{keys:?}"))
@@ -197,7 +182,7 @@ fn a_node_that_stops_heartbeating_goes_unknown_and_its_pods_are_evicted_and_repl
         "sim-1 goes Unknown and is tainted unreachable",
         || {
             let node = server.kubectl_json(&["get", "node", "sim-1"]);
-            let keys = taint_keys(&node);
+            let keys = common::taint_keys(&node);
             let unknown = node["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -261,7 +246,7 @@ fn a_node_that_stops_heartbeating_goes_unknown_and_its_pods_are_evicted_and_repl
         "sim-1 is Ready and untainted, its old pod gone",
         || {
             let node = server.kubectl_json(&["get", "node", "sim-1"]);
-            let keys = taint_keys(&node);
+            let keys = common::taint_keys(&node);
             let gone = !server.kubectl(&["get", "pod", &before[0]]).success();
             (node_ready(&server, "sim-1") && keys.is_empty() && gone)
                 .then_some(())

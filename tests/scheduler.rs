@@ -217,19 +217,7 @@ fn cordoned_and_tainted_nodes_keep_pods_off_unless_tolerated() {
 
 /// The node's taints as `key:effect` strings.
 fn taints(server: &TestServer, node: &str) -> Vec<String> {
-    let n = server.kubectl_json(&["get", "node", node, "-o", "json"]);
-    n["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            format!(
-                "{}:{}",
-                t["key"].as_str().unwrap_or(""),
-                t["effect"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
+    common::taint_keys(&server.kubectl_json(&["get", "node", node, "-o", "json"]))
 }
 
 #[test]

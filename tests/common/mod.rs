@@ -582,6 +582,23 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A Node's taints as `key:effect` strings.
+#[allow(dead_code)]
+pub fn taint_keys(node: &serde_json::Value) -> Vec<String> {
+    node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["key"].as_str().unwrap_or(""),
+                t["effect"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// Splits a kubectl table into rows of whitespace-separated cells (header included).
 pub fn table_rows(stdout: &str) -> Vec<Vec<String>> {
     stdout

@@ -33,6 +33,13 @@ fn tolerate(key: &str, seconds: Option<i64>) -> Toleration {
     }
 }
 
+fn keys_of(taints: &[Taint]) -> Vec<(&str, &str)> {
+    taints
+        .iter()
+        .map(|t| (t.key.as_str(), t.effect.as_str()))
+        .collect()
+}
+
 fn node(v: serde_json::Value) -> Node {
     serde_json::from_value(v).unwrap()
 }
@@ -92,10 +99,7 @@ fn an_unknown_node_is_tainted_unreachable_and_a_cordoned_one_unschedulable() {
         "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
     );
     let taints = desired_taints(&n, t0()).expect("taints change");
-    let keys: Vec<(&str, &str)> = taints
-        .iter()
-        .map(|t| (t.key.as_str(), t.effect.as_str()))
-        .collect();
+    let keys = keys_of(&taints);
     assert_eq!(
         keys,
         [
@@ -133,10 +137,7 @@ fn pressure_conditions_keep_their_no_schedule_taints_while_true() {
         {"type": "DiskPressure", "status": "True"},
         {"type": "PIDPressure", "status": "True"}]}}));
     let taints = desired_taints(&n, t0()).expect("taints change");
-    let keys: Vec<(&str, &str)> = taints
-        .iter()
-        .map(|t| (t.key.as_str(), t.effect.as_str()))
-        .collect();
+    let keys = keys_of(&taints);
     assert_eq!(
         keys,
         [
