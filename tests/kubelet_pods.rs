@@ -165,6 +165,7 @@ fn start_kubelet(
         allocatable_cpu_milli: 0,
         allocatable_memory_bytes: 0,
         static_pod_dir: Some(static_dir),
+        eviction: None,
     };
     let s = shutdown.clone();
     let _ = tracing_subscriber::fmt()

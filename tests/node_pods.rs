@@ -16,13 +16,20 @@ const NODE: &str = "n1";
 
 /// A server whose own node is Ready, and a busybox image in a local registry (the registry
 /// and its layout live as long as the returned guard).
-fn ready_node_with_image() -> (TestServer, String, (Registry, tempfile::TempDir)) {
+fn ready_node_with_image(
+    extra_args: &[&str],
+) -> (TestServer, String, (Registry, tempfile::TempDir)) {
     let reg = Registry::start();
     let layout = tempfile::tempdir().expect("layout dir");
     registry::build_busybox_layout(layout.path(), "t");
     reg.push(layout.path(), "t", "test/busybox:1");
     let image = format!("{}/test/busybox:1", reg.host());
-    let server = TestServer::start_with_agent_and(&["--node-name", NODE]);
+    let args: Vec<&str> = ["--node-name", NODE]
+        .iter()
+        .chain(extra_args)
+        .copied()
+        .collect();
+    let server = TestServer::start_with_agent_and(&args);
     common::agent::wait_node_ready(&server, NODE, Duration::from_secs(30), || {});
     (server, image, (reg, layout))
 }
@@ -33,7 +40,7 @@ fn ready_node_with_image() -> (TestServer, String, (Registry, tempfile::TempDir)
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
 fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and_delete() {
-    let (server, image, _registry) = ready_node_with_image();
+    let (server, image, _registry) = ready_node_with_image(&[]);
     server.apply(
         "web.json",
         &format!(
@@ -168,7 +175,7 @@ fn read_trimmed(p: &std::path::Path) -> String {
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
 fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
-    let (server, image, _registry) = ready_node_with_image();
+    let (server, image, _registry) = ready_node_with_image(&[]);
     server.apply(
         "filler.json",
         &format!(
@@ -222,4 +229,77 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
         "--wait=true",
         "--timeout=30s",
     ]);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
+    // Any free space is under a 100% threshold: the node is always short of disk.
+    let (server, image, _registry) =
+        ready_node_with_image(&["--eviction-hard", "nodefs.available<100%"]);
+    server.apply(
+        "high.yaml",
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n",
+    );
+    for (name, class) in [("low", ""), ("high", "\"priorityClassName\":\"high\",")] {
+        server.apply(
+            &format!("{name}.json"),
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+                   "spec":{{"nodeName":"{NODE}",{class}"restartPolicy":"Never",
+                     "containers":[{{"name":"app","image":"{image}","command":["sh","-c","exec sleep 3600"]}}]}}}}"#
+            ),
+        );
+    }
+    let evicted_at = |name: &str| {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name} is evicted"),
+            || {
+                let p = server.kubectl_json(&["get", "pod", name, "-n", "default", "-o", "json"]);
+                let status = &p["status"];
+                if status["reason"] != "Evicted" {
+                    return Err(format!("{status}"));
+                }
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap_or("");
+                assert!(
+                    message.starts_with("The node was low on resource: ephemeral-storage. "),
+                    "{status}"
+                );
+                status["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget"))
+                    .and_then(|c| c["lastTransitionTime"].as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("no DisruptionTarget: {status}"))
+            },
+        )
+    };
+    let (low, high) = (evicted_at("low"), evicted_at("high"));
+    assert!(
+        low < high,
+        "the low-priority pod goes first: {low} vs {high}"
+    );
+    let node = server.kubectl_json(&["get", "node", NODE, "-o", "json"]);
+    let disk = node["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "DiskPressure"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(disk["status"], "True", "{disk}");
+    for name in ["low", "high"] {
+        server.kubectl_ok(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            "default",
+            "--wait=true",
+            "--timeout=30s",
+        ]);
+    }
 }

@@ -123,6 +123,7 @@ pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, A
         },
         kubelet_port: args.kubelet_port,
         max_pods: node_status::MAX_PODS,
+        eviction_hard: node_status::EvictionHard::parse(&args.eviction_hard)?,
     })
 }
 

@@ -7,8 +7,9 @@
 
 use super::{AgentError, NodeIdentity};
 use crate::cli::NodeArgs;
+use crate::kubelet::node_status::EvictionHard;
 use crate::kubelet::runtime_cri::RuntimeCri;
-use crate::kubelet::{server as kubelet_api, Kubelet, KubeletConfig};
+use crate::kubelet::{server as kubelet_api, Kubelet, KubeletConfig, NodeEviction};
 use crate::network::{
     Ipv4Net, NetworkError, NodeNetwork, NodeNetworkConfig, PodNetwork, Sandbox, SandboxRequest,
 };
@@ -154,6 +155,12 @@ pub async fn run(
         allocatable_cpu_milli: 0,
         allocatable_memory_bytes: 0,
         static_pod_dir: Some(agent_dir.join("pod-manifests")),
+        eviction: Some(NodeEviction {
+            // Checked when the node's settings were made (`node_settings`).
+            thresholds: EvictionHard::parse(&args.eviction_hard)
+                .map_err(|e| pods_err("eviction thresholds", &e))?,
+            fs_dir: agent_dir.to_path_buf(),
+        }),
     });
     tokio::select! {
         r = api => r.map_err(|e| pods_err("kubelet API", &e)),

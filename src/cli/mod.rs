@@ -137,6 +137,10 @@ pub struct NodeArgs {
     /// Resources reserved for the operating system, e.g. cpu=100m,memory=256Mi.
     #[arg(long, default_value = "")]
     pub system_reserved: String,
+    /// Hard-eviction thresholds: below them the node reports pressure and evicts pods
+    /// (memory.available and nodefs.available, an amount or a percentage).
+    #[arg(long, default_value = crate::kubelet::node_status::DEFAULT_EVICTION_HARD)]
+    pub eviction_hard: String,
     /// Port the kubelet API listens on (advertised in the Node's daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,

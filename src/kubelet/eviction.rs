@@ -1,19 +1,28 @@
-//! Local-storage eviction of one pod (upstream's eviction manager, `localStorageEviction`):
-//! an emptyDir volume whose usage exceeds its `sizeLimit` gets the pod evicted, its
-//! containers killed at once, phase Failed with reason `Evicted`, upstream's message, a
-//! `DisruptionTarget` condition and an `Evicted` Warning event.
+//! Eviction, as upstream's eviction manager does it. An evicted pod has its containers
+//! killed at once (a hard eviction has no grace period), phase Failed with reason
+//! `Evicted` and upstream's message, a `DisruptionTarget` condition and an `Evicted`
+//! Warning event. Two causes:
+//! - local storage, per pod: an emptyDir whose usage exceeds its `sizeLimit` (checked by
+//!   the pod's own worker);
+//! - node pressure: memory.available or nodefs.available under its `--eviction-hard`
+//!   threshold. Every [`CHECK_EVERY`] the kubelet evicts one pod, ranked as upstream does:
+//!   pods using more than they request first, then by lower priority, then by how far
+//!   usage exceeds the request (memory: the pod's working set; disk: its emptyDirs and
+//!   logs). Memory is relieved before disk.
 //!
-//! Usage is measured as `du` does (allocated blocks, hard links once, not crossing into
-//! other filesystems), at most every [`CHECK_EVERY`], by the pod's own worker.
+//! Usage on disk is measured as `du` does (allocated blocks, hard links once, not crossing
+//! into other filesystems).
 //!
-//! Invariant: [`violation`] is a pure function of the pod and the measured usage; only the
-//! measuring touches the disk.
+//! Invariant: [`violation`], [`starved`] and [`rank`] are pure functions of the pods and
+//! the measured usage; only the measuring touches the host.
 
+use super::node_status::{bytes_quantity, EvictionHard, Measurements};
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Upstream's eviction manager looks every 10 s (`housekeeping-interval`).
@@ -75,6 +84,94 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
+/// A resource the node is short of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Memory,
+    EphemeralStorage,
+}
+
+impl Resource {
+    fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::EphemeralStorage => "ephemeral-storage",
+        }
+    }
+}
+
+/// The resource to reclaim, with its threshold and what is available (memory first), or
+/// `None` when every signal is above its threshold.
+pub fn starved(m: &Measurements, e: &EvictionHard) -> Option<(Resource, u64, u64)> {
+    let memory = e.memory_available.bytes_of(m.memory_capacity);
+    if m.memory_available < memory {
+        return Some((Resource::Memory, memory, m.memory_available));
+    }
+    let disk = e.nodefs_available.bytes_of(m.fs_capacity);
+    (m.fs_capacity > 0 && m.fs_available < disk).then_some((
+        Resource::EphemeralStorage,
+        disk,
+        m.fs_available,
+    ))
+}
+
+/// A pod that may be evicted, with its usage of the starved resource in bytes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub uid: String,
+    pub pod: Arc<Pod>,
+    pub usage: u64,
+}
+
+fn request(pod: &Pod, r: Resource) -> u64 {
+    let req = crate::api::resources::pod_requests(pod);
+    let v = match r {
+        Resource::Memory => req.memory,
+        Resource::EphemeralStorage => req.ephemeral_storage,
+    };
+    v.max(0) as u64
+}
+
+/// The candidates in eviction order (upstream's `rankMemoryPressure` and
+/// `rankDiskPressureFunc`): usage over the request first, then lower priority, then the
+/// larger excess over the request.
+pub fn rank(mut pods: Vec<Candidate>, r: Resource) -> Vec<Candidate> {
+    pods.sort_by_key(|c| {
+        let req = request(&c.pod, r);
+        let priority = c.pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        (
+            c.usage <= req,
+            priority,
+            std::cmp::Reverse(c.usage.saturating_sub(req)),
+        )
+    });
+    pods
+}
+
+/// Whether node pressure may evict `pod`: not one that is finished or being deleted, and
+/// not a critical one (a static pod, or priority at or above system-cluster-critical's),
+/// which upstream never evicts.
+pub fn may_evict(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
+    let critical = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000
+        || pod.metadata.annotations.as_ref().is_some_and(|a| {
+            a.get(super::static_pods::SOURCE)
+                .is_some_and(|s| s == "file")
+        });
+    !finished && pod.metadata.deletion_timestamp.is_none() && !critical
+}
+
+/// Upstream's message for a node-pressure eviction.
+pub fn pressure_message(r: Resource, threshold: u64, available: u64) -> String {
+    format!(
+        "The node was low on resource: {}. Threshold quantity: {}, available: {}. ",
+        r.name(),
+        bytes_quantity(threshold).0,
+        bytes_quantity(available).0
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +211,75 @@ mod tests {
             Some("Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ")
         );
         assert_eq!(violation(&p, &BTreeMap::new()), None);
+    }
+
+    fn candidate(uid: &str, priority: i32, memory_request: &str, usage_mi: u64) -> Candidate {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": uid, "uid": uid},
+            "spec": {"priority": priority, "containers": [{"name": "c",
+                "resources": {"requests": {"memory": memory_request}}}]}
+        }))
+        .unwrap();
+        Candidate {
+            uid: uid.into(),
+            pod: Arc::new(pod),
+            usage: usage_mi << 20,
+        }
+    }
+
+    #[test]
+    fn pods_over_their_request_go_first_then_low_priority_then_the_largest_excess() {
+        let ranked = rank(
+            vec![
+                candidate("within-low-prio", -10, "500Mi", 100),
+                candidate("over-high-prio", 1000, "10Mi", 300),
+                candidate("over-small", 0, "100Mi", 150),
+                candidate("over-large", 0, "100Mi", 400),
+            ],
+            Resource::Memory,
+        );
+        let order: Vec<&str> = ranked.iter().map(|c| c.uid.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "over-large",
+                "over-small",
+                "over-high-prio",
+                "within-low-prio"
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_is_relieved_before_disk_and_the_message_is_upstreams() {
+        let m = Measurements {
+            memory_capacity: 8 << 30,
+            memory_available: 50 << 20,
+            fs_capacity: 100 << 30,
+            fs_available: 1 << 30,
+            pids: 1,
+            pid_max: 1000,
+        };
+        let e = EvictionHard::default();
+        let (r, t, a) = starved(&m, &e).unwrap();
+        assert_eq!(r, Resource::Memory);
+        assert_eq!(
+            pressure_message(r, t, a),
+            "The node was low on resource: memory. Threshold quantity: 102400Ki, available: 51200Ki. "
+        );
+        let disk_only = Measurements {
+            memory_available: 4 << 30,
+            ..m
+        };
+        assert_eq!(
+            starved(&disk_only, &e).map(|s| s.0),
+            Some(Resource::EphemeralStorage)
+        );
+        let fine = Measurements {
+            fs_available: 50 << 30,
+            ..disk_only
+        };
+        assert_eq!(starved(&fine, &e), None);
     }
 
     #[test]

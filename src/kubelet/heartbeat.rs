@@ -282,6 +282,7 @@ mod tests {
                 reserved: Reserved::default(),
                 kubelet_port: 10250,
                 max_pods: node_status::MAX_PODS,
+                eviction_hard: Default::default(),
             },
             host: host::host_info(),
             fs_dir: dir.path().to_owned(),

@@ -103,8 +103,10 @@ pub fn measure(fs_dir: &Path) -> Measurements {
                 .count() as u64
         })
         .unwrap_or(0);
+    let meminfo = read("/proc/meminfo");
     Measurements {
-        memory_available: meminfo_field(&read("/proc/meminfo"), "MemAvailable").unwrap_or(u64::MAX),
+        memory_capacity: meminfo_field(&meminfo, "MemTotal").unwrap_or(0),
+        memory_available: meminfo_field(&meminfo, "MemAvailable").unwrap_or(u64::MAX),
         fs_capacity,
         fs_available,
         pids,

@@ -76,6 +76,16 @@ pub struct KubeletConfig {
     pub allocatable_memory_bytes: i64,
     /// `<agent-dir>/pod-manifests`: static pods (None = no static pods).
     pub static_pod_dir: Option<PathBuf>,
+    /// Node-pressure eviction (None: never, as on simulated nodes).
+    pub eviction: Option<NodeEviction>,
+}
+
+/// What node-pressure eviction measures against.
+#[derive(Debug, Clone)]
+pub struct NodeEviction {
+    pub thresholds: node_status::EvictionHard,
+    /// A directory on the node's filesystem (nodefs), as the heartbeat measures it.
+    pub fs_dir: PathBuf,
 }
 
 /// How often the static pod directory is read again (upstream's file check frequency).
@@ -105,6 +115,9 @@ pub struct Context {
     /// Every Service, by namespace/name, for service environment variables.
     pub services:
         Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,
+    /// Pods the node-pressure eviction chose, by uid, with the message: their workers
+    /// evict them on their next pass.
+    pub evictions: parking_lot::Mutex<HashMap<String, String>>,
 }
 
 pub struct Kubelet {
@@ -175,6 +188,7 @@ impl Kubelet {
                 ..Default::default()
             },
             services: Default::default(),
+            evictions: Default::default(),
         });
         tokio::spawn(local_path::run(
             c.client.clone(),
@@ -197,9 +211,16 @@ impl Kubelet {
         });
         let mut statics: std::collections::BTreeMap<String, Pod> = Default::default();
         let mut static_tick = tokio::time::interval(STATIC_POD_CHECK);
+        let mut eviction_tick = tokio::time::interval(eviction::CHECK_EVERY);
+        let mut evicted: HashSet<String> = HashSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = eviction_tick.tick(), if c.eviction.is_some() && first_list_done => {
+                    if let Some(e) = &c.eviction {
+                        evict_for_node_pressure(&ctx, &supervisor, e, &mut evicted).await;
+                    }
+                }
                 _ = static_tick.tick(), if c.static_pod_dir.is_some() => {
                     let dir = c.static_pod_dir.clone().unwrap_or_default();
                     let now = static_pods::read_dir(&dir, &c.node_name);
@@ -327,6 +348,76 @@ fn pod_uid_key(tx: &watch::Sender<Option<Arc<Pod>>>) -> String {
         .as_ref()
         .and_then(|p| p.metadata.uid.clone())
         .unwrap_or_default()
+}
+
+/// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
+/// upstream's order is handed to its worker to evict (one per pass, as upstream).
+async fn evict_for_node_pressure(
+    ctx: &Arc<Context>,
+    sup: &Supervisor,
+    e: &NodeEviction,
+    evicted: &mut HashSet<String>,
+) {
+    let fs_dir = e.fs_dir.clone();
+    let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
+        return;
+    };
+    let Some((resource, threshold, available)) = eviction::starved(&m, &e.thresholds) else {
+        return;
+    };
+    evicted.retain(|uid| sup.workers.contains_key(uid));
+    let pods: Vec<(String, Arc<Pod>)> = sup
+        .workers
+        .iter()
+        .filter(|(uid, _)| !evicted.contains(*uid))
+        .filter_map(|(uid, tx)| Some((uid.clone(), tx.borrow().clone()?)))
+        .filter(|(_, p)| eviction::may_evict(p))
+        .collect();
+    if pods.is_empty() {
+        return;
+    }
+    let containers = ctx.cri.list_containers().await.unwrap_or_default();
+    let (root, logs) = (ctx.root_dir.clone(), ctx.pod_log_dir.clone());
+    let measured = tokio::task::spawn_blocking(move || {
+        let h = crate::runtime::containers::cgroups::Hierarchies::detect();
+        pods.into_iter()
+            .map(|(uid, pod)| {
+                let usage = match resource {
+                    eviction::Resource::Memory => containers
+                        .iter()
+                        .filter(|s| {
+                            labels::container_ref(&s.labels).is_some_and(|r| r.pod_uid == uid)
+                        })
+                        .filter(|s| s.pid > 0)
+                        .filter_map(|s| server::stats::cgroup_usage(&h, s.pid).working_set)
+                        .sum(),
+                    eviction::Resource::EphemeralStorage => {
+                        let log_dir = labels::pod_log_dir(
+                            &logs,
+                            pod.metadata.namespace.as_deref().unwrap_or(""),
+                            pod.metadata.name.as_deref().unwrap_or(""),
+                            &uid,
+                        );
+                        eviction::disk_usage(&volumes::empty_dir_root(&root.join(&uid)))
+                            + eviction::disk_usage(&log_dir)
+                    }
+                };
+                eviction::Candidate { uid, pod, usage }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let Some(first) = eviction::rank(measured, resource).into_iter().next() else {
+        return;
+    };
+    let msg = eviction::pressure_message(resource, threshold, available);
+    tracing::info!(pod_uid = %first.uid, %msg, "node pressure: evicting");
+    ctx.evictions.lock().insert(first.uid.clone(), msg);
+    if let Some(tx) = sup.workers.get(&first.uid) {
+        tx.send_modify(|_| {});
+    }
+    evicted.insert(first.uid);
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

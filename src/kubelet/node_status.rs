@@ -7,7 +7,8 @@
 //!   taints from `--node-taint`; `daemonEndpoints.kubeletEndpoint.Port`;
 //! - capacity cpu, memory, pods (110), ephemeral-storage (the agent dir's filesystem),
 //!   hugepages (none); allocatable = capacity − kube-reserved − system-reserved − the hard
-//!   eviction threshold (memory.available<100Mi, nodefs.available<10%);
+//!   eviction threshold (`--eviction-hard`, default memory.available<100Mi,
+//!   nodefs.available<10%);
 //! - conditions MemoryPressure, DiskPressure, PIDPressure, Ready (Ready last), with
 //!   upstream's reasons and messages; `lastTransitionTime` moves only when the status does,
 //!   `lastHeartbeatTime` on every report;
@@ -34,10 +35,8 @@ use std::time::Duration;
 pub const KUBELET_VERSION: &str = "v1.35.0";
 /// `--max-pods` default.
 pub const MAX_PODS: u64 = 110;
-/// Hard eviction: memory.available<100Mi.
-pub const EVICTION_MEMORY_AVAILABLE: u64 = 100 * 1024 * 1024;
-/// Hard eviction: nodefs.available<10%.
-pub const EVICTION_NODEFS_PERCENT: u64 = 10;
+/// Upstream's default `--eviction-hard` (the two signals this kubelet measures).
+pub const DEFAULT_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<10%";
 /// PIDPressure when fewer than this share of pid_max is free (see the module doc).
 pub const PID_AVAILABLE_PERCENT: u64 = 5;
 /// nodeStatusUpdateFrequency: how often the status is computed.
@@ -57,6 +56,74 @@ pub enum NodeConfigError {
     Taint(String),
     #[error("invalid reserved resources {0:?}: expected NAME=QUANTITY[,NAME=QUANTITY] (cpu, memory, ephemeral-storage, pid)")]
     Reserved(String),
+    #[error("invalid --eviction-hard {0:?}: expected SIGNAL<QUANTITY or SIGNAL<PERCENT% joined by commas, SIGNAL one of memory.available, nodefs.available")]
+    EvictionHard(String),
+}
+
+/// A hard-eviction threshold: an amount, or a share of the capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threshold {
+    Bytes(u64),
+    /// Hundredths of a percent (`10%` is 1000), so `99.9%` is exact.
+    Basis(u64),
+}
+
+impl Threshold {
+    /// The threshold in bytes for a resource of `capacity` bytes.
+    pub fn bytes_of(self, capacity: u64) -> u64 {
+        match self {
+            Threshold::Bytes(b) => b,
+            Threshold::Basis(bp) => (u128::from(capacity) * u128::from(bp) / 10_000) as u64,
+        }
+    }
+
+    fn parse(v: &str) -> Option<Threshold> {
+        match v.strip_suffix('%') {
+            Some(p) => {
+                let pct: f64 = p.trim().parse().ok()?;
+                (0.0..=100.0)
+                    .contains(&pct)
+                    .then(|| Threshold::Basis((pct * 100.0).round() as u64))
+            }
+            None => parse_bytes(v).map(Threshold::Bytes),
+        }
+    }
+}
+
+/// The hard-eviction thresholds (`--eviction-hard`): below them the node reports pressure,
+/// the kubelet evicts pods, and allocatable leaves them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvictionHard {
+    pub memory_available: Threshold,
+    pub nodefs_available: Threshold,
+}
+
+impl Default for EvictionHard {
+    fn default() -> EvictionHard {
+        EvictionHard {
+            memory_available: Threshold::Bytes(100 * 1024 * 1024),
+            nodefs_available: Threshold::Basis(1000),
+        }
+    }
+}
+
+impl EvictionHard {
+    /// Parses `memory.available<100Mi,nodefs.available<10%`; a signal left out keeps its
+    /// default.
+    pub fn parse(s: &str) -> Result<EvictionHard, NodeConfigError> {
+        let err = || NodeConfigError::EvictionHard(s.to_owned());
+        let mut e = EvictionHard::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (signal, v) = part.split_once('<').ok_or_else(err)?;
+            let t = Threshold::parse(v.trim()).ok_or_else(err)?;
+            match signal.trim() {
+                "memory.available" => e.memory_available = t,
+                "nodefs.available" => e.nodefs_available = t,
+                _ => return Err(err()),
+            }
+        }
+        Ok(e)
+    }
 }
 
 /// Resources held back from pods (`--kube-reserved`, `--system-reserved`).
@@ -141,6 +208,7 @@ pub struct NodeSettings {
     pub kubelet_port: u16,
     /// Pod capacity (upstream's `maxPods`, [`MAX_PODS`] by default).
     pub max_pods: u64,
+    pub eviction_hard: EvictionHard,
 }
 
 /// Parses one `--node-label KEY=VALUE`.
@@ -191,6 +259,7 @@ pub struct HostInfo {
 /// What the node measures at each status update.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Measurements {
+    pub memory_capacity: u64,
     pub memory_available: u64,
     pub fs_capacity: u64,
     pub fs_available: u64,
@@ -207,17 +276,17 @@ pub struct Pressure {
 }
 
 /// The pressure the measurements show against the hard-eviction thresholds.
-pub fn pressure(m: &Measurements) -> Pressure {
+pub fn pressure(m: &Measurements, e: &EvictionHard) -> Pressure {
     Pressure {
-        memory: m.memory_available < EVICTION_MEMORY_AVAILABLE,
-        disk: m.fs_capacity > 0 && m.fs_available * 100 < m.fs_capacity * EVICTION_NODEFS_PERCENT,
+        memory: m.memory_available < e.memory_available.bytes_of(m.memory_capacity),
+        disk: m.fs_capacity > 0 && m.fs_available < e.nodefs_available.bytes_of(m.fs_capacity),
         pid: m.pid_max > 0
             && m.pid_max.saturating_sub(m.pids) * 100 < m.pid_max * PID_AVAILABLE_PERCENT,
     }
 }
 
 /// Memory as upstream prints it (Ki when whole, else bytes).
-fn bytes_quantity(b: u64) -> Quantity {
+pub(crate) fn bytes_quantity(b: u64) -> Quantity {
     if b.is_multiple_of(1024) {
         Quantity(format!("{}Ki", b / 1024))
     } else {
@@ -238,6 +307,7 @@ pub fn resources(
     host: &HostInfo,
     m: &Measurements,
     reserved: Reserved,
+    eviction: &EvictionHard,
 ) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
     let cpu = host.cpus * 1000;
     let mut capacity = BTreeMap::from([
@@ -254,8 +324,8 @@ pub fn resources(
     }
     let held = reserved.plus(Reserved {
         cpu_millis: 0,
-        memory: EVICTION_MEMORY_AVAILABLE,
-        ephemeral_storage: m.fs_capacity * EVICTION_NODEFS_PERCENT / 100,
+        memory: eviction.memory_available.bytes_of(host.memory_bytes),
+        ephemeral_storage: eviction.nodefs_available.bytes_of(m.fs_capacity),
     });
     let mut allocatable = capacity.clone();
     allocatable.insert(
@@ -422,7 +492,8 @@ pub fn status(
     not_ready: Option<&str>,
     now: Time,
 ) -> NodeStatus {
-    let (mut capacity, mut allocatable) = resources(host, m, settings.reserved);
+    let (mut capacity, mut allocatable) =
+        resources(host, m, settings.reserved, &settings.eviction_hard);
     if settings.max_pods != MAX_PODS {
         let pods = Quantity(settings.max_pods.to_string());
         capacity.insert("pods".into(), pods.clone());
@@ -445,7 +516,12 @@ pub fn status(
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        conditions: Some(conditions(previous_conditions, pressure(m), not_ready, now)),
+        conditions: Some(conditions(
+            previous_conditions,
+            pressure(m, &settings.eviction_hard),
+            not_ready,
+            now,
+        )),
         addresses: Some(addresses),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {

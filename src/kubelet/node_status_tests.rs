@@ -21,11 +21,13 @@ fn settings() -> NodeSettings {
         reserved: Reserved::parse("cpu=500m,memory=1Gi").unwrap(),
         kubelet_port: 10250,
         max_pods: MAX_PODS,
+        eviction_hard: EvictionHard::default(),
     }
 }
 
 fn healthy() -> Measurements {
     Measurements {
+        memory_capacity: 8 << 30,
         memory_available: 4 << 30,
         fs_capacity: 100 << 30,
         fs_available: 50 << 30,
@@ -40,7 +42,12 @@ fn t(s: &str) -> Time {
 
 #[test]
 fn allocatable_is_capacity_less_reservations_and_eviction_thresholds() {
-    let (cap, alloc) = resources(&host(), &healthy(), settings().reserved);
+    let (cap, alloc) = resources(
+        &host(),
+        &healthy(),
+        settings().reserved,
+        &EvictionHard::default(),
+    );
     assert_eq!(cap["cpu"].0, "4");
     assert_eq!(cap["memory"].0, "8388608Ki");
     assert_eq!(cap["pods"].0, "110");
@@ -85,22 +92,58 @@ fn labels_and_taints_parse_and_register() {
 
 #[test]
 fn pressure_follows_the_hard_eviction_thresholds() {
-    assert_eq!(pressure(&healthy()), Pressure::default());
+    assert_eq!(
+        pressure(&healthy(), &EvictionHard::default()),
+        Pressure::default()
+    );
     let low_memory = Measurements {
         memory_available: 99 << 20,
         ..healthy()
     };
-    assert!(pressure(&low_memory).memory);
+    assert!(pressure(&low_memory, &EvictionHard::default()).memory);
     let full_disk = Measurements {
         fs_available: 9 << 30,
         ..healthy()
     };
-    assert!(pressure(&full_disk).disk);
+    assert!(pressure(&full_disk, &EvictionHard::default()).disk);
     let pids = Measurements {
         pids: 4_100_000,
         ..healthy()
     };
-    assert!(pressure(&pids).pid);
+    assert!(pressure(&pids, &EvictionHard::default()).pid);
+}
+
+#[test]
+fn eviction_hard_takes_amounts_and_shares_and_refuses_what_it_cannot_measure() {
+    let e = EvictionHard::parse("memory.available<1Gi, nodefs.available<99.5%").unwrap();
+    assert_eq!(e.memory_available, Threshold::Bytes(1 << 30));
+    assert_eq!(e.nodefs_available, Threshold::Basis(9950));
+    // 50% of the disk free is under a 99.5% threshold; 4 of 8 GiB free is over 1 GiB.
+    let p = pressure(&healthy(), &e);
+    assert!(p.disk && !p.memory);
+    let pct = EvictionHard::parse("memory.available<60%").unwrap();
+    assert!(pressure(&healthy(), &pct).memory, "4 of 8 GiB is under 60%");
+    assert_eq!(
+        EvictionHard::parse("nodefs.available<5Gi")
+            .unwrap()
+            .memory_available,
+        EvictionHard::default().memory_available,
+        "a signal left out keeps its default"
+    );
+    for bad in [
+        "imagefs.available<10%",
+        "memory.available>1Gi",
+        "nodefs.available<120%",
+        "memory.available<lots",
+    ] {
+        assert!(
+            matches!(
+                EvictionHard::parse(bad),
+                Err(NodeConfigError::EvictionHard(_))
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

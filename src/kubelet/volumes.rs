@@ -35,6 +35,11 @@ pub struct Volumes {
     pub tokens: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
 }
 
+/// Where a pod's emptyDir volumes live, under its pod directory.
+pub fn empty_dir_root(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("volumes").join(plugin_dir("emptyDir"))
+}
+
 fn plugin_dir(kind: &str) -> &'static str {
     match kind {
         "emptyDir" => "kubernetes.io~empty-dir",
@@ -65,10 +70,7 @@ pub async fn setup(
         .unwrap_or_else(|| "default".into());
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let (kind, files, read_only) = if let Some(ed) = &v.empty_dir {
-            let dir = pod_dir
-                .join("volumes")
-                .join(plugin_dir("emptyDir"))
-                .join(&v.name);
+            let dir = empty_dir_root(pod_dir).join(&v.name);
             std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
             if ed.medium.as_deref() == Some("Memory") {
@@ -523,7 +525,7 @@ fn is_mountpoint(dir: &Path) -> bool {
 
 /// Unmounts what [`setup`] mounted and removes the pod's volume directories.
 pub fn teardown(pod_dir: &Path) {
-    let ed = pod_dir.join("volumes").join(plugin_dir("emptyDir"));
+    let ed = empty_dir_root(pod_dir);
     if let Ok(rd) = std::fs::read_dir(&ed) {
         for e in rd.flatten() {
             if is_mountpoint(&e.path()) {

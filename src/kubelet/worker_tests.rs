@@ -139,6 +139,7 @@ impl Harness {
             host_ips: vec!["192.168.1.10".into()],
             node_fields: Default::default(),
             services: Default::default(),
+            evictions: Default::default(),
         });
         let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
         let h = Harness {
@@ -631,6 +632,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
             )]
             .into(),
         )),
+        evictions: Default::default(),
     });
     let p = Arc::new(pod(vec![app], vec![], "Always"));
     let (tx, rx) = watch::channel(Some(p.clone()));

@@ -68,6 +68,7 @@ pub fn template(args: &SimNodesArgs) -> anyhow::Result<Template> {
             reserved: Reserved::default(),
             kubelet_port: 10250,
             max_pods: args.pods,
+            eviction_hard: Default::default(),
         },
         host,
     })

@@ -218,6 +218,7 @@ impl SimNode {
             allocatable_cpu_milli: (self.host.cpus * 1000) as i64,
             allocatable_memory_bytes: self.host.memory_bytes as i64,
             static_pod_dir: None,
+            eviction: None,
         }
     }
 

@@ -243,6 +243,10 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             return self.terminate_and_delete().await;
         }
+        let chosen = self.ctx.evictions.lock().remove(&self.uid);
+        if let (Some(msg), None) = (chosen, &self.failed) {
+            return self.evict(msg).await;
+        }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let view = self.view().await;
         // A terminal pod never runs again, even if its containers are gone.
