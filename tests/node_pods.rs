@@ -237,9 +237,7 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
 fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
-    // Any free space is under a 100% threshold: the node is always short of disk.
-    let (server, image, _registry) =
-        ready_node_with_image(&["--eviction-hard", "nodefs.available<100%"]);
+    let (mut server, image, _registry) = ready_node_with_image(&[]);
     server.apply(
         "high.yaml",
         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n",
@@ -254,6 +252,18 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
             ),
         );
     }
+    for name in ["low", "high"] {
+        eventually(Duration::from_secs(60), &format!("{name} runs"), || {
+            let p = server.kubectl_json(&["get", "pod", name, "-n", "default", "-o", "json"]);
+            match p["status"]["phase"].as_str() {
+                Some("Running") => Ok(()),
+                _ => Err(format!("{}", p["status"])),
+            }
+        });
+    }
+    // Restarted with a threshold any free space is under: the node is now short of disk.
+    // The running pods are adopted (not admitted again), then evicted.
+    server.restart_with(&["--eviction-hard", "nodefs.available<100%"]);
     let evicted_at = |name: &str| {
         eventually(
             Duration::from_secs(60),
@@ -291,7 +301,32 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(disk["status"], "True", "{disk}");
-    for name in ["low", "high"] {
+    // A new pod is refused while the pressure lasts.
+    server.apply(
+        "late.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"late","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","containers":[{{"name":"app","image":"{image}"}}]}}}}"#
+        ),
+    );
+    let late = eventually(Duration::from_secs(30), "the late pod is refused", || {
+        let p = server.kubectl_json(&["get", "pod", "late", "-n", "default", "-o", "json"]);
+        if p["status"]["phase"] == "Failed" {
+            Ok(p)
+        } else {
+            Err(format!("{}", p["status"]))
+        }
+    });
+    assert_eq!(late["status"]["reason"], "Evicted", "{late}");
+    assert_eq!(
+        late["status"]["message"], "The node had condition: [DiskPressure]. ",
+        "{late}"
+    );
+    assert!(
+        late["status"]["containerStatuses"][0]["state"]["running"].is_null(),
+        "never started: {late}"
+    );
+    for name in ["low", "high", "late"] {
         server.kubectl_ok(&[
             "delete",
             "pod",

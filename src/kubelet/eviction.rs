@@ -162,6 +162,40 @@ pub fn may_evict(pod: &Pod) -> bool {
     !finished && pod.metadata.deletion_timestamp.is_none() && !critical
 }
 
+/// Why a new pod is refused under node pressure (upstream's eviction admission): under
+/// disk pressure every pod, under memory pressure BestEffort pods that do not tolerate
+/// the memory-pressure taint; critical pods never.
+pub fn refuse(pod: &Pod, p: super::node_status::Pressure) -> Option<String> {
+    let critical = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000;
+    if critical || !(p.memory || p.disk) {
+        return None;
+    }
+    let tolerates_memory_pressure = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.tolerations.iter().flatten())
+        .any(|t| {
+            t.key.as_deref() == Some("node.kubernetes.io/memory-pressure")
+                && t.operator.as_deref() == Some("Exists")
+        });
+    let memory_ok =
+        !p.memory || super::resources::qos_class(pod) != "BestEffort" || tolerates_memory_pressure;
+    if memory_ok && !p.disk {
+        return None;
+    }
+    let mut conditions = Vec::new();
+    if p.memory {
+        conditions.push("MemoryPressure");
+    }
+    if p.disk {
+        conditions.push("DiskPressure");
+    }
+    Some(format!(
+        "The node had condition: [{}]. ",
+        conditions.join(" ")
+    ))
+}
+
 /// Upstream's message for a node-pressure eviction.
 pub fn pressure_message(r: Resource, threshold: u64, available: u64) -> String {
     format!(
@@ -280,6 +314,34 @@ mod tests {
             ..disk_only
         };
         assert_eq!(starved(&fine, &e), None);
+    }
+
+    #[test]
+    fn new_pods_are_refused_under_disk_pressure_and_best_effort_ones_under_memory_pressure() {
+        use super::super::node_status::Pressure;
+        let best_effort = pod();
+        let burstable = candidate("b", 0, "64Mi", 0).pod;
+        let memory = Pressure {
+            memory: true,
+            ..Pressure::default()
+        };
+        let disk = Pressure {
+            disk: true,
+            ..Pressure::default()
+        };
+        assert_eq!(refuse(&best_effort, Pressure::default()), None);
+        assert_eq!(
+            refuse(&best_effort, memory).as_deref(),
+            Some("The node had condition: [MemoryPressure]. ")
+        );
+        assert_eq!(refuse(&burstable, memory), None);
+        assert_eq!(
+            refuse(&burstable, disk).as_deref(),
+            Some("The node had condition: [DiskPressure]. ")
+        );
+        let mut critical = (*burstable).clone();
+        critical.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        assert_eq!(refuse(&critical, disk), None);
     }
 
     #[test]

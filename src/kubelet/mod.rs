@@ -118,6 +118,8 @@ pub struct Context {
     /// Pods the node-pressure eviction chose, by uid, with the message: their workers
     /// evict them on their next pass.
     pub evictions: parking_lot::Mutex<HashMap<String, String>>,
+    /// The pressure the last eviction pass measured (what new pods are admitted against).
+    pub pressure: parking_lot::Mutex<node_status::Pressure>,
 }
 
 pub struct Kubelet {
@@ -189,6 +191,7 @@ impl Kubelet {
             },
             services: Default::default(),
             evictions: Default::default(),
+            pressure: Default::default(),
         });
         tokio::spawn(local_path::run(
             c.client.clone(),
@@ -362,6 +365,7 @@ async fn evict_for_node_pressure(
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
         return;
     };
+    *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds);
     let Some((resource, threshold, available)) = eviction::starved(&m, &e.thresholds) else {
         return;
     };

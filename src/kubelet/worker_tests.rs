@@ -140,6 +140,7 @@ impl Harness {
             node_fields: Default::default(),
             services: Default::default(),
             evictions: Default::default(),
+            pressure: Default::default(),
         });
         let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
         let h = Harness {
@@ -633,6 +634,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
             .into(),
         )),
         evictions: Default::default(),
+        pressure: Default::default(),
     });
     let p = Arc::new(pod(vec![app], vec![], "Always"));
     let (tx, rx) = watch::channel(Some(p.clone()));

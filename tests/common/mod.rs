@@ -396,6 +396,16 @@ impl TestServer {
         }
     }
 
+    /// [`restart`] with more `skiff server` flags, kept for later restarts too.
+    ///
+    /// [`restart`]: TestServer::restart
+    #[allow(dead_code)]
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args
+            .extend(extra_args.iter().map(|s| s.to_string()));
+        self.restart();
+    }
+
     fn spawn_and_wait_ready(&mut self) -> Result<(), StartError> {
         self.starts += 1;
         let log = fs::OpenOptions::new()

@@ -59,6 +59,8 @@ pub struct Worker {
     sink: ProbeSink,
     start_time: Option<Time>,
     failed: Option<(String, String)>,
+    /// `failed` is an eviction of a running pod (not a refusal to admit it).
+    disrupted: bool,
     last_status: Option<PodStatus>,
     volumes: Option<volumes::Volumes>,
     volumes_at: Option<Instant>,
@@ -111,6 +113,7 @@ impl Worker {
             sink: ProbeSink::default(),
             start_time,
             failed: None,
+            disrupted: false,
             last_status: None,
             volumes: None,
             volumes_at: None,
@@ -252,6 +255,12 @@ impl Worker {
         // A terminal pod never runs again, even if its containers are gone.
         let terminal = self.failed.is_some() || matches!(phase, Some("Succeeded" | "Failed"));
         if self.start_time.is_none() {
+            // A pod no kubelet has started yet: admitted only if the node can take it.
+            let refused = eviction::refuse(&pod, *self.ctx.pressure.lock());
+            if let (Some(msg), true, false) = (refused, view.is_empty(), terminal) {
+                self.event(None, events::WARNING, eviction::REASON, msg.clone());
+                self.failed = Some((eviction::REASON.into(), msg));
+            }
             self.start_time = Some(status::now());
         }
         // activeDeadlineSeconds counts from the start time.
@@ -422,6 +431,7 @@ impl Worker {
         tracing::info!(pod = %pod_name(&self.pod), reason = %msg, "evicting");
         self.event(None, events::WARNING, eviction::REASON, msg.clone());
         self.failed = Some((eviction::REASON.into(), msg));
+        self.disrupted = true;
         let view = self.view().await;
         self.stop_all(&view, Duration::ZERO).await;
         let view = self.view().await;
@@ -671,6 +681,7 @@ impl Worker {
             host_ips: self.ctx.host_ips.clone(),
             start_time: self.start_time.clone(),
             failed: self.failed.clone(),
+            disrupted: self.disrupted,
             terminal,
             old: self.last_status.as_ref().or(self.pod.status.as_ref()),
             messages: &self.messages,
