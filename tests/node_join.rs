@@ -228,13 +228,16 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
             "cpu=100m,memory=256Mi",
             "--system-reserved",
             "memory=100Mi",
+            "--eviction-hard",
+            "memory.available<200Mi",
         ],
     );
     a1.wait_ready(&server, READY);
     eprintln!("agent start -> node Ready: {:?}", started.elapsed());
     b1.wait_ready(&server, READY);
 
-    // Capacity from the host, allocatable less reservations and the eviction threshold.
+    // Capacity from the host, allocatable less reservations and the eviction threshold
+    // (--eviction-hard's memory.available, 200Mi instead of the default 100Mi).
     let cpus = std::thread::available_parallelism().unwrap().get();
     let total = meminfo_kib("MemTotal");
     let n = node(&server, "b1");
@@ -253,7 +256,7 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
     assert_eq!(alloc["cpu"], format!("{}m", cpus * 1000 - 100));
     assert_eq!(
         alloc["memory"],
-        format!("{}Ki", total - (256 + 100 + 100) * 1024)
+        format!("{}Ki", total - (256 + 100 + 200) * 1024)
     );
     let a = node(&server, "a1");
     assert_eq!(a["spec"]["taints"][0]["key"], "dedicated");
@@ -441,6 +444,16 @@ fn bad_credentials_are_refused_in_one_line_and_register_nothing() {
     let run = TestAgent::run_to_failure(&server, "w2", &other);
     one_line(&run, "is not the cluster the token is for");
     no_node(&server, "w2");
+
+    // A flag the node cannot honour: a clear error before anything is registered.
+    let run = TestAgent::run_to_failure_with(
+        &server,
+        "w4",
+        &token,
+        &["--eviction-hard", "pid.available<5%"],
+    );
+    one_line(&run, "invalid --eviction-hard \"pid.available<5%\"");
+    no_node(&server, "w4");
 
     // An expired bootstrap token.
     let short = create_token(&server, &["--ttl", "1s"]);

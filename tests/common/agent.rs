@@ -108,7 +108,17 @@ impl TestAgent {
 
     /// Runs an agent that must fail to join; returns what it printed.
     pub fn run_to_failure(server: &TestServer, name: &str, token: &str) -> Run {
-        let mut cmd = agent_command(server, name, token, &[], &agent_dir(server, name));
+        TestAgent::run_to_failure_with(server, name, token, &[])
+    }
+
+    /// [`TestAgent::run_to_failure`] with extra `skiff agent` flags.
+    pub fn run_to_failure_with(
+        server: &TestServer,
+        name: &str,
+        token: &str,
+        extra_args: &[&str],
+    ) -> Run {
+        let mut cmd = agent_command(server, name, token, extra_args, &agent_dir(server, name));
         process::run(&mut cmd, None, CLIENT_TIMEOUT).fails()
     }
 
