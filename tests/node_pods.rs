@@ -146,6 +146,21 @@ fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and
     );
 }
 
+/// Deletes pods of the default namespace and waits until they are gone.
+fn delete_pods(server: &TestServer, names: &[&str]) {
+    for name in names {
+        server.kubectl_ok(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            "default",
+            "--wait=true",
+            "--timeout=30s",
+        ]);
+    }
+}
+
 /// The first of `candidates` (v1 `<controller>/<file>`, or a v2 file) that exists in the
 /// cgroup `rel` on this host.
 fn pod_cgroup_file(rel: &str, candidates: &[&str]) -> PathBuf {
@@ -220,15 +235,7 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
         "jsonpath={.items[*].message}",
     ]);
     assert!(events.contains("exceeds the limit"), "{events}");
-    server.kubectl_ok(&[
-        "delete",
-        "pod",
-        "filler",
-        "-n",
-        "default",
-        "--wait=true",
-        "--timeout=30s",
-    ]);
+    delete_pods(&server, &["filler"]);
 }
 
 #[test]
@@ -326,15 +333,60 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
         late["status"]["containerStatuses"][0]["state"]["running"].is_null(),
         "never started: {late}"
     );
-    for name in ["low", "high", "late"] {
-        server.kubectl_ok(&[
-            "delete",
-            "pod",
-            name,
+    delete_pods(&server, &["low", "high", "late"]);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn an_https_readiness_probe_speaks_tls_to_a_self_signed_endpoint() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    // The API server's own HTTPS port answers /readyz to anyone, with a certificate the
+    // kubelet does not know: upstream's prober does not verify it.
+    let port = server.port();
+    for (name, scheme) in [("tls", "HTTPS"), ("plain", "HTTP")] {
+        server.apply(
+            &format!("{name}.json"),
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+                   "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":0,
+                     "containers":[{{"name":"app","image":"{image}","command":["sh","-c","exec sleep 3600"],
+                       "readinessProbe":{{"periodSeconds":1,"httpGet":{{"host":"127.0.0.1","port":{port},
+                         "path":"/readyz","scheme":"{scheme}"}}}}}}]}}}}"#
+            ),
+        );
+    }
+    let ready = |name: &str| {
+        let p = server.kubectl_json(&["get", "pod", name, "-n", "default", "-o", "json"]);
+        p["status"]["containerStatuses"][0]["ready"] == true
+    };
+    eventually(Duration::from_secs(60), "the HTTPS probe passes", || {
+        if ready("tls") {
+            Ok(())
+        } else {
+            Err("not ready".to_string())
+        }
+    });
+    // Plain HTTP to the TLS port fails, with upstream's event.
+    let failed = eventually(Duration::from_secs(30), "the HTTP probe fails", || {
+        let out = server.kubectl_ok(&[
+            "get",
+            "events",
             "-n",
             "default",
-            "--wait=true",
-            "--timeout=30s",
+            "--field-selector",
+            "involvedObject.name=plain,reason=Unhealthy",
+            "-o",
+            "jsonpath={.items[*].message}",
         ]);
-    }
+        if out.contains("Readiness probe failed") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    assert!(!ready("plain"), "{failed}");
+    delete_pods(&server, &["tls", "plain"]);
 }

@@ -1,5 +1,5 @@
-//! Probes and lifecycle hooks: running one handler (exec, httpGet, tcpSocket, sleep) and
-//! the per-container probe loop (startup gates liveness and readiness; thresholds, period,
+//! Probes and lifecycle hooks: running one handler (exec, httpGet over HTTP or HTTPS,
+//! tcpSocket, grpc, sleep) and the per-container probe loop (startup gates liveness and readiness; thresholds, period,
 //! timeout and initial delay as upstream).
 //!
 //! Invariant: a probe loop only reports through [`ProbeSink`] (state + a wake-up of its
@@ -24,7 +24,8 @@ pub enum Handler {
     Http(HTTPGetAction),
     Tcp(TCPSocketAction),
     Sleep(i64),
-    Grpc(i32),
+    /// Port and service name of the gRPC health check.
+    Grpc(i32, String),
 }
 
 pub fn probe_handler(p: &Probe) -> Option<Handler> {
@@ -35,7 +36,9 @@ pub fn probe_handler(p: &Probe) -> Option<Handler> {
     } else if let Some(t) = &p.tcp_socket {
         Some(Handler::Tcp(t.clone()))
     } else {
-        p.grpc.as_ref().map(|g| Handler::Grpc(g.port))
+        p.grpc
+            .as_ref()
+            .map(|g| Handler::Grpc(g.port, g.service.clone().unwrap_or_default()))
     }
 }
 
@@ -116,10 +119,15 @@ pub async fn run(h: &Handler, t: &Target<'_>, timeout: Duration) -> Result<Strin
                 .unwrap_or_else(|| "127.0.0.1".into());
             let p = port(&a.port, t.ports)?;
             let path = a.path.clone().unwrap_or_else(|| "/".into());
-            match tokio::time::timeout(timeout, http_get(&host, p, &path, a)).await {
+            let scheme = if a.scheme.as_deref() == Some("HTTPS") {
+                "https"
+            } else {
+                "http"
+            };
+            match tokio::time::timeout(timeout, http_get(scheme, &host, p, &path, a)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!(
-                    "Get \"http://{host}:{p}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    "Get \"{scheme}://{host}:{p}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
                 )),
             }
         }
@@ -127,19 +135,13 @@ pub async fn run(h: &Handler, t: &Target<'_>, timeout: Duration) -> Result<Strin
             tokio::time::sleep(Duration::from_secs((*s).max(0) as u64)).await;
             Ok(String::new())
         }
-        Handler::Grpc(p) => {
-            // The gRPC health protocol needs HTTP/2 framing of protobuf; a TCP connect is
-            // the closest check until it lands.
+        Handler::Grpc(p, service) => {
             let host = t.pod_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
-            match tokio::time::timeout(
-                timeout,
-                tokio::net::TcpStream::connect((host.as_str(), *p as u16)),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Ok(String::new()),
-                _ => Err(format!(
-                    "timeout: failed to connect service \"{host}:{p}\" within {}",
+            let p = u16::try_from(*p).map_err(|_| format!("invalid port number: {p}"))?;
+            match tokio::time::timeout(timeout, grpc_health_check(&host, p, service)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "timeout: health rpc did not complete within {}",
                     super::backoff::go_duration(timeout)
                 )),
             }
@@ -147,11 +149,174 @@ pub async fn run(h: &Handler, t: &Target<'_>, timeout: Duration) -> Result<Strin
     }
 }
 
-async fn http_get(host: &str, port: u16, path: &str, a: &HTTPGetAction) -> Result<String, String> {
-    let url = format!("http://{host}:{port}{path}");
-    let stream = tokio::net::TcpStream::connect((host, port))
+/// What a stream to probe is: plain TCP, or TLS over it (HTTPS probes).
+trait ProbeIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> ProbeIo for T {}
+
+/// Connects to `host:port`, with TLS for `https` (any certificate, as upstream's prober).
+async fn dial(scheme: &str, host: &str, port: u16) -> Result<Box<dyn ProbeIo>, String> {
+    let tcp = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: connect: {e}"))?;
+        .map_err(|e| format!("dial tcp {host}:{port}: connect: {e}"))?;
+    if scheme != "https" {
+        return Ok(Box::new(tcp));
+    }
+    let config = crate::pki::insecure_client_config().map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    Ok(Box::new(tls))
+}
+
+/// `grpc.health.v1.Health/Check` over HTTP/2 (plaintext, as upstream's gRPC probe):
+/// healthy when the answer is SERVING.
+async fn grpc_health_check(host: &str, port: u16, service: &str) -> Result<String, String> {
+    let unreachable =
+        |e: String| format!("timeout: failed to connect service \"{host}:{port}\" within 1s: {e}");
+    let io = dial("http", host, port).await.map_err(unreachable)?;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{host}:{port}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.35")
+        .body(http_body_util::Full::new(grpc_frame(
+            &health_check_request(service),
+        )))
+        .map_err(|e| e.to_string())?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("rpc error: code = Unavailable desc = {e}"))?;
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("rpc error: code = Unavailable desc = {e}"))?;
+    let trailers = body.trailers().cloned().unwrap_or_default();
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let code = field("grpc-status").unwrap_or_else(|| "2".into());
+    if code != "0" {
+        return Err(format!(
+            "rpc error: code = {} desc = {}",
+            grpc_code_name(&code),
+            field("grpc-message").unwrap_or_default()
+        ));
+    }
+    match serving_status(&body.to_bytes()) {
+        1 => Ok(String::new()),
+        s => Err(format!(
+            "service unhealthy (responded with \"{}\")",
+            match s {
+                0 => "UNKNOWN",
+                2 => "NOT_SERVING",
+                3 => "SERVICE_UNKNOWN",
+                _ => "UNKNOWN",
+            }
+        )),
+    }
+}
+
+/// `HealthCheckRequest { service = 1 }` in protobuf.
+fn health_check_request(service: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !service.is_empty() {
+        out.push(0x0a);
+        push_varint(&mut out, service.len() as u64);
+        out.extend_from_slice(service.as_bytes());
+    }
+    out
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A gRPC length-prefixed message (uncompressed).
+fn grpc_frame(msg: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(5 + msg.len());
+    out.push(0);
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    out.into()
+}
+
+/// The `status` (field 1, an enum) of a framed `HealthCheckResponse`; 0 (UNKNOWN) when
+/// absent or unreadable.
+fn serving_status(framed: &[u8]) -> u64 {
+    let Some(msg) = framed.get(5..) else {
+        return 0;
+    };
+    let mut i = 0;
+    while i < msg.len() {
+        let key = msg[i];
+        i += 1;
+        let mut v = 0u64;
+        let mut shift = 0;
+        while i < msg.len() {
+            let b = msg[i];
+            i += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        match (key >> 3, key & 7) {
+            (1, 0) => return v,
+            // A length-delimited field we do not know: skip it.
+            (_, 2) => i += v as usize,
+            _ => {}
+        }
+    }
+    0
+}
+
+fn grpc_code_name(code: &str) -> &'static str {
+    match code {
+        "1" => "Canceled",
+        "3" => "InvalidArgument",
+        "4" => "DeadlineExceeded",
+        "5" => "NotFound",
+        "7" => "PermissionDenied",
+        "12" => "Unimplemented",
+        "13" => "Internal",
+        "14" => "Unavailable",
+        "16" => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+async fn http_get(
+    scheme: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    a: &HTTPGetAction,
+) -> Result<String, String> {
+    let url = format!("{scheme}://{host}:{port}{path}");
+    let stream = dial(scheme, host, port)
+        .await
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -344,4 +509,170 @@ async fn probe_loop(
 pub fn forget(sink: &ProbeSink, keep: &HashSet<String>) {
     sink.states.lock().retain(|k, _| keep.contains(k));
     sink.unhealthy.lock().retain(|k, _| keep.contains(k));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubelet::fake_cri::FakeCri;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+
+    fn handler_of(probe: serde_json::Value) -> Handler {
+        probe_handler(&serde_json::from_value(probe).unwrap()).unwrap()
+    }
+
+    async fn probe(h: &Handler) -> Result<String, String> {
+        let cri = FakeCri::new();
+        let ports = HashMap::new();
+        let t = Target {
+            cri: &cri,
+            container_id: "c",
+            pod_ip: Some("127.0.0.1".into()),
+            ports: &ports,
+        };
+        run(h, &t, Duration::from_secs(2)).await
+    }
+
+    /// An HTTPS server with a self-signed certificate: 200 on /healthz, 500 elsewhere.
+    async fn https_server() -> u16 {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.local".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(|req: http::Request<Incoming>| async move {
+                        let code = if req.uri().path() == "/healthz" {
+                            200
+                        } else {
+                            500
+                        };
+                        http::Response::builder()
+                            .status(code)
+                            .body(http_body_util::Full::new(bytes::Bytes::from("ok")))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_probes_speak_tls_and_accept_the_pods_own_certificate() {
+        let port = https_server().await;
+        let get = |path: &str, scheme: &str| {
+            handler_of(
+                serde_json::json!({"httpGet": {"path": path, "port": port, "scheme": scheme}}),
+            )
+        };
+        assert_eq!(probe(&get("/healthz", "HTTPS")).await, Ok("ok".into()));
+        assert_eq!(
+            probe(&get("/broken", "HTTPS")).await,
+            Err("HTTP probe failed with statuscode: 500".into())
+        );
+        let plain = probe(&get("/healthz", "HTTP")).await;
+        assert!(plain.is_err(), "plain HTTP to a TLS port: {plain:?}");
+    }
+
+    /// A gRPC health server answering `status` for every service but "missing", which it
+    /// does not know (NOT_FOUND, as grpc-go's health server).
+    async fn grpc_server(status: u8) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let unknown = body.windows(7).any(|w| w == b"missing");
+                        let mut trailers = http::HeaderMap::new();
+                        let code = if unknown { "5" } else { "0" };
+                        trailers.insert("grpc-status", code.parse().unwrap());
+                        let data = if unknown {
+                            bytes::Bytes::new()
+                        } else {
+                            grpc_frame(&[0x08, status])
+                        };
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)),
+                            Ok(hyper::body::Frame::trailers(trailers)),
+                        ]);
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(http_body_util::StreamBody::new(frames))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_call_the_health_service_and_need_serving() {
+        let grpc = |port: u16, service: Option<&str>| {
+            handler_of(serde_json::json!({"grpc": {"port": port, "service": service}}))
+        };
+        let serving = grpc_server(1).await;
+        assert_eq!(probe(&grpc(serving, None)).await, Ok(String::new()));
+        assert_eq!(
+            probe(&grpc(serving, Some("missing"))).await,
+            Err("rpc error: code = NotFound desc = ".into())
+        );
+        let not_serving = grpc_server(2).await;
+        assert_eq!(
+            probe(&grpc(not_serving, Some("db"))).await,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = probe(&grpc(port, None)).await.unwrap_err();
+        assert!(
+            refused.starts_with("timeout: failed to connect service"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn health_requests_and_responses_are_protobuf_in_grpc_frames() {
+        assert_eq!(health_check_request(""), Vec::<u8>::new());
+        assert_eq!(health_check_request("db"), vec![0x0a, 2, b'd', b'b']);
+        assert_eq!(&grpc_frame(&[0x08, 1])[..], &[0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(serving_status(&grpc_frame(&[0x08, 1])), 1);
+        assert_eq!(serving_status(&grpc_frame(&[])), 0);
+        // An unknown length-delimited field before the status is skipped.
+        assert_eq!(serving_status(&grpc_frame(&[0x12, 1, 0xff, 0x08, 2])), 2);
+    }
 }
