@@ -20,9 +20,13 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 
-cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench --example webhook_bench \
-    --example pod_bench --example scale_bench
-bin=target/release/skiff
+# BENCH_BIN=path runs the benchmarks against another server binary (an A/B of two builds)
+# with the clients already built (BENCH_NO_BUILD=1 skips building them).
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    cargo build --release --quiet --bin skiff --example api_bench --example inproc_bench \
+        --example webhook_bench --example pod_bench --example scale_bench
+fi
+bin=${BENCH_BIN:-target/release/skiff}
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
@@ -153,7 +157,7 @@ bench_runtime() {
     "${S[@]}" rm -f rss >/dev/null
 
     # (b) pull of a ~50 MB image from a local registry vs skopeo copy (in the same test run).
-    SKIFF_BIN="$PWD/$bin" cargo test --quiet --test runtime_images pull_speed -- --ignored --nocapture 2>/dev/null \
+    SKIFF_BIN="$(realpath "$bin")" cargo test --quiet --test runtime_images pull_speed -- --ignored --nocapture 2>/dev/null \
         | grep -E '^(pull_50mb_s|skopeo_50mb_s|pull_vs_skopeo_ratio) '
 }
 
