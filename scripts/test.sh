@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI checks, in order: test dependencies, formatting, lints, the debug build,
-# unit and end-to-end tests (nextest), and the static release build. Root is required: the
+# unit and end-to-end tests (nextest), and the static musl link (a quick profile; the release
+# artifact itself is `scripts/build-static.sh`). Root is required: the
 # end-to-end tests start real servers (and later agents with namespaces and mounts).
 #
 # deps, fmt, clippy and build stop the run when they fail (nothing after them can pass);
