@@ -392,7 +392,9 @@ async fn evict_for_node_pressure(
                         .filter(|s| {
                             labels::container_ref(&s.labels).is_some_and(|r| r.pod_uid == uid)
                         })
-                        .filter(|s| s.pid > 0)
+                        .filter(|s| {
+                            s.pid > 0 && s.status == crate::runtime::containers::Status::Running
+                        })
                         .filter_map(|s| server::stats::cgroup_usage(&h, s.pid).working_set)
                         .sum(),
                     eviction::Resource::EphemeralStorage => {
