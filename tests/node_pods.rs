@@ -211,6 +211,18 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
         }
     });
     let status = &pod["status"];
+    // A BestEffort pod: its class's cgroup has the minimum cpu weight (shares 2 on v1).
+    let parent = server.cgroup_parent().expect("the agent's cgroup parent");
+    let class = pod_cgroup_file(
+        &format!("/{parent}/kubepods/besteffort/"),
+        &["cpu/cpu.shares", "cpu.weight"],
+    );
+    let expected = if class.ends_with("cpu.shares") {
+        "2"
+    } else {
+        "1"
+    };
+    assert_eq!(read_trimmed(&class), expected, "{class:?}");
     assert_eq!(status["phase"], "Failed", "{status}");
     assert_eq!(
         status["message"], "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ",

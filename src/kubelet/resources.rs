@@ -86,6 +86,20 @@ pub fn pod_cgroup_path(pod: &Pod) -> Option<String> {
     })
 }
 
+/// The QoS-class cgroup a pod's cgroup goes under when that class's cgroup has settings of
+/// its own: BestEffort pods share 2 cpu shares altogether, as upstream. (Upstream also
+/// resizes the Burstable cgroup's shares to the sum of its pods' requests; that one is left
+/// at the kernel's default.)
+pub fn qos_parent(pod: &Pod) -> Option<(&'static str, Resources)> {
+    (qos_class(pod) == "BestEffort").then(|| {
+        let shares = Resources {
+            cpu_shares: Some(MIN_SHARES),
+            ..Resources::default()
+        };
+        ("kubepods/besteffort", shares)
+    })
+}
+
 /// Every path the cgroup of pod `uid` can have, one per QoS class.
 pub fn pod_cgroup_paths(uid: &str) -> [String; 3] {
     [

@@ -648,6 +648,28 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn best_effort_pods_share_the_minimum_cpu_shares_under_their_class_cgroup() {
+    let h = Harness::start(
+        FakeCri::new().with_image("busybox:1"),
+        pod(vec![c("app")], vec![], "Always"),
+    );
+    wait(1).await;
+    let cgroups = h.cri.pod_cgroups();
+    assert_eq!(
+        cgroups.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["kubepods/besteffort", "kubepods/besteffort/poduid1"]
+    );
+    assert!(cgroups.values().all(|r| r.cpu_shares == Some(2)));
+    h.tx.send_replace(None);
+    wait(5).await;
+    assert_eq!(
+        h.cri.pod_cgroups().keys().collect::<Vec<_>>(),
+        ["kubepods/besteffort"],
+        "the class cgroup stays for the next pod"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn containers_run_in_a_pod_cgroup_under_the_qos_class_that_goes_with_the_pod() {
     let mut app = c("app");
     app.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {

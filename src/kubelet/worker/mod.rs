@@ -347,7 +347,14 @@ impl Worker {
         if !self.pod_cgroup_ready {
             if let Some(path) = super::resources::pod_cgroup_path(&pod) {
                 let res = super::resources::pod_resources(&pod);
-                if let Err(e) = self.ctx.cri.ensure_pod_cgroup(&path, res).await {
+                let mut ensure = Ok(());
+                if let Some((parent, parent_res)) = super::resources::qos_parent(&pod) {
+                    ensure = self.ctx.cri.ensure_pod_cgroup(parent, parent_res).await;
+                }
+                if ensure.is_ok() {
+                    ensure = self.ctx.cri.ensure_pod_cgroup(&path, res).await;
+                }
+                if let Err(e) = ensure {
                     let msg = format!("unable to ensure pod container exists: {e}");
                     return self
                         .setup_failed(&view, "FailedCreatePodContainer", msg)
