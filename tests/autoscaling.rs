@@ -114,16 +114,7 @@ spec:
         targets.starts_with("cpu: ") && targets.ends_with("%/50%") && !targets.contains("unknown"),
         "{table}"
     );
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        "default",
-        "--field-selector",
-        "reason=SuccessfulRescale",
-        "-o",
-        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
-    ]);
+    let events = server.event_messages("default", "reason=SuccessfulRescale");
     assert!(
         events.contains(
             "New size: 3; reason: cpu resource utilization (percentage of request) above target"

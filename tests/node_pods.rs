@@ -236,16 +236,7 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
     // Killed at once, not left sleeping.
     let terminated = &status["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(terminated["exitCode"], 137, "{status}");
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        "default",
-        "--field-selector",
-        "involvedObject.name=filler,reason=Evicted",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = server.event_messages("default", "involvedObject.name=filler,reason=Evicted");
     assert!(events.contains("exceeds the limit"), "{events}");
     delete_pods(&server, &["filler"]);
 }
@@ -383,16 +374,7 @@ fn an_https_readiness_probe_speaks_tls_to_a_self_signed_endpoint() {
     });
     // Plain HTTP to the TLS port fails, with upstream's event.
     let failed = eventually(Duration::from_secs(30), "the HTTP probe fails", || {
-        let out = server.kubectl_ok(&[
-            "get",
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            "involvedObject.name=plain,reason=Unhealthy",
-            "-o",
-            "jsonpath={.items[*].message}",
-        ]);
+        let out = server.event_messages("default", "involvedObject.name=plain,reason=Unhealthy");
         if out.contains("Readiness probe failed") {
             Ok(out)
         } else {

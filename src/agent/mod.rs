@@ -136,6 +136,8 @@ pub struct Agent {
     agent_dir: PathBuf,
     args: NodeArgs,
     host_ips: Vec<String>,
+    /// `--eviction-hard`, parsed once with the node's settings.
+    eviction_hard: node_status::EvictionHard,
     heartbeat: Heartbeat,
     first_status: k8s_openapi::api::core::v1::NodeStatus,
     node_uid: Option<String>,
@@ -271,6 +273,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
             .iter()
             .map(|ip| ip.to_string())
             .collect(),
+        eviction_hard: settings.eviction_hard,
         heartbeat,
         first_status,
         node_uid: registered.metadata.uid,
@@ -349,6 +352,7 @@ impl Agent {
             &self.agent_dir,
             &self.args,
             self.host_ips,
+            self.eviction_hard,
             shutdown.clone(),
         )
         .await;

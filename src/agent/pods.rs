@@ -91,6 +91,7 @@ pub async fn run(
     agent_dir: &Path,
     args: &NodeArgs,
     host_ips: Vec<String>,
+    eviction_hard: EvictionHard,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let pods_err = |what: &str, e: &dyn std::fmt::Display| AgentError::Pods(format!("{what}: {e}"));
@@ -156,9 +157,7 @@ pub async fn run(
         allocatable_memory_bytes: 0,
         static_pod_dir: Some(agent_dir.join("pod-manifests")),
         eviction: Some(NodeEviction {
-            // Checked when the node's settings were made (`node_settings`).
-            thresholds: EvictionHard::parse(&args.eviction_hard)
-                .map_err(|e| pods_err("eviction thresholds", &e))?,
+            thresholds: eviction_hard,
             fs_dir: agent_dir.to_path_buf(),
         }),
     });

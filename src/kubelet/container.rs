@@ -135,7 +135,7 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
         log_path: Some(cref.log_path(i.pod_log_dir)),
         labels: cref.labels(),
         security,
-        cgroup_parent: super::resources::pod_cgroup_path(pod),
+        cgroup_parent: super::resources::pod_cgroup(pod).map(|c| c.path),
         ..Default::default()
     })
 }

@@ -16,7 +16,7 @@
 //! Invariant: [`violation`], [`starved`] and [`rank`] are pure functions of the pods and
 //! the measured usage; only the measuring touches the host.
 
-use super::node_status::{bytes_quantity, EvictionHard, Measurements};
+use super::node_status::{bytes_quantity, pressure, EvictionHard, Measurements, Pressure};
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{BTreeMap, HashSet};
@@ -31,9 +31,11 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// The pod status reason and event reason of an eviction.
 pub const REASON: &str = "Evicted";
 
-/// The emptyDir volumes of `pod` that have a sizeLimit: name → limit in bytes (and as
-/// written, for the message).
-pub fn limited_empty_dirs(pod: &Pod) -> BTreeMap<String, (u64, String)> {
+/// emptyDir volume name → its sizeLimit in bytes, and as written (for the message).
+pub type Limits = BTreeMap<String, (u64, String)>;
+
+/// The emptyDir volumes of `pod` that have a sizeLimit.
+pub fn limited_empty_dirs(pod: &Pod) -> Limits {
     pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
@@ -47,10 +49,10 @@ pub fn limited_empty_dirs(pod: &Pod) -> BTreeMap<String, (u64, String)> {
 
 /// Why the pod must be evicted, given each limited emptyDir's usage in bytes; `None` when
 /// every volume is within its limit (or was not measured).
-pub fn violation(pod: &Pod, usage: &BTreeMap<String, u64>) -> Option<String> {
-    limited_empty_dirs(pod)
-        .into_iter()
-        .find(|(name, (limit, _))| usage.get(name).is_some_and(|u| u > limit))
+pub fn violation(limits: &Limits, usage: &BTreeMap<String, u64>) -> Option<String> {
+    limits
+        .iter()
+        .find(|(name, (limit, _))| usage.get(*name).is_some_and(|u| u > limit))
         .map(|(name, (_, written))| {
             format!("Usage of EmptyDir volume {name:?} exceeds the limit {written:?}. ")
         })
@@ -103,16 +105,16 @@ impl Resource {
 /// The resource to reclaim, with its threshold and what is available (memory first), or
 /// `None` when every signal is above its threshold.
 pub fn starved(m: &Measurements, e: &EvictionHard) -> Option<(Resource, u64, u64)> {
-    let memory = e.memory_available.bytes_of(m.memory_capacity);
-    if m.memory_available < memory {
-        return Some((Resource::Memory, memory, m.memory_available));
+    let p = pressure(m, e);
+    if p.memory {
+        let threshold = e.memory_available.bytes_of(m.memory_capacity);
+        Some((Resource::Memory, threshold, m.memory_available))
+    } else if p.disk {
+        let threshold = e.nodefs_available.bytes_of(m.fs_capacity);
+        Some((Resource::EphemeralStorage, threshold, m.fs_available))
+    } else {
+        None
     }
-    let disk = e.nodefs_available.bytes_of(m.fs_capacity);
-    (m.fs_capacity > 0 && m.fs_available < disk).then_some((
-        Resource::EphemeralStorage,
-        disk,
-        m.fs_available,
-    ))
 }
 
 /// A pod that may be evicted, with its usage of the starved resource in bytes.
@@ -148,26 +150,29 @@ pub fn rank(mut pods: Vec<Candidate>, r: Resource) -> Vec<Candidate> {
     pods
 }
 
-/// Whether node pressure may evict `pod`: not one that is finished or being deleted, and
-/// not a critical one (a static pod, or priority at or above system-cluster-critical's),
-/// which upstream never evicts.
-pub fn may_evict(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    let finished = matches!(phase, Some("Succeeded" | "Failed"));
-    let critical = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000
+/// Upstream's `IsCriticalPod`: a static pod, or priority at or above
+/// system-cluster-critical's. Node pressure never evicts or refuses one.
+fn is_critical(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000
         || pod.metadata.annotations.as_ref().is_some_and(|a| {
             a.get(super::static_pods::SOURCE)
                 .is_some_and(|s| s == "file")
-        });
-    !finished && pod.metadata.deletion_timestamp.is_none() && !critical
+        })
+}
+
+/// Whether node pressure may evict `pod`: not one that is finished or being deleted, and
+/// not a critical one.
+pub fn may_evict(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
+    !finished && pod.metadata.deletion_timestamp.is_none() && !is_critical(pod)
 }
 
 /// Why a new pod is refused under node pressure (upstream's eviction admission): under
 /// disk pressure every pod, under memory pressure BestEffort pods that do not tolerate
 /// the memory-pressure taint; critical pods never.
-pub fn refuse(pod: &Pod, p: super::node_status::Pressure) -> Option<String> {
-    let critical = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000;
-    if critical || !(p.memory || p.disk) {
+pub fn refuse(pod: &Pod, p: Pressure) -> Option<String> {
+    if is_critical(pod) || !(p.memory || p.disk) {
         return None;
     }
     let tolerates_memory_pressure = pod
@@ -237,7 +242,7 @@ mod tests {
 
     #[test]
     fn usage_over_the_limit_evicts_with_upstreams_message() {
-        let p = pod();
+        let p = limited_empty_dirs(&pod());
         let usage = |n: u64| BTreeMap::from([("scratch".to_string(), n), ("free".into(), 1 << 30)]);
         assert_eq!(violation(&p, &usage(1 << 20)), None, "at the limit is fine");
         assert_eq!(
@@ -318,7 +323,6 @@ mod tests {
 
     #[test]
     fn new_pods_are_refused_under_disk_pressure_and_best_effort_ones_under_memory_pressure() {
-        use super::super::node_status::Pressure;
         let best_effort = pod();
         let burstable = candidate("b", 0, "64Mi", 0).pod;
         let memory = Pressure {

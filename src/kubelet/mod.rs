@@ -215,13 +215,12 @@ impl Kubelet {
         let mut statics: std::collections::BTreeMap<String, Pod> = Default::default();
         let mut static_tick = tokio::time::interval(STATIC_POD_CHECK);
         let mut eviction_tick = tokio::time::interval(eviction::CHECK_EVERY);
-        let mut evicted: HashSet<String> = HashSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = eviction_tick.tick(), if c.eviction.is_some() && first_list_done => {
                     if let Some(e) = &c.eviction {
-                        evict_for_node_pressure(&ctx, &supervisor, e, &mut evicted).await;
+                        evict_for_node_pressure(&ctx, &supervisor, e).await;
                     }
                 }
                 _ = static_tick.tick(), if c.static_pod_dir.is_some() => {
@@ -355,12 +354,7 @@ fn pod_uid_key(tx: &watch::Sender<Option<Arc<Pod>>>) -> String {
 
 /// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
 /// upstream's order is handed to its worker to evict (one per pass, as upstream).
-async fn evict_for_node_pressure(
-    ctx: &Arc<Context>,
-    sup: &Supervisor,
-    e: &NodeEviction,
-    evicted: &mut HashSet<String>,
-) {
+async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeEviction) {
     let fs_dir = e.fs_dir.clone();
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
         return;
@@ -369,11 +363,12 @@ async fn evict_for_node_pressure(
     let Some((resource, threshold, available)) = eviction::starved(&m, &e.thresholds) else {
         return;
     };
-    evicted.retain(|uid| sup.workers.contains_key(uid));
+    // A pod handed to its worker is not chosen again; once evicted, it is Failed.
+    let pending: HashSet<String> = ctx.evictions.lock().keys().cloned().collect();
     let pods: Vec<(String, Arc<Pod>)> = sup
         .workers
         .iter()
-        .filter(|(uid, _)| !evicted.contains(*uid))
+        .filter(|(uid, _)| !pending.contains(*uid))
         .filter_map(|(uid, tx)| Some((uid.clone(), tx.borrow().clone()?)))
         .filter(|(_, p)| eviction::may_evict(p))
         .collect();
@@ -423,7 +418,6 @@ async fn evict_for_node_pressure(
     if let Some(tx) = sup.workers.get(&first.uid) {
         tx.send_modify(|_| {});
     }
-    evicted.insert(first.uid);
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

@@ -75,63 +75,73 @@ fn milli_to_quota(milli: i64) -> i64 {
     ((milli * CPU_PERIOD_US as i64) / 1000).max(MIN_QUOTA_US)
 }
 
-/// The pod's cgroup, relative to the runtime's cgroup parent (see the module docs); `None`
-/// for a pod without a uid (never one the API server returned).
-pub fn pod_cgroup_path(pod: &Pod) -> Option<String> {
+/// The cgroup of a QoS class's pods, relative to the runtime's cgroup parent.
+fn class_dir(qos: &str) -> &'static str {
+    match qos {
+        "Guaranteed" => "kubepods",
+        "Burstable" => "kubepods/burstable",
+        _ => "kubepods/besteffort",
+    }
+}
+
+/// Only the minimum cpu shares: a BestEffort pod, and the BestEffort class as a whole.
+fn min_shares() -> Resources {
+    Resources {
+        cpu_shares: Some(MIN_SHARES),
+        ..Resources::default()
+    }
+}
+
+/// A pod's cgroup (see the module docs) and what it is created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCgroup {
+    /// Relative to the runtime's cgroup parent.
+    pub path: String,
+    /// Upstream's `ResourceConfigForPod`: cpu shares from the pod's effective cpu request;
+    /// a CFS quota and a memory limit only when every container declares that limit (or the
+    /// pod does), since one unbounded container leaves the pod unbounded. A BestEffort pod
+    /// gets the minimum shares and nothing else.
+    pub resources: Resources,
+    /// The QoS class's cgroup when it has settings of its own: BestEffort pods share 2 cpu
+    /// shares altogether, as upstream. (Upstream also resizes the Burstable class's shares
+    /// to the sum of its pods' requests; that one is left at the kernel's default.)
+    pub class: Option<(&'static str, Resources)>,
+}
+
+/// The pod's cgroup; `None` for a pod without a uid (never one the API server returned).
+pub fn pod_cgroup(pod: &Pod) -> Option<PodCgroup> {
     let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty())?;
-    Some(match qos_class(pod) {
-        "Guaranteed" => format!("kubepods/pod{uid}"),
-        "Burstable" => format!("kubepods/burstable/pod{uid}"),
-        _ => format!("kubepods/besteffort/pod{uid}"),
-    })
-}
-
-/// The QoS-class cgroup a pod's cgroup goes under when that class's cgroup has settings of
-/// its own: BestEffort pods share 2 cpu shares altogether, as upstream. (Upstream also
-/// resizes the Burstable cgroup's shares to the sum of its pods' requests; that one is left
-/// at the kernel's default.)
-pub fn qos_parent(pod: &Pod) -> Option<(&'static str, Resources)> {
-    (qos_class(pod) == "BestEffort").then(|| {
-        let shares = Resources {
-            cpu_shares: Some(MIN_SHARES),
-            ..Resources::default()
-        };
-        ("kubepods/besteffort", shares)
-    })
-}
-
-/// Every path the cgroup of pod `uid` can have, one per QoS class.
-pub fn pod_cgroup_paths(uid: &str) -> [String; 3] {
-    [
-        format!("kubepods/pod{uid}"),
-        format!("kubepods/burstable/pod{uid}"),
-        format!("kubepods/besteffort/pod{uid}"),
-    ]
-}
-
-/// The pod cgroup's settings (upstream's `ResourceConfigForPod`): cpu shares from the
-/// pod's effective cpu request; a CFS quota and a memory limit only when every container
-/// declares that limit (or the pod does), since one unbounded container leaves the pod
-/// unbounded. A BestEffort pod gets the minimum shares and nothing else.
-pub fn pod_resources(pod: &Pod) -> Resources {
-    if qos_class(pod) == "BestEffort" {
-        return Resources {
-            cpu_shares: Some(MIN_SHARES),
-            ..Resources::default()
-        };
+    let qos = qos_class(pod);
+    let path = format!("{}/pod{uid}", class_dir(qos));
+    if qos == "BestEffort" {
+        return Some(PodCgroup {
+            path,
+            resources: min_shares(),
+            class: Some((class_dir(qos), min_shares())),
+        });
     }
     let requests = crate::api::resources::pod_requests(pod);
     let limits = pod_limits(pod);
     let quota = limits
         .cpu_bounded
         .then(|| milli_to_quota(limits.limits.milli_cpu));
-    Resources {
+    let resources = Resources {
         memory_limit_bytes: limits.memory_bounded.then_some(limits.limits.memory),
         cpu_quota_us: quota,
         cpu_period_us: quota.map(|_| CPU_PERIOD_US),
         cpu_shares: Some(milli_to_shares(requests.milli_cpu)),
         pids_limit: None,
-    }
+    };
+    Some(PodCgroup {
+        path,
+        resources,
+        class: None,
+    })
+}
+
+/// Every path the cgroup of pod `uid` can have, one per QoS class.
+pub fn pod_cgroup_paths(uid: &str) -> [String; 3] {
+    ["Guaranteed", "Burstable", "BestEffort"].map(|q| format!("{}/pod{uid}", class_dir(q)))
 }
 
 /// The container's cgroup settings.
@@ -234,16 +244,16 @@ mod tests {
         let guaranteed = with_uid(pod(vec![c(&[], &[("cpu", "1"), ("memory", "1Gi")])]));
         let burstable = with_uid(pod(vec![c(&[("cpu", "100m")], &[])]));
         let best_effort = with_uid(pod(vec![c(&[], &[])]));
-        assert_eq!(pod_cgroup_path(&guaranteed).unwrap(), "kubepods/podu1");
+        assert_eq!(pod_cgroup(&guaranteed).unwrap().path, "kubepods/podu1");
         assert_eq!(
-            pod_cgroup_path(&burstable).unwrap(),
+            pod_cgroup(&burstable).unwrap().path,
             "kubepods/burstable/podu1"
         );
         assert_eq!(
-            pod_cgroup_path(&best_effort).unwrap(),
+            pod_cgroup(&best_effort).unwrap().path,
             "kubepods/besteffort/podu1"
         );
-        assert_eq!(pod_cgroup_path(&pod(vec![c(&[], &[])])), None);
+        assert_eq!(pod_cgroup(&pod(vec![c(&[], &[])])), None);
     }
 
     #[test]
@@ -256,7 +266,7 @@ mod tests {
             )
         };
         let p = pod(vec![both("500m", "64Mi"), both("250m", "32Mi")]);
-        let r = pod_resources(&p);
+        let r = pod_cgroup(&with_uid(p)).unwrap().resources;
         assert_eq!(r.cpu_shares, Some(768));
         assert_eq!(r.cpu_quota_us, Some(75_000));
         assert_eq!(r.cpu_period_us, Some(100_000));
@@ -269,7 +279,7 @@ mod tests {
             c(&[("cpu", "100m")], &[("cpu", "1"), ("memory", "64Mi")]),
             c(&[("cpu", "200m")], &[("memory", "32Mi")]),
         ]);
-        let r = pod_resources(&p);
+        let r = pod_cgroup(&with_uid(p)).unwrap().resources;
         assert_eq!(r.cpu_shares, Some(307));
         assert_eq!(
             r.cpu_quota_us, None,
@@ -281,7 +291,9 @@ mod tests {
     #[test]
     fn a_best_effort_pod_gets_the_minimum_shares_only() {
         assert_eq!(
-            pod_resources(&pod(vec![c(&[], &[])])),
+            pod_cgroup(&with_uid(pod(vec![c(&[], &[])])))
+                .unwrap()
+                .resources,
             Resources {
                 cpu_shares: Some(2),
                 ..Resources::default()

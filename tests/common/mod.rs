@@ -96,6 +96,21 @@ impl TestServer {
         self.node.as_ref().map(|n| n.cgroup_parent.as_str())
     }
 
+    /// The messages of the events in `namespace` that `field_selector` picks, one per line.
+    #[allow(dead_code)]
+    pub fn event_messages(&self, namespace: &str, field_selector: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            field_selector,
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ])
+    }
+
     /// Starts a server with the default flags and waits until it is ready.
     pub fn start() -> TestServer {
         TestServer::start_with(&[])

@@ -327,9 +327,10 @@ impl Worker {
         if let Some(at) = self.volumes.as_ref().and_then(|v| v.refresh_at) {
             next = next.min((at - chrono::Utc::now()).to_std().unwrap_or_default());
         }
-        if !eviction::limited_empty_dirs(&pod).is_empty() {
+        let limited = eviction::limited_empty_dirs(&pod);
+        if !limited.is_empty() {
             next = next.min(eviction::CHECK_EVERY);
-            if let Some(msg) = self.local_storage_violation().await {
+            if let Some(msg) = self.local_storage_violation(&limited).await {
                 return self.evict(msg).await;
             }
         }
@@ -345,14 +346,13 @@ impl Worker {
             }
         }
         if !self.pod_cgroup_ready {
-            if let Some(path) = super::resources::pod_cgroup_path(&pod) {
-                let res = super::resources::pod_resources(&pod);
+            if let Some(cg) = super::resources::pod_cgroup(&pod) {
                 let mut ensure = Ok(());
-                if let Some((parent, parent_res)) = super::resources::qos_parent(&pod) {
-                    ensure = self.ctx.cri.ensure_pod_cgroup(parent, parent_res).await;
+                if let Some((class, class_res)) = cg.class {
+                    ensure = self.ctx.cri.ensure_pod_cgroup(class, class_res).await;
                 }
                 if ensure.is_ok() {
-                    ensure = self.ctx.cri.ensure_pod_cgroup(&path, res).await;
+                    ensure = self.ctx.cri.ensure_pod_cgroup(&cg.path, cg.resources).await;
                 }
                 if let Err(e) = ensure {
                     let msg = format!("unable to ensure pod container exists: {e}");
@@ -407,7 +407,7 @@ impl Worker {
 
     /// Measures the emptyDirs that have a sizeLimit (at most every [`eviction::CHECK_EVERY`])
     /// and says why the pod must be evicted, if it must.
-    async fn local_storage_violation(&mut self) -> Option<String> {
+    async fn local_storage_violation(&mut self, limited: &eviction::Limits) -> Option<String> {
         if self
             .storage_checked
             .is_some_and(|t| t.elapsed() < eviction::CHECK_EVERY)
@@ -415,11 +415,11 @@ impl Worker {
             return None;
         }
         self.storage_checked = Some(Instant::now());
-        let dirs: Vec<(String, std::path::PathBuf)> = eviction::limited_empty_dirs(&self.pod)
-            .into_keys()
+        let dirs: Vec<(String, std::path::PathBuf)> = limited
+            .keys()
             .filter_map(|n| {
-                let v = self.volumes.as_ref()?.by_name.get(&n)?;
-                Some((n, v.host_path.clone()))
+                let v = self.volumes.as_ref()?.by_name.get(n)?;
+                Some((n.clone(), v.host_path.clone()))
             })
             .collect();
         let usage = tokio::task::spawn_blocking(move || {
@@ -429,7 +429,7 @@ impl Worker {
         })
         .await
         .ok()?;
-        eviction::violation(&self.pod, &usage)
+        eviction::violation(limited, &usage)
     }
 
     /// Evicts the pod: every container killed at once (a hard eviction has no grace

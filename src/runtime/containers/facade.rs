@@ -101,10 +101,10 @@ fn group_path(rel: &str) -> Result<String, RuntimeError> {
 
 /// The cgroupsPath of container `id`: under `parent` when given (its pod's cgroup).
 fn container_cgroup(parent: Option<&str>, id: &str) -> Result<String, RuntimeError> {
-    match parent {
-        Some(p) => Ok(format!("{}/{id}", group_path(p)?)),
-        None => Ok(format!("/{}/{id}", super::cgroups::cgroup_parent())),
-    }
+    group_path(&match parent {
+        Some(p) => format!("{p}/{id}"),
+        None => id.to_owned(),
+    })
 }
 
 async fn blocking<T: Send + 'static>(
