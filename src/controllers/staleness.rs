@@ -69,7 +69,9 @@ impl Staleness {
                 .iter()
                 .find(|m| m.name.as_deref() == Some(name.as_str()));
             match (*expect, found) {
+                // Terminating counts as gone: a finalizer may hold it for as long as it likes.
                 (Expect::Gone, None) => false,
+                (Expect::Gone, Some(s)) if s.deletion_timestamp.is_some() => false,
                 (Expect::AtLeast(v), Some(s)) => rv(s) < v,
                 _ => true,
             }
@@ -89,6 +91,7 @@ impl Staleness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn slice(name: &str, rv: &str) -> ObjectMeta {
         ObjectMeta {
@@ -109,5 +112,11 @@ mod tests {
         t.deleted("ns/s", "s-abc");
         assert!(t.is_stale("ns/s", &[slice("s-abc", "10")]));
         assert!(!t.is_stale("ns/s", []));
+        t.deleted("ns/s", "s-def");
+        let terminating = ObjectMeta {
+            deletion_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            ..slice("s-def", "11")
+        };
+        assert!(!t.is_stale("ns/s", &[terminating]));
     }
 }

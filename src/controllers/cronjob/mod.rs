@@ -14,6 +14,7 @@ mod tests;
 
 use super::clock::{until, Clock};
 use super::job::status::{is_true, COMPLETE, FAILED};
+use super::staleness::Staleness;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use crate::informers::Change;
@@ -76,6 +77,7 @@ impl CronJobController {
             jobs: jobs.store(),
             recorder,
             clock: self.clock,
+            written: Staleness::default(),
         });
         let mut cj_changes = cronjobs.subscribe();
         let mut job_changes = jobs.subscribe();
@@ -120,6 +122,9 @@ struct CronJobReconciler {
     jobs: Store<Job>,
     recorder: Recorder,
     clock: Clock,
+    /// Our own writes (status, created and deleted Jobs) the caches have yet to show: a
+    /// sync before they do could take a just-created Job for none and start another.
+    written: Staleness,
 }
 
 /// The Job name for a scheduled time: minutes since the epoch.
@@ -159,6 +164,7 @@ impl Reconciler for CronJobReconciler {
             return Ok(Action::Done);
         };
         let Some(cj) = self.cronjobs.get(&ObjectRef::new(name).within(ns)) else {
+            self.written.forget(key);
             return Ok(Action::Done);
         };
         if cj.metadata.deletion_timestamp.is_some() {
@@ -179,6 +185,11 @@ impl Reconciler for CronJobReconciler {
                     .any(|o| o.controller == Some(true) && o.uid == uid)
             })
             .collect();
+        let cached = std::iter::once(&cj.metadata).chain(children.iter().map(|j| &j.metadata));
+        if self.written.is_stale(key, cached) {
+            // The informers deliver what we wrote soon, and that queues the key again.
+            return Ok(Action::Done);
+        }
         // An unfinished child the cached status does not list: the cache may be behind our
         // own last status write (as upstream, read the CronJob again before judging).
         let listed = |cj: &CronJob, j: &Job| {
@@ -198,12 +209,14 @@ impl Reconciler for CronJobReconciler {
             }
         }
         let before = cj.status.clone().unwrap_or_default();
-        let action = self.sync(&mut cj, &children).await;
+        let action = self.sync(key, &mut cj, &children).await;
         let after = cj.status.clone().unwrap_or_default();
         if after != before {
             let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
-            api.replace_status(name, &PostParams::default(), &cj)
+            let wrote = api
+                .replace_status(name, &PostParams::default(), &cj)
                 .await?;
+            self.written.written(key, &wrote.metadata);
         }
         action
     }
@@ -212,6 +225,7 @@ impl Reconciler for CronJobReconciler {
 impl CronJobReconciler {
     async fn sync(
         &self,
+        key: &str,
         cj: &mut CronJob,
         children: &[Arc<Job>],
     ) -> Result<Action, ControllerError> {
@@ -288,7 +302,7 @@ impl CronJobReconciler {
             }
         }
         let mut active = still;
-        self.clean_history(cj, children, &jobs_api, &mut active)
+        self.clean_history(key, cj, children, &jobs_api, &mut active)
             .await;
         let set_active = |cj: &mut CronJob, active: Vec<ObjectReference>| {
             cj.status.get_or_insert_with(CronJobStatus::default).active =
@@ -393,12 +407,15 @@ impl CronJobReconciler {
                 for r in std::mem::take(&mut active) {
                     let jname = r.name.clone().unwrap_or_default();
                     match jobs_api.delete(&jname, &DeleteParams::background()).await {
-                        Ok(_) => self.recorder.event(
-                            object_ref(&*cj),
-                            NORMAL,
-                            "SuccessfulDelete",
-                            format!("Deleted job {jname}"),
-                        ),
+                        Ok(_) => {
+                            self.written.deleted(key, &jname);
+                            self.recorder.event(
+                                object_ref(&*cj),
+                                NORMAL,
+                                "SuccessfulDelete",
+                                format!("Deleted job {jname}"),
+                            )
+                        }
                         Err(kube::Error::Api(s)) if s.code == 404 => {}
                         Err(e) => {
                             self.recorder.event(
@@ -419,6 +436,7 @@ impl CronJobReconciler {
         let job = job_from_template(cj, &name, scheduled, sched.time_zone());
         let created = match jobs_api.create(&PostParams::default(), &job).await {
             Ok(j) => {
+                self.written.written(key, &j.metadata);
                 self.recorder.event(
                     object_ref(&*cj),
                     NORMAL,
@@ -468,6 +486,7 @@ impl CronJobReconciler {
     /// `failedJobsHistoryLimit`.
     async fn clean_history(
         &self,
+        key: &str,
         cj: &CronJob,
         children: &[Arc<Job>],
         api: &Api<Job>,
@@ -500,6 +519,7 @@ impl CronJobReconciler {
                 let jname = j.metadata.name.clone().unwrap_or_default();
                 match api.delete(&jname, &DeleteParams::background()).await {
                     Ok(_) => {
+                        self.written.deleted(key, &jname);
                         active.retain(|r| r.uid != j.metadata.uid);
                         self.recorder.event(
                             object_ref(cj),

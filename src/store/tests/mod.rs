@@ -15,8 +15,22 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
     StoreConfig::new(dir.path().join("db"))
 }
 
+/// Opens the store at `dir`. After a close (or the last handle's drop) sled's own worker
+/// threads may hold its file lock a moment longer, so a lock refusal is retried.
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(config(dir)).expect("store opens")
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(config(dir)) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("store opens: {e}"),
+        }
+    }
 }
 
 fn b(s: &str) -> Bytes {
