@@ -11,8 +11,9 @@
 mod common;
 mod ctr;
 
+use common::kubectl_io::{http_get, kubectl_in_pty, port_forward};
 use common::{skiff_binary, TestServer};
-use ctr::{Env, LayerBuilder};
+use ctr::Env;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -26,25 +27,6 @@ use std::time::{Duration, Instant};
 
 const NODE: &str = "kapi-node";
 const IMAGE: &str = "kbox";
-
-/// busybox with the applets these tests use (httpd for port-forward, tar for cp).
-fn kbox_layer() -> Vec<u8> {
-    let busybox = std::fs::read("/usr/bin/busybox").expect("/usr/bin/busybox");
-    let mut b = LayerBuilder::new();
-    for d in ["bin/", "etc/", "tmp/", "proc/", "sys/", "dev/", "www/"] {
-        b.dir(d);
-    }
-    b.file("bin/busybox", &busybox, 0o755);
-    for app in [
-        "sh", "true", "echo", "cat", "sleep", "id", "ls", "tar", "httpd", "wc", "head", "seq",
-        "printf", "hostname", "mkdir", "rm", "test", "dd",
-    ] {
-        b.symlink(&format!("bin/{app}"), "busybox");
-    }
-    b.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644);
-    b.file("www/index.html", b"hello from the pod\n", 0o644);
-    b.finish()
-}
 
 struct Fixture {
     server: TestServer,
@@ -70,7 +52,7 @@ impl Fixture {
     fn new(pod: &str, containers: &[Spec<'_>]) -> Fixture {
         let server = TestServer::start();
         let env = Env::new();
-        let out = env.import(IMAGE, &[kbox_layer()]);
+        let out = env.import(IMAGE, &[common::registry::tools_layer()]);
         assert!(
             out.status.success(),
             "{}",
@@ -442,62 +424,6 @@ fn kubectl_exec_and_cp() {
     );
 }
 
-/// Runs kubectl with a pseudo-terminal as stdin/stdout, types `input`, and returns its exit
-/// code and everything it printed.
-fn kubectl_in_pty(server: &TestServer, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let mut cmd = std::process::Command::new("/opt/skiff-test/bin/kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(server.kubeconfig_path())
-        .args(args);
-    cmd.env("HOME", server.home());
-    cmd.stdin(std::process::Stdio::from(
-        pty.slave.as_fd().try_clone_to_owned().unwrap(),
-    ));
-    cmd.stdout(std::process::Stdio::from(
-        pty.slave.as_fd().try_clone_to_owned().unwrap(),
-    ));
-    cmd.stderr(std::process::Stdio::from(
-        pty.slave.as_fd().try_clone_to_owned().unwrap(),
-    ));
-    let mut child = cmd.spawn().unwrap();
-    // Our copies of the slave must close, or the reader never sees the end.
-    drop(cmd);
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let mut reader = master.try_clone().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    // Give kubectl time to put the terminal in raw mode and connect.
-    std::thread::sleep(Duration::from_millis(1500));
-    master.write_all(input).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    eprintln!("pty: kubectl exited {status:?}");
-    drop(master);
-    (status.code(), out.join().unwrap())
-}
-
 #[test]
 #[cfg_attr(
     skiff_unprivileged,
@@ -651,39 +577,6 @@ fn kubelet_api_refuses_unauthenticated_and_unauthorized_callers() {
     );
 }
 
-/// `kubectl port-forward` in the background with extra environment; returns it and the
-/// local port it reports.
-fn port_forward(
-    server: &TestServer,
-    pod: &str,
-    remote: u16,
-    env: &[(&str, &str)],
-) -> (common::process::Background, u16) {
-    let mut cmd = std::process::Command::new("/opt/skiff-test/bin/kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(server.kubeconfig_path())
-        .args(["port-forward", pod, &format!(":{remote}")])
-        .env("HOME", server.home())
-        .env("NO_PROXY", "127.0.0.1")
-        .env("no_proxy", "127.0.0.1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let prefix = server.files_dir().join(format!("pf-{}", env.len()));
-    let mut bg = common::process::Background::spawn(cmd, &prefix);
-    bg.wait_for_stdout("Forwarding from", Duration::from_secs(20), |s| {
-        s.contains("Forwarding from 127.0.0.1:")
-    });
-    let out = bg.stdout();
-    let port = out
-        .split("Forwarding from 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .expect("a local port");
-    (bg, port)
-}
-
 /// Sets `lo` up in the network namespace of process `pid`, from a thread of its own.
 fn loopback_up(pid: i32) {
     use nix::libc;
@@ -705,16 +598,6 @@ fn loopback_up(pid: i32) {
     })
     .join()
     .unwrap();
-}
-
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 #[test]

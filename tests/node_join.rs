@@ -10,39 +10,13 @@
 
 mod common;
 
-use common::agent::{node_ready, TestAgent};
+use common::agent::{create_token, node_ready, server_token, skiff, TestAgent};
 use common::netns::NetNs;
-use common::{json, process, skiff_binary, TestServer, CLIENT_TIMEOUT};
+use common::{json, process, TestServer, CLIENT_TIMEOUT};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(20);
-
-fn skiff(args: &[&str]) -> process::Run {
-    let mut cmd = Command::new(skiff_binary());
-    cmd.args(args).env("NO_PROXY", "127.0.0.1,localhost");
-    process::run(&mut cmd, None, CLIENT_TIMEOUT)
-}
-
-fn server_token(server: &TestServer) -> String {
-    skiff(&["token", "--data-dir", &server.data_dir().to_string_lossy()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
-}
-
-fn create_token(server: &TestServer, extra: &[&str]) -> String {
-    let kubeconfig = server.kubeconfig_path();
-    let mut args = vec![
-        "token",
-        "create",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    skiff(&args).ok().stdout.trim().to_owned()
-}
 
 fn node(server: &TestServer, name: &str) -> serde_json::Value {
     server.kubectl_json(&["get", "node", name])
@@ -185,15 +159,7 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
     // Each agent in its own network namespace, reaching the server over a veth.
     let ns_a = NetNs::create();
     let ns_b = NetNs::create();
-    let (ip_a, ip_b) = (ns_a.host_ip.to_string(), ns_b.host_ip.to_string());
-    let server = TestServer::start_with(&[
-        "--bind-address",
-        "0.0.0.0",
-        "--tls-san",
-        &ip_a,
-        "--tls-san",
-        &ip_b,
-    ]);
+    let server = common::netns::server_reachable_from(&[&ns_a, &ns_b]);
     let token = server_token(&server);
     assert!(
         token.starts_with("K10") && token.contains("::server:"),
@@ -454,6 +420,29 @@ fn bad_credentials_are_refused_in_one_line_and_register_nothing() {
     );
     one_line(&run, "invalid --eviction-hard \"pid.available<5%\"");
     no_node(&server, "w4");
+
+    // A host without the cgroup controllers pod limits need: `ip netns exec` mounts a
+    // fresh sysfs over /sys, hiding every cgroup hierarchy from the agent.
+    let ns = NetNs::create();
+    let cmd = common::agent::agent_command(
+        &server,
+        "w5",
+        &token,
+        &[],
+        &common::agent::agent_dir(&server, "w5"),
+    );
+    let mut no_cgroups = Command::new("ip");
+    no_cgroups
+        .args(["netns", "exec", &ns.name])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let run = process::run(&mut no_cgroups, None, CLIENT_TIMEOUT).fails();
+    one_line(
+        &run,
+        "no mounted cgroup hierarchy has the cpu, memory, pids controller(s)",
+    );
+    no_node(&server, "w5");
 
     // An expired bootstrap token.
     let short = create_token(&server, &["--ttl", "1s"]);

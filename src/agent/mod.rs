@@ -157,6 +157,15 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         .unwrap_or_default();
     let settings = node_settings(&config.node, &host)?;
     let node = settings.name.clone();
+    // Before joining: a node that cannot enforce pod limits must not register.
+    let missing = crate::runtime::containers::cgroups::Hierarchies::detect().missing_controllers();
+    if !missing.is_empty() {
+        return Err(AgentError::Pods(format!(
+            "no mounted cgroup hierarchy has the {} controller(s) (see /proc/self/mountinfo): \
+             pod limits could not be enforced",
+            missing.join(", ")
+        )));
+    }
     std::fs::create_dir_all(&config.agent_dir).map_err(|cause| join::JoinError::Io {
         path: config.agent_dir.clone(),
         cause,

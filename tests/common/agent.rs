@@ -193,3 +193,32 @@ pub fn wait_node_ready(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `skiff` with `args` to completion.
+pub fn skiff(args: &[&str]) -> process::Run {
+    let mut cmd = Command::new(skiff_binary());
+    cmd.args(args).env("NO_PROXY", "127.0.0.1,localhost");
+    process::run(&mut cmd, None, CLIENT_TIMEOUT)
+}
+
+/// The server's own join token (`skiff token`).
+pub fn server_token(server: &TestServer) -> String {
+    skiff(&["token", "--data-dir", &server.data_dir().to_string_lossy()])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// A new bootstrap join token (`skiff token create`).
+pub fn create_token(server: &TestServer, extra: &[&str]) -> String {
+    let kubeconfig = server.kubeconfig_path();
+    let mut args = vec![
+        "token",
+        "create",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    skiff(&args).ok().stdout.trim().to_owned()
+}

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod batch;
 pub mod fake_kubelet;
 pub mod http;
+pub mod kubectl_io;
 pub mod manifests;
 pub mod netns;
 pub mod node;

@@ -69,16 +69,28 @@ impl NetNs {
 
     /// `cmd` run inside the namespace (`ip netns exec NAME cmd...`).
     pub fn wrap(&self, cmd: &Command) -> Command {
-        let mut wrapped = Command::new("ip");
-        wrapped
-            .args(["netns", "exec", &self.name])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
+        // Not `ip netns exec`: that also mounts a fresh sysfs over /sys, hiding the cgroup
+        // hierarchies, where another host would have its own. Only the network changes.
+        use std::os::unix::process::CommandExt;
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.name))
+            .unwrap_or_else(|e| panic!("opening netns {}: {e}", self.name));
+        let mut wrapped = Command::new(cmd.get_program());
+        wrapped.args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => wrapped.env(k, v),
                 None => wrapped.env_remove(k),
             };
+        }
+        // SAFETY: setns is async-signal-safe; the descriptor lives in the closure.
+        unsafe {
+            wrapped.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
         }
         wrapped
     }
@@ -91,4 +103,15 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// A server bound beyond loopback, its certificate naming the host end of each namespace's
+/// veth, so agents inside them can join.
+pub fn server_reachable_from(namespaces: &[&NetNs]) -> super::TestServer {
+    let ips: Vec<String> = namespaces.iter().map(|n| n.host_ip.to_string()).collect();
+    let mut args = vec!["--bind-address", "0.0.0.0"];
+    for ip in &ips {
+        args.extend(["--tls-san", ip.as_str()]);
+    }
+    super::TestServer::start_with(&args)
 }

@@ -106,6 +106,12 @@ impl Registry {
         Registry::start_inner(Auth::Anonymous, None, false)
     }
 
+    /// Plain HTTP, anonymous, listening on every local address, for agents in network
+    /// namespaces that reach it through their veth's host end ([`Registry::port`]).
+    pub fn start_for_netns() -> Registry {
+        Registry::start_listening(Auth::Anonymous, None, false, Ipv4Addr::UNSPECIFIED)
+    }
+
     /// Plain HTTP, htpasswd basic auth.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
         Registry::start_inner(Auth::Basic, Some((user, password)), false)
@@ -124,6 +130,15 @@ impl Registry {
     }
 
     fn start_inner(kind: Auth, creds: Option<(&str, &str)>, tls: bool) -> Registry {
+        Registry::start_listening(kind, creds, tls, Ipv4Addr::LOCALHOST)
+    }
+
+    fn start_listening(
+        kind: Auth,
+        creds: Option<(&str, &str)>,
+        tls: bool,
+        listen: Ipv4Addr,
+    ) -> Registry {
         let bin = require("docker-registry");
         let mut dir = tempfile::Builder::new()
             .prefix("skiff-registry-")
@@ -178,7 +193,7 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {listen}:{port}\n{tls_yaml}{auth_yaml}",
                     dir.path().join("storage").display()
                 ),
             )
@@ -255,6 +270,10 @@ impl Registry {
     }
 
     /// `127.0.0.1:PORT`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -399,6 +418,47 @@ fn busybox_layout(dir: &Path, tag: &str, zstd_top: bool) -> TestImage {
         (gz.finish().expect("gzip"), "gzip")
     };
     write_layout(dir, tag, &[(l1, l1_blob, "gzip"), (l2, l2_blob, l2_kind)])
+}
+
+/// One uncompressed layer with busybox and the applets e2e tests call by path (kubectl cp
+/// runs `tar` itself, without a shell): httpd for port-forward, `/www/index.html` to serve.
+pub fn tools_layer() -> Vec<u8> {
+    let busybox = fs::read(require("busybox")).expect("reading busybox-static");
+    let mut entries = Vec::new();
+    for d in ["bin/", "etc/", "tmp/", "proc/", "sys/", "dev/", "www/"] {
+        entries.push(Entry::Dir(d));
+    }
+    entries.push(Entry::File("bin/busybox", &busybox, 0o755));
+    let links: Vec<String> = [
+        "sh", "true", "echo", "cat", "sleep", "id", "ls", "tar", "httpd", "wc", "head", "seq",
+        "printf", "hostname", "mkdir", "rm", "test", "dd", "wget",
+    ]
+    .iter()
+    .map(|app| format!("bin/{app}"))
+    .collect();
+    for l in &links {
+        entries.push(Entry::Symlink(l, "busybox"));
+    }
+    entries.push(Entry::File(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    ));
+    entries.push(Entry::File(
+        "www/index.html",
+        b"hello from the pod\n",
+        0o644,
+    ));
+    layer(&entries)
+}
+
+/// An OCI layout at `dir` tagged `tag` of the single [`tools_layer`] (gzip).
+pub fn build_tools_layout(dir: &Path, tag: &str) -> TestImage {
+    let l = tools_layer();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&l).expect("gzip");
+    let blob = gz.finish().expect("gzip");
+    write_layout(dir, tag, &[(l, blob, "gzip")])
 }
 
 /// Builds a single-platform OCI layout of about `mb` megabytes of incompressible data in

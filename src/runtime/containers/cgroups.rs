@@ -75,6 +75,24 @@ impl Hierarchies {
         h
     }
 
+    /// Which of the controllers pod limits need (cpu, memory, pids) no mounted hierarchy
+    /// offers. Without them a container would run unlimited, so a node refuses to start.
+    pub fn missing_controllers(&self) -> Vec<&'static str> {
+        let v2 = self
+            .v2
+            .as_deref()
+            .map(|root| self.v2_controllers(root))
+            .unwrap_or_default();
+        V2_CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| {
+                !self.v1.iter().any(|(_, cs)| cs.iter().any(|x| x == c))
+                    && !v2.iter().any(|x| x == c)
+            })
+            .collect()
+    }
+
     /// Controllers the v2 tree can give us: those of its root that v1 does not hold.
     fn v2_controllers(&self, root: &Path) -> Vec<String> {
         let avail = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();

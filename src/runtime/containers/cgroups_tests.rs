@@ -58,6 +58,28 @@ fn hybrid_mountinfo_yields_v1_controllers_and_the_unified_tree() {
 }
 
 #[test]
+fn a_node_without_the_limit_controllers_is_told_which_are_missing() {
+    assert!(Hierarchies::from_mountinfo(HYBRID)
+        .missing_controllers()
+        .is_empty());
+    // `ip netns exec` mounts a fresh sysfs over /sys: no cgroup mounts are left.
+    let none = Hierarchies::from_mountinfo("25 1 0:22 / /sys rw - sysfs sysfs rw\n");
+    assert_eq!(none.missing_controllers(), ["cpu", "memory", "pids"]);
+    // v2 only: whatever its root's cgroup.controllers lists.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("cgroup.controllers"),
+        "cpuset cpu io memory\n",
+    )
+    .unwrap();
+    let v2 = Hierarchies {
+        v1: vec![],
+        v2: Some(tmp.path().to_path_buf()),
+    };
+    assert_eq!(v2.missing_controllers(), ["pids"]);
+}
+
+#[test]
 fn comounted_v1_controllers_share_one_directory() {
     let h = Hierarchies::from_mountinfo(
         "1 0 0:1 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",

@@ -9,6 +9,7 @@ use crate::runtime::containers::{ContainerState, ExecConfig, ExitStatus};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -117,7 +118,28 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result
 
 /// Blocking client: one connection per call.
 pub fn connect(dir: &Path) -> Result<UnixStream, ProtocolError> {
-    Ok(UnixStream::connect(dir.join(SOCKET))?)
+    Ok(at_socket_path(dir, |p| UnixStream::connect(p))?)
+}
+
+/// A socket address holds at most 107 bytes of path, fewer than a container directory under
+/// a deep `--data-dir` can take. A longer path is reached through the directory's descriptor
+/// (`/proc/self/fd/N/shim.sock`), which names the same file in a few bytes.
+pub fn at_socket_path<T>(
+    dir: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    const SUN_PATH_MAX: usize = 107;
+    let full = dir.join(SOCKET);
+    if full.as_os_str().len() <= SUN_PATH_MAX {
+        return f(&full);
+    }
+    let handle = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+        .open(dir)?;
+    f(&Path::new("/proc/self/fd")
+        .join(handle.as_raw_fd().to_string())
+        .join(SOCKET))
 }
 
 pub fn read_response(s: &mut UnixStream) -> Result<Response, ProtocolError> {
@@ -196,6 +218,26 @@ pub fn recv_with_fds(s: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), Protocol
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_in_a_directory_too_deep_for_sun_path_binds_and_connects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(deep.join(SOCKET).as_os_str().len() > 107);
+        let listener = at_socket_path(&deep, |p| std::os::unix::net::UnixListener::bind(p))
+            .expect("bind through the directory's descriptor");
+        assert!(
+            deep.join(SOCKET).exists(),
+            "the socket is in the directory itself"
+        );
+        let mut client = connect(&deep).expect("connect through the directory's descriptor");
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+    }
 
     #[test]
     fn frames_round_trip_and_eof_before_a_frame_is_clean() {

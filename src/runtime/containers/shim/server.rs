@@ -245,7 +245,7 @@ impl Shim {
         state.transition(Event::Created { pid });
         let sock = dir.join(proto::SOCKET);
         let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock)?;
+        let listener = proto::at_socket_path(dir, |p| UnixListener::bind(p))?;
         listener.set_nonblocking(true)?;
         std::fs::write(dir.join(SHIM_PID), std::process::id().to_string())?;
         state::write_atomic(dir, &state)?;
