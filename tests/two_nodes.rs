@@ -16,6 +16,7 @@ use common::netns::NetNs;
 use common::process::eventually;
 use common::registry::{self, Registry};
 use common::TestServer;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(60);
@@ -257,6 +258,104 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
     for n in ["host-a", "host-b"] {
         assert!(nodes.lines().any(|l| l.starts_with(n)), "{nodes}");
     }
+
+    // The projected service-account token of a pod on host-a authenticates as the pod's
+    // own bound identity. (Read out with exec: busybox's TLS offers no signature
+    // algorithms, which rustls cannot serve, so the pod cannot make the call itself.)
+    server.apply(
+        "reader.json",
+        &pod(
+            "reader",
+            "host-a",
+            r#"{"name":"reader","image":"busybox:1.36","command":["sleep","3600"]}"#,
+            "",
+        ),
+    );
+    running(&server, "reader");
+    let token = server.kubectl_ok(&[
+        "exec",
+        "reader",
+        "--",
+        "cat",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    ]);
+    // Only the token: no client certificate from the admin kubeconfig.
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let review = server.kubectl_json(&[
+        "auth",
+        "whoami",
+        "--kubeconfig=/dev/null",
+        "--insecure-skip-tls-verify",
+        "--server",
+        &url,
+        "--token",
+        token.trim(),
+    ]);
+    let user = &review["status"]["userInfo"];
+    assert_eq!(
+        user["username"], "system:serviceaccount:default:default",
+        "{review}"
+    );
+    assert_eq!(
+        user["extra"]["authentication.kubernetes.io/pod-name"][0], "reader",
+        "{review}"
+    );
+
+    // Graceful deletion: preStop runs (it writes to the container's log), the container
+    // ignores SIGTERM, and is killed when the grace period is over.
+    let stopper = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stopper", "namespace": "default"},
+        "spec": {"nodeName": "host-b", "terminationGracePeriodSeconds": 3,
+            "containers": [{"name": "app", "image": "busybox:1.36",
+                "command": ["sh", "-c", "trap '' TERM; echo up; while true; do sleep 1; done"],
+                "lifecycle": {"preStop": {"exec": {"command":
+                    ["sh", "-c", "echo prestop ran > /proc/1/fd/1"]}}}}]}});
+    server.apply("stopper.json", &stopper.to_string());
+    running(&server, "stopper");
+    let mut follow = server.kubectl_background(&["logs", "-f", "stopper"]);
+    follow.wait_for_stdout("up", Duration::from_secs(20), |s| s.contains("up\n"));
+    let started = Instant::now();
+    server.kubectl(&["delete", "pod", "stopper"]).ok();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "deleting took {took:?}"
+    );
+    follow.wait_for_stdout("prestop ran", Duration::from_secs(5), |s| {
+        s.contains("prestop ran")
+    });
+
+    // SIGKILL host-a's agent: while it is down a pod is deleted; back up, the running
+    // container is the same one, untouched, and the deleted pod is cleaned up.
+    let before =
+        server.kubectl_json(&["get", "pod", "web"])["status"]["containerStatuses"][0].clone();
+    a.kill_and_restart();
+    server
+        .kubectl(&["delete", "pod", "reader", "--wait=false"])
+        .ok();
+    eventually(READY, "host-a's agent is back", || {
+        let log = a.log();
+        if log.contains("node registered and Ready") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    eventually(READY, "the deleted pod is cleaned up", || {
+        let run = server.kubectl(&["get", "pod", "reader"]);
+        if run.stderr.contains("NotFound") {
+            Ok(())
+        } else {
+            Err(run.output())
+        }
+    });
+    let after =
+        server.kubectl_json(&["get", "pod", "web"])["status"]["containerStatuses"][0].clone();
+    assert_eq!(after["containerID"], before["containerID"], "{after}");
+    assert_eq!(after["restartCount"], 0, "{after}");
+    assert!(after["state"]["running"].is_object(), "{after}");
+    let (_pf, port) = port_forward(&server, "web", 8080, &[]);
+    assert!(http_get(port, "/up.txt").unwrap().ends_with("copied up\n"));
 
     server
         .kubectl(&["delete", "pod", "web", "crash", "hog", "--wait=true"])

@@ -17,6 +17,11 @@ pub struct TestAgent {
     pub data_dir: PathBuf,
     pub process: Background,
     pub node: super::node::NodeFlags,
+    /// How the process was started, for [`TestAgent::kill_and_restart`]: the plain command
+    /// and the network namespace it ran in.
+    command: Command,
+    netns: Option<String>,
+    log_prefix: PathBuf,
 }
 
 impl Drop for TestAgent {
@@ -75,8 +80,11 @@ impl TestAgent {
         TestAgent {
             name: name.to_owned(),
             data_dir,
-            process: Background::spawn(cmd, &prefix),
+            process: Background::spawn(super::process::copy_command(&cmd), &prefix),
             node,
+            command: cmd,
+            netns: None,
+            log_prefix: prefix,
         }
     }
 
@@ -103,7 +111,23 @@ impl TestAgent {
             data_dir,
             process: Background::spawn(ns.wrap(&cmd), &prefix),
             node,
+            command: cmd,
+            netns: Some(ns.name.clone()),
+            log_prefix: prefix,
         }
+    }
+
+    /// SIGKILLs the agent (the containers' shims, each in a session of its own, live on)
+    /// and starts it again as before: same data dir, flags and network namespace. Its log
+    /// starts afresh.
+    pub fn kill_and_restart(&mut self) {
+        self.process.kill();
+        let cmd = match &self.netns {
+            Some(ns) => super::netns::wrap_in(ns, &self.command),
+            None => super::process::copy_command(&self.command),
+        };
+        self.log_prefix.set_extension(format!("{}", unique()));
+        self.process = Background::spawn(cmd, &self.log_prefix);
     }
 
     /// Runs an agent that must fail to join; returns what it printed.

@@ -78,7 +78,9 @@ pub fn port_forward(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let prefix = server.files_dir().join(format!("pf-{}", env.len()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = server.files_dir().join(format!("pf-{n}"));
     let mut bg = super::process::Background::spawn(cmd, &prefix);
     bg.wait_for_stdout("Forwarding from", Duration::from_secs(20), |s| {
         s.contains("Forwarding from 127.0.0.1:")

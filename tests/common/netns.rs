@@ -67,32 +67,9 @@ impl NetNs {
         ns
     }
 
-    /// `cmd` run inside the namespace (`ip netns exec NAME cmd...`).
+    /// `cmd` run inside the namespace.
     pub fn wrap(&self, cmd: &Command) -> Command {
-        // Not `ip netns exec`: that also mounts a fresh sysfs over /sys, hiding the cgroup
-        // hierarchies, where another host would have its own. Only the network changes.
-        use std::os::unix::process::CommandExt;
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.name))
-            .unwrap_or_else(|e| panic!("opening netns {}: {e}", self.name));
-        let mut wrapped = Command::new(cmd.get_program());
-        wrapped.args(cmd.get_args());
-        if let Some(dir) = cmd.get_current_dir() {
-            wrapped.current_dir(dir);
-        }
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => wrapped.env(k, v),
-                None => wrapped.env_remove(k),
-            };
-        }
-        // SAFETY: setns is async-signal-safe; the descriptor lives in the closure.
-        unsafe {
-            wrapped.pre_exec(move || {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        wrapped
+        wrap_in(&self.name, cmd)
     }
 }
 
@@ -114,4 +91,22 @@ pub fn server_reachable_from(namespaces: &[&NetNs]) -> super::TestServer {
         args.extend(["--tls-san", ip.as_str()]);
     }
     super::TestServer::start_with(&args)
+}
+
+/// `cmd` run inside the named network namespace (`/run/netns/NAME`).
+pub fn wrap_in(name: &str, cmd: &Command) -> Command {
+    // Not `ip netns exec`: that also mounts a fresh sysfs over /sys, hiding the cgroup
+    // hierarchies, where another host would have its own. Only the network changes.
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("opening netns {name}: {e}"));
+    let mut wrapped = super::process::copy_command(cmd);
+    // SAFETY: setns is async-signal-safe; the descriptor lives in the closure.
+    unsafe {
+        wrapped.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
+    }
+    wrapped
 }

@@ -272,6 +272,22 @@ impl Drop for Background {
     }
 }
 
+/// A new command with `cmd`'s program, arguments, environment changes and directory.
+pub fn copy_command(cmd: &Command) -> Command {
+    let mut copy = Command::new(cmd.get_program());
+    copy.args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        copy.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => copy.env(k, v),
+            None => copy.env_remove(k),
+        };
+    }
+    copy
+}
+
 /// Polls `f` (with a short backoff) until it returns `Ok`, or fails the test after `timeout`
 /// with `what` and the last observation `f` reported through its `Err`.
 #[track_caller]
