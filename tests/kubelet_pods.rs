@@ -166,6 +166,7 @@ fn start_kubelet(
         allocatable_memory_bytes: 0,
         static_pod_dir: Some(static_dir),
         eviction: None,
+        image_gc: None,
     };
     let s = shutdown.clone();
     let _ = tracing_subscriber::fmt()

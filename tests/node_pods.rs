@@ -384,3 +384,87 @@ fn an_https_readiness_probe_speaks_tls_to_a_self_signed_endpoint() {
     assert!(!ready("plain"), "{failed}");
     delete_pods(&server, &["tls", "plain"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn unused_images_are_garbage_collected_past_the_high_threshold() {
+    // Thresholds that any used disk crosses, checked every second: every unused image
+    // goes, and the shortfall (the disk holds more than images) is a Node warning.
+    let (server, image, (reg, _layout)) = ready_node_with_image(&[
+        "--image-gc-high-threshold",
+        "1",
+        "--image-gc-low-threshold",
+        "0",
+        "--image-minimum-gc-age",
+        "0s",
+        "--image-gc-period",
+        "1s",
+    ]);
+    let tools = tempfile::tempdir().expect("layout dir");
+    registry::build_tools_layout(tools.path(), "t");
+    reg.push(tools.path(), "t", "test/tools:1");
+    let other = format!("{}/test/tools:1", reg.host());
+    let pod = |name: &str, image: &str, script: &str, policy: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":1,"restartPolicy":"{policy}",
+                 "containers":[{{"name":"c","image":"{image}","command":["sh","-c","{script}"]}}]}}}}"#
+        )
+    };
+    server.apply(
+        "keep.json",
+        &pod("keep", &image, "exec sleep 3600", "Always"),
+    );
+    server.apply("once.json", &pod("once", &other, "true", "Never"));
+    let images = || {
+        let out = std::process::Command::new(common::skiff_binary())
+            .args(["images", "ls", "-q", "--data-dir"])
+            .arg(server.data_dir())
+            .output()
+            .expect("running skiff images ls");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually(Duration::from_secs(60), "once succeeded", || {
+        let p = server.kubectl_json(&["get", "pod", "once"]);
+        (p["status"]["phase"] == "Succeeded")
+            .then_some(())
+            .ok_or_else(|| p["status"].to_string())
+    });
+    // The exited container still holds its image (it could be restarted), as upstream.
+    std::thread::sleep(Duration::from_secs(3));
+    let held = images();
+    assert!(
+        held.contains("test/tools:1") && held.contains("test/busybox:1"),
+        "{held}"
+    );
+    // With the pod gone, its image goes; the running pod's stays.
+    server.kubectl(&["delete", "pod", "once"]).ok();
+    eventually(
+        Duration::from_secs(30),
+        "the unused image is removed",
+        || {
+            let now = images();
+            if !now.contains("test/tools:1") {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        },
+    );
+    assert!(images().contains("test/busybox:1"));
+    eventually(
+        Duration::from_secs(10),
+        "a FreeDiskSpaceFailed event",
+        || {
+            let events = server.event_messages("default", "reason=FreeDiskSpaceFailed");
+            events
+                .contains("Failed to garbage collect required amount of images. Attempted to free")
+                .then_some(())
+                .ok_or(events)
+        },
+    );
+    delete_pods(&server, &["keep"]);
+}

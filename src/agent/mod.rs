@@ -25,6 +25,7 @@ pub use identity::{NodeIdentity, ServingCert};
 use crate::apiserver::{ApiState, UserInfo};
 use crate::cli::NodeArgs;
 use crate::kubelet::heartbeat::Heartbeat;
+use crate::kubelet::image_gc::ImageGcPolicy;
 use crate::kubelet::node_status::{self, HostInfo, NodeSettings, Reserved};
 use crate::kubelet::{host, lease};
 use crate::pki::CertPair;
@@ -93,8 +94,21 @@ pub enum AgentError {
     },
 }
 
+/// The image garbage collection policy of `--image-gc-*` and `--image-minimum-gc-age`.
+pub fn image_gc_policy(args: &NodeArgs) -> ImageGcPolicy {
+    ImageGcPolicy {
+        high_threshold_percent: args.image_gc_high_threshold,
+        low_threshold_percent: args.image_gc_low_threshold,
+        min_age: args.image_minimum_gc_age,
+        period: args.image_gc_period,
+    }
+}
+
 /// The node's settings from its flags and the host.
 pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, AgentError> {
+    image_gc_policy(args)
+        .validate()
+        .map_err(node_status::NodeConfigError::ImageGc)?;
     let mut labels = std::collections::BTreeMap::new();
     for l in &args.node_label {
         let (k, v) = node_status::parse_label(l)?;

@@ -160,6 +160,7 @@ pub async fn run(
             thresholds: eviction_hard,
             fs_dir: agent_dir.to_path_buf(),
         }),
+        image_gc: Some(super::image_gc_policy(args)),
     });
     tokio::select! {
         r = api => r.map_err(|e| pods_err("kubelet API", &e)),

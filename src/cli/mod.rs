@@ -141,6 +141,19 @@ pub struct NodeArgs {
     /// (memory.available and nodefs.available, an amount or a percentage).
     #[arg(long, default_value = crate::kubelet::node_status::DEFAULT_EVICTION_HARD)]
     pub eviction_hard: String,
+    /// Percent of the image filesystem in use at which unused images are removed (100:
+    /// never).
+    #[arg(long, default_value_t = 85)]
+    pub image_gc_high_threshold: u8,
+    /// Percent of the image filesystem in use that image garbage collection frees down to.
+    #[arg(long, default_value_t = 80)]
+    pub image_gc_low_threshold: u8,
+    /// How long an unused image is kept at least before it may be removed.
+    #[arg(long, default_value = "2m", value_parser = token::parse_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
+    /// How often image filesystem usage is checked (upstream's fixed 5 minutes).
+    #[arg(long, default_value = "5m", value_parser = token::parse_duration, hide = true)]
+    pub image_gc_period: std::time::Duration,
     /// Port the kubelet API listens on (advertised in the Node's daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,

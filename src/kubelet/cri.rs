@@ -17,6 +17,25 @@ use std::time::Duration;
 
 pub use crate::runtime::images::registries::Credentials;
 
+/// An image in the runtime's store, for image garbage collection (CRI's ListImages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    /// The image id (config digest); every reference to it goes with it.
+    pub id: String,
+    pub references: Vec<String>,
+    /// Bytes on disk that removing it could free (its layers may be shared).
+    pub size: u64,
+    /// A container (running or exited) was made from it.
+    pub in_use: bool,
+}
+
+/// The filesystem holding the images (CRI's ImageFsInfo), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsStats {
+    pub capacity: u64,
+    pub available: u64,
+}
+
 /// A stored image as the kubelet reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -93,6 +112,13 @@ pub trait Cri: Send + Sync {
     ) -> BoxFuture<'_, Result<ExecOutput, CriError>>;
     /// Resolves when the container has exited.
     fn wait_container(&self, id: &str) -> BoxFuture<'_, Result<ExitStatus, CriError>>;
+    /// Every stored image, with whether a container uses it.
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<StoredImage>, CriError>>;
+    /// The image filesystem's size and free space.
+    fn image_fs_info(&self) -> BoxFuture<'_, Result<FsStats, CriError>>;
+    /// Removes the images with these ids and whatever content only they needed; returns
+    /// the bytes freed.
+    fn remove_images(&self, ids: Vec<String>) -> BoxFuture<'_, Result<u64, CriError>>;
     /// A simulated runtime (no processes, no pod network) answers probes itself:
     /// `Some(outcome)`; `None` (every real runtime) = run the probe's handler.
     fn simulated_probe(&self, _id: &str, _kind: super::probes::Kind) -> Option<Result<(), String>> {

@@ -14,7 +14,7 @@
 //! Invariant: the fake keeps the runtime's contract: states only move
 //! Created → Running → Stopped, an exit is recorded with its time, `wait` resolves on exit.
 
-use super::cri::{Credentials, Cri, CriError, ExecOutput, ImageInfo};
+use super::cri::{Credentials, Cri, CriError, ExecOutput, FsStats, ImageInfo, StoredImage};
 use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Resources, Status};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -93,7 +93,12 @@ struct Inner {
     source: Option<ScriptSource>,
     /// Pod cgroups that exist (path → resources).
     pod_cgroups: BTreeMap<String, Resources>,
+    /// What `image_fs_info` answers; each image takes [`FAKE_IMAGE_SIZE`] of it.
+    image_fs: FsStats,
 }
+
+/// The size every fake image reports.
+pub const FAKE_IMAGE_SIZE: u64 = 1 << 20;
 
 impl Inner {
     /// Records a call, except on a simulated node (which would grow without end).
@@ -126,6 +131,16 @@ impl FakeCri {
         let fake = FakeCri::default();
         fake.inner.lock().source = Some(source);
         fake
+    }
+
+    /// The image filesystem `image_fs_info` reports.
+    pub fn set_image_fs(&self, fs: FsStats) {
+        self.inner.lock().image_fs = fs;
+    }
+
+    /// The images present (by name, which is also their id here).
+    pub fn images(&self) -> Vec<String> {
+        self.inner.lock().images.iter().cloned().collect()
     }
 
     pub fn with_image(self, image: &str) -> FakeCri {
@@ -439,6 +454,38 @@ impl Cri for FakeCri {
             .get(id)
             .map(|c| c.state.clone());
         async move { Ok(st) }.boxed()
+    }
+
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<StoredImage>, CriError>> {
+        let g = self.inner.lock();
+        let v = g
+            .images
+            .iter()
+            .map(|i| StoredImage {
+                id: i.clone(),
+                references: vec![i.clone()],
+                size: FAKE_IMAGE_SIZE,
+                in_use: g.containers.values().any(|c| &c.config.image == i),
+            })
+            .collect();
+        async move { Ok(v) }.boxed()
+    }
+
+    fn image_fs_info(&self) -> BoxFuture<'_, Result<FsStats, CriError>> {
+        let fs = self.inner.lock().image_fs;
+        async move { Ok(fs) }.boxed()
+    }
+
+    fn remove_images(&self, ids: Vec<String>) -> BoxFuture<'_, Result<u64, CriError>> {
+        let mut g = self.inner.lock();
+        let mut freed = 0;
+        for id in ids {
+            if g.images.remove(&id) {
+                freed += FAKE_IMAGE_SIZE;
+                g.image_fs.available += FAKE_IMAGE_SIZE;
+            }
+        }
+        async move { Ok(freed) }.boxed()
     }
 
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {

@@ -76,9 +76,9 @@ pub fn host_info() -> HostInfo {
     }
 }
 
-/// Takes the measurements of one status update; `fs_dir` is the agent dir.
-pub fn measure(fs_dir: &Path) -> Measurements {
-    let (fs_capacity, fs_available) = match nix::sys::statvfs::statvfs(fs_dir) {
+/// (capacity, available) bytes of the filesystem holding `dir`; zeros if unreadable.
+pub fn fs_size(dir: &Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
             // The field types differ between libc targets (u32 on some 32-bit ones).
             #[allow(clippy::unnecessary_cast)]
@@ -90,7 +90,12 @@ pub fn measure(fs_dir: &Path) -> Measurements {
             (blocks * f, avail * f)
         }
         Err(_) => (0, 0),
-    };
+    }
+}
+
+/// Takes the measurements of one status update; `fs_dir` is the agent dir.
+pub fn measure(fs_dir: &Path) -> Measurements {
+    let (fs_capacity, fs_available) = fs_size(fs_dir);
     let pids = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)

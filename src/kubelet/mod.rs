@@ -27,6 +27,7 @@ pub mod eviction;
 pub mod fake_cri;
 pub mod heartbeat;
 pub mod host;
+pub mod image_gc;
 pub mod labels;
 pub mod lease;
 pub mod local_path;
@@ -78,6 +79,8 @@ pub struct KubeletConfig {
     pub static_pod_dir: Option<PathBuf>,
     /// Node-pressure eviction (None: never, as on simulated nodes).
     pub eviction: Option<NodeEviction>,
+    /// Image garbage collection (None: never, as on simulated nodes).
+    pub image_gc: Option<image_gc::ImageGcPolicy>,
 }
 
 /// What node-pressure eviction measures against.
@@ -193,6 +196,14 @@ impl Kubelet {
             evictions: Default::default(),
             pressure: Default::default(),
         });
+        if let Some(policy) = c.image_gc {
+            tokio::spawn(collect_images(
+                ctx.clone(),
+                c.node_name.clone(),
+                policy,
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(local_path::run(
             c.client.clone(),
             local_path::records_dir(&c.root_dir),
@@ -354,6 +365,46 @@ fn pod_uid_key(tx: &watch::Sender<Option<Arc<Pod>>>) -> String {
 
 /// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
 /// upstream's order is handed to its worker to evict (one per pass, as upstream).
+/// Image garbage collection every `policy.period` (the first pass at once, as upstream;
+/// `min_age` keeps it from removing anything seen only now).
+async fn collect_images(
+    ctx: Arc<Context>,
+    node: String,
+    policy: image_gc::ImageGcPolicy,
+    shutdown: CancellationToken,
+) {
+    let mut gc = image_gc::ImageGc::new(policy);
+    let mut tick = tokio::time::interval(policy.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match gc.run_once(ctx.cri.as_ref()).await {
+            Ok((plan, _)) if plan.victims.is_empty() => {}
+            Ok((plan, freed)) => tracing::info!(
+                images = ?plan.victims,
+                freed_bytes = freed,
+                wanted_bytes = plan.to_free,
+                "image garbage collection removed unused images"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "image garbage collection");
+                let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(node.clone()),
+                    uid: Some(node.clone()),
+                    ..Default::default()
+                };
+                ctx.recorder
+                    .event(node_ref, crate::events::WARNING, e.reason(), e.to_string());
+            }
+        }
+    }
+}
+
 async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeEviction) {
     let fs_dir = e.fs_dir.clone();
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {

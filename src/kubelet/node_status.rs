@@ -58,6 +58,8 @@ pub enum NodeConfigError {
     Reserved(String),
     #[error("invalid --eviction-hard {0:?}: expected SIGNAL<QUANTITY or SIGNAL<PERCENT% joined by commas, SIGNAL one of memory.available, nodefs.available")]
     EvictionHard(String),
+    #[error("invalid image garbage collection settings: {0}")]
+    ImageGc(String),
 }
 
 /// A hard-eviction threshold: an amount, or a share of the capacity.

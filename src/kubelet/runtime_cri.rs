@@ -3,7 +3,7 @@
 //! Invariant: a thin translation: no state here beyond the runtime handle, so every answer
 //! is the runtime's (and a restarted kubelet sees what the previous one left).
 
-use super::cri::{Credentials, Cri, CriError, ExecOutput, ImageInfo};
+use super::cri::{Credentials, Cri, CriError, ExecOutput, FsStats, ImageInfo, StoredImage};
 use crate::runtime::containers::facade::{ExecIo, Runtime, RuntimeError};
 use crate::runtime::containers::{
     ContainerConfig, ContainerState, ExecConfig, ExitStatus, Resources,
@@ -156,6 +156,64 @@ impl Cri for RuntimeCri {
 
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
         async move { self.runtime.list().await.map_err(err) }.boxed()
+    }
+
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<StoredImage>, CriError>> {
+        async move {
+            let containers = self.runtime.list().await.map_err(err)?;
+            let store = self.runtime.images().clone();
+            tokio::task::spawn_blocking(move || {
+                let runtime_err = |e: ImageError| CriError::Runtime(e.to_string());
+                // Exited containers count too, as upstream: they may be restarted.
+                let mut used = std::collections::HashSet::new();
+                for c in &containers {
+                    if let Some(i) = store.get(&c.image).map_err(runtime_err)? {
+                        used.insert(i.id);
+                    }
+                }
+                let mut by_id: std::collections::BTreeMap<String, StoredImage> = Default::default();
+                for i in store.list().map_err(runtime_err)? {
+                    let e = by_id.entry(i.id.clone()).or_insert_with(|| StoredImage {
+                        in_use: used.contains(&i.id),
+                        id: i.id.clone(),
+                        references: Vec::new(),
+                        size: i.size,
+                    });
+                    e.references.push(i.reference);
+                }
+                Ok(by_id.into_values().collect())
+            })
+            .await
+            .map_err(|e| CriError::Runtime(e.to_string()))?
+        }
+        .boxed()
+    }
+
+    fn image_fs_info(&self) -> BoxFuture<'_, Result<FsStats, CriError>> {
+        let dir = self.runtime.images().agent_dir().to_owned();
+        async move {
+            let (capacity, available) =
+                tokio::task::spawn_blocking(move || super::host::fs_size(&dir))
+                    .await
+                    .map_err(|e| CriError::Runtime(e.to_string()))?;
+            Ok(FsStats {
+                capacity,
+                available,
+            })
+        }
+        .boxed()
+    }
+
+    fn remove_images(&self, ids: Vec<String>) -> BoxFuture<'_, Result<u64, CriError>> {
+        let store = self.runtime.images().clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.remove_ids(&ids))
+                .await
+                .map_err(|e| CriError::Runtime(e.to_string()))?
+                .map(|report| report.freed_bytes)
+                .map_err(|e| CriError::Runtime(e.to_string()))
+        }
+        .boxed()
     }
 
     fn exec_sync(

@@ -219,6 +219,7 @@ impl SimNode {
             allocatable_memory_bytes: self.host.memory_bytes as i64,
             static_pod_dir: None,
             eviction: None,
+            image_gc: None,
         }
     }
 

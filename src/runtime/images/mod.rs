@@ -347,14 +347,23 @@ impl ImageStore {
     /// Removes every image whose id is not in `in_use`, then every blob and snapshot no
     /// remaining image needs (snapshots still mounted as an overlay lower dir are kept).
     pub fn gc(&self, in_use: &[String]) -> Result<GcReport, ImageError> {
+        let in_use: Vec<&str> = in_use.iter().map(|s| bare_digest(s)).collect();
+        self.collect(|id| !in_use.contains(&id))
+    }
+
+    /// Removes the images with these ids (every reference to each), then every blob and
+    /// snapshot no remaining image needs. Images stored meanwhile are left alone.
+    pub fn remove_ids(&self, ids: &[String]) -> Result<GcReport, ImageError> {
+        let ids: Vec<&str> = ids.iter().map(|s| bare_digest(s)).collect();
+        self.collect(|id| ids.contains(&id))
+    }
+
+    /// Drops the records whose (bare) id `doomed` picks, then the content nothing needs.
+    fn collect(&self, doomed: impl Fn(&str) -> bool) -> Result<GcReport, ImageError> {
         let mut report = GcReport::default();
-        let in_use_norm: Vec<&str> = in_use
-            .iter()
-            .map(|s| s.trim_start_matches("sha256:"))
-            .collect();
         self.inner.metadata.update(|records| {
             records.retain(|name, rec| {
-                let keep = in_use_norm.contains(&rec.id.trim_start_matches("sha256:"));
+                let keep = !doomed(bare_digest(&rec.id));
                 if !keep {
                     report.removed_images.push(name.clone());
                 }
@@ -416,6 +425,10 @@ impl ImageStore {
 }
 
 /// OCI chain ids: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
+fn bare_digest(d: &str) -> &str {
+    d.trim_start_matches("sha256:")
+}
+
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
     for diff in diff_ids {
