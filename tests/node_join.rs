@@ -420,12 +420,8 @@ fn bad_credentials_are_refused_in_one_line_and_register_nothing() {
     );
     one_line(&run, "invalid --eviction-hard \"pid.available<5%\"");
     no_node(&server, "w4");
-    let run = TestAgent::run_to_failure_with(
-        &server,
-        "w6",
-        &token,
-        &["--image-gc-low-threshold", "90"],
-    );
+    let run =
+        TestAgent::run_to_failure_with(&server, "w6", &token, &["--image-gc-low-threshold", "90"]);
     one_line(
         &run,
         "--image-gc-low-threshold 90 must be less than --image-gc-high-threshold 85",

@@ -95,6 +95,12 @@ impl ImageGc {
 
     /// Notes which images exist and which are in use at `now`, then decides what to remove.
     pub fn plan(&mut self, images: &[StoredImage], fs: FsStats, now: Instant) -> Plan {
+        let to_free = bytes_to_free(&self.policy, fs);
+        self.plan_freeing(images, to_free, now)
+    }
+
+    /// [`ImageGc::plan`] for a given amount (`u64::MAX`: every image that may go).
+    fn plan_freeing(&mut self, images: &[StoredImage], to_free: u64, now: Instant) -> Plan {
         self.seen.retain(|id, _| images.iter().any(|i| &i.id == id));
         for i in images {
             let seen = self.seen.entry(i.id.clone()).or_insert(Seen {
@@ -105,7 +111,6 @@ impl ImageGc {
                 seen.last_used = Some(now);
             }
         }
-        let to_free = bytes_to_free(&self.policy, fs);
         if to_free == 0 {
             return Plan::default();
         }
@@ -152,6 +157,20 @@ impl ImageGc {
             });
         }
         Ok((plan, freed))
+    }
+}
+
+impl ImageGc {
+    /// Node-level reclaim under disk pressure, before any pod is evicted (upstream's
+    /// `DeleteUnusedImages`): every unused image past `min_age`, whatever the thresholds.
+    /// Returns the bytes freed.
+    pub async fn remove_unused(&mut self, cri: &dyn Cri) -> Result<u64, GcError> {
+        let images = cri.list_images().await?;
+        let plan = self.plan_freeing(&images, u64::MAX, Instant::now());
+        if plan.victims.is_empty() {
+            return Ok(0);
+        }
+        Ok(cri.remove_images(plan.victims).await?)
     }
 }
 
@@ -277,6 +296,17 @@ mod tests {
             bad.validate().unwrap_err(),
             "--image-gc-low-threshold 90 must be less than --image-gc-high-threshold 85"
         );
+    }
+
+    #[tokio::test]
+    async fn under_disk_pressure_every_unused_image_past_min_age_goes() {
+        let cri = FakeCri::new().with_image("a").with_image("b");
+        cri.set_image_fs(fs(100 * MIB, 90 * MIB)); // Under every threshold.
+        let mut young = ImageGc::new(policy(3600));
+        assert_eq!(young.remove_unused(&cri).await.unwrap(), 0);
+        let mut gc = ImageGc::new(policy(0));
+        assert_eq!(gc.remove_unused(&cri).await.unwrap(), 2 * FAKE_IMAGE_SIZE);
+        assert!(cri.images().is_empty());
     }
 
     #[tokio::test]

@@ -123,6 +123,9 @@ pub struct Context {
     pub evictions: parking_lot::Mutex<HashMap<String, String>>,
     /// The pressure the last eviction pass measured (what new pods are admitted against).
     pub pressure: parking_lot::Mutex<node_status::Pressure>,
+    /// Image garbage collection's state, shared by its periodic passes and disk-pressure
+    /// reclaim (None: no image GC).
+    pub image_gc: Option<tokio::sync::Mutex<image_gc::ImageGc>>,
 }
 
 pub struct Kubelet {
@@ -195,12 +198,15 @@ impl Kubelet {
             services: Default::default(),
             evictions: Default::default(),
             pressure: Default::default(),
+            image_gc: c
+                .image_gc
+                .map(|p| tokio::sync::Mutex::new(image_gc::ImageGc::new(p))),
         });
         if let Some(policy) = c.image_gc {
             tokio::spawn(collect_images(
                 ctx.clone(),
                 c.node_name.clone(),
-                policy,
+                policy.period,
                 shutdown.clone(),
             ));
         }
@@ -370,18 +376,21 @@ fn pod_uid_key(tx: &watch::Sender<Option<Arc<Pod>>>) -> String {
 async fn collect_images(
     ctx: Arc<Context>,
     node: String,
-    policy: image_gc::ImageGcPolicy,
+    period: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let mut gc = image_gc::ImageGc::new(policy);
-    let mut tick = tokio::time::interval(policy.period);
+    let Some(gc) = &ctx.image_gc else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match gc.run_once(ctx.cri.as_ref()).await {
+        let pass = gc.lock().await.run_once(ctx.cri.as_ref()).await;
+        match pass {
             Ok((plan, _)) if plan.victims.is_empty() => {}
             Ok((plan, freed)) => tracing::info!(
                 images = ?plan.victims,
@@ -414,6 +423,20 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     let Some((resource, threshold, available)) = eviction::starved(&m, &e.thresholds) else {
         return;
     };
+    // Disk: unused images go before any pod (the image store is on the node's disk).
+    if resource == eviction::Resource::EphemeralStorage {
+        if let Some(gc) = &ctx.image_gc {
+            match gc.lock().await.remove_unused(ctx.cri.as_ref()).await {
+                Ok(0) => {}
+                Ok(freed) => {
+                    tracing::info!(freed_bytes = freed, "disk pressure: removed unused images");
+                    // Measured again on the next pass: the pods wait for it.
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "disk pressure: removing unused images"),
+            }
+        }
+    }
     // A pod handed to its worker is not chosen again; once evicted, it is Failed.
     let pending: HashSet<String> = ctx.evictions.lock().keys().cloned().collect();
     let pods: Vec<(String, Arc<Pod>)> = sup

@@ -141,6 +141,7 @@ impl Harness {
             services: Default::default(),
             evictions: Default::default(),
             pressure: Default::default(),
+            image_gc: None,
         });
         let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
         let h = Harness {
@@ -635,6 +636,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
         )),
         evictions: Default::default(),
         pressure: Default::default(),
+        image_gc: None,
     });
     let p = Arc::new(pod(vec![app], vec![], "Always"));
     let (tx, rx) = watch::channel(Some(p.clone()));
