@@ -392,14 +392,16 @@ fn an_https_readiness_probe_speaks_tls_to_a_self_signed_endpoint() {
 )]
 fn unused_images_are_garbage_collected_past_the_high_threshold() {
     // Thresholds that any used disk crosses, checked every second: every unused image
-    // goes, and the shortfall (the disk holds more than images) is a Node warning.
+    // goes, and the shortfall (the disk holds more than images) is a Node warning. The
+    // minimum age is what spares an image between its pull and its container's creation
+    // (as upstream), so it is short but not zero.
     let (server, image, (reg, _layout)) = ready_node_with_image(&[
         "--image-gc-high-threshold",
         "1",
         "--image-gc-low-threshold",
         "0",
         "--image-minimum-gc-age",
-        "0s",
+        "5s",
         "--image-gc-period",
         "1s",
     ]);
