@@ -127,7 +127,7 @@ fn container_status(
     o: &Observed<'_>,
     c: &Container,
     init: bool,
-    regular_blocked: bool,
+    pod_has_init: bool,
 ) -> ContainerStatus {
     let instances = o.containers.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
     let latest = instances.first();
@@ -150,7 +150,8 @@ fn container_status(
         None => {
             state = Some(ContainerStateWaiting {
                 reason: Some(
-                    if regular_blocked {
+                    // Upstream's default for a container not made yet, init ones too.
+                    if pod_has_init {
                         "PodInitializing"
                     } else {
                         "ContainerCreating"
@@ -365,14 +366,14 @@ pub fn phase(
 pub fn generate(o: &Observed<'_>) -> PodStatus {
     let spec = o.pod.spec.clone().unwrap_or_default();
     let init_specs = spec.init_containers.clone().unwrap_or_default();
-    // Regular containers wait for initialization: their default waiting reason says so.
+    let has_init = !init_specs.is_empty();
     let any_regular_created = spec
         .containers
         .iter()
         .any(|c| o.containers.contains_key(&c.name));
     let init: Vec<ContainerStatus> = init_specs
         .iter()
-        .map(|c| container_status(o, c, true, false))
+        .map(|c| container_status(o, c, true, has_init))
         .collect();
     let initialized_now = init_specs.iter().zip(&init).all(|(c, s)| {
         if is_sidecar(c) {
@@ -381,11 +382,10 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
             s.ready
         }
     });
-    let blocked = !init_specs.is_empty() && !initialized_now && !any_regular_created;
     let regular: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| container_status(o, c, false, blocked))
+        .map(|c| container_status(o, c, false, has_init))
         .collect();
     let initialized = initialized_now || any_regular_created;
     let mut phase = phase(o, &init, &regular, initialized).to_string();

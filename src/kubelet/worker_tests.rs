@@ -330,6 +330,15 @@ async fn init_containers_run_in_order_and_a_failure_under_never_fails_the_pod() 
             .as_deref(),
         Some("PodInitializing")
     );
+    // An init container not made yet waits with the same reason (upstream's default for
+    // a pod with init containers; conformance watches for it).
+    let waiting = |st: &k8s_openapi::api::core::v1::ContainerStatus| {
+        st.state.clone().unwrap().waiting.and_then(|w| w.reason)
+    };
+    assert_eq!(
+        waiting(&s.init_container_statuses.clone().unwrap()[1]).as_deref(),
+        Some("PodInitializing")
+    );
     wait(5).await;
     let s = h.last();
     assert_eq!(s.phase.as_deref(), Some("Failed"));
