@@ -14,6 +14,7 @@ use super::response::Body;
 use super::status::ApiError;
 use super::{ApiState, RequestBody};
 use crate::api::registry::Subresource;
+use crate::kubelet::server::websocket;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
@@ -367,7 +368,10 @@ pub async fn serve(
         .connect(&host, port)
         .await
         .map_err(|e| ApiError::internal(format!("error dialing backend: {e}")))?;
-    let upgrade = req.headers().contains_key(http::header::UPGRADE);
+    // A WebSocket log stream is a plain GET to the kubelet that we frame ourselves, as
+    // upstream's apiserver does (wsstream); every other upgrade goes through untouched.
+    let ws_log = sub == Subresource::Log && websocket::is_upgrade(req.headers());
+    let upgrade = !ws_log && req.headers().contains_key(http::header::UPGRADE);
     let mut out = Request::builder()
         .method(req.method().clone())
         .uri(&uri)
@@ -421,6 +425,9 @@ pub async fn serve(
             .map_err(|e| ApiError::internal(e.to_string()));
     }
     let status = resp.status();
+    if ws_log && status.is_success() {
+        return Ok(websocket_log(&mut req, resp));
+    }
     if sub == Subresource::Log && !status.is_success() {
         let body = resp
             .into_body()
@@ -438,6 +445,53 @@ pub async fn serve(
         });
     }
     Ok(stream_response(resp))
+}
+
+/// Answers a WebSocket log request with 101 and relays the kubelet's log body as messages:
+/// binary for `binary.k8s.io` (or no subprotocol), base64 text for `base64.binary.k8s.io`,
+/// then a close frame when the log ends.
+fn websocket_log(
+    req: &mut Request<RequestBody>,
+    resp: Response<hyper::body::Incoming>,
+) -> Response<Body> {
+    const BASE64: &str = "base64.binary.k8s.io";
+    let key = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .and_then(|k| k.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let protocol = websocket::negotiate(
+        &websocket::offered_protocols(req.headers()),
+        &["binary.k8s.io", BASE64],
+    );
+    let base64 = protocol.as_deref() == Some(BASE64);
+    let client = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use base64::Engine as _;
+        use tokio::io::AsyncWriteExt;
+        let Ok(io) = client.await else {
+            return;
+        };
+        let mut io = TokioIo::new(io);
+        let mut body = resp.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let msg = if base64 {
+                let text = base64::engine::general_purpose::STANDARD.encode(&data);
+                websocket::encode_frame(websocket::OP_TEXT, text.as_bytes())
+            } else {
+                websocket::encode_frame(websocket::OP_BINARY, &data)
+            };
+            if io.write_all(&msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = websocket::write_close(&mut io).await;
+    });
+    websocket::switching_protocols::<Body>(&key, protocol.as_deref())
 }
 
 /// Headers that go to the kubelet: everything but credentials and hop-by-hop headers
