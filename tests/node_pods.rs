@@ -527,3 +527,54 @@ fn unused_images_are_garbage_collected_past_the_high_threshold() {
     );
     delete_pods(&server, &["keep"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    let pod = |name: &str, sysctl: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "securityContext":{{"sysctls":[{{"name":"{sysctl}","value":"1"}}]}},
+                 "containers":[{{"name":"c","image":"{image}",
+                   "command":["sh","-c","cat /proc/sys/{}"]}}]}}}}"#,
+            sysctl.replace('.', "/")
+        )
+    };
+    server.apply("safe.json", &pod("safe", "kernel.shm_rmid_forced"));
+    server.apply("unsafe.json", &pod("unsafe", "kernel.msgmax"));
+    let phase_of = |name: &str, want: &str| {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name} is {want}"),
+            || {
+                let p = server.kubectl_json(&["get", "pod", name]);
+                if p["status"]["phase"] == want {
+                    Ok(p)
+                } else {
+                    Err(p["status"].to_string())
+                }
+            },
+        )
+    };
+    phase_of("safe", "Succeeded");
+    // The host's value is 0: the 1 was written in the container's own IPC namespace.
+    assert_eq!(server.kubectl_ok(&["logs", "safe"]).trim(), "1");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    let refused = phase_of("unsafe", "Failed");
+    assert_eq!(refused["status"]["reason"], "SysctlForbidden", "{refused}");
+    assert_eq!(
+        refused["status"]["message"],
+        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+    delete_pods(&server, &["safe", "unsafe"]);
+}

@@ -136,6 +136,7 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
         labels: cref.labels(),
         security,
         cgroup_parent: super::resources::pod_cgroup(pod).map(|c| c.path),
+        sysctls: super::sysctls::of_pod(pod),
         ..Default::default()
     })
 }

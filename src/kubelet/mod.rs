@@ -41,6 +41,7 @@ pub mod server;
 pub mod service_env;
 pub mod static_pods;
 pub mod status;
+pub mod sysctls;
 pub mod volumes;
 pub mod worker;
 

@@ -233,6 +233,11 @@ pub(super) fn validate_pod_spec(
             RESTART,
         ));
     }
+    validate_sysctls(
+        field(field(spec, "securityContext"), "sysctls"),
+        &path.child("securityContext").child("sysctls"),
+        errs,
+    );
     const DNS: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
     let dns = str_of(spec, "dnsPolicy");
     if dns.is_empty() {
@@ -243,6 +248,48 @@ pub(super) fn validate_pod_spec(
             dns,
             DNS,
         ));
+    }
+}
+
+/// Upstream's sysctl name format (dots or slashes between segments).
+const SYSCTL_REGEX: &str =
+    "^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+
+/// Whether `name` matches [`SYSCTL_REGEX`] and has at most 253 characters.
+pub fn is_valid_sysctl_name(name: &str) -> bool {
+    let segment_ok = |seg: &str| {
+        let b = seg.as_bytes();
+        let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !b.is_empty()
+            && edge(b[0])
+            && edge(b[b.len() - 1])
+            && b.iter().all(|&c| edge(c) || c == b'-' || c == b'_')
+    };
+    name.len() <= 253 && name.split(['.', '/']).all(segment_ok)
+}
+
+/// `spec.securityContext.sysctls`: names well formed and not repeated.
+fn validate_sysctls(sysctls: Option<&Value>, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, s) in sysctls
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let name_path = path.index(i).child("name");
+        let name = str_of(Some(s), "name");
+        if name.is_empty() {
+            errs.push(FieldError::required(name_path.as_str(), ""));
+        } else if !is_valid_sysctl_name(name) {
+            errs.push(FieldError::invalid(
+                name_path.as_str(),
+                name,
+                &format!("must have at most 253 characters and match regex {SYSCTL_REGEX}"),
+            ));
+        } else if !seen.insert(name) {
+            errs.push(FieldError::duplicate(name_path.as_str(), name));
+        }
     }
 }
 

@@ -323,6 +323,33 @@ fn pod_container_rules() {
 }
 
 #[test]
+fn pod_sysctl_names_follow_upstreams_format() {
+    // The conformance spec's set: two malformed names, two well-formed ones.
+    let errs = check(
+        "",
+        "Pod",
+        json!({"metadata": meta("p"), "spec": {"containers": [{"name": "a", "image": "x"}],
+            "securityContext": {"sysctls": [
+                {"name": "foo-", "value": "bar"},
+                {"name": "kernel.shmmax", "value": "100000000"},
+                {"name": "safe-and-unsafe", "value": "100000000"},
+                {"name": "bar..", "value": "42"},
+                {"name": "kernel.shmmax", "value": "1"},
+                {"name": "net/ipv4/ip_local_port_range", "value": "1024 65535"}]}}}),
+        true,
+    );
+    let regex = r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+    assert_eq!(
+        rendered(&errs),
+        vec![
+            format!("spec.securityContext.sysctls[0].name: Invalid value: \"foo-\": must have at most 253 characters and match regex {regex}"),
+            format!("spec.securityContext.sysctls[3].name: Invalid value: \"bar..\": must have at most 253 characters and match regex {regex}"),
+            "spec.securityContext.sysctls[4].name: Duplicate value: \"kernel.shmmax\"".to_owned(),
+        ]
+    );
+}
+
+#[test]
 fn service_rules() {
     let errs = check(
         "",

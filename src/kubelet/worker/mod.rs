@@ -256,10 +256,12 @@ impl Worker {
         let terminal = self.failed.is_some() || matches!(phase, Some("Succeeded" | "Failed"));
         if self.start_time.is_none() {
             // A pod no kubelet has started yet: admitted only if the node can take it.
-            let refused = eviction::refuse(&pod, *self.ctx.pressure.lock());
-            if let (Some(msg), true, false) = (refused, view.is_empty(), terminal) {
-                self.event(None, events::WARNING, eviction::REASON, msg.clone());
-                self.failed = Some((eviction::REASON.into(), msg));
+            let refused = eviction::refuse(&pod, *self.ctx.pressure.lock())
+                .map(|m| (eviction::REASON, m))
+                .or_else(|| super::sysctls::refuse(&pod).map(|m| (super::sysctls::REASON, m)));
+            if let (Some((reason, msg)), true, false) = (refused, view.is_empty(), terminal) {
+                self.event(None, events::WARNING, reason, msg.clone());
+                self.failed = Some((reason.into(), msg));
             }
             self.start_time = Some(status::now());
         }

@@ -62,6 +62,10 @@ pub struct ContainerConfig {
     /// directly under the parent.
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// Namespaced kernel parameters (dotted names) written in the container's namespaces
+    /// before it starts (the pod's `securityContext.sysctls`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// Privileges of the container process (Kubernetes' securityContext, in runtime terms).

@@ -525,6 +525,12 @@ pub fn generate(
     let mut resources = linux_resources(&cfg.resources)?;
     resources.set_devices(Some(device_rules()?));
     let linux = LinuxBuilder::default()
+        .sysctl(
+            cfg.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
         .namespaces(namespaces)
         .resources(resources)
         .cgroups_path(cgroups_path)

@@ -99,7 +99,13 @@ fn prepare(
     let process = spec.process().as_ref().ok_or(InitError::Spec("process"))?;
     setup_stdio(stdio)?;
     join_namespaces(spec)?;
-    rootfs::setup(&plan, stdio)?;
+    let sysctls: Vec<(&String, &String)> = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    rootfs::setup(&plan, stdio, &sysctls)?;
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).at(Step::Sethostname)?;
     }

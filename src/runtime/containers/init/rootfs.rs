@@ -21,7 +21,11 @@ use std::path::Path;
 const NONE: Option<&str> = None;
 
 /// Everything before the container process: the plan's mounts, devices, pivot, masks.
-pub fn setup(plan: &MountPlan, stdio: InitStdio) -> Result<(), InitError> {
+pub fn setup(
+    plan: &MountPlan,
+    stdio: InitStdio,
+    sysctls: &[(&String, &String)],
+) -> Result<(), InitError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_SLAVE, NONE).at(Step::MakeRootSlave)?;
     // The rootfs must be a mount point for pivot_root; the bind also makes it the mount
     // that every later mount of the plan lands in.
@@ -40,6 +44,12 @@ pub fn setup(plan: &MountPlan, stdio: InitStdio) -> Result<(), InitError> {
     create_devices(root.as_fd(), plan, stdio)?;
     drop(root);
     pivot(&plan.rootfs)?;
+    // In the container's own namespaces, through its /proc, before /proc/sys turns
+    // read-only below.
+    for (name, value) in sysctls {
+        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        std::fs::write(&path, value.as_bytes()).on(Step::Sysctl, &path)?;
+    }
     let root = in_root::open_root(Path::new("/")).on(Step::OpenRootfs, Path::new("/"))?;
     for p in &plan.masked {
         mask(root.as_fd(), p)?;
