@@ -7,6 +7,7 @@
 mod common;
 
 use common::{row_where, table_rows, TestServer};
+use serde_json::json;
 
 const RC: &str = r#"apiVersion: v1
 kind: ReplicationController
@@ -536,4 +537,33 @@ fn custom_resource_groups_get_an_api_service_while_their_crd_serves_them() {
     }
     // The built-in ones stay.
     server.kubectl_ok(&["get", "apiservice", "v1.apps"]);
+}
+
+#[test]
+fn kubectl_patch_strategically_merges_kinds_without_merge_keys_of_their_own() {
+    // DeviceClass (resource.k8s.io/v1) has no list merge keys; a strategic merge patch,
+    // kubectl's default, still applies to it as upstream (maps merge, lists replaced).
+    let server = TestServer::start();
+    server.apply(
+        "dc.yaml",
+        "apiVersion: resource.k8s.io/v1\nkind: DeviceClass\nmetadata: {name: gpu, labels: {a: '1'}}\nspec:\n  selectors:\n  - cel: {expression: 'device.driver == \"a.example.com\"'}\n",
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "deviceclass",
+        "gpu",
+        "-p",
+        r#"{"metadata":{"labels":{"b":"2"}},"spec":{"selectors":[{"cel":{"expression":"device.driver == \"b.example.com\""}}]}}"#,
+    ]);
+    let dc = server.kubectl_json(&["get", "deviceclass", "gpu"]);
+    assert_eq!(
+        dc["metadata"]["labels"],
+        json!({"a": "1", "b": "2"}),
+        "{dc}"
+    );
+    assert_eq!(
+        dc["spec"]["selectors"],
+        json!([{"cel": {"expression": "device.driver == \"b.example.com\""}}]),
+        "{dc}"
+    );
 }

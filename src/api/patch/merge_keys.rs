@@ -384,6 +384,9 @@ pub(crate) fn root(group: &str, kind: &str) -> Option<Ty> {
         .iter()
         .find(|(g, k, _)| *g == group && *k == kind)
         .map(|(_, _, ty)| *ty)
+        // Every other built-in kind takes strategic merge patches too (upstream compiles
+        // them all in): maps merge, lists are replaced, as for its atomic lists.
+        .or_else(|| crate::api::registry::builtin_strategy(group, kind).map(|_| Ty::Plain))
 }
 
 /// How field `name` of type `ty` is patched; unknown fields get the defaults.

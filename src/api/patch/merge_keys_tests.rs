@@ -146,6 +146,8 @@ fn webhook_configurations_merge_webhooks_by_name() {
 #[test]
 fn custom_resources_have_no_strategies() {
     assert!(root("example.com", "Widget").is_none());
+    // A served built-in kind without strategies of its own still takes a strategic patch.
+    assert!(root("resource.k8s.io", "DeviceClass").is_some());
     assert!(field_strategy("example.com", "Widget", &["spec"]).is_none());
     assert!(root("", "Deployment").is_none(), "kinds are per group");
 }
