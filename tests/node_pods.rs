@@ -578,3 +578,57 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     );
     delete_pods(&server, &["safe", "unsafe"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    let pod = |name: &str, dir_env: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "volumes":[{{"name":"work","emptyDir":{{}}}}],
+                 "containers":[{{"name":"c","image":"{image}",
+                   "env":[{dir_env}],
+                   "command":["sh","-c","echo hi > /sub/f; cat /all/$DIR/f"],
+                   "volumeMounts":[{{"name":"work","mountPath":"/sub","subPathExpr":"$(DIR)"}},
+                                   {{"name":"work","mountPath":"/all"}}]}}]}}}}"#
+        )
+    };
+    server.apply(
+        "expr.json",
+        &pod(
+            "expr",
+            r#"{"name":"DIR","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}"#,
+        ),
+    );
+    server.apply(
+        "escape.json",
+        &pod("escape", r#"{"name":"DIR","value":".."}"#),
+    );
+    eventually(Duration::from_secs(60), "expr succeeded", || {
+        let p = server.kubectl_json(&["get", "pod", "expr"]);
+        (p["status"]["phase"] == "Succeeded")
+            .then_some(())
+            .ok_or_else(|| p["status"].to_string())
+    });
+    assert_eq!(server.kubectl_ok(&["logs", "expr"]).trim(), "hi");
+    let waiting = eventually(Duration::from_secs(60), "escape refused", || {
+        let p = server.kubectl_json(&["get", "pod", "escape"]);
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError")
+            .then_some(w)
+            .ok_or_else(|| p["status"].to_string())
+    });
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error SubPath `..` must not contain '..'"),
+        "{waiting}"
+    );
+    delete_pods(&server, &["expr", "escape"]);
+}

@@ -536,8 +536,13 @@ pub fn teardown(pod_dir: &Path) {
     let _ = std::fs::remove_dir_all(pod_dir);
 }
 
-/// The container's mounts for its `volumeMounts`.
-pub fn mounts(c: &Container, vols: &Volumes) -> Result<Vec<Mount>, String> {
+/// The container's mounts for its `volumeMounts`; `env` (the container's environment)
+/// expands `subPathExpr` as upstream does (`$(VAR)`).
+pub fn mounts(
+    c: &Container,
+    vols: &Volumes,
+    env: &[(String, String)],
+) -> Result<Vec<Mount>, String> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let v = vols
@@ -545,11 +550,27 @@ pub fn mounts(c: &Container, vols: &Volumes) -> Result<Vec<Mount>, String> {
             .get(&m.name)
             .ok_or_else(|| format!("volume {:?} not found", m.name))?;
         let mut source = v.host_path.clone();
-        if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if sp.starts_with('/') || sp.split('/').any(|c| c == "..") {
-                return Err(format!(
-                    "subPath {sp:?} must be relative and may not contain '..'"
-                ));
+        let expanded = m
+            .sub_path_expr
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|e| {
+                super::env::expand(e, |n| {
+                    env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+                })
+            });
+        if let Some(sp) = expanded
+            .as_deref()
+            .or(m.sub_path.as_deref())
+            .filter(|s| !s.is_empty())
+        {
+            // Upstream's kubelet messages (the API server checks subPath itself; an
+            // expanded subPathExpr is only known here).
+            if sp.starts_with('/') {
+                return Err(format!("failed to prepare subPath for volumeMount {:?} of container {:?}: error SubPath `{sp}` must not be an absolute path", m.name, c.name));
+            }
+            if sp.split('/').any(|c| c == "..") {
+                return Err(format!("failed to prepare subPath for volumeMount {:?} of container {:?}: error SubPath `{sp}` must not contain '..'", m.name, c.name));
             }
             source = source.join(sp);
             if !source.exists() {
@@ -568,6 +589,43 @@ pub fn mounts(c: &Container, vols: &Volumes) -> Result<Vec<Mount>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sub_path_expr_expands_the_container_env_and_refuses_escapes() {
+        let d = tempfile::tempdir().unwrap();
+        let vols = Volumes {
+            by_name: [(
+                "work".to_owned(),
+                Prepared {
+                    host_path: d.path().to_path_buf(),
+                    read_only: false,
+                },
+            )]
+            .into(),
+            refresh_at: None,
+            tokens: Default::default(),
+        };
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c",
+            "volumeMounts": [{"name": "work", "mountPath": "/m", "subPathExpr": "$(DIR)/x"}]}))
+        .unwrap();
+        let env = |v: &str| vec![("DIR".to_owned(), v.to_owned())];
+        let m = mounts(&c, &vols, &env("pod-a")).unwrap();
+        let Mount::Bind { source, .. } = &m[0] else {
+            panic!("{m:?}")
+        };
+        assert_eq!(source, &d.path().join("pod-a/x"));
+        assert!(source.is_dir(), "made on the host");
+        let up = mounts(&c, &vols, &env("..")).unwrap_err();
+        assert!(
+            up.ends_with("error SubPath `../x` must not contain '..'"),
+            "{up}"
+        );
+        let abs = mounts(&c, &vols, &env("/tmp")).unwrap_err();
+        assert!(
+            abs.ends_with("error SubPath `/tmp/x` must not be an absolute path"),
+            "{abs}"
+        );
+    }
 
     fn files(kv: &[(&str, &str)]) -> BTreeMap<String, (Vec<u8>, i32)> {
         kv.iter()

@@ -66,7 +66,7 @@ impl Worker {
         let mounts = match self
             .volumes
             .as_ref()
-            .map(|v| volumes::mounts(c, v))
+            .map(|v| volumes::mounts(c, v, &envs))
             .unwrap_or(Ok(Vec::new()))
         {
             Ok(m) => m,
