@@ -584,7 +584,7 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
-fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape() {
+fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hosts_volumes_win() {
     let (server, image, _registry) = ready_node_with_image(&[]);
     let pod = |name: &str, dir_env: &str| {
         format!(
@@ -609,6 +609,18 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape() {
         "escape.json",
         &pod("escape", r#"{"name":"DIR","value":".."}"#),
     );
+    // A container mounting a volume at /etc/hosts keeps it: no kubelet hosts file over it.
+    server.apply(
+        "hosts.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"hosts","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "volumes":[{{"name":"h","emptyDir":{{}}}}],
+                 "containers":[{{"name":"c","image":"{image}",
+                   "command":["sh","-c","test -d /etc/hosts && echo own"],
+                   "volumeMounts":[{{"name":"h","mountPath":"/etc/hosts"}}]}}]}}}}"#
+        ),
+    );
     eventually(Duration::from_secs(60), "expr succeeded", || {
         let p = server.kubectl_json(&["get", "pod", "expr"]);
         (p["status"]["phase"] == "Succeeded")
@@ -630,5 +642,12 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape() {
             .contains("error SubPath `..` must not contain '..'"),
         "{waiting}"
     );
-    delete_pods(&server, &["expr", "escape"]);
+    eventually(Duration::from_secs(60), "hosts succeeded", || {
+        let p = server.kubectl_json(&["get", "pod", "hosts"]);
+        (p["status"]["phase"] == "Succeeded")
+            .then_some(())
+            .ok_or_else(|| p["status"].to_string())
+    });
+    assert_eq!(server.kubectl_ok(&["logs", "hosts"]).trim(), "own");
+    delete_pods(&server, &["expr", "escape", "hosts"]);
 }

@@ -130,7 +130,13 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
             Some(ns) => Network::Join(ns),
             None => Network::None,
         },
-        hosts_file: i.sandbox.map(|s| s.hosts_file.clone()),
+        // Not over a volume the container mounts at /etc/hosts itself (upstream).
+        hosts_file: i.sandbox.map(|s| s.hosts_file.clone()).filter(|_| {
+            !c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path.trim_end_matches('/') == "/etc/hosts")
+        }),
         resolv_conf: i.sandbox.map(|s| s.resolv_conf.clone()),
         log_path: Some(cref.log_path(i.pod_log_dir)),
         labels: cref.labels(),
@@ -329,6 +335,34 @@ mod tests {
             destination: "/dev/termination-log".into(),
             read_only: false
         }));
+    }
+
+    #[test]
+    fn a_container_mounting_its_own_etc_hosts_gets_no_managed_one() {
+        let mut c = Container {
+            name: "app".into(),
+            image: Some("busybox".into()),
+            volume_mounts: Some(vec![k8s_openapi::api::core::v1::VolumeMount {
+                name: "hosts".into(),
+                mount_path: "/etc/hosts".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let sb = Sandbox {
+            netns: None,
+            ip: None,
+            hosts_file: "/pods/u1/etc-hosts".into(),
+            resolv_conf: "/pods/u1/resolv.conf".into(),
+        };
+        let img = image(None);
+        let p = pod(c.clone(), None);
+        let cfg = build(inputs(&p, &img, vec![], Some(&sb))).unwrap();
+        assert_eq!(cfg.hosts_file, None);
+        c.volume_mounts = None;
+        let p = pod(c, None);
+        let cfg = build(inputs(&p, &img, vec![], Some(&sb))).unwrap();
+        assert!(cfg.hosts_file.is_some());
     }
 
     #[test]
