@@ -3,7 +3,8 @@
 # since registry.k8s.io cannot be reached here. Built from what is on this machine:
 #   agnhost  the real agnhost, built from the Kubernetes source in /opt/k8s-src (see
 #            ../shared/conformance.sh), on busybox-static instead of upstream's alpine
-#            (no curl, dig or iperf), with upstream's /uploads, agnhost-2 link and
+#            (this host's curl copied in with its libraries; no dig or iperf), with
+#            upstream's /uploads, agnhost-2 link and
 #            user-defined-in-image (1000) / group-defined-in-image (50000);
 #   busybox  busybox-static with every applet linked in /bin;
 #   pause    busybox sleeping (upstream's is a tiny C program).
@@ -83,12 +84,23 @@ busybox_root() {
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$r/etc/group"
 }
 
+# Copies a dynamically linked host binary and the libraries it loads into root $1.
+with_libs() {
+  local r=$1 bin=$2
+  mkdir -p "$r$(dirname "$bin")"; cp -L "$bin" "$r$bin"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"
+  done
+}
+
 busybox_root "$DIR/root-busybox"
 image e2e-test-images/busybox:1.37.0-1 'null' '["sh"]' "$DIR/root-busybox"
 
 busybox_root "$DIR/root-agnhost"
 R=$DIR/root-agnhost
 cp "$BIN/agnhost" "$R/agnhost"; ln -sf agnhost "$R/agnhost-2"; mkdir -p "$R/uploads"
+with_libs "$R" "$(command -v curl)"
+mkdir -p "$R/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/"
 cp "$SRC/test/images/agnhost/porter/localhost.crt" "$SRC/test/images/agnhost/porter/localhost.key" "$R/"
 echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >> "$R/etc/passwd"
 printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' >> "$R/etc/group"
