@@ -651,3 +651,34 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
     assert_eq!(server.kubectl_ok(&["logs", "hosts"]).trim(), "own");
     delete_pods(&server, &["expr", "escape", "hosts"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn a_non_root_container_writes_its_termination_message_at_a_custom_path() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    server.apply(
+        "msg.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"msg","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "containers":[{{"name":"c","image":"{image}",
+                   "securityContext":{{"runAsUser":10000}},
+                   "terminationMessagePath":"/dev/termination-custom-log",
+                   "command":["sh","-c","echo -n DONE > /dev/termination-custom-log"]}}]}}}}"#
+        ),
+    );
+    let p = eventually(Duration::from_secs(60), "msg succeeded", || {
+        let p = server.kubectl_json(&["get", "pod", "msg"]);
+        (p["status"]["phase"] == "Succeeded")
+            .then(|| p.clone())
+            .ok_or_else(|| p["status"].to_string())
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["message"], "DONE",
+        "{p}"
+    );
+    delete_pods(&server, &["msg"]);
+}

@@ -81,6 +81,9 @@ impl Worker {
             let _ = std::fs::create_dir_all(parent);
         }
         let _ = std::fs::write(&term, b"");
+        // Any user the container runs as may write its termination message (upstream: 0666).
+        let _ =
+            std::fs::set_permissions(&term, std::os::unix::fs::PermissionsExt::from_mode(0o666));
         let cfg = match container::build(container::Inputs {
             pod: &pod,
             container: c,
