@@ -386,11 +386,21 @@ fn bound_pods_are_deleted_gracefully_and_unbound_ones_at_once() {
     let gone = server.kubectl(&["get", "pod", "orphan"]);
     assert!(gone.stderr.contains("pods \"orphan\" not found"), "{gone}");
 
-    // Bound: it gets a deletionTimestamp and waits for the node (grace period 30 s).
-    server.kubectl_ok(&["delete", "pod", "bound", "--wait=false"]);
+    // Bound: it gets a deletionTimestamp and waits for the node (grace period 30 s). The
+    // answer is 200 with the pod as it now is, its generation bumped (upstream).
+    assert_eq!(
+        server.kubectl_json(&["get", "pod", "bound"])["metadata"]["generation"],
+        1
+    );
+    let reply = server
+        .request("DELETE", "/api/v1/namespaces/default/pods/bound")
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["metadata"]["deletionTimestamp"].is_string());
     let p = server.kubectl_json(&["get", "pod", "bound"]);
     assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p}");
     assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30, "{p}");
+    assert_eq!(p["metadata"]["generation"], 2, "{p}");
 
     // The node's confirmation (grace period 0) removes it.
     server.kubectl_ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);

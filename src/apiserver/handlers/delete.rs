@@ -230,6 +230,15 @@ fn decide(
             now_rfc3339()
         };
         let mm = meta_mut(&mut obj);
+        // The first deletionTimestamp changes what controllers of the object may do: its
+        // generation goes up (if it has one), as upstream's BeforeDelete / markAsDeleting.
+        if let Some(g) = mm
+            .get("generation")
+            .and_then(Value::as_i64)
+            .filter(|g| *g > 0)
+        {
+            mm.insert("generation".into(), json!(g + 1));
+        }
         mm.insert("deletionTimestamp".into(), json!(ts));
         mm.insert("deletionGracePeriodSeconds".into(), json!(grace));
         let added = [
@@ -264,6 +273,9 @@ pub async fn delete(
     let raw = read_body(req).await?;
     let body = decode_delete_options(raw.content_type.as_deref(), &raw.bytes)?;
     let opts = DeleteOptions::from_request(&rr.rt, &body, q)?;
+    // Upstream answers 202 for an object not deleted at once only when the deprecated
+    // orphanDependents was false; a graceful or finalized deletion is otherwise 200.
+    let accepted = body["orphanDependents"].as_bool() == Some(false);
     let name = rr.name.as_deref().unwrap_or_default();
     admit_delete(
         state,
@@ -277,7 +289,8 @@ pub async fn delete(
     let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
     Ok(match written {
         Written::Deleted(obj) => response::json(200, &obj),
-        other => response::json(202, other.object()),
+        other if accepted => response::json(202, other.object()),
+        other => response::json(200, other.object()),
     })
 }
 
