@@ -540,7 +540,7 @@ fn custom_resource_groups_get_an_api_service_while_their_crd_serves_them() {
 }
 
 #[test]
-fn kubectl_patch_strategically_merges_kinds_without_merge_keys_of_their_own() {
+fn kubectl_patch_on_dra_kinds_merges_strategically_and_json_patches_an_absent_status() {
     // DeviceClass (resource.k8s.io/v1) has no list merge keys; a strategic merge patch,
     // kubectl's default, still applies to it as upstream (maps merge, lists replaced).
     let server = TestServer::start();
@@ -565,5 +565,25 @@ fn kubectl_patch_strategically_merges_kinds_without_merge_keys_of_their_own() {
         dc["spec"]["selectors"],
         json!([{"cel": {"expression": "device.driver == \"b.example.com\""}}]),
         "{dc}"
+    );
+    // A JSON patch may add under status before there is one (upstream patches the Go
+    // serialization, where status is always `{}`).
+    server.apply(
+        "claim.yaml",
+        "apiVersion: resource.k8s.io/v1\nkind: ResourceClaim\nmetadata: {name: c, namespace: default}\nspec:\n  devices:\n    requests:\n    - name: r\n      exactly: {deviceClassName: gpu}\n",
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "resourceclaim",
+        "c",
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/status/allocation","value":{"devices":{"results":[{"request":"r","driver":"a.example.com","pool":"p","device":"d0"}]}}}]"#,
+    ]);
+    let claim = server.kubectl_json(&["get", "resourceclaim", "c"]);
+    assert_eq!(
+        claim["status"]["allocation"]["devices"]["results"][0]["device"], "d0",
+        "{claim}"
     );
 }

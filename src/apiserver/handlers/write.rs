@@ -238,6 +238,32 @@ fn patch_error(rt: &ResourceType, name: &str, e: PatchError) -> ApiError {
     }
 }
 
+/// A JSON patch as upstream applies it to a built-in kind: against the object as Go
+/// serializes it, where a status struct is always present (`"status": {}`), so
+/// `add /status/x` works on an object without status yet. A status left empty is dropped
+/// again, as skiff stores it.
+fn json_patch_builtin(
+    rt: &ResourceType,
+    old: &Value,
+    patch_doc: &Value,
+) -> Result<Value, PatchError> {
+    let fill = rt.custom.is_none()
+        && rt.subresources.contains(&Subresource::Status)
+        && old.get("status").is_none();
+    if !fill {
+        return patch::json_patch(old, patch_doc);
+    }
+    let mut filled = old.clone();
+    filled["status"] = Value::Object(Default::default());
+    let mut out = patch::json_patch(&filled, patch_doc)?;
+    if out["status"].as_object().is_some_and(|m| m.is_empty()) {
+        if let Some(m) = out.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    Ok(out)
+}
+
 pub async fn patch(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
@@ -317,7 +343,7 @@ pub async fn patch(
                 None => Err(ApiError::not_found(&rt, &name)),
                 Some(old) => {
                     let patched = match ptype {
-                        PatchType::Json => patch::json_patch(old, &patch_doc),
+                        PatchType::Json => json_patch_builtin(&rt, old, &patch_doc),
                         PatchType::Merge => Ok(patch::merge_patch(old, &patch_doc)),
                         PatchType::Strategic => {
                             if rt.custom.is_some() {
