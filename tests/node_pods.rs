@@ -51,14 +51,7 @@ fn a_pod_on_the_servers_node_runs_with_its_own_address_and_answers_logs_exec_and
                    "resources":{{"limits":{{"cpu":"500m","memory":"64Mi"}}}}}}]}}}}"#
         ),
     );
-    let pod = eventually(Duration::from_secs(60), "the pod is Running", || {
-        let p = server.kubectl_json(&["get", "pod", "web", "-n", "default", "-o", "json"]);
-        if p["status"]["phase"] == "Running" {
-            Ok(p)
-        } else {
-            Err(format!("{}", p["status"]))
-        }
-    });
+    let pod = server.wait_pod_phase("web", "Running", Duration::from_secs(60));
     // Its address is from the node's range; the node's address is its hostIP.
     let node = server.kubectl_json(&["get", "node", NODE, "-o", "json"]);
     let cidr = node["spec"]["podCIDR"]
@@ -376,14 +369,7 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
                "spec":{{"nodeName":"{NODE}","containers":[{{"name":"app","image":"{image}"}}]}}}}"#
         ),
     );
-    let late = eventually(Duration::from_secs(30), "the late pod is refused", || {
-        let p = server.kubectl_json(&["get", "pod", "late", "-n", "default", "-o", "json"]);
-        if p["status"]["phase"] == "Failed" {
-            Ok(p)
-        } else {
-            Err(format!("{}", p["status"]))
-        }
-    });
+    let late = server.wait_pod_phase("late", "Failed", Duration::from_secs(30));
     assert_eq!(late["status"]["reason"], "Evicted", "{late}");
     assert_eq!(
         late["status"]["message"], "The node had condition: [DiskPressure]. ",
@@ -486,12 +472,7 @@ fn unused_images_are_garbage_collected_past_the_high_threshold() {
             .expect("running skiff images ls");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    eventually(Duration::from_secs(60), "once succeeded", || {
-        let p = server.kubectl_json(&["get", "pod", "once"]);
-        (p["status"]["phase"] == "Succeeded")
-            .then_some(())
-            .ok_or_else(|| p["status"].to_string())
-    });
+    server.wait_pod_phase("once", "Succeeded", Duration::from_secs(60));
     // The exited container still holds its image (it could be restarted), as upstream.
     std::thread::sleep(Duration::from_secs(3));
     let held = images();
@@ -547,21 +528,7 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     };
     server.apply("safe.json", &pod("safe", "kernel.shm_rmid_forced"));
     server.apply("unsafe.json", &pod("unsafe", "kernel.msgmax"));
-    let phase_of = |name: &str, want: &str| {
-        eventually(
-            Duration::from_secs(60),
-            &format!("{name} is {want}"),
-            || {
-                let p = server.kubectl_json(&["get", "pod", name]);
-                if p["status"]["phase"] == want {
-                    Ok(p)
-                } else {
-                    Err(p["status"].to_string())
-                }
-            },
-        )
-    };
-    phase_of("safe", "Succeeded");
+    server.wait_pod_phase("safe", "Succeeded", Duration::from_secs(60));
     // The host's value is 0: the 1 was written in the container's own IPC namespace.
     assert_eq!(server.kubectl_ok(&["logs", "safe"]).trim(), "1");
     assert_eq!(
@@ -570,7 +537,7 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
             .trim(),
         "0"
     );
-    let refused = phase_of("unsafe", "Failed");
+    let refused = server.wait_pod_phase("unsafe", "Failed", Duration::from_secs(60));
     assert_eq!(refused["status"]["reason"], "SysctlForbidden", "{refused}");
     assert_eq!(
         refused["status"]["message"],
@@ -621,12 +588,7 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
                    "volumeMounts":[{{"name":"h","mountPath":"/etc/hosts"}}]}}]}}}}"#
         ),
     );
-    eventually(Duration::from_secs(60), "expr succeeded", || {
-        let p = server.kubectl_json(&["get", "pod", "expr"]);
-        (p["status"]["phase"] == "Succeeded")
-            .then_some(())
-            .ok_or_else(|| p["status"].to_string())
-    });
+    server.wait_pod_phase("expr", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "expr"]).trim(), "hi");
     let waiting = eventually(Duration::from_secs(60), "escape refused", || {
         let p = server.kubectl_json(&["get", "pod", "escape"]);
@@ -642,12 +604,7 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
             .contains("error SubPath `..` must not contain '..'"),
         "{waiting}"
     );
-    eventually(Duration::from_secs(60), "hosts succeeded", || {
-        let p = server.kubectl_json(&["get", "pod", "hosts"]);
-        (p["status"]["phase"] == "Succeeded")
-            .then_some(())
-            .ok_or_else(|| p["status"].to_string())
-    });
+    server.wait_pod_phase("hosts", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "hosts"]).trim(), "own");
     delete_pods(&server, &["expr", "escape", "hosts"]);
 }
@@ -670,12 +627,7 @@ fn a_non_root_container_writes_its_termination_message_at_a_custom_path() {
                    "command":["sh","-c","echo -n DONE > /dev/termination-custom-log"]}}]}}}}"#
         ),
     );
-    let p = eventually(Duration::from_secs(60), "msg succeeded", || {
-        let p = server.kubectl_json(&["get", "pod", "msg"]);
-        (p["status"]["phase"] == "Succeeded")
-            .then(|| p.clone())
-            .ok_or_else(|| p["status"].to_string())
-    });
+    let p = server.wait_pod_phase("msg", "Succeeded", Duration::from_secs(60));
     assert_eq!(
         p["status"]["containerStatuses"][0]["state"]["terminated"]["message"], "DONE",
         "{p}"

@@ -43,17 +43,6 @@ fn pod(name: &str, node: &str, containers: &str, extra_spec: &str) -> String {
     )
 }
 
-fn running(server: &TestServer, name: &str) -> serde_json::Value {
-    eventually(READY, &format!("pod {name} is Running"), || {
-        let p = server.kubectl_json(&["get", "pod", name]);
-        if p["status"]["phase"] == "Running" {
-            Ok(p)
-        } else {
-            Err(format!("{}", p["status"]))
-        }
-    })
-}
-
 #[test]
 #[cfg_attr(
     skiff_unprivileged,
@@ -123,7 +112,7 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
             r#","restartPolicy":"Never""#,
         ),
     );
-    let web = running(&server, "web");
+    let web = server.wait_pod_phase("web", "Running", READY);
     // The pod's address is from host-a's podCIDR, its hostIP the namespace's end.
     assert_eq!(web["status"]["hostIP"], ns_a.ns_ip.to_string());
     let cidr = server.kubectl_json(&["get", "node", "host-a"])["spec"]["podCIDR"]
@@ -225,17 +214,7 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
     );
 
     // The memory hog is killed by its cgroup and reported as upstream does.
-    let hog = eventually(READY, "hog terminated", || {
-        let p = server.kubectl_json(&["get", "pod", "hog"]);
-        match p["status"]["phase"].as_str() {
-            Some("Failed") => Ok(p),
-            _ => Err(format!(
-                "{} {}",
-                p["status"],
-                server.kubectl(&["logs", "hog"]).output()
-            )),
-        }
-    });
+    let hog = server.wait_pod_phase("hog", "Failed", READY);
     let t = &hog["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(
         (t["reason"].as_str(), t["exitCode"].as_i64()),
@@ -271,7 +250,7 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
             "",
         ),
     );
-    running(&server, "reader");
+    server.wait_pod_phase("reader", "Running", READY);
     let token = server.kubectl_ok(&[
         "exec",
         "reader",
@@ -311,7 +290,7 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
                 "lifecycle": {"preStop": {"exec": {"command":
                     ["sh", "-c", "echo prestop ran > /proc/1/fd/1"]}}}}]}});
     server.apply("stopper.json", &stopper.to_string());
-    running(&server, "stopper");
+    server.wait_pod_phase("stopper", "Running", READY);
     let mut follow = server.kubectl_background(&["logs", "-f", "stopper"]);
     follow.wait_for_stdout("up", Duration::from_secs(20), |s| s.contains("up\n"));
     let started = Instant::now();

@@ -455,12 +455,7 @@ fn websocket_log(
     resp: Response<hyper::body::Incoming>,
 ) -> Response<Body> {
     const BASE64: &str = "base64.binary.k8s.io";
-    let key = req
-        .headers()
-        .get(http::header::SEC_WEBSOCKET_KEY)
-        .and_then(|k| k.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let key = websocket::client_key(req.headers());
     let protocol = websocket::negotiate(
         &websocket::offered_protocols(req.headers()),
         &["binary.k8s.io", BASE64],

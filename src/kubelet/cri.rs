@@ -22,7 +22,6 @@ pub use crate::runtime::images::registries::Credentials;
 pub struct StoredImage {
     /// The image id (config digest); every reference to it goes with it.
     pub id: String,
-    pub references: Vec<String>,
     /// Bytes on disk that removing it could free (its layers may be shared).
     pub size: u64,
     /// A container (running or exited) was made from it.

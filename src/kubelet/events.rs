@@ -22,6 +22,17 @@ pub fn container_ref(pod: &Pod, container: &str) -> ObjectReference {
     }
 }
 
+/// The Node as the kubelet names it in events (upstream: the node name as its uid).
+pub fn node_ref(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.to_owned()),
+        uid: Some(node.to_owned()),
+        ..Default::default()
+    }
+}
+
 pub fn pod_ref(pod: &Pod) -> ObjectReference {
     crate::events::object_ref(pod)
 }

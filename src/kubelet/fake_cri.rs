@@ -463,7 +463,6 @@ impl Cri for FakeCri {
             .iter()
             .map(|i| StoredImage {
                 id: i.clone(),
-                references: vec![i.clone()],
                 size: FAKE_IMAGE_SIZE,
                 in_use: g.containers.values().any(|c| &c.config.image == i),
             })

@@ -9,7 +9,7 @@
 
 use super::host;
 use super::node_status::{self, HostInfo, NodeSettings, UPDATE_FREQUENCY};
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeStatus, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::path::PathBuf;
@@ -60,13 +60,7 @@ impl Heartbeat {
                 namespace: Some("default".into()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.clone()),
-                uid: Some(node.clone()),
-                ..Default::default()
-            },
+            involved_object: super::events::node_ref(node),
             reason: Some(reason.into()),
             message: Some(message.into()),
             source: Some(EventSource {

@@ -223,7 +223,6 @@ mod tests {
     fn image(id: &str, size: u64, in_use: bool) -> StoredImage {
         StoredImage {
             id: id.into(),
-            references: vec![id.into()],
             size,
             in_use,
         }

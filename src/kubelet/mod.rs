@@ -203,11 +203,10 @@ impl Kubelet {
                 .image_gc
                 .map(|p| tokio::sync::Mutex::new(image_gc::ImageGc::new(p))),
         });
-        if let Some(policy) = c.image_gc {
+        if ctx.image_gc.is_some() {
             tokio::spawn(collect_images(
                 ctx.clone(),
                 c.node_name.clone(),
-                policy.period,
                 shutdown.clone(),
             ));
         }
@@ -370,19 +369,13 @@ fn pod_uid_key(tx: &watch::Sender<Option<Arc<Pod>>>) -> String {
         .unwrap_or_default()
 }
 
-/// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
-/// upstream's order is handed to its worker to evict (one per pass, as upstream).
-/// Image garbage collection every `policy.period` (the first pass at once, as upstream;
-/// `min_age` keeps it from removing anything seen only now).
-async fn collect_images(
-    ctx: Arc<Context>,
-    node: String,
-    period: std::time::Duration,
-    shutdown: CancellationToken,
-) {
+/// Image garbage collection every policy period (the first pass at once, as upstream; the
+/// minimum age keeps it from removing anything seen only now).
+async fn collect_images(ctx: Arc<Context>, node: String, shutdown: CancellationToken) {
     let Some(gc) = &ctx.image_gc else {
         return;
     };
+    let period = gc.lock().await.policy().period;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -401,20 +394,19 @@ async fn collect_images(
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "image garbage collection");
-                let node_ref = k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Node".into()),
-                    name: Some(node.clone()),
-                    uid: Some(node.clone()),
-                    ..Default::default()
-                };
-                ctx.recorder
-                    .event(node_ref, crate::events::WARNING, e.reason(), e.to_string());
+                ctx.recorder.event(
+                    events::node_ref(&node),
+                    crate::events::WARNING,
+                    e.reason(),
+                    e.to_string(),
+                );
             }
         }
     }
 }
 
+/// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
+/// upstream's order is handed to its worker to evict (one per pass, as upstream).
 async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeEviction) {
     let fs_dir = e.fs_dir.clone();
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {

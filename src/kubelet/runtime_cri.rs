@@ -171,15 +171,14 @@ impl Cri for RuntimeCri {
                         used.insert(i.id);
                     }
                 }
+                // One entry per image id, however many references name it.
                 let mut by_id: std::collections::BTreeMap<String, StoredImage> = Default::default();
                 for i in store.list().map_err(runtime_err)? {
-                    let e = by_id.entry(i.id.clone()).or_insert_with(|| StoredImage {
+                    by_id.entry(i.id.clone()).or_insert_with(|| StoredImage {
                         in_use: used.contains(&i.id),
-                        id: i.id.clone(),
-                        references: Vec::new(),
+                        id: i.id,
                         size: i.size,
                     });
-                    e.references.push(i.reference);
                 }
                 Ok(by_id.into_values().collect())
             })

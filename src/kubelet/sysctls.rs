@@ -29,14 +29,9 @@ pub const REASON: &str = "SysctlForbidden";
 /// slashes swapped (`net/ipv4/conf/eth0.100/rp_filter` → `net.ipv4.conf.eth0/100.rp_filter`).
 pub fn normalize(name: &str) -> String {
     match name.find(['.', '/']) {
-        Some(i) if name.as_bytes()[i] == b'/' => name
-            .chars()
-            .map(|c| match c {
-                '.' => '/',
-                '/' => '.',
-                c => c,
-            })
-            .collect(),
+        Some(i) if name.as_bytes()[i] == b'/' => {
+            crate::runtime::containers::swap_dots_and_slashes(name)
+        }
         _ => name.to_owned(),
     }
 }

@@ -112,6 +112,19 @@ impl TestServer {
         ])
     }
 
+    /// Waits (at most `timeout`) until pod `name` in `default` is in `phase`; returns it.
+    #[track_caller]
+    pub fn wait_pod_phase(&self, name: &str, phase: &str, timeout: Duration) -> serde_json::Value {
+        process::eventually(timeout, &format!("pod {name} is {phase}"), || {
+            let p = self.kubectl_json(&["get", "pod", name, "-n", "default"]);
+            if p["status"]["phase"] == phase {
+                Ok(p)
+            } else {
+                Err(p["status"].to_string())
+            }
+        })
+    }
+
     /// Starts a server with the default flags and waits until it is ready.
     pub fn start() -> TestServer {
         TestServer::start_with(&[])

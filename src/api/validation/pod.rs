@@ -256,7 +256,7 @@ const SYSCTL_REGEX: &str =
     "^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
 
 /// Whether `name` matches [`SYSCTL_REGEX`] and has at most 253 characters.
-pub fn is_valid_sysctl_name(name: &str) -> bool {
+fn is_valid_sysctl_name(name: &str) -> bool {
     let segment_ok = |seg: &str| {
         let b = seg.as_bytes();
         let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();

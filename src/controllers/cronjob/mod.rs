@@ -185,28 +185,12 @@ impl Reconciler for CronJobReconciler {
                     .any(|o| o.controller == Some(true) && o.uid == uid)
             })
             .collect();
+        // Syncing only on caches that show our own writes (status, created and deleted
+        // Jobs) is what upstream's fresh read of the CronJob is for, without the read.
         let cached = std::iter::once(&cj.metadata).chain(children.iter().map(|j| &j.metadata));
         if self.written.is_stale(key, cached) {
             // The informers deliver what we wrote soon, and that queues the key again.
             return Ok(Action::Done);
-        }
-        // An unfinished child the cached status does not list: the cache may be behind our
-        // own last status write (as upstream, read the CronJob again before judging).
-        let listed = |cj: &CronJob, j: &Job| {
-            cj.status
-                .as_ref()
-                .and_then(|s| s.active.as_ref())
-                .is_some_and(|a| a.iter().any(|r| r.uid == j.metadata.uid))
-        };
-        if children
-            .iter()
-            .any(|j| finished_as(j).is_none() && !listed(&cj, j))
-        {
-            let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
-            match api.get_opt(name).await? {
-                Some(fresh) if fresh.metadata.uid == cj.metadata.uid => cj = fresh,
-                _ => return Ok(Action::Done),
-            }
         }
         let before = cj.status.clone().unwrap_or_default();
         let action = self.sync(key, &mut cj, &children).await;

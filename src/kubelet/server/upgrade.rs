@@ -83,12 +83,7 @@ pub(super) async fn port_forward(
                 Ok(p) => p,
                 Err(e) => return text(StatusCode::BAD_REQUEST, e),
             };
-            let key = req
-                .headers()
-                .get(http::header::SEC_WEBSOCKET_KEY)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let key = websocket::client_key(req.headers());
             let upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(u) = upgrade.await {
@@ -107,12 +102,7 @@ pub(super) async fn port_forward(
                 ),
             );
         }
-        let key = req
-            .headers()
-            .get(http::header::SEC_WEBSOCKET_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let key = websocket::client_key(req.headers());
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(u) = upgrade.await {
@@ -238,12 +228,7 @@ pub(super) async fn streaming(
             }
         }
     };
-    let key = req
-        .headers()
-        .get(http::header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let key = websocket::client_key(req.headers());
     let upgrade = hyper::upgrade::on(&mut req);
     let id = inst.state.id.clone();
     let kind = kind.to_owned();

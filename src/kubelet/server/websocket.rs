@@ -36,6 +36,15 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
+/// The client's `Sec-WebSocket-Key` (empty when missing).
+pub fn client_key(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Is this a WebSocket upgrade request?
 pub fn is_upgrade(headers: &http::HeaderMap) -> bool {
     header_has_token(headers, http::header::UPGRADE, "websocket")

@@ -168,6 +168,17 @@ pub fn validate_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// `a.b/c` → `a/b.c`: a sysctl name between its dotted and its path spelling.
+pub fn swap_dots_and_slashes(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

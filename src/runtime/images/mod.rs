@@ -424,11 +424,12 @@ impl ImageStore {
     }
 }
 
-/// OCI chain ids: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
+/// A digest without its `sha256:` prefix (ids are stored both ways).
 fn bare_digest(d: &str) -> &str {
     d.trim_start_matches("sha256:")
 }
 
+/// OCI chain ids: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
     for diff in diff_ids {

@@ -47,7 +47,9 @@ pub fn setup(
     // In the container's own namespaces, through its /proc, before /proc/sys turns
     // read-only below.
     for (name, value) in sysctls {
-        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        // Dotted names; a slash inside a segment (`eth0/100` for `eth0.100`) is a dot.
+        let path =
+            Path::new("/proc/sys").join(crate::runtime::containers::swap_dots_and_slashes(name));
         std::fs::write(&path, value.as_bytes()).on(Step::Sysctl, &path)?;
     }
     let root = in_root::open_root(Path::new("/")).on(Step::OpenRootfs, Path::new("/"))?;
