@@ -368,12 +368,18 @@ impl CronJobReconciler {
             }
         }
         let name = job_name(&cj_name, scheduled);
-        if active
+        let running = active
             .iter()
-            .any(|r| r.name.as_deref() == Some(name.as_str()))
-            || last_schedule.as_ref().is_some_and(|t| t.0 == scheduled)
-        {
+            .any(|r| r.name.as_deref() == Some(name.as_str()));
+        if running || last_schedule.as_ref().is_some_and(|t| t.0 == scheduled) {
             set_active(cj, active);
+            if running {
+                // Made by an earlier sync whose status write was lost (it came back as an
+                // UnexpectedJob above): record its time now, as the create would have.
+                cj.status
+                    .get_or_insert_with(CronJobStatus::default)
+                    .last_schedule_time = Some(Time(scheduled));
+            }
             return Ok(next(now));
         }
         match spec.concurrency_policy.as_deref() {
