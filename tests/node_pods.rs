@@ -634,3 +634,179 @@ fn a_non_root_container_writes_its_termination_message_at_a_custom_path() {
     );
     delete_pods(&server, &["msg"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn pods_and_services_proxy_requests_to_the_pod_through_the_api_server() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    // busybox httpd with a CGI script that echoes the method, query and body it was sent.
+    server.apply(
+        "proxied.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default, labels: {{app: web}}}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {image}
+    ports: [{{containerPort: 8080, name: http}}]
+    command: ["sh", "-c"]
+    args:
+    - |
+      mkdir -p /www/cgi-bin && echo index-page > /www/index.html
+      printf '#!/bin/sh\necho "Content-Type: text/plain"\necho "X-Echo: yes"\necho\necho "$REQUEST_METHOD $QUERY_STRING"\nhead -c "${{CONTENT_LENGTH:-0}}"\n' > /www/cgi-bin/echo
+      chmod +x /www/cgi-bin/echo
+      exec httpd -f -p 8080 -h /www
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: nobody, namespace: default}}
+spec:
+  selector: {{app: nobody}}
+  ports: [{{name: http, port: 80}}]
+"#
+        ),
+    );
+    server.wait_until("web is ready", 60, || {
+        server
+            .kubectl_ok(&[
+                "get",
+                "pod",
+                "web",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].ready}",
+            ])
+            .trim()
+            == "true"
+    });
+
+    // The pod, on its first declared port and on a named one; kubectl's own --raw.
+    let page = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/web/proxy/index.html",
+    ]);
+    assert_eq!(page.trim(), "index-page");
+    let page = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/http:web:8080/proxy/",
+    ]);
+    assert_eq!(page.trim(), "index-page");
+    // Method, query, body and the backend's own headers go through.
+    let reply = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/pods/web:8080/proxy/cgi-bin/echo?a=1&b=two",
+        )
+        .content_type("text/plain")
+        .body("posted-body")
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "POST a=1&b=two\nposted-body");
+    assert_eq!(reply.header("x-echo").as_deref(), Some("yes"));
+    // The proxy root redirects to its trailing-slash form, as upstream.
+    let reply = server
+        .request("GET", "/api/v1/namespaces/default/pods/web/proxy?x=1")
+        .send();
+    assert_eq!(reply.status, 301, "{}", reply.text());
+    assert_eq!(
+        reply.header("location").as_deref(),
+        Some("/api/v1/namespaces/default/pods/web/proxy/?x=1")
+    );
+    // Nothing listens on 9999: 503 with the dial error, as upstream.
+    let reply = server
+        .request("GET", "/api/v1/namespaces/default/pods/web:9999/proxy/")
+        .send();
+    let status = reply.expect_status(503, "ServiceUnavailable");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error trying to reach service: dial tcp "),
+        "{status}"
+    );
+
+    // The service, by port name and by port number (mapped to the port's name), once the
+    // endpoints controller has the ready pod.
+    let by_name = eventually(Duration::from_secs(20), "the service proxy", || {
+        let run = server.kubectl(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/services/web:http/proxy/cgi-bin/echo?via=svc",
+        ]);
+        if run.code == Some(0) {
+            Ok(run.stdout)
+        } else {
+            Err(run.to_string())
+        }
+    });
+    assert_eq!(by_name.trim(), "GET via=svc");
+    let by_number = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/web:80/proxy/index.html",
+    ]);
+    assert_eq!(by_number.trim(), "index-page");
+    let reply = server
+        .request("GET", "/api/v1/namespaces/default/services/web:81/proxy/")
+        .send();
+    let status = reply.expect_status(503, "ServiceUnavailable");
+    assert_eq!(
+        status["message"],
+        "no service port 81 found for service \"web\""
+    );
+    let reply = server
+        .request("GET", "/api/v1/namespaces/default/services/nobody/proxy/")
+        .send();
+    let status = reply.expect_status(503, "ServiceUnavailable");
+    assert_eq!(
+        status["message"],
+        "no endpoints available for service \"nobody\""
+    );
+    let reply = server
+        .request("GET", "/api/v1/namespaces/default/pods/missing/proxy/")
+        .send();
+    reply.expect_status(404, "NotFound");
+    // Discovery lists both subresources with their options kinds.
+    let core = common::json(&server.kubectl_ok(&["get", "--raw", "/api/v1"]));
+    let kinds: Vec<(String, String)> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"].as_str().unwrap().ends_with("/proxy"))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("nodes/proxy".to_owned(), "NodeProxyOptions".to_owned()),
+            ("pods/proxy".to_owned(), "PodProxyOptions".to_owned()),
+            (
+                "services/proxy".to_owned(),
+                "ServiceProxyOptions".to_owned()
+            ),
+        ]
+    );
+    server.kubectl_ok(&["delete", "service", "web", "nobody"]);
+    delete_pods(&server, &["web"]);
+}

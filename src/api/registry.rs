@@ -41,7 +41,9 @@ pub enum Subresource {
     Exec,
     Attach,
     PortForward,
-    /// `nodes/{name}/proxy[/path]`: any request proxied to the node's kubelet.
+    /// `nodes/{name}/proxy[/path]`: any request proxied to the node's kubelet;
+    /// `pods/{name}/proxy[/path]`, `services/{name}/proxy[/path]`: to the pod (or a pod
+    /// behind the service) (`apiserver::pod_proxy`).
     Proxy,
     /// `pods/{name}/eviction`: a deletion that honours PodDisruptionBudgets (create only).
     Eviction,
@@ -99,8 +101,16 @@ impl Subresource {
     }
 
     /// (group, version, kind) of the object the subresource speaks, when not the parent's.
-    fn response_kind(self) -> Option<(&'static str, &'static str, &'static str)> {
+    fn response_kind(
+        self,
+        parent_kind: &str,
+    ) -> Option<(&'static str, &'static str, &'static str)> {
         match self {
+            Subresource::Proxy => Some(match parent_kind {
+                "Pod" => ("", "v1", "PodProxyOptions"),
+                "Service" => ("", "v1", "ServiceProxyOptions"),
+                _ => ("", "v1", "NodeProxyOptions"),
+            }),
             Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
             Subresource::Binding => Some(("", "v1", "Binding")),
             Subresource::Log => Some(("", "v1", "Pod")),
@@ -108,7 +118,6 @@ impl Subresource {
             Subresource::Exec => Some(("", "v1", "PodExecOptions")),
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
-            Subresource::Proxy => Some(("", "v1", "NodeProxyOptions")),
             Subresource::Eviction => Some(("policy", "v1", "Eviction")),
             Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
         }
@@ -226,7 +235,7 @@ impl ResourceType {
             .iter()
             .map(|s| {
                 let (g, v, k) =
-                    s.response_kind()
+                    s.response_kind(&self.kind)
                         .unwrap_or((&self.group, &self.version, &self.kind));
                 json!({
                     "subresource": s.name(),
@@ -275,10 +284,10 @@ impl ResourceType {
                 "name": format!("{}/{}", self.plural, s.name()),
                 "singularName": "",
                 "namespaced": self.namespaced,
-                "kind": s.response_kind().map(|(_, _, k)| k).unwrap_or(&self.kind),
+                "kind": s.response_kind(&self.kind).map(|(_, _, k)| k).unwrap_or(&self.kind),
                 "verbs": s.verbs(),
             });
-            if let Some((g, v, _)) = s.response_kind() {
+            if let Some((g, v, _)) = s.response_kind(&self.kind) {
                 if g != self.group || v != self.version {
                     e["group"] = json!(g);
                     e["version"] = json!(v);
@@ -563,13 +572,13 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Proxy, Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
-    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Eviction, Exec, Log, PortForward, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Eviction, Exec, Log, PortForward, Proxy, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
     Def { group: "", versions: &["v1"], plural: "podtemplates", kind: "PodTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &pod::POD_TEMPLATE },
     Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },
     Def { group: "", versions: &["v1"], plural: "secrets", kind: "Secret", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &config::SECRET },
     Def { group: "", versions: &["v1"], plural: "serviceaccounts", kind: "ServiceAccount", namespaced: NS, short: &["sa"], categories: NONE, subresources: &[Token], verbs: STANDARD_VERBS, strategy: &core::SERVICE_ACCOUNT },
-    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &service::SERVICE },
+    Def { group: "", versions: &["v1"], plural: "services", kind: "Service", namespaced: NS, short: &["svc"], categories: ALL, subresources: &[Proxy, Status], verbs: STANDARD_VERBS, strategy: &service::SERVICE },
     // apiregistration.k8s.io/v1
     Def { group: "apiregistration.k8s.io", versions: &["v1"], plural: "apiservices", kind: "APIService", namespaced: CLUSTER, short: NONE, categories: EXT, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &apiregistration::API_SERVICE },
     // apps/v1

@@ -9,6 +9,7 @@
 //! the caller's credentials never reach the kubelet.
 
 use super::auth::{self, UserInfo};
+use super::proxy::{self, Forwarded, ResponseHeaders};
 use super::request::{ResourceRequest, Verb};
 use super::response::Body;
 use super::status::ApiError;
@@ -16,16 +17,15 @@ use super::{ApiState, RequestBody};
 use crate::api::registry::Subresource;
 use crate::kubelet::server::websocket;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 const DEFAULT_KUBELET_PORT: u16 = 10250;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the API server talks to kubelets.
 pub struct KubeletClient {
@@ -54,37 +54,9 @@ impl KubeletClient {
         Ok(KubeletClient { tls: Arc::new(cfg) })
     }
 
-    /// One HTTP/1.1 connection (with upgrades) to `host:port`.
-    async fn connect(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, String> {
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
-            .await
-            .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
-            .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| format!("kubelet address {host}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("tls: {e}"))?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "kubelet connection ended");
-            }
-        });
-        Ok(send)
+    /// One HTTP/1.1 connection (with upgrades) to the kubelet at `host:port`.
+    async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<RequestBody>, String> {
+        proxy::dial(host, port, Some(&self.tls)).await
     }
 }
 
@@ -228,7 +200,7 @@ fn encode(pairs: &[(String, String)]) -> String {
 pub async fn serve(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
     user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let name = rr.name.clone().unwrap_or_default();
@@ -364,66 +336,20 @@ pub async fn serve(
     } else {
         format!("{path}?{query}")
     };
-    let mut send = client
+    let send = client
         .connect(&host, port)
         .await
         .map_err(|e| ApiError::internal(format!("error dialing backend: {e}")))?;
     // A WebSocket log stream is a plain GET to the kubelet that we frame ourselves, as
     // upstream's apiserver does (wsstream); every other upgrade goes through untouched.
     let ws_log = sub == Subresource::Log && websocket::is_upgrade(req.headers());
-    let upgrade = !ws_log && req.headers().contains_key(http::header::UPGRADE);
-    let mut out = Request::builder()
-        .method(req.method().clone())
-        .uri(&uri)
-        .body(if upgrade {
-            http_body_util::Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed_unsync()
-        } else {
-            std::mem::replace(
-                req.body_mut(),
-                http_body_util::Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            )
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    copy_headers(req.headers(), out.headers_mut(), upgrade);
-    if let Ok(h) = http::HeaderValue::from_str(&format!("{host}:{port}")) {
-        out.headers_mut().insert(http::header::HOST, h);
-    }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut resp = send
-        .send_request(out)
+    let forwarded = proxy::forward(send, req, &uri, &proxy::authority(&host, port), !ws_log)
         .await
         .map_err(|e| ApiError::internal(format!("error trying to reach service: {e}")))?;
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(ApiError::internal(
-                "kubelet switched protocols without an upgrade request",
-            ));
-        };
-        let backend_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
-                tracing::debug!("kubelet proxy: an upgrade did not complete");
-                return;
-            };
-            let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-        });
-        let mut r = Response::builder().status(101);
-        for (k, v) in resp.headers() {
-            r = r.header(k, v);
-        }
-        return r
-            .body(
-                http_body_util::Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .map_err(|e| ApiError::internal(e.to_string()));
-    }
+    let (mut req, resp) = match forwarded {
+        Forwarded::Switched(r) => return Ok(r),
+        Forwarded::Answered(req, resp) => (*req, resp),
+    };
     let status = resp.status();
     if ws_log && status.is_success() {
         return Ok(websocket_log(&mut req, resp));
@@ -444,7 +370,7 @@ pub async fn serve(
             code => ApiError::new(code, "InternalError", text),
         });
     }
-    Ok(stream_response(resp))
+    Ok(proxy::stream_response(resp, ResponseHeaders::ContentOnly))
 }
 
 /// Answers a WebSocket log request with 101 and relays the kubelet's log body as messages:
@@ -487,58 +413,6 @@ fn websocket_log(
         let _ = websocket::write_close(&mut io).await;
     });
     websocket::switching_protocols::<Body>(&key, protocol.as_deref())
-}
-
-/// Headers that go to the kubelet: everything but credentials and hop-by-hop headers
-/// (kept for an upgrade, which needs Connection/Upgrade).
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
-    for (k, v) in from {
-        let n = k.as_str();
-        let hop = matches!(
-            n,
-            "connection"
-                | "upgrade"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-        );
-        if n == "authorization" || n == "host" || n.starts_with("impersonate-") || (hop && !upgrade)
-        {
-            continue;
-        }
-        to.append(k.clone(), v.clone());
-    }
-}
-
-/// The kubelet's answer streamed back as it arrives (followed logs never end on their own).
-fn stream_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
-    let (parts, mut body) = resp.into_parts();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                if tx.send(data).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    let s = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    let mut r = Response::new(StreamBody::new(s).boxed());
-    *r.status_mut() = parts.status;
-    for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
-        if let Some(v) = parts.headers.get(&k) {
-            r.headers_mut().insert(k, v.clone());
-        }
-    }
-    r
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ mod lifecycle;
 mod metrics;
 mod objects;
 mod openapi;
+mod pod_proxy;
+mod proxy;
 mod request;
 mod response;
 mod services;

@@ -377,7 +377,8 @@ fn resource_route(
         [r] => (*r, None, None),
         [r, n] => (*r, Some(n.to_string()), None),
         [r, n, s] => (*r, Some(n.to_string()), Some(*s)),
-        // `nodes/<name>/proxy/<path>`: the handler reads the path suffix from the URI.
+        // `{nodes,pods,services}/<name>/proxy/<path>`: the handler reads the path suffix from
+        // the URI.
         [r, n, "proxy", ..] => (*r, Some(n.to_string()), Some("proxy")),
         _ => return Err(ApiError::no_route()),
     };
@@ -395,6 +396,9 @@ fn resource_route(
         },
     };
     let verb = match (method.as_str(), name.is_some()) {
+        // A proxied OPTIONS has no verb of its own upstream (only `*` rules allow it); it
+        // reads, so it is authorized as get here.
+        ("OPTIONS", true) if subresource == Some(Subresource::Proxy) => Verb::Get,
         ("GET" | "HEAD", true) if query.watch => Verb::Watch,
         ("GET" | "HEAD", true) => Verb::Get,
         ("GET" | "HEAD", false) if query.watch => Verb::Watch,

@@ -48,6 +48,9 @@ pub async fn resource(
     if super::kubelet_proxy::handles(&rr) {
         return super::kubelet_proxy::serve(state, &rr, req, user).await;
     }
+    if super::pod_proxy::handles(&rr) {
+        return super::pod_proxy::serve(state, &rr, req).await;
+    }
     let manager = query
         .field_manager
         .clone()

@@ -1,0 +1,272 @@
+//! HTTP forwarding shared by the proxying subresources (`kubelet_proxy` for a node's
+//! kubelet, `pod_proxy` for pods and services): dialing the backend, passing the request on,
+//! relaying an upgraded connection, and streaming the answer back.
+//!
+//! Invariant: the caller's credentials never reach the backend, and upgrades are passed
+//! through untouched (both ends negotiate the subprotocol; we copy bytes after the 101).
+
+use super::response::Body;
+use super::RequestBody;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `host:port`, bracketing an IPv6 address.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// One HTTP/1.1 connection (with upgrades) to `host:port`, over TLS when `tls` is given.
+/// Errors read as Go's dialer does (`dial tcp ADDR: ...`), since clients show them.
+pub async fn dial(
+    host: &str,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<SendRequest<RequestBody>, String> {
+    let addr = authority(host, port);
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
+        .map_err(|e| format!("dial tcp {addr}: connect: {}", go_errno_text(&e)))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => handshake(tcp).await,
+        Some(cfg) => {
+            let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("address {host}: {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            handshake(tls).await
+        }
+    }
+}
+
+/// The lower-case errno text Go prints ("connection refused"), not Rust's "Connection
+/// refused (os error 111)".
+fn go_errno_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => text.to_owned(),
+    }
+}
+
+async fn handshake<IO>(io: IO) -> Result<SendRequest<RequestBody>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "proxied connection ended");
+        }
+    });
+    Ok(send)
+}
+
+fn empty_request_body() -> RequestBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// What the backend did with a forwarded request.
+pub enum Forwarded {
+    /// It switched protocols; the two connections are being relayed and this 101 goes to
+    /// the client.
+    Switched(Response<Body>),
+    /// It answered; the client's request comes back (a caller may still upgrade it itself).
+    Answered(Box<Request<RequestBody>>, Response<hyper::body::Incoming>),
+}
+
+/// Sends `req` to the backend as `uri` with `Host: authority`. With `pass_upgrade`, an
+/// upgrade request goes through as one; without, the backend sees a plain request.
+pub async fn forward(
+    mut send: SendRequest<RequestBody>,
+    mut req: Request<RequestBody>,
+    uri: &str,
+    authority: &str,
+    pass_upgrade: bool,
+) -> Result<Forwarded, String> {
+    let upgrade = pass_upgrade && req.headers().contains_key(http::header::UPGRADE);
+    let body = if upgrade {
+        empty_request_body()
+    } else {
+        std::mem::replace(req.body_mut(), empty_request_body())
+    };
+    let mut out = Request::builder()
+        .method(req.method().clone())
+        .uri(uri)
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    copy_headers(req.headers(), out.headers_mut(), upgrade);
+    if let Ok(h) = http::HeaderValue::from_str(authority) {
+        out.headers_mut().insert(http::header::HOST, h);
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut resp = send.send_request(out).await.map_err(|e| e.to_string())?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Forwarded::Answered(Box::new(req), resp));
+    }
+    let Some(client_upgrade) = client_upgrade else {
+        return Err("the backend switched protocols without an upgrade request".to_owned());
+    };
+    let backend_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
+            tracing::debug!("proxy: an upgrade did not complete");
+            return;
+        };
+        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    });
+    let mut r = Response::builder().status(101);
+    for (k, v) in resp.headers() {
+        r = r.header(k, v);
+    }
+    r.body(
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+    .map(Forwarded::Switched)
+    .map_err(|e| e.to_string())
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
+/// Headers that go to the backend: everything but credentials and hop-by-hop headers
+/// (kept for an upgrade, which needs Connection/Upgrade).
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
+    for (k, v) in from {
+        let n = k.as_str();
+        if n == "authorization"
+            || n == "host"
+            || n.starts_with("impersonate-")
+            || (is_hop_by_hop(n) && !upgrade)
+        {
+            continue;
+        }
+        to.append(k.clone(), v.clone());
+    }
+}
+
+/// Which of the backend's response headers reach the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ResponseHeaders {
+    /// Content-Type and Cache-Control (the kubelet's answers, as the API server's own).
+    ContentOnly,
+    /// Everything but hop-by-hop headers (a pod's or service's answer, as a reverse proxy).
+    AllButHopByHop,
+}
+
+/// The backend's answer streamed back as it arrives (followed logs never end on their own).
+pub fn stream_response(
+    resp: Response<hyper::body::Incoming>,
+    headers: ResponseHeaders,
+) -> Response<Body> {
+    let (parts, mut body) = resp.into_parts();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                if tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let s = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(StreamBody::new(s).boxed());
+    *r.status_mut() = parts.status;
+    match headers {
+        ResponseHeaders::ContentOnly => {
+            for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
+                if let Some(v) = parts.headers.get(&k) {
+                    r.headers_mut().insert(k, v.clone());
+                }
+            }
+        }
+        ResponseHeaders::AllButHopByHop => {
+            for (k, v) in &parts.headers {
+                // Content-Length goes too: hyper frames the streamed body itself.
+                if !is_hop_by_hop(k.as_str()) && k != http::header::CONTENT_LENGTH {
+                    r.headers_mut().append(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_errors_read_like_go() {
+        let e = std::io::Error::from_raw_os_error(111);
+        assert_eq!(go_errno_text(&e), "connection refused");
+        assert_eq!(authority("fd00::1", 80), "[fd00::1]:80");
+        assert_eq!(authority("10.0.0.1", 80), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_stay_behind() {
+        let mut from = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer x"),
+            ("impersonate-user", "u"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("x-custom", "1"),
+        ] {
+            from.insert(k, v.parse().unwrap());
+        }
+        let mut plain = HeaderMap::new();
+        copy_headers(&from, &mut plain, false);
+        assert_eq!(
+            plain.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-custom"]
+        );
+        let mut up = HeaderMap::new();
+        copy_headers(&from, &mut up, true);
+        assert!(up.contains_key("upgrade") && up.contains_key("connection"));
+        assert!(!up.contains_key("authorization"));
+    }
+}
