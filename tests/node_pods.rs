@@ -810,3 +810,187 @@ spec:
     server.kubectl_ok(&["delete", "service", "web", "nobody"]);
     delete_pods(&server, &["web"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    server.apply(
+        "target.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"target","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":1,
+                 "containers":[{{"name":"app","image":"{image}","command":["sh","-c","exec sleep 3600"]}}]}}}}"#
+        ),
+    );
+    server.wait_pod_phase("target", "Running", Duration::from_secs(60));
+    server.kubectl_ok(&[
+        "debug",
+        "target",
+        &format!("--image={image}"),
+        "--target=app",
+        "-c",
+        "dbg",
+        "--",
+        "sh",
+        "-c",
+        "echo polo; exec sleep 3600",
+    ]);
+    let pod = eventually(
+        Duration::from_secs(30),
+        "the ephemeral container runs",
+        || {
+            let pod = server.kubectl_json(&["get", "pod", "target", "-o", "json"]);
+            if pod["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object() {
+                Ok(pod)
+            } else {
+                Err(pod["status"].to_string())
+            }
+        },
+    );
+    let st = &pod["status"]["ephemeralContainerStatuses"][0];
+    assert_eq!(st["name"], "dbg");
+    assert_eq!(st["ready"], false, "{st}");
+    assert!(
+        st["containerID"].as_str().unwrap().starts_with("skiff://"),
+        "{st}"
+    );
+    assert_eq!(
+        pod["metadata"]["generation"], 2,
+        "adding it changes the spec"
+    );
+    // It sees the target's processes: the target's sleep is PID 1 of the shared namespace.
+    let ps = server.kubectl_ok(&["exec", "target", "-c", "dbg", "--", "sh", "-c", "ps -o pid,args"]);
+    assert!(
+        ps.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some("1") && f.collect::<Vec<_>>().join(" ") == "sleep 3600"
+        }),
+        "{ps}"
+    );
+    let logs = eventually(Duration::from_secs(10), "the debug container's log", || {
+        let out = server.kubectl_ok(&["logs", "target", "-c", "dbg"]);
+        if out.contains("polo") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    assert_eq!(logs.trim(), "polo");
+    let events = server.event_messages(
+        "default",
+        "involvedObject.fieldPath=spec.ephemeralContainers{dbg}",
+    );
+    assert!(
+        events.contains("Started container dbg") || events.contains("Container started"),
+        "{events}"
+    );
+
+    // The subresource reads the whole pod; a write may add, never remove or change.
+    let via_sub = server
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/pods/target/ephemeralcontainers",
+        )
+        .send();
+    assert_eq!(via_sub.status, 200, "{}", via_sub.text());
+    let mut whole = via_sub.json();
+    assert_eq!(whole["kind"], "Pod");
+    assert_eq!(
+        whole["spec"]["ephemeralContainers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    whole["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let removed = server
+        .request(
+            "PUT",
+            "/api/v1/namespaces/default/pods/target/ephemeralcontainers",
+        )
+        .content_type("application/json")
+        .body(whole.to_string())
+        .send();
+    let status = removed.expect_status(422, "Invalid");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("existing ephemeral containers \"dbg\" may not be removed"),
+        "{status}"
+    );
+    // A second one through PUT, with defaults left to the server; the first stays as it was.
+    let mut whole = server
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/pods/target/ephemeralcontainers",
+        )
+        .send()
+        .json();
+    whole["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "dbg2", "image": image, "command": ["sh", "-c", "exec sleep 3600"]}));
+    let added = server
+        .request(
+            "PUT",
+            "/api/v1/namespaces/default/pods/target/ephemeralcontainers",
+        )
+        .content_type("application/json")
+        .body(whole.to_string())
+        .send();
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert_eq!(
+        added.json()["spec"]["ephemeralContainers"][1]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+    // Not through the pod itself, and never on create.
+    let patched = server.kubectl(&[
+        "patch", "pod", "target", "--type=json",
+        "-p", r#"[{"op":"add","path":"/spec/ephemeralContainers/-","value":{"name":"x","image":"busybox"}}]"#,
+    ]);
+    assert!(
+        patched
+            .stderr
+            .contains("pod updates may not change fields other than"),
+        "{patched}"
+    );
+    let created = server.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(&format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"born-debugged"}},
+               "spec":{{"containers":[{{"name":"a","image":"{image}"}}],
+                 "ephemeralContainers":[{{"name":"d","image":"{image}"}}]}}}}"#
+        )),
+    );
+    assert!(
+        created
+            .stderr
+            .contains("spec.ephemeralContainers: Forbidden: cannot be set on create"),
+        "{created}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the second debug container runs",
+        || {
+            let pod = server.kubectl_json(&["get", "pod", "target", "-o", "json"]);
+            let names: Vec<_> = pod["status"]["ephemeralContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["state"]["running"].is_object())
+                .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            if names == ["dbg", "dbg2"] {
+                Ok(())
+            } else {
+                Err(pod["status"].to_string())
+            }
+        },
+    );
+    delete_pods(&server, &["target"]);
+}

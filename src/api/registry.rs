@@ -47,6 +47,12 @@ pub enum Subresource {
     Proxy,
     /// `pods/{name}/eviction`: a deletion that honours PodDisruptionBudgets (create only).
     Eviction,
+    /// `pods/{name}/ephemeralcontainers`: the whole Pod, of which a write may only add
+    /// ephemeral containers.
+    EphemeralContainers,
+    /// `pods/{name}/resize`: the whole Pod, of which a write may only change container
+    /// cpu and memory (in-place resize).
+    Resize,
 }
 
 impl Subresource {
@@ -64,6 +70,8 @@ impl Subresource {
             Subresource::PortForward => "portforward",
             Subresource::Proxy => "proxy",
             Subresource::Eviction => "eviction",
+            Subresource::EphemeralContainers => "ephemeralcontainers",
+            Subresource::Resize => "resize",
         }
     }
 
@@ -81,15 +89,19 @@ impl Subresource {
             "portforward" => Subresource::PortForward,
             "proxy" => Subresource::Proxy,
             "eviction" => Subresource::Eviction,
+            "ephemeralcontainers" => Subresource::EphemeralContainers,
+            "resize" => Subresource::Resize,
             _ => return None,
         })
     }
 
     fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale | Subresource::Approval => {
-                &["get", "patch", "update"]
-            }
+            Subresource::Status
+            | Subresource::Scale
+            | Subresource::Approval
+            | Subresource::EphemeralContainers
+            | Subresource::Resize => &["get", "patch", "update"],
             Subresource::Binding | Subresource::Token | Subresource::Eviction => &["create"],
             Subresource::Log => &["get"],
             Subresource::Finalize => &["update"],
@@ -119,7 +131,11 @@ impl Subresource {
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
             Subresource::Eviction => Some(("policy", "v1", "Eviction")),
-            Subresource::Status | Subresource::Finalize | Subresource::Approval => None,
+            Subresource::Status
+            | Subresource::Finalize
+            | Subresource::Approval
+            | Subresource::EphemeralContainers
+            | Subresource::Resize => None,
         }
     }
 }
@@ -546,8 +562,8 @@ use strategy::{
     metrics, namespace, networking, pod, rbac, resource, scheduling, service, storage,
 };
 use Subresource::{
-    Approval, Attach, Binding, Eviction, Exec, Finalize, Log, PortForward, Proxy, Scale, Status,
-    Token,
+    Approval, Attach, Binding, EphemeralContainers, Eviction, Exec, Finalize, Log, PortForward,
+    Proxy, Resize, Scale, Status, Token,
 };
 const GENERIC: &Strategy = &Strategy::GENERIC;
 const REVIEW: &Strategy = &Strategy::REVIEW;
@@ -572,7 +588,7 @@ static BUILTIN: &[Def] = &[
     Def { group: "", versions: &["v1"], plural: "nodes", kind: "Node", namespaced: CLUSTER, short: &["no"], categories: NONE, subresources: &[Proxy, Status], verbs: STANDARD_VERBS, strategy: &core::NODE },
     Def { group: "", versions: &["v1"], plural: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: NS, short: &["pvc"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME_CLAIM },
     Def { group: "", versions: &["v1"], plural: "persistentvolumes", kind: "PersistentVolume", namespaced: CLUSTER, short: &["pv"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::PERSISTENT_VOLUME },
-    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, Eviction, Exec, Log, PortForward, Proxy, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
+    Def { group: "", versions: &["v1"], plural: "pods", kind: "Pod", namespaced: NS, short: &["po"], categories: ALL, subresources: &[Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Resize, Status], verbs: STANDARD_VERBS, strategy: &pod::POD },
     Def { group: "", versions: &["v1"], plural: "podtemplates", kind: "PodTemplate", namespaced: NS, short: NONE, categories: NONE, subresources: &[], verbs: STANDARD_VERBS, strategy: &pod::POD_TEMPLATE },
     Def { group: "", versions: &["v1"], plural: "replicationcontrollers", kind: "ReplicationController", namespaced: NS, short: &["rc"], categories: ALL, subresources: &[Scale, Status], verbs: STANDARD_VERBS, strategy: &apps::REPLICATION_CONTROLLER },
     Def { group: "", versions: &["v1"], plural: "resourcequotas", kind: "ResourceQuota", namespaced: NS, short: &["quota"], categories: NONE, subresources: &[Status], verbs: STANDARD_VERBS, strategy: &core::RESOURCE_QUOTA },

@@ -206,6 +206,9 @@ pub fn finish_create(
     obj: &mut Value,
     opts: &WriteOptions,
 ) -> Result<(), ApiError> {
+    let mut create_only = Vec::new();
+    (rt.strategy.validate_create_only)(obj, &mut create_only);
+    invalid_if_any(rt, obj, create_only)?;
     validate(rt, obj)?;
     if opts.server_side_apply {
         return Ok(());
@@ -312,6 +315,10 @@ pub fn prepare_update_unvalidated(
         }
         Some(Subresource::Approval) => {
             (strategy.prepare_for_approval_update)(old, &mut new);
+            new
+        }
+        Some(sub @ (Subresource::EphemeralContainers | Subresource::Resize)) => {
+            (strategy.prepare_for_spec_subresource_update)(sub, old, &mut new);
             new
         }
         Some(Subresource::Finalize) => {

@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub pod_log_dir: &'a Path,
     /// Host file bind-mounted at the container's terminationMessagePath.
     pub termination_log: Option<&'a Path>,
+    /// The PID namespace to join (an ephemeral container's target), else a new one.
+    pub pid_namespace: Option<std::path::PathBuf>,
 }
 
 /// `name_namespace(uid)`, upstream's `format.Pod`.
@@ -143,8 +145,22 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
         security,
         cgroup_parent: super::resources::pod_cgroup(pod).map(|c| c.path),
         sysctls: super::sysctls::of_pod(pod),
+        pid_namespace: i.pid_namespace,
         ..Default::default()
     })
+}
+
+/// An ephemeral container as the container it runs as (the same fields, without its
+/// target, which the caller resolves to a PID namespace).
+pub fn from_ephemeral(ec: &k8s_openapi::api::core::v1::EphemeralContainer) -> Container {
+    serde_json::to_value(ec)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| Container {
+            name: ec.name.clone(),
+            image: ec.image.clone(),
+            ..Default::default()
+        })
 }
 
 /// The pod's hostname (`spec.hostname` or its name, at most 63 characters).
@@ -254,6 +270,7 @@ mod tests {
             image: img,
             pod_log_dir: Path::new("/var/log/pods"),
             termination_log: Some(Path::new("/pods/u1/containers/app/term")),
+            pid_namespace: None,
         }
     }
 

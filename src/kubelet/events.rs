@@ -7,17 +7,20 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 pub use crate::events::{Recorded, Recorder, NORMAL, WARNING};
 
 pub fn container_ref(pod: &Pod, container: &str) -> ObjectReference {
-    let init = pod
-        .spec
-        .as_ref()
+    let spec = pod.spec.as_ref();
+    let init = spec
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.name == container));
+    let ephemeral = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == container));
+    let list = match (init, ephemeral) {
+        (true, _) => "initContainers",
+        (_, true) => "ephemeralContainers",
+        _ => "containers",
+    };
     ObjectReference {
-        field_path: Some(if init {
-            format!("spec.initContainers{{{container}}}")
-        } else {
-            format!("spec.containers{{{container}}}")
-        }),
+        field_path: Some(format!("spec.{list}{{{container}}}")),
         ..pod_ref(pod)
     }
 }

@@ -387,6 +387,22 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
         .iter()
         .map(|c| container_status(o, c, false, has_init))
         .collect();
+    // Ephemeral containers: reported like the others but never ready, never "started",
+    // sorted by name (upstream's status manager), and without a say in phase or readiness.
+    let mut ephemeral: Vec<ContainerStatus> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|ec| {
+            let c = super::container::from_ephemeral(ec);
+            ContainerStatus {
+                ready: false,
+                started: None,
+                ..container_status(o, &c, false, has_init)
+            }
+        })
+        .collect();
+    ephemeral.sort_by(|a, b| a.name.cmp(&b.name));
     let initialized = initialized_now || any_regular_created;
     let mut phase = phase(o, &init, &regular, initialized).to_string();
     let (mut reason, mut message) = (None, None);
@@ -547,6 +563,7 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
         qos_class: Some(super::resources::qos_class(o.pod).into()),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(regular),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         observed_generation: o.pod.metadata.generation,
         ..Default::default()
     }

@@ -171,6 +171,12 @@ pub struct Strategy {
     pub prepare_for_status_update: fn(&Value, &mut Value),
     /// What an `approval` subresource write may change (CSRs): `(old, new)` as sent.
     pub prepare_for_approval_update: fn(&Value, &mut Value),
+    /// What a write of a subresource that changes part of the spec (pods'
+    /// `ephemeralcontainers` and `resize`) may change: takes `new` as sent and resets from
+    /// `old` all the rest. `(subresource, old, new)`.
+    pub prepare_for_spec_subresource_update: fn(Subresource, &Value, &mut Value),
+    /// Checks only a create runs (fields a new object may not set), before `validate`.
+    pub validate_create_only: fn(&Value, &mut Vec<FieldError>),
     /// Extra checks of a subresource write (`None` is the main resource): `(subresource,
     /// old, new)`; runs after `validate_update`.
     pub validate_subresource_update: fn(Option<Subresource>, &Value, &Value, &mut Vec<FieldError>),
@@ -202,6 +208,8 @@ impl Strategy {
         prepare_for_update: no_update_change,
         prepare_for_status_update: status_only,
         prepare_for_approval_update: status_only,
+        prepare_for_spec_subresource_update: keep_old,
+        validate_create_only: no_validation,
         validate_subresource_update: no_subresource_validation,
         generation_always: false,
         printer: Printing::Default,
@@ -316,6 +324,11 @@ pub fn status_only(old: &Value, new: &mut Value) {
     if new.get("status").is_some_and(Value::is_null) {
         new.remove("status");
     }
+}
+
+/// A write that may change nothing: `new` becomes `old`.
+fn keep_old(_: Subresource, old: &Value, new: &mut Value) {
+    *new = old.clone();
 }
 
 /// Copies `fields` of `metadata` from `old` into `new` (or removes them when `old` has none).

@@ -13,6 +13,8 @@ pub static POD: Strategy = Strategy {
     validate: validate_pod,
     initial_status: pod_initial_status,
     prepare_for_status_update: pod_status_update,
+    prepare_for_spec_subresource_update: pod_spec_subresource_update,
+    validate_create_only: crate::api::validation::pod::validate_pod_create,
     validate_subresource_update: pod_spec_update,
     printer: Printing::Builtin(&printers::POD),
     delete: Delete {
@@ -41,9 +43,76 @@ fn pod_spec_update(
     new: &Value,
     errs: &mut Vec<crate::api::validation::FieldError>,
 ) {
-    if sub.is_none() {
-        crate::api::validation::pod_update::validate_pod_spec_update(old, new, errs);
+    use crate::api::registry::Subresource;
+    use crate::api::validation::pod_update;
+    match sub {
+        None => pod_update::validate_pod_spec_update(old, new, errs),
+        Some(Subresource::EphemeralContainers) => {
+            pod_update::validate_ephemeral_containers_update(old, new, errs)
+        }
+        Some(Subresource::Resize) => pod_update::validate_resize(old, new, errs),
+        _ => {}
     }
+}
+
+/// Upstream's ephemeral-containers and resize strategies: the stored pod with, from the
+/// request, only `spec.ephemeralContainers` (ephemeralcontainers) or each container's
+/// `resources` and `resizePolicy` (resize); labels, annotations, finalizers and owners stay.
+/// A resize that adds, removes, renames or reorders containers keeps the request's lists,
+/// so validation refuses it.
+fn pod_spec_subresource_update(
+    sub: crate::api::registry::Subresource,
+    old: &Value,
+    new: &mut Value,
+) {
+    use crate::api::registry::Subresource;
+    let mut merged = old.clone();
+    merged["metadata"] = new["metadata"].clone();
+    keep_metadata(
+        old,
+        &mut merged,
+        &["labels", "annotations", "finalizers", "ownerReferences"],
+    );
+    let spec = &mut merged["spec"];
+    match sub {
+        Subresource::EphemeralContainers => match new["spec"].get("ephemeralContainers") {
+            Some(list) => spec["ephemeralContainers"] = list.clone(),
+            None => {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("ephemeralContainers");
+                }
+            }
+        },
+        Subresource::Resize => {
+            for key in ["containers", "initContainers"] {
+                let olds = old["spec"][key].as_array().cloned().unwrap_or_default();
+                let news = new["spec"][key].as_array().cloned().unwrap_or_default();
+                let same_shape = olds.len() == news.len()
+                    && olds.iter().zip(&news).all(|(o, n)| o["name"] == n["name"]);
+                if !same_shape {
+                    spec[key] = new["spec"][key].clone();
+                    continue;
+                }
+                for (i, n) in news.iter().enumerate() {
+                    for f in ["resources", "resizePolicy"] {
+                        let Some(c) = spec[key][i].as_object_mut() else {
+                            continue;
+                        };
+                        match n.get(f) {
+                            Some(v) => {
+                                c.insert(f.to_owned(), v.clone());
+                            }
+                            None => {
+                                c.remove(f);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    *new = merged;
 }
 
 fn pod_template_defaults(o: &mut Map<String, Value>) {

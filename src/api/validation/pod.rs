@@ -180,6 +180,120 @@ fn validate_containers<'a>(
     }
 }
 
+/// Fields an ephemeral container may not set (upstream's allow-list, inverted), with the
+/// names its errors use.
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "restartPolicyRules",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+
+/// A value Go would see as its zero value (absent, null, false, "", 0, {} or []).
+fn is_zero(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+    }
+}
+
+/// Upstream's `validateEphemeralContainers`: the common container checks, names unique
+/// among all containers, a target that is a regular or init container, and none of the
+/// fields that make no sense for a debugging container.
+fn validate_ephemeral_containers<'a>(
+    containers: &'a [Value],
+    targets: &BTreeSet<&str>,
+    all_names: &mut BTreeSet<&'a str>,
+    volumes: &BTreeSet<&str>,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    validate_containers(containers, all_names, volumes, path, errs);
+    for (i, c) in containers.iter().enumerate() {
+        let idx = path.index(i);
+        let target = str_of(Some(c), "targetContainerName");
+        if !target.is_empty() && !targets.contains(target) {
+            errs.push(FieldError::not_found(
+                idx.child("targetContainerName").as_str(),
+                target,
+            ));
+        }
+        for f in EPHEMERAL_FORBIDDEN {
+            if !is_zero(c.get(*f)) {
+                errs.push(FieldError::forbidden(
+                    idx.child(f).as_str(),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        for (j, m) in arr_of(Some(c), "volumeMounts").iter().enumerate() {
+            for f in ["subPath", "subPathExpr"] {
+                if !str_of(Some(m), f).is_empty() {
+                    errs.push(FieldError::forbidden(
+                        idx.child("volumeMounts").index(j).child(f).as_str(),
+                        "cannot be set for an Ephemeral Container",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's `validateResizePolicy`: cpu or memory, each once, NotRequired or
+/// RestartContainer, and only NotRequired for a pod that is never restarted.
+fn validate_resize_policy(
+    policies: &[Value],
+    restart_policy: &str,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    let mut seen = BTreeSet::new();
+    for (i, p) in policies.iter().enumerate() {
+        let idx = path.index(i);
+        let name = str_of(Some(p), "resourceName");
+        match name {
+            "cpu" | "memory" => {
+                if !seen.insert(name) {
+                    errs.push(FieldError::duplicate(idx.as_str(), name));
+                }
+            }
+            "" => errs.push(FieldError::required(idx.as_str(), "")),
+            _ => errs.push(FieldError::not_supported(
+                idx.as_str(),
+                name,
+                &["cpu", "memory"],
+            )),
+        }
+        let policy = str_of(Some(p), "restartPolicy");
+        match policy {
+            "NotRequired" => {}
+            "RestartContainer" if restart_policy == "Never" => {
+                errs.push(FieldError::invalid(
+                    idx.as_str(),
+                    policy,
+                    "must be 'NotRequired' when pod `restartPolicy` is 'Never'",
+                ));
+            }
+            "RestartContainer" => {}
+            "" => errs.push(FieldError::required(idx.as_str(), "")),
+            _ => errs.push(FieldError::not_supported(
+                idx.as_str(),
+                policy,
+                &["NotRequired", "RestartContainer"],
+            )),
+        }
+    }
+}
+
 /// Upstream's `ValidatePodSpec` (the commonly hit parts). `spec` is at `path`.
 pub(super) fn validate_pod_spec(
     spec: Option<&Value>,
@@ -219,6 +333,24 @@ pub(super) fn validate_pod_spec(
         &path.child("initContainers"),
         errs,
     );
+    let targets: BTreeSet<&str> = names.clone();
+    validate_ephemeral_containers(
+        arr_of(spec, "ephemeralContainers"),
+        &targets,
+        &mut names,
+        &volumes,
+        &path.child("ephemeralContainers"),
+        errs,
+    );
+    let restart_policy = str_of(spec, "restartPolicy");
+    for (i, c) in arr_of(spec, "containers").iter().enumerate() {
+        validate_resize_policy(
+            arr_of(Some(c), "resizePolicy"),
+            restart_policy,
+            &path.child("containers").index(i).child("resizePolicy"),
+            errs,
+        );
+    }
     const RESTART: &[&str] = &["Always", "OnFailure", "Never"];
     let restart = str_of(spec, "restartPolicy");
     if restart.is_empty() {
@@ -325,4 +457,21 @@ pub(super) fn validate_pod_template(
         errs,
     );
     validate_pod_spec(field(template, "spec"), &path.child("spec"), errs);
+    if !arr_of(field(template, "spec"), "ephemeralContainers").is_empty() {
+        errs.push(FieldError::forbidden(
+            path.child("spec").child("ephemeralContainers").as_str(),
+            "ephemeral containers not allowed in pod template",
+        ));
+    }
+}
+
+/// Upstream's `ValidatePodCreate`: ephemeral containers are added only through the
+/// `ephemeralcontainers` subresource.
+pub(crate) fn validate_pod_create(obj: &Value, errs: &mut Vec<FieldError>) {
+    if !arr_of(field(Some(obj), "spec"), "ephemeralContainers").is_empty() {
+        errs.push(FieldError::forbidden(
+            "spec.ephemeralContainers",
+            "cannot be set on create",
+        ));
+    }
 }

@@ -99,6 +99,168 @@ pub fn validate_pod_spec_update(old: &Value, new: &Value, errs: &mut Vec<FieldEr
     }
 }
 
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+fn is_mirror(pod: &Value) -> bool {
+    pod["metadata"]["annotations"]
+        .get(MIRROR_ANNOTATION)
+        .is_some()
+}
+
+fn list<'a>(pod: &'a Value, key: &str) -> &'a [Value] {
+    pod["spec"][key]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// Upstream's `ValidatePodEphemeralContainersUpdate` (after the strategy kept only
+/// `spec.ephemeralContainers` of the request): ephemeral containers are only added, never
+/// removed or changed, and never to a static pod.
+pub fn validate_ephemeral_containers_update(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    if is_mirror(old) {
+        errs.push(FieldError::forbidden(
+            "",
+            "static pods do not support ephemeral containers",
+        ));
+        return;
+    }
+    let news = list(new, "ephemeralContainers");
+    for o in list(old, "ephemeralContainers") {
+        let name = o["name"].as_str().unwrap_or_default();
+        match news.iter().find(|n| n["name"] == o["name"]) {
+            None => errs.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be removed\n"),
+            )),
+            Some(n) => {
+                let (mut a, mut b) = (o.clone(), n.clone());
+                drop_empty_lists(&mut a);
+                drop_empty_lists(&mut b);
+                if a != b {
+                    let changed = first_difference(&a, &b, "");
+                    errs.push(FieldError::forbidden(
+                        "spec.ephemeralContainers",
+                        &format!(
+                            "existing ephemeral containers \"{name}\" may not be changed\n  changed: {}",
+                            changed.trim_start_matches('.')
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A container's resources without cpu and memory (what a resize may not change).
+fn without_cpu_and_memory(c: &Value) -> Value {
+    let mut c = c.clone();
+    for part in ["requests", "limits"] {
+        if let Some(m) = c["resources"][part].as_object_mut() {
+            m.remove("cpu");
+            m.remove("memory");
+        }
+    }
+    if let Some(r) = c["resources"].as_object_mut() {
+        r.retain(|_, v| !v.as_object().is_some_and(|m| m.is_empty()));
+    }
+    drop_empty_lists(&mut c);
+    c
+}
+
+/// Upstream's `ValidatePodResize` (after the strategy kept only container resources and
+/// resize policies of the request): same containers in the same order, requests and limits
+/// never removed, only cpu and memory changed, of regular and sidecar containers, and the
+/// QoS class unchanged. A running pod whose kubelet reports no container resources cannot
+/// be resized.
+pub fn validate_resize(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    if is_mirror(old) {
+        errs.push(FieldError::forbidden("", "static pods cannot be resized"));
+        return;
+    }
+    let old_qos = old["status"]["qosClass"].as_str().unwrap_or_default();
+    let new_qos = crate::api::strategy::pod::qos_class(new);
+    if !old_qos.is_empty() && old_qos != new_qos {
+        errs.push(FieldError::invalid(
+            "spec",
+            old_qos,
+            "Pod QOS Class may not change as a result of resizing",
+        ));
+    }
+    let running = old["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["state"]["running"].is_object());
+    if running.is_some_and(|s| s.get("resources").is_none_or(Value::is_null)) {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "Pod running on node without support for resize",
+        ));
+    }
+    for key in ["containers", "initContainers"] {
+        let (olds, news) = (list(old, key), list(new, key));
+        if olds.len() != news.len() {
+            errs.push(FieldError::forbidden(
+                &format!("spec.{key}"),
+                "containers may not be added or removed on resize",
+            ));
+            continue;
+        }
+        for (i, (o, n)) in olds.iter().zip(news).enumerate() {
+            let at = format!("spec.{key}[{i}]");
+            if o["name"] != n["name"] {
+                errs.push(FieldError::forbidden(
+                    &format!("{at}.name"),
+                    "containers may not be renamed or reordered on resize",
+                ));
+                continue;
+            }
+            let sidecar = key == "initContainers" && o["restartPolicy"] == "Always";
+            if key == "initContainers" && !sidecar {
+                if o["resources"] != n["resources"] {
+                    errs.push(FieldError::forbidden(
+                        "spec",
+                        "resources for non-sidecar init containers are immutable",
+                    ));
+                }
+                continue;
+            }
+            for part in ["requests", "limits"] {
+                let removed = o["resources"][part]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .any(|(k, _)| n["resources"][part].get(k).is_none());
+                if removed {
+                    let what = if part == "requests" {
+                        "requests"
+                    } else {
+                        "limits"
+                    };
+                    errs.push(FieldError::forbidden(
+                        &format!("{at}.resources.{part}"),
+                        &format!("resource {what} cannot be removed"),
+                    ));
+                }
+            }
+            if without_cpu_and_memory(o) != without_cpu_and_memory(n) {
+                if sidecar {
+                    errs.push(FieldError::forbidden(
+                        &at,
+                        "only cpu and memory resources for init or sidecar containers are mutable",
+                    ));
+                } else {
+                    errs.push(FieldError::forbidden(
+                        "spec",
+                        "only cpu and memory resources are mutable",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Removes nulls and empty lists, recursively: upstream compares Go structs, where an absent
 /// list and an empty one are equal, and a client sending protobuf (client-go) writes back
 /// `initContainers: []` for a pod stored without the field.
@@ -221,6 +383,97 @@ mod tests {
         assert_eq!(
             errors(&old, &new),
             ["spec.activeDeadlineSeconds: Invalid value: 60: must be less than or equal to previous value"]
+        );
+    }
+
+    fn check(f: fn(&Value, &Value, &mut Vec<FieldError>), old: &Value, new: &Value) -> Vec<String> {
+        let mut errs = Vec::new();
+        f(old, new, &mut errs);
+        errs.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let dbg = json!({"name": "dbg", "image": "busybox", "terminationMessagePolicy": "File"});
+        let old = json!({"spec": {"containers": [{"name": "c"}], "ephemeralContainers": [dbg]}});
+        let mut added = old.clone();
+        added["spec"]["ephemeralContainers"] = json!([dbg, {"name": "dbg2", "image": "busybox"}]);
+        assert!(check(validate_ephemeral_containers_update, &old, &added).is_empty());
+        let removed = json!({"spec": {"containers": [{"name": "c"}]}});
+        assert_eq!(
+            check(validate_ephemeral_containers_update, &old, &removed),
+            ["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed\n"]
+        );
+        let mut changed = old.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = json!("alpine");
+        let e = check(validate_ephemeral_containers_update, &old, &changed);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed"),
+            "{e:?}"
+        );
+        let mut mirror = old.clone();
+        mirror["metadata"] = json!({"annotations": {"kubernetes.io/config.mirror": "x"}});
+        assert_eq!(
+            check(validate_ephemeral_containers_update, &mirror, &added),
+            [": Forbidden: static pods do not support ephemeral containers"]
+        );
+    }
+
+    fn resizable(cpu: &str, qos: &str) -> Value {
+        json!({"spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": cpu, "memory": "10Mi"},
+                              "limits": {"cpu": cpu, "memory": "10Mi"}}}]},
+               "status": {"qosClass": qos, "containerStatuses": [{"name": "c",
+                 "state": {"running": {}}, "resources": {}}]}})
+    }
+
+    #[test]
+    fn a_resize_changes_only_cpu_and_memory_and_keeps_the_qos_class() {
+        let old = resizable("100m", "Guaranteed");
+        assert!(check(validate_resize, &old, &resizable("200m", "Guaranteed")).is_empty());
+        // Requests below limits would make it Burstable.
+        let mut burst = resizable("200m", "Guaranteed");
+        burst["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("100m");
+        assert_eq!(
+            check(validate_resize, &old, &burst),
+            ["spec: Invalid value: \"Guaranteed\": Pod QOS Class may not change as a result of resizing"]
+        );
+        let mut removed = resizable("100m", "Guaranteed");
+        removed["spec"]["containers"][0]["resources"]["limits"]
+            .as_object_mut()
+            .unwrap()
+            .remove("memory");
+        let e = check(validate_resize, &old, &removed);
+        assert!(
+            e.contains(&"spec.containers[0].resources.limits: Forbidden: resource limits cannot be removed".to_owned()),
+            "{e:?}"
+        );
+        let mut storage = resizable("100m", "Guaranteed");
+        storage["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] = json!("1Gi");
+        assert_eq!(
+            check(validate_resize, &old, &storage),
+            ["spec: Forbidden: only cpu and memory resources are mutable"]
+        );
+        let mut renamed = resizable("100m", "Guaranteed");
+        renamed["spec"]["containers"][0]["name"] = json!("d");
+        assert_eq!(
+            check(validate_resize, &old, &renamed),
+            ["spec.containers[0].name: Forbidden: containers may not be renamed or reordered on resize"]
+        );
+        // A kubelet that does not report container resources cannot resize.
+        let mut unsupported = old.clone();
+        unsupported["status"]["containerStatuses"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("resources");
+        assert_eq!(
+            check(
+                validate_resize,
+                &unsupported,
+                &resizable("200m", "Guaranteed")
+            ),
+            ["spec: Forbidden: Pod running on node without support for resize"]
         );
     }
 }

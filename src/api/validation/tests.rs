@@ -551,3 +551,42 @@ fn crd_selectable_fields_must_name_scalar_schema_fields_outside_metadata() {
         ]
     );
 }
+
+#[test]
+fn ephemeral_containers_follow_upstreams_rules() {
+    use super::pod::{validate_pod, validate_pod_create};
+    let pod = |ephemeral: Value| {
+        serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {
+            "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+            "containers": [{"name": "app", "image": "busybox", "imagePullPolicy": "Always"}],
+            "ephemeralContainers": ephemeral}})
+    };
+    let errors = |p: &Value| {
+        let mut errs = Vec::new();
+        validate_pod(p, &mut errs);
+        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    };
+    let ok = pod(serde_json::json!([{"name": "dbg", "image": "busybox",
+        "imagePullPolicy": "Always", "targetContainerName": "app", "resources": {}, "stdin": true, "tty": true}]));
+    assert_eq!(errors(&ok), Vec::<String>::new());
+    let mut create = Vec::new();
+    validate_pod_create(&ok, &mut create);
+    assert_eq!(
+        create.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        ["spec.ephemeralContainers: Forbidden: cannot be set on create"]
+    );
+    let bad = pod(serde_json::json!([{"name": "app", "image": "busybox",
+        "targetContainerName": "nope", "ports": [{"containerPort": 80}],
+        "readinessProbe": {"exec": {"command": ["true"]}},
+        "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}]));
+    let e = errors(&bad);
+    for want in [
+        "spec.ephemeralContainers[0].name: Duplicate value: \"app\"",
+        "spec.ephemeralContainers[0].targetContainerName: Not found: \"nope\"",
+        "spec.ephemeralContainers[0].ports: Forbidden: cannot be set for an Ephemeral Container",
+        "spec.ephemeralContainers[0].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+        "spec.ephemeralContainers[0].volumeMounts[0].subPath: Forbidden: cannot be set for an Ephemeral Container",
+    ] {
+        assert!(e.iter().any(|x| x == want), "missing {want:?} in {e:?}");
+    }
+}

@@ -62,9 +62,16 @@ pub async fn resource(
             return super::watch::watch(state, &rr, &query, output, client).await
         }
         (Verb::List, None) => return read::list(state, &rr, &query, output).await,
-        (Verb::Get, None | Some(Subresource::Status | Subresource::Approval)) => {
-            return read::get(state, &rr, output).await
-        }
+        (
+            Verb::Get,
+            None
+            | Some(
+                Subresource::Status
+                | Subresource::Approval
+                | Subresource::EphemeralContainers
+                | Subresource::Resize,
+            ),
+        ) => return read::get(state, &rr, output).await,
         _ => {}
     }
     let resp = match (rr.verb, rr.subresource) {
@@ -82,11 +89,25 @@ pub async fn resource(
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (
             Verb::Update,
-            None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval),
+            None
+            | Some(
+                Subresource::Status
+                | Subresource::Finalize
+                | Subresource::Approval
+                | Subresource::EphemeralContainers
+                | Subresource::Resize,
+            ),
         ) => write::update(state, &rr, &query, req, manager, user).await,
-        (Verb::Patch, None | Some(Subresource::Status | Subresource::Approval)) => {
-            write::patch(state, &rr, &query, req, manager, user).await
-        }
+        (
+            Verb::Patch,
+            None
+            | Some(
+                Subresource::Status
+                | Subresource::Approval
+                | Subresource::EphemeralContainers
+                | Subresource::Resize,
+            ),
+        ) => write::patch(state, &rr, &query, req, manager, user).await,
         (Verb::Delete, None) => delete::delete(state, &rr, &query, req, user).await,
         (Verb::DeleteCollection, None) => {
             delete::delete_collection(state, &rr, &query, req, user).await

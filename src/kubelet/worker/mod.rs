@@ -488,6 +488,19 @@ impl Worker {
         let mut wake: Option<Duration> = None;
         let mut min = |d: Duration| wake = Some(wake.map_or(d, |w: Duration| w.min(d)));
         let regular_started = spec.containers.iter().any(|c| view.contains_key(&c.name));
+        // Ephemeral containers start once, whatever the init containers do, and are never
+        // restarted: any instance (running or exited) means done.
+        for ec in spec.ephemeral_containers.iter().flatten() {
+            if !view.contains_key(&ec.name) {
+                let c = container::from_ephemeral(ec);
+                if let Some(d) = self
+                    .start(&c, ec.target_container_name.as_deref(), None)
+                    .await
+                {
+                    min(d);
+                }
+            }
+        }
         let mut initialized = true;
         for c in spec.init_containers.iter().flatten() {
             let latest = view.get(&c.name).and_then(|v| v.first());
@@ -510,7 +523,7 @@ impl Worker {
                         break;
                     }
                     _ => {
-                        let waiting = self.start(c, true, latest).await;
+                        let waiting = self.start(c, None, latest).await;
                         if let Some(d) = waiting {
                             min(d);
                         }
@@ -536,14 +549,14 @@ impl Worker {
                 }
                 Some(s) if matches!(s.status, Status::Stopped | Status::Unknown) => {
                     if status::should_restart(&pod, c, true, s.exit_code.unwrap_or(255)) {
-                        if let Some(d) = self.start(c, true, latest).await {
+                        if let Some(d) = self.start(c, None, latest).await {
                             min(d);
                         }
                     }
                 }
                 Some(_) => {}
                 None => {
-                    if let Some(d) = self.start(c, true, None).await {
+                    if let Some(d) = self.start(c, None, None).await {
                         min(d);
                     }
                 }
@@ -564,7 +577,7 @@ impl Worker {
                 Some(_) => false,
             };
             if go {
-                if let Some(d) = self.start(c, false, latest).await {
+                if let Some(d) = self.start(c, None, latest).await {
                     min(d);
                 }
             }

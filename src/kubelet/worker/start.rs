@@ -6,10 +6,11 @@ use super::*;
 
 impl Worker {
     /// Pulls, creates and starts the next instance of `c`. Returns a back-off to wait.
+    /// `target`: an ephemeral container's target, whose PID namespace it joins.
     pub(super) async fn start(
         &mut self,
         c: &Container,
-        init: bool,
+        target: Option<&str>,
         prev: Option<&crate::runtime::containers::ContainerState>,
     ) -> Option<Duration> {
         let pod = self.pod.clone();
@@ -45,6 +46,18 @@ impl Worker {
             }
             self.backoff.next(&c.name, event, now);
         }
+        let pid_namespace = match target.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let running = self.view().await.get(t).and_then(|v| v.first()).cloned();
+                match running.filter(|s| s.status == Status::Running && s.pid > 0) {
+                    Some(s) => Some(std::path::PathBuf::from(format!("/proc/{}/ns/pid", s.pid))),
+                    None => {
+                        return self.config_error(c, format!("unable to find target container {t}"))
+                    }
+                }
+            }
+        };
         let image = match self.ensure_image(c).await {
             Ok(i) => i,
             Err(wait) => return wait,
@@ -94,6 +107,7 @@ impl Worker {
             image: &image,
             pod_log_dir: &self.ctx.pod_log_dir,
             termination_log: Some(&term),
+            pid_namespace,
         }) {
             Ok(cfg) => cfg,
             Err(e) => return self.config_error(c, e),
@@ -166,7 +180,6 @@ impl Worker {
                 let _ = self.ctx.cri.stop_container(&id, self.grace()).await;
             }
         }
-        let _ = init;
         None
     }
 

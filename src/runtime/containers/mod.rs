@@ -66,6 +66,10 @@ pub struct ContainerConfig {
     /// before it starts (the pod's `securityContext.sysctls`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// Join this PID namespace (`/proc/<pid>/ns/pid` of another container's process: an
+    /// ephemeral container that targets it) instead of getting a new one.
+    #[serde(default)]
+    pub pid_namespace: Option<PathBuf>,
 }
 
 /// Privileges of the container process (Kubernetes' securityContext, in runtime terms).

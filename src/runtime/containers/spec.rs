@@ -499,8 +499,12 @@ pub fn generate(
     }
 
     let mut namespaces = Vec::new();
+    let mut pid = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+    if let Some(p) = &cfg.pid_namespace {
+        pid = pid.path(p.clone());
+    }
+    namespaces.push(pid.build()?);
     for t in [
-        LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,

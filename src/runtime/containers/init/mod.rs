@@ -68,6 +68,14 @@ pub fn clone_flags(spec: &Spec) -> libc::c_int {
     flags
 }
 
+/// The PID namespace the spec joins by path, if any: the shim enters it before cloning
+/// the init child, which is then born inside it.
+pub fn pid_namespace_to_join(spec: &Spec) -> Option<&Path> {
+    namespaces(spec)
+        .find(|ns| ns.typ() == LinuxNamespaceType::Pid)
+        .and_then(|ns| ns.path().as_deref())
+}
+
 /// Entry of the cloned child. Never returns.
 pub fn run(spec: &Spec, bundle: &Path, stdio: InitStdio, sync: Sync) -> ! {
     let mut to_parent = unsafe_file(sync.to_parent);
@@ -154,6 +162,11 @@ pub(crate) fn setup_stdio(stdio: InitStdio) -> Result<(), InitError> {
 
 fn join_namespaces(spec: &Spec) -> Result<(), InitError> {
     for ns in namespaces(spec) {
+        // A PID namespace to join was joined by the shim before the clone (setns on a PID
+        // namespace moves only the caller's future children).
+        if ns.typ() == LinuxNamespaceType::Pid {
+            continue;
+        }
         if let Some(p) = ns.path() {
             let f = std::fs::File::open(p).on(Step::OpenNamespace, p)?;
             let flag = match ns.typ() {

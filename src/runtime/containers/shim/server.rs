@@ -724,6 +724,14 @@ fn spawn_embedded(
 ) -> Result<(File, File, i32), ShimError> {
     let (ready_r, ready_w) = pipe()?;
     let (gate_r, gate_w) = pipe()?;
+    if let Some(p) = init::pid_namespace_to_join(spec) {
+        // The shim serves only this container, so its own later children (exec relays)
+        // being born in that namespace too is what they want anyway.
+        let f =
+            File::open(p).map_err(|e| ShimError::Setup(format!("opening {}: {e}", p.display())))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| ShimError::Setup(format!("joining {}: {e}", p.display())))?;
+    }
     let flags = init::clone_flags(spec) | libc::SIGCHLD;
     // SAFETY: raw clone without a new stack behaves like fork; the shim is single-threaded.
     let pid = unsafe {
