@@ -863,7 +863,16 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes()
         "adding it changes the spec"
     );
     // It sees the target's processes: the target's sleep is PID 1 of the shared namespace.
-    let ps = server.kubectl_ok(&["exec", "target", "-c", "dbg", "--", "sh", "-c", "ps -o pid,args"]);
+    let ps = server.kubectl_ok(&[
+        "exec",
+        "target",
+        "-c",
+        "dbg",
+        "--",
+        "sh",
+        "-c",
+        "ps -o pid,args",
+    ]);
     assert!(
         ps.lines().any(|l| {
             let mut f = l.split_whitespace();
@@ -993,4 +1002,205 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes()
         },
     );
     delete_pods(&server, &["target"]);
+}
+
+/// (restartCount, containerID without `skiff://`) of container `name` in `pod`.
+fn container_instance(pod: &serde_json::Value, name: &str) -> (i64, String) {
+    let st = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no status for {name}: {pod}"));
+    (
+        st["restartCount"].as_i64().unwrap_or(-1),
+        st["containerID"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("skiff://")
+            .to_owned(),
+    )
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    let res = |cpu: &str, mem: &str| {
+        format!(
+            r#"{{"requests":{{"cpu":"{cpu}","memory":"{mem}"}},"limits":{{"cpu":"{cpu}","memory":"{mem}"}}}}"#
+        )
+    };
+    server.apply(
+        "resize.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"rs","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":1,"restartPolicy":"OnFailure",
+                 "containers":[
+                   {{"name":"c1","image":"{image}","command":["sh","-c","exec sleep 3600"],"resources":{}}},
+                   {{"name":"c2","image":"{image}","command":["sh","-c","exec sleep 3600"],"resources":{},
+                     "resizePolicy":[{{"resourceName":"memory","restartPolicy":"RestartContainer"}}]}}]}}}}"#,
+            res("100m", "32Mi"),
+            res("100m", "32Mi"),
+        ),
+    );
+    let pod = server.wait_pod_phase("rs", "Running", Duration::from_secs(60));
+    assert_eq!(pod["status"]["qosClass"], "Guaranteed");
+    // Every running container reports what it was given.
+    let st = &pod["status"]["containerStatuses"][0];
+    assert_eq!(st["resources"]["limits"]["cpu"], "100m", "{st}");
+    assert_eq!(st["allocatedResources"]["memory"], "32Mi", "{st}");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let parent = server
+        .cgroup_parent()
+        .expect("the agent's cgroup parent")
+        .to_owned();
+    let pod_cg = format!("/{parent}/kubepods/pod{uid}");
+    let (_, c1_id) = container_instance(&pod, "c1");
+    let quota =
+        |rel: &str| read_trimmed(&pod_cgroup_file(rel, &["cpu/cpu.cfs_quota_us", "cpu.max"]));
+    let memory = |rel: &str| {
+        read_trimmed(&pod_cgroup_file(
+            rel,
+            &["memory/memory.limit_in_bytes", "memory.max"],
+        ))
+    };
+    assert!(quota(&format!("{pod_cg}/{c1_id}")).starts_with("10000"));
+
+    let resize = |container: &str, resources: &str| {
+        let patch = format!(
+            r#"{{"spec":{{"containers":[{{"name":"{container}","resources":{resources}}}]}}}}"#
+        );
+        server.kubectl_ok(&[
+            "patch",
+            "pod",
+            "rs",
+            "--subresource=resize",
+            "--type=strategic",
+            "-p",
+            &patch,
+        ]);
+    };
+    // Up: cpu and memory of c1 (NotRequired: no restart), through kubectl's --subresource.
+    resize("c1", &res("300m", "64Mi"));
+    let wait_resized = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+        eventually(Duration::from_secs(30), what, || {
+            let pod = server.kubectl_json(&["get", "pod", "rs", "-o", "json"]);
+            let done = pod["status"]["observedGeneration"] == pod["metadata"]["generation"]
+                && !pod["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["type"] == "PodResizePending" || c["type"] == "PodResizeInProgress")
+                && check(&pod);
+            if done {
+                Ok(pod)
+            } else {
+                Err(pod["status"].to_string())
+            }
+        })
+    };
+    let pod = wait_resized("c1 resized", &|p| {
+        p["status"]["containerStatuses"][0]["resources"]["limits"]["cpu"] == "300m"
+    });
+    assert_eq!(pod["metadata"]["generation"], 2);
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["allocatedResources"]["memory"],
+        "64Mi"
+    );
+    assert_eq!(
+        container_instance(&pod, "c1"),
+        (0, c1_id.clone()),
+        "c1 was not restarted"
+    );
+    assert!(quota(&format!("{pod_cg}/{c1_id}")).starts_with("30000"));
+    assert_eq!(
+        memory(&format!("{pod_cg}/{c1_id}")),
+        (64u64 << 20).to_string()
+    );
+    // The pod cgroup covers both containers: 400m and 96Mi.
+    assert!(quota(&pod_cg).starts_with("40000"), "{}", quota(&pod_cg));
+    assert_eq!(memory(&pod_cg), (96u64 << 20).to_string());
+    let events = server.event_messages("default", "involvedObject.name=rs,reason=ResizeCompleted");
+    assert!(
+        events.contains("Pod resize completed: {\"containers\":"),
+        "{events}"
+    );
+
+    // c2's memory says RestartContainer: it is restarted with the new limit.
+    let (_, c2_before) = container_instance(&pod, "c2");
+    resize("c2", &res("100m", "48Mi"));
+    let pod = wait_resized("c2 restarted", &|p| {
+        let (count, _) = container_instance(p, "c2");
+        count == 1 && p["status"]["containerStatuses"][1]["state"]["running"].is_object()
+    });
+    let (_, c2_after) = container_instance(&pod, "c2");
+    assert_ne!(c2_before, c2_after);
+    assert_eq!(
+        memory(&format!("{pod_cg}/{c2_after}")),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(container_instance(&pod, "c1").0, 0);
+
+    // More than the node has: Infeasible, and nothing changes until it is reverted.
+    resize("c1", &res("100000", "64Mi"));
+    let pending = eventually(Duration::from_secs(30), "the resize is pending", || {
+        let pod = server.kubectl_json(&["get", "pod", "rs", "-o", "json"]);
+        let cond = pod["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PodResizePending")
+            .cloned();
+        cond.ok_or_else(|| pod["status"].to_string())
+    });
+    assert_eq!(pending["reason"], "Infeasible", "{pending}");
+    assert!(
+        pending["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Node didn't have enough capacity: cpu, requested: 100000100"),
+        "{pending}"
+    );
+    assert!(quota(&format!("{pod_cg}/{c1_id}")).starts_with("30000"));
+    resize("c1", &res("300m", "64Mi"));
+    wait_resized("the pending resize is withdrawn", &|_| true);
+
+    // What a resize may not do: change the QoS class, or anything but cpu and memory.
+    let burstable = server.kubectl(&[
+        "patch",
+        "pod",
+        "rs",
+        "--subresource=resize",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"c1","resources":{"requests":{"cpu":"100m"}}}]}}"#,
+    ]);
+    assert!(
+        burstable
+            .stderr
+            .contains("Pod QOS Class may not change as a result of resizing"),
+        "{burstable}"
+    );
+    let plain = server.kubectl(&[
+        "patch",
+        "pod",
+        "rs",
+        "--type=strategic",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"containers":[{{"name":"c1","resources":{}}}]}}}}"#,
+            res("200m", "64Mi")
+        ),
+    ]);
+    assert!(
+        plain
+            .stderr
+            .contains("pod updates may not change fields other than"),
+        "{plain}"
+    );
+    delete_pods(&server, &["rs"]);
 }

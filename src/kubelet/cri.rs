@@ -83,6 +83,14 @@ pub trait Cri: Send + Sync {
         path: &str,
         resources: Resources,
     ) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Changes the cgroup limits of a running container (an in-place resize); `cgroup_parent`
+    /// is the one it was created under.
+    fn update_container_resources(
+        &self,
+        cgroup_parent: Option<&str>,
+        id: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>>;
     /// Removes a pod-level cgroup whose containers are gone (absent is fine).
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>>;
     /// Creates (does not start) a container; returns its id.

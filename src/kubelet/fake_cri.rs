@@ -67,6 +67,7 @@ pub enum Call {
     Remove(String),
     Exec(String, Vec<String>),
     EnsurePodCgroup(String, Resources),
+    UpdateResources(String, Resources),
     RemovePodCgroup(String),
 }
 
@@ -424,6 +425,20 @@ impl Cri for FakeCri {
         g.record(Call::EnsurePodCgroup(path.to_owned(), resources.clone()));
         if g.source.is_none() {
             g.pod_cgroups.insert(path.to_owned(), resources);
+        }
+        async { Ok(()) }.boxed()
+    }
+
+    fn update_container_resources(
+        &self,
+        _cgroup_parent: Option<&str>,
+        id: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let mut g = self.inner.lock();
+        g.record(Call::UpdateResources(id.to_owned(), resources.clone()));
+        if let Some(c) = g.containers.get_mut(id) {
+            c.config.resources = resources;
         }
         async { Ok(()) }.boxed()
     }

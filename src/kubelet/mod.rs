@@ -34,6 +34,7 @@ pub mod local_path;
 pub mod node_status;
 pub mod probes;
 pub mod pull_secrets;
+pub mod resize;
 pub mod resources;
 pub mod runtime_cri;
 pub mod sandbox;
@@ -122,6 +123,8 @@ pub struct Context {
     /// Pods the node-pressure eviction chose, by uid, with the message: their workers
     /// evict them on their next pass.
     pub evictions: parking_lot::Mutex<HashMap<String, String>>,
+    /// Every live pod's admitted requests, what an in-place resize is admitted against.
+    pub allocations: resize::NodeAllocations,
     /// The pressure the last eviction pass measured (what new pods are admitted against).
     pub pressure: parking_lot::Mutex<node_status::Pressure>,
     /// Image garbage collection's state, shared by its periodic passes and disk-pressure
@@ -198,6 +201,7 @@ impl Kubelet {
             },
             services: Default::default(),
             evictions: Default::default(),
+            allocations: Default::default(),
             pressure: Default::default(),
             image_gc: c
                 .image_gc

@@ -100,6 +100,22 @@ impl Cri for RuntimeCri {
         .boxed()
     }
 
+    fn update_container_resources(
+        &self,
+        cgroup_parent: Option<&str>,
+        id: &str,
+        resources: Resources,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let (parent, id) = (cgroup_parent.map(str::to_owned), id.to_owned());
+        async move {
+            self.runtime
+                .update_resources(parent.as_deref(), &id, &resources)
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
         let path = path.to_owned();
         async move { self.runtime.remove_cgroup(&path).await.map_err(err) }.boxed()

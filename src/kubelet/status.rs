@@ -49,6 +49,10 @@ pub struct Observed<'a> {
     pub old: Option<&'a PodStatus>,
     /// Termination messages of exited containers, by runtime id.
     pub messages: &'a HashMap<String, String>,
+    /// The resources each container runs with (None: not known yet).
+    pub allocation: Option<&'a super::resize::Allocation>,
+    /// A resize that is pending or failed: (condition type, reason, message).
+    pub resize: Option<&'a super::resize::Unfinished>,
 }
 
 pub fn is_sidecar(c: &Container) -> bool {
@@ -218,7 +222,17 @@ fn container_status(
         }
     }
     let image = c.image.clone().unwrap_or_default();
+    // Every container the runtime knows reports the resources it was given (a pod's
+    // resize is refused while its running containers report none).
+    let allocated = latest.map(|_| {
+        o.allocation
+            .and_then(|a| a.get(&c.name))
+            .cloned()
+            .unwrap_or_default()
+    });
     ContainerStatus {
+        allocated_resources: allocated.as_ref().and_then(|r| r.requests.clone()),
+        resources: allocated,
         name: c.name.clone(),
         state,
         last_state: Some(last.unwrap_or_default()),
@@ -518,6 +532,9 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
         let reason = Some("TerminationByKubelet");
         conditions.push(cond(o, "DisruptionTarget", true, reason, Some(m.clone())));
     }
+    if let Some((type_, reason, message)) = o.resize.filter(|_| !terminal_phase) {
+        conditions.push(cond(o, type_, true, Some(reason), Some(message.clone())));
+    }
     // Conditions owned by others (readiness gates, DisruptionTarget) are kept as they are.
     let mut ours = vec![
         "PodReadyToStartContainers",
@@ -525,6 +542,8 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
         "Ready",
         "ContainersReady",
         "PodScheduled",
+        super::resize::PENDING,
+        super::resize::IN_PROGRESS,
     ];
     if evicted.is_some() {
         ours.push("DisruptionTarget");

@@ -140,6 +140,7 @@ impl Harness {
             node_fields: Default::default(),
             services: Default::default(),
             evictions: Default::default(),
+            allocations: Default::default(),
             pressure: Default::default(),
             image_gc: None,
         });
@@ -644,6 +645,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
             .into(),
         )),
         evictions: Default::default(),
+        allocations: Default::default(),
         pressure: Default::default(),
         image_gc: None,
     });

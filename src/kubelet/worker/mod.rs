@@ -35,6 +35,7 @@ const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the speci
 /// (configMap, secret, projected) are refreshed at this pace.
 const RESYNC: Duration = Duration::from_secs(15);
 
+mod resize;
 mod start;
 mod stop;
 
@@ -71,6 +72,11 @@ pub struct Worker {
     pod_cgroup_ready: bool,
     /// When the emptyDir sizeLimits were last checked.
     storage_checked: Option<Instant>,
+    /// The resources the containers run with (checkpointed; follows the spec once a resize
+    /// is admitted and applied). Loaded on the first pass.
+    allocation: Option<super::resize::Allocation>,
+    /// A resize that is pending or failed, for the status conditions.
+    resize_unfinished: Option<super::resize::Unfinished>,
 }
 
 enum Next {
@@ -121,6 +127,8 @@ impl Worker {
             messages: HashMap::new(),
             pod_cgroup_ready: false,
             storage_checked: None,
+            allocation: None,
+            resize_unfinished: None,
         }
     }
 
@@ -287,6 +295,8 @@ impl Worker {
             }
         }
         if terminal || self.failed.is_some() {
+            self.ctx.allocations.remove(&self.uid);
+            self.resize_unfinished = None;
             self.stop_all(&view, self.grace()).await;
             let view = self.view().await;
             // Without its containers the kubelet cannot say more than the API has.
@@ -348,7 +358,8 @@ impl Worker {
             }
         }
         if !self.pod_cgroup_ready {
-            if let Some(cg) = super::resources::pod_cgroup(&pod) {
+            let allocated = self.allocated_pod();
+            if let Some(cg) = super::resources::pod_cgroup(&allocated) {
                 let mut ensure = Ok(());
                 if let Some((class, class_res)) = cg.class {
                     ensure = self.ctx.cri.ensure_pod_cgroup(class, class_res).await;
@@ -365,6 +376,7 @@ impl Worker {
             }
             self.pod_cgroup_ready = true;
         }
+        self.sync_resize(&view).await;
         // Liveness/startup failures: kill, the restart logic below does the rest.
         let unhealthy: Vec<(String, String)> = self.sink.unhealthy.lock().drain().collect();
         for (id, why) in unhealthy {
@@ -707,6 +719,8 @@ impl Worker {
             terminal,
             old: self.last_status.as_ref().or(self.pod.status.as_ref()),
             messages: &self.messages,
+            allocation: self.allocation.as_ref(),
+            resize: self.resize_unfinished.as_ref(),
         };
         let st = status::generate(&o);
         if self.last_status.as_ref() == Some(&st) || self.pod.status.as_ref() == Some(&st) {

@@ -13,6 +13,9 @@ impl Worker {
         target: Option<&str>,
         prev: Option<&crate::runtime::containers::ContainerState>,
     ) -> Option<Duration> {
+        // Created with its allocated resources, which a pending resize has not changed yet.
+        let allocated = self.allocated_container(c);
+        let c = &allocated;
         let pod = self.pod.clone();
         let now = Instant::now();
         let restart_count = prev

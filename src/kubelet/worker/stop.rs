@@ -124,6 +124,7 @@ impl Worker {
 
     /// The pod is gone from the API: stop and remove everything it had on this node.
     pub(super) async fn cleanup(&mut self) -> Next {
+        self.ctx.allocations.remove(&self.uid);
         let view = self.view().await;
         self.stop_all(&view, Duration::from_secs(2).min(self.grace()))
             .await;

@@ -274,9 +274,19 @@ fn has(d: &CgroupDir, c: &str) -> bool {
 fn apply_v1(d: &CgroupDir, res: &LinuxResources) -> Result<(), CgroupError> {
     if has(d, "memory") {
         if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+            // Without a swap limit the kernel would swap instead of OOM-killing. The kernel
+            // keeps memory <= memory+swap at every step, so a raise (a resize) writes the
+            // memory+swap limit first and a cut writes it last.
+            let memsw = d.path.join("memory.memsw.limit_in_bytes").exists();
+            let current = std::fs::read_to_string(d.path.join("memory.limit_in_bytes"))
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok());
+            let raise = current.is_some_and(|c| limit > c);
+            if memsw && raise {
+                write(&d.path, "memory.memsw.limit_in_bytes", &limit.to_string())?;
+            }
             write(&d.path, "memory.limit_in_bytes", &limit.to_string())?;
-            // Without a swap limit the kernel would swap instead of OOM-killing.
-            if d.path.join("memory.memsw.limit_in_bytes").exists() {
+            if memsw && !raise {
                 write(&d.path, "memory.memsw.limit_in_bytes", &limit.to_string())?;
             }
         }

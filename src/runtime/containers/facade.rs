@@ -146,6 +146,20 @@ impl Runtime {
             .await
     }
 
+    /// Changes the limits of container `id`'s cgroup (created under `parent`) while it runs.
+    pub async fn update_resources(
+        &self,
+        parent: Option<&str>,
+        id: &str,
+        resources: &super::Resources,
+    ) -> Result<(), RuntimeError> {
+        self.existing_dir(id)?;
+        let path = container_cgroup(parent, id)?;
+        let res = spec::linux_resources(resources).map_err(SpecError::from)?;
+        blocking(move || Ok(CgroupSet::plan(&Hierarchies::detect(), &path).create(Some(&res))?))
+            .await
+    }
+
     /// Removes the cgroup `rel` once its containers are gone (absent is fine).
     pub async fn remove_cgroup(&self, rel: &str) -> Result<(), RuntimeError> {
         let path = group_path(rel)?;

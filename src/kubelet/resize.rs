@@ -1,0 +1,294 @@
+//! In-place pod resize, as upstream's kubelet does it: the resources a pod's containers
+//! run with are its *allocation*, checkpointed in the pod's directory, which follows the
+//! spec once the node admits the change (the pod's requests fit the node's allocatable,
+//! alone and next to the other pods' allocations). Admitted changes are applied to the
+//! running containers' cgroups (the pod cgroup loosened first and tightened last, so a
+//! child never exceeds its parent), or by restarting a container whose `resizePolicy`
+//! says `RestartContainer` for a resource that changed. Status reports each container's
+//! allocation (`allocatedResources`, `resources`), and the `PodResizePending` (Infeasible,
+//! Deferred) and `PodResizeInProgress` (Error) conditions while a resize is not done.
+//!
+//! Left out: the usage check before a memory limit decrease (the kernel refuses it on
+//! cgroup v1, where it shows as an Error; on v2 the container may be OOM-killed), and
+//! upstream's reporting of cpu values read back from the cgroups (the allocation is
+//! reported as it was applied).
+
+use crate::api::resources::pod_requests;
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Each container's (and init container's) resources, by name.
+pub type Allocation = BTreeMap<String, ResourceRequirements>;
+
+const CHECKPOINT: &str = "allocated.json";
+
+/// Pod condition types and reasons.
+pub const PENDING: &str = "PodResizePending";
+pub const IN_PROGRESS: &str = "PodResizeInProgress";
+pub const INFEASIBLE: &str = "Infeasible";
+pub const DEFERRED: &str = "Deferred";
+pub const ERROR: &str = "Error";
+
+/// A resize that is not done: (condition type, reason, message).
+pub type Unfinished = (&'static str, &'static str, String);
+
+fn requirements(c: &Container) -> ResourceRequirements {
+    let r = c.resources.clone().unwrap_or_default();
+    ResourceRequirements {
+        claims: None,
+        requests: r.requests.filter(|m| !m.is_empty()),
+        limits: r.limits.filter(|m| !m.is_empty()),
+    }
+}
+
+/// What the spec asks for.
+pub fn desired(pod: &Pod) -> Allocation {
+    let Some(spec) = &pod.spec else {
+        return Allocation::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .map(|c| (c.name.clone(), requirements(c)))
+        .collect()
+}
+
+/// The checkpointed allocation of the pod whose directory is `dir`.
+pub fn load(dir: &Path) -> Option<Allocation> {
+    let bytes = std::fs::read(dir.join(CHECKPOINT)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn save(dir: &Path, a: &Allocation) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(a).map_err(std::io::Error::other)?)?;
+    std::fs::rename(tmp, dir.join(CHECKPOINT))
+}
+
+/// The pod as its allocation has it: what its cgroups and new containers are made from.
+pub fn allocated_pod(pod: &Pod, a: &Allocation) -> Pod {
+    let mut p = pod.clone();
+    if let Some(spec) = p.spec.as_mut() {
+        for c in spec
+            .init_containers
+            .iter_mut()
+            .flatten()
+            .chain(spec.containers.iter_mut())
+        {
+            if let Some(r) = a.get(&c.name) {
+                c.resources = Some(r.clone());
+            }
+        }
+    }
+    p
+}
+
+/// Requests of a pod as the node admits them (cpu millis, memory bytes).
+pub fn requests(pod: &Pod) -> (i64, i64) {
+    let r = pod_requests(pod);
+    (r.milli_cpu, r.memory)
+}
+
+/// Upstream's resize admission: `Infeasible` when the pod alone exceeds the node's
+/// allocatable (memory checked first), `Deferred` when it does not fit next to the other
+/// pods' allocations (`others`: their summed requests).
+pub fn admit(
+    wanted: (i64, i64),
+    others: (i64, i64),
+    allocatable: (i64, i64),
+) -> Result<(), (&'static str, String)> {
+    let (cpu, mem) = wanted;
+    let (cpu_cap, mem_cap) = allocatable;
+    if mem > mem_cap {
+        return Err((
+            INFEASIBLE,
+            format!(
+                "Node didn't have enough capacity: memory, requested: {mem}, capacity: {mem_cap}"
+            ),
+        ));
+    }
+    if cpu > cpu_cap {
+        return Err((
+            INFEASIBLE,
+            format!("Node didn't have enough capacity: cpu, requested: {cpu}, capacity: {cpu_cap}"),
+        ));
+    }
+    for (name, want, used, cap) in [
+        ("cpu", cpu, others.0, cpu_cap),
+        ("memory", mem, others.1, mem_cap),
+    ] {
+        if want + used > cap {
+            return Err((
+                DEFERRED,
+                format!(
+                    "Node didn't have enough resource: {name}, requested: {want}, used: {used}, capacity: {cap}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn quantity(r: &ResourceRequirements, part: &str, name: &str) -> Option<String> {
+    let m = if part == "limits" {
+        &r.limits
+    } else {
+        &r.requests
+    };
+    m.as_ref()?.get(name).map(|q| q.0.clone())
+}
+
+/// Whether `c` must be restarted to go from `old` to `new`: a changed cpu or memory whose
+/// resizePolicy is `RestartContainer`.
+pub fn needs_restart(
+    c: &Container,
+    old: &ResourceRequirements,
+    new: &ResourceRequirements,
+) -> bool {
+    ["cpu", "memory"].iter().any(|name| {
+        let changed = ["requests", "limits"]
+            .iter()
+            .any(|part| quantity(old, part, name) != quantity(new, part, name));
+        changed
+            && c.resize_policy
+                .iter()
+                .flatten()
+                .any(|p| p.resource_name == *name && p.restart_policy == "RestartContainer")
+    })
+}
+
+/// The event message upstream's kubelet writes: `<prefix>: {"containers":[...],...}`.
+pub fn event_message(prefix: &str, pod: &Pod, generation: i64, error: Option<&str>) -> String {
+    let entries = |list: &[Container]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|c| serde_json::json!({"name": c.name, "resources": requirements(c)}))
+            .collect()
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut summary = serde_json::Map::new();
+    let init = entries(spec.init_containers.as_deref().unwrap_or_default());
+    if !init.is_empty() {
+        summary.insert("initContainers".into(), init.into());
+    }
+    let regular = entries(&spec.containers);
+    if !regular.is_empty() {
+        summary.insert("containers".into(), regular.into());
+    }
+    summary.insert("generation".into(), generation.into());
+    if let Some(e) = error {
+        summary.insert("error".into(), e.into());
+    }
+    format!("{prefix}: {}", serde_json::Value::Object(summary))
+}
+
+/// Pods' admitted requests on this node, by uid (what a resize is admitted against).
+#[derive(Default)]
+pub struct NodeAllocations(parking_lot::Mutex<HashMap<String, (i64, i64)>>);
+
+impl NodeAllocations {
+    pub fn set(&self, uid: &str, requests: (i64, i64)) {
+        self.0.lock().insert(uid.to_owned(), requests);
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.0.lock().remove(uid);
+    }
+
+    /// The summed requests of every pod but `uid`.
+    pub fn others(&self, uid: &str) -> (i64, i64) {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(u, _)| u.as_str() != uid)
+            .fold((0, 0), |(c, m), (_, (c2, m2))| (c + c2, m + m2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerResizePolicy, PodSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn res(cpu: &str, mem: &str) -> ResourceRequirements {
+        let m = BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.into())),
+            ("memory".to_owned(), Quantity(mem.into())),
+        ]);
+        ResourceRequirements {
+            requests: Some(m.clone()),
+            limits: Some(m),
+            claims: None,
+        }
+    }
+
+    #[test]
+    fn admission_says_infeasible_before_deferred_with_upstreams_messages() {
+        let node = (2000, 4 << 30);
+        assert_eq!(admit((500, 1 << 30), (1000, 1 << 30), node), Ok(()));
+        assert_eq!(
+            admit((500, 5 << 30), (0, 0), node).unwrap_err(),
+            (INFEASIBLE, "Node didn't have enough capacity: memory, requested: 5368709120, capacity: 4294967296".into())
+        );
+        assert_eq!(admit((3000, 1), (0, 0), node).unwrap_err().0, INFEASIBLE);
+        assert_eq!(
+            admit((1500, 1 << 30), (1000, 0), node).unwrap_err(),
+            (DEFERRED, "Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000".into())
+        );
+    }
+
+    #[test]
+    fn the_allocation_is_checkpointed_and_substituted_into_the_pod() {
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    resources: Some(res("100m", "64Mi")),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()), None);
+        let a = desired(&pod);
+        save(dir.path(), &a).unwrap();
+        assert_eq!(load(dir.path()), Some(a.clone()));
+        let smaller = Allocation::from([("c".to_owned(), res("50m", "32Mi"))]);
+        let p = allocated_pod(&pod, &smaller);
+        assert_eq!(requests(&p), (50, 32 << 20));
+        assert_eq!(requests(&pod), (100, 64 << 20));
+    }
+
+    #[test]
+    fn only_a_changed_resource_with_restart_container_restarts() {
+        let mut c = Container {
+            name: "c".into(),
+            resize_policy: Some(vec![ContainerResizePolicy {
+                resource_name: "memory".into(),
+                restart_policy: "RestartContainer".into(),
+            }]),
+            ..Default::default()
+        };
+        assert!(!needs_restart(
+            &c,
+            &res("100m", "64Mi"),
+            &res("200m", "64Mi")
+        ));
+        assert!(needs_restart(
+            &c,
+            &res("100m", "64Mi"),
+            &res("100m", "128Mi")
+        ));
+        c.resize_policy = None;
+        assert!(!needs_restart(
+            &c,
+            &res("100m", "64Mi"),
+            &res("100m", "128Mi")
+        ));
+    }
+}
