@@ -1121,6 +1121,26 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
         memory(&format!("{pod_cg}/{c1_id}")),
         (64u64 << 20).to_string()
     );
+    // Inside, the container sees its own cgroup at /sys/fs/cgroup, as the conformance
+    // suite reads it (v2 when a cgroup2 file system is mounted there, else v1 paths).
+    let inside = server.kubectl_ok(&[
+        "exec", "rs", "-c", "c1", "--", "sh", "-c",
+        "if mount -t cgroup2 | grep -q /sys/fs/cgroup; then head -n1 /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max; \
+         else head -n1 /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes; fi",
+    ]);
+    let values: Vec<&str> = inside
+        .lines()
+        .filter(|l| !l.starts_with("==>") && !l.trim().is_empty())
+        .collect();
+    assert_eq!(values.len(), 2, "{inside}");
+    assert!(values[0].starts_with("30000"), "{inside}");
+    assert_eq!(values[1], (64u64 << 20).to_string(), "{inside}");
+    let write = server.kubectl(&["exec", "rs", "-c", "c1", "--", "sh", "-c", "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes || echo 1 > /sys/fs/cgroup/memory.max"]);
+    assert_ne!(
+        write.code,
+        Some(0),
+        "the container's cgroup is read-only to it: {write}"
+    );
     // The pod cgroup covers both containers: 400m and 96Mi.
     assert!(quota(&pod_cg).starts_with("40000"), "{}", quota(&pod_cg));
     assert_eq!(memory(&pod_cg), (96u64 << 20).to_string());

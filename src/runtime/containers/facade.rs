@@ -224,7 +224,9 @@ impl Runtime {
                 passwd: passwd.as_deref(),
                 group: group.as_deref(),
             };
-            let spec = spec::generate(&image.config, &cfg, accounts, &cgroups_path)?;
+            let mut spec = spec::generate(&image.config, &cfg, accounts, &cgroups_path)?;
+            let cgroups = CgroupSet::plan(&Hierarchies::detect(), &cgroups_path);
+            spec::add_cgroup_mounts(&mut spec, &cgroups, !cfg.security.privileged)?;
             std::fs::write(
                 d.join("config.json"),
                 serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?,

@@ -338,6 +338,76 @@ fn default_mounts() -> Result<Vec<OciMount>, SpecError> {
     ])
 }
 
+/// `/sys/fs/cgroup` as runc shows it to a container without a cgroup namespace, so
+/// programs that size themselves from their cgroup limits (and `cat cpu.max`) see their
+/// own: on a host with v1 hierarchies, a tmpfs holding the container's directory of each
+/// (at the hierarchy's name, `cpu,cpuacct`, and at each controller's, as the host's
+/// symlinks); on a v2-only host, the container's v2 directory itself. Read-only unless the
+/// container is privileged. Added after the `/sys` mount it lies on.
+pub fn add_cgroup_mounts(
+    spec: &mut Spec,
+    set: &super::cgroups::CgroupSet,
+    read_only: bool,
+) -> Result<(), SpecError> {
+    let bind_opts: &[&str] = if read_only {
+        &["rbind", "nosuid", "noexec", "nodev", "ro"]
+    } else {
+        &["rbind", "nosuid", "noexec", "nodev"]
+    };
+    let v1: Vec<_> = set.dirs.iter().filter(|d| !d.v2).collect();
+    let mut out = Vec::new();
+    if v1.is_empty() {
+        if let Some(d) = set.dirs.iter().find(|d| d.v2) {
+            out.push(mount(
+                "/sys/fs/cgroup",
+                "bind",
+                &d.path.display().to_string(),
+                bind_opts,
+            )?);
+        }
+    } else {
+        out.push(mount(
+            "/sys/fs/cgroup",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "noexec", "nodev", "mode=755"],
+        )?);
+        for d in v1 {
+            let Some(name) = d.root.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let mut names = vec![name.to_owned()];
+            names.extend(d.controllers.iter().filter(|c| *c != name).cloned());
+            for n in names {
+                out.push(mount(
+                    &format!("/sys/fs/cgroup/{n}"),
+                    "bind",
+                    &d.path.display().to_string(),
+                    bind_opts,
+                )?);
+            }
+        }
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let at = mounts
+        .iter()
+        .position(|m| m.destination() == std::path::Path::new("/sys"))
+        .map_or(mounts.len(), |i| i + 1);
+    let tmpfs = out.first().is_some_and(|m| m.typ().as_deref() == Some("tmpfs"));
+    mounts.splice(at..at, out);
+    spec.set_mounts(Some(mounts));
+    if read_only && tmpfs {
+        // The tmpfs is writable while the binds go in; made read-only with the other
+        // read-only paths at the end.
+        if let Some(linux) = spec.linux_mut() {
+            let mut paths = linux.readonly_paths().clone().unwrap_or_default();
+            paths.push("/sys/fs/cgroup".to_owned());
+            linux.set_readonly_paths(Some(paths));
+        }
+    }
+    Ok(())
+}
+
 fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
     let mut rules = vec![LinuxDeviceCgroupBuilder::default()
         .allow(false)
