@@ -425,6 +425,45 @@ async fn graceful_deletion_waits_the_grace_period_then_deletes_the_pod() {
     assert!(h.cri.configs().is_empty());
 }
 
+/// A preStop hook may need a sidecar (the conformance suite's httpGet hook goes through
+/// one): sidecars are stopped only once the regular containers are, in reverse order.
+#[tokio::test(start_paused = true)]
+async fn sidecars_stop_after_the_regular_containers_in_reverse_order() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script("app", vec![Behavior::IgnoreStop]);
+    let (mut side1, mut side2) = (c("side1"), c("side2"));
+    side1.restart_policy = Some("Always".into());
+    side2.restart_policy = Some("Always".into());
+    let mut p = pod(vec![c("app")], vec![side1, side2], "Always");
+    let h = Harness::start(cri, p.clone());
+    wait(1).await;
+    p.metadata.deletion_timestamp = Some(status::now());
+    p.metadata.deletion_grace_period_seconds = Some(4);
+    h.tx.send_replace(Some(Arc::new(p)));
+    wait(8).await;
+    assert_eq!(*h.api.deleted.lock(), ["web"]);
+    let id = |name: &str| {
+        h.cri
+            .configs()
+            .iter()
+            .find(|c| c.labels.values().any(|v| v == name))
+            .map(|c| c.id.clone())
+            .unwrap()
+    };
+    let stops: Vec<String> = h
+        .cri
+        .calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            Call::Stop(stopped, _) => Some(stopped),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, [id("app"), id("side2"), id("side1")]);
+    // The app used its 4 s; each sidecar still gets the minimum 2 s.
+    assert!(h.cri.calls().contains(&Call::Stop(id("side2"), Duration::from_secs(2))));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_new_worker_adopts_running_containers_without_restarting_them() {
     let cri = FakeCri::new().with_image("busybox:1");

@@ -37,68 +37,97 @@ impl Worker {
         }
     }
 
+    /// Stops every running container within `grace`: ephemeral, regular and init
+    /// containers first, all at once; sidecars (restartable init containers) after them,
+    /// in reverse order, so a preStop hook can still reach a sidecar that serves it (as
+    /// upstream, each sidecar gets at least 2 s).
     pub(super) async fn stop_all(&mut self, view: &RuntimePod, grace: Duration) {
-        let pod = self.pod.clone();
-        let mut stops = Vec::new();
-        for (name, v) in view {
-            let Some(s) = v
-                .first()
-                .filter(|s| matches!(s.status, Status::Running | Status::Created))
-            else {
-                continue;
-            };
-            let c = self.spec_of(name).map(|(c, _)| c);
-            let (cri, id, rec, obj, name) = (
-                self.ctx.cri.clone(),
-                s.id.clone(),
-                self.ctx.recorder.clone(),
-                events::container_ref(&pod, name),
-                name.clone(),
-            );
-            let pod_ip = self.pod_ips().first().cloned();
-            stops.push(async move {
-                let started = Instant::now();
-                if let Some(h) = c
-                    .as_ref()
-                    .and_then(|c| c.lifecycle.as_ref())
-                    .and_then(|l| l.pre_stop.as_ref())
-                    .and_then(probes::hook_handler)
-                {
-                    let ports = c.as_ref().map(ports_of).unwrap_or_default();
-                    let t = probes::Target {
-                        cri: cri.as_ref(),
-                        container_id: &id,
-                        pod_ip,
-                        ports: &ports,
-                    };
-                    match tokio::time::timeout(
-                        grace,
-                        probes::run(&h, &t, grace.max(Duration::from_secs(1))),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(msg)) => rec.event(
-                            obj.clone(),
-                            events::WARNING,
-                            "FailedPreStopHook",
-                            format!("PreStopHook failed: {msg}"),
-                        ),
-                        Err(_) => {}
-                    }
-                }
-                rec.event(
-                    obj,
-                    events::NORMAL,
-                    "Killing",
-                    format!("Stopping container {name}"),
-                );
-                // The hook's time comes out of the grace period, as upstream.
-                let left = grace.saturating_sub(started.elapsed());
-                let _ = cri.stop_container(&id, left).await;
-            });
+        let started = Instant::now();
+        let sidecars: Vec<String> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .filter(|c| status::is_sidecar(c))
+            .map(|c| c.name.clone())
+            .collect();
+        let first: Vec<_> = view
+            .keys()
+            .filter(|n| !sidecars.contains(n))
+            .filter_map(|n| self.stop_one(view, n, grace))
+            .collect();
+        futures::future::join_all(first).await;
+        for name in sidecars.iter().rev() {
+            let left = grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(2));
+            if let Some(stop) = self.stop_one(view, name, left) {
+                stop.await;
+            }
         }
-        futures::future::join_all(stops).await;
+    }
+
+    /// preStop hook, stop signal and SIGKILL after `grace` for container `name`, if it runs.
+    fn stop_one(
+        &self,
+        view: &RuntimePod,
+        name: &str,
+        grace: Duration,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let s = view
+            .get(name)?
+            .first()
+            .filter(|s| matches!(s.status, Status::Running | Status::Created))?;
+        let c = self.spec_of(name).map(|(c, _)| c);
+        let (cri, id, rec, obj, name) = (
+            self.ctx.cri.clone(),
+            s.id.clone(),
+            self.ctx.recorder.clone(),
+            events::container_ref(&self.pod, name),
+            name.to_owned(),
+        );
+        let pod_ip = self.pod_ips().first().cloned();
+        Some(async move {
+            let started = Instant::now();
+            if let Some(h) = c
+                .as_ref()
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(probes::hook_handler)
+            {
+                let ports = c.as_ref().map(ports_of).unwrap_or_default();
+                let t = probes::Target {
+                    cri: cri.as_ref(),
+                    container_id: &id,
+                    pod_ip,
+                    ports: &ports,
+                };
+                match tokio::time::timeout(
+                    grace,
+                    probes::run(&h, &t, grace.max(Duration::from_secs(1))),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(msg)) => rec.event(
+                        obj.clone(),
+                        events::WARNING,
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {msg}"),
+                    ),
+                    Err(_) => {}
+                }
+            }
+            rec.event(
+                obj,
+                events::NORMAL,
+                "Killing",
+                format!("Stopping container {name}"),
+            );
+            // The hook's time comes out of the grace period, as upstream.
+            let left = grace.saturating_sub(started.elapsed());
+            let _ = cri.stop_container(&id, left).await;
+        })
     }
 
     /// Graceful deletion: preStop + stop signal + SIGKILL after the grace period, final
