@@ -1224,3 +1224,70 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
     );
     delete_pods(&server, &["rs"]);
 }
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn an_image_volume_mounts_an_images_files_read_only() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    server.apply(
+        "imgvol.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"imgvol","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":1,
+                 "volumes":[{{"name":"tools","image":{{"reference":"{image}","pullPolicy":"Always"}}}}],
+                 "containers":[{{"name":"c","image":"{image}","command":["sh","-c","exec sleep 3600"],
+                   "volumeMounts":[{{"name":"tools","mountPath":"/volume"}}]}}]}}}}"#
+        ),
+    );
+    let pod = server.wait_pod_phase("imgvol", "Running", Duration::from_secs(60));
+    let listing = server.kubectl_ok(&[
+        "exec",
+        "imgvol",
+        "--",
+        "sh",
+        "-c",
+        "ls /volume/bin | head -n 3; test -f /volume/bin/busybox && echo has-busybox",
+    ]);
+    assert!(listing.contains("has-busybox"), "{listing}");
+    let write = server.kubectl(&["exec", "imgvol", "--", "sh", "-c", "touch /volume/new"]);
+    assert_ne!(write.code, Some(0), "{write}");
+    assert!(write.stderr.contains("Read-only file system"), "{write}");
+    // Defaults and validation as upstream.
+    let got = server.kubectl_json(&["get", "pod", "imgvol", "-o", "json"]);
+    assert_eq!(got["spec"]["volumes"][0]["image"]["pullPolicy"], "Always");
+    let bad = server.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noref"},
+                "spec":{"volumes":[{"name":"v","image":{"pullPolicy":"Sometimes"}}],
+                  "containers":[{"name":"c","image":"busybox"}]}}"#,
+        ),
+    );
+    assert!(
+        bad.stderr
+            .contains("spec.volumes[0].image.reference: Required value"),
+        "{bad}"
+    );
+    assert!(
+        bad.stderr
+            .contains("spec.volumes[0].image.pullPolicy: Unsupported value: \"Sometimes\""),
+        "{bad}"
+    );
+    // Gone with the pod: no mount is left under its directory.
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    delete_pods(&server, &["imgvol"]);
+    eventually(
+        Duration::from_secs(10),
+        "the image volume is unmounted",
+        || {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            match mounts.lines().find(|l| l.contains(&uid)) {
+                Some(l) => Err(l.to_owned()),
+                None => Ok(()),
+            }
+        },
+    );
+}

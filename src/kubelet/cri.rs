@@ -13,6 +13,7 @@
 
 use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Resources};
 use futures::future::BoxFuture;
+use std::path::Path;
 use std::time::Duration;
 
 pub use crate::runtime::images::registries::Credentials;
@@ -91,6 +92,11 @@ pub trait Cri: Send + Sync {
         id: &str,
         resources: Resources,
     ) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Mounts image `image` (pulled) read-only at `target`: an image volume. Idempotent; the
+    /// image counts as in use until [`Cri::unmount_image`].
+    fn mount_image(&self, image: &str, target: &Path) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Unmounts an image volume (absent is fine).
+    fn unmount_image(&self, target: &Path) -> BoxFuture<'_, Result<(), CriError>>;
     /// Removes a pod-level cgroup whose containers are gone (absent is fine).
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>>;
     /// Creates (does not start) a container; returns its id.

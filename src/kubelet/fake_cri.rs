@@ -68,6 +68,8 @@ pub enum Call {
     Exec(String, Vec<String>),
     EnsurePodCgroup(String, Resources),
     UpdateResources(String, Resources),
+    MountImage(String, std::path::PathBuf),
+    UnmountImage(std::path::PathBuf),
     RemovePodCgroup(String),
 }
 
@@ -440,6 +442,32 @@ impl Cri for FakeCri {
         if let Some(c) = g.containers.get_mut(id) {
             c.config.resources = resources;
         }
+        async { Ok(()) }.boxed()
+    }
+
+    fn mount_image(
+        &self,
+        image: &str,
+        target: &std::path::Path,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let mut g = self.inner.lock();
+        g.record(Call::MountImage(image.to_owned(), target.to_owned()));
+        let known = g.images.contains(image);
+        let image = image.to_owned();
+        async move {
+            if known {
+                Ok(())
+            } else {
+                Err(CriError::Runtime(format!("image {image} not found")))
+            }
+        }
+        .boxed()
+    }
+
+    fn unmount_image(&self, target: &std::path::Path) -> BoxFuture<'_, Result<(), CriError>> {
+        self.inner
+            .lock()
+            .record(Call::UnmountImage(target.to_owned()));
         async { Ok(()) }.boxed()
     }
 

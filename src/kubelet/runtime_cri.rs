@@ -17,11 +17,16 @@ use std::time::Duration;
 
 pub struct RuntimeCri {
     runtime: Arc<Runtime>,
+    /// Image volumes mounted, by target, with their image id (in use for image GC).
+    image_volumes: parking_lot::Mutex<std::collections::HashMap<std::path::PathBuf, String>>,
 }
 
 impl RuntimeCri {
     pub fn new(runtime: Arc<Runtime>) -> RuntimeCri {
-        RuntimeCri { runtime }
+        RuntimeCri {
+            runtime,
+            image_volumes: Default::default(),
+        }
     }
 }
 
@@ -116,6 +121,34 @@ impl Cri for RuntimeCri {
         .boxed()
     }
 
+    fn mount_image(
+        &self,
+        image: &str,
+        target: &std::path::Path,
+    ) -> BoxFuture<'_, Result<(), CriError>> {
+        let (image, target) = (image.to_owned(), target.to_owned());
+        async move {
+            let id = self
+                .runtime
+                .mount_image(&image, &target)
+                .await
+                .map_err(err)?;
+            self.image_volumes.lock().insert(target, id);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn unmount_image(&self, target: &std::path::Path) -> BoxFuture<'_, Result<(), CriError>> {
+        let target = target.to_owned();
+        async move {
+            self.runtime.unmount_image(&target).await.map_err(err)?;
+            self.image_volumes.lock().remove(&target);
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
         let path = path.to_owned();
         async move { self.runtime.remove_cgroup(&path).await.map_err(err) }.boxed()
@@ -178,10 +211,12 @@ impl Cri for RuntimeCri {
         async move {
             let containers = self.runtime.list().await.map_err(err)?;
             let store = self.runtime.images().clone();
+            let mounted: Vec<String> = self.image_volumes.lock().values().cloned().collect();
             tokio::task::spawn_blocking(move || {
                 let runtime_err = |e: ImageError| CriError::Runtime(e.to_string());
-                // Exited containers count too, as upstream: they may be restarted.
-                let mut used = std::collections::HashSet::new();
+                // Exited containers count too, as upstream: they may be restarted. So do
+                // images mounted as volumes.
+                let mut used: std::collections::HashSet<String> = mounted.into_iter().collect();
                 for c in &containers {
                     if let Some(i) = store.get(&c.image).map_err(runtime_err)? {
                         used.insert(i.id);

@@ -40,8 +40,18 @@ pub fn empty_dir_root(pod_dir: &Path) -> PathBuf {
     pod_dir.join("volumes").join(plugin_dir("emptyDir"))
 }
 
+/// Where image volume `name` of a pod is mounted, under its pod directory.
+pub fn image_volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
+    image_volume_root(pod_dir).join(name)
+}
+
+pub fn image_volume_root(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("volumes").join(plugin_dir("image"))
+}
+
 fn plugin_dir(kind: &str) -> &'static str {
     match kind {
+        "image" => "kubernetes.io~image",
         "emptyDir" => "kubernetes.io~empty-dir",
         "configMap" => "kubernetes.io~configmap",
         "secret" => "kubernetes.io~secret",
@@ -88,6 +98,16 @@ pub async fn setup(
             let records = super::local_path::records_dir(pod_dir.parent().unwrap_or(pod_dir));
             let prepared = super::local_path::setup_claim(api, &ns, claim, &records).await?;
             out.by_name.insert(v.name.clone(), prepared);
+            continue;
+        } else if v.image.is_some() {
+            // Mounted by the worker through the runtime before this pass.
+            out.by_name.insert(
+                v.name.clone(),
+                Prepared {
+                    host_path: image_volume_dir(pod_dir, &v.name),
+                    read_only: true,
+                },
+            );
             continue;
         } else if let Some(hp) = &v.host_path {
             check_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?;
@@ -523,13 +543,15 @@ fn is_mountpoint(dir: &Path) -> bool {
     mi.lines().any(|l| l.split(' ').nth(4) == Some(&*d))
 }
 
-/// Unmounts what [`setup`] mounted and removes the pod's volume directories.
+/// Unmounts what [`setup`] mounted (and any image volume still mounted) and removes the
+/// pod's volume directories.
 pub fn teardown(pod_dir: &Path) {
-    let ed = empty_dir_root(pod_dir);
-    if let Ok(rd) = std::fs::read_dir(&ed) {
-        for e in rd.flatten() {
-            if is_mountpoint(&e.path()) {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+    for root in [empty_dir_root(pod_dir), image_volume_root(pod_dir)] {
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                if is_mountpoint(&e.path()) {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
             }
         }
     }

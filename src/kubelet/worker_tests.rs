@@ -461,7 +461,10 @@ async fn sidecars_stop_after_the_regular_containers_in_reverse_order() {
         .collect();
     assert_eq!(stops, [id("app"), id("side2"), id("side1")]);
     // The app used its 4 s; each sidecar still gets the minimum 2 s.
-    assert!(h.cri.calls().contains(&Call::Stop(id("side2"), Duration::from_secs(2))));
+    assert!(h
+        .cri
+        .calls()
+        .contains(&Call::Stop(id("side2"), Duration::from_secs(2))));
 }
 
 #[tokio::test(start_paused = true)]

@@ -97,6 +97,13 @@ fn default_volume(v: &mut Map<String, Value>) {
     if let Some(d) = obj_mut(v, "downwardAPI") {
         each_obj(d, "items", default_field_refs);
     }
+    // Upstream's SetDefaults_ImageVolumeSource: the container image rule.
+    if let Some(i) = obj_mut(v, "image") {
+        if str_field(i, "pullPolicy").is_empty() {
+            let policy = default_pull_policy(str_field(i, "reference"));
+            i.insert("pullPolicy".into(), json!(policy));
+        }
+    }
     if let Some(p) = obj_mut(v, "projected") {
         each_obj(p, "sources", |s| {
             if let Some(d) = obj_mut(s, "downwardAPI") {

@@ -312,6 +312,17 @@ pub(super) fn validate_pod_spec(
         if !volumes.insert(name) {
             errs.push(FieldError::duplicate(name_path.as_str(), name));
         }
+        if let Some(image) = v.get("image").filter(|i| i.is_object()) {
+            let at = path.child("volumes").index(i).child("image");
+            if str_of(Some(image), "reference").is_empty() {
+                errs.push(FieldError::required(at.child("reference").as_str(), ""));
+            }
+            validate_pull_policy(
+                str_of(Some(image), "pullPolicy"),
+                &at.child("pullPolicy"),
+                errs,
+            );
+        }
     }
     let containers = arr_of(spec, "containers");
     let mut names = BTreeSet::new();

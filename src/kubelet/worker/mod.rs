@@ -72,6 +72,8 @@ pub struct Worker {
     pod_cgroup_ready: bool,
     /// When the emptyDir sizeLimits were last checked.
     storage_checked: Option<Instant>,
+    /// Image volumes pulled and mounted, by volume name.
+    image_volumes: HashSet<String>,
     /// The resources the containers run with (checkpointed; follows the spec once a resize
     /// is admitted and applied). Loaded on the first pass.
     allocation: Option<super::resize::Allocation>,
@@ -127,6 +129,7 @@ impl Worker {
             messages: HashMap::new(),
             pod_cgroup_ready: false,
             storage_checked: None,
+            image_volumes: HashSet::new(),
             allocation: None,
             resize_unfinished: None,
         }
@@ -305,6 +308,9 @@ impl Worker {
             }
             return Next::After(RESYNC);
         }
+        if let Err(msg) = self.mount_image_volumes().await {
+            return self.setup_failed(&view, "FailedMount", msg).await;
+        }
         // Volumes: prepared once, then refreshed on resync and token expiry.
         let fields = self.fields();
         let refresh = self
@@ -417,6 +423,65 @@ impl Worker {
         self.watch_exits(&view);
         self.write_status(&view, false).await;
         Next::After(next)
+    }
+
+    /// Pulls (per the volume's pullPolicy, with the pod's pull secrets) and mounts each image
+    /// volume not mounted yet; the error says what failed.
+    async fn mount_image_volumes(&mut self) -> Result<(), String> {
+        let pod = self.pod.clone();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(src) = &v.image else { continue };
+            if self.image_volumes.contains(&v.name) {
+                continue;
+            }
+            let image = src.reference.clone().unwrap_or_default();
+            let policy = src
+                .pull_policy
+                .clone()
+                .unwrap_or_else(|| crate::api::defaults::pod::default_pull_policy(&image).into());
+            let present = self.ctx.cri.image_status(&image).await.ok().flatten();
+            match (policy.as_str(), present) {
+                ("Never", None) => return Err(format!(
+                    "image volume {}: image \"{image}\" is not present with pull policy of Never",
+                    v.name
+                )),
+                ("Always", _) | (_, None) => {
+                    self.event(
+                        None,
+                        events::NORMAL,
+                        "Pulling",
+                        format!("Pulling image \"{image}\""),
+                    );
+                    let creds =
+                        crate::kubelet::pull_secrets::credentials(&pod, self.api.as_ref(), &image)
+                            .await;
+                    let started = std::time::Instant::now();
+                    match self.ctx.cri.pull_image(&image, creds).await {
+                        Ok(i) => {
+                            self.image_refs.insert(image.clone(), i.image_ref.clone());
+                            let ms = started.elapsed().as_millis();
+                            self.event(None, events::NORMAL, "Pulled", format!(
+                                "Successfully pulled image \"{image}\" in {ms}ms ({ms}ms including waiting). Image size: 0 bytes."
+                            ));
+                        }
+                        Err(e) => {
+                            let msg = format!("Failed to pull image \"{image}\": {e}");
+                            self.event(None, events::WARNING, "Failed", msg.clone());
+                            return Err(format!("image volume {}: {msg}", v.name));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let dir = volumes::image_volume_dir(&self.pod_dir(), &v.name);
+            self.ctx
+                .cri
+                .mount_image(&image, &dir)
+                .await
+                .map_err(|e| format!("image volume {}: {e}", v.name))?;
+            self.image_volumes.insert(v.name.clone());
+        }
+        Ok(())
     }
 
     /// Measures the emptyDirs that have a sizeLimit (at most every [`eviction::CHECK_EVERY`])

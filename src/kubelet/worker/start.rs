@@ -204,13 +204,10 @@ impl Worker {
         c: &Container,
     ) -> Result<ImageInfo, Option<Duration>> {
         let image = c.image.clone().unwrap_or_default();
-        let tag_latest = !image.contains('@')
-            && !image.rsplit('/').next().unwrap_or("").contains(':')
-            || image.ends_with(":latest");
         let policy = c
             .image_pull_policy
             .clone()
-            .unwrap_or_else(|| if tag_latest { "Always" } else { "IfNotPresent" }.into());
+            .unwrap_or_else(|| crate::api::defaults::pod::default_pull_policy(&image).into());
         let present = self.ctx.cri.image_status(&image).await.ok().flatten();
         if policy != "Always" {
             if let Some(i) = present {

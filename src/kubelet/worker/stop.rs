@@ -198,6 +198,14 @@ pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Optio
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = %uid, error = %e, "tearing down the pod network failed");
     }
+    // Image volumes through the runtime, which stops counting their images as in use.
+    if let Ok(rd) = std::fs::read_dir(volumes::image_volume_root(&ctx.root_dir.join(uid))) {
+        for e in rd.flatten() {
+            if let Err(e) = ctx.cri.unmount_image(&e.path()).await {
+                tracing::warn!(pod = %uid, error = %e, "unmounting an image volume failed");
+            }
+        }
+    }
     volumes::teardown(&ctx.root_dir.join(uid));
     for d in log_dirs {
         let _ = std::fs::remove_dir_all(d);

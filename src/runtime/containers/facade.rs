@@ -160,6 +160,41 @@ impl Runtime {
             .await
     }
 
+    /// Mounts image `reference` (already pulled) read-only at `target`, an image volume;
+    /// returns the image id. Idempotent.
+    pub async fn mount_image(
+        &self,
+        reference: &str,
+        target: &Path,
+    ) -> Result<String, RuntimeError> {
+        let image = self
+            .images
+            .get(reference)?
+            .ok_or_else(|| RuntimeError::ImageNotFound(reference.to_owned()))?;
+        let (images, snaps, target) = (
+            self.images.clone(),
+            self.snapshots.clone(),
+            target.to_owned(),
+        );
+        blocking(move || {
+            let layers = snaps.ensure_unpacked(&images, &image)?;
+            crate::runtime::snapshots::overlay::mount_readonly(&target, &layers)?;
+            Ok(image.id.clone())
+        })
+        .await
+    }
+
+    /// Unmounts an image volume (absent is fine).
+    pub async fn unmount_image(&self, target: &Path) -> Result<(), RuntimeError> {
+        let target = target.to_owned();
+        blocking(move || {
+            Ok(crate::runtime::snapshots::overlay::unmount_readonly(
+                &target,
+            )?)
+        })
+        .await
+    }
+
     /// Removes the cgroup `rel` once its containers are gone (absent is fine).
     pub async fn remove_cgroup(&self, rel: &str) -> Result<(), RuntimeError> {
         let path = group_path(rel)?;

@@ -393,7 +393,9 @@ pub fn add_cgroup_mounts(
         .iter()
         .position(|m| m.destination() == std::path::Path::new("/sys"))
         .map_or(mounts.len(), |i| i + 1);
-    let tmpfs = out.first().is_some_and(|m| m.typ().as_deref() == Some("tmpfs"));
+    let tmpfs = out
+        .first()
+        .is_some_and(|m| m.typ().as_deref() == Some("tmpfs"));
     mounts.splice(at..at, out);
     spec.set_mounts(Some(mounts));
     if read_only && tmpfs {

@@ -81,6 +81,73 @@ pub fn mount_rootfs(container_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf,
     Ok(rootfs)
 }
 
+/// Mounts an image's layers read-only (and nosuid, nodev) at `target`: an image
+/// volume. One layer is bind-mounted; more are stacked by an overlay without an upper dir.
+/// Idempotent: an existing mount is kept (a restarted agent re-adopts it).
+pub fn mount_readonly(target: &Path, layers: &[PathBuf]) -> Result<(), SnapshotError> {
+    fs::create_dir_all(target).map_err(|e| SnapshotError::io(target, e))?;
+    if is_mounted(target) {
+        return Ok(());
+    }
+    let fail = |reason: String| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        reason,
+    };
+    let locked = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match layers {
+        [] => Err(fail("an image without layers has nothing to mount".into())),
+        [only] => {
+            mount(
+                Some(only.as_path()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| fail(format!("bind mount of {}: {e}", only.display())))?;
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked,
+                None::<&str>,
+            )
+            .map_err(|e| fail(format!("read-only remount: {e}")))
+        }
+        _ => {
+            let options = format!("lowerdir={}", join(layers.iter().cloned()));
+            if options.len() > MAX_OPTIONS || options.contains(',') {
+                return Err(fail(format!(
+                    "{} layers do not fit in one read-only overlay mount",
+                    layers.len()
+                )));
+            }
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                locked,
+                Some(options.as_str()),
+            )
+            .map_err(|e| fail(format!("overlay mount failed: {e} (options {options})")))
+        }
+    }
+}
+
+/// Unmounts what [`mount_readonly`] mounted (lazily if busy) and removes the directory.
+pub fn unmount_readonly(target: &Path) -> Result<(), SnapshotError> {
+    if is_mounted(target) {
+        umount2(target, MntFlags::MNT_DETACH).map_err(|e| SnapshotError::Mount {
+            target: target.to_path_buf(),
+            reason: format!("unmount: {e}"),
+        })?;
+    }
+    match fs::remove_dir(target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SnapshotError::io(target, e)),
+        _ => Ok(()),
+    }
+}
+
 fn join(paths: impl Iterator<Item = PathBuf>) -> String {
     paths
         .map(|p| p.display().to_string())
