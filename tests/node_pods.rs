@@ -1141,6 +1141,20 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
         Some(0),
         "the container's cgroup is read-only to it: {write}"
     );
+    // No Burstable pod on the node: its class gets the minimum weight (upstream sums the
+    // class's requests; the kernel default would be 1024).
+    let class = pod_cgroup_file(
+        &format!("/{parent}/kubepods/burstable"),
+        &["cpu/cpu.shares", "cpu.weight"],
+    );
+    assert_eq!(
+        read_trimmed(&class),
+        if class.ends_with("cpu.shares") {
+            "2"
+        } else {
+            "1"
+        }
+    );
     // The pod cgroup covers both containers: 400m and 96Mi.
     assert!(quota(&pod_cg).starts_with("40000"), "{}", quota(&pod_cg));
     assert_eq!(memory(&pod_cg), (96u64 << 20).to_string());

@@ -184,26 +184,77 @@ pub fn event_message(prefix: &str, pod: &Pod, generation: i64, error: Option<&st
     format!("{prefix}: {}", serde_json::Value::Object(summary))
 }
 
-/// Pods' admitted requests on this node, by uid (what a resize is admitted against).
+/// One live pod's admitted requests and whether it is Burstable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub requests: (i64, i64),
+    pub burstable: bool,
+}
+
+/// Pods' admitted requests on this node, by uid: what a resize is admitted against, and
+/// what the Burstable class's cpu shares are the sum of.
 #[derive(Default)]
-pub struct NodeAllocations(parking_lot::Mutex<HashMap<String, (i64, i64)>>);
+pub struct NodeAllocations {
+    pods: parking_lot::Mutex<HashMap<String, Admitted>>,
+    /// The Burstable class's cpu shares as last written.
+    burstable_shares: parking_lot::Mutex<Option<u64>>,
+}
 
 impl NodeAllocations {
-    pub fn set(&self, uid: &str, requests: (i64, i64)) {
-        self.0.lock().insert(uid.to_owned(), requests);
+    pub fn set(&self, uid: &str, admitted: Admitted) {
+        self.pods.lock().insert(uid.to_owned(), admitted);
     }
 
     pub fn remove(&self, uid: &str) {
-        self.0.lock().remove(uid);
+        self.pods.lock().remove(uid);
     }
 
     /// The summed requests of every pod but `uid`.
     pub fn others(&self, uid: &str) -> (i64, i64) {
-        self.0
+        self.pods
             .lock()
             .iter()
             .filter(|(u, _)| u.as_str() != uid)
-            .fold((0, 0), |(c, m), (_, (c2, m2))| (c + c2, m + m2))
+            .fold((0, 0), |(c, m), (_, a)| {
+                (c + a.requests.0, m + a.requests.1)
+            })
+    }
+
+    /// The Burstable class's cpu shares when they differ from what was last written (upstream's
+    /// QoS container manager: the shares of the summed cpu requests of Burstable pods); the
+    /// caller writes them, then [`NodeAllocations::burstable_written`].
+    pub fn burstable_shares_due(&self) -> Option<u64> {
+        let milli: i64 = self
+            .pods
+            .lock()
+            .values()
+            .filter(|a| a.burstable)
+            .map(|a| a.requests.0)
+            .sum();
+        let shares = crate::kubelet::resources::milli_to_shares(milli);
+        (*self.burstable_shares.lock() != Some(shares)).then_some(shares)
+    }
+
+    pub fn burstable_written(&self, shares: u64) {
+        *self.burstable_shares.lock() = Some(shares);
+    }
+}
+
+/// Writes the Burstable class's cpu shares if the pods' requests changed them.
+pub async fn sync_burstable_class(allocations: &NodeAllocations, cri: &dyn super::cri::Cri) {
+    let Some(shares) = allocations.burstable_shares_due() else {
+        return;
+    };
+    let class = crate::runtime::containers::Resources {
+        cpu_shares: Some(shares),
+        ..Default::default()
+    };
+    match cri
+        .ensure_pod_cgroup(super::resources::BURSTABLE_CLASS, class)
+        .await
+    {
+        Ok(()) => allocations.burstable_written(shares),
+        Err(e) => tracing::warn!(error = %e, "writing the Burstable class's cpu shares failed"),
     }
 }
 
@@ -262,6 +313,29 @@ mod tests {
         let p = allocated_pod(&pod, &smaller);
         assert_eq!(requests(&p), (50, 32 << 20));
         assert_eq!(requests(&pod), (100, 64 << 20));
+    }
+
+    #[test]
+    fn the_burstable_class_gets_the_shares_of_its_pods_requests() {
+        let a = NodeAllocations::default();
+        let pod = |cpu, burstable| Admitted {
+            requests: (cpu, 0),
+            burstable,
+        };
+        a.set("g", pod(4000, false));
+        a.set("b1", pod(250, true));
+        a.set("b2", pod(750, true));
+        assert_eq!(a.burstable_shares_due(), Some(1024));
+        a.burstable_written(1024);
+        assert_eq!(a.burstable_shares_due(), None);
+        a.remove("b2");
+        assert_eq!(a.burstable_shares_due(), Some(256));
+        a.remove("b1");
+        assert_eq!(
+            a.burstable_shares_due(),
+            Some(2),
+            "the minimum when none is left"
+        );
     }
 
     #[test]

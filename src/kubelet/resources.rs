@@ -64,7 +64,10 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
-fn milli_to_shares(milli: i64) -> u64 {
+/// The Burstable QoS class's cgroup, relative to the runtime's cgroup parent.
+pub const BURSTABLE_CLASS: &str = "kubepods/burstable";
+
+pub(crate) fn milli_to_shares(milli: i64) -> u64 {
     if milli <= 0 {
         return MIN_SHARES;
     }
@@ -103,8 +106,8 @@ pub struct PodCgroup {
     /// gets the minimum shares and nothing else.
     pub resources: Resources,
     /// The QoS class's cgroup when it has settings of its own: BestEffort pods share 2 cpu
-    /// shares altogether, as upstream. (Upstream also resizes the Burstable class's shares
-    /// to the sum of its pods' requests; that one is left at the kernel's default.)
+    /// shares altogether, as upstream. (The Burstable class's shares, the sum of its pods'
+    /// requests, are kept by `resize::sync_burstable_class`.)
     pub class: Option<(&'static str, Resources)>,
 }
 

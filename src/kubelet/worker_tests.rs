@@ -710,17 +710,22 @@ async fn best_effort_pods_share_the_minimum_cpu_shares_under_their_class_cgroup(
     );
     wait(1).await;
     let cgroups = h.cri.pod_cgroups();
+    // The Burstable class has no pod's requests: the minimum shares too.
     assert_eq!(
         cgroups.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["kubepods/besteffort", "kubepods/besteffort/poduid1"]
+        [
+            "kubepods/besteffort",
+            "kubepods/besteffort/poduid1",
+            "kubepods/burstable"
+        ]
     );
     assert!(cgroups.values().all(|r| r.cpu_shares == Some(2)));
     h.tx.send_replace(None);
     wait(5).await;
     assert_eq!(
         h.cri.pod_cgroups().keys().collect::<Vec<_>>(),
-        ["kubepods/besteffort"],
-        "the class cgroup stays for the next pod"
+        ["kubepods/besteffort", "kubepods/burstable"],
+        "the class cgroups stay for the next pod"
     );
 }
 
@@ -766,11 +771,15 @@ async fn containers_run_in_a_pod_cgroup_under_the_qos_class_that_goes_with_the_p
         .configs()
         .iter()
         .all(|c| c.cgroup_parent.as_deref() == Some(path)));
+    // The Burstable class is weighted by its pods' requests (upstream's QoS manager).
+    assert_eq!(cgroups["kubepods/burstable"].cpu_shares, Some(256));
     h.tx.send_replace(None);
     wait(5).await;
-    assert!(
-        h.cri.pod_cgroups().is_empty(),
-        "removed with the pod: {:?}",
-        h.cri.pod_cgroups()
+    let left = h.cri.pod_cgroups();
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["kubepods/burstable"],
+        "the pod cgroup goes with the pod: {left:?}"
     );
+    assert_eq!(left["kubepods/burstable"].cpu_shares, Some(2));
 }

@@ -299,6 +299,7 @@ impl Worker {
         }
         if terminal || self.failed.is_some() {
             self.ctx.allocations.remove(&self.uid);
+            super::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref()).await;
             self.resize_unfinished = None;
             self.stop_all(&view, self.grace()).await;
             let view = self.view().await;
@@ -441,10 +442,12 @@ impl Worker {
                 .unwrap_or_else(|| crate::api::defaults::pod::default_pull_policy(&image).into());
             let present = self.ctx.cri.image_status(&image).await.ok().flatten();
             match (policy.as_str(), present) {
-                ("Never", None) => return Err(format!(
+                ("Never", None) => {
+                    return Err(format!(
                     "image volume {}: image \"{image}\" is not present with pull policy of Never",
                     v.name
-                )),
+                ))
+                }
                 ("Always", _) | (_, None) => {
                     self.event(
                         None,

@@ -20,6 +20,16 @@ fn loosest(a: &Resources, b: &Resources) -> Resources {
 }
 
 impl Worker {
+    /// Records the pod's admitted requests for the node, and the Burstable class's shares.
+    async fn admitted(&self, pod: &Pod) {
+        let admitted = resize::Admitted {
+            requests: resize::requests(pod),
+            burstable: crate::kubelet::resources::qos_class(pod) == "Burstable",
+        };
+        self.ctx.allocations.set(&self.uid, admitted);
+        resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref()).await;
+    }
+
     /// The allocation, loaded from the pod's checkpoint (or taken from the spec, for a pod
     /// this node starts now) on first use.
     pub(super) fn allocation(&mut self) -> &Allocation {
@@ -60,9 +70,7 @@ impl Worker {
         let old_pod = resize::allocated_pod(&pod, &current);
         if current == desired {
             self.resize_unfinished = None;
-            self.ctx
-                .allocations
-                .set(&self.uid, resize::requests(&old_pod));
+            self.admitted(&old_pod).await;
             return;
         }
         let allocatable = (
@@ -90,9 +98,7 @@ impl Worker {
                 self.event(None, events::WARNING, event, text);
             }
             self.resize_unfinished = Some((resize::PENDING, reason, msg));
-            self.ctx
-                .allocations
-                .set(&self.uid, resize::requests(&old_pod));
+            self.admitted(&old_pod).await;
             return;
         }
         self.event(
@@ -111,7 +117,7 @@ impl Worker {
                 }
                 self.allocation = Some(desired);
                 self.resize_unfinished = None;
-                self.ctx.allocations.set(&self.uid, resize::requests(&pod));
+                self.admitted(&pod).await;
                 for (name, id) in restarts {
                     self.event(
                         Some(&name),

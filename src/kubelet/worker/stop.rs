@@ -154,6 +154,8 @@ impl Worker {
     /// The pod is gone from the API: stop and remove everything it had on this node.
     pub(super) async fn cleanup(&mut self) -> Next {
         self.ctx.allocations.remove(&self.uid);
+        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
+            .await;
         let view = self.view().await;
         self.stop_all(&view, Duration::from_secs(2).min(self.grace()))
             .await;
