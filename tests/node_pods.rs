@@ -289,6 +289,34 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
     let events = server.event_messages("default", "involvedObject.name=filler,reason=Evicted");
     assert!(events.contains("exceeds the limit"), "{events}");
     delete_pods(&server, &["filler"]);
+
+    // A container's own ephemeral-storage limit counts its writable layer (and logs); a
+    // single limited container also limits the pod, which upstream checks first.
+    server.apply(
+        "writer.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"writer","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "containers":[{{"name":"app","image":"{image}",
+                   "resources":{{"limits":{{"ephemeral-storage":"1Mi"}}}},
+                   "command":["sh","-c","dd if=/dev/zero of=/fill bs=1024 count=2048; exec sleep 3600"]}}]}}}}"#
+        ),
+    );
+    let pod = eventually(Duration::from_secs(60), "the writer is evicted", || {
+        let p = server.kubectl_json(&["get", "pod", "writer", "-o", "json"]);
+        if p["status"]["reason"] == "Evicted" {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod ephemeral local storage usage exceeds the total limit of containers 1Mi. ",
+        "{}",
+        pod["status"]
+    );
+    delete_pods(&server, &["writer"]);
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub trait Cri: Send + Sync {
     fn mount_image(&self, image: &str, target: &Path) -> BoxFuture<'_, Result<(), CriError>>;
     /// Unmounts an image volume (absent is fine).
     fn unmount_image(&self, target: &Path) -> BoxFuture<'_, Result<(), CriError>>;
+    /// Bytes the container has written to its writable layer.
+    fn writable_layer_usage(&self, id: &str) -> BoxFuture<'_, Result<u64, CriError>>;
     /// Removes a pod-level cgroup whose containers are gone (absent is fine).
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>>;
     /// Creates (does not start) a container; returns its id.

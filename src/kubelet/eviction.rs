@@ -58,6 +58,103 @@ pub fn violation(limits: &Limits, usage: &BTreeMap<String, u64>) -> Option<Strin
         })
 }
 
+/// A pod's local ephemeral-storage limits: its emptyDirs' sizeLimits, each container's
+/// `ephemeral-storage` limit, and the pod's (the sum of its containers').
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StorageLimits {
+    pub empty_dirs: Limits,
+    /// container name → (bytes, as written).
+    pub containers: BTreeMap<String, (u64, String)>,
+    pub pod: Option<(u64, String)>,
+}
+
+impl StorageLimits {
+    pub fn is_empty(&self) -> bool {
+        self.empty_dirs.is_empty() && self.containers.is_empty()
+    }
+}
+
+/// What a pod uses on local disk, in bytes: each disk-backed emptyDir (by volume name) and
+/// each container's writable layer plus logs (by container name).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StorageUsage {
+    pub empty_dirs: BTreeMap<String, u64>,
+    pub containers: BTreeMap<String, u64>,
+}
+
+pub fn storage_limits(pod: &Pod) -> StorageLimits {
+    let containers: BTreeMap<String, (u64, String)> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .filter_map(|c| {
+            let q = c
+                .resources
+                .as_ref()?
+                .limits
+                .as_ref()?
+                .get("ephemeral-storage")?;
+            let bytes = Quantity::parse(&q.0).ok()?.value().max(0) as u64;
+            Some((c.name.clone(), (bytes, q.0.clone())))
+        })
+        .collect();
+    let pod_limit = match containers.len() {
+        0 => None,
+        1 => containers.values().next().cloned(),
+        _ => {
+            let total: u64 = containers.values().map(|(b, _)| b).sum();
+            Some((total, binary_si(total)))
+        }
+    };
+    StorageLimits {
+        empty_dirs: limited_empty_dirs(pod),
+        containers,
+        pod: pod_limit,
+    }
+}
+
+/// Bytes as Go's canonical binary-SI quantity: the largest of Ei..Ki that divides them.
+fn binary_si(bytes: u64) -> String {
+    for (shift, suffix) in [
+        (60, "Ei"),
+        (50, "Pi"),
+        (40, "Ti"),
+        (30, "Gi"),
+        (20, "Mi"),
+        (10, "Ki"),
+    ] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Upstream's local-storage eviction, in its order: an emptyDir over its sizeLimit, then
+/// the pod over the sum of its containers' limits (emptyDirs, writable layers and logs),
+/// then a container over its own limit. The message is the eviction's.
+pub fn storage_violation(limits: &StorageLimits, usage: &StorageUsage) -> Option<String> {
+    if let Some(m) = violation(&limits.empty_dirs, &usage.empty_dirs) {
+        return Some(m);
+    }
+    if let Some((limit, written)) = &limits.pod {
+        let total: u64 =
+            usage.empty_dirs.values().sum::<u64>() + usage.containers.values().sum::<u64>();
+        if total > *limit {
+            return Some(format!(
+                "Pod ephemeral local storage usage exceeds the total limit of containers {written}. "
+            ));
+        }
+    }
+    limits
+        .containers
+        .iter()
+        .find(|(name, (limit, _))| usage.containers.get(*name).is_some_and(|u| u > limit))
+        .map(|(name, (_, written))| {
+            format!("Container {name} exceeded its local ephemeral storage limit {written:?}. ")
+        })
+}
+
 /// Bytes allocated under `dir` (as `du -s`): each inode once, without crossing into other
 /// filesystems. A missing directory is 0.
 pub fn disk_usage(dir: &Path) -> u64 {
@@ -214,6 +311,46 @@ pub fn pressure_message(r: Resource, threshold: u64, available: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_limits_are_checked_in_upstreams_order_with_its_messages() {
+        use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
+        let limited = |name: &str, limit: &str| Container {
+            name: name.into(),
+            resources: Some(ResourceRequirements {
+                limits: Some([("ephemeral-storage".to_owned(), Q(limit.into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![limited("a", "1Mi"), limited("b", "3Mi")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let limits = storage_limits(&pod);
+        assert_eq!(limits.pod, Some((4 << 20, "4Mi".to_owned())));
+        let usage = |a: u64, b: u64, dir: u64| StorageUsage {
+            empty_dirs: [("scratch".to_owned(), dir)].into(),
+            containers: [("a".to_owned(), a), ("b".to_owned(), b)].into(),
+        };
+        assert_eq!(
+            storage_violation(&limits, &usage(1 << 20, 1 << 20, 0)),
+            None
+        );
+        assert_eq!(
+            storage_violation(&limits, &usage(2 << 20, 0, 0)).unwrap(),
+            "Container a exceeded its local ephemeral storage limit \"1Mi\". "
+        );
+        // The pod's total counts its emptyDirs too, and is checked before containers.
+        assert_eq!(
+            storage_violation(&limits, &usage(2 << 20, 1 << 20, 2 << 20)).unwrap(),
+            "Pod ephemeral local storage usage exceeds the total limit of containers 4Mi. "
+        );
+    }
     use serde_json::json;
 
     fn pod() -> Pod {

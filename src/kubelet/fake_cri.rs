@@ -471,6 +471,10 @@ impl Cri for FakeCri {
         async { Ok(()) }.boxed()
     }
 
+    fn writable_layer_usage(&self, _id: &str) -> BoxFuture<'_, Result<u64, CriError>> {
+        async { Ok(0) }.boxed()
+    }
+
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
         let mut g = self.inner.lock();
         g.record(Call::RemovePodCgroup(path.to_owned()));

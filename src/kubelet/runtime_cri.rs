@@ -149,6 +149,16 @@ impl Cri for RuntimeCri {
         .boxed()
     }
 
+    fn writable_layer_usage(&self, id: &str) -> BoxFuture<'_, Result<u64, CriError>> {
+        let upper = self.runtime.container_dir(id).join("upper");
+        async move {
+            tokio::task::spawn_blocking(move || crate::kubelet::eviction::disk_usage(&upper))
+                .await
+                .map_err(|e| CriError::Runtime(e.to_string()))
+        }
+        .boxed()
+    }
+
     fn remove_pod_cgroup(&self, path: &str) -> BoxFuture<'_, Result<(), CriError>> {
         let path = path.to_owned();
         async move { self.runtime.remove_cgroup(&path).await.map_err(err) }.boxed()

@@ -22,7 +22,7 @@ use crate::network::{Sandbox, SandboxRequest};
 use crate::runtime::containers::Status;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -346,10 +346,10 @@ impl Worker {
         if let Some(at) = self.volumes.as_ref().and_then(|v| v.refresh_at) {
             next = next.min((at - chrono::Utc::now()).to_std().unwrap_or_default());
         }
-        let limited = eviction::limited_empty_dirs(&pod);
-        if !limited.is_empty() {
+        let limits = eviction::storage_limits(&pod);
+        if !limits.is_empty() {
             next = next.min(eviction::CHECK_EVERY);
-            if let Some(msg) = self.local_storage_violation(&limited).await {
+            if let Some(msg) = self.local_storage_violation(&limits, &view).await {
                 return self.evict(msg).await;
             }
         }
@@ -487,9 +487,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Measures the emptyDirs that have a sizeLimit (at most every [`eviction::CHECK_EVERY`])
-    /// and says why the pod must be evicted, if it must.
-    async fn local_storage_violation(&mut self, limited: &eviction::Limits) -> Option<String> {
+    /// Measures what the pod's local-storage limits need (at most every
+    /// [`eviction::CHECK_EVERY`]): limited emptyDirs and containers, or everything on disk
+    /// when the pod as a whole is limited; says why the pod must be evicted, if it must.
+    async fn local_storage_violation(
+        &mut self,
+        limits: &eviction::StorageLimits,
+        view: &RuntimePod,
+    ) -> Option<String> {
         if self
             .storage_checked
             .is_some_and(|t| t.elapsed() < eviction::CHECK_EVERY)
@@ -497,21 +502,68 @@ impl Worker {
             return None;
         }
         self.storage_checked = Some(Instant::now());
-        let dirs: Vec<(String, std::path::PathBuf)> = limited
-            .keys()
-            .filter_map(|n| {
-                let v = self.volumes.as_ref()?.by_name.get(n)?;
-                Some((n.clone(), v.host_path.clone()))
+        let whole_pod = limits.pod.is_some();
+        let memory_backed: HashSet<String> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| {
+                v.empty_dir
+                    .as_ref()
+                    .is_some_and(|e| e.medium.as_deref() == Some("Memory"))
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        let dirs: Vec<(String, std::path::PathBuf)> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| v.empty_dir.is_some() && !memory_backed.contains(&v.name))
+            .filter(|v| whole_pod || limits.empty_dirs.contains_key(&v.name))
+            .filter_map(|v| {
+                let prepared = self.volumes.as_ref()?.by_name.get(&v.name)?;
+                Some((v.name.clone(), prepared.host_path.clone()))
             })
             .collect();
-        let usage = tokio::task::spawn_blocking(move || {
-            dirs.into_iter()
-                .map(|(n, d)| (n, eviction::disk_usage(&d)))
-                .collect()
-        })
-        .await
-        .ok()?;
-        eviction::violation(limited, &usage)
+        let mut usage = eviction::StorageUsage::default();
+        let mut logs = Vec::new();
+        for (name, instances) in view {
+            if !whole_pod && !limits.containers.contains_key(name) {
+                continue;
+            }
+            let Some(latest) = instances.first() else {
+                continue;
+            };
+            let layer = self
+                .ctx
+                .cri
+                .writable_layer_usage(&latest.id)
+                .await
+                .unwrap_or(0);
+            usage.containers.insert(name.clone(), layer);
+            logs.push((name.clone(), latest.log_path.clone()));
+        }
+        let (dir_usage, log_usage): (BTreeMap<String, u64>, Vec<(String, u64)>) =
+            tokio::task::spawn_blocking(move || {
+                let dirs = dirs
+                    .into_iter()
+                    .map(|(n, d)| (n, eviction::disk_usage(&d)))
+                    .collect();
+                let logs = logs
+                    .into_iter()
+                    .map(|(n, l)| (n, eviction::disk_usage(&l)))
+                    .collect();
+                (dirs, logs)
+            })
+            .await
+            .ok()?;
+        usage.empty_dirs = dir_usage;
+        for (name, bytes) in log_usage {
+            *usage.containers.entry(name).or_default() += bytes;
+        }
+        eviction::storage_violation(limits, &usage)
     }
 
     /// Evicts the pod: every container killed at once (a hard eviction has no grace
