@@ -1029,6 +1029,47 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes()
             }
         },
     );
+    // What a debug container leaves running in the target's namespace ends with it, as it
+    // would in a namespace of its own.
+    server.kubectl_ok(&[
+        "debug",
+        "target",
+        &format!("--image={image}"),
+        "--target=app",
+        "-c",
+        "dbg3",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1234 & sleep 1",
+    ]);
+    eventually(
+        Duration::from_secs(30),
+        "dbg3 ends and its leftover with it",
+        || {
+            let pod = server.kubectl_json(&["get", "pod", "target", "-o", "json"]);
+            let done = pod["status"]["ephemeralContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == "dbg3" && s["state"]["terminated"].is_object());
+            let ps = server.kubectl_ok(&[
+                "exec",
+                "target",
+                "-c",
+                "dbg",
+                "--",
+                "sh",
+                "-c",
+                "ps -o args",
+            ]);
+            if done && !ps.contains("sleep 1234") {
+                Ok(())
+            } else {
+                Err(format!("done={done}: {ps}"))
+            }
+        },
+    );
     delete_pods(&server, &["target"]);
 }
 
@@ -1069,7 +1110,7 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
                "spec":{{"nodeName":"{NODE}","terminationGracePeriodSeconds":1,"restartPolicy":"OnFailure",
                  "containers":[
                    {{"name":"c1","image":"{image}","command":["sh","-c","exec sleep 3600"],"resources":{}}},
-                   {{"name":"c2","image":"{image}","command":["sh","-c","exec sleep 3600"],"resources":{},
+                   {{"name":"c2","image":"{image}","command":["sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"],"resources":{},
                      "resizePolicy":[{{"resourceName":"memory","restartPolicy":"RestartContainer"}}]}}]}}}}"#,
             res("100m", "32Mi"),
             res("100m", "32Mi"),
@@ -1192,7 +1233,8 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
         "{events}"
     );
 
-    // c2's memory says RestartContainer: it is restarted with the new limit.
+    // c2's memory says RestartContainer: it is restarted with the new limit, although it
+    // exits 0 on SIGTERM and the pod's policy is OnFailure.
     let (_, c2_before) = container_instance(&pod, "c2");
     resize("c2", &res("100m", "48Mi"));
     let pod = wait_resized("c2 restarted", &|p| {

@@ -291,11 +291,13 @@ pub async fn serve(
     // The path after `/proxy`, kept raw (percent-encoding and trailing slash as sent).
     let full = req.uri().path();
     let marker = format!("/{}/{id}/proxy", rr.rt.plural);
+    // The router matched these segments; a path that spells them otherwise (`web//proxy`)
+    // is not one we can cut, and is not guessed at.
     let suffix = full
         .find(&marker)
-        .map(|i| &full[i + marker.len()..])
-        .unwrap_or_default()
-        .to_owned();
+        .map(|i| full[i + marker.len()..].to_owned())
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .ok_or_else(ApiError::no_route)?;
     let query = req.uri().query().map(str::to_owned);
     if suffix.is_empty() && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         // Upstream redirects the proxy root to its trailing-slash form (issue 4958).

@@ -98,13 +98,32 @@ pub fn storage_limits(pod: &Pod) -> StorageLimits {
             Some((c.name.clone(), (bytes, q.0.clone())))
         })
         .collect();
+    // Upstream's pod limit: the larger of the biggest init container's limit and the sum
+    // of the regular containers' and sidecars' (the two never run together).
+    let spec = pod.spec.clone().unwrap_or_default();
+    let limit_of = |name: &str| containers.get(name).map(|(b, _)| *b).unwrap_or(0);
+    let running: u64 = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| super::status::is_sidecar(c))
+        .chain(&spec.containers)
+        .map(|c| limit_of(&c.name))
+        .sum();
+    let init_max = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| !super::status::is_sidecar(c))
+        .map(|c| limit_of(&c.name))
+        .max()
+        .unwrap_or(0);
+    let total = running.max(init_max);
     let pod_limit = match containers.len() {
         0 => None,
+        // One limit, as written (upstream prints the summed quantity, which is the same).
         1 => containers.values().next().cloned(),
-        _ => {
-            let total: u64 = containers.values().map(|(b, _)| b).sum();
-            Some((total, binary_si(total)))
-        }
+        _ => Some((total, binary_si(total))),
     };
     StorageLimits {
         empty_dirs: limited_empty_dirs(pod),
@@ -344,6 +363,14 @@ mod tests {
         assert_eq!(
             storage_violation(&limits, &usage(2 << 20, 0, 0)).unwrap(),
             "Container a exceeded its local ephemeral storage limit \"1Mi\". "
+        );
+        // An init container runs before the others: the pod's limit is the larger of it and
+        // the regular containers' sum, not all of them added up.
+        let mut with_init = pod.clone();
+        with_init.spec.as_mut().unwrap().init_containers = Some(vec![limited("setup", "8Mi")]);
+        assert_eq!(
+            storage_limits(&with_init).pod,
+            Some((8 << 20, "8Mi".to_owned()))
         );
         // The pod's total counts its emptyDirs too, and is checked before containers.
         assert_eq!(

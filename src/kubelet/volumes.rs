@@ -535,7 +535,7 @@ fn mount_tmpfs(dir: &Path, size: Option<String>) -> Result<(), String> {
     .map_err(|e| format!("mounting tmpfs on {}: {e}", dir.display()))
 }
 
-fn is_mountpoint(dir: &Path) -> bool {
+pub(crate) fn is_mountpoint(dir: &Path) -> bool {
     let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -556,6 +556,47 @@ pub fn teardown(pod_dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir_all(pod_dir);
+}
+
+/// `sub_path` inside the volume at `root`, created as directories where missing. A symlink
+/// on the way (one a container planted in an emptyDir, or one an image volume ships) may
+/// only lead somewhere inside the volume, as upstream's subpath checks: otherwise the
+/// container would get a host directory. (The bind itself happens later, in the container's
+/// init; a container racing to swap a checked directory for a symlink in between is not
+/// caught here.)
+fn resolve_sub_path(root: &Path, sub_path: &str) -> Result<PathBuf, String> {
+    let root = std::fs::canonicalize(root).map_err(|e| io("resolving", root, e))?;
+    let mut at = root.clone();
+    let parts: Vec<&str> = sub_path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let next = at.join(part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(_) => {
+                let resolved =
+                    std::fs::canonicalize(&next).map_err(|e| io("resolving", &next, e))?;
+                if !resolved.starts_with(&root) {
+                    return Err(format!(
+                        "subpath {:?} not within volume path {:?}",
+                        resolved.display().to_string(),
+                        root.display().to_string()
+                    ));
+                }
+                at = resolved;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // What is missing has no links: create it below the checked directory.
+                let rest: PathBuf = parts[i..].iter().collect();
+                let full = at.join(rest);
+                std::fs::create_dir_all(&full).map_err(|e| io("creating", &full, e))?;
+                return Ok(full);
+            }
+            Err(e) => return Err(io("reading", &next, e)),
+        }
+    }
+    Ok(at)
 }
 
 /// The container's mounts for its `volumeMounts`; `env` (the container's environment)
@@ -594,10 +635,12 @@ pub fn mounts(
             if sp.split('/').any(|c| c == "..") {
                 return Err(format!("failed to prepare subPath for volumeMount {:?} of container {:?}: error SubPath `{sp}` must not contain '..'", m.name, c.name));
             }
-            source = source.join(sp);
-            if !source.exists() {
-                std::fs::create_dir_all(&source).map_err(|e| io("creating", &source, e))?;
-            }
+            source = resolve_sub_path(&source, sp).map_err(|e| {
+                format!(
+                    "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
+                    m.name, c.name
+                )
+            })?;
         }
         out.push(Mount::Bind {
             source,
@@ -611,6 +654,32 @@ pub fn mounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sub_path_through_a_symlink_may_not_leave_the_volume() {
+        let d = tempfile::tempdir().unwrap();
+        let vol = d.path().join("vol");
+        std::fs::create_dir_all(vol.join("data")).unwrap();
+        std::os::unix::fs::symlink("/", vol.join("evil")).unwrap();
+        std::os::unix::fs::symlink("data", vol.join("inside")).unwrap();
+        let err = resolve_sub_path(&vol, "evil").unwrap_err();
+        assert!(
+            err.starts_with("subpath \"/\" not within volume path"),
+            "{err}"
+        );
+        assert!(resolve_sub_path(&vol, "evil/etc").is_err());
+        let canon = std::fs::canonicalize(&vol).unwrap();
+        assert_eq!(
+            resolve_sub_path(&vol, "inside").unwrap(),
+            canon.join("data")
+        );
+        assert_eq!(
+            resolve_sub_path(&vol, "inside/new/deeper").unwrap(),
+            canon.join("data/new/deeper")
+        );
+        assert!(canon.join("data/new/deeper").is_dir());
+        assert!(!std::path::Path::new("/new").exists());
+    }
 
     #[test]
     fn sub_path_expr_expands_the_container_env_and_refuses_escapes() {

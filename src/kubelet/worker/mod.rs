@@ -79,6 +79,9 @@ pub struct Worker {
     allocation: Option<super::resize::Allocation>,
     /// A resize that is pending or failed, for the status conditions.
     resize_unfinished: Option<super::resize::Unfinished>,
+    /// Containers a resize stopped (RestartContainer): started again at once, whatever the
+    /// restart policy and back-off say.
+    resize_restarts: HashSet<String>,
 }
 
 enum Next {
@@ -132,6 +135,7 @@ impl Worker {
             image_volumes: HashSet::new(),
             allocation: None,
             resize_unfinished: None,
+            resize_restarts: HashSet::new(),
         }
     }
 
@@ -440,8 +444,13 @@ impl Worker {
                 .pull_policy
                 .clone()
                 .unwrap_or_else(|| crate::api::defaults::pod::default_pull_policy(&image).into());
+            let dir = volumes::image_volume_dir(&self.pod_dir(), &v.name);
+            // Mounted by this node before an agent restart: adopted as it is, not pulled
+            // again (a registry that is down must not stall a running pod).
+            let mounted = volumes::is_mountpoint(&dir);
             let present = self.ctx.cri.image_status(&image).await.ok().flatten();
             match (policy.as_str(), present) {
+                _ if mounted => {}
                 ("Never", None) => {
                     return Err(format!(
                     "image volume {}: image \"{image}\" is not present with pull policy of Never",
@@ -476,7 +485,6 @@ impl Worker {
                 }
                 _ => {}
             }
-            let dir = volumes::image_volume_dir(&self.pod_dir(), &v.name);
             self.ctx
                 .cri
                 .mount_image(&image, &dir)
@@ -704,7 +712,8 @@ impl Worker {
             let go = match latest {
                 None => true,
                 Some(s) if matches!(s.status, Status::Stopped | Status::Unknown) => {
-                    status::should_restart(&pod, c, false, s.exit_code.unwrap_or(255))
+                    self.resize_restarts.contains(&c.name)
+                        || status::should_restart(&pod, c, false, s.exit_code.unwrap_or(255))
                 }
                 Some(_) => false,
             };

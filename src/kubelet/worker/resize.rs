@@ -101,32 +101,30 @@ impl Worker {
             self.admitted(&old_pod).await;
             return;
         }
-        self.event(
-            None,
-            events::NORMAL,
-            "ResizeStarted",
-            resize::event_message("Pod resize started", &pod, generation, None),
-        );
+        // A retry after an error says nothing new until the error changes.
+        let retrying = self
+            .resize_unfinished
+            .as_ref()
+            .is_some_and(|(t, _, _)| *t == resize::IN_PROGRESS);
+        if !retrying {
+            self.event(
+                None,
+                events::NORMAL,
+                "ResizeStarted",
+                resize::event_message("Pod resize started", &pod, generation, None),
+            );
+        }
         match self
             .apply_resize(view, &old_pod, &pod, &current, &desired)
             .await
         {
-            Ok(restarts) => {
+            Ok(()) => {
                 if let Err(e) = resize::save(&self.pod_dir(), &desired) {
                     tracing::warn!(error = %e, "checkpointing the pod's allocation failed");
                 }
                 self.allocation = Some(desired);
                 self.resize_unfinished = None;
                 self.admitted(&pod).await;
-                for (name, id) in restarts {
-                    self.event(
-                        Some(&name),
-                        events::NORMAL,
-                        "Killing",
-                        format!("Container {name} resize requires restart"),
-                    );
-                    let _ = self.ctx.cri.stop_container(&id, self.grace()).await;
-                }
                 self.event(
                     None,
                     events::NORMAL,
@@ -135,25 +133,33 @@ impl Worker {
                 );
             }
             Err(e) => {
-                tracing::warn!(pod = %pod_name(&pod), error = %e, "resize failed");
-                let text = resize::event_message("Pod resize error", &pod, generation, Some(&e));
-                self.event(None, events::WARNING, "ResizeError", text);
+                let known = self
+                    .resize_unfinished
+                    .as_ref()
+                    .is_some_and(|(_, _, m)| *m == e);
+                if !known {
+                    tracing::warn!(pod = %pod_name(&pod), error = %e, "resize failed");
+                    let text =
+                        resize::event_message("Pod resize error", &pod, generation, Some(&e));
+                    self.event(None, events::WARNING, "ResizeError", text);
+                }
                 self.resize_unfinished = Some((resize::IN_PROGRESS, resize::ERROR, e));
             }
         }
     }
 
     /// Writes the new limits: the pod cgroup loosened to cover both, each changed running
-    /// container (or, for `RestartContainer`, returned to be restarted), then the pod cgroup
-    /// at its new values. Returns the containers to restart, as (name, runtime id).
+    /// container (or, for `RestartContainer`, the container stopped first, to be started
+    /// again by the next pass whatever the restart policy), then the pod cgroup at its new
+    /// values, which no stopped container can be over any more.
     async fn apply_resize(
-        &self,
+        &mut self,
         view: &RuntimePod,
         old_pod: &Pod,
         new_pod: &Pod,
         current: &Allocation,
         desired: &Allocation,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<(), String> {
         use crate::kubelet::resources::{container_resources, pod_cgroup};
         let (old_cg, new_cg) = (pod_cgroup(old_pod), pod_cgroup(new_pod));
         if let (Some(o), Some(n)) = (&old_cg, &new_cg) {
@@ -163,7 +169,6 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let mut restarts = Vec::new();
         let spec = new_pod.spec.clone().unwrap_or_default();
         for c in spec
             .init_containers
@@ -186,7 +191,15 @@ impl Worker {
                 continue;
             };
             if resize::needs_restart(c, old, new) {
-                restarts.push((c.name.clone(), running.id.clone()));
+                let name = c.name.clone();
+                self.event(
+                    Some(&name),
+                    events::NORMAL,
+                    "Killing",
+                    format!("Container {name} resize requires restart"),
+                );
+                self.resize_restarts.insert(name);
+                let _ = self.ctx.cri.stop_container(&running.id, self.grace()).await;
                 continue;
             }
             self.ctx
@@ -206,6 +219,6 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        Ok(restarts)
+        Ok(())
     }
 }

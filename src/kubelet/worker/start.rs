@@ -22,7 +22,12 @@ impl Worker {
             .and_then(|s| labels::container_ref(&s.labels))
             .map(|r| r.restart_count + 1)
             .unwrap_or(0);
-        if let Some(p) = prev.filter(|p| matches!(p.status, Status::Stopped | Status::Unknown)) {
+        // A restart a resize asked for is not a crash: no back-off.
+        let resized = self.resize_restarts.contains(&c.name);
+        if let Some(p) = prev
+            .filter(|p| matches!(p.status, Status::Stopped | Status::Unknown))
+            .filter(|_| !resized)
+        {
             let event = self.exit_seen.get(&p.id).copied().unwrap_or(now);
             if let Some(d) = self.backoff.in_backoff_since(&c.name, event, now) {
                 let msg = format!(
@@ -49,18 +54,6 @@ impl Worker {
             }
             self.backoff.next(&c.name, event, now);
         }
-        let pid_namespace = match target.filter(|t| !t.is_empty()) {
-            None => None,
-            Some(t) => {
-                let running = self.view().await.get(t).and_then(|v| v.first()).cloned();
-                match running.filter(|s| s.status == Status::Running && s.pid > 0) {
-                    Some(s) => Some(std::path::PathBuf::from(format!("/proc/{}/ns/pid", s.pid))),
-                    None => {
-                        return self.config_error(c, format!("unable to find target container {t}"))
-                    }
-                }
-            }
-        };
         let image = match self.ensure_image(c).await {
             Ok(i) => i,
             Err(wait) => return wait,
@@ -100,6 +93,19 @@ impl Worker {
         // Any user the container runs as may write its termination message (upstream: 0666).
         let _ =
             std::fs::set_permissions(&term, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        // Looked up last, right before the create, so the pid is the target's own.
+        let pid_namespace = match target.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let running = self.view().await.get(t).and_then(|v| v.first()).cloned();
+                match running.filter(|s| s.status == Status::Running && s.pid > 0) {
+                    Some(s) => Some(std::path::PathBuf::from(format!("/proc/{}/ns/pid", s.pid))),
+                    None => {
+                        return self.config_error(c, format!("unable to find target container {t}"))
+                    }
+                }
+            }
+        };
         let cfg = match container::build(container::Inputs {
             pod: &pod,
             container: c,
@@ -158,6 +164,7 @@ impl Worker {
             "Container started".into(),
         );
         self.waiting.remove(&c.name);
+        self.resize_restarts.remove(&c.name);
         self.start_probes(c, &id);
         if let Some(h) = c
             .lifecycle

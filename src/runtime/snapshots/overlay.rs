@@ -112,7 +112,11 @@ pub fn mount_readonly(target: &Path, layers: &[PathBuf]) -> Result<(), SnapshotE
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked,
                 None::<&str>,
             )
-            .map_err(|e| fail(format!("read-only remount: {e}")))
+            .map_err(|e| {
+                // Never leave the shared layer writable behind a mount that looks done.
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+                fail(format!("read-only remount: {e}"))
+            })
         }
         _ => {
             let options = format!("lowerdir={}", join(layers.iter().cloned()));

@@ -390,6 +390,12 @@ impl Shim {
             loop {
                 match self.outputs[i].fd.read(&mut buf) {
                     Ok(0) => break,
+                    // A process still writing (a leftover holding the pipe) must not keep
+                    // the shim here.
+                    Ok(n) if Instant::now() >= deadline => {
+                        self.emit(stream, n, &buf);
+                        break;
+                    }
                     Ok(n) => self.emit(stream, n, &buf),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e)
@@ -486,6 +492,14 @@ impl Shim {
         }
         if pid != self.state.pid || self.exit.is_some() {
             return;
+        }
+        // In a PID namespace of its own, the kernel ends every process of the container with
+        // its first one. In one it joined (an ephemeral container's target's), what it left
+        // running would outlive it: end them as that would.
+        if super::super::init::pid_namespace_to_join(&self.spec).is_some() {
+            for left in self.cgroups.pids() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(left), Signal::SIGKILL);
+            }
         }
         self.drain_outputs();
         let oom_killed = killed && self.cgroups.oom_kills() > 0;
