@@ -747,6 +747,38 @@ spec:
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "POST a=1&b=two\nposted-body");
     assert_eq!(reply.header("x-echo").as_deref(), Some("yes"));
+    // RBAC: `get` on pods/proxy allows GET; a proxied OPTIONS has no verb, so only `*` does.
+    server.kubectl_ok(&["create", "serviceaccount", "peeker"]);
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "peek",
+        "--verb=get",
+        "--resource=pods/proxy",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "peek",
+        "--role=peek",
+        "--serviceaccount=default:peeker",
+    ]);
+    let token = server
+        .kubectl_ok(&["create", "token", "peeker"])
+        .trim()
+        .to_owned();
+    let as_peeker = |method: &str| {
+        server
+            .request(
+                method,
+                "/api/v1/namespaces/default/pods/web/proxy/index.html",
+            )
+            .auth(common::http::Auth::Bearer(token.clone()))
+            .send()
+            .status
+    };
+    assert_eq!(as_peeker("GET"), 200);
+    assert_eq!(as_peeker("OPTIONS"), 403);
     // The proxy root redirects to its trailing-slash form, as upstream.
     let reply = server
         .request("GET", "/api/v1/namespaces/default/pods/web/proxy?x=1")

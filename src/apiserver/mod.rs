@@ -418,8 +418,14 @@ async fn dispatch(
         Route::OpenIdConfiguration => Ok(handlers::openid::configuration(state)),
         Route::OpenIdJwks => Ok(handlers::openid::jwks(state)),
         Route::Resource(rr) => {
+            // A proxied OPTIONS has no verb upstream: only a `*` rule allows it.
+            let verb = if req.method() == http::Method::OPTIONS {
+                ""
+            } else {
+                rr.verb.as_str()
+            };
             let attrs = auth::Attributes {
-                verb: rr.verb.as_str(),
+                verb,
                 group: &rr.rt.group,
                 resource: &rr.rt.plural,
                 subresource: rr.subresource.map(|s| s.name()),

@@ -396,8 +396,8 @@ fn resource_route(
         },
     };
     let verb = match (method.as_str(), name.is_some()) {
-        // A proxied OPTIONS has no verb of its own upstream (only `*` rules allow it); it
-        // reads, so it is authorized as get here.
+        // A proxied OPTIONS is authorized with no verb (only `*` rules allow it, as
+        // upstream); it is handled as a read.
         ("OPTIONS", true) if subresource == Some(Subresource::Proxy) => Verb::Get,
         ("GET" | "HEAD", true) if query.watch => Verb::Watch,
         ("GET" | "HEAD", true) => Verb::Get,
