@@ -209,15 +209,25 @@ impl NodeAllocations {
         self.pods.lock().remove(uid);
     }
 
-    /// The summed requests of every pod but `uid`.
-    pub fn others(&self, uid: &str) -> (i64, i64) {
-        self.pods
-            .lock()
+    /// Admits a resize of pod `uid` to `wanted` against `allocatable` and the other pods
+    /// ([`admit`]), and on success records it at once, under one lock, so two resizes
+    /// admitted together cannot overcommit the node.
+    pub fn admit_resize(
+        &self,
+        uid: &str,
+        wanted: Admitted,
+        allocatable: (i64, i64),
+    ) -> Result<(), (&'static str, String)> {
+        let mut pods = self.pods.lock();
+        let others = pods
             .iter()
             .filter(|(u, _)| u.as_str() != uid)
             .fold((0, 0), |(c, m), (_, a)| {
                 (c + a.requests.0, m + a.requests.1)
-            })
+            });
+        admit(wanted.requests, others, allocatable)?;
+        pods.insert(uid.to_owned(), wanted);
+        Ok(())
     }
 
     /// The Burstable class's cpu shares when they differ from what was last written (upstream's
@@ -313,6 +323,22 @@ mod tests {
         let p = allocated_pod(&pod, &smaller);
         assert_eq!(requests(&p), (50, 32 << 20));
         assert_eq!(requests(&pod), (100, 64 << 20));
+    }
+
+    #[test]
+    fn a_resize_is_admitted_against_the_other_pods_and_recorded_at_once() {
+        let a = NodeAllocations::default();
+        let pod = |cpu| Admitted {
+            requests: (cpu, 0),
+            burstable: false,
+        };
+        a.set("p1", pod(500));
+        a.set("p2", pod(500));
+        assert_eq!(a.admit_resize("p1", pod(1400), (2000, 1 << 30)), Ok(()));
+        // p2 now sees p1's new size.
+        let err = a.admit_resize("p2", pod(700), (2000, 1 << 30)).unwrap_err();
+        assert_eq!(err.0, DEFERRED);
+        assert!(err.1.contains("used: 1400"), "{}", err.1);
     }
 
     #[test]

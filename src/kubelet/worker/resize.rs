@@ -77,8 +77,15 @@ impl Worker {
             self.ctx.node_fields.node_cpu_milli,
             self.ctx.node_fields.node_memory_bytes,
         );
-        let others = self.ctx.allocations.others(&self.uid);
-        if let Err((reason, msg)) = resize::admit(resize::requests(&pod), others, allocatable) {
+        let wanted = resize::Admitted {
+            requests: resize::requests(&pod),
+            burstable: crate::kubelet::resources::qos_class(&pod) == "Burstable",
+        };
+        if let Err((reason, msg)) =
+            self.ctx
+                .allocations
+                .admit_resize(&self.uid, wanted, allocatable)
+        {
             let known = self
                 .resize_unfinished
                 .as_ref()
