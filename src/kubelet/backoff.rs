@@ -68,6 +68,14 @@ impl Backoff {
         (now.saturating_duration_since(event) < e.backoff).then_some(e.backoff)
     }
 
+    /// `Some(wait left)` while `now` is within the current back-off of the entry's last
+    /// update (upstream's `IsInBackOffSinceUpdate`: image pulls retry once it has passed).
+    pub fn in_backoff_since_update(&self, key: &str, now: Instant) -> Option<Duration> {
+        let e = self.entries.get(key)?;
+        let since = now.saturating_duration_since(e.last_update);
+        (since < e.backoff).then(|| e.backoff - since)
+    }
+
     pub fn remove(&mut self, key: &str) {
         self.entries.remove(key);
     }

@@ -515,25 +515,65 @@ async fn image_pull_failures_report_err_image_pull_then_back_off() {
     let h = Harness::start(cri, pod(vec![c("app")], vec![], "Always"));
     wait(0).await;
     tokio::task::yield_now().await;
-    let w = h.last().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
-    assert_eq!(w.reason.as_deref(), Some("ErrImagePull"));
-    wait(11).await;
-    let w = h.last().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
+    let waiting = |h: &Harness| {
+        h.last().container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+    };
+    assert_eq!(waiting(&h).reason.as_deref(), Some("ErrImagePull"));
+    wait(3).await;
+    let w = waiting(&h);
     assert_eq!(w.reason.as_deref(), Some("ImagePullBackOff"));
     assert!(w
         .message
         .unwrap()
         .starts_with("Back-off pulling image \"busybox:1\""));
+    // Retried once each back-off has passed since the last attempt (10 s, then 20 s), as
+    // upstream's IsInBackOffSinceUpdate: pulls at 0, 10 and 30 s.
+    wait(32).await;
+    let pulls = h
+        .cri
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Pull(i, _) if i == "busybox:1"))
+        .count();
+    assert_eq!(pulls, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_volume_that_cannot_be_pulled_backs_off() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.fail_pull("tools:1", "not found");
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    p.spec.as_mut().unwrap().volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+        name: "tools".into(),
+        image: Some(k8s_openapi::api::core::v1::ImageVolumeSource {
+            reference: Some("tools:1".into()),
+            pull_policy: Some("Always".into()),
+        }),
+        ..Default::default()
+    }]);
+    let h = Harness::start(cri, p);
+    wait(30).await;
+    let pulls = h
+        .cri
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Pull(i, _) if i == "tools:1"))
+        .count();
+    // 10 s, then 20 s: three pulls in 30 s, not one per 2 s retry.
+    assert!((2..=3).contains(&pulls), "{pulls} pulls");
+    assert_eq!(h.creates(), 0, "no container without its volume");
+    let w = h.last().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
 }
 
 #[tokio::test(start_paused = true)]

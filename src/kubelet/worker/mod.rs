@@ -313,8 +313,14 @@ impl Worker {
             }
             return Next::After(RESYNC);
         }
-        if let Err(msg) = self.mount_image_volumes().await {
-            return self.setup_failed(&view, "FailedMount", msg).await;
+        match self.mount_image_volumes().await {
+            Ok(()) => {}
+            Err(Some(msg)) => return self.setup_failed(&view, "FailedMount", msg).await,
+            // Backing off a failed pull: nothing new to report yet.
+            Err(None) => {
+                self.write_status(&view, false).await;
+                return Next::After(Duration::from_secs(1));
+            }
         }
         // Volumes: prepared once, then refreshed on resync and token expiry.
         let fields = self.fields();
@@ -430,9 +436,10 @@ impl Worker {
         Next::After(next)
     }
 
-    /// Pulls (per the volume's pullPolicy, with the pod's pull secrets) and mounts each image
-    /// volume not mounted yet; the error says what failed.
-    async fn mount_image_volumes(&mut self) -> Result<(), String> {
+    /// Pulls (per the volume's pullPolicy, with the pod's pull secrets, failed pulls backing
+    /// off as containers' do) and mounts each image volume not mounted yet. The error says
+    /// what failed, or is `None` while a failed pull backs off.
+    async fn mount_image_volumes(&mut self) -> Result<(), Option<String>> {
         let pod = self.pod.clone();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let Some(src) = &v.image else { continue };
@@ -452,12 +459,21 @@ impl Worker {
             match (policy.as_str(), present) {
                 _ if mounted => {}
                 ("Never", None) => {
-                    return Err(format!(
+                    return Err(Some(format!(
                     "image volume {}: image \"{image}\" is not present with pull policy of Never",
                     v.name
-                ))
+                )))
                 }
                 ("Always", _) | (_, None) => {
+                    let key = format!("{}_volume_{image}", self.uid);
+                    let now = Instant::now();
+                    if self
+                        .pull_backoff
+                        .in_backoff_since_update(&key, now)
+                        .is_some()
+                    {
+                        return Err(None);
+                    }
                     self.event(
                         None,
                         events::NORMAL,
@@ -477,9 +493,10 @@ impl Worker {
                             ));
                         }
                         Err(e) => {
+                            self.pull_backoff.next(&key, now, now);
                             let msg = format!("Failed to pull image \"{image}\": {e}");
                             self.event(None, events::WARNING, "Failed", msg.clone());
-                            return Err(format!("image volume {}: {msg}", v.name));
+                            return Err(Some(format!("image volume {}: {msg}", v.name)));
                         }
                     }
                 }
@@ -489,7 +506,7 @@ impl Worker {
                 .cri
                 .mount_image(&image, &dir)
                 .await
-                .map_err(|e| format!("image volume {}: {e}", v.name))?;
+                .map_err(|e| Some(format!("image volume {}: {e}", v.name)))?;
             self.image_volumes.insert(v.name.clone());
         }
         Ok(())

@@ -249,27 +249,28 @@ impl Worker {
         }
         let key = format!("{}_{image}", self.uid);
         let now = Instant::now();
-        if let Some(d) = self.pull_backoff.in_backoff_since(&key, now, now) {
-            let _ = d;
+        if let Some(left) = self.pull_backoff.in_backoff_since_update(&key, now) {
             let msg = format!("Back-off pulling image \"{image}\"");
             self.event(Some(&c.name), events::NORMAL, "BackOff", msg.clone());
+            // The pull's error stays in the message, once.
             let prev = self
                 .waiting
                 .get(&c.name)
                 .map(|w| w.1.clone())
                 .unwrap_or_default();
-            self.waiting.insert(
-                c.name.clone(),
-                (
-                    "ImagePullBackOff".into(),
-                    if prev.is_empty() {
-                        msg
-                    } else {
-                        format!("{msg}: {prev}")
-                    },
-                ),
-            );
-            return Err(Some(Duration::from_secs(1)));
+            let message = if prev.is_empty() || prev.starts_with(&msg) {
+                if prev.is_empty() {
+                    msg
+                } else {
+                    prev
+                }
+            } else {
+                format!("{msg}: {prev}")
+            };
+            self.waiting
+                .insert(c.name.clone(), ("ImagePullBackOff".into(), message));
+            // Next look when the back-off has passed: then the pull is retried.
+            return Err(Some(left));
         }
         self.event(
             Some(&c.name),
@@ -305,7 +306,8 @@ impl Worker {
                 self.pull_backoff.next(&key, now, now);
                 self.waiting
                     .insert(c.name.clone(), ("ErrImagePull".into(), e.to_string()));
-                Err(Some(Duration::from_secs(10)))
+                // Soon again: the status then says ImagePullBackOff until the retry.
+                Err(Some(Duration::from_secs(1)))
             }
         }
     }
