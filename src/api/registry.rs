@@ -95,6 +95,18 @@ impl Subresource {
         })
     }
 
+    /// Reads and writes the parent object itself (through the kind's rules for this
+    /// subresource), like `status`.
+    pub fn is_object_view(self) -> bool {
+        matches!(
+            self,
+            Subresource::Status
+                | Subresource::Approval
+                | Subresource::EphemeralContainers
+                | Subresource::Resize
+        )
+    }
+
     fn verbs(self) -> &'static [&'static str] {
         match self {
             Subresource::Status

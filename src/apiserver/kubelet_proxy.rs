@@ -101,27 +101,6 @@ pub fn handles(rr: &ResourceRequest) -> bool {
     }
 }
 
-async fn get_object(
-    state: &ApiState,
-    rr: &ResourceRequest,
-    rt_plural: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> Result<Value, ApiError> {
-    let rt = state
-        .registry
-        .lookup("", "v1", rt_plural)
-        .ok_or_else(ApiError::no_route)?;
-    let rec = state
-        .store
-        .get(&rt.key(ns, name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(&rt, name))?;
-    let _ = rr;
-    serde_json::from_slice(&rec.value)
-        .map_err(|e| ApiError::internal(format!("decoding {rt_plural}: {e}")))
-}
-
 /// The kubelet endpoint of `node`: InternalIP (else the first address) and its port.
 pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
     let addrs = node["status"]["addresses"].as_array()?;
@@ -236,12 +215,8 @@ pub async fn serve(
     let pairs = query_pairs(&req);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let (node_name, path, query) = if sub == Subresource::Proxy {
-        let path = req.uri().path();
-        let marker = format!("/nodes/{name}/proxy");
-        let suffix = path
-            .find(&marker)
-            .map(|i| &path[i + marker.len()..])
-            .unwrap_or_default();
+        let suffix = proxy::path_after_proxy(req.uri().path(), "nodes", &name)
+            .ok_or_else(ApiError::no_route)?;
         let suffix = if suffix.is_empty() { "/" } else { suffix };
         (
             name.clone(),
@@ -250,7 +225,7 @@ pub async fn serve(
         )
     } else {
         let ns = rr.namespace.clone().unwrap_or_default();
-        let pod = get_object(state, rr, "pods", Some(&ns), &name).await?;
+        let pod = proxy::read_existing(state, "pods", Some(&ns), &name).await?;
         let node = pod["spec"]["nodeName"]
             .as_str()
             .unwrap_or_default()
@@ -328,7 +303,7 @@ pub async fn serve(
             }
         }
     };
-    let node = get_object(state, rr, "nodes", None, &node_name).await?;
+    let node = proxy::read_existing(state, "nodes", None, &node_name).await?;
     let (host, port) = kubelet_endpoint(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?;
     let uri = if query.is_empty() {

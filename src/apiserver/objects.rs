@@ -313,12 +313,10 @@ pub fn prepare_update_unvalidated(
             (strategy.prepare_for_status_update)(old, &mut new);
             new
         }
-        Some(Subresource::Approval) => {
-            (strategy.prepare_for_approval_update)(old, &mut new);
-            new
-        }
-        Some(sub @ (Subresource::EphemeralContainers | Subresource::Resize)) => {
-            (strategy.prepare_for_spec_subresource_update)(sub, old, &mut new);
+        Some(
+            sub @ (Subresource::Approval | Subresource::EphemeralContainers | Subresource::Resize),
+        ) => {
+            (strategy.prepare_for_subresource_update)(sub, old, &mut new);
             new
         }
         Some(Subresource::Finalize) => {

@@ -78,11 +78,9 @@ fn parse_port(port: &str, what: &str) -> Result<Option<u16>, ApiError> {
         .filter(|p| *p > 0)
         .map(Some)
         .ok_or_else(|| {
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!("error trying to reach service: dial tcp: address {what}: invalid port"),
-            )
+            ApiError::service_unavailable(format!(
+                "error trying to reach service: dial tcp: address {what}: invalid port"
+            ))
         })
 }
 
@@ -124,7 +122,7 @@ fn service_location(
 ) -> Result<Location, ApiError> {
     let (scheme, name, port) = split_scheme_name_port(id)
         .ok_or_else(|| ApiError::bad_request(format!("invalid service request \"{id}\"")))?;
-    let unavailable = |m: String| ApiError::new(503, "ServiceUnavailable", m);
+    let unavailable = ApiError::service_unavailable;
     let mut port_name = port.to_owned();
     if let Ok(number) = port.parse::<i64>() {
         let declared = service
@@ -141,7 +139,9 @@ fn service_location(
             }
         }
     }
-    let subsets = endpoints["subsets"].as_array().cloned().unwrap_or_default();
+    let subsets = endpoints["subsets"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     if subsets.is_empty() {
         return Err(unavailable(format!(
             "no endpoints available for service \"{name}\""
@@ -150,7 +150,9 @@ fn service_location(
     let seed = rand::random_range(0..subsets.len());
     for i in 0..subsets.len() {
         let subset = &subsets[(seed + i) % subsets.len()];
-        let addresses = subset["addresses"].as_array().cloned().unwrap_or_default();
+        let addresses = subset["addresses"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
         if addresses.is_empty() {
             continue;
         }
@@ -215,42 +217,6 @@ fn insecure_tls() -> Result<&'static Arc<rustls::ClientConfig>, ApiError> {
     .map_err(|e| ApiError::internal(format!("proxy TLS: {e}")))
 }
 
-async fn read(
-    state: &ApiState,
-    plural: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Value>, ApiError> {
-    let rt = state
-        .registry
-        .lookup("", "v1", plural)
-        .ok_or_else(ApiError::no_route)?;
-    let Some(rec) = state.store.get(&rt.key(Some(namespace), name)).await? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&rec.value)
-        .map(Some)
-        .map_err(|e| ApiError::internal(format!("decoding {plural}: {e}")))
-}
-
-async fn read_existing(
-    state: &ApiState,
-    plural: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<Value, ApiError> {
-    match read(state, plural, namespace, name).await? {
-        Some(v) => Ok(v),
-        None => {
-            let rt = state
-                .registry
-                .lookup("", "v1", plural)
-                .ok_or_else(ApiError::no_route)?;
-            Err(ApiError::not_found(&rt, name))
-        }
-    }
-}
-
 /// Serves a pod or service proxy request (after the router's authorization).
 pub async fn serve(
     state: &Arc<ApiState>,
@@ -267,18 +233,18 @@ pub async fn serve(
         ))
     })?;
     let location = if is_pod {
-        let pod = read_existing(state, "pods", &namespace, name).await?;
+        let pod = proxy::read_existing(state, "pods", Some(&namespace), name).await?;
         pod_location(&pod, scheme, port)?
     } else {
-        let service = read_existing(state, "services", &namespace, name).await?;
-        let endpoints = read_existing(state, "endpoints", &namespace, name).await?;
+        let service = proxy::read_existing(state, "services", Some(&namespace), name).await?;
+        let endpoints = proxy::read_existing(state, "endpoints", Some(&namespace), name).await?;
         // The few pods the Endpoints name, read up front (the check needs no I/O then).
         let mut pods = std::collections::HashMap::new();
         for subset in endpoints["subsets"].as_array().into_iter().flatten() {
             for addr in subset["addresses"].as_array().into_iter().flatten() {
                 if let Some(pod) = addr["targetRef"]["name"].as_str() {
                     if !pods.contains_key(pod) {
-                        let found = read(state, "pods", &namespace, pod).await?;
+                        let found = proxy::read(state, "pods", Some(&namespace), pod).await?;
                         pods.insert(pod.to_owned(), found);
                     }
                 }
@@ -288,16 +254,10 @@ pub async fn serve(
         service_location(Some(&service), &endpoints, &lookup, &namespace, &id)?
     };
 
-    // The path after `/proxy`, kept raw (percent-encoding and trailing slash as sent).
     let full = req.uri().path();
-    let marker = format!("/{}/{id}/proxy", rr.rt.plural);
-    // The router matched these segments; a path that spells them otherwise (`web//proxy`)
-    // is not one we can cut, and is not guessed at.
-    let suffix = full
-        .find(&marker)
-        .map(|i| full[i + marker.len()..].to_owned())
-        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-        .ok_or_else(ApiError::no_route)?;
+    let suffix = proxy::path_after_proxy(full, &rr.rt.plural, &id)
+        .ok_or_else(ApiError::no_route)?
+        .to_owned();
     let query = req.uri().query().map(str::to_owned);
     if suffix.is_empty() && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         // Upstream redirects the proxy root to its trailing-slash form (issue 4958).
@@ -332,13 +292,8 @@ pub async fn serve(
     let port = location
         .port
         .unwrap_or(if location.https { 443 } else { 80 });
-    let reach = |e: String| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("error trying to reach service: {e}"),
-        )
-    };
+    let reach =
+        |e: String| ApiError::service_unavailable(format!("error trying to reach service: {e}"));
     let send = proxy::dial(&location.host, port, tls)
         .await
         .map_err(reach)?;

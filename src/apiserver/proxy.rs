@@ -6,17 +6,66 @@
 //! through untouched (both ends negotiate the subprotocol; we copy bytes after the 101).
 
 use super::response::Body;
-use super::RequestBody;
+use super::status::ApiError;
+use super::{ApiState, RequestBody};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A core/v1 object the proxies route by (pod, node, service, endpoints), if it exists.
+pub async fn read(
+    state: &ApiState,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    let rt = state
+        .registry
+        .lookup("", "v1", plural)
+        .ok_or_else(ApiError::no_route)?;
+    let Some(rec) = state.store.get(&rt.key(namespace, name)).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&rec.value)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("decoding {plural}: {e}")))
+}
+
+/// [`read`], NotFound when absent.
+pub async fn read_existing(
+    state: &ApiState,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    match read(state, plural, namespace, name).await? {
+        Some(v) => Ok(v),
+        None => {
+            let rt = state
+                .registry
+                .lookup("", "v1", plural)
+                .ok_or_else(ApiError::no_route)?;
+            Err(ApiError::not_found(&rt, name))
+        }
+    }
+}
+
+/// The path a proxy request carries after `/<plural>/<name>/proxy`, raw (percent-encoding
+/// and trailing slash as sent): "" for the proxy root. `None` when the URI spells those
+/// segments otherwise than the router matched them (`web//proxy`): no path is guessed.
+pub fn path_after_proxy<'a>(path: &'a str, plural: &str, name: &str) -> Option<&'a str> {
+    let marker = format!("/{plural}/{name}/proxy");
+    let rest = &path[path.find(&marker)? + marker.len()..];
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
 
 /// `host:port`, bracketing an IPv6 address.
 pub fn authority(host: &str, port: u16) -> String {
@@ -237,6 +286,24 @@ pub fn stream_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxied_path_is_what_follows_the_proxy_segment() {
+        let p = "/api/v1/namespaces/ns/pods/web:80/proxy/a%20b/?x=1";
+        assert_eq!(path_after_proxy(p, "pods", "web:80"), Some("/a%20b/?x=1"));
+        assert_eq!(
+            path_after_proxy("/api/v1/nodes/n1/proxy", "nodes", "n1"),
+            Some("")
+        );
+        assert_eq!(
+            path_after_proxy("/api/v1/nodes/n1/proxyz", "nodes", "n1"),
+            None
+        );
+        assert_eq!(
+            path_after_proxy("/api/v1/pods/web//proxy/x", "pods", "web"),
+            None
+        );
+    }
 
     #[test]
     fn dial_errors_read_like_go() {

@@ -129,6 +129,10 @@ impl ApiError {
         ApiError::new(403, "Forbidden", message)
     }
 
+    pub fn service_unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
     /// Upstream's `NewForbidden` for a resource request: `pods "x" is forbidden: <why>`
     /// (`deployments.apps is forbidden: ...` without a name), with the group, kind and name
     /// in the details.

@@ -25,7 +25,7 @@ pub static CERTIFICATE_SIGNING_REQUEST: Strategy = Strategy {
     initial_status: empty_status,
     prepare_for_update: keep_spec_and_status,
     prepare_for_status_update: status_update,
-    prepare_for_approval_update: approval_update,
+    prepare_for_subresource_update: approval_update,
     validate_subresource_update: validate_csr_update,
     printer: Printing::Builtin(&printers::CSR),
     ..Strategy::GENERIC
@@ -153,7 +153,8 @@ fn index_of(csr: &Value, t: &str) -> Vec<usize> {
 }
 
 /// The approval subresource: only `status.conditions` changes.
-fn approval_update(old: &Value, new: &mut Value) {
+/// The `approval` subresource (the only one besides status): conditions only.
+fn approval_update(_: Subresource, old: &Value, new: &mut Value) {
     stamp_conditions(old, new);
     let conds = new["status"]["conditions"].clone();
     let metadata = new.get("metadata").cloned();
@@ -473,7 +474,7 @@ mod tests {
 
     fn update(sub: Option<Subresource>, old: &Value, mut new: Value) -> (Value, Vec<String>) {
         match sub {
-            Some(Subresource::Approval) => approval_update(old, &mut new),
+            Some(Subresource::Approval) => approval_update(Subresource::Approval, old, &mut new),
             Some(Subresource::Status) => status_update(old, &mut new),
             _ => keep_spec_and_status(old, &mut new),
         }

@@ -169,12 +169,10 @@ pub struct Strategy {
     /// What a status write may change: takes `new` as sent and resets from `old` all the
     /// client may not change there (upstream's status strategy `PrepareForUpdate`).
     pub prepare_for_status_update: fn(&Value, &mut Value),
-    /// What an `approval` subresource write may change (CSRs): `(old, new)` as sent.
-    pub prepare_for_approval_update: fn(&Value, &mut Value),
-    /// What a write of a subresource that changes part of the spec (pods'
-    /// `ephemeralcontainers` and `resize`) may change: takes `new` as sent and resets from
-    /// `old` all the rest. `(subresource, old, new)`.
-    pub prepare_for_spec_subresource_update: fn(Subresource, &Value, &mut Value),
+    /// What a write of one of the kind's other object subresources may change (CSRs'
+    /// `approval`, pods' `ephemeralcontainers` and `resize`): takes `new` as sent and resets
+    /// from `old` all the rest. `(subresource, old, new)`.
+    pub prepare_for_subresource_update: fn(Subresource, &Value, &mut Value),
     /// Checks only a create runs (fields a new object may not set), before `validate`.
     pub validate_create_only: fn(&Value, &mut Vec<FieldError>),
     /// Extra checks of a subresource write (`None` is the main resource): `(subresource,
@@ -207,8 +205,7 @@ impl Strategy {
         initial_status: drop_status,
         prepare_for_update: no_update_change,
         prepare_for_status_update: status_only,
-        prepare_for_approval_update: status_only,
-        prepare_for_spec_subresource_update: keep_old,
+        prepare_for_subresource_update: keep_old,
         validate_create_only: no_validation,
         validate_subresource_update: no_subresource_validation,
         generation_always: false,

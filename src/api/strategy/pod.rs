@@ -13,7 +13,7 @@ pub static POD: Strategy = Strategy {
     validate: validate_pod,
     initial_status: pod_initial_status,
     prepare_for_status_update: pod_status_update,
-    prepare_for_spec_subresource_update: pod_spec_subresource_update,
+    prepare_for_subresource_update: pod_spec_subresource_update,
     validate_create_only: crate::api::validation::pod::validate_pod_create,
     validate_subresource_update: pod_spec_update,
     printer: Printing::Builtin(&printers::POD),

@@ -62,16 +62,9 @@ pub async fn resource(
             return super::watch::watch(state, &rr, &query, output, client).await
         }
         (Verb::List, None) => return read::list(state, &rr, &query, output).await,
-        (
-            Verb::Get,
-            None
-            | Some(
-                Subresource::Status
-                | Subresource::Approval
-                | Subresource::EphemeralContainers
-                | Subresource::Resize,
-            ),
-        ) => return read::get(state, &rr, output).await,
+        (Verb::Get, sub) if sub.is_none_or(Subresource::is_object_view) => {
+            return read::get(state, &rr, output).await
+        }
         _ => {}
     }
     let resp = match (rr.verb, rr.subresource) {
@@ -87,27 +80,14 @@ pub async fn resource(
             token_request::create(state, &rr, req, user).await
         }
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
-        (
-            Verb::Update,
-            None
-            | Some(
-                Subresource::Status
-                | Subresource::Finalize
-                | Subresource::Approval
-                | Subresource::EphemeralContainers
-                | Subresource::Resize,
-            ),
-        ) => write::update(state, &rr, &query, req, manager, user).await,
-        (
-            Verb::Patch,
-            None
-            | Some(
-                Subresource::Status
-                | Subresource::Approval
-                | Subresource::EphemeralContainers
-                | Subresource::Resize,
-            ),
-        ) => write::patch(state, &rr, &query, req, manager, user).await,
+        (Verb::Update, sub)
+            if sub.is_none_or(|s| s.is_object_view() || s == Subresource::Finalize) =>
+        {
+            write::update(state, &rr, &query, req, manager, user).await
+        }
+        (Verb::Patch, sub) if sub.is_none_or(Subresource::is_object_view) => {
+            write::patch(state, &rr, &query, req, manager, user).await
+        }
         (Verb::Delete, None) => delete::delete(state, &rr, &query, req, user).await,
         (Verb::DeleteCollection, None) => {
             delete::delete_collection(state, &rr, &query, req, user).await
