@@ -18,7 +18,7 @@
 
 use super::node_status::{bytes_quantity, pressure, EvictionHard, Measurements, Pressure};
 use crate::api::quantity::Quantity;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -83,70 +83,49 @@ pub struct StorageUsage {
 }
 
 pub fn storage_limits(pod: &Pod) -> StorageLimits {
-    let containers: BTreeMap<String, (u64, String)> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .filter_map(|c| {
-            let q = c
-                .resources
-                .as_ref()?
-                .limits
-                .as_ref()?
-                .get("ephemeral-storage")?;
-            let bytes = Quantity::parse(&q.0).ok()?.value().max(0) as u64;
-            Some((c.name.clone(), (bytes, q.0.clone())))
-        })
-        .collect();
-    // Upstream's pod limit: the larger of the biggest init container's limit and the sum
-    // of the regular containers' and sidecars' (the two never run together).
-    let spec = pod.spec.clone().unwrap_or_default();
-    let limit_of = |name: &str| containers.get(name).map(|(b, _)| *b).unwrap_or(0);
-    let running: u64 = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| super::status::is_sidecar(c))
-        .chain(&spec.containers)
-        .map(|c| limit_of(&c.name))
-        .sum();
-    let init_max = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| !super::status::is_sidecar(c))
-        .map(|c| limit_of(&c.name))
-        .max()
-        .unwrap_or(0);
-    let total = running.max(init_max);
-    let pod_limit = match containers.len() {
-        0 => None,
-        // One limit, as written (upstream prints the summed quantity, which is the same).
-        1 => containers.values().next().cloned(),
-        _ => Some((total, binary_si(total))),
+    let limit = |c: &Container| {
+        let q = c
+            .resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get("ephemeral-storage")?;
+        Some((Quantity::parse(&q.0).ok()?, q.0.clone()))
     };
-    StorageLimits {
-        empty_dirs: limited_empty_dirs(pod),
-        containers,
-        pod: pod_limit,
-    }
-}
-
-/// Bytes as Go's canonical binary-SI quantity: the largest of Ei..Ki that divides them.
-fn binary_si(bytes: u64) -> String {
-    for (shift, suffix) in [
-        (60, "Ei"),
-        (50, "Pi"),
-        (40, "Ti"),
-        (30, "Gi"),
-        (20, "Mi"),
-        (10, "Ki"),
-    ] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{suffix}", bytes >> shift);
+    let (init, regular) = match &pod.spec {
+        Some(s) => (
+            s.init_containers.as_deref().unwrap_or_default(),
+            &s.containers[..],
+        ),
+        None => (&[][..], &[][..]),
+    };
+    let bytes = |q: &Quantity| q.value().max(0) as u64;
+    let mut containers = BTreeMap::new();
+    // Upstream's pod limit: the larger of the biggest init container's limit and the sum
+    // of the regular containers' and sidecars' (the two never run together), printed as
+    // the summed quantity is.
+    let (mut running, mut init_max) = (Quantity::zero(), Quantity::zero());
+    for (c, is_init) in init
+        .iter()
+        .map(|c| (c, true))
+        .chain(regular.iter().map(|c| (c, false)))
+    {
+        let Some((q, written)) = limit(c) else {
+            continue;
+        };
+        containers.insert(c.name.clone(), (bytes(&q), written));
+        if is_init && !super::status::is_sidecar(c) {
+            init_max = init_max.max(q);
+        } else {
+            running = running.plus(q);
         }
     }
-    bytes.to_string()
+    let total = running.max(init_max);
+    StorageLimits {
+        empty_dirs: limited_empty_dirs(pod),
+        pod: (!containers.is_empty()).then(|| (bytes(&total), total.to_string())),
+        containers,
+    }
 }
 
 /// Upstream's local-storage eviction, in its order: an emptyDir over its sizeLimit, then

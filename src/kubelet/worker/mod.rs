@@ -454,53 +454,31 @@ impl Worker {
             let dir = volumes::image_volume_dir(&self.pod_dir(), &v.name);
             // Mounted by this node before an agent restart: adopted as it is, not pulled
             // again (a registry that is down must not stall a running pod).
-            let mounted = volumes::is_mountpoint(&dir);
-            let present = self.ctx.cri.image_status(&image).await.ok().flatten();
-            match (policy.as_str(), present) {
-                _ if mounted => {}
-                ("Never", None) => {
-                    return Err(Some(format!(
-                    "image volume {}: image \"{image}\" is not present with pull policy of Never",
-                    v.name
-                )))
-                }
-                ("Always", _) | (_, None) => {
-                    let key = format!("{}_volume_{image}", self.uid);
-                    let now = Instant::now();
-                    if self
-                        .pull_backoff
-                        .in_backoff_since_update(&key, now)
-                        .is_some()
-                    {
-                        return Err(None);
+            if !volumes::is_mountpoint(&dir) {
+                let present = self.ctx.cri.image_status(&image).await.ok().flatten();
+                match (policy.as_str(), present) {
+                    ("Never", None) => {
+                        return Err(Some(format!(
+                            "image volume {}: image \"{image}\" is not present with pull policy of Never",
+                            v.name
+                        )))
                     }
-                    self.event(
-                        None,
-                        events::NORMAL,
-                        "Pulling",
-                        format!("Pulling image \"{image}\""),
-                    );
-                    let creds =
-                        crate::kubelet::pull_secrets::credentials(&pod, self.api.as_ref(), &image)
-                            .await;
-                    let started = std::time::Instant::now();
-                    match self.ctx.cri.pull_image(&image, creds).await {
-                        Ok(i) => {
-                            self.image_refs.insert(image.clone(), i.image_ref.clone());
-                            let ms = started.elapsed().as_millis();
-                            self.event(None, events::NORMAL, "Pulled", format!(
-                                "Successfully pulled image \"{image}\" in {ms}ms ({ms}ms including waiting). Image size: 0 bytes."
-                            ));
+                    ("Always", _) | (_, None) => {
+                        let key = format!("{}_volume_{image}", self.uid);
+                        let backing_off = self
+                            .pull_backoff
+                            .in_backoff_since_update(&key, Instant::now())
+                            .is_some();
+                        if backing_off {
+                            return Err(None);
                         }
-                        Err(e) => {
-                            self.pull_backoff.next(&key, now, now);
+                        if let Err(e) = self.pull(&image, None, &key).await {
                             let msg = format!("Failed to pull image \"{image}\": {e}");
-                            self.event(None, events::WARNING, "Failed", msg.clone());
                             return Err(Some(format!("image volume {}: {msg}", v.name)));
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
             self.ctx
                 .cri

@@ -27,6 +27,7 @@ impl Worker {
             burstable: crate::kubelet::resources::qos_class(pod) == "Burstable",
         };
         self.ctx.allocations.set(&self.uid, admitted);
+        // Also after a resize's admission recorded the new requests: cheap when unchanged.
         resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref()).await;
     }
 
@@ -63,16 +64,17 @@ impl Worker {
     /// Admits and applies a changed spec (see the module docs); records what is pending or
     /// failed for the status.
     pub(super) async fn sync_resize(&mut self, view: &RuntimePod) {
-        let current = self.allocation().clone();
         let pod = self.pod.clone();
         let desired = resize::desired(&pod);
-        let generation = pod.metadata.generation.unwrap_or(0);
-        let old_pod = resize::allocated_pod(&pod, &current);
-        if current == desired {
+        if *self.allocation() == desired {
+            // The common case on every pass: nothing to resize, the spec is the allocation.
             self.resize_unfinished = None;
-            self.admitted(&old_pod).await;
+            self.admitted(&pod).await;
             return;
         }
+        let current = self.allocation().clone();
+        let generation = pod.metadata.generation.unwrap_or(0);
+        let old_pod = resize::allocated_pod(&pod, &current);
         let allocatable = (
             self.ctx.node_fields.node_cpu_milli,
             self.ctx.node_fields.node_memory_bytes,

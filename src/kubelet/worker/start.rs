@@ -272,42 +272,61 @@ impl Worker {
             // Next look when the back-off has passed: then the pull is retried.
             return Err(Some(left));
         }
-        self.event(
-            Some(&c.name),
-            events::NORMAL,
-            "Pulling",
-            format!("Pulling image \"{image}\""),
-        );
-        let started = std::time::Instant::now();
-        let creds =
-            crate::kubelet::pull_secrets::credentials(&self.pod, self.api.as_ref(), &image).await;
-        match self.ctx.cri.pull_image(&image, creds).await {
-            Ok(i) => {
-                let d = started.elapsed();
-                self.event(Some(&c.name), events::NORMAL, "Pulled", format!(
-                    "Successfully pulled image \"{image}\" in {}ms ({}ms including waiting). Image size: 0 bytes.", d.as_millis(), d.as_millis()
-                ));
-                self.image_refs.insert(image, i.image_ref.clone());
-                Ok(i)
-            }
+        match self.pull(&image, Some(&c.name), &key).await {
+            Ok(i) => Ok(i),
             Err(e) => {
-                self.event(
-                    Some(&c.name),
-                    events::WARNING,
-                    "Failed",
-                    format!("Failed to pull image \"{image}\": {e}"),
-                );
                 self.event(
                     Some(&c.name),
                     events::WARNING,
                     "Failed",
                     "Error: ErrImagePull".into(),
                 );
-                self.pull_backoff.next(&key, now, now);
                 self.waiting
-                    .insert(c.name.clone(), ("ErrImagePull".into(), e.to_string()));
+                    .insert(c.name.clone(), ("ErrImagePull".into(), e));
                 // Soon again: the status then says ImagePullBackOff until the retry.
                 Err(Some(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    /// One pull with the pod's pull secrets: upstream's Pulling, Pulled and Failed events
+    /// about container `about` (or the pod), the image's id remembered for the status, and
+    /// a failure recorded in the pull back-off under `key`.
+    pub(super) async fn pull(
+        &mut self,
+        image: &str,
+        about: Option<&str>,
+        key: &str,
+    ) -> Result<ImageInfo, String> {
+        self.event(
+            about,
+            events::NORMAL,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        let started = std::time::Instant::now();
+        let creds =
+            crate::kubelet::pull_secrets::credentials(&self.pod, self.api.as_ref(), image).await;
+        match self.ctx.cri.pull_image(image, creds).await {
+            Ok(i) => {
+                let ms = started.elapsed().as_millis();
+                self.event(about, events::NORMAL, "Pulled", format!(
+                    "Successfully pulled image \"{image}\" in {ms}ms ({ms}ms including waiting). Image size: 0 bytes."
+                ));
+                self.image_refs
+                    .insert(image.to_owned(), i.image_ref.clone());
+                Ok(i)
+            }
+            Err(e) => {
+                self.event(
+                    about,
+                    events::WARNING,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {e}"),
+                );
+                let now = Instant::now();
+                self.pull_backoff.next(key, now, now);
+                Err(e.to_string())
             }
         }
     }
