@@ -302,14 +302,12 @@ fn a_pod_that_fills_its_empty_dir_past_the_size_limit_is_evicted() {
                    "command":["sh","-c","dd if=/dev/zero of=/fill bs=1024 count=2048; exec sleep 3600"]}}]}}}}"#
         ),
     );
-    let pod = eventually(Duration::from_secs(60), "the writer is evicted", || {
-        let p = server.kubectl_json(&["get", "pod", "writer", "-o", "json"]);
-        if p["status"]["reason"] == "Evicted" {
-            Ok(p)
-        } else {
-            Err(p["status"].to_string())
-        }
-    });
+    let pod = server.wait_pod(
+        "writer",
+        "the writer is evicted",
+        Duration::from_secs(60),
+        |p| p["status"]["reason"] == "Evicted",
+    );
     assert_eq!(
         pod["status"]["message"],
         "Pod ephemeral local storage usage exceeds the total limit of containers 1Mi. ",
@@ -899,17 +897,11 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes()
         "-c",
         "echo polo; exec sleep 3600",
     ]);
-    let pod = eventually(
-        Duration::from_secs(30),
+    let pod = server.wait_pod(
+        "target",
         "the ephemeral container runs",
-        || {
-            let pod = server.kubectl_json(&["get", "pod", "target", "-o", "json"]);
-            if pod["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object() {
-                Ok(pod)
-            } else {
-                Err(pod["status"].to_string())
-            }
-        },
+        Duration::from_secs(30),
+        |p| p["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object(),
     );
     let st = &pod["status"]["ephemeralContainerStatuses"][0];
     assert_eq!(st["name"], "dbg");
@@ -1042,23 +1034,19 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_the_targets_processes()
             .contains("spec.ephemeralContainers: Forbidden: cannot be set on create"),
         "{created}"
     );
-    eventually(
-        Duration::from_secs(30),
+    server.wait_pod(
+        "target",
         "the second debug container runs",
-        || {
-            let pod = server.kubectl_json(&["get", "pod", "target", "-o", "json"]);
-            let names: Vec<_> = pod["status"]["ephemeralContainerStatuses"]
+        Duration::from_secs(30),
+        |p| {
+            let running: Vec<_> = p["status"]["ephemeralContainerStatuses"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|s| s["state"]["running"].is_object())
-                .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+                .map(|s| s["name"].as_str().unwrap_or_default())
                 .collect();
-            if names == ["dbg", "dbg2"] {
-                Ok(())
-            } else {
-                Err(pod["status"].to_string())
-            }
+            running == ["dbg", "dbg2"]
         },
     );
     // What a debug container leaves running in the target's namespace ends with it, as it
@@ -1188,20 +1176,14 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
     // Up: cpu and memory of c1 (NotRequired: no restart), through kubectl's --subresource.
     resize("c1", &res("300m", "64Mi"));
     let wait_resized = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
-        eventually(Duration::from_secs(30), what, || {
-            let pod = server.kubectl_json(&["get", "pod", "rs", "-o", "json"]);
-            let done = pod["status"]["observedGeneration"] == pod["metadata"]["generation"]
+        server.wait_pod("rs", what, Duration::from_secs(30), |pod| {
+            pod["status"]["observedGeneration"] == pod["metadata"]["generation"]
                 && !pod["status"]["conditions"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .any(|c| c["type"] == "PodResizePending" || c["type"] == "PodResizeInProgress")
-                && check(&pod);
-            if done {
-                Ok(pod)
-            } else {
-                Err(pod["status"].to_string())
-            }
+                && check(pod)
         })
     };
     let pod = wait_resized("c1 resized", &|p| {
@@ -1283,16 +1265,21 @@ fn a_running_pod_is_resized_in_place_and_its_cgroups_follow() {
 
     // More than the node has: Infeasible, and nothing changes until it is reverted.
     resize("c1", &res("100000", "64Mi"));
-    let pending = eventually(Duration::from_secs(30), "the resize is pending", || {
-        let pod = server.kubectl_json(&["get", "pod", "rs", "-o", "json"]);
-        let cond = pod["status"]["conditions"]
+    let resize_pending = |pod: &serde_json::Value| {
+        pod["status"]["conditions"]
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["type"] == "PodResizePending")
-            .cloned();
-        cond.ok_or_else(|| pod["status"].to_string())
-    });
+            .cloned()
+    };
+    let pod = server.wait_pod(
+        "rs",
+        "the resize is pending",
+        Duration::from_secs(30),
+        |p| resize_pending(p).is_some(),
+    );
+    let pending = resize_pending(&pod).unwrap();
     assert_eq!(pending["reason"], "Infeasible", "{pending}");
     assert!(
         pending["message"]

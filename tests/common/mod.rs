@@ -115,9 +115,24 @@ impl TestServer {
     /// Waits (at most `timeout`) until pod `name` in `default` is in `phase`; returns it.
     #[track_caller]
     pub fn wait_pod_phase(&self, name: &str, phase: &str, timeout: Duration) -> serde_json::Value {
-        process::eventually(timeout, &format!("pod {name} is {phase}"), || {
+        self.wait_pod(name, &format!("pod {name} is {phase}"), timeout, |p| {
+            p["status"]["phase"] == phase
+        })
+    }
+
+    /// Waits (at most `timeout`) until pod `name` in `default` passes `done`; returns it.
+    /// A timeout reports `what` and the last status seen.
+    #[track_caller]
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        process::eventually(timeout, what, || {
             let p = self.kubectl_json(&["get", "pod", name, "-n", "default"]);
-            if p["status"]["phase"] == phase {
+            if done(&p) {
                 Ok(p)
             } else {
                 Err(p["status"].to_string())
