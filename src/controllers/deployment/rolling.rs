@@ -97,10 +97,10 @@ impl Sync {
                 break;
             }
             let replicas = rs_replicas(rs);
-            if replicas == 0 || replicas == rs_available(rs) {
+            let down = unhealthy_to_remove(replicas, rs_available(rs), max_cleanup - total);
+            if down == 0 {
                 continue;
             }
-            let down = (max_cleanup - total).min(replicas - rs_available(rs));
             self.scale_rs(d, rs, replicas - down).await?;
             total += down;
         }
@@ -114,7 +114,7 @@ impl Sync {
         sets: &mut Sets,
     ) -> Result<i32, ControllerError> {
         let min_available = d_replicas(d) - max_unavailable(d);
-        let available: i32 = sets.all().iter().map(|r| rs_available(r)).sum();
+        let available: i32 = sets.all().iter().map(|r| staying_available(r)).sum();
         if available <= min_available {
             return Ok(0);
         }
@@ -134,6 +134,20 @@ impl Sync {
         }
         Ok(total)
     }
+}
+
+/// The available pods of `rs` that stay: a size just lowered leaves its status counting
+/// pods about to be deleted, and counting them would let the next step scale down past
+/// maxUnavailable.
+pub(super) fn staying_available(rs: &ReplicaSet) -> i32 {
+    rs_available(rs).min(rs_replicas(rs))
+}
+
+/// How many of an old replica set's `replicas` to remove as unhealthy, at most `room`.
+/// Its status can still count more available pods than a size just lowered (the pods
+/// are not gone yet): that is no unhealthy pod, and never a reason to scale up.
+pub(super) fn unhealthy_to_remove(replicas: i32, available: i32, room: i32) -> i32 {
+    (replicas - available).min(room).max(0)
 }
 
 pub(super) fn sort_by_creation(rss: &mut [ReplicaSet]) {

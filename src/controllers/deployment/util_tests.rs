@@ -224,3 +224,30 @@ fn a_rollout_without_progress_past_its_deadline_times_out() {
         Some(std::time::Duration::from_secs(3))
     );
 }
+
+#[test]
+fn unhealthy_cleanup_removes_only_unavailable_replicas_and_never_scales_up() {
+    use super::rolling::unhealthy_to_remove;
+    // 5 wanted, 3 available: 2 unhealthy, bounded by the room left.
+    assert_eq!(unhealthy_to_remove(5, 3, 10), 2);
+    assert_eq!(unhealthy_to_remove(5, 3, 1), 1);
+    assert_eq!(unhealthy_to_remove(5, 5, 3), 0);
+    // Just scaled 4 -> 3 while the status still counts 4 available: nothing to remove
+    // (this once scaled the old replica set back up past maxSurge).
+    assert_eq!(unhealthy_to_remove(3, 4, 2), 0);
+    assert_eq!(unhealthy_to_remove(0, 0, 2), 0);
+}
+
+#[test]
+fn pods_of_a_lowered_size_do_not_count_as_staying_available() {
+    use super::rolling::staying_available;
+    let mut old = rs("old", 3, None, 0);
+    old.status = Some(k8s_openapi::api::apps::v1::ReplicaSetStatus {
+        replicas: 4,
+        available_replicas: Some(4),
+        ..Default::default()
+    });
+    assert_eq!(staying_available(&old), 3);
+    old.spec.as_mut().expect("spec").replicas = Some(5);
+    assert_eq!(staying_available(&old), 4);
+}
