@@ -7,6 +7,10 @@
 //! `pod_bench node-ready KUBECONFIG START_NS` waits for the kubeconfig and a Ready Node and
 //! prints the time since START_NS (a `date +%s%N` taken before the server was started).
 //!
+//! With `POD_BENCH_RATE=R` the pods are created at R per second instead (one every 1/R s,
+//! each by its own request), in namespace `pod-bench-paced`, and every figure is printed
+//! with a `paced_` prefix: the start latency of a pod that does not queue behind a burst.
+//!
 //! Usage: pod_bench KUBECONFIG IMAGE PODS CLIENTS [NODE]
 //!        pod_bench node-ready KUBECONFIG START_NS
 
@@ -23,8 +27,6 @@ use kube::{Client, Config};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const NAMESPACE: &str = "pod-bench";
 
 fn pod(name: String, image: &str, node: Option<&str>) -> Pod {
     Pod {
@@ -46,6 +48,26 @@ fn pod(name: String, image: &str, node: Option<&str>) -> Pod {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Creates pod `bench-I` and records when its request was sent.
+#[derive(Clone)]
+struct Creator {
+    api: Api<Pod>,
+    created: Arc<parking_lot::Mutex<HashMap<String, Instant>>>,
+    image: String,
+    node: Option<String>,
+}
+
+impl Creator {
+    async fn create(&self, i: usize) -> anyhow::Result<()> {
+        let name = format!("bench-{i}");
+        let at = Instant::now();
+        let pod = pod(name.clone(), &self.image, self.node.as_deref());
+        self.api.create(&PostParams::default(), &pod).await?;
+        self.created.lock().insert(name, at);
+        Ok(())
     }
 }
 
@@ -120,17 +142,25 @@ async fn main() -> anyhow::Result<()> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(cfg)?;
+    let rate: Option<f64> = match std::env::var("POD_BENCH_RATE") {
+        Ok(r) => Some(r.parse::<f64>()?).filter(|r| *r > 0.0),
+        Err(_) => None,
+    };
+    let (namespace, prefix) = match rate {
+        Some(_) => ("pod-bench-paced", "paced_"),
+        None => ("pod-bench", ""),
+    };
 
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
+            name: Some(namespace.into()),
             ..Default::default()
         },
         ..Default::default()
     };
     ns_api.create(&PostParams::default(), &ns).await?;
-    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     // The service account's token must exist before pods that mount it are admitted.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -154,21 +184,28 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let per_client = pods.div_ceil(clients);
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let api = api.clone();
-        let created = created.clone();
-        let image = image.clone();
-        let node = node.clone();
+    let creator = Creator {
+        api: api.clone(),
+        created: created.clone(),
+        image: image.clone(),
+        node: node.clone(),
+    };
+    if let Some(rate) = rate {
+        for i in 0..pods {
+            let creator = creator.clone();
+            let at =
+                tokio::time::Instant::from_std(start) + Duration::from_secs_f64(i as f64 / rate);
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                creator.create(i).await
+            }));
+        }
+    }
+    for c in (0..clients).filter(|_| rate.is_none()) {
+        let creator = creator.clone();
         tasks.push(tokio::spawn(async move {
             for i in (c * per_client)..((c + 1) * per_client).min(pods) {
-                let name = format!("bench-{i}");
-                let at = Instant::now();
-                api.create(
-                    &PostParams::default(),
-                    &pod(name.clone(), &image, node.as_deref()),
-                )
-                .await?;
-                created.lock().insert(name, at);
+                creator.create(i).await?;
             }
             anyhow::Ok(())
         }));
@@ -218,28 +255,31 @@ async fn main() -> anyhow::Result<()> {
     };
     let to_running = latencies(&running);
     let to_ready = latencies(&ready);
-    println!("pods_created_per_s {:.0} pods/s", pods as f64 / created_s);
     println!(
-        "pod_create_to_running_p50_ms {:.1} ms",
+        "{prefix}pods_created_per_s {:.0} pods/s",
+        pods as f64 / created_s
+    );
+    println!(
+        "{prefix}pod_create_to_running_p50_ms {:.1} ms",
         percentile(&to_running, 0.5)
     );
     println!(
-        "pod_create_to_running_p99_ms {:.1} ms",
+        "{prefix}pod_create_to_running_p99_ms {:.1} ms",
         percentile(&to_running, 0.99)
     );
     println!(
-        "pod_create_to_ready_p50_ms {:.1} ms",
+        "{prefix}pod_create_to_ready_p50_ms {:.1} ms",
         percentile(&to_ready, 0.5)
     );
     println!(
-        "pod_create_to_ready_p99_ms {:.1} ms",
+        "{prefix}pod_create_to_ready_p99_ms {:.1} ms",
         percentile(&to_ready, 0.99)
     );
     println!(
-        "pods_running_per_s {:.1} pods/s",
+        "{prefix}pods_running_per_s {:.1} pods/s",
         pods as f64 / all_running_s.max(1e-9)
     );
-    println!("pods_all_running_s {all_running_s:.2} s");
+    println!("{prefix}pods_all_running_s {all_running_s:.2} s");
     // Hold for the caller to read the server's RSS with every pod running.
     if std::env::var_os("POD_BENCH_PAUSE_FILE").is_some() {
         let f = std::env::var("POD_BENCH_PAUSE_FILE")?;
@@ -264,7 +304,10 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("pods_all_deleted_s {:.2} s", t.elapsed().as_secs_f64());
-    ns_api.delete(NAMESPACE, &DeleteParams::default()).await?;
+    println!(
+        "{prefix}pods_all_deleted_s {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    ns_api.delete(namespace, &DeleteParams::default()).await?;
     Ok(())
 }

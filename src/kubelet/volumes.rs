@@ -536,11 +536,7 @@ fn mount_tmpfs(dir: &Path, size: Option<String>) -> Result<(), String> {
 }
 
 pub(crate) fn is_mountpoint(dir: &Path) -> bool {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let d = dir.to_string_lossy();
-    mi.lines().any(|l| l.split(' ').nth(4) == Some(&*d))
+    crate::runtime::snapshots::overlay::is_mounted(dir)
 }
 
 /// Unmounts what [`setup`] mounted (and any image volume still mounted) and removes the

@@ -41,10 +41,18 @@ pub struct Hierarchies {
 }
 
 impl Hierarchies {
+    /// This host's hierarchies, read once per process: every container start used to
+    /// parse the whole mount table (which grows with each pod's mounts) several times.
+    /// Cgroup file systems are mounted at boot and do not move while we run.
     pub fn detect() -> Hierarchies {
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|t| Self::from_mountinfo(&t))
-            .unwrap_or_default()
+        static DETECTED: std::sync::OnceLock<Hierarchies> = std::sync::OnceLock::new();
+        DETECTED
+            .get_or_init(|| {
+                std::fs::read_to_string("/proc/self/mountinfo")
+                    .map(|t| Self::from_mountinfo(&t))
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     pub fn from_mountinfo(text: &str) -> Hierarchies {

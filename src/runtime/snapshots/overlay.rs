@@ -222,8 +222,40 @@ fn mount_in_dir(dir: &Path, target: &Path, options: &str) -> Result<(), String> 
     }
 }
 
-/// Whether `target` is a mount point (per /proc/self/mountinfo).
+/// Whether `target` is a mount point: its mount differs from its parent directory's.
+/// Two small fdinfo reads instead of a parse of the whole mount table, which grows with
+/// every pod on the node and was read several times per pod start; the table is the
+/// fallback where fdinfo has no `mnt_id` (kernels before 3.15).
 pub fn is_mounted(target: &Path) -> bool {
+    let parent = match target.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return true, // `/`
+    };
+    match (mount_id(target), mount_id(parent)) {
+        (Ok(Some(own)), Ok(Some(above))) => own != above,
+        (Err(_), _) => false,
+        _ => is_mounted_per_mountinfo(target),
+    }
+}
+
+/// The id of the mount `path` is on (`mnt_id` of an `O_PATH` descriptor); `Err` when the
+/// path does not exist, `None` when the kernel does not say.
+fn mount_id(path: &Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+fn is_mounted_per_mountinfo(target: &Path) -> bool {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -290,6 +322,27 @@ pub fn remove_rootfs(container_dir: &Path) -> Result<(), SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_told_by_their_mount_id_as_the_mount_table_tells_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (path, mounted) in [
+            (Path::new("/proc"), true),
+            (Path::new("/proc/self"), false),
+            (tmp.path(), false),
+            (&tmp.path().join("missing"), false),
+        ] {
+            assert_eq!(is_mounted(path), mounted, "{}", path.display());
+            if path.exists() {
+                assert_eq!(
+                    is_mounted_per_mountinfo(path),
+                    mounted,
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
