@@ -3,7 +3,8 @@
 //! until a pod uses it, the scheduler selects the pod's node for the claim, the provisioner
 //! makes a volume pinned to that node, the node makes the directory under the server's data
 //! dir, later pods of the claim go to that node, growing the claim is refused, and deleting
-//! the claim deletes the volume and its directory.
+//! the claim deletes the volume and its directory. A claim a running pod uses, and the
+//! volume bound to it, are protected by finalizers: deleting the claim waits for the pod.
 
 mod common;
 
@@ -104,7 +105,7 @@ fn delete_claim_and_expect_volume_gone(
     for p in pods {
         server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
     }
-    server.kubectl_ok(&["delete", "pvc", "data", "--timeout=30s"]);
+    server.kubectl_ok(&["delete", "pvc", "data", "--timeout=30s", "--ignore-not-found"]);
     eventually(WAIT, "the volume is deleted", || {
         let r = server.kubectl(&["get", "pv", pv]);
         (!r.success()).then_some(()).ok_or_else(|| r.output())
@@ -223,5 +224,35 @@ fn a_pod_writes_into_its_local_path_claim_on_the_host_and_the_directory_goes_wit
             .map_err(|e| e.to_string())
             .and_then(|s| (s == "kept\n").then_some(()).ok_or(s))
     });
+
+    // Protection: the claim under a running pod, and the volume bound to it, carry their
+    // finalizers; deleting the claim leaves it Terminating and the data in place until the
+    // pod is gone.
+    let finalizers = |kind: &str, name: &str| {
+        server.kubectl_json(&["get", kind, name, "-o", "json"])["metadata"]["finalizers"].clone()
+    };
+    assert_eq!(
+        finalizers("pvc", "data"),
+        serde_json::json!(["kubernetes.io/pvc-protection"])
+    );
+    assert!(
+        finalizers("pv", &pv)
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "kubernetes.io/pv-protection")),
+        "{}",
+        finalizers("pv", &pv)
+    );
+    server.kubectl_ok(&["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let c = claim(&server);
+    assert!(c["metadata"]["deletionTimestamp"].is_string(), "{c}");
+    assert_eq!(c["status"]["phase"], "Bound", "{c}");
+    let described = server.kubectl_ok(&["describe", "pvc", "data"]);
+    assert!(described.contains("Terminating"), "{described}");
+    assert_eq!(
+        std::fs::read_to_string(&file).ok().as_deref(),
+        Some("kept\n")
+    );
+    assert!(server.kubectl(&["get", "pv", &pv]).success());
     delete_claim_and_expect_volume_gone(&server, &["writer"], &pv, &dir);
 }

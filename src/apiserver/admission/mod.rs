@@ -46,6 +46,7 @@ pub mod priority;
 pub mod pvc_resize;
 pub mod runtime_class;
 pub mod service_account;
+pub mod storage_object_in_use_protection;
 mod support;
 
 /// What a request does to its object (upstream's `admission.Operation`).
@@ -188,6 +189,7 @@ impl Chain {
                 Box::new(priority::Priority),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds::default()),
                 Box::new(default_storage_class::DefaultStorageClass),
+                Box::new(storage_object_in_use_protection::StorageObjectInUseProtection),
                 Box::new(pvc_resize::PersistentVolumeClaimResize),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(pod_security::PodSecurity),

@@ -39,6 +39,12 @@ async fn start() -> Env {
     let storage = tempfile::tempdir().unwrap();
     tokio::spawn(informers.run());
     tokio::spawn(PersistentVolumeController::new(ctx.clone()).run(stop.clone()));
+    // The admission chain protects claims and volumes with finalizers these remove.
+    let pvc_protection =
+        crate::controllers::pvc_protection::PvcProtectionController::new(ctx.clone());
+    tokio::spawn(pvc_protection.run(stop.clone()));
+    let pv_protection = crate::controllers::pv_protection::PvProtectionController::new(ctx.clone());
+    tokio::spawn(pv_protection.run(stop.clone()));
     tokio::spawn(LocalPathProvisioner::new(ctx, storage.path().to_owned()).run(stop.clone()));
     Env {
         client: srv.admin(),
