@@ -172,6 +172,7 @@ bench_pods() {
     port=$(free_port)
     kport=$(free_port)
     cleanup_pods() {
+        trap - RETURN EXIT # once: its locals are gone after bench_pods returns
         if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi
         for id in $("$bin" ctr --data-dir "$data" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
             "$bin" ctr --data-dir "$data" rm -f "$id" >/dev/null 2>&1
@@ -185,7 +186,8 @@ bench_pods() {
         done
         rm -rf "$dir"
     }
-    trap cleanup_pods RETURN
+    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
+    trap cleanup_pods RETURN EXIT
 
     busybox_image "$dir/img"
     "$bin" images import --data-dir "$data" "$dir/img/image.tar" >/dev/null
@@ -232,7 +234,7 @@ PY
 
     # $pods pods pinned to the node, created by 4 clients; RSS read while they all run.
     local pause="$dir/pause"
-    POD_BENCH_PAUSE_FILE="$pause" target/release/examples/pod_bench "$dir/kubeconfig" \
+    POD_BENCH_PAUSE_FILE="$pause" env -u POD_BENCH_RATE target/release/examples/pod_bench "$dir/kubeconfig" \
         bench/busybox:1 "$pods" 4 "$node" >"$dir/pods.out" &
     local bench_pid=$!
     until [ -s "$pause" ] || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.1; done
@@ -260,6 +262,7 @@ PY
     # The same pods created at a steady rate: each pod's own start latency, without the
     # queue a burst of 100 builds on two cores.
     local rate=${POD_BENCH_RATE:-10}
+    sleep 2 # the burst's namespace deletion settles first
     echo "paced_rate_per_s $rate pods/s"
     POD_BENCH_RATE="$rate" target/release/examples/pod_bench "$dir/kubeconfig" \
         bench/busybox:1 "$pods" 1 "$node" >"$dir/paced.out" || {
