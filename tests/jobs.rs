@@ -247,3 +247,33 @@ fn a_cronjob_starts_a_job_each_minute_and_can_be_run_by_hand() {
     let describe = server.kubectl_ok(&["describe", "cronjob", "tick"]);
     assert!(describe.contains("SuccessfulCreate"), "{describe}");
 }
+
+#[test]
+fn a_job_adopts_an_orphaned_pod_and_releases_one_it_no_longer_selects() {
+    let server = TestServer::start();
+    server.apply(
+        "adopt.yaml",
+        &job_yaml("adopt", "  completions: 4\n  parallelism: 2\n"),
+    );
+    server.wait_until("two pods run", 20, || {
+        running_pods(&server, NS, "adopt").len() == 2
+    });
+    let pod = running_pods(&server, NS, "adopt").remove(0);
+    let uid = jsonpath(&server, &["job", "adopt"], "{.metadata.uid}");
+    let owner = |p: &str| jsonpath(&server, &["pod", p], "{.metadata.ownerReferences[*].uid}");
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        &pod,
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/metadata/ownerReferences"}]"#,
+    ]);
+    server.wait_until("the Job adopts its orphan", 20, || owner(&pod) == uid);
+    server.kubectl_ok(&["label", "pod", &pod, "batch.kubernetes.io/controller-uid-"]);
+    server.wait_until("the Job releases the pod and its finalizer", 20, || {
+        owner(&pod).is_empty()
+            && jsonpath(&server, &["pod", &pod], "{.metadata.finalizers}").is_empty()
+    });
+    server.kubectl_ok(&["delete", "pod", &pod, "--timeout=20s"]);
+}

@@ -105,7 +105,13 @@ fn delete_claim_and_expect_volume_gone(
     for p in pods {
         server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
     }
-    server.kubectl_ok(&["delete", "pvc", "data", "--timeout=30s", "--ignore-not-found"]);
+    server.kubectl_ok(&[
+        "delete",
+        "pvc",
+        "data",
+        "--timeout=30s",
+        "--ignore-not-found",
+    ]);
     eventually(WAIT, "the volume is deleted", || {
         let r = server.kubectl(&["get", "pv", pv]);
         (!r.success()).then_some(()).ok_or_else(|| r.output())

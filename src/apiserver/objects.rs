@@ -62,7 +62,20 @@ fn finalizers_empty(obj: &Value) -> bool {
 
 /// Serializes with the write's revision as resourceVersion.
 pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
-    meta_mut(obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    let m = meta_mut(obj);
+    m.insert("resourceVersion".into(), json!(revision.to_string()));
+    // ObjectMeta's lists and maps are `omitempty` upstream: a patch that removes the last
+    // finalizer or owner leaves no `[]` behind (clients test for absence).
+    for k in ["finalizers", "ownerReferences", "labels", "annotations"] {
+        let empty = match m.get(k) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            _ => false,
+        };
+        if empty {
+            m.remove(k);
+        }
+    }
     serde_json::to_vec(obj)
         .map(Bytes::from)
         .map_err(|e| ApiError::internal(format!("encoding object: {e}")))

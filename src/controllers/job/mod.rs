@@ -99,13 +99,22 @@ impl JobController {
             }
         };
         let q = self.queue.clone();
+        let job_store = jobs.store();
         let feed_pods = async move {
             while let Some(change) = pod_changes.next().await {
-                let pod = match &change {
-                    Change::Applied(p) | Change::Deleted(p) => p,
+                let (pod, deleted) = match &change {
+                    Change::Applied(p) => (p, false),
+                    Change::Deleted(p) => (p, true),
                 };
                 if let Some(key) = owning_job(pod) {
                     q.add(key);
+                } else if !deleted
+                    && crate::controllers::controller_utils::controller_ref(&pod.metadata).is_none()
+                {
+                    // An orphan: the Jobs that select it may adopt it.
+                    for key in selecting_jobs(&job_store, pod) {
+                        q.add(key);
+                    }
                 }
             }
         };
@@ -123,6 +132,20 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
         meta.namespace.as_deref()?,
         meta.name.as_deref()?
     ))
+}
+
+/// `ns/name` of the Jobs in the pod's namespace whose selector matches its labels.
+fn selecting_jobs(jobs: &Store<Job>, pod: &Pod) -> Vec<String> {
+    use crate::controllers::controller_utils::Selector;
+    jobs.state()
+        .iter()
+        .filter(|j| j.metadata.namespace == pod.metadata.namespace)
+        .filter(|j| {
+            let sel = Selector::new(j.spec.as_ref().and_then(|s| s.selector.as_ref()));
+            !sel.is_everything() && sel.matches(pod.metadata.labels.as_ref())
+        })
+        .filter_map(|j| key_of(&j.metadata))
+        .collect()
 }
 
 /// `ns/name` of the Job controlling a pod.
@@ -240,6 +263,78 @@ impl JobReconciler {
         // Nothing waits on these removals: the Job is gone or done.
         self.expectations.forget(key);
         Ok(())
+    }
+
+    /// The Job's pods after adopting orphans its selector matches (with the tracking
+    /// finalizer) and releasing owned pods it no longer matches (upstream's
+    /// `getPodsForJob`). Adoption rechecks the Job on a fresh read first.
+    async fn claim_pods(
+        &self,
+        job: &Job,
+        job_uid: &str,
+        ns_pods: Vec<Arc<Pod>>,
+    ) -> Result<Vec<Arc<Pod>>, ControllerError> {
+        use crate::controllers::controller_utils::{
+            adopt_patch, claim, new_controller_ref, release_patch, Claim, Selector,
+        };
+        use kube::api::{Api, Patch, PatchParams};
+        let selector = Selector::new(job.spec.as_ref().and_then(|s| s.selector.as_ref()));
+        let deleting = job.metadata.deletion_timestamp.is_some();
+        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let owner = new_controller_ref("batch/v1", "Job", &job.metadata);
+        let mut can_adopt = None;
+        let mut owned = Vec::new();
+        for pod in ns_pods {
+            let selected =
+                !selector.is_everything() && selector.matches(pod.metadata.labels.as_ref());
+            let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let patch = match claim(job_uid, deleting, &pod.metadata, selected) {
+                Claim::Keep => {
+                    owned.push(pod);
+                    continue;
+                }
+                Claim::Ignore => continue,
+                Claim::Adopt => {
+                    if can_adopt.is_none() {
+                        let fresh = Api::<Job>::namespaced(self.client.clone(), ns)
+                            .get_opt(job.metadata.name.as_deref().unwrap_or_default())
+                            .await?;
+                        can_adopt = Some(fresh.is_some_and(|f| {
+                            f.metadata.uid.as_deref() == Some(job_uid)
+                                && f.metadata.deletion_timestamp.is_none()
+                        }));
+                    }
+                    if can_adopt != Some(true) {
+                        continue;
+                    }
+                    let mut patch = adopt_patch(&owner, &pod_uid);
+                    patch["metadata"]["finalizers"] =
+                        serde_json::json!([status::TRACKING_FINALIZER]);
+                    patch
+                }
+                Claim::Release => {
+                    // Its finalizer goes with it: nothing counts a pod no Job owns, and
+                    // it would hold the pod's deletion forever (upstream's orphan sync).
+                    let mut patch = release_patch(job_uid, &pod_uid);
+                    patch["metadata"]["$deleteFromPrimitiveList/finalizers"] =
+                        serde_json::json!([status::TRACKING_FINALIZER]);
+                    patch
+                }
+            };
+            let adopting = patch["metadata"]["finalizers"].is_array();
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(p) if adopting => owned.push(Arc::new(p)),
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(owned)
     }
 
     fn pod_control<'a>(&'a self, key: &'a str) -> pods::PodControl<'a> {

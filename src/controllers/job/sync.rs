@@ -104,16 +104,7 @@ impl JobReconciler {
         let job_uid = job.metadata.uid.clone().unwrap_or_default();
         let ns_pods = self.pods_in(&ns);
         let (satisfied, expected_rm) = self.expectations.observe(key, &ns_pods);
-        let pods: Vec<Arc<Pod>> = ns_pods
-            .into_iter()
-            .filter(|p| {
-                p.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.controller == Some(true) && o.uid == job_uid)
-            })
-            .collect();
+        let pods = self.claim_pods(&job, &job_uid, ns_pods).await?;
         let status = job.status.get_or_insert_with(Default::default);
         let uncounted = status
             .uncounted_terminated_pods

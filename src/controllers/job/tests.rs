@@ -387,3 +387,59 @@ async fn a_backoff_limit_per_index_fails_only_that_index() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_orphaned_pod_is_adopted_again_and_a_pod_no_longer_selected_is_released() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams};
+    let c = Cluster::start().await;
+    let job = create_job(
+        &c.client,
+        NS,
+        job("adopt", json!({"parallelism": 2, "completions": 4})),
+    )
+    .await;
+    eventually("two pods run", || async {
+        running_pods_of(&c.client, NS, "adopt").await.len() == 2
+    })
+    .await;
+    let pod = running_pods_of(&c.client, NS, "adopt").await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let owner_uid = || async {
+        let p = pods.get(&name).await.unwrap();
+        let uid = crate::controllers::controller_utils::controller_ref(&p.metadata)
+            .map(|r| r.uid.clone());
+        (uid, super::status::has_finalizer(&p))
+    };
+    // Orphaned (a JSON patch, so the finalizer stays): the Job takes it back.
+    let orphan = json!([{"op": "remove", "path": "/metadata/ownerReferences"}]);
+    pods.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Json::<()>(serde_json::from_value(orphan).unwrap()),
+    )
+    .await
+    .unwrap();
+    eventually("the Job adopts its orphan", || async {
+        owner_uid().await == (job.metadata.uid.clone(), true)
+    })
+    .await;
+    // Labels gone: the Job lets it go and runs another in its place.
+    pods.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the Job releases the pod and its finalizer", || async {
+        owner_uid().await == (None, false)
+    })
+    .await;
+    eventually("another pod takes its place", || async {
+        running_pods_of(&c.client, NS, "adopt").await.len() == 2
+    })
+    .await;
+    c.stop().await;
+}
