@@ -10,7 +10,9 @@
 #   pause    busybox sleeping (upstream's is a tiny C program);
 #   nonewprivs  upstream's nnp (prints its effective uid) built from the same source,
 #            setuid root on busybox, as upstream's Dockerfile makes it.
-# nginx, httpd and the rest are not built: specs that need them fail on the pull.
+#   nginx    busybox httpd serving /usr/share/nginx/html on port 80 (upstream's nginx
+#            image is only asked to serve there);
+# httpd and the rest are not built: specs that need them fail on the pull.
 #
 #   scripts/conformance-images.sh            # starts the registry, pushes, prints the env
 #   export KUBE_TEST_REPO_LIST=/tmp/skiff-e2e-images/repo-list.yaml
@@ -121,6 +123,13 @@ mkdir -p "$DIR/root-nonewprivs/usr/local/bin"
 cp "$BIN/nonewprivs" "$DIR/root-nonewprivs/usr/local/bin/nnp"
 chown 0:0 "$DIR/root-nonewprivs/usr/local/bin/nnp"; chmod 4755 "$DIR/root-nonewprivs/usr/local/bin/nnp"
 image "e2e-test-images/nonewprivs:$(cat "$SRC/test/images/nonewprivs/VERSION")" 'null' '["nnp"]' "$DIR/root-nonewprivs"
+
+busybox_root "$DIR/root-nginx"
+mkdir -p "$DIR/root-nginx/usr/share/nginx/html"
+echo '<h1>Welcome to nginx!</h1>' > "$DIR/root-nginx/usr/share/nginx/html/index.html"
+for tag in 1.15-4 1.27-0; do
+  image "e2e-test-images/nginx:$tag" 'null' '["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"]' "$DIR/root-nginx"
+done
 
 cat > "$DIR/repo-list.yaml" <<EOF
 promoterE2eRegistry: 127.0.0.1:$PORT/e2e-test-images
