@@ -666,6 +666,41 @@ fn a_non_root_container_writes_its_termination_message_at_a_custom_path() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
+fn a_privileged_container_holds_every_capability_the_node_may_hand_on() {
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    server.apply(
+        "priv.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"priv","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "containers":[{{"name":"c","image":"{image}",
+                   "securityContext":{{"privileged":true}},
+                   "command":["sh","-c","grep CapEff /proc/self/status"]}}]}}}}"#
+        ),
+    );
+    let p = server.wait_pod_phase("priv", "Succeeded", Duration::from_secs(60));
+    // The node's own bounding set (this test runs where the server does); a sandbox may
+    // have dropped some, and asking for those failed the start with EPERM.
+    let own = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(str::trim)
+        .expect("CapBnd");
+    let effective = server.kubectl_ok(&["logs", "priv"]);
+    assert_eq!(
+        effective.trim().strip_prefix("CapEff:").map(str::trim),
+        Some(bounding),
+        "{p}"
+    );
+    delete_pods(&server, &["priv"]);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
 fn pods_and_services_proxy_requests_to_the_pod_through_the_api_server() {
     let (server, image, _registry) = ready_node_with_image(&[]);
     // busybox httpd with a CGI script that echoes the method, query and body it was sent.

@@ -135,6 +135,19 @@ const ALL_CAP_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// This process's capability bounding set (`CapBnd`, bit N = capability N; every bit when
+/// unreadable). `ALL_CAP_NAMES` is in the kernel's bit order.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 fn parse_cap(name: &str) -> Option<Capability> {
     let n = name.trim_start_matches("CAP_").to_ascii_uppercase();
     n.parse().ok()
@@ -144,7 +157,16 @@ fn parse_cap(name: &str) -> Option<Capability> {
 /// in either means every capability), or everything when privileged. Unknown names are
 /// ignored as containerd does with capabilities the kernel lacks.
 pub fn capability_set(sec: &super::Security) -> HashSet<Capability> {
-    let all = || ALL_CAP_NAMES.iter().filter_map(|n| parse_cap(n));
+    let bounding = own_bounding_set();
+    // "Every capability" is every one this process may still hand on (containerd's
+    // `cap.Current()`): asking for one outside our bounding set fails the start with EPERM.
+    let all = || {
+        ALL_CAP_NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(bit, _)| bounding & (1u64 << bit) != 0)
+            .filter_map(|(_, n)| parse_cap(n))
+    };
     if sec.privileged {
         return all().collect();
     }

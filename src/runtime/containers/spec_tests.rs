@@ -202,5 +202,14 @@ fn capabilities_add_drop_and_privileged_follow_the_security_settings() {
         privileged: true,
         ..Default::default()
     });
-    assert!(all.contains(&Capability::SysAdmin) && all.len() >= 40);
+    assert!(all.contains(&Capability::SysAdmin) && all.len() >= 30);
+    // Privileged means every capability this process still holds, no more: a sandbox
+    // that dropped one (here CAP_SYS_RESOURCE may be gone) must not fail the start.
+    let bounding = super::own_bounding_set();
+    let known = (1u64 << 41) - 1;
+    assert_eq!(all.len() as u32, (bounding & known).count_ones());
+    assert_eq!(
+        all.contains(&Capability::SysResource),
+        bounding & (1 << 24) != 0
+    );
 }
