@@ -200,6 +200,7 @@ impl History {
             owner,
             &Selector::new(selector),
             candidates,
+            None,
         )
         .await?;
         sort_revisions(&mut out);
@@ -286,13 +287,15 @@ impl History {
 
 /// The candidates `owner` keeps after adopting the orphans `selector` matches and releasing
 /// owned ones it no longer matches (upstream's `ClaimObject` over a list); objects gone or
-/// changed meanwhile are skipped.
+/// changed meanwhile are skipped. A `finalizer` (the Job's tracking one) is added with the
+/// adoption and removed with the release.
 pub async fn claim_all<K>(
     client: &kube::Client,
     owner_ref: &OwnerReference,
     owner: &ObjectMeta,
     selector: &Selector,
     candidates: impl IntoIterator<Item = Arc<K>>,
+    finalizer: Option<&str>,
 ) -> Result<Vec<Arc<K>>, ControllerError>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -310,7 +313,7 @@ where
         let selected = selector.matches(meta.labels.as_ref());
         let obj_uid = meta.uid.as_deref().unwrap_or_default();
         let name = meta.name.as_deref().unwrap_or_default();
-        let (patch, adopting) = match claim(uid, deleting, meta, selected) {
+        let (mut patch, adopting) = match claim(uid, deleting, meta, selected) {
             Claim::Keep => {
                 out.push(obj.clone());
                 continue;
@@ -319,6 +322,14 @@ where
             Claim::Adopt => (adopt_patch(owner_ref, obj_uid), true),
             Claim::Release => (release_patch(uid, obj_uid), false),
         };
+        if let Some(f) = finalizer {
+            let key = if adopting {
+                "finalizers"
+            } else {
+                "$deleteFromPrimitiveList/finalizers"
+            };
+            patch["metadata"][key] = serde_json::json!([f]);
+        }
         match api
             .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await

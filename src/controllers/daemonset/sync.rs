@@ -66,7 +66,15 @@ impl Reconciler for Sync {
             .state()
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns));
-        let pods = claim_all(&self.client, &owner, &ds.metadata, &selector, candidates).await?;
+        let pods = claim_all(
+            &self.client,
+            &owner,
+            &ds.metadata,
+            &selector,
+            candidates,
+            None,
+        )
+        .await?;
 
         let revisions = self
             .history

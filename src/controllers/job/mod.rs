@@ -267,74 +267,49 @@ impl JobReconciler {
 
     /// The Job's pods after adopting orphans its selector matches (with the tracking
     /// finalizer) and releasing owned pods it no longer matches (upstream's
-    /// `getPodsForJob`). Adoption rechecks the Job on a fresh read first.
+    /// `getPodsForJob`, on [`history::claim_all`]). Orphans are adopted only if a fresh
+    /// read shows the same Job, not being deleted.
     async fn claim_pods(
         &self,
         job: &Job,
         job_uid: &str,
         ns_pods: Vec<Arc<Pod>>,
     ) -> Result<Vec<Arc<Pod>>, ControllerError> {
-        use crate::controllers::controller_utils::{
-            adopt_patch, claim, new_controller_ref, release_patch, Claim, Selector,
-        };
-        use kube::api::{Api, Patch, PatchParams};
+        use crate::controllers::controller_utils::{claim, new_controller_ref, Claim, Selector};
         let selector = Selector::new(job.spec.as_ref().and_then(|s| s.selector.as_ref()));
         let deleting = job.metadata.deletion_timestamp.is_some();
-        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let owner = new_controller_ref("batch/v1", "Job", &job.metadata);
-        let mut can_adopt = None;
-        let mut owned = Vec::new();
-        for pod in ns_pods {
-            let selected =
-                !selector.is_everything() && selector.matches(pod.metadata.labels.as_ref());
-            let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let patch = match claim(job_uid, deleting, &pod.metadata, selected) {
-                Claim::Keep => {
-                    owned.push(pod);
-                    continue;
-                }
-                Claim::Ignore => continue,
-                Claim::Adopt => {
-                    if can_adopt.is_none() {
-                        let fresh = Api::<Job>::namespaced(self.client.clone(), ns)
-                            .get_opt(job.metadata.name.as_deref().unwrap_or_default())
-                            .await?;
-                        can_adopt = Some(fresh.is_some_and(|f| {
-                            f.metadata.uid.as_deref() == Some(job_uid)
-                                && f.metadata.deletion_timestamp.is_none()
-                        }));
-                    }
-                    if can_adopt != Some(true) {
-                        continue;
-                    }
-                    let mut patch = adopt_patch(&owner, &pod_uid);
-                    patch["metadata"]["finalizers"] =
-                        serde_json::json!([status::TRACKING_FINALIZER]);
-                    patch
-                }
-                Claim::Release => {
-                    // Its finalizer goes with it: nothing counts a pod no Job owns, and
-                    // it would hold the pod's deletion forever (upstream's orphan sync).
-                    let mut patch = release_patch(job_uid, &pod_uid);
-                    patch["metadata"]["$deleteFromPrimitiveList/finalizers"] =
-                        serde_json::json!([status::TRACKING_FINALIZER]);
-                    patch
-                }
-            };
-            let adopting = patch["metadata"]["finalizers"].is_array();
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                .await
-            {
-                Ok(p) if adopting => owned.push(Arc::new(p)),
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
-                Err(e) => return Err(e.into()),
+        let adopts = |p: &Pod| {
+            claim(
+                job_uid,
+                deleting,
+                &p.metadata,
+                selector.matches(p.metadata.labels.as_ref()),
+            ) == Claim::Adopt
+        };
+        let mut candidates = ns_pods;
+        if candidates.iter().any(|p| adopts(p)) {
+            let ns = job.metadata.namespace.as_deref().unwrap_or_default();
+            let fresh = kube::Api::<Job>::namespaced(self.client.clone(), ns)
+                .get_opt(job.metadata.name.as_deref().unwrap_or_default())
+                .await?;
+            let current = fresh.is_some_and(|f| {
+                f.metadata.uid.as_deref() == Some(job_uid)
+                    && f.metadata.deletion_timestamp.is_none()
+            });
+            if !current {
+                candidates.retain(|p| !adopts(p));
             }
         }
-        Ok(owned)
+        let owner = new_controller_ref("batch/v1", "Job", &job.metadata);
+        crate::controllers::history::claim_all(
+            &self.client,
+            &owner,
+            &job.metadata,
+            &selector,
+            candidates,
+            Some(status::TRACKING_FINALIZER),
+        )
+        .await
     }
 
     fn pod_control<'a>(&'a self, key: &'a str) -> pods::PodControl<'a> {

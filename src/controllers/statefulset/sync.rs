@@ -63,7 +63,15 @@ impl Reconciler for Sync {
                 && ordinal_of(name, p.metadata.name.as_deref().unwrap_or_default()).is_some()
         });
         let selector = Selector::new(Some(&spec.selector));
-        let pods = claim_all(&self.client, &owner, &set.metadata, &selector, candidates).await?;
+        let pods = claim_all(
+            &self.client,
+            &owner,
+            &set.metadata,
+            &selector,
+            candidates,
+            None,
+        )
+        .await?;
 
         let mut revisions = self
             .history
