@@ -24,7 +24,8 @@ fn now_time() -> Time {
 pub struct Recorded {
     pub object: ObjectReference,
     pub type_: &'static str,
-    pub reason: &'static str,
+    /// Mostly a constant; a few reasons name a resource (`OutOf<resource>`).
+    pub reason: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
@@ -89,20 +90,20 @@ impl Recorder {
         &self,
         object: ObjectReference,
         type_: &'static str,
-        reason: &'static str,
+        reason: impl Into<std::borrow::Cow<'static, str>>,
         message: String,
     ) {
         let _ = self.tx.send(Recorded {
             object,
             type_,
-            reason,
+            reason: reason.into(),
             message,
         });
     }
 }
 
 /// (uid, fieldPath, reason, message): what makes two events the same.
-type SeenKey = (String, String, &'static str, String);
+type SeenKey = (String, String, std::borrow::Cow<'static, str>, String);
 
 async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedReceiver<Recorded>) {
     // (uid, fieldPath, reason, message) → (namespace, event name, count)
@@ -116,7 +117,7 @@ async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedRec
         let key = (
             r.object.uid.clone().unwrap_or_default(),
             r.object.field_path.clone().unwrap_or_default(),
-            r.reason,
+            r.reason.clone(),
             r.message.clone(),
         );
         let now = chrono::Utc::now();
@@ -145,7 +146,7 @@ async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedRec
                 ..Default::default()
             },
             involved_object: r.object,
-            reason: Some(r.reason.into()),
+            reason: Some(r.reason.to_string()),
             message: Some(r.message),
             type_: Some(r.type_.into()),
             count: Some(1),

@@ -398,7 +398,7 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
     let late = server.wait_pod_phase("late", "Failed", Duration::from_secs(30));
     assert_eq!(late["status"]["reason"], "Evicted", "{late}");
     assert_eq!(
-        late["status"]["message"], "The node had condition: [DiskPressure]. ",
+        late["status"]["message"], "Pod was rejected: The node had condition: [DiskPressure]. ",
         "{late}"
     );
     assert!(
@@ -567,9 +567,62 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     assert_eq!(refused["status"]["reason"], "SysctlForbidden", "{refused}");
     assert_eq!(
         refused["status"]["message"],
-        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
     delete_pods(&server, &["safe", "unsafe"]);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn the_kubelet_rejects_a_pod_whose_host_port_or_requests_do_not_fit_next_to_admitted_ones() {
+    // Pods bound with spec.nodeName never meet the scheduler: the kubelet's admission
+    // (upstream's GeneralPredicates) is their only check.
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    let pod = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never","terminationGracePeriodSeconds":1,
+                 "containers":[{{"name":"c","image":"{image}","command":["sh","-c","exec sleep 3600"]{extra}}}]}}}}"#
+        )
+    };
+    let port = r#","ports":[{"containerPort":80,"hostPort":18181}]"#;
+    server.apply("holder.json", &pod("holder", port));
+    server.wait_pod_phase("holder", "Running", Duration::from_secs(60));
+
+    server.apply("clash.json", &pod("clash", port));
+    let clash = server.wait_pod_phase("clash", "Failed", Duration::from_secs(30));
+    assert_eq!(clash["status"]["reason"], "NodePorts", "{clash}");
+    assert_eq!(
+        clash["status"]["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
+    let events = server.event_messages("default", "involvedObject.name=clash,reason=NodePorts");
+    assert!(
+        events.contains("Predicate NodePorts failed"),
+        "no NodePorts event: {events}"
+    );
+
+    let greedy = r#","resources":{"requests":{"cpu":"1000"}}"#;
+    server.apply("greedy.json", &pod("greedy", greedy));
+    let refused = server.wait_pod_phase("greedy", "Failed", Duration::from_secs(30));
+    assert_eq!(refused["status"]["reason"], "OutOfcpu", "{refused}");
+    let msg = refused["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "
+        ),
+        "{msg}"
+    );
+    assert!(refused["status"]["containerStatuses"][0]["state"]["running"].is_null());
+
+    // Once the holder is gone its port is free again.
+    delete_pods(&server, &["holder"]);
+    server.apply("after.json", &pod("after", port));
+    server.wait_pod_phase("after", "Running", Duration::from_secs(60));
+    delete_pods(&server, &["clash", "greedy", "after"]);
 }
 
 #[test]

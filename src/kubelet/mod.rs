@@ -16,6 +16,7 @@
 //! directory hold for pods that no longer exist is removed; containers of pods that still
 //! exist are adopted as they are (running ones keep running, restart counts unchanged).
 
+pub mod admission;
 pub mod api;
 pub mod backoff;
 pub mod container;
@@ -127,6 +128,9 @@ pub struct Context {
     pub allocations: resize::NodeAllocations,
     /// The pressure the last eviction pass measured (what new pods are admitted against).
     pub pressure: parking_lot::Mutex<node_status::Pressure>,
+    /// This node's Node object as last watched (labels, taints and allocatable for
+    /// admission); `None` until the first sighting.
+    pub node: parking_lot::RwLock<Option<Arc<k8s_openapi::api::core::v1::Node>>>,
     /// Image garbage collection's state, shared by its periodic passes and disk-pressure
     /// reclaim (None: no image GC).
     pub image_gc: Option<tokio::sync::Mutex<image_gc::ImageGc>>,
@@ -203,6 +207,7 @@ impl Kubelet {
             evictions: Default::default(),
             allocations: Default::default(),
             pressure: Default::default(),
+            node: Default::default(),
             image_gc: c
                 .image_gc
                 .map(|p| tokio::sync::Mutex::new(image_gc::ImageGc::new(p))),
@@ -217,6 +222,12 @@ impl Kubelet {
         tokio::spawn(local_path::run(
             c.client.clone(),
             local_path::records_dir(&c.root_dir),
+            shutdown.clone(),
+        ));
+        tokio::spawn(watch_own_node(
+            c.client.clone(),
+            c.node_name.clone(),
+            ctx.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(watch_services(
@@ -535,6 +546,35 @@ async fn clean_orphans(ctx: &Context, live: &HashSet<String>) {
 }
 
 /// Keeps `cache` equal to the API's Services (the source of service env vars).
+/// Keeps [`Context::node`] current: what admission checks labels, taints and allocatable
+/// against.
+async fn watch_own_node(
+    client: kube::Client,
+    name: String,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    let api: kube::Api<Node> = kube::Api::all(client);
+    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = std::pin::pin!(watcher(api, wc).default_backoff());
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        match ev {
+            None => return,
+            Some(Err(e)) => tracing::debug!(error = %e, "watching the node failed; retrying"),
+            Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => {
+                *ctx.node.write() = Some(Arc::new(n));
+            }
+            Some(Ok(watcher::Event::Delete(_))) => *ctx.node.write() = None,
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+        }
+    }
+}
+
 async fn watch_services(
     client: kube::Client,
     cache: Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,

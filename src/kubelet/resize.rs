@@ -184,12 +184,7 @@ pub fn event_message(prefix: &str, pod: &Pod, generation: i64, error: Option<&st
     format!("{prefix}: {}", serde_json::Value::Object(summary))
 }
 
-/// One live pod's admitted requests and whether it is Burstable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
-    pub requests: (i64, i64),
-    pub burstable: bool,
-}
+pub use super::admission::Admitted;
 
 /// Pods' admitted requests on this node, by uid: what a resize is admitted against, and
 /// what the Burstable class's cpu shares are the sum of.
@@ -209,6 +204,32 @@ impl NodeAllocations {
         self.pods.lock().remove(uid);
     }
 
+    pub fn contains(&self, uid: &str) -> bool {
+        self.pods.lock().contains_key(uid)
+    }
+
+    /// Admits a pod the node has not started yet: `refuse` sees what every other admitted
+    /// pod holds, and an admitted pod is recorded under the same lock, so two pods admitted
+    /// together cannot both take one host port or the last of the cpu.
+    pub fn admit_new(
+        &self,
+        uid: &str,
+        wanted: Admitted,
+        refuse: impl FnOnce(&[&Admitted]) -> Option<(String, String)>,
+    ) -> Option<(String, String)> {
+        let mut pods = self.pods.lock();
+        let others: Vec<&Admitted> = pods
+            .iter()
+            .filter(|(u, _)| u.as_str() != uid)
+            .map(|(_, a)| a)
+            .collect();
+        let refused = refuse(&others);
+        if refused.is_none() {
+            pods.insert(uid.to_owned(), wanted);
+        }
+        refused
+    }
+
     /// Admits a resize of pod `uid` to `wanted` against `allocatable` and the other pods
     /// ([`admit`]), and on success records it at once, under one lock, so two resizes
     /// admitted together cannot overcommit the node.
@@ -223,9 +244,13 @@ impl NodeAllocations {
             .iter()
             .filter(|(u, _)| u.as_str() != uid)
             .fold((0, 0), |(c, m), (_, a)| {
-                (c + a.requests.0, m + a.requests.1)
+                (c + a.requests.milli_cpu, m + a.requests.memory)
             });
-        admit(wanted.requests, others, allocatable)?;
+        admit(
+            (wanted.requests.milli_cpu, wanted.requests.memory),
+            others,
+            allocatable,
+        )?;
         pods.insert(uid.to_owned(), wanted);
         Ok(())
     }
@@ -239,7 +264,7 @@ impl NodeAllocations {
             .lock()
             .values()
             .filter(|a| a.burstable)
-            .map(|a| a.requests.0)
+            .map(|a| a.requests.milli_cpu)
             .sum();
         let shares = crate::kubelet::resources::milli_to_shares(milli);
         (*self.burstable_shares.lock() != Some(shares)).then_some(shares)
@@ -329,7 +354,11 @@ mod tests {
     fn a_resize_is_admitted_against_the_other_pods_and_recorded_at_once() {
         let a = NodeAllocations::default();
         let pod = |cpu| Admitted {
-            requests: (cpu, 0),
+            requests: crate::api::resources::Resources {
+                milli_cpu: cpu,
+                ..Default::default()
+            },
+            ports: vec![],
             burstable: false,
         };
         a.set("p1", pod(500));
@@ -342,10 +371,42 @@ mod tests {
     }
 
     #[test]
+    fn a_new_pod_is_admitted_against_the_others_and_holds_its_place_until_removed() {
+        let a = NodeAllocations::default();
+        let holder = |port| Admitted {
+            requests: Default::default(),
+            ports: vec![crate::scheduler::cache::HostPort {
+                protocol: "TCP".into(),
+                ip: "0.0.0.0".into(),
+                port,
+            }],
+            burstable: false,
+        };
+        let clash = |others: &[&Admitted]| {
+            others
+                .iter()
+                .any(|o| o.ports.iter().any(|p| p.port == 80))
+                .then(|| ("NodePorts".to_owned(), "taken".to_owned()))
+        };
+        assert_eq!(a.admit_new("p1", holder(80), clash), None);
+        assert!(a.contains("p1"));
+        // The refused pod is not recorded; its own earlier entry never counts against it.
+        assert!(a.admit_new("p2", holder(80), clash).is_some());
+        assert!(!a.contains("p2"));
+        assert_eq!(a.admit_new("p1", holder(80), clash), None);
+        a.remove("p1");
+        assert_eq!(a.admit_new("p2", holder(80), clash), None);
+    }
+
+    #[test]
     fn the_burstable_class_gets_the_shares_of_its_pods_requests() {
         let a = NodeAllocations::default();
         let pod = |cpu, burstable| Admitted {
-            requests: (cpu, 0),
+            requests: crate::api::resources::Resources {
+                milli_cpu: cpu,
+                ..Default::default()
+            },
+            ports: vec![],
             burstable,
         };
         a.set("g", pod(4000, false));

@@ -14,6 +14,15 @@ use k8s_openapi::api::core::v1::{
 use parking_lot::Mutex;
 use std::time::Duration;
 
+/// The harness node: room for the pods the tests admit (4 cpus, 8 GiB).
+const NODE_FIELDS: downward::Fields = downward::Fields {
+    host_ips: Vec::new(),
+    pod_ips: Vec::new(),
+    node_cpu_milli: 4000,
+    node_memory_bytes: 8 << 30,
+    node_ephemeral_bytes: 0,
+};
+
 #[derive(Default)]
 struct FakeNet(Mutex<Vec<String>>);
 impl PodNetwork for FakeNet {
@@ -137,11 +146,12 @@ impl Harness {
             pod_log_dir: dir.path().join("logs"),
             root_dir: dir.path().join("pods"),
             host_ips: vec!["192.168.1.10".into()],
-            node_fields: Default::default(),
+            node_fields: NODE_FIELDS,
             services: Default::default(),
             evictions: Default::default(),
             allocations: Default::default(),
             pressure: Default::default(),
+            node: Default::default(),
             image_gc: None,
         });
         let (tx, shutdown) = (watch::channel(None).0, CancellationToken::new());
@@ -718,7 +728,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
         pod_log_dir: dir.path().join("logs"),
         root_dir: dir.path().join("pods"),
         host_ips: vec![],
-        node_fields: Default::default(),
+        node_fields: NODE_FIELDS,
         services: Arc::new(parking_lot::RwLock::new(
             [(
                 ("default".to_string(), "kubernetes".to_string()),
@@ -729,6 +739,7 @@ async fn containers_get_the_api_service_variables_unless_they_define_them() {
         evictions: Default::default(),
         allocations: Default::default(),
         pressure: Default::default(),
+        node: Default::default(),
         image_gc: None,
     });
     let p = Arc::new(pod(vec![app], vec![], "Always"));

@@ -148,39 +148,74 @@ pub fn node_ports(wanted: &[HostPort], node: &NodeInfo) -> FilterResult {
     }
 }
 
+/// One resource a pod asks more of than the node has left (upstream's
+/// `InsufficientResource`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Insufficient {
+    pub resource: String,
+    pub requested: i64,
+    pub used: i64,
+    pub capacity: i64,
+}
+
+/// Upstream's `noderesources.Fits`, shared with the kubelet's admission: the pod count,
+/// then cpu, memory, ephemeral-storage and scalar resources against allocatable minus
+/// what the node's pods request (`used`; `used.pods` is their number), in that order.
+pub fn insufficient_resources(
+    req: &Resources,
+    used: &Resources,
+    alloc: &Resources,
+) -> Vec<Insufficient> {
+    let mut out = Vec::new();
+    let mut short = |resource: &str, requested: i64, used: i64, capacity: i64| {
+        out.push(Insufficient {
+            resource: resource.to_owned(),
+            requested,
+            used,
+            capacity,
+        })
+    };
+    if used.pods + 1 > alloc.pods {
+        short("pods", 1, used.pods, alloc.pods);
+    }
+    if req.is_zero() {
+        return out;
+    }
+    let checks = [
+        ("cpu", req.milli_cpu, used.milli_cpu, alloc.milli_cpu),
+        ("memory", req.memory, used.memory, alloc.memory),
+        (
+            "ephemeral-storage",
+            req.ephemeral_storage,
+            used.ephemeral_storage,
+            alloc.ephemeral_storage,
+        ),
+    ];
+    for (name, want, in_use, have) in checks {
+        if want > 0 && want > have.saturating_sub(in_use) {
+            short(name, want, in_use, have);
+        }
+    }
+    for (name, want) in &req.scalar {
+        let have = alloc.scalar.get(name).copied().unwrap_or(0);
+        let in_use = used.scalar.get(name).copied().unwrap_or(0);
+        if *want > 0 && *want > have - in_use {
+            short(name, *want, in_use, have);
+        }
+    }
+    out
+}
+
 /// NodeResourcesFit: the pod count and every requested resource fit in what is left of
 /// allocatable; all shortfalls are reported.
 pub fn resources_fit(req: &Resources, node: &NodeInfo) -> FilterResult {
-    let mut reasons = Vec::new();
-    let alloc = &node.allocatable;
-    let used = &node.requested;
-    if used.pods + 1 > alloc.pods {
-        reasons.push(REASON_TOO_MANY_PODS.to_owned());
-    }
-    if !req.is_zero() {
-        let checks = [
-            ("cpu", req.milli_cpu, used.milli_cpu, alloc.milli_cpu),
-            ("memory", req.memory, used.memory, alloc.memory),
-            (
-                "ephemeral-storage",
-                req.ephemeral_storage,
-                used.ephemeral_storage,
-                alloc.ephemeral_storage,
-            ),
-        ];
-        for (name, want, used, have) in checks {
-            if want > 0 && want > have - used {
-                reasons.push(format!("Insufficient {name}"));
-            }
-        }
-        for (name, want) in &req.scalar {
-            let have = alloc.scalar.get(name).copied().unwrap_or(0);
-            let in_use = used.scalar.get(name).copied().unwrap_or(0);
-            if *want > 0 && *want > have - in_use {
-                reasons.push(format!("Insufficient {name}"));
-            }
-        }
-    }
+    let reasons: Vec<String> = insufficient_resources(req, &node.requested, &node.allocatable)
+        .into_iter()
+        .map(|i| match i.resource.as_str() {
+            "pods" => REASON_TOO_MANY_PODS.to_owned(),
+            name => format!("Insufficient {name}"),
+        })
+        .collect();
     if reasons.is_empty() {
         Ok(())
     } else {

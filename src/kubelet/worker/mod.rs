@@ -17,7 +17,7 @@ use super::events;
 use super::probes::{self, ProbeSink, Probes};
 use super::sandbox;
 use super::status::{self, Observed, RuntimePod};
-use super::{downward, env, eviction, labels, volumes, Context};
+use super::{admission, downward, env, eviction, labels, volumes, Context};
 use crate::network::{Sandbox, SandboxRequest};
 use crate::runtime::containers::Status;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
@@ -206,12 +206,39 @@ impl Worker {
         out
     }
 
-    fn event(&self, c: Option<&str>, type_: &'static str, reason: &'static str, message: String) {
+    fn event(
+        &self,
+        c: Option<&str>,
+        type_: &'static str,
+        reason: impl Into<std::borrow::Cow<'static, str>>,
+        message: String,
+    ) {
         let r = match c {
             Some(c) => events::container_ref(&self.pod, c),
             None => events::pod_ref(&self.pod),
         };
         self.ctx.recorder.event(r, type_, reason, message);
+    }
+
+    /// The kubelet's admission of a pod it has not started: node pressure, sysctls, then
+    /// upstream's general predicates against the pods already admitted ([`admission`]).
+    fn admit(&self, pod: &Pod) -> Option<(String, String)> {
+        if let Some(m) = eviction::refuse(pod, *self.ctx.pressure.lock()) {
+            return Some((eviction::REASON.into(), m));
+        }
+        if let Some(m) = super::sysctls::refuse(pod) {
+            return Some((super::sysctls::REASON.into(), m));
+        }
+        let node = self.ctx.node.read().clone();
+        let view = admission::NodeView {
+            node: node.as_deref(),
+            cpu_milli: self.ctx.node_fields.node_cpu_milli,
+            memory_bytes: self.ctx.node_fields.node_memory_bytes,
+        };
+        let wanted = admission::Admitted::of(pod);
+        self.ctx.allocations.admit_new(&self.uid, wanted, |others| {
+            admission::refuse(pod, &view, others)
+        })
     }
 
     fn fields(&self) -> downward::Fields {
@@ -271,14 +298,20 @@ impl Worker {
         let terminal = self.failed.is_some() || matches!(phase, Some("Succeeded" | "Failed"));
         if self.start_time.is_none() {
             // A pod no kubelet has started yet: admitted only if the node can take it.
-            let refused = eviction::refuse(&pod, *self.ctx.pressure.lock())
-                .map(|m| (eviction::REASON, m))
-                .or_else(|| super::sysctls::refuse(&pod).map(|m| (super::sysctls::REASON, m)));
-            if let (Some((reason, msg)), true, false) = (refused, view.is_empty(), terminal) {
-                self.event(None, events::WARNING, reason, msg.clone());
-                self.failed = Some((reason.into(), msg));
+            if view.is_empty() && !terminal {
+                if let Some((reason, msg)) = self.admit(&pod) {
+                    self.event(None, events::WARNING, reason.clone(), msg.clone());
+                    self.failed = Some((reason, format!("{}{msg}", admission::STATUS_PREFIX)));
+                }
             }
             self.start_time = Some(status::now());
+        } else if !terminal && !self.ctx.allocations.contains(&self.uid) {
+            // A pod started before (this agent restarted): it holds its ports and requests
+            // from the first pass, before any new pod is admitted against them.
+            let allocated = self.allocated_pod();
+            self.ctx
+                .allocations
+                .set(&self.uid, admission::Admitted::of(&allocated));
         }
         // activeDeadlineSeconds counts from the start time.
         let mut next = RESYNC;

@@ -22,11 +22,9 @@ fn loosest(a: &Resources, b: &Resources) -> Resources {
 impl Worker {
     /// Records the pod's admitted requests for the node, and the Burstable class's shares.
     async fn admitted(&self, pod: &Pod) {
-        let admitted = resize::Admitted {
-            requests: resize::requests(pod),
-            burstable: crate::kubelet::resources::qos_class(pod) == "Burstable",
-        };
-        self.ctx.allocations.set(&self.uid, admitted);
+        self.ctx
+            .allocations
+            .set(&self.uid, resize::Admitted::of(pod));
         // Also after a resize's admission recorded the new requests: cheap when unchanged.
         resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref()).await;
     }
@@ -79,10 +77,7 @@ impl Worker {
             self.ctx.node_fields.node_cpu_milli,
             self.ctx.node_fields.node_memory_bytes,
         );
-        let wanted = resize::Admitted {
-            requests: resize::requests(&pod),
-            burstable: crate::kubelet::resources::qos_class(&pod) == "Burstable",
-        };
+        let wanted = resize::Admitted::of(&pod);
         if let Err((reason, msg)) =
             self.ctx
                 .allocations
