@@ -734,6 +734,58 @@ fn kubectl_top_and_node_stats_through_nodes_proxy() {
         metrics.contains("\nnode_memory_working_set_bytes "),
         "{metrics}"
     );
+    // The `name:port` form: the kubelet's own port is the kubelet API; any other port is
+    // a plain backend on the node's address (upstream's node ResourceLocation).
+    let kubelet_port = f.server.kubectl_ok(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let health = f.server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}:{kubelet_port}/proxy/healthz"),
+    ]);
+    assert_eq!(health.trim(), "ok");
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a node port");
+    let node_port = listener.local_addr().unwrap().port();
+    let backend = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().expect("the proxied connection");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let body = "on the node";
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(reply.as_bytes()).unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    let page = f.server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/http:{NODE}:{node_port}/proxy/some/path?q=1"),
+    ]);
+    assert_eq!(page, "on the node");
+    let head = backend.join().unwrap();
+    assert!(head.starts_with("GET /some/path?q=1 HTTP/1.1"), "{head}");
+    let bad = f.server.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/ftp:{NODE}:21/proxy/"),
+    ]);
+    assert!(
+        bad.stderr.contains("invalid node request"),
+        "{}",
+        bad.stderr
+    );
+
     // kubectl top, with no metrics-server.
     let pods = f.server.kubectl_ok(&["top", "pod", "--containers"]);
     let row = pods

@@ -9,6 +9,7 @@
 //! the caller's credentials never reach the kubelet.
 
 use super::auth::{self, UserInfo};
+use super::pod_proxy;
 use super::proxy::{self, Forwarded, ResponseHeaders};
 use super::request::{ResourceRequest, Verb};
 use super::response::Body;
@@ -215,11 +216,29 @@ pub async fn serve(
     let pairs = query_pairs(&req);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let (node_name, path, query) = if sub == Subresource::Proxy {
+        // `name`, `name:port` or `scheme:name:port`; a port other than the kubelet's is
+        // proxied to the node's address as a plain backend (upstream's node
+        // ResourceLocation).
+        let (scheme, node_name, port) = pod_proxy::split_scheme_name_port(&name)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid node request \"{name}\"")))?;
+        if !port.is_empty() {
+            let node = proxy::read_existing(state, "nodes", None, node_name).await?;
+            let (host, kubelet_port) = kubelet_endpoint(&node)
+                .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?;
+            if port != kubelet_port.to_string() {
+                let location = pod_proxy::Location {
+                    https: scheme == "https",
+                    port: pod_proxy::parse_port(port, &proxy::authority(&host, 0))?,
+                    host,
+                };
+                return pod_proxy::serve_at(location, rr, req).await;
+            }
+        }
         let suffix = proxy::path_after_proxy(req.uri().path(), "nodes", &name)
             .ok_or_else(ApiError::no_route)?;
         let suffix = if suffix.is_empty() { "/" } else { suffix };
         (
-            name.clone(),
+            node_name.to_owned(),
             suffix.to_owned(),
             req.uri().query().unwrap_or_default().to_owned(),
         )

@@ -29,16 +29,16 @@ pub fn handles(rr: &ResourceRequest) -> bool {
 
 /// Where a proxied request goes.
 #[derive(Debug, PartialEq, Eq)]
-struct Location {
-    https: bool,
-    host: String,
+pub struct Location {
+    pub https: bool,
+    pub host: String,
     /// None: the scheme's default port.
-    port: Option<u16>,
+    pub port: Option<u16>,
 }
 
 /// Upstream's SplitSchemeNamePort: (scheme, name, port) of `name`, `name:port` or
 /// `scheme:name:port`.
-fn split_scheme_name_port(id: &str) -> Option<(&str, &str, &str)> {
+pub fn split_scheme_name_port(id: &str) -> Option<(&str, &str, &str)> {
     let parts: Vec<&str> = id.split(':').collect();
     let (scheme, name, port) = match parts[..] {
         [n] => ("", n, ""),
@@ -69,7 +69,7 @@ fn is_global_unicast(ip: IpAddr) -> bool {
     }
 }
 
-fn parse_port(port: &str, what: &str) -> Result<Option<u16>, ApiError> {
+pub fn parse_port(port: &str, what: &str) -> Result<Option<u16>, ApiError> {
     if port.is_empty() {
         return Ok(None);
     }
@@ -253,7 +253,17 @@ pub async fn serve(
         let lookup = |pod: &str| pods.get(pod).cloned().flatten();
         service_location(Some(&service), &endpoints, &lookup, &namespace, &id)?
     };
+    serve_at(location, rr, req).await
+}
 
+/// Proxies the request's path after `/proxy` to `location` (a pod, a Service's pod, or a
+/// node port other than the kubelet's).
+pub async fn serve_at(
+    location: Location,
+    rr: &ResourceRequest,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let id = rr.name.clone().unwrap_or_default();
     let full = req.uri().path();
     let suffix = proxy::path_after_proxy(full, &rr.rt.plural, &id)
         .ok_or_else(ApiError::no_route)?
