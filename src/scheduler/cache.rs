@@ -271,6 +271,15 @@ struct PodPlace {
     assumed: bool,
 }
 
+/// A pending pod nominated to a node (upstream's nominator): preemption chose the node and
+/// is waiting for the victims to go.
+struct Nomination {
+    node: String,
+    info: Arc<PodInfo>,
+    /// Read from `status.nominatedNodeName` (rather than only decided here, not yet written).
+    from_status: bool,
+}
+
 /// All nodes and the pods placed on them.
 #[derive(Default)]
 pub struct Cache {
@@ -278,6 +287,8 @@ pub struct Cache {
     pods: HashMap<String, PodPlace>,
     /// Normalized image → how many nodes have it (ImageLocality's spread factor).
     image_nodes: HashMap<String, usize>,
+    /// Pending pods nominated to a node, by uid.
+    nominations: HashMap<String, Nomination>,
 }
 
 impl Cache {
@@ -384,6 +395,68 @@ impl Cache {
                 name: node.to_owned(),
                 ..Default::default()
             })
+    }
+
+    /// Records that preemption nominated `info`'s pod to `node` (before the status says so).
+    pub fn nominate(&mut self, info: Arc<PodInfo>, node: &str) {
+        let uid = info.uid.clone();
+        let n = Nomination {
+            node: node.to_owned(),
+            info,
+            from_status: false,
+        };
+        self.nominations.insert(uid, n);
+    }
+
+    /// Follows a pending pod's `status.nominatedNodeName`. A nomination decided here and not
+    /// yet written is kept while the status has none (upstream's UpdateNominatedPod); one
+    /// the status had and dropped is gone.
+    pub fn update_nomination(&mut self, pod: &Arc<Pod>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let node = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        match node {
+            Some(node) => {
+                let n = Nomination {
+                    node: node.to_owned(),
+                    info: Arc::new(PodInfo::new(pod.clone())),
+                    from_status: true,
+                };
+                self.nominations.insert(uid, n);
+            }
+            None => {
+                if self.nominations.get(&uid).is_some_and(|n| n.from_status) {
+                    self.nominations.remove(&uid);
+                }
+            }
+        }
+    }
+
+    /// The pod was bound, deleted or finished: it no longer reserves a node.
+    pub fn clear_nomination(&mut self, uid: &str) {
+        self.nominations.remove(uid);
+    }
+
+    /// Pods nominated to `node` whose priority is at least `priority`, other than `uid`:
+    /// what a pod is filtered against besides the node's own pods (upstream's
+    /// addGENominatedPods).
+    pub fn nominated_at_least<'a>(
+        &'a self,
+        node: &'a str,
+        priority: i32,
+        uid: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<PodInfo>> + 'a {
+        self.nominations
+            .iter()
+            .filter(move |(u, n)| n.node == node && n.info.priority >= priority && *u != uid)
+            .map(|(_, n)| &n.info)
+    }
+
+    pub fn has_nominations(&self) -> bool {
+        !self.nominations.is_empty()
     }
 
     /// The nodes that exist (in name order).

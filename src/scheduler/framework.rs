@@ -163,6 +163,27 @@ pub fn filter_node(c: &Cycle, node: &NodeInfo) -> FilterResult {
     Ok(())
 }
 
+/// [`filter_node`] with the pods nominated to the node at the pod's priority or above
+/// counted as if placed there (then again without them, as upstream's
+/// RunFilterPluginsWithNominatedPods does): a pod that preempted keeps the room it made
+/// from lower-priority pods scheduled meanwhile. Topology spread and inter-pod affinity
+/// see the nominated pods only through their PreFilter counts (not added here).
+pub fn filter_with_nominated(cache: &Cache, c: &Cycle, node: &NodeInfo) -> FilterResult {
+    if cache.has_nominations() {
+        let mut nominated = cache
+            .nominated_at_least(&node.name, c.info.priority, &c.info.uid)
+            .peekable();
+        if nominated.peek().is_some() {
+            let mut sim = node.clone_for_simulation();
+            for p in nominated {
+                sim.add_pod(p.clone());
+            }
+            filter_node(c, &sim)?;
+        }
+    }
+    filter_node(c, node)
+}
+
 /// The feasible nodes, and why the others were rejected.
 pub fn find_feasible<'c>(cache: &'c Cache, c: &Cycle) -> (Vec<&'c NodeInfo>, Diagnosis) {
     let mut diag = Diagnosis {
@@ -171,7 +192,7 @@ pub fn find_feasible<'c>(cache: &'c Cache, c: &Cycle) -> (Vec<&'c NodeInfo>, Dia
     };
     let mut feasible = Vec::new();
     for node in cache.nodes() {
-        match filter_node(c, node) {
+        match filter_with_nominated(cache, c, node) {
             Ok(()) => feasible.push(node),
             Err(r) => {
                 diag.nodes.insert(node.name.clone(), r);

@@ -122,6 +122,7 @@ impl Core {
                 let key = pod_key(&pod);
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 if is_bound_and_live(&pod) {
+                    self.cache.clear_nomination(&uid);
                     let known = self.cache.contains_pod(&uid);
                     self.cache.add_or_update_bound_pod(pod);
                     self.queue.delete(&key);
@@ -136,19 +137,23 @@ impl Core {
                     .is_some_and(|n| !n.is_empty())
                 {
                     // Terminated: its resources are free again.
+                    self.cache.clear_nomination(&uid);
                     if self.cache.remove_pod(&uid).is_some() {
                         self.queue.move_all(now);
                     }
                     self.queue.delete(&key);
                 } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(&pod) {
+                    self.cache.clear_nomination(&uid);
                     self.queue.delete(&key);
                 } else if !self.cache.is_assumed(&uid) {
+                    self.cache.update_nomination(&pod);
                     self.queue.add_or_update(&key, pod, now);
                 }
             }
             Change::Deleted(pod) => {
                 self.queue.delete(&pod_key(&pod));
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                self.cache.clear_nomination(&uid);
                 if self.cache.remove_pod(&uid).is_some() {
                     self.queue.move_all(now);
                 }
@@ -196,6 +201,7 @@ impl Core {
         let key = pod_key(&pod);
         match framework::schedule(&self.cache, &pod, lookups, &mut self.rng) {
             Ok((node, info)) => {
+                self.cache.clear_nomination(&info.uid);
                 self.cache.assume(info, &node);
                 Decision::Bind { pod, node }
             }
@@ -226,6 +232,7 @@ impl Core {
                             }
                             preemption::Outcome::NoCandidate(m) => diag.post_filter = Some(m),
                             preemption::Outcome::Preempt { node, victims: v } => {
+                                self.cache.nominate(cycle.info.clone(), &node);
                                 nominate = Some(node);
                                 victims = v;
                             }

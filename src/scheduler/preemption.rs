@@ -9,7 +9,7 @@
 use super::cache::{Cache, NodeInfo, PodInfo};
 use super::diagnosis::{histogram, Diagnosis};
 use super::filters::{Code, Rejection};
-use super::framework::{filter_node, Cycle};
+use super::framework::{filter_with_nominated, Cycle};
 use std::sync::Arc;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
@@ -43,7 +43,11 @@ fn start_nanos(p: &PodInfo) -> i64 {
 }
 
 /// Which lower-priority pods must go from `node` for the pod to fit, or why none will do.
-pub fn select_victims(c: &Cycle, node: &NodeInfo) -> Result<Vec<Arc<PodInfo>>, Rejection> {
+pub fn select_victims(
+    cache: &Cache,
+    c: &Cycle,
+    node: &NodeInfo,
+) -> Result<Vec<Arc<PodInfo>>, Rejection> {
     let prio = c.info.priority;
     let mut sim = node.clone_for_simulation();
     let mut potential: Vec<Arc<PodInfo>> = node
@@ -58,7 +62,7 @@ pub fn select_victims(c: &Cycle, node: &NodeInfo) -> Result<Vec<Arc<PodInfo>>, R
     for p in &potential {
         sim.remove_pod(&p.uid);
     }
-    filter_node(c, &sim)?;
+    filter_with_nominated(cache, c, &sim)?;
     // Most important first: higher priority, then the longer running.
     potential.sort_by(|a, b| {
         b.priority
@@ -68,7 +72,7 @@ pub fn select_victims(c: &Cycle, node: &NodeInfo) -> Result<Vec<Arc<PodInfo>>, R
     let mut victims = Vec::new();
     for p in potential {
         sim.add_pod(p.clone());
-        if filter_node(c, &sim).is_err() {
+        if filter_with_nominated(cache, c, &sim).is_err() {
             sim.remove_pod(&p.uid);
             victims.push(p);
         }
@@ -136,7 +140,7 @@ pub fn preempt(cache: &Cache, c: &Cycle, diag: &Diagnosis) -> Outcome {
             continue;
         };
         tried += 1;
-        match select_victims(c, node) {
+        match select_victims(cache, c, node) {
             Ok(v) if !v.is_empty() => candidates.push((name.to_owned(), v)),
             Ok(_) => statuses.push(format!("expected at least one victim pod on node {name:?}")),
             Err(r) => statuses.extend(r.reasons),

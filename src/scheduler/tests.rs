@@ -152,6 +152,47 @@ fn the_failed_scheduling_message_says_preemption_is_not_allowed_for_a_never_pod(
     }
 }
 
+#[test]
+fn the_room_a_preemptor_made_is_kept_from_lower_priority_pods_until_it_is_bound() {
+    let mut core = Core::new();
+    core.cache.set_node(Arc::new(node("a", 1000, 4)));
+    let low = Arc::new(on("a", prio("low", 600, 1)));
+    core.cache.add_or_update_bound_pod(low.clone());
+    let now = Instant::now();
+    let urgent = Arc::new(prio("urgent", 800, 10));
+    match core.schedule_one(urgent.clone(), &NoLookups, now) {
+        Decision::Unschedulable {
+            nominate, victims, ..
+        } => {
+            assert_eq!(nominate.as_deref(), Some("a"));
+            assert_eq!(victims.len(), 1);
+        }
+        Decision::Bind { node, .. } => panic!("bound to {node}"),
+    }
+    // The informer echoes the preemptor before its nomination is written: it stays.
+    core.on_pod(Change::Applied(urgent.clone()), now);
+    // The victim goes, and its replacement (same priority) is tried first.
+    core.on_pod(Change::Deleted(low), now);
+    let replacement = Arc::new(prio("low-2", 600, 1));
+    match core.schedule_one(replacement, &NoLookups, now) {
+        Decision::Unschedulable { message, .. } => {
+            assert!(message.contains("Insufficient cpu"), "{message}")
+        }
+        Decision::Bind { node, .. } => panic!("the replacement took the room on {node}"),
+    }
+    // A pod of higher priority than the preemptor does not wait for it.
+    let vip = Arc::new(prio("vip", 100, 20));
+    assert!(matches!(
+        core.schedule_one(vip, &NoLookups, now),
+        Decision::Bind { .. }
+    ));
+    match core.schedule_one(urgent, &NoLookups, now) {
+        Decision::Bind { node, .. } => assert_eq!(node, "a"),
+        Decision::Unschedulable { message, .. } => panic!("{message}"),
+    }
+    assert!(!core.cache.has_nominations());
+}
+
 /// Schedules `n` ReplicaSet-like pods (default spreading applies) onto 100 nodes with the
 /// real loop's core (queue, cycle, assume), without the API; returns pods per node and
 /// the rate.
