@@ -111,7 +111,13 @@ impl JobController {
                 } else if !deleted
                     && crate::controllers::controller_utils::controller_ref(&pod.metadata).is_none()
                 {
-                    // An orphan: the Jobs that select it may adopt it.
+                    // An orphan: its tracking finalizer goes (upstream's orphan pod sync),
+                    // and the Jobs that select it may adopt it (adding the finalizer again).
+                    if status::has_finalizer(pod) {
+                        if let Some(key) = key_of(&pod.metadata) {
+                            q.add(format!("{ORPHAN_POD}{key}"));
+                        }
+                    }
                     for key in selecting_jobs(&job_store, pod) {
                         q.add(key);
                     }
@@ -125,6 +131,10 @@ impl JobController {
         }
     }
 }
+
+/// The queue key prefix of an orphaned pod (`orphan-pod:ns/name`) whose tracking finalizer
+/// is to go; Job keys are `ns/name`, and a namespace has no `:`.
+const ORPHAN_POD: &str = "orphan-pod:";
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
     Some(format!(
@@ -187,6 +197,10 @@ impl Reconciler for JobReconciler {
     const NAME: &'static str = "job";
 
     async fn reconcile(&self, key: &String) -> Result<Action, ControllerError> {
+        if let Some(pod_key) = key.strip_prefix(ORPHAN_POD) {
+            self.release_orphan_pod(pod_key).await?;
+            return Ok(Action::Done);
+        }
         let Some((ns, name)) = key.split_once('/') else {
             return Ok(Action::Done);
         };
@@ -235,6 +249,32 @@ impl JobReconciler {
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
             .collect()
+    }
+
+    /// Removes the tracking finalizer from a pod no Job controls (upstream's
+    /// handleSingleOrphanPod), once the cache still shows it orphaned.
+    async fn release_orphan_pod(&self, pod_key: &str) -> Result<(), ControllerError> {
+        let Some((ns, name)) = pod_key.split_once('/') else {
+            return Ok(());
+        };
+        let pod = self
+            .pods
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns));
+        let Some(pod) = pod else {
+            return Ok(());
+        };
+        if crate::controllers::controller_utils::controller_ref(&pod.metadata).is_some()
+            || !status::has_finalizer(&pod)
+        {
+            return Ok(());
+        }
+        // Only from the orphan seen: a Job adopting it meanwhile keeps its finalizer.
+        self.pod_control(pod_key)
+            .remove_finalizer_if_unchanged(&pod)
+            .await?;
+        // No Job waits on this removal.
+        self.expectations.forget(pod_key);
+        Ok(())
     }
 
     /// Removes the tracking finalizer from pods whose Job is gone or finished (upstream's

@@ -147,11 +147,34 @@ impl PodControl<'_> {
 
     /// Removes the tracking finalizer; a pod already gone counts as done.
     pub async fn remove_finalizer(&self, pod: &Pod) -> Result<(), ControllerError> {
+        self.remove_finalizer_from(pod, None).await
+    }
+
+    /// [`PodControl::remove_finalizer`] only from the version of the pod given (else nothing
+    /// happens: the change that made it newer is seen and decided on again).
+    pub async fn remove_finalizer_if_unchanged(&self, pod: &Pod) -> Result<(), ControllerError> {
+        match self
+            .remove_finalizer_from(pod, pod.metadata.resource_version.as_deref())
+            .await
+        {
+            Err(ControllerError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn remove_finalizer_from(
+        &self,
+        pod: &Pod,
+        resource_version: Option<&str>,
+    ) -> Result<(), ControllerError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let patch = serde_json::json!({
+        let mut patch = serde_json::json!({
             "metadata": {"$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER]}
         });
+        if let Some(rv) = resource_version {
+            patch["metadata"]["resourceVersion"] = rv.into();
+        }
         match self
             .api(ns)
             .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))

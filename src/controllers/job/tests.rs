@@ -443,3 +443,26 @@ async fn an_orphaned_pod_is_adopted_again_and_a_pod_no_longer_selected_is_releas
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_orphan_no_job_selects_loses_the_tracking_finalizer() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let c = Cluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    // What a Job's pod looks like after its Job went without cascading (or its owner
+    // reference was cut): the finalizer would hold its deletion forever.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "leftover", "labels": {"app": "nobody"},
+                     "finalizers": [super::status::TRACKING_FINALIZER]},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    eventually("the orphan's tracking finalizer is removed", || async {
+        let p = pods.get("leftover").await.unwrap();
+        !super::status::has_finalizer(&p)
+    })
+    .await;
+    c.stop().await;
+}
