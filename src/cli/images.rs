@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::runtime::images::{ImageStore, Platform, PullProgress, RegistriesConfig};
 
@@ -84,7 +83,7 @@ pub async fn run(cmd: ImagesCommand, data_dir: &Path) -> anyhow::Result<()> {
             let progress = bar.clone().map(|b| b as Arc<dyn PullProgress>);
             let result = store.pull(&reference, platform.as_ref(), progress).await;
             if let Some(b) = &bar {
-                b.bar.finish_and_clear();
+                b.finish_and_clear();
             }
             let image = result?;
             println!("{} {}", image.reference, image.manifest_digest);
@@ -156,37 +155,146 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// The pull progress bar (bytes of all layers together).
+/// The pull progress line on stderr (bytes of all layers together), redrawn at most ten
+/// times a second and only on a terminal: piped output gets just the result line.
 struct Bar {
-    bar: ProgressBar,
+    tty: bool,
+    state: std::sync::Mutex<BarState>,
+}
+
+#[derive(Default)]
+struct BarState {
+    layers: usize,
+    total: u64,
+    done: u64,
+    /// Bytes already stored when the pull started (not part of the rate).
+    present: u64,
+    started: Option<std::time::Instant>,
+    drawn: Option<std::time::Instant>,
+}
+
+const BAR_WIDTH: usize = 30;
+
+impl BarState {
+    fn line(&self) -> String {
+        let filled = (self.done.min(self.total) as u128 * BAR_WIDTH as u128)
+            .checked_div(self.total as u128)
+            .unwrap_or(0) as usize;
+        let mut bar = "=".repeat(filled);
+        if filled < BAR_WIDTH {
+            bar.push('>');
+            bar.push_str(&" ".repeat(BAR_WIDTH - filled - 1));
+        }
+        let secs = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let rate = if secs > 0.0 {
+            (self.done.saturating_sub(self.present)) as f64 / secs
+        } else {
+            0.0
+        };
+        format!(
+            "{} layers [{bar}] {}/{} {}/s",
+            self.layers,
+            human_size(self.done),
+            human_size(self.total),
+            human_size(rate as u64)
+        )
+    }
 }
 
 impl Bar {
     fn new() -> Bar {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("the progress template is valid")
-            .progress_chars("=> "),
-        );
-        Bar { bar }
+        use std::io::IsTerminal;
+        Bar {
+            tty: std::io::stderr().is_terminal(),
+            state: Default::default(),
+        }
+    }
+
+    /// Redraws the line (always when `force`, else at most every 100 ms), with `above`
+    /// printed on its own line first.
+    fn draw(&self, force: bool, above: Option<String>) {
+        if !self.tty {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let due = st
+            .drawn
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
+        if !(force || due) {
+            return;
+        }
+        st.drawn = Some(std::time::Instant::now());
+        let mut out = String::from("\r\x1b[2K");
+        if let Some(a) = above {
+            out.push_str(&a);
+            out.push('\n');
+        }
+        out.push_str(&st.line());
+        eprint!("{out}");
+    }
+
+    fn finish_and_clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
     }
 }
 
 impl PullProgress for Bar {
     fn start(&self, total_bytes: u64, layers: usize, present_bytes: u64) {
-        self.bar.set_length(total_bytes);
-        self.bar.set_position(present_bytes);
-        self.bar.set_message(format!("{layers} layers"));
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            *st = BarState {
+                layers,
+                total: total_bytes,
+                done: present_bytes,
+                present: present_bytes,
+                started: Some(std::time::Instant::now()),
+                drawn: None,
+            };
+        }
+        self.draw(true, None);
     }
     fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).done += bytes;
+        self.draw(false, None);
     }
     fn layer_done(&self, digest: &str) {
         let short = digest.trim_start_matches("sha256:");
-        self.bar
-            .println(format!("  {} done", &short[..short.len().min(12)]));
+        self.draw(
+            true,
+            Some(format!("  {} done", &short[..short.len().min(12)])),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_fills_in_proportion_and_names_sizes() {
+        let st = BarState {
+            layers: 3,
+            total: 2_000_000,
+            done: 1_000_000,
+            ..Default::default()
+        };
+        let line = st.line();
+        assert!(
+            line.starts_with(&format!(
+                "3 layers [{}>{}] 1.0MB/2.0MB ",
+                "=".repeat(15),
+                " ".repeat(14)
+            )),
+            "{line}"
+        );
+        let full = BarState {
+            done: 2_000_000,
+            ..st
+        };
+        assert!(full.line().contains(&format!("[{}]", "=".repeat(30))));
+        // An empty image (nothing to fetch) draws an empty bar, not a division by zero.
+        assert!(BarState::default().line().starts_with("0 layers [>"));
     }
 }
