@@ -149,7 +149,13 @@ pub async fn run_workers<R: Reconciler>(
                         stats
                             .reconcile_errors
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(controller = R::NAME, %key, error = %e, "reconcile failed; retrying");
+                        if e.code() == Some(409) {
+                            // Optimistic concurrency: a write raced another and is retried
+                            // from the newer object (upstream logs these at V(2) only).
+                            tracing::debug!(controller = R::NAME, %key, error = %e, "reconcile conflicted; retrying");
+                        } else {
+                            tracing::warn!(controller = R::NAME, %key, error = %e, "reconcile failed; retrying");
+                        }
                         q.add_rate_limited(key.clone());
                     }
                 }
