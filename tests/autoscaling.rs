@@ -255,3 +255,69 @@ spec:
     assert!(table.contains("/40%") && table.contains("/70%"), "{table}");
     server.kubectl_ok(&["delete", "hpa", "both", "old", "-n", "default"]);
 }
+
+#[test]
+fn two_hpas_of_the_same_pods_both_stop_with_ambiguous_selector_until_one_goes() {
+    // No node is needed: the Deployment's pods exist (Pending), which is what the
+    // selectors are checked against.
+    let server = TestServer::start_with(&["--horizontal-pod-autoscaler-sync-period", "1"]);
+    server.apply(
+        "shared.json",
+        r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"shared","namespace":"default"},
+            "spec":{"replicas":1,"selector":{"matchLabels":{"app":"shared"}},
+              "template":{"metadata":{"labels":{"app":"shared"}},
+                "spec":{"containers":[{"name":"app","image":"busybox"}]}}}}"#,
+    );
+    let hpa = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler",
+                "metadata":{{"name":"{name}","namespace":"default"}},
+                "spec":{{"scaleTargetRef":{{"apiVersion":"apps/v1","kind":"Deployment","name":"shared"}},
+                  "minReplicas":1,"maxReplicas":3,
+                  "metrics":[{{"type":"Resource","resource":{{"name":"cpu",
+                    "target":{{"type":"Utilization","averageUtilization":50}}}}}}]}}}}"#
+        )
+    };
+    server.apply("first.json", &hpa("first"));
+    server.apply("second.json", &hpa("second"));
+    let scaling_active = |name: &str| {
+        let h = server.kubectl_json(&["get", "hpa", name, "-n", "default", "-o", "json"]);
+        h["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "ScalingActive")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let expected = "pods by selector app=shared are controlled by multiple HPAs: \
+                    [default/first default/second]";
+    for name in ["first", "second"] {
+        eventually(
+            Duration::from_secs(30),
+            "an AmbiguousSelector condition",
+            || {
+                let c = scaling_active(name);
+                (c["status"] == "False"
+                    && c["reason"] == "AmbiguousSelector"
+                    && c["message"] == expected)
+                    .then_some(())
+                    .ok_or_else(|| c.to_string())
+            },
+        );
+    }
+    let events = server.event_messages("default", "reason=AmbiguousSelector");
+    assert!(events.contains("controlled by multiple HPAs"), "{events}");
+
+    server.kubectl_ok(&["delete", "hpa", "second", "-n", "default"]);
+    eventually(
+        Duration::from_secs(30),
+        "first is no longer ambiguous",
+        || {
+            let c = scaling_active("first");
+            (c["reason"].is_string() && c["reason"] != "AmbiguousSelector")
+                .then_some(())
+                .ok_or_else(|| c.to_string())
+        },
+    );
+}

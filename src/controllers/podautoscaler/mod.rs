@@ -65,6 +65,7 @@ impl HorizontalPodAutoscalerController {
             client,
             hpas: informer.store(),
             histories: Mutex::new(HashMap::new()),
+            selectors: Mutex::new(HashMap::new()),
             clock: self.clock,
         });
         informer.synced().await?;
@@ -129,6 +130,9 @@ struct HpaReconciler {
     recorder: Recorder,
     /// Per HPA key: recommendations and scale events (upstream keeps the same in memory).
     histories: Mutex<HashMap<String, History>>,
+    /// Per HPA key: its target's pod selector as last synced (what tells two HPAs of the
+    /// same pods apart: upstream's hpaSelectors).
+    selectors: Mutex<HashMap<String, crate::api::selector::LabelSelector>>,
     clock: Clock,
 }
 
@@ -143,6 +147,7 @@ impl Reconciler for HpaReconciler {
         let cached = self.hpas.get(&ObjectRef::new(name).within(ns));
         let Some(cached) = cached.filter(|h| h.metadata.deletion_timestamp.is_none()) else {
             self.histories.lock().remove(key);
+            self.selectors.lock().remove(key);
             return Ok(Action::Done);
         };
         let mut hpa = (*cached).clone();

@@ -264,6 +264,35 @@ impl HpaReconciler {
         }
     }
 
+    /// The HPAs (`ns/name`, sorted) controlling the pods `selector` selects, when there is
+    /// more than one (upstream's hpasControllingPodsUnderSelector): two autoscalers of one
+    /// set of pods would fight, so neither scales. An HPA's selector is known once it has
+    /// synced. A failed pod list is not an ambiguity (the metrics report it).
+    async fn ambiguous(&self, ns: &str, selector: &str) -> Option<Vec<String>> {
+        let pods = sources::pods(&self.client, ns, selector).await.ok()?;
+        let prefix = format!("{ns}/");
+        let selectors = self.selectors.lock();
+        let mut controlling: Vec<String> = selectors
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .filter(|(_, sel)| {
+                pods.iter().any(|p| {
+                    let labels: serde_json::Map<String, serde_json::Value> = p
+                        .metadata
+                        .labels
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone().into()))
+                        .collect();
+                    sel.matches(Some(&labels))
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        controlling.sort();
+        (controlling.len() > 1).then_some(controlling)
+    }
+
     /// Upstream `computeReplicasForMetrics`: the highest count any metric asks for, or
     /// `None` (with ScalingActive False) when the metrics cannot be trusted: all failed, or
     /// some failed and the others would scale down.
@@ -297,15 +326,30 @@ impl HpaReconciler {
             );
             return (None, Vec::new());
         }
-        if let Err(e) = LabelSelector::parse(&selector) {
-            self.recorder
-                .event(obj, "Warning", "InvalidSelector", e.to_string());
-            conds.set(
-                SCALING_ACTIVE,
-                false,
-                "InvalidSelector",
-                format!("the HPA target's scale has an invalid selector: {e}"),
+        let parsed = match LabelSelector::parse(&selector) {
+            Ok(p) => p,
+            Err(e) => {
+                self.recorder
+                    .event(obj, "Warning", "InvalidSelector", e.to_string());
+                conds.set(
+                    SCALING_ACTIVE,
+                    false,
+                    "InvalidSelector",
+                    format!("the HPA target's scale has an invalid selector: {e}"),
+                );
+                return (None, Vec::new());
+            }
+        };
+        let hpa_key = format!("{ns}/{}", hpa.metadata.name.as_deref().unwrap_or_default());
+        self.selectors.lock().insert(hpa_key, parsed);
+        if let Some(others) = self.ambiguous(ns, &selector).await {
+            let msg = format!(
+                "pods by selector {selector} are controlled by multiple HPAs: [{}]",
+                others.join(" ")
             );
+            self.recorder
+                .event(obj, "Warning", "AmbiguousSelector", msg.clone());
+            conds.set(SCALING_ACTIVE, false, "AmbiguousSelector", msg);
             return (None, Vec::new());
         }
         let metrics = spec.metrics.clone().unwrap_or_default();
