@@ -424,13 +424,25 @@ async fn dispatch(
             } else {
                 rr.verb.as_str()
             };
+            // A list or watch narrowed to one name by `metadata.name=` is authorized as a
+            // request for that name (upstream's RequestInfoFactory), so a kubelet may watch
+            // its own Node.
+            let selected_name = match (&rr.name, rr.verb) {
+                (None, request::Verb::List | request::Verb::Watch) => query
+                    .field_selector
+                    .as_deref()
+                    .and_then(|s| crate::api::selector::FieldSelector::parse(s).ok())
+                    .and_then(|f| f.requires_exact_match("metadata.name").map(str::to_owned))
+                    .filter(|n| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '%'])),
+                _ => None,
+            };
             let attrs = auth::Attributes {
                 verb,
                 group: &rr.rt.group,
                 resource: &rr.rt.plural,
                 subresource: rr.subresource.map(|s| s.name()),
                 namespace: rr.namespace.as_deref(),
-                name: rr.name.as_deref(),
+                name: rr.name.as_deref().or(selected_name.as_deref()),
                 field_selector: query.field_selector.as_deref(),
             };
             if let auth::Decision::Deny(reason) = authorizer.authorize(&user, &attrs) {
