@@ -406,4 +406,39 @@ fn bound_pods_are_deleted_gracefully_and_unbound_ones_at_once() {
     server.kubectl_ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
     let gone = server.kubectl(&["get", "pod", "bound"]);
     assert!(gone.stderr.contains("pods \"bound\" not found"), "{gone}");
+
+    // Held by a finalizer (a Job's pod): the confirmation shortens the grace period to 0
+    // (only shorter may follow), and the pod goes as soon as the finalizer does.
+    server.apply(
+        "held.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n\
+         spec:\n  nodeName: node-a\n  containers:\n  - name: c\n    image: busybox:1.36\n",
+    );
+    server.kubectl_ok(&["delete", "pod", "held", "--wait=false"]);
+    server.kubectl_ok(&["delete", "pod", "held", "--grace-period=60", "--wait=false"]);
+    let p = server.kubectl_json(&["get", "pod", "held"]);
+    assert_eq!(
+        p["metadata"]["deletionGracePeriodSeconds"], 30,
+        "longer is ignored: {p}"
+    );
+    server.kubectl_ok(&[
+        "delete",
+        "pod",
+        "held",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    let p = server.kubectl_json(&["get", "pod", "held"]);
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 0, "{p}");
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let gone = server.kubectl(&["get", "pod", "held"]);
+    assert!(gone.stderr.contains("pods \"held\" not found"), "{gone}");
 }

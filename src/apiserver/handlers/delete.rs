@@ -211,6 +211,28 @@ fn decide(
         if rules.graceful.is_some() && grace == 0 && !has_finalizers {
             return Ok(Decision::Delete(obj));
         }
+        // Only a shorter grace period may follow (upstream's BeforeDelete): the kubelet's
+        // final grace-0 delete of a pod still held by a finalizer is recorded, so the pod
+        // goes as soon as the finalizer does.
+        let current = m["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+        if rules.graceful.is_some() && grace < current {
+            let started = m["deletionTimestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_else(chrono::Utc::now)
+                - chrono::Duration::seconds(current);
+            let ts = (started + chrono::Duration::seconds(grace))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            let mm = meta_mut(&mut obj);
+            mm.insert("deletionTimestamp".into(), json!(ts));
+            mm.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            return Ok(Decision::Put {
+                obj,
+                created: false,
+            });
+        }
         return Ok(Decision::Keep(obj));
     }
     let spec_finalizers = rules.spec_finalizers
