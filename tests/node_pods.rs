@@ -577,7 +577,7 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
-fn the_kubelet_rejects_a_pod_whose_host_port_or_requests_do_not_fit_next_to_admitted_ones() {
+fn the_kubelet_rejects_pods_that_do_not_fit_and_a_daemon_set_backs_off_its_failed_pods() {
     // Pods bound with spec.nodeName never meet the scheduler: the kubelet's admission
     // (upstream's GeneralPredicates) is their only check.
     let (server, image, _registry) = ready_node_with_image(&[]);
@@ -618,11 +618,64 @@ fn the_kubelet_rejects_a_pod_whose_host_port_or_requests_do_not_fit_next_to_admi
     );
     assert!(refused["status"]["containerStatuses"][0]["state"]["running"].is_null());
 
+    // The kubelet watches its own Node (a metadata.name watch the Node authorizer allows):
+    // a nodeSelector the node's labels do not match is refused.
+    server.apply(
+        "elsewhere.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"elsewhere","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never","nodeSelector":{{"disk":"none"}},
+                 "containers":[{{"name":"c","image":"{image}"}}]}}}}"#
+        ),
+    );
+    let elsewhere = server.wait_pod_phase("elsewhere", "Failed", Duration::from_secs(30));
+    assert_eq!(elsewhere["status"]["reason"], "NodeAffinity", "{elsewhere}");
+
     // Once the holder is gone its port is free again.
     delete_pods(&server, &["holder"]);
     server.apply("after.json", &pod("after", port));
     server.wait_pod_phase("after", "Running", Duration::from_secs(60));
-    delete_pods(&server, &["clash", "greedy", "after"]);
+    delete_pods(&server, &["clash", "greedy", "elsewhere", "after"]);
+
+    // A DaemonSet whose pods every admission refuses (they claim another OS by label,
+    // which the scheduler does not look at): the controller deletes the failed pods with a
+    // doubling backoff (1 s, 2 s, 4 s…), not in a hot loop.
+    server.apply(
+        "ds.json",
+        &format!(
+            r#"{{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{{"name":"porter","namespace":"default"}},
+               "spec":{{"selector":{{"matchLabels":{{"app":"porter"}}}},
+                 "template":{{"metadata":{{"labels":{{"app":"porter","kubernetes.io/os":"windows"}}}},
+                   "spec":{{"containers":[{{"name":"c","image":"{image}"}}]}}}}}}}}"#
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let rejected = server.kubectl_json(&["get", "pods", "-l", "app=porter", "-o", "json"]);
+    let reason = &rejected["items"][0]["status"]["reason"];
+    assert_eq!(reason, "PodOSSelectorNodeLabelDoesNotMatch", "{rejected}");
+    let creations = server
+        .event_messages(
+            "default",
+            "involvedObject.name=porter,reason=SuccessfulCreate",
+        )
+        .lines()
+        .count();
+    assert!(
+        (2..=5).contains(&creations),
+        "{creations} DaemonSet pods in 6 s: the failed-pod backoff allows about 4"
+    );
+    let failed = server.event_messages(
+        "default",
+        "involvedObject.name=porter,reason=FailedDaemonPod",
+    );
+    assert!(failed.contains("will try to kill it"), "{failed}");
+    server.kubectl_ok(&[
+        "delete",
+        "daemonset",
+        "porter",
+        "--wait=true",
+        "--timeout=30s",
+    ]);
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub struct NodeView {
     pub pods: Vec<PodView>,
     /// A pod was created for this node and the cache has not shown it yet.
     pub creating: bool,
+    /// A failed pod was deleted here lately: a failed pod stays (and no new one is made)
+    /// until the backoff passes, so a node that rejects the pod is not hot-looped.
+    pub failed_backoff: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +60,17 @@ pub fn plan(nodes: &[NodeView], update: Update, hash: &str) -> Steps {
         let live: Vec<&PodView> = n.pods.iter().filter(|p| !p.terminating).collect();
         if n.should_continue_running || (n.should_run && live.is_empty()) {
             let mut running = Vec::new();
+            let mut failed_kept = false;
             for p in &live {
-                if p.failed {
+                if p.failed && n.failed_backoff {
+                    failed_kept = true;
+                } else if p.failed {
                     steps.delete.push((p.name.clone(), true));
                 } else {
                     running.push(*p);
                 }
             }
-            if n.should_run && running.is_empty() && !n.creating {
+            if n.should_run && running.is_empty() && !n.creating && !failed_kept {
                 steps.create.push(n.name.clone());
             } else if running.len() > 1 && !surging {
                 // Keep the oldest (upstream keeps the oldest too, by creation time).
@@ -182,6 +188,7 @@ mod tests {
             should_continue_running: true,
             pods,
             creating: false,
+            failed_backoff: false,
         }
     }
 
@@ -206,6 +213,15 @@ mod tests {
             steps.delete,
             vec![("b".to_string(), false), ("p3".to_string(), false)]
         );
+    }
+
+    #[test]
+    fn a_failed_pod_in_backoff_stays_and_gets_no_replacement_yet() {
+        let mut p = pod("f", "h", false);
+        p.failed = true;
+        let mut n = node("n1", vec![p]);
+        n.failed_backoff = true;
+        assert_eq!(plan(&[n], ROLLING, "h"), Steps::default());
     }
 
     #[test]

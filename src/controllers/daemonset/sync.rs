@@ -30,6 +30,50 @@ const CREATION_TTL: Duration = Duration::from_secs(30);
 /// DaemonSet key → node → (pod name, when created).
 pub(super) type Creations = HashMap<String, HashMap<String, (String, Instant)>>;
 
+/// Upstream's failedPodsBackoff: 1 s doubling to 15 min per (DaemonSet, node); an entry idle
+/// for twice the maximum starts over.
+const FAILED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// (DaemonSet key, node) → (current delay, when a failed pod was last deleted).
+#[derive(Default)]
+pub(super) struct FailedPodsBackoff(Mutex<HashMap<(String, String), (Duration, Instant)>>);
+
+impl FailedPodsBackoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Duration, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long deleting another failed pod on `node` must still wait (upstream's
+    /// IsInBackOffSinceUpdate), if at all.
+    fn remaining(&self, key: &str, node: &str, now: Instant) -> Option<Duration> {
+        let map = self.lock();
+        let (delay, at) = map.get(&(key.to_owned(), node.to_owned()))?;
+        delay
+            .checked_sub(now.duration_since(*at))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// A failed pod on `node` is being deleted: the next one waits twice as long.
+    fn next(&self, key: &str, node: &str, now: Instant) {
+        let mut map = self.lock();
+        let entry = map
+            .entry((key.to_owned(), node.to_owned()))
+            .or_insert((Duration::ZERO, now));
+        let expired = now.duration_since(entry.1) > 2 * FAILED_BACKOFF_MAX;
+        entry.0 = if entry.0.is_zero() || expired {
+            FAILED_BACKOFF_INITIAL
+        } else {
+            (entry.0 * 2).min(FAILED_BACKOFF_MAX)
+        };
+        entry.1 = now;
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().retain(|(k, _), _| k != key);
+    }
+}
+
 pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<DaemonSet>,
@@ -40,6 +84,7 @@ pub(super) struct Sync {
     /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
     /// a sync on a lagging cache does not give a node a second pod.
     pub creating: Mutex<Creations>,
+    pub failed_backoff: FailedPodsBackoff,
 }
 
 impl Reconciler for Sync {
@@ -50,6 +95,7 @@ impl Reconciler for Sync {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         let Some(ds) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
             self.lock().remove(key);
+            self.failed_backoff.forget(key);
             return Ok(Action::Done);
         };
         if ds.metadata.deletion_timestamp.is_some() {
@@ -107,6 +153,9 @@ impl Reconciler for Sync {
             }
         }
         let creating = self.creations_pending(key, &pods);
+        let clock = Instant::now();
+        // The soonest a failed pod in backoff may go (the sync comes back then).
+        let mut backoff_wait: Option<Duration> = None;
         let mut views = Vec::new();
         let mut placements = Vec::new();
         for node in self.nodes.state() {
@@ -114,7 +163,18 @@ impl Reconciler for Sync {
             let place = placement(&ds, &node);
             let mut node_pods = by_node.remove(&node_name).unwrap_or_default();
             node_pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            let has_failed = node_pods.iter().any(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+            });
+            let wait = has_failed
+                .then(|| self.failed_backoff.remaining(key, &node_name, clock))
+                .flatten();
+            if let Some(w) = wait {
+                backoff_wait = Some(backoff_wait.map_or(w, |b| b.min(w)));
+            }
             views.push(NodeView {
+                failed_backoff: wait.is_some(),
                 should_run: place.should_run,
                 should_continue_running: place.should_continue_running,
                 pods: node_pods
@@ -140,6 +200,15 @@ impl Reconciler for Sync {
         steps
             .delete
             .extend(stranded.into_iter().map(|n| (n, false)));
+        for view in &views {
+            let failed_deleted = view
+                .pods
+                .iter()
+                .any(|p| p.failed && steps.delete.contains(&(p.name.clone(), true)));
+            if failed_deleted {
+                self.failed_backoff.next(key, &view.name, clock);
+            }
+        }
         let result = self.act(key, &ds, &spec.template, &hash, &steps).await;
 
         let new_status = compute_status(&ds, &placements, &hash, collisions, min_ready, now);
@@ -174,6 +243,9 @@ impl Reconciler for Sync {
             .any(|p| is_pod_ready(p) && !is_pod_available(p, min_ready, now));
         if min_ready > 0 && waiting_available {
             return Ok(Action::RequeueAfter(Duration::from_secs(min_ready as u64)));
+        }
+        if let Some(wait) = backoff_wait {
+            return Ok(Action::RequeueAfter(wait));
         }
         if !steps.create.is_empty() {
             // Re-check once the creations are expected to be visible.
@@ -359,5 +431,34 @@ impl Sync {
         let mut updated = ds.clone();
         updated.status = Some(status);
         Ok(update_status(&self.client, &updated).await?)
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn failed_pod_deletions_on_a_node_back_off_doubling_per_node() {
+        let b = FailedPodsBackoff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.remaining("ns/ds", "n1", t0), None);
+        b.next("ns/ds", "n1", t0);
+        assert_eq!(b.remaining("ns/ds", "n1", t0), Some(Duration::from_secs(1)));
+        assert_eq!(b.remaining("ns/ds", "n2", t0), None, "per node");
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            b.remaining("ns/ds", "n1", t1),
+            None,
+            "the second has passed"
+        );
+        b.next("ns/ds", "n1", t1);
+        assert_eq!(b.remaining("ns/ds", "n1", t1), Some(Duration::from_secs(2)));
+        for _ in 0..20 {
+            b.next("ns/ds", "n1", t1);
+        }
+        assert_eq!(b.remaining("ns/ds", "n1", t1), Some(FAILED_BACKOFF_MAX));
+        b.forget("ns/ds");
+        assert_eq!(b.remaining("ns/ds", "n1", t1), None);
     }
 }
