@@ -7,6 +7,7 @@
 //! `pod_bench node-ready KUBECONFIG START_NS` waits for the kubeconfig and a Ready Node and
 //! prints the time since START_NS (a `date +%s%N` taken before the server was started).
 //!
+//! `POD_BENCH_TRACE=FILE` writes each pod's creation offset and start latency to FILE.
 //! With `POD_BENCH_RATE=R` the pods are created at R per second instead (one every 1/R s,
 //! each by its own request), in namespace `pod-bench-paced`, and every figure is printed
 //! with a `paced_` prefix: the start latency of a pod that does not queue behind a burst.
@@ -253,6 +254,27 @@ async fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v
     };
+    // POD_BENCH_TRACE=FILE: one line per pod, in creation order: ms since the first
+    // creation, ms to Running, name (to see whether slow starts cluster in time).
+    if let Ok(path) = std::env::var("POD_BENCH_TRACE") {
+        let mut rows: Vec<(f64, f64, &String)> = created
+            .iter()
+            .filter_map(|(n, c)| {
+                let r = running.get(n)?;
+                Some((
+                    c.duration_since(start).as_secs_f64() * 1000.0,
+                    r.saturating_duration_since(*c).as_secs_f64() * 1000.0,
+                    n,
+                ))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: String = rows
+            .iter()
+            .map(|(at, ms, n)| format!("{at:.1} {ms:.1} {n}\n"))
+            .collect();
+        std::fs::write(path, text)?;
+    }
     let to_running = latencies(&running);
     let to_ready = latencies(&ready);
     println!(
