@@ -52,7 +52,10 @@ async fn step_to_next_minute(
     cj: &str,
     n: u32,
 ) -> Timestamp {
-    let minute = Timestamp::from_second((from.as_second() / 60 + 1) * 60).unwrap();
+    // The CronJob's creationTimestamp is real time: when starting the cluster crossed a
+    // minute boundary after `from`, the first schedulable minute is after the real now.
+    let base = from.max(Timestamp::now());
+    let minute = Timestamp::from_second((base.as_second() / 60 + 1) * 60).unwrap();
     time.set(minute + jiff::SignedDuration::from_secs(1));
     poke::<CronJob>(&c.client, NS, cj, n).await;
     minute
