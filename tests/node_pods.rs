@@ -668,7 +668,10 @@ fn the_kubelet_rejects_pods_that_do_not_fit_and_a_daemon_set_backs_off_its_faile
         "default",
         "involvedObject.name=porter,reason=FailedDaemonPod",
     );
-    assert!(failed.contains("will try to kill it"), "{failed}");
+    assert!(
+        failed.contains(&format!("on node {NODE}, will try to kill it")),
+        "{failed}"
+    );
     server.kubectl_ok(&[
         "delete",
         "daemonset",

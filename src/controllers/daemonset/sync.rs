@@ -200,16 +200,21 @@ impl Reconciler for Sync {
         steps
             .delete
             .extend(stranded.into_iter().map(|n| (n, false)));
+        // Failed pods deleted now, with their node (for the backoff and the event).
+        let mut failed_on: HashMap<String, String> = HashMap::new();
         for view in &views {
-            let failed_deleted = view
-                .pods
-                .iter()
-                .any(|p| p.failed && steps.delete.contains(&(p.name.clone(), true)));
-            if failed_deleted {
+            for p in view.pods.iter().filter(|p| p.failed) {
+                if steps.delete.contains(&(p.name.clone(), true)) {
+                    failed_on.insert(p.name.clone(), view.name.clone());
+                }
+            }
+            if failed_on.values().any(|n| *n == view.name) {
                 self.failed_backoff.next(key, &view.name, clock);
             }
         }
-        let result = self.act(key, &ds, &spec.template, &hash, &steps).await;
+        let result = self
+            .act(key, &ds, &spec.template, &hash, &steps, &failed_on)
+            .await;
 
         let new_status = compute_status(&ds, &placements, &hash, collisions, min_ready, now);
         self.write_status(&ds, new_status).await?;
@@ -379,6 +384,7 @@ impl Sync {
         template: &k8s_openapi::api::core::v1::PodTemplateSpec,
         hash: &str,
         steps: &Steps,
+        failed_on: &HashMap<String, String>,
     ) -> Result<(), ControllerError> {
         let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -405,7 +411,10 @@ impl Sync {
                 event(
                     WARNING,
                     "FailedDaemonPod",
-                    format!("Found failed daemon pod {ns}/{pod}, will try to kill it"),
+                    format!(
+                        "Found failed daemon pod {ns}/{pod} on node {}, will try to kill it",
+                        failed_on.get(pod).map(String::as_str).unwrap_or_default()
+                    ),
                 );
             }
             match api.delete(pod, &DeleteParams::default()).await {
