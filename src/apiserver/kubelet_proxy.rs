@@ -215,6 +215,8 @@ pub async fn serve(
         .ok_or_else(|| ApiError::internal("no kubelet client configured"))?;
     let pairs = query_pairs(&req);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    // The Node, when the proxy's `name:port` form already had to read it.
+    let mut read_node = None;
     let (node_name, path, query) = if sub == Subresource::Proxy {
         // `name`, `name:port` or `scheme:name:port`; a port other than the kubelet's is
         // proxied to the node's address as a plain backend (upstream's node
@@ -233,6 +235,7 @@ pub async fn serve(
                 };
                 return pod_proxy::serve_at(location, rr, req).await;
             }
+            read_node = Some(node);
         }
         let suffix = proxy::path_after_proxy(req.uri().path(), "nodes", &name)
             .ok_or_else(ApiError::no_route)?;
@@ -322,7 +325,10 @@ pub async fn serve(
             }
         }
     };
-    let node = proxy::read_existing(state, "nodes", None, &node_name).await?;
+    let node = match read_node {
+        Some(n) => n,
+        None => proxy::read_existing(state, "nodes", None, &node_name).await?,
+    };
     let (host, port) = kubelet_endpoint(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?;
     let uri = if query.is_empty() {

@@ -433,7 +433,11 @@ async fn dispatch(
                     .as_deref()
                     .and_then(|s| crate::api::selector::FieldSelector::parse(s).ok())
                     .and_then(|f| f.requires_exact_match("metadata.name").map(str::to_owned))
-                    .filter(|n| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '%'])),
+                    .filter(|n| {
+                        !n.is_empty()
+                            && crate::api::validation::strings::name_is_path_segment(n, false)
+                                .is_empty()
+                    }),
                 _ => None,
             };
             let attrs = auth::Attributes {

@@ -77,6 +77,12 @@ impl Selector {
         Selector(parsed)
     }
 
+    /// A selector already parsed from its string form (a scale subresource's
+    /// `status.selector`).
+    pub fn parsed(sel: Parsed) -> Selector {
+        Selector(sel)
+    }
+
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let map: serde_json::Map<String, serde_json::Value> = labels
             .into_iter()

@@ -62,8 +62,14 @@ impl NodeView<'_> {
     }
 }
 
-/// Why `pod` may not run next to `others` (reason, message), or `None` to admit it.
-pub fn refuse(pod: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(String, String)> {
+/// Why `pod` (holding `wanted`: [`Admitted::of`] the pod) may not run next to `others`
+/// (reason, message), or `None` to admit it.
+pub fn refuse(
+    pod: &Pod,
+    wanted: &Admitted,
+    node: &NodeView,
+    others: &[&Admitted],
+) -> Option<(String, String)> {
     let spec = pod.spec.as_ref()?;
     let os_label = pod
         .metadata
@@ -82,7 +88,7 @@ pub fn refuse(pod: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(Strin
             "Failed to admit pod as the OS field doesn't match node OS".into(),
         ));
     }
-    if let Some(r) = insufficient(pod, node, others) {
+    if let Some(r) = insufficient(wanted, node, others) {
         return Some(r);
     }
     let predicate = |name: &str, desc: &str| {
@@ -96,11 +102,10 @@ pub fn refuse(pod: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(Strin
             );
         }
     }
-    let wanted = host_ports(pod);
     let taken = others.iter().flat_map(|o| &o.ports);
     if taken
         .into_iter()
-        .any(|t| wanted.iter().any(|w| w.conflicts(t)))
+        .any(|t| wanted.ports.iter().any(|w| w.conflicts(t)))
     {
         return predicate(
             "NodePorts",
@@ -136,14 +141,18 @@ pub fn refuse(pod: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(Strin
 /// `OutOf<resource>` reason). Extended resources the node does not know are left out of the
 /// request first (upstream's `removeMissingExtendedResources`); without the Node, every
 /// scalar resource is.
-fn insufficient(pod: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(String, String)> {
+fn insufficient(
+    wanted: &Admitted,
+    node: &NodeView,
+    others: &[&Admitted],
+) -> Option<(String, String)> {
     let alloc = node.allocatable();
     let mut used = Resources::default();
     for o in others {
         used.add(&o.requests);
     }
     used.pods = others.len() as i64;
-    let mut req = pod_requests(pod);
+    let mut req = wanted.requests.clone();
     req.scalar.retain(|name, _| {
         let extended = !name.starts_with("hugepages-") && !name.starts_with("attachable-volumes-");
         node.node.is_some() && (!extended || alloc.scalar.contains_key(name))
@@ -222,6 +231,11 @@ mod tests {
         }
     }
 
+    /// [`refuse`] for a pod that holds what it asks for.
+    fn check(p: &Pod, node: &NodeView, others: &[&Admitted]) -> Option<(String, String)> {
+        refuse(p, &Admitted::of(p), node, others)
+    }
+
     fn view(n: &Node) -> NodeView<'_> {
         NodeView {
             node: Some(n),
@@ -234,30 +248,30 @@ mod tests {
     fn a_host_port_held_by_an_admitted_pod_is_refused_with_upstreams_words() {
         let n = node("2", "110", vec![]);
         let holder = Admitted::of(&pod(None, Some(8080)));
-        let refused = refuse(&pod(None, Some(8080)), &view(&n), &[&holder]).unwrap();
+        let refused = check(&pod(None, Some(8080)), &view(&n), &[&holder]).unwrap();
         assert_eq!(refused.0, "NodePorts");
         assert_eq!(
             refused.1,
             "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
         );
-        assert_eq!(refuse(&pod(None, Some(8081)), &view(&n), &[&holder]), None);
-        assert_eq!(refuse(&pod(None, Some(8080)), &view(&n), &[]), None);
+        assert_eq!(check(&pod(None, Some(8081)), &view(&n), &[&holder]), None);
+        assert_eq!(check(&pod(None, Some(8080)), &view(&n), &[]), None);
     }
 
     #[test]
     fn requests_beyond_what_the_other_pods_leave_are_out_of_that_resource() {
         let n = node("2", "110", vec![]);
         let big = Admitted::of(&pod(Some("1500m"), None));
-        let (reason, msg) = refuse(&pod(Some("1"), None), &view(&n), &[&big]).unwrap();
+        let (reason, msg) = check(&pod(Some("1"), None), &view(&n), &[&big]).unwrap();
         assert_eq!(reason, "OutOfcpu");
         assert_eq!(
             msg,
             "Node didn't have enough resource: cpu, requested: 1000, used: 1500, capacity: 2000"
         );
-        assert_eq!(refuse(&pod(Some("500m"), None), &view(&n), &[&big]), None);
+        assert_eq!(check(&pod(Some("500m"), None), &view(&n), &[&big]), None);
 
         let full = node("2", "1", vec![]);
-        let (reason, msg) = refuse(&pod(None, None), &view(&full), &[&big]).unwrap();
+        let (reason, msg) = check(&pod(None, None), &view(&full), &[&big]).unwrap();
         assert_eq!(reason, "OutOfpods");
         assert_eq!(
             msg,
@@ -270,7 +284,7 @@ mod tests {
         let n = node("2", "110", vec![]);
         let mut p = pod(None, None);
         p.spec.as_mut().unwrap().node_selector = Some([("disk".into(), "hdd".into())].into());
-        assert_eq!(refuse(&p, &view(&n), &[]).unwrap().0, "NodeAffinity");
+        assert_eq!(check(&p, &view(&n), &[]).unwrap().0, "NodeAffinity");
 
         let taint = |effect: &str| Taint {
             key: "dedicated".into(),
@@ -278,7 +292,7 @@ mod tests {
             ..Default::default()
         };
         let tainted = node("2", "110", vec![taint("NoSchedule"), taint("NoExecute")]);
-        let (reason, msg) = refuse(&pod(None, None), &view(&tainted), &[]).unwrap();
+        let (reason, msg) = check(&pod(None, None), &view(&tainted), &[]).unwrap();
         assert_eq!(reason, "TaintToleration");
         assert_eq!(
             msg,
@@ -292,7 +306,7 @@ mod tests {
             effect: Some("NoExecute".into()),
             ..Default::default()
         }]);
-        assert_eq!(refuse(&tolerant, &view(&tainted), &[]), None);
+        assert_eq!(check(&tolerant, &view(&tainted), &[]), None);
     }
 
     #[test]
@@ -304,11 +318,11 @@ mod tests {
             cpu_milli: 4000,
             memory_bytes: 1 << 30,
         };
-        assert_eq!(refuse(&p, &unknown, &[]), None);
+        assert_eq!(check(&p, &unknown, &[]), None);
         let small = NodeView {
             cpu_milli: 2000,
             ..unknown
         };
-        assert_eq!(refuse(&p, &small, &[]).unwrap().0, "OutOfcpu");
+        assert_eq!(check(&p, &small, &[]).unwrap().0, "OutOfcpu");
     }
 }

@@ -545,7 +545,31 @@ async fn clean_orphans(ctx: &Context, live: &HashSet<String>) {
     }
 }
 
-/// Keeps `cache` equal to the API's Services (the source of service env vars).
+/// Feeds every event of a watch of `api` to `on` until `shutdown` (failures are retried
+/// with the watcher's backoff).
+async fn follow<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    what: &str,
+    shutdown: CancellationToken,
+    mut on: impl FnMut(watcher::Event<K>),
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        match ev {
+            None => return,
+            Some(Err(e)) => tracing::debug!(error = %e, "watching {what} failed; retrying"),
+            Some(Ok(ev)) => on(ev),
+        }
+    }
+}
+
 /// Keeps [`Context::node`] current: what admission checks labels, taints and allocatable
 /// against.
 async fn watch_own_node(
@@ -554,27 +578,24 @@ async fn watch_own_node(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) {
-    use k8s_openapi::api::core::v1::Node;
-    let api: kube::Api<Node> = kube::Api::all(client);
-    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(watcher(api, wc).default_backoff());
-    loop {
-        let ev = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ev = stream.next() => ev,
-        };
-        match ev {
-            None => return,
-            Some(Err(e)) => tracing::debug!(error = %e, "watching the node failed; retrying"),
-            Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    follow(
+        kube::Api::all(client),
+        config,
+        "the node",
+        shutdown,
+        |ev| match ev {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
                 *ctx.node.write() = Some(Arc::new(n));
             }
-            Some(Ok(watcher::Event::Delete(_))) => *ctx.node.write() = None,
-            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-        }
-    }
+            watcher::Event::Delete(_) => *ctx.node.write() = None,
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        },
+    )
+    .await
 }
 
+/// Keeps `cache` equal to the API's Services (the source of service env vars).
 async fn watch_services(
     client: kube::Client,
     cache: Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,
@@ -587,28 +608,26 @@ async fn watch_services(
             s.metadata.name.clone().unwrap_or_default(),
         )
     };
-    let api: kube::Api<Service> = kube::Api::all(client);
-    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listing = HashMap::new();
-    loop {
-        let ev = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ev = stream.next() => ev,
-        };
-        match ev {
-            None => return,
-            Some(Err(e)) => tracing::debug!(error = %e, "watching services failed; retrying"),
-            Some(Ok(watcher::Event::Init)) => listing.clear(),
-            Some(Ok(watcher::Event::InitApply(s))) => {
+    let config = watcher::Config::default();
+    follow(
+        kube::Api::all(client),
+        config,
+        "services",
+        shutdown,
+        |ev| match ev {
+            watcher::Event::Init => listing.clear(),
+            watcher::Event::InitApply(s) => {
                 listing.insert(key(&s), s);
             }
-            Some(Ok(watcher::Event::InitDone)) => *cache.write() = std::mem::take(&mut listing),
-            Some(Ok(watcher::Event::Apply(s))) => {
+            watcher::Event::InitDone => *cache.write() = std::mem::take(&mut listing),
+            watcher::Event::Apply(s) => {
                 cache.write().insert(key(&s), s);
             }
-            Some(Ok(watcher::Event::Delete(s))) => {
+            watcher::Event::Delete(s) => {
                 cache.write().remove(&key(&s));
             }
-        }
-    }
+        },
+    )
+    .await
 }

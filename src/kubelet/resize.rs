@@ -215,7 +215,7 @@ impl NodeAllocations {
         &self,
         uid: &str,
         wanted: Admitted,
-        refuse: impl FnOnce(&[&Admitted]) -> Option<(String, String)>,
+        refuse: impl FnOnce(&Admitted, &[&Admitted]) -> Option<(String, String)>,
     ) -> Option<(String, String)> {
         let mut pods = self.pods.lock();
         let others: Vec<&Admitted> = pods
@@ -223,7 +223,7 @@ impl NodeAllocations {
             .filter(|(u, _)| u.as_str() != uid)
             .map(|(_, a)| a)
             .collect();
-        let refused = refuse(&others);
+        let refused = refuse(&wanted, &others);
         if refused.is_none() {
             pods.insert(uid.to_owned(), wanted);
         }
@@ -382,7 +382,7 @@ mod tests {
             }],
             burstable: false,
         };
-        let clash = |others: &[&Admitted]| {
+        let clash = |_: &Admitted, others: &[&Admitted]| {
             others
                 .iter()
                 .any(|o| o.ports.iter().any(|p| p.port == 80))

@@ -163,11 +163,13 @@ impl Reconciler for Sync {
             let place = placement(&ds, &node);
             let mut node_pods = by_node.remove(&node_name).unwrap_or_default();
             node_pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-            let has_failed = node_pods.iter().any(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
-            });
-            let wait = has_failed
+            let pod_views: Vec<PodView> = node_pods
+                .iter()
+                .map(|p| pod_view(p, min_ready, now))
+                .collect();
+            let wait = pod_views
+                .iter()
+                .any(|p| p.failed && !p.terminating)
                 .then(|| self.failed_backoff.remaining(key, &node_name, clock))
                 .flatten();
             if let Some(w) = wait {
@@ -177,10 +179,7 @@ impl Reconciler for Sync {
                 failed_backoff: wait.is_some(),
                 should_run: place.should_run,
                 should_continue_running: place.should_continue_running,
-                pods: node_pods
-                    .iter()
-                    .map(|p| pod_view(p, min_ready, now))
-                    .collect(),
+                pods: pod_views,
                 creating: creating.contains(&node_name),
                 name: node_name,
             });
@@ -200,17 +199,15 @@ impl Reconciler for Sync {
         steps
             .delete
             .extend(stranded.into_iter().map(|n| (n, false)));
-        // Failed pods deleted now, with their node (for the backoff and the event).
-        let mut failed_on: HashMap<String, String> = HashMap::new();
-        for view in &views {
-            for p in view.pods.iter().filter(|p| p.failed) {
-                if steps.delete.contains(&(p.name.clone(), true)) {
-                    failed_on.insert(p.name.clone(), view.name.clone());
-                }
-            }
-            if failed_on.values().any(|n| *n == view.name) {
-                self.failed_backoff.next(key, &view.name, clock);
-            }
+        // Failed pods deleted now → their node (for the backoff and the event).
+        let failed_on: HashMap<String, String> = views
+            .iter()
+            .flat_map(|v| v.pods.iter().map(move |p| (p, &v.name)))
+            .filter(|(p, _)| p.failed && steps.delete.contains(&(p.name.clone(), true)))
+            .map(|(p, node)| (p.name.clone(), node.clone()))
+            .collect();
+        for node in failed_on.values().collect::<HashSet<_>>() {
+            self.failed_backoff.next(key, node, clock);
         }
         let result = self
             .act(key, &ds, &spec.template, &hash, &steps, &failed_on)

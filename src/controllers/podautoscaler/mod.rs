@@ -132,7 +132,7 @@ struct HpaReconciler {
     histories: Mutex<HashMap<String, History>>,
     /// Per HPA key: its target's pod selector as last synced (what tells two HPAs of the
     /// same pods apart: upstream's hpaSelectors).
-    selectors: Mutex<HashMap<String, crate::api::selector::LabelSelector>>,
+    selectors: Mutex<HashMap<String, crate::controllers::controller_utils::Selector>>,
     clock: Clock,
 }
 

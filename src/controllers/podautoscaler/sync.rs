@@ -275,18 +275,7 @@ impl HpaReconciler {
         let mut controlling: Vec<String> = selectors
             .iter()
             .filter(|(key, _)| key.starts_with(&prefix))
-            .filter(|(_, sel)| {
-                pods.iter().any(|p| {
-                    let labels: serde_json::Map<String, serde_json::Value> = p
-                        .metadata
-                        .labels
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.clone().into()))
-                        .collect();
-                    sel.matches(Some(&labels))
-                })
-            })
+            .filter(|(_, sel)| pods.iter().any(|p| sel.matches(p.metadata.labels.as_ref())))
             .map(|(key, _)| key.clone())
             .collect();
         controlling.sort();
@@ -341,7 +330,10 @@ impl HpaReconciler {
             }
         };
         let hpa_key = format!("{ns}/{}", hpa.metadata.name.as_deref().unwrap_or_default());
-        self.selectors.lock().insert(hpa_key, parsed);
+        self.selectors.lock().insert(
+            hpa_key,
+            crate::controllers::controller_utils::Selector::parsed(parsed),
+        );
         if let Some(others) = self.ambiguous(ns, &selector).await {
             let msg = format!(
                 "pods by selector {selector} are controlled by multiple HPAs: [{}]",

@@ -236,9 +236,11 @@ impl Worker {
             memory_bytes: self.ctx.node_fields.node_memory_bytes,
         };
         let wanted = admission::Admitted::of(pod);
-        self.ctx.allocations.admit_new(&self.uid, wanted, |others| {
-            admission::refuse(pod, &view, others)
-        })
+        self.ctx
+            .allocations
+            .admit_new(&self.uid, wanted, |wanted, others| {
+                admission::refuse(pod, wanted, &view, others)
+            })
     }
 
     fn fields(&self) -> downward::Fields {
