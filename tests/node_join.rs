@@ -91,9 +91,10 @@ fn the_servers_own_node_is_ready_at_start_with_its_role_lease_and_pod_cidr() {
         condition(&n, "MemoryPressure")["reason"],
         "KubeletHasSufficientMemory"
     );
-    // DiskPressure is measured: nodefs.available<10% of the agent dir's filesystem.
+    // DiskPressure is measured on the agent dir's filesystem, against the test nodes'
+    // nodefs.available<64Mi (common::node::TEST_EVICTION_HARD).
     let fs = nix::sys::statvfs::statvfs(&server.data_dir()).unwrap();
-    let full = (fs.blocks_available() as u64) * 10 < fs.blocks() as u64;
+    let full = (fs.blocks_available() as u64) * fs.fragment_size() < 64 << 20;
     let disk = condition(&n, "DiskPressure");
     assert_eq!(disk["status"], if full { "True" } else { "False" });
     assert_eq!(
@@ -195,7 +196,7 @@ fn agents_join_with_the_server_token_and_with_a_bootstrap_token() {
             "--system-reserved",
             "memory=100Mi",
             "--eviction-hard",
-            "memory.available<200Mi",
+            "memory.available<200Mi,nodefs.available<64Mi",
         ],
     );
     a1.wait_ready(&server, READY);

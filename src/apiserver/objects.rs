@@ -532,8 +532,10 @@ fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
 }
 
 /// Attempts of an admitted update before it gives up with a 409 (the object kept changing
-/// between the read and the write).
-const ADMITTED_WRITE_ATTEMPTS: usize = 5;
+/// between the read and the write). Upstream's GuaranteedUpdate retries without bound: each
+/// lost race means another writer got through. Five was too few under load: a Deployment
+/// whose controller wrote its status on every step made `kubectl set image` fail with 409.
+const ADMITTED_WRITE_ATTEMPTS: usize = 32;
 /// Reason of the internal "stored object changed meanwhile" error; never sent to a client.
 const RETRY_REASON: &str = "SkiffRetryAdmittedWrite";
 

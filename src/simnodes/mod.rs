@@ -26,7 +26,7 @@ pub mod network;
 pub mod node;
 
 use crate::cli::sim_nodes::SimNodesArgs;
-use crate::kubelet::node_status::{self, NodeSettings, Reserved};
+use crate::kubelet::node_status::{self, EvictionHard, NodeSettings, Reserved, Threshold};
 use futures::StreamExt;
 use node::{SimNode, Template};
 use std::time::Instant;
@@ -68,7 +68,12 @@ pub fn template(args: &SimNodesArgs) -> anyhow::Result<Template> {
             reserved: Reserved::default(),
             kubelet_port: 10250,
             max_pods: args.pods,
-            eviction_hard: Default::default(),
+            // A hollow node's disk and memory are not the host's: pressure measured on the
+            // host would taint every simulated node the moment the host's disk ran low.
+            eviction_hard: EvictionHard {
+                memory_available: Threshold::Bytes(0),
+                nodefs_available: Threshold::Bytes(0),
+            },
         },
         host,
     })

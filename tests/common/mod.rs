@@ -440,13 +440,25 @@ impl TestServer {
         }
     }
 
-    /// [`restart`] with more `skiff server` flags, kept for later restarts too.
+    /// [`restart`] with more `skiff server` flags, kept for later restarts too. A `--flag
+    /// value` pair replaces the value the server was started with.
     ///
     /// [`restart`]: TestServer::restart
     #[allow(dead_code)]
     pub fn restart_with(&mut self, extra_args: &[&str]) {
-        self.extra_args
-            .extend(extra_args.iter().map(|s| s.to_string()));
+        let mut rest = extra_args.iter().peekable();
+        while let Some(arg) = rest.next() {
+            let value = rest.next_if(|v| !v.starts_with("--"));
+            let at = self.extra_args.iter().position(|a| a == arg);
+            match (at, value) {
+                (Some(i), Some(v)) if i + 1 < self.extra_args.len() => {
+                    self.extra_args[i + 1] = v.to_string()
+                }
+                (_, value) => self
+                    .extra_args
+                    .extend(std::iter::once(arg).chain(value).map(|s| s.to_string())),
+            }
+        }
         self.restart();
     }
 

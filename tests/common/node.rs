@@ -6,6 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Hard-eviction thresholds of test nodes: the defaults (nodefs.available<10%) would make
+/// the outcome of every pod test depend on how full the host's disk is (a node short of disk
+/// refuses new pods, as upstream's does). Tests of pressure pass their own `--eviction-hard`.
+pub const TEST_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<64Mi";
+
 /// A node's host-wide names: its own bridge, kubelet port and pod log dir.
 pub struct NodeFlags {
     /// The node's cgroup parent (`SKIFF_CGROUP_PARENT`), removed by the clean-up.
@@ -29,8 +34,8 @@ impl NodeFlags {
         }
     }
 
-    /// The flags for these names, leaving out those a test already passes in `given` (a
-    /// given `--kubelet-port` is the one recorded).
+    /// The flags for these names and the host-independent node settings, leaving out those a
+    /// test already passes in `given` (a given `--kubelet-port` is the one recorded).
     pub fn args(&mut self, given: &[String]) -> Vec<String> {
         let value = |flag: &str| {
             given
@@ -46,10 +51,18 @@ impl NodeFlags {
             ("--pod-bridge", self.bridge.clone()),
             ("--kubelet-port", self.kubelet_port.to_string()),
             ("--pod-logs-dir", self.pod_logs_dir.display().to_string()),
+            ("--eviction-hard", TEST_EVICTION_HARD.to_owned()),
         ] {
             if value(flag).is_none() {
                 out.extend([flag.to_owned(), v]);
             }
+        }
+        // Image garbage collection by the host disk's use only when a test asks for it (a
+        // full host disk would otherwise remove the images other steps still expect).
+        if value("--image-gc-high-threshold").is_none()
+            && value("--image-gc-low-threshold").is_none()
+        {
+            out.extend(["--image-gc-high-threshold".to_owned(), "100".to_owned()]);
         }
         out
     }
