@@ -262,12 +262,8 @@ PY
     # The same pods created at a steady rate: each pod's own start latency, without the
     # queue a burst of 100 builds on two cores.
     local rate=${POD_BENCH_RATE:-10}
-    # Pods created within ~3 s of the burst's deletion all wait for the node to finish
-    # removing the burst (measured with a trace: they turn Running together ~3 s after the
-    # deletion, while netlink and cgroup mkdir probes stay under 71 ms; the cause inside the
-    # agent is not found yet). The paced run starts after that window: its p99 is a lone
-    # pod's start, the window is reported by the note, not hidden in this figure.
-    sleep 5
+    # It starts right after the burst's deletion: the node is still tearing the burst down
+    # (that once held new pods ~3 s behind the veth deletions; see src/network/node.rs).
     echo "paced_rate_per_s $rate pods/s"
     POD_BENCH_RATE="$rate" target/release/examples/pod_bench "$dir/kubeconfig" \
         bench/busybox:1 "$pods" 1 "$node" >"$dir/paced.out" || {

@@ -517,7 +517,14 @@ fn addresses_survive_a_reopen_and_teardown_leaves_nothing_behind() {
         for id in ["a", "b", "c"] {
             net.teardown(id).await.unwrap();
             net.teardown(id).await.unwrap(); // idempotent
-            assert!(!link_exists(&host_veth_name(id)).await, "veth of {id}");
+        }
+        // The veths go with their namespaces, once the kernel has freed them.
+        for id in ["a", "b", "c"] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while link_exists(&host_veth_name(id)).await {
+                assert!(std::time::Instant::now() < deadline, "veth of {id} left");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         assert!(net.pods().is_empty());
         let state = env.state();

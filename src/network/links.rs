@@ -118,22 +118,32 @@ pub(super) async fn create_pod_veth(
     bridge: u32,
     ns: &File,
 ) -> Result<(), NetworkError> {
-    let peer = LinkUnspec::new_with_name("eth0")
-        .mtu(mtu)
-        .setns_by_fd(ns.as_raw_fd())
-        .build();
-    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-        .name(veth.to_string())
-        .mtu(mtu)
-        .controller(bridge)
-        .up()
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .build();
-    rtnl.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(netlink("creating the pod's veth"))?;
+    let msg = || {
+        let peer = LinkUnspec::new_with_name("eth0")
+            .mtu(mtu)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(veth.to_string())
+            .mtu(mtu)
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build()
+    };
+    match rtnl.link().add(msg()).execute().await {
+        // The veth of this pod's previous sandbox, its namespace released but not freed by
+        // the kernel yet: take it down now and create the new one.
+        Err(e) if errno_of(&e) == EEXIST => {
+            delete_link(rtnl, veth).await?;
+            rtnl.link()
+                .add(msg())
+                .execute()
+                .await
+                .map_err(netlink("creating the pod's veth"))?
+        }
+        r => r.map_err(netlink("creating the pod's veth"))?,
+    }
     set_hairpin(rtnl, veth).await
 }
 
