@@ -410,6 +410,7 @@ async fn graceful_deletion_waits_the_grace_period_then_deletes_the_pod() {
     let mut p = pod(vec![c("app")], vec![], "Always");
     let h = Harness::start(cri, p.clone());
     wait(1).await;
+    assert!(h.ctx.allocations.contains("uid1"), "admitted");
     p.metadata.deletion_timestamp = Some(status::now());
     p.metadata.deletion_grace_period_seconds = Some(5);
     h.tx.send_replace(Some(Arc::new(p)));
@@ -418,8 +419,14 @@ async fn graceful_deletion_waits_the_grace_period_then_deletes_the_pod() {
         h.api.deleted.lock().is_empty(),
         "still within the grace period"
     );
+    assert!(
+        h.ctx.allocations.contains("uid1"),
+        "a terminating pod holds its place until its containers stop"
+    );
     wait(3).await;
     assert_eq!(*h.api.deleted.lock(), ["web"]);
+    // Stopped, though its object is still there: new pods are admitted without it.
+    assert!(!h.ctx.allocations.contains("uid1"));
     assert!(h.cri.calls().contains(&Call::Stop(
         h.cri.configs()[0].id.clone(),
         Duration::from_secs(5)

@@ -135,9 +135,10 @@ impl Worker {
     pub(super) async fn terminate_and_delete(&mut self) -> Next {
         let view = self.view().await;
         self.stop_all(&view, self.grace()).await;
+        // Stopped, it no longer holds its requests and host ports: upstream admits new pods
+        // against active pods only, not ones whose deletion the API has yet to finish.
+        self.ctx.allocations.remove(&self.uid);
         let view = self.view().await;
-        let terminal_status = self.pod.status.as_ref().and_then(|s| s.phase.clone());
-        let _ = terminal_status;
         self.write_status(&view, true).await;
         if !self.deleted_sent {
             match self.api.delete_pod(&self.pod).await {
