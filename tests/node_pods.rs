@@ -577,6 +577,72 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_refuse_it() {
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
+fn a_critical_pod_that_does_not_fit_preempts_a_lower_pod_on_the_node() {
+    // Upstream's CriticalPodAdmissionHandler: a critical pod refused only for resources is
+    // admitted, and the kubelet evicts pods it outranks to make the room.
+    let (server, image, _registry) = ready_node_with_image(&[]);
+    let alloc = server.kubectl_ok(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.allocatable.cpu}",
+    ]);
+    let alloc_milli = match alloc.trim().strip_suffix('m') {
+        Some(m) => m.parse::<i64>().unwrap(),
+        None => alloc.trim().parse::<i64>().unwrap() * 1000,
+    };
+    let pod = |name: &str, cpu: i64, class: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never","terminationGracePeriodSeconds":1{class},
+                 "containers":[{{"name":"c","image":"{image}","command":["sh","-c","exec sleep 3600"],
+                   "resources":{{"requests":{{"cpu":"{cpu}m"}}}}}}]}}}}"#
+        )
+    };
+    server.apply("low.json", &pod("low", alloc_milli - 200, ""));
+    server.wait_pod_phase("low", "Running", Duration::from_secs(60));
+    // Not critical: refused, the running pod untouched.
+    server.apply("plain.json", &pod("plain", 500, ""));
+    let plain = server.wait_pod_phase("plain", "Failed", Duration::from_secs(30));
+    assert_eq!(plain["status"]["reason"], "OutOfcpu", "{plain}");
+
+    let critical = r#","priorityClassName":"system-node-critical""#;
+    server.apply("crit.json", &pod("crit", 500, critical));
+    server.wait_pod_phase("crit", "Running", Duration::from_secs(60));
+    let low = server.wait_pod_phase("low", "Failed", Duration::from_secs(30));
+    assert_eq!(low["status"]["reason"], "Preempting", "{low}");
+    assert_eq!(
+        low["status"]["message"],
+        "Preempted in order to admit critical pod"
+    );
+    let disruption = low["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(disruption["status"], "True", "{low}");
+    assert_eq!(disruption["reason"], "TerminationByKubelet");
+    assert_eq!(
+        disruption["message"],
+        "Pod was preempted by Kubelet to accommodate a critical pod."
+    );
+    assert!(low["status"]["containerStatuses"][0]["state"]["terminated"].is_object());
+    let events = server.event_messages("default", "involvedObject.name=low,reason=Preempting");
+    assert!(
+        events.contains("Preempted in order to admit critical pod"),
+        "no Preempting event: {events}"
+    );
+    delete_pods(&server, &["low", "plain", "crit"]);
+}
+
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
 fn the_kubelet_rejects_pods_that_do_not_fit_and_a_daemon_set_backs_off_its_failed_pods() {
     // Pods bound with spec.nodeName never meet the scheduler: the kubelet's admission
     // (upstream's GeneralPredicates) is their only check.

@@ -7,6 +7,10 @@
 //!
 //! The reasons and messages are upstream's: the first failing check is reported, resources
 //! first (`OutOfcpu`, `OutOfpods`, …), then `NodeAffinity`, `NodePorts`, `TaintToleration`.
+//!
+//! A critical pod (static, or priority at or above system-cluster-critical's) refused for
+//! resources alone is admitted instead, and pods it may preempt are evicted to make the room
+//! (upstream's CriticalPodAdmissionHandler, [`decide`]).
 
 use crate::api::resources::{node_allocatable, pod_requests, Resources};
 use crate::scheduler::cache::{host_ports, HostPort};
@@ -20,23 +24,197 @@ pub const STATUS_PREFIX: &str = "Pod was rejected: ";
 /// The allocatable pod count when the Node has not been seen yet (the kubelet's default).
 const DEFAULT_MAX_PODS: i64 = 110;
 
+/// Upstream's `SystemCriticalPriority`: a pod at or above it is critical.
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+/// The status message and event of a pod preempted for a critical one (upstream's).
+pub const PREEMPTED_REASON: &str = "Preempting";
+pub const PREEMPTED_MESSAGE: &str = "Preempted in order to admit critical pod";
+pub const PREEMPTED_CONDITION: &str = "Pod was preempted by Kubelet to accommodate a critical pod.";
+
 /// What an admitted pod holds on the node: what the next pod is admitted against.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Admitted {
     pub requests: Resources,
     pub ports: Vec<HostPort>,
-    /// Counted in the Burstable QoS class's cpu shares.
-    pub burstable: bool,
+    /// The QoS class: `Burstable` pods are counted in that class's cpu shares.
+    pub qos: &'static str,
+    /// Upstream's `IsCriticalPod`.
+    pub critical: bool,
+    pub priority: Option<i32>,
 }
 
 impl Admitted {
     pub fn of(pod: &Pod) -> Admitted {
+        let priority = pod.spec.as_ref().and_then(|s| s.priority);
+        let is_static = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(super::static_pods::SOURCE));
         Admitted {
             requests: pod_requests(pod),
             ports: host_ports(pod),
-            burstable: super::resources::qos_class(pod) == "Burstable",
+            qos: super::resources::qos_class(pod),
+            critical: is_static || priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY),
+            priority,
         }
     }
+
+    pub fn burstable(&self) -> bool {
+        self.qos == "Burstable"
+    }
+
+    /// Upstream's `Preemptable`: a critical pod may preempt any pod that is not, otherwise
+    /// only a lower priority may be preempted.
+    fn may_preempt(&self, other: &Admitted) -> bool {
+        (self.critical && !other.critical)
+            || matches!((self.priority, other.priority), (Some(a), Some(b)) if a > b)
+    }
+
+    /// The pod's request of `resource` as upstream's `GetResourceRequest` counts it (a pod
+    /// is one of `pods`).
+    fn request(&self, resource: &str) -> i64 {
+        let r = &self.requests;
+        match resource {
+            "cpu" => r.milli_cpu,
+            "memory" => r.memory,
+            "ephemeral-storage" => r.ephemeral_storage,
+            "pods" => 1,
+            other => r.scalar.get(other).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What admission decided for a new pod.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Admit,
+    /// Admitted once these pods (indices into the admitted pods it was decided against) are
+    /// evicted: a critical pod's room.
+    Preempt(Vec<usize>),
+    /// Refused: reason and message.
+    Refuse(String, String),
+}
+
+/// [`refuse`], except that a critical pod refused for resources alone is admitted with the
+/// pods to preempt for it, when evicting pods it may preempt can make the room (upstream's
+/// CriticalPodAdmissionHandler). Otherwise it is refused as any pod.
+pub fn decide(pod: &Pod, wanted: &Admitted, node: &NodeView, others: &[&Admitted]) -> Decision {
+    let Some((reason, message)) = refuse(pod, wanted, node, others) else {
+        return Decision::Admit;
+    };
+    if wanted.critical && reason.starts_with("OutOf") {
+        // Resources are no reason to refuse a critical pod: any other reason is the one
+        // given (upstream reports only those).
+        if let Some((reason, message)) =
+            os_refusal(pod).or_else(|| predicate_refusal(pod, wanted, node, others))
+        {
+            return Decision::Refuse(reason, message);
+        }
+        let alloc = node.allocatable();
+        let shortfall: Vec<(String, i64)> = insufficient_resources(
+            &requests_known_to(wanted, node, &alloc),
+            &used_by(others),
+            &alloc,
+        )
+        .into_iter()
+        .map(|i| (i.resource, i.requested - (i.capacity - i.used)))
+        .collect();
+        if let Some(victims) = pods_to_preempt(wanted, others, shortfall) {
+            return Decision::Preempt(victims);
+        }
+    }
+    Decision::Refuse(reason, message)
+}
+
+/// Upstream's `getPodsToPreempt`: the fewest pods, lowest QoS class first, whose requests
+/// cover `shortfall` (resource, amount); `None` when all the preemptable pods together do
+/// not.
+fn pods_to_preempt(
+    wanted: &Admitted,
+    others: &[&Admitted],
+    shortfall: Vec<(String, i64)>,
+) -> Option<Vec<usize>> {
+    let class = |qos: &str| -> Vec<usize> {
+        (0..others.len())
+            .filter(|&i| others[i].qos == qos && wanted.may_preempt(others[i]))
+            .collect()
+    };
+    let (best_effort, burstable, guaranteed) =
+        (class("BestEffort"), class("Burstable"), class("Guaranteed"));
+    let left = |pods: &[usize]| subtract(&shortfall, pods.iter().map(|&i| others[i]));
+    let all: Vec<usize> = [&best_effort[..], &burstable, &guaranteed].concat();
+    if !left(&all).is_empty() {
+        return None;
+    }
+    // Guaranteed pods only for what all the others cannot cover, then Burstable, then
+    // BestEffort for the rest.
+    let g = by_distance(
+        others,
+        guaranteed,
+        left(&[&best_effort[..], &burstable].concat()),
+    )?;
+    let b = by_distance(others, burstable, left(&[&best_effort[..], &g].concat()))?;
+    let e = by_distance(others, best_effort, left(&[&b[..], &g].concat()))?;
+    Some([e, b, g].concat())
+}
+
+/// What is left of `shortfall` once `pods` are gone.
+fn subtract<'a>(
+    shortfall: &[(String, i64)],
+    pods: impl Iterator<Item = &'a Admitted> + Clone,
+) -> Vec<(String, i64)> {
+    shortfall
+        .iter()
+        .filter_map(|(r, q)| {
+            let left = q - pods.clone().map(|p| p.request(r)).sum::<i64>();
+            (left > 0).then(|| (r.clone(), left))
+        })
+        .collect()
+}
+
+/// Upstream's `getPodsToPreemptByDistance`: repeatedly the pod that covers most of what is
+/// left (the least squared share of each requirement left), the smaller one (memory, then
+/// cpu) on a tie.
+fn by_distance(
+    others: &[&Admitted],
+    mut pods: Vec<usize>,
+    mut shortfall: Vec<(String, i64)>,
+) -> Option<Vec<usize>> {
+    let distance = |short: &[(String, i64)], p: &Admitted| -> f64 {
+        short
+            .iter()
+            .map(|(r, q)| {
+                let left = (q - p.request(r)) as f64;
+                if left > 0.0 {
+                    (left / *q as f64).powi(2)
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    };
+    let smaller = |a: &Admitted, b: &Admitted| {
+        (a.requests.memory, a.requests.milli_cpu) <= (b.requests.memory, b.requests.milli_cpu)
+    };
+    let mut chosen = Vec::new();
+    while !shortfall.is_empty() {
+        let mut best: Option<(usize, f64)> = None;
+        for (at, &i) in pods.iter().enumerate() {
+            let d = distance(&shortfall, others[i]);
+            let better = match best {
+                None => true,
+                Some((b, bd)) => d < bd || (d == bd && smaller(others[i], others[pods[b]])),
+            };
+            if better {
+                best = Some((at, d));
+            }
+        }
+        let i = pods.swap_remove(best?.0);
+        shortfall = subtract(&shortfall, std::iter::once(others[i]));
+        chosen.push(i);
+    }
+    Some(chosen)
 }
 
 /// The node as admission sees it: the Node when known, else the kubelet's own figures
@@ -70,6 +248,14 @@ pub fn refuse(
     node: &NodeView,
     others: &[&Admitted],
 ) -> Option<(String, String)> {
+    pod.spec.as_ref()?;
+    os_refusal(pod)
+        .or_else(|| insufficient(wanted, node, others))
+        .or_else(|| predicate_refusal(pod, wanted, node, others))
+}
+
+/// The pod names another OS.
+fn os_refusal(pod: &Pod) -> Option<(String, String)> {
     let spec = pod.spec.as_ref()?;
     let os_label = pod
         .metadata
@@ -88,9 +274,17 @@ pub fn refuse(
             "Failed to admit pod as the OS field doesn't match node OS".into(),
         ));
     }
-    if let Some(r) = insufficient(wanted, node, others) {
-        return Some(r);
-    }
+    None
+}
+
+/// NodeAffinity, NodePorts and TaintToleration.
+fn predicate_refusal(
+    pod: &Pod,
+    wanted: &Admitted,
+    node: &NodeView,
+    others: &[&Admitted],
+) -> Option<(String, String)> {
+    let spec = pod.spec.as_ref()?;
     let predicate = |name: &str, desc: &str| {
         Some((name.to_owned(), format!("Predicate {name} failed: {desc}")))
     };
@@ -147,17 +341,8 @@ fn insufficient(
     others: &[&Admitted],
 ) -> Option<(String, String)> {
     let alloc = node.allocatable();
-    let mut used = Resources::default();
-    for o in others {
-        used.add(&o.requests);
-    }
-    used.pods = others.len() as i64;
-    let mut req = wanted.requests.clone();
-    req.scalar.retain(|name, _| {
-        let extended = !name.starts_with("hugepages-") && !name.starts_with("attachable-volumes-");
-        node.node.is_some() && (!extended || alloc.scalar.contains_key(name))
-    });
-    let first = insufficient_resources(&req, &used, &alloc)
+    let req = requests_known_to(wanted, node, &alloc);
+    let first = insufficient_resources(&req, &used_by(others), &alloc)
         .into_iter()
         .next()?;
     Some((
@@ -167,6 +352,26 @@ fn insufficient(
             first.resource, first.requested, first.used, first.capacity
         ),
     ))
+}
+
+/// What `others` hold together, pods counted.
+fn used_by(others: &[&Admitted]) -> Resources {
+    let mut used = Resources::default();
+    for o in others {
+        used.add(&o.requests);
+    }
+    used.pods = others.len() as i64;
+    used
+}
+
+/// `wanted`'s requests without the extended resources the node does not know.
+fn requests_known_to(wanted: &Admitted, node: &NodeView, alloc: &Resources) -> Resources {
+    let mut req = wanted.requests.clone();
+    req.scalar.retain(|name, _| {
+        let extended = !name.starts_with("hugepages-") && !name.starts_with("attachable-volumes-");
+        node.node.is_some() && (!extended || alloc.scalar.contains_key(name))
+    });
+    req
 }
 
 #[cfg(test)]
@@ -324,5 +529,107 @@ mod tests {
             ..unknown
         };
         assert_eq!(check(&p, &small, &[]).unwrap().0, "OutOfcpu");
+    }
+
+    fn held(qos: &'static str, milli_cpu: i64, memory: i64) -> Admitted {
+        Admitted {
+            requests: Resources {
+                milli_cpu,
+                memory,
+                ..Default::default()
+            },
+            qos,
+            ..Default::default()
+        }
+    }
+
+    fn critical(mut p: Pod) -> Pod {
+        p.spec.as_mut().unwrap().priority = Some(SYSTEM_CRITICAL_PRIORITY);
+        p
+    }
+
+    #[test]
+    fn a_critical_pod_short_of_resources_preempts_the_fewest_pods_lowest_class_first() {
+        let n = node("2", "110", vec![]);
+        let (be, bu, gu) = (
+            held("BestEffort", 0, 0),
+            held("Burstable", 500, 0),
+            held("Guaranteed", 1000, 0),
+        );
+        // 1.5 cpu in use, 1.5 wanted: 1 cpu short. All the BestEffort and Burstable pods
+        // cover only 0.5 of it, so the Guaranteed one goes, and then nothing else.
+        let p = critical(pod(Some("1500m"), None));
+        let wanted = Admitted::of(&p);
+        assert_eq!(
+            decide(&p, &wanted, &view(&n), &[&be, &bu, &gu]),
+            Decision::Preempt(vec![2])
+        );
+        // 0.5 short: the Burstable pod is enough; the Guaranteed one is spared.
+        let p = critical(pod(Some("1000m"), None));
+        let wanted = Admitted::of(&p);
+        assert_eq!(
+            decide(&p, &wanted, &view(&n), &[&be, &bu, &gu]),
+            Decision::Preempt(vec![1])
+        );
+        // A pod short: one BestEffort pod, the smaller (memory first) of two.
+        let full = node("2", "3", vec![]);
+        let (be_big, be_small) = (held("BestEffort", 0, 64 << 20), held("BestEffort", 0, 0));
+        let p = critical(pod(None, None));
+        let wanted = Admitted::of(&p);
+        assert_eq!(
+            decide(&p, &wanted, &view(&full), &[&be_big, &be_small, &gu]),
+            Decision::Preempt(vec![1])
+        );
+    }
+
+    #[test]
+    fn only_a_critical_pod_refused_for_resources_alone_may_preempt_pods_it_outranks() {
+        let n = node("2", "110", vec![]);
+        let gu = held("Guaranteed", 1500, 0);
+        // Not critical: refused as before.
+        let p = pod(Some("1000m"), None);
+        let r = decide(&p, &Admitted::of(&p), &view(&n), &[&gu]);
+        assert!(
+            matches!(r, Decision::Refuse(ref reason, _) if reason == "OutOfcpu"),
+            "{r:?}"
+        );
+        // Critical, but also short of a host port the other pod holds: no preemption, and
+        // the port is the reason given.
+        let mut holder = gu.clone();
+        holder.ports = host_ports(&pod(None, Some(8080)));
+        let p = critical(pod(Some("1000m"), Some(8080)));
+        let r = decide(&p, &Admitted::of(&p), &view(&n), &[&holder]);
+        assert!(
+            matches!(r, Decision::Refuse(ref reason, _) if reason == "NodePorts"),
+            "{r:?}"
+        );
+        // Critical, but the pods in the way are critical too: refused.
+        let mut other_critical = gu.clone();
+        other_critical.critical = true;
+        let p = critical(pod(Some("1000m"), None));
+        let r = decide(&p, &Admitted::of(&p), &view(&n), &[&other_critical]);
+        assert!(
+            matches!(r, Decision::Refuse(ref reason, _) if reason == "OutOfcpu"),
+            "{r:?}"
+        );
+        // A critical pod that fits is simply admitted.
+        let p = critical(pod(Some("100m"), None));
+        assert_eq!(
+            decide(&p, &Admitted::of(&p), &view(&n), &[&gu]),
+            Decision::Admit
+        );
+        // A static pod is critical whatever its priority.
+        let mut s = pod(Some("1000m"), None);
+        s.metadata.annotations = Some(
+            [(
+                super::super::static_pods::SOURCE.to_owned(),
+                "file".to_owned(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            decide(&s, &Admitted::of(&s), &view(&n), &[&gu]),
+            Decision::Preempt(vec![0])
+        );
     }
 }

@@ -31,6 +31,62 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// The pod status reason and event reason of an eviction.
 pub const REASON: &str = "Evicted";
 
+/// A pod this node chose to evict: the status (and event) reason and message, and the
+/// message of its DisruptionTarget condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eviction {
+    pub reason: &'static str,
+    pub message: String,
+    pub condition: String,
+}
+
+impl Eviction {
+    /// A node-pressure eviction: the condition says what the status says.
+    pub fn for_pressure(message: String) -> Eviction {
+        Eviction {
+            reason: REASON,
+            condition: message.clone(),
+            message,
+        }
+    }
+}
+
+/// The pods this node chose to evict (node pressure, a critical pod's room), by uid: each
+/// pod's worker takes its own and is woken for it at once.
+#[derive(Default)]
+pub struct Chosen {
+    pods: parking_lot::Mutex<std::collections::HashMap<String, Eviction>>,
+    wakers: parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Chosen {
+    pub fn choose(&self, uid: &str, eviction: Eviction) {
+        self.pods.lock().insert(uid.to_owned(), eviction);
+        if let Some(w) = self.wakers.lock().get(uid) {
+            w.notify_one();
+        }
+    }
+
+    pub fn take(&self, uid: &str) -> Option<Eviction> {
+        self.pods.lock().remove(uid)
+    }
+
+    /// Chosen and not taken yet.
+    pub fn pending(&self) -> HashSet<String> {
+        self.pods.lock().keys().cloned().collect()
+    }
+
+    /// `wake` is notified when the pod `uid` is chosen (its worker's wake-up).
+    pub fn register(&self, uid: &str, wake: Arc<tokio::sync::Notify>) {
+        self.wakers.lock().insert(uid.to_owned(), wake);
+    }
+
+    pub fn unregister(&self, uid: &str) {
+        self.wakers.lock().remove(uid);
+        self.pods.lock().remove(uid);
+    }
+}
+
 /// emptyDir volume name → its sizeLimit in bytes, and as written (for the message).
 pub type Limits = BTreeMap<String, (u64, String)>;
 

@@ -121,9 +121,9 @@ pub struct Context {
     /// Every Service, by namespace/name, for service environment variables.
     pub services:
         Arc<parking_lot::RwLock<HashMap<(String, String), k8s_openapi::api::core::v1::Service>>>,
-    /// Pods the node-pressure eviction chose, by uid, with the message: their workers
-    /// evict them on their next pass.
-    pub evictions: parking_lot::Mutex<HashMap<String, String>>,
+    /// Pods this node chose to evict (node pressure, a critical pod's room): their workers
+    /// evict them at once.
+    pub evictions: eviction::Chosen,
     /// Every live pod's admitted requests, what an in-place resize is admitted against.
     pub allocations: resize::NodeAllocations,
     /// The pressure the last eviction pass measured (what new pods are admitted against).
@@ -446,7 +446,7 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
         }
     }
     // A pod handed to its worker is not chosen again; once evicted, it is Failed.
-    let pending: HashSet<String> = ctx.evictions.lock().keys().cloned().collect();
+    let pending = ctx.evictions.pending();
     let pods: Vec<(String, Arc<Pod>)> = sup
         .workers
         .iter()
@@ -496,10 +496,8 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     };
     let msg = eviction::pressure_message(resource, threshold, available);
     tracing::info!(pod_uid = %first.uid, %msg, "node pressure: evicting");
-    ctx.evictions.lock().insert(first.uid.clone(), msg);
-    if let Some(tx) = sup.workers.get(&first.uid) {
-        tx.send_modify(|_| {});
-    }
+    ctx.evictions
+        .choose(&first.uid, eviction::Eviction::for_pressure(msg));
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

@@ -184,7 +184,7 @@ pub fn event_message(prefix: &str, pod: &Pod, generation: i64, error: Option<&st
     format!("{prefix}: {}", serde_json::Value::Object(summary))
 }
 
-pub use super::admission::Admitted;
+pub use super::admission::{Admitted, Decision};
 
 /// Pods' admitted requests on this node, by uid: what a resize is admitted against, and
 /// what the Burstable class's cpu shares are the sum of.
@@ -208,26 +208,30 @@ impl NodeAllocations {
         self.pods.lock().contains_key(uid)
     }
 
-    /// Admits a pod the node has not started yet: `refuse` sees what every other admitted
+    /// Admits a pod the node has not started yet: `decide` sees what every other admitted
     /// pod holds, and an admitted pod is recorded under the same lock, so two pods admitted
-    /// together cannot both take one host port or the last of the cpu.
+    /// together cannot both take one host port or the last of the cpu. A pod admitted by
+    /// preemption is recorded in place of its victims, returned by uid (their workers are to
+    /// evict them); a refused one gives the reason and message.
     pub fn admit_new(
         &self,
         uid: &str,
         wanted: Admitted,
-        refuse: impl FnOnce(&Admitted, &[&Admitted]) -> Option<(String, String)>,
-    ) -> Option<(String, String)> {
+        decide: impl FnOnce(&Admitted, &[&Admitted]) -> Decision,
+    ) -> Result<Vec<String>, (String, String)> {
         let mut pods = self.pods.lock();
-        let others: Vec<&Admitted> = pods
-            .iter()
-            .filter(|(u, _)| u.as_str() != uid)
-            .map(|(_, a)| a)
-            .collect();
-        let refused = refuse(&wanted, &others);
-        if refused.is_none() {
-            pods.insert(uid.to_owned(), wanted);
+        let (uids, others): (Vec<&String>, Vec<&Admitted>) =
+            pods.iter().filter(|(u, _)| u.as_str() != uid).unzip();
+        let victims = match decide(&wanted, &others) {
+            Decision::Admit => Vec::new(),
+            Decision::Preempt(at) => at.into_iter().map(|i| uids[i].clone()).collect(),
+            Decision::Refuse(reason, message) => return Err((reason, message)),
+        };
+        for v in &victims {
+            pods.remove(v);
         }
-        refused
+        pods.insert(uid.to_owned(), wanted);
+        Ok(victims)
     }
 
     /// Admits a resize of pod `uid` to `wanted` against `allocatable` and the other pods
@@ -263,7 +267,7 @@ impl NodeAllocations {
             .pods
             .lock()
             .values()
-            .filter(|a| a.burstable)
+            .filter(|a| a.burstable())
             .map(|a| a.requests.milli_cpu)
             .sum();
         let shares = crate::kubelet::resources::milli_to_shares(milli);
@@ -358,8 +362,7 @@ mod tests {
                 milli_cpu: cpu,
                 ..Default::default()
             },
-            ports: vec![],
-            burstable: false,
+            ..Default::default()
         };
         a.set("p1", pod(500));
         a.set("p2", pod(500));
@@ -380,34 +383,43 @@ mod tests {
                 ip: "0.0.0.0".into(),
                 port,
             }],
-            burstable: false,
+            ..Default::default()
         };
         let clash = |_: &Admitted, others: &[&Admitted]| {
-            others
-                .iter()
-                .any(|o| o.ports.iter().any(|p| p.port == 80))
-                .then(|| ("NodePorts".to_owned(), "taken".to_owned()))
+            if others.iter().any(|o| o.ports.iter().any(|p| p.port == 80)) {
+                Decision::Refuse("NodePorts".to_owned(), "taken".to_owned())
+            } else {
+                Decision::Admit
+            }
         };
-        assert_eq!(a.admit_new("p1", holder(80), clash), None);
+        assert_eq!(a.admit_new("p1", holder(80), clash), Ok(vec![]));
         assert!(a.contains("p1"));
         // The refused pod is not recorded; its own earlier entry never counts against it.
-        assert!(a.admit_new("p2", holder(80), clash).is_some());
+        assert!(a.admit_new("p2", holder(80), clash).is_err());
         assert!(!a.contains("p2"));
-        assert_eq!(a.admit_new("p1", holder(80), clash), None);
+        assert_eq!(a.admit_new("p1", holder(80), clash), Ok(vec![]));
         a.remove("p1");
-        assert_eq!(a.admit_new("p2", holder(80), clash), None);
+        assert_eq!(a.admit_new("p2", holder(80), clash), Ok(vec![]));
+        // Admitted by preemption: recorded in place of its victims.
+        let preempt =
+            |_: &Admitted, others: &[&Admitted]| Decision::Preempt((0..others.len()).collect());
+        assert_eq!(
+            a.admit_new("p3", holder(80), preempt),
+            Ok(vec!["p2".to_owned()])
+        );
+        assert!(a.contains("p3") && !a.contains("p2"));
     }
 
     #[test]
     fn the_burstable_class_gets_the_shares_of_its_pods_requests() {
         let a = NodeAllocations::default();
-        let pod = |cpu, burstable| Admitted {
+        let pod = |cpu, burstable: bool| Admitted {
             requests: crate::api::resources::Resources {
                 milli_cpu: cpu,
                 ..Default::default()
             },
-            ports: vec![],
-            burstable,
+            qos: if burstable { "Burstable" } else { "Guaranteed" },
+            ..Default::default()
         };
         a.set("g", pod(4000, false));
         a.set("b1", pod(250, true));

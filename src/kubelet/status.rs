@@ -41,8 +41,9 @@ pub struct Observed<'a> {
     /// Set when the kubelet decided the pod is over (reason, message), e.g.
     /// `DeadlineExceeded`.
     pub failed: Option<(String, String)>,
-    /// The kubelet evicted the pod (a `DisruptionTarget` condition, TerminationByKubelet).
-    pub disrupted: bool,
+    /// The kubelet evicted the pod: the message of its `DisruptionTarget` condition
+    /// (reason TerminationByKubelet).
+    pub disruption: Option<String>,
     /// The pod is terminal: containers will not be restarted.
     pub terminal: bool,
     /// The status last written (or the pod's), for lastTransitionTime.
@@ -527,8 +528,8 @@ pub fn generate(o: &Observed<'_>) -> PodStatus {
     conditions.push(cond(o, "ContainersReady", cr_ok, cr_reason, cr_msg));
     conditions.push(cond(o, "PodScheduled", true, None, None));
     // An eviction by this kubelet is a disruption it owns (upstream's TerminationByKubelet).
-    let evicted = o.failed.as_ref().filter(|_| o.disrupted);
-    if let Some((_, m)) = evicted {
+    let evicted = o.disruption.as_ref().filter(|_| o.failed.is_some());
+    if let Some(m) = evicted {
         let reason = Some("TerminationByKubelet");
         conditions.push(cond(o, "DisruptionTarget", true, reason, Some(m.clone())));
     }

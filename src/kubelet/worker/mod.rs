@@ -61,7 +61,8 @@ pub struct Worker {
     start_time: Option<Time>,
     failed: Option<(String, String)>,
     /// `failed` is an eviction of a running pod (not a refusal to admit it).
-    disrupted: bool,
+    /// The DisruptionTarget message of a pod this node evicted.
+    disruption: Option<String>,
     last_status: Option<PodStatus>,
     volumes: Option<volumes::Volumes>,
     volumes_at: Option<Instant>,
@@ -107,6 +108,8 @@ impl Worker {
         pod: Arc<Pod>,
     ) -> Worker {
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
+        let sink = ProbeSink::default();
+        ctx.evictions.register(&uid, sink.wake.clone());
         Worker {
             api: ctx.api.clone(),
             ctx,
@@ -121,10 +124,10 @@ impl Worker {
             image_refs: HashMap::new(),
             waited: HashSet::new(),
             probe_tasks: HashMap::new(),
-            sink: ProbeSink::default(),
+            sink,
             start_time,
             failed: None,
-            disrupted: false,
+            disruption: None,
             last_status: None,
             volumes: None,
             volumes_at: None,
@@ -170,6 +173,7 @@ impl Worker {
         for (_, h) in self.probe_tasks.drain() {
             h.abort();
         }
+        self.ctx.evictions.unregister(&self.uid);
     }
 
     fn pod_dir(&self) -> std::path::PathBuf {
@@ -221,7 +225,9 @@ impl Worker {
     }
 
     /// The kubelet's admission of a pod it has not started: node pressure, sysctls, then
-    /// upstream's general predicates against the pods already admitted ([`admission`]).
+    /// upstream's general predicates against the pods already admitted ([`admission`]). A
+    /// critical pod short of resources is admitted in place of pods it preempts: they are
+    /// handed to their workers to evict.
     fn admit(&self, pod: &Pod) -> Option<(String, String)> {
         if let Some(m) = eviction::refuse(pod, *self.ctx.pressure.lock()) {
             return Some((eviction::REASON.into(), m));
@@ -236,11 +242,29 @@ impl Worker {
             memory_bytes: self.ctx.node_fields.node_memory_bytes,
         };
         let wanted = admission::Admitted::of(pod);
-        self.ctx
+        let victims = self
+            .ctx
             .allocations
             .admit_new(&self.uid, wanted, |wanted, others| {
-                admission::refuse(pod, wanted, &view, others)
-            })
+                admission::decide(pod, wanted, &view, others)
+            });
+        match victims {
+            Err(refused) => Some(refused),
+            Ok(victims) => {
+                for uid in victims {
+                    tracing::info!(pod = %pod_name(pod), victim = %uid, "preempting a pod to admit a critical pod");
+                    self.ctx.evictions.choose(
+                        &uid,
+                        eviction::Eviction {
+                            reason: admission::PREEMPTED_REASON,
+                            message: admission::PREEMPTED_MESSAGE.into(),
+                            condition: admission::PREEMPTED_CONDITION.into(),
+                        },
+                    );
+                }
+                None
+            }
+        }
     }
 
     fn fields(&self) -> downward::Fields {
@@ -290,9 +314,9 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             return self.terminate_and_delete().await;
         }
-        let chosen = self.ctx.evictions.lock().remove(&self.uid);
-        if let (Some(msg), None) = (chosen, &self.failed) {
-            return self.evict(msg).await;
+        let chosen = self.ctx.evictions.take(&self.uid);
+        if let (Some(e), None) = (chosen, &self.failed) {
+            return self.evict(e).await;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let view = self.view().await;
@@ -395,7 +419,7 @@ impl Worker {
         if !limits.is_empty() {
             next = next.min(eviction::CHECK_EVERY);
             if let Some(msg) = self.local_storage_violation(&limits, &view).await {
-                return self.evict(msg).await;
+                return self.evict(eviction::Eviction::for_pressure(msg)).await;
             }
         }
         if self.sandbox.is_none() {
@@ -605,12 +629,13 @@ impl Worker {
     }
 
     /// Evicts the pod: every container killed at once (a hard eviction has no grace
-    /// period), phase Failed with reason Evicted, a Warning event.
-    async fn evict(&mut self, msg: String) -> Next {
-        tracing::info!(pod = %pod_name(&self.pod), reason = %msg, "evicting");
-        self.event(None, events::WARNING, eviction::REASON, msg.clone());
-        self.failed = Some((eviction::REASON.into(), msg));
-        self.disrupted = true;
+    /// period), phase Failed with the eviction's reason, a Warning event, a DisruptionTarget
+    /// condition.
+    async fn evict(&mut self, e: eviction::Eviction) -> Next {
+        tracing::info!(pod = %pod_name(&self.pod), reason = %e.message, "evicting");
+        self.event(None, events::WARNING, e.reason, e.message.clone());
+        self.failed = Some((e.reason.into(), e.message));
+        self.disruption = Some(e.condition);
         let view = self.view().await;
         self.stop_all(&view, Duration::ZERO).await;
         let view = self.view().await;
@@ -874,7 +899,7 @@ impl Worker {
             host_ips: self.ctx.host_ips.clone(),
             start_time: self.start_time.clone(),
             failed: self.failed.clone(),
-            disrupted: self.disrupted,
+            disruption: self.disruption.clone(),
             terminal,
             old: self.last_status.as_ref().or(self.pod.status.as_ref()),
             messages: &self.messages,
