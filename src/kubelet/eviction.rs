@@ -60,9 +60,12 @@ pub struct Chosen {
 }
 
 impl Chosen {
+    /// Hands `eviction` to the worker of pod `uid`; a pod without a worker (gone
+    /// meanwhile) has nothing left to evict.
     pub fn choose(&self, uid: &str, eviction: Eviction) {
-        self.pods.lock().insert(uid.to_owned(), eviction);
-        if let Some(w) = self.wakers.lock().get(uid) {
+        let wakers = self.wakers.lock();
+        if let Some(w) = wakers.get(uid) {
+            self.pods.lock().insert(uid.to_owned(), eviction);
             w.notify_one();
         }
     }
@@ -82,7 +85,8 @@ impl Chosen {
     }
 
     pub fn unregister(&self, uid: &str) {
-        self.wakers.lock().remove(uid);
+        let mut wakers = self.wakers.lock();
+        wakers.remove(uid);
         self.pods.lock().remove(uid);
     }
 }
@@ -364,6 +368,24 @@ pub fn pressure_message(r: Resource, threshold: u64, available: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_chosen_pod_wakes_its_worker_and_a_pod_without_one_is_not_kept() {
+        let chosen = Chosen::default();
+        chosen.choose("gone", Eviction::for_pressure("m".into()));
+        assert!(chosen.pending().is_empty());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        chosen.register("p", wake.clone());
+        chosen.choose("p", Eviction::for_pressure("low on memory".into()));
+        assert_eq!(chosen.pending(), HashSet::from(["p".to_owned()]));
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("the worker is woken");
+        assert_eq!(chosen.take("p").unwrap().condition, "low on memory");
+        chosen.choose("p", Eviction::for_pressure("again".into()));
+        chosen.unregister("p");
+        assert!(chosen.pending().is_empty() && chosen.take("p").is_none());
+    }
     use super::*;
 
     #[test]
