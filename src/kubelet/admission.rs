@@ -31,6 +31,22 @@ pub const PREEMPTED_REASON: &str = "Preempting";
 pub const PREEMPTED_MESSAGE: &str = "Preempted in order to admit critical pod";
 pub const PREEMPTED_CONDITION: &str = "Pod was preempted by Kubelet to accommodate a critical pod.";
 
+/// Upstream's `IsCriticalPod`: a static pod, or priority at or above
+/// system-cluster-critical's. Node pressure never evicts or refuses one; it may preempt.
+pub fn is_critical(pod: &Pod) -> bool {
+    let is_static = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(super::static_pods::SOURCE));
+    is_static
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+}
+
 /// What an admitted pod holds on the node: what the next pod is admitted against.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Admitted {
@@ -45,18 +61,12 @@ pub struct Admitted {
 
 impl Admitted {
     pub fn of(pod: &Pod) -> Admitted {
-        let priority = pod.spec.as_ref().and_then(|s| s.priority);
-        let is_static = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(super::static_pods::SOURCE));
         Admitted {
             requests: pod_requests(pod),
             ports: host_ports(pod),
             qos: super::resources::qos_class(pod),
-            critical: is_static || priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY),
-            priority,
+            critical: is_critical(pod),
+            priority: pod.spec.as_ref().and_then(|s| s.priority),
         }
     }
 
@@ -120,9 +130,22 @@ pub fn decide(pod: &Pod, wanted: &Admitted, node: &NodeView, others: &[&Admitted
         .into_iter()
         .map(|i| (i.resource, i.requested - (i.capacity - i.used)))
         .collect();
-        if let Some(victims) = pods_to_preempt(wanted, others, shortfall) {
-            return Decision::Preempt(victims);
-        }
+        return match pods_to_preempt(wanted, others, &shortfall) {
+            Some(victims) => Decision::Preempt(victims),
+            // Upstream's words for a critical pod no preemption can make room for.
+            None => Decision::Refuse(
+                "UnexpectedAdmissionError".into(),
+                format!(
+                    "Unexpected error while attempting to recover from admission failure: \
+                     preemption: error finding a set of pods to preempt: no set of running \
+                     pods found to reclaim resources: [{}]",
+                    shortfall
+                        .iter()
+                        .map(|(r, q)| format!("(res: {r}, q: {q}), "))
+                        .collect::<String>()
+                ),
+            ),
+        };
     }
     Decision::Refuse(reason, message)
 }
@@ -133,7 +156,7 @@ pub fn decide(pod: &Pod, wanted: &Admitted, node: &NodeView, others: &[&Admitted
 fn pods_to_preempt(
     wanted: &Admitted,
     others: &[&Admitted],
-    shortfall: Vec<(String, i64)>,
+    shortfall: &[(String, i64)],
 ) -> Option<Vec<usize>> {
     let class = |qos: &str| -> Vec<usize> {
         (0..others.len())
@@ -142,7 +165,7 @@ fn pods_to_preempt(
     };
     let (best_effort, burstable, guaranteed) =
         (class("BestEffort"), class("Burstable"), class("Guaranteed"));
-    let left = |pods: &[usize]| subtract(&shortfall, pods.iter().map(|&i| others[i]));
+    let left = |pods: &[usize]| subtract(shortfall, pods.iter().map(|&i| others[i]));
     let all: Vec<usize> = [&best_effort[..], &burstable, &guaranteed].concat();
     if !left(&all).is_empty() {
         return None;
@@ -603,14 +626,20 @@ mod tests {
             matches!(r, Decision::Refuse(ref reason, _) if reason == "NodePorts"),
             "{r:?}"
         );
-        // Critical, but the pods in the way are critical too: refused.
+        // Critical, but the pods in the way are critical too: refused as upstream words it.
         let mut other_critical = gu.clone();
         other_critical.critical = true;
         let p = critical(pod(Some("1000m"), None));
         let r = decide(&p, &Admitted::of(&p), &view(&n), &[&other_critical]);
-        assert!(
-            matches!(r, Decision::Refuse(ref reason, _) if reason == "OutOfcpu"),
-            "{r:?}"
+        assert_eq!(
+            r,
+            Decision::Refuse(
+                "UnexpectedAdmissionError".into(),
+                "Unexpected error while attempting to recover from admission failure: \
+                 preemption: error finding a set of pods to preempt: no set of running pods \
+                 found to reclaim resources: [(res: cpu, q: 500), ]"
+                    .into()
+            )
         );
         // A critical pod that fits is simply admitted.
         let p = critical(pod(Some("100m"), None));

@@ -38,15 +38,19 @@ pub struct Eviction {
     pub reason: &'static str,
     pub message: String,
     pub condition: String,
+    /// The grace period of the kill; `None` is the pod's own.
+    pub grace: Option<Duration>,
 }
 
 impl Eviction {
-    /// A node-pressure eviction: the condition says what the status says.
+    /// A node-pressure (hard) eviction: no grace period; the condition says what the
+    /// status says.
     pub fn for_pressure(message: String) -> Eviction {
         Eviction {
             reason: REASON,
             condition: message.clone(),
             message,
+            grace: Some(Duration::ZERO),
         }
     }
 }
@@ -305,14 +309,8 @@ pub fn rank(mut pods: Vec<Candidate>, r: Resource) -> Vec<Candidate> {
     pods
 }
 
-/// Upstream's `IsCriticalPod`: a static pod, or priority at or above
-/// system-cluster-critical's. Node pressure never evicts or refuses one.
 fn is_critical(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= 2_000_000_000
-        || pod.metadata.annotations.as_ref().is_some_and(|a| {
-            a.get(super::static_pods::SOURCE)
-                .is_some_and(|s| s == "file")
-        })
+    super::admission::is_critical(pod)
 }
 
 /// Whether node pressure may evict `pod`: not one that is finished or being deleted, and

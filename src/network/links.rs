@@ -110,13 +110,15 @@ async fn set_hairpin(rtnl: &Handle, veth: &str) -> Result<(), NetworkError> {
 }
 
 /// The pod's veth pair: `veth` on the bridge (up, hairpin) and its peer created right
-/// inside the pod's namespace, already named eth0.
+/// inside the pod's namespace, already named eth0. `replace_stale` lets an existing link of
+/// that name (this pod's previous veth, not freed yet) be deleted first.
 pub(super) async fn create_pod_veth(
     rtnl: &Handle,
     veth: &str,
     mtu: u32,
     bridge: u32,
     ns: &File,
+    replace_stale: bool,
 ) -> Result<(), NetworkError> {
     let msg = || {
         let peer = LinkUnspec::new_with_name("eth0")
@@ -134,7 +136,7 @@ pub(super) async fn create_pod_veth(
     match rtnl.link().add(msg()).execute().await {
         // The veth of this pod's previous sandbox, its namespace released but not freed by
         // the kernel yet: take it down now and create the new one.
-        Err(e) if errno_of(&e) == EEXIST => {
+        Err(e) if errno_of(&e) == EEXIST && replace_stale => {
             delete_link(rtnl, veth).await?;
             rtnl.link()
                 .add(msg())

@@ -29,6 +29,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::Instrument;
 
+/// How long a gone pod's veth may outlive the release of its namespace before it is deleted
+/// by name (it normally goes with the namespace within milliseconds).
+const STALE_VETH_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a node's pod network is set up.
 #[derive(Debug, Clone)]
 pub struct NodeNetworkConfig {
@@ -357,7 +361,23 @@ impl NodeNetwork {
             .map_err(io(format!("creating namespace {}", pin.display())))?;
         let ns = std::fs::File::open(&pin).map_err(io(format!("opening {}", pin.display())))?;
         let veth = host_veth_name(id);
-        links::create_pod_veth(&self.rtnl, &veth, self.cfg.mtu, self.bridge_index, &ns).await?;
+        // Names are hashes of pod ids: a link of this name that another live pod's name
+        // also hashes to is that pod's, never a stale one of ours.
+        let ours = !self
+            .state
+            .lock()
+            .records
+            .keys()
+            .any(|other| other != id && host_veth_name(other) == veth);
+        links::create_pod_veth(
+            &self.rtnl,
+            &veth,
+            self.cfg.mtu,
+            self.bridge_index,
+            &ns,
+            ours,
+        )
+        .await?;
         drop(ns);
         let cidr = self.cfg.pod_cidr;
         links::configure_pod_side(&pin, ip, cidr.prefix(), cidr.gateway()).await
@@ -378,11 +398,21 @@ impl NodeNetwork {
     /// veth without a namespace (a setup cut short) is deleted by name.
     async fn release_wiring(&self, id: &str) -> Result<(), NetworkError> {
         let pin = self.netns_path(id);
-        if netns::is_pinned(&pin) {
-            netns::remove(&pin).map_err(io(format!("removing namespace {}", pin.display())))
-        } else {
-            self.unwire(id).await
+        if !netns::is_pinned(&pin) {
+            return self.unwire(id).await;
         }
+        netns::remove(&pin).map_err(io(format!("removing namespace {}", pin.display())))?;
+        // Something may still hold the namespace (a port-forward being torn down, a process
+        // that outlived its container): its veth would stay on the bridge, answering for an
+        // address IPAM has released. Whatever is left later is deleted by name.
+        let (rtnl, veth) = (self.rtnl.clone(), host_veth_name(id));
+        tokio::spawn(async move {
+            tokio::time::sleep(STALE_VETH_AFTER).await;
+            if let Err(e) = links::delete_link(&rtnl, &veth).await {
+                tracing::debug!(%veth, error = %e, "deleting a gone pod's veth");
+            }
+        });
+        Ok(())
     }
 
     async fn setup_locked(&self, req: SandboxRequest) -> Result<Sandbox, NetworkError> {
@@ -413,13 +443,20 @@ impl NodeNetwork {
         }
         .await;
         if result.is_err() {
-            let _ = self.teardown_locked(&req.id).await;
+            // The pod will be set up again under the same names: undone at once.
+            let _ = self.teardown_locked(&req.id, false).await;
         }
         result
     }
 
-    async fn teardown_locked(&self, id: &str) -> Result<(), NetworkError> {
-        self.release_wiring(id).await?;
+    /// Removes the pod's wiring, address, record and files. `gone`: the pod will not be
+    /// set up again, so its veth may go with its namespace ([`Self::release_wiring`]).
+    async fn teardown_locked(&self, id: &str, gone: bool) -> Result<(), NetworkError> {
+        if gone {
+            self.release_wiring(id).await?;
+        } else {
+            self.unwire(id).await?;
+        }
         let had_ports = {
             let mut state = self.state.lock();
             state.ipam.release(id)?;
@@ -475,7 +512,7 @@ impl PodNetwork for NodeNetwork {
             let lock = self.pod_lock(&id);
             let result = {
                 let _held = lock.lock().await;
-                self.teardown_locked(&id).await
+                self.teardown_locked(&id, true).await
             };
             drop(lock);
             // Forget the lock unless another call for this pod holds or waits on it.

@@ -63,6 +63,9 @@ pub struct Worker {
     /// `failed` is an eviction of a running pod (not a refusal to admit it).
     /// The DisruptionTarget message of a pod this node evicted.
     disruption: Option<String>,
+    /// The pod's admission was settled: admitted here, or its holdings restored after an
+    /// agent restart (never again: a preempted pod must not take its place back).
+    allocation_checked: bool,
     last_status: Option<PodStatus>,
     volumes: Option<volumes::Volumes>,
     volumes_at: Option<Instant>,
@@ -128,6 +131,7 @@ impl Worker {
             start_time,
             failed: None,
             disruption: None,
+            allocation_checked: false,
             last_status: None,
             volumes: None,
             volumes_at: None,
@@ -259,6 +263,8 @@ impl Worker {
                             reason: admission::PREEMPTED_REASON,
                             message: admission::PREEMPTED_MESSAGE.into(),
                             condition: admission::PREEMPTED_CONDITION.into(),
+                            // Upstream kills a preempted pod with its own grace period.
+                            grace: None,
                         },
                     );
                 }
@@ -331,14 +337,17 @@ impl Worker {
                 }
             }
             self.start_time = Some(status::now());
-        } else if !terminal && !self.ctx.allocations.contains(&self.uid) {
+        } else if !terminal && !self.allocation_checked && !self.ctx.allocations.contains(&self.uid)
+        {
             // A pod started before (this agent restarted): it holds its ports and requests
-            // from the first pass, before any new pod is admitted against them.
+            // from the first pass, before any new pod is admitted against them. Only then:
+            // a pod preempted meanwhile must not take its place back.
             let allocated = self.allocated_pod();
             self.ctx
                 .allocations
                 .set(&self.uid, admission::Admitted::of(&allocated));
         }
+        self.allocation_checked = true;
         // activeDeadlineSeconds counts from the start time.
         let mut next = RESYNC;
         if let (Some(ads), Some(st), None) = (
@@ -636,8 +645,13 @@ impl Worker {
         self.event(None, events::WARNING, e.reason, e.message.clone());
         self.failed = Some((e.reason.into(), e.message));
         self.disruption = Some(e.condition);
+        // A victim of preemption left the allocations already; a pod under node pressure
+        // leaves them now.
+        self.ctx.allocations.remove(&self.uid);
+        self.allocation_checked = true;
         let view = self.view().await;
-        self.stop_all(&view, Duration::ZERO).await;
+        let grace = e.grace.unwrap_or_else(|| self.grace());
+        self.stop_all(&view, grace).await;
         let view = self.view().await;
         self.write_status(&view, true).await;
         Next::After(RESYNC)

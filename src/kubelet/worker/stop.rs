@@ -138,6 +138,8 @@ impl Worker {
         // Stopped, it no longer holds its requests and host ports: upstream admits new pods
         // against active pods only, not ones whose deletion the API has yet to finish.
         self.ctx.allocations.remove(&self.uid);
+        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
+            .await;
         let view = self.view().await;
         self.write_status(&view, true).await;
         if !self.deleted_sent {
