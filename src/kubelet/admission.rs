@@ -26,25 +26,24 @@ const DEFAULT_MAX_PODS: i64 = 110;
 
 /// Upstream's `SystemCriticalPriority`: a pod at or above it is critical.
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
-/// The status message and event of a pod preempted for a critical one (upstream's).
-pub const PREEMPTED_REASON: &str = "Preempting";
-pub const PREEMPTED_MESSAGE: &str = "Preempted in order to admit critical pod";
-pub const PREEMPTED_CONDITION: &str = "Pod was preempted by Kubelet to accommodate a critical pod.";
 
 /// Upstream's `IsCriticalPod`: a static pod, or priority at or above
 /// system-cluster-critical's. Node pressure never evicts or refuses one; it may preempt.
 pub fn is_critical(pod: &Pod) -> bool {
-    let is_static = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(super::static_pods::SOURCE));
-    is_static
+    is_static(pod)
         || pod
             .spec
             .as_ref()
             .and_then(|s| s.priority)
             .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+}
+
+/// A pod from the node's manifest directory.
+fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(super::static_pods::SOURCE))
 }
 
 /// What an admitted pod holds on the node: what the next pod is admitted against.
@@ -330,11 +329,6 @@ fn predicate_refusal(
         );
     }
     // Static pods run whatever the node's taints say (upstream skips them here).
-    let is_static = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(super::static_pods::SOURCE));
     let taints = node
         .node
         .and_then(|n| n.spec.as_ref())
@@ -345,7 +339,7 @@ fn predicate_refusal(
         .iter()
         .filter(|t| t.effect == "NoExecute")
         .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)));
-    if untolerated && !is_static {
+    if untolerated && !is_static(pod) {
         return predicate(
             "TaintToleration",
             "node(s) had taints that the pod didn't tolerate",

@@ -16,6 +16,7 @@
 //! Invariant: [`violation`], [`starved`] and [`rank`] are pure functions of the pods and
 //! the measured usage; only the measuring touches the host.
 
+use super::admission::is_critical;
 use super::node_status::{bytes_quantity, pressure, EvictionHard, Measurements, Pressure};
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -51,6 +52,17 @@ impl Eviction {
             condition: message.clone(),
             message,
             grace: Some(Duration::ZERO),
+        }
+    }
+
+    /// Room made for a critical pod (upstream's CriticalPodAdmissionHandler): upstream's
+    /// words, and the pod's own grace period.
+    pub fn preempted() -> Eviction {
+        Eviction {
+            reason: "Preempting",
+            message: "Preempted in order to admit critical pod".into(),
+            condition: "Pod was preempted by Kubelet to accommodate a critical pod.".into(),
+            grace: None,
         }
     }
 }
@@ -309,10 +321,6 @@ pub fn rank(mut pods: Vec<Candidate>, r: Resource) -> Vec<Candidate> {
     pods
 }
 
-fn is_critical(pod: &Pod) -> bool {
-    super::admission::is_critical(pod)
-}
-
 /// Whether node pressure may evict `pod`: not one that is finished or being deleted, and
 /// not a critical one.
 pub fn may_evict(pod: &Pod) -> bool {
@@ -366,6 +374,7 @@ pub fn pressure_message(r: Resource, threshold: u64, available: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[tokio::test]
     async fn a_chosen_pod_wakes_its_worker_and_a_pod_without_one_is_not_kept() {
@@ -384,7 +393,6 @@ mod tests {
         chosen.unregister("p");
         assert!(chosen.pending().is_empty() && chosen.take("p").is_none());
     }
-    use super::*;
 
     #[test]
     fn storage_limits_are_checked_in_upstreams_order_with_its_messages() {

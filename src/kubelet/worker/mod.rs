@@ -60,8 +60,8 @@ pub struct Worker {
     sink: ProbeSink,
     start_time: Option<Time>,
     failed: Option<(String, String)>,
-    /// `failed` is an eviction of a running pod (not a refusal to admit it).
-    /// The DisruptionTarget message of a pod this node evicted.
+    /// The DisruptionTarget message of a pod this node evicted (`failed` is then an
+    /// eviction of a running pod, not a refusal to admit it).
     disruption: Option<String>,
     /// The pod's admission was settled: admitted here, or its holdings restored after an
     /// agent restart (never again: a preempted pod must not take its place back).
@@ -257,16 +257,9 @@ impl Worker {
             Ok(victims) => {
                 for uid in victims {
                     tracing::info!(pod = %pod_name(pod), victim = %uid, "preempting a pod to admit a critical pod");
-                    self.ctx.evictions.choose(
-                        &uid,
-                        eviction::Eviction {
-                            reason: admission::PREEMPTED_REASON,
-                            message: admission::PREEMPTED_MESSAGE.into(),
-                            condition: admission::PREEMPTED_CONDITION.into(),
-                            // Upstream kills a preempted pod with its own grace period.
-                            grace: None,
-                        },
-                    );
+                    self.ctx
+                        .evictions
+                        .choose(&uid, eviction::Eviction::preempted());
                 }
                 None
             }
