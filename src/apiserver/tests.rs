@@ -100,6 +100,39 @@ async fn in_process_callers_are_authorized_like_https_callers() {
     kcm.list(&ListParams::default()).await.unwrap();
 }
 
+/// The collection's current resourceVersion, where a watch starts.
+async fn list_rv<K>(api: &Api<K>) -> String
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+/// The watch's next event as "TYPE name", within 5 s.
+async fn next_named<K, S>(events: &mut S) -> String
+where
+    K: kube::Resource,
+    S: futures::Stream<Item = Result<WatchEvent<K>, kube::Error>> + Unpin,
+{
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.try_next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .expect("the watch goes on");
+    let name = |o: &K| o.meta().name.clone().unwrap_or_default();
+    match ev {
+        WatchEvent::Added(o) => format!("ADDED {}", name(&o)),
+        WatchEvent::Modified(o) => format!("MODIFIED {}", name(&o)),
+        WatchEvent::Deleted(o) => format!("DELETED {}", name(&o)),
+        other => format!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn in_process_watch_streams_events_after_a_resource_version() {
     let srv = TestServer::start().await;
@@ -209,4 +242,96 @@ async fn in_process_watches_are_not_limited_per_client() {
         open.push(stream.boxed());
     }
     assert_eq!(open.len(), super::MAX_WATCHES_PER_CLIENT + 20);
+}
+
+/// A kubelet's `spec.nodeName=<node>` pod watch rides its node's shard of the pod events
+/// (see `watch::PODS_BY_NODE`): it must still see a pod arrive by binding, change and go,
+/// and nothing of other nodes' pods, as an unsharded filtered watch would.
+#[tokio::test]
+async fn a_node_name_pod_watch_sees_its_nodes_pods_arrive_change_and_go() {
+    use k8s_openapi::api::core::v1::{Binding, Pod};
+    let srv = TestServer::start().await;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(srv.admin(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("default service account");
+    let api: Api<Pod> = Api::namespaced(srv.admin(), "default");
+    let pod = |name: &str, node: Option<&str>| -> Pod {
+        let mut v = json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(n) = node {
+            v["spec"]["nodeName"] = json!(n);
+        }
+        serde_json::from_value(v).expect("pod")
+    };
+    let rv = list_rv(&api).await;
+    let on = |node: &str| WatchParams::default().fields(&format!("spec.nodeName={node}"));
+    let mut n1 = api.watch(&on("n1"), &rv).await.unwrap().boxed();
+    let mut n2 = api.watch(&on("n2"), &rv).await.unwrap().boxed();
+    // Let both watches catch up and go live, so what follows travels the shards.
+    api.create(&PostParams::default(), &pod("warmup", Some("n3")))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    api.create(&PostParams::default(), &pod("a", None))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &pod("b", Some("n2")))
+        .await
+        .unwrap();
+    let binding: Binding = serde_json::from_value(json!({
+        "metadata": {"name": "a"}, "target": {"kind": "Node", "name": "n1"}
+    }))
+    .expect("binding");
+    api.create_subresource::<Binding, Value>("binding", "a", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    api.patch(
+        "a",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
+    api.delete("a", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_named(&mut n1).await);
+    }
+    assert_eq!(seen, ["ADDED a", "MODIFIED a", "DELETED a"]);
+    assert_eq!(next_named(&mut n2).await, "ADDED b");
+    let more = tokio::time::timeout(std::time::Duration::from_millis(200), n2.try_next()).await;
+    assert!(more.is_err(), "n2's watch saw another node's pod: {more:?}");
+}
+
+/// A watch of one object by `metadata.name` rides that name's shard (`watch::BY_NAME`): it
+/// sees its object's changes and no other's.
+#[tokio::test]
+async fn a_watch_by_name_sees_only_that_objects_changes() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    let rv = list_rv(&api).await;
+    let params = WatchParams::default().fields("metadata.name=w2");
+    let mut events = api.watch(&params, &rv).await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("warmup"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for name in ["w1", "w2", "w20"] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    api.delete("w2", &DeleteParams::default()).await.unwrap();
+    assert_eq!(next_named(&mut events).await, "ADDED w2");
+    assert_eq!(next_named(&mut events).await, "DELETED w2");
+    let more = tokio::time::timeout(std::time::Duration::from_millis(200), events.next()).await;
+    assert!(
+        more.is_err(),
+        "the watch of w2 saw another object: {more:?}"
+    );
 }

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use fanout::{Route, Shard};
 use shared::Shared;
 pub use watch::Watcher;
 
@@ -339,7 +340,19 @@ impl Store {
     /// Watches keys starting with `prefix`: events with revision > `after_revision`, in order.
     /// `Compacted` if those are no longer all in the log.
     pub fn watch(&self, prefix: &str, after_revision: u64) -> Result<Watcher, StoreError> {
-        Watcher::new(self.shared().clone(), prefix, after_revision)
+        Watcher::new(self.shared().clone(), prefix, None, after_revision)
+    }
+
+    /// Like [`Store::watch`], but once live it is woken only by the events `shard`'s route
+    /// sends to its value (see [`Route`]); while catching up from the log it still yields
+    /// every event of the prefix, so its consumer must filter either way.
+    pub fn watch_shard(
+        &self,
+        prefix: &str,
+        shard: Shard,
+        after_revision: u64,
+    ) -> Result<Watcher, StoreError> {
+        Watcher::new(self.shared().clone(), prefix, Some(shard), after_revision)
     }
 
     /// Trims the event log to the last `keep_revisions` revisions; returns the compacted

@@ -19,7 +19,7 @@ use super::applier;
 use super::codec::{self, META_COMPACTED, META_REVISION};
 use super::compaction;
 use super::disk::DiskSync;
-use super::fanout::{Fanout, Live};
+use super::fanout::{Fanout, Live, Shard};
 use super::flusher;
 use super::overlay::{Overlay, Pending};
 use super::wakeup::Wakeup;
@@ -448,9 +448,14 @@ impl Shared {
         Ok(out)
     }
 
-    /// A live receiver of the events under `prefix`.
-    pub(super) fn subscribe(&self, prefix: &str) -> Result<broadcast::Receiver<Live>, StoreError> {
-        self.fanout.subscribe(prefix, || self.durable_revision())
+    /// A live receiver of the events under `prefix` (those `shard` gets, if given).
+    pub(super) fn subscribe(
+        &self,
+        prefix: &str,
+        shard: Option<&Shard>,
+    ) -> Result<broadcast::Receiver<Live>, StoreError> {
+        self.fanout
+            .subscribe(prefix, shard, || self.durable_revision())
     }
 
     pub(super) fn flush_db(&self) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::fanout::Live;
+use super::fanout::{Live, Shard};
 use super::shared::Shared;
 use super::{Event, StoreError};
 
@@ -32,6 +32,8 @@ enum Mode {
 pub struct Watcher {
     shared: Arc<Shared>,
     prefix: String,
+    /// Only this shard's live events (the log still gives the whole prefix).
+    shard: Option<Shard>,
     position: u64,
     mode: Mode,
     live: broadcast::Receiver<Live>,
@@ -55,10 +57,11 @@ impl Watcher {
     pub(super) fn new(
         shared: Arc<Shared>,
         prefix: &str,
+        shard: Option<Shard>,
         after_revision: u64,
     ) -> Result<Watcher, StoreError> {
         shared.check_health()?;
-        let live = shared.subscribe(prefix)?;
+        let live = shared.subscribe(prefix, shard.as_ref())?;
         let compacted = shared.compacted_revision();
         if after_revision < compacted {
             return Err(StoreError::Compacted {
@@ -69,6 +72,7 @@ impl Watcher {
         Ok(Watcher {
             shared,
             prefix: prefix.to_owned(),
+            shard,
             position: after_revision,
             mode: Mode::CatchingUp,
             live,
@@ -165,7 +169,7 @@ impl Watcher {
     /// next read of the durable revision, which is what makes the hand-over gapless.
     fn resync(&mut self) -> Result<(), StoreError> {
         self.resyncs += 1;
-        self.live = self.shared.subscribe(&self.prefix)?;
+        self.live = self.shared.subscribe(&self.prefix, self.shard.as_ref())?;
         self.mode = Mode::CatchingUp;
         Ok(())
     }

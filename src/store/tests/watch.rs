@@ -261,3 +261,78 @@ async fn dropping_the_last_handle_ends_watchers_and_releases_the_database() {
     let store = open(&dir);
     assert_eq!(store.revision(), 2);
 }
+
+/// A route by the value's first byte (values are plain text here); a delete or an update
+/// names the old value's shard too.
+static BY_FIRST_BYTE: Route = Route {
+    name: "first-byte",
+    shards: first_bytes,
+};
+
+fn first_bytes(ev: &Event) -> [Option<&str>; 2] {
+    fn first(v: &Bytes) -> Option<&str> {
+        std::str::from_utf8(&v[..1.min(v.len())]).ok()
+    }
+    [first(&ev.value), ev.prev_value.as_ref().and_then(first)]
+}
+
+fn shard(value: &str) -> Shard {
+    Shard {
+        route: &BY_FIRST_BYTE,
+        value: value.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_sharded_watcher_is_woken_only_by_its_shard_and_by_changes_leaving_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.watch_buffer = 4;
+    let store = Store::open(cfg).expect("open");
+    let mut a = store.watch_shard("pods/", shard("a"), 1).expect("watch");
+    let mut b_ = store.watch_shard("pods/", shard("b"), 1).expect("watch");
+    let mut whole = store.watch("pods/", 1).expect("watch");
+    // Catching up from the log, a sharded watcher still gets the whole prefix.
+    store.put("pods/x", b("a1")).await.expect("put");
+    store.put("pods/y", b("b1")).await.expect("put");
+    for w in [&mut a, &mut b_, &mut whole] {
+        assert_eq!(next_event(w).await.key, "pods/x");
+        assert_eq!(next_event(w).await.key, "pods/y");
+        let idle = tokio::time::timeout(Duration::from_millis(50), w.next()).await;
+        assert!(idle.is_err(), "nothing more was written");
+    }
+    // Live: 50 writes to shard b never wake (or overflow) shard a's watcher.
+    for i in 0..50 {
+        store.put(&format!("pods/b{i}"), b("b")).await.expect("put");
+    }
+    let moved = store.put("pods/x", b("b2")).await.expect("put");
+    let ev = next_event(&mut a).await;
+    assert_eq!(
+        (ev.key.as_str(), ev.revision),
+        ("pods/x", moved),
+        "a change leaving shard a"
+    );
+    assert_eq!(a.resyncs(), 0, "shard a lagged behind shard b's writes");
+    // Its position moves past the other shard's writes, so a bookmark there loses nothing.
+    let idle = tokio::time::timeout(Duration::from_millis(50), a.next()).await;
+    assert!(idle.is_err());
+    assert_eq!(a.position(), moved);
+    store.put("pods/z", b("c")).await.expect("put");
+    let back = store.put("pods/z", b("a3")).await.expect("put");
+    assert_eq!(next_event(&mut a).await.revision, back);
+    // Shard b, never read, overflowed and still gets all of its events in order, from the
+    // log, including the write that moved pods/x into it.
+    for i in 0..50 {
+        assert_eq!(next_event(&mut b_).await.key, format!("pods/b{i}"));
+    }
+    assert_eq!(next_event(&mut b_).await.revision, moved);
+    assert!(b_.resyncs() > 0, "shard b was expected to lag");
+    // Other prefixes' writes reach neither.
+    store.put("apps/q", b("a")).await.expect("put");
+    let idle = tokio::time::timeout(Duration::from_millis(50), a.next()).await;
+    assert!(
+        idle.is_err(),
+        "a write under another prefix reached a sharded watcher"
+    );
+    drop(whole);
+}
