@@ -487,7 +487,13 @@ async fn dispatch(
                 Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }
             let client = conn.client_key(&user);
-            handlers::resource(state, rr, query, output, req, client, &user).await
+            // Each user's writes take turns with everyone else's (see `store::with_flow`).
+            let flow = Arc::from(user.name.as_str());
+            crate::store::with_flow(
+                flow,
+                handlers::resource(state, rr, query, output, req, client, &user),
+            )
+            .await
         }
     }
 }

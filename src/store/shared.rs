@@ -22,6 +22,7 @@ use super::disk::DiskSync;
 use super::fanout::{Fanout, Live, Shard};
 use super::flusher;
 use super::overlay::{Overlay, Pending};
+use super::turns::Turns;
 use super::wakeup::Wakeup;
 use super::wal::{Entry, Wal};
 use super::{Event, EventKind, Op, Page, Record, StoreConfig, StoreError};
@@ -66,6 +67,8 @@ pub(super) struct Shared {
     pub disk: DiskSync,
     pub wal: Mutex<Wal>,
     pub writer: tokio::sync::Mutex<WriterState>,
+    /// Who writes next: taken before `writer` by every write, fairly among flows.
+    pub turns: Turns,
     pub applied: AtomicU64,
     pub durable: AtomicU64,
     pub sled_applied: AtomicU64,
@@ -123,6 +126,7 @@ impl Shared {
             writer: tokio::sync::Mutex::new(WriterState {
                 health: Health::Open,
             }),
+            turns: Turns::default(),
             applied: AtomicU64::new(revision),
             durable: AtomicU64::new(revision),
             sled_applied: AtomicU64::new(revision),
@@ -193,6 +197,7 @@ impl Shared {
         F: FnOnce(Option<&Record>, u64) -> Result<(Op, T), E>,
         E: From<StoreError>,
     {
+        let turn = self.turns.take().await;
         let writer = self.writer.lock().await;
         writer.health.check()?;
         self.wait_for_applier().await?;
@@ -235,6 +240,7 @@ impl Shared {
         });
         self.applied.store(revision, Ordering::Release);
         drop(writer);
+        drop(turn);
         flusher::kick(self);
         compaction::kick_if_log_too_long(self, revision);
         Ok((out, Some(revision)))
