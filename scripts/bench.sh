@@ -6,8 +6,9 @@
 #                               latency, GC cascade and namespace deletion of 10k, RSS, size
 #   scripts/bench.sh runtime    containers: start-to-exit vs runc, pull vs skopeo, shim RSS
 #   scripts/bench.sh pods       the server's node: start to node Ready, 100 pods (image
-#                               present) create to Running/Ready vs runc and the upstream SLO,
-#                               all at once (4 clients) and paced at POD_BENCH_RATE (10/s);
+#                               present) create to Running/Ready vs runc (one at a time, and
+#                               the same count at once) and the upstream SLO, all at once (4
+#                               clients) and paced at POD_BENCH_RATE (10/s);
 #                               server+node RSS idle and with the pods running
 #   scripts/bench.sh scale      control plane at scale: 100 simulated nodes (`skiff sim-nodes`),
 #                               a Deployment of 3000 replicas scheduled, run, rolled over and
@@ -350,7 +351,9 @@ bench_scale() {
     local p99
     p99=$(awk '$1 == "pod_created_to_running_p99_ms" { print $2 }' "$dir/scale.out")
     echo "scale_pod_startup_p99_vs_slo_ratio $(awk -v a="$p99" 'BEGIN { printf "%.3f", a / 5000 }') ratio"
-    echo "server_rss_after_scale_down_mb $(rss_mb $pid) MB"
+    # The run ends with the backlog phase, so this is again $replicas pods, plus the history
+    # (events, three rollouts' replica sets) of the whole run.
+    echo "server_rss_at_end_${replicas}_pods_mb $(rss_mb $pid) MB"
 }
 
 case "$what" in
