@@ -336,9 +336,6 @@ impl WatchStream {
     }
 }
 
-/// One event: a JSON line, or a length-prefixed protobuf `WatchEvent` frame. Objects
-/// without a protobuf form never reach a protobuf stream (negotiation refuses them), so an
-/// encoding failure is a server bug, reported as an ERROR event the client can decode.
 /// A JSON watch event line around an object's stored JSON bytes; `None` if they would not
 /// make one line (stored objects are compact JSON, so only a corrupt record is refused).
 fn raw_event_line(kind: &str, stored: &[u8]) -> Option<Bytes> {
@@ -354,6 +351,9 @@ fn raw_event_line(kind: &str, stored: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(line))
 }
 
+/// One event: a JSON line, or a length-prefixed protobuf `WatchEvent` frame. Objects
+/// without a protobuf form never reach a protobuf stream (negotiation refuses them), so an
+/// encoding failure is a server bug, reported as an ERROR event the client can decode.
 fn event_line(output: Output, kind: &str, obj: &Value) -> Bytes {
     if matches!(output, Output::Protobuf | Output::PartialMetadataProtobuf) {
         let mut frame = Vec::with_capacity(512);

@@ -82,17 +82,25 @@ impl Watcher {
     }
 
     /// The highest revision this watcher has fully processed, including events its prefix
-    /// filtered out: a bookmark at this revision loses nothing.
-    pub fn position(&self) -> u64 {
+    /// (or shard) filtered out: a bookmark at this revision loses nothing.
+    pub fn position(&mut self) -> u64 {
+        self.advance_if_drained();
+        self.position
+    }
+
+    /// A live watcher with nothing queued has seen everything published that was its own,
+    /// so its position moves to `published`. Kept, not only reported: a quiet shard's
+    /// watcher that later lags resyncs from here, not from its last own event, which
+    /// compaction may have passed long ago (a needless 410 for its client).
+    fn advance_if_drained(&mut self) {
         if self.mode == Mode::Live && self.backlog.is_empty() {
             // Read before looking at the channel: everything sent up to `published` is then
             // either still queued for this watcher or already handed out (or not ours).
             let published = self.shared.fanout.published();
             if self.live.is_empty() {
-                return self.position.max(published);
+                self.position = self.position.max(published);
             }
         }
-        self.position
     }
 
     /// Times this watcher fell behind its live channel and went back to the log.
@@ -114,6 +122,8 @@ impl Watcher {
                     None => continue,
                 }
             }
+            // Before waiting: a quiet shard's position keeps up with everyone's writes.
+            self.advance_if_drained();
             match self.mode {
                 Mode::Ended => return None,
                 Mode::CatchingUp => {

@@ -13,7 +13,7 @@ use super::super::status::ApiError;
 use super::super::ApiState;
 use crate::api::protobuf::ListWriter;
 use crate::api::registry::ResourceType;
-use crate::api::selector::{FieldOp, FieldSelector, LabelSelector};
+use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::table::{self, Printer};
 use crate::store::{Page, Record, StoreError};
 use base64::Engine;
@@ -151,11 +151,7 @@ impl Filter {
     /// The value the field selector requires `field` (a canonical field label) to equal, if
     /// it has such a term.
     pub fn field_equals(&self, field: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .flat_map(|f| f.terms())
-            .find(|t| t.field == field && t.op == FieldOp::Equals)
-            .map(|t| t.value.as_str())
+        self.fields.as_ref()?.requires_exact_match(field)
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

@@ -336,3 +336,38 @@ async fn a_sharded_watcher_is_woken_only_by_its_shard_and_by_changes_leaving_it(
     );
     drop(whole);
 }
+
+#[tokio::test]
+async fn a_quiet_shards_watcher_that_lags_resyncs_from_where_it_waited_not_from_compaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.watch_buffer = 4;
+    let store = Store::open(cfg).expect("open");
+    let mut a = store
+        .watch_shard("pods/", shard("a"), store.revision())
+        .expect("watch");
+    store.put("pods/x", b("a1")).await.expect("put");
+    assert_eq!(next_event(&mut a).await.key, "pods/x");
+    // Live and waiting, while only the other shard is written and compaction passes the
+    // revision of a's last own event.
+    let idle = tokio::time::timeout(Duration::from_millis(50), a.next()).await;
+    assert!(idle.is_err());
+    for i in 0..30 {
+        store.put(&format!("pods/b{i}"), b("b")).await.expect("put");
+    }
+    let idle = tokio::time::timeout(Duration::from_millis(50), a.next()).await;
+    assert!(idle.is_err());
+    let compacted = store.compact(5).await.expect("compact");
+    assert!(compacted > 2, "compaction passed a's last own event");
+    // A burst on a's shard, larger than its buffer, before it reads again.
+    for i in 0..10 {
+        store.put(&format!("pods/a{i}"), b("a")).await.expect("put");
+    }
+    for i in 0..10 {
+        assert_eq!(next_event(&mut a).await.key, format!("pods/a{i}"));
+    }
+    assert!(
+        a.resyncs() > 0,
+        "the burst was expected to overflow a's buffer"
+    );
+}
