@@ -43,4 +43,17 @@ impl TestServer {
     pub fn client_as(&self, user: &str, groups: &[&str]) -> kube::Client {
         self.state.client(UserInfo::new(user, groups))
     }
+
+    /// The `default` namespace's `default` ServiceAccount, which pod admission wants and no
+    /// service account controller creates here.
+    pub async fn create_default_service_account(&self) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
+                .expect("service account");
+        kube::Api::<ServiceAccount>::namespaced(self.admin(), "default")
+            .create(&kube::api::PostParams::default(), &sa)
+            .await
+            .expect("default service account");
+    }
 }

@@ -251,12 +251,7 @@ async fn in_process_watches_are_not_limited_per_client() {
 async fn a_node_name_pod_watch_sees_its_nodes_pods_arrive_change_and_go() {
     use k8s_openapi::api::core::v1::{Binding, Pod};
     let srv = TestServer::start().await;
-    let sa: k8s_openapi::api::core::v1::ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
-    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(srv.admin(), "default")
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("default service account");
+    srv.create_default_service_account().await;
     let api: Api<Pod> = Api::namespaced(srv.admin(), "default");
     let pod = |name: &str, node: Option<&str>| -> Pod {
         let mut v = json!({"metadata": {"name": name},

@@ -270,13 +270,7 @@ impl Running {
 async fn start() -> Running {
     let server = TestServer::start().await;
     let admin = server.admin();
-    // No service account controller runs here; admission wants the namespace's default one.
-    let sa: k8s_openapi::api::core::v1::ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
-    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), "default")
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("default service account");
+    server.create_default_service_account().await;
     let stop = CancellationToken::new();
     let informers = Informers::new(admin.clone(), stop.clone());
     let sched = Scheduler::new(

@@ -111,11 +111,6 @@ impl Fanout {
     ) -> Result<broadcast::Receiver<Live>, StoreError> {
         let mut guard = self.channels.lock();
         let channels = guard.as_mut().ok_or(StoreError::Closed)?;
-        let capacity = self.capacity;
-        let new_channel = |durable: u64| {
-            let (tx, rx) = broadcast::channel(capacity);
-            (Channel { tx, last: durable }, rx)
-        };
         let map = match shard {
             None => &mut channels.whole,
             Some(shard) => {
@@ -133,8 +128,14 @@ impl Fanout {
         if let Some(c) = map.get(key) {
             return Ok(c.tx.subscribe());
         }
-        let (channel, rx) = new_channel(durable());
-        map.insert(key.to_owned(), channel);
+        let (tx, rx) = broadcast::channel(self.capacity);
+        map.insert(
+            key.to_owned(),
+            Channel {
+                tx,
+                last: durable(),
+            },
+        );
         Ok(rx)
     }
 

@@ -45,6 +45,13 @@ async fn next_event(w: &mut Watcher) -> Event {
         .expect("no watch error")
 }
 
+/// Asserts the watcher has nothing to hand out within 50 ms (a `next()` that finds nothing
+/// still moves it along: catching up, going live, passing others' writes).
+async fn assert_idle(w: &mut Watcher, why: &str) {
+    let idle = tokio::time::timeout(Duration::from_millis(50), w.next()).await;
+    assert!(idle.is_err(), "{why}");
+}
+
 /// Number of entries in the persisted event log.
 fn log_len(store: &Store) -> usize {
     store
