@@ -38,7 +38,7 @@ async fn compaction_survives_reopen_and_writes_keep_the_log_bounded() {
     let compacted = store.compacted_revision();
     drop(store);
 
-    let store = Store::open(cfg).expect("reopen");
+    let store = open_config(cfg);
     assert_eq!(store.compacted_revision(), compacted);
     assert!(log_len(&store) as u64 <= 3501 - compacted);
     assert!(store.watch("", compacted - 1).is_err());

@@ -18,9 +18,14 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
 /// Opens the store at `dir`. After a close (or the last handle's drop) sled's own worker
 /// threads may hold its file lock a moment longer, so a lock refusal is retried.
 fn open(dir: &tempfile::TempDir) -> Store {
+    open_config(config(dir))
+}
+
+/// [`open`] with a given configuration.
+fn open_config(cfg: StoreConfig) -> Store {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match Store::open(config(dir)) {
+        match Store::open(cfg.clone()) {
             Ok(store) => return store,
             Err(e)
                 if e.to_string().contains("could not acquire lock")
