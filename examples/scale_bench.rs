@@ -432,11 +432,15 @@ async fn main() -> anyhow::Result<()> {
             pending.insert(p.metadata.name.unwrap_or_default());
         }
     }
+    println!("scheduler_backlog_pending_pods {} pods", pending.len());
     let t = Instant::now();
     set_unschedulable(&node_api, &names, false).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut bound = std::collections::HashSet::new();
     let mut last = t;
+    // When each bind was seen, from the uncordon: shows whether the rate is steady or waits
+    // (backoffs, a slow start) dominate the window.
+    let mut bind_times = Vec::with_capacity(replicas);
     while bound.len() < replicas {
         let (p, at, _) = next_change(&mut rx, deadline, || {
             format!(
@@ -447,12 +451,21 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let name = p.metadata.name.clone().unwrap_or_default();
         if pending.contains(&name) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            bound.insert(name);
+            if bound.insert(name) {
+                bind_times.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+            }
             last = at;
         }
     }
     let window = last.saturating_duration_since(t).as_secs_f64();
     println!("scheduler_backlog_{replicas}_bound_s {window:.2} s");
+    for q in [0.1, 0.5, 0.9] {
+        println!(
+            "scheduler_backlog_{}pct_bound_ms {:.0} ms",
+            (q * 100.0) as u32,
+            percentile(&bind_times, q)
+        );
+    }
     println!(
         "scheduler_backlog_pods_bound_per_s {:.0} pods/s",
         replicas as f64 / window.max(1e-9)

@@ -366,3 +366,35 @@ fn server_lease(server: &TestServer, name: &str) -> serde_json::Value {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// An HTTP/1.1 client's pooled connection outlives a quiet spell longer than the time
+/// allowed for sending request headers (10 s once): kube-rs clients, the agents among
+/// them, then paid a TLS handshake after every pause, and could lose a request sent on a
+/// connection the server was closing.
+#[test]
+fn an_idle_http1_keep_alive_connection_is_kept_for_a_second_request() {
+    let server = TestServer::start();
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+def status():
+    s.sendall(b"GET /readyz HTTP/1.1\r\nHost: skiff\r\n\r\n")
+    reply = s.recv(4096).split(b"\r\n", 1)[0]
+    return reply.decode() or "closed"
+print(status())
+time.sleep(12)
+print(status())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.port().to_string()])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

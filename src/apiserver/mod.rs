@@ -58,8 +58,13 @@ use tokio_util::sync::CancellationToken;
 /// Version reported by `/version`.
 pub const KUBE_GIT_VERSION: &str = concat!("v1.35.0-skiff.", env!("CARGO_PKG_VERSION"));
 
-/// Longest a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send its request headers. hyper also counts an idle
+/// keep-alive connection's wait for its next request against it, so this is upstream's idle
+/// timeout (90 s, the keep-alive of Go's and hyper-util's client pools) rather than its 32 s
+/// header timeout: at 10 s every HTTP/1.1 client (kube-rs: the agents, the simulated nodes)
+/// paid a new TLS handshake after each quiet spell, and could lose a request sent on a
+/// pooled connection the server was closing.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent watches one identity may hold open from one address.

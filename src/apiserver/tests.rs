@@ -330,3 +330,50 @@ async fn a_watch_by_name_sees_only_that_objects_changes() {
         "the watch of w2 saw another object: {more:?}"
     );
 }
+
+/// Writes are computed outside the store's writer lock and stored only if the object is
+/// still the one they were computed from: concurrent patches of one object all land, each
+/// at its own revision, and of concurrent creates of one name exactly one succeeds.
+#[tokio::test]
+async fn concurrent_writes_of_one_object_lose_nothing() {
+    use kube::api::{Patch, PatchParams};
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    api.create(&PostParams::default(), &cm("shared")).await.unwrap();
+    let patches = (0..24).map(|i| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let body = json!({"data": {format!("k{i}"): i.to_string()}});
+            api.patch("shared", &PatchParams::default(), &Patch::Merge(body))
+                .await
+                .unwrap()
+                .metadata
+                .resource_version
+                .unwrap()
+        })
+    });
+    let mut revisions: Vec<String> = futures::future::try_join_all(patches).await.unwrap();
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 24, "each patch is its own write");
+    let got = api.get("shared").await.unwrap();
+    let data = got.data.unwrap();
+    for i in 0..24 {
+        assert_eq!(data.get(&format!("k{i}")), Some(&i.to_string()), "{data:?}");
+    }
+    assert!(revisions.contains(got.metadata.resource_version.as_ref().unwrap()));
+
+    let creates = (0..8).map(|_| {
+        let api = api.clone();
+        tokio::spawn(async move { api.create(&PostParams::default(), &cm("once")).await })
+    });
+    let results = futures::future::try_join_all(creates).await.unwrap();
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 1);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+            "{r}"
+        );
+    }
+}

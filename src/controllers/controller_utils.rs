@@ -84,12 +84,7 @@ impl Selector {
     }
 
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let map: serde_json::Map<String, serde_json::Value> = labels
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        self.0.matches(Some(&map))
+        self.0.matches_map(labels)
     }
 
     /// The empty selector `{}` (selects everything; workloads refuse it).

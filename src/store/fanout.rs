@@ -17,6 +17,7 @@
 //! channel is made and fed under one lock, after `durable` is raised, so the revision it
 //! starts from is covered by the log a new watcher reads.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,10 +56,11 @@ impl Channel {
 
 /// How the events under a prefix are split among shards: the shard values an event
 /// belongs to (at most two: the object's before and after the write). A `fn` so that the
-/// store stays ignorant of what the values mean; `name` tells routes apart.
+/// store stays ignorant of what the values mean; `name` tells routes apart. Values are
+/// borrowed from the event where they can be (a key segment, an unescaped JSON string).
 pub struct Route {
     pub name: &'static str,
-    pub shards: for<'a> fn(&'a Event) -> [Option<&'a str>; 2],
+    pub shards: for<'a> fn(&'a Event) -> [Option<Cow<'a, str>>; 2],
 }
 
 /// A watcher's share of its prefix: the events `route` sends to `value`.
@@ -164,11 +166,9 @@ impl Fanout {
                         continue;
                     }
                     let [first, second] = (group.route.shards)(ev);
-                    for value in [first, second.filter(|s| Some(*s) != first)]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(c) = group.channels.get_mut(value) {
+                    let second = second.filter(|s| Some(s) != first.as_ref());
+                    for value in [first, second].into_iter().flatten() {
+                        if let Some(c) = group.channels.get_mut(value.as_ref()) {
                             c.send(ev);
                         }
                     }

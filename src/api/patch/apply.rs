@@ -49,8 +49,8 @@ pub fn apply(
         Some(object) if recorded.is_empty() => vec![before_first_apply(object, ty, api_version)],
         _ => recorded,
     };
-    let ignored = ignored_fields();
-    let config_set = fields::to_field_set(applied, ty).difference(&ignored);
+    let ignored = &*IGNORED_FIELDS;
+    let config_set = fields::to_field_set(applied, ty).difference(ignored);
     let mut merged = ssa_merge::merge(
         live.as_ref().unwrap_or(&Value::Object(Map::new())),
         applied,
@@ -66,8 +66,8 @@ pub fn apply(
     }
 
     let cmp = fields::compare(live.as_ref(), Some(&merged), ty);
-    let changed = cmp.changed().difference(&ignored);
-    let removed = cmp.removed.difference(&ignored);
+    let changed = cmp.changed().difference(ignored);
+    let removed = cmp.removed.difference(ignored);
     let mut conflicts = Vec::new();
     for entry in &entries {
         for path in entry.set.intersection(&changed).paths() {
@@ -123,16 +123,19 @@ pub fn record_update(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let ty = merge_keys::root(group, kind).unwrap_or(Ty::Any);
-    let mut entries = match new.pointer("/metadata/managedFields") {
+    let sent = new
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"));
+    let mut entries = match &sent {
         Some(sent) if !sent.is_null() => decode(Some(sent)),
         _ => decode(old.and_then(|o| o.pointer("/metadata/managedFields"))),
     };
-    let old = old.map(without_managed_fields);
-    let stripped = without_managed_fields(new);
-    let cmp = fields::compare(old.as_ref(), Some(&stripped), ty);
-    let ignored = ignored_fields();
-    let changed = cmp.changed().difference(&ignored);
-    let removed = cmp.removed.difference(&ignored);
+    // `compare` skips managedFields, so neither object is copied to strip them.
+    let cmp = fields::compare(old, Some(new), ty);
+    let ignored = &*IGNORED_FIELDS;
+    let changed = cmp.changed().difference(ignored);
+    let removed = cmp.removed.difference(ignored);
 
     let mut own = take_entry(&mut entries, manager, UPDATE, api_version).unwrap_or(Entry {
         manager: manager.to_owned(),
@@ -152,7 +155,6 @@ pub fn record_update(
     }
     own.set = set;
     entries.push(own);
-    *new = stripped;
     set_managed_fields(new, entries);
 }
 
@@ -302,11 +304,14 @@ fn before_first_apply(live: &Value, ty: Ty, api_version: &str) -> Entry {
         api_version: version.to_owned(),
         time: None,
         subresource: None,
-        set: fields::to_field_set(live, ty).difference(&ignored_fields()),
+        set: fields::to_field_set(live, ty).difference(&IGNORED_FIELDS),
     }
 }
 
 /// Fields the server owns, which no manager is recorded as owning (upstream's list).
+/// [`ignored_fields`], built once: every update consults it.
+static IGNORED_FIELDS: std::sync::LazyLock<FieldSet> = std::sync::LazyLock::new(ignored_fields);
+
 fn ignored_fields() -> FieldSet {
     let mut set = FieldSet::default();
     let f = fields::field_element;

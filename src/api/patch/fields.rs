@@ -316,7 +316,8 @@ impl Comparison {
 }
 
 /// Compares two versions of an object of type `ty`. Every node of an added or removed
-/// subtree is listed, so ownership of all of it moves.
+/// subtree is listed, so ownership of all of it moves. `metadata.managedFields` is not a
+/// field of the object and is never compared, so callers need not copy objects to strip it.
 pub(crate) fn compare(old: Option<&Value>, new: Option<&Value>, ty: Ty) -> Comparison {
     let mut cmp = Comparison::default();
     let empty = Value::Object(Map::new());
@@ -344,13 +345,15 @@ fn compare_map_values(
     let (Value::Object(old), Value::Object(new)) = (old, new) else {
         return;
     };
-    for (name, old_value) in old {
+    let in_metadata = path.len() == 1 && path[0] == "f:metadata";
+    let compared = |name: &str| !(in_metadata && name == "managedFields");
+    for (name, old_value) in old.iter().filter(|(n, _)| compared(n)) {
         let child = merge_keys::lookup(field.ty, name);
         path.push(field_element(name));
         compare_values(Some(old_value), new.get(name), &child, path, cmp);
         path.pop();
     }
-    for (name, new_value) in new {
+    for (name, new_value) in new.iter().filter(|(n, _)| compared(n)) {
         if !old.contains_key(name) {
             let child = merge_keys::lookup(field.ty, name);
             path.push(field_element(name));

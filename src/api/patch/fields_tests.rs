@@ -124,6 +124,21 @@ fn compare_reports_added_modified_and_removed_paths() {
 }
 
 #[test]
+fn compare_never_looks_at_managed_fields_but_does_at_a_templates_metadata() {
+    let entry = json!([{"manager": "m", "operation": "Update", "fieldsV1": {"f:spec": {}}}]);
+    let old = json!({"metadata": {"managedFields": entry, "labels": {"a": "1"}}});
+    let new = json!({"metadata": {"labels": {"a": "1"}}});
+    let cmp = compare(Some(&old), Some(&new), pod());
+    assert!(cmp.added.is_empty() && cmp.modified.is_empty() && cmp.removed.is_empty());
+    let cmp = compare(Some(&new), Some(&old), pod());
+    assert!(cmp.added.is_empty() && cmp.modified.is_empty() && cmp.removed.is_empty());
+    // Only the object's own metadata: a field of that name elsewhere is compared.
+    let deeper = json!({"spec": {"metadata": {"managedFields": "x"}}});
+    let cmp = compare(Some(&new), Some(&deeper), Ty::Any);
+    assert!(!cmp.added.is_empty(), "{:?}", cmp.added.to_fields_v1());
+}
+
+#[test]
 fn compare_treats_atomic_values_as_one_field() {
     let old = json!({"spec": {"nodeSelector": {"a": "1"}, "args": [1]}});
     let new = json!({"spec": {"nodeSelector": {"a": "2"}, "args": [1.0]}});

@@ -217,6 +217,14 @@ impl FieldSelector {
     }
 
     /// The value `field` must equal, if a `field=value` term exists (e.g. `spec.nodeName`).
+    /// `(field, value)` when the whole selector is one `field=value` term.
+    pub fn single_exact_match(&self) -> Option<(&str, &str)> {
+        match &self.terms[..] {
+            [t] if t.op == FieldOp::Equals => Some((&t.field, &t.value)),
+            _ => None,
+        }
+    }
+
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {
         self.terms
             .iter()

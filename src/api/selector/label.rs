@@ -165,9 +165,15 @@ impl Requirement {
     /// Whether `labels` satisfy this requirement; a missing key satisfies only the negative
     /// operators (`!=`, `notin`, `!key`).
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let got = labels
-            .and_then(|l| l.get(&self.key))
-            .and_then(Value::as_str);
+        self.matches_value(
+            labels
+                .and_then(|l| l.get(&self.key))
+                .and_then(Value::as_str),
+        )
+    }
+
+    /// Whether a label's value (`None`: the object lacks the key) satisfies this requirement.
+    pub fn matches_value(&self, got: Option<&str>) -> bool {
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => {
                 got.is_some_and(|v| self.has_value(v))
@@ -343,6 +349,15 @@ impl LabelSelector {
     /// Whether an object with these `metadata.labels` is selected.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// [`LabelSelector::matches`] for labels held as a typed map (an informer's objects), without
+    /// building a JSON map per object.
+    pub fn matches_map(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        !self.nothing
+            && self.requirements.iter().all(|r| {
+                r.matches_value(labels.and_then(|l| l.get(&r.key)).map(String::as_str))
+            })
     }
 
     /// The single value a key must equal (`k=v`, `k==v` or `k in (v)`), if any.

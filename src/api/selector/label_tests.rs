@@ -169,3 +169,41 @@ fn from_set_requires_every_pair() {
     assert_eq!(s.requires_exact_match("a"), Some("1"));
     assert_eq!(s.requires_exact_match("c"), None);
 }
+
+#[test]
+fn matches_map_agrees_with_matches_on_every_operator() {
+    let typed: std::collections::BTreeMap<String, String> =
+        [("app", "web"), ("tier", "3"), ("zone", "a")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let json: Map<String, Value> = typed
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    for expr in [
+        "app=web",
+        "app==api",
+        "app!=web",
+        "missing!=x",
+        "app in (api,web)",
+        "zone notin (a,b)",
+        "missing notin (a)",
+        "tier",
+        "!tier",
+        "!missing",
+        "tier>2",
+        "tier<3",
+        "app=web,zone=b",
+    ] {
+        let sel = LabelSelector::parse(expr).unwrap();
+        assert_eq!(
+            sel.matches_map(Some(&typed)),
+            sel.matches(Some(&json)),
+            "{expr} on labels"
+        );
+        assert_eq!(sel.matches_map(None), sel.matches(None), "{expr} without labels");
+    }
+    assert!(!LabelSelector::nothing().matches_map(Some(&typed)));
+    assert!(LabelSelector::everything().matches_map(None));
+}

@@ -154,6 +154,14 @@ impl Filter {
         self.fields.as_ref()?.requires_exact_match(field)
     }
 
+    /// `(field, value)` when the whole filter is one `field=value` term (no label selector).
+    pub fn only_field_equals(&self) -> Option<(&str, &str)> {
+        if self.labels.is_some() {
+            return None;
+        }
+        self.fields.as_ref()?.single_exact_match()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         if let Some(l) = &self.labels {
             if !l.matches(obj["metadata"]["labels"].as_object()) {

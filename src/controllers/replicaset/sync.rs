@@ -121,8 +121,8 @@ impl<K: Replicated> Sync<K> {
         let mut can_adopt: Option<bool> = None;
         let mut owned = Vec::new();
         for pod in all.iter().filter(|p| is_pod_active(p)) {
-            let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
-            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
             match claim(
                 &uid,
                 deleting,
@@ -137,10 +137,10 @@ impl<K: Replicated> Sync<K> {
                     if can_adopt != Some(true) {
                         continue;
                     }
-                    let patch = adopt_patch(&owner, &pod_uid);
+                    let patch = adopt_patch(&owner, pod_uid);
                     match pods
                         .patch(
-                            &pod_name,
+                            pod_name,
                             &PatchParams::default(),
                             &Patch::Strategic(&patch),
                         )
@@ -152,10 +152,10 @@ impl<K: Replicated> Sync<K> {
                     }
                 }
                 Claim::Release => {
-                    let patch = release_patch(&uid, &pod_uid);
+                    let patch = release_patch(&uid, pod_uid);
                     match pods
                         .patch(
-                            &pod_name,
+                            pod_name,
                             &PatchParams::default(),
                             &Patch::Strategic(&patch),
                         )
@@ -312,10 +312,10 @@ impl<K: Replicated> Sync<K> {
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let count = |f: &dyn Fn(&Pod) -> bool| owned.iter().filter(|p| f(p)).count() as i32;
         let fully_labeled = count(&|p: &Pod| {
-            let labels = p.metadata.labels.clone().unwrap_or_default();
+            let labels = p.metadata.labels.as_ref();
             template_labels
                 .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
         });
         let mut conditions = rs
             .status
