@@ -2,13 +2,11 @@
 //! validation, spec/status separation, generation, resourceVersion preconditions and
 //! finalizer-driven deletion.
 //!
-//! Invariant: every write ends in one atomic step inside the store's `mutate`, so the
-//! resourceVersion embedded in the stored JSON is exactly the revision the store gave that
-//! write, and concurrent writers can never lose each other's updates. Most writes
-//! ([`write_admitted`], [`write_optimistic`], [`create_object`]) are computed and serialized
-//! outside the store's writer lock and stored only if the object they were computed from is
-//! still the stored one (else computed again); under the lock they only check that and put
-//! in the revision. [`write`] runs the whole read-modify-write under the lock.
+//! Invariant: every write ends in one atomic read-modify-write inside the store's `mutate`,
+//! so the resourceVersion embedded in the stored JSON is exactly the revision the store gave
+//! that write, and concurrent writers can never lose each other's updates. Writes that go
+//! through admission ([`write_admitted`]) are computed outside the lock and stored only if
+//! the object they were computed from is still the stored one.
 
 use super::admission::{Attributes, Operation};
 use super::auth::UserInfo;
@@ -64,59 +62,10 @@ fn finalizers_empty(obj: &Value) -> bool {
 
 /// Serializes with the write's revision as resourceVersion.
 pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
-    set_stored_metadata(obj, revision.to_string());
-    serde_json::to_vec(obj)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
-}
-
-/// The resourceVersion an object is encoded with before its revision is known; a control
-/// character, so no value a client sent equals it (`\u0000` in the JSON text).
-const RV_PLACEHOLDER: &str = "\u{0}";
-const RV_PLACEHOLDER_JSON: &[u8] = br#""resourceVersion":"\u0000""#;
-
-/// The serialization a write prepares outside the store's writer lock: the object's bytes
-/// with a placeholder where its resourceVersion goes, so under the lock, once the revision
-/// is known, only the digits are put in (serializing there made every writer wait for it).
-struct Encoding {
-    bytes: Vec<u8>,
-    /// Where the placeholder's text starts and ends in `bytes`.
-    placeholder: std::ops::Range<usize>,
-}
-
-impl Encoding {
-    /// `None` if the placeholder cannot be found exactly once (another field of the object
-    /// holds the same text): the caller encodes under the lock instead.
-    fn prepare(obj: &mut Value) -> Result<Option<Encoding>, ApiError> {
-        set_stored_metadata(obj, RV_PLACEHOLDER.to_owned());
-        let bytes = serde_json::to_vec(obj)
-            .map_err(|e| ApiError::internal(format!("encoding object: {e}")))?;
-        let finder = memchr::memmem::Finder::new(RV_PLACEHOLDER_JSON);
-        let mut found = finder.find_iter(&bytes);
-        let (Some(at), None) = (found.next(), found.next()) else {
-            return Ok(None);
-        };
-        let text = RV_PLACEHOLDER_JSON.len() - r#"\u0000""#.len();
-        let placeholder = at + text..at + RV_PLACEHOLDER_JSON.len() - 1;
-        Ok(Some(Encoding { bytes, placeholder }))
-    }
-
-    fn complete(&self, revision: u64) -> Bytes {
-        let digits = revision.to_string();
-        let mut out = Vec::with_capacity(self.bytes.len() + digits.len());
-        out.extend_from_slice(&self.bytes[..self.placeholder.start]);
-        out.extend_from_slice(digits.as_bytes());
-        out.extend_from_slice(&self.bytes[self.placeholder.end..]);
-        Bytes::from(out)
-    }
-}
-
-/// What every stored object's metadata gets: its resourceVersion, and no empty lists or
-/// maps (ObjectMeta's are `omitempty` upstream: a patch that removes the last finalizer or
-/// owner leaves no `[]` behind, and clients test for absence).
-fn set_stored_metadata(obj: &mut Value, resource_version: String) {
     let m = meta_mut(obj);
-    m.insert("resourceVersion".into(), Value::String(resource_version));
+    m.insert("resourceVersion".into(), json!(revision.to_string()));
+    // ObjectMeta's lists and maps are `omitempty` upstream: a patch that removes the last
+    // finalizer or owner leaves no `[]` behind (clients test for absence).
     for k in ["finalizers", "ownerReferences", "labels", "annotations"] {
         let empty = match m.get(k) {
             Some(Value::Array(a)) => a.is_empty(),
@@ -127,6 +76,9 @@ fn set_stored_metadata(obj: &mut Value, resource_version: String) {
             m.remove(k);
         }
     }
+    serde_json::to_vec(obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
 }
 
 /// Options that shape a write.
@@ -519,7 +471,15 @@ where
                     Decision::Put { mut obj, created } => {
                         // Finalizers gone on an object being deleted: it goes away now,
                         // unless it is within a grace period (a pod its kubelet is stopping).
-                        if !created && deletion_finished(rt, &obj) {
+                        if !created
+                            && !obj["metadata"]["deletionTimestamp"].is_null()
+                            && obj["metadata"]["deletionGracePeriodSeconds"]
+                                .as_i64()
+                                .unwrap_or(0)
+                                == 0
+                            && finalizers_empty(&obj)
+                            && spec_finalizers_empty(rt, &obj)
+                        {
                             let bytes = encode(&mut obj, rev)?;
                             if dry_run {
                                 return Ok((Op::None, Written::Deleted(obj)));
@@ -559,18 +519,6 @@ where
         state.admission.observe_write(rt);
     }
     Ok(written)
-}
-
-/// An update of an object being deleted that leaves nothing to wait for (no finalizers, no
-/// grace period: a pod its kubelet has stopped) removes it instead.
-fn deletion_finished(rt: &ResourceType, obj: &Value) -> bool {
-    !obj["metadata"]["deletionTimestamp"].is_null()
-        && obj["metadata"]["deletionGracePeriodSeconds"]
-            .as_i64()
-            .unwrap_or(0)
-            == 0
-        && finalizers_empty(obj)
-        && spec_finalizers_empty(rt, obj)
 }
 
 fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
@@ -627,8 +575,11 @@ where
     let interested = state.admission.interested(&attrs_for(Operation::Update))
         || (may_create && state.admission.interested(&attrs_for(Operation::Create)));
     if !interested {
-        let written = write_optimistic(state, rt, ns, name, dry_run, |cur| {
-            finish_decision(rt, cur, compute(cur)?, opts)
+        let rt2 = rt.clone();
+        let opts2 = opts.clone();
+        let written = write(state, rt, ns, name, dry_run, move |cur| {
+            let decision = compute(cur.as_ref())?;
+            finish_decision(&rt2, cur.as_ref(), decision, &opts2)
         })
         .await?;
         return Ok(Admitted {
@@ -636,22 +587,37 @@ where
             warnings: Vec::new(),
         });
     }
-    let key = rt.key(ns, name);
     for _ in 0..ADMITTED_WRITE_ATTEMPTS {
-        let (read_rev, cur) = read_for_write(state, rt, &key).await?;
+        let key = rt.key(ns, name);
+        let cur = state
+            .store
+            .get(&key)
+            .await?
+            .map(|r| parse_record_as(rt, &r))
+            .transpose()?;
+        let read_rv = cur.as_ref().map(resource_version_of);
         let decision = compute(cur.as_ref())?;
         let (mut obj, created) = match decision {
             Decision::Put { obj, created } => (obj, created),
             // Nothing to admit: deletes and no-ops go through the plain path.
-            other => match commit(state, rt, &key, read_rev, cur.as_ref(), other, dry_run).await {
-                Err(e) if e.reason == RETRY_REASON => continue,
-                r => {
-                    return r.map(|written| Admitted {
-                        written,
-                        warnings: Vec::new(),
-                    })
+            other => {
+                let written = write(state, rt, ns, name, dry_run, move |now| {
+                    if now.as_ref().map(resource_version_of) != read_rv {
+                        return Err(ApiError::new(409, RETRY_REASON, "changed"));
+                    }
+                    Ok(other)
+                })
+                .await;
+                match written {
+                    Err(e) if e.reason == RETRY_REASON => continue,
+                    r => {
+                        return r.map(|written| Admitted {
+                            written,
+                            warnings: Vec::new(),
+                        })
+                    }
                 }
-            },
+            }
         };
         let op = if created {
             Operation::Create
@@ -671,7 +637,14 @@ where
                 .validate(state, &attrs, Some(obj), cur.as_ref())
                 .await?;
         }
-        match commit(state, rt, &key, read_rev, cur.as_ref(), decision, dry_run).await {
+        let written = write(state, rt, ns, name, dry_run, move |now| {
+            if now.as_ref().map(resource_version_of) != read_rv {
+                return Err(ApiError::new(409, RETRY_REASON, "changed"));
+            }
+            Ok(decision)
+        })
+        .await;
+        match written {
             Err(e) if e.reason == RETRY_REASON => continue,
             r => {
                 return r.map(|written| Admitted {
@@ -682,135 +655,6 @@ where
         }
     }
     Err(ApiError::conflict(rt, name))
-}
-
-/// A read-modify-write of one object done optimistically, as upstream's GuaranteedUpdate:
-/// `decide` runs on the stored object (`None` when absent) outside the store's writer lock,
-/// and its decision is stored only if the object is still the one it saw; otherwise it
-/// runs again on the newer one. Under the lock only that check and the revision's digits
-/// are done, so writers of different objects wait for each other only that long.
-pub async fn write_optimistic<F>(
-    state: &ApiState,
-    rt: &Arc<ResourceType>,
-    ns: Option<&str>,
-    name: &str,
-    dry_run: bool,
-    mut decide: F,
-) -> Result<Written, ApiError>
-where
-    F: FnMut(Option<&Value>) -> Result<Decision, ApiError> + Send,
-{
-    let key = rt.key(ns, name);
-    for _ in 0..ADMITTED_WRITE_ATTEMPTS {
-        let (read_rev, cur) = read_for_write(state, rt, &key).await?;
-        let decision = decide(cur.as_ref())?;
-        match commit(state, rt, &key, read_rev, cur.as_ref(), decision, dry_run).await {
-            Err(e) if e.reason == RETRY_REASON => continue,
-            r => return r,
-        }
-    }
-    Err(ApiError::conflict(rt, name))
-}
-
-/// Stores a new object (a finished create) unless one of that name exists: then
-/// AlreadyExists. Nothing is read first: the check is the store's, under its lock.
-pub async fn create_object(
-    state: &ApiState,
-    rt: &Arc<ResourceType>,
-    ns: Option<&str>,
-    name: &str,
-    dry_run: bool,
-    obj: Value,
-) -> Result<Written, ApiError> {
-    let key = rt.key(ns, name);
-    let decision = Decision::Put { obj, created: true };
-    match commit(state, rt, &key, None, None, decision, dry_run).await {
-        Err(e) if e.reason == RETRY_REASON => Err(ApiError::already_exists(rt, name)),
-        r => r,
-    }
-}
-
-/// The stored object a write starts from, with the revision it was stored at.
-async fn read_for_write(
-    state: &ApiState,
-    rt: &ResourceType,
-    key: &str,
-) -> Result<(Option<u64>, Option<Value>), ApiError> {
-    let record = state.store.get(key).await?;
-    let cur = record
-        .as_ref()
-        .map(|r| parse_record_as(rt, r))
-        .transpose()?;
-    Ok((record.map(|r| r.mod_revision), cur))
-}
-
-/// Stores `decision`, computed from `cur` as stored at `read_rev` (`None`: absent), if that
-/// is still the stored object; else fails with [`RETRY_REASON`]. The rules of [`write`]
-/// apply; everything but the check is prepared before the lock is taken.
-async fn commit(
-    state: &ApiState,
-    rt: &Arc<ResourceType>,
-    key: &str,
-    read_rev: Option<u64>,
-    cur: Option<&Value>,
-    decision: Decision,
-    dry_run: bool,
-) -> Result<Written, ApiError> {
-    let (mut obj, deleting, created) = match decision {
-        Decision::Keep(obj) => return Ok(Written::Unchanged(obj)),
-        Decision::Delete(obj) => (obj, true, false),
-        Decision::Put { mut obj, created } => {
-            let finished = !created && deletion_finished(rt, &obj);
-            if !finished {
-                if let (false, Some(cur)) = (created, cur) {
-                    // A body without resourceVersion still means "same object" here.
-                    let rv = cur["metadata"]["resourceVersion"].clone();
-                    meta_mut(&mut obj).insert("resourceVersion".into(), rv);
-                    if cur == &obj {
-                        return Ok(Written::Unchanged(obj));
-                    }
-                }
-            }
-            (obj, finished, created)
-        }
-    };
-    let encoding = Encoding::prepare(&mut obj)?;
-    let fallback = encoding.is_none().then(|| obj.clone());
-    let ((), rev) = state
-        .store
-        .mutate(key, move |now: Option<&Record>, rev: u64| {
-            if now.map(|r| r.mod_revision) != read_rev {
-                return Err(ApiError::new(409, RETRY_REASON, "changed"));
-            }
-            let bytes = match (&encoding, fallback) {
-                (Some(e), _) => e.complete(rev),
-                (None, Some(mut obj)) => encode(&mut obj, rev)?,
-                (None, None) => unreachable!("an object is kept whenever no encoding is"),
-            };
-            let op = match (dry_run, deleting) {
-                (true, _) => Op::None,
-                (false, true) => Op::Delete { tombstone: bytes },
-                (false, false) => Op::Put(bytes),
-            };
-            Ok((op, ()))
-        })
-        .await?;
-    // A dry run is shown the revision it would have had.
-    let rev = match rev {
-        Some(rev) => {
-            state.admission.observe_write(rt);
-            rev
-        }
-        None => state.store.revision() + 1,
-    };
-    meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rev.to_string()));
-    Ok(if deleting {
-        Written::Deleted(obj)
-    } else if created {
-        Written::Created(obj)
-    } else {
-        Written::Updated(obj)
-    })
 }
 
 /// Validation and managed fields of a computed `Put`; other decisions pass through.
@@ -848,6 +692,12 @@ fn finish_decision(
     }
 }
 
+fn resource_version_of(obj: &Value) -> String {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
 
 /// Runs the validating admission of a delete of the stored object, if any plugin wants it.
 /// The object is read outside the delete itself, as upstream's deletion admission sees the
@@ -878,29 +728,6 @@ pub async fn admit_delete(
 mod tests {
     use super::*;
     use crate::api::registry::Registry;
-
-    #[test]
-    fn an_encoding_prepared_outside_the_lock_is_the_encoding_with_the_revision() {
-        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "a", "labels": {}, "resourceVersion": "3"},
-            "data": {"k": "v\u{0}"}});
-        let mut prepared = obj.clone();
-        let e = Encoding::prepare(&mut prepared).unwrap().expect("placeholder found once");
-        let mut direct = obj;
-        let want = encode(&mut direct, 12345).unwrap();
-        assert_eq!(e.complete(12345), want);
-        let stored: Value = serde_json::from_slice(&want).unwrap();
-        assert_eq!(stored["metadata"]["resourceVersion"], "12345");
-        assert!(stored["metadata"].get("labels").is_none(), "empty maps are dropped");
-    }
-
-    #[test]
-    fn an_object_holding_the_placeholder_text_elsewhere_is_encoded_under_the_lock() {
-        // `data` sorts before `metadata`: a first-match splice would change the wrong field.
-        let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "data": {"resourceVersion": RV_PLACEHOLDER}, "metadata": {"name": "a"}});
-        assert!(Encoding::prepare(&mut obj).unwrap().is_none());
-    }
 
     fn status_write(plural: &str, group: &str, old: &Value, new: Value) -> Value {
         let rt = Registry::new()

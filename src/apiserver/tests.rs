@@ -331,9 +331,9 @@ async fn a_watch_by_name_sees_only_that_objects_changes() {
     );
 }
 
-/// Writes are computed outside the store's writer lock and stored only if the object is
-/// still the one they were computed from: concurrent patches of one object all land, each
-/// at its own revision, and of concurrent creates of one name exactly one succeeds.
+/// Concurrent patches of one object all land, each at its own revision, and of concurrent
+/// creates of one name exactly one succeeds (a guard for any change to how writes take the
+/// store's writer lock).
 #[tokio::test]
 async fn concurrent_writes_of_one_object_lose_nothing() {
     use kube::api::{Patch, PatchParams};

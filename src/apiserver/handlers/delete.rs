@@ -10,7 +10,7 @@
 
 use super::super::auth::UserInfo;
 use super::super::body::decode_delete_options;
-use super::super::objects::{admit_delete, meta_mut, now_rfc3339, write_optimistic, Decision, Written};
+use super::super::objects::{admit_delete, meta_mut, now_rfc3339, write, Decision, Written};
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
@@ -103,8 +103,11 @@ pub async fn delete_object(
     opts: &DeleteOptions,
 ) -> Result<Written, ApiError> {
     let node_gone = pod_node_is_gone(state, rt, ns, name).await?;
-    let written = write_optimistic(state, rt, ns, name, opts.dry_run, |cur| {
-        decide(rt, name, cur.cloned(), opts, node_gone)
+    let written = write(state, rt, ns, name, opts.dry_run, {
+        let rt = rt.clone();
+        let name = name.to_owned();
+        let opts = opts.clone();
+        move |cur| decide(&rt, &name, cur, &opts, node_gone)
     })
     .await?;
     if opts.dry_run {

@@ -4,7 +4,7 @@
 use super::super::auth::UserInfo;
 use super::super::body::{decode_json, decode_object};
 use super::super::objects::{
-    now_rfc3339, parse_record, prepare_update_unvalidated, write_admitted, write_optimistic, Decision,
+    now_rfc3339, parse_record, prepare_update_unvalidated, write, write_admitted, Decision,
     WriteOptions,
 };
 use super::super::request::{Query, ResourceRequest};
@@ -203,11 +203,11 @@ pub async fn bind(
             format!("Binding \"{name}\" is invalid: target.name: Required value"),
         ));
     }
-    write_optimistic(state, &rt, rr.namespace.as_deref(), &name, false, {
+    write(state, &rt, rr.namespace.as_deref(), &name, false, {
         let rt = rt.clone();
         let name = name.clone();
         move |cur| {
-            let mut pod = cur.cloned().ok_or_else(|| ApiError::not_found(&rt, &name))?;
+            let mut pod = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
             if !pod["metadata"]["deletionTimestamp"].is_null() {
                 return Err(ApiError::conflict_because(&rt, &name, "pod is being deleted, cannot be assigned to a host"));
             }

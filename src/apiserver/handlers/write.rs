@@ -5,7 +5,7 @@ use super::super::admission::{Attributes, Operation};
 use super::super::auth::UserInfo;
 use super::super::body::{self, decode_for, read_limited, with_warnings};
 use super::super::objects::{
-    self, finish_create, name_of, prepare_create_unvalidated, prepare_update_unvalidated, create_object,
+    self, finish_create, name_of, prepare_create_unvalidated, prepare_update_unvalidated, write,
     write_admitted, Decision, WriteOptions, Written,
 };
 use super::super::request::{Query, ResourceRequest};
@@ -147,7 +147,15 @@ async fn create_admitted(
             .validate(state, &attrs, Some(&obj), None)
             .await?;
     }
-    let written = create_object(state, rt, ns, name, dry_run, obj).await?;
+    let written = write(state, rt, ns, name, dry_run, {
+        let rt = rt.clone();
+        let name = name.to_owned();
+        move |cur| match cur {
+            Some(_) => Err(ApiError::already_exists(&rt, &name)),
+            None => Ok(Decision::Put { obj, created: true }),
+        }
+    })
+    .await?;
     Ok((written, attrs.take_warnings()))
 }
 
