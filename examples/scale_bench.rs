@@ -433,6 +433,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("scheduler_backlog_pending_pods {} pods", pending.len());
+    let revision_before = store_revision(&client).await?;
     let t = Instant::now();
     set_unschedulable(&node_api, &names, false).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -470,7 +471,24 @@ async fn main() -> anyhow::Result<()> {
         "scheduler_backlog_pods_bound_per_s {:.0} pods/s",
         replicas as f64 / window.max(1e-9)
     );
+    // Every write takes one revision: what binding (and running) one pod costs the store.
+    let writes = store_revision(&client).await?.saturating_sub(revision_before);
+    println!(
+        "scheduler_backlog_store_writes_per_pod {:.1} writes",
+        writes as f64 / replicas as f64
+    );
     Ok(())
+}
+
+/// The store's current revision (a list's resourceVersion).
+async fn store_revision(client: &Client) -> anyhow::Result<u64> {
+    let cms: Api<ConfigMap> = Api::all(client.clone());
+    let list = cms.list_metadata(&ListParams::default().limit(1)).await?;
+    Ok(list
+        .metadata
+        .resource_version
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0))
 }
 
 /// A pod from the watch: the object, when it was seen, whether it was deleted.
