@@ -472,7 +472,9 @@ async fn main() -> anyhow::Result<()> {
         replicas as f64 / window.max(1e-9)
     );
     // Every write takes one revision: what binding (and running) one pod costs the store.
-    let writes = store_revision(&client).await?.saturating_sub(revision_before);
+    let writes = store_revision(&client)
+        .await?
+        .saturating_sub(revision_before);
     println!(
         "scheduler_backlog_store_writes_per_pod {:.1} writes",
         writes as f64 / replicas as f64

@@ -339,7 +339,9 @@ async fn concurrent_writes_of_one_object_lose_nothing() {
     use kube::api::{Patch, PatchParams};
     let srv = TestServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
-    api.create(&PostParams::default(), &cm("shared")).await.unwrap();
+    api.create(&PostParams::default(), &cm("shared"))
+        .await
+        .unwrap();
     let patches = (0..24).map(|i| {
         let api = api.clone();
         tokio::spawn(async move {

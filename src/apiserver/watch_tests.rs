@@ -23,7 +23,10 @@ fn event(kind: EventKind, now: &Value, prev: Option<&Value>) -> Event {
     Event {
         revision: 7,
         kind,
-        key: format!("/registry/pods/ns/{}", now["metadata"]["name"].as_str().unwrap()),
+        key: format!(
+            "/registry/pods/ns/{}",
+            now["metadata"]["name"].as_str().unwrap()
+        ),
         value: Bytes::from(serde_json::to_vec(now).unwrap()),
         prev_value: prev.map(|p| Bytes::from(serde_json::to_vec(p).unwrap())),
         prev_revisions: None,
@@ -99,10 +102,22 @@ fn the_kubelets_watch_sees_its_pod_arrive_change_and_go() {
     let g = Glance::of(&rt, &f, Output::Json).unwrap();
     let unbound = pod("a", None, "v1");
     let bound = pod("a", Some("n1"), "v1");
-    assert_eq!(g.decide(&event(EventKind::Put, &unbound, None), "v1"), Some(None));
-    assert_eq!(g.decide(&event(EventKind::Put, &bound, Some(&unbound)), "v1"), Some(Some("ADDED")));
-    assert_eq!(g.decide(&event(EventKind::Put, &bound, Some(&bound)), "v1"), Some(Some("MODIFIED")));
-    assert_eq!(g.decide(&event(EventKind::Delete, &bound, None), "v1"), Some(Some("DELETED")));
+    assert_eq!(
+        g.decide(&event(EventKind::Put, &unbound, None), "v1"),
+        Some(None)
+    );
+    assert_eq!(
+        g.decide(&event(EventKind::Put, &bound, Some(&unbound)), "v1"),
+        Some(Some("ADDED"))
+    );
+    assert_eq!(
+        g.decide(&event(EventKind::Put, &bound, Some(&bound)), "v1"),
+        Some(Some("MODIFIED"))
+    );
+    assert_eq!(
+        g.decide(&event(EventKind::Delete, &bound, None), "v1"),
+        Some(Some("DELETED"))
+    );
 }
 
 #[test]

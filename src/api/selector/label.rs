@@ -355,9 +355,10 @@ impl LabelSelector {
     /// building a JSON map per object.
     pub fn matches_map(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
         !self.nothing
-            && self.requirements.iter().all(|r| {
-                r.matches_value(labels.and_then(|l| l.get(&r.key)).map(String::as_str))
-            })
+            && self
+                .requirements
+                .iter()
+                .all(|r| r.matches_value(labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
     }
 
     /// The single value a key must equal (`k=v`, `k==v` or `k in (v)`), if any.

@@ -202,7 +202,11 @@ fn matches_map_agrees_with_matches_on_every_operator() {
             sel.matches(Some(&json)),
             "{expr} on labels"
         );
-        assert_eq!(sel.matches_map(None), sel.matches(None), "{expr} without labels");
+        assert_eq!(
+            sel.matches_map(None),
+            sel.matches(None),
+            "{expr} without labels"
+        );
     }
     assert!(!LabelSelector::nothing().matches_map(Some(&typed)));
     assert!(LabelSelector::everything().matches_map(None));

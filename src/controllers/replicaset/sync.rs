@@ -139,11 +139,7 @@ impl<K: Replicated> Sync<K> {
                     }
                     let patch = adopt_patch(&owner, pod_uid);
                     match pods
-                        .patch(
-                            pod_name,
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
+                        .patch(pod_name, &PatchParams::default(), &Patch::Strategic(&patch))
                         .await
                     {
                         Ok(p) => owned.push(Arc::new(p)),
@@ -154,11 +150,7 @@ impl<K: Replicated> Sync<K> {
                 Claim::Release => {
                     let patch = release_patch(&uid, pod_uid);
                     match pods
-                        .patch(
-                            pod_name,
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
+                        .patch(pod_name, &PatchParams::default(), &Patch::Strategic(&patch))
                         .await
                     {
                         Ok(_) => {}

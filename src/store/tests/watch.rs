@@ -270,7 +270,9 @@ static BY_FIRST_BYTE: Route = Route {
 
 fn first_bytes(ev: &Event) -> [Option<std::borrow::Cow<'_, str>>; 2] {
     fn first(v: &Bytes) -> Option<std::borrow::Cow<'_, str>> {
-        std::str::from_utf8(&v[..1.min(v.len())]).ok().map(Into::into)
+        std::str::from_utf8(&v[..1.min(v.len())])
+            .ok()
+            .map(Into::into)
     }
     [first(&ev.value), ev.prev_value.as_ref().and_then(first)]
 }
