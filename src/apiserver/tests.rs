@@ -4,6 +4,7 @@
 use super::testing::TestServer;
 use super::InProcessService;
 use super::UserInfo;
+use crate::authz::index::Index;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -20,10 +21,18 @@ fn cm(name: &str) -> ConfigMap {
 }
 
 async fn raw(srv: &TestServer, method: &str, uri: &str, body: &str) -> (u16, Value) {
-    let svc = InProcessService::new(
-        srv.state.clone(),
-        UserInfo::new("system:admin", &["system:masters"]),
-    );
+    let admin = UserInfo::new("system:admin", &["system:masters"]);
+    raw_as(srv, admin, method, uri, body).await
+}
+
+async fn raw_as(
+    srv: &TestServer,
+    user: UserInfo,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (u16, Value) {
+    let svc = InProcessService::new(srv.state.clone(), user);
     let req = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -378,4 +387,51 @@ async fn concurrent_writes_of_one_object_lose_nothing() {
             "{r}"
         );
     }
+}
+
+/// An eviction goes through admission as a create of `pods/eviction`: NodeRestriction lets
+/// a kubelet evict the pods bound to it and no others (the Node authorizer allows a node
+/// every eviction and leaves that check to admission, as upstream does).
+#[tokio::test]
+async fn a_node_may_evict_only_the_pods_bound_to_it() {
+    let srv = TestServer::start().await;
+    // The Node authorizer (no RBAC rules): what a node may do without admission's check.
+    let authz = crate::authz::ClusterAuthorizer::with_index(Index::build(&[], &[], &[], &[]));
+    srv.state.set_authorizer(std::sync::Arc::new(authz));
+    srv.create_default_service_account().await;
+    for (pod, node) in [("mine", "n1"), ("theirs", "n2")] {
+        let body = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}});
+        let (code, created) = raw(
+            &srv,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(code, 201, "{created}");
+    }
+    let evict = |pod: &str| {
+        let node = UserInfo::new("system:node:n1", &["system:nodes", "system:authenticated"]);
+        let uri = format!("/api/v1/namespaces/default/pods/{pod}/eviction");
+        let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": "default"}})
+        .to_string();
+        let srv = &srv;
+        async move { raw_as(srv, node, "POST", &uri, &body).await }
+    };
+    let (code, status) = evict("theirs").await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"].as_str().is_some_and(
+            |m| m.contains("node n1 can only evict pods with spec.nodeName set to itself")
+        ),
+        "{status}"
+    );
+    let (code, still) = raw(&srv, "GET", "/api/v1/namespaces/default/pods/theirs", "").await;
+    assert_eq!(code, 200, "{still}");
+    assert!(still["metadata"]["deletionTimestamp"].is_null(), "{still}");
+    let (code, status) = evict("mine").await;
+    assert_eq!(code, 201, "{status}");
 }

@@ -15,7 +15,8 @@ use super::super::ApiState;
 use super::delete::{delete_object, DeleteOptions};
 use super::write::read_body;
 use crate::api::selector::LabelSelector;
-use crate::apiserver::RequestBody;
+use crate::apiserver::admission::{Attributes, Operation};
+use crate::apiserver::{RequestBody, UserInfo};
 use http::{Request, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -85,12 +86,13 @@ pub async fn evict(
     rr: &ResourceRequest,
     q: &Query,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let pods = rr.rt.clone();
     let ns = rr.namespace.clone().unwrap_or_default();
     let name = rr.name.clone().unwrap_or_default();
     let raw = read_body(req).await?;
-    let eviction = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    let mut eviction = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
     match eviction["apiVersion"].as_str() {
         None | Some("policy/v1" | "policy/v1beta1") => {}
         Some(other) => {
@@ -103,6 +105,28 @@ pub async fn evict(
         return Err(ApiError::bad_request(
             "name in URL does not match name in Eviction object",
         ));
+    }
+    // Admission sees the Eviction as a create of `pods/eviction`, before any budget is looked
+    // at, as upstream runs it: NodeRestriction lets a kubelet evict only its own pods, and
+    // webhooks registered for evictions see (and may change) them.
+    let attrs = Attributes::new(
+        Operation::Create,
+        &pods,
+        Some("eviction"),
+        Some(&ns),
+        &name,
+        user,
+        q.dry_run,
+    );
+    if state.admission.interested(&attrs) {
+        state
+            .admission
+            .admit(state, &attrs, &mut eviction, None)
+            .await?;
+        state
+            .admission
+            .validate(state, &attrs, Some(&eviction), None)
+            .await?;
     }
     let options_body = match &eviction["deleteOptions"] {
         Value::Null => decode_delete_options(None, b"")?,

@@ -74,7 +74,7 @@ pub async fn resource(
         }
         (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
         (Verb::Create, Some(Subresource::Eviction)) => {
-            eviction::evict(state, &rr, &query, req).await
+            eviction::evict(state, &rr, &query, req, user).await
         }
         (Verb::Create, Some(Subresource::Token)) => {
             token_request::create(state, &rr, req, user).await
