@@ -262,3 +262,58 @@ fn a_pod_writes_into_its_local_path_claim_on_the_host_and_the_directory_goes_wit
     assert!(server.kubectl(&["get", "pv", &pv]).success());
     delete_claim_and_expect_volume_gone(&server, &["writer"], &pv, &dir);
 }
+
+/// A VolumeAttributesClass in use is protected like a claim: it gets the
+/// `kubernetes.io/vac-protection` finalizer, deleting it while a claim names it leaves it
+/// Terminating, and it goes once the claim does.
+#[test]
+fn a_volume_attributes_class_a_claim_names_outlives_its_deletion_until_the_claim_goes() {
+    let server = TestServer::start();
+    server.apply(
+        "vac.yaml",
+        concat!(
+            "apiVersion: storage.k8s.io/v1\nkind: VolumeAttributesClass\n",
+            "metadata:\n  name: gold\ndriverName: csi.example.com\n",
+            "parameters:\n  iops: \"3000\"\n",
+        ),
+    );
+    eventually(WAIT, "the class gets the protection finalizer", || {
+        let f = server.kubectl_ok(&[
+            "get",
+            "vac",
+            "gold",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ]);
+        f.contains("kubernetes.io/vac-protection")
+            .then_some(())
+            .ok_or(f)
+    });
+    server.apply(
+        "pvc.yaml",
+        concat!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: fast\n",
+            "spec:\n  accessModes: [ReadWriteOnce]\n  volumeAttributesClassName: gold\n",
+            "  resources:\n    requests:\n      storage: 1Gi\n",
+        ),
+    );
+    server.kubectl_ok(&["delete", "vac", "gold", "--wait=false"]);
+    // Still there, Terminating, while the claim names it.
+    std::thread::sleep(Duration::from_secs(1));
+    let deleting = server.kubectl_ok(&[
+        "get",
+        "vac",
+        "gold",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(
+        !deleting.trim().is_empty(),
+        "the class is not being deleted"
+    );
+    server.kubectl_ok(&["delete", "pvc", "fast", "--timeout=30s"]);
+    eventually(WAIT, "the class goes with its last claim", || {
+        let r = server.kubectl(&["get", "vac", "gold"]);
+        (!r.success()).then_some(()).ok_or_else(|| r.output())
+    });
+}

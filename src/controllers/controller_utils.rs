@@ -93,6 +93,23 @@ impl Selector {
     }
 }
 
+/// A protection finalizer's next list for an object (upstream's pv-, pvc- and
+/// vac-protection): without `finalizer` once the object is being deleted and no longer
+/// `needed`, with it while it is not being deleted; `None` when the list is already right.
+pub fn protection_finalizers(
+    meta: &ObjectMeta,
+    finalizer: &str,
+    needed: bool,
+) -> Option<Vec<String>> {
+    let current = meta.finalizers.clone().unwrap_or_default();
+    let has = current.iter().any(|f| f == finalizer);
+    match (meta.deletion_timestamp.is_some(), has) {
+        (true, true) if !needed => Some(current.into_iter().filter(|f| f != finalizer).collect()),
+        (false, false) => Some(current.into_iter().chain([finalizer.to_string()]).collect()),
+        _ => None,
+    }
+}
+
 /// The owner reference with `controller: true`, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references

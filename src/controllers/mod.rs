@@ -58,6 +58,7 @@ pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod ttl_after_finished;
+pub mod vac_protection;
 
 use batch::BatchControllers;
 pub use queue::{Stats, WorkQueue};
@@ -298,6 +299,10 @@ impl ControllerManager {
         m.add("pvc-protection", c.stats(), |stop| c.run(stop));
         let c = pv_protection::PvProtectionController::new(ctx.clone());
         m.add("pv-protection", c.stats(), |stop| c.run(stop));
+        let c = vac_protection::VacProtectionController::new(ctx.clone());
+        m.add("volumeattributesclass-protection", c.stats(), |stop| {
+            c.run(stop)
+        });
         let c = endpoints::EndpointsController::new(ctx.clone());
         m.add("endpoint", c.stats(), |stop| c.run(stop));
         let c = endpointslice::EndpointSliceController::new(ctx.clone());

@@ -49,14 +49,8 @@ impl PvProtectionController {
 /// The finalizers `pv` should have instead of its own, if they differ: without ours when it
 /// is being deleted and no claim is bound to it, with ours when it is not being deleted.
 pub fn next_finalizers(pv: &PersistentVolume) -> Option<Vec<String>> {
-    let current = pv.metadata.finalizers.clone().unwrap_or_default();
-    let has = current.iter().any(|f| f == FINALIZER);
     let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-    match (pv.metadata.deletion_timestamp.is_some(), has) {
-        (true, true) if !bound => Some(current.into_iter().filter(|f| f != FINALIZER).collect()),
-        (false, false) => Some(current.into_iter().chain([FINALIZER.to_string()]).collect()),
-        _ => None,
-    }
+    super::controller_utils::protection_finalizers(&pv.metadata, FINALIZER, bound)
 }
 
 struct Reconcile {
