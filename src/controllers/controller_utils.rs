@@ -290,6 +290,34 @@ where
     }
 }
 
+/// Writes `cached` (a cluster-scoped object) with `finalizers` as a whole-object update on
+/// the version read, so a conflicting write fails and the caller's key is retried; an
+/// object gone meanwhile is no error. The write of the pv- and vac-protection controllers.
+pub async fn replace_finalizers<K>(
+    client: &kube::Client,
+    cached: &K,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut obj = cached.clone();
+    obj.meta_mut().finalizers = Some(finalizers);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let api: kube::Api<K> = kube::Api::all(client.clone());
+    match api
+        .replace(&name, &kube::api::PostParams::default(), &obj)
+        .await
+    {
+        Err(e) if api_code(&e) == Some(404) => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
 /// `value` as a count of `total`: an int as is, `"N%"` scaled, rounded up when `round_up`
 /// (upstream's `GetScaledValueFromIntOrPercent`).
 pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, String> {

@@ -3,10 +3,10 @@
 //! still uses leaves it Terminating until the claim lets it go (Released). Volumes created
 //! without the finalizer get it.
 
+use super::controller_utils::replace_finalizers;
 use super::{run_on_informer, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -69,15 +69,8 @@ impl Reconciler for Reconcile {
         let Some(finalizers) = next_finalizers(&cached) else {
             return Ok(Action::Done);
         };
-        let mut pv = (*cached).clone();
-        pv.metadata.finalizers = Some(finalizers);
-        // A whole-object update on the version read: a conflicting write retries the key.
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api.replace(name, &PostParams::default(), &pv).await {
-            Ok(_) => Ok(Action::Done),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Done),
-            Err(e) => Err(e.into()),
-        }
+        replace_finalizers(&self.client, cached.as_ref(), finalizers).await?;
+        Ok(Action::Done)
     }
 }
 

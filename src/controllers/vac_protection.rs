@@ -7,12 +7,12 @@
 //! `status.currentVolumeAttributesClassName` or as the target of a modification in
 //! progress; a volume in `spec.volumeAttributesClassName`.
 
+use super::controller_utils::replace_finalizers;
 use super::{run_workers, Action, Context, ControllerError, Reconciler, Stats, WorkQueue};
 use crate::informers::Change;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
-use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -62,9 +62,10 @@ impl VacProtectionController {
             loop {
                 tokio::select! {
                     Some(c) = class_changes.next() => {
+                        // Work to do unless the class is deleting and still used, which
+                        // the reconcile finds out.
                         if let Change::Applied(vac) = c {
-                            let wants_finalizer = !has_finalizer(&vac) && !deleting(&vac);
-                            if wants_finalizer || waits_for_users(&vac) {
+                            if next_finalizers(&vac, false).is_some() {
                                 feed.add(vac.metadata.name.clone().unwrap_or_default());
                             }
                         }
@@ -87,20 +88,15 @@ impl VacProtectionController {
     }
 }
 
-fn deleting(vac: &VolumeAttributesClass) -> bool {
-    vac.metadata.deletion_timestamp.is_some()
-}
-
-fn has_finalizer(vac: &VolumeAttributesClass) -> bool {
-    vac.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == FINALIZER)
-}
-
+/// Being deleted, held by our finalizer until no claim or volume names it.
 fn waits_for_users(vac: &VolumeAttributesClass) -> bool {
-    deleting(vac) && has_finalizer(vac)
+    vac.metadata.deletion_timestamp.is_some()
+        && vac
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
 }
 
 /// Whether a claim names `class` anywhere a class is in use.
@@ -154,15 +150,8 @@ impl Reconciler for Reconcile {
         let Some(finalizers) = next_finalizers(&cached, in_use) else {
             return Ok(Action::Done);
         };
-        let mut vac = (*cached).clone();
-        vac.metadata.finalizers = Some(finalizers);
-        // A whole-object update on the version read: a conflicting write retries the key.
-        let api: Api<VolumeAttributesClass> = Api::all(self.client.clone());
-        match api.replace(name, &PostParams::default(), &vac).await {
-            Ok(_) => Ok(Action::Done),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Done),
-            Err(e) => Err(e.into()),
-        }
+        replace_finalizers(&self.client, cached.as_ref(), finalizers).await?;
+        Ok(Action::Done)
     }
 }
 

@@ -216,7 +216,6 @@ impl FieldSelector {
         Ok(true)
     }
 
-    /// The value `field` must equal, if a `field=value` term exists (e.g. `spec.nodeName`).
     /// `(field, value)` when the whole selector is one `field=value` term.
     pub fn single_exact_match(&self) -> Option<(&str, &str)> {
         match &self.terms[..] {
@@ -225,6 +224,7 @@ impl FieldSelector {
         }
     }
 
+    /// The value `field` must equal, if a `field=value` term exists (e.g. `spec.nodeName`).
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {
         self.terms
             .iter()
