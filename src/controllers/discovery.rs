@@ -45,12 +45,20 @@ impl ResourceTypes {
         &self.preferred
     }
 
-    /// Types that can be listed, watched and deleted: what the garbage collector tracks.
+    /// Types that can be listed, watched and deleted.
     pub fn deletable(&self) -> impl Iterator<Item = &ResourceType> {
         self.preferred
             .iter()
             .filter(|t| t.supports(verbs::LIST) && t.supports(verbs::WATCH))
             .filter(|t| t.supports(verbs::DELETE))
+    }
+
+    /// The deletable types the garbage collector tracks: all but events (core and
+    /// `events.k8s.io`), as upstream's default ignored resources. Events never own anything
+    /// and are the most numerous objects of a busy cluster: tracking them would keep every
+    /// event's metadata twice (one informer per group) plus a graph node, for nothing.
+    pub fn collectable(&self) -> impl Iterator<Item = &ResourceType> {
+        self.deletable().filter(|t| !is_event(&t.ar))
     }
 
     /// The type an owner reference (`apiVersion` + `kind`) names, in that exact version.
@@ -64,6 +72,10 @@ impl ResourceTypes {
             .resolve_gvk(&gvk)
             .map(|(ar, caps)| to_type(ar, &caps))
     }
+}
+
+fn is_event(ar: &ApiResource) -> bool {
+    ar.plural == "events" && (ar.group.is_empty() || ar.group == "events.k8s.io")
 }
 
 fn to_type(ar: ApiResource, caps: &ApiCapabilities) -> ResourceType {

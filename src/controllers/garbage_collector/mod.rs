@@ -3,9 +3,10 @@
 //!
 //! How it works:
 //! - A metadata-only shared informer per deletable resource type (built-in and custom; the
-//!   set follows CRDs as they come and go) feeds one graph builder task, which keeps the
-//!   [`graph::Graph`] of owners and dependents by UID. Nothing scans every type per deleted
-//!   owner: an owner's dependents are found in the graph.
+//!   set follows CRDs as they come and go; events excepted, as upstream) feeds one graph
+//!   builder task, which keeps the [`graph::Graph`] of owners and dependents by UID.
+//!   Nothing scans every type per deleted owner: an owner's dependents are found in the
+//!   graph.
 //! - The graph turns changes into work on a [`WorkQueue`]; workers act through the API:
 //!   - *attempt to delete* an object: look at each owner live (GET, with a cache of owners
 //!     known absent). Owners that exist and are not being deleted in the foreground keep it;
@@ -145,7 +146,7 @@ impl Monitors {
     /// until the new ones have listed.
     async fn sync(&mut self, types: &ResourceTypes) -> Result<(), ControllerError> {
         let wanted: HashMap<String, &ResourceType> =
-            types.deletable().map(|t| (key(&t.ar), t)).collect();
+            types.collectable().map(|t| (key(&t.ar), t)).collect();
         let gone: Vec<String> = self
             .running
             .keys()

@@ -145,6 +145,54 @@ async fn an_owner_that_never_existed_does_not_keep_its_dependent() {
 }
 
 #[tokio::test]
+async fn events_are_not_collected_even_when_their_owner_is_gone() {
+    // Upstream's collector ignores events (core and events.k8s.io): they expire by TTL.
+    use k8s_openapi::api::core::v1::Event;
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    let c = Cluster::start().await;
+    let ghost = owner_ref(
+        "ConfigMap",
+        "v1",
+        "ghost",
+        "00000000-0000-0000-0000-000000000002",
+        false,
+    );
+    let core: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let v1: Api<EventV1> = Api::namespaced(c.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    create(
+        &core,
+        json!({"metadata": {"name": "core-event", "ownerReferences": [ghost.clone()]},
+               "involvedObject": {"kind": "ConfigMap", "name": "ghost", "namespace": "default"},
+               "reason": "Test", "message": "m"}),
+    )
+    .await;
+    create(
+        &v1,
+        json!({"metadata": {"name": "v1-event", "ownerReferences": [ghost.clone()]},
+               "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "test",
+               "reportingInstance": "test", "action": "Test", "reason": "Test"}),
+    )
+    .await;
+    // Two dependents of the same ghost, one after the other, are collected: the collector
+    // has had every chance to act on the events too.
+    for name in ["stray-1", "stray-2"] {
+        create(
+            &secrets,
+            json!({"metadata": {"name": name, "ownerReferences": [ghost.clone()]}}),
+        )
+        .await;
+        eventually("the stray secret is collected", || async {
+            secrets.get_opt(name).await.unwrap().is_none()
+        })
+        .await;
+    }
+    assert!(core.get_opt("core-event").await.unwrap().is_some());
+    assert!(v1.get_opt("v1-event").await.unwrap().is_some());
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn a_dependent_with_another_live_owner_only_loses_the_dead_reference() {
     let c = Cluster::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
