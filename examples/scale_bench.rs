@@ -86,7 +86,7 @@ async fn client(kubeconfig: &str) -> anyhow::Result<Client> {
 
 async fn wait_nodes_ready(client: &Client, want: usize) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + phase_limit(300);
     loop {
         let ready = nodes
             .list(&ListParams::default())
@@ -100,7 +100,7 @@ async fn wait_nodes_ready(client: &Client, want: usize) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {ready} of {want} nodes Ready within 300 s"
+            "only {ready} of {want} nodes Ready in time"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -236,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
         .create(&PostParams::default(), &deployment(replicas as i32)?)
         .await?;
     let mut seen = Seen::default();
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + phase_limit(600);
     while seen.running.len() < replicas {
         let (p, at, _) = next_change(&mut rx, deadline, || {
             format!(
@@ -332,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
     deployments
         .patch("scale", &PatchParams::default(), &Patch::Merge(bump))
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + phase_limit(600);
     loop {
         if rolled_out(&deployments.get("scale").await?, replicas as i32) {
             break;
@@ -365,11 +365,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     let mut gone = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + phase_limit(300);
     while gone.len() < replicas {
         let (p, _, deleted) = next_change(&mut rx, deadline, || {
             format!(
-                "only {} of {replicas} pods gone 300 s after scaling to 0",
+                "only {} of {replicas} pods gone in time after scaling to 0",
                 gone.len()
             )
         })
@@ -410,11 +410,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     let mut pending = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + phase_limit(300);
     while pending.len() < replicas {
         let (p, _, deleted) = next_change(&mut rx, deadline, || {
             format!(
-                "only {} of {replicas} pods pending as unschedulable within 300 s",
+                "only {} of {replicas} pods pending as unschedulable in time",
                 pending.len()
             )
         })
@@ -436,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
     let revision_before = store_revision(&client).await?;
     let t = Instant::now();
     set_unschedulable(&node_api, &names, false).await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + phase_limit(300);
     let mut bound = std::collections::HashSet::new();
     let mut last = t;
     // When each bind was seen, from the uncordon: shows whether the rate is steady or waits
@@ -519,4 +519,15 @@ async fn set_unschedulable(nodes: &Api<Node>, names: &[String], on: bool) -> any
         r?;
     }
     Ok(())
+}
+
+/// How long a phase may take: `secs`, times `SCALE_BENCH_SLOWDOWN` when the server runs
+/// under a profiler that slows it (heaptrack: ~10x).
+fn phase_limit(secs: u64) -> Duration {
+    let factor = std::env::var("SCALE_BENCH_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    Duration::from_secs(secs * factor)
 }

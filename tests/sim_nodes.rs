@@ -3,7 +3,7 @@
 //! with their synthetic capacity, a bound pod runs through the kubelet's code (Running,
 //! Ready, an IP of its node's podCIDR, graceful deletion), the exit-code annotation makes
 //! CrashLoopBackOff, the ready annotation keeps a pod unready, and the heartbeat annotation
-//! freezes a node's Lease until it is removed.
+//! freezes a node's Lease until it is removed. Each node holds one HTTP/2 connection.
 
 mod common;
 
@@ -134,6 +134,14 @@ fn simulated_nodes_join_run_pods_through_the_kubelet_and_obey_their_failure_anno
     let cs = &web["status"]["containerStatuses"][0];
     assert_eq!(cs["ready"], true, "{cs}");
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+
+    // Each node talks to the server over one HTTP/2 connection, as a kubelet does, not
+    // one HTTP/1.1 connection per open watch and request.
+    let connections = sims.connections_to(server.port());
+    assert!(
+        (3..=6).contains(&connections),
+        "3 simulated nodes hold {connections} connections to the server"
+    );
 
     // Graceful deletion completes through the kubelet.
     server.kubectl_ok(&["delete", "pod", "web", "--timeout=60s"]);

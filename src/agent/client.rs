@@ -8,9 +8,14 @@
 use crate::pki::CertPair;
 use base64::Engine as _;
 use futures::future::BoxFuture;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::retry::RetryPolicy;
 use parking_lot::RwLock;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::retry::RetryLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,13 +54,57 @@ pub fn bearer_client(url: &str, ca_pem: &str, token: &str) -> Result<kube::Clien
     Ok(kube::Client::try_from(config)?)
 }
 
-/// A client presenting a client certificate.
+/// A client presenting a client certificate, over HTTP/2 (see [`http2_client`]).
 pub fn cert_client(url: &str, ca_pem: &str, pair: &CertPair) -> Result<kube::Client, ClientError> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut config = config(url, ca_pem)?;
     config.auth_info.client_certificate_data = Some(b64(&pair.cert_pem));
     config.auth_info.client_key_data = Some(b64(&pair.key_pem).into());
-    Ok(kube::Client::try_from(config)?)
+    http2_client(config)
+}
+
+/// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered
+/// before the connection counts as dead (its watches then end and are re-established).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A node's client speaks HTTP/2, as a kubelet (client-go) does: every request and watch
+/// of the node shares one multiplexed connection. kube's own client speaks HTTP/1.1 only,
+/// one connection per concurrent request or open watch: ~30 per node, i.e. thousands of
+/// TLS connections (and their buffers in the server) for a hundred nodes. Dead connections
+/// are found by pings rather than read timeouts, which would cut quiet watches.
+fn http2_client(config: kube::Config) -> Result<kube::Client, ClientError> {
+    use kube::client::ConfigExt as _;
+    let tls = config.rustls_client_config()?;
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(config.connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_PING_INTERVAL)
+            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
+            .build(https);
+    // The layers kube's default client puts in front: the server's base URI, and retries
+    // of 429/503/504 with backoff.
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 /// The node's client whose certificate can be swapped.

@@ -181,6 +181,11 @@ impl Background {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
+    /// The process id, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }

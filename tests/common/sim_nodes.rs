@@ -44,6 +44,35 @@ impl TestSimNodes {
         TestSimNodes { data_dir, process }
     }
 
+    /// How many established TCP connections the command holds to `port` on this host (its
+    /// sockets in `/proc/PID/fd` matched against `/proc/net/tcp{,6}`).
+    pub fn connections_to(&self, port: u16) -> usize {
+        let pid = self.process.pid().expect("sim-nodes is running");
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .expect("the process's fds")
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect();
+        let port = format!("{port:04X}");
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 9
+                    && f[2].rsplit(':').next() == Some(port.as_str())
+                    && f[3] == "01"
+                    && inodes.contains(f[9])
+            })
+            .count()
+    }
+
     /// What the command logged so far.
     pub fn log(&self) -> String {
         self.process.stderr()
