@@ -249,7 +249,15 @@ pub struct NodeView<'a> {
 
 impl NodeView<'_> {
     fn allocatable(&self) -> Resources {
-        match self.node {
+        // A Node no kubelet has reported resources for yet (created bare, before this
+        // kubelet's first status update) says nothing about capacity: the kubelet's own
+        // figures stand in, as for a Node not seen yet.
+        let reported = self.node.filter(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.allocatable.is_some() || s.capacity.is_some())
+        });
+        match reported {
             Some(n) => node_allocatable(n),
             None => Resources {
                 milli_cpu: self.cpu_milli,
@@ -546,6 +554,40 @@ mod tests {
             ..unknown
         };
         assert_eq!(check(&p, &small, &[]).unwrap().0, "OutOfcpu");
+    }
+
+    #[test]
+    fn a_node_without_reported_resources_is_sized_by_the_kubelets_own_figures() {
+        // A Node created before its kubelet's first status update: no allocatable, no
+        // capacity. Its pods fit as on a Node not seen yet, and a static pod is not
+        // refused for want of room.
+        let mut bare = node("4", "110", vec![]);
+        bare.status = None;
+        let view = NodeView {
+            node: Some(&bare),
+            cpu_milli: 4000,
+            memory_bytes: 1 << 30,
+        };
+        let p = pod(Some("1"), None);
+        assert_eq!(check(&p, &view, &[]), None);
+        let mut static_pod = pod(None, None);
+        static_pod.metadata.annotations = Some(
+            [(
+                crate::kubelet::static_pods::SOURCE.to_owned(),
+                "file".to_owned(),
+            )]
+            .into(),
+        );
+        assert!(matches!(
+            decide(&static_pod, &Admitted::of(&static_pod), &view, &[]),
+            Decision::Admit
+        ));
+        // Once resources are reported, they decide.
+        let reported = node("500m", "110", vec![]);
+        assert_eq!(
+            check(&p, &self::view(&reported), &[]).unwrap().0,
+            "OutOfcpu"
+        );
     }
 
     fn held(qos: &'static str, milli_cpu: i64, memory: i64) -> Admitted {
