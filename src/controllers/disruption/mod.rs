@@ -4,7 +4,8 @@
 //!
 //! The expected pod count of a percentage or maxUnavailable budget comes from the scale
 //! subresource of the pods' controllers (a ReplicaSet's Deployment, a ReplicaSet,
-//! ReplicationController or StatefulSet), as upstream. Entries the API server added to
+//! ReplicationController or StatefulSet, or any other kind with a scale subresource, such
+//! as a custom resource's), as upstream. Entries the API server added to
 //! `status.disruptedPods` are dropped once their pod is deleting, gone, or two minutes old.
 
 mod budget;
@@ -20,7 +21,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::Scope;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -255,9 +257,30 @@ impl Sync {
                 .get_scale(name)
                 .await
                 .ok()?,
-            _ => return None,
+            _ => self.any_scale(ns, api_version, kind, name).await?,
         };
         checked(scale, uid)
+    }
+
+    /// The scale subresource of any other kind (a custom resource's), as upstream's
+    /// `getScaleController`: the kind's resource is found by discovering its group version.
+    async fn any_scale(
+        &self,
+        ns: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<k8s_openapi::api::autoscaling::v1::Scale> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .ok()?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), ns, &ar),
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        };
+        api.get_scale(name).await.ok()
     }
 }
 

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, EvictParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn spec(v: serde_json::Value) -> PodDisruptionBudgetSpec {
     serde_json::from_value(v).unwrap()
@@ -276,5 +277,73 @@ async fn unready_pods_follow_the_unhealthy_pod_eviction_policy_and_dry_run_chang
         .await
         .expect("unready pod evicted");
     assert!(pods.get_opt("u0").await.unwrap().is_none());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_percentage_budget_over_a_custom_resources_pods_counts_its_scale() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    let c = Cluster::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "pools.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"scale": {"specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas"}}}]}}))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let ar = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Pool".into(),
+        plural: "pools".into(),
+    };
+    let pools: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+    let pool: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1",
+        "kind": "Pool", "metadata": {"name": "pool"}, "spec": {"replicas": 4}}))
+    .unwrap();
+    // The new type is served once the CRD is established.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let uid = loop {
+        match pools.create(&PostParams::default(), &pool).await {
+            Ok(p) => break p.metadata.uid.unwrap(),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "pools not served yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating the custom resource: {e}"),
+        }
+    };
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for i in 0..2 {
+        let p: Pod = serde_json::from_value(json!({"metadata": {
+                "name": format!("p{i}"), "labels": {"app": "pool"},
+                "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Pool",
+                    "name": "pool", "uid": uid, "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    mark_pods_ready(&c.client, "default").await;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "b"},
+        "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "pool"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    // Expected pods come from the pool's scale (4 replicas), not the 2 pods that exist.
+    eventually("the budget counts the pool's scale", || async {
+        let s = pdbs.get("b").await.unwrap().status.unwrap_or_default();
+        s.expected_pods == 4
+            && s.desired_healthy == 2
+            && s.current_healthy == 2
+            && s.disruptions_allowed == 0
+    })
+    .await;
     c.stop().await;
 }
