@@ -125,10 +125,10 @@ static PODS_BY_NODE: Route = Route {
 
 fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
     [
-        PodHead::read(&ev.value).map(PodHead::node_name),
+        read_head::<PodHead>(&ev.value).map(PodHead::node_name),
         ev.prev_value
             .as_deref()
-            .and_then(PodHead::read)
+            .and_then(read_head::<PodHead>)
             .map(PodHead::node_name),
     ]
 }
@@ -141,12 +141,6 @@ fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
 struct Head<'a> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
-}
-
-impl<'a> Head<'a> {
-    fn read(stored: &'a [u8]) -> Option<Head<'a>> {
-        serde_json::from_slice(stored).ok()
-    }
 }
 
 /// [`Head`] of a pod, with `spec.nodeName`.
@@ -164,11 +158,12 @@ struct PodSpecHead<'a> {
     node_name: Option<Cow<'a, str>>,
 }
 
-impl<'a> PodHead<'a> {
-    fn read(stored: &'a [u8]) -> Option<PodHead<'a>> {
-        serde_json::from_slice(stored).ok()
-    }
+/// A [`Head`] or [`PodHead`] of stored bytes; `None` when they are not a JSON object.
+fn read_head<'a, H: serde::Deserialize<'a>>(stored: &'a [u8]) -> Option<H> {
+    serde_json::from_slice(stored).ok()
+}
 
+impl<'a> PodHead<'a> {
     /// `spec.nodeName`, "" when unset (as the field selector reads it).
     fn node_name(self) -> Cow<'a, str> {
         self.spec.and_then(|s| s.node_name).unwrap_or_default()
@@ -203,13 +198,13 @@ impl Glance {
     /// tell (stored in another version than `api_version`, or unreadable).
     fn decide(&self, ev: &Event, api_version: &str) -> Option<Option<&'static str>> {
         let (version, now_matches) = match self {
-            Glance::Everything => (Head::read(&ev.value)?.api_version, true),
+            Glance::Everything => (read_head::<Head>(&ev.value)?.api_version, true),
             Glance::Name(name) => (
-                Head::read(&ev.value)?.api_version,
+                read_head::<Head>(&ev.value)?.api_version,
                 ev.key.rsplit('/').next() == Some(name.as_str()),
             ),
             Glance::NodeName(node) => {
-                let head = PodHead::read(&ev.value)?;
+                let head = read_head::<PodHead>(&ev.value)?;
                 (head.api_version.clone(), head.node_name() == node.as_str())
             }
         };
@@ -223,7 +218,7 @@ impl Glance {
                     (None, _) => None,
                     (Some(_), Glance::Everything | Glance::Name(_)) => Some(now_matches),
                     (Some(prev), Glance::NodeName(node)) => {
-                        Some(PodHead::read(prev)?.node_name() == node.as_str())
+                        Some(read_head::<PodHead>(prev)?.node_name() == node.as_str())
                     }
                 };
                 transition(prev_matches, now_matches)

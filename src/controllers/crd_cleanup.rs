@@ -193,34 +193,16 @@ fn storage_resource(crd: &CustomResourceDefinition) -> Result<ApiResource, Contr
 
 #[cfg(test)]
 mod tests {
-    use crate::controllers::testing::{eventually, Cluster};
+    use crate::controllers::testing::{eventually, example_crd, Cluster};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{
-        Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams,
-    };
+    use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
     use serde_json::json;
 
     #[tokio::test]
     async fn deleting_a_crd_deletes_its_resources_through_the_api_honouring_finalizers() {
         let c = Cluster::start().await;
         let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
-        let crd: CustomResourceDefinition = serde_json::from_value(json!({
-            "metadata": {"name": "widgets.example.com"},
-            "spec": {"group": "example.com", "scope": "Namespaced",
-                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                     "versions": [{"name": "v1", "served": true, "storage": true,
-                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-        }))
-        .unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        let ar = ApiResource {
-            group: "example.com".into(),
-            version: "v1".into(),
-            api_version: "example.com/v1".into(),
-            kind: "Widget".into(),
-            plural: "widgets".into(),
-        };
-        let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+        let widgets = example_crd(&c.client, "Widget", "widgets", json!({})).await;
         for (name, finalizers) in [("free", json!([])), ("held", json!(["example.com/hold"]))] {
             let w: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": "example.com/v1", "kind": "Widget",

@@ -45,20 +45,17 @@ impl ResourceTypes {
         &self.preferred
     }
 
-    /// Types that can be listed, watched and deleted.
-    pub fn deletable(&self) -> impl Iterator<Item = &ResourceType> {
+    /// What the garbage collector tracks: types that can be listed, watched and deleted,
+    /// but events (core and `events.k8s.io`), as upstream's default ignored resources.
+    /// Events never own anything and are the most numerous objects of a busy cluster:
+    /// tracking them would keep every event's metadata twice (one informer per group) plus
+    /// a graph node, for nothing.
+    pub fn collectable(&self) -> impl Iterator<Item = &ResourceType> {
         self.preferred
             .iter()
             .filter(|t| t.supports(verbs::LIST) && t.supports(verbs::WATCH))
             .filter(|t| t.supports(verbs::DELETE))
-    }
-
-    /// The deletable types the garbage collector tracks: all but events (core and
-    /// `events.k8s.io`), as upstream's default ignored resources. Events never own anything
-    /// and are the most numerous objects of a busy cluster: tracking them would keep every
-    /// event's metadata twice (one informer per group) plus a graph node, for nothing.
-    pub fn collectable(&self) -> impl Iterator<Item = &ResourceType> {
-        self.deletable().filter(|t| !is_event(&t.ar))
+            .filter(|t| !is_event(&t.ar))
     }
 
     /// The type an owner reference (`apiVersion` + `kind`) names, in that exact version.

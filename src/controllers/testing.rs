@@ -158,3 +158,36 @@ pub async fn mark_pods_ready(client: &kube::Client, ns: &str) {
             .await;
     }
 }
+
+/// Creates the namespaced custom resource type `<plural>.example.com` (version v1, kind
+/// `kind`, any fields kept, with `subresources`) and returns its API in `default`. The API
+/// server serves a type as soon as its definition is created.
+pub async fn example_crd(
+    client: &kube::Client,
+    kind: &str,
+    plural: &str,
+    subresources: serde_json::Value,
+) -> kube::Api<kube::api::DynamicObject> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{plural}.example.com")},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": subresources}]}}))
+    .expect("a CustomResourceDefinition");
+    kube::Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&Default::default(), &crd)
+        .await
+        .expect("creating the CustomResourceDefinition");
+    let ar = kube::api::ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    kube::Api::namespaced_with(client.clone(), "default", &ar)
+}

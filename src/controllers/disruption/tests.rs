@@ -1,6 +1,6 @@
 use super::budget::{disrupted_pods, expected_and_desired, healthy};
 use crate::controllers::controller_utils::scaled_value;
-use crate::controllers::testing::{eventually, mark_pods_ready, Cluster};
+use crate::controllers::testing::{eventually, example_crd, mark_pods_ready, Cluster};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -9,7 +9,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, EvictParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 fn spec(v: serde_json::Value) -> PodDisruptionBudgetSpec {
     serde_json::from_value(v).unwrap()
@@ -282,44 +281,21 @@ async fn unready_pods_follow_the_unhealthy_pod_eviction_policy_and_dry_run_chang
 
 #[tokio::test]
 async fn a_percentage_budget_over_a_custom_resources_pods_counts_its_scale() {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{ApiResource, DynamicObject};
+    use kube::api::DynamicObject;
     let c = Cluster::start().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "metadata": {"name": "pools.example.com"},
-        "spec": {"group": "example.com", "scope": "Namespaced",
-            "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object",
-                    "x-kubernetes-preserve-unknown-fields": true}},
-                "subresources": {"scale": {"specReplicasPath": ".spec.replicas",
-                    "statusReplicasPath": ".status.replicas"}}}]}}))
-    .unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    let ar = ApiResource {
-        group: "example.com".into(),
-        version: "v1".into(),
-        api_version: "example.com/v1".into(),
-        kind: "Pool".into(),
-        plural: "pools".into(),
-    };
-    let pools: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+    let scale = json!({"scale": {"specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas"}});
+    let pools = example_crd(&c.client, "Pool", "pools", scale).await;
     let pool: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1",
         "kind": "Pool", "metadata": {"name": "pool"}, "spec": {"replicas": 4}}))
     .unwrap();
-    // The new type is served once the CRD is established.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let uid = loop {
-        match pools.create(&PostParams::default(), &pool).await {
-            Ok(p) => break p.metadata.uid.unwrap(),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "pools not served yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating the custom resource: {e}"),
-        }
-    };
+    let uid = pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     for i in 0..2 {
         let p: Pod = serde_json::from_value(json!({"metadata": {
