@@ -697,10 +697,46 @@ fn the_kubelet_rejects_pods_that_do_not_fit_and_a_daemon_set_backs_off_its_faile
     let elsewhere = server.wait_pod_phase("elsewhere", "Failed", Duration::from_secs(30));
     assert_eq!(elsewhere["status"]["reason"], "NodeAffinity", "{elsewhere}");
 
-    // Once the holder is gone its port is free again.
-    delete_pods(&server, &["holder"]);
+    // A terminating pod gives its port back once its containers are stopped, though its
+    // object stays (a finalizer holds it here), as upstream's kubelet does: the next pod on
+    // that port runs meanwhile.
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        "holder",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["skiff.test/hold"]}}"#,
+    ]);
+    server.kubectl_ok(&["delete", "pod", "holder", "--wait=false"]);
+    let holder = server.wait_pod(
+        "holder",
+        "holder's container stopped",
+        Duration::from_secs(30),
+        |p| !p["status"]["containerStatuses"][0]["state"]["terminated"].is_null(),
+    );
+    assert!(
+        holder["metadata"]["deletionTimestamp"].is_string(),
+        "{holder}"
+    );
+    assert_eq!(
+        holder["status"]["podIP"],
+        holder["status"]["podIPs"][0]["ip"]
+    );
+    assert!(
+        holder["status"]["podIP"].is_string(),
+        "it keeps its address"
+    );
     server.apply("after.json", &pod("after", port));
     server.wait_pod_phase("after", "Running", Duration::from_secs(60));
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        "holder",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
     delete_pods(&server, &["clash", "greedy", "elsewhere", "after"]);
 
     // A DaemonSet whose pods every admission refuses (they claim another OS by label,

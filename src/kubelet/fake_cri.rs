@@ -98,6 +98,8 @@ struct Inner {
     pod_cgroups: BTreeMap<String, Resources>,
     /// What `image_fs_info` answers; each image takes [`FAKE_IMAGE_SIZE`] of it.
     image_fs: FsStats,
+    /// See [`FakeCri::fail_stops`].
+    fail_stops: bool,
 }
 
 /// The size every fake image reports.
@@ -191,6 +193,12 @@ impl FakeCri {
     }
 
     /// Makes a running container exit now (as if its process died).
+    /// While set, stops fail and leave the container running (a runtime that cannot reach
+    /// it).
+    pub fn fail_stops(&self, fail: bool) {
+        self.inner.lock().fail_stops = fail;
+    }
+
     pub fn exit(&self, id: &str, code: i32) {
         finish(&self.inner, id, code, false);
     }
@@ -392,6 +400,11 @@ impl Cri for FakeCri {
             let (behavior, mut rx) = {
                 let mut g = self.inner.lock();
                 g.record(Call::Stop(id.clone(), grace));
+                if g.fail_stops {
+                    return Err(CriError::Runtime(format!(
+                        "simulated: stopping {id} failed"
+                    )));
+                }
                 match g.containers.get(&id) {
                     None => return Err(CriError::NotFound(id)),
                     Some(c) => (c.behavior.clone(), c.exited.subscribe()),
@@ -453,6 +466,11 @@ impl Cri for FakeCri {
         let mut g = self.inner.lock();
         g.record(Call::MountImage(image.to_owned(), target.to_owned()));
         let known = g.images.contains(image);
+        // The mount point, as the runtime leaves it (not on a simulated node: nothing
+        // there reads it).
+        if known && g.source.is_none() {
+            let _ = std::fs::create_dir_all(target);
+        }
         let image = image.to_owned();
         async move {
             if known {
@@ -468,6 +486,7 @@ impl Cri for FakeCri {
         self.inner
             .lock()
             .record(Call::UnmountImage(target.to_owned()));
+        let _ = std::fs::remove_dir(target);
         async { Ok(()) }.boxed()
     }
 

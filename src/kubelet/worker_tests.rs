@@ -442,6 +442,89 @@ async fn graceful_deletion_waits_the_grace_period_then_deletes_the_pod() {
     assert!(h.cri.configs().is_empty());
 }
 
+/// A pod whose container did not stop (the runtime failed) still uses what it held: it
+/// keeps its requests, host ports and address, and its object, until a later stop works.
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_stop_failed_keeps_its_place_until_a_stop_works() {
+    let cri = FakeCri::new().with_image("busybox:1");
+    let mut p = pod(vec![c("app")], vec![], "Always");
+    let h = Harness::start(cri, p.clone());
+    wait(1).await;
+    assert_eq!(h.ctx.network.pods(), ["uid1"]);
+    h.cri.fail_stops(true);
+    p.metadata.deletion_timestamp = Some(status::now());
+    p.metadata.deletion_grace_period_seconds = Some(2);
+    h.tx.send_replace(Some(Arc::new(p)));
+    wait(5).await;
+    let stops = |h: &Harness| {
+        h.cri
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Stop(..)))
+            .count()
+    };
+    assert!(stops(&h) >= 2, "stopped again after a failure");
+    assert!(h.api.deleted.lock().is_empty(), "the object stays");
+    assert!(h.ctx.allocations.contains("uid1"), "it holds its place");
+    assert_eq!(h.ctx.network.pods(), ["uid1"], "and its network");
+    h.cri.fail_stops(false);
+    wait(2).await;
+    assert_eq!(*h.api.deleted.lock(), ["web"]);
+    assert!(!h.ctx.allocations.contains("uid1"));
+    assert!(h.ctx.network.pods().is_empty());
+    let s = h.last();
+    assert_eq!(
+        s.pod_ip.as_deref(),
+        Some("10.42.0.7"),
+        "the status keeps the address"
+    );
+    assert_eq!(cond(&s, "PodReadyToStartContainers").status, "False");
+}
+
+/// A finished pod gives back its address, host ports and image volumes as soon as its
+/// containers are done, long before its object is deleted; its status keeps its address.
+#[tokio::test(start_paused = true)]
+async fn a_finished_pod_gives_back_its_network_and_image_volumes() {
+    let cri = FakeCri::new().with_image("busybox:1").with_image("tools:1");
+    cri.script(
+        "app",
+        vec![Behavior::Exit {
+            code: 0,
+            after: Duration::from_secs(2),
+        }],
+    );
+    let mut p = pod(vec![c("app")], vec![], "Never");
+    p.spec.as_mut().unwrap().volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+        name: "tools".into(),
+        image: Some(k8s_openapi::api::core::v1::ImageVolumeSource {
+            reference: Some("tools:1".into()),
+            pull_policy: Some("IfNotPresent".into()),
+        }),
+        ..Default::default()
+    }]);
+    let h = Harness::start(cri, p.clone());
+    wait(1).await;
+    assert_eq!(h.ctx.network.pods(), ["uid1"]);
+    let mount = h.ctx.root_dir.join("uid1");
+    let mount = super::volumes::image_volume_dir(&mount, "tools");
+    assert!(mount.is_dir(), "the image volume is mounted");
+    wait(2).await;
+    let done = h.last();
+    assert_eq!(done.phase.as_deref(), Some("Succeeded"));
+    // The API now shows it terminal (the fake API does not echo statuses back).
+    p.status = Some(done);
+    h.tx.send_replace(Some(Arc::new(p)));
+    wait(1).await;
+    assert!(h.ctx.network.pods().is_empty(), "its network is torn down");
+    assert!(!h.ctx.allocations.contains("uid1"));
+    assert!(h.cri.calls().contains(&Call::UnmountImage(mount.clone())));
+    assert!(!mount.exists());
+    let s = h.last();
+    assert_eq!(s.pod_ip.as_deref(), Some("10.42.0.7"));
+    assert_eq!(cond(&s, "PodReadyToStartContainers").status, "False");
+    assert!(h.api.deleted.lock().is_empty());
+}
+
 /// A preStop hook may need a sidecar (the conformance suite's httpGet hook goes through
 /// one): sidecars are stopped only once the regular containers are, in reverse order.
 #[tokio::test(start_paused = true)]

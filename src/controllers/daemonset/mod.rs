@@ -68,6 +68,7 @@ impl DaemonSetController {
             },
             recorder: Recorder::spawn_for(client, CONTROLLER),
             creating: Default::default(),
+            deleting: Default::default(),
             failed_backoff: Default::default(),
         });
         let feeder = feed(sets, pods, nodes, revisions, self.queue.clone());

@@ -30,6 +30,49 @@ const CREATION_TTL: Duration = Duration::from_secs(30);
 /// DaemonSet key → node → (pod name, when created).
 pub(super) type Creations = HashMap<String, HashMap<String, (String, Instant)>>;
 
+/// Pods a DaemonSet deleted that its cache does not show going yet: DaemonSet key → pod
+/// name → when deleted.
+#[derive(Default)]
+pub(super) struct DeletionsInFlight(Mutex<HashMap<String, HashMap<String, Instant>>>);
+
+impl DeletionsInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Instant>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deleted(&self, key: &str, pod: &str, now: Instant) {
+        self.lock()
+            .entry(key.to_owned())
+            .or_default()
+            .insert(pod.to_owned(), now);
+    }
+
+    /// The deleted pods `pods` (the cache) still shows live; forgets those it shows
+    /// terminating or gone, and those deleted longer than [`CREATION_TTL`] ago.
+    fn pending(&self, key: &str, pods: &[Arc<Pod>], now: Instant) -> HashSet<String> {
+        let mut all = self.lock();
+        let Some(mine) = all.get_mut(key) else {
+            return HashSet::new();
+        };
+        mine.retain(|pod, at| {
+            now.duration_since(*at) < CREATION_TTL
+                && pods.iter().any(|p| {
+                    p.metadata.name.as_deref() == Some(pod.as_str())
+                        && p.metadata.deletion_timestamp.is_none()
+                })
+        });
+        let pending = mine.keys().cloned().collect();
+        if mine.is_empty() {
+            all.remove(key);
+        }
+        pending
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
 /// Upstream's failedPodsBackoff: 1 s doubling to 15 min per (DaemonSet, node); an entry idle
 /// for twice the maximum starts over.
 const FAILED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -84,6 +127,11 @@ pub(super) struct Sync {
     /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
     /// a sync on a lagging cache does not give a node a second pod.
     pub creating: Mutex<Creations>,
+    /// DaemonSet key → pod name → when deleted: deletions the cache does not show yet (the
+    /// pod still live there). Such a pod counts as terminating, so a sync on a lagging cache
+    /// neither takes it for available (a rolling update would then delete past
+    /// `maxUnavailable`) nor deletes it again (upstream's deletion expectations).
+    pub deleting: DeletionsInFlight,
     pub failed_backoff: FailedPodsBackoff,
 }
 
@@ -95,6 +143,7 @@ impl Reconciler for Sync {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         let Some(ds) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
             self.lock().remove(key);
+            self.deleting.forget(key);
             self.failed_backoff.forget(key);
             return Ok(Action::Done);
         };
@@ -153,6 +202,7 @@ impl Reconciler for Sync {
             }
         }
         let creating = self.creations_pending(key, &pods);
+        let deleting = self.deleting.pending(key, &pods, Instant::now());
         let clock = Instant::now();
         // The soonest a failed pod in backoff may go (the sync comes back then).
         let mut backoff_wait: Option<Duration> = None;
@@ -165,7 +215,7 @@ impl Reconciler for Sync {
             node_pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
             let pod_views: Vec<PodView> = node_pods
                 .iter()
-                .map(|p| pod_view(p, min_ready, now))
+                .map(|p| pod_view(p, min_ready, now, &deleting))
                 .collect();
             let wait = pod_views
                 .iter()
@@ -257,10 +307,14 @@ impl Reconciler for Sync {
     }
 }
 
-fn pod_view(p: &Pod, min_ready: i32, now: Timestamp) -> PodView {
+/// The planner's view of a pod; one this controller deleted counts as terminating even if
+/// the cache does not show it so yet.
+fn pod_view(p: &Pod, min_ready: i32, now: Timestamp, deleting: &HashSet<String>) -> PodView {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    let name = p.metadata.name.clone().unwrap_or_default();
     PodView {
-        name: p.metadata.name.clone().unwrap_or_default(),
+        terminating: p.metadata.deletion_timestamp.is_some() || deleting.contains(&name),
+        name,
         hash: p
             .metadata
             .labels
@@ -268,7 +322,6 @@ fn pod_view(p: &Pod, min_ready: i32, now: Timestamp) -> PodView {
             .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
             .cloned()
             .unwrap_or_default(),
-        terminating: p.metadata.deletion_timestamp.is_some(),
         failed: phase == Some("Failed"),
         available: is_pod_available(p, min_ready, now),
     }
@@ -414,7 +467,14 @@ impl Sync {
                     ),
                 );
             }
-            match api.delete(pod, &DeleteParams::default()).await {
+            let deleted = api.delete(pod, &DeleteParams::default()).await;
+            if deleted
+                .as_ref()
+                .map_or_else(|e| api_code(e) == Some(404), |_| true)
+            {
+                self.deleting.deleted(key, pod, Instant::now());
+            }
+            match deleted {
                 Ok(_) => event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {pod}")),
                 Err(e) if api_code(&e) == Some(404) => {}
                 Err(e) => {
@@ -441,8 +501,44 @@ impl Sync {
 }
 
 #[cfg(test)]
-mod backoff_tests {
+mod in_flight_tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn live(name: &str) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        Arc::new(p)
+    }
+
+    #[test]
+    fn a_deleted_pod_counts_as_going_until_the_cache_shows_it_going() {
+        let d = DeletionsInFlight::default();
+        let t0 = Instant::now();
+        d.deleted("ns/ds", "a", t0);
+        let cache = [live("a"), live("b")];
+        let pending = d.pending("ns/ds", &cache, t0);
+        assert_eq!(pending, HashSet::from(["a".to_string()]));
+        assert!(pod_view(&cache[0], 0, Timestamp::now(), &pending).terminating);
+        assert!(!pod_view(&cache[1], 0, Timestamp::now(), &pending).terminating);
+        assert!(
+            d.pending("ns/other", &cache, t0).is_empty(),
+            "per DaemonSet"
+        );
+        // The cache shows it terminating: forgotten (a finalizer may hold it for long).
+        let mut terminating = (*cache[0]).clone();
+        terminating.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert!(d.pending("ns/ds", &[Arc::new(terminating)], t0).is_empty());
+        assert!(
+            d.pending("ns/ds", &cache, t0).is_empty(),
+            "forgotten for good"
+        );
+        // Gone from the cache, or never seen going for longer than the TTL: forgotten.
+        d.deleted("ns/ds", "b", t0);
+        assert!(d.pending("ns/ds", &[], t0).is_empty());
+        d.deleted("ns/ds", "b", t0);
+        assert!(d.pending("ns/ds", &cache, t0 + CREATION_TTL).is_empty());
+    }
 
     #[test]
     fn failed_pod_deletions_on_a_node_back_off_doubling_per_node() {

@@ -86,6 +86,8 @@ pub struct Worker {
     /// Containers a resize stopped (RestartContainer): started again at once, whatever the
     /// restart policy and back-off say.
     resize_restarts: HashSet<String>,
+    /// The pod will not run again and gave back what it held on the node (see `release`).
+    released: bool,
 }
 
 enum Next {
@@ -143,6 +145,7 @@ impl Worker {
             allocation: None,
             resize_unfinished: None,
             resize_restarts: HashSet::new(),
+            released: false,
         }
     }
 
@@ -278,11 +281,19 @@ impl Worker {
         if self.host_network() {
             return self.ctx.host_ips.clone();
         }
-        self.sandbox
-            .as_ref()
-            .and_then(|s| s.ip)
-            .map(|ip| vec![ip.to_string()])
-            .unwrap_or_default()
+        if let Some(ip) = self.sandbox.as_ref().and_then(|s| s.ip) {
+            return vec![ip.to_string()];
+        }
+        if self.released {
+            // Released before this worker saw its sandbox (an agent restart): the status
+            // keeps the addresses the pod had, as upstream's does.
+            let old = self.last_status.as_ref().or(self.pod.status.as_ref());
+            return old
+                .and_then(|s| s.pod_ips.as_ref())
+                .map(|ips| ips.iter().map(|p| p.ip.clone()).collect())
+                .unwrap_or_default();
+        }
+        Vec::new()
     }
 
     fn host_network(&self) -> bool {
@@ -363,16 +374,15 @@ impl Worker {
             }
         }
         if terminal || self.failed.is_some() {
-            self.ctx.allocations.remove(&self.uid);
-            super::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref()).await;
             self.resize_unfinished = None;
             self.stop_all(&view, self.grace()).await;
             let view = self.view().await;
+            let released = self.release(&view).await;
             // Without its containers the kubelet cannot say more than the API has.
             if !view.is_empty() || self.failed.is_some() {
                 self.write_status(&view, true).await;
             }
-            return Next::After(RESYNC);
+            return Next::After(if released { RESYNC } else { stop::STOP_RETRY });
         }
         match self.mount_image_volumes().await {
             Ok(()) => {}
@@ -639,15 +649,15 @@ impl Worker {
         self.failed = Some((e.reason.into(), e.message));
         self.disruption = Some(e.condition);
         // A victim of preemption left the allocations already; a pod under node pressure
-        // leaves them now.
-        self.ctx.allocations.remove(&self.uid);
+        // leaves them once its containers are stopped.
         self.allocation_checked = true;
         let view = self.view().await;
         let grace = e.grace.unwrap_or_else(|| self.grace());
         self.stop_all(&view, grace).await;
         let view = self.view().await;
+        let released = self.release(&view).await;
         self.write_status(&view, true).await;
-        Next::After(RESYNC)
+        Next::After(if released { RESYNC } else { stop::STOP_RETRY })
     }
 
     /// A pod-level step (volumes, sandbox, pod cgroup) failed: a Warning event, the status
@@ -901,7 +911,7 @@ impl Worker {
             waiting: &self.waiting,
             probes: &probes,
             image_refs: &self.image_refs,
-            sandbox_ready: self.sandbox.is_some(),
+            sandbox_ready: self.sandbox.is_some() && !self.released,
             pod_ips: self.pod_ips(),
             host_ips: self.ctx.host_ips.clone(),
             start_time: self.start_time.clone(),

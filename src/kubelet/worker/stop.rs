@@ -130,17 +130,50 @@ impl Worker {
         })
     }
 
+    /// Once none of its containers runs, a pod that will not run again gives back what it
+    /// holds on the node, as upstream's kubelet does once it has killed a pod (whether its
+    /// object is being deleted or it is terminal): its requests and host ports for
+    /// admission, its address and host-port mappings (the network), and its image volumes
+    /// (which keep their images from garbage collection). The status keeps the pod's
+    /// addresses. While a container still runs (its stop failed) nothing is given back and
+    /// this says `false`: the caller stops again a little later.
+    pub(super) async fn release(&mut self, view: &RuntimePod) -> bool {
+        let running = view.values().any(|v| {
+            v.first()
+                .is_some_and(|s| matches!(s.status, Status::Running | Status::Created))
+        });
+        if running {
+            tracing::warn!(pod = %pod_name(&self.pod), "a container is still running after its stop; trying again");
+            return false;
+        }
+        if self.released {
+            return true;
+        }
+        self.ctx.allocations.remove(&self.uid);
+        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
+            .await;
+        if let Err(e) = self.ctx.network.teardown(&self.uid).await {
+            tracing::warn!(pod = %pod_name(&self.pod), error = %e, "tearing down the pod network failed");
+            return false;
+        }
+        unmount_image_volumes(&self.ctx, &self.uid).await;
+        self.image_volumes.clear();
+        self.released = true;
+        true
+    }
+
     /// Graceful deletion: preStop + stop signal + SIGKILL after the grace period, final
     /// status, then the pod object goes (grace 0) and the worker cleans up on its removal.
     pub(super) async fn terminate_and_delete(&mut self) -> Next {
         let view = self.view().await;
         self.stop_all(&view, self.grace()).await;
-        // Stopped, it no longer holds its requests and host ports: upstream admits new pods
-        // against active pods only, not ones whose deletion the API has yet to finish.
-        self.ctx.allocations.remove(&self.uid);
-        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
-            .await;
         let view = self.view().await;
+        // Stopped, it no longer holds its requests, host ports or address: upstream admits
+        // new pods against active pods only, not ones whose deletion the API has yet to
+        // finish. Not stopped, it keeps them, and its object stays.
+        if !self.release(&view).await {
+            return Next::After(STOP_RETRY);
+        }
         self.write_status(&view, true).await;
         if !self.deleted_sent {
             match self.api.delete_pod(&self.pod).await {
@@ -156,14 +189,30 @@ impl Worker {
 
     /// The pod is gone from the API: stop and remove everything it had on this node.
     pub(super) async fn cleanup(&mut self) -> Next {
-        self.ctx.allocations.remove(&self.uid);
-        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
-            .await;
         let view = self.view().await;
         self.stop_all(&view, Duration::from_secs(2).min(self.grace()))
             .await;
+        let view = self.view().await;
+        if !self.release(&view).await {
+            return Next::After(STOP_RETRY);
+        }
         cleanup_pod(&self.ctx, &self.uid, &view, Some(&self.pod)).await;
         Next::Done
+    }
+}
+
+/// How soon a pod whose containers did not all stop is stopped again.
+pub(super) const STOP_RETRY: Duration = Duration::from_secs(1);
+
+/// Unmounts a pod's image volumes through the runtime, which then stops counting their
+/// images as in use.
+async fn unmount_image_volumes(ctx: &Context, uid: &str) {
+    if let Ok(rd) = std::fs::read_dir(volumes::image_volume_root(&ctx.root_dir.join(uid))) {
+        for e in rd.flatten() {
+            if let Err(e) = ctx.cri.unmount_image(&e.path()).await {
+                tracing::warn!(pod = %uid, error = %e, "unmounting an image volume failed");
+            }
+        }
     }
 }
 
@@ -203,14 +252,7 @@ pub async fn cleanup_pod(ctx: &Context, uid: &str, view: &RuntimePod, pod: Optio
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = %uid, error = %e, "tearing down the pod network failed");
     }
-    // Image volumes through the runtime, which stops counting their images as in use.
-    if let Ok(rd) = std::fs::read_dir(volumes::image_volume_root(&ctx.root_dir.join(uid))) {
-        for e in rd.flatten() {
-            if let Err(e) = ctx.cri.unmount_image(&e.path()).await {
-                tracing::warn!(pod = %uid, error = %e, "unmounting an image volume failed");
-            }
-        }
-    }
+    unmount_image_volumes(ctx, uid).await;
     volumes::teardown(&ctx.root_dir.join(uid));
     for d in log_dirs {
         let _ = std::fs::remove_dir_all(d);
