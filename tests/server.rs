@@ -8,6 +8,52 @@ use std::process::Command;
 
 use common::TestServer;
 
+/// The harness's `restart_with`: the flags a test restarts the server with replace those
+/// it started with, in any of the forms clap accepts.
+#[test]
+fn restart_flags_replace_the_started_ones_in_every_form() {
+    let base: Vec<String> = [
+        "--eviction-hard",
+        "memory.available<1Mi",
+        "--node-label=a=1",
+        "--node-label",
+        "b=2",
+        "--disable-agent",
+        "--cluster-cidr",
+        "10.9.0.0/16",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let merged = common::merge_flags(
+        &base,
+        &[
+            "--eviction-hard=nodefs.available<100%",
+            "--node-label",
+            "c=3",
+            "--node-label=d=4",
+            "--node-taint",
+            "k=v:NoSchedule",
+        ],
+    );
+    assert_eq!(
+        merged,
+        [
+            "--disable-agent",
+            "--cluster-cidr",
+            "10.9.0.0/16",
+            "--eviction-hard",
+            "nodefs.available<100%",
+            "--node-label",
+            "c=3",
+            "--node-label",
+            "d=4",
+            "--node-taint",
+            "k=v:NoSchedule",
+        ]
+    );
+}
+
 #[test]
 fn skiff_version_prints_the_crate_version() {
     let out = Command::new(common::skiff_binary())

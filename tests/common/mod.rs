@@ -440,25 +440,13 @@ impl TestServer {
         }
     }
 
-    /// [`restart`] with more `skiff server` flags, kept for later restarts too. A `--flag
-    /// value` pair replaces the value the server was started with.
+    /// [`restart`] with more `skiff server` flags, kept for later restarts too; see
+    /// [`merge_flags`] for how they replace the flags the server was started with.
     ///
     /// [`restart`]: TestServer::restart
     #[allow(dead_code)]
     pub fn restart_with(&mut self, extra_args: &[&str]) {
-        let mut rest = extra_args.iter().peekable();
-        while let Some(arg) = rest.next() {
-            let value = rest.next_if(|v| !v.starts_with("--"));
-            let at = self.extra_args.iter().position(|a| a == arg);
-            match (at, value) {
-                (Some(i), Some(v)) if i + 1 < self.extra_args.len() => {
-                    self.extra_args[i + 1] = v.to_string()
-                }
-                (_, value) => self
-                    .extra_args
-                    .extend(std::iter::once(arg).chain(value).map(|s| s.to_string())),
-            }
-        }
+        self.extra_args = merge_flags(&self.extra_args, extra_args);
         self.restart();
     }
 
@@ -686,4 +674,35 @@ pub fn row_where<'a>(rows: &'a [Vec<String>], col: usize, value: &str) -> &'a [S
 #[track_caller]
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// `base` with the flags of `extra` set. A flag may come as `--flag value`, `--flag=value`
+/// or bare (`--flag`, when no value follows). Each flag that `extra` names loses every value
+/// it had in `base` and takes those `extra` gives it, in order, so a repeatable flag
+/// (`--node-label`) can be set to several values at once.
+#[allow(dead_code)]
+pub fn merge_flags(base: &[String], extra: &[&str]) -> Vec<String> {
+    fn parse(args: Vec<String>) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut rest = args.into_iter().peekable();
+        while let Some(arg) = rest.next() {
+            if let Some((flag, value)) = arg.split_once('=').filter(|_| arg.starts_with("--")) {
+                out.push((flag.to_string(), Some(value.to_string())));
+                continue;
+            }
+            let value = rest.next_if(|v| !v.starts_with("--"));
+            out.push((arg, value));
+        }
+        out
+    }
+    let new = parse(extra.iter().map(|s| s.to_string()).collect());
+    let mut merged: Vec<(String, Option<String>)> = parse(base.to_vec())
+        .into_iter()
+        .filter(|(flag, _)| !new.iter().any(|(f, _)| f == flag))
+        .collect();
+    merged.extend(new);
+    merged
+        .into_iter()
+        .flat_map(|(flag, value)| std::iter::once(flag).chain(value))
+        .collect()
 }
