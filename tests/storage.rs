@@ -119,18 +119,24 @@ fn delete_claim_and_expect_volume_gone(
     assert!(!dir.exists(), "{} outlived its volume", dir.display());
 }
 
-#[test]
-fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_there() {
-    let server = TestServer::start();
-    let mut sims = TestSimNodes::start(&server, 3, &[]);
+/// Simulated nodes sim-0, sim-1 and sim-2, once Ready.
+fn three_ready_sim_nodes(server: &TestServer) -> TestSimNodes {
+    let mut sims = TestSimNodes::start(server, 3, &[]);
     for n in ["sim-0", "sim-1", "sim-2"] {
         eventually(WAIT, &format!("node {n} Ready"), || {
             sims.check_running();
-            common::agent::node_ready(&server, n)
+            common::agent::node_ready(server, n)
                 .then_some(())
                 .ok_or_else(|| server.kubectl(&["get", "nodes"]).output())
         });
     }
+    sims
+}
+
+#[test]
+fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_there() {
+    let server = TestServer::start();
+    let _sims = three_ready_sim_nodes(&server);
     // The default class, as k3s ships it.
     let sc = server.kubectl_ok(&["get", "storageclass"]);
     let row = sc
@@ -200,6 +206,123 @@ fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_
     );
 
     delete_claim_and_expect_volume_gone(&server, &["second"], &pv, &dir);
+}
+
+/// A local volume made by hand on `node` at `disks/<name>` (class `local-storage`, no
+/// provisioner).
+fn local_volume(name: &str, node: &str, disks: &std::path::Path) -> String {
+    let path = disks.join(name);
+    std::fs::create_dir_all(&path).expect("the volume's directory");
+    let path = path.display();
+    format!(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: 2Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local-storage
+  local: {{path: {path}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {{key: kubernetes.io/hostname, operator: In, values: [{node}]}}
+"
+    )
+}
+
+/// The bare-metal setup of volumes made by hand: local PersistentVolumes of a class without
+/// provisioner that binds at the first consumer. The scheduler sends a claim's first pod to
+/// the node of an Available volume that fits it and pre-binds that volume, and the binder
+/// completes the claim; with no volume left for a claim, its pod waits with upstream's
+/// reason until one is added.
+#[test]
+fn claims_on_hand_made_local_volumes_send_their_pods_to_the_volumes_node() {
+    let server = TestServer::start();
+    let _sims = three_ready_sim_nodes(&server);
+    server.apply(
+        "class.yaml",
+        "apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: local-storage}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+",
+    );
+    let disks = tempfile::tempdir().expect("a dir for the disks");
+    server.apply(
+        "disk-1.yaml",
+        &local_volume("disk-1", "sim-1", disks.path()),
+    );
+    let claim_named = |name: &str| {
+        format!(
+            "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+  storageClassName: local-storage
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+"
+        )
+    };
+    let image = "registry.example/never-pulled:1.0";
+    let pod_on = |pod: &str, claim: &str| {
+        pod_using_claim(pod, image, "sleep 3600")
+            .replace("claimName: data", &format!("claimName: {claim}"))
+    };
+    server.apply("data.yaml", &claim_named("data"));
+    server.apply("first.yaml", &pod_on("first", "data"));
+    assert_eq!(running_on(&server, "first"), "sim-1");
+    let c = claim(&server);
+    assert_eq!(c["status"]["phase"], "Bound", "{c}");
+    assert_eq!(c["spec"]["volumeName"], "disk-1", "{c}");
+    let v = server.kubectl_json(&["get", "pv", "disk-1", "-o", "json"]);
+    assert_eq!(v["spec"]["claimRef"]["name"], "data", "{v}");
+    assert_eq!(v["spec"]["claimRef"]["uid"], c["metadata"]["uid"], "{v}");
+    assert_eq!(v["status"]["phase"], "Bound", "{v}");
+    assert!(
+        c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].is_null(),
+        "nothing to provision: {c}"
+    );
+
+    // disk-1 is taken: a second claim's pod fits no node until a volume is added.
+    server.apply("more.yaml", &claim_named("more"));
+    server.apply("second.yaml", &pod_on("second", "more"));
+    eventually(WAIT, "FailedScheduling for the missing volume", || {
+        let ev = server.event_messages(
+            "default",
+            "involvedObject.name=second,reason=FailedScheduling",
+        );
+        ev.contains(
+            "0/3 nodes are available: 3 node(s) didn't find available persistent volumes to bind.",
+        )
+        .then_some(())
+        .ok_or(ev)
+    });
+    server.apply(
+        "disk-2.yaml",
+        &local_volume("disk-2", "sim-2", disks.path()),
+    );
+    assert_eq!(running_on(&server, "second"), "sim-2");
+    let more = server.kubectl_json(&["get", "pvc", "more", "-o", "json"]);
+    assert_eq!(more["spec"]["volumeName"], "disk-2", "{more}");
+
+    for p in ["first", "second"] {
+        server.kubectl_ok(&["delete", "pod", p, "--timeout=30s"]);
+    }
+    server.kubectl_ok(&["delete", "pvc", "data", "more", "--timeout=30s"]);
+    // Retain: the volumes stay, Released.
+    for v in ["disk-1", "disk-2"] {
+        eventually(WAIT, &format!("{v} Released"), || {
+            let pv = server.kubectl_json(&["get", "pv", v, "-o", "json"]);
+            (pv["status"]["phase"] == "Released")
+                .then_some(())
+                .ok_or_else(|| pv["status"].to_string())
+        });
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::filters::{self, FilterResult};
 use super::labels::Labels;
 use super::scores::{self, *};
 use super::spread;
+use super::volume_binding;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Toleration};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -24,6 +25,10 @@ use std::sync::Arc;
 pub trait Lookups {
     fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
     fn pv(&self, name: &str) -> Option<Arc<PersistentVolume>>;
+    /// Every PersistentVolume (those a claim waiting for its first consumer may bind to).
+    fn pvs(&self) -> Vec<Arc<PersistentVolume>> {
+        Vec::new()
+    }
     /// StorageClasses (whether an unbound claim waits for its first consumer).
     fn storage_class(&self, _name: &str) -> Option<Arc<StorageClass>> {
         None
@@ -58,49 +63,10 @@ pub struct Cycle<'p> {
     pub info: Arc<PodInfo>,
     pub tolerations: &'p [Toleration],
     pub volumes: Vec<Arc<PersistentVolume>>,
+    /// The pod's unbound claims that wait for their first consumer.
+    pub delayed: volume_binding::Delayed,
     pub spread: Option<spread::FilterState>,
     pub affinity: Option<affinity::FilterState>,
-}
-
-/// Why a pod with unbound claims of an Immediate class waits (VolumeBinding's PreFilter).
-pub const UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
-
-/// The pod's unbound claims whose class binds at the first consumer: the node chosen for
-/// the pod is written on them before it is bound (VolumeBinding's PreBind).
-pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Vec<String>, String> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let mut out = Vec::new();
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let Some(claim) = &v.persistent_volume_claim else {
-            continue;
-        };
-        let Some(pvc) = lookups.pvc(ns, &claim.claim_name) else {
-            continue;
-        };
-        let spec = pvc.spec.as_ref();
-        if !spec
-            .and_then(|s| s.volume_name.as_deref())
-            .unwrap_or_default()
-            .is_empty()
-        {
-            continue;
-        }
-        let class = spec
-            .and_then(|s| s.storage_class_name.as_deref())
-            .unwrap_or_default();
-        let delayed = !class.is_empty()
-            && lookups
-                .storage_class(class)
-                .ok_or_else(|| format!("storageclass.storage.k8s.io \"{class}\" not found"))?
-                .volume_binding_mode
-                .as_deref()
-                == Some("WaitForFirstConsumer");
-        if !delayed {
-            return Err(UNBOUND_IMMEDIATE.into());
-        }
-        out.push(claim.claim_name.clone());
-    }
-    Ok(out)
 }
 
 /// PreFilter: fails with upstream's message when a claim the pod uses is missing, being
@@ -128,15 +94,16 @@ pub fn prefilter<'p>(
             volumes.push(pv);
         }
     }
-    // Claims waiting for their first consumer can go anywhere: the local-path
-    // provisioner makes a volume on whichever node is chosen.
-    delayed_claims(pod, lookups)?;
+    // Claims waiting for their first consumer: each node needs an Available volume it can
+    // reach for each, or a provisioner that makes one there (Filter).
+    let delayed = volume_binding::delayed_claims(pod, lookups)?;
     let ns_labels = |ns: &str| lookups.namespace_labels(ns);
     Ok(Cycle {
         pod,
         info: Arc::new(PodInfo::new(pod.clone())),
         tolerations: filters::tolerations(pod),
         volumes,
+        delayed,
         spread: spread::prefilter(pod, cache.nodes()),
         affinity: affinity::prefilter(pod, cache.nodes(), &ns_labels),
     })
@@ -154,6 +121,9 @@ pub fn filter_node(c: &Cycle, node: &NodeInfo) -> FilterResult {
     filters::node_ports(&c.info.ports, node)?;
     filters::resources_fit(&c.info.requests, node)?;
     filters::volume_node_affinity(&c.volumes, n)?;
+    if !c.delayed.is_empty() {
+        c.delayed.find_volumes(n)?;
+    }
     if let Some(s) = &c.spread {
         spread::filter(s, node)?;
     }

@@ -57,6 +57,10 @@ impl Lookups for InformerLookups {
         self.pvs.get(&ObjectRef::new(name))
     }
 
+    fn pvs(&self) -> Vec<Arc<PersistentVolume>> {
+        self.pvs.state()
+    }
+
     fn storage_class(&self, name: &str) -> Option<Arc<StorageClass>> {
         self.classes.get(&ObjectRef::new(name))
     }

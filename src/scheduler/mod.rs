@@ -331,8 +331,13 @@ impl Scheduler {
             if let Some(pod) = core.queue.pop(now) {
                 match core.schedule_one(pod, &lookups, now) {
                     Decision::Bind { pod, node } => {
-                        // The cycle just checked the claims, so this cannot fail now.
-                        let claims = framework::delayed_claims(&pod, &lookups).unwrap_or_default();
+                        // The cycle's volume choices, for PreBind.
+                        let claims = core
+                            .cache
+                            .node(&node)
+                            .and_then(|n| n.node.as_deref())
+                            .map(|n| volume_binding::plan(&pod, n, &lookups))
+                            .unwrap_or_default();
                         actor.bind(pod, node, claims, bind_tx.clone())
                     }
                     Decision::Unschedulable {
@@ -404,7 +409,7 @@ impl Actor {
         &self,
         pod: Arc<Pod>,
         node: String,
-        claims: Vec<String>,
+        claims: Vec<volume_binding::ClaimBinding>,
         done: mpsc::UnboundedSender<BindOutcome>,
     ) {
         let client = self.client.clone();

@@ -1,21 +1,198 @@
-//! VolumeBinding's PreBind for claims that wait for their first consumer: the chosen node
-//! is written on each such claim (`volume.kubernetes.io/selected-node`, which the binder and
-//! the provisioner act on), and the pod is bound only once every claim is Bound, so the
-//! kubelet never starts a pod whose volume does not exist yet.
+//! VolumeBinding for claims that wait for their first consumer (a WaitForFirstConsumer
+//! class), as upstream's plugin:
+//! - Filter: a node fits when each such claim has an Available volume whose node affinity
+//!   allows the node (a local PersistentVolume made by hand), or else its class's
+//!   provisioner can make one there (not `kubernetes.io/no-provisioner`, and the class's
+//!   `allowedTopologies` allow the node);
+//! - PreBind, once a node is chosen: a chosen volume is pre-bound to its claim (`claimRef`,
+//!   which the binder completes); a claim to provision gets the node
+//!   (`volume.kubernetes.io/selected-node`, which the binder and the provisioner act on).
+//!   The pod is bound only once every claim is Bound, so the kubelet never starts a pod
+//!   whose volume does not exist yet.
 //!
-//! Runs in the binding task, off the scheduling loop; a claim that does not bind within
-//! upstream's bind timeout fails the binding and the pod is retried.
+//! PreBind runs in the binding task, off the scheduling loop; a claim that does not bind
+//! within upstream's bind timeout fails the binding and the pod is retried. Two pods that
+//! chose one volume at once: the second pre-bind is a conflict (it is conditional on the
+//! volume's resourceVersion), and that pod is retried.
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use super::filters::Rejection;
+use super::framework::Lookups;
+use super::labels;
+use crate::controllers::persistentvolume::matching::find_best_match_where;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The node the first consumer of a claim was scheduled to (read by the PV binder and the
 /// provisioners).
 pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// Set on a volume whose `claimRef` a controller (not the user) wrote.
+const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+/// The provisioner of classes whose volumes are only made by hand.
+pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+/// Why a pod with unbound claims of an Immediate class waits (PreFilter).
+pub const UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
+/// Upstream's ErrReasonBindConflict.
+pub const REASON_NO_VOLUMES: &str = "node(s) didn't find available persistent volumes to bind";
 /// Upstream's `--bind-timeout-seconds` default.
 const BIND_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(200);
+
+/// An unbound claim of the pod whose class binds at the first consumer.
+pub struct DelayedClaim {
+    pub claim: Arc<PersistentVolumeClaim>,
+    pub class: Arc<StorageClass>,
+}
+
+/// The pod's delayed claims and the volumes they might bind to.
+#[derive(Default)]
+pub struct Delayed {
+    pub claims: Vec<DelayedClaim>,
+    pub volumes: Vec<Arc<PersistentVolume>>,
+}
+
+/// PreFilter: the pod's unbound claims whose class binds at the first consumer (and every
+/// volume, if there are any); an unbound claim of any other class makes the pod wait for
+/// the binder.
+pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Delayed, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut out = Delayed::default();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(claim) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let Some(pvc) = lookups.pvc(ns, &claim.claim_name) else {
+            continue;
+        };
+        let spec = pvc.spec.as_ref();
+        if !spec
+            .and_then(|s| s.volume_name.as_deref())
+            .unwrap_or_default()
+            .is_empty()
+        {
+            continue;
+        }
+        let class_name = spec
+            .and_then(|s| s.storage_class_name.as_deref())
+            .unwrap_or_default();
+        if class_name.is_empty() {
+            return Err(UNBOUND_IMMEDIATE.into());
+        }
+        let class = lookups
+            .storage_class(class_name)
+            .ok_or_else(|| format!("storageclass.storage.k8s.io \"{class_name}\" not found"))?;
+        if class.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer") {
+            return Err(UNBOUND_IMMEDIATE.into());
+        }
+        out.claims.push(DelayedClaim { claim: pvc, class });
+    }
+    if !out.claims.is_empty() {
+        out.volumes = lookups.pvs();
+    }
+    Ok(out)
+}
+
+impl Delayed {
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+
+    /// Filter, for `node`: per claim, the volume it would bind to, or `None` where its
+    /// class's provisioner makes one; refused if a claim has neither. One volume serves
+    /// one claim.
+    pub fn find_volumes(
+        &self,
+        node: &Node,
+    ) -> Result<Vec<Option<&Arc<PersistentVolume>>>, Rejection> {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let node_labels = labels::labels_of_node(node);
+        let reachable = |v: &PersistentVolume| {
+            v.spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .and_then(|a| a.required.as_ref())
+                .is_none_or(|sel| labels::node_selector_matches(sel, name, node_labels))
+        };
+        let mut chosen: Vec<Option<&Arc<PersistentVolume>>> = Vec::new();
+        for d in &self.claims {
+            let taken = |v: &PersistentVolume| {
+                chosen
+                    .iter()
+                    .flatten()
+                    .any(|c| c.metadata.name == v.metadata.name)
+            };
+            let found =
+                find_best_match_where(&d.claim, self.volumes.iter().map(|v| v.as_ref()), |v| {
+                    reachable(v) && !taken(v)
+                })
+                .and_then(|found| {
+                    self.volumes
+                        .iter()
+                        .find(|v| v.metadata.name == found.metadata.name)
+                });
+            match found {
+                Some(v) => chosen.push(Some(v)),
+                None if can_provision(&d.class, node_labels) => chosen.push(None),
+                None => return Err(Rejection::unresolvable(REASON_NO_VOLUMES)),
+            }
+        }
+        Ok(chosen)
+    }
+}
+
+/// Whether `class`'s provisioner can make a volume on a node with `node_labels`: it is a
+/// real provisioner and the class's `allowedTopologies` (any term, every expression of it)
+/// allow the node.
+fn can_provision(class: &StorageClass, node_labels: &labels::Labels) -> bool {
+    if class.provisioner == NO_PROVISIONER {
+        return false;
+    }
+    let terms = class.allowed_topologies.as_deref().unwrap_or_default();
+    terms.is_empty()
+        || terms.iter().any(|t| {
+            t.match_label_expressions.iter().flatten().all(|e| {
+                node_labels
+                    .get(&e.key)
+                    .is_some_and(|v| e.values.contains(v))
+            })
+        })
+}
+
+/// What PreBind does for one claim on the chosen node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimBinding {
+    pub claim: String,
+    /// The volume to pre-bind it to (name, resourceVersion seen), or `None`: provision it
+    /// on the node.
+    pub volume: Option<(String, String)>,
+}
+
+/// The PreBind steps for `pod` on `node` (the Filter's choice, made again on the same
+/// cache).
+pub fn plan(pod: &Pod, node: &Node, lookups: &dyn Lookups) -> Vec<ClaimBinding> {
+    let Ok(delayed) = delayed_claims(pod, lookups) else {
+        return Vec::new();
+    };
+    let Ok(volumes) = delayed.find_volumes(node) else {
+        return Vec::new();
+    };
+    delayed
+        .claims
+        .iter()
+        .zip(volumes)
+        .map(|(d, v)| ClaimBinding {
+            claim: d.claim.metadata.name.clone().unwrap_or_default(),
+            volume: v.map(|v| {
+                (
+                    v.metadata.name.clone().unwrap_or_default(),
+                    v.metadata.resource_version.clone().unwrap_or_default(),
+                )
+            }),
+        })
+        .collect()
+}
 
 fn is_bound(c: &PersistentVolumeClaim) -> bool {
     let named = c
@@ -26,25 +203,52 @@ fn is_bound(c: &PersistentVolumeClaim) -> bool {
     named && c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
-/// Selects `node` for each of `claims` (namespace `ns`) and waits until all are bound.
+/// Carries out `claims` (namespace `ns`) for `node` and waits until all are bound.
 pub async fn prebind(
     client: &kube::Client,
     ns: &str,
-    claims: &[String],
+    claims: &[ClaimBinding],
     node: &str,
 ) -> Result<(), String> {
     if claims.is_empty() {
         return Ok(());
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    for name in claims {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for b in claims {
+        let name = &b.claim;
         let c = api.get(name).await.map_err(|e| e.to_string())?;
+        if is_bound(&c) {
+            continue;
+        }
+        if let Some((volume, rv)) = &b.volume {
+            // Conditional on the volume as the cycle saw it: another claim may have taken it.
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": rv,
+                    "annotations": {ANN_BOUND_BY_CONTROLLER: "yes"},
+                },
+                "spec": {"claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "apiVersion": "v1",
+                    "namespace": ns,
+                    "name": name,
+                    "uid": c.metadata.uid,
+                    "resourceVersion": c.metadata.resource_version,
+                }},
+            });
+            volumes
+                .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| format!("binding volume {volume} to claim {name}: {e}"))?;
+            continue;
+        }
         let selected = c
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(ANN_SELECTED_NODE));
-        if is_bound(&c) || selected.is_some_and(|n| n == node) {
+        if selected.is_some_and(|n| n == node) {
             continue;
         }
         let patch = serde_json::json!({"metadata": {
@@ -57,9 +261,9 @@ pub async fn prebind(
     let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
     loop {
         let mut waiting = None;
-        for name in claims {
-            if !is_bound(&api.get(name).await.map_err(|e| e.to_string())?) {
-                waiting = Some(name);
+        for b in claims {
+            if !is_bound(&api.get(&b.claim).await.map_err(|e| e.to_string())?) {
+                waiting = Some(&b.claim);
                 break;
             }
         }
@@ -76,42 +280,58 @@ pub async fn prebind(
 
 #[cfg(test)]
 mod tests {
-    use super::super::framework::{delayed_claims, Lookups, UNBOUND_IMMEDIATE};
-    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-    use k8s_openapi::api::storage::v1::StorageClass;
+    use super::*;
     use serde_json::json;
-    use std::sync::Arc;
 
-    struct Claims;
+    /// Claims: `later`, `later2`, `small` (local-path, WaitForFirstConsumer), `manual`
+    /// (a class without provisioner), `zoned` (a class allowed only in zone a), `now`
+    /// (Immediate), `bound`, `nowhere` (missing class).
+    struct World {
+        volumes: Vec<Arc<PersistentVolume>>,
+    }
 
-    impl Lookups for Claims {
+    impl Lookups for World {
         fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
-            let (class, volume) = match name {
-                "later" => ("local-path", ""),
-                "now" => ("fast", ""),
-                "bound" => ("fast", "pv-1"),
-                "nowhere" => ("missing", ""),
+            let (class, volume, size) = match name {
+                "later" | "later2" => ("local-path", "", "1Gi"),
+                "manual" | "manual2" => ("manual", "", "1Gi"),
+                "zoned" => ("zoned", "", "1Gi"),
+                "now" => ("fast", "", "1Gi"),
+                "bound" => ("fast", "pv-1", "1Gi"),
+                "nowhere" => ("missing", "", "1Gi"),
                 _ => return None,
             };
             Some(Arc::new(
                 serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"storageClassName": class, "volumeName": volume}}))
+                "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
+                "spec": {"storageClassName": class, "volumeName": volume,
+                         "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": size}}}}))
                 .unwrap(),
             ))
         }
         fn pv(&self, _: &str) -> Option<Arc<PersistentVolume>> {
             None
         }
+        fn pvs(&self) -> Vec<Arc<PersistentVolume>> {
+            self.volumes.clone()
+        }
         fn storage_class(&self, name: &str) -> Option<Arc<StorageClass>> {
-            let mode = match name {
-                "local-path" => "WaitForFirstConsumer",
-                "fast" => "Immediate",
+            let (mode, provisioner, topologies) = match name {
+                "local-path" => ("WaitForFirstConsumer", "rancher.io/local-path", json!(null)),
+                "manual" => ("WaitForFirstConsumer", NO_PROVISIONER, json!(null)),
+                "zoned" => (
+                    "WaitForFirstConsumer",
+                    "example.com/disk",
+                    json!([{"matchLabelExpressions": [{"key": "zone", "values": ["a"]}]}]),
+                ),
+                "fast" => ("Immediate", "p", json!(null)),
                 _ => return None,
             };
             Some(Arc::new(
                 serde_json::from_value(json!({
-                "metadata": {"name": name}, "provisioner": "p", "volumeBindingMode": mode}))
+                "metadata": {"name": name}, "provisioner": provisioner,
+                "volumeBindingMode": mode, "allowedTopologies": topologies}))
                 .unwrap(),
             ))
         }
@@ -126,6 +346,26 @@ mod tests {
         }
     }
 
+    /// A hand-made local volume of class `manual` on node `on`.
+    fn local_pv(name: &str, size: &str, on: &str) -> Arc<PersistentVolume> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "resourceVersion": "7"},
+                "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                         "storageClassName": "manual", "local": {"path": "/mnt/disk"},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                             {"key": "kubernetes.io/hostname", "operator": "In", "values": [on]}]}]}}},
+                "status": {"phase": "Available"}}))
+            .unwrap(),
+        )
+    }
+
+    fn node(name: &str, zone: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name,
+            "labels": {"kubernetes.io/hostname": name, "zone": zone}}}))
+        .unwrap()
+    }
+
     fn pod(claims: &[&str]) -> Pod {
         let volumes: Vec<_> = claims
             .iter()
@@ -136,19 +376,88 @@ mod tests {
         .unwrap()
     }
 
+    fn names(d: Result<Delayed, String>) -> Result<Vec<String>, String> {
+        d.map(|d| {
+            d.claims
+                .iter()
+                .map(|c| c.claim.metadata.name.clone().unwrap())
+                .collect()
+        })
+    }
+
     #[test]
     fn first_consumer_claims_wait_for_the_node_and_unbound_immediate_ones_block_the_pod() {
+        let w = World { volumes: vec![] };
         assert_eq!(
-            delayed_claims(&pod(&["bound", "later"]), &Claims),
+            names(delayed_claims(&pod(&["bound", "later"]), &w)),
             Ok(vec!["later".to_string()])
         );
         assert_eq!(
-            delayed_claims(&pod(&["later", "now"]), &Claims),
+            names(delayed_claims(&pod(&["later", "now"]), &w)),
             Err(UNBOUND_IMMEDIATE.to_string())
         );
         assert_eq!(
-            delayed_claims(&pod(&["nowhere"]), &Claims),
+            names(delayed_claims(&pod(&["nowhere"]), &w)),
             Err("storageclass.storage.k8s.io \"missing\" not found".to_string())
+        );
+    }
+
+    #[test]
+    fn a_claim_without_provisioner_fits_only_nodes_with_an_available_local_volume() {
+        let w = World {
+            volumes: vec![
+                local_pv("on-b", "5Gi", "b"),
+                local_pv("on-b-small", "1Gi", "b"),
+            ],
+        };
+        let d = delayed_claims(&pod(&["manual"]), &w).unwrap();
+        assert_eq!(
+            d.find_volumes(&node("a", "a")).unwrap_err().reasons,
+            [REASON_NO_VOLUMES]
+        );
+        // The smallest volume that is large enough, as the binder would choose.
+        let chosen = d.find_volumes(&node("b", "a")).unwrap();
+        assert_eq!(
+            chosen[0].unwrap().metadata.name.as_deref(),
+            Some("on-b-small")
+        );
+        assert_eq!(
+            plan(&pod(&["manual"]), &node("b", "a"), &w),
+            [ClaimBinding {
+                claim: "manual".into(),
+                volume: Some(("on-b-small".into(), "7".into())),
+            }]
+        );
+        // Two claims never share a volume: a third claim finds none left on b.
+        let d = delayed_claims(&pod(&["manual", "manual2"]), &w).unwrap();
+        let chosen = d.find_volumes(&node("b", "a")).unwrap();
+        let got: Vec<_> = chosen
+            .iter()
+            .map(|v| v.unwrap().metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(got, ["on-b-small", "on-b"]);
+        let w1 = World {
+            volumes: vec![local_pv("on-b", "5Gi", "b")],
+        };
+        let d = delayed_claims(&pod(&["manual", "manual2"]), &w1).unwrap();
+        assert!(d.find_volumes(&node("b", "a")).is_err());
+    }
+
+    #[test]
+    fn a_provisioned_class_fits_where_its_topologies_allow() {
+        let w = World { volumes: vec![] };
+        let d = delayed_claims(&pod(&["later", "zoned"]), &w).unwrap();
+        assert_eq!(d.find_volumes(&node("a", "a")).unwrap(), [None, None]);
+        assert_eq!(
+            d.find_volumes(&node("b", "b")).unwrap_err().reasons,
+            [REASON_NO_VOLUMES]
+        );
+        assert_eq!(
+            plan(&pod(&["later"]), &node("a", "a"), &w),
+            [ClaimBinding {
+                claim: "later".into(),
+                volume: None,
+            }]
         );
     }
 }

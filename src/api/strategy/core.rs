@@ -66,8 +66,8 @@ pub static PERSISTENT_VOLUME_CLAIM: Strategy = Strategy {
 /// (quota and limits were checked against it) except the binder setting `volumeName` once,
 /// a class given to a claim that had none (retroactive default class), the attributes class,
 /// and the storage request of a bound claim (expansion; whether the class allows it is the
-/// PersistentVolumeClaimResize admission plugin's question). A request may not go below the
-/// capacity the volume has.
+/// PersistentVolumeClaimResize admission plugin's question). A lowered request must stay
+/// above the capacity the volume has.
 fn pvc_update(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
     let (mut o, mut n) = (old["spec"].clone(), new["spec"].clone());
     let volume_unset = o["volumeName"].as_str().unwrap_or_default().is_empty();
@@ -102,10 +102,14 @@ fn pvc_update(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
         v.as_str()
             .and_then(|s| crate::api::quantity::Quantity::parse(s).ok())
     };
+    // Only a lowered request is checked: it may go back down towards the capacity (to
+    // recover from a failed expansion) but not to it or below, since volumes never shrink.
+    // A claim whose volume is larger than it asked for keeps taking other updates.
     let requested = q(&new["spec"]["resources"]["requests"]["storage"]);
+    let before = q(&old["spec"]["resources"]["requests"]["storage"]);
     let capacity = q(&old["status"]["capacity"]["storage"]);
-    if let (Some(r), Some(c)) = (requested, capacity) {
-        if r < c {
+    if let (Some(r), Some(b), Some(c)) = (requested, before, capacity) {
+        if r < b && r <= c {
             errs.push(FieldError::forbidden(
                 "spec.resources.requests.storage",
                 "field can not be less than status.capacity",

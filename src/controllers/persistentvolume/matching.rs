@@ -102,11 +102,32 @@ pub fn check_satisfies(v: &PersistentVolume, c: &PersistentVolumeClaim) -> Resul
 }
 
 /// The volume the binder binds `claim` to, if any (`delay_binding`: its class is
-/// WaitForFirstConsumer, so only a volume already pre-bound to it qualifies).
+/// WaitForFirstConsumer, so only a volume already pre-bound to it qualifies: the scheduler
+/// chooses the others, see [`find_best_match_where`]).
 pub fn find_best_match<'v>(
     claim: &PersistentVolumeClaim,
     volumes: impl IntoIterator<Item = &'v PersistentVolume>,
     delay_binding: bool,
+) -> Option<&'v PersistentVolume> {
+    best_match(claim, volumes, !delay_binding, |_| true)
+}
+
+/// The volume `claim` would bind to among those `usable` allows (the scheduler's question
+/// for a claim that waits for its first consumer: volumes whose node affinity allows the
+/// node, not taken by the pod's other claims), pre-bound volumes included.
+pub fn find_best_match_where<'v>(
+    claim: &PersistentVolumeClaim,
+    volumes: impl IntoIterator<Item = &'v PersistentVolume>,
+    usable: impl Fn(&PersistentVolume) -> bool,
+) -> Option<&'v PersistentVolume> {
+    best_match(claim, volumes, true, usable)
+}
+
+fn best_match<'v>(
+    claim: &PersistentVolumeClaim,
+    volumes: impl IntoIterator<Item = &'v PersistentVolume>,
+    unbound_too: bool,
+    usable: impl Fn(&PersistentVolume) -> bool,
 ) -> Option<&'v PersistentVolume> {
     let requested = claim_request(claim);
     let selector = claim.spec.as_ref().and_then(|s| s.selector.as_ref());
@@ -121,13 +142,14 @@ pub fn find_best_match<'v>(
         if capacity < requested
             || volume_mode(v) != claim_mode(claim)
             || v.metadata.deletion_timestamp.is_some()
+            || !usable(v)
         {
             continue;
         }
         if is_bound_to(v, claim) {
             return Some(v);
         }
-        if delay_binding {
+        if !unbound_too {
             continue;
         }
         let available = v.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Available");

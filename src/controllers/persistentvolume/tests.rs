@@ -317,4 +317,14 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
             .contains("field can not be less than status.capacity"),
         "{err}"
     );
+    // A claim whose volume is larger than its request (a hand-made volume) takes every
+    // other update: a finalizer going, a label.
+    let larger = json!({"status": {"capacity": {"storage": "2Gi"}}});
+    pvcs.patch_status("data", &PatchParams::default(), &Patch::Merge(&larger))
+        .await
+        .unwrap();
+    let label = json!({"metadata": {"labels": {"kept": "yes"}}});
+    pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
 }
