@@ -630,6 +630,21 @@ fn a_critical_pod_that_does_not_fit_preempts_a_lower_pod_on_the_node() {
         "Pod was preempted by Kubelet to accommodate a critical pod."
     );
     assert!(low["status"]["containerStatuses"][0]["state"]["terminated"].is_object());
+    // The critical pod started only once its victim had stopped (the victim's 1 s grace
+    // period puts a whole second between the two if it did not wait).
+    let crit = server.kubectl_json(&["get", "pod", "crit", "-o", "json"]);
+    let started = crit["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let finished = low["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !started.is_empty() && started >= finished,
+        "crit started at {started:?}, low finished at {finished:?}"
+    );
     let events = server.event_messages("default", "involvedObject.name=low,reason=Preempting");
     assert!(
         events.contains("Preempted in order to admit critical pod"),

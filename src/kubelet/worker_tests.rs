@@ -525,6 +525,47 @@ async fn a_finished_pod_gives_back_its_network_and_image_volumes() {
     assert!(h.api.deleted.lock().is_empty());
 }
 
+/// A critical pod admitted in place of a pod it preempts starts nothing until that pod's
+/// containers have stopped (within its own grace period) and it gave back its room.
+#[tokio::test(start_paused = true)]
+async fn a_critical_pod_starts_only_once_the_pod_it_preempted_has_stopped() {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let with_cpu = |name: &str, cpu: &str| Container {
+        resources: Some(ResourceRequirements {
+            requests: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+            ..Default::default()
+        }),
+        ..c(name)
+    };
+    let cri = FakeCri::new().with_image("busybox:1");
+    cri.script("low", vec![Behavior::IgnoreStop]);
+    let mut low = pod(vec![with_cpu("low", "3500m")], vec![], "Always");
+    low.spec.as_mut().unwrap().termination_grace_period_seconds = Some(3);
+    let h = Harness::start(cri, low);
+    wait(1).await;
+    assert_eq!(h.creates(), 1);
+
+    let mut crit = pod(vec![with_cpu("crit", "1")], vec![], "Always");
+    crit.metadata.name = Some("crit".into());
+    crit.metadata.uid = Some("uid-crit".into());
+    crit.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+    let crit = Arc::new(crit);
+    let (_tx, rx) = watch::channel(Some(crit.clone()));
+    let w = Worker::new(h.ctx.clone(), "uid-crit".into(), rx, crit);
+    tokio::spawn(w.run(h.shutdown.child_token()));
+    wait(2).await;
+    assert_eq!(h.creates(), 1, "the victim is still in its grace period");
+    assert!(h.ctx.network.pods().contains(&"uid1".to_string()));
+    wait(2).await;
+    assert!(!h.ctx.network.pods().contains(&"uid1".to_string()));
+    assert_eq!(
+        h.creates(),
+        2,
+        "the critical pod started once the victim stopped"
+    );
+}
+
 /// A preStop hook may need a sidecar (the conformance suite's httpGet hook goes through
 /// one): sidecars are stopped only once the regular containers are, in reverse order.
 #[tokio::test(start_paused = true)]

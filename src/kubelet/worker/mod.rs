@@ -30,6 +30,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often a critical pod looks whether the pods it preempted have stopped.
+const VICTIM_POLL: Duration = Duration::from_millis(200);
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 /// How often a running pod is looked at even if nothing happened: content volumes
 /// (configMap, secret, projected) are refreshed at this pace.
@@ -88,6 +90,9 @@ pub struct Worker {
     resize_restarts: HashSet<String>,
     /// The pod will not run again and gave back what it held on the node (see `release`).
     released: bool,
+    /// Pods preempted to admit this (critical) pod that may still hold their room: it
+    /// starts nothing until they have stopped and given it back.
+    victims: Vec<String>,
 }
 
 enum Next {
@@ -146,6 +151,7 @@ impl Worker {
             resize_unfinished: None,
             resize_restarts: HashSet::new(),
             released: false,
+            victims: Vec::new(),
         }
     }
 
@@ -235,7 +241,7 @@ impl Worker {
     /// upstream's general predicates against the pods already admitted ([`admission`]). A
     /// critical pod short of resources is admitted in place of pods it preempts: they are
     /// handed to their workers to evict.
-    fn admit(&self, pod: &Pod) -> Option<(String, String)> {
+    fn admit(&mut self, pod: &Pod) -> Option<(String, String)> {
         if let Some(m) = eviction::refuse(pod, *self.ctx.pressure.lock()) {
             return Some((eviction::REASON.into(), m));
         }
@@ -258,12 +264,13 @@ impl Worker {
         match victims {
             Err(refused) => Some(refused),
             Ok(victims) => {
-                for uid in victims {
+                for uid in &victims {
                     tracing::info!(pod = %pod_name(pod), victim = %uid, "preempting a pod to admit a critical pod");
                     self.ctx
                         .evictions
-                        .choose(&uid, eviction::Eviction::preempted());
+                        .choose(uid, eviction::Eviction::preempted());
                 }
+                self.victims = victims;
                 None
             }
         }
@@ -383,6 +390,15 @@ impl Worker {
                 self.write_status(&view, true).await;
             }
             return Next::After(if released { RESYNC } else { stop::STOP_RETRY });
+        }
+        // Upstream's admission kills the pods a critical pod preempts before admitting it:
+        // here their workers stop them, and this pod starts once they have.
+        if !self.victims.is_empty() {
+            if self.victims_hold_room().await {
+                self.write_status(&view, false).await;
+                return Next::After(VICTIM_POLL);
+            }
+            self.victims.clear();
         }
         match self.mount_image_volumes().await {
             Ok(()) => {}
@@ -559,6 +575,22 @@ impl Worker {
             self.image_volumes.insert(v.name.clone());
         }
         Ok(())
+    }
+
+    /// Whether a pod this one preempted still runs a container or holds its network.
+    async fn victims_hold_room(&self) -> bool {
+        let running = match self.ctx.cri.list_containers().await {
+            Ok(all) => all.iter().any(|s| {
+                matches!(s.status, Status::Running | Status::Created)
+                    && labels::container_ref(&s.labels)
+                        .is_some_and(|r| self.victims.iter().any(|v| v == r.pod_uid))
+            }),
+            Err(_) => true,
+        };
+        running || {
+            let held = self.ctx.network.pods();
+            self.victims.iter().any(|v| held.contains(v))
+        }
     }
 
     /// Measures what the pod's local-storage limits need (at most every
