@@ -408,6 +408,90 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
     delete_pods(&server, &["low", "high", "late"]);
 }
 
+/// Soft eviction: a threshold crossed counts only once it has been for its grace period;
+/// then the node reports the pressure and evicts, giving the pod its own grace period
+/// capped by `--eviction-max-pod-grace-period` (a hard eviction gives none).
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts, cgroups and links"
+)]
+fn a_soft_threshold_evicts_after_its_grace_period_with_a_capped_pod_grace_period() {
+    let (mut server, image, _registry) = ready_node_with_image(&[]);
+    // `sleep` as the container's first process ignores SIGTERM: only the SIGKILL at the end
+    // of the grace period stops it, so its end shows the grace period it was given.
+    server.apply(
+        "patient.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"patient","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never","terminationGracePeriodSeconds":60,
+                 "containers":[{{"name":"app","image":"{image}","command":["sh","-c","exec sleep 3600"]}}]}}}}"#
+        ),
+    );
+    server.wait_pod_phase("patient", "Running", Duration::from_secs(60));
+    let restarted = chrono::Utc::now();
+    server.restart_with(&[
+        "--eviction-soft",
+        "nodefs.available<100%",
+        "--eviction-soft-grace-period",
+        "nodefs.available=4s",
+        "--eviction-max-pod-grace-period",
+        "3",
+    ]);
+    let p = server.wait_pod(
+        "patient",
+        "patient is evicted",
+        Duration::from_secs(60),
+        |p| p["status"]["reason"] == "Evicted",
+    );
+    let status = &p["status"];
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: "),
+        "{status}"
+    );
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{v}: {e}"))
+            .with_timezone(&chrono::Utc)
+    };
+    let events = server.kubectl_json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=patient,reason=Evicted",
+        "-o",
+        "json",
+    ]);
+    let evicted = time(&events["items"][0]["firstTimestamp"]);
+    assert!(
+        (evicted - restarted).num_seconds() >= 4,
+        "evicted at {evicted}, {restarted} + the 4 s grace period at the earliest"
+    );
+    let finished = time(&status["containerStatuses"][0]["state"]["terminated"]["finishedAt"]);
+    let given = (finished - evicted).num_seconds();
+    assert!(
+        (2..=5).contains(&given),
+        "killed {given} s after the eviction: the 3 s cap, not none nor its own 60 s"
+    );
+    // The next status update (every 10 s) reports it.
+    eventually(Duration::from_secs(30), "DiskPressure", || {
+        let node = server.kubectl_json(&["get", "node", NODE, "-o", "json"]);
+        let disk = node["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "DiskPressure"))
+            .cloned()
+            .unwrap_or_default();
+        (disk["status"] == "True")
+            .then_some(())
+            .ok_or(disk.to_string())
+    });
+    delete_pods(&server, &["patient"]);
+}
+
 #[test]
 #[cfg_attr(
     skiff_unprivileged,

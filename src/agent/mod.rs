@@ -138,6 +138,12 @@ pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, A
         kubelet_port: args.kubelet_port,
         max_pods: node_status::MAX_PODS,
         eviction_hard: node_status::EvictionHard::parse(&args.eviction_hard)?,
+        eviction_soft: node_status::EvictionSoft::parse(
+            &args.eviction_soft,
+            &args.eviction_soft_grace_period,
+            args.eviction_max_pod_grace_period,
+        )?,
+        soft_pressure: Default::default(),
     })
 }
 
@@ -150,8 +156,9 @@ pub struct Agent {
     agent_dir: PathBuf,
     args: NodeArgs,
     host_ips: Vec<String>,
-    /// `--eviction-hard`, parsed once with the node's settings.
-    eviction_hard: node_status::EvictionHard,
+    /// `--eviction-hard` and `--eviction-soft`, parsed once with the node's settings, and
+    /// where the eviction loop tells the heartbeat of soft pressure.
+    eviction: pods::EvictionSettings,
     heartbeat: Heartbeat,
     first_status: k8s_openapi::api::core::v1::NodeStatus,
     node_uid: Option<String>,
@@ -296,7 +303,11 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
             .iter()
             .map(|ip| ip.to_string())
             .collect(),
-        eviction_hard: settings.eviction_hard,
+        eviction: pods::EvictionSettings {
+            hard: settings.eviction_hard,
+            soft: settings.eviction_soft,
+            soft_pressure: settings.soft_pressure.clone(),
+        },
         heartbeat,
         first_status,
         node_uid: registered.metadata.uid,
@@ -375,7 +386,7 @@ impl Agent {
             &self.agent_dir,
             &self.args,
             self.host_ips,
-            self.eviction_hard,
+            self.eviction,
             shutdown.clone(),
         )
         .await;

@@ -85,13 +85,20 @@ impl PodNetwork for LazyNetwork {
     }
 }
 
+/// The node's eviction thresholds, and where soft pressure is told to the heartbeat.
+pub struct EvictionSettings {
+    pub hard: EvictionHard,
+    pub soft: crate::kubelet::node_status::EvictionSoft,
+    pub soft_pressure: Arc<parking_lot::Mutex<crate::kubelet::node_status::Pressure>>,
+}
+
 /// Runs the runtime, pod network, kubelet API and kubelet until `shutdown`.
 pub async fn run(
     identity: &NodeIdentity,
     agent_dir: &Path,
     args: &NodeArgs,
     host_ips: Vec<String>,
-    eviction_hard: EvictionHard,
+    eviction: EvictionSettings,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let pods_err = |what: &str, e: &dyn std::fmt::Display| AgentError::Pods(format!("{what}: {e}"));
@@ -157,7 +164,10 @@ pub async fn run(
         allocatable_memory_bytes: 0,
         static_pod_dir: Some(agent_dir.join("pod-manifests")),
         eviction: Some(NodeEviction {
-            thresholds: eviction_hard,
+            thresholds: eviction.hard,
+            soft: eviction.soft,
+            soft_pressure: eviction.soft_pressure,
+            soft_observed: Default::default(),
             fs_dir: agent_dir.to_path_buf(),
         }),
         image_gc: Some(super::image_gc_policy(args)),

@@ -141,6 +141,18 @@ pub struct NodeArgs {
     /// (memory.available and nodefs.available, an amount or a percentage).
     #[arg(long, default_value = crate::kubelet::node_status::DEFAULT_EVICTION_HARD)]
     pub eviction_hard: String,
+    /// Soft-eviction thresholds, as --eviction-hard: crossed for their grace period, the
+    /// node reports pressure and evicts pods with a grace period.
+    #[arg(long, default_value = "")]
+    pub eviction_soft: String,
+    /// How long each soft threshold must be crossed before pods are evicted for it, e.g.
+    /// memory.available=1m30s (every --eviction-soft signal needs one).
+    #[arg(long, default_value = "")]
+    pub eviction_soft_grace_period: String,
+    /// The longest grace period, in seconds, a pod evicted for a soft threshold gets (its
+    /// own terminationGracePeriodSeconds if shorter).
+    #[arg(long, default_value_t = 0)]
+    pub eviction_max_pod_grace_period: i64,
     /// Percent of the image filesystem in use at which unused images are removed (100:
     /// never).
     #[arg(long, default_value_t = 85)]

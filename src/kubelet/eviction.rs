@@ -1,11 +1,14 @@
 //! Eviction, as upstream's eviction manager does it. An evicted pod has its containers
-//! killed at once (a hard eviction has no grace period), phase Failed with reason
+//! killed (at once for a hard threshold or a local-storage limit), phase Failed with reason
 //! `Evicted` and upstream's message, a `DisruptionTarget` condition and an `Evicted`
 //! Warning event. Two causes:
 //! - local storage, per pod: an emptyDir whose usage exceeds its `sizeLimit` (checked by
 //!   the pod's own worker);
 //! - node pressure: memory.available or nodefs.available under its `--eviction-hard`
-//!   threshold. Every [`CHECK_EVERY`] the kubelet evicts one pod, ranked as upstream does:
+//!   threshold, or under its `--eviction-soft` threshold for the whole of that threshold's
+//!   grace period (the pod then gets its own grace period, capped by
+//!   `--eviction-max-pod-grace-period`). Every [`CHECK_EVERY`] the kubelet evicts one pod,
+//!   ranked as upstream does:
 //!   pods using more than they request first, then by lower priority, then by how far
 //!   usage exceeds the request (memory: the pod's working set; disk: its emptyDirs and
 //!   logs). Memory is relieved before disk.
@@ -17,7 +20,9 @@
 //! the measured usage; only the measuring touches the host.
 
 use super::admission::is_critical;
-use super::node_status::{bytes_quantity, pressure, EvictionHard, Measurements, Pressure};
+use super::node_status::{
+    bytes_quantity, pressure, EvictionHard, EvictionSoft, Measurements, Pressure, Threshold,
+};
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashSet};
@@ -44,14 +49,14 @@ pub struct Eviction {
 }
 
 impl Eviction {
-    /// A node-pressure (hard) eviction: no grace period; the condition says what the
-    /// status says.
-    pub fn for_pressure(message: String) -> Eviction {
+    /// A node-pressure eviction with this grace period (none for a hard threshold); the
+    /// condition says what the status says.
+    pub fn for_pressure(message: String, grace: Duration) -> Eviction {
         Eviction {
             reason: REASON,
             condition: message.clone(),
             message,
-            grace: Some(Duration::ZERO),
+            grace: Some(grace),
         }
     }
 
@@ -273,18 +278,46 @@ impl Resource {
     }
 }
 
-/// The resource to reclaim, with its threshold and what is available (memory first), or
-/// `None` when every signal is above its threshold.
-pub fn starved(m: &Measurements, e: &EvictionHard) -> Option<(Resource, u64, u64)> {
-    let p = pressure(m, e);
-    if p.memory {
-        let threshold = e.memory_available.bytes_of(m.memory_capacity);
-        Some((Resource::Memory, threshold, m.memory_available))
-    } else if p.disk {
-        let threshold = e.nodefs_available.bytes_of(m.fs_capacity);
-        Some((Resource::EphemeralStorage, threshold, m.fs_available))
-    } else {
-        None
+/// What node pressure must reclaim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Starved {
+    pub resource: Resource,
+    /// The threshold crossed, and what is available, in bytes.
+    pub threshold: u64,
+    pub available: u64,
+    /// A soft threshold's cap on the evicted pod's grace period (`None`: a hard threshold,
+    /// no grace period).
+    pub grace_cap: Option<Duration>,
+}
+
+/// What to reclaim, memory first and a hard threshold before a soft one (`soft_met`: the
+/// soft thresholds crossed for their whole grace period), or `None` when no threshold is.
+pub fn starved(
+    m: &Measurements,
+    hard: &EvictionHard,
+    soft: &EvictionSoft,
+    soft_met: Pressure,
+) -> Option<Starved> {
+    let p = pressure(m, hard);
+    let memory = |t: Threshold, grace_cap| Starved {
+        resource: Resource::Memory,
+        threshold: t.bytes_of(m.memory_capacity),
+        available: m.memory_available,
+        grace_cap,
+    };
+    let disk = |t: Threshold, grace_cap| Starved {
+        resource: Resource::EphemeralStorage,
+        threshold: t.bytes_of(m.fs_capacity),
+        available: m.fs_available,
+        grace_cap,
+    };
+    let cap = Some(soft.max_pod_grace);
+    match (soft.memory_available, soft.nodefs_available) {
+        _ if p.memory => Some(memory(hard.memory_available, None)),
+        (Some((t, _)), _) if soft_met.memory => Some(memory(t, cap)),
+        _ if p.disk => Some(disk(hard.nodefs_available, None)),
+        (_, Some((t, _))) if soft_met.disk => Some(disk(t, cap)),
+        _ => None,
     }
 }
 
@@ -379,17 +412,20 @@ mod tests {
     #[tokio::test]
     async fn a_chosen_pod_wakes_its_worker_and_a_pod_without_one_is_not_kept() {
         let chosen = Chosen::default();
-        chosen.choose("gone", Eviction::for_pressure("m".into()));
+        chosen.choose("gone", Eviction::for_pressure("m".into(), Duration::ZERO));
         assert!(chosen.pending().is_empty());
         let wake = Arc::new(tokio::sync::Notify::new());
         chosen.register("p", wake.clone());
-        chosen.choose("p", Eviction::for_pressure("low on memory".into()));
+        chosen.choose(
+            "p",
+            Eviction::for_pressure("low on memory".into(), Duration::ZERO),
+        );
         assert_eq!(chosen.pending(), HashSet::from(["p".to_owned()]));
         tokio::time::timeout(Duration::from_secs(1), wake.notified())
             .await
             .expect("the worker is woken");
         assert_eq!(chosen.take("p").unwrap().condition, "low on memory");
-        chosen.choose("p", Eviction::for_pressure("again".into()));
+        chosen.choose("p", Eviction::for_pressure("again".into(), Duration::ZERO));
         chosen.unregister("p");
         assert!(chosen.pending().is_empty() && chosen.take("p").is_none());
     }
@@ -527,10 +563,11 @@ mod tests {
             pid_max: 1000,
         };
         let e = EvictionHard::default();
-        let (r, t, a) = starved(&m, &e).unwrap();
-        assert_eq!(r, Resource::Memory);
+        let none = (EvictionSoft::default(), Pressure::default());
+        let s = starved(&m, &e, &none.0, none.1).unwrap();
+        assert_eq!((s.resource, s.grace_cap), (Resource::Memory, None));
         assert_eq!(
-            pressure_message(r, t, a),
+            pressure_message(s.resource, s.threshold, s.available),
             "The node was low on resource: memory. Threshold quantity: 102400Ki, available: 51200Ki. "
         );
         let disk_only = Measurements {
@@ -538,14 +575,36 @@ mod tests {
             ..m
         };
         assert_eq!(
-            starved(&disk_only, &e).map(|s| s.0),
+            starved(&disk_only, &e, &none.0, none.1).map(|s| s.resource),
             Some(Resource::EphemeralStorage)
         );
         let fine = Measurements {
             fs_available: 50 << 30,
             ..disk_only
         };
-        assert_eq!(starved(&fine, &e), None);
+        assert_eq!(starved(&fine, &e, &none.0, none.1), None);
+
+        // A soft threshold counts once crossed for its grace period, after any hard one,
+        // and caps the evicted pod's grace period.
+        let soft = EvictionSoft::parse("nodefs.available<60%", "nodefs.available=30s", 5).unwrap();
+        let met = Pressure {
+            disk: true,
+            ..Pressure::default()
+        };
+        assert_eq!(starved(&fine, &e, &soft, Pressure::default()), None);
+        let s = starved(&fine, &e, &soft, met).unwrap();
+        assert_eq!(
+            (s.resource, s.threshold, s.grace_cap),
+            (
+                Resource::EphemeralStorage,
+                60 << 30,
+                Some(Duration::from_secs(5))
+            )
+        );
+        assert_eq!(
+            starved(&m, &e, &soft, met).unwrap().resource,
+            Resource::Memory
+        );
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub struct KubeletConfig {
 #[derive(Debug, Clone)]
 pub struct NodeEviction {
     pub thresholds: node_status::EvictionHard,
+    pub soft: node_status::EvictionSoft,
+    /// Where the soft thresholds crossed for their grace period are told (the heartbeat
+    /// reports them as pressure).
+    pub soft_pressure: Arc<parking_lot::Mutex<node_status::Pressure>>,
+    /// When each soft threshold was first seen crossed.
+    pub soft_observed: Arc<parking_lot::Mutex<node_status::SoftObserved>>,
     /// A directory on the node's filesystem (nodefs), as the heartbeat measures it.
     pub fs_dir: PathBuf,
 }
@@ -427,10 +433,16 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
         return;
     };
-    *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds);
-    let Some((resource, threshold, available)) = eviction::starved(&m, &e.thresholds) else {
+    let soft_met = e
+        .soft_observed
+        .lock()
+        .observe(&m, &e.soft, std::time::Instant::now());
+    *e.soft_pressure.lock() = soft_met;
+    *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds).or(soft_met);
+    let Some(starved) = eviction::starved(&m, &e.thresholds, &e.soft, soft_met) else {
         return;
     };
+    let resource = starved.resource;
     // Disk: unused images go before any pod (the image store is on the node's disk).
     if resource == eviction::Resource::EphemeralStorage {
         if let Some(gc) = &ctx.image_gc {
@@ -494,10 +506,21 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     let Some(first) = eviction::rank(measured, resource).into_iter().next() else {
         return;
     };
-    let msg = eviction::pressure_message(resource, threshold, available);
+    let msg = eviction::pressure_message(resource, starved.threshold, starved.available);
     tracing::info!(pod_uid = %first.uid, %msg, "node pressure: evicting");
+    // A soft threshold gives the pod its own grace period, capped (upstream's
+    // evictionMaxPodGracePeriod); a hard one none.
+    let grace = starved.grace_cap.map_or(std::time::Duration::ZERO, |cap| {
+        let own = first
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        cap.min(std::time::Duration::from_secs(own.max(0) as u64))
+    });
     ctx.evictions
-        .choose(&first.uid, eviction::Eviction::for_pressure(msg));
+        .choose(&first.uid, eviction::Eviction::for_pressure(msg, grace));
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

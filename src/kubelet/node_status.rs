@@ -60,6 +60,8 @@ pub enum NodeConfigError {
     EvictionHard(String),
     #[error("invalid image garbage collection settings: {0}")]
     ImageGc(String),
+    #[error("invalid soft eviction settings: {0}")]
+    EvictionSoft(String),
 }
 
 /// A hard-eviction threshold: an amount, or a share of the capacity.
@@ -125,6 +127,129 @@ impl EvictionHard {
             }
         }
         Ok(e)
+    }
+}
+
+/// The soft-eviction thresholds (`--eviction-soft`, `--eviction-soft-grace-period`,
+/// `--eviction-max-pod-grace-period`): a signal below its soft threshold for its whole
+/// grace period is pressure as a hard one is at once, and pods evicted for it get a grace
+/// period of their own, capped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvictionSoft {
+    /// Threshold and grace period of each signal that has one.
+    pub memory_available: Option<(Threshold, Duration)>,
+    pub nodefs_available: Option<(Threshold, Duration)>,
+    /// The longest grace period a pod evicted for a soft threshold gets (its own if
+    /// shorter).
+    pub max_pod_grace: Duration,
+}
+
+impl EvictionSoft {
+    /// Parses `memory.available<1Gi,…` with `memory.available=1m30s,…`: every signal needs
+    /// both a threshold and a grace period, as upstream's validation says.
+    pub fn parse(
+        thresholds: &str,
+        grace_periods: &str,
+        max_pod_grace_seconds: i64,
+    ) -> Result<EvictionSoft, NodeConfigError> {
+        let err = |m: String| NodeConfigError::EvictionSoft(m);
+        let mut graces = BTreeMap::new();
+        for part in grace_periods
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (signal, d) = part
+                .split_once('=')
+                .ok_or_else(|| err(format!("invalid grace period {part:?}")))?;
+            let d = crate::cli::token::parse_duration(d.trim())
+                .map_err(|e| err(format!("grace period of {signal}: {e}")))?;
+            graces.insert(signal.trim().to_owned(), d);
+        }
+        let mut soft = EvictionSoft {
+            max_pod_grace: Duration::from_secs(max_pod_grace_seconds.max(0) as u64),
+            ..Default::default()
+        };
+        for part in thresholds
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (signal, v) = part
+                .split_once('<')
+                .ok_or_else(|| err(format!("invalid threshold {part:?}")))?;
+            let signal = signal.trim();
+            let t = Threshold::parse(v.trim())
+                .ok_or_else(|| err(format!("invalid threshold {part:?}")))?;
+            let grace = graces.remove(signal).ok_or_else(|| {
+                err(format!(
+                    "grace period must be specified for the soft eviction threshold {signal}"
+                ))
+            })?;
+            match signal {
+                "memory.available" => soft.memory_available = Some((t, grace)),
+                "nodefs.available" => soft.nodefs_available = Some((t, grace)),
+                _ => return Err(err(format!("unsupported eviction signal {signal}"))),
+            }
+        }
+        if let Some(signal) = graces.keys().next() {
+            return Err(err(format!(
+                "grace period specified for {signal}, which has no soft eviction threshold"
+            )));
+        }
+        Ok(soft)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.memory_available.is_none() && self.nodefs_available.is_none()
+    }
+}
+
+/// When each soft threshold was first seen crossed, in the crossing that still lasts.
+#[derive(Debug, Default)]
+pub struct SoftObserved {
+    memory_since: Option<std::time::Instant>,
+    disk_since: Option<std::time::Instant>,
+}
+
+impl SoftObserved {
+    /// Takes in a measurement; says which soft thresholds have now been crossed for their
+    /// whole grace period (a measurement above a threshold starts its count over).
+    pub fn observe(
+        &mut self,
+        m: &Measurements,
+        soft: &EvictionSoft,
+        now: std::time::Instant,
+    ) -> Pressure {
+        let met = |since: &mut Option<std::time::Instant>,
+                   t: Option<(Threshold, Duration)>,
+                   available: u64,
+                   capacity: u64| {
+            match t {
+                Some((t, grace)) if capacity > 0 && available < t.bytes_of(capacity) => {
+                    now.duration_since(*since.get_or_insert(now)) >= grace
+                }
+                _ => {
+                    *since = None;
+                    false
+                }
+            }
+        };
+        Pressure {
+            memory: met(
+                &mut self.memory_since,
+                soft.memory_available,
+                m.memory_available,
+                m.memory_capacity,
+            ),
+            disk: met(
+                &mut self.disk_since,
+                soft.nodefs_available,
+                m.fs_available,
+                m.fs_capacity,
+            ),
+            pid: false,
+        }
     }
 }
 
@@ -211,6 +336,11 @@ pub struct NodeSettings {
     /// Pod capacity (upstream's `maxPods`, [`MAX_PODS`] by default).
     pub max_pods: u64,
     pub eviction_hard: EvictionHard,
+    /// `--eviction-soft` and its grace periods (the kubelet's eviction loop keeps the count).
+    pub eviction_soft: EvictionSoft,
+    /// Soft thresholds crossed for their grace period, as the kubelet's eviction loop last
+    /// found (it keeps the count): reported as pressure with the hard ones.
+    pub soft_pressure: std::sync::Arc<parking_lot::Mutex<Pressure>>,
 }
 
 /// Parses one `--node-label KEY=VALUE`.
@@ -275,6 +405,17 @@ pub struct Pressure {
     pub memory: bool,
     pub disk: bool,
     pub pid: bool,
+}
+
+impl Pressure {
+    /// Pressure on each signal either shows.
+    pub fn or(self, other: Pressure) -> Pressure {
+        Pressure {
+            memory: self.memory || other.memory,
+            disk: self.disk || other.disk,
+            pid: self.pid || other.pid,
+        }
+    }
 }
 
 /// The pressure the measurements show against the hard-eviction thresholds.
@@ -520,7 +661,7 @@ pub fn status(
         allocatable: Some(allocatable),
         conditions: Some(conditions(
             previous_conditions,
-            pressure(m, &settings.eviction_hard),
+            pressure(m, &settings.eviction_hard).or(*settings.soft_pressure.lock()),
             not_ready,
             now,
         )),

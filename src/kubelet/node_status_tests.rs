@@ -22,6 +22,8 @@ fn settings() -> NodeSettings {
         kubelet_port: 10250,
         max_pods: MAX_PODS,
         eviction_hard: EvictionHard::default(),
+        eviction_soft: Default::default(),
+        soft_pressure: Default::default(),
     }
 }
 
@@ -263,4 +265,89 @@ fn unchanged_status_is_sent_only_every_report_frequency() {
     let addrs = c.addresses.unwrap();
     assert_eq!(addrs[0].type_, "InternalIP");
     assert_eq!(addrs[1].address, "n1");
+}
+
+#[test]
+fn eviction_soft_needs_a_grace_period_for_each_threshold_and_no_other() {
+    let s = EvictionSoft::parse(
+        "memory.available<1Gi,nodefs.available<20%",
+        "memory.available=1m30s, nodefs.available=2m",
+        45,
+    )
+    .unwrap();
+    assert_eq!(
+        s.memory_available,
+        Some((Threshold::Bytes(1 << 30), Duration::from_secs(90)))
+    );
+    assert_eq!(
+        s.nodefs_available,
+        Some((Threshold::Basis(2000), Duration::from_secs(120)))
+    );
+    assert_eq!(s.max_pod_grace, Duration::from_secs(45));
+    assert!(EvictionSoft::parse("", "", 0).unwrap().is_empty());
+    for (thresholds, graces, why) in [
+        (
+            "memory.available<1Gi",
+            "",
+            "grace period must be specified for the soft eviction threshold memory.available",
+        ),
+        (
+            "",
+            "nodefs.available=1m",
+            "grace period specified for nodefs.available, which has no soft eviction threshold",
+        ),
+        (
+            "imagefs.available<10%",
+            "imagefs.available=1m",
+            "unsupported eviction signal imagefs.available",
+        ),
+        (
+            "memory.available<1Gi",
+            "memory.available=soon",
+            "grace period of memory.available",
+        ),
+    ] {
+        let err = EvictionSoft::parse(thresholds, graces, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
+}
+
+#[test]
+fn a_soft_threshold_is_pressure_only_once_crossed_for_its_whole_grace_period() {
+    let soft = EvictionSoft::parse("memory.available<60%", "memory.available=30s", 0).unwrap();
+    let mut seen = SoftObserved::default();
+    let t0 = std::time::Instant::now();
+    let low = healthy(); // 4 of 8 GiB free: under 60%
+    assert!(!seen.observe(&low, &soft, t0).memory);
+    assert!(
+        !seen
+            .observe(&low, &soft, t0 + Duration::from_secs(29))
+            .memory
+    );
+    assert!(
+        seen.observe(&low, &soft, t0 + Duration::from_secs(30))
+            .memory
+    );
+    // A measurement above the threshold starts the count over.
+    let fine = Measurements {
+        memory_available: 6 << 30,
+        ..healthy()
+    };
+    assert!(
+        !seen
+            .observe(&fine, &soft, t0 + Duration::from_secs(31))
+            .memory
+    );
+    assert!(
+        !seen
+            .observe(&low, &soft, t0 + Duration::from_secs(40))
+            .memory
+    );
+    assert!(
+        seen.observe(&low, &soft, t0 + Duration::from_secs(70))
+            .memory
+    );
+    assert!(!seen.observe(&low, &soft, t0 + Duration::from_secs(70)).disk);
 }

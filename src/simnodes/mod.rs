@@ -74,6 +74,8 @@ pub fn template(args: &SimNodesArgs) -> anyhow::Result<Template> {
                 memory_available: Threshold::Bytes(0),
                 nodefs_available: Threshold::Bytes(0),
             },
+            eviction_soft: Default::default(),
+            soft_pressure: Default::default(),
         },
         host,
     })

@@ -447,7 +447,9 @@ impl Worker {
         if !limits.is_empty() {
             next = next.min(eviction::CHECK_EVERY);
             if let Some(msg) = self.local_storage_violation(&limits, &view).await {
-                return self.evict(eviction::Eviction::for_pressure(msg)).await;
+                return self
+                    .evict(eviction::Eviction::for_pressure(msg, Duration::ZERO))
+                    .await;
             }
         }
         if self.sandbox.is_none() {
