@@ -926,6 +926,17 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
     );
     server.wait_pod_phase("expr", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "expr"]).trim(), "hi");
+    // The checked sub path was pinned (bind-mounted in the pod's directory) for the
+    // container to bind; the pin goes with the pod.
+    let data_dir = server.data_dir().display().to_string();
+    let pins = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&data_dir) && l.contains("/volume-subpaths/work/c/0"))
+            .count()
+    };
+    assert_eq!(pins(), 1);
     let waiting = eventually(Duration::from_secs(60), "escape refused", || {
         let p = server.kubectl_json(&["get", "pod", "escape"]);
         let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
@@ -943,6 +954,11 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
     server.wait_pod_phase("hosts", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "hosts"]).trim(), "own");
     delete_pods(&server, &["expr", "escape", "hosts"]);
+    eventually(Duration::from_secs(30), "the pin is unmounted", || {
+        (pins() == 0)
+            .then_some(())
+            .ok_or_else(|| format!("{} pins", pins()))
+    });
 }
 
 #[test]

@@ -70,6 +70,12 @@ pub enum CriError {
 
 /// The container runtime as the kubelet needs it. Dyn-safe: workers hold `Arc<dyn Cri>`.
 pub trait Cri: Send + Sync {
+    /// Whether containers bind the host paths their mounts name (a real runtime: sub paths
+    /// are then pinned first, see `volumes::mounts`); a simulated one binds nothing.
+    fn binds_host_paths(&self) -> bool {
+        false
+    }
+
     /// The stored image named `image`, if present.
     fn image_status(&self, image: &str) -> BoxFuture<'_, Result<Option<ImageInfo>, CriError>>;
     fn pull_image(

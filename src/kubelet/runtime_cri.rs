@@ -55,6 +55,10 @@ fn image_info(image: &Image) -> ImageInfo {
 }
 
 impl Cri for RuntimeCri {
+    fn binds_host_paths(&self) -> bool {
+        true
+    }
+
     fn image_status(&self, image: &str) -> BoxFuture<'_, Result<Option<ImageInfo>, CriError>> {
         let r = self
             .runtime

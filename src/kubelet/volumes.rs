@@ -539,8 +539,9 @@ pub(crate) fn is_mountpoint(dir: &Path) -> bool {
     crate::runtime::snapshots::overlay::is_mounted(dir)
 }
 
-/// Unmounts what [`setup`] mounted (and any image volume still mounted) and removes the
-/// pod's volume directories.
+/// Unmounts what [`setup`] mounted (and any image volume still mounted) and the pinned
+/// sub paths, and removes the pod's volume directories. A pin that stays mounted keeps the
+/// pod directory in place: removing it would delete the volume's files through the pin.
 pub fn teardown(pod_dir: &Path) {
     for root in [empty_dir_root(pod_dir), image_volume_root(pod_dir)] {
         if let Ok(rd) = std::fs::read_dir(&root) {
@@ -551,15 +552,108 @@ pub fn teardown(pod_dir: &Path) {
             }
         }
     }
+    if !unpin_sub_paths(pod_dir) {
+        tracing::warn!(pod_dir = %pod_dir.display(), "a pinned sub path stays mounted; the pod directory is kept");
+        return;
+    }
     let _ = std::fs::remove_dir_all(pod_dir);
+}
+
+/// Where a container's sub paths are pinned (upstream's layout):
+/// `volume-subpaths/<volume>/<container>/<index of the mount>`.
+fn sub_path_pin(pod_dir: &Path, volume: &str, container: &str, index: usize) -> PathBuf {
+    pod_dir
+        .join("volume-subpaths")
+        .join(volume)
+        .join(container)
+        .join(index.to_string())
+}
+
+/// Unmounts every pinned sub path of the pod; says whether none is left mounted.
+fn unpin_sub_paths(pod_dir: &Path) -> bool {
+    let mut clear = true;
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for volume in dirs(&pod_dir.join("volume-subpaths")) {
+        for container in dirs(&volume) {
+            for pin in dirs(&container) {
+                if is_mountpoint(&pin) {
+                    let _ = nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH);
+                    clear &= !is_mountpoint(&pin);
+                }
+            }
+        }
+    }
+    clear
+}
+
+/// Pins `resolved` (a sub path [`resolve_sub_path`] checked inside the volume at `root`)
+/// at `pin`, a kubelet-owned path outside every volume that the container's mount then
+/// binds: the components are opened again one at a time without following symlinks and
+/// the final descriptor is bind-mounted, so a container that swaps a checked directory
+/// for a symlink after the check (to `/`, say) gets the directory checked or an error,
+/// never the symlink's target (upstream's safe subpath preparation).
+fn pin_sub_path(root: &Path, resolved: &Path, pin: &Path) -> Result<(), String> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{fstat, Mode, SFlag};
+    use std::os::fd::AsRawFd;
+    let root = std::fs::canonicalize(root).map_err(|e| io("resolving", root, e))?;
+    let rel = resolved
+        .strip_prefix(&root)
+        .map_err(|_| format!("subpath {resolved:?} not within volume path {root:?}"))?;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(&root, flags | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(|e| format!("opening {}: {e}", root.display()))?;
+    for part in rel.components() {
+        let next = openat(&fd, part.as_os_str(), flags, Mode::empty())
+            .map_err(|e| format!("opening {}: {e}", resolved.display()))?;
+        let kind = SFlag::from_bits_truncate(fstat(&next).map_err(|e| e.to_string())?.st_mode);
+        if kind & SFlag::S_IFMT == SFlag::S_IFLNK {
+            return Err(format!(
+                "subpath {} changed into a symlink while it was prepared",
+                resolved.display()
+            ));
+        }
+        fd = next;
+    }
+    let is_dir = SFlag::from_bits_truncate(fstat(&fd).map_err(|e| e.to_string())?.st_mode)
+        & SFlag::S_IFMT
+        == SFlag::S_IFDIR;
+    if is_mountpoint(pin) {
+        let _ = nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH);
+    }
+    if is_dir {
+        std::fs::create_dir_all(pin).map_err(|e| io("creating", pin, e))?;
+    } else {
+        if let Some(parent) = pin.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(pin)
+            .map_err(|e| io("creating", pin, e))?;
+    }
+    let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::mount::mount(
+        Some(source.as_str()),
+        pin,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pinning {} at {}: {e}", resolved.display(), pin.display()))
 }
 
 /// `sub_path` inside the volume at `root`, created as directories where missing. A symlink
 /// on the way (one a container planted in an emptyDir, or one an image volume ships) may
 /// only lead somewhere inside the volume, as upstream's subpath checks: otherwise the
-/// container would get a host directory. (The bind itself happens later, in the container's
-/// init; a container racing to swap a checked directory for a symlink in between is not
-/// caught here.)
+/// container would get a host directory. (A container racing to swap a checked directory
+/// for a symlink before the bind is [`pin_sub_path`]'s business.)
 fn resolve_sub_path(root: &Path, sub_path: &str) -> Result<PathBuf, String> {
     let root = std::fs::canonicalize(root).map_err(|e| io("resolving", root, e))?;
     let mut at = root.clone();
@@ -596,14 +690,17 @@ fn resolve_sub_path(root: &Path, sub_path: &str) -> Result<PathBuf, String> {
 }
 
 /// The container's mounts for its `volumeMounts`; `env` (the container's environment)
-/// expands `subPathExpr` as upstream does (`$(VAR)`).
+/// expands `subPathExpr` as upstream does (`$(VAR)`). With `pin_in` (the pod directory of
+/// a node whose runtime binds host paths), each sub path is pinned there once checked
+/// ([`pin_sub_path`]) and the container binds the pin.
 pub fn mounts(
     c: &Container,
     vols: &Volumes,
     env: &[(String, String)],
+    pin_in: Option<&Path>,
 ) -> Result<Vec<Mount>, String> {
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
         let v = vols
             .by_name
             .get(&m.name)
@@ -631,12 +728,21 @@ pub fn mounts(
             if sp.split('/').any(|c| c == "..") {
                 return Err(format!("failed to prepare subPath for volumeMount {:?} of container {:?}: error SubPath `{sp}` must not contain '..'", m.name, c.name));
             }
-            source = resolve_sub_path(&source, sp).map_err(|e| {
+            let failed = |e: String| {
                 format!(
                     "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
                     m.name, c.name
                 )
-            })?;
+            };
+            let resolved = resolve_sub_path(&source, sp).map_err(failed)?;
+            source = match pin_in {
+                Some(pod_dir) => {
+                    let pin = sub_path_pin(pod_dir, &m.name, &c.name, index);
+                    pin_sub_path(&source, &resolved, &pin).map_err(failed)?;
+                    pin
+                }
+                None => resolved,
+            };
         }
         out.push(Mount::Bind {
             source,
@@ -677,6 +783,60 @@ mod tests {
         assert!(!std::path::Path::new("/new").exists());
     }
 
+    /// The race a pin closes: a container swaps a directory that passed the check for a
+    /// symlink to `/` before its sibling container starts. The pin holds the directory
+    /// checked; pinning after the swap is refused; teardown unpins without deleting the
+    /// volume's files through the pin.
+    #[test]
+    #[cfg_attr(skiff_unprivileged, ignore = "needs root: bind mounts")]
+    fn a_pinned_sub_path_holds_the_checked_directory_when_it_is_swapped_for_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let vol = d.path().join("vol");
+        let pod_dir = d.path().join("pod");
+        // Unpins on a failure too, before the temp dir goes.
+        struct Unpin(PathBuf);
+        impl Drop for Unpin {
+            fn drop(&mut self) {
+                unpin_sub_paths(&self.0);
+            }
+        }
+        let _unpin = Unpin(pod_dir.clone());
+        std::fs::create_dir_all(vol.join("data")).unwrap();
+        std::fs::write(vol.join("data/marker"), "checked").unwrap();
+        std::fs::write(vol.join("file"), "a file").unwrap();
+        let checked = resolve_sub_path(&vol, "data").unwrap();
+        let pin = sub_path_pin(&pod_dir, "vol", "app", 0);
+        pin_sub_path(&vol, &checked, &pin).unwrap();
+        // The swap, after the check and the pin.
+        std::fs::rename(vol.join("data"), vol.join("moved")).unwrap();
+        std::os::unix::fs::symlink("/", vol.join("data")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pin.join("marker")).unwrap(),
+            "checked"
+        );
+        assert!(
+            !pin.join("etc").exists(),
+            "the host's root is not behind the pin"
+        );
+        // A swap between the check and the pin: refused.
+        let err =
+            pin_sub_path(&vol, &checked, &sub_path_pin(&pod_dir, "vol", "app", 1)).unwrap_err();
+        assert!(err.contains("changed into a symlink"), "{err}");
+        // A file is pinned as a file.
+        let file = resolve_sub_path(&vol, "file").unwrap();
+        let file_pin = sub_path_pin(&pod_dir, "vol", "app", 2);
+        pin_sub_path(&vol, &file, &file_pin).unwrap();
+        assert_eq!(std::fs::read_to_string(&file_pin).unwrap(), "a file");
+        teardown(&pod_dir);
+        assert!(!pod_dir.exists());
+        assert_eq!(
+            std::fs::read_to_string(vol.join("moved/marker")).unwrap(),
+            "checked",
+            "the volume's files outlive the pod's pins"
+        );
+        assert_eq!(std::fs::read_to_string(vol.join("file")).unwrap(), "a file");
+    }
+
     #[test]
     fn sub_path_expr_expands_the_container_env_and_refuses_escapes() {
         let d = tempfile::tempdir().unwrap();
@@ -696,18 +856,18 @@ mod tests {
             "volumeMounts": [{"name": "work", "mountPath": "/m", "subPathExpr": "$(DIR)/x"}]}))
         .unwrap();
         let env = |v: &str| vec![("DIR".to_owned(), v.to_owned())];
-        let m = mounts(&c, &vols, &env("pod-a")).unwrap();
+        let m = mounts(&c, &vols, &env("pod-a"), None).unwrap();
         let Mount::Bind { source, .. } = &m[0] else {
             panic!("{m:?}")
         };
         assert_eq!(source, &d.path().join("pod-a/x"));
         assert!(source.is_dir(), "made on the host");
-        let up = mounts(&c, &vols, &env("..")).unwrap_err();
+        let up = mounts(&c, &vols, &env(".."), None).unwrap_err();
         assert!(
             up.ends_with("error SubPath `../x` must not contain '..'"),
             "{up}"
         );
-        let abs = mounts(&c, &vols, &env("/tmp")).unwrap_err();
+        let abs = mounts(&c, &vols, &env("/tmp"), None).unwrap_err();
         assert!(
             abs.ends_with("error SubPath `/tmp/x` must not be an absolute path"),
             "{abs}"

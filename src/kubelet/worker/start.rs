@@ -75,7 +75,10 @@ impl Worker {
         let mounts = match self
             .volumes
             .as_ref()
-            .map(|v| volumes::mounts(c, v, &envs))
+            .map(|v| {
+                let pin_in = self.ctx.cri.binds_host_paths().then(|| self.pod_dir());
+                volumes::mounts(c, v, &envs, pin_in.as_deref())
+            })
             .unwrap_or(Ok(Vec::new()))
         {
             Ok(m) => m,
