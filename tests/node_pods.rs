@@ -1049,6 +1049,9 @@ spec:
       mkdir -p /www/cgi-bin && echo index-page > /www/index.html
       printf '#!/bin/sh\necho "Content-Type: text/plain"\necho "X-Echo: yes"\necho\necho "$REQUEST_METHOD $QUERY_STRING"\nhead -c "${{CONTENT_LENGTH:-0}}"\n' > /www/cgi-bin/echo
       chmod +x /www/cgi-bin/echo
+      printf '<html><body><a href="/index.html">home</a> <img src="pic.png"></body></html>' > /www/links.html
+      printf '#!/bin/sh\nprintf "HTTP/1.1 302 Found\\r\\nLocation: /index.html\\r\\nAccess-Control-Allow-Origin: *\\r\\nContent-Length: 0\\r\\n\\r\\n"\n' > /www/cgi-bin/moved
+      chmod +x /www/cgi-bin/moved
       exec httpd -f -p 8080 -h /www
     readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
 ---
@@ -1138,6 +1141,25 @@ spec:
     };
     assert_eq!(as_peeker("GET"), 200);
     assert_eq!(as_peeker("OPTIONS"), 403);
+    // Links of a proxied page, and a redirect's Location, lead back through the proxy, as
+    // upstream rewrites them (a relative link stays); the pod's CORS headers stay behind.
+    let pod_prefix = "/api/v1/namespaces/default/pods/web/proxy";
+    let page = server.kubectl_ok(&["get", "--raw", &format!("{pod_prefix}/links.html")]);
+    assert_eq!(
+        page,
+        format!(
+            r#"<html><body><a href="{pod_prefix}/index.html">home</a> <img src="pic.png"></body></html>"#
+        )
+    );
+    let moved = server
+        .request("GET", &format!("{pod_prefix}/cgi-bin/moved"))
+        .send();
+    assert_eq!(moved.status, 302, "{}", moved.text());
+    assert_eq!(
+        moved.header("location"),
+        Some(format!("{pod_prefix}/index.html"))
+    );
+    assert_eq!(moved.header("access-control-allow-origin"), None);
     // The proxy root redirects to its trailing-slash form, as upstream.
     let reply = server
         .request("GET", "/api/v1/namespaces/default/pods/web/proxy?x=1")
@@ -1181,6 +1203,16 @@ spec:
         "/api/v1/namespaces/default/services/web:80/proxy/index.html",
     ]);
     assert_eq!(by_number.trim(), "index-page");
+    let svc_page = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/web:80/proxy/links.html",
+    ]);
+    assert!(
+        svc_page
+            .contains(r#"<a href="/api/v1/namespaces/default/services/web:80/proxy/index.html">"#),
+        "{svc_page}"
+    );
     let reply = server
         .request("GET", "/api/v1/namespaces/default/services/web:81/proxy/")
         .send();

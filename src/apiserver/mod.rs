@@ -11,6 +11,7 @@ mod body;
 mod crd;
 mod discovery;
 mod handlers;
+mod html_links;
 mod impersonation;
 mod inprocess;
 pub mod kubelet_proxy;

@@ -8,7 +8,8 @@
 //! verified, as upstream's proxy transport does not verify them. Left out: upstream's
 //! rewriting of links inside proxied HTML pages.
 
-use super::proxy::{self, Forwarded, ResponseHeaders};
+use super::html_links::LinkRewriter;
+use super::proxy::{self, Forwarded};
 use super::request::ResourceRequest;
 use super::response::Body;
 use super::status::ApiError;
@@ -264,10 +265,11 @@ pub async fn serve_at(
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let id = rr.name.clone().unwrap_or_default();
-    let full = req.uri().path();
-    let suffix = proxy::path_after_proxy(full, &rr.rt.plural, &id)
+    let full = req.uri().path().to_owned();
+    let suffix = proxy::path_after_proxy(&full, &rr.rt.plural, &id)
         .ok_or_else(ApiError::no_route)?
         .to_owned();
+    let suffix_len = suffix.len();
     let query = req.uri().query().map(str::to_owned);
     if suffix.is_empty() && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         // Upstream redirects the proxy root to its trailing-slash form (issue 4958).
@@ -308,15 +310,22 @@ pub async fn serve_at(
         .await
         .map_err(reach)?;
     let authority = proxy::authority(&location.host, port);
+    let links = LinkRewriter {
+        prefix: full[..full.len() - suffix_len].to_owned(),
+        backend: authority.clone(),
+        client_host: req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string())),
+    };
     match proxy::forward(send, req, &uri, &authority, true)
         .await
         .map_err(reach)?
     {
         Forwarded::Switched(r) => Ok(r),
-        Forwarded::Answered(_, resp) => Ok(proxy::stream_response(
-            resp,
-            ResponseHeaders::AllButHopByHop,
-        )),
+        Forwarded::Answered(_, resp) => proxy::relay_with_links(resp, &links).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Invariant: the caller's credentials never reach the backend, and upgrades are passed
 //! through untouched (both ends negotiate the subprotocol; we copy bytes after the 101).
 
+use super::html_links::LinkRewriter;
 use super::response::Body;
 use super::status::ApiError;
 use super::{ApiState, RequestBody};
@@ -283,6 +284,118 @@ pub fn stream_response(
     r
 }
 
+/// The CORS headers a backend's answer loses (upstream's proxy removes them: the API
+/// server, not the pod, says which origins may call it).
+const CORS_HEADERS: [&str; 4] = [
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-allow-origin",
+];
+
+/// The largest HTML page rewritten in memory; a larger one is refused rather than held.
+const MAX_REWRITTEN_PAGE: usize = 64 << 20;
+
+/// A pod's or Service's answer as a reverse proxy relays it (every header but hop-by-hop
+/// and CORS ones), its links led back through the proxy ([`LinkRewriter`]): the
+/// `Location` of a redirect, and the URL attributes of an HTML page, which is read whole
+/// for it (decompressed and compressed again if it came gzip or deflate). Anything else
+/// streams as it arrives.
+pub async fn relay_with_links(
+    resp: Response<hyper::body::Incoming>,
+    links: &LinkRewriter,
+) -> Result<Response<Body>, ApiError> {
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+    let encoding = resp
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let rewritable = content_type.as_deref() == Some("text/html")
+        && matches!(encoding.as_str(), "" | "gzip" | "deflate");
+    if !rewritable {
+        let mut r = stream_response(resp, ResponseHeaders::AllButHopByHop);
+        fix_link_headers(r.headers_mut(), links);
+        return Ok(r);
+    }
+    let (parts, body) = resp.into_parts();
+    let page = match http_body_util::Limited::new(body, MAX_REWRITTEN_PAGE)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let msg = format!("error trying to reach service: reading the page: {e}");
+            return Err(ApiError::service_unavailable(msg));
+        }
+    };
+    let body = rewrite_page(&page, &encoding, links).unwrap_or(page);
+    let mut r = Response::new(
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = parts.status;
+    for (k, v) in &parts.headers {
+        if !is_hop_by_hop(k.as_str()) && k != http::header::CONTENT_LENGTH {
+            r.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    fix_link_headers(r.headers_mut(), links);
+    Ok(r)
+}
+
+/// The page with its links rewritten, in its own encoding; `None` when nothing changed or
+/// it cannot be decoded (then it goes as it came, as upstream lets an unreadable page by).
+fn rewrite_page(page: &[u8], encoding: &str, links: &LinkRewriter) -> Option<Bytes> {
+    use std::io::{Read, Write};
+    let mut plain = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(page)
+            .read_to_end(&mut plain)
+            .ok()?,
+        "deflate" => flate2::read::DeflateDecoder::new(page)
+            .read_to_end(&mut plain)
+            .ok()?,
+        _ => return links.rewrite_html(page).map(Bytes::from),
+    };
+    let rewritten = links.rewrite_html(&plain)?;
+    let level = flate2::Compression::default();
+    let out = match encoding {
+        "gzip" => {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), level);
+            w.write_all(&rewritten).ok()?;
+            w.finish().ok()?
+        }
+        _ => {
+            let mut w = flate2::write::DeflateEncoder::new(Vec::new(), level);
+            w.write_all(&rewritten).ok()?;
+            w.finish().ok()?
+        }
+    };
+    Some(Bytes::from(out))
+}
+
+/// CORS headers go; a `Location` leads back through the proxy.
+fn fix_link_headers(headers: &mut HeaderMap, links: &LinkRewriter) {
+    for h in CORS_HEADERS {
+        headers.remove(h);
+    }
+    let location = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| links.rewrite_url(l))
+        .and_then(|l| http::HeaderValue::from_str(&l).ok());
+    if let Some(l) = location {
+        headers.insert(http::header::LOCATION, l);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +416,36 @@ mod tests {
             path_after_proxy("/api/v1/pods/web//proxy/x", "pods", "web"),
             None
         );
+    }
+
+    #[test]
+    fn a_compressed_page_is_rewritten_in_its_own_encoding_and_an_unreadable_one_is_left() {
+        use std::io::{Read, Write};
+        let links = LinkRewriter {
+            prefix: "/p".into(),
+            backend: "10.0.0.1:80".into(),
+            client_host: None,
+        };
+        let page = b"<a href=\"/x\">x</a>";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(page).unwrap();
+        let out = rewrite_page(&gz.finish().unwrap(), "gzip", &links).unwrap();
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        assert_eq!(plain, "<a href=\"/p/x\">x</a>");
+        assert_eq!(
+            &rewrite_page(page, "", &links).unwrap()[..],
+            b"<a href=\"/p/x\">x</a>"
+        );
+        assert_eq!(rewrite_page(b"not gzip", "gzip", &links), None);
+        let mut headers = HeaderMap::new();
+        headers.insert("location", "http://10.0.0.1:80/y?z".parse().unwrap());
+        headers.insert("access-control-allow-origin", "*".parse().unwrap());
+        fix_link_headers(&mut headers, &links);
+        assert_eq!(headers["location"], "/p/y?z");
+        assert!(!headers.contains_key("access-control-allow-origin"));
     }
 
     #[test]
