@@ -208,6 +208,61 @@ fn a_local_path_claim_is_provisioned_on_its_first_pods_node_and_pins_later_pods_
     delete_claim_and_expect_volume_gone(&server, &["second"], &pv, &dir);
 }
 
+/// A StorageClass binding at the first consumer, with `extra` YAML lines.
+fn first_consumer_class(name: &str, provisioner: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {name}}}
+provisioner: {provisioner}
+volumeBindingMode: WaitForFirstConsumer
+{extra}"
+    )
+}
+
+/// A class of the local-path provisioner that allows expansion: growing a bound claim with
+/// kubectl grows its volume and the claim's capacity (a directory has no size to change on
+/// the node).
+#[test]
+fn a_claim_in_a_class_that_allows_expansion_grows_with_kubectl_patch() {
+    let server = TestServer::start();
+    let _sims = three_ready_sim_nodes(&server);
+    server.apply(
+        "class.yaml",
+        &first_consumer_class(
+            "growing",
+            "rancher.io/local-path",
+            "allowVolumeExpansion: true\n",
+        ),
+    );
+    server.apply(
+        "claim.yaml",
+        &CLAIM.replace("spec:\n", "spec:\n  storageClassName: growing\n"),
+    );
+    let image = "registry.example/never-pulled:1.0";
+    server.apply("user.yaml", &pod_using_claim("user", image, "sleep 3600"));
+    running_on(&server, "user");
+    let (pv, dir) = bound_volume(&server);
+    server.kubectl_ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}"#,
+    ]);
+    eventually(WAIT, "the claim's capacity is 3Gi", || {
+        let c = claim(&server);
+        (c["status"]["capacity"]["storage"] == "3Gi")
+            .then_some(())
+            .ok_or_else(|| c["status"].to_string())
+    });
+    let v = server.kubectl_json(&["get", "pv", &pv, "-o", "json"]);
+    assert_eq!(v["spec"]["capacity"]["storage"], "3Gi", "{v}");
+    let described = server.kubectl_ok(&["describe", "pvc", "data"]);
+    assert!(described.contains("VolumeResizeSuccessful"), "{described}");
+    delete_claim_and_expect_volume_gone(&server, &["user"], &pv, &dir);
+}
+
 /// A local volume made by hand on `node` at `disks/<name>` (class `local-storage`, no
 /// provisioner).
 fn local_volume(name: &str, node: &str, disks: &std::path::Path) -> String {
@@ -244,12 +299,7 @@ fn claims_on_hand_made_local_volumes_send_their_pods_to_the_volumes_node() {
     let _sims = three_ready_sim_nodes(&server);
     server.apply(
         "class.yaml",
-        "apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: local-storage}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: WaitForFirstConsumer
-",
+        &first_consumer_class("local-storage", "kubernetes.io/no-provisioner", ""),
     );
     let disks = tempfile::tempdir().expect("a dir for the disks");
     server.apply(

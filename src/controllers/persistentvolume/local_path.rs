@@ -3,7 +3,8 @@
 //! binder handed to `rancher.io/local-path` gets a hostPath volume
 //! `<storage dir>/<pv>_<ns>_<claim>` (`DirectoryOrCreate`) pinned by required node
 //! affinity to the node the scheduler selected for its first consumer; a Released volume it
-//! made whose reclaim policy is Delete is deleted.
+//! made whose reclaim policy is Delete is deleted. A claim grown in a class that allows
+//! expansion has its volume's capacity follow (a directory has no size to change).
 //!
 //! The directory lives on the node, so the node's agent owns it (`kubelet::local_path`):
 //! the kubelet creates it when it first mounts the volume and then puts
@@ -15,7 +16,7 @@
 //! Invariant: the volume is named after the claim's uid, so a retried or repeated sync of
 //! one claim makes at most one volume (a second create is AlreadyExists).
 
-use super::matching::claim_class;
+use super::matching::{claim_class, claim_request, volume_capacity};
 use super::{Key, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NAME};
 use crate::api::strategy::cluster::LOCAL_PATH_PROVISIONER;
 use crate::controllers::{
@@ -26,6 +27,7 @@ use crate::informers::Change;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
@@ -176,10 +178,13 @@ impl Provisioner {
             .and_then(|s| s.volume_name.as_deref())
             .unwrap_or_default()
             .is_empty();
-        if !unbound
-            || claim.metadata.deletion_timestamp.is_some()
-            || ann(&claim.metadata, ANN_STORAGE_PROVISIONER) != Some(LOCAL_PATH_PROVISIONER)
-        {
+        if claim.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::Done);
+        }
+        if !unbound {
+            return self.expand(&claim).await;
+        }
+        if ann(&claim.metadata, ANN_STORAGE_PROVISIONER) != Some(LOCAL_PATH_PROVISIONER) {
             return Ok(Action::Done);
         }
         let Some(class) = self.classes.get(&ObjectRef::new(claim_class(&claim))) else {
@@ -238,6 +243,82 @@ impl Provisioner {
             "ProvisioningSucceeded",
             format!("Successfully provisioned volume {pv_name}"),
         );
+        Ok(Action::Done)
+    }
+
+    /// A bound claim grown beyond the volume this provisioner made for it, in a class that
+    /// allows expansion: as an external resizer, the volume's capacity follows the request,
+    /// then the claim's status. A directory has no size to change on the node, so there is
+    /// no node expansion step (upstream's FileSystemResizePending). The admission plugin has
+    /// already refused growth in classes that do not allow it.
+    async fn expand(&self, claim: &PersistentVolumeClaim) -> Result<Action, ControllerError> {
+        let Some(class) = self.classes.get(&ObjectRef::new(claim_class(claim))) else {
+            return Ok(Action::Done);
+        };
+        if class.provisioner != LOCAL_PATH_PROVISIONER || class.allow_volume_expansion != Some(true)
+        {
+            return Ok(Action::Done);
+        }
+        let volume_name = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        let Some(pv) = self.volumes.get(&ObjectRef::new(&volume_name)) else {
+            return Ok(Action::Done);
+        };
+        if ann(&pv.metadata, ANN_PROVISIONED_BY) != Some(LOCAL_PATH_PROVISIONER) {
+            return Ok(Action::Done);
+        }
+        let request = claim_request(claim);
+        let status_capacity = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            .and_then(|q| crate::api::quantity::Quantity::parse(&q.0).ok())
+            .unwrap_or_else(crate::api::quantity::Quantity::zero);
+        if request <= status_capacity {
+            return Ok(Action::Done);
+        }
+        let wanted = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        let event =
+            |reason, msg: String| self.recorder.event(object_ref(claim), NORMAL, reason, msg);
+        if volume_capacity(&pv) < request {
+            event(
+                "Resizing",
+                format!("External resizer is resizing volume {volume_name}"),
+            );
+            // Updates on the versions read (the binder's role updates, as upstream's).
+            let mut grown = (*pv).clone();
+            if let Some(spec) = grown.spec.as_mut() {
+                spec.capacity
+                    .get_or_insert_with(Default::default)
+                    .insert("storage".into(), Quantity(wanted.clone()));
+            }
+            Api::<PersistentVolume>::all(self.client.clone())
+                .replace(&volume_name, &PostParams::default(), &grown)
+                .await?;
+        }
+        let ns = claim.metadata.namespace.as_deref().unwrap_or_default();
+        let name = claim.metadata.name.as_deref().unwrap_or_default();
+        let mut grown = claim.clone();
+        let status = grown.status.get_or_insert_with(Default::default);
+        let size = [("storage".to_string(), Quantity(wanted.clone()))];
+        status.capacity = Some(size.clone().into());
+        status.allocated_resources = Some(size.into());
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+            .replace_status(name, &PostParams::default(), &grown)
+            .await?;
+        tracing::info!(volume = %volume_name, ns, claim = name, size = %wanted, "expanded a local-path volume");
+        event("VolumeResizeSuccessful", "Resize volume succeeded".into());
         Ok(Action::Done)
     }
 

@@ -6,6 +6,7 @@ use crate::apiserver::testing::TestServer;
 use crate::controllers::testing::eventually;
 use crate::controllers::Context;
 use crate::informers::Informers;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
@@ -88,6 +89,18 @@ fn phase_of_pvc(c: &PersistentVolumeClaim) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or_default()
+}
+
+/// Selects `node` for claim `name` as the scheduler would, and waits until it is Bound.
+async fn select_node_and_wait_bound(pvcs: &Api<PersistentVolumeClaim>, name: &str, node: &str) {
+    let patch = json!({"metadata": {"annotations": {ANN_SELECTED_NODE: node}}});
+    pvcs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the claim is Bound", || async {
+        phase_of_pvc(&pvcs.get(name).await.unwrap()) == "Bound"
+    })
+    .await;
 }
 
 async fn pv_phase(api: &Api<PersistentVolume>, name: &str) -> Option<String> {
@@ -219,14 +232,7 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
         .items
         .is_empty());
     // What the scheduler does once it picked a node for the claim's pod.
-    let patch = json!({"metadata": {"annotations": {ANN_SELECTED_NODE: "node-1"}}});
-    pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    eventually("the claim is Bound", || async {
-        phase_of_pvc(&pvcs.get("data").await.unwrap()) == "Bound"
-    })
-    .await;
+    select_node_and_wait_bound(&pvcs, "data", "node-1").await;
     let name = format!("pvc-{}", c.metadata.uid.clone().unwrap());
     let v = pvs.get(&name).await.unwrap();
     let ann = v.metadata.annotations.clone().unwrap();
@@ -327,4 +333,62 @@ async fn growing_a_local_path_claim_is_refused_and_shrinking_below_capacity_is_i
     pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_local_path_claim_grows_when_its_class_allows_expansion() {
+    let env = start().await;
+    let classes: Api<StorageClass> = Api::all(env.client.clone());
+    create(
+        &classes,
+        json!({"metadata": {"name": "growing"}, "provisioner": "rancher.io/local-path",
+               "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
+    )
+    .await;
+    let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "default");
+    let c = create(&pvcs, pvc("data", "1Gi", "growing")).await;
+    select_node_and_wait_bound(&pvcs, "data", "node-1").await;
+    let grow = json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}});
+    pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&grow))
+        .await
+        .unwrap();
+    let name = format!("pvc-{}", c.metadata.uid.clone().unwrap());
+    let capacity = |s: Option<&std::collections::BTreeMap<String, Quantity>>| {
+        s.and_then(|c| c.get("storage")).map(|q| q.0.clone())
+    };
+    eventually("the claim's capacity follows its request", || async {
+        let claim = pvcs.get("data").await.unwrap();
+        capacity(claim.status.as_ref().and_then(|s| s.capacity.as_ref())).as_deref() == Some("3Gi")
+    })
+    .await;
+    let v = pvs.get(&name).await.unwrap();
+    assert_eq!(
+        capacity(v.spec.as_ref().and_then(|s| s.capacity.as_ref())).as_deref(),
+        Some("3Gi")
+    );
+    let claim = pvcs.get("data").await.unwrap();
+    assert_eq!(
+        capacity(
+            claim
+                .status
+                .as_ref()
+                .and_then(|s| s.allocated_resources.as_ref())
+        )
+        .as_deref(),
+        Some("3Gi")
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in ["Resizing", "VolumeResizeSuccessful"] {
+        assert!(reasons.iter().any(|s| s == r), "{r} in {reasons:?}");
+    }
 }
