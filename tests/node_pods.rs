@@ -887,7 +887,7 @@ fn the_kubelet_rejects_pods_that_do_not_fit_and_a_daemon_set_backs_off_its_faile
     skiff_unprivileged,
     ignore = "needs root: namespaces, mounts, cgroups and links"
 )]
-fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hosts_volumes_win() {
+fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_file_volumes_win() {
     let (server, image, _registry) = ready_node_with_image(&[]);
     let pod = |name: &str, dir_env: &str| {
         format!(
@@ -953,7 +953,32 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_hos
     );
     server.wait_pod_phase("hosts", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "hosts"]).trim(), "own");
-    delete_pods(&server, &["expr", "escape", "hosts"]);
+    // A configMap key mounted over /etc/resolv.conf by subPath wins over the node's file
+    // (the conformance suite's "mountPath of existing file"); output left without a newline
+    // still ends the log.
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "dns",
+        "--from-literal=resolv.conf=nameserver 192.0.2.53",
+    ]);
+    server.apply(
+        "resolv.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"resolv","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never",
+                 "volumes":[{{"name":"dns","configMap":{{"name":"dns"}}}}],
+                 "containers":[{{"name":"c","image":"{image}",
+                   "command":["sh","-c","cat /etc/resolv.conf; echo; printf no-newline"],
+                   "volumeMounts":[{{"name":"dns","mountPath":"/etc/resolv.conf","subPath":"resolv.conf"}}]}}]}}}}"#
+        ),
+    );
+    server.wait_pod_phase("resolv", "Succeeded", Duration::from_secs(60));
+    assert_eq!(
+        server.kubectl_ok(&["logs", "resolv"]),
+        "nameserver 192.0.2.53\nno-newline"
+    );
+    delete_pods(&server, &["expr", "escape", "hosts", "resolv"]);
     eventually(Duration::from_secs(30), "the pin is unmounted", || {
         (pins() == 0)
             .then_some(())

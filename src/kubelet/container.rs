@@ -132,14 +132,16 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
             Some(ns) => Network::Join(ns),
             None => Network::None,
         },
-        // Not over a volume the container mounts at /etc/hosts itself (upstream).
-        hosts_file: i.sandbox.map(|s| s.hosts_file.clone()).filter(|_| {
-            !c.volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.mount_path.trim_end_matches('/') == "/etc/hosts")
-        }),
-        resolv_conf: i.sandbox.map(|s| s.resolv_conf.clone()),
+        // Not over a volume the container mounts there itself (upstream's kubelet for
+        // /etc/hosts, the runtime for /etc/resolv.conf).
+        hosts_file: i
+            .sandbox
+            .map(|s| s.hosts_file.clone())
+            .filter(|_| !mounts_own(c, "/etc/hosts")),
+        resolv_conf: i
+            .sandbox
+            .map(|s| s.resolv_conf.clone())
+            .filter(|_| !mounts_own(c, "/etc/resolv.conf")),
         log_path: Some(cref.log_path(i.pod_log_dir)),
         labels: cref.labels(),
         security,
@@ -223,6 +225,14 @@ fn check_non_root(
             c.name
         )),
     }
+}
+
+/// Whether the container mounts a volume at `path`.
+fn mounts_own(c: &Container, path: &str) -> bool {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path.trim_end_matches('/') == path)
 }
 
 #[cfg(test)]
@@ -355,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn a_container_mounting_its_own_etc_hosts_gets_no_managed_one() {
+    fn a_container_mounting_its_own_etc_hosts_or_resolv_conf_gets_no_managed_one() {
         let mut c = Container {
             name: "app".into(),
             image: Some("busybox".into()),
@@ -366,6 +376,8 @@ mod tests {
             }]),
             ..Default::default()
         };
+        let mut own_resolv = c.clone();
+        own_resolv.volume_mounts.as_mut().unwrap()[0].mount_path = "/etc/resolv.conf".into();
         let sb = Sandbox {
             netns: None,
             ip: None,
@@ -376,10 +388,15 @@ mod tests {
         let p = pod(c.clone(), None);
         let cfg = build(inputs(&p, &img, vec![], Some(&sb))).unwrap();
         assert_eq!(cfg.hosts_file, None);
+        assert!(cfg.resolv_conf.is_some());
+        let p = pod(own_resolv, None);
+        let cfg = build(inputs(&p, &img, vec![], Some(&sb))).unwrap();
+        assert_eq!(cfg.resolv_conf, None);
+        assert!(cfg.hosts_file.is_some());
         c.volume_mounts = None;
         let p = pod(c, None);
         let cfg = build(inputs(&p, &img, vec![], Some(&sb))).unwrap();
-        assert!(cfg.hosts_file.is_some());
+        assert!(cfg.hosts_file.is_some() && cfg.resolv_conf.is_some());
     }
 
     #[test]

@@ -220,7 +220,12 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let (msgs, mut offset) = parser.feed(&data);
+    let (mut msgs, mut offset) = parser.feed(&data);
+    if !opts.follow {
+        // Output the container left without a newline ends the log (`echo -n`), as
+        // upstream shows it.
+        msgs.extend(parser.flush());
+    }
     let msgs = tail(msgs, opts.tail_lines, &renderer);
     let mut out = Vec::new();
     renderer.render(&msgs, &mut out);
@@ -253,6 +258,12 @@ where
         if !alive && !grew {
             // One more pass after the exit was seen, so output written just before it is not lost.
             if last_try {
+                // The container is gone: its unterminated last output ends the log.
+                let mut out = Vec::new();
+                renderer.render(&parser.flush(), &mut out);
+                if !out.is_empty() {
+                    let _ = tx.send(out.into()).await;
+                }
                 return Ok(());
             }
             last_try = true;
@@ -314,6 +325,36 @@ mod tests {
     #[test]
     fn partial_records_join_per_stream() {
         assert_eq!(run(""), "one\nthree\ntwo\nfour\n");
+    }
+
+    /// `echo -n` output: a partial record no final record follows (the runtime writes it at
+    /// the container's exit).
+    #[tokio::test]
+    async fn output_without_a_newline_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(
+            &path,
+            "2024-01-01T00:00:01Z stdout F a\n2024-01-01T00:00:02Z stdout P no-newline\n",
+        )
+        .unwrap();
+        for follow in [false, true] {
+            let o = LogOptions {
+                follow,
+                ..Default::default()
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            stream(&path, &o, || async { false }, tx).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(b) = rx.recv().await {
+                got.extend_from_slice(&b);
+            }
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                "a\nno-newline",
+                "follow={follow}"
+            );
+        }
     }
 
     #[test]
