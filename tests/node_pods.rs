@@ -926,8 +926,9 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_fil
     );
     server.wait_pod_phase("expr", "Succeeded", Duration::from_secs(60));
     assert_eq!(server.kubectl_ok(&["logs", "expr"]).trim(), "hi");
-    // The checked sub path was pinned (bind-mounted in the pod's directory) for the
-    // container to bind; the pin goes with the pod.
+    // The checked sub path is pinned (bind-mounted in the pod's directory) for the
+    // container to bind, for as long as the pod may run: a finished pod's pin goes (expr),
+    // a running pod's stays until it is deleted (pinned).
     let data_dir = server.data_dir().display().to_string();
     let pins = || {
         std::fs::read_to_string("/proc/self/mountinfo")
@@ -936,7 +937,26 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_fil
             .filter(|l| l.contains(&data_dir) && l.contains("/volume-subpaths/work/c/0"))
             .count()
     };
-    assert_eq!(pins(), 1);
+    server.apply(
+        "pinned.json",
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"pinned","namespace":"default"}},
+               "spec":{{"nodeName":"{NODE}","restartPolicy":"Never","terminationGracePeriodSeconds":1,
+                 "volumes":[{{"name":"work","emptyDir":{{}}}}],
+                 "containers":[{{"name":"c","image":"{image}","command":["sh","-c","exec sleep 3600"],
+                   "volumeMounts":[{{"name":"work","mountPath":"/sub","subPath":"kept"}}]}}]}}}}"#
+        ),
+    );
+    server.wait_pod_phase("pinned", "Running", Duration::from_secs(60));
+    eventually(
+        Duration::from_secs(30),
+        "one pin, the running pod's",
+        || {
+            (pins() == 1)
+                .then_some(())
+                .ok_or_else(|| format!("{} pins", pins()))
+        },
+    );
     let waiting = eventually(Duration::from_secs(60), "escape refused", || {
         let p = server.kubectl_json(&["get", "pod", "escape"]);
         let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
@@ -978,7 +998,7 @@ fn sub_path_expr_mounts_the_expanded_directory_and_refuses_an_escape_and_etc_fil
         server.kubectl_ok(&["logs", "resolv"]),
         "nameserver 192.0.2.53\nno-newline"
     );
-    delete_pods(&server, &["expr", "escape", "hosts", "resolv"]);
+    delete_pods(&server, &["expr", "escape", "hosts", "resolv", "pinned"]);
     eventually(Duration::from_secs(30), "the pin is unmounted", || {
         (pins() == 0)
             .then_some(())

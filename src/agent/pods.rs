@@ -168,6 +168,7 @@ pub async fn run(
             soft: eviction.soft,
             soft_pressure: eviction.soft_pressure,
             soft_observed: Default::default(),
+            last_evicted: Default::default(),
             fs_dir: agent_dir.to_path_buf(),
         }),
         image_gc: Some(super::image_gc_policy(args)),

@@ -293,7 +293,8 @@ const CORS_HEADERS: [&str; 4] = [
     "access-control-allow-origin",
 ];
 
-/// The largest HTML page rewritten in memory; a larger one is refused rather than held.
+/// The largest HTML page rewritten in memory (decompressed too); a larger one is relayed as
+/// it is.
 const MAX_REWRITTEN_PAGE: usize = 64 << 20;
 
 /// A pod's or Service's answer as a reverse proxy relays it (every header but hop-by-hop
@@ -323,26 +324,63 @@ pub async fn relay_with_links(
         fix_link_headers(r.headers_mut(), links);
         return Ok(r);
     }
-    let (parts, body) = resp.into_parts();
-    let page = match http_body_util::Limited::new(body, MAX_REWRITTEN_PAGE)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let msg = format!("error trying to reach service: reading the page: {e}");
-            return Err(ApiError::service_unavailable(msg));
+    let (parts, mut body) = resp.into_parts();
+    // Read whole (upstream reads the page whole too), up to a bound: a larger page is
+    // relayed as it is, what was read first and then the rest as it arrives.
+    let mut page = bytes::BytesMut::new();
+    let mut too_large = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::service_unavailable(format!(
+                "error trying to reach service: reading the page: {e}"
+            ))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            page.extend_from_slice(&data);
         }
-    };
-    let body = rewrite_page(&page, &encoding, links).unwrap_or(page);
-    let mut r = Response::new(
-        http_body_util::Full::new(body)
+        if page.len() > MAX_REWRITTEN_PAGE {
+            too_large = true;
+            break;
+        }
+    }
+    let page = page.freeze();
+    let keep_length = too_large || page.is_empty();
+    let body: Body = if too_large {
+        let first =
+            futures::stream::once(
+                async move { Ok::<_, std::convert::Infallible>(Frame::data(page)) },
+            );
+        let rest = futures::stream::unfold(body, |mut body| async move {
+            loop {
+                match body.frame().await? {
+                    Ok(f) => match f.into_data() {
+                        Ok(d) => return Some((Ok(Frame::data(d)), body)),
+                        Err(_) => continue,
+                    },
+                    Err(_) => return None,
+                }
+            }
+        });
+        StreamBody::new(futures::StreamExt::chain(first, rest)).boxed()
+    } else {
+        let encoding = encoding.clone();
+        let links = links.clone();
+        let rewritten = tokio::task::spawn_blocking(move || {
+            rewrite_page(&page, &encoding, &links).unwrap_or(page)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        http_body_util::Full::new(rewritten)
             .map_err(|never| match never {})
-            .boxed(),
-    );
+            .boxed()
+    };
+    let mut r = Response::new(body);
     *r.status_mut() = parts.status;
     for (k, v) in &parts.headers {
-        if !is_hop_by_hop(k.as_str()) && k != http::header::CONTENT_LENGTH {
+        // A rewritten page has its own length (hyper sets it); an answer relayed as it came
+        // (a large page, an empty one such as a HEAD's) keeps the backend's.
+        let length = k == http::header::CONTENT_LENGTH;
+        if !is_hop_by_hop(k.as_str()) && (!length || keep_length) {
             r.headers_mut().append(k.clone(), v.clone());
         }
     }
@@ -354,16 +392,23 @@ pub async fn relay_with_links(
 /// it cannot be decoded (then it goes as it came, as upstream lets an unreadable page by).
 fn rewrite_page(page: &[u8], encoding: &str, links: &LinkRewriter) -> Option<Bytes> {
     use std::io::{Read, Write};
+    // Decompressed within the same bound: a small body can inflate a thousandfold.
+    let limit = MAX_REWRITTEN_PAGE as u64 + 1;
     let mut plain = Vec::new();
     match encoding {
         "gzip" => flate2::read::GzDecoder::new(page)
+            .take(limit)
             .read_to_end(&mut plain)
             .ok()?,
         "deflate" => flate2::read::DeflateDecoder::new(page)
+            .take(limit)
             .read_to_end(&mut plain)
             .ok()?,
         _ => return links.rewrite_html(page).map(Bytes::from),
     };
+    if plain.len() > MAX_REWRITTEN_PAGE {
+        return None;
+    }
     let rewritten = links.rewrite_html(&plain)?;
     let level = flate2::Compression::default();
     let out = match encoding {
@@ -440,6 +485,16 @@ mod tests {
             b"<a href=\"/p/x\">x</a>"
         );
         assert_eq!(rewrite_page(b"not gzip", "gzip", &links), None);
+        // A page that inflates past the bound is left as it came, not inflated whole.
+        let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        bomb.write_all(b"<a href=\"/x\">").unwrap();
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..=(MAX_REWRITTEN_PAGE >> 20) {
+            bomb.write_all(&zeros).unwrap();
+        }
+        let bomb = bomb.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+        assert_eq!(rewrite_page(&bomb, "gzip", &links), None);
         let mut headers = HeaderMap::new();
         headers.insert("location", "http://10.0.0.1:80/y?z".parse().unwrap());
         headers.insert("access-control-allow-origin", "*".parse().unwrap());

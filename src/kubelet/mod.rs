@@ -96,9 +96,15 @@ pub struct NodeEviction {
     pub soft_pressure: Arc<parking_lot::Mutex<node_status::Pressure>>,
     /// When each soft threshold was first seen crossed.
     pub soft_observed: Arc<parking_lot::Mutex<node_status::SoftObserved>>,
+    /// The pod last evicted for node pressure, and when.
+    pub last_evicted: Arc<parking_lot::Mutex<Option<(String, std::time::Instant)>>>,
     /// A directory on the node's filesystem (nodefs), as the heartbeat measures it.
     pub fs_dir: PathBuf,
 }
+
+/// How long the eviction loop waits for an evicted pod to give back its room before it
+/// evicts another (upstream's podCleanupTimeout).
+const POD_CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often the static pod directory is read again (upstream's file check frequency).
 const STATIC_POD_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
@@ -433,15 +439,24 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
         return;
     };
-    let soft_met = e
-        .soft_observed
-        .lock()
-        .observe(&m, &e.soft, std::time::Instant::now());
-    *e.soft_pressure.lock() = soft_met;
-    *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds).or(soft_met);
+    let (soft_crossed, soft_met) =
+        e.soft_observed
+            .lock()
+            .observe(&m, &e.soft, std::time::Instant::now());
+    // Pressure (the node's conditions, admission) from every threshold crossed now, as
+    // upstream; eviction waits for a soft threshold's grace period.
+    *e.soft_pressure.lock() = soft_crossed;
+    *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds).or(soft_crossed);
     let Some(starved) = eviction::starved(&m, &e.thresholds, &e.soft, soft_met) else {
         return;
     };
+    // One pod at a time, as upstream waits for an evicted pod to be cleaned up: the last
+    // one must have stopped and given back its room first (at most POD_CLEANUP_TIMEOUT).
+    if let Some((uid, at)) = e.last_evicted.lock().clone() {
+        if ctx.allocations.contains(&uid) && at.elapsed() < POD_CLEANUP_TIMEOUT {
+            return;
+        }
+    }
     let resource = starved.resource;
     // Disk: unused images go before any pod (the image store is on the node's disk).
     if resource == eviction::Resource::EphemeralStorage {
@@ -521,6 +536,7 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     });
     ctx.evictions
         .choose(&first.uid, eviction::Eviction::for_pressure(msg, grace));
+    *e.last_evicted.lock() = Some((first.uid.clone(), std::time::Instant::now()));
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

@@ -213,43 +213,53 @@ pub struct SoftObserved {
 }
 
 impl SoftObserved {
-    /// Takes in a measurement; says which soft thresholds have now been crossed for their
-    /// whole grace period (a measurement above a threshold starts its count over).
+    /// Takes in a measurement; says which soft thresholds are crossed now (upstream reports
+    /// those as node pressure at once) and which have been for their whole grace period
+    /// (those drive eviction). A measurement above a threshold starts its count over.
     pub fn observe(
         &mut self,
         m: &Measurements,
         soft: &EvictionSoft,
         now: std::time::Instant,
-    ) -> Pressure {
-        let met = |since: &mut Option<std::time::Instant>,
-                   t: Option<(Threshold, Duration)>,
-                   available: u64,
-                   capacity: u64| {
+    ) -> (Pressure, Pressure) {
+        let check = |since: &mut Option<std::time::Instant>,
+                     t: Option<(Threshold, Duration)>,
+                     available: u64,
+                     capacity: u64| {
             match t {
                 Some((t, grace)) if capacity > 0 && available < t.bytes_of(capacity) => {
-                    now.duration_since(*since.get_or_insert(now)) >= grace
+                    let met = now.duration_since(*since.get_or_insert(now)) >= grace;
+                    (true, met)
                 }
                 _ => {
                     *since = None;
-                    false
+                    (false, false)
                 }
             }
         };
-        Pressure {
-            memory: met(
-                &mut self.memory_since,
-                soft.memory_available,
-                m.memory_available,
-                m.memory_capacity,
-            ),
-            disk: met(
-                &mut self.disk_since,
-                soft.nodefs_available,
-                m.fs_available,
-                m.fs_capacity,
-            ),
+        let memory = check(
+            &mut self.memory_since,
+            soft.memory_available,
+            m.memory_available,
+            m.memory_capacity,
+        );
+        let disk = check(
+            &mut self.disk_since,
+            soft.nodefs_available,
+            m.fs_available,
+            m.fs_capacity,
+        );
+        let crossed = Pressure {
+            memory: memory.0,
+            disk: disk.0,
             pid: false,
-        }
+        };
+        let met = Pressure {
+            memory: memory.1,
+            disk: disk.1,
+            pid: false,
+        };
+        (crossed, met)
     }
 }
 
@@ -338,8 +348,8 @@ pub struct NodeSettings {
     pub eviction_hard: EvictionHard,
     /// `--eviction-soft` and its grace periods (the kubelet's eviction loop keeps the count).
     pub eviction_soft: EvictionSoft,
-    /// Soft thresholds crossed for their grace period, as the kubelet's eviction loop last
-    /// found (it keeps the count): reported as pressure with the hard ones.
+    /// Soft thresholds crossed, as the kubelet's eviction loop last found: reported as
+    /// pressure with the hard ones (eviction waits for their grace periods).
     pub soft_pressure: std::sync::Arc<parking_lot::Mutex<Pressure>>,
 }
 

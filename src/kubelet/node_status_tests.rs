@@ -315,39 +315,26 @@ fn eviction_soft_needs_a_grace_period_for_each_threshold_and_no_other() {
 }
 
 #[test]
-fn a_soft_threshold_is_pressure_only_once_crossed_for_its_whole_grace_period() {
+fn a_soft_threshold_is_pressure_at_once_and_evicts_only_after_its_grace_period() {
     let soft = EvictionSoft::parse("memory.available<60%", "memory.available=30s", 0).unwrap();
     let mut seen = SoftObserved::default();
     let t0 = std::time::Instant::now();
     let low = healthy(); // 4 of 8 GiB free: under 60%
-    assert!(!seen.observe(&low, &soft, t0).memory);
-    assert!(
-        !seen
-            .observe(&low, &soft, t0 + Duration::from_secs(29))
-            .memory
-    );
-    assert!(
-        seen.observe(&low, &soft, t0 + Duration::from_secs(30))
-            .memory
-    );
-    // A measurement above the threshold starts the count over.
     let fine = Measurements {
         memory_available: 6 << 30,
         ..healthy()
     };
-    assert!(
-        !seen
-            .observe(&fine, &soft, t0 + Duration::from_secs(31))
-            .memory
-    );
-    assert!(
-        !seen
-            .observe(&low, &soft, t0 + Duration::from_secs(40))
-            .memory
-    );
-    assert!(
-        seen.observe(&low, &soft, t0 + Duration::from_secs(70))
-            .memory
-    );
-    assert!(!seen.observe(&low, &soft, t0 + Duration::from_secs(70)).disk);
+    let mut at = |m: &Measurements, s: u64| {
+        let (crossed, met) = seen.observe(m, &soft, t0 + Duration::from_secs(s));
+        assert!(!crossed.disk && !met.disk);
+        (crossed.memory, met.memory)
+    };
+    // Crossed (reported as pressure) at once; met (evicting) after the grace period.
+    assert_eq!(at(&low, 0), (true, false));
+    assert_eq!(at(&low, 29), (true, false));
+    assert_eq!(at(&low, 30), (true, true));
+    // A measurement above the threshold starts the count over.
+    assert_eq!(at(&fine, 31), (false, false));
+    assert_eq!(at(&low, 40), (true, false));
+    assert_eq!(at(&low, 70), (true, true));
 }

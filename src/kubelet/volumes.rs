@@ -570,7 +570,7 @@ fn sub_path_pin(pod_dir: &Path, volume: &str, container: &str, index: usize) -> 
 }
 
 /// Unmounts every pinned sub path of the pod; says whether none is left mounted.
-fn unpin_sub_paths(pod_dir: &Path) -> bool {
+pub fn unpin_sub_paths(pod_dir: &Path) -> bool {
     let mut clear = true;
     let dirs = |p: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(p)

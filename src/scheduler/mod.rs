@@ -332,12 +332,10 @@ impl Scheduler {
                 match core.schedule_one(pod, &lookups, now) {
                     Decision::Bind { pod, node } => {
                         // The cycle's volume choices, for PreBind.
-                        let claims = core
-                            .cache
-                            .node(&node)
-                            .and_then(|n| n.node.as_deref())
-                            .map(|n| volume_binding::plan(&pod, n, &lookups))
-                            .unwrap_or_default();
+                        let claims = match core.cache.node(&node).and_then(|n| n.node.as_deref()) {
+                            Some(n) => volume_binding::plan(&pod, n, &lookups),
+                            None => Err(format!("node {node} is gone")),
+                        };
                         actor.bind(pod, node, claims, bind_tx.clone())
                     }
                     Decision::Unschedulable {
@@ -409,7 +407,7 @@ impl Actor {
         &self,
         pod: Arc<Pod>,
         node: String,
-        claims: Vec<volume_binding::ClaimBinding>,
+        claims: Result<Vec<volume_binding::ClaimBinding>, String>,
         done: mpsc::UnboundedSender<BindOutcome>,
     ) {
         let client = self.client.clone();
@@ -418,7 +416,11 @@ impl Actor {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{name}");
-            if let Err(error) = volume_binding::prebind(&client, &ns, &claims, &node).await {
+            let prebound = match claims {
+                Ok(claims) => volume_binding::prebind(&client, &ns, &claims, &node).await,
+                Err(e) => Err(e),
+            };
+            if let Err(error) = prebound {
                 let _ = done.send(BindOutcome::Failed {
                     key,
                     uid: pod.metadata.uid.clone().unwrap_or_default(),

@@ -169,16 +169,15 @@ pub struct ClaimBinding {
     pub volume: Option<(String, String)>,
 }
 
-/// The PreBind steps for `pod` on `node` (the Filter's choice, made again on the same
-/// cache).
-pub fn plan(pod: &Pod, node: &Node, lookups: &dyn Lookups) -> Vec<ClaimBinding> {
-    let Ok(delayed) = delayed_claims(pod, lookups) else {
-        return Vec::new();
-    };
-    let Ok(volumes) = delayed.find_volumes(node) else {
-        return Vec::new();
-    };
-    delayed
+/// The PreBind steps for `pod` on `node`: the Filter's choice made again. The stores may
+/// have moved since the cycle (another pod's pre-bind took the volume): then the binding
+/// must fail and the pod be scheduled again, not be bound without its volumes.
+pub fn plan(pod: &Pod, node: &Node, lookups: &dyn Lookups) -> Result<Vec<ClaimBinding>, String> {
+    let delayed = delayed_claims(pod, lookups)?;
+    let volumes = delayed
+        .find_volumes(node)
+        .map_err(|r| format!("binding volumes: {}", r.reasons.join(", ")))?;
+    Ok(delayed
         .claims
         .iter()
         .zip(volumes)
@@ -191,7 +190,7 @@ pub fn plan(pod: &Pod, node: &Node, lookups: &dyn Lookups) -> Vec<ClaimBinding> 
                 )
             }),
         })
-        .collect()
+        .collect())
 }
 
 fn is_bound(c: &PersistentVolumeClaim) -> bool {
@@ -422,7 +421,7 @@ mod tests {
             Some("on-b-small")
         );
         assert_eq!(
-            plan(&pod(&["manual"]), &node("b", "a"), &w),
+            plan(&pod(&["manual"]), &node("b", "a"), &w).unwrap(),
             [ClaimBinding {
                 claim: "manual".into(),
                 volume: Some(("on-b-small".into(), "7".into())),
@@ -452,8 +451,9 @@ mod tests {
             d.find_volumes(&node("b", "b")).unwrap_err().reasons,
             [REASON_NO_VOLUMES]
         );
+        assert!(plan(&pod(&["manual"]), &node("a", "a"), &w).is_err());
         assert_eq!(
-            plan(&pod(&["later"]), &node("a", "a"), &w),
+            plan(&pod(&["later"]), &node("a", "a"), &w).unwrap(),
             [ClaimBinding {
                 claim: "later".into(),
                 volume: None,

@@ -267,17 +267,26 @@ impl Provisioner {
         let Some(pv) = self.volumes.get(&ObjectRef::new(&volume_name)) else {
             return Ok(Action::Done);
         };
-        if ann(&pv.metadata, ANN_PROVISIONED_BY) != Some(LOCAL_PATH_PROVISIONER) {
-            return Ok(Action::Done);
-        }
-        let request = claim_request(claim);
-        let status_capacity = claim
-            .status
+        // Only the claim the volume is bound to, once the binder has finished (a claim that
+        // merely names the volume, or one whose status has no capacity yet, grows nothing).
+        let bound_to_it = pv
+            .spec
             .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some_and(|r| r.uid.is_some() && r.uid == claim.metadata.uid);
+        let status = claim.status.as_ref();
+        let status_capacity = status
             .and_then(|s| s.capacity.as_ref())
             .and_then(|c| c.get("storage"))
-            .and_then(|q| crate::api::quantity::Quantity::parse(&q.0).ok())
-            .unwrap_or_else(crate::api::quantity::Quantity::zero);
+            .and_then(|q| crate::api::quantity::Quantity::parse(&q.0).ok());
+        let (true, Some("Bound"), Some(status_capacity)) = (
+            bound_to_it && ann(&pv.metadata, ANN_PROVISIONED_BY) == Some(LOCAL_PATH_PROVISIONER),
+            status.and_then(|s| s.phase.as_deref()),
+            status_capacity,
+        ) else {
+            return Ok(Action::Done);
+        };
+        let request = claim_request(claim);
         if request <= status_capacity {
             return Ok(Action::Done);
         }

@@ -384,7 +384,7 @@ impl Worker {
             self.resize_unfinished = None;
             self.stop_all(&view, self.grace()).await;
             let view = self.view().await;
-            let released = self.release(&view).await;
+            let released = self.release().await;
             // Without its containers the kubelet cannot say more than the API has.
             if !view.is_empty() || self.failed.is_some() {
                 self.write_status(&view, true).await;
@@ -689,7 +689,7 @@ impl Worker {
         let grace = e.grace.unwrap_or_else(|| self.grace());
         self.stop_all(&view, grace).await;
         let view = self.view().await;
-        let released = self.release(&view).await;
+        let released = self.release().await;
         self.write_status(&view, true).await;
         Next::After(if released { RESYNC } else { stop::STOP_RETRY })
     }

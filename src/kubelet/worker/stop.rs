@@ -137,27 +137,42 @@ impl Worker {
     /// (which keep their images from garbage collection). The status keeps the pod's
     /// addresses. While a container still runs (its stop failed) nothing is given back and
     /// this says `false`: the caller stops again a little later.
-    pub(super) async fn release(&mut self, view: &RuntimePod) -> bool {
-        let running = view.values().any(|v| {
-            v.first()
-                .is_some_and(|s| matches!(s.status, Status::Running | Status::Created))
-        });
+    pub(super) async fn release(&mut self) -> bool {
+        // Asked of the runtime afresh: a listing that fails says nothing stopped.
+        let running = match self.ctx.cri.list_containers().await {
+            Ok(all) => all.iter().any(|s| {
+                matches!(s.status, Status::Running | Status::Created)
+                    && labels::container_ref(&s.labels).is_some_and(|r| r.pod_uid == self.uid)
+            }),
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(&self.pod), error = %e, "listing containers failed");
+                true
+            }
+        };
         if running {
-            tracing::warn!(pod = %pod_name(&self.pod), "a container is still running after its stop; trying again");
+            tracing::warn!(pod = %pod_name(&self.pod), "a container may still run after its stop; trying again");
             return false;
         }
         if self.released {
             return true;
         }
-        self.ctx.allocations.remove(&self.uid);
-        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
-            .await;
+        // The network first: a host port goes back to admission only once the NAT rules
+        // no longer send it to this pod.
         if let Err(e) = self.ctx.network.teardown(&self.uid).await {
             tracing::warn!(pod = %pod_name(&self.pod), error = %e, "tearing down the pod network failed");
             return false;
         }
-        unmount_image_volumes(&self.ctx, &self.uid).await;
-        self.image_volumes.clear();
+        self.ctx.allocations.remove(&self.uid);
+        crate::kubelet::resize::sync_burstable_class(&self.ctx.allocations, self.ctx.cri.as_ref())
+            .await;
+        // Sub-path pins may reach into image volumes: they go first, and while one stays
+        // the image volumes stay mounted (their images in use).
+        if volumes::unpin_sub_paths(&self.pod_dir()) {
+            unmount_image_volumes(&self.ctx, &self.uid).await;
+            self.image_volumes.clear();
+        } else {
+            tracing::warn!(pod = %pod_name(&self.pod), "a pinned sub path stays mounted; image volumes are kept");
+        }
         self.released = true;
         true
     }
@@ -171,7 +186,7 @@ impl Worker {
         // Stopped, it no longer holds its requests, host ports or address: upstream admits
         // new pods against active pods only, not ones whose deletion the API has yet to
         // finish. Not stopped, it keeps them, and its object stays.
-        if !self.release(&view).await {
+        if !self.release().await {
             return Next::After(STOP_RETRY);
         }
         self.write_status(&view, true).await;
@@ -193,7 +208,7 @@ impl Worker {
         self.stop_all(&view, Duration::from_secs(2).min(self.grace()))
             .await;
         let view = self.view().await;
-        if !self.release(&view).await {
+        if !self.release().await {
             return Next::After(STOP_RETRY);
         }
         cleanup_pod(&self.ctx, &self.uid, &view, Some(&self.pod)).await;
