@@ -272,14 +272,8 @@ pub fn stream_response(
                 }
             }
         }
-        ResponseHeaders::AllButHopByHop => {
-            for (k, v) in &parts.headers {
-                // Content-Length goes too: hyper frames the streamed body itself.
-                if !is_hop_by_hop(k.as_str()) && k != http::header::CONTENT_LENGTH {
-                    r.headers_mut().append(k.clone(), v.clone());
-                }
-            }
-        }
+        // Content-Length goes too: hyper frames the streamed body itself.
+        ResponseHeaders::AllButHopByHop => relay_headers(&parts.headers, r.headers_mut(), false),
     }
     r
 }
@@ -376,16 +370,21 @@ pub async fn relay_with_links(
     };
     let mut r = Response::new(body);
     *r.status_mut() = parts.status;
-    for (k, v) in &parts.headers {
-        // A rewritten page has its own length (hyper sets it); an answer relayed as it came
-        // (a large page, an empty one such as a HEAD's) keeps the backend's.
-        let length = k == http::header::CONTENT_LENGTH;
-        if !is_hop_by_hop(k.as_str()) && (!length || keep_length) {
-            r.headers_mut().append(k.clone(), v.clone());
-        }
-    }
+    // A rewritten page has its own length (hyper sets it); an answer relayed as it came (a
+    // large page, an empty one such as a HEAD's) keeps the backend's.
+    relay_headers(&parts.headers, r.headers_mut(), keep_length);
     fix_link_headers(r.headers_mut(), links);
     Ok(r)
+}
+
+/// A backend's response headers as a reverse proxy relays them: all but hop-by-hop ones,
+/// and Content-Length only with `keep_length`.
+fn relay_headers(from: &HeaderMap, to: &mut HeaderMap, keep_length: bool) {
+    for (k, v) in from {
+        if !is_hop_by_hop(k.as_str()) && (keep_length || k != http::header::CONTENT_LENGTH) {
+            to.append(k.clone(), v.clone());
+        }
+    }
 }
 
 /// The page with its links rewritten, in its own encoding; `None` when nothing changed or

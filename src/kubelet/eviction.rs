@@ -44,12 +44,13 @@ pub struct Eviction {
     pub reason: &'static str,
     pub message: String,
     pub condition: String,
-    /// The grace period of the kill; `None` is the pod's own.
+    /// The longest grace period the kill gives (the pod's own if shorter); `None`: the
+    /// pod's own.
     pub grace: Option<Duration>,
 }
 
 impl Eviction {
-    /// A node-pressure eviction with this grace period (none for a hard threshold); the
+    /// A node-pressure eviction giving at most `grace` (zero for a hard threshold); the
     /// condition says what the status says.
     pub fn for_pressure(message: String, grace: Duration) -> Eviction {
         Eviction {

@@ -525,15 +525,7 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     tracing::info!(pod_uid = %first.uid, %msg, "node pressure: evicting");
     // A soft threshold gives the pod its own grace period, capped (upstream's
     // evictionMaxPodGracePeriod); a hard one none.
-    let grace = starved.grace_cap.map_or(std::time::Duration::ZERO, |cap| {
-        let own = first
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
-        cap.min(std::time::Duration::from_secs(own.max(0) as u64))
-    });
+    let grace = starved.grace_cap.unwrap_or_default();
     ctx.evictions
         .choose(&first.uid, eviction::Eviction::for_pressure(msg, grace));
     *e.last_evicted.lock() = Some((first.uid.clone(), std::time::Instant::now()));

@@ -117,10 +117,9 @@ impl EvictionHard {
     pub fn parse(s: &str) -> Result<EvictionHard, NodeConfigError> {
         let err = || NodeConfigError::EvictionHard(s.to_owned());
         let mut e = EvictionHard::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (signal, v) = part.split_once('<').ok_or_else(err)?;
-            let t = Threshold::parse(v.trim()).ok_or_else(err)?;
-            match signal.trim() {
+        for part in flag_list(s) {
+            let (signal, t) = signal_threshold(part).ok_or_else(err)?;
+            match signal {
                 "memory.available" => e.memory_available = t,
                 "nodefs.available" => e.nodefs_available = t,
                 _ => return Err(err()),
@@ -128,6 +127,17 @@ impl EvictionHard {
         }
         Ok(e)
     }
+}
+
+/// The non-empty comma-separated parts of a flag's value.
+fn flag_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// `SIGNAL<QUANTITY` or `SIGNAL<PERCENT%`.
+fn signal_threshold(part: &str) -> Option<(&str, Threshold)> {
+    let (signal, v) = part.split_once('<')?;
+    Some((signal.trim(), Threshold::parse(v.trim())?))
 }
 
 /// The soft-eviction thresholds (`--eviction-soft`, `--eviction-soft-grace-period`,
@@ -154,11 +164,7 @@ impl EvictionSoft {
     ) -> Result<EvictionSoft, NodeConfigError> {
         let err = |m: String| NodeConfigError::EvictionSoft(m);
         let mut graces = BTreeMap::new();
-        for part in grace_periods
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        for part in flag_list(grace_periods) {
             let (signal, d) = part
                 .split_once('=')
                 .ok_or_else(|| err(format!("invalid grace period {part:?}")))?;
@@ -170,17 +176,9 @@ impl EvictionSoft {
             max_pod_grace: Duration::from_secs(max_pod_grace_seconds.max(0) as u64),
             ..Default::default()
         };
-        for part in thresholds
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (signal, v) = part
-                .split_once('<')
-                .ok_or_else(|| err(format!("invalid threshold {part:?}")))?;
-            let signal = signal.trim();
-            let t = Threshold::parse(v.trim())
-                .ok_or_else(|| err(format!("invalid threshold {part:?}")))?;
+        for part in flag_list(thresholds) {
+            let (signal, t) =
+                signal_threshold(part).ok_or_else(|| err(format!("invalid threshold {part:?}")))?;
             let grace = graces.remove(signal).ok_or_else(|| {
                 err(format!(
                     "grace period must be specified for the soft eviction threshold {signal}"
@@ -276,7 +274,7 @@ impl Reserved {
     pub fn parse(s: &str) -> Result<Reserved, NodeConfigError> {
         let err = || NodeConfigError::Reserved(s.to_owned());
         let mut r = Reserved::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in flag_list(s) {
             let (k, v) = part.split_once('=').ok_or_else(err)?;
             match k.trim() {
                 "cpu" => r.cpu_millis = parse_millis(v.trim()).ok_or_else(err)?,

@@ -284,13 +284,24 @@ pub fn select(scores: &[i64], rng: &mut impl Rng) -> Option<usize> {
     best
 }
 
-/// Where the pod goes: the chosen node and the pod's cache entry, or why nothing fits.
+/// Where a pod goes.
+#[derive(Debug)]
+pub struct Placement {
+    pub node: String,
+    /// The pod's cache entry.
+    pub info: Arc<PodInfo>,
+    /// What PreBind does for the pod's claims that wait for their first consumer: the
+    /// choices Filter made for this node, on the same snapshot.
+    pub claims: Vec<volume_binding::ClaimBinding>,
+}
+
+/// Where the pod goes, or why nothing fits.
 pub fn schedule(
     cache: &Cache,
     pod: &Arc<Pod>,
     lookups: &dyn Lookups,
     rng: &mut impl Rng,
-) -> Result<(String, Arc<PodInfo>), Diagnosis> {
+) -> Result<Placement, Diagnosis> {
     if cache.num_nodes() == 0 {
         return Err(Diagnosis {
             pre_filter: None,
@@ -316,7 +327,17 @@ pub fn schedule(
             select(&s, rng).unwrap_or(0)
         }
     };
-    Ok((feasible[chosen].name.clone(), cycle.info))
+    let node = feasible[chosen];
+    // The node passed Filter, so its volume choices are there to be had.
+    let claims = match &node.node {
+        Some(n) if !cycle.delayed.is_empty() => cycle.delayed.bindings(n).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Ok(Placement {
+        node: node.name.clone(),
+        info: cycle.info,
+        claims,
+    })
 }
 
 /// The message of a diagnosis, with upstream's special case of an empty cluster.

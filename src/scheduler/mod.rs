@@ -181,6 +181,8 @@ enum Decision {
     Bind {
         pod: Arc<Pod>,
         node: String,
+        /// PreBind's steps for the pod's claims that wait for their first consumer.
+        claims: Vec<volume_binding::ClaimBinding>,
     },
     Unschedulable {
         pod: Arc<Pod>,
@@ -200,10 +202,10 @@ impl Core {
     ) -> Decision {
         let key = pod_key(&pod);
         match framework::schedule(&self.cache, &pod, lookups, &mut self.rng) {
-            Ok((node, info)) => {
+            Ok(framework::Placement { node, info, claims }) => {
                 self.cache.clear_nomination(&info.uid);
                 self.cache.assume(info, &node);
-                Decision::Bind { pod, node }
+                Decision::Bind { pod, node, claims }
             }
             Err(mut diag) => {
                 let mut nominate = None;
@@ -330,12 +332,7 @@ impl Scheduler {
             }
             if let Some(pod) = core.queue.pop(now) {
                 match core.schedule_one(pod, &lookups, now) {
-                    Decision::Bind { pod, node } => {
-                        // The cycle's volume choices, for PreBind.
-                        let claims = match core.cache.node(&node).and_then(|n| n.node.as_deref()) {
-                            Some(n) => volume_binding::plan(&pod, n, &lookups),
-                            None => Err(format!("node {node} is gone")),
-                        };
+                    Decision::Bind { pod, node, claims } => {
                         actor.bind(pod, node, claims, bind_tx.clone())
                     }
                     Decision::Unschedulable {
@@ -407,7 +404,7 @@ impl Actor {
         &self,
         pod: Arc<Pod>,
         node: String,
-        claims: Result<Vec<volume_binding::ClaimBinding>, String>,
+        claims: Vec<volume_binding::ClaimBinding>,
         done: mpsc::UnboundedSender<BindOutcome>,
     ) {
         let client = self.client.clone();
@@ -416,11 +413,7 @@ impl Actor {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{name}");
-            let prebound = match claims {
-                Ok(claims) => volume_binding::prebind(&client, &ns, &claims, &node).await,
-                Err(e) => Err(e),
-            };
-            if let Err(error) = prebound {
+            if let Err(error) = volume_binding::prebind(&client, &ns, &claims, &node).await {
                 let _ = done.send(BindOutcome::Failed {
                     key,
                     uid: pod.metadata.uid.clone().unwrap_or_default(),

@@ -169,28 +169,25 @@ pub struct ClaimBinding {
     pub volume: Option<(String, String)>,
 }
 
-/// The PreBind steps for `pod` on `node`: the Filter's choice made again. The stores may
-/// have moved since the cycle (another pod's pre-bind took the volume): then the binding
-/// must fail and the pod be scheduled again, not be bound without its volumes.
-pub fn plan(pod: &Pod, node: &Node, lookups: &dyn Lookups) -> Result<Vec<ClaimBinding>, String> {
-    let delayed = delayed_claims(pod, lookups)?;
-    let volumes = delayed
-        .find_volumes(node)
-        .map_err(|r| format!("binding volumes: {}", r.reasons.join(", ")))?;
-    Ok(delayed
-        .claims
-        .iter()
-        .zip(volumes)
-        .map(|(d, v)| ClaimBinding {
-            claim: d.claim.metadata.name.clone().unwrap_or_default(),
-            volume: v.map(|v| {
-                (
-                    v.metadata.name.clone().unwrap_or_default(),
-                    v.metadata.resource_version.clone().unwrap_or_default(),
-                )
-            }),
-        })
-        .collect())
+impl Delayed {
+    /// The PreBind steps on `node` (Filter's choices for it).
+    pub fn bindings(&self, node: &Node) -> Result<Vec<ClaimBinding>, Rejection> {
+        let volumes = self.find_volumes(node)?;
+        Ok(self
+            .claims
+            .iter()
+            .zip(volumes)
+            .map(|(d, v)| ClaimBinding {
+                claim: d.claim.metadata.name.clone().unwrap_or_default(),
+                volume: v.map(|v| {
+                    (
+                        v.metadata.name.clone().unwrap_or_default(),
+                        v.metadata.resource_version.clone().unwrap_or_default(),
+                    )
+                }),
+            })
+            .collect())
+    }
 }
 
 fn is_bound(c: &PersistentVolumeClaim) -> bool {
@@ -373,6 +370,13 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
             "spec": {"containers": [], "volumes": volumes}}))
         .unwrap()
+    }
+
+    /// PreBind's steps for `pod` on `node`, as a cycle that chose `node` has them.
+    fn plan(pod: &Pod, node: &Node, w: &World) -> Result<Vec<ClaimBinding>, Rejection> {
+        delayed_claims(pod, w)
+            .map_err(Rejection::unresolvable)?
+            .bindings(node)
     }
 
     fn names(d: Result<Delayed, String>) -> Result<Vec<String>, String> {

@@ -16,7 +16,7 @@
 //! Invariant: the volume is named after the claim's uid, so a retried or repeated sync of
 //! one claim makes at most one volume (a second create is AlreadyExists).
 
-use super::matching::{claim_class, claim_request, volume_capacity};
+use super::matching::{claim_class, claim_request, requested_storage, volume_capacity};
 use super::{Key, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NAME};
 use crate::api::strategy::cluster::LOCAL_PATH_PROVISIONER;
 use crate::controllers::{
@@ -128,13 +128,7 @@ pub fn volume_for(
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let pv_name = format!("pvc-{uid}");
     let spec = claim.spec.clone().unwrap_or_default();
-    let request = spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .map(|q| q.0.clone())
-        .unwrap_or_else(|| "0".into());
+    let request = requested_storage(claim).unwrap_or("0");
     let path = storage_dir.join(format!("{pv_name}_{ns}_{name}"));
     serde_json::from_value(json!({
         "metadata": {"name": pv_name, "annotations": {
@@ -290,14 +284,7 @@ impl Provisioner {
         if request <= status_capacity {
             return Ok(Action::Done);
         }
-        let wanted = claim
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_default();
+        let wanted = requested_storage(claim).unwrap_or_default().to_owned();
         let event =
             |reason, msg: String| self.recorder.event(object_ref(claim), NORMAL, reason, msg);
         if volume_capacity(&pv) < request {

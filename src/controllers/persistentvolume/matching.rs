@@ -12,13 +12,19 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 /// A claim's or volume's storage quantity (`requests` for a claim, `capacity` for a volume).
 pub fn claim_request(c: &PersistentVolumeClaim) -> Quantity {
+    requested_storage(c)
+        .and_then(|q| Quantity::parse(q).ok())
+        .unwrap_or_else(Quantity::zero)
+}
+
+/// The claim's storage request as written.
+pub fn requested_storage(c: &PersistentVolumeClaim) -> Option<&str> {
     c.spec
         .as_ref()
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
-        .and_then(|q| Quantity::parse(&q.0).ok())
-        .unwrap_or_else(Quantity::zero)
+        .map(|q| q.0.as_str())
 }
 
 pub fn volume_capacity(v: &PersistentVolume) -> Quantity {

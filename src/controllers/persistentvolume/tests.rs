@@ -91,6 +91,19 @@ fn phase_of_pvc(c: &PersistentVolumeClaim) -> &str {
         .unwrap_or_default()
 }
 
+/// The reasons of the events in `default`.
+async fn event_reasons(client: &kube::Client) -> Vec<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 /// Selects `node` for claim `name` as the scheduler would, and waits until it is Bound.
 async fn select_node_and_wait_bound(pvcs: &Api<PersistentVolumeClaim>, name: &str, node: &str) {
     let patch = json!({"metadata": {"annotations": {ANN_SELECTED_NODE: node}}});
@@ -209,18 +222,7 @@ async fn a_first_consumer_claim_waits_for_a_node_then_gets_a_local_path_volume_t
     let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "default");
     let c = create(&pvcs, pvc("data", "2Gi", "local-path")).await;
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
-    let reasons = || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect::<Vec<_>>()
-    };
+    let reasons = || event_reasons(&env.client);
     eventually("the claim waits for its first consumer", || async {
         reasons().await.iter().any(|r| r == "WaitForFirstConsumer")
     })
@@ -378,16 +380,7 @@ async fn a_local_path_claim_grows_when_its_class_allows_expansion() {
         .as_deref(),
         Some("3Gi")
     );
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
-    let reasons: Vec<String> = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = event_reasons(&env.client).await;
     for r in ["Resizing", "VolumeResizeSuccessful"] {
         assert!(reasons.iter().any(|s| s == r), "{r} in {reasons:?}");
     }

@@ -581,15 +581,7 @@ impl Worker {
 
     /// Whether a pod this one preempted still runs a container or holds its network.
     async fn victims_hold_room(&self) -> bool {
-        let running = match self.ctx.cri.list_containers().await {
-            Ok(all) => all.iter().any(|s| {
-                matches!(s.status, Status::Running | Status::Created)
-                    && labels::container_ref(&s.labels)
-                        .is_some_and(|r| self.victims.iter().any(|v| v == r.pod_uid))
-            }),
-            Err(_) => true,
-        };
-        running || {
+        stop::any_running(&self.ctx, &self.victims).await || {
             let held = self.ctx.network.pods();
             self.victims.iter().any(|v| held.contains(v))
         }
@@ -686,7 +678,7 @@ impl Worker {
         // leaves them once its containers are stopped.
         self.allocation_checked = true;
         let view = self.view().await;
-        let grace = e.grace.unwrap_or_else(|| self.grace());
+        let grace = e.grace.map_or(self.grace(), |cap| cap.min(self.grace()));
         self.stop_all(&view, grace).await;
         let view = self.view().await;
         let released = self.release().await;

@@ -138,18 +138,7 @@ impl Worker {
     /// addresses. While a container still runs (its stop failed) nothing is given back and
     /// this says `false`: the caller stops again a little later.
     pub(super) async fn release(&mut self) -> bool {
-        // Asked of the runtime afresh: a listing that fails says nothing stopped.
-        let running = match self.ctx.cri.list_containers().await {
-            Ok(all) => all.iter().any(|s| {
-                matches!(s.status, Status::Running | Status::Created)
-                    && labels::container_ref(&s.labels).is_some_and(|r| r.pod_uid == self.uid)
-            }),
-            Err(e) => {
-                tracing::warn!(pod = %pod_name(&self.pod), error = %e, "listing containers failed");
-                true
-            }
-        };
-        if running {
+        if any_running(&self.ctx, std::slice::from_ref(&self.uid)).await {
             tracing::warn!(pod = %pod_name(&self.pod), "a container may still run after its stop; trying again");
             return false;
         }
@@ -213,6 +202,22 @@ impl Worker {
         }
         cleanup_pod(&self.ctx, &self.uid, &view, Some(&self.pod)).await;
         Next::Done
+    }
+}
+
+/// Whether any of the pods `uids` still has a container running (or created, about to),
+/// asked of the runtime afresh: a listing that fails counts as running.
+pub(super) async fn any_running(ctx: &Context, uids: &[String]) -> bool {
+    match ctx.cri.list_containers().await {
+        Ok(all) => all.iter().any(|s| {
+            matches!(s.status, Status::Running | Status::Created)
+                && labels::container_ref(&s.labels)
+                    .is_some_and(|r| uids.iter().any(|u| u == r.pod_uid))
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing containers failed");
+            true
+        }
     }
 }
 
