@@ -258,8 +258,14 @@ fn a_claim_in_a_class_that_allows_expansion_grows_with_kubectl_patch() {
     });
     let v = server.kubectl_json(&["get", "pv", &pv, "-o", "json"]);
     assert_eq!(v["spec"]["capacity"]["storage"], "3Gi", "{v}");
-    let described = server.kubectl_ok(&["describe", "pvc", "data"]);
-    assert!(described.contains("VolumeResizeSuccessful"), "{described}");
+    // Events are recorded in the background, after the writes they tell of.
+    eventually(WAIT, "a VolumeResizeSuccessful event", || {
+        let described = server.kubectl_ok(&["describe", "pvc", "data"]);
+        described
+            .contains("VolumeResizeSuccessful")
+            .then_some(())
+            .ok_or(described)
+    });
     delete_claim_and_expect_volume_gone(&server, &["user"], &pv, &dir);
 }
 

@@ -1,11 +1,14 @@
 //! The binder's two sync functions (upstream's `syncClaim` and `syncVolume`), acting on one
 //! claim or one volume from the caches and writing through the API.
 
-use super::matching::{check_satisfies, claim_class, find_best_match, is_bound_to};
+use super::matching::{
+    check_satisfies, claim_class, find_best_match, is_bound_to, volume_capacity,
+};
 use super::*;
+use crate::api::quantity::Quantity;
 use crate::controllers::Action;
 use crate::events::{object_ref, NORMAL, WARNING};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaimStatus};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::time::Duration;
@@ -190,7 +193,8 @@ impl Binder {
 
     async fn lost(&self, claim: &PersistentVolumeClaim, msg: &str) -> Result<(), ControllerError> {
         self.event(claim, WARNING, "ClaimLost", msg.into());
-        self.claim_status(claim, "Lost", None).await
+        self.claim_status(claim, "Lost", None).await?;
+        Ok(())
     }
 
     /// Hands the claim to its class's provisioner (upstream's `provisionClaim` for a
@@ -260,6 +264,10 @@ impl Binder {
             .claim_ref
             .as_ref()
             .is_some_and(|r| r.uid.is_some() && r.uid == claim.metadata.uid);
+        let wrote_links = !complete
+            || volume_phase(v) != "Bound"
+            || claim_volume(claim) != vname
+            || !has_ann(&claim.metadata, ANN_BIND_COMPLETED);
         if !complete {
             let by_controller = spec.claim_ref.is_none();
             spec.claim_ref = Some(want_ref);
@@ -281,8 +289,11 @@ impl Binder {
             set_ann(&mut c.metadata, ANN_BIND_COMPLETED, "yes");
             c = self.replace_claim(&c).await?;
         }
-        self.claim_status(&c, "Bound", Some(&vol)).await?;
-        tracing::info!(volume = %vname, claim = ?claim.metadata.name, "bound");
+        let wrote_status = self.claim_status(&c, "Bound", Some(&vol)).await?;
+        // Every later sync of a bound pair comes here too: tell only of a change.
+        if wrote_links || wrote_status {
+            tracing::info!(volume = %vname, claim = ?claim.metadata.name, "bound");
+        }
         Ok(())
     }
 
@@ -422,29 +433,54 @@ impl Binder {
         Ok(api.replace(&name, &PostParams::default(), c).await?)
     }
 
-    /// The claim's phase, and for Bound the volume's access modes and capacity.
+    /// Writes the claim's phase and what goes with it ([`claim_status_for`]) when changed;
+    /// whether it wrote.
     async fn claim_status(
         &self,
         c: &PersistentVolumeClaim,
         phase: &str,
         v: Option<&PersistentVolume>,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<bool, ControllerError> {
         let mut claim = c.clone();
-        let st = claim.status.get_or_insert_with(Default::default);
-        let before = st.clone();
-        st.phase = Some(phase.into());
-        if let Some(spec) = v.and_then(|v| v.spec.as_ref()) {
-            st.access_modes = spec.access_modes.clone();
-            st.capacity = spec.capacity.clone();
-        }
+        let before = claim.status.take().unwrap_or_default();
+        let st = claim.status.insert(claim_status_for(&before, phase, v));
         if *st == before {
-            return Ok(());
+            return Ok(false);
         }
         let ns = c.metadata.namespace.clone().unwrap_or_default();
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
         let name = c.metadata.name.clone().unwrap_or_default();
         api.replace_status(&name, &PostParams::default(), &claim)
             .await?;
-        Ok(())
+        Ok(true)
     }
+}
+
+/// A claim's status in `phase`, its volume `v` when it has one (upstream's
+/// `updateClaimStatus`): the volume's access modes; its capacity only as the claim becomes
+/// Bound and when larger than the claim's (afterwards the resizer owns it: a volume grown
+/// before its claim must not look like a finished resize); neither without a volume.
+pub(super) fn claim_status_for(
+    before: &PersistentVolumeClaimStatus,
+    phase: &str,
+    v: Option<&PersistentVolume>,
+) -> PersistentVolumeClaimStatus {
+    let mut st = before.clone();
+    let becoming = st.phase.as_deref() != Some(phase);
+    st.phase = Some(phase.into());
+    let Some((v, spec)) = v.and_then(|v| Some((v, v.spec.as_ref()?))) else {
+        st.access_modes = None;
+        st.capacity = None;
+        return st;
+    };
+    st.access_modes = spec.access_modes.clone();
+    let claimed = st
+        .capacity
+        .as_ref()
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| Quantity::parse(&q.0).ok());
+    if becoming && claimed.is_none_or(|c| volume_capacity(v) > c) {
+        st.capacity = spec.capacity.clone();
+    }
+    st
 }

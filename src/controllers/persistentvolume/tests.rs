@@ -380,8 +380,43 @@ async fn a_local_path_claim_grows_when_its_class_allows_expansion() {
         .as_deref(),
         Some("3Gi")
     );
-    let reasons = event_reasons(&env.client).await;
-    for r in ["Resizing", "VolumeResizeSuccessful"] {
-        assert!(reasons.iter().any(|s| s == r), "{r} in {reasons:?}");
-    }
+    // Events are recorded in the background: they follow the writes.
+    eventually("Resizing and VolumeResizeSuccessful events", || async {
+        let reasons = event_reasons(&env.client).await;
+        ["Resizing", "VolumeResizeSuccessful"]
+            .iter()
+            .all(|r| reasons.iter().any(|s| s == r))
+    })
+    .await;
+}
+
+/// The binder gives a claim its volume's capacity only as it becomes Bound: a volume grown
+/// afterwards (by its resizer, before the claim's status) leaves the claim's capacity to the
+/// resizer, and a lost claim has no access modes or capacity.
+#[test]
+fn a_bound_claims_capacity_is_the_volumes_only_when_it_becomes_bound() {
+    use super::binder::claim_status_for;
+    let volume = |size: &str| -> PersistentVolume {
+        serde_json::from_value(pv("v", size, "Retain")).unwrap()
+    };
+    let storage = |st: &k8s_openapi::api::core::v1::PersistentVolumeClaimStatus| {
+        st.capacity.as_ref().map(|c| c["storage"].0.clone())
+    };
+    let pending = Default::default();
+    let bound = claim_status_for(&pending, "Bound", Some(&volume("1Gi")));
+    assert_eq!(bound.phase.as_deref(), Some("Bound"));
+    assert_eq!(storage(&bound).as_deref(), Some("1Gi"));
+    assert_eq!(bound.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+    // The volume grew before the resizer wrote the claim: the claim still says 1Gi.
+    let again = claim_status_for(&bound, "Bound", Some(&volume("3Gi")));
+    assert_eq!(again, bound);
+    // A claim that was bound before (its phase lost) takes the larger of the two.
+    let mut was_lost = bound.clone();
+    was_lost.phase = Some("Lost".into());
+    let rebound = claim_status_for(&was_lost, "Bound", Some(&volume("3Gi")));
+    assert_eq!(storage(&rebound).as_deref(), Some("3Gi"));
+    let rebound_smaller = claim_status_for(&was_lost, "Bound", Some(&volume("512Mi")));
+    assert_eq!(storage(&rebound_smaller).as_deref(), Some("1Gi"));
+    let lost = claim_status_for(&bound, "Lost", None);
+    assert_eq!((lost.access_modes, lost.capacity), (None, None));
 }
