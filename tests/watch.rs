@@ -46,10 +46,11 @@ fn rv_number(rv: &str) -> u64 {
 /// One observed or expected change: (type, name, resourceVersion or "" when not known).
 type Change = (&'static str, String, String);
 
-/// The next non-bookmark event, as a [`Change`]; fails the test after 10 s of silence.
-async fn next_change<S>(stream: &mut S, what: &str) -> Change
+/// The next non-bookmark event of a watch: its type and object; fails the test after 10 s
+/// of silence.
+async fn next_event<K, S>(stream: &mut S, what: &str) -> (&'static str, K)
 where
-    S: Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin,
+    S: Stream<Item = kube::Result<WatchEvent<K>>> + Unpin,
 {
     loop {
         let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
@@ -57,16 +58,24 @@ where
             .unwrap_or_else(|_| panic!("no watch event within 10 s while waiting for {what}"))
             .unwrap_or_else(|| panic!("the watch ended while waiting for {what}"))
             .unwrap_or_else(|e| panic!("watch error while waiting for {what}: {e}"));
-        let (kind, cm) = match item {
-            WatchEvent::Added(cm) => ("ADDED", cm),
-            WatchEvent::Modified(cm) => ("MODIFIED", cm),
-            WatchEvent::Deleted(cm) => ("DELETED", cm),
+        return match item {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
             WatchEvent::Bookmark(_) => continue,
             WatchEvent::Error(status) => panic!("ERROR event while waiting for {what}: {status:?}"),
         };
-        let name = cm.metadata.name.clone().unwrap_or_default();
-        return (kind, name, rv_of(&cm));
     }
+}
+
+/// The next non-bookmark event, as a [`Change`].
+async fn next_change<S>(stream: &mut S, what: &str) -> Change
+where
+    S: Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin,
+{
+    let (kind, cm) = next_event(stream, what).await;
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    (kind, name, rv_of(&cm))
 }
 
 /// Writes one change and returns what a watcher must see for it.
@@ -265,4 +274,89 @@ async fn root_ca_published(api: &Api<ConfigMap>) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The next event's type, name, `app` label, and whether the object carries `data` (a
+/// metadata-only watch's objects have none).
+async fn next_labelled<K, S>(stream: &mut S, what: &str) -> (String, String, String, bool)
+where
+    K: kube::Resource + serde::Serialize,
+    S: Stream<Item = kube::Result<WatchEvent<K>>> + Unpin,
+{
+    let (kind, obj) = next_event(stream, what).await;
+    let meta = obj.meta();
+    let app = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app").cloned())
+        .unwrap_or_default();
+    let json = serde_json::to_value(&obj).expect("serializable");
+    (
+        kind.to_string(),
+        meta.name.clone().unwrap_or_default(),
+        app,
+        json.get("data").is_some(),
+    )
+}
+
+/// A label-selected watch, and a metadata-only one (the garbage collector's kind), see an
+/// object enter and leave the selector as its labels change, as upstream reports it: ADDED
+/// when it comes to match, DELETED when it stops; the metadata watch gets metadata only.
+#[test]
+fn label_selected_and_metadata_watches_follow_an_objects_labels() {
+    let server = TestServer::start();
+    runtime().block_on(async {
+        let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+        let params = WatchParams::default().labels("app=web").timeout(60);
+        let mut full = api.watch(&params, "0").await.expect("watch").boxed();
+        let mut meta = api
+            .watch_metadata(&params, "0")
+            .await
+            .expect("metadata watch")
+            .boxed();
+        let labelled = |app: &str| {
+            let mut cm = configmap("cm", "1");
+            cm.metadata.labels = Some(BTreeMap::from([("app".to_string(), app.to_string())]));
+            cm
+        };
+        api.create(&PostParams::default(), &configmap("unlabelled", "1"))
+            .await
+            .expect("create unlabelled");
+        api.create(&PostParams::default(), &labelled("web"))
+            .await
+            .expect("create");
+        for (app, data) in [("web", "2"), ("db", "3"), ("web", "4")] {
+            let mut cm = labelled(app);
+            cm.data = Some(BTreeMap::from([("v".to_string(), data.to_string())]));
+            cm.metadata.resource_version =
+                api.get("cm").await.expect("get").metadata.resource_version;
+            api.replace("cm", &PostParams::default(), &cm)
+                .await
+                .expect("replace");
+        }
+        api.delete("cm", &DeleteParams::default())
+            .await
+            .expect("delete");
+        let expected = [
+            ("ADDED", "web"),
+            ("MODIFIED", "web"),
+            ("DELETED", "db"),
+            ("ADDED", "web"),
+            ("DELETED", "web"),
+        ];
+        for (i, (kind, app)) in expected.iter().enumerate() {
+            let seen = next_labelled(&mut full, &format!("event {i}")).await;
+            assert_eq!(
+                (seen.0.as_str(), seen.1.as_str(), seen.2.as_str(), seen.3),
+                (*kind, "cm", *app, true),
+                "full watch, event {i}"
+            );
+            let seen = next_labelled(&mut meta, &format!("metadata event {i}")).await;
+            assert_eq!(
+                (seen.0.as_str(), seen.1.as_str(), seen.2.as_str(), seen.3),
+                (*kind, "cm", *app, false),
+                "metadata watch, event {i}"
+            );
+        }
+    });
 }

@@ -12,10 +12,12 @@ use super::response::{self, Body};
 use super::status::ApiError;
 use super::ApiState;
 use crate::api::registry::ResourceType;
+use crate::api::selector::LabelSelector;
 use crate::api::table;
 use crate::store::{Event, EventKind, Route, Shard};
 use bytes::Bytes;
 use http::Response;
+use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -136,21 +138,20 @@ fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
 /// What a watch reads of a stored object to route or filter it without building the JSON
 /// tree: serde skips every other field, so no allocation is made for them (a full parse of
 /// each pod change, twice with its previous value, was ~6% of the server's CPU under
-/// `bench.sh scale`).
+/// `bench.sh scale`). `M` is what is read of `metadata` (nothing, its labels, or all of it),
+/// `S` of `spec`.
 #[derive(serde::Deserialize)]
-struct Head<'a> {
+struct Head<'a, M = IgnoredAny, S = IgnoredAny> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
+    #[serde(default)]
+    metadata: M,
+    #[serde(default)]
+    spec: S,
 }
 
 /// [`Head`] of a pod, with `spec.nodeName`.
-#[derive(serde::Deserialize)]
-struct PodHead<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    spec: Option<PodSpecHead<'a>>,
-}
+type PodHead<'a, M = IgnoredAny> = Head<'a, M, Option<PodSpecHead<'a>>>;
 
 #[derive(serde::Deserialize)]
 struct PodSpecHead<'a> {
@@ -158,73 +159,164 @@ struct PodSpecHead<'a> {
     node_name: Option<Cow<'a, str>>,
 }
 
-/// A [`Head`] or [`PodHead`] of stored bytes; `None` when they are not a JSON object.
+/// `metadata.labels` alone (string values only: anything else is left to the full path).
+#[derive(serde::Deserialize, Default)]
+struct LabelsHead {
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// What a [`Head`] read of `metadata`.
+trait MetaPart {
+    /// Whether its labels match `selector` (only asked of parts that read labels).
+    fn labels_match(&self, selector: &LabelSelector) -> bool;
+    /// The whole metadata, when it was read.
+    fn into_metadata(self) -> Option<Value>;
+}
+
+impl MetaPart for IgnoredAny {
+    fn labels_match(&self, _: &LabelSelector) -> bool {
+        true
+    }
+    fn into_metadata(self) -> Option<Value> {
+        None
+    }
+}
+
+impl MetaPart for LabelsHead {
+    fn labels_match(&self, selector: &LabelSelector) -> bool {
+        selector.matches_map(self.labels.as_ref())
+    }
+    fn into_metadata(self) -> Option<Value> {
+        None
+    }
+}
+
+impl MetaPart for Option<Value> {
+    fn labels_match(&self, selector: &LabelSelector) -> bool {
+        selector.matches(self.as_ref().and_then(|m| m["labels"].as_object()))
+    }
+    fn into_metadata(self) -> Option<Value> {
+        Some(self.filter(Value::is_object).unwrap_or_else(|| json!({})))
+    }
+}
+
+/// A [`Head`] of stored bytes; `None` when they are not a JSON object of that shape.
 fn read_head<'a, H: serde::Deserialize<'a>>(stored: &'a [u8]) -> Option<H> {
     serde_json::from_slice(stored).ok()
 }
 
-impl<'a> PodHead<'a> {
+impl<'a, M> PodHead<'a, M> {
     /// `spec.nodeName`, "" when unset (as the field selector reads it).
     fn node_name(self) -> Cow<'a, str> {
         self.spec.and_then(|s| s.node_name).unwrap_or_default()
     }
 }
 
-/// A filter a JSON watch decides from a [`Head`] of the stored bytes: every object, or one
-/// field selector term the head holds. Most watches are one of these: informers watch
-/// everything, kubelets their node's pods, `kubectl get -w NAME` one object.
-enum Glance {
+/// The one field term a glance decides.
+enum Term {
     Everything,
     NodeName(String),
     Name(String),
 }
 
+/// A watch decided from a [`Head`] of the stored bytes, without the JSON tree: a filter of
+/// labels and at most one `metadata.name` (or, for pods, `spec.nodeName`) term, served as
+/// the stored JSON or as PartialObjectMetadata. Nearly every watch is one of these:
+/// informers watch everything (the garbage collector's as metadata), kubelets their node's
+/// pods, `kubectl get -w NAME` one object, controllers and tools by label.
+struct Glance {
+    term: Term,
+    labels: Option<LabelSelector>,
+    /// The event's object is the object's metadata (PartialObjectMetadata).
+    partial: bool,
+}
+
+/// What a glance decided to send: the event type, and the metadata for a partial watch.
+struct Decided {
+    kind: &'static str,
+    metadata: Option<Value>,
+}
+
 impl Glance {
     fn of(rt: &ResourceType, filter: &Filter, output: Output) -> Option<Glance> {
-        if output != Output::Json {
-            return None;
-        }
-        if filter.is_empty() {
-            return Some(Glance::Everything);
-        }
-        match filter.only_field_equals()? {
-            ("metadata.name", name) => Some(Glance::Name(name.to_owned())),
-            ("spec.nodeName", node) if is_core_pods(rt) => Some(Glance::NodeName(node.to_owned())),
-            _ => None,
-        }
+        let partial = match output {
+            Output::Json => false,
+            Output::PartialMetadata | Output::PartialMetadataProtobuf => true,
+            Output::Protobuf | Output::Table => return None,
+        };
+        let term = match filter.at_most_one_field_equals()? {
+            None => Term::Everything,
+            Some(("metadata.name", name)) => Term::Name(name.to_owned()),
+            Some(("spec.nodeName", node)) if is_core_pods(rt) => Term::NodeName(node.to_owned()),
+            Some(_) => return None,
+        };
+        Some(Glance {
+            term,
+            labels: filter.labels().cloned(),
+            partial,
+        })
     }
 
     /// The event to send for `ev` (`Some(None)`: none), or `None` when only a full parse can
     /// tell (stored in another version than `api_version`, or unreadable).
-    fn decide(&self, ev: &Event, api_version: &str) -> Option<Option<&'static str>> {
-        let (version, now_matches) = match self {
-            Glance::Everything => (read_head::<Head>(&ev.value)?.api_version, true),
-            Glance::Name(name) => (
-                read_head::<Head>(&ev.value)?.api_version,
-                ev.key.rsplit('/').next() == Some(name.as_str()),
-            ),
-            Glance::NodeName(node) => {
-                let head = read_head::<PodHead>(&ev.value)?;
-                (head.api_version.clone(), head.node_name() == node.as_str())
-            }
-        };
-        if version.as_deref() != Some(api_version) {
+    fn decide(&self, ev: &Event, api_version: &str) -> Option<Option<Decided>> {
+        match (self.partial, self.labels.is_some()) {
+            (true, _) => self.decide_as::<Option<Value>>(ev, api_version),
+            (false, true) => self.decide_as::<LabelsHead>(ev, api_version),
+            (false, false) => self.decide_as::<IgnoredAny>(ev, api_version),
+        }
+    }
+
+    fn decide_as<'e, M>(&self, ev: &'e Event, api_version: &str) -> Option<Option<Decided>>
+    where
+        M: MetaPart + serde::Deserialize<'e> + Default,
+    {
+        let now = read_head::<PodHead<M>>(&ev.value)?;
+        if now.api_version.as_deref() != Some(api_version) {
             return None;
         }
+        let (now_matches, metadata) = self.matches(&ev.key, now);
         let kind = match ev.kind {
             EventKind::Delete => now_matches.then_some("DELETED"),
             EventKind::Put => {
-                let prev_matches = match (&ev.prev_value, self) {
-                    (None, _) => None,
-                    (Some(_), Glance::Everything | Glance::Name(_)) => Some(now_matches),
-                    (Some(prev), Glance::NodeName(node)) => {
-                        Some(read_head::<PodHead>(prev)?.node_name() == node.as_str())
+                let prev_matches = match &ev.prev_value {
+                    None => None,
+                    // Neither the key nor anything else read changes with the object.
+                    Some(_) if self.labels.is_none() && !matches!(self.term, Term::NodeName(_)) => {
+                        Some(now_matches)
                     }
+                    Some(prev) if self.labels.is_some() => Some(
+                        self.matches(&ev.key, read_head::<PodHead<LabelsHead>>(prev)?)
+                            .0,
+                    ),
+                    Some(prev) => Some(self.matches(&ev.key, read_head::<PodHead>(prev)?).0),
                 };
                 transition(prev_matches, now_matches)
             }
         };
-        Some(kind)
+        Some(kind.map(|kind| Decided { kind, metadata }))
+    }
+
+    /// Whether the object behind `head` (stored at `key`) is selected, and its metadata
+    /// when it was read.
+    fn matches<M: MetaPart>(&self, key: &str, head: PodHead<'_, M>) -> (bool, Option<Value>) {
+        let labelled = self
+            .labels
+            .as_ref()
+            .is_none_or(|s| head.metadata.labels_match(s));
+        let term = match &self.term {
+            Term::Everything => true,
+            Term::Name(name) => key.rsplit('/').next() == Some(name.as_str()),
+            Term::NodeName(node) => {
+                head.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .unwrap_or_default()
+                    == node
+            }
+        };
+        (labelled && term, head.metadata.into_metadata())
     }
 }
 
@@ -358,10 +450,18 @@ impl WatchStream {
             .as_ref()
             .and_then(|g| g.decide(&ev, &self.api_version))
         {
-            let Some(kind) = decided else {
+            let Some(Decided { kind, metadata }) = decided else {
                 return Ok(());
             };
-            if let Some(line) = raw_event_line(kind, &ev.value) {
+            let line = match metadata {
+                Some(m) => Some(event_line(
+                    self.output,
+                    kind,
+                    &table::partial_metadata_of(m),
+                )),
+                None => raw_event_line(kind, &ev.value),
+            };
+            if let Some(line) = line {
                 return self.tx.send(line).await.map_err(|_| ());
             }
         }

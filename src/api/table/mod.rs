@@ -304,6 +304,11 @@ pub fn partial_object_metadata(obj: &Value) -> Value {
         .filter(|m| m.is_object())
         .cloned()
         .unwrap_or_else(|| json!({}));
+    partial_metadata_of(metadata)
+}
+
+/// The PartialObjectMetadata of an object whose `metadata` is given.
+pub fn partial_metadata_of(metadata: Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",

@@ -154,12 +154,18 @@ impl Filter {
         self.fields.as_ref()?.requires_exact_match(field)
     }
 
-    /// `(field, value)` when the whole filter is one `field=value` term (no label selector).
-    pub fn only_field_equals(&self) -> Option<(&str, &str)> {
-        if self.labels.is_some() {
-            return None;
+    /// The label selector, if any.
+    pub fn labels(&self) -> Option<&LabelSelector> {
+        self.labels.as_ref()
+    }
+
+    /// The field selector when it is at most one `field=value` term: `Some(None)` for none,
+    /// `Some(Some((field, value)))` for one, `None` for anything else.
+    pub fn at_most_one_field_equals(&self) -> Option<Option<(&str, &str)>> {
+        match &self.fields {
+            None => Some(None),
+            Some(f) => f.single_exact_match().map(Some),
         }
-        self.fields.as_ref()?.single_exact_match()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
