@@ -7,6 +7,7 @@ pub mod conversion;
 pub mod defaults;
 pub mod patch;
 pub mod protobuf;
+pub mod pruned;
 pub mod quantity;
 pub mod registry;
 pub mod requester;

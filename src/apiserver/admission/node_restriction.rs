@@ -167,14 +167,16 @@ fn api_object_reference(pod: &Value) -> Option<&'static str> {
 }
 
 impl NodeRestriction {
+    /// The pod `name` in the request's namespace: the fields `keep` names, all for none.
     async fn pod(
         &self,
         state: &ApiState,
         attrs: &Attributes<'_>,
         name: &str,
+        keep: &[&str],
     ) -> Result<Value, ApiError> {
         let ns = attrs.namespace.unwrap_or_default();
-        support::get(state, "", "pods", Some(ns), name)
+        support::get_fields(state, "", "pods", Some(ns), name, keep)
             .await?
             .ok_or_else(|| ApiError {
                 details: Some(serde_json::json!({"name": name, "kind": "pods"})),
@@ -233,7 +235,7 @@ impl NodeRestriction {
                 Ok(())
             }
             (None, Operation::Delete) => {
-                let existing = self.pod(state, attrs, attrs.name).await?;
+                let existing = self.pod(state, attrs, attrs.name, &[]).await?;
                 if node_name_of(&existing) != node {
                     return forbid(format!("node \"{node}\" can only delete pods with spec.nodeName set to itself"));
                 }
@@ -269,7 +271,7 @@ impl NodeRestriction {
                 if pod_name.is_empty() {
                     return forbid("could not determine pod from request data".into());
                 }
-                let existing = self.pod(state, attrs, pod_name).await?;
+                let existing = self.pod(state, attrs, pod_name, &[]).await?;
                 if node_name_of(&existing) != node {
                     return forbid(format!("node {node} can only evict pods with spec.nodeName set to itself"));
                 }
@@ -414,7 +416,14 @@ impl NodeRestriction {
         if ruid.is_empty() {
             return forbid("node requested token with a pod binding without a uid".into());
         }
-        let pod = self.pod(state, attrs, rname).await?;
+        // What the checks below and `pod_uses_audience` read.
+        let keep = [
+            "metadata.uid",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.volumes",
+        ];
+        let pod = self.pod(state, attrs, rname, &keep).await?;
         if pod["metadata"]["uid"] != ruid {
             return forbid(format!("the UID in the bound object reference ({ruid}) does not match the UID in record. The object might have been deleted and then recreated"));
         }

@@ -47,16 +47,31 @@ pub async fn get(
     ns: Option<&str>,
     name: &str,
 ) -> Result<Option<Value>, ApiError> {
+    get_fields(state, group, plural, ns, name, &[]).await
+}
+
+/// [`get`], reading only the fields `keep` names ([`crate::api::pruned`]; all for none).
+pub async fn get_fields(
+    state: &ApiState,
+    group: &str,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+    keep: &[&str],
+) -> Result<Option<Value>, ApiError> {
     let key = match ns {
         Some(ns) => format!("{}{ns}/{name}", prefix(group, plural)),
         None => format!("{}{name}", prefix(group, plural)),
     };
-    state
-        .store
-        .get(&key)
-        .await?
-        .map(|r| parse_record(&r))
-        .transpose()
+    let Some(r) = state.store.get(&key).await? else {
+        return Ok(None);
+    };
+    if keep.is_empty() {
+        return parse_record(&r).map(Some);
+    }
+    crate::api::pruned::parse(&r.value, keep)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", r.key)))
 }
 
 /// Every stored object of a kind (in one namespace, or of a cluster-scoped kind), by name.

@@ -37,7 +37,7 @@ pub async fn authenticate(state: &ApiState, token: &str) -> TokenSource {
         return TokenSource::NotMine;
     };
     let name = format!("{SECRET_PREFIX}{id}");
-    match super::get_object(state, "secrets", Some("kube-system"), &name).await {
+    match super::get_object(state, "secrets", Some("kube-system"), &name, &[]).await {
         Some(obj) => check(&obj, id, secret, chrono::Utc::now()),
         None => TokenSource::Invalid(format!("secret kube-system/{name} not found")),
     }

@@ -192,19 +192,32 @@ fn bearer_token(v: &http::HeaderValue) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Reads one core/v1 object from the store (`None` when absent or unreadable).
+/// The fields identity checks read of an object they look up: who it is and whether it
+/// is going.
+pub(crate) const IDENTITY: &[&str] = &[
+    "metadata.name",
+    "metadata.uid",
+    "metadata.deletionTimestamp",
+];
+
+/// Reads the fields `keep` names ([`crate::api::pruned`]) of one core/v1 object from the
+/// store, or all of it for an empty `keep` (`None` when absent or unreadable).
 pub(crate) async fn get_object(
     state: &ApiState,
     plural: &str,
     namespace: Option<&str>,
     name: &str,
+    keep: &[&str],
 ) -> Option<Value> {
     if name.is_empty() {
         return None;
     }
     let rt = state.registry.lookup("", "v1", plural)?;
     let rec = state.store.get(&rt.key(namespace, name)).await.ok()??;
-    super::objects::parse_record(&rec).ok()
+    if keep.is_empty() {
+        return super::objects::parse_record(&rec).ok();
+    }
+    crate::api::pruned::parse(&rec.value, keep).ok()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! tokens the Secret holding exactly this token), it is within its validity window (one
 //! minute of leeway, as upstream) and one of its audiences is accepted.
 
-use super::{get_object, Authenticated, TokenSource};
+use super::{get_object, Authenticated, TokenSource, IDENTITY};
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::ApiState;
 use crate::pki::{JwtError, ServiceAccountKey};
@@ -206,7 +206,7 @@ async fn validate_bound(state: &ApiState, c: &Value, now: i64) -> Result<Authent
     let ns = str_of(k, "namespace");
     let sa_ref = &k["serviceaccount"];
     let (sa_name, sa_uid) = (str_of(sa_ref, "name"), str_of(sa_ref, "uid"));
-    let sa = get_object(state, "serviceaccounts", Some(ns), sa_name)
+    let sa = get_object(state, "serviceaccounts", Some(ns), sa_name, IDENTITY)
         .await
         .ok_or_else(|| format!("serviceaccounts \"{sa_name}\" not found"))?;
     let uid = str_of(&sa["metadata"], "uid");
@@ -221,7 +221,7 @@ async fn validate_bound(state: &ApiState, c: &Value, now: i64) -> Result<Authent
     let invalidated = || "service account token has been invalidated".to_owned();
     let mut extra = BTreeMap::new();
     if let Some(s) = k.get("secret").filter(|v| v.is_object()) {
-        let obj = get_object(state, "secrets", Some(ns), str_of(s, "name"))
+        let obj = get_object(state, "secrets", Some(ns), str_of(s, "name"), IDENTITY)
             .await
             .ok_or_else(invalidated)?;
         let uid = str_of(&obj["metadata"], "uid");
@@ -237,7 +237,7 @@ async fn validate_bound(state: &ApiState, c: &Value, now: i64) -> Result<Authent
     }
     let pod = k.get("pod").filter(|v| v.is_object());
     if let Some(p) = pod {
-        let obj = get_object(state, "pods", Some(ns), str_of(p, "name"))
+        let obj = get_object(state, "pods", Some(ns), str_of(p, "name"), IDENTITY)
             .await
             .ok_or_else(invalidated)?;
         let uid = str_of(&obj["metadata"], "uid");
@@ -256,7 +256,7 @@ async fn validate_bound(state: &ApiState, c: &Value, now: i64) -> Result<Authent
     if let Some(n) = k.get("node").filter(|v| v.is_object()) {
         // With a pod the node is informational; alone it is what the token is bound to.
         if pod.is_none() {
-            let obj = get_object(state, "nodes", None, str_of(n, "name"))
+            let obj = get_object(state, "nodes", None, str_of(n, "name"), IDENTITY)
                 .await
                 .ok_or_else(invalidated)?;
             let uid = str_of(&obj["metadata"], "uid");
@@ -299,9 +299,15 @@ async fn validate_legacy(
     if claim("sub") != username(ns, sa_name) {
         return Err("sub claim is invalid".into());
     }
-    let secret = get_object(state, "secrets", Some(ns), secret_name)
-        .await
-        .ok_or("Token has been invalidated")?;
+    let secret = get_object(
+        state,
+        "secrets",
+        Some(ns),
+        secret_name,
+        &["metadata.deletionTimestamp", "data.token"],
+    )
+    .await
+    .ok_or("Token has been invalidated")?;
     if !secret["metadata"]["deletionTimestamp"].is_null() {
         return Err("Token has been invalidated".into());
     }
@@ -313,7 +319,7 @@ async fn validate_legacy(
     if !super::static_token::constant_time_eq(&stored, token.as_bytes()) {
         return Err("Token does not match server's copy".into());
     }
-    let sa = get_object(state, "serviceaccounts", Some(ns), sa_name)
+    let sa = get_object(state, "serviceaccounts", Some(ns), sa_name, IDENTITY)
         .await
         .ok_or_else(|| format!("ServiceAccount {ns}/{sa_name} has been deleted"))?;
     let uid = str_of(&sa["metadata"], "uid");

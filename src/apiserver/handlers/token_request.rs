@@ -8,8 +8,8 @@
 
 use super::write::read_body;
 use crate::apiserver::admission::{Attributes, Operation};
-use crate::apiserver::authn::get_object;
 use crate::apiserver::authn::service_account::{self, Bound, ObjRef, TokenSpec};
+use crate::apiserver::authn::{get_object, IDENTITY};
 use crate::apiserver::body::decode_object;
 use crate::apiserver::request::ResourceRequest;
 use crate::apiserver::response::{self, Body};
@@ -120,7 +120,7 @@ pub async fn create(
             .validate(state, &attrs, Some(&tr), None)
             .await?;
     }
-    let sa = get_object(state, "serviceaccounts", Some(ns), name)
+    let sa = get_object(state, "serviceaccounts", Some(ns), name, IDENTITY)
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
     let sa_ref = ObjRef::of(&sa);
@@ -252,7 +252,8 @@ async fn bind(state: &ApiState, ns: &str, sa_name: &str, r: &Value) -> Result<Bo
             )));
         }
     };
-    let obj = get_object(state, plural, namespace, name)
+    let keep = [IDENTITY, &["spec.serviceAccountName", "spec.nodeName"]].concat();
+    let obj = get_object(state, plural, namespace, name, &keep)
         .await
         .ok_or_else(|| not_found(plural, name))?;
     let found = ObjRef::of(&obj);
@@ -273,7 +274,7 @@ async fn bind(state: &ApiState, ns: &str, sa_name: &str, r: &Value) -> Result<Bo
                 )));
             }
             let node = match obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                Some(n) => Some(match get_object(state, "nodes", None, n).await {
+                Some(n) => Some(match get_object(state, "nodes", None, n, IDENTITY).await {
                     Some(node) => ObjRef::of(&node),
                     None => ObjRef {
                         name: n.to_owned(),
