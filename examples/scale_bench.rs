@@ -10,7 +10,10 @@
 //! rolling update of every replica takes, API latency (p99 of a single-object GET and PATCH
 //! probed every 100 ms from creation to the end of the rolling update, against upstream's
 //! 1 s SLO), the time to scale back to zero, and the scheduler's throughput on a backlog
-//! (every replica pending on cordoned nodes, then the nodes uncordoned).
+//! (every replica pending on cordoned nodes, then the nodes uncordoned), twice: with the
+//! kubelets starting the bound pods meanwhile, and, when `SCALE_BENCH_SIM_PID` names the
+//! `skiff sim-nodes` process, with it stopped for the window (upstream's scheduler_perf
+//! setup: node objects without kubelets).
 //!
 //! Usage: scale_bench KUBECONFIG NODES REPLICAS
 
@@ -355,8 +358,50 @@ async fn main() -> anyhow::Result<()> {
     println!("api_p99_target_ms 50 ms");
     println!("upstream_slo_api_p99_ms 1000 ms");
 
-    // Scale to zero: counts the updated pods' deletions (the old ones' may still arrive).
     let t = Instant::now();
+    scale_to_zero(&deployments, &mut rx, replicas).await?;
+    println!(
+        "deployment_scale_to_zero_s {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    backlog(
+        &client,
+        &deployments,
+        &mut rx,
+        replicas,
+        "scheduler_backlog",
+        None,
+    )
+    .await?;
+
+    // The same backlog as upstream's scheduler_perf measures a scheduler: node objects with
+    // no kubelet behind them. The simulated kubelets are stopped (SIGSTOP) for the window,
+    // so the binds do not share the machine's CPU with 100 kubelets starting the pods.
+    if let Some(sim) = std::env::var("SCALE_BENCH_SIM_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        scale_to_zero(&deployments, &mut rx, replicas).await?;
+        backlog(
+            &client,
+            &deployments,
+            &mut rx,
+            replicas,
+            "scheduler_only_backlog",
+            Some(sim),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Scales the Deployment to zero and waits until every pod of the updated revision is
+/// gone (the old ones' deletions may still arrive).
+async fn scale_to_zero(
+    deployments: &Api<Deployment>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<PodChange>,
+    replicas: usize,
+) -> anyhow::Result<()> {
     deployments
         .patch(
             "scale",
@@ -367,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
     let mut gone = std::collections::HashSet::new();
     let deadline = Instant::now() + phase_limit(300);
     while gone.len() < replicas {
-        let (p, _, deleted) = next_change(&mut rx, deadline, || {
+        let (p, _, deleted) = next_change(rx, deadline, || {
             format!(
                 "only {} of {replicas} pods gone in time after scaling to 0",
                 gone.len()
@@ -384,15 +429,23 @@ async fn main() -> anyhow::Result<()> {
             gone.insert(p.metadata.name.unwrap_or_default());
         }
     }
-    println!(
-        "deployment_scale_to_zero_s {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
+    Ok(())
+}
 
-    // The scheduler alone: a backlog of pending pods (every node cordoned while the
-    // Deployment scales back up), then every node uncordoned at once. Binds through the API
-    // per second from the first uncordon to the last bind is what the scheduler sustains
-    // when it is not waiting for pods to be created.
+/// The scheduler alone: a backlog of pending pods (every node cordoned while the
+/// Deployment scales back up), then every node uncordoned at once. Binds through the API
+/// per second from the first uncordon to the last bind is what the scheduler sustains when
+/// it is not waiting for pods to be created. With `stopped_kubelets` (the simulated nodes'
+/// process), that process is stopped from the uncordon to the last bind. Figures are
+/// printed as `<name>_…`.
+async fn backlog(
+    client: &Client,
+    deployments: &Api<Deployment>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<PodChange>,
+    replicas: usize,
+    name: &str,
+    stopped_kubelets: Option<u32>,
+) -> anyhow::Result<()> {
     let node_api: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = node_api
         .list(&ListParams::default())
@@ -412,7 +465,7 @@ async fn main() -> anyhow::Result<()> {
     let mut pending = std::collections::HashSet::new();
     let deadline = Instant::now() + phase_limit(300);
     while pending.len() < replicas {
-        let (p, _, deleted) = next_change(&mut rx, deadline, || {
+        let (p, _, deleted) = next_change(rx, deadline, || {
             format!(
                 "only {} of {replicas} pods pending as unschedulable in time",
                 pending.len()
@@ -432,51 +485,71 @@ async fn main() -> anyhow::Result<()> {
             pending.insert(p.metadata.name.unwrap_or_default());
         }
     }
-    println!("scheduler_backlog_pending_pods {} pods", pending.len());
-    let revision_before = store_revision(&client).await?;
-    let t = Instant::now();
-    set_unschedulable(&node_api, &names, false).await?;
-    let deadline = Instant::now() + phase_limit(300);
-    let mut bound = std::collections::HashSet::new();
-    let mut last = t;
-    // When each bind was seen, from the uncordon: shows whether the rate is steady or waits
-    // (backoffs, a slow start) dominate the window.
-    let mut bind_times = Vec::with_capacity(replicas);
-    while bound.len() < replicas {
-        let (p, at, _) = next_change(&mut rx, deadline, || {
-            format!(
-                "only {} of {replicas} pending pods bound after uncordoning",
-                bound.len()
-            )
-        })
-        .await?;
-        let name = p.metadata.name.clone().unwrap_or_default();
-        if pending.contains(&name) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            if bound.insert(name) {
-                bind_times.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
-            }
-            last = at;
+    println!("{name}_pending_pods {} pods", pending.len());
+    let revision_before = store_revision(client).await?;
+    let signal = |sig: &str| -> anyhow::Result<()> {
+        if let Some(pid) = stopped_kubelets {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "kill {sig} {pid} failed");
         }
+        Ok(())
+    };
+    signal("-STOP")?;
+    let t = Instant::now();
+    let waited = async {
+        set_unschedulable(&node_api, &names, false).await?;
+        let deadline = Instant::now() + phase_limit(300);
+        let mut bound = std::collections::HashSet::new();
+        let mut last = t;
+        // When each bind was seen, from the uncordon: shows whether the rate is steady or
+        // waits (backoffs, a slow start) dominate the window.
+        let mut bind_times = Vec::with_capacity(replicas);
+        while bound.len() < replicas {
+            let (p, at, _) = next_change(rx, deadline, || {
+                format!(
+                    "only {} of {replicas} pending pods bound after uncordoning",
+                    bound.len()
+                )
+            })
+            .await?;
+            let pod = p.metadata.name.clone().unwrap_or_default();
+            if pending.contains(&pod)
+                && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+            {
+                if bound.insert(pod) {
+                    bind_times.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+                }
+                last = at;
+            }
+        }
+        // Every write takes one revision: what binding (and running) one pod costs the
+        // store, counted before stopped kubelets resume.
+        let revision_after = store_revision(client).await?;
+        anyhow::Ok((bind_times, last, revision_after))
     }
+    .await;
+    // The kubelets run again whatever happened.
+    signal("-CONT")?;
+    let (bind_times, last, revision_after) = waited?;
     let window = last.saturating_duration_since(t).as_secs_f64();
-    println!("scheduler_backlog_{replicas}_bound_s {window:.2} s");
+    println!("{name}_{replicas}_bound_s {window:.2} s");
     for q in [0.1, 0.5, 0.9] {
         println!(
-            "scheduler_backlog_{}pct_bound_ms {:.0} ms",
+            "{name}_{}pct_bound_ms {:.0} ms",
             (q * 100.0) as u32,
             percentile(&bind_times, q)
         );
     }
     println!(
-        "scheduler_backlog_pods_bound_per_s {:.0} pods/s",
+        "{name}_pods_bound_per_s {:.0} pods/s",
         replicas as f64 / window.max(1e-9)
     );
-    // Every write takes one revision: what binding (and running) one pod costs the store.
-    let writes = store_revision(&client)
-        .await?
-        .saturating_sub(revision_before);
+    let writes = revision_after.saturating_sub(revision_before);
     println!(
-        "scheduler_backlog_store_writes_per_pod {:.1} writes",
+        "{name}_store_writes_per_pod {:.1} writes",
         writes as f64 / replicas as f64
     );
     Ok(())

@@ -13,7 +13,9 @@
 #   scripts/bench.sh scale      control plane at scale: 100 simulated nodes (`skiff sim-nodes`),
 #                               a Deployment of 3000 replicas scheduled, run, rolled over and
 #                               scaled to zero through the API; scheduler pods/s (as pods arrive,
-#                               and on a backlog of 3000 pending) vs the 1000/s target, pod
+#                               on a backlog of 3000 pending, and on that backlog with the
+#                               simulated kubelets stopped, as upstream's scheduler_perf runs
+#                               without kubelets) vs the 1000/s target, pod
 #                               startup p99 and API GET/PATCH p99 vs upstream's SLOs; server RSS
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
@@ -309,6 +311,9 @@ bench_scale() {
     sim_dir=$(mktemp -d /dev/shm/skiff-sim.XXXXXX)
     port=$(free_port)
     cleanup_scale() {
+        # The load generator stops the simulated nodes for one phase: a stopped process
+        # would hold its SIGTERM.
+        [ -n "$sim" ] && kill -CONT "$sim" 2>/dev/null
         for p in $sim $pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
         rm -rf "$dir" "$sim_dir"
     }
@@ -327,7 +332,7 @@ bench_scale() {
     sim=$!
 
     local pause="$dir/pause"
-    SCALE_BENCH_PAUSE_FILE="$pause" target/release/examples/scale_bench "$dir/kubeconfig" \
+    SCALE_BENCH_PAUSE_FILE="$pause" SCALE_BENCH_SIM_PID="$sim" target/release/examples/scale_bench "$dir/kubeconfig" \
         "$nodes" "$replicas" >"$dir/scale.out" &
     local bench_pid=$!
     until [ -s "$pause" ] || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.2; done
