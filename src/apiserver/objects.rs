@@ -27,8 +27,20 @@ pub fn now_rfc3339() -> String {
 
 /// Parses a stored record; a record that is not valid JSON means the store is corrupt.
 pub fn parse_record(r: &Record) -> Result<Value, ApiError> {
-    serde_json::from_slice(&r.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", r.key)))
+    serde_json::from_slice(&r.value).map_err(|e| not_json(r, e))
+}
+
+fn not_json(r: &Record, e: serde_json::Error) -> ApiError {
+    ApiError::internal(format!("stored object {} is not JSON: {e}", r.key))
+}
+
+/// The fields `keep` names of a stored record ([`crate::api::pruned`]), or all of it for an
+/// empty `keep`: for checks that read a few fields of a large object.
+pub fn parse_record_fields(r: &Record, keep: &[&str]) -> Result<Value, ApiError> {
+    if keep.is_empty() {
+        return parse_record(r);
+    }
+    crate::api::pruned::parse(&r.value, keep).map_err(|e| not_json(r, e))
 }
 
 /// A stored record as the version `rt` serves (writes at one version see the current

@@ -17,7 +17,6 @@ use crate::api::table;
 use crate::store::{Event, EventKind, Route, Shard};
 use bytes::Bytes;
 use http::Response;
-use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -138,20 +137,21 @@ fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
 /// What a watch reads of a stored object to route or filter it without building the JSON
 /// tree: serde skips every other field, so no allocation is made for them (a full parse of
 /// each pod change, twice with its previous value, was ~6% of the server's CPU under
-/// `bench.sh scale`). `M` is what is read of `metadata` (nothing, its labels, or all of it),
-/// `S` of `spec`.
+/// `bench.sh scale`).
 #[derive(serde::Deserialize)]
-struct Head<'a, M = IgnoredAny, S = IgnoredAny> {
+struct Head<'a> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
-    #[serde(default)]
-    metadata: M,
-    #[serde(default)]
-    spec: S,
 }
 
 /// [`Head`] of a pod, with `spec.nodeName`.
-type PodHead<'a, M = IgnoredAny> = Head<'a, M, Option<PodSpecHead<'a>>>;
+#[derive(serde::Deserialize)]
+struct PodHead<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    spec: Option<PodSpecHead<'a>>,
+}
 
 #[derive(serde::Deserialize)]
 struct PodSpecHead<'a> {
@@ -159,58 +159,21 @@ struct PodSpecHead<'a> {
     node_name: Option<Cow<'a, str>>,
 }
 
-/// `metadata.labels` alone (string values only: anything else is left to the full path).
-#[derive(serde::Deserialize, Default)]
-struct LabelsHead {
-    #[serde(default)]
-    labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// What a [`Head`] read of `metadata`.
-trait MetaPart {
-    /// Whether its labels match `selector` (only asked of parts that read labels).
-    fn labels_match(&self, selector: &LabelSelector) -> bool;
-    /// The whole metadata, when it was read.
-    fn into_metadata(self) -> Option<Value>;
-}
-
-impl MetaPart for IgnoredAny {
-    fn labels_match(&self, _: &LabelSelector) -> bool {
-        true
-    }
-    fn into_metadata(self) -> Option<Value> {
-        None
-    }
-}
-
-impl MetaPart for LabelsHead {
-    fn labels_match(&self, selector: &LabelSelector) -> bool {
-        selector.matches_map(self.labels.as_ref())
-    }
-    fn into_metadata(self) -> Option<Value> {
-        None
-    }
-}
-
-impl MetaPart for Option<Value> {
-    fn labels_match(&self, selector: &LabelSelector) -> bool {
-        selector.matches(self.as_ref().and_then(|m| m["labels"].as_object()))
-    }
-    fn into_metadata(self) -> Option<Value> {
-        Some(self.filter(Value::is_object).unwrap_or_else(|| json!({})))
-    }
-}
-
-/// A [`Head`] of stored bytes; `None` when they are not a JSON object of that shape.
+/// A [`Head`] or [`PodHead`] of stored bytes; `None` when they are not a JSON object.
 fn read_head<'a, H: serde::Deserialize<'a>>(stored: &'a [u8]) -> Option<H> {
     serde_json::from_slice(stored).ok()
 }
 
-impl<'a, M> PodHead<'a, M> {
+impl<'a> PodHead<'a> {
     /// `spec.nodeName`, "" when unset (as the field selector reads it).
     fn node_name(self) -> Cow<'a, str> {
         self.spec.and_then(|s| s.node_name).unwrap_or_default()
     }
+}
+
+/// The object's name: the last segment of its key.
+fn key_name(key: &str) -> Option<&str> {
+    key.rsplit('/').next()
 }
 
 /// The one field term a glance decides.
@@ -220,9 +183,10 @@ enum Term {
     Name(String),
 }
 
-/// A watch decided from a [`Head`] of the stored bytes, without the JSON tree: a filter of
-/// labels and at most one `metadata.name` (or, for pods, `spec.nodeName`) term, served as
-/// the stored JSON or as PartialObjectMetadata. Nearly every watch is one of these:
+/// A watch decided without the JSON tree, from a [`Head`] of the stored bytes and, when it
+/// has a label selector or is served as PartialObjectMetadata, the event's metadata (read
+/// once for every watcher, [`Event::metadata_json`]): a filter of labels and at most one
+/// `metadata.name` (or, for pods, `spec.nodeName`) term. Nearly every watch is one of these:
 /// informers watch everything (the garbage collector's as metadata), kubelets their node's
 /// pods, `kubectl get -w NAME` one object, controllers and tools by label.
 struct Glance {
@@ -233,9 +197,9 @@ struct Glance {
 }
 
 /// What a glance decided to send: the event type, and the metadata for a partial watch.
-struct Decided {
+struct Decided<'e> {
     kind: &'static str,
-    metadata: Option<Value>,
+    metadata: Option<&'e Value>,
 }
 
 impl Glance {
@@ -260,63 +224,64 @@ impl Glance {
 
     /// The event to send for `ev` (`Some(None)`: none), or `None` when only a full parse can
     /// tell (stored in another version than `api_version`, or unreadable).
-    fn decide(&self, ev: &Event, api_version: &str) -> Option<Option<Decided>> {
-        match (self.partial, self.labels.is_some()) {
-            (true, _) => self.decide_as::<Option<Value>>(ev, api_version),
-            (false, true) => self.decide_as::<LabelsHead>(ev, api_version),
-            (false, false) => self.decide_as::<IgnoredAny>(ev, api_version),
-        }
-    }
-
-    fn decide_as<'e, M>(&self, ev: &'e Event, api_version: &str) -> Option<Option<Decided>>
-    where
-        M: MetaPart + serde::Deserialize<'e> + Default,
-    {
-        let now = read_head::<PodHead<M>>(&ev.value)?;
-        if now.api_version.as_deref() != Some(api_version) {
+    fn decide<'e>(&self, ev: &'e Event, api_version: &str) -> Option<Option<Decided<'e>>> {
+        let (version, now_term) = self.head(&ev.key, &ev.value)?;
+        if version.as_deref() != Some(api_version) {
             return None;
         }
-        let (now_matches, metadata) = self.matches(&ev.key, now);
+        let metadata = match self.labels.is_some() || self.partial {
+            true => Some(ev.metadata_json()?),
+            false => None,
+        };
+        let now_matches = now_term && self.labelled(metadata);
         let kind = match ev.kind {
             EventKind::Delete => now_matches.then_some("DELETED"),
             EventKind::Put => {
                 let prev_matches = match &ev.prev_value {
                     None => None,
-                    // Neither the key nor anything else read changes with the object.
-                    Some(_) if self.labels.is_none() && !matches!(self.term, Term::NodeName(_)) => {
-                        Some(now_matches)
+                    // Only the node and the labels can differ from the previous value.
+                    Some(prev)
+                        if matches!(self.term, Term::NodeName(_)) || self.labels.is_some() =>
+                    {
+                        let (_, term) = self.head(&ev.key, prev)?;
+                        let meta = match self.labels.is_some() {
+                            true => Some(ev.prev_metadata_json()?),
+                            false => None,
+                        };
+                        Some(term && self.labelled(meta))
                     }
-                    Some(prev) if self.labels.is_some() => Some(
-                        self.matches(&ev.key, read_head::<PodHead<LabelsHead>>(prev)?)
-                            .0,
-                    ),
-                    Some(prev) => Some(self.matches(&ev.key, read_head::<PodHead>(prev)?).0),
+                    Some(_) => Some(now_matches),
                 };
                 transition(prev_matches, now_matches)
             }
         };
-        Some(kind.map(|kind| Decided { kind, metadata }))
+        Some(kind.map(|kind| Decided {
+            kind,
+            metadata: metadata.filter(|_| self.partial),
+        }))
     }
 
-    /// Whether the object behind `head` (stored at `key`) is selected, and its metadata
-    /// when it was read.
-    fn matches<M: MetaPart>(&self, key: &str, head: PodHead<'_, M>) -> (bool, Option<Value>) {
-        let labelled = self
-            .labels
-            .as_ref()
-            .is_none_or(|s| head.metadata.labels_match(s));
-        let term = match &self.term {
-            Term::Everything => true,
-            Term::Name(name) => key.rsplit('/').next() == Some(name.as_str()),
+    /// The `apiVersion` of `stored` (at `key`) and whether the field term selects it.
+    fn head<'b>(&self, key: &str, stored: &'b [u8]) -> Option<(Option<Cow<'b, str>>, bool)> {
+        Some(match &self.term {
+            Term::Everything => (read_head::<Head>(stored)?.api_version, true),
+            Term::Name(name) => (
+                read_head::<Head>(stored)?.api_version,
+                key_name(key) == Some(name.as_str()),
+            ),
             Term::NodeName(node) => {
-                head.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
-                    .unwrap_or_default()
-                    == node
+                let head = read_head::<PodHead>(stored)?;
+                (head.api_version.clone(), head.node_name() == node.as_str())
             }
-        };
-        (labelled && term, head.metadata.into_metadata())
+        })
+    }
+
+    /// Whether `metadata`'s labels satisfy the label selector (read as the full filter
+    /// reads them).
+    fn labelled(&self, metadata: Option<&Value>) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|s| s.matches(metadata.and_then(|m| m["labels"].as_object())))
     }
 }
 
@@ -344,7 +309,7 @@ static BY_NAME: Route = Route {
 };
 
 fn name_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
-    [ev.key.rsplit('/').next().map(Cow::Borrowed), None]
+    [key_name(&ev.key).map(Cow::Borrowed), None]
 }
 
 /// The shard of a watch whose field selector requires one `metadata.name`.

@@ -132,15 +132,30 @@ fn a_glance_decides_every_pod_change_as_the_full_filter_does() {
     assert!(decided >= 40, "{decided}");
 }
 
-/// Labels are compared as strings: an object whose labels are not (not valid as stored,
-/// but possible in a corrupt record) is left to the full path.
+/// Labels are read as the full filter reads them, even ones that are not strings (not
+/// valid as stored, but possible in a corrupt record); metadata that is not an object is
+/// no labels, and a record that is not JSON is left to the full path.
 #[test]
-fn labels_a_glance_cannot_read_take_the_full_path() {
+fn odd_labels_and_metadata_are_decided_as_the_full_filter_does() {
     let rt = pods();
-    let g = Glance::of(&rt, &labelled(&rt, "app=web", None), Output::Json).unwrap();
+    let f = labelled(&rt, "app=web", None);
+    let g = Glance::of(&rt, &f, Output::Json).unwrap();
     let mut odd = pod("a", None, "v1");
     odd["metadata"]["labels"]["app"] = json!(7);
-    assert!(g.decide(&event(EventKind::Put, &odd, None), "v1").is_none());
+    let mut no_meta = pod("b", None, "v1");
+    no_meta["metadata"] = json!("x");
+    for obj in [&odd, &no_meta] {
+        let mut ev = event(
+            EventKind::Put,
+            &pod("a", None, "v1"),
+            Some(&pod("a", None, "v1")),
+        );
+        ev.value = Bytes::from(serde_json::to_vec(obj).unwrap());
+        assert_eq!(kind_of(&g, &ev, "v1"), Some(full(&f, &ev)), "{obj}");
+    }
+    let mut corrupt = event(EventKind::Put, &odd, None);
+    corrupt.value = Bytes::from_static(b"{\"apiVersion\": \"v1\", \"metadata\": ");
+    assert!(g.decide(&corrupt, "v1").is_none());
 }
 
 #[test]

@@ -173,14 +173,44 @@ impl Event {
             .get_or_init(|| serde_json::from_slice(prev).ok())
             .as_ref()
     }
+
+    /// The `metadata` of `value` (`Null` when it has none; `None` if `value` is not a JSON
+    /// object), read once for all watchers of the event without parsing the rest: what
+    /// label-selected and metadata-only watches need.
+    pub fn metadata_json(&self) -> Option<&serde_json::Value> {
+        self.parsed.0[2]
+            .get_or_init(|| read_metadata(&self.value))
+            .as_ref()
+    }
+
+    /// The `metadata` of `prev_value`, read once like [`Event::metadata_json`].
+    pub fn prev_metadata_json(&self) -> Option<&serde_json::Value> {
+        let prev = self.prev_value.as_ref()?;
+        self.parsed.0[3]
+            .get_or_init(|| read_metadata(prev))
+            .as_ref()
+    }
 }
 
-/// The memo behind [`Event::value_json`]: a live event reaches every watcher as a clone of
+/// The `metadata` of a JSON object, every other field skipped unparsed.
+fn read_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        metadata: serde_json::Value,
+    }
+    serde_json::from_slice::<Metadata>(bytes)
+        .ok()
+        .map(|m| m.metadata)
+}
+
+/// The memo behind [`Event::value_json`] and its kin (value, previous value, and their
+/// metadata alone): a live event reaches every watcher as a clone of
 /// one broadcast `Event`, so a pod change seen by a hundred kubelets' filtered watches is
 /// parsed once rather than two hundred times. It is a cache, not part of the event: every
 /// memo compares equal.
 #[derive(Clone, Default)]
-pub struct ParsedJson(Arc<[std::sync::OnceLock<Option<serde_json::Value>>; 2]>);
+pub struct ParsedJson(Arc<[std::sync::OnceLock<Option<serde_json::Value>>; 4]>);
 
 impl PartialEq for ParsedJson {
     fn eq(&self, _: &ParsedJson) -> bool {

@@ -299,16 +299,16 @@ pub fn table<'a>(
 /// The row object kubectl reads namespace and labels from: the full
 /// `metadata` of `obj` wrapped as `meta.k8s.io/v1` `PartialObjectMetadata`.
 pub fn partial_object_metadata(obj: &Value) -> Value {
-    let metadata = obj
-        .get("metadata")
+    partial_metadata_of(&obj["metadata"])
+}
+
+/// The PartialObjectMetadata of an object whose `metadata` is given (`{}` unless it is an
+/// object).
+pub fn partial_metadata_of(metadata: &Value) -> Value {
+    let metadata = Some(metadata)
         .filter(|m| m.is_object())
         .cloned()
         .unwrap_or_else(|| json!({}));
-    partial_metadata_of(metadata)
-}
-
-/// The PartialObjectMetadata of an object whose `metadata` is given.
-pub fn partial_metadata_of(metadata: Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",

@@ -47,7 +47,7 @@ pub mod pvc_resize;
 pub mod runtime_class;
 pub mod service_account;
 pub mod storage_object_in_use_protection;
-mod support;
+pub(crate) mod support;
 
 /// What a request does to its object (upstream's `admission.Operation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

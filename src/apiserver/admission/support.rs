@@ -3,7 +3,7 @@
 //! latest committed state, as upstream's live lookups do).
 
 use super::Attributes;
-use crate::apiserver::objects::parse_record;
+use crate::apiserver::objects::{parse_record, parse_record_fields};
 use crate::apiserver::status::ApiError;
 use crate::apiserver::ApiState;
 use serde_json::{json, Value};
@@ -63,15 +63,12 @@ pub async fn get_fields(
         Some(ns) => format!("{}{ns}/{name}", prefix(group, plural)),
         None => format!("{}{name}", prefix(group, plural)),
     };
-    let Some(r) = state.store.get(&key).await? else {
-        return Ok(None);
-    };
-    if keep.is_empty() {
-        return parse_record(&r).map(Some);
-    }
-    crate::api::pruned::parse(&r.value, keep)
-        .map(Some)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", r.key)))
+    state
+        .store
+        .get(&key)
+        .await?
+        .map(|r| parse_record_fields(&r, keep))
+        .transpose()
 }
 
 /// Every stored object of a kind (in one namespace, or of a cluster-scoped kind), by name.

@@ -200,8 +200,8 @@ pub(crate) const IDENTITY: &[&str] = &[
     "metadata.deletionTimestamp",
 ];
 
-/// Reads the fields `keep` names ([`crate::api::pruned`]) of one core/v1 object from the
-/// store, or all of it for an empty `keep` (`None` when absent or unreadable).
+/// Reads the fields `keep` names of one core/v1 object from the store, or all of it for an
+/// empty `keep` (`None` when absent or unreadable).
 pub(crate) async fn get_object(
     state: &ApiState,
     plural: &str,
@@ -212,12 +212,10 @@ pub(crate) async fn get_object(
     if name.is_empty() {
         return None;
     }
-    let rt = state.registry.lookup("", "v1", plural)?;
-    let rec = state.store.get(&rt.key(namespace, name)).await.ok()??;
-    if keep.is_empty() {
-        return super::objects::parse_record(&rec).ok();
-    }
-    crate::api::pruned::parse(&rec.value, keep).ok()
+    super::admission::support::get_fields(state, "", plural, namespace, name, keep)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
