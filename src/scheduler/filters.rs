@@ -234,18 +234,23 @@ pub fn volume_node_affinity(
 ) -> FilterResult {
     let labels = labels::labels_of_node(node);
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let conflict = volumes.iter().any(|pv| {
-        pv.spec
-            .as_ref()
-            .and_then(|s| s.node_affinity.as_ref())
-            .and_then(|a| a.required.as_ref())
-            .is_some_and(|sel| !labels::node_selector_matches(sel, name, labels))
-    });
+    let conflict = volumes
+        .iter()
+        .any(|pv| !volume_allows_node(pv, name, labels));
     if conflict {
         Err(Rejection::unresolvable(REASON_VOLUME_AFFINITY))
     } else {
         Ok(())
     }
+}
+
+/// Whether `pv`'s required node affinity allows the node `name` with `labels`.
+pub fn volume_allows_node(pv: &PersistentVolume, name: &str, labels: &labels::Labels) -> bool {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .is_none_or(|sel| labels::node_selector_matches(sel, name, labels))
 }
 
 #[cfg(test)]

@@ -318,7 +318,7 @@ pub fn schedule(
             })
         }
     };
-    let (feasible, diag) = find_feasible(cache, &cycle);
+    let (feasible, mut diag) = find_feasible(cache, &cycle);
     let chosen = match feasible.len() {
         0 => return Err(diag),
         1 => 0,
@@ -328,9 +328,16 @@ pub fn schedule(
         }
     };
     let node = feasible[chosen];
-    // The node passed Filter, so its volume choices are there to be had.
+    // The node passed Filter on the same state, so its volume choices are there to be had;
+    // were they not, binding without them would leave the claims unprepared.
     let claims = match &node.node {
-        Some(n) if !cycle.delayed.is_empty() => cycle.delayed.bindings(n).unwrap_or_default(),
+        Some(n) if !cycle.delayed.is_empty() => match cycle.delayed.bindings(n) {
+            Ok(claims) => claims,
+            Err(r) => {
+                diag.nodes.insert(node.name.clone(), r);
+                return Err(diag);
+            }
+        },
         _ => Vec::new(),
     };
     Ok(Placement {

@@ -15,10 +15,11 @@
 //! chose one volume at once: the second pre-bind is a conflict (it is conditional on the
 //! volume's resourceVersion), and that pod is retried.
 
-use super::filters::Rejection;
+use super::filters::{volume_allows_node, Rejection};
 use super::framework::Lookups;
 use super::labels;
-use crate::controllers::persistentvolume::matching::find_best_match_where;
+use crate::controllers::persistentvolume::matching::candidates;
+use crate::controllers::persistentvolume::ANN_BOUND_BY_CONTROLLER;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
@@ -28,8 +29,6 @@ use std::time::Duration;
 /// The node the first consumer of a claim was scheduled to (read by the PV binder and the
 /// provisioners).
 pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-/// Set on a volume whose `claimRef` a controller (not the user) wrote.
-const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 /// The provisioner of classes whose volumes are only made by hand.
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 /// Why a pod with unbound claims of an Immediate class waits (PreFilter).
@@ -44,21 +43,24 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct DelayedClaim {
     pub claim: Arc<PersistentVolumeClaim>,
     pub class: Arc<StorageClass>,
+    /// The volumes it could bind to wherever the pod goes, best first
+    /// ([`candidates`]): Filter only checks them against the node.
+    pub candidates: Vec<Arc<PersistentVolume>>,
 }
 
-/// The pod's delayed claims and the volumes they might bind to.
+/// The pod's delayed claims.
 #[derive(Default)]
 pub struct Delayed {
     pub claims: Vec<DelayedClaim>,
-    pub volumes: Vec<Arc<PersistentVolume>>,
 }
 
-/// PreFilter: the pod's unbound claims whose class binds at the first consumer (and every
-/// volume, if there are any); an unbound claim of any other class makes the pod wait for
+/// PreFilter: the pod's unbound claims whose class binds at the first consumer, with the
+/// volumes each could bind to; an unbound claim of any other class makes the pod wait for
 /// the binder.
 pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Delayed, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut out = Delayed::default();
+    let mut volumes = None;
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let Some(claim) = &v.persistent_volume_claim else {
             continue;
@@ -86,10 +88,13 @@ pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Delayed, Strin
         if class.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer") {
             return Err(UNBOUND_IMMEDIATE.into());
         }
-        out.claims.push(DelayedClaim { claim: pvc, class });
-    }
-    if !out.claims.is_empty() {
-        out.volumes = lookups.pvs();
+        let volumes = volumes.get_or_insert_with(|| lookups.pvs());
+        let candidates = candidates(&pvc, volumes).into_iter().cloned().collect();
+        out.claims.push(DelayedClaim {
+            claim: pvc,
+            class,
+            candidates,
+        });
     }
     Ok(out)
 }
@@ -108,13 +113,6 @@ impl Delayed {
     ) -> Result<Vec<Option<&Arc<PersistentVolume>>>, Rejection> {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let node_labels = labels::labels_of_node(node);
-        let reachable = |v: &PersistentVolume| {
-            v.spec
-                .as_ref()
-                .and_then(|s| s.node_affinity.as_ref())
-                .and_then(|a| a.required.as_ref())
-                .is_none_or(|sel| labels::node_selector_matches(sel, name, node_labels))
-        };
         let mut chosen: Vec<Option<&Arc<PersistentVolume>>> = Vec::new();
         for d in &self.claims {
             let taken = |v: &PersistentVolume| {
@@ -123,15 +121,10 @@ impl Delayed {
                     .flatten()
                     .any(|c| c.metadata.name == v.metadata.name)
             };
-            let found =
-                find_best_match_where(&d.claim, self.volumes.iter().map(|v| v.as_ref()), |v| {
-                    reachable(v) && !taken(v)
-                })
-                .and_then(|found| {
-                    self.volumes
-                        .iter()
-                        .find(|v| v.metadata.name == found.metadata.name)
-                });
+            let found = d
+                .candidates
+                .iter()
+                .find(|v| volume_allows_node(v, name, node_labels) && !taken(v));
             match found {
                 Some(v) => chosen.push(Some(v)),
                 None if can_provision(&d.class, node_labels) => chosen.push(None),

@@ -2,10 +2,9 @@
 //! claim or one volume from the caches and writing through the API.
 
 use super::matching::{
-    check_satisfies, claim_class, find_best_match, is_bound_to, volume_capacity,
+    check_satisfies, claim_capacity, claim_class, find_best_match, is_bound_to, volume_capacity,
 };
 use super::*;
-use crate::api::quantity::Quantity;
 use crate::controllers::Action;
 use crate::events::{object_ref, NORMAL, WARNING};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaimStatus};
@@ -264,10 +263,9 @@ impl Binder {
             .claim_ref
             .as_ref()
             .is_some_and(|r| r.uid.is_some() && r.uid == claim.metadata.uid);
-        let wrote_links = !complete
-            || volume_phase(v) != "Bound"
-            || claim_volume(claim) != vname
-            || !has_ann(&claim.metadata, ANN_BIND_COMPLETED);
+        // Every later sync of a bound pair comes here too: tell of the binding only when
+        // this sync wrote something.
+        let mut wrote = false;
         if !complete {
             let by_controller = spec.claim_ref.is_none();
             spec.claim_ref = Some(want_ref);
@@ -275,9 +273,11 @@ impl Binder {
                 set_ann(&mut vol.metadata, ANN_BOUND_BY_CONTROLLER, "yes");
             }
             vol = self.replace_volume(&vol).await?;
+            wrote = true;
         }
         if volume_phase(&vol) != "Bound" {
             vol = self.volume_status(&vol, "Bound").await?;
+            wrote = true;
         }
         let mut c = claim.clone();
         if claim_volume(claim) != vname || !has_ann(&claim.metadata, ANN_BIND_COMPLETED) {
@@ -288,10 +288,9 @@ impl Binder {
             spec.volume_name = Some(vname.clone());
             set_ann(&mut c.metadata, ANN_BIND_COMPLETED, "yes");
             c = self.replace_claim(&c).await?;
+            wrote = true;
         }
-        let wrote_status = self.claim_status(&c, "Bound", Some(&vol)).await?;
-        // Every later sync of a bound pair comes here too: tell only of a change.
-        if wrote_links || wrote_status {
+        if self.claim_status(&c, "Bound", Some(&vol)).await? || wrote {
             tracing::info!(volume = %vname, claim = ?claim.metadata.name, "bound");
         }
         Ok(())
@@ -474,11 +473,7 @@ pub(super) fn claim_status_for(
         return st;
     };
     st.access_modes = spec.access_modes.clone();
-    let claimed = st
-        .capacity
-        .as_ref()
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| Quantity::parse(&q.0).ok());
+    let claimed = claim_capacity(Some(&st));
     if becoming && claimed.is_none_or(|c| volume_capacity(v) > c) {
         st.capacity = spec.capacity.clone();
     }

@@ -16,7 +16,9 @@
 //! Invariant: the volume is named after the claim's uid, so a retried or repeated sync of
 //! one claim makes at most one volume (a second create is AlreadyExists).
 
-use super::matching::{claim_class, claim_request, requested_storage, volume_capacity};
+use super::matching::{
+    claim_capacity, claim_class, claim_request, requested_storage, volume_capacity,
+};
 use super::{Key, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NAME};
 use crate::api::strategy::cluster::LOCAL_PATH_PROVISIONER;
 use crate::controllers::{
@@ -269,10 +271,7 @@ impl Provisioner {
             .and_then(|s| s.claim_ref.as_ref())
             .is_some_and(|r| r.uid.is_some() && r.uid == claim.metadata.uid);
         let status = claim.status.as_ref();
-        let status_capacity = status
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            .and_then(|q| crate::api::quantity::Quantity::parse(&q.0).ok());
+        let status_capacity = claim_capacity(status);
         let (true, Some("Bound"), Some(status_capacity)) = (
             bound_to_it && ann(&pv.metadata, ANN_PROVISIONED_BY) == Some(LOCAL_PATH_PROVISIONER),
             status.and_then(|s| s.phase.as_deref()),

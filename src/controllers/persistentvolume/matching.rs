@@ -8,7 +8,9 @@
 
 use crate::api::quantity::Quantity;
 use crate::controllers::controller_utils::Selector;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
+};
 
 /// A claim's or volume's storage quantity (`requests` for a claim, `capacity` for a volume).
 pub fn claim_request(c: &PersistentVolumeClaim) -> Quantity {
@@ -25,6 +27,14 @@ pub fn requested_storage(c: &PersistentVolumeClaim) -> Option<&str> {
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.as_str())
+}
+
+/// The storage a claim's status says it has (`None` before it is bound).
+pub fn claim_capacity(status: Option<&PersistentVolumeClaimStatus>) -> Option<Quantity> {
+    status
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| Quantity::parse(&q.0).ok())
 }
 
 pub fn volume_capacity(v: &PersistentVolume) -> Quantity {
@@ -109,67 +119,112 @@ pub fn check_satisfies(v: &PersistentVolume, c: &PersistentVolumeClaim) -> Resul
 
 /// The volume the binder binds `claim` to, if any (`delay_binding`: its class is
 /// WaitForFirstConsumer, so only a volume already pre-bound to it qualifies: the scheduler
-/// chooses the others, see [`find_best_match_where`]).
+/// chooses the others, see [`candidates`]).
 pub fn find_best_match<'v>(
     claim: &PersistentVolumeClaim,
     volumes: impl IntoIterator<Item = &'v PersistentVolume>,
     delay_binding: bool,
 ) -> Option<&'v PersistentVolume> {
-    best_match(claim, volumes, !delay_binding, |_| true)
+    best_match(claim, volumes, !delay_binding)
 }
 
-/// The volume `claim` would bind to among those `usable` allows (the scheduler's question
-/// for a claim that waits for its first consumer: volumes whose node affinity allows the
-/// node, not taken by the pod's other claims), pre-bound volumes included.
-pub fn find_best_match_where<'v>(
+/// The volumes `claim` could bind to wherever its pod is placed, in the order
+/// [`find_best_match`] prefers them: the one pre-bound to it first, then Available ones by
+/// capacity, smallest first. The scheduler's question for a claim that waits for its first
+/// consumer, asked once per pod; per node it takes the first whose node affinity allows the
+/// node and that the pod's other claims have not taken.
+pub fn candidates<'v, V: std::ops::Deref<Target = PersistentVolume>>(
     claim: &PersistentVolumeClaim,
-    volumes: impl IntoIterator<Item = &'v PersistentVolume>,
-    usable: impl Fn(&PersistentVolume) -> bool,
-) -> Option<&'v PersistentVolume> {
-    best_match(claim, volumes, true, usable)
+    volumes: &'v [V],
+) -> Vec<&'v V> {
+    let wanted = Wanted::of(claim);
+    let mut fits: Vec<(bool, Quantity, &V)> = volumes
+        .iter()
+        .filter_map(|v| match wanted.fit(claim, v, true)? {
+            Fit::PreBound => Some((false, Quantity::zero(), v)),
+            Fit::Available(capacity) => Some((true, capacity, v)),
+        })
+        .collect();
+    // Stable: among equal capacities the first listed wins, as in `best_match`.
+    fits.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    fits.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// What a claim asks of a volume, read once for a scan of many.
+struct Wanted {
+    requested: Quantity,
+    selector: Option<Selector>,
+}
+
+/// How a volume fits a claim.
+enum Fit {
+    /// Its `claimRef` names the claim: it wins over every other.
+    PreBound,
+    /// Available and matching, with this capacity.
+    Available(Quantity),
+}
+
+impl Wanted {
+    fn of(claim: &PersistentVolumeClaim) -> Wanted {
+        let selector = claim.spec.as_ref().and_then(|s| s.selector.as_ref());
+        Wanted {
+            requested: claim_request(claim),
+            selector: selector.map(|s| Selector::new(Some(s))),
+        }
+    }
+
+    /// How `v` fits `claim` (`None`: not at all); Available volumes only when `unbound_too`.
+    fn fit(
+        &self,
+        claim: &PersistentVolumeClaim,
+        v: &PersistentVolume,
+        unbound_too: bool,
+    ) -> Option<Fit> {
+        let spec = v.spec.as_ref();
+        if spec.and_then(|s| s.claim_ref.as_ref()).is_some() && !is_bound_to(v, claim) {
+            return None;
+        }
+        let capacity = volume_capacity(v);
+        if capacity < self.requested
+            || volume_mode(v) != claim_mode(claim)
+            || v.metadata.deletion_timestamp.is_some()
+        {
+            return None;
+        }
+        if is_bound_to(v, claim) {
+            return Some(Fit::PreBound);
+        }
+        let available = v.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Available");
+        if !unbound_too
+            || !available
+            || self
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.matches(v.metadata.labels.as_ref()))
+            || volume_class(v) != claim_class(claim)
+            || !modes_satisfied(v, claim)
+        {
+            return None;
+        }
+        Some(Fit::Available(capacity))
+    }
 }
 
 fn best_match<'v>(
     claim: &PersistentVolumeClaim,
     volumes: impl IntoIterator<Item = &'v PersistentVolume>,
     unbound_too: bool,
-    usable: impl Fn(&PersistentVolume) -> bool,
 ) -> Option<&'v PersistentVolume> {
-    let requested = claim_request(claim);
-    let selector = claim.spec.as_ref().and_then(|s| s.selector.as_ref());
-    let selector = selector.map(|s| Selector::new(Some(s)));
+    let wanted = Wanted::of(claim);
     let mut best: Option<(&PersistentVolume, Quantity)> = None;
     for v in volumes {
-        let spec = v.spec.as_ref();
-        if spec.and_then(|s| s.claim_ref.as_ref()).is_some() && !is_bound_to(v, claim) {
-            continue;
-        }
-        let capacity = volume_capacity(v);
-        if capacity < requested
-            || volume_mode(v) != claim_mode(claim)
-            || v.metadata.deletion_timestamp.is_some()
-            || !usable(v)
-        {
-            continue;
-        }
-        if is_bound_to(v, claim) {
-            return Some(v);
-        }
-        if !unbound_too {
-            continue;
-        }
-        let available = v.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Available");
-        if !available
-            || selector
-                .as_ref()
-                .is_some_and(|s| !s.matches(v.metadata.labels.as_ref()))
-            || volume_class(v) != claim_class(claim)
-            || !modes_satisfied(v, claim)
-        {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(_, q)| capacity < *q) {
-            best = Some((v, capacity));
+        match wanted.fit(claim, v, unbound_too) {
+            None => {}
+            Some(Fit::PreBound) => return Some(v),
+            Some(Fit::Available(capacity)) if best.as_ref().is_none_or(|(_, q)| capacity < *q) => {
+                best = Some((v, capacity));
+            }
+            Some(Fit::Available(_)) => {}
         }
     }
     best.map(|(v, _)| v)
