@@ -143,7 +143,6 @@ pub fn node_settings(args: &NodeArgs, host: &HostInfo) -> Result<NodeSettings, A
             &args.eviction_soft_grace_period,
             args.eviction_max_pod_grace_period,
         )?,
-        soft_pressure: Default::default(),
     })
 }
 
@@ -306,7 +305,6 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         eviction: pods::EvictionSettings {
             hard: settings.eviction_hard,
             soft: settings.eviction_soft,
-            soft_pressure: settings.soft_pressure.clone(),
         },
         heartbeat,
         first_status,

@@ -85,11 +85,10 @@ impl PodNetwork for LazyNetwork {
     }
 }
 
-/// The node's eviction thresholds, and where soft pressure is told to the heartbeat.
+/// The node's eviction thresholds.
 pub struct EvictionSettings {
     pub hard: EvictionHard,
     pub soft: crate::kubelet::node_status::EvictionSoft,
-    pub soft_pressure: Arc<parking_lot::Mutex<crate::kubelet::node_status::Pressure>>,
 }
 
 /// Runs the runtime, pod network, kubelet API and kubelet until `shutdown`.
@@ -166,9 +165,6 @@ pub async fn run(
         eviction: Some(NodeEviction {
             thresholds: eviction.hard,
             soft: eviction.soft,
-            soft_pressure: eviction.soft_pressure,
-            soft_observed: Default::default(),
-            last_evicted: Default::default(),
             fs_dir: agent_dir.to_path_buf(),
         }),
         image_gc: Some(super::image_gc_policy(args)),

@@ -5,8 +5,8 @@
 //!
 //! A pod is reached at its pod IP, so the API server must route to the pod network (it does
 //! on its own node; across nodes that is the pod network's job). HTTPS backends are not
-//! verified, as upstream's proxy transport does not verify them. Left out: upstream's
-//! rewriting of links inside proxied HTML pages.
+//! verified, as upstream's proxy transport does not verify them. Links in HTML pages and
+//! redirects are led back through the proxy ([`LinkRewriter`]), as upstream's transport does.
 
 use super::html_links::LinkRewriter;
 use super::proxy::{self, Forwarded};

@@ -192,13 +192,13 @@ impl FakeCri {
         v
     }
 
-    /// Makes a running container exit now (as if its process died).
     /// While set, stops fail and leave the container running (a runtime that cannot reach
     /// it).
     pub fn fail_stops(&self, fail: bool) {
         self.inner.lock().fail_stops = fail;
     }
 
+    /// Makes a running container exit now (as if its process died).
     pub fn exit(&self, id: &str, code: i32) {
         finish(&self.inner, id, code, false);
     }

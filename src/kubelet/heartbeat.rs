@@ -278,7 +278,6 @@ mod tests {
                 max_pods: node_status::MAX_PODS,
                 eviction_hard: Default::default(),
                 eviction_soft: Default::default(),
-                soft_pressure: Default::default(),
             },
             host: host::host_info(),
             fs_dir: dir.path().to_owned(),

@@ -91,13 +91,6 @@ pub struct KubeletConfig {
 pub struct NodeEviction {
     pub thresholds: node_status::EvictionHard,
     pub soft: node_status::EvictionSoft,
-    /// Where the soft thresholds crossed for their grace period are told (the heartbeat
-    /// reports them as pressure).
-    pub soft_pressure: Arc<parking_lot::Mutex<node_status::Pressure>>,
-    /// When each soft threshold was first seen crossed.
-    pub soft_observed: Arc<parking_lot::Mutex<node_status::SoftObserved>>,
-    /// The pod last evicted for node pressure, and when.
-    pub last_evicted: Arc<parking_lot::Mutex<Option<(String, std::time::Instant)>>>,
     /// A directory on the node's filesystem (nodefs), as the heartbeat measures it.
     pub fs_dir: PathBuf,
 }
@@ -259,12 +252,13 @@ impl Kubelet {
         let mut statics: std::collections::BTreeMap<String, Pod> = Default::default();
         let mut static_tick = tokio::time::interval(STATIC_POD_CHECK);
         let mut eviction_tick = tokio::time::interval(eviction::CHECK_EVERY);
+        let mut eviction_state = EvictionState::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = eviction_tick.tick(), if c.eviction.is_some() && first_list_done => {
                     if let Some(e) = &c.eviction {
-                        evict_for_node_pressure(&ctx, &supervisor, e).await;
+                        evict_for_node_pressure(&ctx, &supervisor, e, &mut eviction_state).await;
                     }
                 }
                 _ = static_tick.tick(), if c.static_pod_dir.is_some() => {
@@ -432,28 +426,42 @@ async fn collect_images(ctx: Arc<Context>, node: String, shutdown: CancellationT
     }
 }
 
+/// What the eviction loop carries from one pass to the next.
+#[derive(Default)]
+struct EvictionState {
+    /// When each soft threshold was first seen crossed.
+    soft_observed: node_status::SoftObserved,
+    /// The pod last evicted for node pressure, and when.
+    last_evicted: Option<(String, std::time::Instant)>,
+}
+
 /// One pass of node-pressure eviction: when a hard threshold is crossed, the first pod in
 /// upstream's order is handed to its worker to evict (one per pass, as upstream).
-async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeEviction) {
+async fn evict_for_node_pressure(
+    ctx: &Arc<Context>,
+    sup: &Supervisor,
+    e: &NodeEviction,
+    state: &mut EvictionState,
+) {
     let fs_dir = e.fs_dir.clone();
     let Ok(m) = tokio::task::spawn_blocking(move || host::measure(&fs_dir)).await else {
         return;
     };
     let (soft_crossed, soft_met) =
-        e.soft_observed
-            .lock()
+        state
+            .soft_observed
             .observe(&m, &e.soft, std::time::Instant::now());
-    // Pressure (the node's conditions, admission) from every threshold crossed now, as
-    // upstream; eviction waits for a soft threshold's grace period.
-    *e.soft_pressure.lock() = soft_crossed;
+    // Pressure (admission here, the node's conditions in the heartbeat) from every
+    // threshold crossed now, as upstream; eviction waits for a soft threshold's grace
+    // period.
     *ctx.pressure.lock() = node_status::pressure(&m, &e.thresholds).or(soft_crossed);
     let Some(starved) = eviction::starved(&m, &e.thresholds, &e.soft, soft_met) else {
         return;
     };
     // One pod at a time, as upstream waits for an evicted pod to be cleaned up: the last
     // one must have stopped and given back its room first (at most POD_CLEANUP_TIMEOUT).
-    if let Some((uid, at)) = e.last_evicted.lock().clone() {
-        if ctx.allocations.contains(&uid) && at.elapsed() < POD_CLEANUP_TIMEOUT {
+    if let Some((uid, at)) = &state.last_evicted {
+        if ctx.allocations.contains(uid) && at.elapsed() < POD_CLEANUP_TIMEOUT {
             return;
         }
     }
@@ -528,7 +536,7 @@ async fn evict_for_node_pressure(ctx: &Arc<Context>, sup: &Supervisor, e: &NodeE
     let grace = starved.grace_cap.unwrap_or_default();
     ctx.evictions
         .choose(&first.uid, eviction::Eviction::for_pressure(msg, grace));
-    *e.last_evicted.lock() = Some((first.uid.clone(), std::time::Instant::now()));
+    state.last_evicted = Some((first.uid.clone(), std::time::Instant::now()));
 }
 
 /// Removes runtime containers, network state and pod directories of pods that are not

@@ -197,10 +197,6 @@ impl EvictionSoft {
         }
         Ok(soft)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.memory_available.is_none() && self.nodefs_available.is_none()
-    }
 }
 
 /// When each soft threshold was first seen crossed, in the crossing that still lasts.
@@ -210,51 +206,50 @@ pub struct SoftObserved {
     disk_since: Option<std::time::Instant>,
 }
 
+impl EvictionSoft {
+    /// The soft thresholds the measurements are under now: upstream reports them as node
+    /// pressure at once (eviction waits for their grace periods, [`SoftObserved`]).
+    pub fn crossed(&self, m: &Measurements) -> Pressure {
+        let under = |t: Option<(Threshold, Duration)>, available: u64, capacity: u64| {
+            t.is_some_and(|(t, _)| capacity > 0 && available < t.bytes_of(capacity))
+        };
+        Pressure {
+            memory: under(self.memory_available, m.memory_available, m.memory_capacity),
+            disk: under(self.nodefs_available, m.fs_available, m.fs_capacity),
+            pid: false,
+        }
+    }
+}
+
 impl SoftObserved {
-    /// Takes in a measurement; says which soft thresholds are crossed now (upstream reports
-    /// those as node pressure at once) and which have been for their whole grace period
-    /// (those drive eviction). A measurement above a threshold starts its count over.
+    /// Takes in a measurement; says which soft thresholds are crossed now
+    /// ([`EvictionSoft::crossed`]) and which have been for their whole grace period (those
+    /// drive eviction). A measurement above a threshold starts its count over.
     pub fn observe(
         &mut self,
         m: &Measurements,
         soft: &EvictionSoft,
         now: std::time::Instant,
     ) -> (Pressure, Pressure) {
-        let check = |since: &mut Option<std::time::Instant>,
-                     t: Option<(Threshold, Duration)>,
-                     available: u64,
-                     capacity: u64| {
-            match t {
-                Some((t, grace)) if capacity > 0 && available < t.bytes_of(capacity) => {
-                    let met = now.duration_since(*since.get_or_insert(now)) >= grace;
-                    (true, met)
-                }
-                _ => {
+        let crossed = soft.crossed(m);
+        let met = |since: &mut Option<std::time::Instant>,
+                   under: bool,
+                   t: Option<(Threshold, Duration)>| {
+            match t.filter(|_| under) {
+                Some((_, grace)) => now.duration_since(*since.get_or_insert(now)) >= grace,
+                None => {
                     *since = None;
-                    (false, false)
+                    false
                 }
             }
         };
-        let memory = check(
-            &mut self.memory_since,
-            soft.memory_available,
-            m.memory_available,
-            m.memory_capacity,
-        );
-        let disk = check(
-            &mut self.disk_since,
-            soft.nodefs_available,
-            m.fs_available,
-            m.fs_capacity,
-        );
-        let crossed = Pressure {
-            memory: memory.0,
-            disk: disk.0,
-            pid: false,
-        };
         let met = Pressure {
-            memory: memory.1,
-            disk: disk.1,
+            memory: met(
+                &mut self.memory_since,
+                crossed.memory,
+                soft.memory_available,
+            ),
+            disk: met(&mut self.disk_since, crossed.disk, soft.nodefs_available),
             pid: false,
         };
         (crossed, met)
@@ -344,11 +339,9 @@ pub struct NodeSettings {
     /// Pod capacity (upstream's `maxPods`, [`MAX_PODS`] by default).
     pub max_pods: u64,
     pub eviction_hard: EvictionHard,
-    /// `--eviction-soft` and its grace periods (the kubelet's eviction loop keeps the count).
+    /// `--eviction-soft` and its grace periods: a threshold crossed is pressure at once
+    /// (the kubelet's eviction loop keeps the grace-period count).
     pub eviction_soft: EvictionSoft,
-    /// Soft thresholds crossed, as the kubelet's eviction loop last found: reported as
-    /// pressure with the hard ones (eviction waits for their grace periods).
-    pub soft_pressure: std::sync::Arc<parking_lot::Mutex<Pressure>>,
 }
 
 /// Parses one `--node-label KEY=VALUE`.
@@ -669,7 +662,7 @@ pub fn status(
         allocatable: Some(allocatable),
         conditions: Some(conditions(
             previous_conditions,
-            pressure(m, &settings.eviction_hard).or(*settings.soft_pressure.lock()),
+            pressure(m, &settings.eviction_hard).or(settings.eviction_soft.crossed(m)),
             not_ready,
             now,
         )),

@@ -23,7 +23,6 @@ fn settings() -> NodeSettings {
         max_pods: MAX_PODS,
         eviction_hard: EvictionHard::default(),
         eviction_soft: Default::default(),
-        soft_pressure: Default::default(),
     }
 }
 
@@ -284,7 +283,8 @@ fn eviction_soft_needs_a_grace_period_for_each_threshold_and_no_other() {
         Some((Threshold::Basis(2000), Duration::from_secs(120)))
     );
     assert_eq!(s.max_pod_grace, Duration::from_secs(45));
-    assert!(EvictionSoft::parse("", "", 0).unwrap().is_empty());
+    let none = EvictionSoft::parse("", "", 0).unwrap();
+    assert!(none.memory_available.is_none() && none.nodefs_available.is_none());
     for (thresholds, graces, why) in [
         (
             "memory.available<1Gi",
@@ -337,4 +337,28 @@ fn a_soft_threshold_is_pressure_at_once_and_evicts_only_after_its_grace_period()
     assert_eq!(at(&fine, 31), (false, false));
     assert_eq!(at(&low, 40), (true, false));
     assert_eq!(at(&low, 70), (true, true));
+}
+
+/// A soft threshold crossed is the node's pressure at once, whatever its grace period (the
+/// eviction waits for it, the condition does not).
+#[test]
+fn a_crossed_soft_threshold_is_reported_as_pressure() {
+    let mut s = settings();
+    s.eviction_soft =
+        EvictionSoft::parse("nodefs.available<60%", "nodefs.available=1h", 0).unwrap();
+    let disk = |st: &NodeStatus| {
+        st.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DiskPressure")
+            .map(|c| c.status.clone())
+    };
+    let now = t("2026-01-01T00:00:00Z");
+    // 50% available: under 60%.
+    let pressed = status(&s, &host(), &healthy(), None, None, now.clone());
+    assert_eq!(disk(&pressed).as_deref(), Some("True"));
+    s.eviction_soft =
+        EvictionSoft::parse("nodefs.available<40%", "nodefs.available=1h", 0).unwrap();
+    let fine = status(&s, &host(), &healthy(), None, None, now);
+    assert_eq!(disk(&fine).as_deref(), Some("False"));
 }

@@ -75,7 +75,6 @@ pub fn template(args: &SimNodesArgs) -> anyhow::Result<Template> {
                 nodefs_available: Threshold::Bytes(0),
             },
             eviction_soft: Default::default(),
-            soft_pressure: Default::default(),
         },
         host,
     })

@@ -706,3 +706,12 @@ pub fn merge_flags(base: &[String], extra: &[&str]) -> Vec<String> {
         .flat_map(|(flag, value)| std::iter::once(flag).chain(value))
         .collect()
 }
+
+/// A node's condition of type `kind` (`Null` when it has none).
+pub fn node_condition(node: &serde_json::Value, kind: &str) -> serde_json::Value {
+    node["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_default()
+}

@@ -138,12 +138,13 @@ impl Worker {
     /// addresses. While a container still runs (its stop failed) nothing is given back and
     /// this says `false`: the caller stops again a little later.
     pub(super) async fn release(&mut self) -> bool {
+        // Nothing of a released pod runs again: no need to ask the runtime every resync.
+        if self.released {
+            return true;
+        }
         if any_running(&self.ctx, std::slice::from_ref(&self.uid)).await {
             tracing::warn!(pod = %pod_name(&self.pod), "a container may still run after its stop; trying again");
             return false;
-        }
-        if self.released {
-            return true;
         }
         // The network first: a host port goes back to admission only once the NAT rules
         // no longer send it to this pod.
