@@ -27,40 +27,33 @@ pub const CONTROLLER: &str = "daemon-set-controller";
 /// How long a creation the cache has not shown yet keeps a node from getting another pod.
 const CREATION_TTL: Duration = Duration::from_secs(30);
 
-/// DaemonSet key → node → (pod name, when created).
-pub(super) type Creations = HashMap<String, HashMap<String, (String, Instant)>>;
-
-/// Pods a DaemonSet deleted that its cache does not show going yet: DaemonSet key → pod
-/// name → when deleted.
+/// Pod writes a DaemonSet issued that its cache does not show yet: DaemonSet key → what
+/// the write was for (a node for a creation, the pod for a deletion) → (pod name, when).
 #[derive(Default)]
-pub(super) struct DeletionsInFlight(Mutex<HashMap<String, HashMap<String, Instant>>>);
+pub(super) struct InFlight(Mutex<Writes>);
 
-impl DeletionsInFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Instant>>> {
+type Writes = HashMap<String, HashMap<String, (String, Instant)>>;
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writes> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn deleted(&self, key: &str, pod: &str, now: Instant) {
+    fn issued(&self, key: &str, what: &str, pod: &str, now: Instant) {
         self.lock()
             .entry(key.to_owned())
             .or_default()
-            .insert(pod.to_owned(), now);
+            .insert(what.to_owned(), (pod.to_owned(), now));
     }
 
-    /// The deleted pods `pods` (the cache) still shows live; forgets those it shows
-    /// terminating or gone, and those deleted longer than [`CREATION_TTL`] ago.
-    fn pending(&self, key: &str, pods: &[Arc<Pod>], now: Instant) -> HashSet<String> {
+    /// What `key`'s writes in flight are for, those whose pod `unseen` says the cache does
+    /// not reflect yet; forgets the others, and those issued [`CREATION_TTL`] ago or more.
+    fn pending(&self, key: &str, now: Instant, unseen: impl Fn(&str) -> bool) -> HashSet<String> {
         let mut all = self.lock();
         let Some(mine) = all.get_mut(key) else {
             return HashSet::new();
         };
-        mine.retain(|pod, at| {
-            now.duration_since(*at) < CREATION_TTL
-                && pods.iter().any(|p| {
-                    p.metadata.name.as_deref() == Some(pod.as_str())
-                        && p.metadata.deletion_timestamp.is_none()
-                })
-        });
+        mine.retain(|_, (pod, at)| now.duration_since(*at) < CREATION_TTL && unseen(pod));
         let pending = mine.keys().cloned().collect();
         if mine.is_empty() {
             all.remove(key);
@@ -70,6 +63,20 @@ impl DeletionsInFlight {
 
     fn forget(&self, key: &str) {
         self.lock().remove(key);
+    }
+}
+
+/// A created pod the cache does not show yet.
+fn not_created_yet(pods: &[Arc<Pod>]) -> impl Fn(&str) -> bool + '_ {
+    |pod| !pods.iter().any(|p| p.metadata.name.as_deref() == Some(pod))
+}
+
+/// A deleted pod the cache still shows live (neither terminating nor gone).
+fn still_live(pods: &[Arc<Pod>]) -> impl Fn(&str) -> bool + '_ {
+    |pod| {
+        pods.iter().any(|p| {
+            p.metadata.name.as_deref() == Some(pod) && p.metadata.deletion_timestamp.is_none()
+        })
     }
 }
 
@@ -126,12 +133,12 @@ pub(super) struct Sync {
     pub recorder: Recorder,
     /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
     /// a sync on a lagging cache does not give a node a second pod.
-    pub creating: Mutex<Creations>,
+    pub creating: InFlight,
     /// DaemonSet key → pod name → when deleted: deletions the cache does not show yet (the
     /// pod still live there). Such a pod counts as terminating, so a sync on a lagging cache
     /// neither takes it for available (a rolling update would then delete past
     /// `maxUnavailable`) nor deletes it again (upstream's deletion expectations).
-    pub deleting: DeletionsInFlight,
+    pub deleting: InFlight,
     pub failed_backoff: FailedPodsBackoff,
 }
 
@@ -142,7 +149,7 @@ impl Reconciler for Sync {
     async fn reconcile(&self, key: &String) -> Result<Action, ControllerError> {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         let Some(ds) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
-            self.lock().remove(key);
+            self.creating.forget(key);
             self.deleting.forget(key);
             self.failed_backoff.forget(key);
             return Ok(Action::Done);
@@ -201,8 +208,9 @@ impl Reconciler for Sync {
                 by_node.entry(n).or_default().push(p.clone());
             }
         }
-        let creating = self.creations_pending(key, &pods);
-        let deleting = self.deleting.pending(key, &pods, Instant::now());
+        let now_mono = Instant::now();
+        let creating = self.creating.pending(key, now_mono, not_created_yet(&pods));
+        let deleting = self.deleting.pending(key, now_mono, still_live(&pods));
         let clock = Instant::now();
         // The soonest a failed pod in backoff may go (the sync comes back then).
         let mut backoff_wait: Option<Duration> = None;
@@ -410,23 +418,6 @@ fn compute_status(
 }
 
 impl Sync {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Creations> {
-        self.creating.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Nodes with a creation the cache has not shown yet; forgets seen and expired ones.
-    fn creations_pending(&self, key: &str, pods: &[Arc<Pod>]) -> HashSet<String> {
-        let mut all = self.lock();
-        let Some(mine) = all.get_mut(key) else {
-            return HashSet::new();
-        };
-        mine.retain(|_, (pod, at)| {
-            at.elapsed() < CREATION_TTL
-                && !pods.iter().any(|p| p.metadata.name.as_deref() == Some(pod))
-        });
-        mine.keys().cloned().collect()
-    }
-
     async fn act(
         &self,
         key: &str,
@@ -445,10 +436,7 @@ impl Sync {
                 Ok(created) => {
                     let name = created.metadata.name.unwrap_or_default();
                     event(NORMAL, "SuccessfulCreate", format!("Created pod: {name}"));
-                    self.lock()
-                        .entry(key.to_string())
-                        .or_default()
-                        .insert(node.clone(), (name, Instant::now()));
+                    self.creating.issued(key, node, &name, Instant::now());
                 }
                 Err(e) => {
                     event(WARNING, "FailedCreate", format!("Error creating: {e}"));
@@ -472,7 +460,7 @@ impl Sync {
                 .as_ref()
                 .map_or_else(|e| api_code(e) == Some(404), |_| true)
             {
-                self.deleting.deleted(key, pod, Instant::now());
+                self.deleting.issued(key, pod, pod, Instant::now());
             }
             match deleted {
                 Ok(_) => event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {pod}")),
@@ -513,31 +501,35 @@ mod in_flight_tests {
 
     #[test]
     fn a_deleted_pod_counts_as_going_until_the_cache_shows_it_going() {
-        let d = DeletionsInFlight::default();
+        let d = InFlight::default();
         let t0 = Instant::now();
-        d.deleted("ns/ds", "a", t0);
+        d.issued("ns/ds", "a", "a", t0);
         let cache = [live("a"), live("b")];
-        let pending = d.pending("ns/ds", &cache, t0);
+        let pending = d.pending("ns/ds", t0, still_live(&cache));
         assert_eq!(pending, HashSet::from(["a".to_string()]));
         assert!(pod_view(&cache[0], 0, Timestamp::now(), &pending).terminating);
         assert!(!pod_view(&cache[1], 0, Timestamp::now(), &pending).terminating);
         assert!(
-            d.pending("ns/other", &cache, t0).is_empty(),
+            d.pending("ns/other", t0, still_live(&cache)).is_empty(),
             "per DaemonSet"
         );
         // The cache shows it terminating: forgotten (a finalizer may hold it for long).
         let mut terminating = (*cache[0]).clone();
         terminating.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-        assert!(d.pending("ns/ds", &[Arc::new(terminating)], t0).is_empty());
+        assert!(d
+            .pending("ns/ds", t0, still_live(&[Arc::new(terminating)]))
+            .is_empty());
         assert!(
-            d.pending("ns/ds", &cache, t0).is_empty(),
+            d.pending("ns/ds", t0, still_live(&cache)).is_empty(),
             "forgotten for good"
         );
         // Gone from the cache, or never seen going for longer than the TTL: forgotten.
-        d.deleted("ns/ds", "b", t0);
-        assert!(d.pending("ns/ds", &[], t0).is_empty());
-        d.deleted("ns/ds", "b", t0);
-        assert!(d.pending("ns/ds", &cache, t0 + CREATION_TTL).is_empty());
+        d.issued("ns/ds", "b", "b", t0);
+        assert!(d.pending("ns/ds", t0, still_live(&[])).is_empty());
+        d.issued("ns/ds", "b", "b", t0);
+        assert!(d
+            .pending("ns/ds", t0 + CREATION_TTL, still_live(&cache))
+            .is_empty());
     }
 
     #[test]
