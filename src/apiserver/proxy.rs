@@ -236,7 +236,8 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
 pub enum ResponseHeaders {
     /// Content-Type and Cache-Control (the kubelet's answers, as the API server's own).
     ContentOnly,
-    /// Everything but hop-by-hop headers (a pod's or service's answer, as a reverse proxy).
+    /// Everything but hop-by-hop and CORS headers (a pod's or service's answer, as a
+    /// reverse proxy).
     AllButHopByHop,
 }
 
@@ -245,9 +246,30 @@ pub fn stream_response(
     resp: Response<hyper::body::Incoming>,
     headers: ResponseHeaders,
 ) -> Response<Body> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
+    let mut r = Response::new(stream_body(Bytes::new(), body));
+    *r.status_mut() = parts.status;
+    match headers {
+        ResponseHeaders::ContentOnly => {
+            for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
+                if let Some(v) = parts.headers.get(&k) {
+                    r.headers_mut().insert(k, v.clone());
+                }
+            }
+        }
+        // Content-Length goes too: hyper frames the streamed body itself.
+        ResponseHeaders::AllButHopByHop => relay_headers(&parts.headers, r.headers_mut(), false),
+    }
+    r
+}
+
+/// `first` (what was read already, if anything), then the rest of `body` as it arrives.
+fn stream_body(first: Bytes, mut body: hyper::body::Incoming) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
+        if !first.is_empty() && tx.send(first).await.is_err() {
+            return;
+        }
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
             if let Ok(data) = frame.into_data() {
@@ -262,20 +284,7 @@ pub fn stream_response(
             .await
             .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     });
-    let mut r = Response::new(StreamBody::new(s).boxed());
-    *r.status_mut() = parts.status;
-    match headers {
-        ResponseHeaders::ContentOnly => {
-            for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
-                if let Some(v) = parts.headers.get(&k) {
-                    r.headers_mut().insert(k, v.clone());
-                }
-            }
-        }
-        // Content-Length goes too: hyper frames the streamed body itself.
-        ResponseHeaders::AllButHopByHop => relay_headers(&parts.headers, r.headers_mut(), false),
-    }
-    r
+    StreamBody::new(s).boxed()
 }
 
 /// The CORS headers a backend's answer loses (upstream's proxy removes them: the API
@@ -315,7 +324,7 @@ pub async fn relay_with_links(
         && matches!(encoding.as_str(), "" | "gzip" | "deflate");
     if !rewritable {
         let mut r = stream_response(resp, ResponseHeaders::AllButHopByHop);
-        fix_link_headers(r.headers_mut(), links);
+        fix_location(r.headers_mut(), links);
         return Ok(r);
     }
     let (parts, mut body) = resp.into_parts();
@@ -340,22 +349,7 @@ pub async fn relay_with_links(
     let page = page.freeze();
     let keep_length = too_large || page.is_empty();
     let body: Body = if too_large {
-        let first =
-            futures::stream::once(
-                async move { Ok::<_, std::convert::Infallible>(Frame::data(page)) },
-            );
-        let rest = futures::stream::unfold(body, |mut body| async move {
-            loop {
-                match body.frame().await? {
-                    Ok(f) => match f.into_data() {
-                        Ok(d) => return Some((Ok(Frame::data(d)), body)),
-                        Err(_) => continue,
-                    },
-                    Err(_) => return None,
-                }
-            }
-        });
-        StreamBody::new(futures::StreamExt::chain(first, rest)).boxed()
+        stream_body(page, body)
     } else {
         let encoding = encoding.clone();
         let links = links.clone();
@@ -373,15 +367,18 @@ pub async fn relay_with_links(
     // A rewritten page has its own length (hyper sets it); an answer relayed as it came (a
     // large page, an empty one such as a HEAD's) keeps the backend's.
     relay_headers(&parts.headers, r.headers_mut(), keep_length);
-    fix_link_headers(r.headers_mut(), links);
+    fix_location(r.headers_mut(), links);
     Ok(r)
 }
 
-/// A backend's response headers as a reverse proxy relays them: all but hop-by-hop ones,
-/// and Content-Length only with `keep_length`.
+/// A backend's response headers as a reverse proxy relays them: all but hop-by-hop and
+/// CORS ones, and Content-Length only with `keep_length`.
 fn relay_headers(from: &HeaderMap, to: &mut HeaderMap, keep_length: bool) {
     for (k, v) in from {
-        if !is_hop_by_hop(k.as_str()) && (keep_length || k != http::header::CONTENT_LENGTH) {
+        let relayed = !is_hop_by_hop(k.as_str())
+            && !CORS_HEADERS.contains(&k.as_str())
+            && (keep_length || k != http::header::CONTENT_LENGTH);
+        if relayed {
             to.append(k.clone(), v.clone());
         }
     }
@@ -425,11 +422,8 @@ fn rewrite_page(page: &[u8], encoding: &str, links: &LinkRewriter) -> Option<Byt
     Some(Bytes::from(out))
 }
 
-/// CORS headers go; a `Location` leads back through the proxy.
-fn fix_link_headers(headers: &mut HeaderMap, links: &LinkRewriter) {
-    for h in CORS_HEADERS {
-        headers.remove(h);
-    }
+/// A `Location` leads back through the proxy.
+fn fix_location(headers: &mut HeaderMap, links: &LinkRewriter) {
     let location = headers
         .get(http::header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -494,10 +488,12 @@ mod tests {
         let bomb = bomb.finish().unwrap();
         assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
         assert_eq!(rewrite_page(&bomb, "gzip", &links), None);
+        let mut backend = HeaderMap::new();
+        backend.insert("location", "http://10.0.0.1:80/y?z".parse().unwrap());
+        backend.insert("access-control-allow-origin", "*".parse().unwrap());
         let mut headers = HeaderMap::new();
-        headers.insert("location", "http://10.0.0.1:80/y?z".parse().unwrap());
-        headers.insert("access-control-allow-origin", "*".parse().unwrap());
-        fix_link_headers(&mut headers, &links);
+        relay_headers(&backend, &mut headers, false);
+        fix_location(&mut headers, &links);
         assert_eq!(headers["location"], "/p/y?z");
         assert!(!headers.contains_key("access-control-allow-origin"));
     }

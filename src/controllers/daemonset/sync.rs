@@ -134,7 +134,7 @@ pub(super) struct Sync {
     /// DaemonSet key → node → (pod name, when created): creations not yet in the cache, so
     /// a sync on a lagging cache does not give a node a second pod.
     pub creating: InFlight,
-    /// DaemonSet key → pod name → when deleted: deletions the cache does not show yet (the
+    /// DaemonSet key → pod → (pod, when deleted): deletions the cache does not show yet (the
     /// pod still live there). Such a pod counts as terminating, so a sync on a lagging cache
     /// neither takes it for available (a rolling update would then delete past
     /// `maxUnavailable`) nor deletes it again (upstream's deletion expectations).
