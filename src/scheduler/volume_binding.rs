@@ -18,7 +18,9 @@
 use super::filters::{volume_allows_node, Rejection};
 use super::framework::Lookups;
 use super::labels;
-use crate::controllers::persistentvolume::matching::candidates;
+use crate::controllers::persistentvolume::matching::{
+    candidates, claim_class, claim_volume, delays_binding,
+};
 use crate::controllers::persistentvolume::ANN_BOUND_BY_CONTROLLER;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -68,24 +70,17 @@ pub fn delayed_claims(pod: &Pod, lookups: &dyn Lookups) -> Result<Delayed, Strin
         let Some(pvc) = lookups.pvc(ns, &claim.claim_name) else {
             continue;
         };
-        let spec = pvc.spec.as_ref();
-        if !spec
-            .and_then(|s| s.volume_name.as_deref())
-            .unwrap_or_default()
-            .is_empty()
-        {
+        if !claim_volume(&pvc).is_empty() {
             continue;
         }
-        let class_name = spec
-            .and_then(|s| s.storage_class_name.as_deref())
-            .unwrap_or_default();
+        let class_name = claim_class(&pvc);
         if class_name.is_empty() {
             return Err(UNBOUND_IMMEDIATE.into());
         }
         let class = lookups
             .storage_class(class_name)
             .ok_or_else(|| format!("storageclass.storage.k8s.io \"{class_name}\" not found"))?;
-        if class.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer") {
+        if !delays_binding(Some(&class)) {
             return Err(UNBOUND_IMMEDIATE.into());
         }
         let volumes = volumes.get_or_insert_with(|| lookups.pvs());
@@ -184,12 +179,8 @@ impl Delayed {
 }
 
 fn is_bound(c: &PersistentVolumeClaim) -> bool {
-    let named = c
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .is_some_and(|v| !v.is_empty());
-    named && c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    !claim_volume(c).is_empty()
+        && c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
 /// Carries out `claims` (namespace `ns`) for `node` and waits until all are bound.

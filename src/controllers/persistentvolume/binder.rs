@@ -2,7 +2,8 @@
 //! claim or one volume from the caches and writing through the API.
 
 use super::matching::{
-    check_satisfies, claim_capacity, claim_class, find_best_match, is_bound_to, volume_capacity,
+    check_satisfies, claim_capacity, claim_class, claim_volume, delays_binding, find_best_match,
+    is_bound_to, volume_capacity,
 };
 use super::*;
 use crate::controllers::Action;
@@ -42,18 +43,6 @@ fn volume_phase(v: &PersistentVolume) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or_default()
-}
-
-fn claim_volume(c: &PersistentVolumeClaim) -> &str {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .unwrap_or_default()
-}
-
-/// Whether the claim's class binds at its first consumer.
-pub fn delays_binding(class: Option<&StorageClass>) -> bool {
-    class.and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer")
 }
 
 impl Binder {

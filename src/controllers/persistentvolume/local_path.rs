@@ -17,7 +17,7 @@
 //! one claim makes at most one volume (a second create is AlreadyExists).
 
 use super::matching::{
-    claim_capacity, claim_class, claim_request, requested_storage, volume_capacity,
+    claim_capacity, claim_class, claim_request, claim_volume, requested_storage, volume_capacity,
 };
 use super::{Key, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NAME};
 use crate::api::strategy::cluster::LOCAL_PATH_PROVISIONER;
@@ -255,11 +255,7 @@ impl Provisioner {
         {
             return Ok(Action::Done);
         }
-        let volume_name = claim
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_name.clone())
-            .unwrap_or_default();
+        let volume_name = claim_volume(claim).to_owned();
         let Some(pv) = self.volumes.get(&ObjectRef::new(&volume_name)) else {
             return Ok(Action::Done);
         };

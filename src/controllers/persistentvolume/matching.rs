@@ -11,6 +11,7 @@ use crate::controllers::controller_utils::Selector;
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 
 /// A claim's or volume's storage quantity (`requests` for a claim, `capacity` for a volume).
 pub fn claim_request(c: &PersistentVolumeClaim) -> Quantity {
@@ -44,6 +45,19 @@ pub fn volume_capacity(v: &PersistentVolume) -> Quantity {
         .and_then(|c| c.get("storage"))
         .and_then(|q| Quantity::parse(&q.0).ok())
         .unwrap_or_else(Quantity::zero)
+}
+
+/// The volume a claim names (`""` for none).
+pub fn claim_volume(c: &PersistentVolumeClaim) -> &str {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// Whether the claim's class binds at its first consumer.
+pub fn delays_binding(class: Option<&StorageClass>) -> bool {
+    class.and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer")
 }
 
 /// The class a claim asks for (`""` for none).
