@@ -10,6 +10,7 @@
 //!   through [`Cache`], which updates both.
 //! - Terminated pods (`Succeeded`/`Failed`) hold nothing and are not in the cache.
 
+use super::hints::{self, Plugins};
 use crate::api::resources::{node_allocatable, non_zero_requests, pod_requests, Resources};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use std::collections::{BTreeMap, HashMap};
@@ -245,27 +246,6 @@ pub fn effective_taints(node: &Node) -> Vec<Taint> {
     taints
 }
 
-/// Whether a node change can make a waiting pod schedulable (upstream ignores heartbeats).
-fn relevant_change(old: &Node, new: &Node) -> bool {
-    old.metadata.labels != new.metadata.labels
-        || old.spec.as_ref().and_then(|s| s.unschedulable)
-            != new.spec.as_ref().and_then(|s| s.unschedulable)
-        || old.spec.as_ref().and_then(|s| s.taints.as_ref())
-            != new.spec.as_ref().and_then(|s| s.taints.as_ref())
-        || node_allocatable(old) != node_allocatable(new)
-        || effective_taints(old) != effective_taints(new)
-        || old
-            .status
-            .as_ref()
-            .and_then(|s| s.images.as_ref())
-            .map(Vec::len)
-            != new
-                .status
-                .as_ref()
-                .and_then(|s| s.images.as_ref())
-                .map(Vec::len)
-}
-
 struct PodPlace {
     node: String,
     assumed: bool,
@@ -292,17 +272,17 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Adds or updates a node; true when the change can help waiting pods.
-    pub fn set_node(&mut self, node: Arc<Node>) -> bool {
+    /// Adds or updates a node; returns the plugins whose rejections the change may undo.
+    pub fn set_node(&mut self, node: Arc<Node>) -> Plugins {
         let name = node.metadata.name.clone().unwrap_or_default();
         let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
             name,
             ..Default::default()
         });
-        let relevant = info
-            .node
-            .as_ref()
-            .is_none_or(|old| relevant_change(old, &node));
+        let helps = match &info.node {
+            Some(old) => hints::node_changed(old, &node),
+            None => hints::NODE_ADDED,
+        };
         for img in info.images.keys() {
             if let Some(n) = self.image_nodes.get_mut(img) {
                 *n = n.saturating_sub(1);
@@ -312,7 +292,7 @@ impl Cache {
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_default() += 1;
         }
-        relevant
+        helps
     }
 
     pub fn remove_node(&mut self, name: &str) {

@@ -3,6 +3,7 @@
 //! as strings>. <postfilter>`.
 
 use super::filters::{Code, Rejection};
+use super::hints::Plugins;
 use std::collections::{BTreeMap, HashMap};
 
 /// Upstream's message when a PreFilter rejects the pod for every node.
@@ -26,6 +27,19 @@ impl Diagnosis {
             .iter()
             .filter(|(_, r)| r.code == Code::Unschedulable)
             .map(|(n, _)| n.as_str())
+    }
+
+    /// The plugins that rejected the pod somewhere: the changes that may place it.
+    pub fn rejectors(&self) -> Plugins {
+        let mut all = Plugins::NONE;
+        if self.pre_filter.is_some() {
+            // PreFilter fails only for the pod's claims.
+            all |= Plugins::VOLUME_BINDING;
+        }
+        for r in self.nodes.values() {
+            all |= r.plugin;
+        }
+        all
     }
 
     pub fn message(&self) -> String {
@@ -75,6 +89,7 @@ mod tests {
         Rejection {
             code,
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
+            plugin: Plugins::NONE,
         }
     }
 

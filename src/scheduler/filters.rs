@@ -7,6 +7,7 @@
 //! the `FailedScheduling` summary.
 
 use super::cache::{HostPort, NodeInfo, TAINT_UNSCHEDULABLE};
+use super::hints::Plugins;
 use super::labels;
 use crate::api::resources::Resources;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Taint, Toleration};
@@ -31,6 +32,9 @@ pub enum Code {
 pub struct Rejection {
     pub code: Code,
     pub reasons: Vec<String>,
+    /// The plugin that rejected (set by the framework, which knows which filter it ran):
+    /// what the queue waits on before trying the pod again.
+    pub plugin: Plugins,
 }
 
 impl Rejection {
@@ -38,6 +42,7 @@ impl Rejection {
         Rejection {
             code: Code::Unschedulable,
             reasons: vec![reason.into()],
+            plugin: Plugins::NONE,
         }
     }
 
@@ -45,7 +50,13 @@ impl Rejection {
         Rejection {
             code: Code::Unresolvable,
             reasons: vec![reason.into()],
+            plugin: Plugins::NONE,
         }
+    }
+
+    /// The same rejection, attributed to `plugin`.
+    pub fn by(self, plugin: Plugins) -> Rejection {
+        Rejection { plugin, ..self }
     }
 }
 
@@ -222,6 +233,7 @@ pub fn resources_fit(req: &Resources, node: &NodeInfo) -> FilterResult {
         Err(Rejection {
             code: Code::Unschedulable,
             reasons,
+            plugin: Plugins::NONE,
         })
     }
 }

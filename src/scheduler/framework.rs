@@ -11,6 +11,7 @@ use super::affinity;
 use super::cache::{Cache, NodeInfo, PodInfo};
 use super::diagnosis::{Diagnosis, NO_NODES};
 use super::filters::{self, FilterResult};
+use super::hints::Plugins;
 use super::labels::Labels;
 use super::scores::{self, *};
 use super::spread;
@@ -112,23 +113,27 @@ pub fn prefilter<'p>(
 /// Every filter of the default profile, in upstream's order; the first rejection wins.
 pub fn filter_node(c: &Cycle, node: &NodeInfo) -> FilterResult {
     let Some(n) = &node.node else {
-        return Err(filters::Rejection::unresolvable("node(s) not found"));
+        return Err(filters::Rejection::unresolvable("node(s) not found").by(Plugins::NODE_NAME));
     };
-    filters::node_unschedulable(c.pod, n)?;
-    filters::node_name(c.pod, n)?;
-    filters::taint_toleration(c.tolerations, &node.taints)?;
-    filters::node_affinity(c.pod, n)?;
-    filters::node_ports(&c.info.ports, node)?;
-    filters::resources_fit(&c.info.requests, node)?;
-    filters::volume_node_affinity(&c.volumes, n)?;
+    let by = |p: Plugins| move |r: filters::Rejection| r.by(p);
+    filters::node_unschedulable(c.pod, n).map_err(by(Plugins::NODE_UNSCHEDULABLE))?;
+    filters::node_name(c.pod, n).map_err(by(Plugins::NODE_NAME))?;
+    filters::taint_toleration(c.tolerations, &node.taints)
+        .map_err(by(Plugins::TAINT_TOLERATION))?;
+    filters::node_affinity(c.pod, n).map_err(by(Plugins::NODE_AFFINITY))?;
+    filters::node_ports(&c.info.ports, node).map_err(by(Plugins::NODE_PORTS))?;
+    filters::resources_fit(&c.info.requests, node).map_err(by(Plugins::RESOURCES_FIT))?;
+    filters::volume_node_affinity(&c.volumes, n).map_err(by(Plugins::VOLUME_BINDING))?;
     if !c.delayed.is_empty() {
-        c.delayed.find_volumes(n)?;
+        c.delayed
+            .find_volumes(n)
+            .map_err(by(Plugins::VOLUME_BINDING))?;
     }
     if let Some(s) = &c.spread {
-        spread::filter(s, node)?;
+        spread::filter(s, node).map_err(by(Plugins::TOPOLOGY_SPREAD))?;
     }
     if let Some(a) = &c.affinity {
-        affinity::filter(a, node)?;
+        affinity::filter(a, node).map_err(by(Plugins::INTER_POD_AFFINITY))?;
     }
     Ok(())
 }
@@ -334,7 +339,8 @@ pub fn schedule(
         Some(n) if !cycle.delayed.is_empty() => match cycle.delayed.bindings(n) {
             Ok(claims) => claims,
             Err(r) => {
-                diag.nodes.insert(node.name.clone(), r);
+                diag.nodes
+                    .insert(node.name.clone(), r.by(Plugins::VOLUME_BINDING));
                 return Err(diag);
             }
         },

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod diagnosis;
 pub mod filters;
 pub mod framework;
+pub mod hints;
 pub mod labels;
 pub mod lookups;
 pub mod preemption;
@@ -127,8 +128,7 @@ impl Core {
                     self.cache.add_or_update_bound_pod(pod);
                     self.queue.delete(&key);
                     if !known {
-                        // A newly placed pod may satisfy someone's pod affinity.
-                        self.queue.move_all(now);
+                        self.queue.move_for(hints::POD_PLACED, now);
                     }
                 } else if pod
                     .spec
@@ -139,7 +139,7 @@ impl Core {
                     // Terminated: its resources are free again.
                     self.cache.clear_nomination(&uid);
                     if self.cache.remove_pod(&uid).is_some() {
-                        self.queue.move_all(now);
+                        self.queue.move_for(hints::POD_REMOVED, now);
                     }
                     self.queue.delete(&key);
                 } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(&pod) {
@@ -155,7 +155,7 @@ impl Core {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 self.cache.clear_nomination(&uid);
                 if self.cache.remove_pod(&uid).is_some() {
-                    self.queue.move_all(now);
+                    self.queue.move_for(hints::POD_REMOVED, now);
                 }
             }
         }
@@ -164,13 +164,13 @@ impl Core {
     fn on_node(&mut self, change: Change<Node>, now: Instant) {
         match change {
             Change::Applied(node) => {
-                if self.cache.set_node(node) {
-                    self.queue.move_all(now);
-                }
+                let helps = self.cache.set_node(node);
+                self.queue.move_for(helps, now);
             }
             Change::Deleted(node) => {
                 self.cache
                     .remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                self.queue.move_for(hints::NODE_DELETED, now);
             }
         }
     }
@@ -241,7 +241,7 @@ impl Core {
                         }
                     }
                 }
-                self.queue.unschedulable(&key, now);
+                self.queue.unschedulable(&key, diag.rejectors(), now);
                 Decision::Unschedulable {
                     pod,
                     message: framework::failure_message(&diag),
@@ -369,7 +369,9 @@ impl Scheduler {
                     None => break Err(SchedulerError::FeedEnded("pod")),
                 },
                 Some(o) = bind_rx.recv() => core.on_bind(o, Instant::now()),
-                Some(()) = volume_feed.next() => core.queue.move_all(Instant::now()),
+                Some(()) = volume_feed.next() => {
+                    core.queue.move_for(hints::VOLUMES_CHANGED, Instant::now())
+                }
                 _ = sleep => {}
             }
         };

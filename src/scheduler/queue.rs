@@ -1,12 +1,17 @@
 //! The scheduling queue (upstream's `PriorityQueue`): pods wait in *active* (ordered by
 //! `spec.priority`, then creation time), in *backoff* after a failed attempt (1 s doubling
-//! per attempt up to 10 s), or in *unschedulable* until a cluster change may help them, or
-//! 5 minutes pass.
+//! per attempt up to 10 s), or in *unschedulable* until a cluster change may help them
+//! (one that can undo a rejection by a plugin that rejected them: [`hints`]), or 5
+//! minutes pass. When nothing is active, a pod backing off from an unschedulable attempt
+//! is tried at once (upstream's `SchedulerPopFromBackoffQ`, on by default since 1.33); one
+//! backing off from an error (a failed binding) waits its backoff out.
 //!
-//! Invariants: a pod is in at most one of the three places, or *in flight* (popped and
-//! being scheduled); a cluster change seen while a pod is in flight sends it to backoff
+//! Invariants: a pod is in at most one of these places, or *in flight* (popped and being
+//! scheduled); a change seen while a pod is in flight that may help it sends it to backoff
 //! rather than unschedulable, so the change is not missed. Time is passed in, so the queue
 //! is a pure data structure.
+
+use super::hints::{self, Plugins};
 
 use k8s_openapi::api::core::v1::Pod;
 use std::cmp::Ordering;
@@ -22,7 +27,10 @@ pub const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     Active,
+    /// Backing off after an unschedulable attempt.
     Backoff(Instant),
+    /// Backing off after an error.
+    ErrorBackoff(Instant),
     Unschedulable(Instant),
     InFlight,
 }
@@ -33,8 +41,10 @@ struct Entry {
     attempts: u32,
     /// Bumped on every move into active, so stale heap entries are recognized.
     generation: u64,
-    /// A cluster change happened while in flight.
-    moved_in_flight: bool,
+    /// The plugins that rejected the pod at its last attempt.
+    rejectors: Plugins,
+    /// What the changes seen while the pod was in flight may help.
+    helped_in_flight: Plugins,
 }
 
 #[derive(PartialEq, Eq)]
@@ -72,6 +82,7 @@ pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<Ranked>,
     backoff: BTreeSet<(Instant, String)>,
+    error_backoff: BTreeSet<(Instant, String)>,
     seq: u64,
     /// When unschedulable pods were last checked for the 5-minute limit: a full scan per
     /// pop would make a long queue quadratic.
@@ -107,8 +118,14 @@ impl SchedulingQueue {
     }
 
     fn leave(&mut self, key: &str) {
-        if let Some(Place::Backoff(at)) = self.entries.get(key).map(|e| e.place) {
-            self.backoff.remove(&(at, key.to_owned()));
+        match self.entries.get(key).map(|e| e.place) {
+            Some(Place::Backoff(at)) => {
+                self.backoff.remove(&(at, key.to_owned()));
+            }
+            Some(Place::ErrorBackoff(at)) => {
+                self.error_backoff.remove(&(at, key.to_owned()));
+            }
+            _ => {}
         }
     }
 
@@ -124,7 +141,8 @@ impl SchedulingQueue {
                         place: Place::Active,
                         attempts: 0,
                         generation: 0,
-                        moved_in_flight: false,
+                        rejectors: Plugins::NONE,
+                        helped_in_flight: Plugins::NONE,
                     },
                 );
                 self.push_active(key);
@@ -150,7 +168,8 @@ impl SchedulingQueue {
         self.entries.contains_key(key)
     }
 
-    /// The next pod to schedule, if one is active (after promoting expired backoffs).
+    /// The next pod to schedule: the best active one (after promoting expired backoffs),
+    /// else the one whose unschedulable backoff ends first.
     pub fn pop(&mut self, now: Instant) -> Option<Arc<Pod>> {
         self.promote(now);
         while let Some(r) = self.active.pop() {
@@ -160,19 +179,26 @@ impl SchedulingQueue {
             if e.place != Place::Active || e.generation != r.generation {
                 continue;
             }
-            e.place = Place::InFlight;
-            e.moved_in_flight = false;
-            return Some(e.pod.clone());
+            return Some(Self::take_off(e));
         }
-        None
+        let (_, key) = self.backoff.pop_first()?;
+        self.entries.get_mut(&key).map(Self::take_off)
+    }
+
+    fn take_off(e: &mut Entry) -> Arc<Pod> {
+        e.place = Place::InFlight;
+        e.helped_in_flight = Plugins::NONE;
+        e.pod.clone()
     }
 
     fn promote(&mut self, now: Instant) {
-        while let Some((at, key)) = self.backoff.first().cloned() {
-            if at > now {
-                break;
+        let mut due = Vec::new();
+        for set in [&mut self.backoff, &mut self.error_backoff] {
+            while set.first().is_some_and(|(at, _)| *at <= now) {
+                due.extend(set.pop_first().map(|(_, key)| key));
             }
-            self.backoff.pop_first();
+        }
+        for key in due {
             self.push_active(&key);
         }
         if self
@@ -208,14 +234,15 @@ impl SchedulingQueue {
         }
     }
 
-    /// The in-flight pod could not be placed: unschedulable until something changes
-    /// (backoff instead when something changed while it was being scheduled).
-    pub fn unschedulable(&mut self, key: &str, now: Instant) {
+    /// The in-flight pod could not be placed, for `rejectors`: unschedulable until a change
+    /// that may help (backoff instead when one came while it was being scheduled).
+    pub fn unschedulable(&mut self, key: &str, rejectors: Plugins, now: Instant) {
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
         e.attempts += 1;
-        if e.moved_in_flight {
+        e.rejectors = rejectors;
+        if hints::may_help(e.helped_in_flight, rejectors) {
             let until = now + backoff(e.attempts);
             e.place = Place::Backoff(until);
             self.backoff.insert((until, key.to_owned()));
@@ -231,8 +258,8 @@ impl SchedulingQueue {
         };
         e.attempts += 1;
         let until = now + backoff(e.attempts);
-        e.place = Place::Backoff(until);
-        self.backoff.insert((until, key.to_owned()));
+        e.place = Place::ErrorBackoff(until);
+        self.error_backoff.insert((until, key.to_owned()));
     }
 
     /// The in-flight pod was placed: it leaves the queue.
@@ -246,16 +273,19 @@ impl SchedulingQueue {
         }
     }
 
-    /// A cluster change (node added or changed, pod deleted) may help waiting pods: the
-    /// unschedulable ones go to active, or to backoff if theirs has not expired.
-    pub fn move_all(&mut self, now: Instant) {
+    /// A cluster change that `helps` these plugins: the unschedulable pods it may help go
+    /// to active, or to backoff if theirs has not expired.
+    pub fn move_for(&mut self, helps: Plugins, now: Instant) {
+        if helps.is_empty() {
+            return;
+        }
         let keys: Vec<String> = self
             .entries
             .iter_mut()
             .filter_map(|(k, e)| match e.place {
-                Place::Unschedulable(_) => Some(k.clone()),
+                Place::Unschedulable(_) if hints::may_help(helps, e.rejectors) => Some(k.clone()),
                 Place::InFlight => {
-                    e.moved_in_flight = true;
+                    e.helped_in_flight |= helps;
                     None
                 }
                 _ => None,
@@ -269,7 +299,10 @@ impl SchedulingQueue {
     /// When the queue next needs attention without any event (a backoff expiring or the
     /// unschedulable timeout).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let b = self.backoff.first().map(|(at, _)| *at);
+        let b = [&self.backoff, &self.error_backoff]
+            .iter()
+            .filter_map(|set| set.first().map(|(at, _)| *at))
+            .min();
         let u = self
             .entries
             .values()
@@ -306,7 +339,7 @@ impl Entry {
         }
         match self.place {
             Place::Unschedulable(since) => Some(since + backoff(self.attempts)),
-            Place::Backoff(until) => Some(until),
+            Place::Backoff(until) | Place::ErrorBackoff(until) => Some(until),
             _ => Some(now),
         }
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::scheduler::hints;
 use crate::scheduler::testutil::pod_with;
 use serde_json::json;
 
@@ -34,34 +35,67 @@ fn backoff_starts_at_one_second_and_doubles_to_ten() {
 }
 
 #[test]
-fn an_unschedulable_pod_waits_for_a_cluster_change_then_its_backoff() {
+fn an_unschedulable_pod_waits_for_a_change_that_may_help_it_then_its_backoff() {
     let t0 = Instant::now();
     let mut q = SchedulingQueue::default();
     q.add_or_update("d/a", p("a", 0, "2026-01-01T00:00:00Z"), t0);
     assert!(q.pop(t0).is_some());
-    q.unschedulable("d/a", t0);
+    q.unschedulable("d/a", Plugins::NODE_UNSCHEDULABLE, t0);
+    q.move_for(hints::POD_REMOVED, t0 + Duration::from_millis(100));
     assert!(
         q.pop(t0 + Duration::from_secs(30)).is_none(),
-        "no change: stays put"
+        "a pod leaving cannot help a pod kept off cordoned nodes"
     );
-    q.move_all(t0 + Duration::from_millis(200));
-    assert!(
-        q.pop(t0 + Duration::from_millis(500)).is_none(),
-        "still backing off"
-    );
-    assert_eq!(q.next_wakeup(), Some(t0 + Duration::from_secs(1)));
-    assert_eq!(name(q.pop(t0 + Duration::from_secs(1))), "a");
+    q.move_for(hints::NODE_ADDED, t0 + Duration::from_millis(200));
+    // Backing off, so a newer pod goes first...
+    q.add_or_update("d/b", p("b", 0, "2026-01-01T00:00:01Z"), t0);
+    assert_eq!(name(q.pop(t0 + Duration::from_millis(300))), "b");
+    // ...but with nothing active, the backoff is not waited out.
+    assert_eq!(name(q.pop(t0 + Duration::from_millis(400))), "a");
 }
 
 #[test]
-fn a_change_while_the_pod_is_in_flight_sends_it_to_backoff_not_unschedulable() {
+fn a_pod_backing_off_waits_behind_active_pods_until_its_backoff_ends() {
+    let t0 = Instant::now();
+    let mut q = SchedulingQueue::default();
+    q.add_or_update("d/a", p("a", 10, "2026-01-01T00:00:00Z"), t0);
+    q.pop(t0);
+    q.unschedulable("d/a", Plugins::RESOURCES_FIT, t0);
+    q.move_for(hints::POD_REMOVED, t0);
+    q.add_or_update("d/b", p("b", 0, "2026-01-01T00:00:01Z"), t0);
+    q.add_or_update("d/c", p("c", 0, "2026-01-01T00:00:02Z"), t0);
+    assert_eq!(name(q.pop(t0)), "b", "a still backs off");
+    // Its backoff over, its priority puts it before c.
+    assert_eq!(name(q.pop(t0 + Duration::from_secs(1))), "a");
+    assert_eq!(name(q.pop(t0 + Duration::from_secs(1))), "c");
+}
+
+#[test]
+fn a_change_while_the_pod_is_in_flight_sends_it_to_backoff_only_if_it_may_help() {
     let t0 = Instant::now();
     let mut q = SchedulingQueue::default();
     q.add_or_update("d/a", p("a", 0, "2026-01-01T00:00:00Z"), t0);
-    assert!(q.pop(t0).is_some());
-    q.move_all(t0);
-    q.unschedulable("d/a", t0);
-    assert_eq!(name(q.pop(t0 + Duration::from_secs(1))), "a");
+    q.add_or_update("d/b", p("b", 0, "2026-01-01T00:00:01Z"), t0);
+    assert_eq!(name(q.pop(t0)), "a");
+    assert_eq!(name(q.pop(t0)), "b");
+    q.move_for(hints::POD_REMOVED, t0);
+    q.unschedulable("d/a", Plugins::RESOURCES_FIT, t0);
+    q.unschedulable("d/b", Plugins::NODE_AFFINITY, t0);
+    assert_eq!(name(q.pop(t0)), "a");
+    assert!(q.pop(t0 + Duration::from_secs(30)).is_none(), "b waits");
+}
+
+#[test]
+fn a_pod_rejected_with_no_nodes_at_all_is_helped_by_any_change() {
+    let t0 = Instant::now();
+    let mut q = SchedulingQueue::default();
+    q.add_or_update("d/a", p("a", 0, "2026-01-01T00:00:00Z"), t0);
+    q.pop(t0);
+    q.unschedulable("d/a", Plugins::NONE, t0);
+    q.move_for(Plugins::NONE, t0);
+    assert!(q.pop(t0).is_none(), "an empty change helps no one");
+    q.move_for(hints::POD_PLACED, t0);
+    assert_eq!(name(q.pop(t0)), "a");
 }
 
 #[test]
@@ -70,7 +104,7 @@ fn unschedulable_pods_are_retried_after_five_minutes_anyway() {
     let mut q = SchedulingQueue::default();
     q.add_or_update("d/a", p("a", 0, "2026-01-01T00:00:00Z"), t0);
     q.pop(t0);
-    q.unschedulable("d/a", t0);
+    q.unschedulable("d/a", Plugins::RESOURCES_FIT, t0);
     assert_eq!(q.next_wakeup(), Some(t0 + MAX_UNSCHEDULABLE));
     assert!(q
         .pop(t0 + MAX_UNSCHEDULABLE - Duration::from_secs(1))

@@ -193,6 +193,52 @@ fn the_room_a_preemptor_made_is_kept_from_lower_priority_pods_until_it_is_bound(
     assert!(!core.cache.has_nominations());
 }
 
+#[test]
+fn a_pod_kept_off_cordoned_nodes_is_retried_on_the_uncordon_not_on_every_pod_deletion() {
+    let mut core = Core::new();
+    let cordoned = Arc::new(node_with(
+        "a",
+        1000,
+        4,
+        json!({"spec": {"unschedulable": true}}),
+    ));
+    core.on_node(Change::Applied(cordoned), Instant::now());
+    let old = Arc::new(on("a", pod("old", 100)));
+    core.on_pod(Change::Applied(old.clone()), Instant::now());
+    let waiting = Arc::new(pod("web", 100));
+    let t0 = Instant::now();
+    core.on_pod(Change::Applied(waiting), t0);
+    let popped = core.queue.pop(t0).expect("queued");
+    match core.schedule_one(popped, &NoLookups, t0) {
+        Decision::Unschedulable { message, .. } => assert_eq!(
+            message,
+            "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes \
+             are available: 1 Preemption is not helpful for scheduling."
+        ),
+        Decision::Bind { node, .. } => panic!("bound to {node} while cordoned"),
+    }
+    core.on_pod(Change::Deleted(old), t0);
+    // A heartbeat changes nothing the filters read.
+    let heartbeat = node_with(
+        "a",
+        1000,
+        4,
+        json!({"spec": {"unschedulable": true}, "status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:10Z"}]}}),
+    );
+    core.on_node(Change::Applied(Arc::new(heartbeat)), t0);
+    assert!(
+        core.queue.pop(t0).is_none(),
+        "requeued by a change that cannot help"
+    );
+    core.on_node(Change::Applied(Arc::new(node("a", 1000, 4))), t0);
+    let popped = core.queue.pop(t0).expect("requeued by the uncordon");
+    assert!(matches!(
+        core.schedule_one(popped, &NoLookups, t0),
+        Decision::Bind { .. }
+    ));
+}
+
 /// Schedules `n` ReplicaSet-like pods (default spreading applies) onto 100 nodes with the
 /// real loop's core (queue, cycle, assume), without the API; returns pods per node and
 /// the rate.
