@@ -157,6 +157,12 @@ impl Graph {
                     if o.deleting_dependents {
                         work.push(Work::AttemptToDelete(uid.clone()));
                     }
+                    if o.is_virtual {
+                        // The owner may have been removed already (this node stands in for
+                        // it while older dependents remain, and their checks are queued or
+                        // done): check it again, so the new dependent is not left behind.
+                        work.push(Work::AttemptToDelete(owner.uid.clone()));
+                    }
                 }
                 None => {
                     let mut dependents = HashSet::new();
@@ -353,6 +359,28 @@ mod tests {
         assert!(
             g.view("o1").is_none(),
             "the stand-in goes with its last dependent"
+        );
+    }
+
+    #[test]
+    fn a_dependent_seen_after_its_owner_was_removed_gets_the_owner_checked_again() {
+        // A ReplicaSet deleted while its controller was creating one more pod: the pod's
+        // ADDED can come after the owner's DELETED (separate informers).
+        let mut g = Graph::default();
+        g.observe(obs("rs", "o1", vec![]));
+        g.observe(obs("pod-a", "a1", vec![owner("o1", false)]));
+        assert_eq!(g.remove("o1"), vec![Work::AttemptToDelete("a1".into())]);
+        let work = g.observe(obs("pod-late", "late", vec![owner("o1", false)]));
+        assert_eq!(work, vec![Work::AttemptToDelete("o1".into())]);
+        // The check finds it absent: both dependents are checked.
+        let mut work = g.remove_virtual("o1");
+        work.sort_by_key(|w| w.to_string());
+        assert_eq!(
+            work,
+            vec![
+                Work::AttemptToDelete("a1".into()),
+                Work::AttemptToDelete("late".into())
+            ]
         );
     }
 
