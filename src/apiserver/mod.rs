@@ -13,7 +13,7 @@ mod discovery;
 mod handlers;
 mod html_links;
 mod impersonation;
-mod inprocess;
+pub(crate) mod inprocess;
 pub mod kubelet_proxy;
 mod lifecycle;
 mod metrics;

@@ -5,7 +5,8 @@
 //! Invariant: every write names the pod by namespace, name and uid (a pod recreated with
 //! the same name is never touched by the old pod's worker).
 
-use super::env::Objects;
+use super::env::{EnvError, Objects};
+use super::object_cache::ObjectCache;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
@@ -184,5 +185,83 @@ impl PodApi for kube::Client {
                 .unwrap_or_else(chrono::Utc::now),
             })
         })
+    }
+}
+
+/// The kubelet's API: writes and token requests go to the server, ConfigMaps and Secrets
+/// come from the node's watched copies ([`ObjectCache`]).
+pub struct NodeApi {
+    client: kube::Client,
+    objects: ObjectCache,
+}
+
+impl NodeApi {
+    pub fn new(client: kube::Client) -> NodeApi {
+        NodeApi {
+            objects: ObjectCache::new(client.clone()),
+            client,
+        }
+    }
+}
+
+impl Objects for NodeApi {
+    fn config_map<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<k8s_openapi::api::core::v1::ConfigMap>, EnvError>> {
+        self.objects.config_map(ns, name)
+    }
+
+    fn secret<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<k8s_openapi::api::core::v1::Secret>, EnvError>> {
+        self.objects.secret(ns, name)
+    }
+}
+
+impl PodApi for NodeApi {
+    fn patch_status<'a>(
+        &'a self,
+        pod: &'a Pod,
+        status: &'a PodStatus,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.client.patch_status(pod, status)
+    }
+
+    fn delete_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<(), String>> {
+        self.client.delete_pod(pod)
+    }
+
+    fn request_token<'a>(
+        &'a self,
+        pod: &'a Pod,
+        service_account: &'a str,
+        audience: Option<String>,
+        seconds: i64,
+    ) -> BoxFuture<'a, Result<Token, String>> {
+        self.client
+            .request_token(pod, service_account, audience, seconds)
+    }
+
+    fn claim<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolumeClaim>, String>> {
+        self.client.claim(ns, name)
+    }
+
+    fn volume<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PersistentVolume>, String>> {
+        self.client.volume(name)
+    }
+
+    fn hold_volume<'a>(&'a self, pv: &'a PersistentVolume) -> BoxFuture<'a, Result<(), String>> {
+        self.client.hold_volume(pv)
     }
 }

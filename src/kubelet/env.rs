@@ -73,7 +73,7 @@ impl Objects for kube::Client {
     }
 }
 
-fn api_message(e: kube::Error) -> String {
+pub(super) fn api_message(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message,
         e => e.to_string(),

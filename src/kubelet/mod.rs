@@ -33,6 +33,7 @@ pub mod labels;
 pub mod lease;
 pub mod local_path;
 pub mod node_status;
+pub mod object_cache;
 pub mod probes;
 pub mod pull_secrets;
 pub mod resize;
@@ -190,7 +191,7 @@ impl Kubelet {
         let ctx = Arc::new(Context {
             cri: c.runtime.clone(),
             network: c.network.clone(),
-            api: Arc::new(c.client.clone()),
+            api: Arc::new(api::NodeApi::new(c.client.clone())),
             recorder,
             pod_log_dir: c.pod_log_dir.clone(),
             root_dir: c.root_dir.clone(),
