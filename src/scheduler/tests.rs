@@ -227,12 +227,13 @@ fn a_pod_kept_off_cordoned_nodes_is_retried_on_the_uncordon_not_on_every_pod_del
             {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:10Z"}]}}),
     );
     core.on_node(Change::Applied(Arc::new(heartbeat)), t0);
+    let later = t0 + std::time::Duration::from_secs(1);
     assert!(
-        core.queue.pop(t0).is_none(),
+        core.queue.pop(later).is_none(),
         "requeued by a change that cannot help"
     );
     core.on_node(Change::Applied(Arc::new(node("a", 1000, 4))), t0);
-    let popped = core.queue.pop(t0).expect("requeued by the uncordon");
+    let popped = core.queue.pop(later).expect("requeued by the uncordon");
     assert!(matches!(
         core.schedule_one(popped, &NoLookups, t0),
         Decision::Bind { .. }
