@@ -133,11 +133,11 @@ async fn put(
     write(state, rt, ns, &name, false, move |cur| {
         let Some(cur) = cur else {
             return Ok(Decision::Put {
-                obj: fresh,
+                obj: fresh.clone(),
                 created: true,
             });
         };
-        let mut want = obj;
+        let mut want = obj.clone();
         want["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         let new = super::objects::prepare_update(&rt2, &cur, want, &opts)?;
         Ok(Decision::Put {
@@ -171,7 +171,10 @@ async fn create_if_absent(
     let r = write(state, rt, ns, &name, false, move |cur| {
         Ok(match cur {
             Some(existing) => Decision::Keep(existing),
-            None => Decision::Put { obj, created: true },
+            None => Decision::Put {
+                obj: obj.clone(),
+                created: true,
+            },
         })
     })
     .await;

@@ -458,8 +458,50 @@ pub enum Decision {
     Keep(Value),
 }
 
-/// Runs one atomic read-modify-write of an object.
+/// How often a write is computed again because the object changed between its read and
+/// its store. Upstream's GuaranteedUpdate retries without bound: each lost race means
+/// another writer got through. Five was too few under load: a Deployment whose controller
+/// wrote its status on every step made `kubectl set image` fail with 409.
+const WRITE_ATTEMPTS: usize = 32;
+/// Reason of the internal "stored object changed meanwhile" error; never sent to a client.
+const RETRY_REASON: &str = "SkiffRetryWrite";
+
+/// Runs one read-modify-write of an object, optimistically (as upstream's GuaranteedUpdate):
+/// `decide` runs on the object as read, outside the store's writer lock, and its decision
+/// is stored only if the object has not changed since; otherwise `decide` runs again on the
+/// new state. Under the lock only the revision check and the encoding remain, so writes
+/// computed on both cores wait for each other's commits, not for each other's patches and
+/// validation.
 pub async fn write<F>(
+    state: &ApiState,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    dry_run: bool,
+    mut decide: F,
+) -> Result<Written, ApiError>
+where
+    F: FnMut(Option<Value>) -> Result<Decision, ApiError> + Send,
+{
+    let key = rt.key(ns, name);
+    for _ in 0..WRITE_ATTEMPTS {
+        let read = state.store.get(&key).await?;
+        let current = read.as_ref().map(|r| parse_record_as(rt, r)).transpose()?;
+        let read_revision = read.as_ref().map(|r| r.mod_revision);
+        let decision = decide(current.clone())?;
+        match store_decision(state, rt, &key, dry_run, read_revision, current, decision).await {
+            Err(e) if e.reason == RETRY_REASON => continue,
+            r => return r,
+        }
+    }
+    Err(ApiError::conflict(rt, name))
+}
+
+/// Like [`write`], but `decide` runs under the store's writer lock, so concurrent writers of
+/// the object queue instead of racing: for counters many requests charge at once (a quota's
+/// usage, a disruption budget's allowance), where optimistic writers would mostly lose and
+/// compute again.
+pub async fn write_locked<F>(
     state: &ApiState,
     rt: &Arc<ResourceType>,
     ns: Option<&str>,
@@ -478,52 +520,105 @@ where
             move |cur: Option<&Record>, rev: u64| -> Result<(Op, Written), ApiError> {
                 let current = cur.map(|r| parse_record_as(rt, r)).transpose()?;
                 let decision = decide(current.clone())?;
-                Ok(match decision {
-                    Decision::Keep(obj) => (Op::None, Written::Unchanged(obj)),
-                    Decision::Put { mut obj, created } => {
-                        // Finalizers gone on an object being deleted: it goes away now,
-                        // unless it is within a grace period (a pod its kubelet is stopping).
-                        if !created
-                            && !obj["metadata"]["deletionTimestamp"].is_null()
-                            && obj["metadata"]["deletionGracePeriodSeconds"]
-                                .as_i64()
-                                .unwrap_or(0)
-                                == 0
-                            && finalizers_empty(&obj)
-                            && spec_finalizers_empty(rt, &obj)
-                        {
-                            let bytes = encode(&mut obj, rev)?;
-                            if dry_run {
-                                return Ok((Op::None, Written::Deleted(obj)));
-                            }
-                            return Ok((Op::Delete { tombstone: bytes }, Written::Deleted(obj)));
-                        }
-                        if let (false, Some(cur)) = (created, current.as_ref()) {
-                            // A body without resourceVersion still means "same object" here.
-                            let rv = cur["metadata"]["resourceVersion"].clone();
-                            meta_mut(&mut obj).insert("resourceVersion".into(), rv);
-                        }
-                        if !created && current.as_ref() == Some(&obj) {
-                            return Ok((Op::None, Written::Unchanged(obj)));
-                        }
-                        let bytes = encode(&mut obj, rev)?;
-                        let op = if dry_run { Op::None } else { Op::Put(bytes) };
-                        if created {
-                            (op, Written::Created(obj))
-                        } else {
-                            (op, Written::Updated(obj))
-                        }
-                    }
-                    Decision::Delete(mut obj) => {
-                        let bytes = encode(&mut obj, rev)?;
-                        let op = if dry_run {
-                            Op::None
-                        } else {
-                            Op::Delete { tombstone: bytes }
-                        };
-                        (op, Written::Deleted(obj))
-                    }
-                })
+                plan(rt, current.as_ref(), decision)?.commit(rev, dry_run)
+            },
+        )
+        .await?;
+    if rev.is_some() {
+        state.admission.observe_write(rt);
+    }
+    Ok(written)
+}
+
+/// What a decision stores, settled before the revision is known.
+enum Planned {
+    Unchanged(Value),
+    Put { obj: Value, created: bool },
+    Delete(Value),
+}
+
+/// Settles `decision` against `current`, the stored object it was computed from.
+fn plan(
+    rt: &ResourceType,
+    current: Option<&Value>,
+    decision: Decision,
+) -> Result<Planned, ApiError> {
+    Ok(match decision {
+        Decision::Keep(obj) => Planned::Unchanged(obj),
+        Decision::Delete(obj) => Planned::Delete(obj),
+        Decision::Put { mut obj, created } => {
+            // Finalizers gone on an object being deleted: it goes away now, unless it is
+            // within a grace period (a pod its kubelet is stopping).
+            if !created
+                && !obj["metadata"]["deletionTimestamp"].is_null()
+                && obj["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(0)
+                    == 0
+                && finalizers_empty(&obj)
+                && spec_finalizers_empty(rt, &obj)
+            {
+                return Ok(Planned::Delete(obj));
+            }
+            if let (false, Some(cur)) = (created, current) {
+                // A body without resourceVersion still means "same object" here.
+                let rv = cur["metadata"]["resourceVersion"].clone();
+                meta_mut(&mut obj).insert("resourceVersion".into(), rv);
+            }
+            if !created && current == Some(&obj) {
+                return Ok(Planned::Unchanged(obj));
+            }
+            Planned::Put { obj, created }
+        }
+    })
+}
+
+impl Planned {
+    /// The store operation at revision `rev` (none for a dry run) and what it wrote.
+    fn commit(self, rev: u64, dry_run: bool) -> Result<(Op, Written), ApiError> {
+        let op = |bytes| if dry_run { Op::None } else { bytes };
+        Ok(match self {
+            Planned::Unchanged(obj) => (Op::None, Written::Unchanged(obj)),
+            Planned::Put { mut obj, created } => {
+                let stored = op(Op::Put(encode(&mut obj, rev)?));
+                if created {
+                    (stored, Written::Created(obj))
+                } else {
+                    (stored, Written::Updated(obj))
+                }
+            }
+            Planned::Delete(mut obj) => {
+                let tombstone = encode(&mut obj, rev)?;
+                (op(Op::Delete { tombstone }), Written::Deleted(obj))
+            }
+        })
+    }
+}
+
+/// Stores `decision`, computed from `current` as read at `read_revision` (`None`: absent),
+/// if the stored object is still that one; else fails with [`RETRY_REASON`].
+async fn store_decision(
+    state: &ApiState,
+    rt: &Arc<ResourceType>,
+    key: &str,
+    dry_run: bool,
+    read_revision: Option<u64>,
+    current: Option<Value>,
+    decision: Decision,
+) -> Result<Written, ApiError> {
+    let planned = match plan(rt, current.as_ref(), decision)? {
+        Planned::Unchanged(obj) => return Ok(Written::Unchanged(obj)),
+        p => p,
+    };
+    let (written, rev) = state
+        .store
+        .mutate(
+            key,
+            move |now: Option<&Record>, rev: u64| -> Result<(Op, Written), ApiError> {
+                if now.map(|r| r.mod_revision) != read_revision {
+                    return Err(ApiError::new(409, RETRY_REASON, "changed"));
+                }
+                planned.commit(rev, dry_run)
             },
         )
         .await?;
@@ -543,14 +638,6 @@ fn spec_finalizers_empty(rt: &ResourceType, obj: &Value) -> bool {
     }
 }
 
-/// Attempts of an admitted update before it gives up with a 409 (the object kept changing
-/// between the read and the write). Upstream's GuaranteedUpdate retries without bound: each
-/// lost race means another writer got through. Five was too few under load: a Deployment
-/// whose controller wrote its status on every step made `kubectl set image` fail with 409.
-const ADMITTED_WRITE_ATTEMPTS: usize = 32;
-/// Reason of the internal "stored object changed meanwhile" error; never sent to a client.
-const RETRY_REASON: &str = "SkiffRetryAdmittedWrite";
-
 /// What an admitted write produced: the write, and the warnings admission gave.
 pub struct Admitted {
     pub written: Written,
@@ -564,9 +651,9 @@ pub struct Admitted {
 /// `prepare_update_unvalidated`): validation and managed fields are finished here, after
 /// mutating admission. `may_create` says whether `compute` can create (create, apply upsert).
 ///
-/// When no admission plugin is interested, everything runs in one read-modify-write under
-/// the store lock. Otherwise the object is computed and admitted outside the lock and stored
-/// only if the stored object has not changed meanwhile; else it is computed again.
+/// Like every write ([`write`]), the object is computed (and admitted) outside the store's
+/// lock and stored only if the stored object has not changed meanwhile; else it is computed
+/// again.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_admitted<F>(
     state: &Arc<ApiState>,
@@ -587,11 +674,9 @@ where
     let interested = state.admission.interested(&attrs_for(Operation::Update))
         || (may_create && state.admission.interested(&attrs_for(Operation::Create)));
     if !interested {
-        let rt2 = rt.clone();
-        let opts2 = opts.clone();
-        let written = write(state, rt, ns, name, dry_run, move |cur| {
+        let written = write(state, rt, ns, name, dry_run, |cur| {
             let decision = compute(cur.as_ref())?;
-            finish_decision(&rt2, cur.as_ref(), decision, &opts2)
+            finish_decision(rt, cur.as_ref(), decision, opts)
         })
         .await?;
         return Ok(Admitted {
@@ -599,27 +684,18 @@ where
             warnings: Vec::new(),
         });
     }
-    for _ in 0..ADMITTED_WRITE_ATTEMPTS {
-        let key = rt.key(ns, name);
-        let cur = state
-            .store
-            .get(&key)
-            .await?
-            .map(|r| parse_record_as(rt, &r))
-            .transpose()?;
-        let read_rv = cur.as_ref().map(resource_version_of);
+    let key = rt.key(ns, name);
+    for _ in 0..WRITE_ATTEMPTS {
+        let read = state.store.get(&key).await?;
+        let cur = read.as_ref().map(|r| parse_record_as(rt, r)).transpose()?;
+        let read_revision = read.as_ref().map(|r| r.mod_revision);
         let decision = compute(cur.as_ref())?;
         let (mut obj, created) = match decision {
             Decision::Put { obj, created } => (obj, created),
-            // Nothing to admit: deletes and no-ops go through the plain path.
+            // Nothing to admit: deletes and no-ops are stored as they are.
             other => {
-                let written = write(state, rt, ns, name, dry_run, move |now| {
-                    if now.as_ref().map(resource_version_of) != read_rv {
-                        return Err(ApiError::new(409, RETRY_REASON, "changed"));
-                    }
-                    Ok(other)
-                })
-                .await;
+                let written =
+                    store_decision(state, rt, &key, dry_run, read_revision, cur, other).await;
                 match written {
                     Err(e) if e.reason == RETRY_REASON => continue,
                     r => {
@@ -649,13 +725,7 @@ where
                 .validate(state, &attrs, Some(obj), cur.as_ref())
                 .await?;
         }
-        let written = write(state, rt, ns, name, dry_run, move |now| {
-            if now.as_ref().map(resource_version_of) != read_rv {
-                return Err(ApiError::new(409, RETRY_REASON, "changed"));
-            }
-            Ok(decision)
-        })
-        .await;
+        let written = store_decision(state, rt, &key, dry_run, read_revision, cur, decision).await;
         match written {
             Err(e) if e.reason == RETRY_REASON => continue,
             r => {
@@ -702,13 +772,6 @@ fn finish_decision(
         )),
         (other, _) => Ok(other),
     }
-}
-
-fn resource_version_of(obj: &Value) -> String {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Runs the validating admission of a delete of the stored object, if any plugin wants it.
@@ -790,5 +853,64 @@ mod tests {
         assert_eq!(stored["metadata"]["labels"], json!({"app": "d"}));
         assert_eq!(stored["metadata"]["annotations"], json!({"note": "y"}));
         assert_eq!(stored["status"]["replicas"], 1);
+    }
+
+    /// Concurrent read-modify-writes of one object from both cores: each increment is
+    /// computed outside the lock, and none is lost (a write computed from a stale read is
+    /// computed again); `write_locked` gives the same count by queueing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_of_one_object_lose_no_update() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let server = crate::apiserver::testing::TestServer::start().await;
+        let state = server.state.clone();
+        let rt = state
+            .registry
+            .lookup("", "v1", "configmaps")
+            .expect("configmaps");
+        let counter = |cur: Option<Value>| -> Result<Decision, ApiError> {
+            let mut obj = cur.unwrap_or_else(|| {
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "n", "namespace": "default"}})
+            });
+            let created = obj["metadata"]["uid"].is_null();
+            if created {
+                obj["metadata"]["uid"] = json!("u");
+            }
+            let n = obj["data"]["n"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0);
+            obj["data"] = json!({"n": (n + 1).to_string()});
+            Ok(Decision::Put { obj, created })
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let (state, rt, calls) = (state.clone(), rt.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    write(&state, &rt, Some("default"), "n", false, |cur| {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        counter(cur)
+                    })
+                    .await
+                } else {
+                    write_locked(&state, &rt, Some("default"), "n", false, counter).await
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("write");
+        }
+        let stored = state
+            .store
+            .get(&rt.key(Some("default"), "n"))
+            .await
+            .expect("get")
+            .expect("stored");
+        let obj = parse_record(&stored).expect("parse");
+        assert_eq!(obj["data"]["n"], "64");
+        assert!(calls.load(Ordering::Relaxed) >= 32);
     }
 }

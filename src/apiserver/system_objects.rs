@@ -207,7 +207,7 @@ async fn ensure_one(
     write(state, rt, None, &name, false, move |cur| {
         let Some(cur) = cur else {
             return Ok(Decision::Put {
-                obj: fresh,
+                obj: fresh.clone(),
                 created: true,
             });
         };

@@ -7,7 +7,7 @@
 //! the last allowed disruption. The disruption controller recomputes the budget afterwards.
 
 use super::super::body::{decode_delete_options, decode_object};
-use super::super::objects::{now_rfc3339, parse_record, write, Decision, Written};
+use super::super::objects::{now_rfc3339, parse_record, write, write_locked, Decision, Written};
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
@@ -280,7 +280,7 @@ async fn check_and_decrement(
     let pod = pod.to_owned();
     let name = pdb_name.to_owned();
     let rt = pdbs.clone();
-    write(state, pdbs, Some(ns), pdb_name, dry_run, move |cur| {
+    write_locked(state, pdbs, Some(ns), pdb_name, dry_run, move |cur| {
         let mut pdb = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
         let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(0);
         let status = &pdb["status"];

@@ -152,7 +152,10 @@ async fn create_admitted(
         let name = name.to_owned();
         move |cur| match cur {
             Some(_) => Err(ApiError::already_exists(&rt, &name)),
-            None => Ok(Decision::Put { obj, created: true }),
+            None => Ok(Decision::Put {
+                obj: obj.clone(),
+                created: true,
+            }),
         }
     })
     .await?;

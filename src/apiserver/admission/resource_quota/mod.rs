@@ -318,7 +318,7 @@ async fn charge(
     requested: &ResourceList,
     add: bool,
 ) -> Result<(), ApiError> {
-    objects::write(state, rq, Some(ns), name, false, |cur| {
+    objects::write_locked(state, rq, Some(ns), name, false, |cur| {
         // A quota deleted meanwhile constrains nothing any more.
         let Some(mut q) = cur else {
             return Ok(Decision::Keep(Value::Null));
