@@ -325,10 +325,13 @@ impl Cache {
     }
 
     /// Undoes [`Cache::assume`] after a failed binding (unless the informer confirmed it).
-    pub fn forget(&mut self, uid: &str) {
-        if self.pods.get(uid).is_some_and(|p| p.assumed) {
+    /// Drops an assumed pod (its binding failed); true when it was assumed.
+    pub fn forget(&mut self, uid: &str) -> bool {
+        let assumed = self.is_assumed(uid);
+        if assumed {
             self.remove_pod(uid);
         }
+        assumed
     }
 
     pub fn is_assumed(&self, uid: &str) -> bool {
@@ -416,8 +419,9 @@ impl Cache {
     }
 
     /// The pod was bound, deleted or finished: it no longer reserves a node.
-    pub fn clear_nomination(&mut self, uid: &str) {
-        self.nominations.remove(uid);
+    /// Forgets the pod's nomination; true when it had one (the room it held is free).
+    pub fn clear_nomination(&mut self, uid: &str) -> bool {
+        self.nominations.remove(uid).is_some()
     }
 
     /// Pods nominated to `node` whose priority is at least `priority`, other than `uid`:

@@ -53,8 +53,10 @@ impl BitOrAssign for Plugins {
 
 /// A new node may fit anyone.
 pub const NODE_ADDED: Plugins = Plugins::ALL;
-/// A topology domain may vanish with its node, lowering the skew of the others.
-pub const NODE_DELETED: Plugins = Plugins::TOPOLOGY_SPREAD;
+/// A topology domain may vanish with its node, lowering the skew of the others, and the
+/// pods left on it stop counting for anti-affinity.
+pub const NODE_DELETED: Plugins =
+    Plugins(Plugins::TOPOLOGY_SPREAD.0 | Plugins::INTER_POD_AFFINITY.0);
 /// A pod placed on a node may satisfy someone's pod affinity or even out a spread.
 pub const POD_PLACED: Plugins = Plugins(Plugins::INTER_POD_AFFINITY.0 | Plugins::TOPOLOGY_SPREAD.0);
 /// A pod leaving a node frees its resources and ports, and may end an anti-affinity
@@ -69,19 +71,21 @@ pub const POD_REMOVED: Plugins = Plugins(
 pub const VOLUMES_CHANGED: Plugins = Plugins::VOLUME_BINDING;
 
 /// What a node update can undo. Heartbeats, condition times and image lists undo nothing;
-/// a cordon or a new taint only takes room away.
+/// a cordon only takes room away, and a new taint helps only topology spread.
 pub fn node_changed(old: &Node, new: &Node) -> Plugins {
     let mut helps = Plugins::NONE;
     let cordoned = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
     if cordoned(old) && !cordoned(new) {
         helps |= Plugins::NODE_UNSCHEDULABLE;
     }
-    let new_taints = effective_taints(new);
-    if effective_taints(old)
-        .iter()
-        .any(|t| !new_taints.contains(t))
-    {
+    let (old_taints, new_taints) = (effective_taints(old), effective_taints(new));
+    if old_taints.iter().any(|t| !new_taints.contains(t)) {
         helps |= Plugins::TAINT_TOLERATION;
+    }
+    if old_taints != new_taints {
+        // Spreading that honours taints counts only the domains of tolerated nodes: a
+        // taint either way changes which domains (and minimum) count.
+        helps |= Plugins::TOPOLOGY_SPREAD;
     }
     if old.metadata.labels != new.metadata.labels {
         helps |= Plugins::NODE_AFFINITY
@@ -139,15 +143,22 @@ mod tests {
     }
 
     #[test]
-    fn only_a_removed_taint_helps_taint_toleration() {
+    fn only_a_removed_taint_helps_taint_toleration_and_any_taint_change_helps_spread() {
         let tainted = node(json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}));
         let clean = node(json!({}));
-        assert_eq!(node_changed(&tainted, &clean), Plugins::TAINT_TOLERATION);
-        assert_eq!(node_changed(&clean, &tainted), Plugins::NONE);
+        let spread = Plugins::TOPOLOGY_SPREAD;
+        assert_eq!(
+            node_changed(&tainted, &clean),
+            Plugins::TAINT_TOLERATION | spread
+        );
+        assert_eq!(node_changed(&clean, &tainted), spread);
         // A node becoming Ready loses its implied not-ready taint.
         let not_ready =
             node(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
-        assert_eq!(node_changed(&not_ready, &clean), Plugins::TAINT_TOLERATION);
+        assert_eq!(
+            node_changed(&not_ready, &clean),
+            Plugins::TAINT_TOLERATION | spread
+        );
     }
 
     #[test]

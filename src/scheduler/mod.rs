@@ -124,10 +124,11 @@ impl Core {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 if is_bound_and_live(&pod) {
                     self.cache.clear_nomination(&uid);
-                    let known = self.cache.contains_pod(&uid);
+                    // First seen bound (placed by another scheduler, or ours confirmed).
+                    let newly_bound = !self.cache.contains_pod(&uid) || self.cache.is_assumed(&uid);
                     self.cache.add_or_update_bound_pod(pod);
                     self.queue.delete(&key);
-                    if !known {
+                    if newly_bound {
                         self.queue.move_for(hints::POD_PLACED, now);
                     }
                 } else if pod
@@ -137,13 +138,16 @@ impl Core {
                     .is_some_and(|n| !n.is_empty())
                 {
                     // Terminated: its resources are free again.
-                    self.cache.clear_nomination(&uid);
-                    if self.cache.remove_pod(&uid).is_some() {
+                    let nominated = self.cache.clear_nomination(&uid);
+                    if self.cache.remove_pod(&uid).is_some() || nominated {
                         self.queue.move_for(hints::POD_REMOVED, now);
                     }
                     self.queue.delete(&key);
                 } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(&pod) {
-                    self.cache.clear_nomination(&uid);
+                    // A nominated pod going frees the room it held for itself.
+                    if self.cache.clear_nomination(&uid) {
+                        self.queue.move_for(hints::POD_REMOVED, now);
+                    }
                     self.queue.delete(&key);
                 } else if !self.cache.is_assumed(&uid) {
                     self.cache.update_nomination(&pod);
@@ -153,8 +157,8 @@ impl Core {
             Change::Deleted(pod) => {
                 self.queue.delete(&pod_key(&pod));
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                self.cache.clear_nomination(&uid);
-                if self.cache.remove_pod(&uid).is_some() {
+                let nominated = self.cache.clear_nomination(&uid);
+                if self.cache.remove_pod(&uid).is_some() || nominated {
                     self.queue.move_for(hints::POD_REMOVED, now);
                 }
             }
@@ -388,8 +392,11 @@ impl Core {
             BindOutcome::Bound { key } => self.queue.done(&key),
             BindOutcome::Failed { key, uid, error } => {
                 tracing::info!(pod = %key, %error, "binding failed; retrying after backoff");
-                self.cache.forget(&uid);
                 self.queue.error(&key, now);
+                if self.cache.forget(&uid) {
+                    // The room it was assumed into is free again.
+                    self.queue.move_for(hints::POD_REMOVED, now);
+                }
             }
         }
     }

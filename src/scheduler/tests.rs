@@ -240,6 +240,45 @@ fn a_pod_kept_off_cordoned_nodes_is_retried_on_the_uncordon_not_on_every_pod_del
     ));
 }
 
+#[test]
+fn a_pod_waiting_for_affinity_is_retried_when_a_pod_this_scheduler_placed_is_confirmed() {
+    let mut core = Core::new();
+    let t0 = Instant::now();
+    core.on_node(Change::Applied(Arc::new(node("a", 1000, 4))), t0);
+    let follower = Arc::new(pod_with(
+        "follower",
+        100,
+        json!({"spec": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
+        ]}}}}),
+    ));
+    core.on_pod(Change::Applied(follower), t0);
+    let popped = core.queue.pop(t0).expect("queued");
+    assert!(matches!(
+        core.schedule_one(popped, &NoLookups, t0),
+        Decision::Unschedulable { .. }
+    ));
+    let web = pod_with("web", 100, json!({"metadata": {"labels": {"app": "web"}}}));
+    core.on_pod(Change::Applied(Arc::new(web.clone())), t0);
+    let popped = core.queue.pop(t0).expect("web queued");
+    assert!(matches!(
+        core.schedule_one(popped, &NoLookups, t0),
+        Decision::Bind { .. }
+    ));
+    let later = t0 + std::time::Duration::from_secs(1);
+    assert!(
+        core.queue.pop(later).is_none(),
+        "nothing changed for it yet"
+    );
+    // The informer shows web bound: the pod it assumed is confirmed.
+    core.on_pod(Change::Applied(Arc::new(on("a", web))), t0);
+    let popped = core.queue.pop(later).expect("requeued by the placement");
+    assert!(matches!(
+        core.schedule_one(popped, &NoLookups, later),
+        Decision::Bind { .. }
+    ));
+}
+
 /// Schedules `n` ReplicaSet-like pods (default spreading applies) onto 100 nodes with the
 /// real loop's core (queue, cycle, assume), without the API; returns pods per node and
 /// the rate.
