@@ -5,7 +5,8 @@
 //! next refresh.
 //!
 //! An object is watched from its first lookup until nobody has looked it up for [`IDLE`]
-//! (the pods using it re-read it at every resync, so an idle entry has no pod left). Until
+//! (the pods using it re-read it at every resync, so an idle entry has no pod left): every
+//! watch task sweeps idle entries, its own included, once per [`IDLE`]. Until
 //! its watch has listed once, or while it cannot (the Node authorizer may not yet know that
 //! a new pod uses the object), a lookup GETs the object as before.
 
@@ -45,11 +46,14 @@ struct Entry<K> {
     _stop: DropGuard,
 }
 
+type Entries<K> = Mutex<HashMap<(String, String), Entry<K>>>;
+
 /// Watched objects of one kind, by namespace and name.
 pub struct Watched<K> {
     client: kube::Client,
-    entries: Mutex<HashMap<(String, String), Entry<K>>>,
-    last_sweep: Mutex<Instant>,
+    entries: Arc<Entries<K>>,
+    /// [`IDLE`], shorter in tests.
+    idle: Duration,
 }
 
 impl<K> Watched<K>
@@ -64,10 +68,14 @@ where
     K::DynamicType: Default,
 {
     pub fn new(client: kube::Client) -> Watched<K> {
+        Watched::with_idle(client, IDLE)
+    }
+
+    fn with_idle(client: kube::Client, idle: Duration) -> Watched<K> {
         Watched {
             client,
-            entries: Mutex::new(HashMap::new()),
-            last_sweep: Mutex::new(Instant::now()),
+            entries: Arc::new(Mutex::new(HashMap::new())),
+            idle,
         }
     }
 
@@ -102,13 +110,6 @@ where
     fn entry(&self, ns: &str, name: &str) -> watch::Receiver<Known<K>> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        {
-            let mut last = self.last_sweep.lock();
-            if now.duration_since(*last) >= IDLE {
-                *last = now;
-                entries.retain(|_, e| now.duration_since(e.last_used) < IDLE);
-            }
-        }
         let key = (ns.to_owned(), name.to_owned());
         if let Some(e) = entries.get_mut(&key) {
             e.last_used = now;
@@ -117,7 +118,8 @@ where
         let (tx, rx) = watch::channel(Known::Listing);
         let stop = CancellationToken::new();
         let api = kube::Api::<K>::namespaced(self.client.clone(), ns);
-        tokio::spawn(follow(api, name.to_owned(), tx, stop.clone()));
+        let sweep = (Arc::downgrade(&self.entries), self.idle);
+        tokio::spawn(follow(api, name.to_owned(), tx, stop.clone(), sweep));
         entries.insert(
             key,
             Entry {
@@ -130,21 +132,39 @@ where
     }
 }
 
-/// Keeps `tx` equal to what the API has of the object `name` until `stop`.
+/// Drops the entries nobody has looked up for `idle` (ending their watches).
+fn sweep_idle<K>(entries: &Entries<K>, idle: Duration) {
+    let now = Instant::now();
+    entries
+        .lock()
+        .retain(|_, e| now.duration_since(e.last_used) < idle);
+}
+
+/// Keeps `tx` equal to what the API has of the object `name` until `stop`; sweeps the
+/// entries of idle objects once per idle period.
 async fn follow<K>(
     api: kube::Api<K>,
     name: String,
     tx: watch::Sender<Known<K>>,
     stop: CancellationToken,
+    (entries, idle): (std::sync::Weak<Entries<K>>, Duration),
 ) where
     K: kube::Resource + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
     let mut listing = None;
+    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = sweep.tick() => {
+                match entries.upgrade() {
+                    Some(e) => sweep_idle(&e, idle),
+                    None => return,
+                }
+                continue;
+            }
             ev = stream.next() => ev,
         };
         match ev {

@@ -105,3 +105,35 @@ async fn an_object_the_identity_may_not_watch_is_read_with_a_get_and_the_error_i
         .expect_err("forbidden");
     assert!(err.to_string().contains("forbidden"), "{err}");
 }
+
+#[tokio::test]
+async fn an_object_nobody_looks_up_stops_being_watched_and_one_in_use_stays() {
+    let server = TestServer::start().await;
+    let cms = kube::Api::<ConfigMap>::namespaced(server.admin(), "default");
+    for name in ["used", "dropped"] {
+        cms.create(&Default::default(), &cm(name, "x"))
+            .await
+            .expect("create");
+    }
+    let idle = Duration::from_secs(1);
+    let watched = Watched::<ConfigMap>::with_idle(server.admin(), idle);
+    for name in ["used", "dropped"] {
+        watched.get("default", name).await.expect("lookup");
+    }
+    assert_eq!(watched.watched(), 2);
+    // "used" is looked up as a pod's resync would; "dropped" no more.
+    let until = Instant::now() + idle * 3;
+    while Instant::now() < until {
+        watched.get("default", "used").await.expect("lookup");
+        tokio::time::sleep(idle / 4).await;
+    }
+    assert_eq!(
+        watched.watched(),
+        1,
+        "only the object in use is still watched"
+    );
+    assert!(watched
+        .entries
+        .lock()
+        .contains_key(&("default".into(), "used".into())));
+}
