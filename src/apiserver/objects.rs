@@ -483,18 +483,44 @@ pub async fn write<F>(
 where
     F: FnMut(Option<Value>) -> Result<Decision, ApiError> + Send,
 {
+    write_from(state, rt, ns, name, dry_run, |cur| decide(cur.cloned())).await
+}
+
+/// [`write`] with `decide` borrowing the object as read (no copy for deciders that only
+/// read it, such as a patch computed into a new object).
+async fn write_from<F>(
+    state: &ApiState,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    dry_run: bool,
+    mut decide: F,
+) -> Result<Written, ApiError>
+where
+    F: FnMut(Option<&Value>) -> Result<Decision, ApiError> + Send,
+{
     let key = rt.key(ns, name);
     for _ in 0..WRITE_ATTEMPTS {
-        let read = state.store.get(&key).await?;
-        let current = read.as_ref().map(|r| parse_record_as(rt, r)).transpose()?;
-        let read_revision = read.as_ref().map(|r| r.mod_revision);
-        let decision = decide(current.clone())?;
+        let (current, read_revision) = read_current(state, rt, &key).await?;
+        let decision = decide(current.as_ref())?;
         match store_decision(state, rt, &key, dry_run, read_revision, current, decision).await {
             Err(e) if e.reason == RETRY_REASON => continue,
             r => return r,
         }
     }
     Err(ApiError::conflict(rt, name))
+}
+
+/// The object stored at `key`, parsed as `rt`'s version, and the revision it was read at
+/// (`None`: absent).
+async fn read_current(
+    state: &ApiState,
+    rt: &ResourceType,
+    key: &str,
+) -> Result<(Option<Value>, Option<u64>), ApiError> {
+    let read = state.store.get(key).await?;
+    let current = read.as_ref().map(|r| parse_record_as(rt, r)).transpose()?;
+    Ok((current, read.map(|r| r.mod_revision)))
 }
 
 /// Like [`write`], but `decide` runs under the store's writer lock, so concurrent writers of
@@ -674,9 +700,9 @@ where
     let interested = state.admission.interested(&attrs_for(Operation::Update))
         || (may_create && state.admission.interested(&attrs_for(Operation::Create)));
     if !interested {
-        let written = write(state, rt, ns, name, dry_run, |cur| {
-            let decision = compute(cur.as_ref())?;
-            finish_decision(rt, cur.as_ref(), decision, opts)
+        let written = write_from(state, rt, ns, name, dry_run, |cur| {
+            let decision = compute(cur)?;
+            finish_decision(rt, cur, decision, opts)
         })
         .await?;
         return Ok(Admitted {
@@ -686,9 +712,7 @@ where
     }
     let key = rt.key(ns, name);
     for _ in 0..WRITE_ATTEMPTS {
-        let read = state.store.get(&key).await?;
-        let cur = read.as_ref().map(|r| parse_record_as(rt, r)).transpose()?;
-        let read_revision = read.as_ref().map(|r| r.mod_revision);
+        let (cur, read_revision) = read_current(state, rt, &key).await?;
         let decision = compute(cur.as_ref())?;
         let (mut obj, created) = match decision {
             Decision::Put { obj, created } => (obj, created),

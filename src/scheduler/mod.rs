@@ -136,32 +136,30 @@ impl Core {
                     .as_ref()
                     .and_then(|s| s.node_name.as_deref())
                     .is_some_and(|n| !n.is_empty())
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || !is_ours(&pod)
                 {
-                    // Terminated: its resources are free again.
-                    let nominated = self.cache.clear_nomination(&uid);
-                    if self.cache.remove_pod(&uid).is_some() || nominated {
-                        self.queue.move_for(hints::POD_REMOVED, now);
-                    }
-                    self.queue.delete(&key);
-                } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(&pod) {
-                    // A nominated pod going frees the room it held for itself.
-                    if self.cache.clear_nomination(&uid) {
-                        self.queue.move_for(hints::POD_REMOVED, now);
-                    }
-                    self.queue.delete(&key);
+                    // Terminated on its node, or no longer this scheduler's to place.
+                    self.pod_left(&key, &uid, now);
                 } else if !self.cache.is_assumed(&uid) {
                     self.cache.update_nomination(&pod);
                     self.queue.add_or_update(&key, pod, now);
                 }
             }
             Change::Deleted(pod) => {
-                self.queue.delete(&pod_key(&pod));
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let nominated = self.cache.clear_nomination(&uid);
-                if self.cache.remove_pod(&uid).is_some() || nominated {
-                    self.queue.move_for(hints::POD_REMOVED, now);
-                }
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                self.pod_left(&pod_key(&pod), uid, now);
             }
+        }
+    }
+
+    /// A pod stops counting: it leaves the queue, and the room it took on a node (or held
+    /// there by a nomination) is free for the pods waiting for it.
+    fn pod_left(&mut self, key: &str, uid: &str, now: Instant) {
+        self.queue.delete(key);
+        let nominated = self.cache.clear_nomination(uid);
+        if self.cache.remove_pod(uid).is_some() || nominated {
+            self.queue.move_for(hints::POD_REMOVED, now);
         }
     }
 
