@@ -16,6 +16,7 @@ mod impersonation;
 pub(crate) mod inprocess;
 pub mod kubelet_proxy;
 mod lifecycle;
+mod listener;
 mod metrics;
 mod objects;
 mod openapi;
@@ -44,16 +45,13 @@ use crate::api::strategy::Storage;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use request::{Output, Query, Route};
 use response::Body;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Version reported by `/version`.
@@ -238,94 +236,6 @@ impl ConnInfo {
     }
 }
 
-/// Longest the open connections get to finish their requests at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves HTTPS on `listener` until `shutdown`; then stops accepting, ends open watches,
-/// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and closes the connections.
-pub async fn serve(
-    state: Arc<ApiState>,
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> Result<(), ApiError> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
-        }
-        let state = state.clone();
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let cert_user = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| authn::x509::user_of(c));
-            let conn = Arc::new(ConnInfo {
-                peer: Some(peer),
-                cert_user,
-            });
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .max_concurrent_streams(250);
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
-            }
-        });
-    }
-    drop(listener);
-    // Watches end now (their streams finish cleanly), so their connections can close.
-    state.closing.cancel();
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-    }
-    Ok(())
-}
-
 /// Serves one request from any transport.
 async fn handle<B>(state: Arc<ApiState>, conn: Arc<ConnInfo>, req: Request<B>) -> Response<Body>
 where
@@ -493,13 +403,7 @@ async fn dispatch(
                 Storage::Live => return handlers::live::serve(state, &rr, &query, output),
             }
             let client = conn.client_key(&user);
-            // Each user's writes take turns with everyone else's (see `store::with_flow`).
-            let flow = Arc::from(user.name.as_str());
-            crate::store::with_flow(
-                flow,
-                handlers::resource(state, rr, query, output, req, client, &user),
-            )
-            .await
+            handlers::resource(state, rr, query, output, req, client, &user).await
         }
     }
 }
@@ -507,6 +411,7 @@ async fn dispatch(
 /// The group upstream adds to every authenticated identity.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
+pub use listener::serve;
 pub use tls::server_tls_config;
 
 #[cfg(test)]

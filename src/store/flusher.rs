@@ -91,7 +91,7 @@ fn flush_to(shared: &Shared, target: u64) -> Result<(), StoreError> {
 /// the applier finish.
 fn finish(shared: &Shared) {
     let target = {
-        let mut writer = shared.writer.blocking_lock();
+        let mut writer = shared.writer.lock();
         if writer.health == Health::Open {
             writer.health = Health::Closed;
         }

@@ -17,7 +17,7 @@
 //! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
 //! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
 //! durable, [`snapshot`] reads at an older revision, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
-//! [`watch`] the watchers, [`turns`] fair turns at the writer lock.
+//! [`watch`] the watchers.
 
 mod applier;
 mod codec;
@@ -28,7 +28,6 @@ mod flusher;
 mod overlay;
 mod shared;
 mod snapshot;
-mod turns;
 mod wakeup;
 mod wal;
 mod watch;
@@ -44,7 +43,6 @@ use bytes::Bytes;
 
 pub use fanout::{Route, Shard};
 use shared::Shared;
-pub use turns::with_flow;
 pub use watch::Watcher;
 
 /// What [`Store::open`] needs. Build it with [`StoreConfig::new`] and adjust fields.
