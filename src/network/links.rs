@@ -93,6 +93,14 @@ pub(super) async fn ensure_bridge(
     Ok(index)
 }
 
+/// A new rtnetlink connection, its task spawned on the current runtime; it ends when the
+/// last clone of the handle is dropped.
+pub(super) fn connect() -> Result<Handle, NetworkError> {
+    let (conn, rtnl, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
+    tokio::spawn(conn);
+    Ok(rtnl)
+}
+
 /// Hairpin mode on a bridge port, as CNI's bridge plugin with `hairpinMode: true`
 /// (flannel, k3s): with br_netfilter loaded, a pod's connection to its own hostPort is
 /// DNATed while being bridged and must go back out the port it came in on.
@@ -219,8 +227,7 @@ pub(super) async fn configure_pod_side(
 }
 
 async fn pod_side(ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), NetworkError> {
-    let (conn, rtnl, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
-    tokio::spawn(conn);
+    let rtnl = connect()?;
     rtnl.link()
         .set(LinkUnspec::new_with_name("lo").up().build())
         .execute()
