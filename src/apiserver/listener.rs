@@ -14,6 +14,12 @@
 //! `global-default`); here it is the threads that run them that are kept apart. Work both
 //! share (the store, the caches) is behind short locks, never behind the other runtime's
 //! queue.
+//!
+//! Limits: a node that authenticates with a bearer token instead of its certificate stays
+//! on the user runtime. Clients shared by both (the admission webhooks' connection pool)
+//! keep their connections on whichever runtime opened them. When `serve` returns, the user
+//! runtime is shut down without waiting: whatever still runs there (a connection past the
+//! drain, an upgraded exec or port-forward stream) ends at once.
 
 use std::convert::Infallible;
 use std::io;

@@ -372,9 +372,9 @@ impl NodeNetwork {
         // its task has handled the previous answer (netlink-proto sends one message per
         // poll), so on the node's shared one a burst of pods queued one round trip and one
         // turn of the busy runtime each. With 100 pods at once this step took 455 ms on
-        // average (1,065 ms at most); with one connection each, 237 ms (380 ms), most of it
-        // the kernel's, which serializes link changes (iproute2 makes 100 such pairs at once
-        // in ~140 ms on an idle machine). A pod alone: 0.9 ms.
+        // average (1,065 ms at most); with one connection each, 237 ms (380 ms), waiting
+        // mostly for the CPU the burst saturates: one iproute2 process makes 100
+        // namespaces with such pairs in ~90 ms. A pod alone: 0.9 ms.
         let rtnl = links::connect()?;
         links::create_pod_veth(&rtnl, &veth, self.cfg.mtu, self.bridge_index, &ns, ours).await?;
         drop(ns);

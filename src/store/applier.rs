@@ -145,8 +145,12 @@ fn apply_all(shared: &Shared, checkpointed: &mut u64) -> Result<(), StoreError> 
         let Some(last) = chunk.last().map(Entry::revision) else {
             return Ok(());
         };
-        write_to_sled(&shared.db, &chunk)?;
-        shared.overlay.lock().retire_through(last);
+        {
+            // List scans see sled either before this chunk or after it.
+            let _moving = shared.sled_steady.write();
+            write_to_sled(&shared.db, &chunk)?;
+            shared.overlay.lock().retire_through(last);
+        }
         shared.sled_applied.store(last, Ordering::Release);
         shared.applier_progress.notify_waiters();
         if last - *checkpointed >= CHECKPOINT_EVERY {

@@ -2,8 +2,10 @@
 //! overlay of writes sled does not hold yet, the writer lock, the applied/durable/compacted
 //! revisions and the live event channel.
 //!
-//! Invariant: `applied` (last revision handed out) only moves under the writer lock, and
-//! `sled_applied <= durable <= applied`. Writes up to `durable` are in the WAL on disk; reads
+//! Invariant: `applied` (last revision handed out) only moves under the writer lock and the
+//! overlay's lock, together with the overlay push of its write, and
+//! `sled_applied <= durable <= applied`. sled's records only change under `sled_steady`
+//! held for writing (the applier). Writes up to `durable` are in the WAL on disk; reads
 //! never return anything above `durable` (they wait for the flusher instead); the overlay
 //! holds every write above `sled_applied`, and reads look there before sled.
 
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::applier;
@@ -65,8 +67,12 @@ pub(super) struct Shared {
     pub db: sled::Db,
     pub disk: DiskSync,
     pub wal: Mutex<Wal>,
-    /// Held for a write's closure and overlay push, or a list's scan; never across an await.
+    /// Held for a write's closure and overlay push; never across an await.
     pub writer: Mutex<WriterState>,
+    /// Read by a list's scan, written by the applier around each chunk it moves into sled:
+    /// a scan sees sled as it was when it took the overlay's pending writes, without
+    /// holding up writers.
+    pub sled_steady: RwLock<()>,
     pub applied: AtomicU64,
     pub durable: AtomicU64,
     pub sled_applied: AtomicU64,
@@ -124,6 +130,7 @@ impl Shared {
             writer: Mutex::new(WriterState {
                 health: Health::Open,
             }),
+            sled_steady: RwLock::new(()),
             applied: AtomicU64::new(revision),
             durable: AtomicU64::new(revision),
             sled_applied: AtomicU64::new(revision),
@@ -180,7 +187,7 @@ impl Shared {
     }
 
     /// Refuses all further work. The durability channel goes first: a writer waiting for the
-    /// applier (holding the writer lock) sees it and lets go of the lock.
+    /// applier sees it and gives up.
     pub(super) fn mark_failed(&self, msg: Arc<str>) {
         self.durability
             .send_modify(|d| d.health = Health::Failed(msg.clone()));
@@ -195,8 +202,9 @@ impl Shared {
     /// mutex, then fair turns among flows) stalled every write while the next holder's task
     /// sat in the runtime's queue: on 2 saturated cores, `bench.sh scale`'s probe PATCH
     /// waited p50 12 ms, p99 99 ms for its turn, for a critical section of microseconds.
-    /// Writers now do their expensive work (patching, admission, encoding the decision) before
-    /// they come here, so whichever thread is running takes the lock and no queue forms.
+    /// Writers now decide (patching, admission, validation) before they come here; under the
+    /// lock a closure compares revisions and encodes, so whichever thread is running takes
+    /// the lock and no queue forms. List scans do not take it (`sled_steady`).
     pub(super) async fn apply<F, T, E>(&self, key: &str, f: F) -> Result<(T, Option<u64>), E>
     where
         F: FnOnce(Option<&Record>, u64) -> Result<(Op, T), E>,
@@ -237,12 +245,16 @@ impl Shared {
             }
         };
         // Into the overlay before publishing `applied`: the flusher reads `applied` and then
-        // expects every entry up to it there.
-        self.overlay.lock().push(Entry {
-            event: Arc::new(event),
-            create_revision,
-        });
-        self.applied.store(revision, Ordering::Release);
+        // expects every entry up to it there. Both under the overlay's lock, so a list reads
+        // a revision and the pending writes it covers together.
+        {
+            let mut overlay = self.overlay.lock();
+            overlay.push(Entry {
+                event: Arc::new(event),
+                create_revision,
+            });
+            self.applied.store(revision, Ordering::Release);
+        }
         drop(writer);
         flusher::kick(self);
         compaction::kick_if_log_too_long(self, revision);
@@ -335,12 +347,22 @@ impl Shared {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError> {
+        self.check_health()?;
+        let rprefix = codec::record_key(prefix);
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(codec::record_key(after)),
+            _ => Bound::Included(rprefix.clone()),
+        };
         let page = {
-            // Holding the writer lock makes the scan a snapshot at `revision`.
-            let writer = self.writer.lock();
-            writer.health.check()?;
-            let revision = self.applied.load(Ordering::Acquire);
-            let (records, more) = self.scan(prefix, start_after, limit)?;
+            // A snapshot at `revision`: the pending writes up to it, and sled held still.
+            // Everything sled holds is at or below it (sled only gets durable writes).
+            let _steady = self.sled_steady.read();
+            let (revision, pending) = {
+                let overlay = self.overlay.lock();
+                let revision = self.applied.load(Ordering::Acquire);
+                (revision, overlay.range(start.clone(), &rprefix))
+            };
+            let (records, more) = self.scan(pending, &rprefix, start, limit)?;
             Page {
                 records,
                 revision,
@@ -351,29 +373,21 @@ impl Shared {
         Ok(page)
     }
 
-    /// Merges sled's records with the overlay's pending writes (which win). Called with the
-    /// writer lock held: keys without a pending write then cannot change in sled meanwhile.
+    /// Merges sled's records from `start` on with `pending`, the overlay's writes of the same
+    /// range (which win). Called with `sled_steady` held for reading, so sled cannot change
+    /// meanwhile.
     fn scan(
         &self,
-        prefix: &str,
-        start_after: Option<&str>,
+        pending: Vec<(Vec<u8>, Pending)>,
+        rprefix: &[u8],
+        start: Bound<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Record>, bool), StoreError> {
-        let rprefix = codec::record_key(prefix);
-        let start = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(codec::record_key(after)),
-            _ => Bound::Included(rprefix.clone()),
-        };
-        let mut pending = self
-            .overlay
-            .lock()
-            .range(start.clone(), &rprefix)
-            .into_iter()
-            .peekable();
+        let mut pending = pending.into_iter().peekable();
         let mut from_sled = self.db.range::<Vec<u8>, _>((start, Bound::Unbounded));
         let mut next_from_sled = || -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
             match from_sled.next().transpose()? {
-                Some((k, v)) if k.starts_with(&rprefix) => Ok(Some((k, v))),
+                Some((k, v)) if k.starts_with(rprefix) => Ok(Some((k, v))),
                 _ => Ok(None),
             }
         };

@@ -224,6 +224,57 @@ async fn list_is_a_snapshot_while_writers_run() {
     assert!(lists > 0);
 }
 
+/// Updates, while sled catches up underneath: a list never shows a write above its
+/// revision, nor an older version of a key than one it shows later in the same round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_is_a_snapshot_while_updates_move_into_sled() {
+    const KEYS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for i in 0..KEYS {
+        store.put(&format!("p/{i:04}"), b("0")).await.expect("put");
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            // Round r writes r into every key, in key order.
+            for round in 1..=6u32 {
+                for i in 0..KEYS {
+                    let value = Bytes::from(round.to_string());
+                    store.put(&format!("p/{i:04}"), value).await.expect("put");
+                }
+            }
+        })
+    };
+    let mut lists = 0;
+    while !writer.is_finished() {
+        let (records, rev) = store.list("p/").await.expect("list");
+        assert_eq!(records.len(), KEYS, "list at {rev}");
+        assert!(
+            records.iter().all(|r| r.mod_revision <= rev),
+            "list at {rev}"
+        );
+        let rounds: Vec<u32> = records
+            .iter()
+            .map(|r| {
+                std::str::from_utf8(&r.value)
+                    .expect("utf8")
+                    .parse()
+                    .expect("n")
+            })
+            .collect();
+        // A snapshot inside round r: keys already written hold r, the rest r - 1.
+        assert!(
+            rounds.windows(2).all(|w| w[0] == w[1] || w[0] == w[1] + 1),
+            "list at {rev} is not a snapshot: {rounds:?}"
+        );
+        lists += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    writer.await.expect("writer");
+    assert!(lists > 0);
+}
+
 #[tokio::test]
 async fn list_from_pages_through_a_prefix_without_overlap() {
     let dir = tempfile::tempdir().expect("tempdir");
