@@ -54,26 +54,32 @@ pub(super) fn stop(shared: &Shared) {
 /// writes past it are rewritten identically from the WAL on open.
 pub(super) fn write_to_sled(db: &sled::Db, entries: &[Entry]) -> Result<(), StoreError> {
     for e in entries {
-        let rkey = codec::record_key(&e.event.key);
-        match e.record() {
-            Some(rec) => {
-                db.insert(
-                    rkey,
-                    codec::encode_record(rec.mod_revision, rec.create_revision, &rec.value),
-                )?;
-            }
-            None => {
-                db.remove(rkey)?;
-            }
-        }
-        db.insert(
-            codec::event_key(e.revision()),
-            codec::encode_event(&e.event)?,
-        )?;
+        write_entry(db, e)?;
     }
     if let Some(last) = entries.last() {
         db.insert(META_REVISION, &codec::encode_u64(last.revision()))?;
     }
+    Ok(())
+}
+
+/// One write's record and event-log entry.
+fn write_entry(db: &sled::Db, e: &Entry) -> Result<(), StoreError> {
+    let rkey = codec::record_key(&e.event.key);
+    match e.record() {
+        Some(rec) => {
+            db.insert(
+                rkey,
+                codec::encode_record(rec.mod_revision, rec.create_revision, &rec.value),
+            )?;
+        }
+        None => {
+            db.remove(rkey)?;
+        }
+    }
+    db.insert(
+        codec::event_key(e.revision()),
+        codec::encode_event(&e.event)?,
+    )?;
     Ok(())
 }
 
@@ -145,12 +151,16 @@ fn apply_all(shared: &Shared, checkpointed: &mut u64) -> Result<(), StoreError> 
         let Some(last) = chunk.last().map(Entry::revision) else {
             return Ok(());
         };
-        {
-            // List scans see sled either before this chunk or after it.
+        for e in &chunk {
+            // A list scan sees sled before or after each write (they are still in the
+            // overlay, which the scan prefers, until retired below). One write at a time:
+            // held for a whole chunk, it held every list up for milliseconds, and admission
+            // lists on every create (quotas, limit ranges): creates/s fell 16%.
             let _moving = shared.sled_steady.write();
-            write_to_sled(&shared.db, &chunk)?;
-            shared.overlay.lock().retire_through(last);
+            write_entry(&shared.db, e)?;
         }
+        shared.db.insert(META_REVISION, &codec::encode_u64(last))?;
+        shared.overlay.lock().retire_through(last);
         shared.sled_applied.store(last, Ordering::Release);
         shared.applier_progress.notify_waiters();
         if last - *checkpointed >= CHECKPOINT_EVERY {

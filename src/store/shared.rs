@@ -356,7 +356,9 @@ impl Shared {
         let page = {
             // A snapshot at `revision`: the pending writes up to it, and sled held still.
             // Everything sled holds is at or below it (sled only gets durable writes).
-            let _steady = self.sled_steady.read();
+            // `read_recursive`: a scan does not queue behind the applier waiting for a
+            // long scan to end, only behind a write it is making (microseconds).
+            let _steady = self.sled_steady.read_recursive();
             let (revision, pending) = {
                 let overlay = self.overlay.lock();
                 let revision = self.applied.load(Ordering::Acquire);
