@@ -57,8 +57,14 @@ pub(super) fn write_to_sled(db: &sled::Db, entries: &[Entry]) -> Result<(), Stor
         write_entry(db, e)?;
     }
     if let Some(last) = entries.last() {
-        db.insert(META_REVISION, &codec::encode_u64(last.revision()))?;
+        write_revision(db, last.revision())?;
     }
+    Ok(())
+}
+
+/// Records that sled holds every write up to `revision`.
+fn write_revision(db: &sled::Db, revision: u64) -> Result<(), StoreError> {
+    db.insert(META_REVISION, &codec::encode_u64(revision))?;
     Ok(())
 }
 
@@ -159,7 +165,7 @@ fn apply_all(shared: &Shared, checkpointed: &mut u64) -> Result<(), StoreError> 
             let _moving = shared.sled_steady.write();
             write_entry(&shared.db, e)?;
         }
-        shared.db.insert(META_REVISION, &codec::encode_u64(last))?;
+        write_revision(&shared.db, last)?;
         shared.overlay.lock().retire_through(last);
         shared.sled_applied.store(last, Ordering::Release);
         shared.applier_progress.notify_waiters();

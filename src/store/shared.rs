@@ -69,7 +69,7 @@ pub(super) struct Shared {
     pub wal: Mutex<Wal>,
     /// Held for a write's closure and overlay push; never across an await.
     pub writer: Mutex<WriterState>,
-    /// Read by a list's scan, written by the applier around each chunk it moves into sled:
+    /// Read by a list's scan, written by the applier around each write it moves into sled:
     /// a scan sees sled as it was when it took the overlay's pending writes, without
     /// holding up writers.
     pub sled_steady: RwLock<()>,
