@@ -258,6 +258,15 @@ fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
         "cat",
         "/var/run/secrets/kubernetes.io/serviceaccount/token",
     ]);
+    // The token volume is a tmpfs, as upstream's projected volumes: tokens never reach the
+    // node's disk.
+    let mounts = server.kubectl_ok(&["exec", "reader", "--", "cat", "/proc/mounts"]);
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /var/run/secrets/kubernetes.io/serviceaccount tmpfs ")),
+        "{mounts}"
+    );
     // Only the token: no client certificate from the admin kubeconfig.
     let url = format!("https://127.0.0.1:{}", server.port());
     let review = server.kubectl_json(&[

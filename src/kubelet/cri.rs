@@ -71,7 +71,8 @@ pub enum CriError {
 /// The container runtime as the kubelet needs it. Dyn-safe: workers hold `Arc<dyn Cri>`.
 pub trait Cri: Send + Sync {
     /// Whether containers bind the host paths their mounts name (a real runtime: sub paths
-    /// are then pinned first, see `volumes::mounts`); a simulated one binds nothing.
+    /// are then pinned first, see `volumes::mounts`, and memory-backed volumes get their
+    /// tmpfs); a simulated one binds nothing, so nothing is mounted for it.
     fn binds_host_paths(&self) -> bool {
         false
     }
@@ -123,6 +124,12 @@ pub trait Cri: Send + Sync {
         -> BoxFuture<'_, Result<Option<ContainerState>, CriError>>;
     /// Every container, live or exited.
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>>;
+    /// The containers carrying every `(key, value)` label of `wanted` (CRI's label
+    /// selector), live or exited; reads only those containers' state.
+    fn list_containers_labelled<'a>(
+        &'a self,
+        wanted: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<ContainerState>, CriError>>;
     /// Runs `cmd` in a running container, stdout and stderr merged; kills it after
     /// `timeout` and reports [`CriError::Timeout`].
     fn exec_sync(

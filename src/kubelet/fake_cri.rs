@@ -554,11 +554,23 @@ impl Cri for FakeCri {
     }
 
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
+        self.list_containers_labelled(&[])
+    }
+
+    fn list_containers_labelled<'a>(
+        &'a self,
+        wanted: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<ContainerState>, CriError>> {
         let mut v: Vec<_> = self
             .inner
             .lock()
             .containers
             .values()
+            .filter(|c| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| c.state.labels.get(*k).is_some_and(|l| l == v))
+            })
             .map(|c| c.state.clone())
             .collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at));

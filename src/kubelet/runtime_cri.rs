@@ -221,6 +221,13 @@ impl Cri for RuntimeCri {
         async move { self.runtime.list().await.map_err(err) }.boxed()
     }
 
+    fn list_containers_labelled<'a>(
+        &'a self,
+        wanted: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<ContainerState>, CriError>> {
+        async move { self.runtime.list_labelled(wanted).await.map_err(err) }.boxed()
+    }
+
     fn list_images(&self) -> BoxFuture<'_, Result<Vec<StoredImage>, CriError>> {
         async move {
             let containers = self.runtime.list().await.map_err(err)?;

@@ -32,36 +32,43 @@ pub async fn pod_instances(
     namespace: &str,
     pod: &str,
 ) -> Result<Vec<Instance>, crate::runtime::containers::facade::RuntimeError> {
-    let mut all: Vec<Instance> = rt
-        .list()
-        .await?
-        .into_iter()
-        .filter_map(|st| {
-            let r = labels::container_ref(&st.labels)?;
-            if r.namespace != namespace || r.pod != pod {
-                return None;
-            }
-            let (uid, container, restart_count) = (
-                r.pod_uid.to_owned(),
-                r.container.to_owned(),
-                r.restart_count,
-            );
-            Some(Instance {
-                namespace: namespace.to_owned(),
-                pod: pod.to_owned(),
-                state: st,
-                restart_count,
-                pod_uid: uid,
-                container,
-            })
-        })
-        .collect();
-    // `list` is sorted by creation time: the last one names the current pod UID.
+    let states = rt
+        .list_labelled(&[(labels::POD_NAMESPACE, namespace), (labels::POD_NAME, pod)])
+        .await?;
+    Ok(newest_pod_instances(
+        states.into_iter().filter_map(instance),
+    ))
+}
+
+/// A pod container's instance, from its runtime state.
+fn instance(state: ContainerState) -> Option<Instance> {
+    let r = labels::container_ref(&state.labels)?;
+    let (namespace, pod, pod_uid, container, restart_count) = (
+        r.namespace.to_owned(),
+        r.pod.to_owned(),
+        r.pod_uid.to_owned(),
+        r.container.to_owned(),
+        r.restart_count,
+    );
+    Some(Instance {
+        namespace,
+        pod,
+        state,
+        restart_count,
+        pod_uid,
+        container,
+    })
+}
+
+/// Of the instances of one pod name, oldest first, those of its newest UID (the pod made
+/// last under that name), oldest restart first.
+fn newest_pod_instances(all: impl Iterator<Item = Instance>) -> Vec<Instance> {
+    let mut all: Vec<Instance> = all.collect();
     if let Some(uid) = all.last().map(|i| i.pod_uid.clone()) {
         all.retain(|i| i.pod_uid == uid);
     }
     all.sort_by_key(|i| i.restart_count);
-    Ok(all)
+    all
 }
 
 /// The instances of one container, oldest restart first.
@@ -80,16 +87,17 @@ pub async fn container_instances(
 pub async fn all_instances(
     rt: &Runtime,
 ) -> Result<Vec<Instance>, crate::runtime::containers::facade::RuntimeError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for st in rt.list().await? {
-        let Some(r) = labels::container_ref(&st.labels) else {
-            continue;
-        };
-        let key = (r.namespace.to_owned(), r.pod.to_owned());
-        if seen.insert(key.clone()) {
-            out.extend(pod_instances(rt, &key.0, &key.1).await?);
-        }
+    // One listing, oldest first, split by pod name in that order.
+    let mut by_pod: std::collections::BTreeMap<(String, String), Vec<Instance>> =
+        Default::default();
+    for i in rt.list().await?.into_iter().filter_map(instance) {
+        by_pod
+            .entry((i.namespace.clone(), i.pod.clone()))
+            .or_default()
+            .push(i);
     }
-    Ok(out)
+    Ok(by_pod
+        .into_values()
+        .flat_map(|v| newest_pod_instances(v.into_iter()))
+        .collect())
 }

@@ -195,7 +195,12 @@ impl Worker {
 
     async fn view(&self) -> RuntimePod {
         let mut out: RuntimePod = HashMap::new();
-        let all = match self.ctx.cri.list_containers().await {
+        let all = match self
+            .ctx
+            .cri
+            .list_containers_labelled(&[(labels::POD_UID, &self.uid)])
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(&self.pod), error = %e, "listing containers failed");
@@ -426,6 +431,7 @@ impl Worker {
                 &self.pod_dir(),
                 &fields,
                 self.volumes.as_ref(),
+                self.ctx.cri.binds_host_paths(),
             )
             .await
             {

@@ -33,7 +33,7 @@ const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "devices"]
 const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
 
 /// Where the cgroup file systems are mounted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hierarchies {
     /// (mount point, controllers on it) for each v1 hierarchy we use.
     pub v1: Vec<(PathBuf, Vec<String>)>,

@@ -4,6 +4,8 @@
 //! Invariant: the runtime keeps no container state in memory; everything is read from
 //! `<agent>/containers/<id>/` and the live shims, so a new `Runtime` after the previous
 //! process was SIGKILLed sees exactly what the old one would have (re-adoption is free).
+//! The one thing remembered is each listed container's labels, which never change in its
+//! life: a listing filtered by label reads the state of the matching containers only.
 
 use super::cgroups::{CgroupSet, Hierarchies};
 use super::shim::protocol::{self as proto, ProtocolError, Request, Response};
@@ -13,6 +15,7 @@ use super::state::{ContainerState, Status};
 use super::{validate_id, ContainerConfig, ContainerId, ExecConfig, ExitStatus, RuntimeKind};
 use crate::runtime::images::{ImageError, ImageStore, RegistriesConfig};
 use crate::runtime::snapshots::{SnapshotError, Snapshotter};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -75,10 +78,63 @@ pub enum ExecIo {
 pub struct Runtime {
     agent_dir: PathBuf,
     containers: PathBuf,
+    labels: Arc<LabelIndex>,
     images: Arc<ImageStore>,
     snapshots: Arc<Snapshotter>,
     shim_exe: PathBuf,
     pull_missing: bool,
+}
+
+/// Which directory a container id names: a container removed and made again under the
+/// same id gets a new directory, told apart by its birth time (the inode number alone is
+/// often reused at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirIdentity {
+    inode: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+impl DirIdentity {
+    fn of(meta: &std::fs::Metadata) -> DirIdentity {
+        DirIdentity {
+            inode: std::os::unix::fs::MetadataExt::ino(meta),
+            born: meta.created().ok(),
+        }
+    }
+}
+
+/// The labels of the containers seen by a listing, by id and directory.
+#[derive(Default)]
+struct LabelIndex(parking_lot::Mutex<HashMap<String, (DirIdentity, Labels)>>);
+
+type Labels = BTreeMap<String, String>;
+
+impl LabelIndex {
+    fn known_not_to_match(
+        &self,
+        id: &str,
+        dir: DirIdentity,
+        matches: &dyn Fn(&Labels) -> bool,
+    ) -> bool {
+        // Without a birth time a directory cannot be told from its successor: read it.
+        dir.born.is_some()
+            && self
+                .0
+                .lock()
+                .get(id)
+                .is_some_and(|(d, labels)| *d == dir && !matches(labels))
+    }
+
+    fn remember(&self, id: String, dir: DirIdentity, labels: &Labels) {
+        let mut known = self.0.lock();
+        if known.get(&id).is_none_or(|(d, _)| *d != dir) {
+            known.insert(id, (dir, labels.clone()));
+        }
+    }
+
+    fn forget_all_but(&self, listed: &HashSet<String>) {
+        self.0.lock().retain(|id, _| listed.contains(id));
+    }
 }
 
 /// A socket read that ran into its timeout.
@@ -125,6 +181,7 @@ impl Runtime {
         };
         Ok(Runtime {
             agent_dir: agent_dir.to_path_buf(),
+            labels: Arc::default(),
             images: Arc::new(ImageStore::open(agent_dir, opts.registries)?),
             snapshots: Arc::new(Snapshotter::new(agent_dir)),
             containers,
@@ -281,6 +338,7 @@ impl Runtime {
                 tty: cfg.tty,
                 image: image.reference.clone(),
                 labels: cfg.labels.clone(),
+                cgroup_hierarchies: Some(Hierarchies::detect()),
             };
             std::fs::write(
                 d.join(shim::SHIM_CONFIG),
@@ -312,16 +370,56 @@ impl Runtime {
     }
 
     /// Every container on disk, live or exited (this is also re-adoption after a restart).
+    /// Every container, live or exited, oldest first.
     pub async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.containers)? {
-            let e = e?;
-            if let Ok(st) = shim::read_state(&e.path()) {
-                out.push(st);
+        self.list_labelled(&[]).await
+    }
+
+    /// The containers carrying every `(key, value)` label of `wanted`, oldest first. Each
+    /// state read costs a file and a `/proc` read: a pod worker listing every container of
+    /// the node on each sync made a burst of pods quadratic (a fifth of a 100-pod burst's
+    /// CPU).
+    pub async fn list_labelled(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> Result<Vec<ContainerState>, RuntimeError> {
+        let wanted: Vec<(String, String)> = wanted
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (dir, index) = (self.containers.clone(), self.labels.clone());
+        blocking(move || {
+            let matches = |labels: &Labels| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
+            };
+            let mut out = Vec::new();
+            let mut listed = HashSet::new();
+            for e in std::fs::read_dir(&dir)? {
+                let e = e?;
+                let Ok(id) = e.file_name().into_string() else {
+                    continue;
+                };
+                let Ok(made) = e.metadata().map(|m| DirIdentity::of(&m)) else {
+                    continue; // removed meanwhile
+                };
+                listed.insert(id.clone());
+                if index.known_not_to_match(&id, made, &matches) {
+                    continue;
+                }
+                if let Ok(st) = shim::read_state(&e.path()) {
+                    index.remember(id, made, &st.labels);
+                    if matches(&st.labels) {
+                        out.push(st);
+                    }
+                }
             }
-        }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        Ok(out)
+            index.forget_all_but(&listed);
+            out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+            Ok(out)
+        })
+        .await
     }
 
     pub async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
@@ -515,5 +613,69 @@ impl Runtime {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::containers::state::{now_rfc3339, write_atomic};
+
+    /// Writes an exited container `id` labelled `pod=<pod>` (no shim needed).
+    fn exited(rt: &Runtime, id: &str, pod: &str) {
+        let dir = rt.container_dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = ContainerState {
+            id: id.into(),
+            status: Status::Stopped,
+            pid: 0,
+            shim_pid: 0,
+            exit_code: Some(0),
+            oom_killed: false,
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            image: "busybox".into(),
+            log_path: "/l".into(),
+            runtime: "embedded".into(),
+            labels: BTreeMap::from([("pod".to_owned(), pod.to_owned())]),
+        };
+        write_atomic(&dir, &st).unwrap();
+    }
+
+    fn ids(states: &[ContainerState]) -> Vec<&str> {
+        states.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_labelled_listing_reads_labels_once_per_container_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::open(tmp.path(), RuntimeOptions::default()).unwrap();
+        exited(&rt, "a1", "a");
+        exited(&rt, "b1", "b");
+        exited(&rt, "a2", "a");
+        let a = rt.list_labelled(&[("pod", "a")]).await.unwrap();
+        assert_eq!(ids(&a), ["a1", "a2"]);
+        assert_eq!(rt.list().await.unwrap().len(), 3);
+
+        // Labels never change in a container's life, so b1's are not read again: a state
+        // rewritten in place (which the runtime never does) goes unnoticed by the filter...
+        exited(&rt, "b1", "a");
+        let a = rt.list_labelled(&[("pod", "a")]).await.unwrap();
+        assert_eq!(ids(&a), ["a1", "a2"]);
+
+        // ...but a container made again under the same id has a new directory and is read.
+        std::fs::remove_dir_all(rt.container_dir("b1")).unwrap();
+        exited(&rt, "b1", "a");
+        let a = rt.list_labelled(&[("pod", "a")]).await.unwrap();
+        assert_eq!(ids(&a), ["a1", "a2", "b1"]);
+
+        // Removed containers leave the index and the listings.
+        std::fs::remove_dir_all(rt.container_dir("a1")).unwrap();
+        let a = rt.list_labelled(&[("pod", "a")]).await.unwrap();
+        assert_eq!(ids(&a), ["a2", "b1"]);
+        assert!(!rt.labels.0.lock().contains_key("a1"));
+        assert!(rt.list_labelled(&[("pod", "b")]).await.unwrap().is_empty());
     }
 }

@@ -36,6 +36,11 @@ pub struct ShimConfig {
     pub tty: bool,
     pub image: String,
     pub labels: BTreeMap<String, String>,
+    /// The host's cgroup mounts as the agent found them: a shim reading the whole mount
+    /// table itself (which grows with every pod) was 2% of a 100-pod burst's CPU. Absent
+    /// in configs of older agents; the shim then reads the table.
+    #[serde(default)]
+    pub cgroup_hierarchies: Option<super::cgroups::Hierarchies>,
 }
 
 /// Hidden entry point: call first thing in `main`, before clap and before any thread

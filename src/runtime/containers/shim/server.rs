@@ -143,7 +143,11 @@ impl Shim {
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
             .unwrap_or_else(|| PathBuf::from(format!("/skiff/{}", cfg.id)));
-        let cgroups = CgroupSet::plan(&Hierarchies::detect(), &rel.to_string_lossy());
+        let hierarchies = cfg
+            .cgroup_hierarchies
+            .clone()
+            .unwrap_or_else(Hierarchies::detect);
+        let cgroups = CgroupSet::plan(&hierarchies, &rel.to_string_lossy());
         let mut state = ContainerState {
             id: cfg.id.clone(),
             status: Status::Created,
