@@ -619,27 +619,18 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::containers::state::{now_rfc3339, write_atomic};
+    use crate::runtime::containers::state::{for_test, write_atomic};
 
     /// Writes an exited container `id` labelled `pod=<pod>` (no shim needed).
     fn exited(rt: &Runtime, id: &str, pod: &str) {
         let dir = rt.container_dir(id);
         std::fs::create_dir_all(&dir).unwrap();
         let st = ContainerState {
-            id: id.into(),
             status: Status::Stopped,
-            pid: 0,
             shim_pid: 0,
             exit_code: Some(0),
-            oom_killed: false,
-            created_at: now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            image: "busybox".into(),
-            log_path: "/l".into(),
-            runtime: "embedded".into(),
             labels: BTreeMap::from([("pod".to_owned(), pod.to_owned())]),
+            ..for_test(id)
         };
         write_atomic(&dir, &st).unwrap();
     }

@@ -97,27 +97,33 @@ pub fn read(dir: &Path) -> std::io::Result<ContainerState> {
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
+/// A just-created container `id` of image busybox, for tests.
+#[cfg(test)]
+pub(super) fn for_test(id: &str) -> ContainerState {
+    ContainerState {
+        id: id.into(),
+        status: Status::Created,
+        pid: 0,
+        shim_pid: 1,
+        exit_code: None,
+        oom_killed: false,
+        created_at: now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+        image: "busybox".into(),
+        log_path: "/l".into(),
+        runtime: "embedded".into(),
+        labels: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> ContainerState {
-        ContainerState {
-            id: "a".into(),
-            status: Status::Created,
-            pid: 0,
-            shim_pid: 1,
-            exit_code: None,
-            oom_killed: false,
-            created_at: now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            image: "busybox".into(),
-            log_path: "/l".into(),
-            runtime: "embedded".into(),
-            labels: Default::default(),
-        }
+        for_test("a")
     }
 
     #[test]
