@@ -372,3 +372,54 @@ fn rm_leaves_no_processes_cgroups_or_mounts() {
         assert!(!alive(p), "process {p} still alive");
     }
 }
+
+/// Removing a container reclaims the page cache charged to its (v1) memory cgroup: charged
+/// pages would keep the removed cgroup in the kernel, dying, slowing every cgroup after it.
+/// Seen from the test's parent cgroup, whose usage counts its dying children's charges.
+#[test]
+#[cfg_attr(
+    skiff_unprivileged,
+    ignore = "needs root: namespaces, mounts and cgroups"
+)]
+fn rm_reclaims_the_page_cache_charged_to_the_containers_memory_cgroup() {
+    let mut e = Env::new();
+    let parent = PathBuf::from(format!("/sys/fs/cgroup/memory/{}", e.cgroup_parent));
+    // Into a host directory: the file, and so its cached pages, outlive the container.
+    let host = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/out", host.path().display());
+    let out = e.run(
+        "pc",
+        &[
+            "-d",
+            "-v",
+            &volume,
+            IMAGE,
+            "sh",
+            "-c",
+            "head -c 16777216 /dev/zero > /out/big; sync; touch /out/written; sleep 100",
+        ],
+    );
+    assert!(out.status.success());
+    if !parent.join("memory.usage_in_bytes").exists() {
+        eprintln!("no v1 memory hierarchy here: the v2 kernel handles dying cgroups itself");
+        return;
+    }
+    let usage = || -> u64 {
+        std::fs::read_to_string(parent.join("memory.usage_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !host.path().join("written").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the container never wrote its file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(usage() >= 16 << 20, "usage {} before rm", usage());
+    e.ok(&["rm", "-f", "pc"]);
+    assert!(usage() < 4 << 20, "usage {} after rm", usage());
+}

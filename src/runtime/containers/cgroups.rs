@@ -231,6 +231,7 @@ impl CgroupSet {
     /// (the kernel frees exiting tasks asynchronously).
     pub fn remove(&self) -> Result<(), CgroupError> {
         for d in &self.dirs {
+            release_memory(d);
             let mut tries = 0;
             loop {
                 match std::fs::remove_dir(&d.path) {
@@ -250,6 +251,18 @@ impl CgroupSet {
             }
         }
         Ok(())
+    }
+}
+
+/// Reclaims the page cache still charged to a v1 memory cgroup about to be removed. A
+/// removed cgroup with charged pages stays in the kernel ("dying") until they are
+/// reclaimed, and every memory-cgroup operation then walks them too: without this, each
+/// 100-pod `bench.sh pods` run left ~100 dying cgroups, and after ten runs pods started
+/// half as fast. v2 kernels reparent or reclaim these pages on their own terms; fails
+/// harmlessly while tasks remain.
+fn release_memory(d: &CgroupDir) {
+    if !d.v2 && d.controllers.iter().any(|c| c == "memory") {
+        let _ = std::fs::write(d.path.join("memory.force_empty"), "0");
     }
 }
 
