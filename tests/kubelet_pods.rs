@@ -221,6 +221,8 @@ impl Drop for Node {
                 let _ = rt.remove(&c.id, true).await;
             }
         });
+        // Memory-backed volumes of pods still on the node.
+        common::node::unmount_under(self.dir.path());
         // Pod cgroups (kubepods/…) stay when the kubelet stops with pods still on the node.
         for h in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()

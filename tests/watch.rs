@@ -199,19 +199,21 @@ fn watch_resumes_from_a_resource_version_without_missing_or_duplicating_events()
 
 #[test]
 fn watch_from_a_compacted_revision_gets_410_gone() {
-    // Each periodic run keeps the last 5 revisions and drops what the run before saw: a
-    // 3 s interval leaves the replay below well inside the window.
+    // Each periodic run keeps the last 50 revisions and drops what the run before saw.
+    // 100 writes put the first one out of the window; the server's own writes (leases,
+    // heartbeats, events) during the wait stay far below the 47 that would push the
+    // replay below out of it too (with 5 kept, a loaded machine did).
     let server = TestServer::start_with(&[
         "--store-compaction-interval",
         "3",
         "--store-compaction-keep",
-        "5",
+        "50",
     ]);
     runtime().block_on(async {
         let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
         let (_, _, old_rv) = write(&api, "ADDED", "old").await;
         let mut writes = Vec::new();
-        for i in 0..30 {
+        for i in 0..100 {
             writes.push(write(&api, "ADDED", &format!("filler-{i}")).await);
         }
 

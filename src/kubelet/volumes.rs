@@ -87,7 +87,7 @@ pub async fn setup(
             std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
             if in_memory && ed.medium.as_deref() == Some("Memory") {
-                mount_tmpfs(&dir, ed.size_limit.as_ref().map(|q| q.0.clone()))?;
+                mount_tmpfs(&dir, ed.size_limit.as_ref().map(|q| q.0.clone()), "1777")?;
             }
             out.by_name.insert(
                 v.name.clone(),
@@ -297,9 +297,12 @@ pub async fn setup(
             return Err(format!("volume \"{}\": unsupported volume type", v.name));
         };
         let dir = pod_dir.join("volumes").join(plugin_dir(kind)).join(&v.name);
-        if in_memory && memory_backed(kind) {
+        // Only a volume not written yet: a running container of a pod set up by an
+        // earlier agent version binds the directory on disk, and would stop seeing
+        // updates written into a tmpfs mounted over it.
+        if in_memory && memory_backed(kind) && !dir.join("..data").exists() {
             std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
-            mount_tmpfs(&dir, None)?;
+            mount_tmpfs(&dir, None, "0755")?;
         }
         write_atomic(&dir, &files)?;
         out.by_name.insert(
@@ -532,20 +535,25 @@ fn memory_backed(kind: &str) -> bool {
     matches!(kind, "secret" | "projected")
 }
 
-fn mount_tmpfs(dir: &Path, size: Option<String>) -> Result<(), String> {
+/// `mode` of the tmpfs root: content volumes keep the 0755 their directory had on disk
+/// (only the kubelet writes them; 1777 would let any host user plant files in them).
+fn mount_tmpfs(dir: &Path, size: Option<String>, mode: &str) -> Result<(), String> {
     if is_mountpoint(dir) {
         return Ok(());
     }
     let bytes = size
         .and_then(|s| crate::api::quantity::Quantity::parse(&s).ok())
         .map(|q| q.value());
-    let opts = bytes.map(|b| format!("size={b}"));
+    let opts = match bytes {
+        Some(b) => format!("mode={mode},size={b}"),
+        None => format!("mode={mode}"),
+    };
     nix::mount::mount(
         Some("tmpfs"),
         dir,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        opts.as_deref(),
+        Some(opts.as_str()),
     )
     .map_err(|e| format!("mounting tmpfs on {}: {e}", dir.display()))
 }

@@ -107,17 +107,8 @@ pub fn clean_up(agent_dir: &Path, flags: &NodeFlags) {
             }
         }
     });
-    // Remaining mounts (volumes, namespace pins), deepest first.
-    let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .filter(|p| p.starts_with(agent_dir))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in mounts {
-        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-    }
+    // Remaining mounts (volumes, namespace pins).
+    unmount_under(agent_dir);
     // The node's cgroup parent in every hierarchy (v1 controllers and the v2 tree).
     let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
     roots.extend(
@@ -129,6 +120,20 @@ pub fn clean_up(agent_dir: &Path, flags: &NodeFlags) {
     );
     for root in roots {
         remove_cgroup_tree(&root.join(&flags.cgroup_parent));
+    }
+}
+
+/// Detaches every mount at or under `root`, deepest first.
+pub fn unmount_under(root: &Path) {
+    let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
