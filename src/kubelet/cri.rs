@@ -123,7 +123,9 @@ pub trait Cri: Send + Sync {
     fn container_status(&self, id: &str)
         -> BoxFuture<'_, Result<Option<ContainerState>, CriError>>;
     /// Every container, live or exited.
-    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>>;
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
+        self.list_containers_labelled(&[])
+    }
     /// The containers carrying every `(key, value)` label of `wanted` (CRI's label
     /// selector), live or exited; reads only those containers' state.
     fn list_containers_labelled<'a>(

@@ -15,6 +15,7 @@
 //! Created → Running → Stopped, an exit is recorded with its time, `wait` resolves on exit.
 
 use super::cri::{Credentials, Cri, CriError, ExecOutput, FsStats, ImageInfo, StoredImage};
+use crate::runtime::containers::state::has_labels;
 use crate::runtime::containers::{ContainerConfig, ContainerState, ExitStatus, Resources, Status};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -553,10 +554,6 @@ impl Cri for FakeCri {
         async move { Ok(freed) }.boxed()
     }
 
-    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
-        self.list_containers_labelled(&[])
-    }
-
     fn list_containers_labelled<'a>(
         &'a self,
         wanted: &'a [(&'a str, &'a str)],
@@ -566,11 +563,7 @@ impl Cri for FakeCri {
             .lock()
             .containers
             .values()
-            .filter(|c| {
-                wanted
-                    .iter()
-                    .all(|(k, v)| c.state.labels.get(*k).is_some_and(|l| l == v))
-            })
+            .filter(|c| has_labels(&c.state.labels, wanted))
             .map(|c| c.state.clone())
             .collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at));

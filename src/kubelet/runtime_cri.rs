@@ -217,10 +217,6 @@ impl Cri for RuntimeCri {
         .boxed()
     }
 
-    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, CriError>> {
-        async move { self.runtime.list().await.map_err(err) }.boxed()
-    }
-
     fn list_containers_labelled<'a>(
         &'a self,
         wanted: &'a [(&'a str, &'a str)],

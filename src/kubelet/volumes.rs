@@ -532,8 +532,10 @@ pub fn check_host_path(path: &str, type_: &str) -> Result<(), String> {
 /// the disk the inodes of the `kube-api-access` volume every pod has (ext4 inode
 /// allocation was a tenth of a 100-pod burst's CPU here).
 fn memory_backed(kind: &str) -> bool {
-    matches!(kind, "secret" | "projected")
+    MEMORY_BACKED.contains(&kind)
 }
+
+const MEMORY_BACKED: [&str; 2] = ["secret", "projected"];
 
 /// `mode` of the tmpfs root: content volumes keep the 0755 their directory had on disk
 /// (only the kubelet writes them; 1777 would let any host user plant files in them).
@@ -566,7 +568,7 @@ pub(crate) fn is_mountpoint(dir: &Path) -> bool {
 /// sub paths, and removes the pod's volume directories. A pin that stays mounted keeps the
 /// pod directory in place: removing it would delete the volume's files through the pin.
 pub fn teardown(pod_dir: &Path) {
-    let in_memory = ["secret", "projected"].map(|k| pod_dir.join("volumes").join(plugin_dir(k)));
+    let in_memory = MEMORY_BACKED.map(|k| pod_dir.join("volumes").join(plugin_dir(k)));
     for root in [empty_dir_root(pod_dir), image_volume_root(pod_dir)]
         .into_iter()
         .chain(in_memory)

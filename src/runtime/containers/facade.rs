@@ -391,11 +391,7 @@ impl Runtime {
             .collect();
         let (dir, index) = (self.containers.clone(), self.labels.clone());
         blocking(move || {
-            let matches = |labels: &Labels| {
-                wanted
-                    .iter()
-                    .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
-            };
+            let matches = |labels: &Labels| super::state::has_labels(labels, &wanted);
             let mut out = Vec::new();
             let mut listed = HashSet::new();
             for e in std::fs::read_dir(&dir)? {

@@ -92,6 +92,16 @@ pub fn write_atomic(dir: &Path, state: &ContainerState) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join(STATE_FILE))
 }
 
+/// Whether `labels` carry every `(key, value)` of `wanted` (CRI's label selector).
+pub fn has_labels<K: AsRef<str>, V: AsRef<str>>(
+    labels: &std::collections::BTreeMap<String, String>,
+    wanted: &[(K, V)],
+) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| labels.get(k.as_ref()).is_some_and(|l| l == v.as_ref()))
+}
+
 pub fn read(dir: &Path) -> std::io::Result<ContainerState> {
     let bytes = std::fs::read(dir.join(STATE_FILE))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
