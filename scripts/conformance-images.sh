@@ -10,6 +10,7 @@
 #   pause    busybox sleeping (upstream's is a tiny C program);
 #   nonewprivs  upstream's nnp (prints its effective uid) built from the same source,
 #            setuid root on busybox, as upstream's Dockerfile makes it.
+#   kitten   the agnhost stand-in with upstream's kitten files (for the image-volume spec);
 #   nginx    busybox httpd serving /usr/share/nginx/html on port 80 (upstream's nginx
 #            image is only asked to serve there);
 # httpd and the rest are not built: specs that need them fail on the pull.
@@ -112,6 +113,16 @@ echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >>
 printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' >> "$R/etc/group"
 image "e2e-test-images/agnhost:$VERSION" '["/agnhost"]' '["pause"]' "$R"
 image e2e-test-images/agnhost:2.55 '["/agnhost"]' '["pause"]' "$R"
+
+# kitten: upstream's is agnhost plus html/kitten.jpg and html/data.json at the root. The
+# image-volume spec reads data.json and the base's /etc/os-release through the volume; ours
+# is busybox, not Alpine, so the os-release upstream's base carries is written in.
+rm -rf "$DIR/root-kitten"; cp -a "$R" "$DIR/root-kitten"
+cp "$SRC/test/images/kitten/html/kitten.jpg" "$SRC/test/images/kitten/html/data.json" "$DIR/root-kitten/"
+printf 'NAME="Alpine Linux"\nID=alpine\nPRETTY_NAME="Alpine Linux (skiff test stand-in on busybox)"\n' \
+  > "$DIR/root-kitten/etc/os-release"
+KITTEN=$(sed -n 's/.*configs\[Kitten\] = Config{[^,]*, "kitten", "\([^"]*\)"}.*/\1/p' "$SRC/test/utils/image/manifest.go")
+image "e2e-test-images/kitten:${KITTEN:-1.8}" '["/agnhost"]' '["test-webserver"]' "$DIR/root-kitten"
 
 busybox_root "$DIR/root-pause"
 printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait; done\n' > "$DIR/root-pause/pause"

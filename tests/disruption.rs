@@ -22,34 +22,9 @@ fn wait_nodes_ready(server: &TestServer, nodes: &mut TestSimNodes, n: usize) {
     });
 }
 
-/// The live (not terminating) pods of `app=web` that are Running and Ready, with their nodes.
+/// The live, Ready pods of `app=web` with their nodes.
 fn ready_pods(server: &TestServer) -> Vec<(String, String)> {
-    let pods = server.kubectl_json(&["get", "pods", "-l", "app=web"]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .map(|p| {
-            (
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                p["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
+    common::ready_pods(server, "app=web")
 }
 
 #[test]

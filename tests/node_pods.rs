@@ -381,7 +381,7 @@ fn under_disk_pressure_the_node_evicts_its_pods_lowest_priority_first() {
         "the low-priority pod goes first: {low} vs {high}"
     );
     let node = server.kubectl_json(&["get", "node", NODE, "-o", "json"]);
-    let disk = common::node_condition(&node, "DiskPressure");
+    let disk = common::status_condition(&node, "DiskPressure");
     assert_eq!(disk["status"], "True", "{disk}");
     // A new pod is refused while the pressure lasts.
     server.apply(
@@ -476,7 +476,7 @@ fn a_soft_threshold_evicts_after_its_grace_period_with_a_capped_pod_grace_period
     // The next status update (every 10 s) reports it.
     eventually(Duration::from_secs(30), "DiskPressure", || {
         let node = server.kubectl_json(&["get", "node", NODE, "-o", "json"]);
-        let disk = common::node_condition(&node, "DiskPressure");
+        let disk = common::status_condition(&node, "DiskPressure");
         (disk["status"] == "True")
             .then_some(())
             .ok_or(disk.to_string())

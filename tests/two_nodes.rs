@@ -14,26 +14,11 @@ use common::agent::{create_token, server_token, TestAgent};
 use common::kubectl_io::{http_get, kubectl_in_pty, port_forward};
 use common::netns::NetNs;
 use common::process::eventually;
-use common::registry::{self, Registry};
-use common::TestServer;
+use common::registry::Registry;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(60);
-
-/// registries.yaml for an agent in `ns`: docker.io through the registry at the veth's host
-/// end.
-fn mirror_config(server: &TestServer, ns: &NetNs, reg: &Registry) -> String {
-    let path = server.write_file(
-        &format!("registries-{}.yaml", ns.name),
-        &format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}:{}\"\n",
-            ns.host_ip,
-            reg.port()
-        ),
-    );
-    path.to_string_lossy().into_owned()
-}
 
 fn pod(name: &str, node: &str, containers: &str, extra_spec: &str) -> String {
     format!(
@@ -51,30 +36,13 @@ fn pod(name: &str, node: &str, containers: &str, extra_spec: &str) -> String {
 fn pods_on_two_joined_hosts_answer_kubectl_through_the_api_server() {
     let ns_a = NetNs::create();
     let ns_b = NetNs::create();
-    let reg = Registry::start_for_netns();
-    let layout = tempfile::tempdir().expect("layout dir");
-    registry::build_tools_layout(layout.path(), "t");
-    reg.push(layout.path(), "t", "library/busybox:1.36");
+    let reg = Registry::busybox_for_netns(&["1.36"]);
 
     let server = common::netns::server_reachable_from(&[&ns_a, &ns_b]);
     let token = server_token(&server);
     let bootstrap = create_token(&server, &[]);
-    let reg_a = mirror_config(&server, &ns_a, &reg);
-    let reg_b = mirror_config(&server, &ns_b, &reg);
-    let mut a = TestAgent::start_in_netns(
-        &server,
-        &ns_a,
-        "host-a",
-        &token,
-        &["--private-registry", &reg_a],
-    );
-    let mut b = TestAgent::start_in_netns(
-        &server,
-        &ns_b,
-        "host-b",
-        &bootstrap,
-        &["--private-registry", &reg_b],
-    );
+    let mut a = TestAgent::start_in_netns_with_mirror(&server, &ns_a, "host-a", &token, &reg);
+    let mut b = TestAgent::start_in_netns_with_mirror(&server, &ns_b, "host-b", &bootstrap, &reg);
     a.wait_ready(&server, READY);
     b.wait_ready(&server, READY);
 

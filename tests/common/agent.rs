@@ -117,11 +117,45 @@ impl TestAgent {
         }
     }
 
+    /// [`TestAgent::start_in_netns`] pulling `docker.io` images from `reg` (a registries.yaml
+    /// mirror at the veth's host end), so manifests keep names like `busybox:1.36`.
+    pub fn start_in_netns_with_mirror(
+        server: &TestServer,
+        ns: &super::netns::NetNs,
+        name: &str,
+        token: &str,
+        reg: &super::registry::Registry,
+    ) -> TestAgent {
+        let mirrors = server.write_file(
+            &format!("registries-{}.yaml", ns.name),
+            &format!(
+                "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}:{}\"\n",
+                ns.host_ip,
+                reg.port()
+            ),
+        );
+        let mirrors = mirrors.to_string_lossy().into_owned();
+        TestAgent::start_in_netns(server, ns, name, token, &["--private-registry", &mirrors])
+    }
+
     /// SIGKILLs the agent (the containers' shims, each in a session of its own, live on)
     /// and starts it again as before: same data dir, flags and network namespace. Its log
     /// starts afresh.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// SIGKILLs the agent alone: to the server, a host that went silent. Its containers
+    /// live on in their shims until [`TestAgent::restart`] (or the agent's drop) deals
+    /// with them.
+    pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Starts the agent again as before (after [`TestAgent::kill`]): same data dir, flags
+    /// and network namespace. Its log starts afresh.
+    pub fn restart(&mut self) {
         let cmd = match &self.netns {
             Some(ns) => super::netns::wrap_in(ns, &self.command),
             None => super::process::copy_command(&self.command),

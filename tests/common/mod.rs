@@ -19,6 +19,7 @@ pub mod kubectl_io;
 pub mod manifests;
 pub mod netns;
 pub mod node;
+pub mod pod_watch;
 pub mod process;
 pub mod registry;
 pub mod sim_nodes;
@@ -636,6 +637,29 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The live (not terminating) pods matching `selector` that are Running and Ready, as
+/// (pod, node) pairs.
+pub fn ready_pods(server: &TestServer, selector: &str) -> Vec<(String, String)> {
+    let pods = server.kubectl_json(&["get", "pods", "-l", selector]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .map(|p| {
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (field(&p["metadata"]["name"]), field(&p["spec"]["nodeName"]))
+        })
+        .collect()
+}
+
 /// A Node's taints as `key:effect` strings.
 #[allow(dead_code)]
 pub fn taint_keys(node: &serde_json::Value) -> Vec<String> {
@@ -707,9 +731,9 @@ pub fn merge_flags(base: &[String], extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// A node's condition of type `kind` (`Null` when it has none).
-pub fn node_condition(node: &serde_json::Value, kind: &str) -> serde_json::Value {
-    node["status"]["conditions"]
+/// An object's status condition of type `kind` (`Null` when it has none).
+pub fn status_condition(object: &serde_json::Value, kind: &str) -> serde_json::Value {
+    object["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
         .cloned()

@@ -85,11 +85,17 @@ impl Drop for NetNs {
 /// A server bound beyond loopback, its certificate naming the host end of each namespace's
 /// veth, so agents inside them can join.
 pub fn server_reachable_from(namespaces: &[&NetNs]) -> super::TestServer {
+    server_reachable_from_with(namespaces, &[])
+}
+
+/// [`server_reachable_from`] with extra `skiff server` flags.
+pub fn server_reachable_from_with(namespaces: &[&NetNs], extra: &[&str]) -> super::TestServer {
     let ips: Vec<String> = namespaces.iter().map(|n| n.host_ip.to_string()).collect();
     let mut args = vec!["--bind-address", "0.0.0.0"];
     for ip in &ips {
         args.extend(["--tls-san", ip.as_str()]);
     }
+    args.extend(extra);
     super::TestServer::start_with(&args)
 }
 

@@ -112,6 +112,18 @@ impl Registry {
         Registry::start_listening(Auth::Anonymous, None, false, Ipv4Addr::UNSPECIFIED)
     }
 
+    /// [`Registry::start_for_netns`] serving the tools image as `library/busybox:TAG` for
+    /// each of `tags`.
+    pub fn busybox_for_netns(tags: &[&str]) -> Registry {
+        let reg = Registry::start_for_netns();
+        let layout = tempfile::tempdir().expect("layout dir");
+        build_tools_layout(layout.path(), "t");
+        for tag in tags {
+            reg.push(layout.path(), "t", &format!("library/busybox:{tag}"));
+        }
+        reg
+    }
+
     /// Plain HTTP, htpasswd basic auth.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
         Registry::start_inner(Auth::Basic, Some((user, password)), false)
