@@ -591,9 +591,19 @@ fn config_env_exec_probes_and_configmap_updates_on_the_real_runtime() {
         "configmap",
         "cfg",
         "--from-literal=greeting=hello",
+        "--from-literal=data-1=value-1",
     ]);
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=pass-word=s3cret",
+    ]);
+    // The environment as the runtime gave it (PID 1's, before the shell drops the names
+    // with dashes it cannot hold as variables).
     // Ready once it has written /tmp/ready; alive until it removes /tmp/alive after 4s.
-    let script = "echo \"env=$GREETING\"; cat /etc/cfg/greeting; echo; echo ok > /tmp/alive; \
+    let script = "echo \"env=$GREETING\"; /bin/busybox tr '\\0' '\\n' < /proc/1/environ; cat /etc/cfg/greeting; echo; echo ok > /tmp/alive; \
                   /bin/busybox sleep 1; echo ok > /tmp/ready; /bin/busybox sleep 3; \
                   /bin/busybox rm /tmp/alive; exec /bin/busybox sleep 3600";
     let manifest = serde_json::json!({
@@ -603,6 +613,8 @@ fn config_env_exec_probes_and_configmap_updates_on_the_real_runtime() {
             "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", script],
                 "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}],
+                "envFrom": [{"configMapRef": {"name": "cfg"}}, {"prefix": "p-", "configMapRef": {"name": "cfg"}},
+                    {"secretRef": {"name": "sec"}}],
                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "tmp", "mountPath": "/tmp"}],
                 "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
                 "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "initialDelaySeconds": 2,
@@ -631,6 +643,15 @@ fn config_env_exec_probes_and_configmap_updates_on_the_real_runtime() {
         text.contains("env=hello") && text.contains(" stdout F hello"),
         "{text}"
     );
+    // envFrom: every key, prefixed or not, dashes and all, and the secret's decoded value.
+    for var in [
+        "F data-1=value-1\n",
+        "F p-data-1=value-1\n",
+        "F p-greeting=hello\n",
+        "F pass-word=s3cret\n",
+    ] {
+        assert!(text.contains(var), "{var:?} in {text}");
+    }
     // Liveness fails once /tmp/alive is gone: killed and restarted.
     let p = eventually(Duration::from_secs(40), "a liveness restart", || {
         let p = get_pod(&server, "probed");
