@@ -4,8 +4,10 @@
 //! they became Running, and the time to delete them all. Pods are pinned to NODE with
 //! `spec.nodeName` when one is given (no scheduler in the path), else scheduled.
 //!
-//! `pod_bench node-ready KUBECONFIG START_NS` waits for the kubeconfig and a Ready Node and
-//! prints the time since START_NS (a `date +%s%N` taken before the server was started).
+//! `pod_bench node-ready KUBECONFIG START_NS [NODE]` waits for the kubeconfig and a Ready
+//! Node and prints the time since START_NS (a `date +%s%N` taken before the server was
+//! started); with NODE, for that Node (an agent joining), printed as
+//! `agent_start_to_node_ready_ms`.
 //!
 //! `POD_BENCH_TRACE=FILE` writes each pod's creation offset and start latency to FILE.
 //! With `POD_BENCH_RATE=R` the pods are created at R per second instead (one every 1/R s,
@@ -13,7 +15,7 @@
 //! with a `paced_` prefix: the start latency of a pod that does not queue behind a burst.
 //!
 //! Usage: pod_bench KUBECONFIG IMAGE PODS CLIENTS [NODE]
-//!        pod_bench node-ready KUBECONFIG START_NS
+//!        pod_bench node-ready KUBECONFIG START_NS [NODE]
 
 // Only `percentile` is used here.
 #[allow(dead_code)]
@@ -85,7 +87,7 @@ fn is_running(p: &Pod) -> bool {
 
 /// Polls until the kubeconfig exists and some Node is Ready; prints the time from
 /// `start_ns` (Unix epoch nanoseconds) and the node's name.
-async fn node_ready(kubeconfig: &str, start_ns: u128) -> anyhow::Result<()> {
+async fn node_ready(kubeconfig: &str, start_ns: u128, only: Option<&str>) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Node;
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = loop {
@@ -101,17 +103,19 @@ async fn node_ready(kubeconfig: &str, start_ns: u128) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "no Ready node within 30 s");
         if let Ok(list) = nodes.list(&ListParams::default()).await {
             let ready = list.items.iter().find(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                only.is_none_or(|name| n.metadata.name.as_deref() == Some(name))
+                    && n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             });
             if let Some(n) = ready {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
                     .as_nanos();
                 println!(
-                    "start_to_node_ready_ms {:.0} ms",
+                    "{}start_to_node_ready_ms {:.0} ms",
+                    if only.is_some() { "agent_" } else { "" },
                     now.saturating_sub(start_ns) as f64 / 1e6
                 );
                 println!("node_name {} -", n.metadata.name.as_deref().unwrap_or(""));
@@ -127,10 +131,10 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("node-ready") {
         anyhow::ensure!(
-            args.len() == 4,
-            "usage: pod_bench node-ready KUBECONFIG START_NS"
+            args.len() == 4 || args.len() == 5,
+            "usage: pod_bench node-ready KUBECONFIG START_NS [NODE]"
         );
-        return node_ready(&args[2], args[3].parse()?).await;
+        return node_ready(&args[2], args[3].parse()?, args.get(4).map(String::as_str)).await;
     }
     anyhow::ensure!(
         args.len() >= 5,

@@ -9,7 +9,8 @@
 #                               present) create to Running/Ready vs runc (one at a time, and
 #                               the same count at once) and the upstream SLO, all at once (4
 #                               clients) and paced at POD_BENCH_RATE (10/s);
-#                               server+node RSS idle and with the pods running
+#                               server+node RSS idle and with the pods running; an agent
+#                               joining from the same host: start to its node Ready, idle RSS
 #   scripts/bench.sh scale      control plane at scale: 100 simulated nodes (`skiff sim-nodes`),
 #                               a Deployment of 3000 replicas scheduled, run, rolled over and
 #                               scaled to zero through the API; scheduler pods/s (as pods arrive,
@@ -167,7 +168,7 @@ bench_runtime() {
 
 bench_pods() {
     scripts/install-test-deps.sh >/dev/null 2>&1
-    local dir data port kport bridge pid="" pods=${POD_BENCH_PODS:-100}
+    local dir data port kport bridge pid="" agent_pid="" pods=${POD_BENCH_PODS:-100}
     dir=$(mktemp -d /tmp/skiff-pbench.XXXXXX)
     data="$dir/data"
     bridge="skb$(($$ % 100000))"
@@ -176,15 +177,17 @@ bench_pods() {
     kport=$(free_port)
     cleanup_pods() {
         trap - RETURN EXIT # once: its locals are gone after bench_pods returns
-        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi
+        for p in $agent_pid $pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
         for id in $("$bin" ctr --data-dir "$data" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
             "$bin" ctr --data-dir "$data" rm -f "$id" >/dev/null 2>&1
         done
         runc --root "$dir/runc" list -q 2>/dev/null | xargs -r -n1 runc --root "$dir/runc" delete -f
-        nft delete table ip "$bridge" 2>/dev/null || true
-        ip link del "$bridge" 2>/dev/null || true
+        for b in "$bridge" "${bridge}a"; do
+            nft delete table ip "$b" 2>/dev/null || true
+            ip link del "$b" 2>/dev/null || true
+        done
         awk -v d="$dir" '$5 ~ "^" d { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
-        for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT" /sys/fs/cgroup/"$SKIFF_CGROUP_PARENT"; do
+        for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT"{,-agent} /sys/fs/cgroup/"$SKIFF_CGROUP_PARENT"{,-agent}; do
             [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
         done
         rm -rf "$dir"
@@ -298,6 +301,28 @@ PY
         return 1
     }
     grep -E '^paced_pod_create_to_running|^paced_pods_all_running' "$dir/paced.out"
+
+    # An agent joining the server from the same host as a second node (its own bridge,
+    # kubelet port, cgroup parent and data dir): its exec to its Node Ready, then its idle
+    # RSS alone.
+    local t1
+    t1=$(date +%s%N)
+    SKIFF_CGROUP_PARENT="$SKIFF_CGROUP_PARENT-agent" "$bin" agent --server "https://127.0.0.1:$port" \
+        --token "$(cat "$data/server/token")" --data-dir "$dir/agent-data" --node-name bench-agent \
+        --pod-bridge "${bridge}a" --node-cluster-cidr 10.249.0.0/16 --kubelet-port "$(free_port)" \
+        --pod-logs-dir "$dir/agent-pod-logs" \
+        --log warn >"$dir/agent.log" 2>&1 &
+    agent_pid=$!
+    target/release/examples/pod_bench node-ready "$dir/kubeconfig" "$t1" bench-agent | grep -v '^node_name' || {
+        echo "the agent did not get Ready; its log tail:" >&2
+        tail -20 "$dir/agent.log" >&2
+        return 1
+    }
+    echo "agent_start_to_ready_target_ms 2000 ms"
+    sleep 2
+    echo "agent_idle_rss_mb $(rss_mb $agent_pid) MB"
+    echo "agent_idle_rss_target_mb 32 MB"
+    echo "k3s_agent_rss_mb_published 275 MB"
     p99=$(awk '$1 == "paced_pod_create_to_running_p99_ms" { print $2 }' "$dir/paced.out")
     echo "paced_pod_startup_p99_vs_runc_p99_ratio $(awk -v a="$p99" -v b="$rp99" 'BEGIN { printf "%.1f", a / b }') ratio"
 }

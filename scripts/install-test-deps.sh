@@ -25,9 +25,10 @@ die() { printf '[install-test-deps] error: %s\n' "$*" >&2; exit 1; }
 # image tests run a local registry and push busybox images they build; runc: the container
 # tests compare skiff's runtime with it; apache2-utils (htpasswd): the basic-auth registry;
 # openssl: CSRs and JWKS checks in the identity tests; iproute2 (ip): the network namespaces
-# and veths agents run behind in the node tests.
+# and veths agents run behind in the node tests; nftables (nft): bench.sh removes the NAT
+# tables of the nodes it ran (without it they were left behind).
 APT_PACKAGES=(curl unzip musl-tools file ca-certificates npm
-    docker-registry skopeo busybox-static runc apache2-utils openssl iproute2)
+    docker-registry skopeo busybox-static runc apache2-utils openssl iproute2 nftables)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
