@@ -126,49 +126,10 @@ static PODS_BY_NODE: Route = Route {
 
 fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
     [
-        read_head::<PodHead>(&ev.value).map(PodHead::node_name),
-        ev.prev_value
-            .as_deref()
-            .and_then(read_head::<PodHead>)
-            .map(PodHead::node_name),
+        ev.pod_head().map(|h| Cow::Borrowed(h.node_name.as_str())),
+        ev.prev_pod_head()
+            .map(|h| Cow::Borrowed(h.node_name.as_str())),
     ]
-}
-
-/// What a watch reads of a stored object to route or filter it without building the JSON
-/// tree: serde skips every other field, so no allocation is made for them (a full parse of
-/// each pod change, twice with its previous value, was ~6% of the server's CPU under
-/// `bench.sh scale`).
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-}
-
-/// [`Head`] of a pod, with `spec.nodeName`.
-#[derive(serde::Deserialize)]
-struct PodHead<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    spec: Option<PodSpecHead<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct PodSpecHead<'a> {
-    #[serde(rename = "nodeName", borrow, default)]
-    node_name: Option<Cow<'a, str>>,
-}
-
-/// A [`Head`] or [`PodHead`] of stored bytes; `None` when they are not a JSON object.
-fn read_head<'a, H: serde::Deserialize<'a>>(stored: &'a [u8]) -> Option<H> {
-    serde_json::from_slice(stored).ok()
-}
-
-impl<'a> PodHead<'a> {
-    /// `spec.nodeName`, "" when unset (as the field selector reads it).
-    fn node_name(self) -> Cow<'a, str> {
-        self.spec.and_then(|s| s.node_name).unwrap_or_default()
-    }
 }
 
 /// The object's name: the last segment of its key.
@@ -225,8 +186,20 @@ impl Glance {
     /// The event to send for `ev` (`Some(None)`: none), or `None` when only a full parse can
     /// tell (stored in another version than `api_version`, or unreadable).
     fn decide<'e>(&self, ev: &'e Event, api_version: &str) -> Option<Option<Decided<'e>>> {
-        let (version, now_term) = self.head(&ev.key, &ev.value)?;
-        if version.as_deref() != Some(api_version) {
+        // The stored object's apiVersion and the field term, read once per event for all
+        // watchers (`Event::api_version`, `Event::pod_head`): serde skips every other field
+        // without allocating (a full parse of each pod change, twice with its previous
+        // value, was ~6% of the server's CPU under `bench.sh scale`; reading the head per
+        // watcher ~3%).
+        let (version, now_term) = match &self.term {
+            Term::Everything => (ev.api_version()?, true),
+            Term::Name(name) => (ev.api_version()?, key_name(&ev.key) == Some(name.as_str())),
+            Term::NodeName(node) => {
+                let head = ev.pod_head()?;
+                (head.api_version.as_deref(), head.node_name == *node)
+            }
+        };
+        if version != Some(api_version) {
             return None;
         }
         let metadata = match self.labels.is_some() || self.partial {
@@ -239,11 +212,13 @@ impl Glance {
             EventKind::Put => {
                 let prev_matches = match &ev.prev_value {
                     None => None,
-                    // Only the node and the labels can differ from the previous value.
-                    Some(prev)
-                        if matches!(self.term, Term::NodeName(_)) || self.labels.is_some() =>
-                    {
-                        let (_, term) = self.head(&ev.key, prev)?;
+                    // Only the node and the labels can differ from the previous value
+                    // (the key, so the name, is the same).
+                    Some(_) if matches!(self.term, Term::NodeName(_)) || self.labels.is_some() => {
+                        let term = match &self.term {
+                            Term::NodeName(node) => ev.prev_pod_head()?.node_name == *node,
+                            Term::Everything | Term::Name(_) => now_term,
+                        };
                         let meta = match self.labels.is_some() {
                             true => Some(ev.prev_metadata_json()?),
                             false => None,
@@ -259,21 +234,6 @@ impl Glance {
             kind,
             metadata: metadata.filter(|_| self.partial),
         }))
-    }
-
-    /// The `apiVersion` of `stored` (at `key`) and whether the field term selects it.
-    fn head<'b>(&self, key: &str, stored: &'b [u8]) -> Option<(Option<Cow<'b, str>>, bool)> {
-        Some(match &self.term {
-            Term::Everything => (read_head::<Head>(stored)?.api_version, true),
-            Term::Name(name) => (
-                read_head::<Head>(stored)?.api_version,
-                key_name(key) == Some(name.as_str()),
-            ),
-            Term::NodeName(node) => {
-                let head = read_head::<PodHead>(stored)?;
-                (head.api_version.clone(), head.node_name() == node.as_str())
-            }
-        })
     }
 
     /// Whether `metadata`'s labels satisfy the label selector (read as the full filter

@@ -159,7 +159,7 @@ pub struct Event {
 impl Event {
     /// `value` as JSON (`None` if it is not JSON), parsed once for all watchers of the event.
     pub fn value_json(&self) -> Option<&serde_json::Value> {
-        self.parsed.0[0]
+        self.parsed.0.json[0]
             .get_or_init(|| serde_json::from_slice(&self.value).ok())
             .as_ref()
     }
@@ -167,7 +167,7 @@ impl Event {
     /// `prev_value` as JSON, parsed once like [`Event::value_json`].
     pub fn prev_json(&self) -> Option<&serde_json::Value> {
         let prev = self.prev_value.as_ref()?;
-        self.parsed.0[1]
+        self.parsed.0.json[1]
             .get_or_init(|| serde_json::from_slice(prev).ok())
             .as_ref()
     }
@@ -176,7 +176,7 @@ impl Event {
     /// object), read once for all watchers of the event without parsing the rest: what
     /// label-selected and metadata-only watches need.
     pub fn metadata_json(&self) -> Option<&serde_json::Value> {
-        self.parsed.0[2]
+        self.parsed.0.json[2]
             .get_or_init(|| read_metadata(&self.value))
             .as_ref()
     }
@@ -184,10 +184,83 @@ impl Event {
     /// The `metadata` of `prev_value`, read once like [`Event::metadata_json`].
     pub fn prev_metadata_json(&self) -> Option<&serde_json::Value> {
         let prev = self.prev_value.as_ref()?;
-        self.parsed.0[3]
+        self.parsed.0.json[3]
             .get_or_init(|| read_metadata(prev))
             .as_ref()
     }
+
+    /// The `apiVersion` of `value` (`None` if `value` is not a JSON object), read once for
+    /// all watchers of the event without parsing the rest.
+    pub fn api_version(&self) -> Option<Option<&str>> {
+        self.parsed
+            .0
+            .api_version
+            .get_or_init(|| read_api_version(&self.value))
+            .as_ref()
+            .map(Option::as_deref)
+    }
+
+    /// `value` read as a pod's [`PodHead`], once for all watchers of the event.
+    pub fn pod_head(&self) -> Option<&PodHead> {
+        self.parsed.0.pod_heads[0]
+            .get_or_init(|| read_pod_head(&self.value))
+            .as_ref()
+    }
+
+    /// `prev_value` read as a pod's [`PodHead`], once like [`Event::pod_head`].
+    pub fn prev_pod_head(&self) -> Option<&PodHead> {
+        let prev = self.prev_value.as_ref()?;
+        self.parsed.0.pod_heads[1]
+            .get_or_init(|| read_pod_head(prev))
+            .as_ref()
+    }
+}
+
+/// What a watch of pods reads of a stored pod to route or filter it by node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodHead {
+    pub api_version: Option<String>,
+    /// `spec.nodeName`, "" when unset (as the field selector reads it).
+    pub node_name: String,
+}
+
+/// The `apiVersion` of a JSON object, every other field skipped unparsed (serde allocates
+/// nothing for them).
+fn read_api_version(bytes: &[u8]) -> Option<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "apiVersion", borrow, default)]
+        api_version: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Head>(bytes)
+        .ok()
+        .map(|h| h.api_version.map(|v| v.into_owned()))
+}
+
+/// The [`PodHead`] of a JSON object, every other field skipped unparsed.
+fn read_pod_head(bytes: &[u8]) -> Option<PodHead> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "apiVersion", borrow, default)]
+        api_version: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "nodeName", borrow, default)]
+        node_name: Option<Cow<'a, str>>,
+    }
+    let head = serde_json::from_slice::<Head>(bytes).ok()?;
+    Some(PodHead {
+        api_version: head.api_version.map(Cow::into_owned),
+        node_name: head
+            .spec
+            .and_then(|s| s.node_name)
+            .map(Cow::into_owned)
+            .unwrap_or_default(),
+    })
 }
 
 /// The `metadata` of a JSON object, every other field skipped unparsed.
@@ -202,13 +275,22 @@ fn read_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
         .map(|m| m.metadata)
 }
 
-/// The memo behind [`Event::value_json`] and its kin (value, previous value, and their
-/// metadata alone): a live event reaches every watcher as a clone of
-/// one broadcast `Event`, so a pod change seen by a hundred kubelets' filtered watches is
-/// parsed once rather than two hundred times. It is a cache, not part of the event: every
-/// memo compares equal.
+/// The memo behind [`Event::value_json`] and its kin (value, previous value, their metadata
+/// alone, the `apiVersion`, the pod heads): a live event reaches every watcher as a clone
+/// of one broadcast `Event`, so a pod change seen by a hundred kubelets' filtered watches is
+/// parsed once rather than two hundred times, and its `apiVersion` is read once rather than
+/// once per informer. It is a cache, not part of the event: every memo compares equal.
 #[derive(Clone, Default)]
-pub struct ParsedJson(Arc<[std::sync::OnceLock<Option<serde_json::Value>>; 4]>);
+pub struct ParsedJson(Arc<Memo>);
+
+#[derive(Default)]
+struct Memo {
+    /// value, prev_value, and the metadata of each.
+    json: [std::sync::OnceLock<Option<serde_json::Value>>; 4],
+    api_version: std::sync::OnceLock<Option<Option<String>>>,
+    /// value, prev_value.
+    pod_heads: [std::sync::OnceLock<Option<PodHead>>; 2],
+}
 
 impl PartialEq for ParsedJson {
     fn eq(&self, _: &ParsedJson) -> bool {
