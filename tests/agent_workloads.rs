@@ -56,6 +56,15 @@ fn rollout_done(server: &TestServer) {
     assert!(done.success(), "{}", done.output());
 }
 
+/// Waits for `kubectl wait --for=condition=CONDITION job/NAME` to succeed.
+#[track_caller]
+fn wait_job(server: &TestServer, name: &str, condition: &str) {
+    let job = format!("job/{name}");
+    let cond = format!("--for=condition={condition}");
+    let done = server.kubectl(&["wait", &cond, &job, "--timeout=120s"]);
+    assert!(done.success(), "{}", done.output());
+}
+
 /// Waits until the 4 live pods of `app=web` run `image` (as their statuses report it).
 #[track_caller]
 fn all_run(server: &TestServer, image: &str) {
@@ -202,13 +211,7 @@ fn deployments_jobs_and_a_lost_host_on_two_real_agents() {
         "fail.yaml",
         &job("fail", "  backoffLimit: 1\n", "echo failing; exit 3"),
     );
-    let complete = server.kubectl(&[
-        "wait",
-        "--for=condition=complete",
-        "job/count",
-        "--timeout=90s",
-    ]);
-    assert!(complete.success(), "{}", complete.output());
+    wait_job(&server, "count", "complete");
     let count = server.kubectl_json(&["get", "pods", "-l", "job-name=count"]);
     let items = count["items"].as_array().expect("items");
     assert_eq!(items.len(), 3, "{count}");
@@ -221,13 +224,7 @@ fn deployments_jobs_and_a_lost_host_on_two_real_agents() {
         let log = server.kubectl_ok(&["logs", p["metadata"]["name"].as_str().unwrap()]);
         assert_eq!(log, "counted\n");
     }
-    let failed = server.kubectl(&[
-        "wait",
-        "--for=condition=failed",
-        "job/fail",
-        "--timeout=120s",
-    ]);
-    assert!(failed.success(), "{}", failed.output());
+    wait_job(&server, "fail", "failed");
     let fail = server.kubectl_json(&["get", "job", "fail"]);
     let condition = common::status_condition(&fail, "Failed");
     assert_eq!(

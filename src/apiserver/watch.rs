@@ -126,9 +126,8 @@ static PODS_BY_NODE: Route = Route {
 
 fn pod_node_shards(ev: &Event) -> [Option<Cow<'_, str>>; 2] {
     [
-        ev.pod_head().map(|h| Cow::Borrowed(h.node_name.as_str())),
-        ev.prev_pod_head()
-            .map(|h| Cow::Borrowed(h.node_name.as_str())),
+        ev.head().map(|h| Cow::Borrowed(h.node_name.as_str())),
+        ev.prev_head().map(|h| Cow::Borrowed(h.node_name.as_str())),
     ]
 }
 
@@ -187,19 +186,16 @@ impl Glance {
     /// tell (stored in another version than `api_version`, or unreadable).
     fn decide<'e>(&self, ev: &'e Event, api_version: &str) -> Option<Option<Decided<'e>>> {
         // The stored object's apiVersion and the field term, read once per event for all
-        // watchers (`Event::api_version`, `Event::pod_head`): serde skips every other field
-        // without allocating (a full parse of each pod change, twice with its previous
-        // value, was ~6% of the server's CPU under `bench.sh scale`; reading the head per
-        // watcher ~3%).
-        let (version, now_term) = match &self.term {
-            Term::Everything => (ev.api_version()?, true),
-            Term::Name(name) => (ev.api_version()?, key_name(&ev.key) == Some(name.as_str())),
-            Term::NodeName(node) => {
-                let head = ev.pod_head()?;
-                (head.api_version.as_deref(), head.node_name == *node)
-            }
+        // watchers (`Event::head`): serde skips every other field without allocating (a
+        // full parse of each pod change, twice with its previous value, was ~6% of the
+        // server's CPU under `bench.sh scale`; reading the head per watcher ~3%).
+        let head = ev.head()?;
+        let now_term = match &self.term {
+            Term::Everything => true,
+            Term::Name(name) => key_name(&ev.key) == Some(name.as_str()),
+            Term::NodeName(node) => head.node_name == *node,
         };
-        if version != Some(api_version) {
+        if head.api_version.as_deref() != Some(api_version) {
             return None;
         }
         let metadata = match self.labels.is_some() || self.partial {
@@ -216,7 +212,7 @@ impl Glance {
                     // (the key, so the name, is the same).
                     Some(_) if matches!(self.term, Term::NodeName(_)) || self.labels.is_some() => {
                         let term = match &self.term {
-                            Term::NodeName(node) => ev.prev_pod_head()?.node_name == *node,
+                            Term::NodeName(node) => ev.prev_head()?.node_name == *node,
                             Term::Everything | Term::Name(_) => now_term,
                         };
                         let meta = match self.labels.is_some() {

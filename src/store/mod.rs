@@ -189,59 +189,37 @@ impl Event {
             .as_ref()
     }
 
-    /// The `apiVersion` of `value` (`None` if `value` is not a JSON object), read once for
-    /// all watchers of the event without parsing the rest.
-    pub fn api_version(&self) -> Option<Option<&str>> {
-        self.parsed
-            .0
-            .api_version
-            .get_or_init(|| read_api_version(&self.value))
-            .as_ref()
-            .map(Option::as_deref)
-    }
-
-    /// `value` read as a pod's [`PodHead`], once for all watchers of the event.
-    pub fn pod_head(&self) -> Option<&PodHead> {
-        self.parsed.0.pod_heads[0]
-            .get_or_init(|| read_pod_head(&self.value))
+    /// The [`Head`] of `value` (`None` if it is not a JSON object with an object or no
+    /// `spec`), read once for all watchers of the event without parsing the rest.
+    pub fn head(&self) -> Option<&Head> {
+        self.parsed.0.heads[0]
+            .get_or_init(|| read_head(&self.value))
             .as_ref()
     }
 
-    /// `prev_value` read as a pod's [`PodHead`], once like [`Event::pod_head`].
-    pub fn prev_pod_head(&self) -> Option<&PodHead> {
+    /// The [`Head`] of `prev_value`, read once like [`Event::head`].
+    pub fn prev_head(&self) -> Option<&Head> {
         let prev = self.prev_value.as_ref()?;
-        self.parsed.0.pod_heads[1]
-            .get_or_init(|| read_pod_head(prev))
+        self.parsed.0.heads[1]
+            .get_or_init(|| read_head(prev))
             .as_ref()
     }
 }
 
-/// What a watch of pods reads of a stored pod to route or filter it by node.
+/// What watches read of a stored object to route or filter it without its JSON tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodHead {
+pub struct Head {
     pub api_version: Option<String>,
-    /// `spec.nodeName`, "" when unset (as the field selector reads it).
+    /// `spec.nodeName` (pods), "" when unset, as the field selector reads it.
     pub node_name: String,
 }
 
-/// The `apiVersion` of a JSON object, every other field skipped unparsed (serde allocates
+/// The [`Head`] of a JSON object, every other field skipped unparsed (serde allocates
 /// nothing for them).
-fn read_api_version(bytes: &[u8]) -> Option<Option<String>> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "apiVersion", borrow, default)]
-        api_version: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Head>(bytes)
-        .ok()
-        .map(|h| h.api_version.map(|v| v.into_owned()))
-}
-
-/// The [`PodHead`] of a JSON object, every other field skipped unparsed.
-fn read_pod_head(bytes: &[u8]) -> Option<PodHead> {
+fn read_head(bytes: &[u8]) -> Option<Head> {
     use std::borrow::Cow;
     #[derive(serde::Deserialize)]
-    struct Head<'a> {
+    struct Raw<'a> {
         #[serde(rename = "apiVersion", borrow, default)]
         api_version: Option<Cow<'a, str>>,
         #[serde(borrow, default)]
@@ -252,10 +230,10 @@ fn read_pod_head(bytes: &[u8]) -> Option<PodHead> {
         #[serde(rename = "nodeName", borrow, default)]
         node_name: Option<Cow<'a, str>>,
     }
-    let head = serde_json::from_slice::<Head>(bytes).ok()?;
-    Some(PodHead {
-        api_version: head.api_version.map(Cow::into_owned),
-        node_name: head
+    let raw = serde_json::from_slice::<Raw>(bytes).ok()?;
+    Some(Head {
+        api_version: raw.api_version.map(Cow::into_owned),
+        node_name: raw
             .spec
             .and_then(|s| s.node_name)
             .map(Cow::into_owned)
@@ -276,10 +254,10 @@ fn read_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
 }
 
 /// The memo behind [`Event::value_json`] and its kin (value, previous value, their metadata
-/// alone, the `apiVersion`, the pod heads): a live event reaches every watcher as a clone
+/// alone, their heads): a live event reaches every watcher as a clone
 /// of one broadcast `Event`, so a pod change seen by a hundred kubelets' filtered watches is
-/// parsed once rather than two hundred times, and its `apiVersion` is read once rather than
-/// once per informer. It is a cache, not part of the event: every memo compares equal.
+/// parsed once rather than two hundred times, and its head is read once rather than once
+/// per informer. It is a cache, not part of the event: every memo compares equal.
 #[derive(Clone, Default)]
 pub struct ParsedJson(Arc<Memo>);
 
@@ -287,9 +265,8 @@ pub struct ParsedJson(Arc<Memo>);
 struct Memo {
     /// value, prev_value, and the metadata of each.
     json: [std::sync::OnceLock<Option<serde_json::Value>>; 4],
-    api_version: std::sync::OnceLock<Option<Option<String>>>,
     /// value, prev_value.
-    pod_heads: [std::sync::OnceLock<Option<PodHead>>; 2],
+    heads: [std::sync::OnceLock<Option<Head>>; 2],
 }
 
 impl PartialEq for ParsedJson {
