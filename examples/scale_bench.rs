@@ -6,7 +6,8 @@
 //! Prints how long the nodes took to be Ready, the scheduler's throughput through the API
 //! (pods bound per second, from the first bind seen to the last), each pod's latency from
 //! its creation to being bound and to Running (p50, p99, from one watch), the time until the
-//! Deployment reports every replica available, how evenly the pods were spread, the time a
+//! Deployment reports every replica available, the CPU the server (`SCALE_BENCH_SERVER_PID`)
+//! and the simulated nodes spent per pod meanwhile, how evenly the pods were spread, the time a
 //! rolling update of every replica takes, API latency (p99 of a single-object GET and PATCH
 //! probed every 100 ms from creation to the end of the rolling update, against upstream's
 //! 1 s SLO), the time to scale back to zero, and the scheduler's throughput on a backlog
@@ -234,6 +235,11 @@ async fn main() -> anyhow::Result<()> {
 
     let probe_stop = tokio_util::sync::CancellationToken::new();
     let probe = tokio::spawn(probe_api(client.clone(), probe_stop.clone()));
+    let cpu_before = [
+        pid_env("SCALE_BENCH_SERVER_PID"),
+        pid_env("SCALE_BENCH_SIM_PID"),
+    ]
+    .map(|pid| pid.and_then(|p| cpu_ms(p).map(|ms| (p, ms))));
     let start = Instant::now();
     deployments
         .create(&PostParams::default(), &deployment(replicas as i32)?)
@@ -253,6 +259,10 @@ async fn main() -> anyhow::Result<()> {
         seen.record(&p, at);
     }
     let all_running_s = start.elapsed().as_secs_f64();
+    // CPU per pod from creation to Running: what the control plane (and, on the other
+    // hosts of a real cluster, the kubelets) spend per pod, whatever the machine's cores.
+    let cpu_per_pod =
+        cpu_before.map(|b| b.and_then(|(pid, ms)| Some((cpu_ms(pid)? - ms) / replicas as f64)));
     // The Deployment's own status, as `kubectl rollout status` reads it.
     loop {
         let d = deployments.get("scale").await?;
@@ -319,6 +329,19 @@ async fn main() -> anyhow::Result<()> {
     println!("pods_per_node_min {lo} pods");
     println!("pods_per_node_max {hi} pods");
     println!("nodes_used {} nodes", per_node.len());
+    if let [Some(server), sim] = cpu_per_pod {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!("server_cpu_per_pod_to_running_ms {server:.2} ms");
+        // The most pods per second this machine's cores could take through the control
+        // plane at that cost, with the kubelets on other hosts as in a real cluster.
+        println!(
+            "server_cpu_bound_pods_per_s {:.0} pods/s",
+            cores * 1000.0 / server.max(1e-9)
+        );
+        if let Some(sim) = sim {
+            println!("sim_nodes_cpu_per_pod_to_running_ms {sim:.2} ms");
+        }
+    }
 
     // Hold for the caller to read RSS with every pod running.
     if let Ok(f) = std::env::var("SCALE_BENCH_PAUSE_FILE") {
@@ -463,15 +486,29 @@ async fn backlog(
         )
         .await?;
     let mut pending = std::collections::HashSet::new();
+    // Pods the scheduler bound before its cache saw their node cordoned: a cordon is not a
+    // fence (the node and pod change feeds are separate, upstream's too), so now and then
+    // one of the first pods is bound. They are left out of the backlog.
+    let mut bound_early = std::collections::HashSet::new();
     let deadline = Instant::now() + phase_limit(300);
-    while pending.len() < replicas {
+    while pending.len() + bound_early.len() < replicas {
         let (p, _, deleted) = next_change(rx, deadline, || {
             format!(
-                "only {} of {replicas} pods pending as unschedulable in time",
-                pending.len()
+                "only {} of {replicas} pods pending as unschedulable in time ({} bound)",
+                pending.len(),
+                bound_early.len()
             )
         })
         .await?;
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if !deleted
+            && p.metadata.deletion_timestamp.is_none()
+            && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+            && !pending.contains(&name)
+        {
+            bound_early.insert(name);
+            continue;
+        }
         let unschedulable = p
             .status
             .as_ref()
@@ -486,6 +523,8 @@ async fn backlog(
         }
     }
     println!("{name}_pending_pods {} pods", pending.len());
+    println!("{name}_bound_before_cordon_seen {} pods", bound_early.len());
+    let backlog = pending.len();
     let revision_before = store_revision(client).await?;
     let signal = |sig: &str| -> anyhow::Result<()> {
         if let Some(pid) = stopped_kubelets {
@@ -506,11 +545,11 @@ async fn backlog(
         let mut last = t;
         // When each bind was seen, from the uncordon: shows whether the rate is steady or
         // waits (backoffs, a slow start) dominate the window.
-        let mut bind_times = Vec::with_capacity(replicas);
-        while bound.len() < replicas {
+        let mut bind_times = Vec::with_capacity(backlog);
+        while bound.len() < backlog {
             let (p, at, _) = next_change(rx, deadline, || {
                 format!(
-                    "only {} of {replicas} pending pods bound after uncordoning",
+                    "only {} of {backlog} pending pods bound after uncordoning",
                     bound.len()
                 )
             })
@@ -545,12 +584,12 @@ async fn backlog(
     }
     println!(
         "{name}_pods_bound_per_s {:.0} pods/s",
-        replicas as f64 / window.max(1e-9)
+        backlog as f64 / window.max(1e-9)
     );
     let writes = revision_after.saturating_sub(revision_before);
     println!(
         "{name}_store_writes_per_pod {:.1} writes",
-        writes as f64 / replicas as f64
+        writes as f64 / backlog.max(1) as f64
     );
     Ok(())
 }
@@ -592,6 +631,26 @@ async fn set_unschedulable(nodes: &Api<Node>, names: &[String], on: bool) -> any
         r?;
     }
     Ok(())
+}
+
+/// A process id from the environment.
+fn pid_env(var: &str) -> Option<u32> {
+    std::env::var(var).ok()?.parse().ok()
+}
+
+/// The CPU time (user and system) process `pid` has used, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which is in parentheses and may hold spaces: utime and
+    // stime are the 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()? as f64;
+    Some((utime + stime) * 1000.0 / ticks)
 }
 
 /// How long a phase may take: `secs`, times `SCALE_BENCH_SLOWDOWN` when the server runs

@@ -17,7 +17,8 @@
 #                               on a backlog of 3000 pending, and on that backlog with the
 #                               simulated kubelets stopped, as upstream's scheduler_perf runs
 #                               without kubelets) vs the 1000/s target, pod
-#                               startup p99 and API GET/PATCH p99 vs upstream's SLOs; server RSS
+#                               startup p99 and API GET/PATCH p99 vs upstream's SLOs; server RSS;
+#                               server and simulated-node CPU ms per pod (create to Running)
 #   scripts/bench.sh all        every benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -357,7 +358,7 @@ bench_scale() {
     sim=$!
 
     local pause="$dir/pause"
-    SCALE_BENCH_PAUSE_FILE="$pause" SCALE_BENCH_SIM_PID="$sim" target/release/examples/scale_bench "$dir/kubeconfig" \
+    SCALE_BENCH_PAUSE_FILE="$pause" SCALE_BENCH_SIM_PID="$sim" SCALE_BENCH_SERVER_PID="$pid" target/release/examples/scale_bench "$dir/kubeconfig" \
         "$nodes" "$replicas" >"$dir/scale.out" &
     local bench_pid=$!
     until [ -s "$pause" ] || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.2; done

@@ -487,36 +487,45 @@ fn a_watch_from_a_compacted_revision_gets_a_protobuf_410_status() {
 fn a_pod_written_back_in_protobuf_may_change_its_labels() {
     let server = TestServer::start();
     server.kubectl_ok(&["run", "p", "--image=busybox:1.36", "--", "sleep", "100"]);
-    let reply = server
-        .request("GET", "/api/v1/namespaces/default/pods/p")
-        .header("Accept", PROTOBUF)
-        .send();
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let (_, kind, raw) = envelope(&reply.body);
-    assert_eq!(kind, "Pod");
-    let mut pod = core::Pod::decode(raw.as_slice()).expect("Pod decodes");
-    pod.metadata
-        .as_mut()
-        .expect("metadata")
-        .labels
-        .insert("released".into(), "yes".into());
-    let unknown = Unknown {
-        type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-        }),
-        raw: Some(pod.encode_to_vec()),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
+    // The scheduler marks the pod unschedulable (this server has no node) at its own pace:
+    // a write between the read and the write-back is a 409, and the client reads again.
+    let mut attempts = 0;
+    let reply = loop {
+        attempts += 1;
+        let reply = server
+            .request("GET", "/api/v1/namespaces/default/pods/p")
+            .header("Accept", PROTOBUF)
+            .send();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let (_, kind, raw) = envelope(&reply.body);
+        assert_eq!(kind, "Pod");
+        let mut pod = core::Pod::decode(raw.as_slice()).expect("Pod decodes");
+        pod.metadata
+            .as_mut()
+            .expect("metadata")
+            .labels
+            .insert("released".into(), "yes".into());
+        let unknown = Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+            }),
+            raw: Some(pod.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        let mut body = b"k8s\0".to_vec();
+        body.extend(unknown.encode_to_vec());
+        let reply = server
+            .request("PUT", "/api/v1/namespaces/default/pods/p")
+            .content_type(PROTOBUF)
+            .header("Accept", "application/json")
+            .body(body)
+            .send();
+        if reply.status != 409 || attempts == 5 {
+            break reply;
+        }
     };
-    let mut body = b"k8s\0".to_vec();
-    body.extend(unknown.encode_to_vec());
-    let reply = server
-        .request("PUT", "/api/v1/namespaces/default/pods/p")
-        .content_type(PROTOBUF)
-        .header("Accept", "application/json")
-        .body(body)
-        .send();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let got = server.kubectl_json(&["get", "pod", "p"]);
     assert_eq!(got["metadata"]["labels"]["released"], "yes", "{got}");

@@ -144,29 +144,44 @@ enum Term {
 }
 
 /// A watch decided without the JSON tree, from a [`Head`] of the stored bytes and, when it
-/// has a label selector or is served as PartialObjectMetadata, the event's metadata (read
-/// once for every watcher, [`Event::metadata_json`]): a filter of labels and at most one
-/// `metadata.name` (or, for pods, `spec.nodeName`) term. Nearly every watch is one of these:
-/// informers watch everything (the garbage collector's as metadata), kubelets their node's
-/// pods, `kubectl get -w NAME` one object, controllers and tools by label.
+/// has a label selector, the event's labels ([`Event::labels`]); one served as
+/// PartialObjectMetadata is sent the event's stored metadata text ([`Event::metadata_text`])
+/// in JSON, or its metadata tree ([`Event::metadata_json`]) in protobuf. All of these are
+/// read once for every watcher of the event. A glance takes a filter of labels and at most
+/// one `metadata.name` (or, for pods, `spec.nodeName`) term. Nearly every watch is one of
+/// these: informers watch everything (the garbage collector's as metadata), kubelets their
+/// node's pods, `kubectl get -w NAME` one object, controllers and tools by label.
 struct Glance {
     term: Term,
     labels: Option<LabelSelector>,
-    /// The event's object is the object's metadata (PartialObjectMetadata).
-    partial: bool,
+    /// The event's object is the object's metadata (PartialObjectMetadata), in this form.
+    partial: Option<PartialForm>,
 }
 
-/// What a glance decided to send: the event type, and the metadata for a partial watch.
+#[derive(Clone, Copy)]
+enum PartialForm {
+    Json,
+    Protobuf,
+}
+
+/// What a glance decided to send: the event type, and for a partial watch the metadata.
 struct Decided<'e> {
     kind: &'static str,
-    metadata: Option<&'e Value>,
+    metadata: Option<PartialMetadata<'e>>,
+}
+
+enum PartialMetadata<'e> {
+    /// The stored `metadata` object's JSON text.
+    Text(&'e [u8]),
+    Tree(&'e Value),
 }
 
 impl Glance {
     fn of(rt: &ResourceType, filter: &Filter, output: Output) -> Option<Glance> {
         let partial = match output {
-            Output::Json => false,
-            Output::PartialMetadata | Output::PartialMetadataProtobuf => true,
+            Output::Json => None,
+            Output::PartialMetadata => Some(PartialForm::Json),
+            Output::PartialMetadataProtobuf => Some(PartialForm::Protobuf),
             Output::Protobuf | Output::Table => return None,
         };
         let term = match filter.at_most_one_field_equals()? {
@@ -198,11 +213,14 @@ impl Glance {
         if head.api_version.as_deref() != Some(api_version) {
             return None;
         }
-        let metadata = match self.labels.is_some() || self.partial {
-            true => Some(ev.metadata_json()?),
+        // Labels alone, not the whole metadata: parsing each pod change's metadata (its
+        // managedFields above all) into a tree, with its previous value's, was ~7% of the
+        // server's CPU under `bench.sh scale` with one label-selected pod watch open.
+        let labels = match self.labels.is_some() {
+            true => Some(ev.labels()?),
             false => None,
         };
-        let now_matches = now_term && self.labelled(metadata);
+        let now_matches = now_term && self.labelled(labels);
         let kind = match ev.kind {
             EventKind::Delete => now_matches.then_some("DELETED"),
             EventKind::Put => {
@@ -215,29 +233,31 @@ impl Glance {
                             Term::NodeName(node) => ev.prev_head()?.node_name == *node,
                             Term::Everything | Term::Name(_) => now_term,
                         };
-                        let meta = match self.labels.is_some() {
-                            true => Some(ev.prev_metadata_json()?),
+                        let labels = match self.labels.is_some() {
+                            true => Some(ev.prev_labels()?),
                             false => None,
                         };
-                        Some(term && self.labelled(meta))
+                        Some(term && self.labelled(labels))
                     }
                     Some(_) => Some(now_matches),
                 };
                 transition(prev_matches, now_matches)
             }
         };
-        Some(kind.map(|kind| Decided {
-            kind,
-            metadata: metadata.filter(|_| self.partial),
-        }))
+        let Some(kind) = kind else {
+            return Some(None);
+        };
+        let metadata = match self.partial {
+            None => None,
+            Some(PartialForm::Json) => Some(PartialMetadata::Text(ev.metadata_text()?)),
+            Some(PartialForm::Protobuf) => Some(PartialMetadata::Tree(ev.metadata_json()?)),
+        };
+        Some(Some(Decided { kind, metadata }))
     }
 
-    /// Whether `metadata`'s labels satisfy the label selector (read as the full filter
-    /// reads them).
-    fn labelled(&self, metadata: Option<&Value>) -> bool {
-        self.labels
-            .as_ref()
-            .is_none_or(|s| s.matches(metadata.and_then(|m| m["labels"].as_object())))
+    /// Whether `labels` satisfy the label selector.
+    fn labelled(&self, labels: Option<&crate::store::Labels>) -> bool {
+        self.labels.as_ref().is_none_or(|s| s.matches_map(labels))
     }
 }
 
@@ -375,7 +395,8 @@ impl WatchStream {
                 return Ok(());
             };
             let line = match metadata {
-                Some(m) => Some(event_line(
+                Some(PartialMetadata::Text(m)) => partial_metadata_line(kind, m),
+                Some(PartialMetadata::Tree(m)) => Some(event_line(
                     self.output,
                     kind,
                     &table::partial_metadata_of(m),
@@ -492,6 +513,24 @@ fn raw_event_line(kind: &str, stored: &[u8]) -> Option<Bytes> {
     line.extend_from_slice(b"\",\"object\":");
     line.extend_from_slice(stored);
     line.extend_from_slice(b"}\n");
+    Some(Bytes::from(line))
+}
+
+/// A JSON watch event line of a PartialObjectMetadata around an object's stored `metadata`
+/// text: the bytes serializing its tree would give (stored JSON is compact, keys sorted);
+/// `None` if they would not make one line.
+fn partial_metadata_line(kind: &str, metadata: &[u8]) -> Option<Bytes> {
+    if metadata.first() != Some(&b'{') || metadata.contains(&b'\n') {
+        return None;
+    }
+    const HEAD: &[u8] =
+        br#"","object":{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":"#;
+    let mut line = Vec::with_capacity(metadata.len() + kind.len() + HEAD.len() + 16);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(HEAD);
+    line.extend_from_slice(metadata);
+    line.extend_from_slice(b"}}\n");
     Some(Bytes::from(line))
 }
 

@@ -10,7 +10,11 @@ fn pods() -> Arc<ResourceType> {
 
 fn pod(name: &str, node: Option<&str>, api_version: &str) -> Value {
     let mut p = json!({"apiVersion": api_version, "kind": "Pod",
-        "metadata": {"name": name, "namespace": "ns", "labels": {"app": "web"}},
+        "metadata": {"name": name, "namespace": "ns", "labels": {"app": "web"},
+            // Escapes and nesting that metadata sent as its stored text must keep.
+            "annotations": {"note": "a \"b\" \u{e9} <c>\n\t"},
+            "managedFields": [{"manager": "m", "operation": "Update",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}}}]},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
         "status": {"phase": "Pending"}});
     if let Some(n) = node {
@@ -102,7 +106,11 @@ fn a_glance_decides_every_pod_change_as_the_full_filter_does() {
     ];
     let mut decided = 0;
     for (i, f) in filters.iter().enumerate() {
-        for output in [Output::Json, Output::PartialMetadata] {
+        for output in [
+            Output::Json,
+            Output::PartialMetadata,
+            Output::PartialMetadataProtobuf,
+        ] {
             let glance = Glance::of(&rt, f, output)
                 .unwrap_or_else(|| panic!("filter {i} should be decided at a glance"));
             for ev in &events {
@@ -115,14 +123,20 @@ fn a_glance_decides_every_pod_change_as_the_full_filter_does() {
                     ev.key,
                     ev.kind
                 );
-                // A partial watch sends what the full path would: the stored metadata.
+                // A partial watch sends what the full path would: the stored metadata, as
+                // the same bytes in JSON.
                 let metadata = d.and_then(|d| d.metadata);
-                match output {
-                    Output::PartialMetadata if full_kind.is_some() => assert_eq!(
-                        metadata.map(table::partial_metadata_of),
-                        Some(table::partial_object_metadata(ev.value_json().unwrap()))
+                let full_partial = || table::partial_object_metadata(ev.value_json().unwrap());
+                match (output, metadata) {
+                    (Output::PartialMetadata, Some(PartialMetadata::Text(m))) => assert_eq!(
+                        partial_metadata_line(full_kind.unwrap(), m),
+                        Some(event_line(output, full_kind.unwrap(), &full_partial()))
                     ),
-                    _ => assert_eq!(metadata, None),
+                    (Output::PartialMetadataProtobuf, Some(PartialMetadata::Tree(m))) => {
+                        assert_eq!(table::partial_metadata_of(m), full_partial())
+                    }
+                    (_, None) => assert!(output == Output::Json || full_kind.is_none()),
+                    _ => panic!("filter {i} {output:?}: metadata in the wrong form"),
                 }
                 decided += full_kind.is_some() as usize;
             }
@@ -132,11 +146,11 @@ fn a_glance_decides_every_pod_change_as_the_full_filter_does() {
     assert!(decided >= 40, "{decided}");
 }
 
-/// Labels are read as the full filter reads them, even ones that are not strings (not
-/// valid as stored, but possible in a corrupt record); metadata that is not an object is
-/// no labels, and a record that is not JSON is left to the full path.
+/// Labels that are not strings and metadata that is not an object (not valid as stored,
+/// but possible in a corrupt record), and a record that is not JSON, are left to the full
+/// path.
 #[test]
-fn odd_labels_and_metadata_are_decided_as_the_full_filter_does() {
+fn odd_labels_and_metadata_are_left_to_the_full_filter() {
     let rt = pods();
     let f = labelled(&rt, "app=web", None);
     let g = Glance::of(&rt, &f, Output::Json).unwrap();
@@ -151,7 +165,13 @@ fn odd_labels_and_metadata_are_decided_as_the_full_filter_does() {
             Some(&pod("a", None, "v1")),
         );
         ev.value = Bytes::from(serde_json::to_vec(obj).unwrap());
-        assert_eq!(kind_of(&g, &ev, "v1"), Some(full(&f, &ev)), "{obj}");
+        assert_eq!(kind_of(&g, &ev, "v1"), None, "{obj}");
+        let partial = Glance::of(&rt, &filter(&rt, None, None), Output::PartialMetadata).unwrap();
+        if obj["metadata"].is_object() {
+            assert!(partial.decide(&ev, "v1").is_some(), "{obj}");
+        } else {
+            assert!(partial.decide(&ev, "v1").is_none(), "{obj}");
+        }
     }
     let mut corrupt = event(EventKind::Put, &odd, None);
     corrupt.value = Bytes::from_static(b"{\"apiVersion\": \"v1\", \"metadata\": ");

@@ -181,12 +181,34 @@ impl Event {
             .as_ref()
     }
 
-    /// The `metadata` of `prev_value`, read once like [`Event::metadata_json`].
-    pub fn prev_metadata_json(&self) -> Option<&serde_json::Value> {
-        let prev = self.prev_value.as_ref()?;
-        self.parsed.0.json[3]
-            .get_or_init(|| read_metadata(prev))
+    /// `metadata.labels` of `value` (empty when it has none; `None` if `value` is not a JSON
+    /// object whose metadata and labels are objects of strings), read once for all watchers
+    /// of the event without building the rest of the metadata: what a label-selected watch
+    /// needs, without the tree of `managedFields` that a full metadata parse builds and drops.
+    pub fn labels(&self) -> Option<&Labels> {
+        self.parsed.0.labels[0]
+            .get_or_init(|| read_labels(&self.value))
             .as_ref()
+    }
+
+    /// `metadata.labels` of `prev_value`, read once like [`Event::labels`].
+    pub fn prev_labels(&self) -> Option<&Labels> {
+        let prev = self.prev_value.as_ref()?;
+        self.parsed.0.labels[1]
+            .get_or_init(|| read_labels(prev))
+            .as_ref()
+    }
+
+    /// The `metadata` object of `value` as its stored JSON text (`None` if `value` is not a
+    /// JSON object with an object `metadata`), found once for all watchers of the event: a
+    /// JSON metadata-only watch sends these bytes as they are.
+    pub fn metadata_text(&self) -> Option<&[u8]> {
+        let span = self
+            .parsed
+            .0
+            .metadata_span
+            .get_or_init(|| metadata_span(&self.value));
+        span.clone().map(|r| &self.value[r])
     }
 
     /// The [`Head`] of `value` (`None` if it is not a JSON object with an object or no
@@ -241,6 +263,42 @@ fn read_head(bytes: &[u8]) -> Option<Head> {
     })
 }
 
+/// An object's labels.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// `metadata.labels` of a JSON object, every other field skipped unparsed.
+fn read_labels(bytes: &[u8]) -> Option<Labels> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        metadata: Option<Metadata>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        labels: Option<Labels>,
+    }
+    let raw = serde_json::from_slice::<Raw>(bytes).ok()?;
+    Some(raw.metadata.and_then(|m| m.labels).unwrap_or_default())
+}
+
+/// Where the `metadata` object's text lies in a JSON object.
+fn metadata_span(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    #[derive(serde::Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let text = serde_json::from_slice::<Raw>(bytes).ok()?.metadata?.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    // The raw value borrows from `bytes`, so its address gives its offset.
+    let start = (text.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start + text.len();
+    (end <= bytes.len()).then_some(start..end)
+}
+
 /// The `metadata` of a JSON object, every other field skipped unparsed.
 fn read_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
     #[derive(serde::Deserialize)]
@@ -263,10 +321,14 @@ pub struct ParsedJson(Arc<Memo>);
 
 #[derive(Default)]
 struct Memo {
-    /// value, prev_value, and the metadata of each.
-    json: [std::sync::OnceLock<Option<serde_json::Value>>; 4],
+    /// value, prev_value, and value's metadata.
+    json: [std::sync::OnceLock<Option<serde_json::Value>>; 3],
     /// value, prev_value.
     heads: [std::sync::OnceLock<Option<Head>>; 2],
+    /// value, prev_value.
+    labels: [std::sync::OnceLock<Option<Labels>>; 2],
+    /// value's.
+    metadata_span: std::sync::OnceLock<Option<std::ops::Range<usize>>>,
 }
 
 impl PartialEq for ParsedJson {
