@@ -279,7 +279,7 @@ PY
     fi
     if ! wait $bench_pid; then
         echo "pod_bench failed; server log tail:" >&2
-        tail -20 "$dir/server.log" >&2
+        tail -n 20 "$dir/server.log" >&2
         return 1
     fi
     grep '^pods_all_deleted' "$dir/pods.out"
@@ -298,7 +298,7 @@ PY
     POD_BENCH_RATE="$rate" target/release/examples/pod_bench "$dir/kubeconfig" \
         bench/busybox:1 "$pods" 1 "$node" >"$dir/paced.out" || {
         echo "paced pod_bench failed; server log tail:" >&2
-        tail -20 "$dir/server.log" >&2
+        tail -n 20 "$dir/server.log" >&2
         return 1
     }
     grep -E '^paced_pod_create_to_running|^paced_pods_all_running' "$dir/paced.out"
@@ -316,7 +316,7 @@ PY
     agent_pid=$!
     target/release/examples/pod_bench node-ready "$dir/kubeconfig" "$t1" bench-agent | grep -v '^node_name' || {
         echo "the agent did not get Ready; its log tail:" >&2
-        tail -20 "$dir/agent.log" >&2
+        tail -n 20 "$dir/agent.log" >&2
         return 1
     }
     echo "agent_start_to_ready_target_ms 2000 ms"
@@ -350,7 +350,7 @@ bench_scale() {
         --write-kubeconfig "$dir/kubeconfig" --disable-agent --log "${SCALE_BENCH_LOG:-warn}" >"$dir/server.log" 2>&1 &
     pid=$!
     until [ -s "$dir/data/server/token" ] && [ -s "$dir/kubeconfig" ]; do
-        kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/server.log" >&2; return 1; }
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/server.log" >&2; return 1; }
         sleep 0.1
     done
     SKIFF_URL="https://127.0.0.1:$port" SKIFF_TOKEN="$(cat "$dir/data/server/token")" \
@@ -373,7 +373,7 @@ bench_scale() {
     fi
     if ! wait $bench_pid; then
         echo "scale_bench failed; server and sim-nodes log tails:" >&2
-        tail -20 "$dir/server.log" "$dir/sim.log" >&2
+        tail -n 20 "$dir/server.log" "$dir/sim.log" >&2
         return 1
     fi
     # Everything after the pause: the rolling update, the API probes, scale to zero and the

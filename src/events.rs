@@ -2,15 +2,23 @@
 //! `reportingComponent`): the kubelet, the scheduler and every controller write through one
 //! [`Recorder`].
 //!
-//! Invariant: recording never blocks the caller: events go through a channel to one writer
-//! task; a repeat of the same (object, reason, message) bumps the count of the event already
-//! written instead of creating another, as upstream's correlator does.
+//! Invariants:
+//! - Recording never blocks the caller: events go through a channel to one writer task.
+//! - The writer correlates events as upstream's client-go `EventCorrelator` does: a repeat
+//!   of the same (object, reason, message) bumps the count of the event already written;
+//!   from the 10th distinct message of one (object, type, reason) within 10 minutes on,
+//!   they are combined into one event ("(combined from similar events): …") whose count is
+//!   bumped; and each object gets at most 25 writes of one type in a burst, then one per
+//!   5 minutes (the spam filter). A ReplicaSet scaled to 3,000 writes 25 `SuccessfulCreate`
+//!   events, not 3,000.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Resource;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub const NORMAL: &str = "Normal";
@@ -102,38 +110,185 @@ impl Recorder {
     }
 }
 
-/// (uid, fieldPath, reason, message): what makes two events the same.
-type SeenKey = (String, String, std::borrow::Cow<'static, str>, String);
+/// How many distinct messages of one (object, type, reason) are written as they are
+/// before they are combined (upstream's `defaultAggregateMaxEvents`)...
+const AGGREGATE_MAX_MESSAGES: usize = 10;
+/// ...within this window (`defaultAggregateIntervalInSeconds`).
+const AGGREGATE_WINDOW: Duration = Duration::from_secs(600);
+/// Writes per (object, type) allowed at once (`defaultSpamBurst`)...
+const SPAM_BURST: f64 = 25.0;
+/// ...and the rate they are allowed again at (`defaultSpamQPS`: one per 5 minutes).
+const SPAM_PER_SEC: f64 = 1.0 / 300.0;
+/// Entries each cache keeps before it starts afresh (upstream's LRU size).
+const CACHE_ENTRIES: usize = 4096;
+/// The prefix of a combined event's message.
+pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
+
+/// (kind, namespace, name, uid, type): one object's events of one type, the spam filter's
+/// unit.
+type SpamKey = (String, String, String, String, &'static str);
+/// (object, type, reason): the events that are combined once their messages vary.
+type AggregateKey = (SpamKey, Cow<'static, str>);
+
+/// What identifies an event already written, to bump its count.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum LogKey {
+    /// (uid, fieldPath, reason, message).
+    Event(String, String, Cow<'static, str>, String),
+    Combined(AggregateKey),
+}
+
+/// What to write for one recorded event.
+#[derive(Debug, PartialEq)]
+enum Write {
+    Create {
+        message: String,
+    },
+    /// Bump the event `name` in `namespace` to `count`, with the latest message.
+    Bump {
+        namespace: String,
+        name: String,
+        count: i32,
+        message: String,
+    },
+}
+
+/// Upstream's event correlation (aggregation, dedup by count, spam filter) over one
+/// writer's events; see the module docs. Time is passed in, so it is testable.
+#[derive(Default)]
+struct Correlator {
+    /// Distinct messages seen per aggregate key, and when one was last seen.
+    messages: HashMap<AggregateKey, (HashSet<String>, Instant)>,
+    /// Events written: (namespace, name, count).
+    written: HashMap<LogKey, (String, String, i32)>,
+    /// Token buckets: (tokens, when last filled).
+    buckets: HashMap<SpamKey, (f64, Instant)>,
+}
+
+impl Correlator {
+    /// The write `r` needs (`None`: dropped by the spam filter), and the key that a created
+    /// event is to be remembered under.
+    fn correlate(&mut self, r: &Recorded, now: Instant) -> (Option<Write>, LogKey) {
+        let o = &r.object;
+        let spam_key: SpamKey = (
+            o.kind.clone().unwrap_or_default(),
+            o.namespace.clone().unwrap_or_default(),
+            o.name.clone().unwrap_or_default(),
+            o.uid.clone().unwrap_or_default(),
+            r.type_,
+        );
+        let aggregate_key = (spam_key.clone(), r.reason.clone());
+        fresh_if_full(&mut self.messages);
+        let (seen, last) = self
+            .messages
+            .entry(aggregate_key.clone())
+            .or_insert_with(|| (HashSet::new(), now));
+        if now.saturating_duration_since(*last) > AGGREGATE_WINDOW {
+            seen.clear();
+        }
+        seen.insert(r.message.clone());
+        *last = now;
+        let (message, key) = if seen.len() < AGGREGATE_MAX_MESSAGES {
+            let key = LogKey::Event(
+                o.uid.clone().unwrap_or_default(),
+                o.field_path.clone().unwrap_or_default(),
+                r.reason.clone(),
+                r.message.clone(),
+            );
+            (r.message.clone(), key)
+        } else {
+            // Keeps the set one short of the limit, so every new message is combined.
+            if let Some(any) = seen.iter().next().cloned() {
+                seen.remove(&any);
+            }
+            (
+                format!("{COMBINED_PREFIX}{}", r.message),
+                LogKey::Combined(aggregate_key),
+            )
+        };
+        let write = match self.written.get_mut(&key) {
+            Some((namespace, name, count)) => {
+                *count += 1;
+                Write::Bump {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    count: *count,
+                    message,
+                }
+            }
+            None => Write::Create { message },
+        };
+        (self.allow(spam_key, now).then_some(write), key)
+    }
+
+    /// The spam filter's token bucket for `key`.
+    fn allow(&mut self, key: SpamKey, now: Instant) -> bool {
+        fresh_if_full(&mut self.buckets);
+        let (tokens, filled) = self.buckets.entry(key).or_insert((SPAM_BURST, now));
+        let elapsed = now.saturating_duration_since(*filled).as_secs_f64();
+        *tokens = (*tokens + elapsed * SPAM_PER_SEC).min(SPAM_BURST);
+        *filled = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Remembers an event written under `key`.
+    fn created(&mut self, key: LogKey, namespace: String, name: String) {
+        fresh_if_full(&mut self.written);
+        self.written.insert(key, (namespace, name, 1));
+    }
+}
+
+/// Bounds a cache: past [`CACHE_ENTRIES`] it starts afresh (upstream evicts the least
+/// recently used entry; starting afresh forgets more, but only ever allows an extra burst).
+fn fresh_if_full<K, V>(map: &mut HashMap<K, V>) {
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+}
 
 async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedReceiver<Recorded>) {
-    // (uid, fieldPath, reason, message) → (namespace, event name, count)
-    let mut seen: HashMap<SeenKey, (String, String, i32)> = HashMap::new();
+    let mut correlator = Correlator::default();
     while let Some(r) = rx.recv().await {
+        let (write, key) = correlator.correlate(&r, Instant::now());
+        let message = match write {
+            None => continue,
+            Some(Write::Bump {
+                namespace,
+                name,
+                count,
+                message,
+            }) => {
+                let patch = serde_json::json!({
+                    "count": count,
+                    "lastTimestamp": now_time(),
+                    "message": message,
+                });
+                let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bumping an event failed; writing a new one");
+                        message
+                    }
+                }
+            }
+            Some(Write::Create { message }) => message,
+        };
         let ns = r
             .object
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let key = (
-            r.object.uid.clone().unwrap_or_default(),
-            r.object.field_path.clone().unwrap_or_default(),
-            r.reason.clone(),
-            r.message.clone(),
-        );
         let now = chrono::Utc::now();
         let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-        if let Some((ens, name, count)) = seen.get_mut(&key) {
-            *count += 1;
-            let patch = serde_json::json!({"count": *count, "lastTimestamp": now_time()});
-            let api: Api<Event> = Api::namespaced(client.clone(), ens);
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => continue,
-                Err(e) => tracing::debug!(error = %e, "bumping an event failed; writing a new one"),
-            }
-        }
         let name = format!(
             "{}.{:x}",
             r.object.name.clone().unwrap_or_default(),
@@ -147,7 +302,7 @@ async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedRec
             },
             involved_object: r.object,
             reason: Some(r.reason.to_string()),
-            message: Some(r.message),
+            message: Some(message),
             type_: Some(r.type_.into()),
             count: Some(1),
             first_timestamp: Some(now_time()),
@@ -167,13 +322,12 @@ async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedRec
             ..Default::default()
         };
         match api.create(&PostParams::default(), &ev).await {
-            Ok(_) => {
-                if seen.len() > 4096 {
-                    seen.clear();
-                }
-                seen.insert(key, (ns, name, 1));
-            }
+            Ok(_) => correlator.created(key, ns, name),
             Err(e) => tracing::debug!(error = %e, "writing an event failed"),
         }
     }
 }
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

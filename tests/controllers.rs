@@ -283,3 +283,54 @@ fn sigterm_ends_open_watches_cleanly_and_the_server_exits_zero() {
     );
     assert!(server.log().contains("shutting down"));
 }
+
+/// Events are correlated as client-go does it upstream. A ReplicaSet that creates 40 pods
+/// records 40 `SuccessfulCreate` events. The first 9 messages are written as they are. The
+/// 10th and later ones are combined into one event, whose count is bumped. The spam filter
+/// lets through at most 25 writes about the object in a burst, so the combined event stops
+/// at count 16. The pods stay Pending: this server has no node.
+#[test]
+fn a_replicaset_creating_forty_pods_writes_nine_events_and_one_combined_at_most_25_times() {
+    let server = TestServer::start();
+    server.apply(
+        "big-rs.yaml",
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: big\nspec:\n  replicas: 40\n  selector:\n    matchLabels: {app: big}\n  template:\n    metadata:\n      labels: {app: big}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n",
+    );
+    let events = || {
+        server.kubectl_json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=big,reason=SuccessfulCreate",
+            "-o",
+            "json",
+        ])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let combined_count = |items: &[serde_json::Value]| {
+        items
+            .iter()
+            .find(|e| {
+                e["message"].as_str().is_some_and(|m| {
+                    m.starts_with("(combined from similar events): Created pod: big-")
+                })
+            })
+            .and_then(|e| e["count"].as_i64())
+    };
+    server.wait_until("40 pods and the combined event at count 16", 60, || {
+        let pods = server.kubectl_ok(&["get", "pods", "-l", "app=big", "-o=name"]);
+        pods.lines().count() == 40 && combined_count(&events()) == Some(16)
+    });
+    // Nothing more arrives: the last 15 creations were filtered, not delayed.
+    std::thread::sleep(Duration::from_secs(1));
+    let items = events();
+    assert_eq!(combined_count(&items), Some(16), "{items:?}");
+    assert_eq!(items.len(), 10, "{items:?}");
+    let plain: Vec<_> = items
+        .iter()
+        .filter(|e| e["count"] == 1 && !e["message"].as_str().unwrap_or("").starts_with('('))
+        .collect();
+    assert_eq!(plain.len(), 9, "{items:?}");
+}
