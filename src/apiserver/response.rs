@@ -28,6 +28,11 @@ pub fn json_typed(code: u16, content_type: &str, v: &Value) -> Response<Body> {
     bytes(code, content_type, Bytes::from(body))
 }
 
+/// A JSON body already serialized.
+pub fn json_bytes(code: u16, body: Bytes) -> Response<Body> {
+    bytes(code, "application/json", body)
+}
+
 pub fn text(code: u16, s: &str) -> Response<Body> {
     bytes(code, "text/plain; charset=utf-8", Bytes::from(s.to_owned()))
 }

@@ -115,7 +115,7 @@ pub async fn delete_object(
     }
     match &written {
         Written::Deleted(obj) => after_delete(state, rt, obj),
-        Written::Updated(obj) if rt.strategy.bookkeeping == Bookkeeping::CustomTypes => {
+        Written::Updated(obj, _) if rt.strategy.bookkeeping == Bookkeeping::CustomTypes => {
             // A terminating definition stops accepting new objects.
             crd::register(state, obj)
         }
@@ -311,8 +311,8 @@ pub async fn delete(
     let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
     Ok(match written {
         Written::Deleted(obj) => response::json(200, &obj),
-        other if accepted => response::json(202, other.object()),
-        other => response::json(200, other.object()),
+        other if accepted => response::json_bytes(202, other.json()),
+        other => response::json_bytes(200, other.json()),
     })
 }
 

@@ -258,7 +258,7 @@ async fn delete_with_condition(
             })
         })
         .await?;
-        if let (Written::Updated(pod), Some(_)) = (&marked, &opts.precondition_rv) {
+        if let (Written::Updated(pod, _), Some(_)) = (&marked, &opts.precondition_rv) {
             opts.precondition_rv = pod["metadata"]["resourceVersion"]
                 .as_str()
                 .map(str::to_owned);

@@ -62,7 +62,7 @@ pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written
     }
     if rt.strategy.bookkeeping == Bookkeeping::CustomTypes {
         match written {
-            Written::Created(o) | Written::Updated(o) => crd::register(state, o),
+            Written::Created(o, _) | Written::Updated(o, _) => crd::register(state, o),
             Written::Unchanged(_) | Written::Deleted(_) => {}
         }
     }
@@ -119,7 +119,10 @@ pub async fn create(
     after_write_async(state, rt, &written).await;
     let mut all = warnings;
     all.extend(admission_warnings);
-    Ok(with_warnings(response::json(201, written.object()), &all))
+    Ok(with_warnings(
+        response::json_bytes(201, written.json()),
+        &all,
+    ))
 }
 
 /// A create through admission: mutating plugins, validation, validating plugins, then the
@@ -209,7 +212,7 @@ pub async fn update(
     let mut all = warnings;
     all.extend(admitted.warnings);
     Ok(with_warnings(
-        response::json(200, admitted.written.object()),
+        response::json_bytes(200, admitted.written.json()),
         &all,
     ))
 }
@@ -397,14 +400,17 @@ pub async fn patch(
     let written = admitted.written;
     after_write(state, &rt, &written);
     after_write_async(state, &rt, &written).await;
-    let code = if matches!(written, Written::Created(_)) {
+    let code = if matches!(written, Written::Created(..)) {
         201
     } else {
         200
     };
     let mut all = warnings;
     all.extend(admitted.warnings);
-    Ok(with_warnings(response::json(code, written.object()), &all))
+    Ok(with_warnings(
+        response::json_bytes(code, written.json()),
+        &all,
+    ))
 }
 
 /// kubectl's move from client-side to server-side apply: like upstream's last-applied
