@@ -41,6 +41,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistentvolume;
+pub mod pod_index;
 pub mod podautoscaler;
 pub mod podgc;
 pub mod pv_protection;

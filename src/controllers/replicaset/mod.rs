@@ -22,6 +22,7 @@ mod sync;
 mod tests;
 
 use super::controller_utils::{controller_ref, key_of, Selector};
+use super::pod_index::PodsByController;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -70,11 +71,14 @@ impl<K: Replicated> ReplicaController<K> {
         let client = self.ctx.client_for(K::CONTROLLER);
         let recorder = Recorder::spawn_for(client.clone(), K::CONTROLLER);
         let expectations = Arc::new(Expectations::default());
+        // Seeded before any sync runs: an empty index would make every object look podless.
+        let index = PodsByController::seeded(&pods.store());
         let reconciler = Arc::new(sync::Sync::<K> {
             client,
             objects: objects.store(),
             pods: pods.store(),
             expectations: expectations.clone(),
+            index: index.clone(),
             recorder,
         });
         let feeder = Feeder {
@@ -82,6 +86,7 @@ impl<K: Replicated> ReplicaController<K> {
             pods: pods.clone(),
             queue: self.queue.clone(),
             expectations,
+            index,
             known: seed_known::<K>(&pods.store()),
         };
         tokio::select! {
@@ -124,6 +129,8 @@ struct Feeder<K: Replicated> {
     pods: Informer<Pod>,
     queue: WorkQueue<String>,
     expectations: Arc<Expectations>,
+    /// Kept before any key is queued, so a sync finds the pods that queued it.
+    index: Arc<PodsByController>,
     /// pod uid → key of its controller of kind `K` when last seen.
     known: HashMap<String, Option<String>>,
 }
@@ -153,6 +160,11 @@ impl<K: Replicated> Feeder<K> {
             Change::Applied(p) => (p, false),
             Change::Deleted(p) => (p, true),
         };
+        if deleted {
+            self.index.deleted(pod);
+        } else {
+            self.index.applied(pod);
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let key = owner_key::<K>(pod);

@@ -6,10 +6,13 @@ use super::kinds::Replicated;
 use super::ranking::order_for_deletion;
 use crate::controllers::controller_utils::{
     adopt_patch, claim, is_pod_active, is_pod_available, is_pod_ready, is_pod_terminating,
-    new_controller_ref, release_patch, slow_start_batch, Claim, Selector, BURST_REPLICAS,
+    new_controller_ref, release_patch, slow_start_batch, Claim, Selector, BATCH_IN_FLIGHT,
+    BURST_REPLICAS,
 };
+use crate::controllers::pod_index::PodsByController;
 use crate::controllers::{Action, ControllerError, Reconciler};
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -24,6 +27,7 @@ pub(super) struct Sync<K: Replicated> {
     pub objects: Store<K>,
     pub pods: Store<Pod>,
     pub expectations: Arc<Expectations>,
+    pub index: Arc<PodsByController>,
     pub recorder: Recorder,
 }
 
@@ -59,14 +63,11 @@ impl<K: Replicated> Reconciler for Sync<K> {
         let spec = rs.spec.clone().unwrap_or_default();
         let selector = Selector::new(Some(&spec.selector));
         let satisfied = self.expectations.satisfied(key);
-        let all: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-            .collect();
-        let owned = self.claim_pods(&obj, &rs, &selector, &all).await?;
         let uid = rs.metadata.uid.clone().unwrap_or_default();
+        // The pods it controls and the namespace's orphans: every other pod is another
+        // controller's, which a claim ignores.
+        let all = self.index.owned_or_orphaned(&uid, ns, &self.pods);
+        let owned = self.claim_pods(&obj, &rs, &selector, &all).await?;
         let terminating = all
             .iter()
             .filter(|p| is_pod_terminating(p))
@@ -248,10 +249,16 @@ impl<K: Replicated> Sync<K> {
                 .collect();
             self.expectations
                 .expect_deletions(key, victims.iter().cloned());
-            let results = futures::future::join_all(victims.iter().map(|name| {
+            // Bounded like creations (`BATCH_IN_FLIGHT`).
+            let results: Vec<_> = futures::stream::iter(victims.iter().cloned().map(|name| {
                 let pods = pods.clone();
-                async move { (name, pods.delete(name, &DeleteParams::default()).await) }
+                async move {
+                    let r = pods.delete(&name, &DeleteParams::default()).await;
+                    (name, r)
+                }
             }))
+            .buffer_unordered(BATCH_IN_FLIGHT)
+            .collect()
             .await;
             let mut first_err = None;
             for (name, r) in results {
@@ -263,7 +270,7 @@ impl<K: Replicated> Sync<K> {
                         format!("Deleted pod: {name}"),
                     ),
                     Err(e) => {
-                        self.expectations.deletion_observed(key, name);
+                        self.expectations.deletion_observed(key, &name);
                         if is_not_found(&e) {
                             continue;
                         }
