@@ -385,6 +385,52 @@ bench_scale() {
     # The run ends with the backlog phase, so this is again $replicas pods, plus the history
     # (events, three rollouts' replica sets) of the whole run.
     echo "server_rss_at_end_${replicas}_pods_mb $(rss_mb $pid) MB"
+    # With SCALE_BENCH_LOG="warn,skiff::apiserver=debug" the server logs every request with
+    # its time: the p99 of all of them, the cluster's own calls included, as upstream's API
+    # latency SLO counts them (watches and exec-like streams left out). The logging itself
+    # costs CPU, so these runs are not the ones to compare throughput with.
+    if grep -q ' ms=' "$dir/server.log"; then
+        server_side_latency <"$dir/server.log"
+    fi
+}
+
+# Reads the server's per-request debug lines; prints the p50/p99 of reads and writes and the
+# slowest (method, resource) by p99.
+server_side_latency() {
+    python3 -c '
+import re, sys
+line = re.compile(r"method=(\w+) path=(\S+) watch=(\w+) status=\d+ ms=([0-9.]+)")
+by = {}
+for l in sys.stdin:
+    m = line.search(l)
+    if not m or m.group(3) == "true":
+        continue
+    method, path, ms = m.group(1), m.group(2), float(m.group(4))
+    parts = [p for p in path.split("/") if p]
+    if "watch" in parts or parts[-1:] == ["exec"]:
+        continue
+    # /api/v1/namespaces/NS/pods/NAME/status -> pods/status
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        parts = parts[parts.index("namespaces") + 2:]
+    else:
+        parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    resource = parts[0] + ("/" + parts[2] if len(parts) > 2 else "") if parts else "-"
+    by.setdefault((method, resource), []).append(ms)
+def pct(v, q):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(q * len(v)))]
+reads = [x for (m, _), v in by.items() if m == "GET" for x in v]
+writes = [x for (m, _), v in by.items() if m != "GET" for x in v]
+for name, v in (("read", reads), ("write", writes)):
+    if v:
+        print(f"server_side_{name}_requests {len(v)} requests")
+        print(f"server_side_{name}_p50_ms {pct(v, 0.5):.1f} ms")
+        print(f"server_side_{name}_p99_ms {pct(v, 0.99):.1f} ms")
+worst = sorted(((pct(v, 0.99), m, r, len(v)) for (m, r), v in by.items() if len(v) >= 100), reverse=True)[:5]
+for p99, m, r, n in worst:
+    key = m + "_" + r.replace("/", "_")
+    print(f"server_side_p99_ms_{key} {p99:.1f} ms ({n} requests)")
+'
 }
 
 case "$what" in

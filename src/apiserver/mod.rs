@@ -247,6 +247,11 @@ where
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // Told apart in the log: a watch's time is only that of its start.
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"));
     // Errors are written in the type the client negotiated, as upstream's ErrorNegotiated.
     let accept = req.headers().get(http::header::ACCEPT).cloned();
     let resp = match dispatch(&state, &conn, req).await {
@@ -257,7 +262,7 @@ where
         }
     };
     tracing::debug!(
-        %method, %path, status = resp.status().as_u16(),
+        %method, %path, watch, status = resp.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0, "request"
     );
     resp
