@@ -15,6 +15,7 @@ mod tests;
 
 use super::controller_utils::{key_of, owner_key, pod_owner_keys};
 use super::history::History;
+use super::pod_index::PodsByController;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -55,10 +56,13 @@ impl DaemonSetController {
         nodes.synced().await?;
         revisions.synced().await?;
         let client = self.ctx.client_for(CONTROLLER);
+        // Seeded before any sync runs: an empty index would make every set look podless.
+        let index = PodsByController::seeded(&pods.store());
         let reconciler = Arc::new(sync::Sync {
             client: client.clone(),
             sets: sets.store(),
             pods: pods.store(),
+            index: index.clone(),
             nodes: nodes.store(),
             history: History {
                 client: client.clone(),
@@ -71,7 +75,7 @@ impl DaemonSetController {
             deleting: Default::default(),
             failed_backoff: Default::default(),
         });
-        let feeder = feed(sets, pods, nodes, revisions, self.queue.clone());
+        let feeder = feed(sets, pods, nodes, revisions, index, self.queue.clone());
         tokio::select! {
             _ = feeder => Err(ControllerError::Invalid(format!("{CONTROLLER}: the informers' change feeds ended"))),
             _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
@@ -87,6 +91,7 @@ async fn feed(
     pods: Informer<Pod>,
     nodes: Informer<Node>,
     revisions: Informer<ControllerRevision>,
+    index: Arc<PodsByController>,
     queue: WorkQueue<String>,
 ) {
     let mut set_changes = sets.subscribe();
@@ -100,6 +105,11 @@ async fn feed(
                 queue.add(key_of(&s.metadata));
             }
             Some(change) = pod_changes.next() => {
+                // The index first, so the sync this queues finds the pod.
+                match &change {
+                    Change::Applied(p) => index.applied(p),
+                    Change::Deleted(p) => index.deleted(p),
+                }
                 let (Change::Applied(p) | Change::Deleted(p)) = change;
                 let keys = pod_owner_keys(
                     &p.metadata,

@@ -10,6 +10,7 @@ use crate::controllers::controller_utils::{
 use crate::controllers::history::{
     claim_all, ensure_update_revision, revisions_to_delete, History, CONTROLLER_REVISION_HASH,
 };
+use crate::controllers::pod_index::PodsByController;
 use crate::controllers::{Action, ControllerError, Reconciler};
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
@@ -128,6 +129,8 @@ pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<DaemonSet>,
     pub pods: Store<Pod>,
+    /// The pods each set controls and each namespace's orphans (see `pod_index`).
+    pub index: Arc<PodsByController>,
     pub nodes: Store<Node>,
     pub history: History,
     pub recorder: Recorder,
@@ -163,11 +166,9 @@ impl Reconciler for Sync {
             return Ok(Action::Done);
         }
         let owner = new_controller_ref("apps/v1", "DaemonSet", &ds.metadata);
-        let candidates = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns));
+        // Its own pods and the namespace's orphans: any other pod is another controller's.
+        let uid = ds.metadata.uid.as_deref().unwrap_or_default();
+        let candidates = self.index.owned_or_orphaned(uid, ns, &self.pods);
         let pods = claim_all(
             &self.client,
             &owner,
