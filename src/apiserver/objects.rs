@@ -448,15 +448,11 @@ impl Written {
         }
     }
 
-    /// [`Written::object`] as JSON: the bytes just stored when there are some (the object
-    /// was serialized once to be stored; serializing it again for the answer was ~4% of the
-    /// server's CPU under `bench.sh scale`).
-    pub fn json(&self) -> Bytes {
+    /// The JSON bytes [`Written::object`] was just stored as, if it was written.
+    pub fn stored_json(&self) -> Option<&Bytes> {
         match self {
-            Written::Created(_, stored) | Written::Updated(_, stored) => stored.clone(),
-            Written::Deleted(v) | Written::Unchanged(v) => {
-                Bytes::from(serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
-            }
+            Written::Created(_, stored) | Written::Updated(_, stored) => Some(stored),
+            Written::Deleted(_) | Written::Unchanged(_) => None,
         }
     }
 }

@@ -504,33 +504,32 @@ impl WatchStream {
 /// A JSON watch event line around an object's stored JSON bytes; `None` if they would not
 /// make one line (stored objects are compact JSON, so only a corrupt record is refused).
 fn raw_event_line(kind: &str, stored: &[u8]) -> Option<Bytes> {
-    if stored.first() != Some(&b'{') || stored.contains(&b'\n') {
-        return None;
-    }
-    let mut line = Vec::with_capacity(stored.len() + kind.len() + 24);
-    line.extend_from_slice(b"{\"type\":\"");
-    line.extend_from_slice(kind.as_bytes());
-    line.extend_from_slice(b"\",\"object\":");
-    line.extend_from_slice(stored);
-    line.extend_from_slice(b"}\n");
-    Some(Bytes::from(line))
+    event_line_around(kind, b"", stored, b"")
 }
 
 /// A JSON watch event line of a PartialObjectMetadata around an object's stored `metadata`
 /// text: the bytes serializing its tree would give (stored JSON is compact, keys sorted);
 /// `None` if they would not make one line.
 fn partial_metadata_line(kind: &str, metadata: &[u8]) -> Option<Bytes> {
-    if metadata.first() != Some(&b'{') || metadata.contains(&b'\n') {
+    const HEAD: &[u8] =
+        br#"{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":"#;
+    event_line_around(kind, HEAD, metadata, b"}")
+}
+
+/// `{"type":KIND,"object":HEAD JSON TAIL}` and a newline, where `json` is a stored JSON
+/// object; `None` if it is not one line of an object.
+fn event_line_around(kind: &str, head: &[u8], json: &[u8], tail: &[u8]) -> Option<Bytes> {
+    if json.first() != Some(&b'{') || json.contains(&b'\n') {
         return None;
     }
-    const HEAD: &[u8] =
-        br#"","object":{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":"#;
-    let mut line = Vec::with_capacity(metadata.len() + kind.len() + HEAD.len() + 16);
+    let mut line = Vec::with_capacity(json.len() + kind.len() + head.len() + tail.len() + 24);
     line.extend_from_slice(b"{\"type\":\"");
     line.extend_from_slice(kind.as_bytes());
-    line.extend_from_slice(HEAD);
-    line.extend_from_slice(metadata);
-    line.extend_from_slice(b"}}\n");
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(head);
+    line.extend_from_slice(json);
+    line.extend_from_slice(tail);
+    line.extend_from_slice(b"}\n");
     Some(Bytes::from(line))
 }
 

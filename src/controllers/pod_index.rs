@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::controller_utils::controller_ref;
+use crate::informers::Change;
 
 /// Where a pod is indexed.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -56,8 +57,17 @@ impl PodsByController {
         index
     }
 
+    /// Records a change from the pods' feed. A controller's feed calls this before it
+    /// queues the keys the change concerns, so their syncs find the pod.
+    pub fn observe(&self, change: &Change<Pod>) {
+        match change {
+            Change::Applied(p) => self.applied(p),
+            Change::Deleted(p) => self.deleted(p),
+        }
+    }
+
     /// Records a pod created or changed.
-    pub fn applied(&self, pod: &Pod) {
+    fn applied(&self, pod: &Pod) {
         let key = ObjectRef::from_obj(pod);
         let slot = slot_of(pod);
         let mut inner = self.inner.lock();
@@ -71,7 +81,7 @@ impl PodsByController {
     }
 
     /// Records a pod deleted.
-    pub fn deleted(&self, pod: &Pod) {
+    fn deleted(&self, pod: &Pod) {
         let key = ObjectRef::from_obj(pod);
         let mut inner = self.inner.lock();
         if let Some(old) = inner.slot.remove(&key) {

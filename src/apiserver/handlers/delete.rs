@@ -309,11 +309,12 @@ pub async fn delete(
     )
     .await?;
     let written = delete_object(state, &rr.rt, rr.namespace.as_deref(), name, &opts).await?;
-    Ok(match written {
-        Written::Deleted(obj) => response::json(200, &obj),
-        other if accepted => response::json_bytes(202, other.json()),
-        other => response::json_bytes(200, other.json()),
-    })
+    let code = match written {
+        Written::Deleted(_) => 200,
+        _ if accepted => 202,
+        _ => 200,
+    };
+    Ok(response::written(code, &written))
 }
 
 pub async fn delete_collection(

@@ -119,10 +119,7 @@ pub async fn create(
     after_write_async(state, rt, &written).await;
     let mut all = warnings;
     all.extend(admission_warnings);
-    Ok(with_warnings(
-        response::json_bytes(201, written.json()),
-        &all,
-    ))
+    Ok(with_warnings(response::written(201, &written), &all))
 }
 
 /// A create through admission: mutating plugins, validation, validating plugins, then the
@@ -212,7 +209,7 @@ pub async fn update(
     let mut all = warnings;
     all.extend(admitted.warnings);
     Ok(with_warnings(
-        response::json_bytes(200, admitted.written.json()),
+        response::written(200, &admitted.written),
         &all,
     ))
 }
@@ -407,10 +404,7 @@ pub async fn patch(
     };
     let mut all = warnings;
     all.extend(admitted.warnings);
-    Ok(with_warnings(
-        response::json_bytes(code, written.json()),
-        &all,
-    ))
+    Ok(with_warnings(response::written(code, &written), &all))
 }
 
 /// kubectl's move from client-side to server-side apply: like upstream's last-applied

@@ -105,11 +105,7 @@ async fn feed(
                 queue.add(key_of(&s.metadata));
             }
             Some(change) = pod_changes.next() => {
-                // The index first, so the sync this queues finds the pod.
-                match &change {
-                    Change::Applied(p) => index.applied(p),
-                    Change::Deleted(p) => index.deleted(p),
-                }
+                index.observe(&change);
                 let (Change::Applied(p) | Change::Deleted(p)) = change;
                 let keys = pod_owner_keys(
                     &p.metadata,

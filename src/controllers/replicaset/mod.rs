@@ -156,15 +156,11 @@ impl<K: Replicated> Feeder<K> {
     }
 
     fn pod_changed(&mut self, change: Change<Pod>) {
+        self.index.observe(&change);
         let (pod, deleted) = match &change {
             Change::Applied(p) => (p, false),
             Change::Deleted(p) => (p, true),
         };
-        if deleted {
-            self.index.deleted(pod);
-        } else {
-            self.index.applied(pod);
-        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let key = owner_key::<K>(pod);
