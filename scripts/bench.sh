@@ -395,17 +395,28 @@ bench_scale() {
 }
 
 # Reads the server's per-request debug lines; prints the p50/p99 of reads and writes and the
-# slowest (method, resource) by p99.
+# slowest (method, resource) by p99, with the p99 of the time each spent running its own code
+# (busy) and how many times it was polled (each poll after the first followed a wait).
 server_side_latency() {
     python3 -c '
-import re, sys
-line = re.compile(r"method=(\w+) path=(\S+) watch=(\w+) status=\d+ ms=([0-9.]+)")
-by = {}
+import datetime, re, sys
+line = re.compile(r"method=(\w+) path=(\S+) watch=(\w+) status=\d+ ms=([0-9.]+)(?: busy_ms=([0-9.]+) polls=(\d+))?")
+by, busy = {}, {}
+stamp = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+first = last = None
+total_ms = total_busy_ms = 0.0
 for l in sys.stdin:
     m = line.search(l)
     if not m or m.group(3) == "true":
         continue
     method, path, ms = m.group(1), m.group(2), float(m.group(4))
+    t = stamp.match(l)
+    if t:
+        t = datetime.datetime.fromisoformat(t.group(1)).timestamp()
+        first = t if first is None else first
+        last = t
+    total_ms += ms
+    total_busy_ms += float(m.group(5) or 0)
     parts = [p for p in path.split("/") if p]
     if "watch" in parts or parts[-1:] == ["exec"]:
         continue
@@ -416,6 +427,8 @@ for l in sys.stdin:
         parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
     resource = parts[0] + ("/" + parts[2] if len(parts) > 2 else "") if parts else "-"
     by.setdefault((method, resource), []).append(ms)
+    if m.group(5):
+        busy.setdefault((method, resource), []).append((float(m.group(5)), int(m.group(6))))
 def pct(v, q):
     v = sorted(v)
     return v[min(len(v) - 1, int(q * len(v)))]
@@ -426,10 +439,21 @@ for name, v in (("read", reads), ("write", writes)):
         print(f"server_side_{name}_requests {len(v)} requests")
         print(f"server_side_{name}_p50_ms {pct(v, 0.5):.1f} ms")
         print(f"server_side_{name}_p99_ms {pct(v, 0.99):.1f} ms")
+# Little: requests in flight on average = summed latency / wall time; and the share of that
+# latency spent running request code rather than waiting.
+if first is not None and last > first:
+    print(f"server_side_mean_requests_in_flight {total_ms / 1000 / (last - first):.1f} requests")
+if total_busy_ms:
+    print(f"server_side_busy_share_of_latency {100 * total_busy_ms / total_ms:.1f} %")
 worst = sorted(((pct(v, 0.99), m, r, len(v)) for (m, r), v in by.items() if len(v) >= 100), reverse=True)[:5]
 for p99, m, r, n in worst:
     key = m + "_" + r.replace("/", "_")
     print(f"server_side_p99_ms_{key} {p99:.1f} ms ({n} requests)")
+    # How much of that was running its own code, and how often it waited in between.
+    if (m, r) in busy:
+        b = busy[(m, r)]
+        print(f"server_side_busy_p99_ms_{key} {pct([x for x, _ in b], 0.99):.2f} ms")
+        print(f"server_side_polls_mean_{key} {sum(p for _, p in b) / len(b):.1f} polls")
 '
 }
 

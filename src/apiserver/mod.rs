@@ -254,7 +254,19 @@ where
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"));
     // Errors are written in the type the client negotiated, as upstream's ErrorNegotiated.
     let accept = req.headers().get(http::header::ACCEPT).cloned();
-    let resp = match dispatch(&state, &conn, req).await {
+    // Time spent running this request's code (`busy_ms`) and how often it was polled: the
+    // rest of `ms` is waiting (for a lock, the WAL, or a turn on a worker thread).
+    let (mut busy, mut polls) = (std::time::Duration::ZERO, 0u32);
+    let mut dispatched = std::pin::pin!(dispatch(&state, &conn, req));
+    let outcome = std::future::poll_fn(|cx| {
+        let polled = Instant::now();
+        let poll = std::future::Future::poll(dispatched.as_mut(), cx);
+        busy += polled.elapsed();
+        polls += 1;
+        poll
+    })
+    .await;
+    let resp = match outcome {
         Ok(r) => r,
         Err(e) => {
             let accept = accept.as_ref().and_then(|v| v.to_str().ok());
@@ -263,7 +275,8 @@ where
     };
     tracing::debug!(
         %method, %path, watch, status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        busy_ms = busy.as_secs_f64() * 1000.0, polls, "request"
     );
     resp
 }
