@@ -114,8 +114,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
         let big = vec![42u8; 600 << 10];
+        // No sled flusher thread, as the store configures it: that thread holds the database
+        // (and its file lock) for up to its period after the last handle is dropped, and the
+        // reopen below then failed with "could not acquire lock" now and then.
+        let config = || sled::Config::new().path(&path).flush_every_ms(None);
         {
-            let db = sled::Config::new().path(&path).open().expect("sled opens");
+            let db = config().open().expect("sled opens");
             let disk = DiskSync::open(&path).expect("disk sync opens");
             db.insert("big", big.clone()).expect("insert");
             disk.flush(&db).expect("flush");
@@ -126,10 +130,7 @@ mod tests {
                 "a blob was synced"
             );
         }
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .expect("sled reopens");
+        let db = config().open().expect("sled reopens");
         assert_eq!(db.get("big").expect("get").as_deref(), Some(&big[..]));
     }
 }
