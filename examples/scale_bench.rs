@@ -537,6 +537,15 @@ async fn backlog(
         Ok(())
     };
     signal("-STOP")?;
+    if stopped_kubelets.is_some() {
+        // Requests the kubelets had in flight now wait for them (a body not yet sent): the
+        // server-side latency figures leave out what was in flight at this instant.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        println!(
+            "{name}_kubelets_stopped_at_unix_s {:.3} s",
+            now.as_secs_f64()
+        );
+    }
     let t = Instant::now();
     let waited = async {
         set_unschedulable(&node_api, &names, false).await?;

@@ -390,13 +390,16 @@ bench_scale() {
     # latency SLO counts them (watches and exec-like streams left out). The logging itself
     # costs CPU, so these runs are not the ones to compare throughput with.
     if grep -q ' ms=' "$dir/server.log"; then
-        server_side_latency <"$dir/server.log"
+        server_side_latency "$(awk '$1 ~ /_kubelets_stopped_at_unix_s$/ { print $2 }' "$dir/scale.out")" \
+            <"$dir/server.log"
     fi
 }
 
 # Reads the server's per-request debug lines; prints the p50/p99 of reads and writes and the
 # slowest (method, resource) by p99, with the p99 of the time each spent running its own code
 # (busy) and how many times it was polled (each poll after the first followed a wait).
+# $1, if set, is when the load generator stopped the simulated kubelets (unix seconds): a
+# request in flight then waited for a stopped client, so it is left out (and counted).
 server_side_latency() {
     python3 -c '
 import datetime, re, sys
@@ -404,6 +407,8 @@ line = re.compile(r"method=(\w+) path=(\S+) watch=(\w+) status=\d+ ms=([0-9.]+)(
 by, busy = {}, {}
 stamp = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
 first = last = None
+stopped = float(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else None
+left_out = 0
 total_ms = total_busy_ms = 0.0
 for l in sys.stdin:
     m = line.search(l)
@@ -412,7 +417,10 @@ for l in sys.stdin:
     method, path, ms = m.group(1), m.group(2), float(m.group(4))
     t = stamp.match(l)
     if t:
-        t = datetime.datetime.fromisoformat(t.group(1)).timestamp()
+        t = datetime.datetime.fromisoformat(t.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
+        if stopped is not None and t - ms / 1000 < stopped < t:
+            left_out += 1
+            continue
         first = t if first is None else first
         last = t
     total_ms += ms
@@ -443,6 +451,8 @@ for name, v in (("read", reads), ("write", writes)):
 # latency spent running request code rather than waiting.
 if first is not None and last > first:
     print(f"server_side_mean_requests_in_flight {total_ms / 1000 / (last - first):.1f} requests")
+if stopped is not None:
+    print(f"server_side_left_out_in_flight_when_kubelets_stopped {left_out} requests")
 if total_busy_ms:
     print(f"server_side_busy_share_of_latency {100 * total_busy_ms / total_ms:.1f} %")
 worst = sorted(((pct(v, 0.99), m, r, len(v)) for (m, r), v in by.items() if len(v) >= 100), reverse=True)[:5]
@@ -454,7 +464,7 @@ for p99, m, r, n in worst:
         b = busy[(m, r)]
         print(f"server_side_busy_p99_ms_{key} {pct([x for x, _ in b], 0.99):.2f} ms")
         print(f"server_side_polls_mean_{key} {sum(p for _, p in b) / len(b):.1f} polls")
-'
+' "$@"
 }
 
 case "$what" in
