@@ -14,6 +14,7 @@ mod tests;
 
 use super::controller_utils::{key_of, owner_key, pod_owner_keys};
 use super::history::History;
+use super::pod_index::PodsByController;
 use super::{run_workers, Context, ControllerError, Stats, WorkQueue};
 use crate::events::Recorder;
 use crate::informers::{Change, Informer};
@@ -54,10 +55,13 @@ impl StatefulSetController {
         revisions.synced().await?;
         claims.synced().await?;
         let client = self.ctx.client_for(CONTROLLER);
+        // Seeded before any sync runs: an empty index would make every set look podless.
+        let index = PodsByController::seeded(&pods.store());
         let reconciler = Arc::new(sync::Sync {
             client: client.clone(),
             sets: sets.store(),
             pods: pods.store(),
+            index: index.clone(),
             claims: claims.store(),
             history: History {
                 client: client.clone(),
@@ -67,7 +71,7 @@ impl StatefulSetController {
             },
             recorder: Recorder::spawn_for(client, CONTROLLER),
         });
-        let feeder = feed(sets, pods, revisions, self.queue.clone());
+        let feeder = feed(sets, pods, revisions, index, self.queue.clone());
         tokio::select! {
             _ = feeder => Err(ControllerError::Invalid(format!("{CONTROLLER}: the informers' change feeds ended"))),
             _ = run_workers(reconciler, self.queue, WORKERS, shutdown) => Ok(()),
@@ -76,11 +80,13 @@ impl StatefulSetController {
 }
 
 /// Sets changed, pods and revisions changed under their set; an orphan pod wakes every set
-/// of its namespace that selects it.
+/// of its namespace that selects it. Each pod change reaches the index before its set is
+/// queued.
 async fn feed(
     sets: Informer<StatefulSet>,
     pods: Informer<Pod>,
     revisions: Informer<ControllerRevision>,
+    index: Arc<PodsByController>,
     queue: WorkQueue<String>,
 ) {
     let mut set_changes = sets.subscribe();
@@ -93,6 +99,7 @@ async fn feed(
                 queue.add(key_of(&s.metadata));
             }
             Some(change) = pod_changes.next() => {
+                index.observe(&change);
                 let (Change::Applied(p) | Change::Deleted(p)) = change;
                 let keys = pod_owner_keys(
                     &p.metadata,

@@ -13,6 +13,7 @@ use crate::controllers::controller_utils::{
 use crate::controllers::history::{
     claim_all, ensure_update_revision, revision_template, revisions_to_delete, History,
 };
+use crate::controllers::pod_index::PodsByController;
 use crate::controllers::{Action, ControllerError, Reconciler};
 use crate::events::{object_ref, Recorder, NORMAL, WARNING};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
@@ -31,6 +32,9 @@ pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<StatefulSet>,
     pub pods: Store<Pod>,
+    /// The pods of each controller and each namespace's orphans, so that a sync does not
+    /// scan every pod of the cluster.
+    pub index: Arc<PodsByController>,
     pub claims: Store<PersistentVolumeClaim>,
     pub history: History,
     pub recorder: Recorder,
@@ -58,10 +62,14 @@ impl Reconciler for Sync {
         }
         let spec = set.spec.clone().unwrap_or_default();
         let owner = new_controller_ref("apps/v1", "StatefulSet", &set.metadata);
-        let candidates = self.pods.state().into_iter().filter(|p| {
-            p.metadata.namespace.as_deref() == Some(ns)
-                && ordinal_of(name, p.metadata.name.as_deref().unwrap_or_default()).is_some()
-        });
+        // Its own pods and the namespace's orphans (any other pod is another controller's),
+        // named as one of its ordinals.
+        let uid = set.metadata.uid.as_deref().unwrap_or_default();
+        let candidates = self
+            .index
+            .owned_or_orphaned(uid, ns, &self.pods)
+            .into_iter()
+            .filter(|p| ordinal_of(name, p.metadata.name.as_deref().unwrap_or_default()).is_some());
         let selector = Selector::new(Some(&spec.selector));
         let pods = claim_all(
             &self.client,
