@@ -297,6 +297,15 @@ async fn an_active_deadline_fails_the_job_when_the_clock_passes_it() {
         running_pods_of(&c.client, NS, "late").await.len() == 1
     })
     .await;
+    // The deadline counts from the recorded start time: on a loaded machine the pod could
+    // run before the status write that records it, and a start time taken after the
+    // advance below would put the deadline 30 s of wall time away.
+    eventually("the job's start time is recorded", || async {
+        get_job(&c.client, NS, "late")
+            .await
+            .is_some_and(|j| j.status.is_some_and(|s| s.start_time.is_some()))
+    })
+    .await;
     time.advance(Duration::from_secs(31));
     poke::<Job>(&c.client, NS, "late", 1).await;
     let j = until_condition(&c.client, NS, "late", "Failed").await;
