@@ -244,26 +244,21 @@ where
 {
     use http_body_util::BodyExt;
     let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // Told apart in the log: a watch's time is only that of its start.
-    let watch = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"));
+    // Only a server logging at debug pays for the request line (the path copied, the
+    // polls timed): every request passes here.
+    let mut logged = tracing::enabled!(tracing::Level::DEBUG).then(|| RequestLog::of(&req));
     // Errors are written in the type the client negotiated, as upstream's ErrorNegotiated.
     let accept = req.headers().get(http::header::ACCEPT).cloned();
-    // Time spent running this request's code (`busy_ms`) and how often it was polled: the
-    // rest of `ms` is waiting (for a lock, the WAL, or a turn on a worker thread).
-    let (mut busy, mut polls) = (std::time::Duration::ZERO, 0u32);
     let mut dispatched = std::pin::pin!(dispatch(&state, &conn, req));
-    let outcome = std::future::poll_fn(|cx| {
-        let polled = Instant::now();
-        let poll = std::future::Future::poll(dispatched.as_mut(), cx);
-        busy += polled.elapsed();
-        polls += 1;
-        poll
+    let outcome = std::future::poll_fn(|cx| match logged.as_mut() {
+        None => std::future::Future::poll(dispatched.as_mut(), cx),
+        Some(log) => {
+            let polled = Instant::now();
+            let poll = std::future::Future::poll(dispatched.as_mut(), cx);
+            log.busy += polled.elapsed();
+            log.polls += 1;
+            poll
+        }
     })
     .await;
     let resp = match outcome {
@@ -273,12 +268,55 @@ where
             response::error_negotiated(&e, Output::status_in_protobuf(accept))
         }
     };
-    tracing::debug!(
-        %method, %path, watch, status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        busy_ms = busy.as_secs_f64() * 1000.0, polls, "request"
-    );
+    if let Some(log) = logged {
+        log.emit(resp.status().as_u16());
+    }
     resp
+}
+
+/// One request's debug line: what was asked, how long it took, and how much of that it
+/// spent running its own code (`busy_ms`) over how many polls; the rest is waiting (for a
+/// lock, the WAL, its body, or a turn on a worker thread).
+struct RequestLog {
+    started: Instant,
+    method: http::Method,
+    path: String,
+    /// A watch's time is only that of its start.
+    watch: bool,
+    busy: std::time::Duration,
+    polls: u32,
+}
+
+impl RequestLog {
+    fn of<B>(req: &Request<B>) -> RequestLog {
+        RequestLog {
+            started: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            watch: req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true")),
+            busy: std::time::Duration::ZERO,
+            polls: 0,
+        }
+    }
+
+    fn emit(self, status: u16) {
+        let RequestLog {
+            started,
+            method,
+            path,
+            watch,
+            busy,
+            polls,
+        } = self;
+        tracing::debug!(
+            %method, %path, watch, status,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            busy_ms = busy.as_secs_f64() * 1000.0, polls, "request"
+        );
+    }
 }
 
 async fn dispatch(

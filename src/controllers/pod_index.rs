@@ -1,7 +1,7 @@
 //! Pods by the uid of their controller, and each namespace's orphans (upstream's
 //! `PodControllerUIDIndex` with `FilterPodsByOwner`): a controller's sync reads only the pods
-//! it owns or could adopt, not every pod of the cluster (the ReplicaSet, ReplicationController
-//! and DaemonSet controllers keep one each). With one ReplicaSet of 3,000 pods
+//! it owns or could adopt, not every pod of the cluster (the ReplicaSet, ReplicationController,
+//! DaemonSet and StatefulSet controllers keep one each). With one ReplicaSet of 3,000 pods
 //! every sync scanned all 3,000 (~5% of the server's CPU in `bench.sh scale`).
 //!
 //! The index is kept by the controller's own change feed, so it may lag the informer's store
