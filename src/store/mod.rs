@@ -13,7 +13,7 @@
 //!   `Compacted` error; writers never wait for watchers.
 //!
 //! Map: [`codec`] the sled layout, [`wal`] the write-ahead log, [`overlay`] writes sled
-//! does not hold yet, [`shared`] the state shared by handles and background threads (open,
+//! does not hold yet, [`recent`] sled's state of hot keys, [`shared`] the state shared by handles and background threads (open,
 //! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
 //! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
 //! durable, [`snapshot`] reads at an older revision, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
@@ -26,6 +26,7 @@ mod disk;
 mod fanout;
 mod flusher;
 mod overlay;
+mod recent;
 mod shared;
 mod snapshot;
 mod wakeup;

@@ -3,11 +3,14 @@
 //! Reads consult this before sled, so the store reads its own writes while sled lags behind.
 //! Invariant: a write enters the overlay (under the writer lock) before anything can see its
 //! revision, and leaves only after sled holds it; so for any key, either the overlay has the
-//! newest write, or sled does and no write of that key is pending.
+//! newest write, or sled does and no write of that key is pending. Writes that left, and
+//! sled reads made while no write was queued, are kept in [`Recent`]: sled's state of each
+//! of its keys that has no write pending (one that has is always looked up here first).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 
+use super::recent::{self, Recent};
 use super::wal::Entry;
 use super::{codec, Record};
 
@@ -19,16 +22,67 @@ pub(super) struct Pending {
     pub record: Option<Record>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Overlay {
     /// Keyed by the sled record key, so it merges with a sled scan in the same order.
     records: BTreeMap<Vec<u8>, Pending>,
     /// Every write not yet in sled, consecutive revisions, oldest first.
     entries: VecDeque<Entry>,
+    /// What sled holds for keys written or read lately.
+    recent: Recent,
+    /// Writes pushed so far: a sled read is remembered only if none was pushed since the
+    /// read began ([`Overlay::remember`]).
+    pushes: u64,
 }
 
+impl Default for Overlay {
+    fn default() -> Overlay {
+        Overlay {
+            records: BTreeMap::new(),
+            entries: VecDeque::new(),
+            recent: Recent::new(recent::CAPACITY),
+            pushes: 0,
+        }
+    }
+}
+
+/// Where a key's newest state is, as the overlay knows it.
+pub(super) enum Lookup {
+    /// A write not yet in sled.
+    Pending(Pending),
+    /// sled's state, remembered (`None`: absent).
+    InSled(Option<Record>),
+    /// Ask sled; remember the answer with [`Overlay::remember`] and this ticket.
+    Unknown(ReadTicket),
+}
+
+/// When a sled read began, in writes pushed.
+#[derive(Clone, Copy)]
+pub(super) struct ReadTicket(u64);
+
 impl Overlay {
+    /// The newest state of `rkey`, if the overlay has it.
+    pub(super) fn find(&mut self, rkey: &[u8]) -> Lookup {
+        if let Some(p) = self.records.get(rkey) {
+            return Lookup::Pending(p.clone());
+        }
+        match self.recent.get(rkey) {
+            Some(r) => Lookup::InSled(r.clone()),
+            None => Lookup::Unknown(ReadTicket(self.pushes)),
+        }
+    }
+
+    /// Keeps what sled answered for `rkey` to a read begun at `ticket`, unless a write was
+    /// pushed since: the answer may then be older than sled's state once that write lands
+    /// (had no write been pushed, nothing could have changed the key in sled meanwhile).
+    pub(super) fn remember(&mut self, rkey: &[u8], ticket: ReadTicket, record: &Record) {
+        if ticket.0 == self.pushes {
+            self.recent.put(rkey.to_vec(), Some(record.clone()));
+        }
+    }
+
     pub(super) fn push(&mut self, entry: Entry) {
+        self.pushes += 1;
         let rkey = codec::record_key(&entry.event.key);
         self.records.insert(
             rkey,
@@ -38,11 +92,6 @@ impl Overlay {
             },
         );
         self.entries.push_back(entry);
-    }
-
-    /// `None`: nothing pending for `rkey` (sled is current); `Some(None)`: pending delete.
-    pub(super) fn lookup(&self, rkey: &[u8]) -> Option<&Pending> {
-        self.records.get(rkey)
     }
 
     /// Pending writes of keys starting with `rprefix`, from `start` on, in key order.
@@ -91,7 +140,9 @@ impl Overlay {
                 .get(&rkey)
                 .is_some_and(|p| p.revision == entry.revision())
             {
-                self.records.remove(&rkey);
+                if let Some(p) = self.records.remove(&rkey) {
+                    self.recent.put(rkey, p.record);
+                }
             }
             self.entries.pop_front();
         }
@@ -111,12 +162,52 @@ mod tests {
         ov.push(put_entry(7, "a", b"2"));
         ov.retire_through(6);
         assert_eq!(ov.first_revision(), Some(7));
-        assert!(ov.lookup(&codec::record_key("b")).is_none());
-        let a = ov.lookup(&codec::record_key("a")).expect("a pending");
-        assert_eq!(a.revision, 7);
+        assert_eq!(in_sled(&mut ov, "b"), Some(6));
+        match ov.find(&codec::record_key("a")) {
+            Lookup::Pending(a) => assert_eq!(a.revision, 7),
+            _ => panic!("a is pending"),
+        }
         ov.retire_through(7);
-        assert!(ov.lookup(&codec::record_key("a")).is_none());
+        assert_eq!(in_sled(&mut ov, "a"), Some(7));
         assert_eq!(ov.len(), 0);
+    }
+
+    /// The revision of `key` as remembered from sled, if it is.
+    fn in_sled(ov: &mut Overlay, key: &str) -> Option<u64> {
+        match ov.find(&codec::record_key(key)) {
+            Lookup::InSled(r) => Some(r.expect("present").mod_revision),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_sled_read_is_remembered_only_if_no_write_was_queued_meanwhile() {
+        let mut ov = Overlay::default();
+        let rec = |rev| Record {
+            key: "k".into(),
+            value: bytes::Bytes::from_static(b"v"),
+            mod_revision: rev,
+            create_revision: 1,
+        };
+        let Lookup::Unknown(ticket) = ov.find(&codec::record_key("k")) else {
+            panic!("nothing known of k");
+        };
+        // A write of another key was queued while sled was read: sled's answer for "k"
+        // could predate a write that was already on its way.
+        ov.push(put_entry(3, "other", b"v"));
+        ov.remember(&codec::record_key("k"), ticket, &rec(2));
+        assert_eq!(in_sled(&mut ov, "k"), None);
+        let Lookup::Unknown(ticket) = ov.find(&codec::record_key("k")) else {
+            panic!("nothing known of k");
+        };
+        ov.remember(&codec::record_key("k"), ticket, &rec(2));
+        assert_eq!(in_sled(&mut ov, "k"), Some(2));
+        // A newer write is pending: it is what a read finds.
+        ov.push(put_entry(4, "k", b"w"));
+        assert!(matches!(
+            ov.find(&codec::record_key("k")),
+            Lookup::Pending(_)
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::compaction;
 use super::disk::DiskSync;
 use super::fanout::{Fanout, Live, Shard};
 use super::flusher;
-use super::overlay::{Overlay, Pending};
+use super::overlay::{Lookup, Overlay, Pending, ReadTicket};
 use super::wakeup::Wakeup;
 use super::wal::{Entry, Wal};
 use super::{Event, EventKind, Op, Page, Record, StoreConfig, StoreError};
@@ -289,12 +289,25 @@ impl Shared {
 
     /// The newest record of `rkey`, durable or not: the overlay's if a write is pending.
     fn current(&self, rkey: &[u8]) -> Result<Option<Record>, StoreError> {
-        if let Some(pending) = self.overlay.lock().lookup(rkey) {
-            return Ok(pending.record.clone());
+        // The overlay's lock is released before sled is read (and taken again to remember).
+        let found = self.overlay.lock().find(rkey);
+        match found {
+            Lookup::Pending(p) => Ok(p.record),
+            Lookup::InSled(r) => Ok(r),
+            // Nothing pending for this key (and the writer lock keeps it so), hence the
+            // applier cannot change it in sled under our feet.
+            Lookup::Unknown(ticket) => self.read_sled(rkey, ticket),
         }
-        // Nothing pending for this key (and the writer lock keeps it so), hence the applier
-        // cannot change it in sled under our feet.
-        self.sled_record(rkey)
+    }
+
+    /// sled's record of `rkey`, remembered for the next read if no write was queued since
+    /// `ticket` was taken.
+    fn read_sled(&self, rkey: &[u8], ticket: ReadTicket) -> Result<Option<Record>, StoreError> {
+        let record = self.sled_record(rkey)?;
+        if let Some(r) = &record {
+            self.overlay.lock().remember(rkey, ticket, r);
+        }
+        Ok(record)
     }
 
     fn sled_record(&self, rkey: &[u8]) -> Result<Option<Record>, StoreError> {
@@ -328,16 +341,17 @@ impl Shared {
     pub(super) async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.check_health()?;
         let rkey = codec::record_key(key);
-        let pending = self.overlay.lock().lookup(&rkey).cloned();
-        match pending {
-            Some(Pending { revision, record }) => {
+        let found = self.overlay.lock().find(&rkey);
+        match found {
+            Lookup::Pending(Pending { revision, record }) => {
                 self.wait_durable(revision).await?;
                 Ok(record)
             }
             // sled only holds durable writes. A write of this key that entered the overlay
             // after we looked is either still pending (not acknowledged: absent or older is
             // a valid answer) or already in sled (durable).
-            None => self.sled_record(&rkey),
+            Lookup::InSled(record) => Ok(record),
+            Lookup::Unknown(ticket) => self.read_sled(&rkey, ticket),
         }
     }
 

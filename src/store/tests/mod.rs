@@ -100,6 +100,29 @@ async fn revisions_start_at_one_increase_per_write_and_survive_reopen() {
     let rec = store.get("b").await.expect("get").expect("b survives");
     assert_eq!((rec.value, rec.mod_revision), (b("2"), 3));
     assert_eq!(store.put("c", b("3")).await.expect("put"), 5);
+    // Keys only sled knows (written before the reopen, not read since): a write reads the
+    // current record from sled, and reads after it see the write, not what sled had.
+    assert_eq!(store.put("d", b("4")).await.expect("put"), 6);
+    store.close().await.expect("close");
+    drop(store);
+    let store = open(&dir);
+    let (prev, rev) = store
+        .mutate("d", |cur, _| {
+            let prev = cur.map(|r| r.value.clone());
+            Ok::<_, StoreError>((Op::Put(b("5")), prev))
+        })
+        .await
+        .expect("update");
+    assert_eq!((prev, rev), (Some(b("4")), Some(7)));
+    for _ in 0..2 {
+        let rec = store.get("d").await.expect("get").expect("d");
+        assert_eq!((rec.value, rec.mod_revision), (b("5"), 7));
+    }
+    let rec = store.get("b").await.expect("get").expect("b");
+    assert_eq!(rec.mod_revision, 3);
+    store.put("b", b("3")).await.expect("put");
+    let rec = store.get("b").await.expect("get").expect("b");
+    assert_eq!((rec.value, rec.mod_revision), (b("3"), 8));
 }
 
 #[tokio::test]
