@@ -2,15 +2,21 @@
 //! handlers (no socket, no TLS, no serialisation of the connection), with the caller's
 //! identity fixed when the client is made.
 //!
-//! Invariant: only authentication is skipped. Authorization, admission, defaulting,
-//! validation, watch limits and error Statuses are exactly those an HTTPS caller with the
-//! same identity gets, because the request enters the same `handle` function.
+//! Invariants:
+//! - Only authentication is skipped. Authorization, admission, defaulting, validation,
+//!   watch limits and error Statuses are exactly those an HTTPS caller with the same
+//!   identity gets, because the request enters the same `handle` function.
+//! - Objects come back without `metadata.managedFields` (objects, lists, watch events): no
+//!   in-process component reads them, and decoding them was most of what decoding a pod
+//!   cost. Writing such an object back keeps the stored managed fields, as upstream does
+//!   for a body without them.
 
 use super::response::Body;
 use super::{handle, ApiState, BoxError, ConnInfo, UserInfo};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,7 +62,26 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(handle(state, conn, req).await) })
+        Box::pin(async move {
+            let resp = handle(state, conn, req).await;
+            let json = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/json"));
+            if !json {
+                return Ok(resp);
+            }
+            // Each JSON body and each watch event is one frame: a whole document.
+            Ok(resp.map(|body| {
+                body.map_frame(|frame| {
+                    frame.map_data(|data| {
+                        super::trim_managed_fields::without_managed_fields(&data).unwrap_or(data)
+                    })
+                })
+                .boxed()
+            }))
+        })
     }
 }
 

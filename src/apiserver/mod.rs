@@ -28,6 +28,7 @@ mod services;
 mod status;
 mod system_objects;
 mod tls;
+mod trim_managed_fields;
 mod watch;
 
 pub use crate::store::StoreConfig as StoreSettings;

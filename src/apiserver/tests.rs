@@ -170,6 +170,66 @@ async fn in_process_watch_streams_events_after_a_resource_version() {
     }
 }
 
+/// The stored object's managed fields, read past the API.
+async fn stored_managers(srv: &TestServer, key: &str) -> Vec<String> {
+    let rec = srv.state.store.get(key).await.unwrap().expect("stored");
+    let obj: Value = serde_json::from_slice(&rec.value).unwrap();
+    let entries = obj["metadata"]["managedFields"].as_array().cloned();
+    entries
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn in_process_callers_get_objects_without_managed_fields_and_writing_them_back_keeps_them() {
+    let srv = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
+    let rv = api.list(&ListParams::default()).await.unwrap();
+    let mut events = api
+        .watch(
+            &WatchParams::default(),
+            &rv.metadata.resource_version.unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let pp = PostParams {
+        field_manager: Some("creator".into()),
+        ..PostParams::default()
+    };
+    let created = api.create(&pp, &cm("m")).await.unwrap();
+    let key = "core/configmaps/default/m";
+    assert_eq!(stored_managers(&srv, key).await, ["creator"]);
+    assert!(created.metadata.managed_fields.is_none());
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Added(o)) => assert!(o.metadata.managed_fields.is_none()),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    let (_, got) = raw(&srv, "GET", "/api/v1/namespaces/default/configmaps/m", "").await;
+    assert_eq!(got["metadata"]["name"], "m");
+    assert!(got["metadata"].get("managedFields").is_none(), "{got}");
+    let (_, list) = raw(&srv, "GET", "/api/v1/namespaces/default/configmaps", "").await;
+    assert!(list["items"][0]["metadata"].get("managedFields").is_none());
+
+    // The object as read, changed and written back by another manager: the creator keeps
+    // its entry and the updater gets one.
+    let mut changed = got;
+    changed["data"]["k2"] = json!("v2");
+    let (code, _) = raw(
+        &srv,
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/m?fieldManager=updater",
+        &changed.to_string(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut managers = stored_managers(&srv, key).await;
+    managers.sort();
+    assert_eq!(managers, ["creator", "updater"]);
+}
+
 #[tokio::test]
 async fn raw_requests_with_bad_bodies_get_a_400_status_and_store_nothing() {
     let srv = TestServer::start().await;
