@@ -47,7 +47,10 @@ impl Plugin for NamespaceLifecycle {
     ) -> Admit<'a> {
         Box::pin(async move {
             let ns = attrs.namespace.unwrap_or_default();
-            let Some(namespace) = support::get(state, "", "namespaces", None, ns).await? else {
+            // Every create in a namespace asks: only the two fields that tell are read.
+            let fields = ["status.phase", "metadata.deletionTimestamp"];
+            let namespace = support::get_fields(state, "", "namespaces", None, ns, &fields);
+            let Some(namespace) = namespace.await? else {
                 return Err(ApiError::namespace_not_found(ns));
             };
             let terminating = namespace["status"]["phase"] == "Terminating"

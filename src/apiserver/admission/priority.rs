@@ -23,7 +23,14 @@ pub struct Priority;
 
 /// The global default class: the lowest-valued of those marked `globalDefault`.
 async fn default_class(state: &ApiState) -> Result<Option<Value>, ApiError> {
-    let classes = support::list(state, GROUP, PLURAL, None).await?;
+    // Every pod create without a class asks: only the fields that decide are read.
+    let fields = [
+        "metadata.name",
+        "globalDefault",
+        "value",
+        "preemptionPolicy",
+    ];
+    let classes = support::list_fields(state, GROUP, PLURAL, None, &fields).await?;
     Ok(classes
         .into_iter()
         .filter(|c| c["globalDefault"] == true)

@@ -72,6 +72,15 @@ fn array<'v>(v: &'v Value, key: &str) -> impl Iterator<Item = &'v Value> {
     v[key].as_array().into_iter().flatten()
 }
 
+/// The fields of a service account this plugin reads (every pod create looks it up).
+const SA_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.annotations",
+    "secrets",
+    "imagePullSecrets",
+    "automountServiceAccountToken",
+];
+
 async fn lookup(
     state: &ApiState,
     attrs: &Attributes<'_>,
@@ -88,7 +97,8 @@ async fn lookup(
         if i > 0 {
             tokio::time::sleep(pause).await;
         }
-        if let Some(sa) = support::get(state, "", "serviceaccounts", Some(ns), name).await? {
+        let sa = support::get_fields(state, "", "serviceaccounts", Some(ns), name, SA_FIELDS);
+        if let Some(sa) = sa.await? {
             return Ok(sa);
         }
     }

@@ -3,7 +3,7 @@
 //! latest committed state, as upstream's live lookups do).
 
 use super::Attributes;
-use crate::apiserver::objects::{parse_record, parse_record_fields};
+use crate::apiserver::objects::parse_record_fields;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::ApiState;
 use serde_json::{json, Value};
@@ -78,12 +78,26 @@ pub async fn list(
     plural: &str,
     ns: Option<&str>,
 ) -> Result<Vec<Value>, ApiError> {
+    list_fields(state, group, plural, ns, &[]).await
+}
+
+/// [`list`], reading only the fields `keep` names ([`crate::api::pruned`]; all for none).
+pub async fn list_fields(
+    state: &ApiState,
+    group: &str,
+    plural: &str,
+    ns: Option<&str>,
+    keep: &[&str],
+) -> Result<Vec<Value>, ApiError> {
     let p = match ns {
         Some(ns) => format!("{}{ns}/", prefix(group, plural)),
         None => prefix(group, plural),
     };
     let (records, _) = state.store.list(&p).await?;
-    records.iter().map(parse_record).collect()
+    records
+        .iter()
+        .map(|r| parse_record_fields(r, keep))
+        .collect()
 }
 
 /// A string map field (labels, annotations, nodeSelector) as pairs.
