@@ -178,18 +178,20 @@ bench_pods() {
     kport=$(free_port)
     cleanup_pods() {
         trap - RETURN EXIT # once: its locals are gone after bench_pods returns
-        for p in $agent_pid $pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+        # Every step tolerates what is already gone: under `set -e` a failing one would end
+        # the cleanup there.
+        for p in $agent_pid $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
         for id in $("$bin" ctr --data-dir "$data" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
-            "$bin" ctr --data-dir "$data" rm -f "$id" >/dev/null 2>&1
+            "$bin" ctr --data-dir "$data" rm -f "$id" >/dev/null 2>&1 || true
         done
-        runc --root "$dir/runc" list -q 2>/dev/null | xargs -r -n1 runc --root "$dir/runc" delete -f
+        runc --root "$dir/runc" list -q 2>/dev/null | xargs -r -n1 runc --root "$dir/runc" delete -f || true
         for b in "$bridge" "${bridge}a"; do
             nft delete table ip "$b" 2>/dev/null || true
             ip link del "$b" 2>/dev/null || true
         done
-        awk -v d="$dir" '$5 ~ "^" d { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+        awk -v d="$dir" '$5 ~ "^" d { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
         for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT"{,-agent} /sys/fs/cgroup/"$SKIFF_CGROUP_PARENT"{,-agent}; do
-            [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+            [ ! -d "$c" ] || find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
         done
         rm -rf "$dir"
     }
@@ -339,8 +341,10 @@ bench_scale() {
     cleanup_scale() {
         # The load generator stops the simulated nodes for one phase: a stopped process
         # would hold its SIGTERM.
-        [ -n "$sim" ] && kill -CONT "$sim" 2>/dev/null
-        for p in $sim $pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+        # A process that already died (a server that failed to start) must not stop the
+        # cleanup under `set -e`.
+        [ -z "$sim" ] || kill -CONT "$sim" 2>/dev/null || true
+        for p in $sim $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
         rm -rf "$dir" "$sim_dir"
     }
     trap cleanup_scale RETURN
