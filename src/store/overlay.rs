@@ -183,12 +183,7 @@ mod tests {
     #[test]
     fn a_sled_read_is_remembered_only_if_no_write_was_queued_meanwhile() {
         let mut ov = Overlay::default();
-        let rec = |rev| Record {
-            key: "k".into(),
-            value: bytes::Bytes::from_static(b"v"),
-            mod_revision: rev,
-            create_revision: 1,
-        };
+        let rec = |rev| put_entry(rev, "k", b"v").record().expect("a put");
         let Lookup::Unknown(ticket) = ov.find(&codec::record_key("k")) else {
             panic!("nothing known of k");
         };

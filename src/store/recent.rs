@@ -82,15 +82,11 @@ impl Recent {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wal::put_entry;
     use super::*;
 
     fn rec(key: &str, rev: u64) -> Option<Record> {
-        Some(Record {
-            key: key.to_owned(),
-            value: bytes::Bytes::from_static(b"{}"),
-            mod_revision: rev,
-            create_revision: 1,
-        })
+        put_entry(rev, key, b"{}").record()
     }
 
     fn rev(r: &mut Recent, key: &str) -> Option<u64> {
