@@ -96,7 +96,10 @@ pub fn apply(
         subresource: None,
         set: config_set,
     });
-    set_managed_fields(&mut merged, entries);
+    set_managed_fields(
+        &mut merged,
+        entries.into_iter().map(Slot::Decoded).collect(),
+    );
     Ok(merged)
 }
 
@@ -127,26 +130,52 @@ pub fn record_update(
         .get_mut("metadata")
         .and_then(Value::as_object_mut)
         .and_then(|m| m.remove("managedFields"));
-    let mut entries = match &sent {
-        Some(sent) if !sent.is_null() => decode(Some(sent)),
-        _ => decode(old.and_then(|o| o.pointer("/metadata/managedFields"))),
-    };
+    let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
     // `compare` skips managedFields, so neither object is copied to strip them.
     let cmp = fields::compare(old, Some(new), ty);
     let ignored = &*IGNORED_FIELDS;
     let changed = cmp.changed().difference(ignored);
     let removed = cmp.removed.difference(ignored);
 
-    let mut own = take_entry(&mut entries, manager, UPDATE, api_version).unwrap_or(Entry {
-        manager: manager.to_owned(),
-        operation: UPDATE.to_owned(),
-        api_version: api_version.to_owned(),
-        time: None,
-        subresource: None,
-        set: FieldSet::default(),
-    });
-    for entry in &mut entries {
-        entry.set = entry.set.difference(&changed).difference(&removed);
+    let own_entry = |e: &Entry| {
+        e.manager == manager
+            && e.operation == UPDATE
+            && e.subresource.is_none()
+            && e.api_version == api_version
+    };
+    let mut slots: Vec<Slot> = match &sent {
+        // Entries the client sent are decoded whole: that checks them.
+        Some(sent) if !sent.is_null() && Some(sent) != stored => {
+            decode(Some(sent)).into_iter().map(Slot::Decoded).collect()
+        }
+        _ => {
+            // The stored entries were encoded here, so an entry this write took no field of
+            // is kept as stored: most writes touch one manager's fields (a kubelet's status,
+            // a controller's replicas), and decoding and re-encoding every other entry was
+            // most of the bookkeeping's cost.
+            let touched = changed.union(&removed);
+            stored_slots(stored, &touched, &own_entry)
+        }
+    };
+
+    let own_at = slots
+        .iter()
+        .position(|s| matches!(s, Slot::Decoded(e) if own_entry(e)));
+    let mut own = match own_at.map(|i| slots.remove(i)) {
+        Some(Slot::Decoded(e)) => e,
+        _ => Entry {
+            manager: manager.to_owned(),
+            operation: UPDATE.to_owned(),
+            api_version: api_version.to_owned(),
+            time: None,
+            subresource: None,
+            set: FieldSet::default(),
+        },
+    };
+    for slot in &mut slots {
+        if let Slot::Decoded(entry) = slot {
+            entry.set = entry.set.difference(&changed).difference(&removed);
+        }
     }
     let set = own.set.difference(&removed).union(&changed);
     // As upstream, the time moves only when this write took fields.
@@ -154,8 +183,94 @@ pub fn record_update(
         own.time = Some(now.to_owned());
     }
     own.set = set;
-    entries.push(own);
-    set_managed_fields(new, entries);
+    slots.push(Slot::Decoded(own));
+    set_managed_fields(new, slots);
+}
+
+/// An entry of `managedFields` being rewritten: decoded, or kept as its stored JSON
+/// because the write touched none of its fields.
+enum Slot {
+    Decoded(Entry),
+    Kept(Value),
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        match self {
+            Slot::Decoded(e) => e.set.is_empty(),
+            Slot::Kept(_) => false,
+        }
+    }
+
+    /// Upstream's entry order: operation, time, manager, API version, subresource.
+    fn order_key(&self) -> (&str, i64, &str, &str, Option<&str>) {
+        match self {
+            Slot::Decoded(e) => (
+                &e.operation,
+                e.seconds(),
+                &e.manager,
+                &e.api_version,
+                e.subresource.as_deref(),
+            ),
+            Slot::Kept(item) => {
+                let text = |k: &str| item.get(k).and_then(Value::as_str);
+                (
+                    text("operation").unwrap_or_default(),
+                    seconds(text("time")),
+                    text("manager").unwrap_or_default(),
+                    text("apiVersion").unwrap_or_default(),
+                    text("subresource").filter(|s| !s.is_empty()),
+                )
+            }
+        }
+    }
+
+    fn into_json(self) -> Value {
+        match self {
+            Slot::Decoded(e) => e.to_json(),
+            Slot::Kept(item) => item,
+        }
+    }
+}
+
+/// The stored entries, each decoded if `touched` may hold one of its fields or it is the
+/// writer's own (`own`), else kept as stored. An entry `decode` would drop is dropped.
+fn stored_slots(
+    stored: Option<&Value>,
+    touched: &FieldSet,
+    own: &dyn Fn(&Entry) -> bool,
+) -> Vec<Slot> {
+    let Some(Value::Array(items)) = stored else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let fields_v1 = item.get("fieldsV1")?;
+            if !touched.is_empty() && may_intersect(fields_v1, touched) {
+                return decode_item(item).map(Slot::Decoded);
+            }
+            let entry = decode_header(item)?;
+            if own(&entry) {
+                return decode_item(item).map(Slot::Decoded);
+            }
+            fields_v1.is_object().then(|| Slot::Kept(item.clone()))
+        })
+        .collect()
+}
+
+/// Whether FieldsV1 JSON `raw` may share a path with `set`. Only `f:` elements are looked
+/// up by their spelling; any other element (whose spelling is not unique) answers yes.
+fn may_intersect(raw: &Value, set: &FieldSet) -> bool {
+    let Value::Object(map) = raw else {
+        return true;
+    };
+    if set.is_member() && (map.is_empty() || map.contains_key(".")) {
+        return true;
+    }
+    set.children().any(|(element, child)| {
+        !element.starts_with("f:") || map.get(element).is_some_and(|r| may_intersect(r, child))
+    })
 }
 
 /// One `managedFields` entry.
@@ -200,10 +315,7 @@ impl Entry {
 
     /// Seconds since the epoch of `time`, for upstream's entry order.
     fn seconds(&self) -> i64 {
-        self.time
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map_or(0, |t| t.timestamp())
+        seconds(self.time.as_deref())
     }
 }
 
@@ -229,45 +341,43 @@ fn decode(managed: Option<&Value>) -> Vec<Entry> {
     let Some(Value::Array(items)) = managed else {
         return Vec::new();
     };
-    let text = |item: &Value, key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
-    items
-        .iter()
-        .filter_map(|item| {
-            if text(item, "fieldsType").is_some_and(|t| t != "FieldsV1") {
-                return None;
-            }
-            let set = FieldSet::from_fields_v1(item.get("fieldsV1")?)?;
-            Some(Entry {
-                manager: text(item, "manager").unwrap_or_default(),
-                operation: text(item, "operation").filter(|o| o == APPLY || o == UPDATE)?,
-                api_version: text(item, "apiVersion").unwrap_or_default(),
-                time: text(item, "time"),
-                subresource: text(item, "subresource").filter(|s| !s.is_empty()),
-                set,
-            })
-        })
-        .collect()
+    items.iter().filter_map(decode_item).collect()
+}
+
+/// One entry of `managedFields`; `None` when it is not well-formed FieldsV1.
+fn decode_item(item: &Value) -> Option<Entry> {
+    let mut entry = decode_header(item)?;
+    entry.set = FieldSet::from_fields_v1(item.get("fieldsV1")?)?;
+    Some(entry)
+}
+
+/// An entry's manager, operation, version, time and subresource, its set left empty;
+/// `None` for an entry `decode` skips on those.
+fn decode_header(item: &Value) -> Option<Entry> {
+    let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+    if text("fieldsType").is_some_and(|t| t != "FieldsV1") {
+        return None;
+    }
+    Some(Entry {
+        manager: text("manager").unwrap_or_default(),
+        operation: text("operation").filter(|o| o == APPLY || o == UPDATE)?,
+        api_version: text("apiVersion").unwrap_or_default(),
+        time: text("time"),
+        subresource: text("subresource").filter(|s| !s.is_empty()),
+        set: FieldSet::default(),
+    })
+}
+
+/// Seconds since the epoch of an entry's `time`, 0 without one.
+fn seconds(time: Option<&str>) -> i64 {
+    time.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp())
 }
 
 /// Writes the entries, sorted as upstream sorts them; no entries means no field.
-fn set_managed_fields(object: &mut Value, mut entries: Vec<Entry>) {
-    entries.retain(|e| !e.set.is_empty());
-    entries.sort_by(|a, b| {
-        (
-            &a.operation,
-            a.seconds(),
-            &a.manager,
-            &a.api_version,
-            &a.subresource,
-        )
-            .cmp(&(
-                &b.operation,
-                b.seconds(),
-                &b.manager,
-                &b.api_version,
-                &b.subresource,
-            ))
-    });
+fn set_managed_fields(object: &mut Value, mut slots: Vec<Slot>) {
+    slots.retain(|s| !s.is_empty());
+    slots.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     let Value::Object(root) = object else {
         return;
     };
@@ -277,10 +387,10 @@ fn set_managed_fields(object: &mut Value, mut entries: Vec<Entry>) {
     let Value::Object(metadata) = metadata else {
         return;
     };
-    if entries.is_empty() {
+    if slots.is_empty() {
         metadata.remove("managedFields");
     } else {
-        let list = entries.iter().map(Entry::to_json).collect();
+        let list = slots.into_iter().map(Slot::into_json).collect();
         metadata.insert("managedFields".into(), Value::Array(list));
     }
 }

@@ -442,3 +442,84 @@ fn reapplying_an_unchanged_configuration_changes_nothing() {
         deploy_apply(Some(&first), &web(3, "nginx:1"), "kubectl", false, T2).expect("applies");
     assert_eq!(entries(&changed)[0]["time"], T2);
 }
+
+/// A pod as a ReplicaSet creates it, then its kubelet's status write: two Update entries.
+fn pod_with_status() -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}});
+    record_update(None, &mut pod, "kube-controller-manager", "v1", T1);
+    let old = pod.clone();
+    pod["status"] = json!({"phase": "Running", "podIP": "10.42.0.2",
+        "conditions": [{"type": "Ready", "status": "True"}]});
+    record_update(Some(&old), &mut pod, "kubelet", "v1", T2);
+    pod
+}
+
+#[test]
+fn a_write_leaves_the_entries_it_took_nothing_from_as_they_were() {
+    let pod = pod_with_status();
+    let kubelet_before = entry(&pod, "kubelet", "Update").expect("kubelet").clone();
+    // A merge patch: the new object still carries the stored entries.
+    let mut new = pod.clone();
+    new["spec"]["containers"][0]["image"] = json!("busybox:2");
+    record_update(Some(&pod), &mut new, "kubectl-set", "v1", T3);
+    assert_eq!(
+        entry(&new, "kubelet", "Update"),
+        Some(&kubelet_before),
+        "the kubelet owns none of the changed fields"
+    );
+    let creator = entry(&new, "kube-controller-manager", "Update").expect("creator");
+    let main = &creator["fieldsV1"]["f:spec"]["f:containers"]["k:{\"name\":\"main\"}"];
+    assert!(main.get("f:name").is_some());
+    assert!(
+        main.get("f:image").is_none(),
+        "the image moved to its new writer"
+    );
+    let setter = entry(&new, "kubectl-set", "Update").expect("setter");
+    assert_eq!(
+        setter["fieldsV1"],
+        json!({"f:spec": {"f:containers": {"k:{\"name\":\"main\"}": {"f:image": {}}}}})
+    );
+    // Entries stay in upstream's order (operation, then time) whichever were kept.
+    let order: Vec<&Value> = entries(&new).iter().map(|e| &e["manager"]).collect();
+    assert_eq!(order, ["kube-controller-manager", "kubelet", "kubectl-set"]);
+}
+
+#[test]
+fn a_status_write_moves_only_status_fields_between_managers() {
+    let pod = pod_with_status();
+    let creator_before = entry(&pod, "kube-controller-manager", "Update")
+        .expect("creator")
+        .clone();
+    let mut new = pod.clone();
+    new["status"]["podIP"] = json!("10.42.0.3");
+    record_update(Some(&pod), &mut new, "other-agent", "v1", T3);
+    assert_eq!(
+        entry(&new, "kube-controller-manager", "Update"),
+        Some(&creator_before)
+    );
+    let kubelet = entry(&new, "kubelet", "Update").expect("kubelet");
+    assert!(kubelet["fieldsV1"]["f:status"].get("f:podIP").is_none());
+    assert!(kubelet["fieldsV1"]["f:status"].get("f:phase").is_some());
+    assert_eq!(kubelet["time"], T2);
+}
+
+#[test]
+fn a_stored_entry_whose_spelling_differs_is_still_rewritten() {
+    let pod = pod_with_status();
+    // The creator's entry as another server might have spelled a keyed item: with spaces.
+    let mut old = pod.clone();
+    let fields = &mut old["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:containers"];
+    let item = fields["k:{\"name\":\"main\"}"].clone();
+    *fields = json!({"k:{\"name\": \"main\"}": item});
+    let mut new = old.clone();
+    new["spec"]["containers"][0]["image"] = json!("busybox:2");
+    record_update(Some(&old), &mut new, "kubectl-set", "v1", T3);
+    let creator = entry(&new, "kube-controller-manager", "Update").expect("creator");
+    let containers = &creator["fieldsV1"]["f:spec"]["f:containers"];
+    assert!(
+        containers["k:{\"name\":\"main\"}"].get("f:image").is_none(),
+        "decoded and canonical: {containers}"
+    );
+}

@@ -348,9 +348,15 @@ fn compare_map_values(
     let in_metadata = path.len() == 1 && path[0] == "f:metadata";
     let compared = |name: &str| !(in_metadata && name == "managedFields");
     for (name, old_value) in old.iter().filter(|(n, _)| compared(n)) {
+        let new_value = new.get(name);
+        // Equal values record nothing; checking that first spares building the paths of
+        // every untouched field (a status write leaves all of spec and metadata alone).
+        if new_value == Some(old_value) {
+            continue;
+        }
         let child = merge_keys::lookup(field.ty, name);
         path.push(field_element(name));
-        compare_values(Some(old_value), new.get(name), &child, path, cmp);
+        compare_values(Some(old_value), new_value, &child, path, cmp);
         path.pop();
     }
     for (name, new_value) in new.iter().filter(|(n, _)| compared(n)) {

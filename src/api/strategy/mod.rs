@@ -90,6 +90,8 @@ pub enum Printing {
 pub struct Graceful {
     /// The node that must confirm; `None` when nothing runs the object (deleted at once).
     pub node: fn(&Value) -> Option<&str>,
+    /// The fields `node` reads (dotted paths), so a check needs to parse only those.
+    pub node_fields: &'static [&'static str],
     /// The grace period, from the object and the one the request asked for.
     pub period: fn(&Value, Option<i64>) -> i64,
 }

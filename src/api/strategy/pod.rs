@@ -20,6 +20,7 @@ pub static POD: Strategy = Strategy {
     delete: Delete {
         graceful: Some(Graceful {
             node: bound_node,
+            node_fields: &["spec.nodeName"],
             period: grace_period,
         }),
         ..Delete::IMMEDIATE

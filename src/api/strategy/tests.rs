@@ -116,6 +116,12 @@ fn pods_are_deleted_gracefully_only_when_bound_to_a_node() {
     assert_eq!((graceful.period)(&bound, Some(-3)), 0);
     assert_eq!((graceful.node)(&json!({"spec": {"nodeName": ""}})), None);
     assert!(of("", "ConfigMap").delete.graceful.is_none());
+    // The fields it names are all `node` needs: a parse of only those finds the node.
+    let stored = serde_json::to_vec(&json!({"metadata": {"name": "p"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {}}))
+    .expect("encodes");
+    let pruned = crate::api::pruned::parse(&stored, graceful.node_fields).expect("parses");
+    assert_eq!((graceful.node)(&pruned), Some("n1"));
 }
 
 #[test]

@@ -153,7 +153,9 @@ async fn pod_node_is_gone(
     let Some(rec) = state.store.get(&rt.key(ns, name)).await? else {
         return Ok(false);
     };
-    let pod = super::super::objects::parse_record(&rec)?;
+    // Only the fields naming the node are parsed: the whole object is parsed again by
+    // the delete itself.
+    let pod = super::super::objects::parse_record_fields(&rec, graceful.node_fields)?;
     match (graceful.node)(&pod) {
         None => Ok(false),
         Some(node) => Ok(state
