@@ -6,7 +6,7 @@
 
 use super::status::ApiError;
 use crate::api::registry::ResourceType;
-use crate::api::schema::{self, duplicates::duplicate_json_fields, FieldValidation, Problems};
+use crate::api::schema::{self, duplicates::parse_noting_duplicates, FieldValidation, Problems};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -99,11 +99,21 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, A
 }
 
 pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
+    decode_json_checked(body, false).map(|(v, _)| v)
+}
+
+/// Decodes JSON, and when `report` also names every repeated key (see
+/// [`parse_noting_duplicates`]).
+fn decode_json_checked(body: &[u8], report: bool) -> Result<(Value, Vec<String>), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+    let parsed = if report {
+        parse_noting_duplicates(body)
+    } else {
+        serde_json::from_slice(body).map(|v| (v, Vec::new()))
+    };
+    parsed.map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
 }
 
 /// Decodes YAML; a repeated key keeps its last value, as upstream's non-strict decoding.
@@ -174,11 +184,18 @@ pub fn decode_for(
             }
             v
         }
+        "application/json" | "" => {
+            let (v, dups) = decode_json_checked(body, report)?;
+            problems.duplicates = dups;
+            if !v.is_object() {
+                return Err(ApiError::bad_request(
+                    "the request body must be a single object",
+                ));
+            }
+            v
+        }
         _ => decode_object(content_type, body)?,
     };
-    if report && matches!(media.as_str(), "application/json" | "") {
-        problems.duplicates = duplicate_json_fields(body);
-    }
     schema::prune(rt, &mut obj, &mut problems.unknown);
     finish(mode, problems, |p| p.strict_message()).map(|w| (obj, w))
 }
@@ -242,16 +259,23 @@ pub fn decode_merge_patch(
     body: &[u8],
     mode: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let doc = decode_json(body)?;
+    let (doc, duplicates) = decode_json_checked(body, mode.reports())?;
     if !mode.reports() {
         return Ok((doc, Vec::new()));
     }
     let mut problems = Problems {
-        duplicates: duplicate_json_fields(body),
+        duplicates,
         ..Problems::default()
     };
+    let mut doc = doc;
     if doc.is_object() {
-        schema::prune(rt, &mut doc.clone(), &mut problems.unknown);
+        schema::prune(rt, &mut doc, &mut problems.unknown);
+        if !problems.unknown.is_empty() {
+            // Pruning removed fields (strategic directives among them): the patch is
+            // applied as sent, so it is read again. Pruning a copy instead cost every
+            // patch a copy.
+            doc = decode_json(body)?;
+        }
         problems.unknown.retain(|p| !p.contains('$'));
     }
     finish(mode, problems, |p| p.strict_message()).map(|w| (doc, w))
@@ -357,5 +381,31 @@ mod tests {
         );
         assert_eq!(decode_object(None, b"{").unwrap_err().code, 400);
         assert_eq!(decode_object(None, b"[1]").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_merge_patch_comes_back_as_sent_with_its_unknown_and_repeated_fields_named() {
+        let pods = crate::api::registry::Registry::new()
+            .lookup("", "v1", "pods")
+            .expect("pods");
+        let plain = br#"{"status": {"phase": "Running", "podIP": "10.0.0.1"}}"#;
+        let (doc, warnings) = decode_merge_patch(&pods, plain, FieldValidation::Warn).unwrap();
+        assert_eq!(doc, serde_json::from_slice::<Value>(plain).unwrap());
+        assert!(warnings.is_empty());
+        // Strategic directives are not fields: kept, and not reported.
+        let directive = br#"{"spec": {"$setElementOrder/containers": [{"name": "a"}],
+            "containers": [{"name": "a", "image": "x"}]}}"#;
+        let (doc, warnings) = decode_merge_patch(&pods, directive, FieldValidation::Warn).unwrap();
+        assert_eq!(doc, serde_json::from_slice::<Value>(directive).unwrap());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let odd = br#"{"spec": {"bogus": 1, "$retainKeys": ["x"]},
+            "status": {"phase": "Running", "phase": "Failed"}}"#;
+        let (doc, warnings) = decode_merge_patch(&pods, odd, FieldValidation::Warn).unwrap();
+        assert_eq!(doc, serde_json::from_slice::<Value>(odd).unwrap());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("spec.bogus")));
+        assert!(warnings.iter().any(|w| w.contains("status.phase")));
+        let e = decode_merge_patch(&pods, odd, FieldValidation::Strict).unwrap_err();
+        assert_eq!(e.code, 400);
     }
 }

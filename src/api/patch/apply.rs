@@ -14,6 +14,7 @@
 use serde_json::{Map, Value};
 
 use super::fields::{self, FieldSet};
+use super::fields_raw;
 use super::merge_keys::{self, Ty};
 use super::{ssa_merge, PatchError};
 
@@ -143,52 +144,137 @@ pub fn record_update(
             && e.subresource.is_none()
             && e.api_version == api_version
     };
+    let mut own_done = false;
     let mut slots: Vec<Slot> = match &sent {
         // Entries the client sent are decoded whole: that checks them.
         Some(sent) if !sent.is_null() && Some(sent) != stored => {
             decode(Some(sent)).into_iter().map(Slot::Decoded).collect()
         }
         _ => {
-            // The stored entries were encoded here, so an entry this write took no field of
-            // is kept as stored: most writes touch one manager's fields (a kubelet's status,
-            // a controller's replicas), and decoding and re-encoding every other entry was
-            // most of the bookkeeping's cost.
-            let touched = changed.union(&removed);
-            stored_slots(stored, &touched, &own_entry)
+            // The stored entries were encoded here (canonical spelling), so each is edited
+            // as JSON: kept as it is when the write took none of its fields, else the few
+            // paths that moved are removed or added in place. Decoding every entry into a
+            // trie and encoding it back was most of the bookkeeping's cost.
+            let edit = StoredEdit {
+                changed: &changed,
+                removed: &removed,
+                touched: changed.union(&removed),
+                own: &own_entry,
+                now,
+            };
+            let (slots, done) = edit.slots(stored);
+            own_done = done;
+            slots
         }
     };
 
     let own_at = slots
         .iter()
-        .position(|s| matches!(s, Slot::Decoded(e) if own_entry(e)));
-    let mut own = match own_at.map(|i| slots.remove(i)) {
-        Some(Slot::Decoded(e)) => e,
-        _ => Entry {
+        .position(|s| matches!(s, Slot::Decoded(e) if own_entry(e)))
+        .filter(|_| !own_done);
+    let own = match own_at.map(|i| slots.remove(i)) {
+        Some(Slot::Decoded(e)) => Some(e),
+        _ if own_done => None,
+        _ => Some(Entry {
             manager: manager.to_owned(),
             operation: UPDATE.to_owned(),
             api_version: api_version.to_owned(),
             time: None,
             subresource: None,
             set: FieldSet::default(),
-        },
+        }),
     };
     for slot in &mut slots {
         if let Slot::Decoded(entry) = slot {
             entry.set = entry.set.difference(&changed).difference(&removed);
         }
     }
-    let set = own.set.difference(&removed).union(&changed);
-    // As upstream, the time moves only when this write took fields.
-    if !changed.is_empty() {
-        own.time = Some(now.to_owned());
+    if let Some(mut own) = own {
+        let set = own.set.difference(&removed).union(&changed);
+        // As upstream, the time moves only when this write took fields.
+        if !changed.is_empty() {
+            own.time = Some(now.to_owned());
+        }
+        own.set = set;
+        slots.push(Slot::Decoded(own));
     }
-    own.set = set;
-    slots.push(Slot::Decoded(own));
     set_managed_fields(new, slots);
 }
 
-/// An entry of `managedFields` being rewritten: decoded, or kept as its stored JSON
-/// because the write touched none of its fields.
+/// How a write's changes are recorded in the stored entries, edited as JSON.
+struct StoredEdit<'a> {
+    changed: &'a FieldSet,
+    removed: &'a FieldSet,
+    /// `changed` and `removed` together: what every other manager loses.
+    touched: FieldSet,
+    /// Whether an entry is the writer's own Update entry.
+    own: &'a dyn Fn(&Entry) -> bool,
+    now: &'a str,
+}
+
+impl StoredEdit<'_> {
+    /// The stored entries after the write, and whether the writer's own entry is among
+    /// them already (else the caller adds it). An entry spelled in a way an edit could
+    /// misread is decoded instead (`Slot::Decoded`, still to be edited); an entry `decode`
+    /// would drop is dropped.
+    fn slots(&self, stored: Option<&Value>) -> (Vec<Slot>, bool) {
+        let Some(Value::Array(items)) = stored else {
+            return (Vec::new(), false);
+        };
+        let (mut own_seen, mut own_done) = (false, false);
+        let mut out = Vec::with_capacity(items.len() + 1);
+        for item in items {
+            let Some(raw) = item.get("fieldsV1") else {
+                continue;
+            };
+            let Value::Object(fields_v1) = raw else {
+                continue;
+            };
+            let Some(header) = decode_header(item) else {
+                continue;
+            };
+            // Only the first entry of the writer's is its own, as `take_entry` finds it.
+            let own = !own_seen && (self.own)(&header);
+            own_seen |= own;
+            let affected = own || (!self.touched.is_empty() && may_intersect(raw, &self.touched));
+            if !affected {
+                out.push(Slot::Kept(item.clone()));
+                continue;
+            }
+            let editable = if own {
+                fields_raw::spelled(fields_v1, self.removed)
+                    && fields_raw::spelled(fields_v1, self.changed)
+            } else {
+                fields_raw::spelled(fields_v1, &self.touched)
+            };
+            if !editable {
+                out.extend(decode_item(item).map(Slot::Decoded));
+                continue;
+            }
+            let mut item = item.clone();
+            let Some(Value::Object(fields_v1)) = item.get_mut("fieldsV1") else {
+                continue;
+            };
+            let empty = if own {
+                own_done = true;
+                fields_raw::remove(fields_v1, self.removed);
+                fields_raw::add(fields_v1, false, self.changed)
+            } else {
+                fields_raw::remove(fields_v1, &self.touched)
+            };
+            if own && !self.changed.is_empty() {
+                item["time"] = Value::from(self.now);
+            }
+            if !empty {
+                out.push(Slot::Kept(item));
+            }
+        }
+        (out, own_done)
+    }
+}
+
+/// An entry of `managedFields` being rewritten: decoded, or kept as JSON (as stored, or
+/// edited in place).
 enum Slot {
     Decoded(Entry),
     Kept(Value),
@@ -231,32 +317,6 @@ impl Slot {
             Slot::Kept(item) => item,
         }
     }
-}
-
-/// The stored entries, each decoded if `touched` may hold one of its fields or it is the
-/// writer's own (`own`), else kept as stored. An entry `decode` would drop is dropped.
-fn stored_slots(
-    stored: Option<&Value>,
-    touched: &FieldSet,
-    own: &dyn Fn(&Entry) -> bool,
-) -> Vec<Slot> {
-    let Some(Value::Array(items)) = stored else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let fields_v1 = item.get("fieldsV1")?;
-            if !touched.is_empty() && may_intersect(fields_v1, touched) {
-                return decode_item(item).map(Slot::Decoded);
-            }
-            let entry = decode_header(item)?;
-            if own(&entry) {
-                return decode_item(item).map(Slot::Decoded);
-            }
-            fields_v1.is_object().then(|| Slot::Kept(item.clone()))
-        })
-        .collect()
 }
 
 /// Whether FieldsV1 JSON `raw` may share a path with `set`. Only `f:` elements are looked

@@ -523,3 +523,86 @@ fn a_stored_entry_whose_spelling_differs_is_still_rewritten() {
         "decoded and canonical: {containers}"
     );
 }
+
+/// The Update bookkeeping with every stored entry decoded into a trie and encoded back:
+/// what `record_update` did before it edited entries in place, to compare against.
+fn record_update_decoding_all(old: Option<&Value>, new: &mut Value, manager: &str, now: &str) {
+    use super::{decode, set_managed_fields, Entry, Slot, IGNORED_FIELDS, UPDATE};
+    let ty = super::merge_keys::root("", "Pod").expect("pod keys");
+    let sent = new["metadata"]
+        .as_object_mut()
+        .and_then(|m| m.remove("managedFields"));
+    let mut entries = match &sent {
+        Some(sent) if !sent.is_null() => decode(Some(sent)),
+        _ => decode(old.and_then(|o| o.pointer("/metadata/managedFields"))),
+    };
+    let cmp = super::fields::compare(old, Some(new), ty);
+    let changed = cmp.changed().difference(&IGNORED_FIELDS);
+    let removed = cmp.removed.difference(&IGNORED_FIELDS);
+    let at = entries
+        .iter()
+        .position(|e| e.manager == manager && e.operation == UPDATE && e.subresource.is_none());
+    let mut own = at.map(|i| entries.remove(i)).unwrap_or(Entry {
+        manager: manager.to_owned(),
+        operation: UPDATE.to_owned(),
+        api_version: "v1".to_owned(),
+        time: None,
+        subresource: None,
+        set: Default::default(),
+    });
+    for e in &mut entries {
+        e.set = e.set.difference(&changed).difference(&removed);
+    }
+    own.set = own.set.difference(&removed).union(&changed);
+    if !changed.is_empty() {
+        own.time = Some(now.to_owned());
+    }
+    entries.push(own);
+    set_managed_fields(new, entries.into_iter().map(Slot::Decoded).collect());
+}
+
+#[test]
+fn editing_entries_in_place_records_what_decoding_them_all_records() {
+    // Pods with shared and separate fields, keyed list items that come and go, status.
+    let states = [
+        json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [
+            {"name": "main", "image": "x", "ports": [{"containerPort": 80}]}]}}),
+        json!({"metadata": {"labels": {"app": "a", "tier": "b"}}, "spec": {"containers": [
+            {"name": "main", "image": "y"}, {"name": "side", "image": "z"}]}}),
+        json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [
+            {"name": "main", "image": "x"}]}, "status": {"phase": "Pending",
+            "conditions": [{"type": "Ready", "status": "False"}]}}),
+        json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [
+            {"name": "main", "image": "x"}]}, "status": {"phase": "Running", "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True"},
+                {"type": "Initialized", "status": "True"}]}}),
+        json!({"metadata": {"annotations": {"n": "1"}}, "spec": {"containers": [
+            {"name": "main", "image": "x"}], "nodeName": "n1"}}),
+    ];
+    let pod = |s: &Value| {
+        let mut p = s.clone();
+        p["apiVersion"] = json!("v1");
+        p["kind"] = json!("Pod");
+        p["metadata"]["name"] = json!("p");
+        p
+    };
+    let managers = ["creator", "kubelet", "editor"];
+    let times = [T1, T2, T3];
+    for first in &states {
+        let mut stored = pod(first);
+        record_update(None, &mut stored, "creator", "v1", T1);
+        // Every state written after every other, by each manager in turn.
+        for (step, next) in states.iter().cycle().take(12).enumerate() {
+            let manager = managers[step % 3];
+            let now = times[step % 3];
+            // As a merge patch arrives: the stored entries ride along.
+            let mut written = pod(next);
+            written["metadata"]["managedFields"] = stored["metadata"]["managedFields"].clone();
+            let mut want = written.clone();
+            record_update(Some(&stored), &mut written, manager, "v1", now);
+            record_update_decoding_all(Some(&stored), &mut want, manager, now);
+            assert_eq!(written, want, "step {step} by {manager} from {stored}");
+            stored = written;
+        }
+    }
+}

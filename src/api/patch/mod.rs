@@ -12,6 +12,7 @@
 
 mod apply;
 mod fields;
+mod fields_raw;
 mod merge_keys;
 mod ssa_merge;
 mod strategic;

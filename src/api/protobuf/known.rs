@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use super::schema::KINDS;
+use super::schema::{KINDS, MESSAGES};
 use super::table::{kind_message, Field, Kind, Label, Message, Special};
 
 /// A path into the object being walked, kept as borrowed segments so that nothing is
@@ -82,18 +82,42 @@ fn object_meta_message() -> Option<u16> {
         .map(|f| f.msg)
 }
 
-/// The field of `msg` (or of a struct inlined into it) with JSON name `name`.
-fn find_field(msg: &Message, name: &str) -> Option<&'static Field> {
+/// The field of message `index` (or of a struct inlined into it) with JSON name `name`.
+fn find_field(index: u16, name: &str) -> Option<&'static Field> {
+    let by_name = &FIELDS_BY_NAME[usize::from(index)];
+    by_name
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| by_name[i].1)
+}
+
+/// Every message's fields by JSON name, those of inlined structs flattened in (the first
+/// in declaration order wins, as Go's decoding), sorted for binary search: every key of
+/// every written object is looked up, and a scan of a message's fields was 5% of a pod
+/// status patch.
+static FIELDS_BY_NAME: std::sync::LazyLock<Vec<Vec<(&'static str, &'static Field)>>> =
+    std::sync::LazyLock::new(|| {
+        MESSAGES
+            .iter()
+            .map(|msg| {
+                let mut fields = Vec::new();
+                flatten(msg, &mut fields);
+                // A stable sort keeps equal names in declaration order for the dedup.
+                fields.sort_by(|a, b| a.0.cmp(b.0));
+                fields.dedup_by(|later, first| later.0 == first.0);
+                fields
+            })
+            .collect()
+    });
+
+fn flatten(msg: &'static Message, out: &mut Vec<(&'static str, &'static Field)>) {
     for f in msg.fields() {
         if f.inline() {
-            if let Some(inner) = find_field(Message::get(f.msg), name) {
-                return Some(inner);
-            }
-        } else if f.name() == name {
-            return Some(f);
+            flatten(Message::get(f.msg), out);
+        } else {
+            out.push((f.name(), f));
         }
     }
-    None
 }
 
 fn is_kind(index: u16) -> bool {
@@ -113,7 +137,7 @@ fn prune_object(
     let mut doomed: Vec<String> = Vec::new();
     for (key, value) in map.iter_mut() {
         let here = Path::Key(path, key);
-        match find_field(msg, key) {
+        match find_field(index, key) {
             Some(field) => prune_field(field, value, &here, unknown),
             None if (key == "apiVersion" || key == "kind") && is_kind(index) => {}
             None => {
@@ -155,6 +179,37 @@ fn prune_field(field: &Field, value: &mut Value, path: &Path<'_>, unknown: &mut 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The lookup before the index: a scan in declaration order, into inlined structs.
+    fn scan(msg: &Message, name: &str) -> Option<&'static Field> {
+        for f in msg.fields() {
+            if f.inline() {
+                if let Some(inner) = scan(Message::get(f.msg), name) {
+                    return Some(inner);
+                }
+            } else if f.name() == name {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_name_index_finds_what_a_scan_of_the_fields_finds() {
+        for index in 0..MESSAGES.len() as u16 {
+            let msg = Message::get(index);
+            let mut names = Vec::new();
+            flatten(msg, &mut names);
+            for (name, _) in names {
+                let (found, scanned) = (find_field(index, name), scan(msg, name));
+                assert!(
+                    std::ptr::eq(found.expect("indexed"), scanned.expect("scanned")),
+                    "message {index} field {name}"
+                );
+            }
+            assert!(find_field(index, "noSuchField").is_none());
+        }
+    }
 
     #[test]
     fn unknown_fields_of_a_deployment_are_named_and_removed() {
