@@ -7,7 +7,9 @@
 //! in-process informers) add the fan-out a real cluster pays on every write.
 //!
 //! Prints per phase: calls/s and the process's CPU microseconds per call (server and client
-//! share the process; the client's share is the same for both sides of an A/B).
+//! share the process; the client's share is the same for both sides of an A/B). Timings on
+//! a shared VM drift; `scripts/pod-path-count.sh` runs this under callgrind and prints
+//! instructions per call instead, which repeat within about 1%.
 //!
 //! Usage: pod_path_bench DIR [PODS] [CLIENTS] [NODE_WATCHERS] [ALL_WATCHERS]
 
