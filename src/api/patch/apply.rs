@@ -135,7 +135,12 @@ pub fn record_update(
     // `compare` skips managedFields, so neither object is copied to strip them.
     let cmp = fields::compare(old, Some(new), ty);
     let ignored = &*IGNORED_FIELDS;
-    let changed = cmp.changed().difference(ignored);
+    // A create only adds: its set is taken as it is rather than copied by a union.
+    let changed = if cmp.modified.is_empty() {
+        cmp.added.difference(ignored)
+    } else {
+        cmp.changed().difference(ignored)
+    };
     let removed = cmp.removed.difference(ignored);
 
     let own_entry = |e: &Entry| {
@@ -190,12 +195,16 @@ pub fn record_update(
         }
     }
     if let Some(mut own) = own {
-        let set = own.set.difference(&removed).union(&changed);
         // As upstream, the time moves only when this write took fields.
         if !changed.is_empty() {
             own.time = Some(now.to_owned());
         }
-        own.set = set;
+        own.set = if own.set.is_empty() && removed.is_empty() {
+            // A new entry (every create) is just what changed: no copies.
+            changed
+        } else {
+            own.set.difference(&removed).union(&changed)
+        };
         slots.push(Slot::Decoded(own));
     }
     set_managed_fields(new, slots);
