@@ -25,12 +25,15 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[allow(dead_code)]
+mod common;
+
 const NODES: usize = 100;
 
 fn pod(i: usize) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {
-            "name": format!("scale-7d9f8c6b5-{i:05}"),
+            "name": pod_name(i),
             "generateName": "scale-7d9f8c6b5-",
             "labels": {"app": "scale", "pod-template-hash": "7d9f8c6b5"},
             "ownerReferences": [{
@@ -39,17 +42,23 @@ fn pod(i: usize) -> Pod {
                 "controller": true, "blockOwnerDeletion": true,
             }],
         },
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "main",
-                "image": "busybox:1.36",
-                "command": ["sleep", "3600"],
-                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-            }],
-        },
+        "spec": common::scale_pod_spec(),
     }))
     .expect("a valid pod")
+}
+
+/// The name of pod `i`, without building the pod (the client's work is measured too).
+fn pod_name(i: usize) -> String {
+    format!("scale-7d9f8c6b5-{i:05}")
+}
+
+/// POSTs a JSON body (a subresource kube-rs has no typed call for).
+async fn post_json(client: &Client, uri: String, body: serde_json::Value) -> anyhow::Result<()> {
+    let req = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    client.request_text(req).await?;
+    Ok(())
 }
 
 fn node_of(i: usize) -> String {
@@ -98,12 +107,11 @@ fn status_patch(uid: &str, i: usize, running: bool) -> serde_json::Value {
     })
 }
 
-fn event(pod: &Pod, i: usize, reason: &str) -> Event {
-    let name = pod.metadata.name.clone().unwrap_or_default();
+fn event(name: &str, uid: &str, i: usize, reason: &str) -> Event {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": format!("{name}.{}{i}", reason.to_lowercase())},
         "involvedObject": {"kind": "Pod", "namespace": "default", "name": name,
-            "uid": pod.metadata.uid, "apiVersion": "v1", "fieldPath": "spec.containers{main}"},
+            "uid": uid, "apiVersion": "v1", "fieldPath": "spec.containers{main}"},
         "reason": reason, "message": format!("{reason} container main"), "type": "Normal",
         "source": {"component": "kubelet", "host": node_of(i)},
         "firstTimestamp": "2026-12-06T10:00:00Z", "lastTimestamp": "2026-12-06T10:00:00Z",
@@ -247,18 +255,14 @@ async fn main() -> anyhow::Result<()> {
     phase("bind", pods, 1, clients, move |i| {
         let c = c.clone();
         async move {
-            let name = pod(i).metadata.name.unwrap_or_default();
+            let name = pod_name(i);
+            let uri = format!("/api/v1/namespaces/default/pods/{name}/binding");
             let body = serde_json::json!({
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": name, "namespace": "default"},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node_of(i)},
             });
-            let req =
-                http::Request::post(format!("/api/v1/namespaces/default/pods/{name}/binding"))
-                    .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body)?)?;
-            c.request_text(req).await?;
-            Ok(())
+            post_json(&c, uri, body).await
         }
     })
     .await;
@@ -267,19 +271,14 @@ async fn main() -> anyhow::Result<()> {
     phase("token", pods, 1, clients, move |i| {
         let (c, u) = (c.clone(), u.clone());
         async move {
-            let name = pod(i).metadata.name.unwrap_or_default();
+            let uri = "/api/v1/namespaces/default/serviceaccounts/default/token".to_owned();
             let body = serde_json::json!({
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                 "spec": {"audiences": [], "expirationSeconds": 3607, "boundObjectRef": {
-                    "apiVersion": "v1", "kind": "Pod", "name": name,
+                    "apiVersion": "v1", "kind": "Pod", "name": pod_name(i),
                     "uid": u[i].get().cloned().unwrap_or_default()}},
             });
-            let req =
-                http::Request::post("/api/v1/namespaces/default/serviceaccounts/default/token")
-                    .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body)?)?;
-            c.request_text(req).await?;
-            Ok(())
+            post_json(&c, uri, body).await
         }
     })
     .await;
@@ -290,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
             let (api, u) = (api.clone(), u.clone());
             async move {
                 let uid = u[i].get().cloned().unwrap_or_default();
-                let name = pod(i).metadata.name.unwrap_or_default();
+                let name = pod_name(i);
                 let patch = status_patch(&uid, i, running);
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
@@ -305,10 +304,9 @@ async fn main() -> anyhow::Result<()> {
         let (c, u) = (c.clone(), u.clone());
         async move {
             let api = Api::<Event>::namespaced(c, "default");
-            let mut p = pod(i);
-            p.metadata.uid = u[i].get().cloned();
+            let (name, uid) = (pod_name(i), u[i].get().cloned().unwrap_or_default());
             for reason in ["Pulled", "Created", "Started"] {
-                api.create(&PostParams::default(), &event(&p, i, reason))
+                api.create(&PostParams::default(), &event(&name, &uid, i, reason))
                     .await?;
             }
             Ok(())
@@ -320,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
     phase("delete_graceful", pods, 1, clients, move |i| {
         let api = api.clone();
         async move {
-            let name = pod(i).metadata.name.unwrap_or_default();
+            let name = pod_name(i);
             api.delete(&name, &DeleteParams::default()).await?;
             Ok(())
         }
@@ -331,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
     phase("delete_final", pods, 1, clients, move |i| {
         let (api, u) = (api.clone(), u.clone());
         async move {
-            let name = pod(i).metadata.name.unwrap_or_default();
+            let name = pod_name(i);
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(kube::api::Preconditions {

@@ -120,15 +120,7 @@ fn deployment(replicas: i32) -> anyhow::Result<Deployment> {
             "selector": {"matchLabels": {"app": "scale"}},
             "template": {
                 "metadata": {"labels": {"app": "scale"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{
-                        "name": "main",
-                        "image": "busybox:1.36",
-                        "command": ["sleep", "3600"],
-                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                    }],
-                },
+                "spec": common::scale_pod_spec(),
             },
         },
     }))?)

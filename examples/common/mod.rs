@@ -16,6 +16,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// The pod spec of `bench.sh scale`'s Deployment: one small container that sleeps.
+#[allow(dead_code)] // the API benchmarks build no pods
+pub fn scale_pod_spec() -> serde_json::Value {
+    serde_json::json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "main",
+            "image": "busybox:1.36",
+            "command": ["sleep", "3600"],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        }],
+    })
+}
+
 pub fn configmap(name: String) -> ConfigMap {
     let mut data = BTreeMap::new();
     data.insert("key".to_string(), "value-".repeat(8));
