@@ -177,25 +177,20 @@ pub fn decode_for(
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             let (v, dups) = decode_yaml_checked(body, report)?;
             problems.yaml = dups;
-            if !v.is_object() {
-                return Err(ApiError::bad_request(
-                    "the request body must be a single object",
-                ));
-            }
             v
         }
         "application/json" | "" => {
             let (v, dups) = decode_json_checked(body, report)?;
             problems.duplicates = dups;
-            if !v.is_object() {
-                return Err(ApiError::bad_request(
-                    "the request body must be a single object",
-                ));
-            }
             v
         }
         _ => decode_object(content_type, body)?,
     };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a single object",
+        ));
+    }
     schema::prune(rt, &mut obj, &mut problems.unknown);
     finish(mode, problems, |p| p.strict_message()).map(|w| (obj, w))
 }
@@ -259,7 +254,7 @@ pub fn decode_merge_patch(
     body: &[u8],
     mode: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let (doc, duplicates) = decode_json_checked(body, mode.reports())?;
+    let (mut doc, duplicates) = decode_json_checked(body, mode.reports())?;
     if !mode.reports() {
         return Ok((doc, Vec::new()));
     }
@@ -267,7 +262,6 @@ pub fn decode_merge_patch(
         duplicates,
         ..Problems::default()
     };
-    let mut doc = doc;
     if doc.is_object() {
         schema::prune(rt, &mut doc, &mut problems.unknown);
         if !problems.unknown.is_empty() {

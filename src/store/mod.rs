@@ -13,11 +13,12 @@
 //!   `Compacted` error; writers never wait for watchers.
 //!
 //! Map: [`codec`] the sled layout, [`wal`] the write-ahead log, [`overlay`] writes sled
-//! does not hold yet, [`recent`] sled's state of hot keys, [`shared`] the state shared by handles and background threads (open,
-//! recovery, reads), [`flusher`] group commit and event publication, [`applier`] sled
-//! catching up and checkpoints, [`disk`] what it takes to make sled's writes really
-//! durable, [`snapshot`] reads at an older revision, [`compaction`] log trimming, [`wakeup`] how the background threads sleep,
-//! [`watch`] the watchers.
+//! does not hold yet, [`recent`] sled's state of hot keys, [`shared`] the state shared by
+//! handles and background threads (open, recovery, reads), [`flusher`] group commit and
+//! event publication, [`applier`] sled catching up and checkpoints, [`disk`] what it takes
+//! to make sled's writes really durable, [`snapshot`] reads at an older revision,
+//! [`compaction`] log trimming, [`wakeup`] how the background threads sleep, [`watch`] the
+//! watchers.
 
 mod applier;
 mod codec;

@@ -143,71 +143,67 @@ pub fn record_update(
     };
     let removed = cmp.removed.difference(ignored);
 
-    let own_entry = |e: &Entry| {
-        e.manager == manager
-            && e.operation == UPDATE
-            && e.subresource.is_none()
-            && e.api_version == api_version
-    };
-    let mut own_done = false;
-    let mut slots: Vec<Slot> = match &sent {
+    let (mut slots, own) = match &sent {
         // Entries the client sent are decoded whole: that checks them.
         Some(sent) if !sent.is_null() && Some(sent) != stored => {
-            decode(Some(sent)).into_iter().map(Slot::Decoded).collect()
+            let mut entries = decode(Some(sent));
+            let own = take_entry(&mut entries, manager, UPDATE, api_version);
+            let slots = entries.into_iter().map(Slot::Decoded).collect();
+            (slots, own.map_or(Own::Absent, Own::Decoded))
         }
-        _ => {
-            // The stored entries were encoded here (canonical spelling), so each is edited
-            // as JSON: kept as it is when the write took none of its fields, else the few
-            // paths that moved are removed or added in place. Decoding every entry into a
-            // trie and encoding it back was most of the bookkeeping's cost.
-            let edit = StoredEdit {
-                changed: &changed,
-                removed: &removed,
-                touched: changed.union(&removed),
-                own: &own_entry,
-                now,
-            };
-            let (slots, done) = edit.slots(stored);
-            own_done = done;
-            slots
+        // The stored entries were encoded here (canonical spelling), so each is edited as
+        // JSON: kept as it is when the write took none of its fields, else the few paths
+        // that moved are removed or added in place. Decoding every entry into a trie and
+        // encoding it back was most of the bookkeeping's cost.
+        _ => StoredEdit {
+            changed: &changed,
+            removed: &removed,
+            touched: changed.union(&removed),
+            manager,
+            api_version,
+            now,
         }
-    };
-
-    let own_at = slots
-        .iter()
-        .position(|s| matches!(s, Slot::Decoded(e) if own_entry(e)))
-        .filter(|_| !own_done);
-    let own = match own_at.map(|i| slots.remove(i)) {
-        Some(Slot::Decoded(e)) => Some(e),
-        _ if own_done => None,
-        _ => Some(Entry {
-            manager: manager.to_owned(),
-            operation: UPDATE.to_owned(),
-            api_version: api_version.to_owned(),
-            time: None,
-            subresource: None,
-            set: FieldSet::default(),
-        }),
+        .slots(stored),
     };
     for slot in &mut slots {
         if let Slot::Decoded(entry) = slot {
             entry.set = entry.set.difference(&changed).difference(&removed);
         }
     }
-    if let Some(mut own) = own {
-        // As upstream, the time moves only when this write took fields.
-        if !changed.is_empty() {
-            own.time = Some(now.to_owned());
-        }
-        own.set = if own.set.is_empty() && removed.is_empty() {
-            // A new entry (every create) is just what changed: no copies.
-            changed
-        } else {
-            own.set.difference(&removed).union(&changed)
-        };
-        slots.push(Slot::Decoded(own));
+    let mut own = match own {
+        Own::Edited => return set_managed_fields(new, slots),
+        Own::Decoded(entry) => entry,
+        Own::Absent => Entry {
+            manager: manager.to_owned(),
+            operation: UPDATE.to_owned(),
+            api_version: api_version.to_owned(),
+            time: None,
+            subresource: None,
+            set: FieldSet::default(),
+        },
+    };
+    // As upstream, the time moves only when this write took fields.
+    if !changed.is_empty() {
+        own.time = Some(now.to_owned());
     }
+    own.set = if own.set.is_empty() && removed.is_empty() {
+        // A new entry (every create) is just what changed: no copies.
+        changed
+    } else {
+        own.set.difference(&removed).union(&changed)
+    };
+    slots.push(Slot::Decoded(own));
     set_managed_fields(new, slots);
+}
+
+/// The writer's own Update entry among the stored ones.
+enum Own {
+    /// Edited in place, already among the slots.
+    Edited,
+    /// Decoded, still to be updated.
+    Decoded(Entry),
+    /// None yet.
+    Absent,
 }
 
 /// How a write's changes are recorded in the stored entries, edited as JSON.
@@ -216,48 +212,41 @@ struct StoredEdit<'a> {
     removed: &'a FieldSet,
     /// `changed` and `removed` together: what every other manager loses.
     touched: FieldSet,
-    /// Whether an entry is the writer's own Update entry.
-    own: &'a dyn Fn(&Entry) -> bool,
+    manager: &'a str,
+    api_version: &'a str,
     now: &'a str,
 }
 
 impl StoredEdit<'_> {
-    /// The stored entries after the write, and whether the writer's own entry is among
-    /// them already (else the caller adds it). An entry spelled in a way an edit could
-    /// misread is decoded instead (`Slot::Decoded`, still to be edited); an entry `decode`
-    /// would drop is dropped.
-    fn slots(&self, stored: Option<&Value>) -> (Vec<Slot>, bool) {
+    /// The stored entries after the write, but for the writer's own entry when it could
+    /// not be edited in place. An entry spelled in a way an edit could misread is decoded
+    /// instead (`Slot::Decoded`, still to be updated); an entry `decode` would drop is
+    /// dropped.
+    fn slots(&self, stored: Option<&Value>) -> (Vec<Slot>, Own) {
         let Some(Value::Array(items)) = stored else {
-            return (Vec::new(), false);
+            return (Vec::new(), Own::Absent);
         };
-        let (mut own_seen, mut own_done) = (false, false);
+        let mut own_state = Own::Absent;
         let mut out = Vec::with_capacity(items.len() + 1);
         for item in items {
-            let Some(raw) = item.get("fieldsV1") else {
-                continue;
-            };
-            let Value::Object(fields_v1) = raw else {
+            let Some(Value::Object(fields_v1)) = item.get("fieldsV1") else {
                 continue;
             };
             let Some(header) = decode_header(item) else {
                 continue;
             };
             // Only the first entry of the writer's is its own, as `take_entry` finds it.
-            let own = !own_seen && (self.own)(&header);
-            own_seen |= own;
-            let affected = own || (!self.touched.is_empty() && may_intersect(raw, &self.touched));
-            if !affected {
+            let own = matches!(own_state, Own::Absent)
+                && header.belongs_to(self.manager, UPDATE, self.api_version);
+            if !own && self.touched.is_empty() {
                 out.push(Slot::Kept(item.clone()));
                 continue;
             }
-            let editable = if own {
-                fields_raw::spelled(fields_v1, self.removed)
-                    && fields_raw::spelled(fields_v1, self.changed)
-            } else {
-                fields_raw::spelled(fields_v1, &self.touched)
-            };
-            if !editable {
-                out.extend(decode_item(item).map(Slot::Decoded));
+            if !fields_raw::spelled(fields_v1, &self.touched) {
+                match decode_item(item) {
+                    Some(entry) if own => own_state = Own::Decoded(entry),
+                    decoded => out.extend(decoded.map(Slot::Decoded)),
+                }
                 continue;
             }
             let mut item = item.clone();
@@ -265,7 +254,7 @@ impl StoredEdit<'_> {
                 continue;
             };
             let empty = if own {
-                own_done = true;
+                own_state = Own::Edited;
                 fields_raw::remove(fields_v1, self.removed);
                 fields_raw::add(fields_v1, false, self.changed)
             } else {
@@ -278,7 +267,7 @@ impl StoredEdit<'_> {
                 out.push(Slot::Kept(item));
             }
         }
-        (out, own_done)
+        (out, own_state)
     }
 }
 
@@ -328,20 +317,6 @@ impl Slot {
     }
 }
 
-/// Whether FieldsV1 JSON `raw` may share a path with `set`. Only `f:` elements are looked
-/// up by their spelling; any other element (whose spelling is not unique) answers yes.
-fn may_intersect(raw: &Value, set: &FieldSet) -> bool {
-    let Value::Object(map) = raw else {
-        return true;
-    };
-    if set.is_member() && (map.is_empty() || map.contains_key(".")) {
-        return true;
-    }
-    set.children().any(|(element, child)| {
-        !element.starts_with("f:") || map.get(element).is_some_and(|r| may_intersect(r, child))
-    })
-}
-
 /// One `managedFields` entry.
 #[derive(Clone, Debug)]
 struct Entry {
@@ -354,6 +329,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// Whether a write by `manager` with `operation` at `api_version` goes to this entry.
+    /// Apply entries are one per manager; Update entries one per manager and API version.
+    fn belongs_to(&self, manager: &str, operation: &str, api_version: &str) -> bool {
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.is_none()
+            && (operation == APPLY || self.api_version == api_version)
+    }
+
     /// The manager as upstream names it in conflict messages.
     fn printed(&self) -> String {
         let mut out = Value::from(self.manager.as_str()).to_string();
@@ -388,20 +372,16 @@ impl Entry {
     }
 }
 
-/// Removes and returns the entry a write by `manager` with `operation` belongs to. Apply
-/// entries are one per manager; Update entries one per manager and API version.
+/// Removes and returns the entry a write by `manager` with `operation` belongs to.
 fn take_entry(
     entries: &mut Vec<Entry>,
     manager: &str,
     operation: &str,
     api_version: &str,
 ) -> Option<Entry> {
-    let index = entries.iter().position(|e| {
-        e.manager == manager
-            && e.operation == operation
-            && e.subresource.is_none()
-            && (operation == APPLY || e.api_version == api_version)
-    })?;
+    let index = entries
+        .iter()
+        .position(|e| e.belongs_to(manager, operation, api_version))?;
     Some(entries.remove(index))
 }
 
