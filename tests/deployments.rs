@@ -53,6 +53,28 @@ fn kubectl_creates_scales_and_rolls_out_a_deployment_within_surge_and_unavailabi
         let d = server.kubectl_json(&["get", "deployment", "web"]);
         d["status"]["availableReplicas"] == 5 && d["status"]["updatedReplicas"] == 5
     });
+    // `kubectl scale` writes through the scale subresource, and upstream records that
+    // writer's ownership of spec.replicas under `subresource: scale`.
+    let managed = server.kubectl_json(&["get", "deployment", "web", "--show-managed-fields"]);
+    let entries = managed["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields");
+    let scaler = entries
+        .iter()
+        .find(|e| e["subresource"] == "scale")
+        .unwrap_or_else(|| panic!("an entry through scale: {entries:?}"));
+    assert!(
+        scaler["fieldsV1"]["f:spec"].get("f:replicas").is_some(),
+        "{scaler}"
+    );
+    // The controller's status writes go through status.
+    assert!(
+        entries.iter().any(|e| e["subresource"] == "status"
+            && e["fieldsV1"]["f:status"]
+                .get("f:availableReplicas")
+                .is_some()),
+        "{entries:?}"
+    );
 
     // 5 replicas, default 25%/25%: maxSurge 2 (rounded up), maxUnavailable 1 (down).
     let watch = PodWatch::start(&server, "default");

@@ -300,3 +300,39 @@ fn apply_server_side_after_client_side_apply_takes_over_without_conflicts() {
         "{deploy}"
     );
 }
+
+#[test]
+fn a_server_side_apply_that_stores_no_service_gives_its_cluster_ip_back() {
+    let server = TestServer::start();
+    let service = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
+             spec:\n  clusterIP: 10.43.200.7\n  selector:\n    app: web\n  ports:\n  - port: 80\n"
+        )
+    };
+    // A dry run allocates the address to check the Service, then stores nothing...
+    server.write_file("dry.yaml", &service("dry"));
+    let out = server.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        "dry.yaml",
+    ]);
+    assert!(out.contains("service/dry serverside-applied"), "{out}");
+    let absent = server.kubectl(&["get", "service", "dry"]);
+    assert!(absent.stderr.contains("NotFound"), "{absent}");
+    // ...so the address is free for the next Service that asks for it.
+    server.write_file("real.yaml", &service("real"));
+    let out = server.kubectl_ok(&["apply", "--server-side", "-f", "real.yaml"]);
+    assert!(out.contains("service/real serverside-applied"), "{out}");
+    let real = server.kubectl_json(&["get", "service", "real"]);
+    assert_eq!(real["spec"]["clusterIP"], "10.43.200.7", "{real}");
+    // And one that is stored keeps it: a second Service cannot take it.
+    server.write_file("second.yaml", &service("second"));
+    let taken = server.kubectl(&["apply", "--server-side", "-f", "second.yaml"]);
+    assert!(
+        taken.stderr.contains("provided IP is already allocated"),
+        "{taken}"
+    );
+}

@@ -134,6 +134,18 @@ fn simulated_nodes_join_run_pods_through_the_kubelet_and_obey_their_failure_anno
     let cs = &web["status"]["containerStatuses"][0];
     assert_eq!(cs["ready"], true, "{cs}");
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    // The kubelet's status writes are recorded as upstream records them: its own entry
+    // through the status subresource, owning what it reported.
+    let managed = server.kubectl_json(&["get", "pod", "web", "--show-managed-fields"]);
+    let entries = managed["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields");
+    let status_writer = entries
+        .iter()
+        .find(|e| e["fieldsV1"]["f:status"].get("f:podIP").is_some())
+        .unwrap_or_else(|| panic!("an entry owns status.podIP: {entries:?}"));
+    assert_eq!(status_writer["subresource"], "status", "{status_writer}");
+    assert_eq!(status_writer["operation"], "Update", "{status_writer}");
 
     // Each node talks to the server over one HTTP/2 connection, as a kubelet does, not
     // one HTTP/1.1 connection per open watch and request.

@@ -97,6 +97,8 @@ pub fn encode(obj: &mut Value, revision: u64) -> Result<Bytes, ApiError> {
 #[derive(Clone, Default)]
 pub struct WriteOptions {
     pub subresource: Option<Subresource>,
+    /// A write of the parent through its `scale` subresource (see `recorded_subresource`).
+    pub through_scale: bool,
     pub field_manager: String,
     /// A server-side apply: the apply already set the managed fields it owns, so no update
     /// entry is recorded.
@@ -104,6 +106,19 @@ pub struct WriteOptions {
     /// The requesting user, filled only for kinds whose strategy records it
     /// (`prepare_for_create_by`).
     pub requester: Option<crate::api::requester::Requester>,
+}
+
+impl WriteOptions {
+    /// The subresource a write's managed-fields entry names (`subresource: status`), as
+    /// upstream records every write through one. A scale write is stored as a write of the
+    /// parent (`subresource` is `None`) but recorded as `scale`.
+    pub fn recorded_subresource(&self) -> Option<&'static str> {
+        match self.subresource {
+            Some(sub) => Some(sub.name()),
+            None if self.through_scale => Some(Subresource::Scale.name()),
+            None => None,
+        }
+    }
 }
 
 /// Checks kind/apiVersion of a body against the endpoint and fills them in when absent.
@@ -242,6 +257,7 @@ pub fn finish_create(
         None,
         obj,
         &opts.field_manager,
+        None,
         &rt.api_version(),
         &now_rfc3339(),
     );
@@ -419,6 +435,7 @@ pub fn finish_update(
         Some(old),
         &mut new,
         &opts.field_manager,
+        opts.recorded_subresource(),
         &rt.api_version(),
         &now_rfc3339(),
     );

@@ -4,7 +4,8 @@
 //! stopped applying, detects conflicts with other managers and records the manager's Apply
 //! entry. `record_update` records who changed what on a create, update or patch.
 //! This is a simplified structured-merge-diff: one API version per kind (no conversion),
-//! no cap on the number of Update entries, status treated like any field.
+//! no cap on the number of Update entries, status treated like any field (a write through
+//! a subresource is recorded as its own manager entry, `subresource: status`, as upstream).
 //!
 //! Invariant: after either call, every entry of `managedFields` owns a non-empty set, no
 //! path the object lacks was newly granted, the server-owned metadata (name, namespace,
@@ -25,7 +26,8 @@ const UPDATE: &str = "Update";
 const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 
 /// Server-side apply of configuration `applied` by `manager` onto `live` (`None` when the
-/// object does not exist yet: apply creates it). `(group, kind)` selects the list keys
+/// object does not exist yet: apply creates it), through `subresource` (`status`) or the
+/// object itself (`None`). `(group, kind)` selects the list keys
 /// (custom resources: none, every list atomic); `api_version` is the request's
 /// group/version, e.g. `apps/v1`; `now` the RFC 3339 time for the Apply entry.
 ///
@@ -36,6 +38,7 @@ pub fn apply(
     live: Option<&Value>,
     applied: &Value,
     manager: &str,
+    subresource: Option<&str>,
     force: bool,
     group: &str,
     kind: &str,
@@ -58,7 +61,7 @@ pub fn apply(
         ty,
     )?;
 
-    let previous = take_entry(&mut entries, manager, APPLY, api_version);
+    let previous = take_entry(&mut entries, manager, subresource, APPLY, api_version);
     if let Some(previous) = &previous {
         let keep = entries
             .iter()
@@ -94,7 +97,7 @@ pub fn apply(
         operation: APPLY.to_owned(),
         api_version: api_version.to_owned(),
         time,
-        subresource: None,
+        subresource: subresource.map(str::to_owned),
         set: config_set,
     });
     set_managed_fields(
@@ -105,7 +108,8 @@ pub fn apply(
 }
 
 /// Records a non-apply write (create, update, patch) by `manager` in `new`'s
-/// `metadata.managedFields`: the manager's Update entry gains every field whose value was
+/// `metadata.managedFields`: the manager's Update entry (one per subresource written
+/// through, as upstream: a kubelet's status writes are its `subresource: status` entry) gains every field whose value was
 /// added or changed since `old` (`None` on create) and loses removed ones; other managers
 /// lose the fields that changed. The kind comes from `new.kind`, its group from
 /// `api_version`. Managed fields sent in `new` replace the stored ones (an empty list
@@ -114,6 +118,7 @@ pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
     manager: &str,
+    subresource: Option<&str>,
     api_version: &str,
     now: &str,
 ) {
@@ -147,7 +152,7 @@ pub fn record_update(
         // Entries the client sent are decoded whole: that checks them.
         Some(sent) if !sent.is_null() && Some(sent) != stored => {
             let mut entries = decode(Some(sent));
-            let own = take_entry(&mut entries, manager, UPDATE, api_version);
+            let own = take_entry(&mut entries, manager, subresource, UPDATE, api_version);
             let slots = entries.into_iter().map(Slot::Decoded).collect();
             (slots, own.map_or(Own::Absent, Own::Decoded))
         }
@@ -160,6 +165,7 @@ pub fn record_update(
             removed: &removed,
             touched: changed.union(&removed),
             manager,
+            subresource,
             api_version,
             now,
         }
@@ -178,7 +184,7 @@ pub fn record_update(
             operation: UPDATE.to_owned(),
             api_version: api_version.to_owned(),
             time: None,
-            subresource: None,
+            subresource: subresource.map(str::to_owned),
             set: FieldSet::default(),
         },
     };
@@ -213,6 +219,7 @@ struct StoredEdit<'a> {
     /// `changed` and `removed` together: what every other manager loses.
     touched: FieldSet,
     manager: &'a str,
+    subresource: Option<&'a str>,
     api_version: &'a str,
     now: &'a str,
 }
@@ -237,7 +244,7 @@ impl StoredEdit<'_> {
             };
             // Only the first entry of the writer's is its own, as `take_entry` finds it.
             let own = matches!(own_state, Own::Absent)
-                && header.belongs_to(self.manager, UPDATE, self.api_version);
+                && header.belongs_to(self.manager, self.subresource, UPDATE, self.api_version);
             if !own && self.touched.is_empty() {
                 out.push(Slot::Kept(item.clone()));
                 continue;
@@ -329,12 +336,19 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether a write by `manager` with `operation` at `api_version` goes to this entry.
-    /// Apply entries are one per manager; Update entries one per manager and API version.
-    fn belongs_to(&self, manager: &str, operation: &str, api_version: &str) -> bool {
+    /// Whether a write by `manager` through `subresource` with `operation` at `api_version`
+    /// goes to this entry. Apply entries are one per manager and subresource; Update
+    /// entries one per manager, subresource and API version.
+    fn belongs_to(
+        &self,
+        manager: &str,
+        subresource: Option<&str>,
+        operation: &str,
+        api_version: &str,
+    ) -> bool {
         self.manager == manager
             && self.operation == operation
-            && self.subresource.is_none()
+            && self.subresource.as_deref() == subresource
             && (operation == APPLY || self.api_version == api_version)
     }
 
@@ -372,16 +386,18 @@ impl Entry {
     }
 }
 
-/// Removes and returns the entry a write by `manager` with `operation` belongs to.
+/// Removes and returns the entry a write by `manager` through `subresource` with
+/// `operation` belongs to.
 fn take_entry(
     entries: &mut Vec<Entry>,
     manager: &str,
+    subresource: Option<&str>,
     operation: &str,
     api_version: &str,
 ) -> Option<Entry> {
     let index = entries
         .iter()
-        .position(|e| e.belongs_to(manager, operation, api_version))?;
+        .position(|e| e.belongs_to(manager, subresource, operation, api_version))?;
     Some(entries.remove(index))
 }
 

@@ -21,6 +21,7 @@ fn deploy_apply(
         live,
         config,
         manager,
+        None,
         force,
         "apps",
         "Deployment",
@@ -108,7 +109,7 @@ fn reapply_without_a_container_removes_it_but_keeps_one_another_manager_owns() {
     // Another manager takes part ownership of the log container by setting a field in it.
     let mut edited = live.clone();
     edited["spec"]["template"]["spec"]["containers"][2]["args"] = json!(["-v"]);
-    record_update(Some(&live), &mut edited, "editor", "apps/v1", T2);
+    record_update(Some(&live), &mut edited, "editor", None, "apps/v1", T2);
 
     let config = web(1, "nginx:1");
     let out = deploy_apply(Some(&edited), &config, "kubectl", false, T3).expect("applies");
@@ -152,7 +153,14 @@ fn two_managers_applying_the_same_value_share_the_field_without_conflict() {
 fn apply_conflicts_with_a_client_side_apply_manager_and_force_takes_ownership() {
     // `kubectl apply` (client side) created the object.
     let mut live = web(1, "nginx:1");
-    record_update(None, &mut live, "kubectl-client-side-apply", "apps/v1", T1);
+    record_update(
+        None,
+        &mut live,
+        "kubectl-client-side-apply",
+        None,
+        "apps/v1",
+        T1,
+    );
     let csa = entry(&live, "kubectl-client-side-apply", "Update").expect("create recorded");
     assert_eq!(csa["fieldsV1"]["f:spec"]["f:replicas"], json!({}));
 
@@ -192,7 +200,7 @@ fn apply_conflicts_with_a_client_side_apply_manager_and_force_takes_ownership() 
 #[test]
 fn conflict_paths_name_keyed_list_items() {
     let mut live = web(1, "nginx:1");
-    record_update(None, &mut live, "kubectl-set", "apps/v1", T1);
+    record_update(None, &mut live, "kubectl-set", None, "apps/v1", T1);
     let err =
         deploy_apply(Some(&live), &web(1, "nginx:2"), "helm", false, T2).expect_err("conflict");
     let PatchError::Conflict { conflicts } = err else {
@@ -213,7 +221,14 @@ fn update_after_apply_steals_ownership() {
     // `kubectl scale` patches replicas.
     let mut scaled = live.clone();
     scaled["spec"]["replicas"] = json!(5);
-    record_update(Some(&live), &mut scaled, "kubectl-scale", "apps/v1", T2);
+    record_update(
+        Some(&live),
+        &mut scaled,
+        "kubectl-scale",
+        None,
+        "apps/v1",
+        T2,
+    );
 
     let apply_entry = entry(&scaled, "kubectl", "Apply").expect("apply entry stays");
     assert!(apply_entry["fieldsV1"]["f:spec"]
@@ -260,7 +275,14 @@ fn apply_keeps_fields_set_by_others_and_server_fields() {
     live["metadata"]["uid"] = json!("u-1");
     live["metadata"]["resourceVersion"] = json!("7");
     live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
-    record_update(None, &mut live, "kube-controller-manager", "apps/v1", T1);
+    record_update(
+        None,
+        &mut live,
+        "kube-controller-manager",
+        None,
+        "apps/v1",
+        T1,
+    );
     live["status"] = json!({"replicas": 1});
 
     let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -284,7 +306,7 @@ fn record_update_on_create_owns_everything_with_dots_on_new_maps() {
     let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "c", "namespace": "default", "uid": "u", "labels": {"a": "1"}},
         "data": {"k": "v"}});
-    record_update(None, &mut obj, "kubectl-create", "v1", T1);
+    record_update(None, &mut obj, "kubectl-create", None, "v1", T1);
     let e = &entries(&obj)[0];
     assert_eq!(e["manager"], "kubectl-create");
     assert_eq!(e["operation"], "Update");
@@ -299,13 +321,20 @@ fn record_update_on_create_owns_everything_with_dots_on_new_maps() {
 #[test]
 fn record_update_without_changes_keeps_entries_and_times() {
     let mut obj = web(1, "nginx:1");
-    record_update(None, &mut obj, "creator", "apps/v1", T1);
+    record_update(None, &mut obj, "creator", None, "apps/v1", T1);
     let before = obj.clone();
     let mut again = obj.clone();
-    record_update(Some(&before), &mut again, "creator", "apps/v1", T2);
+    record_update(Some(&before), &mut again, "creator", None, "apps/v1", T2);
     assert_eq!(again, before);
     let mut other = obj.clone();
-    record_update(Some(&before), &mut other, "someone-else", "apps/v1", T2);
+    record_update(
+        Some(&before),
+        &mut other,
+        "someone-else",
+        None,
+        "apps/v1",
+        T2,
+    );
     assert_eq!(
         other, before,
         "a manager that changed nothing gets no entry"
@@ -315,12 +344,12 @@ fn record_update_without_changes_keeps_entries_and_times() {
 #[test]
 fn record_update_honours_managed_fields_reset_by_the_client() {
     let mut obj = web(1, "nginx:1");
-    record_update(None, &mut obj, "creator", "apps/v1", T1);
+    record_update(None, &mut obj, "creator", None, "apps/v1", T1);
     let old = obj.clone();
     let mut new = obj.clone();
     new["metadata"]["managedFields"] = json!([]);
     new["spec"]["replicas"] = json!(2);
-    record_update(Some(&old), &mut new, "resetter", "apps/v1", T2);
+    record_update(Some(&old), &mut new, "resetter", None, "apps/v1", T2);
     assert_eq!(entries(&new).len(), 1);
     assert_eq!(entries(&new)[0]["manager"], "resetter");
 }
@@ -329,14 +358,14 @@ fn record_update_honours_managed_fields_reset_by_the_client() {
 fn removed_fields_leave_every_manager() {
     let mut obj = web(1, "nginx:1");
     obj["metadata"]["labels"]["tier"] = json!("x");
-    record_update(None, &mut obj, "creator", "apps/v1", T1);
+    record_update(None, &mut obj, "creator", None, "apps/v1", T1);
     let old = obj.clone();
     let mut new = obj.clone();
     new["metadata"]["labels"]
         .as_object_mut()
         .expect("labels")
         .remove("tier");
-    record_update(Some(&old), &mut new, "labeller", "apps/v1", T2);
+    record_update(Some(&old), &mut new, "labeller", None, "apps/v1", T2);
     assert!(
         entry(&new, "labeller", "Update").is_none(),
         "removing grants nothing"
@@ -357,6 +386,7 @@ fn custom_resource_lists_are_atomic_and_finalizers_are_a_set() {
         None,
         &config,
         "ctl",
+        None,
         false,
         "example.com",
         "Widget",
@@ -371,7 +401,7 @@ fn custom_resource_lists_are_atomic_and_finalizers_are_a_set() {
     );
     let ns = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "n", "finalizers": ["a", "b"]}});
-    let out = apply(None, &ns, "ctl", false, "", "Namespace", "v1", T1).expect("applies");
+    let out = apply(None, &ns, "ctl", None, false, "", "Namespace", "v1", T1).expect("applies");
     assert_eq!(
         entries(&out)[0]["fieldsV1"],
         json!({"f:metadata": {"f:finalizers": {"v:\"a\"": {}, "v:\"b\"": {}}}})
@@ -401,7 +431,7 @@ fn apply_configuration_must_match_the_request_and_carry_no_managed_fields() {
 #[test]
 fn apply_entries_are_sorted_apply_first_then_by_time() {
     let mut live = web(1, "nginx:1");
-    record_update(None, &mut live, "creator", "apps/v1", T3);
+    record_update(None, &mut live, "creator", None, "apps/v1", T3);
     let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web",
         "annotations": {"x": "y"}}});
     let out = deploy_apply(Some(&live), &config, "zed", false, T2).expect("applies");
@@ -425,7 +455,7 @@ fn apply_entries_are_sorted_apply_first_then_by_time() {
 fn service_ports_are_keyed_by_port_and_defaulted_protocol() {
     let config = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
         "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
-    let out = apply(None, &config, "ctl", false, "", "Service", "v1", T1).expect("applies");
+    let out = apply(None, &config, "ctl", None, false, "", "Service", "v1", T1).expect("applies");
     assert_eq!(
         entries(&out)[0]["fieldsV1"],
         json!({"f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}, "f:targetPort": {}}}}})
@@ -448,12 +478,126 @@ fn pod_with_status() -> Value {
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"}},
         "spec": {"containers": [{"name": "main", "image": "busybox"}]}});
-    record_update(None, &mut pod, "kube-controller-manager", "v1", T1);
+    record_update(None, &mut pod, "kube-controller-manager", None, "v1", T1);
     let old = pod.clone();
     pod["status"] = json!({"phase": "Running", "podIP": "10.42.0.2",
         "conditions": [{"type": "Ready", "status": "True"}]});
-    record_update(Some(&old), &mut pod, "kubelet", "v1", T2);
+    record_update(Some(&old), &mut pod, "kubelet", Some("status"), "v1", T2);
     pod
+}
+
+/// The entries of `manager` with `operation`, as (subresource, entry).
+fn entries_of<'a>(obj: &'a Value, manager: &str, operation: &str) -> Vec<(&'a Value, &'a Value)> {
+    entries(obj)
+        .iter()
+        .filter(|e| e["manager"] == manager && e["operation"] == operation)
+        .map(|e| (&e["subresource"], e))
+        .collect()
+}
+
+#[test]
+fn a_write_through_a_subresource_is_its_managers_own_entry() {
+    let pod = pod_with_status();
+    let status_entry = entries_of(&pod, "kubelet", "Update");
+    assert_eq!(status_entry.len(), 1);
+    assert_eq!(status_entry[0].0, "status", "{pod}");
+    // The same manager writing the pod itself gets a second entry, without subresource.
+    let mut labelled = pod.clone();
+    labelled["metadata"]["labels"]["node"] = json!("n1");
+    record_update(Some(&pod), &mut labelled, "kubelet", None, "v1", T3);
+    let both = entries_of(&labelled, "kubelet", "Update");
+    assert_eq!(both.len(), 2, "{labelled}");
+    let main = both
+        .iter()
+        .find(|(sub, _)| sub.is_null())
+        .expect("main entry")
+        .1;
+    assert!(main["fieldsV1"]["f:metadata"]["f:labels"]
+        .get("f:node")
+        .is_some());
+    assert!(main["fieldsV1"].get("f:status").is_none());
+    let status = both
+        .iter()
+        .find(|(sub, _)| *sub == "status")
+        .expect("status entry")
+        .1;
+    assert_eq!(status, status_entry[0].1, "the status entry took nothing");
+    // A later status write goes to the status entry, not the main one.
+    let mut ready = labelled.clone();
+    ready["status"]["phase"] = json!("Succeeded");
+    record_update(
+        Some(&labelled),
+        &mut ready,
+        "kubelet",
+        Some("status"),
+        "v1",
+        T3,
+    );
+    let after = entries_of(&ready, "kubelet", "Update");
+    assert_eq!(after.len(), 2, "{ready}");
+    let main_after = after.iter().find(|(sub, _)| sub.is_null()).expect("main").1;
+    assert_eq!(main_after, main);
+    let status_after = after
+        .iter()
+        .find(|(sub, _)| *sub == "status")
+        .expect("status")
+        .1;
+    assert_eq!(status_after["time"], T3);
+    assert!(status_after["fieldsV1"]["f:status"]
+        .get("f:phase")
+        .is_some());
+}
+
+#[test]
+fn an_apply_through_a_subresource_is_its_own_apply_entry_and_named_in_conflicts() {
+    let pod = pod_with_status();
+    let status_config = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"},
+            {"type": "Example", "status": "True"}]}});
+    // The tool's status configuration applied onto `live` through `subresource`.
+    let tool_apply = |live: &Value, subresource| {
+        apply(
+            Some(live),
+            &status_config,
+            "tool",
+            subresource,
+            false,
+            "",
+            "Pod",
+            "v1",
+            T3,
+        )
+    };
+    let applied = tool_apply(&pod, Some("status")).expect("applies");
+    // Re-applying the same configuration through status keeps one Apply entry.
+    let again = tool_apply(&applied, Some("status")).expect("re-applies");
+    let tool = entries_of(&again, "tool", "Apply");
+    assert_eq!(tool.len(), 1, "{again}");
+    assert_eq!(tool[0].0, "status");
+    // Another manager's Update through status that changes the condition it owns...
+    let mut changed = again.clone();
+    changed["status"]["conditions"][1]["status"] = json!("False");
+    record_update(
+        Some(&again),
+        &mut changed,
+        "other",
+        Some("status"),
+        "v1",
+        T3,
+    );
+    // ...then the tool's apply through the pod itself conflicts, naming the owner with
+    // its subresource.
+    let err = tool_apply(&changed, None).expect_err("conflict");
+    let PatchError::Conflict { conflicts } = err else {
+        panic!("a conflict: {err:?}");
+    };
+    assert!(
+        conflicts
+            .iter()
+            .any(|(who, _)| who == "\"other\" with subresource \"status\" using v1"),
+        "{conflicts:?}"
+    );
 }
 
 #[test]
@@ -463,7 +607,7 @@ fn a_write_leaves_the_entries_it_took_nothing_from_as_they_were() {
     // A merge patch: the new object still carries the stored entries.
     let mut new = pod.clone();
     new["spec"]["containers"][0]["image"] = json!("busybox:2");
-    record_update(Some(&pod), &mut new, "kubectl-set", "v1", T3);
+    record_update(Some(&pod), &mut new, "kubectl-set", None, "v1", T3);
     assert_eq!(
         entry(&new, "kubelet", "Update"),
         Some(&kubelet_before),
@@ -494,7 +638,7 @@ fn a_status_write_moves_only_status_fields_between_managers() {
         .clone();
     let mut new = pod.clone();
     new["status"]["podIP"] = json!("10.42.0.3");
-    record_update(Some(&pod), &mut new, "other-agent", "v1", T3);
+    record_update(Some(&pod), &mut new, "other-agent", None, "v1", T3);
     assert_eq!(
         entry(&new, "kube-controller-manager", "Update"),
         Some(&creator_before)
@@ -515,7 +659,7 @@ fn a_stored_entry_whose_spelling_differs_is_still_rewritten() {
     *fields = json!({"k:{\"name\": \"main\"}": item});
     let mut new = old.clone();
     new["spec"]["containers"][0]["image"] = json!("busybox:2");
-    record_update(Some(&old), &mut new, "kubectl-set", "v1", T3);
+    record_update(Some(&old), &mut new, "kubectl-set", None, "v1", T3);
     let creator = entry(&new, "kube-controller-manager", "Update").expect("creator");
     let containers = &creator["fieldsV1"]["f:spec"]["f:containers"];
     assert!(
@@ -526,7 +670,13 @@ fn a_stored_entry_whose_spelling_differs_is_still_rewritten() {
 
 /// The Update bookkeeping with every stored entry decoded into a trie and encoded back:
 /// what `record_update` did before it edited entries in place, to compare against.
-fn record_update_decoding_all(old: Option<&Value>, new: &mut Value, manager: &str, now: &str) {
+fn record_update_decoding_all(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
     use super::{decode, set_managed_fields, Entry, Slot, IGNORED_FIELDS, UPDATE};
     let ty = super::merge_keys::root("", "Pod").expect("pod keys");
     let sent = new["metadata"]
@@ -539,15 +689,15 @@ fn record_update_decoding_all(old: Option<&Value>, new: &mut Value, manager: &st
     let cmp = super::fields::compare(old, Some(new), ty);
     let changed = cmp.changed().difference(&IGNORED_FIELDS);
     let removed = cmp.removed.difference(&IGNORED_FIELDS);
-    let at = entries
-        .iter()
-        .position(|e| e.manager == manager && e.operation == UPDATE && e.subresource.is_none());
+    let at = entries.iter().position(|e| {
+        e.manager == manager && e.operation == UPDATE && e.subresource.as_deref() == subresource
+    });
     let mut own = at.map(|i| entries.remove(i)).unwrap_or(Entry {
         manager: manager.to_owned(),
         operation: UPDATE.to_owned(),
         api_version: "v1".to_owned(),
         time: None,
-        subresource: None,
+        subresource: subresource.map(str::to_owned),
         set: Default::default(),
     });
     for e in &mut entries {
@@ -586,22 +736,31 @@ fn editing_entries_in_place_records_what_decoding_them_all_records() {
         p["metadata"]["name"] = json!("p");
         p
     };
-    let managers = ["creator", "kubelet", "editor"];
+    // The kubelet writes both through status and the pod itself: two entries of its own.
+    let managers = [
+        ("creator", None),
+        ("kubelet", Some("status")),
+        ("editor", None),
+        ("kubelet", None),
+    ];
     let times = [T1, T2, T3];
     for first in &states {
         let mut stored = pod(first);
-        record_update(None, &mut stored, "creator", "v1", T1);
+        record_update(None, &mut stored, "creator", None, "v1", T1);
         // Every state written after every other, by each manager in turn.
-        for (step, next) in states.iter().cycle().take(12).enumerate() {
-            let manager = managers[step % 3];
+        for (step, next) in states.iter().cycle().take(20).enumerate() {
+            let (manager, subresource) = managers[step % managers.len()];
             let now = times[step % 3];
             // As a merge patch arrives: the stored entries ride along.
             let mut written = pod(next);
             written["metadata"]["managedFields"] = stored["metadata"]["managedFields"].clone();
             let mut want = written.clone();
-            record_update(Some(&stored), &mut written, manager, "v1", now);
-            record_update_decoding_all(Some(&stored), &mut want, manager, now);
-            assert_eq!(written, want, "step {step} by {manager} from {stored}");
+            record_update(Some(&stored), &mut written, manager, subresource, "v1", now);
+            record_update_decoding_all(Some(&stored), &mut want, manager, subresource, now);
+            assert_eq!(
+                written, want,
+                "step {step} by {manager} ({subresource:?}) from {stored}"
+            );
             stored = written;
         }
     }

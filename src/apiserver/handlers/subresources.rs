@@ -137,6 +137,7 @@ pub async fn write_scale(
     };
     let opts = WriteOptions {
         subresource: None,
+        through_scale: true,
         field_manager: q.field_manager.clone().unwrap_or_else(|| "unknown".into()),
         ..Default::default()
     };

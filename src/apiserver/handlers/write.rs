@@ -98,6 +98,7 @@ pub async fn create(
     )?;
     let opts = WriteOptions {
         subresource: None,
+        through_scale: false,
         field_manager: manager,
         server_side_apply: false,
         requester: requester_for(rt, user),
@@ -182,6 +183,7 @@ pub async fn update(
     objects::check_namespace(rt, rr.namespace.as_deref(), &mut obj)?;
     let opts = WriteOptions {
         subresource: rr.subresource,
+        through_scale: false,
         field_manager: manager,
         server_side_apply: false,
         requester: None,
@@ -305,6 +307,7 @@ pub async fn patch(
     }
     let opts = WriteOptions {
         subresource: rr.subresource,
+        through_scale: false,
         field_manager: manager.clone(),
         // The apply entry, not an update entry, owns the fields an apply sets.
         server_side_apply: ptype == PatchType::Apply,
@@ -314,6 +317,10 @@ pub async fn patch(
     let force = q.force;
     let ns = rr.namespace.clone();
     let may_create = ptype == PatchType::Apply && rr_is_main(opts.subresource);
+    let subresource = opts.recorded_subresource();
+    // Cluster IPs given to Services this apply would create: the closure may run more than
+    // once (lost races), and only an object actually stored keeps its address.
+    let mut allocated_ips: Vec<String> = Vec::new();
     let admitted = write_admitted(
         state,
         &rt,
@@ -326,13 +333,23 @@ pub async fn patch(
         |cur| {
             let now = objects::now_rfc3339();
             let av = rt.api_version();
+            let apply = |live, force| {
+                patch::apply(
+                    live,
+                    &patch_doc,
+                    &manager,
+                    subresource,
+                    force,
+                    &rt.group,
+                    &rt.kind,
+                    &av,
+                    &now,
+                )
+            };
             match cur {
                 None if may_create => {
                     // Server-side apply is an upsert.
-                    let mut obj = patch::apply(
-                        None, &patch_doc, &manager, force, &rt.group, &rt.kind, &av, &now,
-                    )
-                    .map_err(|e| patch_error(&rt, &name, e))?;
+                    let mut obj = apply(None, force).map_err(|e| patch_error(&rt, &name, e))?;
                     if obj["metadata"]["name"]
                         .as_str()
                         .unwrap_or_default()
@@ -341,6 +358,10 @@ pub async fn patch(
                         obj["metadata"]["name"] = Value::String(name.clone());
                     }
                     prepare_create_unvalidated(state, &rt, ns.as_deref(), &mut obj, &opts)?;
+                    // Prepared: the address (chosen or allocated) is now held for it.
+                    if rt.strategy.bookkeeping == Bookkeeping::ClusterIp {
+                        allocated_ips.extend(obj["spec"]["clusterIP"].as_str().map(str::to_owned));
+                    }
                     Ok(Decision::Put { obj, created: true })
                 }
                 None => Err(ApiError::not_found(&rt, &name)),
@@ -358,28 +379,14 @@ pub async fn patch(
                                 patch::strategic_merge_patch(old, &patch_doc, &rt.group, &rt.kind)
                             }
                         }
-                        PatchType::Apply => {
-                            let apply = |force| {
-                                patch::apply(
-                                    Some(old),
-                                    &patch_doc,
-                                    &manager,
-                                    force,
-                                    &rt.group,
-                                    &rt.kind,
-                                    &av,
-                                    &now,
-                                )
-                            };
-                            match apply(force) {
-                                Err(PatchError::Conflict { conflicts })
-                                    if upgrades_client_side_apply(old, &manager, &conflicts) =>
-                                {
-                                    apply(true)
-                                }
-                                other => other,
+                        PatchType::Apply => match apply(Some(old), force) {
+                            Err(PatchError::Conflict { conflicts })
+                                if upgrades_client_side_apply(old, &manager, &conflicts) =>
+                            {
+                                apply(Some(old), true)
                             }
-                        }
+                            other => other,
+                        },
                     }
                     .map_err(|e| patch_error(&rt, &name, e))?;
                     // A JSON patch can add anything; what the type lacks is not stored.
@@ -393,7 +400,21 @@ pub async fn patch(
             }
         },
     )
-    .await?;
+    .await;
+    let kept_ip = match &admitted {
+        Ok(a) if !q.dry_run => match &a.written {
+            Written::Created(obj, _) => obj["spec"]["clusterIP"].as_str(),
+            _ => None,
+        },
+        _ => None,
+    };
+    for ip in allocated_ips
+        .iter()
+        .filter(|ip| Some(ip.as_str()) != kept_ip)
+    {
+        state.services.release(ip);
+    }
+    let admitted = admitted?;
     let written = admitted.written;
     after_write(state, &rt, &written);
     after_write_async(state, &rt, &written).await;
