@@ -148,6 +148,14 @@ pub fn build(i: Inputs<'_>) -> Result<ContainerConfig, String> {
         cgroup_parent: super::resources::pod_cgroup(pod).map(|c| c.path),
         sysctls: super::sysctls::of_pod(pod),
         pid_namespace: i.pid_namespace,
+        pod_annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        run_to_completion_init: spec.and_then(|s| s.init_containers.as_ref()).is_some_and(
+            |inits| {
+                inits.iter().any(|init| {
+                    init.name == c.name && init.restart_policy.as_deref() != Some("Always")
+                })
+            },
+        ),
         ..Default::default()
     })
 }
@@ -281,6 +289,35 @@ mod tests {
             pod_log_dir: Path::new("/var/log/pods"),
             termination_log: Some(Path::new("/pods/u1/containers/app/term")),
             pid_namespace: None,
+        }
+    }
+
+    #[test]
+    fn the_config_carries_the_pods_annotations_and_whether_it_is_a_run_to_completion_init() {
+        let named = |name: &str, policy: Option<&str>| Container {
+            name: name.into(),
+            restart_policy: policy.map(Into::into),
+            ..Container::default()
+        };
+        let mut p = pod(named("app", None), None);
+        p.metadata.annotations = Some([("a".to_owned(), "1".to_owned())].into());
+        p.spec.as_mut().unwrap().init_containers =
+            Some(vec![named("setup", None), named("proxy", Some("Always"))]);
+        let img = image(None);
+        let spec = p.spec.clone().unwrap();
+        let inits = spec.init_containers.as_ref().unwrap();
+        for (container, init) in [
+            (&inits[0], true),
+            (&inits[1], false),
+            (&spec.containers[0], false),
+        ] {
+            let cfg = build(Inputs {
+                container,
+                ..inputs(&p, &img, vec![], None)
+            })
+            .unwrap();
+            assert_eq!(cfg.run_to_completion_init, init, "{}", container.name);
+            assert_eq!(cfg.pod_annotations["a"], "1");
         }
     }
 

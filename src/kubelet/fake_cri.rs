@@ -56,7 +56,7 @@ impl Default for Scripted {
 }
 
 /// Decides, when a container is created, what it will do (see [`FakeCri::simulated`]).
-pub type ScriptSource = Arc<dyn Fn(&ContainerConfig) -> BoxFuture<'static, Scripted> + Send + Sync>;
+pub type ScriptSource = Arc<dyn Fn(&ContainerConfig) -> Scripted + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -338,15 +338,8 @@ impl Cri for FakeCri {
     }
 
     fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>> {
-        let source = self.inner.lock().source.clone();
-        async move {
-            let scripted = match source {
-                Some(s) => Some(s(&config).await),
-                None => None,
-            };
-            self.create_now(config, scripted)
-        }
-        .boxed()
+        let scripted = self.inner.lock().source.clone().map(|s| s(&config));
+        async move { self.create_now(config, scripted) }.boxed()
     }
 
     fn simulated_probe(&self, id: &str, kind: super::probes::Kind) -> Option<Result<(), String>> {
@@ -649,19 +642,17 @@ mod tests {
         let source: ScriptSource = Arc::new(|config: &ContainerConfig| {
             let failing =
                 config.labels.get(super::super::labels::CONTAINER_NAME) == Some(&"bad".to_owned());
-            Box::pin(async move {
-                Scripted {
-                    behavior: if failing {
-                        Behavior::Exit {
-                            code: 3,
-                            after: Duration::ZERO,
-                        }
-                    } else {
-                        Behavior::Run
-                    },
-                    ready: !failing,
-                }
-            })
+            Scripted {
+                behavior: if failing {
+                    Behavior::Exit {
+                        code: 3,
+                        after: Duration::ZERO,
+                    }
+                } else {
+                    Behavior::Run
+                },
+                ready: !failing,
+            }
         });
         let cri = FakeCri::simulated(source);
         assert!(cri.image_status("any/image:1").await.unwrap().is_some());
@@ -693,13 +684,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_simulated_container_that_is_not_ready_still_passes_liveness() {
-        let source: ScriptSource = Arc::new(|_: &ContainerConfig| {
-            Box::pin(async {
-                Scripted {
-                    behavior: Behavior::Run,
-                    ready: false,
-                }
-            })
+        let source: ScriptSource = Arc::new(|_: &ContainerConfig| Scripted {
+            behavior: Behavior::Run,
+            ready: false,
         });
         let cri = FakeCri::simulated(source);
         let id = cri

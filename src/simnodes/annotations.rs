@@ -5,7 +5,7 @@
 //! (run until stopped, probes pass, node alive) applies; a typo never stops a node.
 
 use crate::kubelet::fake_cri::{Behavior, Scripted};
-use k8s_openapi::api::core::v1::Pod;
+use crate::runtime::containers::ContainerConfig;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -51,29 +51,20 @@ pub fn scripted(annotations: &BTreeMap<String, String>) -> Scripted {
     }
 }
 
-/// What container `container` of `pod` does: the pod's annotations for its containers and
-/// sidecars; an init container completes at once (else the pod would never start).
-pub fn for_container(pod: &Pod, container: &str) -> Scripted {
-    let init = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == container));
-    match init {
-        Some(c) if c.restart_policy.as_deref() != Some("Always") => Scripted {
+/// What a container the kubelet creates does: its pod's annotations (which CRI passes
+/// along) for containers and sidecars; an init container that runs to completion completes
+/// at once (else the pod would never start).
+pub fn for_config(config: &ContainerConfig) -> Scripted {
+    if config.run_to_completion_init {
+        return Scripted {
             behavior: Behavior::Exit {
                 code: 0,
                 after: Duration::ZERO,
             },
             ready: true,
-        },
-        _ => scripted(
-            pod.metadata
-                .annotations
-                .as_ref()
-                .unwrap_or(&BTreeMap::new()),
-        ),
+        };
     }
+    scripted(&config.pod_annotations)
 }
 
 /// Whether a Node's annotations say its host is dead.
@@ -86,7 +77,6 @@ pub fn heartbeat_stopped(annotations: Option<&BTreeMap<String, String>>) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -150,37 +140,26 @@ mod tests {
     }
 
     #[test]
-    fn init_containers_complete_and_sidecars_follow_the_pod() {
-        let c = |name: &str, policy: Option<&str>| Container {
-            name: name.into(),
-            restart_policy: policy.map(Into::into),
-            ..Container::default()
-        };
-        let pod = Pod {
-            metadata: kube::api::ObjectMeta {
-                annotations: Some(ann(&[(EXIT_CODE, "7")])),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                init_containers: Some(vec![c("setup", None), c("proxy", Some("Always"))]),
-                containers: vec![c("app", None)],
-                ..PodSpec::default()
-            }),
-            ..Pod::default()
+    fn init_containers_complete_and_the_rest_follow_the_pods_annotations() {
+        let config = |init: bool| ContainerConfig {
+            pod_annotations: ann(&[(EXIT_CODE, "7")]),
+            run_to_completion_init: init,
+            ..ContainerConfig::default()
         };
         assert_eq!(
-            for_container(&pod, "setup").behavior,
+            for_config(&config(true)).behavior,
             Behavior::Exit {
                 code: 0,
                 after: Duration::ZERO
             }
         );
-        let crash = Behavior::Exit {
-            code: 7,
-            after: Duration::ZERO,
-        };
-        assert_eq!(for_container(&pod, "proxy").behavior, crash);
-        assert_eq!(for_container(&pod, "app").behavior, crash);
+        assert_eq!(
+            for_config(&config(false)).behavior,
+            Behavior::Exit {
+                code: 7,
+                after: Duration::ZERO,
+            }
+        );
     }
 
     #[test]

@@ -16,12 +16,12 @@
 use super::annotations;
 use super::network::SimNetwork;
 use crate::agent::{client, join, renew};
-use crate::kubelet::fake_cri::{FakeCri, ScriptSource, Scripted};
+use crate::kubelet::fake_cri::FakeCri;
 use crate::kubelet::heartbeat::{self, Heartbeat};
 use crate::kubelet::node_status::{HostInfo, NodeSettings};
-use crate::kubelet::{labels, lease, Kubelet, KubeletConfig};
+use crate::kubelet::{lease, Kubelet, KubeletConfig};
 use crate::pki::CertPair;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,7 +97,9 @@ impl SimNode {
         };
         let (not_ready, _) = watch::channel(None);
         let (pod_cidr, pod_cidr_rx) = watch::channel(None);
-        let runtime = Arc::new(FakeCri::simulated(script_source(client.clone())));
+        // What a container does comes from its pod's annotations as the kubelet passes them
+        // with each creation (so a changed annotation applies from the next restart on).
+        let runtime = Arc::new(FakeCri::simulated(Arc::new(annotations::for_config)));
         let network = Arc::new(SimNetwork::new(dir.join("ipam"), pod_cidr_rx));
         let mut node = SimNode {
             name: name.clone(),
@@ -268,36 +270,4 @@ impl SimNode {
         self.stop_host().await;
         let _ = renewal.await;
     }
-}
-
-/// Where a simulated container's behaviour comes from: its pod's annotations, read with
-/// the node's own client when the container is created (so a changed annotation applies
-/// from the next restart on).
-fn script_source(client: kube::Client) -> ScriptSource {
-    Arc::new(move |config| {
-        let client = client.clone();
-        let at = labels::container_ref(&config.labels).map(|r| {
-            (
-                r.namespace.to_owned(),
-                r.pod.to_owned(),
-                r.container.to_owned(),
-            )
-        });
-        Box::pin(async move {
-            let Some((namespace, pod, container)) = at else {
-                return Scripted::default();
-            };
-            match Api::<Pod>::namespaced(client, &namespace)
-                .get_opt(&pod)
-                .await
-            {
-                Ok(Some(p)) => annotations::for_container(&p, &container),
-                Ok(None) => Scripted::default(),
-                Err(e) => {
-                    tracing::debug!(pod = %pod, error = %e, "reading the pod's annotations failed");
-                    Scripted::default()
-                }
-            }
-        })
-    })
 }

@@ -70,6 +70,14 @@ pub struct ContainerConfig {
     /// ephemeral container that targets it) instead of getting a new one.
     #[serde(default)]
     pub pid_namespace: Option<PathBuf>,
+    /// The pod's annotations, which CRI passes with every CreateContainer (in its sandbox
+    /// config), and whether this is an init container that runs to completion (not a
+    /// restartable sidecar). This runtime ignores both (not stored); the simulated one
+    /// (`kubelet::fake_cri`) scripts a container from them.
+    #[serde(skip)]
+    pub pod_annotations: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub run_to_completion_init: bool,
 }
 
 /// Privileges of the container process (Kubernetes' securityContext, in runtime terms).
