@@ -107,11 +107,12 @@ pub fn apply(
     Ok(merged)
 }
 
-/// Records a non-apply write (create, update, patch) by `manager` in `new`'s
-/// `metadata.managedFields`: the manager's Update entry (one per subresource written
-/// through, as upstream: a kubelet's status writes are its `subresource: status` entry) gains every field whose value was
-/// added or changed since `old` (`None` on create) and loses removed ones; other managers
-/// lose the fields that changed. The kind comes from `new.kind`, its group from
+/// Records a non-apply write (create, update, patch) by `manager` through `subresource`
+/// (`None`: the object itself) in `new`'s `metadata.managedFields`: the manager's Update
+/// entry for that subresource (as upstream, a kubelet's status writes are its
+/// `subresource: status` entry, apart from its writes of the pod) gains every field whose
+/// value was added or changed since `old` (`None` on create) and loses removed ones; other
+/// managers lose the fields that changed. The kind comes from `new.kind`, its group from
 /// `api_version`. Managed fields sent in `new` replace the stored ones (an empty list
 /// resets ownership), as upstream lets clients do.
 pub fn record_update(
