@@ -302,7 +302,7 @@ fn apply_server_side_after_client_side_apply_takes_over_without_conflicts() {
 }
 
 #[test]
-fn a_server_side_apply_that_stores_no_service_gives_its_cluster_ip_back() {
+fn a_create_or_apply_that_stores_no_service_gives_its_cluster_ip_back() {
     let server = TestServer::start();
     let service = |name: &str| {
         format!(
@@ -310,8 +310,14 @@ fn a_server_side_apply_that_stores_no_service_gives_its_cluster_ip_back() {
              spec:\n  clusterIP: 10.43.200.7\n  selector:\n    app: web\n  ports:\n  - port: 80\n"
         )
     };
-    // A dry run allocates the address to check the Service, then stores nothing...
+    // A dry run allocates the address to check the Service, then stores nothing, through
+    // a create (POST) as through an apply...
     server.write_file("dry.yaml", &service("dry"));
+    let out = server.kubectl_ok(&["create", "--dry-run=server", "-f", "dry.yaml"]);
+    assert!(
+        out.contains("service/dry created (server dry run)"),
+        "{out}"
+    );
     let out = server.kubectl_ok(&[
         "apply",
         "--server-side",

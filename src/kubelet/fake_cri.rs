@@ -338,7 +338,9 @@ impl Cri for FakeCri {
     }
 
     fn create_container(&self, config: ContainerConfig) -> BoxFuture<'_, Result<String, CriError>> {
-        let scripted = self.inner.lock().source.clone().map(|s| s(&config));
+        // The source is asked outside the lock.
+        let source = self.inner.lock().source.clone();
+        let scripted = source.map(|s| s(&config));
         async move { self.create_now(config, scripted) }.boxed()
     }
 

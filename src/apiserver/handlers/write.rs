@@ -106,15 +106,11 @@ pub async fn create(
     prepare_create_unvalidated(state, rt, rr.namespace.as_deref(), &mut obj, &opts)?;
     let name = name_of(&obj).to_owned();
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
-    let cluster_ip = obj["spec"]["clusterIP"].as_str().map(str::to_owned);
+    let taken_ip = cluster_ip_taken(rt, &obj);
     let result =
         create_admitted(state, rt, ns.as_deref(), &name, user, q.dry_run, obj, &opts).await;
-    // Give back a service IP allocated for a Service that was not stored.
-    if (result.is_err() || q.dry_run) && rt.strategy.bookkeeping == Bookkeeping::ClusterIp {
-        if let Some(ip) = &cluster_ip {
-            state.services.release(ip);
-        }
-    }
+    let stored = result.as_ref().ok().filter(|_| !q.dry_run);
+    give_back_cluster_ips(state, &taken_ip, stored.map(|(w, _)| w));
     let (written, admission_warnings) = result?;
     after_write(state, rt, &written);
     after_write_async(state, rt, &written).await;
@@ -359,9 +355,7 @@ pub async fn patch(
                     }
                     prepare_create_unvalidated(state, &rt, ns.as_deref(), &mut obj, &opts)?;
                     // Prepared: the address (chosen or allocated) is now held for it.
-                    if rt.strategy.bookkeeping == Bookkeeping::ClusterIp {
-                        allocated_ips.extend(obj["spec"]["clusterIP"].as_str().map(str::to_owned));
-                    }
+                    allocated_ips.extend(cluster_ip_taken(&rt, &obj));
                     Ok(Decision::Put { obj, created: true })
                 }
                 None => Err(ApiError::not_found(&rt, &name)),
@@ -401,19 +395,8 @@ pub async fn patch(
         },
     )
     .await;
-    let kept_ip = match &admitted {
-        Ok(a) if !q.dry_run => match &a.written {
-            Written::Created(obj, _) => obj["spec"]["clusterIP"].as_str(),
-            _ => None,
-        },
-        _ => None,
-    };
-    for ip in allocated_ips
-        .iter()
-        .filter(|ip| Some(ip.as_str()) != kept_ip)
-    {
-        state.services.release(ip);
-    }
+    let stored = admitted.as_ref().ok().filter(|_| !q.dry_run);
+    give_back_cluster_ips(state, &allocated_ips, stored.map(|a| &a.written));
     let admitted = admitted?;
     let written = admitted.written;
     after_write(state, &rt, &written);
@@ -438,6 +421,30 @@ fn upgrades_client_side_apply(live: &Value, manager: &str, conflicts: &[(String,
         && conflicts
             .iter()
             .all(|(m, _)| m.starts_with("\"kubectl-client-side-apply\""))
+}
+
+/// The cluster IP a prepared new Service holds (its preparation took it), if any.
+fn cluster_ip_taken(rt: &ResourceType, prepared: &Value) -> Option<String> {
+    (rt.strategy.bookkeeping == Bookkeeping::ClusterIp)
+        .then(|| prepared["spec"]["clusterIP"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// Gives back the cluster IPs a create took (`taken`: one per attempt) but for the one the
+/// Service it stored holds (`stored`: `None` after a failure or a dry run, an update when
+/// an attempt lost a race to another create).
+fn give_back_cluster_ips<'a>(
+    state: &ApiState,
+    taken: impl IntoIterator<Item = &'a String>,
+    stored: Option<&Written>,
+) {
+    let kept = match stored {
+        Some(Written::Created(obj, _)) => obj["spec"]["clusterIP"].as_str(),
+        _ => None,
+    };
+    for ip in taken.into_iter().filter(|ip| Some(ip.as_str()) != kept) {
+        state.services.release(ip);
+    }
 }
 
 fn rr_is_main(sub: Option<Subresource>) -> bool {
