@@ -19,7 +19,8 @@ if ! command -v valgrind >/dev/null; then
 fi
 bins=("$@")
 if [ ${#bins[@]} -eq 0 ]; then
-    cargo build --release --quiet --example pod_path_bench
+    # Symbols kept: callgrind finds phase_marker by name, and the release profile strips.
+    CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --quiet --example pod_path_bench
     bins=(target/release/examples/pod_path_bench)
 fi
 

@@ -9,6 +9,34 @@ use common::{manifests, TestServer};
 /// A webhook configuration of `kind` with one webhook for ConfigMap creates; `extra` is
 /// further YAML lines of the webhook (indented by 2 under the list item).
 fn configuration(kind: &str, name: &str, hook: &str, client: &str, extra: &str) -> String {
+    configuration_for(
+        kind,
+        name,
+        hook,
+        client,
+        ("CREATE", "", "configmaps"),
+        extra,
+    )
+}
+
+/// A webhook configuration of `kind` with one webhook for updates of `resource` in apps/v1
+/// (`deployments`, `deployments/scale`).
+fn deployments_configuration(kind: &str, name: &str, client: &str, resource: &str) -> String {
+    let hook = format!("{name}.example.com");
+    let rule = ("UPDATE", "apps", resource);
+    configuration_for(kind, name, &hook, client, rule, "  sideEffects: None\n")
+}
+
+/// A webhook configuration of `kind` with one webhook whose rule is (operation, group,
+/// resource) at the group's v1.
+fn configuration_for(
+    kind: &str,
+    name: &str,
+    hook: &str,
+    client: &str,
+    (operation, group, resource): (&str, &str, &str),
+    extra: &str,
+) -> String {
     format!(
         r#"apiVersion: admissionregistration.k8s.io/v1
 kind: {kind}
@@ -19,10 +47,10 @@ webhooks:
   clientConfig:
 {client}
   rules:
-  - operations: ["CREATE"]
-    apiGroups: [""]
+  - operations: ["{operation}"]
+    apiGroups: ["{group}"]
     apiVersions: ["v1"]
-    resources: ["configmaps"]
+    resources: ["{resource}"]
   admissionReviewVersions: ["v1"]
 {extra}"#
     )
@@ -225,4 +253,112 @@ fn service_referenced_webhooks_fail_by_their_failure_policy_with_a_clear_message
     );
     create_cm(&server, "svc-ignore", &[("test", "ignore")], &[]).ok();
     server.kubectl_ok(&["get", "configmap", "svc-ignore"]);
+}
+
+#[test]
+fn a_scale_is_admitted_as_a_scale_of_the_deployment_not_as_the_deployment() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    let cap = url_client(&wh, "/cap-replicas");
+    let deny = url_client(&wh, "/deny");
+    server.apply(
+        "cap.yaml",
+        &deployments_configuration(
+            "MutatingWebhookConfiguration",
+            "cap",
+            &cap,
+            "deployments/scale",
+        ),
+    );
+    server.apply(
+        "deny.yaml",
+        &deployments_configuration(
+            "ValidatingWebhookConfiguration",
+            "deny",
+            &deny,
+            "deployments",
+        ),
+    );
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=1",
+    ]);
+    let replicas = || {
+        server.kubectl_ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+    };
+
+    // The webhook for the Deployment itself is not called for a write through its scale
+    // (the scale goes through); the one for `deployments/scale` is, with Scales, and its
+    // patch of the Scale is what is stored.
+    server.kubectl_ok(&["scale", "deployment", "web", "--replicas=5"]);
+    assert_eq!(replicas(), "2");
+    let reviews = wh.requests("/cap-replicas");
+    let review = reviews
+        .iter()
+        .map(|r| &r["request"])
+        .find(|r| r["name"] == "web")
+        .unwrap_or_else(|| panic!("no review of web's scale: {reviews:?}"));
+    let scale = serde_json::json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+    assert_eq!(review["kind"], scale, "{review}");
+    assert_eq!(review["requestKind"], scale, "{review}");
+    assert_eq!(
+        review["resource"],
+        serde_json::json!({"group": "apps", "version": "v1", "resource": "deployments"})
+    );
+    assert_eq!(review["subResource"], "scale");
+    assert_eq!(review["operation"], "UPDATE");
+    assert_eq!(review["object"]["kind"], "Scale", "{review}");
+    assert_eq!(review["object"]["spec"]["replicas"], 5, "{review}");
+    assert_eq!(review["oldObject"]["kind"], "Scale", "{review}");
+    assert_eq!(review["oldObject"]["spec"]["replicas"], 1, "{review}");
+    // (It refuses every update of a Deployment, the controller's own too: a scale admitted
+    // as an update of the Deployment would have failed above.)
+    assert!(
+        wh.requests("/deny")
+            .iter()
+            .all(|r| r["request"]["subResource"].is_null()
+                && r["request"]["object"]["kind"] == "Deployment"),
+        "the Deployment's own webhook saw something else than a Deployment"
+    );
+    // That webhook does see a write of the Deployment itself, and refuses it.
+    let run = server
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"replicas":3}}"#,
+        ])
+        .fails();
+    assert!(run.stderr.contains(DENY_MESSAGE), "{run}");
+
+    // A validating webhook for `deployments/scale` refuses scale writes.
+    server.apply(
+        "deny-scale.yaml",
+        &deployments_configuration(
+            "ValidatingWebhookConfiguration",
+            "deny-scale",
+            &deny,
+            "deployments/scale",
+        ),
+    );
+    let run = server
+        .kubectl(&["scale", "deployment", "web", "--replicas=1"])
+        .fails();
+    assert!(
+        run.stderr.contains(&format!(
+            "admission webhook \"deny-scale.example.com\" denied the request: {DENY_MESSAGE}"
+        )),
+        "{run}"
+    );
+    assert_eq!(replicas(), "2");
 }

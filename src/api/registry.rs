@@ -207,6 +207,17 @@ impl ResourceType {
         }
     }
 
+    /// (group, version, kind) of the object a request through `subresource` carries, as
+    /// admission names it (`request.kind`): the subresource's own kind (`scale` carries an
+    /// autoscaling/v1 Scale, `eviction` a policy/v1 Eviction), else this kind (the object
+    /// itself, or a view of it such as `status`).
+    pub fn object_kind(&self, subresource: Option<&str>) -> (&str, &str, &str) {
+        subresource
+            .and_then(Subresource::parse)
+            .and_then(|s| s.response_kind(&self.kind))
+            .unwrap_or((&self.group, &self.version, &self.kind))
+    }
+
     /// `deployments.apps`, or `pods` for the core group: the name upstream uses in messages.
     pub fn qualified_plural(&self) -> String {
         if self.group.is_empty() {

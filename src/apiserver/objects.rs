@@ -788,6 +788,89 @@ where
     Err(ApiError::conflict(rt, name))
 }
 
+/// A write through a subresource that speaks its own kind over the stored object (`scale`:
+/// an autoscaling/v1 Scale over a Deployment), through admission as upstream runs it: the
+/// mutating plugins see the requested view and the stored object's view (Scale, old
+/// Scale), the admitted view is applied to the object, and the validating plugins see the
+/// view of the result. Webhooks registered for `deployments/scale` see Scales; those for
+/// `deployments` are not called.
+///
+/// `view` gives an object's view; `requested` turns the stored view into the one the
+/// request asks for (a patch or the sent body); `apply` writes a view into the stored
+/// object, returning the updated object prepared up to defaulting.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_admitted_view<V, R, A>(
+    state: &Arc<ApiState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    user: &UserInfo,
+    dry_run: bool,
+    opts: &WriteOptions,
+    subresource: Subresource,
+    view: V,
+    mut requested: R,
+    mut apply: A,
+) -> Result<Admitted, ApiError>
+where
+    V: Fn(&Value) -> Value,
+    R: FnMut(&Value) -> Result<Value, ApiError>,
+    A: FnMut(&Value, &Value) -> Result<Value, ApiError>,
+{
+    let key = rt.key(ns, name);
+    let attrs_for = || {
+        Attributes::new(
+            Operation::Update,
+            rt,
+            Some(subresource.name()),
+            ns,
+            name,
+            user,
+            dry_run,
+        )
+    };
+    let interested = state.admission.interested(&attrs_for());
+    for _ in 0..WRITE_ATTEMPTS {
+        let (cur, read_revision) = read_current(state, rt, &key).await?;
+        let old = cur.as_ref().ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old_view = view(old);
+        let mut new_view = requested(&old_view)?;
+        let attrs = attrs_for();
+        if interested {
+            state
+                .admission
+                .admit(state, &attrs, &mut new_view, Some(&old_view))
+                .await?;
+        }
+        let updated = apply(old, &new_view)?;
+        let decision = finish_decision(
+            rt,
+            Some(old),
+            Decision::Put {
+                obj: updated,
+                created: false,
+            },
+            opts,
+        )?;
+        if let (true, Decision::Put { obj, .. }) = (interested, &decision) {
+            state
+                .admission
+                .validate(state, &attrs, Some(&view(obj)), Some(&old_view))
+                .await?;
+        }
+        match store_decision(state, rt, &key, dry_run, read_revision, cur, decision).await {
+            Err(e) if e.reason == RETRY_REASON => continue,
+            r => {
+                return r.map(|written| Admitted {
+                    written,
+                    warnings: attrs.take_warnings(),
+                })
+            }
+        }
+    }
+    Err(ApiError::conflict(rt, name))
+}
+
 /// Validation and managed fields of a computed `Put`; other decisions pass through.
 fn finish_decision(
     rt: &ResourceType,

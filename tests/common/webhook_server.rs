@@ -92,6 +92,18 @@ fn answer(path: &str, review: &Value) -> Option<Value> {
                     .encode(serde_json::to_vec(&ops).expect("patch")));
             }
         }
+        // Caps a Scale's replicas at 2 (registered for `deployments/scale`).
+        "/cap-replicas" => {
+            if req["object"]["spec"]["replicas"]
+                .as_i64()
+                .is_some_and(|r| r > 2)
+            {
+                let ops = json!([{"op": "replace", "path": "/spec/replicas", "value": 2}]);
+                response["patchType"] = json!("JSONPatch");
+                response["patch"] = json!(base64::engine::general_purpose::STANDARD
+                    .encode(serde_json::to_vec(&ops).expect("patch")));
+            }
+        }
         "/deny" => {
             response["allowed"] = json!(false);
             response["status"] = json!({"code": 403, "message": DENY_MESSAGE});

@@ -122,6 +122,18 @@ impl<'a> Attributes<'a> {
         std::mem::take(&mut *self.warnings.lock())
     }
 
+    /// (group, version, kind) of the object the request carries: a subresource's own kind
+    /// (a Scale for `deployments/scale`) or the resource's.
+    pub fn object_kind(&self) -> (&str, &str, &str) {
+        self.rt.object_kind(self.subresource)
+    }
+
+    /// Whether the request's object is of the resource's own kind (the object itself or a
+    /// view of it such as `status`), so the kind's defaults and rules apply to it.
+    pub fn carries_resource_kind(&self) -> bool {
+        self.object_kind() == (&self.rt.group, &self.rt.version, &self.rt.kind)
+    }
+
     /// `group/resource` of the request (`apps/deployments`, `/pods` for core).
     pub fn is(&self, group: &str, resource: &str) -> bool {
         self.rt.group == group && self.rt.plural == resource

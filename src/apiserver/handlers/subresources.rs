@@ -2,9 +2,9 @@
 //! and `pods/log`.
 
 use super::super::auth::UserInfo;
-use super::super::body::{decode_json, decode_object};
+use super::super::body::{decode_json, decode_object, with_warnings};
 use super::super::objects::{
-    now_rfc3339, parse_record, prepare_update_unvalidated, write, write_admitted, Decision,
+    now_rfc3339, parse_record, prepare_update_unvalidated, write, write_admitted_view, Decision,
     WriteOptions,
 };
 use super::super::request::{Query, ResourceRequest};
@@ -13,7 +13,7 @@ use super::super::status::ApiError;
 use super::super::ApiState;
 use super::write::read_body;
 use crate::api::patch::{self, PatchType};
-use crate::api::registry::ResourceType;
+use crate::api::registry::{ResourceType, Subresource};
 use crate::api::selector::LabelSelector;
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
@@ -141,30 +141,23 @@ pub async fn write_scale(
         field_manager: q.field_manager.clone().unwrap_or_else(|| "unknown".into()),
         ..Default::default()
     };
-    let written = write_admitted(
+    let admitted = write_admitted_view(
         state,
         &rt,
         rr.namespace.as_deref(),
         &name,
         user,
         q.dry_run,
-        &opts.clone(),
-        false,
-        |cur| {
-            let old = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
-            let scale = to_scale(&rt, old);
-            let new_scale = match &body {
-                (None, s) => s.clone(),
-                (Some(PatchType::Json), p) => {
-                    patch::json_patch(&scale, p).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
-                }
-                (Some(_), p) => patch::merge_patch(&scale, p),
-            };
-            if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
-                if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
-                    return Err(ApiError::conflict(&rt, &name));
-                }
-            }
+        &opts,
+        Subresource::Scale,
+        |obj| to_scale(&rt, obj),
+        |scale| match &body {
+            (None, s) => Ok(s.clone()),
+            (Some(PatchType::Json), p) => patch::json_patch(scale, p)
+                .map_err(|e| ApiError::new(422, "Invalid", e.to_string())),
+            (Some(_), p) => Ok(patch::merge_patch(scale, p)),
+        },
+        |old, new_scale| {
             let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
             if replicas < 0 {
                 return Err(ApiError::new(
@@ -173,14 +166,21 @@ pub async fn write_scale(
                     format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
                 ));
             }
+            if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
+                if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+                    return Err(ApiError::conflict(&rt, &name));
+                }
+            }
             let mut new = old.clone();
             set_path(&mut new, &scale_spec(&rt).spec_replicas, json!(replicas));
-            Ok(Decision::Put { obj: prepare_update_unvalidated(&rt, old, new, &opts)?, created: false })
+            prepare_update_unvalidated(&rt, old, new, &opts)
         },
     )
-    .await?
-    .written;
-    Ok(response::json(200, &to_scale(&rt, written.object())))
+    .await?;
+    Ok(with_warnings(
+        response::json(200, &to_scale(&rt, admitted.written.object())),
+        &admitted.warnings,
+    ))
 }
 
 /// `POST pods/<name>/binding`: the scheduler's way to set spec.nodeName, once.

@@ -398,15 +398,18 @@ pub(super) fn settle(hook: &Hook, failure: Failure) -> Result<(), ApiError> {
 }
 
 /// Applies a webhook's JSONPatch and the kind's defaults (upstream decodes and defaults the
-/// patched object). Returns whether the object changed.
+/// patched object; a subresource's own kind, such as a Scale, has none here). Returns
+/// whether the object changed.
 pub(super) fn apply_patch(
     attrs: &Attributes<'_>,
     obj: &mut Value,
     ops: &Value,
 ) -> Result<bool, ApiError> {
     let mut patched = crate::api::patch::json_patch(obj, ops).map_err(internal_error)?;
-    attrs.rt.strategy.apply_defaults(&mut patched);
-    crate::api::schema::apply_defaults(attrs.rt, &mut patched);
+    if attrs.carries_resource_kind() {
+        attrs.rt.strategy.apply_defaults(&mut patched);
+        crate::api::schema::apply_defaults(attrs.rt, &mut patched);
+    }
     let changed = patched != *obj;
     *obj = patched;
     Ok(changed)

@@ -8,7 +8,7 @@
 //! cheap, registry-free over-approximation `handles()` uses).
 
 use super::config::{Hook, Rule, Scope};
-use crate::api::registry::Registry;
+use crate::api::registry::{Registry, ResourceType};
 use crate::apiserver::admission::Attributes;
 
 /// Kinds whose writes never go to webhooks, so a broken webhook cannot lock an
@@ -70,12 +70,30 @@ pub fn may_match(hook: &Hook, attrs: &Attributes<'_>) -> bool {
 
 /// The resource and kind a webhook is called with (`request.kind`/`request.resource`):
 /// the requested one, or for matchPolicy Equivalent the equivalent version a rule names.
+/// The kind is the request object's: a subresource's own (autoscaling/v1 Scale for
+/// `deployments/scale`) or the resource's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     pub group: String,
     pub version: String,
     pub resource: String,
+    pub kind_group: String,
+    pub kind_version: String,
     pub kind: String,
+}
+
+impl Invocation {
+    fn of(rt: &ResourceType, subresource: Option<&str>) -> Invocation {
+        let (kind_group, kind_version, kind) = rt.object_kind(subresource);
+        Invocation {
+            group: rt.group.clone(),
+            version: rt.version.clone(),
+            resource: rt.plural.clone(),
+            kind_group: kind_group.to_owned(),
+            kind_version: kind_version.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
 }
 
 /// Whether the webhook's rules select the request, and how it is called.
@@ -94,12 +112,7 @@ pub fn invocation_for(
         .iter()
         .any(|r| rule_matches(r, attrs, Some(&rt.version)))
     {
-        return Some(Invocation {
-            group: rt.group.clone(),
-            version: rt.version.clone(),
-            resource: rt.plural.clone(),
-            kind: rt.kind.clone(),
-        });
+        return Some(Invocation::of(rt, attrs.subresource));
     }
     if !hook.equivalent {
         return None;
@@ -113,11 +126,6 @@ pub fn invocation_for(
         others
             .iter()
             .find(|o| rule_matches(r, attrs, Some(&o.version)))
-            .map(|o| Invocation {
-                group: o.group.clone(),
-                version: o.version.clone(),
-                resource: o.plural.clone(),
-                kind: o.kind.clone(),
-            })
+            .map(|o| Invocation::of(o, attrs.subresource))
     })
 }

@@ -67,7 +67,7 @@ pub fn request(
     req.insert("uid".into(), json!(uid));
     req.insert(
         "kind".into(),
-        json!({"group": inv.group, "version": inv.version, "kind": inv.kind}),
+        json!({"group": inv.kind_group, "version": inv.kind_version, "kind": inv.kind}),
     );
     req.insert(
         "resource".into(),
@@ -77,9 +77,10 @@ pub fn request(
     if !sub.is_empty() {
         req.insert("subResource".into(), json!(sub));
     }
+    let (kind_group, kind_version, kind) = attrs.object_kind();
     req.insert(
         "requestKind".into(),
-        json!({"group": rt.group, "version": rt.version, "kind": rt.kind}),
+        json!({"group": kind_group, "version": kind_version, "kind": kind}),
     );
     req.insert(
         "requestResource".into(),

@@ -149,6 +149,71 @@ fn match_policy_equivalent_finds_another_served_version_and_exact_does_not() {
 }
 
 #[test]
+fn a_subresource_with_its_own_kind_is_reviewed_as_that_kind_of_the_parent_resource() {
+    let any = rule_hook(
+        json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}),
+    );
+    let reg = Registry::new();
+    let kinds = |group: &str, plural: &str, sub: Option<&str>| {
+        let req = Req::new(group, "v1", plural);
+        let attrs = req.attrs(Operation::Update, sub, Some("default"));
+        let inv = invocation_for(&any, &attrs, &reg).expect("matches */*");
+        let r = review::request("v1", "u", &inv, &attrs, None, None)["request"].clone();
+        (
+            r["kind"].clone(),
+            r["requestKind"].clone(),
+            r["resource"]["resource"].clone(),
+            r["subResource"].clone(),
+        )
+    };
+    // As upstream: a Scale of a Deployment is an autoscaling/v1 Scale of apps/v1
+    // deployments, an eviction a policy/v1 Eviction of pods; a status write is the parent
+    // kind itself.
+    let scale = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+    assert_eq!(
+        kinds("apps", "deployments", Some("scale")),
+        (scale.clone(), scale, json!("deployments"), json!("scale"))
+    );
+    let eviction = json!({"group": "policy", "version": "v1", "kind": "Eviction"});
+    assert_eq!(
+        kinds("", "pods", Some("eviction")),
+        (eviction.clone(), eviction, json!("pods"), json!("eviction"))
+    );
+    let deployment = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    assert_eq!(
+        kinds("apps", "deployments", Some("status")),
+        (
+            deployment.clone(),
+            deployment,
+            json!("deployments"),
+            json!("status")
+        )
+    );
+}
+
+#[test]
+fn a_mutating_webhooks_patch_of_a_scale_gets_no_defaults_of_the_parent_kind() {
+    let deployments = Req::new("apps", "v1", "deployments");
+    let scale_write = deployments.attrs(Operation::Update, Some("scale"), Some("default"));
+    let mut scale = json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    let cap = json!([{"op": "replace", "path": "/spec/replicas", "value": 2}]);
+    assert!(apply_patch(&scale_write, &mut scale, &cap).unwrap());
+    assert_eq!(
+        scale,
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": "web"}, "spec": {"replicas": 2}})
+    );
+    // A patch of the Deployment itself is defaulted as a Deployment.
+    let main_write = deployments.attrs(Operation::Update, None, Some("default"));
+    let mut d = json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    apply_patch(&main_write, &mut d, &cap).unwrap();
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "{d}");
+}
+
+#[test]
 fn defaults_are_upstreams_and_timeouts_are_capped() {
     let h = hook(json!({"name": "d"}));
     assert!(!h.fail_open, "failurePolicy defaults to Fail");
