@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::webhook_server::{WebhookServer, DENY_MESSAGE, LABEL, WARNING};
+use common::webhook_server::{WebhookServer, DENY_MESSAGE, LABEL, SERVICE, WARNING};
 use common::{manifests, TestServer};
 
 /// A webhook configuration of `kind` with one webhook for ConfigMap creates; `extra` is
@@ -228,31 +228,84 @@ fn a_server_side_dry_run_reaches_only_webhooks_without_side_effects() {
 }
 
 #[test]
-fn service_referenced_webhooks_fail_by_their_failure_policy_with_a_clear_message() {
+fn service_referenced_webhooks_are_called_at_the_services_endpoint() {
+    let wh = WebhookServer::start();
     let server = TestServer::start();
-    let service = "    service:\n      namespace: hooks\n      name: validator\n      path: /check";
-    for (name, policy) in [("fail", "Fail"), ("ignore", "Ignore")] {
+    let (namespace, name) = SERVICE;
+    let service = format!(
+        "    service:\n      namespace: {namespace}\n      name: {name}\n      path: /deny\n    caBundle: {}",
+        wh.ca_bundle()
+    );
+    for (hook, policy) in [("fail", "Fail"), ("ignore", "Ignore")] {
         server.apply(
-            &format!("svc-{name}.yaml"),
+            &format!("svc-{hook}.yaml"),
             &configuration(
                 "ValidatingWebhookConfiguration",
-                &format!("svc-{name}"),
-                &format!("svc-{name}.example.com"),
-                service,
+                &format!("svc-{hook}"),
+                &format!("svc-{hook}.example.com"),
+                &service,
                 &format!(
                     "  sideEffects: None\n  failurePolicy: {policy}\n{}",
-                    only(name)
+                    only(hook)
                 ),
             ),
         );
     }
+    // Before the Service exists, the call fails and the failurePolicy decides.
     let run = create_cm(&server, "svc-fail", &[("test", "fail")], &[]).fails();
     assert!(
-        run.stderr.contains("failed calling webhook \"svc-fail.example.com\": failed to call webhook: Post \"https://validator.hooks.svc:443/check?timeout=10s\": webhooks referenced by clientConfig.service are not reachable until skiff routes in-cluster Services"),
+        run.stderr.contains("failed calling webhook \"svc-fail.example.com\": failed to call webhook: Post \"https://webhook.hooks.svc:443/deny?timeout=10s\": service \"webhook\" not found"),
         "{run}"
     );
     create_cm(&server, "svc-ignore", &[("test", "ignore")], &[]).ok();
-    server.kubectl_ok(&["get", "configmap", "svc-ignore"]);
+    assert!(wh.requests("/deny").is_empty());
+
+    // The Service, and an endpoint at the test's webhook server (on 127.0.0.1: tests reach
+    // nothing else) as a pod's address would be.
+    let port = wh.port();
+    server.apply(
+        "service.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {namespace}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  ports:
+  - name: https
+    port: 443
+    targetPort: 8443
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: {name}
+  namespace: {namespace}
+subsets:
+- addresses:
+  - ip: 127.0.0.1
+  ports:
+  - name: https
+    port: {port}
+"#
+        ),
+    );
+    let run = create_cm(&server, "svc-denied", &[("test", "fail")], &[]).fails();
+    assert!(
+        run.stderr.contains(&format!(
+            "admission webhook \"svc-fail.example.com\" denied the request: {DENY_MESSAGE}"
+        )),
+        "{run}"
+    );
+    let reviews = wh.requests("/deny");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0]["request"]["name"], "svc-denied");
 }
 
 #[test]

@@ -36,6 +36,10 @@ use std::time::Duration;
 pub const LABEL: &str = "webhook.example.com/mutated";
 pub const DENY_MESSAGE: &str = "configmaps are not welcome here";
 pub const WARNING: &str = "the webhook saw this";
+/// The Service (namespace, name) whose name the serving certificate also carries
+/// (`webhook.hooks.svc`), for webhooks configured by `clientConfig.service` with an
+/// Endpoints object pointing at this server.
+pub const SERVICE: (&str, &str) = ("hooks", "webhook");
 
 pub struct WebhookServer {
     addr: SocketAddr,
@@ -45,7 +49,7 @@ pub struct WebhookServer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The CA and the 127.0.0.1 serving certificate.
+/// The CA and the serving certificate, for 127.0.0.1 and for [`SERVICE`]'s name.
 fn certificates() -> (String, String, String) {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -58,7 +62,9 @@ fn certificates() -> (String, String, String) {
     let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().expect("serving key");
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
+    let service_host = format!("{}.{}.svc", SERVICE.1, SERVICE.0);
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), service_host]).expect("leaf params");
     leaf.distinguished_name
         .push(DnType::CommonName, "webhook.test");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -217,6 +223,11 @@ impl WebhookServer {
     /// `https://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// The CA as a configuration's `caBundle` (base64 of the PEM).

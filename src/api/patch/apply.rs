@@ -69,9 +69,8 @@ pub fn apply(
         ssa_merge::prune(&mut merged, &previous.set, &keep, ty);
     }
 
-    let cmp = fields::compare(live.as_ref(), Some(&merged), ty);
-    let changed = cmp.changed().difference(ignored);
-    let removed = cmp.removed.difference(ignored);
+    let (changed, removed) =
+        fields::compare(live.as_ref(), Some(&merged), ty).into_changes(ignored);
     let mut conflicts = Vec::new();
     for entry in &entries {
         for path in entry.set.intersection(&changed).paths() {
@@ -83,7 +82,8 @@ pub fn apply(
         return Err(PatchError::Conflict { conflicts });
     }
     for entry in &mut entries {
-        entry.set = entry.set.difference(&changed).difference(&removed);
+        entry.set.remove(&changed);
+        entry.set.remove(&removed);
     }
     // An apply that changes nothing keeps its time, so re-applying an unchanged manifest
     // leaves the object byte-for-byte the same (no new resourceVersion, no watch event).
@@ -139,15 +139,7 @@ pub fn record_update(
         .and_then(|m| m.remove("managedFields"));
     let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
     // `compare` skips managedFields, so neither object is copied to strip them.
-    let cmp = fields::compare(old, Some(new), ty);
-    let ignored = &*IGNORED_FIELDS;
-    // A create only adds: its set is taken as it is rather than copied by a union.
-    let changed = if cmp.modified.is_empty() {
-        cmp.added.difference(ignored)
-    } else {
-        cmp.changed().difference(ignored)
-    };
-    let removed = cmp.removed.difference(ignored);
+    let (changed, removed) = fields::compare(old, Some(new), ty).into_changes(&IGNORED_FIELDS);
 
     let (mut slots, own) = match &sent {
         // Entries the client sent are decoded whole: that checks them.
@@ -161,20 +153,25 @@ pub fn record_update(
         // JSON: kept as it is when the write took none of its fields, else the few paths
         // that moved are removed or added in place. Decoding every entry into a trie and
         // encoding it back was most of the bookkeeping's cost.
-        _ => StoredEdit {
-            changed: &changed,
-            removed: &removed,
-            touched: changed.union(&removed),
-            manager,
-            subresource,
-            api_version,
-            now,
-        }
-        .slots(stored),
+        _ => match stored {
+            Some(Value::Array(_)) => StoredEdit {
+                changed: &changed,
+                removed: &removed,
+                touched: changed.union(&removed),
+                manager,
+                subresource,
+                api_version,
+                now,
+            }
+            .slots(stored),
+            // Nothing stored (every create): no entry to edit, nor their union to build.
+            _ => (Vec::new(), Own::Absent),
+        },
     };
     for slot in &mut slots {
         if let Slot::Decoded(entry) = slot {
-            entry.set = entry.set.difference(&changed).difference(&removed);
+            entry.set.remove(&changed);
+            entry.set.remove(&removed);
         }
     }
     let mut own = match own {
@@ -193,12 +190,8 @@ pub fn record_update(
     if !changed.is_empty() {
         own.time = Some(now.to_owned());
     }
-    own.set = if own.set.is_empty() && removed.is_empty() {
-        // A new entry (every create) is just what changed: no copies.
-        changed
-    } else {
-        own.set.difference(&removed).union(&changed)
-    };
+    own.set.remove(&removed);
+    own.set.absorb(changed);
     slots.push(Slot::Decoded(own));
     set_managed_fields(new, slots);
 }
@@ -319,7 +312,7 @@ impl Slot {
 
     fn into_json(self) -> Value {
         match self {
-            Slot::Decoded(e) => e.to_json(),
+            Slot::Decoded(e) => e.into_json(),
             Slot::Kept(item) => item,
         }
     }
@@ -365,18 +358,18 @@ impl Entry {
         out
     }
 
-    fn to_json(&self) -> Value {
+    fn into_json(self) -> Value {
         let mut map = Map::new();
-        map.insert("manager".into(), self.manager.clone().into());
-        map.insert("operation".into(), self.operation.clone().into());
-        map.insert("apiVersion".into(), self.api_version.clone().into());
-        if let Some(time) = &self.time {
-            map.insert("time".into(), time.clone().into());
+        map.insert("manager".into(), self.manager.into());
+        map.insert("operation".into(), self.operation.into());
+        map.insert("apiVersion".into(), self.api_version.into());
+        if let Some(time) = self.time {
+            map.insert("time".into(), time.into());
         }
         map.insert("fieldsType".into(), "FieldsV1".into());
-        map.insert("fieldsV1".into(), self.set.to_fields_v1());
-        if let Some(sub) = &self.subresource {
-            map.insert("subresource".into(), sub.clone().into());
+        map.insert("fieldsV1".into(), self.set.into_fields_v1());
+        if let Some(sub) = self.subresource {
+            map.insert("subresource".into(), sub.into());
         }
         Value::Object(map)
     }

@@ -42,11 +42,55 @@ impl FieldSet {
     }
 
     pub fn insert(&mut self, path: &[String]) {
+        self.node_mut(path).member = true;
+    }
+
+    /// The node at `path`, created (as a non-member) where absent. Existing elements are
+    /// looked up, not copied: most inserts share all but their last element.
+    fn node_mut(&mut self, path: &[String]) -> &mut FieldSet {
         let mut node = self;
         for element in path {
-            node = node.children.entry(element.clone()).or_default();
+            if !node.children.contains_key(element) {
+                node.children.insert(element.clone(), FieldSet::default());
+            }
+            node = node
+                .children
+                .get_mut(element)
+                .expect("the child was just ensured");
         }
-        node.member = true;
+        node
+    }
+
+    /// The child at `element`, created (as a non-member) where absent.
+    fn child_mut(&mut self, element: String) -> &mut FieldSet {
+        self.children.entry(element).or_default()
+    }
+
+    /// Adds every path of `other` (the union, in place: `other`'s nodes are moved, not
+    /// copied).
+    pub fn absorb(&mut self, other: FieldSet) {
+        self.member |= other.member;
+        for (element, theirs) in other.children {
+            match self.children.get_mut(&element) {
+                Some(ours) => ours.absorb(theirs),
+                None => {
+                    self.children.insert(element, theirs);
+                }
+            }
+        }
+    }
+
+    /// Removes the paths of `other` (the difference, in place; see [`FieldSet::difference`]).
+    pub fn remove(&mut self, other: &FieldSet) {
+        self.member &= !other.member;
+        for (element, theirs) in &other.children {
+            if let Some(ours) = self.children.get_mut(element) {
+                ours.remove(theirs);
+                if ours.is_empty() {
+                    self.children.remove(element);
+                }
+            }
+        }
     }
 
     pub fn union(&self, other: &FieldSet) -> FieldSet {
@@ -116,13 +160,19 @@ impl FieldSet {
     }
 
     /// The FieldsV1 JSON of this set.
+    #[cfg(test)]
     pub fn to_fields_v1(&self) -> Value {
+        self.clone().into_fields_v1()
+    }
+
+    /// The FieldsV1 JSON of this set, moving the element strings rather than copying them.
+    pub fn into_fields_v1(self) -> Value {
         let mut map = Map::new();
         if self.member && !self.children.is_empty() {
             map.insert(".".into(), Value::Object(Map::new()));
         }
-        for (element, child) in &self.children {
-            map.insert(element.clone(), child.to_fields_v1());
+        for (element, child) in self.children {
+            map.insert(element, child.into_fields_v1());
         }
         Value::Object(map)
     }
@@ -310,8 +360,19 @@ pub(crate) struct Comparison {
 }
 
 impl Comparison {
+    #[cfg(test)]
     pub fn changed(&self) -> FieldSet {
         self.added.union(&self.modified)
+    }
+
+    /// (what was added or modified, what was removed), less the `ignored` paths; the sets
+    /// are moved and edited in place, not copied.
+    pub fn into_changes(self, ignored: &FieldSet) -> (FieldSet, FieldSet) {
+        let (mut changed, mut removed) = (self.added, self.removed);
+        changed.absorb(self.modified);
+        changed.remove(ignored);
+        removed.remove(ignored);
+        (changed, removed)
     }
 }
 
@@ -452,28 +513,37 @@ fn compare_lists(
 /// Lists a whole subtree that appeared or disappeared: the node itself and everything
 /// below it. `metadata`, `spec` and `status` themselves are left out: upstream compares
 /// typed objects, which always carry those structs.
+///
+/// The subtree is built as a trie of its own and grafted at `path` once, rather than
+/// inserted path by path from the root.
 fn mark_subtree(value: &Value, field: &Field, path: &mut Vec<String>, set: &mut FieldSet) {
-    let leaf = is_leaf(value, field);
     let always_there = matches!(path.as_slice(), [top] if ["f:metadata", "f:spec", "f:status"].contains(&top.as_str()));
-    if leaf || !always_there {
-        set.insert(path);
+    let mut subtree = FieldSet::default();
+    mark_node(value, field, !always_there, &mut subtree);
+    if !subtree.is_empty() {
+        set.node_mut(path).absorb(subtree);
     }
+}
+
+/// Marks `value`'s node (a member if it is a leaf, or if `member`) and everything below.
+fn mark_node(value: &Value, field: &Field, member: bool, node: &mut FieldSet) {
+    let leaf = is_leaf(value, field);
+    node.member |= leaf || member;
     if leaf {
         return;
     }
     match value {
-        Value::Object(map) => mark_children(map, field.ty, path, set),
+        Value::Object(map) => mark_children(map, field.ty, node),
         Value::Array(items) => match item_elements(items, field.list) {
-            None => set.insert(path),
+            None => node.member = true,
             Some(elements) => {
+                let keyed = field.list != ListType::Set && field.ty != Ty::Atomic;
                 for (item, element) in items.iter().zip(elements) {
-                    path.push(element);
-                    set.insert(path);
-                    let keyed = field.list != ListType::Set && field.ty != Ty::Atomic;
+                    let child = node.child_mut(element);
+                    child.member = true;
                     if let (true, Value::Object(map)) = (keyed, item) {
-                        mark_children(map, field.ty, path, set);
+                        mark_children(map, field.ty, child);
                     }
-                    path.pop();
                 }
             }
         },
@@ -481,12 +551,15 @@ fn mark_subtree(value: &Value, field: &Field, path: &mut Vec<String>, set: &mut 
     }
 }
 
-fn mark_children(map: &Map<String, Value>, ty: Ty, path: &mut Vec<String>, set: &mut FieldSet) {
+fn mark_children(map: &Map<String, Value>, ty: Ty, node: &mut FieldSet) {
     for (name, child_value) in map {
         let child = merge_keys::lookup(ty, name);
-        path.push(field_element(name));
-        mark_subtree(child_value, &child, path, set);
-        path.pop();
+        mark_node(
+            child_value,
+            &child,
+            true,
+            node.child_mut(field_element(name)),
+        );
     }
 }
 

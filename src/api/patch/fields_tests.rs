@@ -79,6 +79,40 @@ fn set_operations_work_on_exact_paths() {
 }
 
 #[test]
+fn in_place_union_and_difference_equal_the_copying_ones() {
+    // Every pair of sets drawn from paths over a small alphabet, members at every depth.
+    let elements = ["f:a", "f:b", "k:{\"name\":\"x\"}"];
+    let mut paths: Vec<Vec<String>> = Vec::new();
+    for a in elements {
+        paths.push(vec![a.into()]);
+        for b in elements {
+            paths.push(vec![a.into(), b.into()]);
+        }
+    }
+    let sets: Vec<FieldSet> = (0..40u64)
+        .map(|seed| {
+            let mut set = FieldSet::default();
+            for (i, path) in paths.iter().enumerate() {
+                if (seed.wrapping_mul(2_654_435_761) >> (i % 32)) & 1 == 1 {
+                    set.insert(path);
+                }
+            }
+            set
+        })
+        .collect();
+    for a in &sets {
+        for b in &sets {
+            let mut absorbed = a.clone();
+            absorbed.absorb(b.clone());
+            assert_eq!(absorbed, a.union(b));
+            let mut removed = a.clone();
+            removed.remove(b);
+            assert_eq!(removed, a.difference(b), "{a:?} - {b:?}");
+        }
+    }
+}
+
+#[test]
 fn field_set_of_a_pod_marks_leaves_items_and_empty_maps() {
     let pod_value = json!({"metadata": {"labels": {"a": "1"}},
         "spec": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k"}], "securityContext": {},

@@ -27,8 +27,9 @@ const GROUP: &str = "admissionregistration.k8s.io";
 pub struct Snapshot {
     generation: u64,
     pub hooks: Vec<Arc<Hook>>,
-    /// Clients by `caBundle`, kept across rebuilds so connection pools survive them.
-    clients: HashMap<String, Arc<HttpsClient>>,
+    /// Clients by (`caBundle`, TLS server name), kept across rebuilds so connection pools
+    /// survive them.
+    clients: HashMap<(String, Option<String>), Arc<HttpsClient>>,
 }
 
 pub struct ConfigCache {
@@ -90,12 +91,13 @@ impl ConfigCache {
                     .as_str()
                     .cmp(&b["metadata"]["name"].as_str())
             });
-            let mut client_for = |ca: &str| -> Result<Arc<HttpsClient>, String> {
-                if let Some(c) = clients.get(ca) {
+            let mut client_for = |ca: &str, server_name: Option<&str>| {
+                let key = (ca.to_owned(), server_name.map(str::to_owned));
+                if let Some(c) = clients.get(&key) {
                     return Ok(c.clone());
                 }
-                let c = new_client(ca)?;
-                clients.insert(ca.to_owned(), c.clone());
+                let c = new_client(ca, server_name)?;
+                clients.insert(key, c.clone());
                 Ok(c)
             };
             for c in &configs {

@@ -30,42 +30,58 @@ pub enum Target {
         url: String,
         client: Result<Arc<HttpsClient>, String>,
     },
-    /// `clientConfig.service`: not routable until skiff routes in-cluster Services.
+    /// `clientConfig.service`: one of the Service's endpoints (see [`super::service`]),
+    /// with the client trusting the `caBundle` for the name `<name>.<namespace>.svc`.
     Service {
         namespace: String,
         name: String,
         path: String,
         port: u16,
+        client: Result<Arc<HttpsClient>, String>,
     },
     /// Neither (the configuration's validation should have refused it).
     Missing,
 }
 
 impl Target {
-    pub fn from_client_config(
-        cc: &Value,
-        client_for: &mut dyn FnMut(&str) -> Result<Arc<HttpsClient>, String>,
-    ) -> Target {
+    /// `client_for(caBundle, server name)` gives the client; the server name is `None` for
+    /// a URL (its host is verified).
+    pub fn from_client_config(cc: &Value, client_for: &mut ClientFor<'_>) -> Target {
+        let ca = cc["caBundle"].as_str().unwrap_or_default();
         if let Some(url) = cc["url"].as_str() {
             return Target::Url {
                 url: url.to_owned(),
-                client: client_for(cc["caBundle"].as_str().unwrap_or_default()),
+                client: client_for(ca, None),
             };
         }
         let svc = &cc["service"];
         if svc.is_object() {
+            let namespace = svc["namespace"].as_str().unwrap_or_default().to_owned();
+            let name = svc["name"].as_str().unwrap_or_default().to_owned();
+            let client = client_for(ca, Some(&service_host(&namespace, &name)));
             return Target::Service {
-                namespace: svc["namespace"].as_str().unwrap_or_default().to_owned(),
-                name: svc["name"].as_str().unwrap_or_default().to_owned(),
+                namespace,
+                name,
                 path: svc["path"].as_str().unwrap_or("/").to_owned(),
                 port: svc["port"]
                     .as_u64()
                     .and_then(|p| u16::try_from(p).ok())
                     .unwrap_or(443),
+                client,
             };
         }
         Target::Missing
     }
+}
+
+/// Gives the client for a `caBundle` and a TLS server name to verify instead of the URL's
+/// host (see [`new_client`]).
+pub type ClientFor<'a> = dyn FnMut(&str, Option<&str>) -> Result<Arc<HttpsClient>, String> + 'a;
+
+/// The name a Service-referenced webhook's certificate is verified against, and its URL's
+/// host in messages, as upstream's: `<name>.<namespace>.svc`.
+pub fn service_host(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.svc")
 }
 
 /// A call that produced no usable answer: `reason` is upstream's `ErrCallingWebhook.Reason`
@@ -85,8 +101,13 @@ impl CallError {
 }
 
 /// Builds the client for a `caBundle` (base64 of PEM certificates, as stored). An empty
-/// bundle trusts the system roots, as upstream does.
-pub fn new_client(ca_bundle_b64: &str) -> Result<Arc<HttpsClient>, String> {
+/// bundle trusts the system roots, as upstream does. With `server_name`, the server's
+/// certificate is verified against that name, whatever address the URL names (a Service's
+/// endpoint).
+pub fn new_client(
+    ca_bundle_b64: &str,
+    server_name: Option<&str>,
+) -> Result<Arc<HttpsClient>, String> {
     use base64::Engine as _;
     use rustls_pki_types::pem::PemObject as _;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -116,7 +137,16 @@ pub fn new_client(ca_bundle_b64: &str) -> Result<Arc<HttpsClient>, String> {
             .with_no_client_auth();
         builder.with_tls_config(cfg)
     };
-    let connector = builder.https_only().enable_http1().build();
+    let builder = builder.https_only();
+    let builder = match server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                .map_err(|e| format!("invalid server name {name:?}: {e}"))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let connector = builder.enable_http1().build();
     Ok(Arc::new(
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -132,15 +162,18 @@ pub fn post_url(base: &str, timeout: Duration) -> String {
     format!("{base}{sep}timeout={secs}s")
 }
 
-/// POSTs `body` to `url` and returns the decoded JSON answer of a 2xx response.
+/// POSTs `body` to `address` and returns the decoded JSON answer of a 2xx response.
+/// Messages name `url`, the webhook's URL as configured (for a Service, its
+/// `https://<name>.<namespace>.svc:<port>` URL; `address` is then an endpoint's).
 pub async fn post(
     client: &HttpsClient,
+    address: &str,
     url: &str,
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Value, CallError> {
     let failed = |what: String| CallError::new(format!("failed to call webhook: {what}"));
-    let request = http::Request::post(url)
+    let request = http::Request::post(address)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "application/json, */*")
         .body(Full::new(Bytes::from(body)))
@@ -149,7 +182,7 @@ pub async fn post(
         let resp = client
             .request(request)
             .await
-            .map_err(|e| format!("Post {url:?}: {}", transport_error_text(&e, url)))?;
+            .map_err(|e| format!("Post {url:?}: {}", transport_error_text(&e, address)))?;
         let status = resp.status();
         let text_like = resp
             .headers()
@@ -303,7 +336,9 @@ mod tests {
     fn a_ca_bundle_that_is_not_pem_certificates_gives_no_client() {
         use base64::Engine as _;
         let bad = base64::engine::general_purpose::STANDARD.encode("not a certificate");
-        assert!(new_client(&bad).unwrap_err().contains("root certificates"));
-        assert!(new_client("%%%").unwrap_err().contains("base64"));
+        assert!(new_client(&bad, None)
+            .unwrap_err()
+            .contains("root certificates"));
+        assert!(new_client("%%%", None).unwrap_err().contains("base64"));
     }
 }

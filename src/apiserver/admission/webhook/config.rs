@@ -2,10 +2,9 @@
 //! snapshot with upstream's v1 defaults applied (the stored object may lack them), so the
 //! per-request work is matching and calling only.
 
-use super::client::{HttpsClient, Target};
+use super::client::{ClientFor, Target};
 use crate::api::selector::LabelSelector;
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Which of the two plugins a configuration belongs to.
@@ -109,12 +108,8 @@ fn rule(v: &Value) -> Rule {
 }
 
 /// The webhooks of one stored configuration, in order. `client_for` gives the HTTPS client
-/// for a `caBundle` (shared between webhooks trusting the same CAs).
-pub fn hooks_of(
-    flavor: Flavor,
-    config: &Value,
-    client_for: &mut dyn FnMut(&str) -> Result<Arc<HttpsClient>, String>,
-) -> Vec<Hook> {
+/// for a `caBundle` and server name (shared between webhooks trusting the same CAs).
+pub fn hooks_of(flavor: Flavor, config: &Value, client_for: &mut ClientFor<'_>) -> Vec<Hook> {
     let configuration = config["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

@@ -8,10 +8,11 @@
 //! selector always refuse it.
 
 use super::cache::ConfigCache;
-use super::client::{post, post_url, Target};
+use super::client::{post, post_url, service_host, Target};
 use super::config::{Flavor, Hook};
 use super::matching::{exempt, invocation_for, is_namespace_object, may_match, Invocation};
 use super::review;
+use super::service;
 use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::objects::parse_record;
 use crate::apiserver::status::ApiError;
@@ -209,6 +210,7 @@ impl Webhooks {
     /// client; a denial is [`Failure::Refused`].
     async fn call(
         &self,
+        state: &ApiState,
         hook: &Hook,
         inv: &Invocation,
         attrs: &Attributes<'_>,
@@ -231,16 +233,16 @@ impl Webhooks {
             .map_err(|e| Failure::Calling(format!("could not create admission objects: {e}")))?;
         let uid = uuid::Uuid::new_v4().to_string();
         let body = review::request(version, &uid, inv, attrs, obj, old);
+        let bytes = |body: &Value| {
+            serde_json::to_vec(body)
+                .map_err(|e| Failure::Calling(format!("could not create admission objects: {e}")))
+        };
+        let no_client = |e: &String| Failure::Calling(format!("could not get REST client: {e}"));
         let answer = match &hook.target {
             Target::Url { url, client } => {
-                let client = client.as_ref().map_err(|e| {
-                    Failure::Calling(format!("could not get REST client: {e}"))
-                })?;
+                let client = client.as_ref().map_err(no_client)?;
                 let url = post_url(url, hook.timeout);
-                let bytes = serde_json::to_vec(&body).map_err(|e| {
-                    Failure::Calling(format!("could not create admission objects: {e}"))
-                })?;
-                post(client, &url, bytes, hook.timeout)
+                post(client, &url, &url, bytes(&body)?, hook.timeout)
                     .await
                     .map_err(|e| Failure::Calling(e.reason))?
             }
@@ -249,14 +251,20 @@ impl Webhooks {
                 name,
                 path,
                 port,
+                client,
             } => {
-                let url = post_url(
-                    &format!("https://{name}.{namespace}.svc:{port}{path}"),
-                    hook.timeout,
-                );
-                return Err(Failure::Calling(format!(
-                    "failed to call webhook: Post {url:?}: webhooks referenced by clientConfig.service are not reachable until skiff routes in-cluster Services (use clientConfig.url)"
-                )));
+                let host = service_host(namespace, name);
+                let url = post_url(&service::url(&host, *port, path), hook.timeout);
+                let client = client.as_ref().map_err(no_client)?;
+                let (ip, target_port) = service::resolve(state, namespace, name, *port)
+                    .await
+                    .map_err(|e| {
+                        Failure::Calling(format!("failed to call webhook: Post {url:?}: {e}"))
+                    })?;
+                let address = post_url(&service::url(&ip, target_port, path), hook.timeout);
+                post(client, &address, &url, bytes(&body)?, hook.timeout)
+                    .await
+                    .map_err(|e| Failure::Calling(e.reason))?
             }
             Target::Missing => {
                 return Err(Failure::Calling(
@@ -304,7 +312,7 @@ impl Webhooks {
                 else {
                     continue;
                 };
-                let outcome = self.call(hook, &inv, attrs, cur, old).await;
+                let outcome = self.call(state, hook, &inv, attrs, cur, old).await;
                 if hook.reinvoke_if_needed && round == 0 {
                     invoked_reinvocable.insert(hook.uid.as_str());
                 }
@@ -364,7 +372,7 @@ impl Webhooks {
         let mut calls: FuturesUnordered<_> = relevant
             .iter()
             .map(|(hook, inv)| async move {
-                match self.call(hook, inv, attrs, obj, old).await {
+                match self.call(state, hook, inv, attrs, obj, old).await {
                     Ok(_) => Ok(()),
                     Err(f) => settle(hook, f),
                 }

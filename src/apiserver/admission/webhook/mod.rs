@@ -17,8 +17,9 @@
 //! no configurations pays one read lock and one atomic load per write in `handles()`.
 //!
 //! # Decisions where skiff differs or has less
-//! - `clientConfig.service` webhooks are not reachable until skiff routes in-cluster
-//!   Services: such a call fails, subject to the failurePolicy, with a message saying so.
+//! - `clientConfig.service` webhooks are called at one ready endpoint of the Service
+//!   (upstream's `--enable-aggregator-routing` resolver), not at its cluster IP: the
+//!   server's host has no service proxy ([`service`]).
 //! - `matchConditions` (CEL) are not evaluated: a webhook that has them is treated as upstream
 //!   treats an evaluation error — skipped under failurePolicy Ignore, the request refused
 //!   (403) under Fail. They are never silently ignored.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod dispatch;
 pub mod matching;
 pub mod review;
+pub mod service;
 
 pub use config::Flavor;
 pub use dispatch::Webhooks;

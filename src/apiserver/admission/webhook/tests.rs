@@ -13,14 +13,14 @@ use crate::apiserver::UserInfo;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 #[path = "../../../../tests/common/webhook_server.rs"]
 mod webhook_server;
-use webhook_server::{WebhookServer, DENY_MESSAGE, LABEL, WARNING};
+use webhook_server::{WebhookServer, DENY_MESSAGE, LABEL, SERVICE, WARNING};
 
 fn rt(group: &str, version: &str, plural: &str) -> Arc<ResourceType> {
     Registry::new()
@@ -30,7 +30,7 @@ fn rt(group: &str, version: &str, plural: &str) -> Arc<ResourceType> {
 
 fn hook(webhook: Value) -> Hook {
     let config = json!({"metadata": {"name": "cfg"}, "webhooks": [webhook]});
-    let mut no_client = |_: &str| Err("no client in this test".to_owned());
+    let mut no_client = |_: &str, _: Option<&str>| Err("no client in this test".to_owned());
     hooks_of(Flavor::Validating, &config, &mut no_client)
         .pop()
         .expect("one webhook")
@@ -781,12 +781,15 @@ async fn dry_runs_reach_only_webhooks_without_side_effects() {
 }
 
 #[tokio::test]
-async fn service_webhooks_fail_by_policy_with_a_clear_message() {
+async fn service_webhooks_are_called_at_a_ready_endpoint_and_fail_by_policy_without_one() {
+    let wh = WebhookServer::start();
     let srv = server().await;
-    let svc = |name: &str, policy: &str, label: &str| {
+    let (namespace, name) = SERVICE;
+    let svc = |hook: &str, policy: &str, label: &str, path: &str| {
         json!({
-            "name": name, "failurePolicy": policy, "sideEffects": "None", "admissionReviewVersions": ["v1"],
-            "clientConfig": {"service": {"namespace": "hooks", "name": "svc", "path": "/validate"}},
+            "name": hook, "failurePolicy": policy, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"namespace": namespace, "name": name, "path": path},
+                             "caBundle": wh.ca_bundle()},
             "objectSelector": {"matchLabels": {"t": label}},
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
         })
@@ -795,22 +798,94 @@ async fn service_webhooks_fail_by_policy_with_a_clear_message() {
         &srv,
         "svc",
         vec![
-            svc("fail.example.com", "Fail", "fail"),
-            svc("ignore.example.com", "Ignore", "ignore"),
+            svc("fail.example.com", "Fail", "fail", "/allow"),
+            svc("ignore.example.com", "Ignore", "ignore", "/allow"),
+            svc("deny.example.com", "Fail", "deny", "/deny"),
         ],
     )
     .await;
     let api: Api<ConfigMap> = Api::namespaced(srv.admin(), "default");
-    let e = api_error(
-        api.create(&PostParams::default(), &cm("f", json!({"t": "fail"})))
-            .await
-            .unwrap_err(),
-    );
+    let create = |n: &str, label: &str| {
+        let api = api.clone();
+        let cm = cm(n, json!({"t": label}));
+        async move { api.create(&PostParams::default(), &cm).await }
+    };
+
+    // No Service: the call fails, and the failurePolicy decides.
+    let e = api_error(create("f1", "fail").await.unwrap_err());
     assert_eq!(e.code, 500);
-    assert!(e.message.contains("failed calling webhook \"fail.example.com\": failed to call webhook: Post \"https://svc.hooks.svc:443/validate?timeout=10s\": webhooks referenced by clientConfig.service are not reachable"), "{}", e.message);
-    api.create(&PostParams::default(), &cm("i", json!({"t": "ignore"})))
+    assert!(e.message.contains("failed calling webhook \"fail.example.com\": failed to call webhook: Post \"https://webhook.hooks.svc:443/allow?timeout=10s\": service \"webhook\" not found"), "{}", e.message);
+    create("i1", "ignore").await.unwrap();
+
+    // A Service without a ready endpoint: the same, with upstream's reason.
+    let pp = PostParams::default();
+    Api::<Namespace>::all(srv.admin())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+        )
         .await
         .unwrap();
+    let services: Api<Service> = Api::namespaced(srv.admin(), namespace);
+    let endpoints: Api<Endpoints> = Api::namespaced(srv.admin(), namespace);
+    let endpoints_of = |name: &str, ready: bool| -> Endpoints {
+        let addresses = if ready {
+            "addresses"
+        } else {
+            "notReadyAddresses"
+        };
+        serde_json::from_value(json!({"metadata": {"name": name}, "subsets": [
+            {addresses: [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": wh.port()}]}]}))
+        .unwrap()
+    };
+    for service in [name, "elsewhere"] {
+        let body = json!({"metadata": {"name": service},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]}});
+        services
+            .create(&pp, &serde_json::from_value(body).unwrap())
+            .await
+            .unwrap();
+    }
+    endpoints
+        .create(&pp, &endpoints_of(name, false))
+        .await
+        .unwrap();
+    let e = api_error(create("f2", "fail").await.unwrap_err());
+    assert!(
+        e.message
+            .contains("no endpoints available for service \"webhook\""),
+        "{}",
+        e.message
+    );
+
+    // With a ready endpoint, the webhook is called there.
+    let current = endpoints.get(name).await.unwrap();
+    let mut ready = endpoints_of(name, true);
+    ready.metadata.resource_version = current.metadata.resource_version;
+    endpoints.replace(name, &pp, &ready).await.unwrap();
+    create("f3", "fail").await.unwrap();
+    assert_eq!(wh.requests("/allow").len(), 1);
+    let e = api_error(create("d", "deny").await.unwrap_err());
+    assert_eq!(e.code, 403);
+    assert!(e.message.contains(DENY_MESSAGE), "{}", e.message);
+
+    // The certificate is verified against the Service's name, not the endpoint's address
+    // (which the certificate also names): another Service leading to the same server fails.
+    endpoints
+        .create(&pp, &endpoints_of("elsewhere", true))
+        .await
+        .unwrap();
+    let mut misnamed = svc("misnamed.example.com", "Fail", "misnamed", "/allow");
+    misnamed["clientConfig"]["service"]["name"] = json!("elsewhere");
+    validating(&srv, "misnamed", vec![misnamed]).await;
+    let e = api_error(create("m", "misnamed").await.unwrap_err());
+    assert!(
+        e.message
+            .contains("Post \"https://elsewhere.hooks.svc:443/allow?timeout=10s\": tls: "),
+        "{}",
+        e.message
+    );
+    assert_eq!(wh.requests("/allow").len(), 1);
 }
 
 #[tokio::test]
