@@ -415,3 +415,61 @@ fn a_scale_is_admitted_as_a_scale_of_the_deployment_not_as_the_deployment() {
     );
     assert_eq!(replicas(), "2");
 }
+
+#[test]
+fn a_webhook_for_pods_exec_sees_the_exec_options_and_can_refuse_the_connect() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    let deny = url_client(&wh, "/deny");
+    server.apply(
+        "deny-exec.yaml",
+        &configuration_for(
+            "ValidatingWebhookConfiguration",
+            "deny-exec",
+            "deny-exec.example.com",
+            &deny,
+            ("CONNECT", "", "pods/exec"),
+            "  sideEffects: None\n",
+        ),
+    );
+    // No node: upstream admits a connect before it looks for the pod's host.
+    server.kubectl_ok(&[
+        "run",
+        "shell",
+        "--image=busybox:1.36",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let run = server
+        .kubectl(&["exec", "shell", "-c", "shell", "--", "ls", "/"])
+        .fails();
+    assert!(run.stderr.contains(DENY_MESSAGE), "{run}");
+    let reviews = wh.requests("/deny");
+    let review = &reviews
+        .iter()
+        .find(|r| r["request"]["name"] == "shell")
+        .unwrap_or_else(|| panic!("no review of the exec: {reviews:?}"))["request"];
+    assert_eq!(review["operation"], "CONNECT");
+    assert_eq!(review["subResource"], "exec");
+    assert_eq!(
+        review["kind"],
+        serde_json::json!({"group": "", "version": "v1", "kind": "PodExecOptions"})
+    );
+    assert_eq!(review["object"]["kind"], "PodExecOptions", "{review}");
+    assert_eq!(review["object"]["container"], "shell", "{review}");
+    assert_eq!(
+        review["object"]["command"],
+        serde_json::json!(["ls", "/"]),
+        "{review}"
+    );
+    // Without the webhook the same exec gets as far as the pod (it has no node).
+    server.kubectl_ok(&["delete", "validatingwebhookconfiguration", "deny-exec"]);
+    let run = server
+        .kubectl(&["exec", "shell", "-c", "shell", "--", "ls", "/"])
+        .fails();
+    assert!(
+        run.stderr.contains("does not have a host assigned"),
+        "{run}"
+    );
+}

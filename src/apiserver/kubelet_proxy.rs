@@ -8,6 +8,7 @@
 //! the subprotocol between themselves; we only copy bytes after both sides said 101), and
 //! the caller's credentials never reach the kubelet.
 
+use super::admission::{Attributes, Operation};
 use super::auth::{self, UserInfo};
 use super::pod_proxy;
 use super::proxy::{self, Forwarded, ResponseHeaders};
@@ -176,6 +177,32 @@ fn encode(pairs: &[(String, String)]) -> String {
     s.finish()
 }
 
+/// Runs admission on a CONNECT of a pod's exec, attach or portforward, as upstream: the
+/// object is the request's options (`PodExecOptions`, ...), which mutating plugins may
+/// change and validating ones refuse. Returns the options as admitted.
+async fn admit_connect(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    user: &UserInfo,
+    ns: &str,
+    name: &str,
+    mut options: Value,
+) -> Result<Value, ApiError> {
+    let sub = rr.subresource.map(Subresource::name);
+    let attrs = Attributes::new(Operation::Connect, &rr.rt, sub, Some(ns), name, user, false);
+    if state.admission.interested(&attrs) {
+        state
+            .admission
+            .admit(state, &attrs, &mut options, None)
+            .await?;
+        state
+            .admission
+            .validate(state, &attrs, Some(&options), None)
+            .await?;
+    }
+    Ok(options)
+}
+
 /// Serves a connect subresource (after the router's authorization of `rr.verb`).
 pub async fn serve(
     state: &Arc<ApiState>,
@@ -282,40 +309,84 @@ pub async fn serve(
                 )
             }
             Subresource::PortForward => {
+                let ports: Vec<Value> = pairs
+                    .iter()
+                    .filter(|(k, _)| k == "ports")
+                    .map(|(_, v)| {
+                        v.parse::<u16>()
+                            .map_or_else(|_| v.as_str().into(), Value::from)
+                    })
+                    .collect();
+                let options = serde_json::json!({
+                    "kind": "PodPortForwardOptions", "apiVersion": "v1", "ports": ports,
+                });
+                let options = admit_connect(state, rr, user, &ns, &name, options).await?;
                 if node.is_empty() {
                     return Err(ApiError::bad_request(format!(
                         "pod {name} does not have a host assigned"
                     )));
                 }
-                let ports: Vec<(String, String)> = pairs
-                    .iter()
-                    .filter(|(k, _)| k == "ports")
-                    .map(|(_, v)| ("port".to_owned(), v.clone()))
+                let ports: Vec<(String, String)> = options["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            "port".to_owned(),
+                            p.as_str().map_or_else(|| p.to_string(), str::to_owned),
+                        )
+                    })
                     .collect();
                 (node, format!("/portForward/{ns}/{name}"), encode(&ports))
             }
             _ => {
-                let container = pick_container(&pod, &name, get("container"))?;
+                let on = |k: &str| {
+                    get(k).is_some_and(|v| matches!(v, "1" | "true" | "True" | "TRUE" | "t" | "T"))
+                };
+                // The options object admission sees (PodExecOptions, PodAttachOptions), as
+                // upstream decodes it from the query (false flags and an unnamed container
+                // left out), before it looks at the pod's containers and node.
+                let kind = if sub == Subresource::Exec {
+                    "PodExecOptions"
+                } else {
+                    "PodAttachOptions"
+                };
+                let mut options = serde_json::json!({"kind": kind, "apiVersion": "v1"});
+                for k in ["stdin", "stdout", "stderr", "tty"] {
+                    if on(k) {
+                        options[k] = Value::Bool(true);
+                    }
+                }
+                if let Some(c) = get("container").filter(|c| !c.is_empty()) {
+                    options["container"] = c.into();
+                }
+                if sub == Subresource::Exec {
+                    let command: Vec<&str> = pairs
+                        .iter()
+                        .filter(|(k, _)| k == "command")
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    options["command"] = command.into();
+                }
+                // What a mutating webhook left is what is run.
+                let options = admit_connect(state, rr, user, &ns, &name, options).await?;
+                let mut q = Vec::new();
+                for k in ["stdin", "stdout", "stderr", "tty"] {
+                    if options[k] == true {
+                        q.push((k.to_owned(), "1".to_owned()));
+                    }
+                }
+                for part in options["command"].as_array().into_iter().flatten() {
+                    q.push((
+                        "command".to_owned(),
+                        part.as_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+                let container = pick_container(&pod, &name, options["container"].as_str())?;
                 if node.is_empty() {
                     return Err(ApiError::bad_request(format!(
                         "pod {name} does not have a host assigned"
                     )));
-                }
-                let on = |k: &str| {
-                    get(k).is_some_and(|v| matches!(v, "1" | "true" | "True" | "TRUE" | "t" | "T"))
-                };
-                let mut q = Vec::new();
-                for k in ["stdin", "stdout", "stderr", "tty"] {
-                    if on(k) {
-                        q.push((k.to_owned(), "1".to_owned()));
-                    }
-                }
-                if sub == Subresource::Exec {
-                    for (k, v) in &pairs {
-                        if k == "command" {
-                            q.push(("command".to_owned(), v.clone()));
-                        }
-                    }
                 }
                 (
                     node,

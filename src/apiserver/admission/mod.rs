@@ -152,8 +152,9 @@ pub trait Plugin: Send + Sync {
     /// for every write.
     fn handles(&self, attrs: &Attributes<'_>) -> bool;
 
-    /// Mutating phase: may change `obj` (the new object; for Delete and Connect there is
-    /// none and the plugin is not called). `old` is the stored object for updates.
+    /// Mutating phase: may change `obj` (the new object; for Connect, the request's
+    /// options such as a `PodExecOptions`; for Delete there is none and the plugin is not
+    /// called). `old` is the stored object for updates.
     fn admit<'a>(
         &'a self,
         _state: &'a Arc<ApiState>,
@@ -170,7 +171,7 @@ pub trait Plugin: Send + Sync {
     fn observe_write(&self, _rt: &ResourceType) {}
 
     /// Validating phase: may refuse. `obj` is `None` for Delete (then `old` is the object
-    /// being deleted) and for Connect.
+    /// being deleted); for Connect it is the request's options.
     fn validate<'a>(
         &'a self,
         _state: &'a Arc<ApiState>,

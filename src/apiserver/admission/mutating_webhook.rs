@@ -57,10 +57,10 @@ impl Plugin for MutatingAdmissionWebhook {
     ) -> Admit<'a> {
         Box::pin(async move {
             match attrs.operation {
-                Operation::Delete | Operation::Connect => {
-                    self.hooks.mutate(state, attrs, None, old).await
-                }
-                Operation::Create | Operation::Update => Ok(()),
+                // A delete has no object to mutate, so its mutating webhooks run here (a
+                // patch is then an error); a connect's options went through `admit`.
+                Operation::Delete => self.hooks.mutate(state, attrs, None, old).await,
+                Operation::Create | Operation::Update | Operation::Connect => Ok(()),
             }
         })
     }

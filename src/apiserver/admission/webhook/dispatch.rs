@@ -405,9 +405,10 @@ pub(super) fn settle(hook: &Hook, failure: Failure) -> Result<(), ApiError> {
     }
 }
 
-/// Applies a webhook's JSONPatch and the kind's defaults (upstream decodes and defaults the
-/// patched object; a subresource's own kind, such as a Scale, has none here). Returns
-/// whether the object changed.
+/// Applies a webhook's JSONPatch, then drops the fields the kind does not have and applies
+/// its defaults, as upstream's decoding of the patched object into the kind does (a
+/// custom resource is pruned by its structural schema). A subresource's own kind (a Scale,
+/// a PodExecOptions) is taken as patched. Returns whether the object changed.
 pub(super) fn apply_patch(
     attrs: &Attributes<'_>,
     obj: &mut Value,
@@ -415,6 +416,7 @@ pub(super) fn apply_patch(
 ) -> Result<bool, ApiError> {
     let mut patched = crate::api::patch::json_patch(obj, ops).map_err(internal_error)?;
     if attrs.carries_resource_kind() {
+        crate::api::schema::prune(attrs.rt, &mut patched, &mut Vec::new());
         attrs.rt.strategy.apply_defaults(&mut patched);
         crate::api::schema::apply_defaults(attrs.rt, &mut patched);
     }

@@ -204,13 +204,20 @@ fn a_mutating_webhooks_patch_of_a_scale_gets_no_defaults_of_the_parent_kind() {
         json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
             "metadata": {"name": "web"}, "spec": {"replicas": 2}})
     );
-    // A patch of the Deployment itself is defaulted as a Deployment.
+    // A patch of the Deployment itself is decoded as a Deployment: a field it does not
+    // have is dropped, defaults are applied.
     let main_write = deployments.attrs(Operation::Update, None, Some("default"));
     let mut d = json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "web"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-    apply_patch(&main_write, &mut d, &cap).unwrap();
+    let cap_and_more = json!([
+        {"op": "replace", "path": "/spec/replicas", "value": 2},
+        {"op": "add", "path": "/spec/notAField", "value": "dropped"},
+    ]);
+    apply_patch(&main_write, &mut d, &cap_and_more).unwrap();
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
     assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "{d}");
+    assert!(d["spec"].get("notAField").is_none(), "{d}");
 }
 
 #[test]
