@@ -190,16 +190,10 @@ async fn admit_connect(
 ) -> Result<Value, ApiError> {
     let sub = rr.subresource.map(Subresource::name);
     let attrs = Attributes::new(Operation::Connect, &rr.rt, sub, Some(ns), name, user, false);
-    if state.admission.interested(&attrs) {
-        state
-            .admission
-            .admit(state, &attrs, &mut options, None)
-            .await?;
-        state
-            .admission
-            .validate(state, &attrs, Some(&options), None)
-            .await?;
-    }
+    state
+        .admission
+        .admit_request_object(state, &attrs, &mut options)
+        .await?;
     Ok(options)
 }
 

@@ -154,7 +154,7 @@ pub fn record_update(
         // that moved are removed or added in place. Decoding every entry into a trie and
         // encoding it back was most of the bookkeeping's cost.
         _ => match stored {
-            Some(Value::Array(_)) => StoredEdit {
+            Some(Value::Array(items)) => StoredEdit {
                 changed: &changed,
                 removed: &removed,
                 touched: changed.union(&removed),
@@ -163,7 +163,7 @@ pub fn record_update(
                 api_version,
                 now,
             }
-            .slots(stored),
+            .slots(items),
             // Nothing stored (every create): no entry to edit, nor their union to build.
             _ => (Vec::new(), Own::Absent),
         },
@@ -223,10 +223,7 @@ impl StoredEdit<'_> {
     /// not be edited in place. An entry spelled in a way an edit could misread is decoded
     /// instead (`Slot::Decoded`, still to be updated); an entry `decode` would drop is
     /// dropped.
-    fn slots(&self, stored: Option<&Value>) -> (Vec<Slot>, Own) {
-        let Some(Value::Array(items)) = stored else {
-            return (Vec::new(), Own::Absent);
-        };
+    fn slots(&self, items: &[Value]) -> (Vec<Slot>, Own) {
         let mut own_state = Own::Absent;
         let mut out = Vec::with_capacity(items.len() + 1);
         for item in items {

@@ -259,6 +259,22 @@ impl Chain {
         Ok(())
     }
 
+    /// Both phases for a request object that stands alone (nothing stored is replaced: an
+    /// Eviction, a TokenRequest, a connect's options), skipped when no plugin wants it.
+    /// `obj` ends as the mutating plugins left it.
+    pub async fn admit_request_object(
+        &self,
+        state: &Arc<ApiState>,
+        attrs: &Attributes<'_>,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        if !self.interested(attrs) {
+            return Ok(());
+        }
+        self.admit(state, attrs, obj, None).await?;
+        self.validate(state, attrs, Some(obj), None).await
+    }
+
     /// Runs the validating phase of every interested plugin, in order.
     pub async fn validate(
         &self,

@@ -118,16 +118,10 @@ pub async fn evict(
         user,
         q.dry_run,
     );
-    if state.admission.interested(&attrs) {
-        state
-            .admission
-            .admit(state, &attrs, &mut eviction, None)
-            .await?;
-        state
-            .admission
-            .validate(state, &attrs, Some(&eviction), None)
-            .await?;
-    }
+    state
+        .admission
+        .admit_request_object(state, &attrs, &mut eviction)
+        .await?;
     let options_body = match &eviction["deleteOptions"] {
         Value::Null => decode_delete_options(None, b"")?,
         v => v.clone(),

@@ -113,13 +113,10 @@ pub async fn create(
         user,
         false,
     );
-    if state.admission.interested(&attrs) {
-        state.admission.admit(state, &attrs, &mut tr, None).await?;
-        state
-            .admission
-            .validate(state, &attrs, Some(&tr), None)
-            .await?;
-    }
+    state
+        .admission
+        .admit_request_object(state, &attrs, &mut tr)
+        .await?;
     let sa = get_object(state, "serviceaccounts", Some(ns), name, IDENTITY)
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
