@@ -4,16 +4,17 @@
 //! DaemonSet and StatefulSet controllers keep one each). With one ReplicaSet of 3,000 pods
 //! every sync scanned all 3,000 (~5% of the server's CPU in `bench.sh scale`).
 //!
-//! The index is kept by the controller's own change feed, so it may lag the informer's store
-//! by the changes not yet fed: entries only name pods, which are read from the store at the
-//! time of the sync, so a lagging entry costs at most one sync that misses a brand-new pod
-//! (its arrival queues the sync again; a controller's own creations are covered by its
-//! expectations).
+//! The index is kept by the controller's own change feed and holds the pods as the feed
+//! delivered them (the informer's shared `Arc`s, so no copies): a sync sees the pods as of
+//! the last change its controller was told of. A change not yet fed is at most one sync
+//! behind, since feeding it queues the sync again (a controller's own creations and
+//! deletions are covered by its expectations). Holding the pods rather than their names
+//! spares every sync a key copy and a store lookup per pod.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::controller_utils::controller_ref;
@@ -37,7 +38,7 @@ fn slot_of(pod: &Pod) -> Slot {
 
 #[derive(Default)]
 struct Inner {
-    pods: HashMap<Slot, HashSet<ObjectRef<Pod>>>,
+    pods: HashMap<Slot, HashMap<ObjectRef<Pod>, Arc<Pod>>>,
     slot: HashMap<ObjectRef<Pod>, Slot>,
 }
 
@@ -67,17 +68,20 @@ impl PodsByController {
     }
 
     /// Records a pod created or changed.
-    fn applied(&self, pod: &Pod) {
-        let key = ObjectRef::from_obj(pod);
+    fn applied(&self, pod: &Arc<Pod>) {
+        let key = ObjectRef::from_obj(pod.as_ref());
         let slot = slot_of(pod);
         let mut inner = self.inner.lock();
         if inner.slot.get(&key) == Some(&slot) {
-            return;
+            if let Some(held) = inner.pods.get_mut(&slot).and_then(|s| s.get_mut(&key)) {
+                *held = pod.clone();
+                return;
+            }
         }
         if let Some(old) = inner.slot.insert(key.clone(), slot.clone()) {
             remove_from(&mut inner.pods, &old, &key);
         }
-        inner.pods.entry(slot).or_default().insert(key);
+        inner.pods.entry(slot).or_default().insert(key, pod.clone());
     }
 
     /// Records a pod deleted.
@@ -89,33 +93,24 @@ impl PodsByController {
         }
     }
 
-    /// The pods in `store` controlled by `owner_uid`, then the orphans of `namespace`
-    /// (upstream's `FilterPodsByOwner` with orphans included). Pods the store no longer
-    /// has are left out.
-    pub fn owned_or_orphaned(
-        &self,
-        owner_uid: &str,
-        namespace: &str,
-        store: &Store<Pod>,
-    ) -> Vec<Arc<Pod>> {
-        let keys: Vec<ObjectRef<Pod>> = {
-            let inner = self.inner.lock();
-            let owned = inner.pods.get(&Slot::Owner(owner_uid.to_string()));
-            let orphans = inner.pods.get(&Slot::Orphan(namespace.to_string()));
-            owned
-                .into_iter()
-                .chain(orphans)
-                .flatten()
-                .filter(|k| k.namespace.as_deref().unwrap_or_default() == namespace)
-                .cloned()
-                .collect()
-        };
-        keys.iter().filter_map(|k| store.get(k)).collect()
+    /// The pods controlled by `owner_uid`, then the orphans of `namespace` (upstream's
+    /// `FilterPodsByOwner` with orphans included), as last fed.
+    pub fn owned_or_orphaned(&self, owner_uid: &str, namespace: &str) -> Vec<Arc<Pod>> {
+        let inner = self.inner.lock();
+        let owned = inner.pods.get(&Slot::Owner(owner_uid.to_string()));
+        let orphans = inner.pods.get(&Slot::Orphan(namespace.to_string()));
+        owned
+            .into_iter()
+            .chain(orphans)
+            .flatten()
+            .filter(|(k, _)| k.namespace.as_deref().unwrap_or_default() == namespace)
+            .map(|(_, pod)| pod.clone())
+            .collect()
     }
 }
 
 fn remove_from(
-    pods: &mut HashMap<Slot, HashSet<ObjectRef<Pod>>>,
+    pods: &mut HashMap<Slot, HashMap<ObjectRef<Pod>, Arc<Pod>>>,
     slot: &Slot,
     key: &ObjectRef<Pod>,
 ) {
@@ -182,27 +177,34 @@ mod tests {
         }
         let index = PodsByController::seeded(&store);
         assert_eq!(
-            names(&index.owned_or_orphaned("u1", "a", &store)),
+            names(&index.owned_or_orphaned("u1", "a")),
             ["mine", "orphan"]
         );
 
         // Adopted: no longer an orphan; released: an orphan again.
-        let adopted = pod("a", "orphan", Some("u2"));
-        writer.apply_watcher_event(&watcher::Event::Apply(adopted.clone()));
+        let adopted = Arc::new(pod("a", "orphan", Some("u2")));
         index.applied(&adopted);
-        let released = pod("a", "mine", None);
-        writer.apply_watcher_event(&watcher::Event::Apply(released.clone()));
+        let released = Arc::new(pod("a", "mine", None));
         index.applied(&released);
-        assert_eq!(names(&index.owned_or_orphaned("u1", "a", &store)), ["mine"]);
+        assert_eq!(names(&index.owned_or_orphaned("u1", "a")), ["mine"]);
         assert_eq!(
-            names(&index.owned_or_orphaned("u2", "a", &store)),
+            names(&index.owned_or_orphaned("u2", "a")),
             ["mine", "orphan", "theirs"]
         );
 
-        // Deleted from the store before the index heard of it: left out all the same.
-        writer.apply_watcher_event(&watcher::Event::Delete(released.clone()));
-        assert_eq!(names(&index.owned_or_orphaned("u1", "a", &store)), [""; 0]);
+        // A change within the same slot replaces the pod a sync is given.
+        let mut relabeled = pod("a", "theirs", Some("u2"));
+        relabeled.metadata.labels = Some([("v".to_string(), "2".to_string())].into());
+        index.applied(&Arc::new(relabeled));
+        let theirs = index.owned_or_orphaned("u2", "a");
+        let theirs = theirs
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("theirs"))
+            .unwrap();
+        assert!(theirs.metadata.labels.is_some());
+
         index.deleted(&released);
+        assert_eq!(names(&index.owned_or_orphaned("u1", "a")), [""; 0]);
         assert!(index.inner.lock().slot.len() == 4);
         assert!(!index
             .inner

@@ -44,6 +44,8 @@ struct State<K> {
     /// Keys a worker holds; re-adding one of them marks it dirty.
     processing: HashSet<K>,
     dirty: HashSet<K>,
+    /// Keys [`WorkQueue::add_batched`] will queue when their period ends.
+    batching: HashSet<K>,
     failures: HashMap<K, u32>,
     shut_down: bool,
 }
@@ -79,6 +81,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 queued: HashSet::new(),
                 processing: HashSet::new(),
                 dirty: HashSet::new(),
+                batching: HashSet::new(),
                 failures: HashMap::new(),
                 shut_down: false,
             })),
@@ -118,6 +121,25 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         let q = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            q.add(key);
+        });
+    }
+
+    /// Queues `key` once `period` has passed, however often it is added meanwhile (the
+    /// batch period of upstream's Job and EndpointSlice controllers): changes that only
+    /// move an object's status counts cost one sync per period rather than one each. A key
+    /// already waiting in the queue needs nothing more.
+    pub fn add_batched(&self, key: K, period: Duration) {
+        {
+            let mut s = self.state.lock();
+            if s.shut_down || s.queued.contains(&key) || !s.batching.insert(key.clone()) {
+                return;
+            }
+        }
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(period).await;
+            q.state.lock().batching.remove(&key);
             q.add(key);
         });
     }
@@ -229,6 +251,34 @@ mod tests {
         let before = tokio::time::Instant::now();
         q.next().await.unwrap();
         assert_eq!(before.elapsed(), BASE_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batched_adds_within_a_period_queue_the_key_once_when_it_ends() {
+        let q = WorkQueue::new();
+        let period = Duration::from_millis(100);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            q.add_batched("a", period);
+        }
+        assert_eq!(q.stats().queue_depth(), 0, "nothing before the period ends");
+        assert_eq!(q.next().await, Some("a"));
+        assert_eq!(start.elapsed(), period);
+        q.done(&"a");
+        tokio::time::sleep(period * 2).await;
+        assert_eq!(q.stats().queue_depth(), 0, "queued once for the five adds");
+
+        // A key already queued needs no batch; a later one starts a new period.
+        q.add("b");
+        q.add_batched("b", period);
+        assert_eq!(q.next().await, Some("b"));
+        q.done(&"b");
+        tokio::time::sleep(period * 2).await;
+        assert_eq!(q.stats().queue_depth(), 0);
+        q.add_batched("b", period);
+        let before = tokio::time::Instant::now();
+        assert_eq!(q.next().await, Some("b"));
+        assert_eq!(before.elapsed(), period);
     }
 
     #[tokio::test]

@@ -118,10 +118,16 @@ impl PodApi for kube::Client {
                 "metadata": {"uid": pod.metadata.uid},
                 "status": status,
             });
-            Api::<Pod>::namespaced(self.clone(), &ns)
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            // The patched pod that comes back is not read (see `send_unread`).
+            let request = kube::core::Request::new(format!("/api/v1/namespaces/{ns}/pods"))
+                .patch_subresource(
+                    "status",
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                );
+            crate::events::send_unread(self, request)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string())
         })
     }

@@ -46,6 +46,7 @@ pub mod static_pods;
 pub mod status;
 pub mod sysctls;
 pub mod volumes;
+pub mod watched_pod;
 pub mod worker;
 
 #[cfg(test)]
@@ -241,7 +242,7 @@ impl Kubelet {
             ctx.services.clone(),
             shutdown.clone(),
         ));
-        let pods: kube::Api<Pod> = kube::Api::all(c.client.clone());
+        let pods: kube::Api<watched_pod::WatchedPod> = kube::Api::all(c.client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
         let mut stream = std::pin::pin!(watcher(pods, wc).default_backoff());
         let mut supervisor = Supervisor::new(ctx.clone(), shutdown.clone());
@@ -282,7 +283,7 @@ impl Kubelet {
                     None => break,
                     Some(Err(e)) => tracing::warn!(error = %e, "watching this node's pods failed; retrying"),
                     Some(Ok(watcher::Event::Init)) => listing.clear(),
-                    Some(Ok(watcher::Event::InitApply(p))) => {
+                    Some(Ok(watcher::Event::InitApply(watched_pod::WatchedPod(p)))) => {
                         if let Some(uid) = p.metadata.uid.clone() {
                             listing.insert(uid);
                         }
@@ -304,8 +305,8 @@ impl Kubelet {
                             clean_orphans(&ctx, &live).await;
                         }
                     }
-                    Some(Ok(watcher::Event::Apply(p))) => supervisor.apply(p),
-                    Some(Ok(watcher::Event::Delete(p))) => {
+                    Some(Ok(watcher::Event::Apply(watched_pod::WatchedPod(p)))) => supervisor.apply(p),
+                    Some(Ok(watcher::Event::Delete(watched_pod::WatchedPod(p)))) => {
                         if let Some(uid) = p.metadata.uid.as_deref() {
                             supervisor.delete(uid);
                         }

@@ -61,7 +61,6 @@ impl DaemonSetController {
         let reconciler = Arc::new(sync::Sync {
             client: client.clone(),
             sets: sets.store(),
-            pods: pods.store(),
             index: index.clone(),
             nodes: nodes.store(),
             history: History {

@@ -128,7 +128,6 @@ impl FailedPodsBackoff {
 pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<DaemonSet>,
-    pub pods: Store<Pod>,
     /// The pods each set controls and each namespace's orphans (see `pod_index`).
     pub index: Arc<PodsByController>,
     pub nodes: Store<Node>,
@@ -168,7 +167,7 @@ impl Reconciler for Sync {
         let owner = new_controller_ref("apps/v1", "DaemonSet", &ds.metadata);
         // Its own pods and the namespace's orphans: any other pod is another controller's.
         let uid = ds.metadata.uid.as_deref().unwrap_or_default();
-        let candidates = self.index.owned_or_orphaned(uid, ns, &self.pods);
+        let candidates = self.index.owned_or_orphaned(uid, ns);
         let pods = claim_all(
             &self.client,
             &owner,

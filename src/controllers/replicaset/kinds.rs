@@ -31,6 +31,8 @@ pub trait Replicated:
     const HAS_TERMINATING_REPLICAS: bool;
     /// The object as a ReplicaSet.
     fn as_replica_set(&self) -> ReplicaSet;
+    /// `status.observedGeneration`.
+    fn observed_generation(&self) -> Option<i64>;
 }
 
 impl Replicated for ReplicaSet {
@@ -39,11 +41,17 @@ impl Replicated for ReplicaSet {
     fn as_replica_set(&self) -> ReplicaSet {
         self.clone()
     }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
 }
 
 impl Replicated for ReplicationController {
     const CONTROLLER: &'static str = "replication-controller";
     const HAS_TERMINATING_REPLICAS: bool = false;
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
     fn as_replica_set(&self) -> ReplicaSet {
         let spec = self.spec.clone().unwrap_or_default();
         // Same JSON shape (replicas, fullyLabeled, ready, available, observedGeneration,

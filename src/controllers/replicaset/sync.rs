@@ -5,9 +5,9 @@ use super::expectations::Expectations;
 use super::kinds::Replicated;
 use super::ranking::order_for_deletion;
 use crate::controllers::controller_utils::{
-    adopt_patch, claim, is_pod_active, is_pod_available, is_pod_ready, is_pod_terminating,
-    new_controller_ref, release_patch, slow_start_batch, Claim, Selector, BATCH_IN_FLIGHT,
-    BURST_REPLICAS,
+    adopt_patch, claim, controller_ref, is_pod_active, is_pod_available, is_pod_ready,
+    is_pod_terminating, new_controller_ref, release_patch, slow_start_batch, Claim, Selector,
+    BATCH_IN_FLIGHT, BURST_REPLICAS,
 };
 use crate::controllers::pod_index::PodsByController;
 use crate::controllers::{Action, ControllerError, Reconciler};
@@ -25,10 +25,17 @@ use std::time::Duration;
 pub(super) struct Sync<K: Replicated> {
     pub client: kube::Client,
     pub objects: Store<K>,
-    pub pods: Store<Pod>,
     pub expectations: Arc<Expectations>,
     pub index: Arc<PodsByController>,
     pub recorder: Recorder,
+}
+
+/// What claiming a sync's pods found.
+struct Claimed {
+    /// Active pods it owns after adopting and releasing.
+    owned: Vec<Arc<Pod>>,
+    /// Its pods being deleted and not finished.
+    terminating: usize,
 }
 
 /// Why the pod count could not be brought to `replicas`.
@@ -66,17 +73,8 @@ impl<K: Replicated> Reconciler for Sync<K> {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         // The pods it controls and the namespace's orphans: every other pod is another
         // controller's, which a claim ignores.
-        let all = self.index.owned_or_orphaned(&uid, ns, &self.pods);
-        let owned = self.claim_pods(&obj, &rs, &selector, &all).await?;
-        let terminating = all
-            .iter()
-            .filter(|p| is_pod_terminating(p))
-            .filter(|p| {
-                crate::controllers::controller_utils::controller_ref(&p.metadata)
-                    .is_some_and(|r| r.uid == uid)
-                    && selector.matches(p.metadata.labels.as_ref())
-            })
-            .count();
+        let all = self.index.owned_or_orphaned(&uid, ns);
+        let Claimed { owned, terminating } = self.claim_pods(&obj, &rs, &selector, &all).await?;
 
         let mut manage_err = None;
         if satisfied && rs.metadata.deletion_timestamp.is_none() {
@@ -105,14 +103,16 @@ impl<K: Replicated> Reconciler for Sync<K> {
 }
 
 impl<K: Replicated> Sync<K> {
-    /// The active pods this object owns after adopting and releasing.
+    /// The active pods this object owns after adopting and releasing, and how many of its
+    /// pods are terminating: one pass over the pods, each selector matched once (a sync of a
+    /// ReplicaSet of thousands of pods is bound by walking them).
     async fn claim_pods(
         &self,
         obj: &K,
         rs: &ReplicaSet,
         selector: &Selector,
         all: &[Arc<Pod>],
-    ) -> Result<Vec<Arc<Pod>>, ControllerError> {
+    ) -> Result<Claimed, ControllerError> {
         let meta = &rs.metadata;
         let uid = meta.uid.clone().unwrap_or_default();
         let ns = meta.namespace.clone().unwrap_or_default();
@@ -120,16 +120,22 @@ impl<K: Replicated> Sync<K> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let owner = new_controller_ref(&K::api_version(&()), &K::kind(&()), meta);
         let mut can_adopt: Option<bool> = None;
-        let mut owned = Vec::new();
-        for pod in all.iter().filter(|p| is_pod_active(p)) {
+        let mut owned = Vec::with_capacity(all.len());
+        let mut terminating = 0;
+        for pod in all {
+            let selected = selector.matches(pod.metadata.labels.as_ref());
+            if !is_pod_active(pod) {
+                if is_pod_terminating(pod)
+                    && selected
+                    && controller_ref(&pod.metadata).is_some_and(|r| r.uid == uid)
+                {
+                    terminating += 1;
+                }
+                continue;
+            }
             let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-            match claim(
-                &uid,
-                deleting,
-                &pod.metadata,
-                selector.matches(pod.metadata.labels.as_ref()),
-            ) {
+            match claim(&uid, deleting, &pod.metadata, selected) {
                 Claim::Keep => owned.push(pod.clone()),
                 Claim::Adopt => {
                     if can_adopt.is_none() {
@@ -164,7 +170,7 @@ impl<K: Replicated> Sync<K> {
                 Claim::Ignore => {}
             }
         }
-        Ok(owned)
+        Ok(Claimed { owned, terminating })
     }
 
     /// Upstream's adoption recheck: the object read fresh from the API is the one cached and
@@ -309,13 +315,23 @@ impl<K: Replicated> Sync<K> {
             .unwrap_or_default();
         let now = Timestamp::now();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let count = |f: &dyn Fn(&Pod) -> bool| owned.iter().filter(|p| f(p)).count() as i32;
-        let fully_labeled = count(&|p: &Pod| {
-            let labels = p.metadata.labels.as_ref();
-            template_labels
+        // One pass: each pod's memory is visited once.
+        let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
+        for pod in owned {
+            let labels = pod.metadata.labels.as_ref();
+            if template_labels
                 .iter()
                 .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        });
+            {
+                fully_labeled += 1;
+            }
+            if is_pod_ready(pod) {
+                ready += 1;
+                if is_pod_available(pod, min_ready, now) {
+                    available += 1;
+                }
+            }
+        }
         let mut conditions = rs
             .status
             .as_ref()
@@ -336,8 +352,8 @@ impl<K: Replicated> Sync<K> {
         ReplicaSetStatusView {
             replicas: owned.len() as i32,
             fully_labeled_replicas: Some(fully_labeled),
-            ready_replicas: Some(count(&is_pod_ready)),
-            available_replicas: Some(count(&|p: &Pod| is_pod_available(p, min_ready, now))),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
             terminating_replicas: K::HAS_TERMINATING_REPLICAS.then_some(terminating as i32),
             observed_generation: rs.metadata.generation,
             conditions,

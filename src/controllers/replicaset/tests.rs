@@ -21,6 +21,16 @@ fn rs_json(name: &str, replicas: i32) -> ReplicaSet {
     .expect("valid replica set")
 }
 
+/// A cluster with `rs` created in `default`, and the API of its ReplicaSets.
+async fn cluster_with(rs: ReplicaSet) -> (Cluster, Api<ReplicaSet>) {
+    let c = Cluster::start().await;
+    let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    rss.create(&PostParams::default(), &rs)
+        .await
+        .expect("create rs");
+    (c, rss)
+}
+
 async fn pods_of(client: &kube::Client, ns: &str) -> Vec<Pod> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
@@ -45,11 +55,7 @@ async fn events_with(client: &kube::Client, ns: &str, reason: &str) -> Vec<Event
 
 #[tokio::test]
 async fn a_replica_set_creates_its_pods_reports_them_ready_and_scales_down() {
-    let c = Cluster::start().await;
-    let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
-    rss.create(&PostParams::default(), &rs_json("web", 3))
-        .await
-        .expect("create rs");
+    let (c, rss) = cluster_with(rs_json("web", 3)).await;
     eventually("three pods exist", || async {
         pods_of(&c.client, "default").await.len() == 3
     })
@@ -242,5 +248,52 @@ async fn a_quota_refusal_sets_replica_failure_with_failed_create() {
     assert!(!events_with(&c.client, "default", "FailedCreate")
         .await
         .is_empty());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn many_quick_pod_status_changes_cost_a_few_status_writes_not_one_each() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let (c, rss) = cluster_with(rs_json("many", 30)).await;
+    let status = |rss: Api<ReplicaSet>| async move {
+        let rs = rss.get("many").await.expect("rs");
+        rs.status.unwrap_or_default()
+    };
+    eventually("30 pods are counted", || async {
+        let s = status(rss.clone()).await;
+        s.replicas == 30 && s.observed_generation == Some(1)
+    })
+    .await;
+    // Let the last status write settle, then count every change of the set from here on.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let changes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = changes.clone();
+    let config = watcher::Config::default().fields("metadata.name=many");
+    let watch = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(rss.clone(), config));
+        while let Some(ev) = stream.next().await {
+            if let Ok(watcher::Event::Apply(_)) = ev {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    // 30 pods turn ready one after another, each its own status patch.
+    mark_pods_ready(&c.client, "default").await;
+    let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    eventually("all 30 are counted ready", || async {
+        let s = status(rss.clone()).await;
+        s.ready_replicas == Some(30) && s.available_replicas == Some(30)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    watch.abort();
+    let writes = changes.load(std::sync::atomic::Ordering::SeqCst);
+    // Synced per pod change, the set's status would be written up to 30 times; batched
+    // per 100 ms, as often as the patches span periods (they take well under a second).
+    assert!(
+        (1..=10).contains(&writes),
+        "{writes} status writes for 30 pod changes"
+    );
     c.stop().await;
 }

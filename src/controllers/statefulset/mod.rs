@@ -60,7 +60,6 @@ impl StatefulSetController {
         let reconciler = Arc::new(sync::Sync {
             client: client.clone(),
             sets: sets.store(),
-            pods: pods.store(),
             index: index.clone(),
             claims: claims.store(),
             history: History {

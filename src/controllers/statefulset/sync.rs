@@ -31,7 +31,6 @@ pub const CONTROLLER: &str = "statefulset-controller";
 pub(super) struct Sync {
     pub client: kube::Client,
     pub sets: Store<StatefulSet>,
-    pub pods: Store<Pod>,
     /// The pods of each controller and each namespace's orphans, so that a sync does not
     /// scan every pod of the cluster.
     pub index: Arc<PodsByController>,
@@ -67,7 +66,7 @@ impl Reconciler for Sync {
         let uid = set.metadata.uid.as_deref().unwrap_or_default();
         let candidates = self
             .index
-            .owned_or_orphaned(uid, ns, &self.pods)
+            .owned_or_orphaned(uid, ns)
             .into_iter()
             .filter(|p| ordinal_of(name, p.metadata.name.as_deref().unwrap_or_default()).is_some());
         let selector = Selector::new(Some(&spec.selector));
