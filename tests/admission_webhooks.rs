@@ -473,3 +473,72 @@ fn a_webhook_for_pods_exec_sees_the_exec_options_and_can_refuse_the_connect() {
         "{run}"
     );
 }
+
+/// The scheduler's bind is admitted as a create of `pods/binding` whose object is the
+/// Binding: a webhook registered for bindings sees it and may refuse it.
+#[test]
+fn a_webhook_for_pod_bindings_sees_the_binding_and_can_refuse_it() {
+    let wh = WebhookServer::start();
+    let server = TestServer::start();
+    let deny = url_client(&wh, "/deny");
+    server.apply(
+        "deny-binding.yaml",
+        &configuration_for(
+            "ValidatingWebhookConfiguration",
+            "deny-binding",
+            "deny-binding.example.com",
+            &deny,
+            ("CREATE", "", "pods/binding"),
+            "  sideEffects: None\n",
+        ),
+    );
+    // No node: the pod waits unbound, and the test binds it by hand.
+    server.kubectl_ok(&[
+        "run",
+        "pending",
+        "--image=busybox:1.36",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let binding = server.write_file(
+        "binding.json",
+        r#"{"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "pending", "annotations": {"example.com/bound-by": "test"}},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}"#,
+    );
+    let path = "/api/v1/namespaces/default/pods/pending/binding";
+    let binding = binding.to_string_lossy();
+    let run = server
+        .kubectl(&["create", "--raw", path, "-f", &binding])
+        .fails();
+    assert!(run.stderr.contains(DENY_MESSAGE), "{run}");
+    let reviews = wh.requests("/deny");
+    let review = &reviews
+        .iter()
+        .find(|r| r["request"]["name"] == "pending")
+        .unwrap_or_else(|| panic!("no review of the binding: {reviews:?}"))["request"];
+    assert_eq!(review["operation"], "CREATE");
+    assert_eq!(review["subResource"], "binding");
+    assert_eq!(
+        review["kind"],
+        serde_json::json!({"group": "", "version": "v1", "kind": "Binding"})
+    );
+    assert_eq!(review["object"]["target"]["name"], "n1", "{review}");
+    let node = server.kubectl_ok(&["get", "pod", "pending", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(node.trim(), "", "a refused binding binds nothing");
+
+    // Without the webhook the binding goes through, its annotation onto the pod.
+    server.kubectl_ok(&["delete", "validatingwebhookconfiguration", "deny-binding"]);
+    server.wait_until("the binding is allowed", 10, || {
+        server
+            .kubectl(&["create", "--raw", path, "-f", &binding])
+            .success()
+    });
+    let pod = server.kubectl_json(&["get", "pod", "pending", "-o", "json"]);
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    assert_eq!(
+        pod["metadata"]["annotations"]["example.com/bound-by"],
+        "test"
+    );
+}

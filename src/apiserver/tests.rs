@@ -495,3 +495,101 @@ async fn a_node_may_evict_only_the_pods_bound_to_it() {
     let (code, status) = evict("mine").await;
     assert_eq!(code, 201, "{status}");
 }
+
+/// A binding is a create of `pods/binding` as upstream stores it: its name must be the
+/// pod's, its uid (if set) must match, its annotations land on the pod, and admission runs
+/// (NamespaceLifecycle refuses it in a terminating namespace).
+#[tokio::test]
+async fn a_binding_is_admitted_checked_against_the_pods_uid_and_carries_its_annotations() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+    let srv = TestServer::start().await;
+    let admin = srv.admin();
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "bind"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), "bind")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "bind");
+    for name in ["a", "b"] {
+        let pod = json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let bind = |pod: &str, body: Value| {
+        let pods = pods.clone();
+        let pod = pod.to_string();
+        async move {
+            pods.create_subresource::<Value, Value>("binding", &pod, &PostParams::default(), &body)
+                .await
+        }
+    };
+    let status = |r: Result<Value, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let target = json!({"kind": "Node", "name": "n1"});
+
+    let (code, message) =
+        status(bind("a", json!({"metadata": {"name": "b"}, "target": target})).await);
+    assert_eq!(code, 400);
+    assert!(
+        message.contains("does not match name in Binding"),
+        "{message}"
+    );
+
+    let (code, message) = status(
+        bind(
+            "a",
+            json!({"metadata": {"name": "a", "uid": "not-the-pods"}, "target": target}),
+        )
+        .await,
+    );
+    assert_eq!(code, 409);
+    assert!(
+        message.contains("Precondition failed: UID in precondition: not-the-pods"),
+        "{message}"
+    );
+    assert_eq!(pods.get("a").await.unwrap().spec.unwrap().node_name, None);
+
+    let uid = pods.get("a").await.unwrap().metadata.uid.unwrap();
+    bind(
+        "a",
+        json!({"metadata": {"name": "a", "uid": uid,
+                "annotations": {"example.com/bound-by": "test"}},
+            "target": target}),
+    )
+    .await
+    .unwrap();
+    let a = pods.get("a").await.unwrap();
+    assert_eq!(a.spec.unwrap().node_name.as_deref(), Some("n1"));
+    assert_eq!(
+        a.metadata.annotations.unwrap().get("example.com/bound-by"),
+        Some(&"test".to_string())
+    );
+
+    // Deleted, the namespace waits for its controller (none runs here): terminating.
+    namespaces
+        .delete("bind", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (code, message) =
+        status(bind("b", json!({"metadata": {"name": "b"}, "target": target})).await);
+    assert_eq!(code, 403);
+    assert!(message.contains("is being terminated"), "{message}");
+    assert_eq!(pods.get("b").await.unwrap().spec.unwrap().node_name, None);
+}

@@ -13,9 +13,9 @@ use super::super::response::{self, Body};
 use super::super::status::ApiError;
 use super::super::ApiState;
 use super::delete::{delete_object, DeleteOptions};
+use super::subresources::admit_subresource_create;
 use super::write::read_body;
 use crate::api::selector::LabelSelector;
-use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::{RequestBody, UserInfo};
 use http::{Request, Response};
 use serde_json::{json, Value};
@@ -109,19 +109,7 @@ pub async fn evict(
     // Admission sees the Eviction as a create of `pods/eviction`, before any budget is looked
     // at, as upstream runs it: NodeRestriction lets a kubelet evict only its own pods, and
     // webhooks registered for evictions see (and may change) them.
-    let attrs = Attributes::new(
-        Operation::Create,
-        &pods,
-        Some("eviction"),
-        Some(&ns),
-        &name,
-        user,
-        q.dry_run,
-    );
-    state
-        .admission
-        .admit_request_object(state, &attrs, &mut eviction)
-        .await?;
+    admit_subresource_create(state, rr, "eviction", user, q.dry_run, &mut eviction).await?;
     let options_body = match &eviction["deleteOptions"] {
         Value::Null => decode_delete_options(None, b"")?,
         v => v.clone(),

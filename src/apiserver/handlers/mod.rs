@@ -72,7 +72,9 @@ pub async fn resource(
         (Verb::Update | Verb::Patch, Some(Subresource::Scale)) => {
             subresources::write_scale(state, &rr, &query, req, user).await
         }
-        (Verb::Create, Some(Subresource::Binding)) => subresources::bind(state, &rr, req).await,
+        (Verb::Create, Some(Subresource::Binding)) => {
+            subresources::bind(state, &rr, &query, req, user).await
+        }
         (Verb::Create, Some(Subresource::Eviction)) => {
             eviction::evict(state, &rr, &query, req, user).await
         }

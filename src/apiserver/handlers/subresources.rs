@@ -15,6 +15,7 @@ use super::write::read_body;
 use crate::api::patch::{self, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
 use crate::api::selector::LabelSelector;
+use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::RequestBody;
 use http::{Request, Response};
 use serde_json::{json, Value};
@@ -183,16 +184,57 @@ pub async fn write_scale(
     ))
 }
 
-/// `POST pods/<name>/binding`: the scheduler's way to set spec.nodeName, once.
+/// Both admission phases for `obj`, the body of a create of `<resource>/<subresource>` whose
+/// object is a kind of its own (a Binding, an Eviction, a TokenRequest), as upstream's create
+/// handler runs them: before anything stored is looked at. `obj` ends as admitted.
+pub(super) async fn admit_subresource_create(
+    state: &Arc<ApiState>,
+    rr: &ResourceRequest,
+    subresource: &str,
+    user: &UserInfo,
+    dry_run: bool,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    let name = rr.name.as_deref().unwrap_or_default();
+    let attrs = Attributes::new(
+        Operation::Create,
+        &rr.rt,
+        Some(subresource),
+        rr.namespace.as_deref(),
+        name,
+        user,
+        dry_run,
+    );
+    state
+        .admission
+        .admit_request_object(state, &attrs, obj)
+        .await
+}
+
+/// `POST pods/<name>/binding`: the scheduler's way to set spec.nodeName, once. As upstream's
+/// binding storage: the Binding is admitted as a create of `pods/binding` (NamespaceLifecycle
+/// refuses it in a terminating namespace, webhooks for bindings see it), its uid, if set,
+/// must be the pod's, and its annotations are copied onto the pod.
 pub async fn bind(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
+    q: &Query,
     req: Request<RequestBody>,
+    user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let rt = rr.rt.clone();
     let name = rr.name.clone().unwrap_or_default();
     let raw = read_body(req).await?;
-    let binding = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    let mut binding = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
+    if binding["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty() && n != name)
+    {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Binding object",
+        ));
+    }
+    admit_subresource_create(state, rr, "binding", user, q.dry_run, &mut binding).await?;
     let node = binding["target"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -204,11 +246,26 @@ pub async fn bind(
             format!("Binding \"{name}\" is invalid: target.name: Required value"),
         ));
     }
-    write(state, &rt, rr.namespace.as_deref(), &name, false, {
+    let uid = binding["metadata"]["uid"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    let annotations = binding["metadata"]["annotations"].take();
+    write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
         let rt = rt.clone();
         let name = name.clone();
         move |cur| {
             let mut pod = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
+            if let Some(want) = &uid {
+                let have = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                if have != want {
+                    return Err(ApiError::conflict_because(
+                        &rt,
+                        &name,
+                        &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+                    ));
+                }
+            }
             if !pod["metadata"]["deletionTimestamp"].is_null() {
                 return Err(ApiError::conflict_because(&rt, &name, "pod is being deleted, cannot be assigned to a host"));
             }
@@ -218,6 +275,15 @@ pub async fn bind(
                     &name,
                     &format!("pod {name} is already assigned to node \"{existing}\""),
                 ));
+            }
+            if let Some(extra) = annotations.as_object().filter(|a| !a.is_empty()) {
+                let meta = &mut pod["metadata"];
+                if !meta["annotations"].is_object() {
+                    meta["annotations"] = json!({});
+                }
+                for (k, v) in extra {
+                    meta["annotations"][k] = v.clone();
+                }
             }
             pod["spec"]["nodeName"] = json!(node);
             let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});

@@ -6,8 +6,8 @@
 //! Invariant: a token is issued only for a service account and bound object that exist
 //! (with the UIDs the request names, if any), for 10 minutes to 2^32 seconds.
 
+use super::subresources::admit_subresource_create;
 use super::write::read_body;
-use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::authn::service_account::{self, Bound, ObjRef, TokenSpec};
 use crate::apiserver::authn::{get_object, IDENTITY};
 use crate::apiserver::body::decode_object;
@@ -104,19 +104,7 @@ pub async fn create(
     }
     // Admission sees the TokenRequest as a create of `serviceaccounts/token` (NodeRestriction
     // limits what a kubelet may ask for).
-    let attrs = Attributes::new(
-        Operation::Create,
-        &rr.rt,
-        Some("token"),
-        Some(ns),
-        name,
-        user,
-        false,
-    );
-    state
-        .admission
-        .admit_request_object(state, &attrs, &mut tr)
-        .await?;
+    admit_subresource_create(state, rr, "token", user, false, &mut tr).await?;
     let sa = get_object(state, "serviceaccounts", Some(ns), name, IDENTITY)
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
