@@ -566,6 +566,21 @@ async fn a_binding_is_admitted_checked_against_the_pods_uid_and_carries_its_anno
     );
     assert_eq!(pods.get("a").await.unwrap().spec.unwrap().node_name, None);
 
+    // A dry run is admitted and checked, and binds nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    pods.create_subresource::<Value, Value>(
+        "binding",
+        "a",
+        &dry,
+        &json!({"metadata": {"name": "a"}, "target": target}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pods.get("a").await.unwrap().spec.unwrap().node_name, None);
+
     let uid = pods.get("a").await.unwrap().metadata.uid.unwrap();
     bind(
         "a",
