@@ -11,9 +11,11 @@
 //! - Status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas`,
 //!   `terminatingReplicas`, `observedGeneration`, the `ReplicaFailure` condition) is written
 //!   only when it changed.
-//! - Changes that can only move status counts (a pod it has, changed in place; the object
-//!   itself with its spec already observed, most often its own status write) are synced
-//!   once per [`STATUS_BATCH_PERIOD`]; arrivals, departures and spec changes at once.
+//! - Changes that can only move status counts (a pod it has, changed in place; a pod's
+//!   arrival or departure while the expectations still wait for more; the object itself
+//!   with its spec already observed, most often its own status write) are synced once per
+//!   [`STATUS_BATCH_PERIOD`]; the arrival or departure that meets the expectations, an
+//!   unexpected one, and spec changes at once.
 //!
 //! [`BURST_REPLICAS`]: super::controller_utils::BURST_REPLICAS
 
@@ -211,14 +213,22 @@ impl<K: Replicated> Feeder<K> {
             }
         }
         match key {
-            // A pod it already had, changed in place (bound, started, ready): only the
-            // status counts can move, so the syncs such changes need are batched. Arrivals,
-            // departures and changes of controller are synced at once: the expectations and
-            // the next slow-start batch wait for them.
-            Some(k) if !deleted && pod.metadata.deletion_timestamp.is_none() && same_controller => {
-                self.queue.add_batched(k, STATUS_BATCH_PERIOD)
+            Some(k) => {
+                // A pod it already had, changed in place (bound, started, ready): only the
+                // status counts can move. An arrival or departure while the expectations
+                // still wait for more of them: the sync could only count too (it creates
+                // and deletes nothing until they are met). Such syncs are batched. The
+                // arrival or departure that meets the expectations, a change of
+                // controller, and one nobody expected are synced at once: the next
+                // slow-start batch or a replacement waits for them.
+                let in_place =
+                    !deleted && pod.metadata.deletion_timestamp.is_none() && same_controller;
+                if in_place || !self.expectations.satisfied(&k) {
+                    self.queue.add_batched(k, STATUS_BATCH_PERIOD);
+                } else {
+                    self.queue.add(k);
+                }
             }
-            Some(k) => self.queue.add(k),
             None if controller_ref(&pod.metadata).is_none() => {
                 // An orphan: every object that could adopt it looks.
                 let ns = pod.metadata.namespace.as_deref();
