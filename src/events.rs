@@ -265,7 +265,7 @@ pub async fn send_unread(
 
 /// `/api/v1/namespaces/<ns>/events`.
 fn events_of(namespace: &str) -> kube::core::Request {
-    kube::core::Request::new(format!("/api/v1/namespaces/{namespace}/events"))
+    kube::core::Request::new(<Event as kube::Resource>::url_path(&(), Some(namespace)))
 }
 
 async fn writer(client: kube::Client, source: Source, mut rx: mpsc::UnboundedReceiver<Recorded>) {

@@ -119,13 +119,14 @@ impl PodApi for kube::Client {
                 "status": status,
             });
             // The patched pod that comes back is not read (see `send_unread`).
-            let request = kube::core::Request::new(format!("/api/v1/namespaces/{ns}/pods"))
-                .patch_subresource(
-                    "status",
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                );
+            let request =
+                kube::core::Request::new(<Pod as kube::Resource>::url_path(&(), Some(&ns)))
+                    .patch_subresource(
+                        "status",
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    );
             crate::events::send_unread(self, request)
                 .await
                 .map_err(|e| e.to_string())

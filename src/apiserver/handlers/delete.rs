@@ -166,6 +166,33 @@ async fn pod_node_is_gone(
     }
 }
 
+/// Upstream's storage preconditions: a write pinned to a uid or resourceVersion conflicts
+/// (409) with an object that has another.
+pub(super) fn check_preconditions(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    uid: Option<&str>,
+    resource_version: Option<&str>,
+) -> Result<(), ApiError> {
+    let m = &obj["metadata"];
+    for (field, want, key) in [
+        ("UID", uid, "uid"),
+        ("ResourceVersion", resource_version, "resourceVersion"),
+    ] {
+        let Some(want) = want else { continue };
+        let have = m[key].as_str().unwrap_or_default();
+        if want != have {
+            return Err(ApiError::conflict_because(
+                rt,
+                name,
+                &format!("Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn decide(
     rt: &ResourceType,
     name: &str,
@@ -176,29 +203,14 @@ fn decide(
     let Some(mut obj) = cur else {
         return Err(ApiError::not_found(rt, name));
     };
+    check_preconditions(
+        rt,
+        name,
+        &obj,
+        opts.precondition_uid.as_deref(),
+        opts.precondition_rv.as_deref(),
+    )?;
     let m = &obj["metadata"];
-    if let Some(uid) = &opts.precondition_uid {
-        let have = m["uid"].as_str().unwrap_or_default();
-        if uid != have {
-            return Err(ApiError::conflict_because(
-                rt,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
-                ),
-            ));
-        }
-    }
-    if let Some(rv) = &opts.precondition_rv {
-        let have = m["resourceVersion"].as_str().unwrap_or_default();
-        if rv != have {
-            return Err(ApiError::conflict_because(
-                rt,
-                name,
-                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"),
-            ));
-        }
-    }
     let rules = rt.strategy.delete;
     let has_finalizers = m["finalizers"].as_array().is_some_and(|a| !a.is_empty());
     let already_deleting = !m["deletionTimestamp"].is_null();

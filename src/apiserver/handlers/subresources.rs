@@ -11,6 +11,7 @@ use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
 use super::super::status::ApiError;
 use super::super::ApiState;
+use super::delete::check_preconditions;
 use super::write::read_body;
 use crate::api::patch::{self, PatchType};
 use crate::api::registry::{ResourceType, Subresource};
@@ -246,26 +247,20 @@ pub async fn bind(
             format!("Binding \"{name}\" is invalid: target.name: Required value"),
         ));
     }
-    let uid = binding["metadata"]["uid"]
-        .as_str()
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned);
+    let pinned = |field: &str| {
+        binding["metadata"][field]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (uid, resource_version) = (pinned("uid"), pinned("resourceVersion"));
     let annotations = binding["metadata"]["annotations"].take();
     write(state, &rt, rr.namespace.as_deref(), &name, q.dry_run, {
         let rt = rt.clone();
         let name = name.clone();
         move |cur| {
             let mut pod = cur.ok_or_else(|| ApiError::not_found(&rt, &name))?;
-            if let Some(want) = &uid {
-                let have = pod["metadata"]["uid"].as_str().unwrap_or_default();
-                if have != want {
-                    return Err(ApiError::conflict_because(
-                        &rt,
-                        &name,
-                        &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
-                    ));
-                }
-            }
+            check_preconditions(&rt, &name, &pod, uid.as_deref(), resource_version.as_deref())?;
             if !pod["metadata"]["deletionTimestamp"].is_null() {
                 return Err(ApiError::conflict_because(&rt, &name, "pod is being deleted, cannot be assigned to a host"));
             }
