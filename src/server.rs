@@ -237,6 +237,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         "apiserver",
         apiserver::serve(state.clone(), listener, tls, shutdown.clone()),
     );
+    if !args.event_ttl.is_zero() {
+        components.spawn(
+            "event-ttl",
+            apiserver::event_ttl::run(state.clone(), args.event_ttl, shutdown.clone()),
+        );
+    }
     let controller_client = state.client(UserInfo::new(
         apiserver::CONTROLLER_MANAGER_USER,
         &[apiserver::AUTHENTICATED_GROUP],

@@ -541,4 +541,29 @@ fn a_webhook_for_pod_bindings_sees_the_binding_and_can_refuse_it() {
         pod["metadata"]["annotations"]["example.com/bound-by"],
         "test"
     );
+
+    // The older top-level `bindings` resource binds the pod its Binding names (before this
+    // was routed, it stored the Binding and left the pod pending).
+    server.kubectl_ok(&[
+        "run",
+        "legacy",
+        "--image=busybox:1.36",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let legacy = server.write_file(
+        "legacy-binding.json",
+        r#"{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "legacy"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "n2"}}"#,
+    );
+    let legacy = legacy.to_string_lossy();
+    let bindings = "/api/v1/namespaces/default/bindings";
+    server.kubectl_ok(&["create", "--raw", bindings, "-f", &legacy]);
+    let node = server.kubectl_ok(&["get", "pod", "legacy", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(node.trim(), "n2");
+    let run = server
+        .kubectl(&["create", "--raw", bindings, "-f", &legacy])
+        .fails();
+    assert!(run.stderr.contains("already assigned to node"), "{run}");
 }

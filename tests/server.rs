@@ -436,3 +436,72 @@ req='GET /readyz HTTP/1.1\r\nHost: skiff\r\n\r\n'
     let answers = text.matches("HTTP/1.1 200 OK").count();
     assert_eq!(answers, 2, "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Events expire `--event-ttl` after their last write, as upstream's etcd lease on each event
+/// makes them: both Event APIs, an event written again lives on, and an event stored before
+/// a restart expires after it, dated by its own timestamps.
+#[test]
+fn events_expire_their_ttl_after_their_last_write_and_across_a_restart() {
+    let mut server = TestServer::start_with(&["--event-ttl", "6s"]);
+    let core_event = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Event\nmetadata:\n  name: {name}\n  namespace: default\n\
+             involvedObject:\n  kind: ConfigMap\n  name: subject\n  namespace: default\n\
+             reason: Testing\nmessage: {name}\ntype: Normal\n"
+        )
+    };
+    server.apply("old.yaml", &core_event("old"));
+    server.apply("renewed.yaml", &core_event("renewed"));
+    server.apply(
+        "new-api.yaml",
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: new-api\n  namespace: default\n\
+         eventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: example.com/test\n\
+         reportingInstance: test-1\naction: Testing\nreason: Testing\ntype: Normal\n\
+         regarding:\n  kind: ConfigMap\n  name: subject\n  namespace: default\nnote: new api\n",
+    );
+    let exists =
+        |server: &TestServer, path: &str| server.kubectl(&["get", "--raw", path]).success();
+    let old = "/api/v1/namespaces/default/events/old";
+    let renewed = "/api/v1/namespaces/default/events/renewed";
+    let new_api = "/apis/events.k8s.io/v1/namespaces/default/events/new-api";
+    let created = std::time::Instant::now();
+
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        exists(&server, old) && exists(&server, new_api),
+        "expired before their time"
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "event",
+        "renewed",
+        "--type=merge",
+        "-p",
+        r#"{"count": 2}"#,
+    ]);
+
+    server.wait_until("the untouched event expires", 20, || !exists(&server, old));
+    let expired_after = created.elapsed();
+    assert!(
+        expired_after >= std::time::Duration::from_secs(5),
+        "expired after {expired_after:?}"
+    );
+    assert!(
+        exists(&server, renewed),
+        "the event written 3 s later expired with the first"
+    );
+    server.wait_until("the events.k8s.io event expires", 10, || {
+        !exists(&server, new_api)
+    });
+    server.wait_until("the renewed event expires", 20, || {
+        !exists(&server, renewed)
+    });
+
+    // An event the restarted server did not see written: dated by its timestamps.
+    server.apply("across.yaml", &core_event("across"));
+    server.restart();
+    let across = "/api/v1/namespaces/default/events/across";
+    server.wait_until("the event stored before the restart expires", 20, || {
+        !exists(&server, across)
+    });
+}

@@ -10,6 +10,7 @@ pub mod authn;
 mod body;
 mod crd;
 mod discovery;
+pub mod event_ttl;
 mod handlers;
 mod html_links;
 mod impersonation;

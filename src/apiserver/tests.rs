@@ -520,7 +520,7 @@ async fn a_binding_is_admitted_checked_against_the_pods_uid_and_carries_its_anno
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "bind");
-    for name in ["a", "b"] {
+    for name in ["a", "b", "c"] {
         let pod = json!({"metadata": {"name": name},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
         pods.create(
@@ -597,6 +597,41 @@ async fn a_binding_is_admitted_checked_against_the_pods_uid_and_carries_its_anno
         Some(&"test".to_string())
     );
 
+    // The older top-level form binds the pod its Binding names, through the same checks.
+    let legacy = |body: Value| {
+        let srv = &srv;
+        async move {
+            let body = body.to_string();
+            raw(srv, "POST", "/api/v1/namespaces/bind/bindings", &body).await
+        }
+    };
+    let (code, body) = legacy(json!({"target": target})).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) =
+        legacy(json!({"metadata": {"name": "c", "namespace": "other"}, "target": target})).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = legacy(json!({"metadata": {"name": "c"}, "target": {"name": "n2"}})).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        pods.get("c")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("n2")
+    );
+    let (code, body) = legacy(json!({"metadata": {"name": "c"}, "target": target})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already assigned to node \"n2\""),
+        "{body}"
+    );
+
     // Deleted, the namespace waits for its controller (none runs here): terminating.
     namespaces
         .delete("bind", &DeleteParams::default())
@@ -606,5 +641,7 @@ async fn a_binding_is_admitted_checked_against_the_pods_uid_and_carries_its_anno
         status(bind("b", json!({"metadata": {"name": "b"}, "target": target})).await);
     assert_eq!(code, 403);
     assert!(message.contains("is being terminated"), "{message}");
+    let (code, body) = legacy(json!({"metadata": {"name": "b"}, "target": target})).await;
+    assert_eq!(code, 403, "{body}");
     assert_eq!(pods.get("b").await.unwrap().spec.unwrap().node_name, None);
 }

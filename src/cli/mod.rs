@@ -22,6 +22,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start and moved into its command: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the control plane (API server, scheduler, controllers) and a node agent.
@@ -81,6 +83,9 @@ pub struct ServerArgs {
     /// Revisions of event history kept by compaction (watch resume window).
     #[arg(long, default_value_t = 10_000, hide = true)]
     pub store_compaction_keep: u64,
+    /// How long an event is kept after its last write (0 keeps events forever).
+    #[arg(long, default_value = "1h", value_parser = token::parse_duration)]
+    pub event_ttl: std::time::Duration,
     /// Silence after which a node's conditions become Unknown and it is tainted unreachable.
     #[arg(long, default_value = "40s", value_parser = token::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,

@@ -109,7 +109,7 @@ pub async fn evict(
     // Admission sees the Eviction as a create of `pods/eviction`, before any budget is looked
     // at, as upstream runs it: NodeRestriction lets a kubelet evict only its own pods, and
     // webhooks registered for evictions see (and may change) them.
-    admit_subresource_create(state, rr, "eviction", user, q.dry_run, &mut eviction).await?;
+    admit_subresource_create(state, rr, Some("eviction"), user, q.dry_run, &mut eviction).await?;
     let options_body = match &eviction["deleteOptions"] {
         Value::Null => decode_delete_options(None, b"")?,
         v => v.clone(),

@@ -81,6 +81,10 @@ pub async fn resource(
         (Verb::Create, Some(Subresource::Token)) => {
             token_request::create(state, &rr, req, user).await
         }
+        // The older form of pods/binding, still served upstream: it binds, stores nothing.
+        (Verb::Create, None) if rr.rt.group.is_empty() && rr.rt.plural == "bindings" => {
+            subresources::bind(state, &rr, &query, req, user).await
+        }
         (Verb::Create, None) => write::create(state, &rr, &query, req, manager, user).await,
         (Verb::Update, sub)
             if sub.is_none_or(|s| s.is_object_view() || s == Subresource::Finalize) =>

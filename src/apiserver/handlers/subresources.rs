@@ -191,7 +191,7 @@ pub async fn write_scale(
 pub(super) async fn admit_subresource_create(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
-    subresource: &str,
+    subresource: Option<&str>,
     user: &UserInfo,
     dry_run: bool,
     obj: &mut Value,
@@ -200,7 +200,7 @@ pub(super) async fn admit_subresource_create(
     let attrs = Attributes::new(
         Operation::Create,
         &rr.rt,
-        Some(subresource),
+        subresource,
         rr.namespace.as_deref(),
         name,
         user,
@@ -212,10 +212,12 @@ pub(super) async fn admit_subresource_create(
         .await
 }
 
-/// `POST pods/<name>/binding`: the scheduler's way to set spec.nodeName, once. As upstream's
-/// binding storage: the Binding is admitted as a create of `pods/binding` (NamespaceLifecycle
-/// refuses it in a terminating namespace, webhooks for bindings see it), its uid, if set,
-/// must be the pod's, and its annotations are copied onto the pod.
+/// `POST pods/<name>/binding`, and its older form `POST namespaces/<ns>/bindings` naming the
+/// pod in the Binding's `metadata.name`: the scheduler's way to set spec.nodeName, once. As
+/// upstream's binding storage: the Binding is admitted as a create of `pods/binding` (or of
+/// `bindings`; NamespaceLifecycle refuses it in a terminating namespace, webhooks for
+/// bindings see it), its uid, if set, must be the pod's, and its annotations are copied onto
+/// the pod.
 pub async fn bind(
     state: &Arc<ApiState>,
     rr: &ResourceRequest,
@@ -223,19 +225,49 @@ pub async fn bind(
     req: Request<RequestBody>,
     user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
-    let rt = rr.rt.clone();
-    let name = rr.name.clone().unwrap_or_default();
     let raw = read_body(req).await?;
     let mut binding = decode_object(raw.content_type.as_deref(), &raw.bytes)?;
-    if binding["metadata"]["name"]
+    let named = binding["metadata"]["name"]
         .as_str()
-        .is_some_and(|n| !n.is_empty() && n != name)
-    {
-        return Err(ApiError::bad_request(
-            "name in URL does not match name in Binding object",
-        ));
-    }
-    admit_subresource_create(state, rr, "binding", user, q.dry_run, &mut binding).await?;
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let (rt, name) = if rr.subresource.is_none() {
+        // The top-level `bindings` resource: the pod is the one the Binding names.
+        let Some(name) = named else {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "Binding.core \"\" is invalid: metadata.name: Required value: name or generateName is required".to_owned(),
+            ));
+        };
+        if binding["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|ns| !ns.is_empty() && Some(ns) != rr.namespace.as_deref())
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let pods = state
+            .registry
+            .lookup("", "v1", "pods")
+            .ok_or_else(|| ApiError::internal("the pods resource is not registered"))?;
+        let named_rr = ResourceRequest {
+            name: Some(name.clone()),
+            ..rr.clone()
+        };
+        admit_subresource_create(state, &named_rr, None, user, q.dry_run, &mut binding).await?;
+        (pods, name)
+    } else {
+        let name = rr.name.clone().unwrap_or_default();
+        if named.is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Binding object",
+            ));
+        }
+        admit_subresource_create(state, rr, Some("binding"), user, q.dry_run, &mut binding).await?;
+        (rr.rt.clone(), name)
+    };
     let node = binding["target"]["name"]
         .as_str()
         .unwrap_or_default()

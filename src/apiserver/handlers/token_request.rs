@@ -104,7 +104,7 @@ pub async fn create(
     }
     // Admission sees the TokenRequest as a create of `serviceaccounts/token` (NodeRestriction
     // limits what a kubelet may ask for).
-    admit_subresource_create(state, rr, "token", user, false, &mut tr).await?;
+    admit_subresource_create(state, rr, Some("token"), user, false, &mut tr).await?;
     let sa = get_object(state, "serviceaccounts", Some(ns), name, IDENTITY)
         .await
         .ok_or_else(|| not_found("serviceaccounts", name))?;
