@@ -440,3 +440,95 @@ fn field_selectors_on_custom_resources_use_the_crds_selectable_fields() {
         "{run}"
     );
 }
+
+/// core/v1 and events.k8s.io/v1 Events are one resource, as upstream stores them: an event
+/// written through either API is read, selected, described, updated and deleted through the
+/// other in its own shape.
+#[test]
+fn events_of_either_api_are_one_set_seen_through_both() {
+    let server = TestServer::start();
+    let raw = |path: &str| json(&server.kubectl_ok(&["get", "--raw", path]));
+    server.kubectl_ok(&["create", "configmap", "subject"]);
+    let uid = server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "subject",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    server.apply(
+        "new-api.yaml",
+        &format!(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: new-api\n  namespace: default\n\
+             eventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: example.com/test\n\
+             reportingInstance: test-1\naction: Testing\nreason: NewApiReason\ntype: Normal\n\
+             regarding:\n  apiVersion: v1\n  kind: ConfigMap\n  name: subject\n  namespace: default\n  uid: {uid}\n\
+             note: written through events.k8s.io\n"
+        ),
+    );
+    server.apply(
+        "core.yaml",
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: core-api\n  namespace: default\n\
+         involvedObject:\n  kind: ConfigMap\n  name: other\n  namespace: default\n\
+         reason: CoreReason\nmessage: written through v1\ntype: Warning\ncount: 3\n",
+    );
+
+    // The events.k8s.io event in core's shape, found by core's field selectors.
+    let core = raw("/api/v1/namespaces/default/events/new-api");
+    assert_eq!(core["apiVersion"], "v1", "{core}");
+    assert_eq!(core["message"], "written through events.k8s.io", "{core}");
+    assert_eq!(core["involvedObject"]["name"], "subject", "{core}");
+    assert_eq!(core["reportingComponent"], "example.com/test", "{core}");
+    let selected = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=subject",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(selected.trim(), "event/new-api");
+    let described = server.kubectl_ok(&["describe", "configmap", "subject"]);
+    assert!(
+        described.contains("NewApiReason") && described.contains("written through events.k8s.io"),
+        "{described}"
+    );
+
+    // The core event in events.k8s.io's shape, and selected by its field selectors.
+    let new = raw("/apis/events.k8s.io/v1/namespaces/default/events/core-api");
+    assert_eq!(new["apiVersion"], "events.k8s.io/v1", "{new}");
+    assert_eq!(new["note"], "written through v1", "{new}");
+    assert_eq!(new["regarding"]["name"], "other", "{new}");
+    assert_eq!(new["deprecatedCount"], 3, "{new}");
+    let list = raw(
+        "/apis/events.k8s.io/v1/namespaces/default/events?fieldSelector=regarding.name%3Dother",
+    );
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["core-api"], "{list}");
+
+    // Written through one API, seen through the other; deleted likewise.
+    server.kubectl_ok(&[
+        "patch",
+        "events.v1.events.k8s.io",
+        "core-api",
+        "--type=merge",
+        "-p",
+        r#"{"note": "changed through events.k8s.io"}"#,
+    ]);
+    let core = raw("/api/v1/namespaces/default/events/core-api");
+    assert_eq!(core["message"], "changed through events.k8s.io", "{core}");
+    assert_eq!(core["count"], 3, "{core}");
+    server.kubectl_ok(&["delete", "event", "new-api"]);
+    server
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/events.k8s.io/v1/namespaces/default/events/new-api",
+        ])
+        .fails();
+}

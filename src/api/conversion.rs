@@ -1,9 +1,10 @@
 //! Conversion between the served versions of a built-in kind whose versions differ in
 //! shape: HorizontalPodAutoscaler `autoscaling/v1` ⇄ `autoscaling/v2` (upstream
-//! `pkg/apis/autoscaling/v1/conversion.go`). Objects are stored in the version they were
-//! written in; every read, list, watch event and the current object of every write is
-//! brought to the requested version here, so a v1 client and a v2 client each see (and
-//! write back) a complete object.
+//! `pkg/apis/autoscaling/v1/conversion.go`), and Event `v1` ⇄ `events.k8s.io/v1`, one
+//! resource in two groups (upstream `pkg/apis/events/v1/conversion.go`). Objects are
+//! stored in the version they were written in; every read, list, watch event and the
+//! current object of every write is brought to the requested version here, so a client of
+//! either version sees (and writes back) a complete object.
 //!
 //! Invariant: v2 → v1 → v2 keeps everything: what v1 has no field for (metrics other than
 //! the CPU utilization target, behavior, conditions, current metrics) rides in v1's
@@ -26,10 +27,44 @@ pub fn to_version(obj: &mut Value, api_version: &str) {
         match (from, api_version) {
             ("autoscaling/v1", "autoscaling/v2") => hpa_v1_to_v2(obj),
             ("autoscaling/v2", "autoscaling/v1") => hpa_v2_to_v1(obj),
+            ("v1", "events.k8s.io/v1") => rename_event_fields(obj, true),
+            ("events.k8s.io/v1", "v1") => rename_event_fields(obj, false),
             _ => {}
         }
     }
     obj["apiVersion"] = json!(api_version);
+}
+
+/// The fields a core/v1 Event and an events.k8s.io/v1 Event name differently (upstream's
+/// `pkg/apis/events/v1` conversion); the rest are the same in both.
+const EVENT_RENAMES: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+/// core/v1 → events.k8s.io/v1 (`to_events`) or back. Unset values (null, "") are left out,
+/// as the target version's empty fields are omitted.
+fn rename_event_fields(obj: &mut Value, to_events: bool) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    for (core, events) in EVENT_RENAMES {
+        let (from, to) = if to_events {
+            (core, events)
+        } else {
+            (events, core)
+        };
+        if let Some(v) = map.remove(*from) {
+            if !(v.is_null() || v == "") {
+                map.insert((*to).to_owned(), v);
+            }
+        }
+    }
 }
 
 /// The v1 field of a metric source and the path of the same value in v2.
@@ -153,7 +188,7 @@ fn metric_to_v2(m: &Value, spec: bool) -> Value {
 
 /// Whether `obj`'s kind differs in shape between its versions (and so is converted).
 pub fn has_shapes_per_version(obj: &Value) -> bool {
-    obj["kind"] == "HorizontalPodAutoscaler"
+    obj["kind"] == "HorizontalPodAutoscaler" || obj["kind"] == "Event"
 }
 
 fn is_cpu_utilization(metric: &Value) -> bool {
@@ -308,6 +343,41 @@ fn hpa_v1_to_v2(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_converts_between_its_two_groups_and_back() {
+        let core = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Started", "message": "Started container c", "type": "Normal",
+            "source": {"component": "kubelet", "host": "n1"},
+            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:01:00Z",
+            "count": 2, "eventTime": null, "reportingComponent": "", "reportingInstance": "n1",
+        });
+        let mut v = core.clone();
+        to_version(&mut v, "events.k8s.io/v1");
+        assert_eq!(
+            v,
+            json!({
+                "apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "e", "namespace": "default"},
+                "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+                "reason": "Started", "note": "Started container c", "type": "Normal",
+                "deprecatedSource": {"component": "kubelet", "host": "n1"},
+                "deprecatedFirstTimestamp": "2026-01-01T00:00:00Z",
+                "deprecatedLastTimestamp": "2026-01-01T00:01:00Z",
+                "deprecatedCount": 2, "eventTime": null, "reportingInstance": "n1",
+            })
+        );
+        to_version(&mut v, "v1");
+        let mut expected = core;
+        expected
+            .as_object_mut()
+            .unwrap()
+            .remove("reportingComponent");
+        assert_eq!(v, expected);
+    }
 
     fn v2() -> Value {
         json!({

@@ -246,12 +246,18 @@ impl ResourceType {
 
     /// Storage key prefix shared by all versions: `apps/deployments/`.
     pub fn storage_prefix(&self) -> String {
-        let group = if self.group.is_empty() {
+        let group = if self.group.is_empty() || self.stored_with_core() {
             "core"
         } else {
             &self.group
         };
         format!("{group}/{}/", self.plural)
+    }
+
+    /// events.k8s.io Events are the core Events seen in another shape, as upstream serves
+    /// them from one storage: stored under the core prefix, in whichever version wrote them.
+    pub fn stored_with_core(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
     }
 
     /// Key prefix of one namespace's objects (or all objects of a cluster-scoped type).
@@ -399,7 +405,13 @@ impl Registry {
     /// carry another version's apiVersion).
     pub fn version_count(&self, group: &str, plural: &str) -> usize {
         let same = |r: &&Arc<ResourceType>| r.group == group && r.plural == plural;
-        self.builtin.iter().filter(same).count() + self.custom.read().iter().filter(same).count()
+        let served = self.builtin.iter().filter(same).count()
+            + self.custom.read().iter().filter(same).count();
+        // Core and events.k8s.io Events share their objects (ResourceType::stored_with_core).
+        match (group, plural) {
+            ("" | "events.k8s.io", "events") => served + 1,
+            _ => served,
+        }
     }
 
     /// Whether some version of this group is served.

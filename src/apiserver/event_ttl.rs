@@ -3,10 +3,10 @@
 //! Without it a long-lived cluster keeps every event it ever recorded, and `kubectl get
 //! events` lists them all.
 //!
-//! One task per stored Event type (core/v1 and events.k8s.io/v1 are stored apart here)
-//! follows the store's writes of that type and keeps, in write order, when each key expires
-//! and at which revision it was written. A key rewritten since has a later entry, so an
-//! expiring entry whose revision is no longer the key's current one is dropped unread.
+//! One task follows the store's writes of Events (both APIs' Events are stored together)
+//! and keeps, in write order, when each key expires and at which revision it was written.
+//! A key rewritten since has a later entry, so an expiring entry whose revision is no
+//! longer the key's current one is dropped unread.
 //! Events already stored when the task starts (a restart, a watch that fell behind
 //! compaction) are dated by their own newest timestamp, the nearest thing to their last
 //! write the object holds.
@@ -28,22 +28,31 @@ use crate::api::registry::ResourceType;
 use crate::api::table::duration::parse_time;
 use crate::store::{EventKind, StoreError};
 
-/// Runs until `stop`: expires the events of every stored Event type after `ttl`.
+/// Runs until `stop`: expires every stored event after `ttl`.
 pub async fn run(
     state: Arc<ApiState>,
     ttl: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let types: Vec<Arc<ResourceType>> = [("", "v1"), ("events.k8s.io", "v1")]
-        .into_iter()
-        .filter_map(|(group, version)| state.registry.lookup(group, version, "events"))
-        .collect();
-    let tasks = types.into_iter().map(|rt| {
-        let state = state.clone();
-        let stop = stop.clone();
-        async move { expire_type(&state, &rt, ttl, &stop).await }
-    });
-    futures::future::try_join_all(tasks).await?;
+    // events.k8s.io Events are stored with the core ones (ResourceType::stored_with_core).
+    let rt = state
+        .registry
+        .lookup("", "v1", "events")
+        .ok_or_else(|| anyhow::anyhow!("the events resource is not registered"))?;
+    remove_unserved(&state).await?;
+    expire_type(&state, &rt, ttl, &stop).await
+}
+
+/// Where events.k8s.io Events were stored before they were stored with the core ones.
+const UNSERVED_PREFIX: &str = "events.k8s.io/events/";
+
+/// Removes the events.k8s.io Events a data directory from before still holds apart: nothing
+/// serves or expires them any more.
+async fn remove_unserved(state: &ApiState) -> Result<(), StoreError> {
+    let (records, _) = state.store.list(UNSERVED_PREFIX).await?;
+    for r in records {
+        state.store.delete(&r.key, r.value).await?;
+    }
     Ok(())
 }
 
@@ -217,5 +226,28 @@ mod tests {
             Some("2026-01-01T11:00:00+00:00".to_owned())
         );
         assert_eq!(last_written(&json!({"metadata": {}})), None);
+    }
+
+    #[tokio::test]
+    async fn events_k8s_io_events_stored_apart_by_an_older_version_are_removed() {
+        let srv = crate::apiserver::testing::TestServer::start().await;
+        let store = &srv.state.store;
+        let old = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default"}});
+        store
+            .put("events.k8s.io/events/default/e", old.to_string().into())
+            .await
+            .unwrap();
+        store
+            .put("core/events/default/kept", old.to_string().into())
+            .await
+            .unwrap();
+        remove_unserved(&srv.state).await.unwrap();
+        assert!(store.list(UNSERVED_PREFIX).await.unwrap().0.is_empty());
+        assert!(store
+            .get("core/events/default/kept")
+            .await
+            .unwrap()
+            .is_some());
     }
 }

@@ -197,6 +197,17 @@ fn scalar(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// A field of an Event's object reference, in either Event shape (`involvedObject` or
+/// `regarding`).
+fn referenced(event: &Value, field: &str) -> Option<String> {
+    scalar(
+        event
+            .get("involvedObject")
+            .or_else(|| event.get("regarding"))
+            .and_then(|r| r.get(field)),
+    )
+}
+
 fn bool_or_false(v: Option<&Value>) -> Option<String> {
     Some(v.and_then(Value::as_bool).unwrap_or(false).to_string())
 }
@@ -229,17 +240,22 @@ pub fn field_value(
         ("", "nodes", "spec.unschedulable") => bool_or_false(lookup(obj, label)),
         ("", "replicationcontrollers", "status.replicas") => count_or_zero(lookup(obj, label)),
         ("batch", "jobs", "status.successful") => count_or_zero(obj.pointer("/status/succeeded")),
+        // core and events.k8s.io Events share their objects, each stored in the shape that
+        // wrote it: either shape answers either group's labels.
         ("", "events", "source") => scalar(obj.pointer("/source/component"))
+            .or_else(|| scalar(obj.pointer("/deprecatedSource/component")))
             .filter(|s| !s.is_empty())
-            .or_else(|| scalar(obj.get("reportingComponent"))),
-        // events.k8s.io and core Events are one resource upstream; accept either shape.
+            .or_else(|| scalar(obj.get("reportingComponent")))
+            .or_else(|| scalar(obj.get("reportingController"))),
+        ("", "events", l) if l.starts_with("involvedObject.") => {
+            referenced(obj, &l["involvedObject.".len()..])
+        }
+        ("", "events", "reportingComponent") => scalar(
+            obj.get("reportingComponent")
+                .or_else(|| obj.get("reportingController")),
+        ),
         ("events.k8s.io", "events", l) if l.starts_with("regarding.") => {
-            let rest = &l["regarding.".len()..];
-            scalar(
-                obj.get("regarding")
-                    .and_then(|r| r.get(rest))
-                    .or_else(|| obj.get("involvedObject").and_then(|r| r.get(rest))),
-            )
+            referenced(obj, &l["regarding.".len()..])
         }
         ("events.k8s.io", "events", "reportingController") => scalar(
             obj.get("reportingController")
@@ -328,6 +344,23 @@ mod tests {
         assert_eq!(
             field_value("events.k8s.io", "events", &ev2, "regarding.name"),
             Ok(Some("p".into()))
+        );
+        // One storage for both groups: each group's labels read the other shape too.
+        assert_eq!(
+            field_value("", "events", &ev2, "involvedObject.name"),
+            Ok(Some("p".into()))
+        );
+        assert_eq!(
+            field_value("", "events", &ev2, "reportingComponent"),
+            Ok(Some("x".into()))
+        );
+        assert_eq!(
+            field_value("", "events", &ev2, "source"),
+            Ok(Some("x".into()))
+        );
+        assert_eq!(
+            field_value("events.k8s.io", "events", &ev, "regarding.kind"),
+            Ok(Some("Pod".into()))
         );
     }
 

@@ -343,7 +343,13 @@ pub async fn list(
                 // schema defaults (they reach here only as PartialObjectMetadata, whose
                 // metadata defaults do not touch): the stored object is what is encoded.
                 let v = match parsed.next().flatten() {
-                    Some(v) => v,
+                    // Parsed to be selected, and still in the version that stored it.
+                    Some(mut v) => {
+                        if rewrite_protobuf {
+                            crate::api::conversion::to_version(&mut v, &rt.api_version());
+                        }
+                        v
+                    }
                     None => {
                         let mut v = parse_record(r)?;
                         if rewrite_protobuf {
