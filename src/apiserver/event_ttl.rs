@@ -63,7 +63,8 @@ struct Entry {
     revision: u64,
 }
 
-/// Follows one type's writes and deletes each object `ttl` after its last write.
+/// Follows the writes under `rt`'s storage prefix and deletes each object `ttl` after its
+/// last write.
 async fn expire_type(
     state: &ApiState,
     rt: &Arc<ResourceType>,
@@ -116,8 +117,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The type's stored objects, each due `ttl` after its newest timestamp, in due order, and
-/// the revision they were read at.
+/// The objects stored under `prefix`, each due `ttl` after its newest timestamp, in due
+/// order, and the revision they were read at.
 async fn stored(
     state: &ApiState,
     prefix: &str,
