@@ -288,7 +288,30 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::FutureRevision { requested, current } => {
                 ApiError::too_large_resource_version(requested, current)
             }
+            // Shutting down: the request may be retried against the server once it is back.
+            crate::store::StoreError::Closed => {
+                ApiError::service_unavailable("the server is shutting down")
+            }
             other => ApiError::internal(format!("storage error: {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_closed_store_is_unavailable_and_other_store_failures_are_internal() {
+        let closed = ApiError::from(StoreError::Closed);
+        assert_eq!((closed.code, closed.reason), (503, "ServiceUnavailable"));
+        let corrupt = ApiError::from(StoreError::Corrupt("bad record".into()));
+        assert_eq!(corrupt.code, 500);
+        assert!(
+            corrupt.message.contains("bad record"),
+            "{}",
+            corrupt.message
+        );
     }
 }
