@@ -246,18 +246,18 @@ impl ResourceType {
 
     /// Storage key prefix shared by all versions: `apps/deployments/`.
     pub fn storage_prefix(&self) -> String {
-        let group = if self.group.is_empty() || self.stored_with_core() {
-            "core"
-        } else {
-            &self.group
-        };
-        format!("{group}/{}/", self.plural)
+        format!("{}/{}/", self.storage_group(), self.plural)
     }
 
-    /// events.k8s.io Events are the core Events seen in another shape, as upstream serves
-    /// them from one storage: stored under the core prefix, in whichever version wrote them.
-    pub fn stored_with_core(&self) -> bool {
-        self.group == "events.k8s.io" && self.plural == "events"
+    /// The group whose prefix holds this resource's objects: its own, but `core` for the
+    /// core group and for events.k8s.io Events, which are the core Events seen in another
+    /// shape (upstream serves both from one storage, each object in whichever version wrote
+    /// it).
+    pub fn storage_group(&self) -> &str {
+        match (self.group.as_str(), self.plural.as_str()) {
+            ("", _) | ("events.k8s.io", "events") => "core",
+            (group, _) => group,
+        }
     }
 
     /// Key prefix of one namespace's objects (or all objects of a cluster-scoped type).
@@ -401,17 +401,14 @@ impl Registry {
             .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
-    /// How many versions of one resource are served (more than one means stored objects may
-    /// carry another version's apiVersion).
-    pub fn version_count(&self, group: &str, plural: &str) -> usize {
-        let same = |r: &&Arc<ResourceType>| r.group == group && r.plural == plural;
-        let served = self.builtin.iter().filter(same).count()
-            + self.custom.read().iter().filter(same).count();
-        // Core and events.k8s.io Events share their objects (ResourceType::stored_with_core).
-        match (group, plural) {
-            ("" | "events.k8s.io", "events") => served + 1,
-            _ => served,
-        }
+    /// How many served resource types share `rt`'s stored objects: its versions (and, for
+    /// Events, the other group's). More than one means stored objects may carry another
+    /// apiVersion.
+    pub fn version_count(&self, rt: &ResourceType) -> usize {
+        let same = |r: &&Arc<ResourceType>| {
+            r.plural == rt.plural && r.storage_group() == rt.storage_group()
+        };
+        self.builtin.iter().filter(same).count() + self.custom.read().iter().filter(same).count()
     }
 
     /// Whether some version of this group is served.

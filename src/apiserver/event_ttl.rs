@@ -6,7 +6,7 @@
 //! One task follows the store's writes of Events (both APIs' Events are stored together)
 //! and keeps, in write order, when each key expires and at which revision it was written.
 //! A key rewritten since has a later entry, so an expiring entry whose revision is no
-//! longer the key's current one is dropped unread.
+//! longer the key's current one deletes nothing.
 //! Events already stored when the task starts (a restart, a watch that fell behind
 //! compaction) are dated by their own newest timestamp, the nearest thing to their last
 //! write the object holds.
@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::objects::{self, parse_record, Decision};
+use super::objects::{self, parse_record_fields, Decision};
 use super::ApiState;
 use crate::api::registry::ResourceType;
 use crate::api::table::duration::parse_time;
@@ -34,7 +34,7 @@ pub async fn run(
     ttl: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    // events.k8s.io Events are stored with the core ones (ResourceType::stored_with_core).
+    // events.k8s.io Events are stored with the core ones (ResourceType::storage_group).
     let rt = state
         .registry
         .lookup("", "v1", "events")
@@ -130,7 +130,9 @@ async fn stored(
     let mut entries: Vec<Entry> = records
         .iter()
         .map(|r| {
-            let written = parse_record(r).ok().and_then(|obj| last_written(&obj));
+            let written = parse_record_fields(r, DATING_FIELDS)
+                .ok()
+                .and_then(|obj| last_written(&obj));
             let age = written
                 .and_then(|t| (wall_now - t).to_std().ok())
                 .unwrap_or_default();
@@ -144,6 +146,15 @@ async fn stored(
     entries.sort_by_key(|e| e.at);
     Ok((entries.into(), revision))
 }
+
+/// The top-level fields [`last_written`] reads.
+const DATING_FIELDS: &[&str] = &[
+    "metadata",
+    "lastTimestamp",
+    "eventTime",
+    "series",
+    "deprecatedLastTimestamp",
+];
 
 /// The newest of an Event's own timestamps (either version's fields), and of its managed
 /// fields' write times.
@@ -170,10 +181,6 @@ fn last_written(event: &Value) -> Option<DateTime<Utc>> {
 /// Deletes the entry's key if it is still at the entry's revision (a later write has its
 /// own entry further back in the queue).
 async fn expire(state: &ApiState, rt: &Arc<ResourceType>, entry: &Entry) {
-    match state.store.get(&entry.key).await {
-        Ok(Some(r)) if r.mod_revision == entry.revision => {}
-        _ => return,
-    }
     let Some((ns, name)) = entry
         .key
         .strip_prefix(&rt.storage_prefix())

@@ -32,8 +32,7 @@ pub fn printer(rt: &ResourceType) -> Printer {
 /// (multi-version types), or schema defaults added since they were written (upstream
 /// defaults custom resources when reading them from storage too).
 fn needs_version_rewrite(state: &ApiState, rt: &ResourceType) -> bool {
-    state.registry.version_count(&rt.group, &rt.plural) > 1
-        || crate::api::schema::defaults_on_read(rt)
+    state.registry.version_count(rt) > 1 || crate::api::schema::defaults_on_read(rt)
 }
 
 /// The stored bytes of an object as served at the requested version.

@@ -4,8 +4,8 @@
 use super::super::auth::UserInfo;
 use super::super::body::{decode_json, decode_object, with_warnings};
 use super::super::objects::{
-    now_rfc3339, parse_record, prepare_update_unvalidated, write, write_admitted_view, Decision,
-    WriteOptions,
+    check_namespace, now_rfc3339, parse_record, prepare_update_unvalidated, validate, write,
+    write_admitted_view, Decision, WriteOptions,
 };
 use super::super::request::{Query, ResourceRequest};
 use super::super::response::{self, Body};
@@ -232,22 +232,11 @@ pub async fn bind(
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
     let (rt, name) = if rr.subresource.is_none() {
-        // The top-level `bindings` resource: the pod is the one the Binding names.
-        let Some(name) = named else {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                "Binding.core \"\" is invalid: metadata.name: Required value: name or generateName is required".to_owned(),
-            ));
-        };
-        if binding["metadata"]["namespace"]
-            .as_str()
-            .is_some_and(|ns| !ns.is_empty() && Some(ns) != rr.namespace.as_deref())
-        {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
+        // The top-level `bindings` resource, checked as any create of it: the pod is the
+        // one the Binding names.
+        check_namespace(&rr.rt, rr.namespace.as_deref(), &mut binding)?;
+        validate(&rr.rt, &binding)?;
+        let name = named.unwrap_or_default();
         let pods = state
             .registry
             .lookup("", "v1", "pods")
