@@ -6,8 +6,9 @@
 //! appear and disappear at runtime without touching built-in entries.
 
 use crate::api::strategy::{self, Strategy};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -359,6 +360,9 @@ pub struct Registry {
     /// Bumped on every change of the custom types, so derived documents (OpenAPI) know when
     /// to rebuild.
     generation: AtomicU64,
+    /// The store revision each CRD's types were last set from (deletions included), so a
+    /// writer that reaches [`Registry::set_custom_at`] late cannot undo a newer write.
+    custom_revisions: Mutex<HashMap<String, u64>>,
 }
 
 impl Registry {
@@ -367,6 +371,7 @@ impl Registry {
             builtin: builtin_types().into_iter().map(Arc::new).collect(),
             custom: RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
+            custom_revisions: Default::default(),
         }
     }
 
@@ -456,6 +461,22 @@ impl Registry {
         custom.retain(|r| r.custom.as_ref().map(|c| c.crd_name.as_str()) != Some(crd_name));
         custom.extend(types.into_iter().map(Arc::new));
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// [`Registry::set_custom`] from the CRD as stored at `revision`, unless types from a
+    /// later revision of that CRD (or its deletion) are already set. Requests that write a
+    /// CRD update the registry after their commit, in whatever order their tasks run: a
+    /// delete that marks it Terminating can get here after the finalizer removal that
+    /// deleted it, and must not bring its types back. Returns whether it applied.
+    pub fn set_custom_at(&self, crd_name: &str, revision: u64, types: Vec<ResourceType>) -> bool {
+        let mut revisions = self.custom_revisions.lock();
+        let last = revisions.entry(crd_name.to_owned()).or_insert(0);
+        if revision < *last {
+            return false;
+        }
+        *last = revision;
+        self.set_custom(crd_name, types);
+        true
     }
 }
 
@@ -772,5 +793,22 @@ mod tests {
         assert_eq!(w.short_names, vec!["wd"]);
         reg.set_custom("widgets.example.com", Vec::new());
         assert!(reg.lookup("example.com", "v1", "widgets").is_none());
+    }
+
+    #[test]
+    fn a_late_write_of_a_crd_cannot_bring_back_types_a_later_deletion_removed() {
+        let reg = Registry::new();
+        let crd = json!({"metadata":{"name":"widgets.example.com"},"spec":{"group":"example.com","scope":"Namespaced",
+            "names":{"plural":"widgets","kind":"Widget"},
+            "versions":[{"name":"v1","served":true,"storage":true}]}});
+        let name = "widgets.example.com";
+        assert!(reg.set_custom_at(name, 5, types_from_crd(&crd)));
+        // Marked Terminating at 7, deleted at 8; the Terminating write's bookkeeping runs last.
+        assert!(reg.set_custom_at(name, 8, Vec::new()));
+        assert!(!reg.set_custom_at(name, 7, types_from_crd(&crd)));
+        assert!(reg.lookup("example.com", "v1", "widgets").is_none());
+        // Created again later: served again.
+        assert!(reg.set_custom_at(name, 9, types_from_crd(&crd)));
+        assert!(reg.lookup("example.com", "v1", "widgets").is_some());
     }
 }

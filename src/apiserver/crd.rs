@@ -7,16 +7,29 @@ use super::ApiState;
 use crate::api::registry::types_from_crd;
 use serde_json::Value;
 
-/// Registers the types of a stored (or updated) CRD.
+/// Registers the types of a stored (or updated) CRD, unless a later write of it has already
+/// set them.
 pub fn register(state: &ApiState, crd: &Value) {
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-    state.registry.set_custom(name, types_from_crd(crd));
+    state
+        .registry
+        .set_custom_at(name, stored_revision(crd), types_from_crd(crd));
 }
 
-/// Removes the types of a deleted CRD.
+/// Removes the types of a deleted CRD (`crd` as deleted: its resourceVersion is the revision
+/// of the deletion, later than any write of it).
 pub fn unregister(state: &ApiState, crd: &Value) {
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-    state.registry.set_custom(name, Vec::new());
+    state
+        .registry
+        .set_custom_at(name, stored_revision(crd), Vec::new());
+}
+
+fn stored_revision(crd: &Value) -> u64 {
+    crd["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Loads every stored CRD into the registry (at start-up).

@@ -1,5 +1,6 @@
 //! Field validation through the handlers: `?fieldValidation=` on create, update and patch,
-//! pruning of unknown fields from stored objects, and CRD schema defaults on write and read.
+//! pruning of unknown fields from stored objects, CRD schema defaults on write and read, and
+//! dry-run writes of a CRD leaving the served types alone.
 
 use super::testing::TestServer;
 use super::InProcessService;
@@ -263,4 +264,43 @@ async fn strict_apply_names_unknown_fields_and_repeated_yaml_keys_like_upstream(
         "{}",
         r.body
     );
+}
+
+#[tokio::test]
+async fn a_dry_run_write_of_a_crd_changes_no_served_types() {
+    let srv = TestServer::start().await;
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let uri = "/apis/example.com/v1/namespaces/default/noxus";
+    let r = send(
+        &srv,
+        "POST",
+        &format!("{crds}?dryRun=All"),
+        "application/json",
+        &crd(None),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let r = send(&srv, "GET", uri, "application/json", "").await;
+    assert_eq!(r.code, 404, "a dry-run CRD is served: {}", r.body);
+
+    // Stored for real, then a dry-run change of its schema leaves the stored one in force.
+    assert_eq!(
+        send(&srv, "POST", crds, "application/json", &crd(None))
+            .await
+            .code,
+        201
+    );
+    let r = send(
+        &srv,
+        "PUT",
+        &format!("{crds}/noxus.example.com?dryRun=All"),
+        "application/json",
+        &crd(Some("dflt")),
+    )
+    .await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    let cr = r#"{"apiVersion": "example.com/v1", "kind": "Noxu", "metadata": {"name": "a"}, "spec": {}}"#;
+    let r = send(&srv, "POST", uri, "application/json", cr).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert!(r.body["spec"].get("foo").is_none(), "{}", r.body);
 }

@@ -54,8 +54,12 @@ pub(super) async fn after_write_async(state: &ApiState, rt: &ResourceType, writt
     }
 }
 
-/// Bookkeeping after a successful write that other parts of the server react to.
-pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written) {
+/// Bookkeeping after a successful write that other parts of the server react to. A dry run
+/// stored nothing, so nothing follows from it (a dry-run CRD serves no types).
+async fn after_write(state: &ApiState, rt: &ResourceType, written: &Written, dry_run: bool) {
+    if dry_run {
+        return;
+    }
     // The last finalizer removed from an object being deleted: it is gone now.
     if let Written::Deleted(o) = written {
         super::delete::after_delete(state, rt, o);
@@ -66,6 +70,7 @@ pub(super) fn after_write(state: &ApiState, rt: &ResourceType, written: &Written
             Written::Unchanged(_) | Written::Deleted(_) => {}
         }
     }
+    after_write_async(state, rt, written).await;
 }
 
 /// The requester a create records, only for kinds whose strategy asks for it.
@@ -112,8 +117,7 @@ pub async fn create(
     let stored = result.as_ref().ok().filter(|_| !q.dry_run);
     give_back_cluster_ips(state, &taken_ip, stored.map(|(w, _)| w));
     let (written, admission_warnings) = result?;
-    after_write(state, rt, &written);
-    after_write_async(state, rt, &written).await;
+    after_write(state, rt, &written, q.dry_run).await;
     let mut all = warnings;
     all.extend(admission_warnings);
     Ok(with_warnings(response::written(201, &written), &all))
@@ -202,8 +206,7 @@ pub async fn update(
         },
     )
     .await?;
-    after_write(state, rt, &admitted.written);
-    after_write_async(state, rt, &admitted.written).await;
+    after_write(state, rt, &admitted.written, q.dry_run).await;
     let mut all = warnings;
     all.extend(admitted.warnings);
     Ok(with_warnings(
@@ -399,8 +402,7 @@ pub async fn patch(
     give_back_cluster_ips(state, &allocated_ips, stored.map(|a| &a.written));
     let admitted = admitted?;
     let written = admitted.written;
-    after_write(state, &rt, &written);
-    after_write_async(state, &rt, &written).await;
+    after_write(state, &rt, &written, q.dry_run).await;
     let code = if matches!(written, Written::Created(..)) {
         201
     } else {
