@@ -473,6 +473,43 @@ fn events_of_either_api_are_one_set_seen_through_both() {
          reason: CoreReason\nmessage: written through v1\ntype: Warning\ncount: 3\n",
     );
 
+    // Each API validates as upstream's: events.k8s.io requires what its writers must say;
+    // core/v1 only that an event lives in its object's namespace.
+    let refused = server
+        .kubectl_with_stdin(
+            &["create", "-f", "-"],
+            Some(
+                "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: bare\n  namespace: default\n\
+                 reason: Bare\nregarding:\n  kind: ConfigMap\n  name: subject\n  namespace: default\n",
+            ),
+        )
+        .fails();
+    for expected in [
+        r#"The Event "bare" is invalid"#,
+        "eventTime: Required value",
+        r#"type: Invalid value: "": has invalid value: "#,
+    ] {
+        assert!(
+            refused.output().contains(expected),
+            "{expected}: {refused:?}"
+        );
+    }
+    let refused = server
+        .kubectl_with_stdin(
+            &["create", "-f", "-"],
+            Some(
+                "apiVersion: v1\nkind: Event\nmetadata:\n  name: elsewhere\n  namespace: kube-system\n\
+                 involvedObject:\n  kind: ConfigMap\n  name: subject\n  namespace: default\n",
+            ),
+        )
+        .fails();
+    assert!(
+        refused.output().contains(
+            r#"involvedObject.namespace: Invalid value: "default": does not match event.namespace"#
+        ),
+        "{refused:?}"
+    );
+
     // The events.k8s.io event in core's shape, found by core's field selectors.
     let core = raw("/api/v1/namespaces/default/events/new-api");
     assert_eq!(core["apiVersion"], "v1", "{core}");
@@ -511,18 +548,46 @@ fn events_of_either_api_are_one_set_seen_through_both() {
         .collect();
     assert_eq!(names, ["core-api"], "{list}");
 
-    // Written through one API, seen through the other; deleted likewise.
+    // Written through one API, seen through the other; deleted likewise. Through
+    // events.k8s.io what an event says is fixed once written (its series may grow), as
+    // upstream validates it; through core/v1 the old recorders may still change it.
+    let refused = server
+        .kubectl(&[
+            "patch",
+            "events.v1.events.k8s.io",
+            "core-api",
+            "--type=merge",
+            "-p",
+            r#"{"note": "changed through events.k8s.io"}"#,
+        ])
+        .fails();
+    assert!(
+        refused.output().contains(
+            r#"message: Invalid value: "changed through events.k8s.io": field is immutable"#
+        ),
+        "{refused:?}"
+    );
     server.kubectl_ok(&[
         "patch",
         "events.v1.events.k8s.io",
         "core-api",
         "--type=merge",
         "-p",
-        r#"{"note": "changed through events.k8s.io"}"#,
+        r#"{"series": {"count": 4, "lastObservedTime": "2026-01-01T00:05:00.000000Z"}}"#,
     ]);
     let core = raw("/api/v1/namespaces/default/events/core-api");
-    assert_eq!(core["message"], "changed through events.k8s.io", "{core}");
+    assert_eq!(core["series"]["count"], 4, "{core}");
     assert_eq!(core["count"], 3, "{core}");
+    server.kubectl_ok(&[
+        "patch",
+        "event",
+        "core-api",
+        "--type=merge",
+        "-p",
+        r#"{"message": "changed through v1"}"#,
+    ]);
+    let new = raw("/apis/events.k8s.io/v1/namespaces/default/events/core-api");
+    assert_eq!(new["note"], "changed through v1", "{new}");
     server.kubectl_ok(&["delete", "event", "new-api"]);
     server
         .kubectl(&[

@@ -37,7 +37,7 @@ pub fn to_version(obj: &mut Value, api_version: &str) {
 
 /// The fields a core/v1 Event and an events.k8s.io/v1 Event name differently (upstream's
 /// `pkg/apis/events/v1` conversion); the rest are the same in both.
-const EVENT_RENAMES: &[(&str, &str)] = &[
+pub const EVENT_RENAMES: &[(&str, &str)] = &[
     ("involvedObject", "regarding"),
     ("message", "note"),
     ("reportingComponent", "reportingController"),

@@ -4,7 +4,7 @@
 use super::{keep_status, set_status, Printing, Strategy};
 use crate::api::defaults::core_v1;
 use crate::api::table::printers;
-use crate::api::validation::FieldError;
+use crate::api::validation::{events, FieldError};
 use serde_json::{json, Value};
 
 /// ComponentStatuses are computed at each read (`apiserver::handlers::live`), never stored.
@@ -130,9 +130,12 @@ pub static SERVICE_ACCOUNT: Strategy = Strategy {
     ..Strategy::GENERIC
 };
 
-/// core/v1 and events.k8s.io/v1 Events print alike.
+/// core/v1 and events.k8s.io/v1 Events print alike; each API validates as upstream's does.
 pub static EVENT: Strategy = Strategy {
     kind: "Event",
     printer: Printing::Builtin(&printers::EVENT),
+    validate_create_only: events::validate_event_create,
+    validate: events::validate_event,
+    validate_update: events::validate_event_update,
     ..Strategy::GENERIC
 };

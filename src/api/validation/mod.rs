@@ -13,6 +13,7 @@
 pub(crate) mod core_v1;
 pub(crate) mod crd;
 mod cron;
+pub(crate) mod events;
 mod field;
 mod json;
 pub(crate) mod meta;

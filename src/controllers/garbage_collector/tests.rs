@@ -171,7 +171,7 @@ async fn events_are_not_collected_even_when_their_owner_is_gone() {
         &v1,
         json!({"metadata": {"name": "v1-event", "ownerReferences": [ghost.clone()]},
                "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "test",
-               "reportingInstance": "test", "action": "Test", "reason": "Test"}),
+               "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal"}),
     )
     .await;
     // Two dependents of the same ghost, one after the other, are collected: the collector
