@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         tokens: TokenAuthenticator::new(vec![]),
         service_account_key: std::sync::Arc::new(skiff::pki::ServiceAccountKey::generate()?),
         service_cidr: "10.43.0.0/16".into(),
+        max_requests_inflight: skiff::apiserver::DEFAULT_MAX_REQUESTS_INFLIGHT,
         advertise: "127.0.0.1:6443".parse()?,
         admission: skiff::apiserver::admission::Chain::standard(),
     })

@@ -152,6 +152,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ]),
         service_account_key: sa_key.clone(),
         service_cidr: args.service_cidr.clone(),
+        max_requests_inflight: args.max_requests_inflight,
         advertise: std::net::SocketAddr::new(advertise_address(&args), args.https_listen_port),
         admission: {
             let mut chain = apiserver::admission::Chain::standard();

@@ -11,6 +11,7 @@ mod body;
 mod crd;
 mod discovery;
 pub mod event_ttl;
+mod flow_control;
 mod handlers;
 mod html_links;
 mod impersonation;
@@ -100,6 +101,8 @@ pub struct ApiState {
     kubelet: parking_lot::RwLock<Option<Arc<kubelet_proxy::KubeletClient>>>,
     /// Kubelet summaries behind metrics.k8s.io, briefly cached.
     metrics_cache: metrics::Cache,
+    /// Seats of the priority levels requests from the network run in.
+    flow_control: flow_control::FlowControl,
 }
 
 /// Settings the API server is built from.
@@ -113,7 +116,12 @@ pub struct ApiConfig {
     pub advertise: SocketAddr,
     /// The admission plugins, in order ([`admission::Chain::standard`] for a server).
     pub admission: admission::Chain,
+    /// Seats of the limited priority levels together ([`flow_control`]).
+    pub max_requests_inflight: usize,
 }
+
+/// `--max-requests-inflight` unless set.
+pub const DEFAULT_MAX_REQUESTS_INFLIGHT: usize = 90;
 
 impl ApiState {
     /// Opens the store, loads CRDs and allocated service IPs, and makes sure the built-in
@@ -138,6 +146,7 @@ impl ApiState {
             crd_api_services: tokio::sync::Mutex::new(()),
             kubelet: parking_lot::RwLock::new(None),
             metrics_cache: metrics::Cache::default(),
+            flow_control: flow_control::FlowControl::new(cfg.max_requests_inflight),
         });
         crd::load_all(&state).await?;
         lifecycle::bootstrap(&state).await?;
@@ -251,7 +260,8 @@ where
     let mut logged = tracing::enabled!(tracing::Level::DEBUG).then(|| RequestLog::of(&req));
     // Errors are written in the type the client negotiated, as upstream's ErrorNegotiated.
     let accept = req.headers().get(http::header::ACCEPT).cloned();
-    let mut dispatched = std::pin::pin!(dispatch(&state, &conn, req));
+    let queued_ns = std::sync::atomic::AtomicU64::new(0);
+    let mut dispatched = std::pin::pin!(dispatch(&state, &conn, req, &queued_ns));
     let outcome = std::future::poll_fn(|cx| match logged.as_mut() {
         None => std::future::Future::poll(dispatched.as_mut(), cx),
         Some(log) => {
@@ -271,14 +281,17 @@ where
         }
     };
     if let Some(log) = logged {
-        log.emit(resp.status().as_u16());
+        let queued =
+            std::time::Duration::from_nanos(queued_ns.load(std::sync::atomic::Ordering::Relaxed));
+        log.emit(resp.status().as_u16(), queued);
     }
     resp
 }
 
-/// One request's debug line: what was asked, how long it took, and how much of that it
-/// spent running its own code (`busy_ms`) over how many polls; the rest is waiting (for a
-/// lock, the WAL, its body, or a turn on a worker thread).
+/// One request's debug line: what was asked, how long it took, how much of that it waited
+/// for a seat of its priority level (`queued_ms`, [`flow_control`]), and how much it spent
+/// running its own code (`busy_ms`) over how many polls; the rest is waiting (for a lock,
+/// the WAL, its body, or a turn on a worker thread).
 struct RequestLog {
     started: Instant,
     method: http::Method,
@@ -304,7 +317,7 @@ impl RequestLog {
         }
     }
 
-    fn emit(self, status: u16) {
+    fn emit(self, status: u16, queued: std::time::Duration) {
         let RequestLog {
             started,
             method,
@@ -316,6 +329,7 @@ impl RequestLog {
         tracing::debug!(
             %method, %path, watch, status,
             ms = started.elapsed().as_secs_f64() * 1000.0,
+            queued_ms = queued.as_secs_f64() * 1000.0,
             busy_ms = busy.as_secs_f64() * 1000.0, polls, "request"
         );
     }
@@ -325,6 +339,7 @@ async fn dispatch(
     state: &Arc<ApiState>,
     conn: &ConnInfo,
     req: Request<RequestBody>,
+    queued_ns: &std::sync::atomic::AtomicU64,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query())?;
     let route = request::route(&state.registry, req.method(), req.uri().path(), &query);
@@ -436,6 +451,9 @@ async fn dispatch(
                     &auth::forbidden_message(&user, &attrs, &reason),
                 ));
             }
+            // Held until the answer is built.
+            let level = flow_control::classify(conn.peer.is_none(), &user, &rr, query.watch);
+            let _seat = state.flow_control.seat(level, queued_ns).await?;
             let output = Output::negotiate_for(accept.as_deref(), &rr)?;
             match rr.rt.strategy.storage {
                 Storage::Stored => {}

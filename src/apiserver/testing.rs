@@ -26,6 +26,7 @@ impl TestServer {
                 crate::pki::ServiceAccountKey::generate().expect("service account key"),
             ),
             service_cidr: "10.43.0.0/16".into(),
+            max_requests_inflight: crate::apiserver::DEFAULT_MAX_REQUESTS_INFLIGHT,
             advertise: "127.0.0.1:6443".parse().expect("static address"),
             admission,
         })

@@ -83,6 +83,11 @@ pub struct ServerArgs {
     /// Revisions of event history kept by compaction (watch resume window).
     #[arg(long, default_value_t = 10_000, hide = true)]
     pub store_compaction_keep: u64,
+    /// Requests from the network served at once, shared by the priority levels (watches and
+    /// other long-running requests, `system:masters` and the server's own components are not
+    /// counted); the rest wait for a seat.
+    #[arg(long, default_value_t = crate::apiserver::DEFAULT_MAX_REQUESTS_INFLIGHT, env = "SKIFF_MAX_REQUESTS_INFLIGHT")]
+    pub max_requests_inflight: usize,
     /// How long an event is kept after its last write (0 keeps events forever).
     #[arg(long, default_value = "1h", value_parser = token::parse_duration)]
     pub event_ttl: std::time::Duration,

@@ -31,6 +31,8 @@ pub struct Request<'a> {
     body: Option<Vec<u8>>,
     auth: Auth,
     http2: bool,
+    /// curl's `--limit-rate` (bytes per second, upload and download), for a slow client.
+    limit_rate: Option<u32>,
 }
 
 /// The server's answer.
@@ -108,6 +110,7 @@ impl<'a> Request<'a> {
             body: None,
             auth: Auth::Admin,
             http2: false,
+            limit_rate: None,
         }
     }
 
@@ -128,6 +131,12 @@ impl<'a> Request<'a> {
     /// Sends over HTTP/2 instead of HTTP/1.1.
     pub fn http2(mut self) -> Self {
         self.http2 = true;
+        self
+    }
+
+    /// Sends (and reads) at most `bytes_per_second`: a client whose body trickles in.
+    pub fn limit_rate(mut self, bytes_per_second: u32) -> Self {
+        self.limit_rate = Some(bytes_per_second);
         self
     }
 
@@ -172,6 +181,10 @@ impl<'a> Request<'a> {
         }
         for (k, v) in &self.headers {
             cmd.arg("-H").arg(format!("{k}: {v}"));
+        }
+        if let Some(rate) = self.limit_rate {
+            // No `Expect: 100-continue` wait either: the body starts at once, slowly.
+            cmd.args(["--limit-rate", &rate.to_string(), "-H", "Expect:"]);
         }
         if let Some(body) = &self.body {
             let body_in = dir.join(format!("curl-{id}.request"));
