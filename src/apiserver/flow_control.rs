@@ -2,8 +2,8 @@
 //! does it in outline: each request from the network is classified into a priority level
 //! by who sent it, and a level runs at most its number of *seats* of requests at once; the
 //! rest wait, first come first served, for a seat of their own level. Waiting is bounded:
-//! a request that gets no seat in [`QUEUE_TIMEOUT`] is answered 429 with `Retry-After`,
-//! as upstream's (its Status says when to retry).
+//! a request that gets no seat in [`QUEUE_TIMEOUT`] is answered 429, its Status saying
+//! when to retry (`retryAfterSeconds`), as upstream's.
 //!
 //! Why: on 2 cores, 100 kubelets starting pods put thousands of requests in flight at
 //! once; every one of them was polled in turn, so each took as long as the whole burst
@@ -61,11 +61,13 @@ impl FlowControl {
     /// `seats` shared by the limited levels in upstream's proportions of nominal shares
     /// (node-high 40, system 30, global-default 20), each with at least 2.
     pub fn new(seats: usize) -> FlowControl {
-        let share = |n: usize| Arc::new(Semaphore::new((seats * n / 90).max(2)));
+        const SHARES: [usize; 3] = [40, 30, 20];
+        let total: usize = SHARES.iter().sum();
+        let share = |n: usize| Arc::new(Semaphore::new((seats * n / total).max(2)));
         FlowControl {
-            node_high: share(40),
-            system: share(30),
-            global_default: share(20),
+            node_high: share(SHARES[0]),
+            system: share(SHARES[1]),
+            global_default: share(SHARES[2]),
         }
     }
 

@@ -451,7 +451,7 @@ async fn dispatch(
                     &auth::forbidden_message(&user, &attrs, &reason),
                 ));
             }
-            // Held until the answer is built.
+            // A seat of the request's priority level, held until the answer is built.
             let level = flow_control::classify(conn.peer.is_none(), &user, &rr, query.watch);
             let _seat = state.flow_control.seat(level, queued_ns).await?;
             let output = Output::negotiate_for(accept.as_deref(), &rr)?;
