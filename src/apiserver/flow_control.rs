@@ -93,12 +93,10 @@ impl FlowControl {
         match permit {
             Ok(Ok(p)) => Ok(Some(p)),
             // The semaphores are never closed; a timeout is the only way here.
-            _ => {
-                let mut e =
-                    ApiError::too_many_requests("Too many requests, please try again later.");
-                e.details = Some(serde_json::json!({"retryAfterSeconds": 1}));
-                Err(e)
-            }
+            _ => Err(ApiError {
+                details: Some(serde_json::json!({"retryAfterSeconds": 1})),
+                ..ApiError::too_many_requests("Too many requests, please try again later.")
+            }),
         }
     }
 }
@@ -109,24 +107,20 @@ pub fn classify(in_process: bool, user: &UserInfo, rr: &ResourceRequest, watch: 
     if in_process || user.in_group(super::MASTERS_GROUP) || long_running(rr, watch) {
         return Level::Exempt;
     }
-    if let Some(node) = user.name.strip_prefix("system:node:") {
-        if user.in_group("system:nodes") {
-            let own = rr.name.as_deref() == Some(node);
-            let heartbeat = match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
-                ("", "nodes") => own || rr.verb == Verb::Create,
-                ("coordination.k8s.io", "leases") => {
-                    rr.namespace.as_deref() == Some("kube-node-lease")
-                }
-                _ => false,
-            };
-            return if heartbeat {
-                Level::NodeHigh
-            } else {
-                Level::System
-            };
-        }
+    let Some(node) = crate::authz::node::node_name(user) else {
+        return Level::GlobalDefault;
+    };
+    let own = rr.name.as_deref() == Some(node);
+    let heartbeat = match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
+        ("", "nodes") => own || rr.verb == Verb::Create,
+        ("coordination.k8s.io", "leases") => rr.namespace.as_deref() == Some("kube-node-lease"),
+        _ => false,
+    };
+    if heartbeat {
+        Level::NodeHigh
+    } else {
+        Level::System
     }
-    Level::GlobalDefault
 }
 
 /// Requests that stay open as long as the client wants: never limited.
