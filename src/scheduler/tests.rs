@@ -542,3 +542,50 @@ async fn a_higher_priority_pod_preempts_a_lower_one_and_is_nominated() {
     .await;
     r.stop().await;
 }
+
+/// Fifty binds decided at once reach the API at most [`WRITES_IN_FLIGHT`] at a time, and
+/// every one of them is made.
+#[tokio::test]
+async fn binds_reach_the_api_at_most_writes_in_flight_at_a_time() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let svc = tower::service_fn({
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        move |_req: http::Request<kube::client::Body>| {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                http::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            }
+        }
+    });
+    let (recorder, _events) = Recorder::channel();
+    let actor = Actor {
+        client: kube::Client::new(svc, "default"),
+        recorder,
+        writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
+    };
+    let (done, mut outcomes) = mpsc::unbounded_channel();
+    for i in 0..50 {
+        actor.bind(
+            Arc::new(pod(&format!("p{i}"), 100)),
+            "n".into(),
+            Vec::new(),
+            done.clone(),
+        );
+    }
+    for _ in 0..50 {
+        match outcomes.recv().await.expect("an outcome per bind") {
+            BindOutcome::Bound { .. } => {}
+            BindOutcome::Failed { key, error, .. } => panic!("{key}: {error}"),
+        }
+    }
+    assert_eq!(most.load(Ordering::SeqCst), WRITES_IN_FLIGHT);
+}

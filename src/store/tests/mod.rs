@@ -298,6 +298,57 @@ async fn list_is_a_snapshot_while_updates_move_into_sled() {
     assert!(lists > 0);
 }
 
+/// A list waits for the sync of the writes in its own range only. With the WAL held (no
+/// sync can finish), a list of another prefix answers at once, consistent at the durable
+/// revision; a list of the prefix being written waits for that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_waits_for_the_sync_of_writes_in_its_range_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.put("a/1", b("x")).await.expect("put");
+    let durable = store.revision();
+    // The WAL is held by another thread (its lock is not held across awaits here); it is
+    // let go when `release` is sent or dropped (a failed assertion).
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let _wal = store.shared().wal.lock();
+            let _ = held_tx.send(());
+            let _ = released.recv();
+        }
+    });
+    held.recv().expect("WAL held");
+    let put = tokio::spawn({
+        let store = store.clone();
+        async move { store.put("b/1", b("y")).await }
+    });
+    while store.shared().applied_revision() == durable {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (records, rev) = tokio::time::timeout(Duration::from_secs(5), store.list("a/"))
+        .await
+        .expect("the list of a/ waited for the sync of a write to b/")
+        .expect("list");
+    assert_eq!((records.len(), rev), (1, durable));
+    let list_b = tokio::spawn({
+        let store = store.clone();
+        async move { store.list("b/").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !list_b.is_finished(),
+        "the list of b/ answered before b/1 was durable"
+    );
+    drop(release);
+    holder.join().expect("WAL holder");
+    let written = put.await.expect("put task").expect("put");
+    let (records, rev) = list_b.await.expect("list task").expect("list");
+    assert_eq!((records.len(), rev), (1, written));
+    assert_eq!(written, durable + 1);
+}
+
 #[tokio::test]
 async fn list_from_pages_through_a_prefix_without_overlap() {
     let dir = tempfile::tempdir().expect("tempdir");
