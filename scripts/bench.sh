@@ -47,7 +47,9 @@ bench_api() {
     "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
         --write-kubeconfig "$dir/kubeconfig" --disable-agent --log "${SCALE_BENCH_LOG:-warn}" >"$dir/server.log" 2>&1 &
     pid=$!
-    trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' RETURN
+    # EXIT too: a failing command ends the script under `set -e` without a RETURN (a missing
+    # example left the server running). Expanded now: the locals are gone by EXIT.
+    trap "trap - RETURN EXIT; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$dir'" RETURN EXIT
     local start=$SECONDS
     until curl -sk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
         if ! kill -0 $pid 2>/dev/null || [ $((SECONDS - start)) -gt 20 ]; then
