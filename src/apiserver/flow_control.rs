@@ -22,7 +22,7 @@
 //! - `system`: everything else a node sends (pod status, events, tokens);
 //! - `global-default`: every other identity.
 //!
-//! Long-running requests (watches, exec/attach/port-forward, proxies, followed logs) take
+//! Long-running requests (watches, exec/attach/port-forward, proxies, logs) take
 //! no seat: upstream exempts them from the in-flight limits too.
 //!
 //! Like upstream's SLI (`apiserver_request_sli_duration_seconds`), the request log reports

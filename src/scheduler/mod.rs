@@ -418,6 +418,18 @@ struct Actor {
 }
 
 impl Actor {
+    /// Runs `write` in a task of its own once it holds one of the [`WRITES_IN_FLIGHT`]
+    /// permits.
+    fn spawn_write(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
+        let writes = self.writes.clone();
+        tokio::spawn(async move {
+            // The semaphore is never closed.
+            if let Ok(_permit) = writes.acquire_owned().await {
+                write.await;
+            }
+        });
+    }
+
     fn bind(
         &self,
         pod: Arc<Pod>,
@@ -427,11 +439,7 @@ impl Actor {
     ) {
         let client = self.client.clone();
         let recorder = self.recorder.clone();
-        let writes = self.writes.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = writes.acquire_owned().await else {
-                return; // never closed
-            };
+        self.spawn_write(async move {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{name}");
@@ -497,12 +505,8 @@ impl Actor {
     ) {
         let client = self.client.clone();
         let recorder = self.recorder.clone();
-        let writes = self.writes.clone();
         tracing::debug!(pod = %pod_key(&pod), %message, "unschedulable");
-        tokio::spawn(async move {
-            let Ok(_permit) = writes.acquire_owned().await else {
-                return; // never closed
-            };
+        self.spawn_write(async move {
             if let Some(node) = &nominate {
                 for v in &victims {
                     preempt_victim(&client, &recorder, &pod, v, node).await;
