@@ -112,19 +112,23 @@ busybox_image() {
 
 bench_runtime() {
     scripts/install-test-deps.sh >/dev/null 2>&1
-    local dir data runs=100
+    local runs=100
+    # Global, not local: the EXIT trap runs after a failing step has ended the function,
+    # when its locals are gone.
     dir=$(mktemp -d /tmp/skiff-rbench.XXXXXX)
     data="$dir/data"
     export SKIFF_CGROUP_PARENT="skiff-bench-$$"
-    local S=("$bin" ctr --data-dir "$data")
+    S=("$bin" ctr --data-dir "$data")
     cleanup_runtime() {
+        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         for id in $("${S[@]}" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
-            "${S[@]}" rm -f "$id" >/dev/null 2>&1
+            "${S[@]}" rm -f "$id" >/dev/null 2>&1 || true
         done
         for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
         rm -rf "$dir" /tmp/skiff-runc-bench
     }
-    trap cleanup_runtime RETURN
+    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
+    trap cleanup_runtime RETURN EXIT
 
     local img="$dir/img"
     busybox_image "$img"
@@ -171,7 +175,10 @@ bench_runtime() {
 
 bench_pods() {
     scripts/install-test-deps.sh >/dev/null 2>&1
-    local dir data port kport bridge pid="" agent_pid="" pods=${POD_BENCH_PODS:-100}
+    local port kport pods=${POD_BENCH_PODS:-100}
+    # Global, not local: the EXIT trap runs after a failing step has ended the function,
+    # when its locals are gone.
+    dir="" data="" bridge="" pid="" agent_pid=""
     dir=$(mktemp -d /tmp/skiff-pbench.XXXXXX)
     data="$dir/data"
     bridge="skb$(($$ % 100000))"
@@ -179,7 +186,7 @@ bench_pods() {
     port=$(free_port)
     kport=$(free_port)
     cleanup_pods() {
-        trap - RETURN EXIT # once: its locals are gone after bench_pods returns
+        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         # Every step tolerates what is already gone: under `set -e` a failing one would end
         # the cleanup there.
         for p in $agent_pid $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -333,7 +340,10 @@ PY
 }
 
 bench_scale() {
-    local dir sim_dir port pid="" sim="" nodes=${SCALE_BENCH_NODES:-100} replicas=${SCALE_BENCH_REPLICAS:-3000}
+    local port nodes=${SCALE_BENCH_NODES:-100} replicas=${SCALE_BENCH_REPLICAS:-3000}
+    # Global, not local: the EXIT trap runs after a failing step has ended the function,
+    # when its locals are gone.
+    dir="" sim_dir="" pid="" sim=""
     dir=$(mktemp -d /tmp/skiff-sbench.XXXXXX)
     # The simulated kubelets' files (pod volumes, logs) go to memory: on a real cluster they
     # are written on other hosts, and on this disk's ext4 their inode churn cost the
@@ -341,6 +351,7 @@ bench_scale() {
     sim_dir=$(mktemp -d /dev/shm/skiff-sim.XXXXXX)
     port=$(free_port)
     cleanup_scale() {
+        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         # The load generator stops the simulated nodes for one phase: a stopped process
         # would hold its SIGTERM.
         # A process that already died (a server that failed to start) must not stop the
@@ -349,7 +360,8 @@ bench_scale() {
         for p in $sim $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
         rm -rf "$dir" "$sim_dir"
     }
-    trap cleanup_scale RETURN
+    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
+    trap cleanup_scale RETURN EXIT
 
     # No node of its own: every pod runs on a simulated node.
     "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
