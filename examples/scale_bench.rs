@@ -14,7 +14,8 @@
 //! (every replica pending on cordoned nodes, then the nodes uncordoned), twice: with the
 //! kubelets starting the bound pods meanwhile, and, when `SCALE_BENCH_SIM_PID` names the
 //! `skiff sim-nodes` process, with it stopped for the window (upstream's scheduler_perf
-//! setup: node objects without kubelets).
+//! setup: node objects without kubelets); for each, the cores the server and the simulated
+//! nodes used in the window (both share this machine's cores, as real kubelets would not).
 //!
 //! Usage: scale_bench KUBECONFIG NODES REPLICAS
 
@@ -528,6 +529,13 @@ async fn backlog(
         }
         Ok(())
     };
+    // Where the machine's cores go during the window: the server's and the simulated
+    // kubelets' CPU time, read before the kubelets are stopped and after they resume.
+    let cpu_of = |var: &str| pid_env(var).and_then(|pid| cpu_ms(pid).map(|ms| (pid, ms)));
+    let cpu_before = [
+        cpu_of("SCALE_BENCH_SERVER_PID"),
+        cpu_of("SCALE_BENCH_SIM_PID"),
+    ];
     signal("-STOP")?;
     if stopped_kubelets.is_some() {
         // Requests the kubelets had in flight now wait for them (a body not yet sent): the
@@ -572,9 +580,19 @@ async fn backlog(
     }
     .await;
     // The kubelets run again whatever happened.
+    let cpu_window_s = t.elapsed().as_secs_f64();
+    let cpu_after = cpu_before.map(|b| b.and_then(|(pid, ms)| Some(cpu_ms(pid)? - ms)));
     signal("-CONT")?;
     let (bind_times, last, revision_after) = waited?;
     let window = last.saturating_duration_since(t).as_secs_f64();
+    for (who, used) in ["server", "sim_nodes"].iter().zip(cpu_after) {
+        if let Some(ms) = used {
+            println!(
+                "{name}_{who}_cores {:.2} cores",
+                ms / 1000.0 / cpu_window_s.max(1e-9)
+            );
+        }
+    }
     println!("{name}_{replicas}_bound_s {window:.2} s");
     for q in [0.1, 0.5, 0.9] {
         println!(

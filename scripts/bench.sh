@@ -16,7 +16,8 @@
 #                               scaled to zero through the API; scheduler pods/s (as pods arrive,
 #                               on a backlog of 3000 pending, and on that backlog with the
 #                               simulated kubelets stopped, as upstream's scheduler_perf runs
-#                               without kubelets) vs the 1000/s target, pod
+#                               without kubelets) vs the 1000/s target, with the cores
+#                               the server and the simulated nodes used meanwhile; pod
 #                               startup p99 and API GET/PATCH p99 vs upstream's SLOs; server RSS;
 #                               server and simulated-node CPU ms per pod (create to Running)
 #   scripts/bench.sh all        every benchmark
