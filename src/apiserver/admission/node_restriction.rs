@@ -235,7 +235,7 @@ impl NodeRestriction {
                 Ok(())
             }
             (None, Operation::Delete) => {
-                let existing = self.pod(state, attrs, attrs.name, &[]).await?;
+                let existing = self.pod(state, attrs, attrs.name, &["spec.nodeName"]).await?;
                 if node_name_of(&existing) != node {
                     return forbid(format!("node \"{node}\" can only delete pods with spec.nodeName set to itself"));
                 }
@@ -271,7 +271,7 @@ impl NodeRestriction {
                 if pod_name.is_empty() {
                     return forbid("could not determine pod from request data".into());
                 }
-                let existing = self.pod(state, attrs, pod_name, &[]).await?;
+                let existing = self.pod(state, attrs, pod_name, &["spec.nodeName"]).await?;
                 if node_name_of(&existing) != node {
                     return forbid(format!("node {node} can only evict pods with spec.nodeName set to itself"));
                 }
