@@ -530,7 +530,7 @@ async fn backlog(
         Ok(())
     };
     // Where the machine's cores go during the window: the server's and the simulated
-    // kubelets' CPU time, read before the kubelets are stopped and after they resume.
+    // kubelets' CPU time, read before the kubelets are stopped and before they resume.
     let cpu_of = |var: &str| pid_env(var).and_then(|pid| cpu_ms(pid).map(|ms| (pid, ms)));
     let cpu_before = [
         cpu_of("SCALE_BENCH_SERVER_PID"),
@@ -579,9 +579,9 @@ async fn backlog(
         anyhow::Ok((bind_times, last, revision_after))
     }
     .await;
-    // The kubelets run again whatever happened.
     let cpu_window_s = t.elapsed().as_secs_f64();
     let cpu_after = cpu_before.map(|b| b.and_then(|(pid, ms)| Some(cpu_ms(pid)? - ms)));
+    // The kubelets run again whatever happened.
     signal("-CONT")?;
     let (bind_times, last, revision_after) = waited?;
     let window = last.saturating_duration_since(t).as_secs_f64();
