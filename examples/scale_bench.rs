@@ -228,11 +228,7 @@ async fn main() -> anyhow::Result<()> {
 
     let probe_stop = tokio_util::sync::CancellationToken::new();
     let probe = tokio::spawn(probe_api(client.clone(), probe_stop.clone()));
-    let cpu_before = [
-        pid_env("SCALE_BENCH_SERVER_PID"),
-        pid_env("SCALE_BENCH_SIM_PID"),
-    ]
-    .map(|pid| pid.and_then(|p| cpu_ms(p).map(|ms| (p, ms))));
+    let cpu_before = CpuMark::now();
     let start = Instant::now();
     deployments
         .create(&PostParams::default(), &deployment(replicas as i32)?)
@@ -254,8 +250,9 @@ async fn main() -> anyhow::Result<()> {
     let all_running_s = start.elapsed().as_secs_f64();
     // CPU per pod from creation to Running: what the control plane (and, on the other
     // hosts of a real cluster, the kubelets) spend per pod, whatever the machine's cores.
-    let cpu_per_pod =
-        cpu_before.map(|b| b.and_then(|(pid, ms)| Some((cpu_ms(pid)? - ms) / replicas as f64)));
+    let cpu_per_pod = cpu_before
+        .used_ms()
+        .map(|used| used.map(|ms| ms / replicas as f64));
     // The Deployment's own status, as `kubectl rollout status` reads it.
     loop {
         let d = deployments.get("scale").await?;
@@ -529,13 +526,9 @@ async fn backlog(
         }
         Ok(())
     };
-    // Where the machine's cores go during the window: the server's and the simulated
-    // kubelets' CPU time, read before the kubelets are stopped and before they resume.
-    let cpu_of = |var: &str| pid_env(var).and_then(|pid| cpu_ms(pid).map(|ms| (pid, ms)));
-    let cpu_before = [
-        cpu_of("SCALE_BENCH_SERVER_PID"),
-        cpu_of("SCALE_BENCH_SIM_PID"),
-    ];
+    // Where the machine's cores go during the window: read before the kubelets are
+    // stopped and before they resume.
+    let cpu_before = CpuMark::now();
     signal("-STOP")?;
     if stopped_kubelets.is_some() {
         // Requests the kubelets had in flight now wait for them (a body not yet sent): the
@@ -580,12 +573,12 @@ async fn backlog(
     }
     .await;
     let cpu_window_s = t.elapsed().as_secs_f64();
-    let cpu_after = cpu_before.map(|b| b.and_then(|(pid, ms)| Some(cpu_ms(pid)? - ms)));
+    let cpu_used = cpu_before.used_ms();
     // The kubelets run again whatever happened.
     signal("-CONT")?;
     let (bind_times, last, revision_after) = waited?;
     let window = last.saturating_duration_since(t).as_secs_f64();
-    for (who, used) in ["server", "sim_nodes"].iter().zip(cpu_after) {
+    for (who, used) in ["server", "sim_nodes"].iter().zip(cpu_used) {
         if let Some(ms) = used {
             println!(
                 "{name}_{who}_cores {:.2} cores",
@@ -655,6 +648,25 @@ async fn set_unschedulable(nodes: &Api<Node>, names: &[String], on: bool) -> any
 /// A process id from the environment.
 fn pid_env(var: &str) -> Option<u32> {
     std::env::var(var).ok()?.parse().ok()
+}
+
+/// The CPU time used so far by the server and the simulated nodes (`SCALE_BENCH_SERVER_PID`,
+/// `SCALE_BENCH_SIM_PID`; `None` for one not given or gone).
+struct CpuMark([Option<(u32, f64)>; 2]);
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        CpuMark(
+            ["SCALE_BENCH_SERVER_PID", "SCALE_BENCH_SIM_PID"]
+                .map(|var| pid_env(var).and_then(|pid| Some((pid, cpu_ms(pid)?)))),
+        )
+    }
+
+    /// The milliseconds of CPU each has used since the mark.
+    fn used_ms(&self) -> [Option<f64>; 2] {
+        self.0
+            .map(|mark| mark.and_then(|(pid, before)| Some(cpu_ms(pid)? - before)))
+    }
 }
 
 /// The CPU time (user and system) process `pid` has used, in milliseconds.

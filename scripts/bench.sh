@@ -37,6 +37,16 @@ bin=${BENCH_BIN:-target/release/skiff}
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
+# once CLEANUP: the body of a bench's `trap 'once CLEANUP' RETURN EXIT`. EXIT as well as
+# RETURN, because a failing step ends the script under `set -e` without a return; the traps
+# are reset first, because a RETURN trap set in a function stays set and would fire again
+# at later functions' returns. By EXIT the function's locals are gone, so what CLEANUP
+# reads is global.
+once() {
+    trap - RETURN EXIT
+    "$1"
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -114,22 +124,18 @@ busybox_image() {
 bench_runtime() {
     scripts/install-test-deps.sh >/dev/null 2>&1
     local runs=100
-    # Global, not local: the EXIT trap runs after a failing step has ended the function,
-    # when its locals are gone.
     dir=$(mktemp -d /tmp/skiff-rbench.XXXXXX)
     data="$dir/data"
     export SKIFF_CGROUP_PARENT="skiff-bench-$$"
     S=("$bin" ctr --data-dir "$data")
     cleanup_runtime() {
-        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         for id in $("${S[@]}" ps 2>/dev/null | awk 'NR > 1 { print $1 }'); do
             "${S[@]}" rm -f "$id" >/dev/null 2>&1 || true
         done
         for c in /sys/fs/cgroup/*/"$SKIFF_CGROUP_PARENT"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
         rm -rf "$dir" /tmp/skiff-runc-bench
     }
-    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
-    trap cleanup_runtime RETURN EXIT
+    trap 'once cleanup_runtime' RETURN EXIT
 
     local img="$dir/img"
     busybox_image "$img"
@@ -177,9 +183,7 @@ bench_runtime() {
 bench_pods() {
     scripts/install-test-deps.sh >/dev/null 2>&1
     local port kport pods=${POD_BENCH_PODS:-100}
-    # Global, not local: the EXIT trap runs after a failing step has ended the function,
-    # when its locals are gone.
-    dir="" data="" bridge="" pid="" agent_pid=""
+    pid="" agent_pid=""
     dir=$(mktemp -d /tmp/skiff-pbench.XXXXXX)
     data="$dir/data"
     bridge="skb$(($$ % 100000))"
@@ -187,7 +191,6 @@ bench_pods() {
     port=$(free_port)
     kport=$(free_port)
     cleanup_pods() {
-        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         # Every step tolerates what is already gone: under `set -e` a failing one would end
         # the cleanup there.
         for p in $agent_pid $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -205,8 +208,7 @@ bench_pods() {
         done
         rm -rf "$dir"
     }
-    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
-    trap cleanup_pods RETURN EXIT
+    trap 'once cleanup_pods' RETURN EXIT
 
     busybox_image "$dir/img"
     "$bin" images import --data-dir "$data" "$dir/img/image.tar" >/dev/null
@@ -342,9 +344,7 @@ PY
 
 bench_scale() {
     local port nodes=${SCALE_BENCH_NODES:-100} replicas=${SCALE_BENCH_REPLICAS:-3000}
-    # Global, not local: the EXIT trap runs after a failing step has ended the function,
-    # when its locals are gone.
-    dir="" sim_dir="" pid="" sim=""
+    pid="" sim=""
     dir=$(mktemp -d /tmp/skiff-sbench.XXXXXX)
     # The simulated kubelets' files (pod volumes, logs) go to memory: on a real cluster they
     # are written on other hosts, and on this disk's ext4 their inode churn cost the
@@ -352,7 +352,6 @@ bench_scale() {
     sim_dir=$(mktemp -d /dev/shm/skiff-sim.XXXXXX)
     port=$(free_port)
     cleanup_scale() {
-        trap - RETURN EXIT # once: the RETURN trap would fire at later functions' returns
         # The load generator stops the simulated nodes for one phase: a stopped process
         # would hold its SIGTERM.
         # A process that already died (a server that failed to start) must not stop the
@@ -361,8 +360,7 @@ bench_scale() {
         for p in $sim $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
         rm -rf "$dir" "$sim_dir"
     }
-    # EXIT too: a failing command ends the script under `set -e` without a RETURN.
-    trap cleanup_scale RETURN EXIT
+    trap 'once cleanup_scale' RETURN EXIT
 
     # No node of its own: every pod runs on a simulated node.
     "$bin" server --data-dir "$dir/data" --https-listen-port "$port" --bind-address 127.0.0.1 \
