@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 const NODE_PREFIX: &str = "system:node:";
-const NODES_GROUP: &str = "system:nodes";
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 const RESTRICTION_NAMESPACE: &str = "node-restriction.kubernetes.io";
 const MIRROR_POD: &str = "kubernetes.io/config.mirror";
@@ -39,13 +38,6 @@ const KUBELET_LABELS: &[&str] = &[
 const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
 
 pub struct NodeRestriction;
-
-/// The node name of a node identity (upstream's `NodeIdentity`).
-fn node_identity<'u>(attrs: &Attributes<'u>) -> Option<&'u str> {
-    let user = attrs.user;
-    let name = user.name.strip_prefix(NODE_PREFIX)?;
-    user.groups.iter().any(|g| g == NODES_GROUP).then_some(name)
-}
 
 fn label_namespace(key: &str) -> &str {
     key.split_once('/').map(|(ns, _)| ns).unwrap_or_default()
@@ -511,7 +503,8 @@ impl NodeRestriction {
         obj: Option<&Value>,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        let Some(node) = node_identity(attrs) else {
+        // Upstream's `NodeIdentity`: the Node authorizer's own test.
+        let Some(node) = crate::authz::node::node_name(attrs.user) else {
             return Ok(());
         };
         if node.is_empty() {
