@@ -131,19 +131,8 @@ mod tests {
             );
         }
         // sled's background pool may still hold the last handle (and the file lock) for a
-        // moment after the drop, even without the flusher: the reopen waits for it, bounded.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let db = loop {
-            match config().open() {
-                Ok(db) => break db,
-                Err(e)
-                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
-                {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("sled reopens: {e:?}"),
-            }
-        };
+        // moment after the drop, even without the flusher.
+        let db = crate::store::open_when_unlocked(|| config().open());
         assert_eq!(db.get("big").expect("get").as_deref(), Some(&big[..]));
     }
 }

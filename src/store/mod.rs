@@ -37,6 +37,26 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+/// Tests: `open()` (of the store, or of sled under it) once the previous handle is gone.
+/// After a close or the last handle's drop, sled's own worker threads may hold its file
+/// lock a moment longer, so a lock refusal is retried for at most 10 s.
+#[cfg(test)]
+fn open_when_unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(opened) => return opened,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("opens: {e}"),
+        }
+    }
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,27 +15,15 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
     StoreConfig::new(dir.path().join("db"))
 }
 
-/// Opens the store at `dir`. After a close (or the last handle's drop) sled's own worker
-/// threads may hold its file lock a moment longer, so a lock refusal is retried.
+/// Opens the store at `dir`, waiting for a previous handle's lock
+/// ([`open_when_unlocked`]).
 fn open(dir: &tempfile::TempDir) -> Store {
     open_config(config(dir))
 }
 
 /// [`open`] with a given configuration.
 fn open_config(cfg: StoreConfig) -> Store {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(cfg.clone()) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("store opens: {e}"),
-        }
-    }
+    open_when_unlocked(|| Store::open(cfg.clone()))
 }
 
 fn b(s: &str) -> Bytes {
