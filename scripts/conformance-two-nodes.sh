@@ -32,8 +32,8 @@ cleanup() {
     # The containers' processes (shims and their children sit in the node's cgroups or
     # name its data dir), then the emptied cgroups, the mounts, the namespace.
     for _ in 1 2 3; do
-        cat /sys/fs/cgroup/*/"$CGROUP"/cgroup.procs /sys/fs/cgroup/*/"$CGROUP"/*/cgroup.procs \
-            /sys/fs/cgroup/*/"$CGROUP"/*/*/cgroup.procs 2>/dev/null | sort -u | xargs -r kill -KILL 2>/dev/null
+        find /sys/fs/cgroup/*/"$CGROUP" /sys/fs/cgroup/"$CGROUP" -name cgroup.procs \
+            -exec cat {} + 2>/dev/null | sort -u | xargs -r kill -KILL 2>/dev/null
         pkill -KILL -f "$AGENT_DIR" 2>/dev/null
         sleep 0.3
     done
@@ -42,7 +42,7 @@ cleanup() {
     done
     awk -v r="$AGENT_DIR" 'index($5, r) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
         xargs -r -n1 umount -l 2>/dev/null
-    [ -z "${cidr:-}" ] || ip route del "$cidr" via "$NODE_IP" 2>/dev/null
+    # With the namespace go its veth and the host's route over it.
     ip netns del "$NS" 2>/dev/null
     rm -rf "$AGENT_DIR"
     return 0
